@@ -1,0 +1,29 @@
+// The edge Worker: the public HTTPS API (Open Inference Protocol data plane under /v2, control
+// plane under /v1) and the internal artifact route, assembled from one file per route group.
+
+import { Hono } from "hono";
+import type { AppEnv } from "./context.js";
+import { init, notFound, onError } from "./middleware.js";
+import { registerHealth } from "./routes/health.js";
+import { registerInternalArtifacts } from "./routes/internal_artifacts.js";
+import { registerV1Accounts } from "./routes/v1_accounts.js";
+import { registerV1Keys } from "./routes/v1_keys.js";
+import { registerV1Models } from "./routes/v1_models.js";
+import { registerV2Models } from "./routes/v2_models.js";
+
+export function createApp(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use("*", init());
+  app.onError(onError);
+  app.notFound(notFound);
+  registerHealth(app);
+  registerV2Models(app);
+  registerV1Accounts(app);
+  registerV1Keys(app);
+  registerV1Models(app);
+  registerInternalArtifacts(app);
+  return app;
+}
+
+const app = createApp();
+export default app;

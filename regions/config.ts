@@ -1,0 +1,67 @@
+// The region router's configuration, read from the environment once and validated, with the
+// defaults in one place; main.ts prints it (secrets masked) at start-up.
+
+export interface RouterConfig {
+  region: string;
+  host: string;
+  port: number;
+  /** Shared with the edge: verifies its signed calls. */
+  meshSecret: string;
+  /** Nodes present this at connect. */
+  nodeToken: string;
+  redis: { url: string; token: string } | null;
+  /** How often the region report goes to Redis. */
+  reportIntervalMs: number;
+  /** Calls waiting or running in the region past this are refused with no_capacity. */
+  maxInflight: number;
+  /** A node that does not answer a ping within this is taken out of rotation. */
+  pingIntervalMs: number;
+  /** Time to finish in-flight calls on SIGTERM. */
+  drainTimeoutMs: number;
+}
+
+export const ROUTER_DEFAULTS = {
+  host: "127.0.0.1",
+  port: 8701,
+  reportIntervalMs: 1_000,
+  maxInflight: 1_024,
+  pingIntervalMs: 5_000,
+  drainTimeoutMs: 30_000,
+} as const;
+
+export class ConfigError extends Error {}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min} (got '${raw}')`);
+  return n;
+}
+
+function secret(env: NodeJS.ProcessEnv, name: string): string {
+  const v = env[name];
+  if (!v || v.length < 16) throw new ConfigError(`${name} must be set (16+ characters)`);
+  return v;
+}
+
+export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): RouterConfig {
+  const region = env.MESH_REGION ?? "";
+  if (!/^[a-z0-9-]{1,32}$/.test(region)) throw new ConfigError("MESH_REGION must be a short lowercase name such as us-west");
+  return {
+    region,
+    host: env.HOST ?? ROUTER_DEFAULTS.host,
+    port: int(env, "PORT", ROUTER_DEFAULTS.port, 0),
+    meshSecret: secret(env, "MESH_SECRET"),
+    nodeToken: secret(env, "NODE_TOKEN"),
+    redis: env.REDIS_URL && env.REDIS_TOKEN ? { url: env.REDIS_URL, token: env.REDIS_TOKEN } : null,
+    reportIntervalMs: int(env, "REPORT_INTERVAL_MS", ROUTER_DEFAULTS.reportIntervalMs, 100),
+    maxInflight: int(env, "MAX_INFLIGHT", ROUTER_DEFAULTS.maxInflight, 1),
+    pingIntervalMs: int(env, "PING_INTERVAL_MS", ROUTER_DEFAULTS.pingIntervalMs, 100),
+    drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", ROUTER_DEFAULTS.drainTimeoutMs, 0),
+  };
+}
+
+export function printableConfig(c: RouterConfig): Record<string, unknown> {
+  return { ...c, meshSecret: "***", nodeToken: "***", redis: c.redis ? { url: c.redis.url, token: "***" } : null };
+}

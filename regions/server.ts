@@ -1,0 +1,250 @@
+// The region router: an HTTP endpoint for the edge's signed calls (msgpack bodies) and a
+// WebSocket endpoint where nodes connect with their token. Unsigned calls and unauthenticated
+// sockets are refused before any work is done; every frame is size-bounded and validated.
+
+import { serve } from "@hono/node-server";
+import { Hono } from "hono";
+import type { IncomingMessage } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { WebSocketServer, type WebSocket } from "ws";
+import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
+import { ERROR_STATUS, MeshError, errorBody } from "../protocol/errors.js";
+import { makeLogger } from "../protocol/log.js";
+import {
+  CLOSE,
+  MAX_FRAME_BYTES,
+  MAX_INFER_BODY_BYTES,
+  parseNodeMessage,
+  parseRegionInferRequest,
+  type RegionInferResponse,
+} from "../protocol/messages.js";
+import type { RegionReport } from "../protocol/region-report.js";
+import { SIGNATURE_HEADER, STAMP_HEADER, timingSafeEqualString, verifyRequest } from "../protocol/signing.js";
+import type { RouterConfig } from "./config.js";
+import { NodeLink } from "./node-link.js";
+import { startReportPublisher } from "./report-publisher.js";
+import { Scheduler } from "./scheduler.js";
+
+export const NODE_SOCKET_PATH = "/v1/nodes";
+const HELLO_TIMEOUT_MS = 5_000;
+
+export interface RouterHandle {
+  url: string;
+  port: number;
+  scheduler: Scheduler;
+  report(): RegionReport;
+  /** Stops taking calls, lets in-flight ones finish (bounded), closes nodes with 1012. */
+  close(): Promise<void>;
+}
+
+async function readBody(req: Request, max: number): Promise<Uint8Array> {
+  const len = Number(req.headers.get("content-length") ?? "0");
+  if (len > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
+  const buf = new Uint8Array(await req.arrayBuffer());
+  if (buf.length > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
+  return buf;
+}
+
+export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
+  const log = makeLogger("router", { region: config.region });
+  const scheduler = new Scheduler(config.maxInflight);
+  const codec = createCodec();
+  let draining = false;
+
+  const report = (): RegionReport => {
+    const nodes = [...scheduler.nodes.values()].filter((n) => n.open);
+    return {
+      region: config.region,
+      updatedAt: Date.now(),
+      healthy: !draining,
+      nodes: nodes.map((n) => ({
+        id: n.id,
+        accelerator: n.accelerator.name,
+        executionProvider: n.executionProvider,
+        inflight: n.inflight,
+        warm: [...n.warm.keys()],
+      })),
+      warm: [...new Set(nodes.flatMap((n) => [...n.warm.keys()]))],
+      inflight: scheduler.inflight,
+      served: scheduler.served,
+      failed: scheduler.failed,
+    };
+  };
+
+  const app = new Hono();
+  const envelope = (requestId: string, err: MeshError) =>
+    new Response(JSON.stringify(errorBody(err.code, err.message, requestId)), {
+      status: err.status,
+      headers: { "content-type": "application/json", ...err.headers },
+    });
+
+  // Open on purpose: a load balancer's liveness probe; it says nothing about the region.
+  app.get("/healthz", (c) => c.json({ status: draining ? "draining" : "ok" }));
+
+  const verified = async (req: Request, path: string, body?: Uint8Array) =>
+    verifyRequest(config.meshSecret, req.method, path, body, req.headers.get(STAMP_HEADER), req.headers.get(SIGNATURE_HEADER));
+
+  app.get("/v1/status", async (c) => {
+    const check = await verified(c.req.raw, "/v1/status");
+    if (!check.ok) return envelope("-", new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`));
+    return c.json(report());
+  });
+
+  app.post("/v1/infer", async (c) => {
+    const arrivedAt = performance.now();
+    const requestId = c.req.header("x-request-id") ?? "-";
+    let body: Uint8Array;
+    try {
+      body = await readBody(c.req.raw, MAX_INFER_BODY_BYTES);
+    } catch (err) {
+      return envelope(requestId, err as MeshError);
+    }
+    const check = await verified(c.req.raw, "/v1/infer", body);
+    if (!check.ok) {
+      log("warn", "refused unsigned call", { requestId, reason: check.reason });
+      return envelope(requestId, new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`));
+    }
+    // From here on the caller is the edge: it reads msgpack, whatever happens.
+    let answer: RegionInferResponse;
+    let status = 200;
+    try {
+      if (draining) throw new MeshError("no_capacity", "region is draining", { "retry-after": "1" });
+      const req = parseRegionInferRequest(codec.decode(body));
+      const result = await scheduler.infer(req, arrivedAt);
+      answer = { ok: true, ...result };
+    } catch (err) {
+      const e =
+        err instanceof MeshError
+          ? err
+          : err instanceof Error && (err.name === "CodecError" || err.name === "MessageError")
+            ? new MeshError("bad_request", err.message)
+            : new MeshError("internal_error", "internal error");
+      if (e.code === "internal_error") log("error", "call failed", { requestId, error: String(err) });
+      answer = { ok: false, code: e.code, message: e.message };
+      status = ERROR_STATUS[e.code];
+    }
+    return new Response(codec.encode(answer), { status, headers: { "content-type": MSGPACK_CONTENT_TYPE } });
+  });
+
+  app.notFound((c) => envelope("-", new MeshError("not_found", `no route for ${c.req.method} ${c.req.path}`)));
+
+  // --- node sockets
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+
+  const refuseUpgrade = (socket: Duplex, status: number, message: string) => {
+    const body = JSON.stringify(errorBody(status === 401 ? "unauthorized" : "not_found", message, "-"));
+    socket.end(
+      `HTTP/1.1 ${status} ${status === 401 ? "Unauthorized" : "Not Found"}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  };
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path !== NODE_SOCKET_PATH) return refuseUpgrade(socket, 404, "no such socket");
+    const auth = req.headers.authorization ?? "";
+    const token = /^Bearer\s+(\S+)$/i.exec(auth)?.[1] ?? "";
+    if (!token || !timingSafeEqualString(token, config.nodeToken)) {
+      log("warn", "refused node without a valid token", { remote: req.socket.remoteAddress });
+      return refuseUpgrade(socket, 401, "a valid node token is required");
+    }
+    if (draining) return refuseUpgrade(socket, 404, "router is draining");
+    wss.handleUpgrade(req, socket, head, (ws) => acceptNode(ws));
+  };
+
+  const acceptNode = (ws: WebSocket) => {
+    const nodeCodec = createCodec();
+    let link: NodeLink | null = null;
+    let alive = true;
+    const helloTimer = setTimeout(() => ws.close(CLOSE.protocolError, "hello expected"), HELLO_TIMEOUT_MS);
+
+    ws.on("pong", () => {
+      alive = true;
+      if (link) link.unresponsive = false;
+    });
+    const pinger = setInterval(() => {
+      if (!alive) {
+        // No pong since the last ping: out of rotation now, and gone if it stays silent.
+        if (link?.unresponsive) return ws.terminate();
+        if (link) link.unresponsive = true;
+      }
+      alive = false;
+      ws.ping();
+    }, config.pingIntervalMs);
+
+    ws.on("message", (data, isBinary) => {
+      let msg;
+      try {
+        if (!isBinary) throw new Error("text frames are not part of the protocol");
+        msg = parseNodeMessage(nodeCodec.decode(data as Buffer));
+      } catch (err) {
+        log("warn", "closing node socket after a bad frame", { node: link?.id, error: (err as Error).message });
+        ws.close(CLOSE.protocolError, "bad frame");
+        return;
+      }
+      if (!link) {
+        if (msg.t !== "hello") {
+          ws.close(CLOSE.protocolError, "hello expected");
+          return;
+        }
+        clearTimeout(helloTimer);
+        const previous = scheduler.nodes.get(msg.nodeId);
+        if (previous?.open) previous.ws.close(CLOSE.normal, "replaced by a new connection");
+        link = new NodeLink(msg.nodeId, ws, msg.accelerator, msg.executionProvider, msg.memoryBudgetMb, msg.warm);
+        scheduler.nodes.set(msg.nodeId, link);
+        ws.send(nodeCodec.encode({ t: "welcome", region: config.region }));
+        log("info", "node connected", { node: msg.nodeId, accelerator: msg.accelerator, executionProvider: msg.executionProvider, warm: msg.warm.length });
+        return;
+      }
+      link.handle(msg);
+    });
+
+    ws.on("close", (code, reason) => {
+      clearTimeout(helloTimer);
+      clearInterval(pinger);
+      if (link) {
+        link.closed(`closed ${code}`);
+        if (scheduler.nodes.get(link.id) === link) scheduler.nodes.delete(link.id);
+        log("info", "node disconnected", { node: link.id, code, reason: reason.toString().slice(0, 100) });
+      }
+    });
+    ws.on("error", (err) => log("warn", "node socket error", { node: link?.id, error: err.message }));
+  };
+
+  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host });
+  server.on("upgrade", onUpgrade);
+  await new Promise<void>((resolve, reject) => {
+    server.once("listening", resolve);
+    server.once("error", reject);
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.host}:${port}`;
+
+  const publisher = config.redis
+    ? startReportPublisher(config.redis, config.region, config.reportIntervalMs, report, log)
+    : null;
+  await publisher?.publishNow();
+  log("info", "router listening", { url, nodeSocket: url.replace(/^http/, "ws") + NODE_SOCKET_PATH });
+
+  return {
+    url,
+    port,
+    scheduler,
+    report,
+    async close() {
+      draining = true;
+      await publisher?.publishNow(); // tell the edge at once
+      const until = Date.now() + config.drainTimeoutMs;
+      while (scheduler.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      for (const n of scheduler.nodes.values()) n.ws.close(CLOSE.restart, "router restarting");
+      await publisher?.stop();
+      await new Promise<void>((resolve) => {
+        wss.close();
+        server.close(() => resolve());
+        // Keep-alive connections would hold close() open.
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      });
+      log("info", "router stopped");
+    },
+  };
+}

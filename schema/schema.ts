@@ -1,0 +1,113 @@
+// The control plane's tables in D1 (SQLite), through drizzle. Migrations in schema/migrations
+// are generated from this file (`npm run db:generate`) and applied by the launcher and the tests.
+
+import { sql } from "drizzle-orm";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+const createdAt = () =>
+  integer("created_at", { mode: "number" })
+    .notNull()
+    .default(sql`(unixepoch('subsec') * 1000)`);
+
+export const accounts = sqliteTable("accounts", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  createdAt: createdAt(),
+});
+
+export const apiKeys = sqliteTable(
+  "api_keys",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id),
+    name: text("name").notNull().default(""),
+    /** sha256 of the whole key, hex; the plaintext is shown once and never stored. */
+    hash: text("hash").notNull(),
+    /** The readable prefix plus a few characters, for telling keys apart in lists. */
+    start: text("start").notNull(),
+    /** JSON array of scopes: "infer", "manage". */
+    scopes: text("scopes", { mode: "json" }).$type<string[]>().notNull(),
+    createdAt: createdAt(),
+    revokedAt: integer("revoked_at", { mode: "number" }),
+  },
+  (t) => [uniqueIndex("api_keys_hash_idx").on(t.hash), index("api_keys_account_idx").on(t.accountId)],
+);
+
+export const models = sqliteTable(
+  "models",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id),
+    name: text("name").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex("models_account_name_idx").on(t.accountId, t.name)],
+);
+
+export interface SignatureJson {
+  inputs: { name: string; datatype: string; shape: number[] }[];
+  outputs: { name: string; datatype: string; shape: number[] }[];
+}
+
+export const modelVersions = sqliteTable(
+  "model_versions",
+  {
+    id: text("id").primaryKey(),
+    modelId: text("model_id")
+      .notNull()
+      .references(() => models.id),
+    version: integer("version").notNull(),
+    sha256: text("sha256").notNull(),
+    size: integer("size").notNull(),
+    runtime: text("runtime").notNull().default("onnx"),
+    signature: text("signature", { mode: "json" }).$type<SignatureJson>().notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex("model_versions_model_version_idx").on(t.modelId, t.version)],
+);
+
+export const aliases = sqliteTable(
+  "aliases",
+  {
+    modelId: text("model_id")
+      .notNull()
+      .references(() => models.id),
+    name: text("name").notNull(),
+    version: integer("version").notNull(),
+    updatedAt: integer("updated_at", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.modelId, t.name] })],
+);
+
+export const trafficRules = sqliteTable("traffic_rules", {
+  modelId: text("model_id")
+    .primaryKey()
+    .references(() => models.id),
+  /** JSON: weighted split and shadow copies over versions. */
+  rule: text("rule", { mode: "json" }).notNull(),
+  updatedAt: integer("updated_at", { mode: "number" }).notNull(),
+});
+
+export const usageEvents = sqliteTable(
+  "usage_events",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    requestId: text("request_id").notNull(),
+    accountId: text("account_id").notNull(),
+    keyId: text("key_id").notNull(),
+    modelId: text("model_id").notNull(),
+    version: integer("version").notNull(),
+    region: text("region"),
+    node: text("node"),
+    status: integer("status").notNull(),
+    edgeMs: integer("edge_ms").notNull(),
+    queueMs: integer("queue_ms").notNull(),
+    inferMs: integer("infer_ms").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("usage_account_model_time_idx").on(t.accountId, t.modelId, t.createdAt)],
+);

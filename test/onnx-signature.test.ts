@@ -1,0 +1,404 @@
+// The ONNX signature reader against the generated demo models and hand-built edge cases, and
+// the demo models themselves run in onnxruntime-node against their pure reference functions.
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as ort from "onnxruntime-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OnnxParseError, readOnnxSignature } from "../protocol/onnx-signature.js";
+import {
+  DEMO_MLP_V1,
+  DEMO_MLP_V2,
+  DEMO_TYPES_CASES,
+  float16Bits,
+  makeDemoModels,
+  referenceMlp,
+  referenceTypes,
+  type DemoModelFile,
+  type MlpWeights,
+} from "../scripts/make-demo-models.js";
+import { encodeModel, graphProto, OnnxType, ProtoWriter, type GraphDesc, type ValueInfoDesc } from "../scripts/onnx-writer.js";
+
+let dir: string;
+let files: DemoModelFile[];
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "onnx-signature-"));
+  files = await makeDemoModels(dir);
+});
+
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+function demoFile(name: string, version: string): string {
+  const f = files.find((m) => m.name === name && m.version === version);
+  if (!f) throw new Error(`demo model ${name} v${version} was not generated`);
+  return f.path;
+}
+
+async function demoBytes(name: string, version: string): Promise<Uint8Array> {
+  return new Uint8Array(await readFile(demoFile(name, version)));
+}
+
+/** A one-node graph y = Identity(x), with the given x/y value infos. */
+function identityGraph(x: ValueInfoDesc, y: ValueInfoDesc = { ...x, name: "y" }): GraphDesc {
+  return { name: "g", nodes: [{ opType: "Identity", inputs: [x.name], outputs: [y.name] }], inputs: [x], outputs: [y] };
+}
+
+function parseError(bytes: Uint8Array): OnnxParseError {
+  try {
+    readOnnxSignature(bytes);
+  } catch (err) {
+    expect(err).toBeInstanceOf(OnnxParseError);
+    return err as OnnxParseError;
+  }
+  throw new Error("expected readOnnxSignature to throw");
+}
+
+/** Deterministic byte noise (xorshift32), so a failure reproduces. */
+function noise(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = s & 0xff;
+  }
+  return out;
+}
+
+describe("readOnnxSignature on the demo models", () => {
+  it("generates one file per demo model and version", () => {
+    expect(files.map((f) => `${f.name}@${f.version}`)).toEqual(["demo-mlp@1", "demo-mlp@2", "demo-types@1"]);
+    for (const f of files) expect(path.basename(f.path)).toBe(`${f.name}.v${f.version}.onnx`);
+  });
+
+  it("reads demo-mlp's signature with a dynamic batch dimension", async () => {
+    for (const version of ["1", "2"]) {
+      const info = readOnnxSignature(await demoBytes("demo-mlp", version));
+      expect(info).toEqual({
+        inputs: [{ name: "x", datatype: "FP32", shape: [-1, 4] }],
+        outputs: [
+          { name: "logits", datatype: "FP32", shape: [-1, 3] },
+          { name: "probs", datatype: "FP32", shape: [-1, 3] },
+        ],
+        irVersion: 8,
+        opsetVersion: 17,
+        producer: "inference-mesh",
+      });
+    }
+  });
+
+  it("leaves demo-mlp's weights (initializers) out of the inputs", async () => {
+    const info = readOnnxSignature(await demoBytes("demo-mlp", "1"));
+    expect(info.inputs.map((i) => i.name)).toEqual(["x"]);
+  });
+
+  it("reads one input and output per OIP datatype from demo-types", async () => {
+    const info = readOnnxSignature(await demoBytes("demo-types", "1"));
+    expect(info.inputs).toEqual(DEMO_TYPES_CASES.map((c) => ({ name: c.input, datatype: c.datatype, shape: [-1] })));
+    expect(info.outputs).toEqual(DEMO_TYPES_CASES.map((c) => ({ name: c.output, datatype: c.datatype, shape: [-1] })));
+    // The int32 constant of the Mul is an initializer, not an input.
+    expect(info.inputs.map((i) => i.name)).not.toContain("two_i32");
+  });
+});
+
+describe("readOnnxSignature on hand-built models", () => {
+  it("drops graph inputs that are initializers, as old exporters list weights as inputs", () => {
+    const bytes = encodeModel({
+      irVersion: 3,
+      opsetVersion: 9,
+      graph: {
+        name: "old",
+        initializers: [
+          { name: "W", elemType: OnnxType.FLOAT, dims: [2, 2], values: [1, 0, 0, 1] },
+          { name: "B", elemType: OnnxType.FLOAT, dims: [2], values: [0, 0] },
+        ],
+        nodes: [{ opType: "Gemm", inputs: ["x", "W", "B"], outputs: ["y"] }],
+        inputs: [
+          { name: "x", elemType: OnnxType.FLOAT, shape: [1, 2] },
+          { name: "W", elemType: OnnxType.FLOAT, shape: [2, 2] },
+          { name: "B", elemType: OnnxType.FLOAT, shape: [2] },
+        ],
+        outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [1, 2] }],
+      },
+    });
+    const info = readOnnxSignature(bytes);
+    expect(info.inputs).toEqual([{ name: "x", datatype: "FP32", shape: [1, 2] }]);
+    expect(info.irVersion).toBe(3);
+    expect(info.opsetVersion).toBe(9);
+  });
+
+  it("maps fixed, symbolic, unset and negative dims (-1 for every dynamic one)", () => {
+    const bytes = encodeModel({
+      graph: identityGraph(
+        { name: "x", elemType: OnnxType.FLOAT, shape: [2, "batch", null, -1, 0, 2 ** 40] },
+        { name: "y", elemType: OnnxType.FLOAT, shape: [] },
+      ),
+    });
+    const info = readOnnxSignature(bytes);
+    expect(info.inputs[0]!.shape).toEqual([2, -1, -1, -1, 0, 2 ** 40]);
+    expect(info.outputs[0]!.shape).toEqual([]); // a scalar: a shape with no dims
+  });
+
+  it("skips unknown fields of every wire type", () => {
+    const graph = graphProto(identityGraph({ name: "x", elemType: OnnxType.INT64, shape: [3] }));
+    // Unknown fields inside the graph too, including a 10-byte negative varint.
+    graph.int64Field(900, -5);
+    graph.fixed64Field(901, 0xffff_ffff_ffffn);
+    graph.fixed32Field(902, 0xdeadbeef);
+    graph.bytesField(903, new Uint8Array(300).fill(0xff));
+    const m = new ProtoWriter();
+    m.doubleField(99, 1.5);
+    m.int64Field(1, 7);
+    m.floatField(98, 2.5);
+    m.stringField(97, "ignored");
+    m.int64Field(96, 2n ** 63n);
+    m.messageField(7, graph);
+    const opset = new ProtoWriter();
+    opset.stringField(1, "ai.onnx");
+    opset.int64Field(2, 13);
+    m.messageField(8, opset);
+    const custom = new ProtoWriter();
+    custom.stringField(1, "com.example");
+    custom.int64Field(2, 1);
+    m.messageField(8, custom);
+    const info = readOnnxSignature(m.finish());
+    expect(info.inputs).toEqual([{ name: "x", datatype: "INT64", shape: [3] }]);
+    expect(info.irVersion).toBe(7);
+    expect(info.opsetVersion).toBe(13);
+    expect(info.producer).toBeNull();
+  });
+
+  it("reads a 100 MB model quickly, without decoding its weights", () => {
+    const weights = new Uint8Array(100 * 1024 * 1024);
+    const bytes = encodeModel({
+      graph: {
+        name: "big",
+        initializers: [{ name: "W", elemType: OnnxType.FLOAT, dims: [weights.length / 4], values: weights }],
+        nodes: [{ opType: "Add", inputs: ["x", "W"], outputs: ["y"] }],
+        inputs: [{ name: "x", elemType: OnnxType.FLOAT, shape: [weights.length / 4] }],
+        outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [weights.length / 4] }],
+      },
+    });
+    expect(bytes.length).toBeGreaterThan(weights.length);
+    const started = performance.now();
+    const info = readOnnxSignature(bytes);
+    const elapsed = performance.now() - started;
+    expect(info.inputs.map((i) => i.name)).toEqual(["x"]);
+    expect(elapsed).toBeLessThan(50);
+  });
+});
+
+describe("readOnnxSignature rejects what is not a usable ONNX model", () => {
+  it("rejects an empty file", () => {
+    expect(parseError(new Uint8Array()).message).toBe("not a valid ONNX model: the file is empty");
+  });
+
+  it("rejects JSON and HTML text as text", () => {
+    for (const text of ['{"inputs": [{"name": "x"}]}', '  [1, 2, 3]', "<!doctype html><title>502</title>"]) {
+      const err = parseError(new TextEncoder().encode(text));
+      expect(err.message).toMatch(/^not a valid ONNX model: the file is text/);
+    }
+  });
+
+  it("rejects random bytes", () => {
+    for (let seed = 1; seed <= 200; seed++) {
+      const err = parseError(noise(1 + (seed * 37) % 4096, seed));
+      expect(err.message).toMatch(/^not a valid ONNX model: /);
+    }
+  });
+
+  it("rejects every truncation that cuts into the graph", async () => {
+    const full = await demoBytes("demo-mlp", "1");
+    // encodeModel writes opset_import (6 bytes: tag, length, domain "", version 17) last, so
+    // every shorter prefix loses part of the graph or everything from it on.
+    const tail = full.length - 6;
+    for (let len = 1; len < tail; len++) {
+      const err = parseError(full.subarray(0, len));
+      expect(err.message).toMatch(/^not a valid ONNX model: /);
+    }
+    expect(parseError(full.subarray(0, full.length >> 1)).message).toMatch(/truncated/);
+  });
+
+  it("never fails with anything but OnnxParseError on corrupted models", async () => {
+    const full = await demoBytes("demo-types", "1");
+    const flips = noise(4000, 99);
+    for (let i = 0; i < 2000; i++) {
+      const bytes = full.slice();
+      const at = ((flips[2 * i]! << 8) | flips[2 * i + 1]!) % bytes.length;
+      bytes[at] = flips[(i * 7) % flips.length]!;
+      try {
+        readOnnxSignature(bytes);
+      } catch (err) {
+        expect(err).toBeInstanceOf(OnnxParseError);
+      }
+    }
+  });
+
+  it("rejects a model without ir_version", () => {
+    const m = new ProtoWriter();
+    m.messageField(7, graphProto(identityGraph({ name: "x", elemType: OnnxType.FLOAT, shape: [1] })));
+    expect(parseError(m.finish()).message).toBe("not a valid ONNX model: ir_version is missing");
+  });
+
+  it("rejects a model without a graph", () => {
+    const m = new ProtoWriter();
+    m.int64Field(1, 8);
+    m.stringField(2, "nobody");
+    expect(parseError(m.finish()).message).toBe("not a valid ONNX model: the model has no graph");
+  });
+
+  it("rejects a graph without outputs", () => {
+    const bytes = encodeModel({
+      graph: { name: "g", nodes: [], inputs: [{ name: "x", elemType: OnnxType.FLOAT, shape: [1] }], outputs: [] },
+    });
+    expect(parseError(bytes).message).toBe("not a valid ONNX model: the graph declares no outputs");
+  });
+
+  it("rejects a length that runs past the end", () => {
+    // ir_version 8, then a graph field announcing 16 bytes that are not there.
+    const err = parseError(new Uint8Array([0x08, 0x08, 0x3a, 0x10, 0x0a]));
+    expect(err.message).toMatch(/^not a valid ONNX model: .*runs past the end/);
+  });
+
+  it("rejects protobuf groups and invalid wire types", () => {
+    // ir_version 8, then field 9 as a group start (wire type 3) / with wire type 6.
+    expect(parseError(new Uint8Array([0x08, 0x08, 0x4b, 0x4c])).message).toMatch(/field 9 uses a protobuf group/);
+    expect(parseError(new Uint8Array([0x08, 0x08, 0x4e, 0x00])).message).toMatch(/field 9 has an invalid protobuf wire type 6/);
+    // A group where a known field belongs fails the same way.
+    expect(parseError(new Uint8Array([0x0b, 0x0c])).message).toMatch(/field 1 uses a protobuf group/);
+  });
+
+  it("names the tensor and the type it cannot carry", () => {
+    const bytes = encodeModel({ graph: identityGraph({ name: "z", elemType: OnnxType.COMPLEX64, shape: [2] }) });
+    expect(parseError(bytes).message).toBe(
+      "unsupported ONNX model: input 'z' has type COMPLEX64, which the Open Inference Protocol cannot carry",
+    );
+    const out = encodeModel({
+      graph: identityGraph({ name: "x", elemType: OnnxType.FLOAT, shape: [2] }, { name: "w", elemType: 22, shape: [2] }),
+    });
+    expect(parseError(out).message).toMatch(/output 'w' has type INT4/);
+  });
+
+  it("rejects tensors without an element type or a shape, and non-tensor values", () => {
+    const noElem = encodeModel({ graph: identityGraph({ name: "x", elemType: 0, shape: [1] }) });
+    expect(parseError(noElem).message).toMatch(/input 'x' has no element type/);
+    const noShape = encodeModel({ graph: identityGraph({ name: "x", elemType: OnnxType.FLOAT }) });
+    expect(parseError(noShape).message).toMatch(/input 'x' declares no shape/);
+
+    // A graph input typed as a sequence (TypeProto.sequence_type = 4).
+    const g = graphProto({ name: "g", nodes: [], inputs: [], outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [1] }] });
+    const seqType = new ProtoWriter();
+    seqType.messageField(4, new ProtoWriter());
+    const seq = new ProtoWriter();
+    seq.stringField(1, "xs");
+    seq.messageField(2, seqType);
+    g.messageField(11, seq);
+    const m = new ProtoWriter();
+    m.int64Field(1, 8);
+    m.messageField(7, g);
+    expect(parseError(m.finish()).message).toBe("unsupported ONNX model: input 'xs' is a sequence, not a tensor");
+  });
+
+  it("rejects names that are not UTF-8", () => {
+    const v = new ProtoWriter();
+    v.bytesField(1, new Uint8Array([0xff, 0xfe]));
+    const g = graphProto({ name: "g", nodes: [], inputs: [], outputs: [] });
+    g.messageField(12, v);
+    const m = new ProtoWriter();
+    m.int64Field(1, 8);
+    m.messageField(7, g);
+    expect(parseError(m.finish()).message).toMatch(/not valid UTF-8/);
+  });
+});
+
+describe("the demo models in onnxruntime-node", () => {
+  const batch = [
+    [0, 0, 0, 0],
+    [1, 2, 3, 4],
+    [-1.5, 0.25, 2, -0.75],
+    [10, -3, 0.5, 7],
+  ];
+
+  async function runMlp(version: string): Promise<{ logits: number[][]; probs: number[][] }> {
+    const session = await ort.InferenceSession.create(demoFile("demo-mlp", version));
+    try {
+      const x = new ort.Tensor("float32", Float32Array.from(batch.flat()), [batch.length, 4]);
+      const out = await session.run({ x });
+      const rows = (t: ort.Tensor) => {
+        expect(t.dims).toEqual([batch.length, 3]);
+        const data = Array.from(t.data as Float32Array);
+        return batch.map((_, i) => data.slice(i * 3, i * 3 + 3));
+      };
+      return { logits: rows(out.logits!), probs: rows(out.probs!) };
+    } finally {
+      await session.release();
+    }
+  }
+
+  function expectClose(actual: number[][], expected: number[][]): void {
+    expect(actual.length).toBe(expected.length);
+    actual.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - expected[i]![j]!)).toBeLessThan(1e-5)));
+  }
+
+  for (const [version, weights] of [["1", DEMO_MLP_V1], ["2", DEMO_MLP_V2]] as [string, MlpWeights][]) {
+    it(`demo-mlp v${version} matches the float64 reference`, async () => {
+      const got = await runMlp(version);
+      const want = referenceMlp(weights, batch);
+      expectClose(got.logits, want.logits);
+      expectClose(got.probs, want.probs);
+      for (const row of got.probs) expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+    });
+  }
+
+  it("demo-mlp v1 and v2 answer differently", () => {
+    const v1 = referenceMlp(DEMO_MLP_V1, batch);
+    const v2 = referenceMlp(DEMO_MLP_V2, batch);
+    for (let i = 1; i < batch.length; i++) {
+      const diff = Math.max(...v1.logits[i]!.map((v, j) => Math.abs(v - v2.logits[i]![j]!)));
+      expect(diff).toBeGreaterThan(0.1);
+    }
+  });
+
+  it("demo-types round-trips every datatype exactly", async () => {
+    // Values that probe each type's limits, but whose doubling does not overflow.
+    const values: Record<string, { type: ort.Tensor.Type; data: ort.Tensor.DataType | string[] }> = {
+      i64: { type: "int64", data: BigInt64Array.from([0n, -3n, 2n ** 40n, -(2n ** 61n)]) },
+      i32: { type: "int32", data: Int32Array.from([0, -7, 1 << 20, -(2 ** 30)]) },
+      u8: { type: "uint8", data: Uint8Array.from([0, 1, 128, 255]) },
+      i8: { type: "int8", data: Int8Array.from([-128, -1, 0, 127]) },
+      u16: { type: "uint16", data: Uint16Array.from([0, 1, 32768, 65535]) },
+      i16: { type: "int16", data: Int16Array.from([-32768, -1, 0, 32767]) },
+      u32: { type: "uint32", data: Uint32Array.from([0, 1, 2 ** 31, 2 ** 32 - 1]) },
+      u64: { type: "uint64", data: BigUint64Array.from([0n, 1n, 2n ** 63n, 2n ** 64n - 1n]) },
+      f64: { type: "float64", data: Float64Array.from([0, -1.5, Math.PI, 1e300]) },
+      f16: { type: "float16", data: Uint16Array.from([0, 1.5, -2, 0.0999755859375].map(float16Bits)) },
+      b: { type: "bool", data: Uint8Array.from([1, 0, 0, 1]) },
+      s: { type: "string", data: ["", "hello", "héllo wörld", "日本語"] },
+    };
+    const session = await ort.InferenceSession.create(demoFile("demo-types", "1"));
+    try {
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const c of DEMO_TYPES_CASES) {
+        const v = values[c.input]!;
+        feeds[c.input] = new ort.Tensor(v.type, v.data as never, [4]);
+      }
+      const out = await session.run(feeds);
+      for (const c of DEMO_TYPES_CASES) {
+        const v = values[c.input]!;
+        const got = out[c.output]!;
+        expect(got.type, c.output).toBe(v.type);
+        expect(got.dims, c.output).toEqual([4]);
+        const want = Array.from(v.data as ArrayLike<number | bigint | string>, (x) => referenceTypes(c, x));
+        expect(Array.from(got.data as ArrayLike<unknown>), c.output).toEqual(want);
+      }
+    } finally {
+      await session.release();
+    }
+  });
+});
