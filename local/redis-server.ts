@@ -1,7 +1,7 @@
 // Starts a throwaway redis-server child process for local runs and tests: bound to loopback,
 // on a free port, with persistence off (no RDB snapshots, no AOF) and its working directory in
 // a fresh temp folder, so nothing it does outlives stop() or touches the checkout.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants as fsConstants, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -16,6 +16,20 @@ const READY_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 3_000;
 /** Attempts when we picked the port ourselves and lost the race for it to another process. */
 const PORT_ATTEMPTS = 3;
+
+// If our process exits without calling stop() (a crashed test run), do not leave orphans.
+// One shared listener rather than one per server, to stay clear of MaxListeners warnings.
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function track(child: ChildProcess): void {
+  liveChildren.add(child);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on("exit", () => {
+      for (const c of liveChildren) c.kill("SIGKILL");
+    });
+  }
+}
 
 export interface RedisServerHandle {
   host: string;
@@ -60,7 +74,7 @@ export async function startRedisServer(opts: { port?: number; dir?: string } = {
       } catch (err) {
         // freePort cannot reserve the port, so another process may grab it before redis
         // binds; retry with a new one unless the caller asked for this exact port.
-        const lostRace = err instanceof LaunchError && /address already in use/i.test(err.output);
+        const lostRace = err instanceof LaunchError && err.lostPort;
         if (!lostRace || opts.port !== undefined || attempt >= PORT_ATTEMPTS) throw err;
       }
     }
@@ -74,9 +88,15 @@ class LaunchError extends Error {
   constructor(
     message: string,
     readonly output: string,
+    private readonly portTaken = false,
   ) {
     super(output.trim() === "" ? message : `${message}\n--- redis-server output ---\n${output.trim()}`);
     this.name = "LaunchError";
+  }
+
+  /** Someone else holds the port (seen as another redis answering, or as a bind failure). */
+  get lostPort(): boolean {
+    return this.portTaken || /address already in use/i.test(this.output);
   }
 }
 
@@ -110,22 +130,18 @@ async function launch(binary: string, port: number, dir: string, cleanup: () => 
     });
   });
 
-  // If our process dies without calling stop() (a crashed test run), do not leave an orphan.
-  const killOnExit = () => {
-    child.kill("SIGKILL");
-  };
-  process.once("exit", killOnExit);
+  track(child);
+  void exitPromise.then(() => liveChildren.delete(child));
 
   try {
-    await waitForPing(port, () => exited, () => spawnError);
+    await waitForPing(port, child.pid, () => exited, () => spawnError);
   } catch (err) {
-    process.off("exit", killOnExit);
     if (!exited) {
       child.kill("SIGKILL");
       await exitPromise;
     }
     const message = err instanceof Error ? err.message : String(err);
-    throw new LaunchError(`redis-server on ${HOST}:${port} did not start: ${message}`, output);
+    throw new LaunchError(`redis-server on ${HOST}:${port} did not start: ${message}`, output, err instanceof PortTakenError);
   }
 
   let stopping: Promise<void> | null = null;
@@ -137,7 +153,6 @@ async function launch(binary: string, port: number, dir: string, cleanup: () => 
         await exitPromise;
         clearTimeout(timer);
       }
-      process.off("exit", killOnExit);
       cleanup();
     })();
     return stopping;
@@ -146,28 +161,46 @@ async function launch(binary: string, port: number, dir: string, cleanup: () => 
   return { host: HOST, port, stop };
 }
 
-/** Polls with PING until redis answers, the process exits, or READY_TIMEOUT_MS passes. */
-async function waitForPing(port: number, hasExited: () => boolean, spawnError: () => Error | null): Promise<void> {
+/**
+ * Polls until our child answers PING, the process exits, or READY_TIMEOUT_MS passes. Another
+ * redis-server already on the port would answer PING too (our child then dies on "address
+ * in use"), so the answer only counts if INFO reports our child's pid.
+ */
+async function waitForPing(
+  port: number,
+  childPid: number | undefined,
+  hasExited: () => boolean,
+  spawnError: () => Error | null,
+): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let lastError = "no answer yet";
   while (Date.now() < deadline) {
     const failure = spawnError();
     if (failure) throw failure;
     if (hasExited()) throw new Error("process exited before answering PING");
+    let conn: RespConnection | null = null;
     try {
-      const conn = await RespConnection.connect(HOST, port, { timeoutMs: 1000 });
-      try {
-        const reply = await conn.command(["PING"]);
-        // LOADING and similar errors mean "up but not ready": keep polling.
-        if (reply === "PONG") return;
-        lastError = `PING answered ${String(reply)}`;
-      } finally {
-        await conn.close();
+      conn = await RespConnection.connect(HOST, port, { timeoutMs: 1000 });
+      const [pong, info] = await conn.pipeline([["PING"], ["INFO", "server"]]);
+      // LOADING and similar errors mean "up but not ready": keep polling.
+      if (pong !== "PONG") {
+        lastError = `PING answered ${String(pong)}`;
+      } else {
+        const pid = Number(/process_id:(\d+)/.exec(String(info))?.[1]);
+        if (pid === childPid) return;
+        throw new PortTakenError(`port ${port} is already served by another redis-server (pid ${pid})`);
       }
     } catch (err) {
+      if (err instanceof PortTakenError) throw err;
       lastError = err instanceof Error ? err.message : String(err);
+    } finally {
+      await conn?.close();
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error(`no PONG within ${READY_TIMEOUT_MS} ms (${lastError})`);
+}
+
+class PortTakenError extends Error {
+  override name = "PortTakenError";
 }

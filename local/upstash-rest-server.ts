@@ -13,8 +13,8 @@
 //   (the client auto-pipelines by default, so this is the hot path, not POST /)
 // - POST /multi-exec  same body, run in MULTI/EXEC  -> 200 [...] like /pipeline, or
 //   400 {"error":"EXECABORT ..."} when Redis refused to queue a command
-// - GET|POST /cmd/arg1/arg2 (segments URL-decoded); for POST a non-empty body is appended as
-//   one more (binary-safe) argument, then query parameters as NAME [VALUE] pairs.
+// - GET|HEAD|POST|PUT /cmd/arg1/arg2 (segments URL-decoded); for POST/PUT a non-empty body
+//   is appended as one more (binary-safe) argument, then query parameters as NAME [VALUE].
 // - POST /subscribe/ch..., /psubscribe/pat...: Server-Sent Events, one
 //   "data: message,<channel>,<payload>" line per event (what the client's Subscriber parses).
 // - "Upstash-Encoding: base64": every string in the result, at any depth, is base64 of its
@@ -365,6 +365,8 @@ function toEntry(reply: RespValue, base64: boolean): { result: unknown } | { err
 /** RESP reply -> JSON value, applying Upstash's base64 rule (see the header comment). */
 function encodeResult(value: RespValue, base64: boolean, topLevel: boolean): unknown {
   if (value === null || typeof value === "number") return value;
+  // Without base64, bytes that are not UTF-8 cannot survive a JSON string; that is the
+  // reason the encoding exists (and why the client asks for it by default).
   if (Buffer.isBuffer(value)) return base64 ? value.toString("base64") : value.toString("utf8");
   if (typeof value === "string") {
     return base64 && !(topLevel && value === "OK") ? Buffer.from(value, "utf8").toString("base64") : value;

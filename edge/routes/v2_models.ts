@@ -111,7 +111,7 @@ async function infer(c: AppContext) {
     "Server-Timing",
     [
       `edge;dur=${edgeMs}`,
-      `network;dur=${networkMs}`,
+      `network;dur=${networkMs.toFixed(2)}`,
       `region;dur=${t.regionMs.toFixed(2)}`,
       `queue;dur=${t.queueMs.toFixed(2)}`,
       `load;dur=${t.loadMs.toFixed(2)}`,

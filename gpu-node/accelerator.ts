@@ -1,0 +1,59 @@
+// What this node runs on, and the one place that decides onnxruntime's execution provider:
+// CUDA when the machine has an NVIDIA GPU and this onnxruntime build carries the CUDA provider,
+// CPU otherwise. It always says which, and why, so nobody guesses from latency.
+
+import { execFileSync } from "node:child_process";
+import { totalmem } from "node:os";
+import * as ort from "onnxruntime-node";
+import type { Accelerator } from "../protocol/messages.js";
+import type { ProviderChoice } from "./config.js";
+
+export interface ProviderDecision {
+  accelerator: Accelerator;
+  executionProviders: string[];
+  /** Short name for reports: "cuda" or "cpu". */
+  name: string;
+  reason: string;
+}
+
+export function detectGpu(): Accelerator | null {
+  try {
+    const out = execFileSync("nvidia-smi", ["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"], {
+      encoding: "utf8",
+      timeout: 5_000,
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const first = out.trim().split("\n")[0];
+    if (!first) return null;
+    const [name, mem] = first.split(",").map((s) => s.trim());
+    return { kind: "gpu", name: name ?? "NVIDIA GPU", memoryMb: Number(mem) || 0 };
+  } catch {
+    return null;
+  }
+}
+
+function cudaAvailable(): boolean {
+  return ort.listSupportedBackends().some((b) => b.name === "cuda" && b.bundled);
+}
+
+export function chooseProvider(choice: ProviderChoice): ProviderDecision {
+  const gpu = choice === "cpu" ? null : detectGpu();
+  const cpu: Accelerator = { kind: "cpu", name: "cpu", memoryMb: Math.round(totalmem() / 2 ** 20) };
+  if (choice === "cpu") return { accelerator: cpu, executionProviders: ["cpu"], name: "cpu", reason: "configured" };
+  if (!gpu) {
+    if (choice === "cuda") throw new Error("MESH_EXECUTION_PROVIDER=cuda but no NVIDIA GPU was found (nvidia-smi)");
+    return { accelerator: cpu, executionProviders: ["cpu"], name: "cpu", reason: "no NVIDIA GPU found" };
+  }
+  if (!cudaAvailable()) {
+    if (choice === "cuda") {
+      throw new Error("MESH_EXECUTION_PROVIDER=cuda but this onnxruntime-node build has no CUDA provider (install it without onnxruntime-node-install=skip)");
+    }
+    return {
+      accelerator: gpu,
+      executionProviders: ["cpu"],
+      name: "cpu",
+      reason: `${gpu.name} found, but this onnxruntime-node build has no CUDA provider`,
+    };
+  }
+  return { accelerator: gpu, executionProviders: ["cuda", "cpu"], name: "cuda", reason: `${gpu.name}` };
+}

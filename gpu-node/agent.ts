@@ -1,0 +1,186 @@
+// The node agent: keeps one WebSocket to its region's router (token at connect, msgpack frames),
+// loads models when asked (download, verify, onnxruntime), runs calls and answers on the same
+// socket. Reconnects with jittered exponential back-off, and stops for good after an auth
+// refusal: retrying a wrong token only floods the router's logs.
+
+import WebSocket from "ws";
+import { createCodec } from "../protocol/codec.js";
+import { makeLogger } from "../protocol/log.js";
+import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
+import { chooseProvider, type ProviderDecision } from "./accelerator.js";
+import type { NodeConfig } from "./config.js";
+import { ModelCache } from "./model-cache.js";
+import { OnnxRuntime } from "./onnx-runtime.js";
+
+/** A socket that stayed up this long resets the back-off. */
+const STABLE_AFTER_MS = 10_000;
+
+export interface AgentHandle {
+  provider: ProviderDecision;
+  /** Resolves once the router has welcomed this node (first connection). */
+  connected: Promise<void>;
+  /** Stops taking work, finishes in-flight calls, closes with 1001. */
+  drain(): Promise<void>;
+  /** Resolves when the agent has stopped for good (drained, or refused by the router). */
+  done: Promise<{ reason: string }>;
+}
+
+export function startAgent(config: NodeConfig): AgentHandle {
+  const log = makeLogger("node", { node: config.nodeId });
+  const provider = chooseProvider(config.executionProvider);
+  log("info", "execution provider", { provider: provider.name, reason: provider.reason, accelerator: provider.accelerator });
+  const runtime = new OnnxRuntime(provider.executionProviders);
+  const cache = new ModelCache(config.cacheDir);
+  const memoryBudgetMb = config.memoryBudgetMb ?? provider.accelerator.memoryMb;
+
+  let ws: WebSocket | null = null;
+  let attempt = 0;
+  let stopped = false;
+  let draining = false;
+  let inflight = 0;
+  let reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  let resolveDone!: (r: { reason: string }) => void;
+  const done = new Promise<{ reason: string }>((r) => (resolveDone = r));
+  let resolveConnected!: () => void;
+  const connected = new Promise<void>((r) => (resolveConnected = r));
+
+  const stop = (reason: string) => {
+    if (stopped) return;
+    stopped = true;
+    if (reconnectTimer) clearTimeout(reconnectTimer);
+    void runtime.releaseAll().finally(() => resolveDone({ reason }));
+  };
+
+  const connect = () => {
+    if (stopped) return;
+    const codec = createCodec();
+    const socket = new WebSocket(config.routerUrl, {
+      headers: { authorization: `Bearer ${config.nodeToken}` },
+      maxPayload: MAX_FRAME_BYTES,
+      perMessageDeflate: false,
+    });
+    ws = socket;
+    let openedAt = 0;
+    const send = (msg: NodeToRouter) => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(codec.encode(msg));
+    };
+    const heartbeat = setInterval(() => send({ t: "heartbeat", inflight, warm: runtime.warm() }), config.heartbeatMs);
+
+    socket.on("unexpected-response", (_req, res) => {
+      if (res.statusCode === 401 || res.statusCode === 403) {
+        log("error", "router refused this node's token; not retrying", { status: res.statusCode });
+        stop("unauthorized");
+      } else {
+        log("warn", "router refused the connection", { status: res.statusCode });
+      }
+      socket.terminate();
+    });
+
+    socket.on("open", () => {
+      openedAt = Date.now();
+      send({
+        t: "hello",
+        nodeId: config.nodeId,
+        accelerator: provider.accelerator,
+        executionProvider: provider.name,
+        memoryBudgetMb,
+        warm: runtime.warm(),
+      });
+    });
+
+    socket.on("message", (data, isBinary) => {
+      let msg: RouterToNode;
+      try {
+        if (!isBinary) throw new Error("text frame");
+        msg = parseRouterMessage(codec.decode(data as Buffer));
+      } catch (err) {
+        log("warn", "bad frame from router", { error: (err as Error).message });
+        socket.close(CLOSE.protocolError, "bad frame");
+        return;
+      }
+      void handle(msg, send);
+    });
+
+    socket.on("close", (code) => {
+      clearInterval(heartbeat);
+      if (ws === socket) ws = null;
+      if (stopped || draining) return stop("closed");
+      if (openedAt && Date.now() - openedAt > STABLE_AFTER_MS) attempt = 0;
+      const base = Math.min(config.reconnectMaxMs, config.reconnectMinMs * 2 ** attempt);
+      const delay = Math.round(base / 2 + Math.random() * (base / 2));
+      attempt++;
+      log("info", "disconnected; reconnecting", { code, inMs: delay });
+      reconnectTimer = setTimeout(connect, delay);
+    });
+    socket.on("error", (err) => log("debug", "socket error", { error: err.message }));
+  };
+
+  const handle = async (msg: RouterToNode, send: (m: NodeToRouter) => void) => {
+    switch (msg.t) {
+      case "welcome":
+        log("info", "connected to router", { region: msg.region });
+        resolveConnected();
+        return;
+      case "load": {
+        try {
+          const started = performance.now();
+          const art = await cache.get(msg.url, msg.sha256, msg.size, (bytes, total) =>
+            send({ t: "load_progress", key: msg.key, bytes, total }),
+          );
+          const loadStarted = performance.now();
+          const { memoryMb } = await runtime.load(msg.key, art.path, msg.size);
+          const loadMs = performance.now() - loadStarted;
+          log("info", "model loaded", { key: msg.key, cached: art.cached, downloadMs: Math.round(art.downloadMs), loadMs: Math.round(loadMs), totalMs: Math.round(performance.now() - started) });
+          send({ t: "loaded", key: msg.key, loadMs, downloadMs: art.downloadMs, cached: art.cached, memoryMb });
+        } catch (err) {
+          log("warn", "model load failed", { key: msg.key, error: (err as Error).message });
+          send({ t: "load_failed", key: msg.key, message: (err as Error).message.slice(0, 500) });
+        }
+        return;
+      }
+      case "unload":
+        await runtime.unload(msg.key);
+        return;
+      case "infer": {
+        inflight++;
+        const started = performance.now();
+        try {
+          const outputs = await runtime.run(msg.key, msg.inputs, msg.outputs);
+          send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started });
+        } catch (err) {
+          // onnxruntime's messages name the bad input; they carry no host detail.
+          send({ t: "error", id: msg.id, code: "inference_failed", message: (err as Error).message.slice(0, 500) });
+        } finally {
+          inflight--;
+        }
+        return;
+      }
+    }
+  };
+
+  connect();
+
+  return {
+    provider,
+    connected,
+    done,
+    async drain() {
+      draining = true;
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      const until = Date.now() + config.drainTimeoutMs;
+      while (inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      const socket = ws;
+      if (socket && socket.readyState === WebSocket.OPEN) {
+        await new Promise<void>((resolve) => {
+          socket.once("close", () => resolve());
+          socket.close(CLOSE.goingAway, "node draining");
+          setTimeout(resolve, 2_000).unref();
+        });
+      } else {
+        socket?.terminate();
+      }
+      stop("drained");
+      await done;
+    },
+  };
+}

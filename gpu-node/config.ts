@@ -1,0 +1,58 @@
+// The node agent's configuration, from the environment, validated once; main.ts prints it.
+
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+
+export type ProviderChoice = "auto" | "cpu" | "cuda";
+
+export interface NodeConfig {
+  nodeId: string;
+  /** ws(s)://router/v1/nodes */
+  routerUrl: string;
+  nodeToken: string;
+  cacheDir: string;
+  /** Memory the node may fill with models; read from the GPU when there is one. */
+  memoryBudgetMb: number | null;
+  executionProvider: ProviderChoice;
+  heartbeatMs: number;
+  /** Reconnect back-off bounds. */
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  drainTimeoutMs: number;
+}
+
+export class ConfigError extends Error {}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min} (got '${raw}')`);
+  return n;
+}
+
+export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  const routerUrl = env.ROUTER_URL ?? "";
+  if (!/^wss?:\/\//.test(routerUrl)) throw new ConfigError("ROUTER_URL must be the router's ws:// or wss:// node socket URL");
+  const nodeToken = env.NODE_TOKEN ?? "";
+  if (nodeToken.length < 16) throw new ConfigError("NODE_TOKEN must be set (16+ characters)");
+  const ep = (env.MESH_EXECUTION_PROVIDER ?? "auto").toLowerCase();
+  if (ep !== "auto" && ep !== "cpu" && ep !== "cuda") throw new ConfigError("MESH_EXECUTION_PROVIDER must be auto, cpu or cuda");
+  const budget = env.MEMORY_BUDGET_MB ? int(env, "MEMORY_BUDGET_MB", 0, 1) : null;
+  return {
+    nodeId: env.NODE_ID ?? `${hostname()}-${process.pid}`,
+    routerUrl,
+    nodeToken,
+    cacheDir: env.MODEL_CACHE_DIR ?? join(tmpdir(), "inference-mesh-cache"),
+    memoryBudgetMb: budget,
+    executionProvider: ep,
+    heartbeatMs: int(env, "HEARTBEAT_MS", 2_000, 100),
+    reconnectMinMs: int(env, "RECONNECT_MIN_MS", 250, 1),
+    reconnectMaxMs: int(env, "RECONNECT_MAX_MS", 10_000, 1),
+    drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", 30_000, 0),
+  };
+}
+
+export function printableConfig(c: NodeConfig): Record<string, unknown> {
+  return { ...c, nodeToken: "***" };
+}

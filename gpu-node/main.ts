@@ -1,0 +1,29 @@
+// Entry point of a node agent process: config from the environment, SIGTERM/SIGINT drain.
+
+import { makeLogger } from "../protocol/log.js";
+import { startAgent } from "./agent.js";
+import { ConfigError, nodeConfigFromEnv, printableConfig } from "./config.js";
+
+const log = makeLogger("node");
+let config;
+try {
+  config = nodeConfigFromEnv();
+} catch (err) {
+  if (err instanceof ConfigError) {
+    log("error", err.message);
+    process.exit(2);
+  }
+  throw err;
+}
+log("info", "starting", { config: printableConfig(config) });
+const agent = startAgent(config);
+void agent.done.then(({ reason }) => process.exit(reason === "unauthorized" ? 3 : 0));
+let stopping = false;
+for (const sig of ["SIGTERM", "SIGINT"] as const) {
+  process.on(sig, () => {
+    if (stopping) return;
+    stopping = true;
+    log("info", `${sig}: draining`);
+    void agent.drain().then(() => process.exit(0));
+  });
+}

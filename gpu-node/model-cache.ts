@@ -1,0 +1,83 @@
+// The node's disk cache of model artifacts, addressed by sha256. A download streams to a
+// temporary file while hashing, reports progress, and becomes visible under its final name
+// only after the hash matched, so a crash never leaves a half-written model in the cache.
+
+import { createHash, randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+
+export interface FetchedArtifact {
+  path: string;
+  cached: boolean;
+  downloadMs: number;
+}
+
+export class ModelCache {
+  private readonly inflight = new Map<string, Promise<FetchedArtifact>>();
+
+  constructor(readonly dir: string) {}
+
+  pathFor(sha256: string): string {
+    return join(this.dir, `${sha256}.onnx`);
+  }
+
+  /** The artifact's local path, downloading it first when it is not cached. */
+  get(
+    url: string,
+    sha256: string,
+    size: number,
+    onProgress: (bytes: number, total: number) => void,
+  ): Promise<FetchedArtifact> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return Promise.reject(new Error("bad sha256"));
+    let p = this.inflight.get(sha256);
+    if (!p) {
+      p = this.fetchOnce(url, sha256, size, onProgress).finally(() => this.inflight.delete(sha256));
+      this.inflight.set(sha256, p);
+    }
+    return p;
+  }
+
+  private async fetchOnce(
+    url: string,
+    sha256: string,
+    size: number,
+    onProgress: (bytes: number, total: number) => void,
+  ): Promise<FetchedArtifact> {
+    const path = this.pathFor(sha256);
+    const existing = await stat(path).catch(() => null);
+    if (existing && existing.size === size) return { path, cached: true, downloadMs: 0 };
+
+    await mkdir(this.dir, { recursive: true });
+    const started = performance.now();
+    const res = await fetch(url, { signal: AbortSignal.timeout(10 * 60_000) });
+    if (!res.ok || !res.body) throw new Error(`artifact download failed: HTTP ${res.status}`);
+    const total = Number(res.headers.get("content-length") ?? size) || size;
+    const tmp = `${path}.part-${randomBytes(4).toString("hex")}`;
+    const hash = createHash("sha256");
+    const out = createWriteStream(tmp);
+    let bytes = 0;
+    let lastReport = 0;
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        if (!out.write(chunk)) await new Promise<void>((r) => out.once("drain", () => r()));
+        const now = performance.now();
+        if (now - lastReport > 100 || bytes === total) {
+          lastReport = now;
+          onProgress(bytes, total);
+        }
+      }
+      await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+      const got = hash.digest("hex");
+      if (got !== sha256) throw new Error(`artifact hash mismatch: expected ${sha256}, got ${got}`);
+      await rename(tmp, path);
+    } catch (err) {
+      out.destroy();
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    return { path, cached: false, downloadMs: performance.now() - started };
+  }
+}

@@ -1,0 +1,364 @@
+// Boots the whole mesh on one machine: redis-server with the Upstash REST stand-in in front of
+// it, the edge in workerd (wrangler dev, local D1 with migrations, local R2), a router per
+// region with its node agents, then a demo account, key and models. `npm start` and the
+// end-to-end tests both use this, so what the tests prove is what a user runs.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { signRequest } from "../protocol/signing.js";
+import type { RegionReport } from "../protocol/region-report.js";
+import { makeDemoModels } from "../scripts/make-demo-models.js";
+import { freePort } from "./free-port.js";
+import { REDIS_INSTALL_HINT, redisServerOnPath, startRedisServer, type RedisServerHandle } from "./redis-server.js";
+import { startUpstashRestServer, type UpstashRestServer } from "./upstash-rest-server.js";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+export interface RegionSpec {
+  name: string;
+  lat: number;
+  lon: number;
+  nodes: number;
+}
+
+export const DEFAULT_REGIONS: RegionSpec[] = [
+  { name: "us-west", lat: 37.34, lon: -121.89, nodes: 1 },
+  { name: "ap-seoul", lat: 37.57, lon: 126.98, nodes: 1 },
+];
+
+export interface MeshOptions {
+  /** Where state, logs, models and local.json go (default .mesh/). Wiped at start. */
+  stateDir?: string;
+  regions?: RegionSpec[];
+  /** Preferred edge port (a free one is used when taken). */
+  edgePort?: number;
+  /** Progress lines; tests pass a no-op. */
+  progress?: (line: string) => void;
+  /** Extra environment for node agents (e.g. MEMORY_BUDGET_MB). */
+  nodeEnv?: Record<string, string>;
+  /** Extra environment for routers. */
+  routerEnv?: Record<string, string>;
+  /** Deploy the demo account and models (default true). */
+  demo?: boolean;
+}
+
+export interface DemoModel {
+  name: string;
+  version: number;
+  file: string;
+}
+
+export interface ProcessInfo {
+  name: string;
+  child: ChildProcess;
+  log: string;
+}
+
+export interface MeshHandle {
+  edge: string;
+  regions: Record<string, string>;
+  redis: { url: string; token: string; port: number };
+  adminToken: string;
+  meshSecret: string;
+  nodeToken: string;
+  apiKey: string;
+  accountId: string;
+  models: DemoModel[];
+  stateDir: string;
+  processes: ProcessInfo[];
+  /** Starts one more node agent in a region (tests use this for kill/replace). */
+  startNode(region: string, id: string, env?: Record<string, string>): Promise<ProcessInfo>;
+  regionStatus(region: string): Promise<RegionReport>;
+  stop(): Promise<void>;
+}
+
+const TSX = ["--import", "tsx"];
+
+async function portOr(preferred: number | undefined): Promise<number> {
+  if (preferred) {
+    const net = await import("node:net");
+    const free = await new Promise<boolean>((res) => {
+      const s = net.createServer();
+      s.once("error", () => res(false));
+      s.listen(preferred, "127.0.0.1", () => s.close(() => res(true)));
+    });
+    if (free) return preferred;
+  }
+  return freePort();
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, child?: ProcessInfo): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < until) {
+    if (child && child.child.exitCode !== null) {
+      throw new Error(`${what}: ${child.name} exited with code ${child.child.exitCode}; see ${child.log}`);
+    }
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  throw new Error(`${what} not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ""}${child ? `; see ${child.log}` : ""}`);
+}
+
+function spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string>, logDir: string): ProcessInfo {
+  const log = join(logDir, `${name}.log`);
+  const out = createWriteStream(log, { flags: "a" });
+  // Own process group, so stop() reaches the whole tree (wrangler starts workerd underneath).
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  child.stdout!.pipe(out);
+  child.stderr!.pipe(out);
+  return { name, child, log };
+}
+
+async function killTree(p: ProcessInfo, signal: NodeJS.Signals = "SIGTERM", graceMs = 8_000): Promise<void> {
+  const { child } = p;
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const signalGroup = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, sig);
+    } catch {
+      /* already gone */
+    }
+  };
+  signalGroup(signal);
+  const timer = setTimeout(() => signalGroup("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+  // Grandchildren (workerd) may outlive their parent by a moment.
+  signalGroup("SIGKILL");
+}
+
+async function runToEnd(name: string, cmd: string, args: string[], env: Record<string, string>, logDir: string): Promise<void> {
+  const p = spawnLogged(name, cmd, args, env, logDir);
+  const code = await new Promise<number | null>((r) => p.child.once("exit", (c) => r(c)));
+  if (code !== 0) throw new Error(`${name} failed (exit ${code}); see ${p.log}`);
+}
+
+async function jsonFetch(url: string, init: RequestInit & { token?: string } = {}): Promise<unknown> {
+  const headers = new Headers(init.headers);
+  if (init.token) headers.set("authorization", `Bearer ${init.token}`);
+  const res = await fetch(url, { ...init, headers });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${url} -> ${res.status}: ${text.slice(0, 300)}`);
+  return JSON.parse(text);
+}
+
+export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
+  const stateDir = resolve(opts.stateDir ?? join(ROOT, ".mesh"));
+  const progress = opts.progress ?? (() => undefined);
+  const regions = opts.regions ?? DEFAULT_REGIONS;
+  const processes: ProcessInfo[] = [];
+  let redis: RedisServerHandle | null = null;
+  let rest: UpstashRestServer | null = null;
+  const started = Date.now();
+  const step = (msg: string) => progress(`[mesh +${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+
+  const stop = async () => {
+    await Promise.all(processes.filter((p) => p.name.startsWith("node-")).map((p) => killTree(p)));
+    await Promise.all(processes.filter((p) => !p.name.startsWith("node-")).map((p) => killTree(p)));
+    await rest?.close();
+    await redis?.stop();
+  };
+
+  try {
+    if (!redisServerOnPath()) throw new Error(REDIS_INSTALL_HINT);
+    await rm(stateDir, { recursive: true, force: true });
+    const logDir = join(stateDir, "logs");
+    await mkdir(logDir, { recursive: true });
+
+    const secret = () => randomBytes(24).toString("base64url");
+    const adminToken = secret();
+    const meshSecret = secret();
+    const nodeToken = secret();
+    const redisToken = secret();
+
+    step("starting redis-server");
+    redis = await startRedisServer({});
+    rest = await startUpstashRestServer({ redisHost: redis.host, redisPort: redis.port, token: redisToken });
+    const redisInfo = { url: rest.url, token: redisToken, port: redis.port };
+    step(`redis-server on :${redis.port}, Upstash REST endpoint ${rest.url}`);
+
+    // Regions first: the edge's REGIONS config needs their URLs.
+    const regionUrls: Record<string, string> = {};
+    const regionPorts = await Promise.all(regions.map(() => freePort()));
+    regions.forEach((r, i) => (regionUrls[r.name] = `http://127.0.0.1:${regionPorts[i]}`));
+    const routerProcs = regions.map((r, i) =>
+      spawnLogged(
+        `router-${r.name}`,
+        process.execPath,
+        [...TSX, join(ROOT, "regions/main.ts")],
+        {
+          MESH_REGION: r.name,
+          PORT: String(regionPorts[i]),
+          MESH_SECRET: meshSecret,
+          NODE_TOKEN: nodeToken,
+          REDIS_URL: redisInfo.url,
+          REDIS_TOKEN: redisToken,
+          ...opts.routerEnv,
+        },
+        logDir,
+      ),
+    );
+    processes.push(...routerProcs);
+    step(`starting routers: ${regions.map((r) => `${r.name} ${regionUrls[r.name]}`).join(", ")}`);
+
+    // The edge: migrations, then wrangler dev. Secrets go through an env file, not argv.
+    const wrangler = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
+    const persist = join(stateDir, "wrangler");
+    const wranglerEnv = { WRANGLER_SEND_METRICS: "false", CI: "1", NO_COLOR: "1" };
+    step("applying D1 migrations");
+    await runToEnd("d1-migrations", process.execPath, [wrangler, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], wranglerEnv, logDir);
+    const edgePort = await portOr(opts.edgePort);
+    const envFile = join(stateDir, "edge.env");
+    const regionsVar = JSON.stringify(regions.map((r) => ({ name: r.name, url: regionUrls[r.name], lat: r.lat, lon: r.lon })));
+    const envLines = {
+      ADMIN_TOKEN: adminToken,
+      MESH_SECRET: meshSecret,
+      REDIS_URL: redisInfo.url,
+      REDIS_TOKEN: redisToken,
+      REGIONS: regionsVar,
+    };
+    // Single quotes: dotenv takes the value literally (none of these values contain one).
+    await writeFile(envFile, Object.entries(envLines).map(([k, v]) => `${k}='${v}'`).join("\n") + "\n", { mode: 0o600 });
+    const edgeProc = spawnLogged(
+      "edge",
+      process.execPath,
+      [wrangler, "dev", "--local", "--ip", "127.0.0.1", "--port", String(edgePort), "--persist-to", persist, "--env-file", envFile, "--show-interactive-dev-session=false", "--inspector-port", String(await freePort())],
+      wranglerEnv,
+      logDir,
+    );
+    processes.push(edgeProc);
+    const edge = `http://127.0.0.1:${edgePort}`;
+    step(`starting the edge (workerd) on ${edge}`);
+
+    const statusOf = async (region: string): Promise<RegionReport> => {
+      const headers = await signRequest(meshSecret, "GET", "/v1/status");
+      const res = await fetch(regionUrls[region] + "/v1/status", { headers });
+      if (!res.ok) throw new Error(`status ${res.status}`);
+      return (await res.json()) as RegionReport;
+    };
+
+    const startNode = async (region: string, id: string, env: Record<string, string> = {}): Promise<ProcessInfo> => {
+      const p = spawnLogged(
+        `node-${id}`,
+        process.execPath,
+        [...TSX, join(ROOT, "gpu-node/main.ts")],
+        {
+          NODE_ID: id,
+          ROUTER_URL: regionUrls[region]!.replace(/^http/, "ws") + "/v1/nodes",
+          NODE_TOKEN: nodeToken,
+          MODEL_CACHE_DIR: join(stateDir, "cache", id),
+          ...opts.nodeEnv,
+          ...env,
+        },
+        logDir,
+      );
+      processes.push(p);
+      await waitFor(`node ${id}`, 30_000, async () => ((await statusOf(region)).nodes.some((n) => n.id === id) ? true : undefined), p);
+      return p;
+    };
+
+    await Promise.all(
+      routerProcs.map((p, i) => waitFor(`router ${regions[i]!.name}`, 30_000, async () => ((await fetch(regionUrls[regions[i]!.name] + "/healthz")).ok ? true : undefined), p)),
+    );
+    step("routers up; starting node agents");
+    await Promise.all(regions.flatMap((r) => Array.from({ length: r.nodes }, (_, k) => startNode(r.name, `${r.name}-node-${k + 1}`))));
+    step(`nodes connected: ${regions.map((r) => `${r.name} x${r.nodes}`).join(", ")}`);
+
+    await waitFor("edge", 60_000, async () => ((await fetch(edge + "/v2/health/ready")).ok ? true : undefined), edgeProc);
+    step("edge ready");
+
+    const handle: MeshHandle = {
+      edge,
+      regions: regionUrls,
+      redis: redisInfo,
+      adminToken,
+      meshSecret,
+      nodeToken,
+      apiKey: "",
+      accountId: "",
+      models: [],
+      stateDir,
+      processes,
+      startNode,
+      regionStatus: statusOf,
+      stop,
+    };
+
+    if (opts.demo !== false) {
+      step("creating the demo account and deploying demo models");
+      const account = (await jsonFetch(edge + "/v1/accounts", {
+        method: "POST",
+        token: adminToken,
+        body: JSON.stringify({ name: "demo" }),
+        headers: { "content-type": "application/json" },
+      })) as { accountId: string; apiKey: { key: string } };
+      handle.apiKey = account.apiKey.key;
+      handle.accountId = account.accountId;
+      const files = await makeDemoModels(join(stateDir, "models"));
+      for (const f of files.filter((x) => x.version === "1")) {
+        await jsonFetch(edge + "/v1/models", {
+          method: "POST",
+          token: handle.apiKey,
+          body: JSON.stringify({ name: f.name }),
+          headers: { "content-type": "application/json" },
+        });
+        const uploaded = (await jsonFetch(`${edge}/v1/models/${f.name}/versions`, {
+          method: "POST",
+          token: handle.apiKey,
+          body: await readFile(f.path),
+          headers: { "content-type": "application/octet-stream" },
+        })) as { version: number };
+        handle.models.push({ name: f.name, version: uploaded.version, file: f.path });
+        step(`deployed ${f.name} v${uploaded.version}`);
+      }
+    }
+
+    await writeFile(
+      join(stateDir, "local.json"),
+      JSON.stringify(
+        {
+          edge,
+          regions: regionUrls,
+          redis: { url: redisInfo.url, token: redisToken },
+          adminToken,
+          apiKey: handle.apiKey,
+          accountId: handle.accountId,
+          models: handle.models.map((m) => ({ name: m.name, version: m.version })),
+          logs: logDir,
+          pid: process.pid,
+        },
+        null,
+        2,
+      ) + "\n",
+      { mode: 0o600 },
+    );
+    return handle;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+export function localJsonPath(stateDir = join(ROOT, ".mesh")): string {
+  return join(stateDir, "local.json");
+}
+
+export function meshExists(stateDir = join(ROOT, ".mesh")): boolean {
+  return existsSync(localJsonPath(stateDir));
+}

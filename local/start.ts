@@ -1,0 +1,39 @@
+// `npm start`: boots the local mesh, prints what to call, and stops everything on Ctrl-C.
+
+import { startMesh } from "./mesh.js";
+
+const say = (line: string) => process.stdout.write(line + "\n");
+
+let mesh: Awaited<ReturnType<typeof startMesh>> | null = null;
+let stopping = false;
+const shutdown = async (signal: string) => {
+  if (stopping) return;
+  stopping = true;
+  say(`\n[mesh] ${signal}: stopping every process the mesh started...`);
+  await mesh?.stop();
+  say("[mesh] stopped");
+  process.exit(0);
+};
+process.on("SIGINT", () => void shutdown("SIGINT"));
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+
+try {
+  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787) });
+} catch (err) {
+  say(`[mesh] failed to start: ${(err as Error).message}`);
+  process.exit(1);
+}
+if (stopping) await new Promise(() => undefined);
+
+const body = JSON.stringify({ id: "hello", inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] });
+say("");
+say(`[mesh] ready: edge ${mesh.edge}, regions ${Object.entries(mesh.regions).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+say(`[mesh] facts for scripts: ${mesh.stateDir}/local.json   logs: ${mesh.stateDir}/logs/`);
+say("[mesh] try it:");
+say("");
+say(`  curl -s ${mesh.edge}/v2/models/demo-mlp/infer \\`);
+say(`    -H "Authorization: Bearer ${mesh.apiKey}" \\`);
+say(`    -H "Content-Type: application/json" \\`);
+say(`    -d '${body}'`);
+say("");
+say("[mesh] Ctrl-C stops everything.");
