@@ -1,0 +1,109 @@
+// The "plain-http" baseline for bench/mesh-overhead.ts: one Node process serving one ONNX
+// model over the Open Inference Protocol's JSON API, with no auth, routing, queueing or
+// hops, i.e. what someone would write by hand around onnxruntime-node. It validates and
+// converts tensors with the same code the mesh uses (protocol/tensor.ts, gpu-node's
+// OnnxRuntime), so the difference to the mesh is the mesh itself.
+//
+// Run: node --import tsx bench/plain-http-server.ts <model.onnx> [model-name] [port]
+// Prints `LISTENING <port>` on stdout once ready. Exits on SIGTERM/SIGINT, or when its stdin
+// closes (the bench that started it went away), so it never outlives the bench.
+
+import { readFile } from "node:fs/promises";
+import http from "node:http";
+import { basename } from "node:path";
+import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
+import { readOnnxSignature } from "../protocol/onnx-signature.js";
+import { parseInferRequest, TensorError, toJsonTensor } from "../protocol/tensor.js";
+
+const modelPath = process.argv[2];
+if (!modelPath) {
+  process.stderr.write("usage: node --import tsx bench/plain-http-server.ts <model.onnx> [model-name] [port]\n");
+  process.exit(2);
+}
+const modelName = process.argv[3] ?? basename(modelPath).replace(/(\.v\d+)?\.onnx$/, "");
+const port = Number(process.argv[4] ?? 0);
+const MAX_BODY = 8 * 1024 * 1024;
+
+const bytes = await readFile(modelPath);
+const signature = readOnnxSignature(bytes);
+const runtime = new OnnxRuntime(["cpu"]);
+const KEY = `${modelName}@1`;
+await runtime.load(KEY, modelPath, bytes.length);
+
+const inferPath = `/v2/models/${modelName}/infer`;
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: http.IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new TensorError("request body too large");
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = req.url ?? "/";
+  if (req.method === "GET" && (url === "/v2/health/ready" || url === "/v2/health/live")) {
+    return send(res, 200, { ready: true });
+  }
+  if (req.method !== "POST" || url !== inferPath) {
+    return send(res, 404, { error: `no route ${req.method} ${url}` });
+  }
+  const started = performance.now();
+  let parsed;
+  try {
+    parsed = parseInferRequest(JSON.parse(await readBody(req)), signature);
+  } catch (err) {
+    if (err instanceof TensorError || err instanceof SyntaxError) return send(res, 400, { error: err.message });
+    throw err;
+  }
+  const outputs = await runtime.run(KEY, parsed.inputs, parsed.outputs);
+  res.setHeader("server-timing", `infer;dur=${(performance.now() - started).toFixed(3)}`);
+  send(res, 200, {
+    model_name: modelName,
+    model_version: "1",
+    ...(parsed.id !== undefined ? { id: parsed.id } : {}),
+    outputs: outputs.map(toJsonTensor),
+  });
+}
+
+const server = http.createServer((req, res) => {
+  handle(req, res).catch((err: unknown) => {
+    if (!res.headersSent) send(res, 500, { error: err instanceof Error ? err.message : String(err) });
+    else res.destroy();
+  });
+});
+server.keepAliveTimeout = 60_000;
+server.headersTimeout = 65_000;
+
+let closing = false;
+function shutdown(code = 0): void {
+  if (closing) return;
+  closing = true;
+  server.closeAllConnections();
+  server.close(() => {
+    void runtime.releaseAll().finally(() => process.exit(code));
+  });
+  // Never hang on the way out.
+  setTimeout(() => process.exit(code), 2_000).unref();
+}
+process.on("SIGTERM", () => shutdown(0));
+process.on("SIGINT", () => shutdown(0));
+// The parent holds our stdin open; when it closes, the parent is gone.
+process.stdin.on("end", () => shutdown(0));
+process.stdin.on("error", () => shutdown(0));
+process.stdin.resume();
+
+server.listen(port, "127.0.0.1", () => {
+  const addr = server.address();
+  const actual = typeof addr === "object" && addr ? addr.port : port;
+  process.stdout.write(`LISTENING ${actual}\n`);
+});
