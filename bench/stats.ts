@@ -169,6 +169,8 @@ export interface PhaseOptions {
 export interface PhaseResult {
   calls: number;
   errors: number;
+  /** Failed warm-up calls (not in `errors`). */
+  warmupErrors: number;
   /** First few error messages, for the report. */
   errorSamples: string[];
   elapsedMs: number;
@@ -191,9 +193,20 @@ export async function runPhase<T>(
   opts: PhaseOptions,
   onSample?: (value: T, ms: number) => void,
 ): Promise<PhaseResult> {
-  for (let i = 0; i < opts.warmup; i++) await call();
-  const latencies: number[] = [];
   const errorSamples: string[] = [];
+  const noteError = (err: unknown, prefix = "") => {
+    if (errorSamples.length < 5) errorSamples.push(prefix + (err instanceof Error ? err.message : String(err)));
+  };
+  let warmupErrors = 0;
+  for (let i = 0; i < opts.warmup; i++) {
+    try {
+      await call();
+    } catch (err) {
+      warmupErrors++;
+      noteError(err, "warm-up: ");
+    }
+  }
+  const latencies: number[] = [];
   let errors = 0;
   let started = 0;
   const t0 = performance.now();
@@ -209,7 +222,7 @@ export async function runPhase<T>(
         onSample?.(v, ms);
       } catch (err) {
         errors++;
-        if (errorSamples.length < 5) errorSamples.push(err instanceof Error ? err.message : String(err));
+        noteError(err);
       }
     }
   };
@@ -219,6 +232,7 @@ export async function runPhase<T>(
   return {
     calls,
     errors,
+    warmupErrors,
     errorSamples,
     elapsedMs,
     callsPerSec: (calls * 1000) / elapsedMs,

@@ -1,6 +1,7 @@
 // Entry point of a node agent process: config from the environment, SIGTERM/SIGINT drain.
 
 import { makeLogger } from "../protocol/log.js";
+import { exitWhenParentDies } from "../local/parent-watch.js";
 import { startAgent } from "./agent.js";
 import { ConfigError, nodeConfigFromEnv, printableConfig } from "./config.js";
 
@@ -19,11 +20,12 @@ log("info", "starting", { config: printableConfig(config) });
 const agent = startAgent(config);
 void agent.done.then(({ reason }) => process.exit(reason === "unauthorized" ? 3 : 0));
 let stopping = false;
-for (const sig of ["SIGTERM", "SIGINT"] as const) {
-  process.on(sig, () => {
-    if (stopping) return;
-    stopping = true;
-    log("info", `${sig}: draining`);
-    void agent.drain().then(() => process.exit(0));
-  });
-}
+const shutdown = (why: string) => {
+  if (stopping) return;
+  stopping = true;
+  log("info", `${why}: draining`);
+  void agent.drain().then(() => process.exit(0));
+};
+process.on("SIGTERM", () => shutdown("SIGTERM"));
+process.on("SIGINT", () => shutdown("SIGINT"));
+exitWhenParentDies(() => shutdown("launcher gone"));

@@ -115,14 +115,29 @@ function spawnLogged(name: string, cmd: string, args: string[], env: Record<stri
   // Own process group, so stop() reaches the whole tree (wrangler starts workerd underneath).
   const child = spawn(cmd, args, {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, MESH_PARENT_PID: String(process.pid), ...env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
+  live.add(child);
+  child.once("exit", () => live.delete(child));
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
   return { name, child, log };
 }
+
+// Children run in their own process groups (so a terminal's Ctrl-C reaches the launcher only,
+// which then drains them in order). If the launcher exits anyway, they are killed on the way out.
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of live) {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+});
 
 async function killTree(p: ProcessInfo, signal: NodeJS.Signals = "SIGTERM", graceMs = 8_000): Promise<void> {
   const { child } = p;

@@ -3,6 +3,8 @@
 import { startMesh } from "./mesh.js";
 
 const say = (line: string) => process.stdout.write(line + "\n");
+// A closed pipe (`npm start | tee` after Ctrl-C) must not crash the launcher before it cleans up.
+process.stdout.on("error", () => undefined);
 
 let mesh: Awaited<ReturnType<typeof startMesh>> | null = null;
 let stopping = false;
@@ -16,6 +18,10 @@ const shutdown = async (signal: string) => {
 };
 process.on("SIGINT", () => void shutdown("SIGINT"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("uncaughtException", (err) => {
+  process.stderr.write(`[mesh] unexpected error: ${err.stack ?? err}\n`);
+  void shutdown("error");
+});
 
 try {
   mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787) });

@@ -2,6 +2,7 @@
 
 import { makeLogger } from "../protocol/log.js";
 import { ConfigError, printableConfig, routerConfigFromEnv } from "./config.js";
+import { exitWhenParentDies } from "../local/parent-watch.js";
 import { startRouter } from "./server.js";
 
 const log = makeLogger("router");
@@ -18,17 +19,19 @@ try {
 log("info", "starting", { config: printableConfig(config) });
 const router = await startRouter(config);
 let stopping = false;
-for (const sig of ["SIGTERM", "SIGINT"] as const) {
-  process.on(sig, () => {
-    if (stopping) return;
-    stopping = true;
-    log("info", `${sig}: draining`);
-    router.close().then(
+const shutdown = (why: string) => {
+  if (stopping) return;
+  stopping = true;
+  log("info", `${why}: draining`);
+  router
+    .close().then(
       () => process.exit(0),
       (err) => {
         log("error", "drain failed", { error: String(err) });
         process.exit(1);
       },
     );
-  });
-}
+};
+process.on("SIGTERM", () => shutdown("SIGTERM"));
+process.on("SIGINT", () => shutdown("SIGINT"));
+exitWhenParentDies(() => shutdown("launcher gone"));
