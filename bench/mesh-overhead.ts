@@ -60,6 +60,8 @@ const TARGETS = {
 };
 
 const SERVER_TIMING_KEYS = ["edge", "network", "region", "queue", "load", "infer", "total"] as const;
+/** Per-call extras next to Server-Timing: what the client measured, and the part outside the edge's total. */
+const CLIENT_KEYS = ["client", "outside"] as const;
 
 const err = (line: string) => process.stderr.write(line + "\n");
 const say = (line = "") => process.stdout.write(line + "\n");
@@ -205,7 +207,11 @@ interface VariantResult {
   throughput: PhaseResult;
 }
 
-async function measure(name: string, call: () => Promise<unknown>, onSample?: (phase: "latency" | "throughput") => (v: unknown) => void): Promise<VariantResult> {
+async function measure(
+  name: string,
+  call: () => Promise<unknown>,
+  onSample?: (phase: "latency" | "throughput") => (v: unknown, ms: number) => void,
+): Promise<VariantResult> {
   err(`[bench] ${name}: latency phase (c=1, ${LATENCY.warmup} warm-up, up to ${LATENCY.maxCalls} calls / ${LATENCY.maxMs / 1000} s)`);
   const latency = await runPhase(call, LATENCY, onSample?.("latency"));
   err(`[bench] ${name}: p50 ${fmt(latency.latency.p50, 3)} ms, p99 ${fmt(latency.latency.p99, 3)} ms over ${latency.calls} calls, ${latency.errors} errors`);
@@ -297,16 +303,47 @@ async function main(): Promise<void> {
   await stopPlainServer();
 
   // --- mesh -----------------------------------------------------------------------------------
+  // A mesh that fails to start or answer still leaves the other variants reported (exit 1).
+  let meshRun: MeshRun | null = null;
+  let meshError: string | null = null;
+  try {
+    meshRun = await measureMesh(body, expected);
+  } catch (e) {
+    meshError = e instanceof Error ? e.message : String(e);
+    keepTmp = true;
+    err(`[bench] mesh failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  }
+  const finishedAt = new Date();
+  report({ startedAt, finishedAt, machine, direct, plain, meshRun, meshError });
+  const written = await writeResults("mesh-overhead", resultJson({ startedAt, finishedAt, machine, direct, plain, meshRun, meshError }), undefined, startedAt);
+  say();
+  say(`results: ${written.file}`);
+  say(`         ${written.latest}`);
+  if (meshError) throw new Error(`mesh variant failed: ${meshError}`);
+}
+
+type TimingKey = (typeof SERVER_TIMING_KEYS)[number] | (typeof CLIENT_KEYS)[number];
+
+interface MeshRun {
+  result: VariantResult;
+  startMs: number;
+  coldFirstCallMs: number;
+  coldTiming: Record<string, number>;
+  regionsSeen: Record<string, number>;
+  timing: { latency: Record<TimingKey, Summary>; throughput: Record<TimingKey, Summary> };
+}
+
+async function measureMesh(body: Buffer, expected: Expected): Promise<MeshRun> {
   err("[bench] starting the mesh (not timed)");
   const meshStart = performance.now();
-  meshStarting = startMesh({ stateDir: join(tmpDir, "mesh"), progress: err });
+  meshStarting = startMesh({ stateDir: join(tmpDir!, "mesh"), progress: err });
   const mesh = await meshStarting;
-  const meshStartMs = performance.now() - meshStart;
+  const startMs = performance.now() - meshStart;
   const meshUrl = new URL(`/v2/models/${MODEL}/infer`, mesh.edge);
   const meshHeaders = { authorization: `Bearer ${mesh.apiKey}` };
   const meshAgent = keepAliveAgent();
   const regionsSeen: Record<string, number> = {};
-  const timings = { latency: [] as Record<string, number>[], throughput: [] as Record<string, number>[] };
+  const samples = { latency: [] as Record<string, number>[], throughput: [] as Record<string, number>[] };
   const meshCall = async () => {
     const r = await post(meshAgent, meshUrl, meshHeaders, body);
     if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.text.slice(0, 200)}`);
@@ -315,95 +352,154 @@ async function main(): Promise<void> {
     regionsSeen[region] = (regionsSeen[region] ?? 0) + 1;
     return parseServerTiming(r.headers["server-timing"]);
   };
-  // The first call loads the model on a node; time it, then warm every path a bit.
+  // The first call loads the model on a node; time it, then warm every path (phase warm-up).
   const cold0 = performance.now();
   const coldTiming = await meshCall();
   const coldFirstCallMs = performance.now() - cold0;
   err(`[bench] mesh: first (cold) call ${fmt(coldFirstCallMs, 1)} ms, Server-Timing ${JSON.stringify(coldTiming)}`);
   for (const k of Object.keys(regionsSeen)) delete regionsSeen[k];
-  const meshResult = await measure("mesh", meshCall, (phase) => (v) => timings[phase].push(v as Record<string, number>));
-
-  const finishedAt = new Date();
-
-  // --- report ---------------------------------------------------------------------------------
-  const variants = { direct, "plain-http": plain, mesh: meshResult } as const;
-  const d = direct.latency.latency;
-  const dTput = direct.throughput.okPerSec;
-  const rows = Object.entries(variants).map(([name, v]) => {
-    const l = v.latency.latency;
-    const errors = v.latency.errors + v.throughput.errors + v.latency.warmupErrors + v.throughput.warmupErrors;
-    return [
-      name,
-      fmt(l.p50, 3),
-      fmt(l.p99, 3),
-      fmt(ratio(l.p50, d.p50), 1) + "x",
-      fmt(ratio(l.p99, d.p99), 1) + "x",
-      name === "direct" ? "-" : fmtSigned(l.p50 - d.p50, 3),
-      name === "direct" ? "-" : fmtSigned(l.p99 - d.p99, 3),
-      fmt(v.throughput.okPerSec, 0),
-      fmt(ratio(v.throughput.okPerSec, dTput), 3) + "x",
-      String(errors),
-    ];
+  const result = await measure("mesh", meshCall, (phase) => (v, ms) => {
+    const t = v as Record<string, number>;
+    t.client = ms;
+    // Time outside the edge's own total: client, wrangler's dev proxy, sockets.
+    if (t.total !== undefined) t.outside = ms - t.total;
+    samples[phase].push(t);
   });
-  const m = meshResult.latency.latency;
-  const meshOverP50 = m.p50 - d.p50;
-  const meshOverP99 = m.p99 - d.p99;
-  const meshShare = ratio(meshResult.throughput.okPerSec, plain.throughput.okPerSec);
+  meshAgent.destroy();
+  const summarizeTimings = (phase: "latency" | "throughput") =>
+    Object.fromEntries(
+      [...SERVER_TIMING_KEYS, ...CLIENT_KEYS].map((k) => [k, summarize(samples[phase].map((t) => t[k]).filter((x): x is number => x !== undefined && Number.isFinite(x)))]),
+    ) as Record<TimingKey, Summary>;
+  return {
+    result,
+    startMs,
+    coldFirstCallMs,
+    coldTiming,
+    regionsSeen,
+    timing: { latency: summarizeTimings("latency"), throughput: summarizeTimings("throughput") },
+  };
+}
 
-  const stSummary = (phase: "latency" | "throughput") =>
-    Object.fromEntries(SERVER_TIMING_KEYS.map((k) => [k, summarize(timings[phase].map((t) => t[k]).filter((x): x is number => x !== undefined && Number.isFinite(x)))])) as Record<
-      (typeof SERVER_TIMING_KEYS)[number],
-      Summary
-    >;
-  const stLatency = stSummary("latency");
-  const stThroughput = stSummary("throughput");
+// ---------------------------------------------------------------------------------------------
+// Report
 
-  const targets = [
-    { name: "mesh p50 overhead over direct", target: `< ${TARGETS.meshP50OverheadMs} ms`, actual: `${fmt(meshOverP50, 3)} ms`, pass: meshOverP50 < TARGETS.meshP50OverheadMs },
-    { name: "mesh p99 overhead over direct", target: `< ${TARGETS.meshP99OverheadMs} ms`, actual: `${fmt(meshOverP99, 3)} ms`, pass: meshOverP99 < TARGETS.meshP99OverheadMs },
-    {
-      name: "mesh throughput share of plain-http",
-      target: `>= ${fmt(TARGETS.meshThroughputShareOfPlainHttp * 100, 1)}%`,
-      actual: `${fmt(meshShare * 100, 1)}%`,
-      pass: meshShare >= TARGETS.meshThroughputShareOfPlainHttp,
+interface RunFacts {
+  startedAt: Date;
+  finishedAt: Date;
+  machine: ReturnType<typeof machineInfo>;
+  direct: VariantResult;
+  plain: VariantResult;
+  meshRun: MeshRun | null;
+  meshError: string | null;
+}
+
+function variantsOf(f: RunFacts): [string, VariantResult][] {
+  return [["direct", f.direct], ["plain-http", f.plain], ...(f.meshRun ? [["mesh", f.meshRun.result] as [string, VariantResult]] : [])];
+}
+
+function comparisons(f: RunFacts) {
+  const d = f.direct.latency.latency;
+  const dTput = f.direct.throughput.okPerSec;
+  return Object.fromEntries(
+    variantsOf(f).map(([name, v]) => {
+      const l = v.latency.latency;
+      return [
+        name,
+        {
+          p50Ms: l.p50,
+          p99Ms: l.p99,
+          p50Ratio: ratio(l.p50, d.p50),
+          p99Ratio: ratio(l.p99, d.p99),
+          p50OverheadMs: l.p50 - d.p50,
+          p99OverheadMs: l.p99 - d.p99,
+          callsPerSec: v.throughput.okPerSec,
+          throughputRatio: ratio(v.throughput.okPerSec, dTput),
+          errors: v.latency.errors + v.throughput.errors,
+          warmupErrors: v.latency.warmupErrors + v.throughput.warmupErrors,
+        },
+      ];
+    }),
+  );
+}
+
+function targetsOf(f: RunFacts) {
+  const c = comparisons(f).mesh;
+  const share = f.meshRun ? ratio(f.meshRun.result.throughput.okPerSec, f.plain.throughput.okPerSec) : NaN;
+  const p50 = c?.p50OverheadMs ?? NaN;
+  const p99 = c?.p99OverheadMs ?? NaN;
+  return {
+    meshP50OverheadMs: { label: "mesh p50 overhead over direct", target: TARGETS.meshP50OverheadMs, actual: p50, pass: p50 < TARGETS.meshP50OverheadMs, text: `${fmt(p50, 3)} ms (target < ${TARGETS.meshP50OverheadMs} ms)` },
+    meshP99OverheadMs: { label: "mesh p99 overhead over direct", target: TARGETS.meshP99OverheadMs, actual: p99, pass: p99 < TARGETS.meshP99OverheadMs, text: `${fmt(p99, 3)} ms (target < ${TARGETS.meshP99OverheadMs} ms)` },
+    meshThroughputShareOfPlainHttp: {
+      label: "mesh throughput share of plain-http",
+      target: TARGETS.meshThroughputShareOfPlainHttp,
+      actual: share,
+      pass: share >= TARGETS.meshThroughputShareOfPlainHttp,
+      text: `${fmt(share * 100, 1)}% (target >= ${fmt(TARGETS.meshThroughputShareOfPlainHttp * 100, 1)}%)`,
     },
-  ];
+  };
+}
 
+function report(f: RunFacts): void {
+  const comp = comparisons(f);
+  const rows = Object.entries(comp).map(([name, c]) => [
+    name,
+    fmt(c.p50Ms, 3),
+    fmt(c.p99Ms, 3),
+    fmt(c.p50Ratio, 1) + "x",
+    fmt(c.p99Ratio, 1) + "x",
+    name === "direct" ? "-" : fmtSigned(c.p50OverheadMs, 3),
+    name === "direct" ? "-" : fmtSigned(c.p99OverheadMs, 3),
+    fmt(c.callsPerSec, 0),
+    fmt(c.throughputRatio, 3) + "x",
+    String(c.errors + c.warmupErrors),
+  ]);
+  if (!f.meshRun) rows.push(["mesh", "FAILED", "", "", "", "", "", "", "", ""]);
+  const { machine } = f;
   say();
   say(`mesh-overhead${QUICK ? " (--quick)" : ""}: ${MODEL}, input x FP32 [${SHAPE}], ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
   say(`latency: c=1, ${LATENCY.warmup} warm-up + up to ${LATENCY.maxCalls} calls / ${LATENCY.maxMs / 1000} s; throughput: c=${CONCURRENCY}, up to ${THROUGHPUT.maxMs / 1000} s`);
   say();
-  say(
-    formatTable(
-      ["variant", "p50 ms", "p99 ms", "p50 vs direct", "p99 vs direct", "+p50 ms", "+p99 ms", "calls/s (c=16)", "calls/s vs direct", "errors"],
-      rows,
-    ),
-  );
+  say(formatTable(["variant", "p50 ms", "p99 ms", "p50 vs direct", "p99 vs direct", "+p50 ms", "+p99 ms", "calls/s (c=16)", "calls/s vs direct", "errors"], rows));
   say();
-  say(`mesh overhead over direct: p50 ${fmtSigned(meshOverP50, 3)} ms, p99 ${fmtSigned(meshOverP99, 3)} ms`);
-  say(`mesh throughput = ${fmt(meshShare * 100, 1)}% of plain-http (${fmt(meshResult.throughput.okPerSec, 0)} vs ${fmt(plain.throughput.okPerSec, 0)} calls/s)`);
-  say();
-  say("mesh Server-Timing (ms, as the edge reports it; edge is whole ms: workerd's clock only moves across I/O):");
-  say(
-    formatTable(
-      ["part", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16"],
-      [
-        ...SERVER_TIMING_KEYS.map((k) => [k, fmt(stLatency[k].p50, 2), fmt(stLatency[k].p99, 2), fmt(stThroughput[k].p50, 2), fmt(stThroughput[k].p99, 2)]),
-        ["client-measured", fmt(m.p50, 2), fmt(m.p99, 2), fmt(meshResult.throughput.latency.p50, 2), fmt(meshResult.throughput.latency.p99, 2)],
-      ],
-    ),
-  );
-  say(`regions that answered: ${Object.entries(regionsSeen).map(([k, v]) => `${k} x${v}`).join(", ") || "-"}; cold first call ${fmt(coldFirstCallMs, 1)} ms`);
+  const targets = targetsOf(f);
+  if (f.meshRun) {
+    const m = comp.mesh!;
+    say(`mesh overhead over direct: p50 ${fmtSigned(m.p50OverheadMs, 3)} ms, p99 ${fmtSigned(m.p99OverheadMs, 3)} ms`);
+    say(`mesh throughput = ${fmt(targets.meshThroughputShareOfPlainHttp.actual * 100, 1)}% of plain-http (${fmt(m.callsPerSec, 0)} vs ${fmt(f.plain.throughput.okPerSec, 0)} calls/s)`);
+    say();
+    const { latency: tl, throughput: tt } = f.meshRun.timing;
+    say("mesh Server-Timing per part, ms (edge and total are whole ms: workerd's clock only moves across I/O);");
+    say("'outside edge total' = client-measured minus total, per call (client, wrangler's dev proxy, sockets):");
+    say(
+      formatTable(
+        ["part", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16"],
+        [...SERVER_TIMING_KEYS, ...CLIENT_KEYS].map((k) => [
+          k === "client" ? "client-measured" : k === "outside" ? "outside edge total" : k,
+          fmt(tl[k].p50, 2),
+          fmt(tl[k].p99, 2),
+          fmt(tt[k].p50, 2),
+          fmt(tt[k].p99, 2),
+        ]),
+      ),
+    );
+    const regions = Object.entries(f.meshRun.regionsSeen).map(([k, v]) => `${k} x${v}`).join(", ") || "-";
+    say(`regions that answered (warm-up included): ${regions}; cold first call ${fmt(f.meshRun.coldFirstCallMs, 1)} ms`);
+  } else {
+    say(`mesh: FAILED: ${f.meshError}`);
+  }
   say();
   say("targets (informational):");
-  for (const t of targets) say(`  ${t.pass ? "PASS" : "MISS"}  ${t.name}: ${t.actual} (target ${t.target})`);
-  const errorSamples = Object.entries(variants).flatMap(([name, v]) => [...v.latency.errorSamples, ...v.throughput.errorSamples].map((e) => `${name}: ${e}`));
+  for (const t of Object.values(targets)) say(`  ${t.pass ? "PASS" : f.meshRun ? "MISS" : "n/a "}  ${t.label}: ${f.meshRun ? t.text : "mesh failed"}`);
+  const errorSamples = variantsOf(f).flatMap(([name, v]) => [...v.latency.errorSamples, ...v.throughput.errorSamples].map((e) => `${name}: ${e}`));
   if (errorSamples.length) {
     say();
     say("error samples:");
     for (const e of errorSamples.slice(0, 10)) say(`  ${e}`);
   }
+}
 
+function resultJson(f: RunFacts) {
   const phaseJson = (p: PhaseResult) => ({
     calls: p.calls,
     errors: p.errors,
@@ -416,50 +512,39 @@ async function main(): Promise<void> {
   });
   const summaryJson = (s: Record<string, Summary>) =>
     Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { count: v.count, p50: round(v.p50, 3), p99: round(v.p99, 3), mean: round(v.mean, 3) }]));
-  const result = {
+  const roundAll = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number.isInteger(v) ? v : round(v, 4)]));
+  const targets = targetsOf(f);
+  return {
     bench: "mesh-overhead",
     quick: QUICK,
-    startedAt: startedAt.toISOString(),
-    finishedAt: finishedAt.toISOString(),
-    machine,
+    startedAt: f.startedAt.toISOString(),
+    finishedAt: f.finishedAt.toISOString(),
+    machine: f.machine,
     model: { name: MODEL, version: 1, input: { name: "x", datatype: "FP32", shape: SHAPE, data: INPUT } },
-    config: { latency: LATENCY, throughput: THROUGHPUT, order: ["direct", "plain-http", "mesh"], client: "node:http keep-alive agent in the bench process" },
-    variants: Object.fromEntries(Object.entries(variants).map(([k, v]) => [k, { latency: phaseJson(v.latency), throughput: phaseJson(v.throughput) }])),
-    comparison: Object.fromEntries(
-      Object.entries(variants).map(([k, v]) => [
-        k,
-        {
-          p50Ms: round(v.latency.latency.p50, 4),
-          p99Ms: round(v.latency.latency.p99, 4),
-          p50Ratio: round(ratio(v.latency.latency.p50, d.p50), 3),
-          p99Ratio: round(ratio(v.latency.latency.p99, d.p99), 3),
-          p50OverheadMs: round(v.latency.latency.p50 - d.p50, 4),
-          p99OverheadMs: round(v.latency.latency.p99 - d.p99, 4),
-          callsPerSec: round(v.throughput.okPerSec, 1),
-          throughputRatio: round(ratio(v.throughput.okPerSec, dTput), 4),
-          errors: v.latency.errors + v.throughput.errors,
-          warmupErrors: v.latency.warmupErrors + v.throughput.warmupErrors,
-        },
-      ]),
+    config: {
+      latency: LATENCY,
+      throughput: THROUGHPUT,
+      order: ["direct", "plain-http", "mesh"],
+      client: "node:http keep-alive agent in the bench process",
+      plainHttp: "bench/plain-http-server.ts in its own node process",
+    },
+    variants: Object.fromEntries(variantsOf(f).map(([k, v]) => [k, { latency: phaseJson(v.latency), throughput: phaseJson(v.throughput) }])),
+    comparison: Object.fromEntries(Object.entries(comparisons(f)).map(([k, c]) => [k, roundAll(c)])),
+    mesh: f.meshRun
+      ? {
+          ok: true,
+          startMs: round(f.meshRun.startMs, 0),
+          coldFirstCallMs: round(f.meshRun.coldFirstCallMs, 1),
+          coldFirstCallServerTiming: f.meshRun.coldTiming,
+          regionsAnswered: f.meshRun.regionsSeen,
+          throughputShareOfPlainHttp: round(targets.meshThroughputShareOfPlainHttp.actual, 4),
+          serverTimingMs: { latency: summaryJson(f.meshRun.timing.latency), throughput: summaryJson(f.meshRun.timing.throughput) },
+        }
+      : { ok: false, error: f.meshError },
+    targets: Object.fromEntries(
+      Object.entries(targets).map(([k, t]) => [k, { description: t.label, target: round(t.target, 4), actual: round(t.actual, 4), pass: t.pass }]),
     ),
-    mesh: {
-      startMs: round(meshStartMs, 0),
-      coldFirstCallMs: round(coldFirstCallMs, 1),
-      coldFirstCallServerTiming: coldTiming,
-      regionsAnswered: regionsSeen,
-      throughputShareOfPlainHttp: round(meshShare, 4),
-      serverTimingMs: { latency: summaryJson(stLatency), throughput: summaryJson(stThroughput) },
-    },
-    targets: {
-      meshP50OverheadMs: { target: TARGETS.meshP50OverheadMs, actual: round(meshOverP50, 4), pass: targets[0]!.pass },
-      meshP99OverheadMs: { target: TARGETS.meshP99OverheadMs, actual: round(meshOverP99, 4), pass: targets[1]!.pass },
-      meshThroughputShareOfPlainHttp: { target: round(TARGETS.meshThroughputShareOfPlainHttp, 4), actual: round(meshShare, 4), pass: targets[2]!.pass },
-    },
   };
-  const written = await writeResults("mesh-overhead", result, undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
 }
 
 let exitCode = 0;

@@ -9,6 +9,7 @@ import { makeLogger } from "../protocol/log.js";
 import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
+import { Batcher, CancelledError, isBatchable } from "./batcher.js";
 import { ModelCache } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
 
@@ -38,6 +39,28 @@ export function startAgent(config: NodeConfig): AgentHandle {
   let stopped = false;
   let draining = false;
   let inflight = 0;
+  const batchers = new Map<string, Batcher>();
+  // Utilisation: wall time with at least one model run going, per heartbeat interval.
+  let running = 0;
+  let busySince = 0;
+  let busyMs = 0;
+  let lastBeat = performance.now();
+  const runStarted = () => {
+    if (running++ === 0) busySince = performance.now();
+  };
+  const runEnded = () => {
+    if (--running === 0) busyMs += performance.now() - busySince;
+  };
+  const utilisation = () => {
+    const now = performance.now();
+    const busy = busyMs + (running > 0 ? now - busySince : 0);
+    const u = Math.min(1, busy / Math.max(1, now - lastBeat));
+    busyMs = 0;
+    if (running > 0) busySince = now;
+    lastBeat = now;
+    return u;
+  };
+  const queued = () => [...batchers.values()].reduce((n, b) => n + b.queued, 0);
   let reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   let resolveDone!: (r: { reason: string }) => void;
   const done = new Promise<{ reason: string }>((r) => (resolveDone = r));
@@ -53,7 +76,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
 
   const connect = () => {
     if (stopped) return;
-    const codec = createCodec();
+    const codec = createCodec(config.framing);
     const socket = new WebSocket(config.routerUrl, {
       headers: { authorization: `Bearer ${config.nodeToken}` },
       maxPayload: MAX_FRAME_BYTES,
@@ -62,9 +85,12 @@ export function startAgent(config: NodeConfig): AgentHandle {
     ws = socket;
     let openedAt = 0;
     const send = (msg: NodeToRouter) => {
-      if (socket.readyState === WebSocket.OPEN) socket.send(codec.encode(msg));
+      if (socket.readyState === WebSocket.OPEN) socket.send(codec.encode(msg), { binary: config.framing === "msgpack" });
     };
-    const heartbeat = setInterval(() => send({ t: "heartbeat", inflight, warm: runtime.warm() }), config.heartbeatMs);
+    const heartbeat = setInterval(
+      () => send({ t: "heartbeat", inflight, queued: queued(), utilisation: utilisation(), warm: runtime.warm() }),
+      config.heartbeatMs,
+    );
 
     socket.on("unexpected-response", (_req, res) => {
       if (res.statusCode === 401 || res.statusCode === 403) {
@@ -84,6 +110,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
         accelerator: provider.accelerator,
         executionProvider: provider.name,
         memoryBudgetMb,
+        slots: config.slots,
+        maxModels: config.maxModels,
         warm: runtime.warm(),
       });
     });
@@ -91,7 +119,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     socket.on("message", (data, isBinary) => {
       let msg: RouterToNode;
       try {
-        if (!isBinary) throw new Error("text frame");
+        if (isBinary !== (config.framing === "msgpack")) throw new Error("frame of the wrong kind");
         msg = parseRouterMessage(codec.decode(data as Buffer));
       } catch (err) {
         log("warn", "bad frame from router", { error: (err as Error).message });
@@ -129,6 +157,19 @@ export function startAgent(config: NodeConfig): AgentHandle {
           );
           const loadStarted = performance.now();
           const { memoryMb } = await runtime.load(msg.key, art.path, msg.size);
+          const key = msg.key;
+          const run = async (inputs: Parameters<typeof runtime.run>[1], outputs?: string[]) => {
+            runStarted();
+            try {
+              return await runtime.run(key, inputs, outputs);
+            } finally {
+              runEnded();
+            }
+          };
+          batchers.set(
+            key,
+            new Batcher(run, { windowMs: config.batchWindowMs, maxBatch: isBatchable(msg.signature) ? config.batchMax : 1 }),
+          );
           const loadMs = performance.now() - loadStarted;
           log("info", "model loaded", { key: msg.key, cached: art.cached, downloadMs: Math.round(art.downloadMs), loadMs: Math.round(loadMs), totalMs: Math.round(performance.now() - started) });
           send({ t: "loaded", key: msg.key, loadMs, downloadMs: art.downloadMs, cached: art.cached, memoryMb });
@@ -139,17 +180,28 @@ export function startAgent(config: NodeConfig): AgentHandle {
         return;
       }
       case "unload":
+        batchers.delete(msg.key);
         await runtime.unload(msg.key);
+        log("info", "model unloaded", { key: msg.key });
+        return;
+      case "cancel":
+        for (const b of batchers.values()) if (b.cancel(msg.id)) return;
         return;
       case "infer": {
+        const batcher = batchers.get(msg.key);
+        if (!batcher) {
+          send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
+          return;
+        }
         inflight++;
         const started = performance.now();
         try {
-          const outputs = await runtime.run(msg.key, msg.inputs, msg.outputs);
+          const outputs = await batcher.submit(msg.id, msg.inputs, msg.outputs);
           send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started });
         } catch (err) {
+          if (err instanceof CancelledError) send({ t: "error", id: msg.id, code: "cancelled", message: "cancelled" });
           // onnxruntime's messages name the bad input; they carry no host detail.
-          send({ t: "error", id: msg.id, code: "inference_failed", message: (err as Error).message.slice(0, 500) });
+          else send({ t: "error", id: msg.id, code: "inference_failed", message: (err as Error).message.slice(0, 500) });
         } finally {
           inflight--;
         }
@@ -167,6 +219,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
     async drain() {
       draining = true;
       if (reconnectTimer) clearTimeout(reconnectTimer);
+      // Tell the router first, so no new call is sent while the in-flight ones finish.
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(createCodec(config.framing).encode({ t: "draining" }), { binary: config.framing === "msgpack" });
       const until = Date.now() + config.drainTimeoutMs;
       while (inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
       const socket = ws;

@@ -15,6 +15,15 @@ export interface NodeConfig {
   memoryBudgetMb: number | null;
   executionProvider: ProviderChoice;
   heartbeatMs: number;
+  /** Calls run at once; the router never sends more. */
+  slots: number;
+  /** Models held at once: 1 pins one model to the GPU at a time (0 = memory decides). */
+  maxModels: number;
+  /** Dynamic batching window and cap (rows); maxBatch 1 turns batching off. */
+  batchWindowMs: number;
+  batchMax: number;
+  /** Frame encoding on the router socket: msgpack (default) or json (benchmarks only). */
+  framing: "msgpack" | "json";
   /** Reconnect back-off bounds. */
   reconnectMinMs: number;
   reconnectMaxMs: number;
@@ -46,7 +55,12 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
     cacheDir: env.MODEL_CACHE_DIR ?? join(tmpdir(), "inference-mesh-cache"),
     memoryBudgetMb: budget,
     executionProvider: ep,
-    heartbeatMs: int(env, "HEARTBEAT_MS", 2_000, 100),
+    heartbeatMs: int(env, "HEARTBEAT_MS", 1_000, 50),
+    slots: int(env, "NODE_SLOTS", 8, 1),
+    maxModels: int(env, "MAX_MODELS", env.GPU_EXCLUSIVE === "1" ? 1 : 0, 0),
+    batchWindowMs: int(env, "BATCH_WINDOW_MS", 2, 0),
+    batchMax: int(env, "BATCH_MAX", 32, 1),
+    framing: env.MESH_FRAMING === "json" ? "json" : "msgpack",
     reconnectMinMs: int(env, "RECONNECT_MIN_MS", 250, 1),
     reconnectMaxMs: int(env, "RECONNECT_MAX_MS", 10_000, 1),
     drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", 30_000, 0),

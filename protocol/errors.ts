@@ -24,6 +24,8 @@ export const ERROR_STATUS = {
   no_region_available: 503,
   no_capacity: 503,
   deadline_exceeded: 504,
+  /** The caller cancelled the call (nginx's convention for a client that went away). */
+  cancelled: 499,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

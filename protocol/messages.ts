@@ -62,9 +62,23 @@ export type NodeToRouter =
       accelerator: Accelerator;
       executionProvider: string;
       memoryBudgetMb: number;
+      /** Calls the node runs at once (batching gathers within this). */
+      slots: number;
+      /** Models held at once; 1 when the runtime must own the GPU alone (0 = memory decides). */
+      maxModels: number;
       warm: WarmModel[];
     }
-  | { t: "heartbeat"; inflight: number; warm: WarmModel[] }
+  | {
+      t: "heartbeat";
+      inflight: number;
+      /** Calls waiting on the node (in a batch window). */
+      queued: number;
+      /** Share of the last interval spent running models, 0..1. */
+      utilisation: number;
+      warm: WarmModel[];
+    }
+  /** The node finishes what it has and takes nothing new. */
+  | { t: "draining" }
   | { t: "load_progress"; key: string; bytes: number; total: number }
   | { t: "loaded"; key: string; loadMs: number; downloadMs: number; cached: boolean; memoryMb: number }
   | { t: "load_failed"; key: string; message: string }
@@ -73,8 +87,9 @@ export type NodeToRouter =
 
 export type RouterToNode =
   | { t: "welcome"; region: string }
-  | { t: "load"; key: string; url: string; sha256: string; size: number }
+  | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature }
   | { t: "unload"; key: string }
+  | { t: "cancel"; id: string }
   | { t: "infer"; id: string; key: string; inputs: WireTensor[]; outputs?: string[] };
 
 // ---------------------------------------------------------------- validation
@@ -152,6 +167,14 @@ function code(o: Rec): ErrorCode {
   if (!isErrorCode(c)) throw new MessageError("'code' is not a known error code");
   return c;
 }
+/** `t` as a short printable string; JSON.stringify alone throws on a BigInt (a msgpack int64). */
+function frameType(t: unknown): string {
+  try {
+    return String(JSON.stringify(t, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v))).slice(0, 40);
+  } catch {
+    return typeof t;
+  }
+}
 function warmList(o: Rec): WarmModel[] {
   return arr(o, "warm", 10_000).map((w) => {
     const r = rec(w, "warm model");
@@ -159,9 +182,13 @@ function warmList(o: Rec): WarmModel[] {
   });
 }
 
+function signature(v: unknown): ModelSignature {
+  const sig = rec(v, "signature");
+  return { inputs: arr(sig, "inputs", 1024).map(tensorSpec), outputs: arr(sig, "outputs", 1024).map(tensorSpec) };
+}
+
 export function parseModelRef(v: unknown): ModelRef {
   const o = rec(v, "model");
-  const sig = rec(o.signature, "signature");
   return {
     key: str(o, "key"),
     name: str(o, "name"),
@@ -169,7 +196,7 @@ export function parseModelRef(v: unknown): ModelRef {
     sha256: str(o, "sha256", 64),
     size: num(o, "size"),
     artifactUrl: str(o, "artifactUrl"),
-    signature: { inputs: arr(sig, "inputs", 1024).map(tensorSpec), outputs: arr(sig, "outputs", 1024).map(tensorSpec) },
+    signature: signature(o.signature),
   };
 }
 
@@ -212,11 +239,21 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
         accelerator: { kind, name: str(a, "name"), memoryMb: num(a, "memoryMb") },
         executionProvider: str(o, "executionProvider", 64),
         memoryBudgetMb: num(o, "memoryBudgetMb"),
+        slots: num(o, "slots"),
+        maxModels: num(o, "maxModels"),
         warm: warmList(o),
       };
     }
     case "heartbeat":
-      return { t: "heartbeat", inflight: num(o, "inflight"), warm: warmList(o) };
+      return {
+        t: "heartbeat",
+        inflight: num(o, "inflight"),
+        queued: num(o, "queued"),
+        utilisation: num(o, "utilisation"),
+        warm: warmList(o),
+      };
+    case "draining":
+      return { t: "draining" };
     case "load_progress":
       return { t: "load_progress", key: str(o, "key"), bytes: num(o, "bytes"), total: num(o, "total") };
     case "loaded":
@@ -235,7 +272,7 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
     case "error":
       return { t: "error", id: str(o, "id", 128), code: code(o), message: str(o, "message") };
     default:
-      throw new MessageError(`unknown frame type ${JSON.stringify(o.t)?.slice(0, 40)}`);
+      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
   }
 }
 
@@ -245,9 +282,18 @@ export function parseRouterMessage(v: unknown): RouterToNode {
     case "welcome":
       return { t: "welcome", region: str(o, "region", 128) };
     case "load":
-      return { t: "load", key: str(o, "key"), url: str(o, "url"), sha256: str(o, "sha256", 64), size: num(o, "size") };
+      return {
+        t: "load",
+        key: str(o, "key"),
+        url: str(o, "url"),
+        sha256: str(o, "sha256", 64),
+        size: num(o, "size"),
+        signature: signature(o.signature),
+      };
     case "unload":
       return { t: "unload", key: str(o, "key") };
+    case "cancel":
+      return { t: "cancel", id: str(o, "id", 128) };
     case "infer": {
       const outputs = names(o, "outputs");
       return {
@@ -259,7 +305,7 @@ export function parseRouterMessage(v: unknown): RouterToNode {
       };
     }
     default:
-      throw new MessageError(`unknown frame type ${JSON.stringify(o.t)?.slice(0, 40)}`);
+      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
   }
 }
 

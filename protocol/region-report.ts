@@ -11,7 +11,30 @@ export interface NodeReport {
   accelerator: string;
   executionProvider: string;
   inflight: number;
+  slots: number;
+  memoryBudgetMb: number;
+  memoryUsedMb: number;
+  utilisation: number;
+  draining: boolean;
   warm: string[];
+}
+
+export interface Percentiles {
+  p50: number;
+  p95: number;
+  p99: number;
+}
+
+export interface ModelReport {
+  key: string;
+  replicas: number;
+  loading: number;
+  queued: number;
+  /** Calls per second (EWMA) and its trend. */
+  rate: number;
+  trend: number;
+  queueMs: Percentiles;
+  inferMs: Percentiles;
 }
 
 export interface RegionReport {
@@ -21,11 +44,32 @@ export interface RegionReport {
   nodes: NodeReport[];
   /** Model keys warm on at least one node. */
   warm: string[];
+  /** Calls queued or running in the region. */
   inflight: number;
+  queued: number;
+  capacity: { slots: number; freeSlots: number; memoryMb: number; memoryUsedMb: number };
+  models: ModelReport[];
   served: number;
   failed: number;
+  loads: number;
+  evictions: number;
 }
 
 export function regionReportKey(region: string): string {
   return REGION_REPORT_PREFIX + region;
+}
+
+/** Redis hash of keep-warm policies the edge writes and every router reads: field = model key. */
+export const MODEL_POLICIES_KEY = "mesh:policies";
+
+export interface ModelPolicyRecord {
+  keepWarm: number;
+  replicas: number | null;
+  name: string;
+  version: number;
+  sha256: string;
+  size: number;
+  signature: { inputs: { name: string; datatype: string; shape: number[] }[]; outputs: { name: string; datatype: string; shape: number[] }[] };
+  /** The edge origin the artifact is downloaded from (routers sign the URL themselves). */
+  artifactBase: string;
 }

@@ -118,3 +118,8 @@ export async function verifyUrl(secret: string, url: URL, now = Date.now()): Pro
   );
   return ok ? { ok: true } : { ok: false, reason: "bad signature" };
 }
+
+/** The signed download URL of a model artifact on the edge (`/internal/artifacts/{sha256}`). */
+export function artifactUrl(secret: string, origin: string, sha256: string, expires: number): Promise<string> {
+  return signUrl(secret, new URL(`/internal/artifacts/${sha256}`, origin), expires);
+}

@@ -18,6 +18,12 @@ export interface RouterConfig {
   pingIntervalMs: number;
   /** Time to finish in-flight calls on SIGTERM. */
   drainTimeoutMs: number;
+  maxQueuePerModel: number;
+  /** A model with no call for this long drops to its keep-warm floor. */
+  idleTtlMs: number;
+  warmIntervalMs: number;
+  /** How often keep-warm policies are read from Redis. */
+  policyIntervalMs: number;
 }
 
 export const ROUTER_DEFAULTS = {
@@ -27,6 +33,10 @@ export const ROUTER_DEFAULTS = {
   maxInflight: 1_024,
   pingIntervalMs: 5_000,
   drainTimeoutMs: 30_000,
+  maxQueuePerModel: 256,
+  idleTtlMs: 5 * 60_000,
+  warmIntervalMs: 1_000,
+  policyIntervalMs: 2_000,
 } as const;
 
 export class ConfigError extends Error {}
@@ -59,6 +69,10 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     maxInflight: int(env, "MAX_INFLIGHT", ROUTER_DEFAULTS.maxInflight, 1),
     pingIntervalMs: int(env, "PING_INTERVAL_MS", ROUTER_DEFAULTS.pingIntervalMs, 100),
     drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", ROUTER_DEFAULTS.drainTimeoutMs, 0),
+    maxQueuePerModel: int(env, "MAX_QUEUE_PER_MODEL", ROUTER_DEFAULTS.maxQueuePerModel, 1),
+    idleTtlMs: int(env, "IDLE_TTL_MS", ROUTER_DEFAULTS.idleTtlMs, 100),
+    warmIntervalMs: int(env, "WARM_INTERVAL_MS", ROUTER_DEFAULTS.warmIntervalMs, 50),
+    policyIntervalMs: int(env, "POLICY_INTERVAL_MS", ROUTER_DEFAULTS.policyIntervalMs, 100),
   };
 }
 

@@ -5,7 +5,9 @@
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
 import type { ErrorCode } from "../protocol/errors.js";
+import type { ModelSignature } from "../protocol/datatypes.js";
 import type { Accelerator, NodeToRouter, RouterToNode, WarmModel } from "../protocol/messages.js";
+import type { NodeState } from "./placement.js";
 import type { WireTensor } from "../protocol/tensor.js";
 
 export class NodeCallError extends Error {
@@ -21,6 +23,7 @@ export class NodeCallError extends Error {
 }
 
 interface PendingCall {
+  key: string;
   resolve: (r: { outputs: WireTensor[]; inferMs: number }) => void;
   reject: (e: NodeCallError) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -32,16 +35,24 @@ interface PendingLoad {
   reject: (e: NodeCallError) => void;
 }
 
-export class NodeLink {
+export class NodeLink implements NodeState {
   readonly warm = new Map<string, WarmModel>();
+  /** Models being loaded, with the memory reserved for each. */
+  readonly loading = new Map<string, number>();
+  readonly modelInflight = new Map<string, number>();
   private readonly loads = new Map<string, PendingLoad>();
   private readonly calls = new Map<string, PendingCall>();
-  private readonly codec = createCodec();
+  private readonly codec;
   private nextId = 0;
   inflight = 0;
   open = true;
   /** Set when a ping went unanswered: no new work until a pong comes back. */
   unresponsive = false;
+  /** Set when the node said it is draining: it finishes what it has and gets nothing new. */
+  draining = false;
+  /** From heartbeats. */
+  nodeQueued = 0;
+  utilisation = 0;
 
   constructor(
     readonly id: string,
@@ -49,13 +60,19 @@ export class NodeLink {
     readonly accelerator: Accelerator,
     readonly executionProvider: string,
     readonly memoryBudgetMb: number,
+    readonly slots: number,
+    readonly maxModels: number,
     warm: WarmModel[],
+    readonly framing: "msgpack" | "json",
+    /** Called when capacity frees up (a call ended, a model loaded): the scheduler re-pumps. */
+    private readonly onChange: () => void,
   ) {
+    this.codec = createCodec(framing);
     for (const w of warm) this.warm.set(w.key, w);
   }
 
   get available(): boolean {
-    return this.open && !this.unresponsive;
+    return this.open && !this.unresponsive && !this.draining;
   }
 
   isLoading(key: string): boolean {
@@ -63,11 +80,18 @@ export class NodeLink {
   }
 
   private send(msg: RouterToNode): void {
-    this.ws.send(this.codec.encode(msg));
+    this.ws.send(this.codec.encode(msg), { binary: this.framing === "msgpack" });
   }
 
   /** Loads a model once: concurrent callers share one load on this node. */
-  load(key: string, url: string, sha256: string, size: number): Promise<{ loadMs: number }> {
+  load(
+    key: string,
+    url: string,
+    sha256: string,
+    size: number,
+    signature: ModelSignature,
+    reserveMb: number,
+  ): Promise<{ loadMs: number }> {
     if (this.warm.has(key)) return Promise.resolve({ loadMs: 0 });
     const existing = this.loads.get(key);
     if (existing) return existing.promise;
@@ -78,21 +102,42 @@ export class NodeLink {
       reject = rej;
     });
     this.loads.set(key, { promise, resolve, reject });
-    this.send({ t: "load", key, url, sha256, size });
+    this.loading.set(key, reserveMb);
+    this.send({ t: "load", key, url, sha256, size, signature });
     return promise;
+  }
+
+  /** Frees a model now; the caller has checked that no call of it is in flight here. */
+  unload(key: string): void {
+    this.warm.delete(key);
+    this.send({ t: "unload", key });
+  }
+
+  cancel(id: string): void {
+    if (this.calls.has(id)) this.send({ t: "cancel", id });
+  }
+
+  private callEnded(key: string): void {
+    this.inflight--;
+    const n = (this.modelInflight.get(key) ?? 1) - 1;
+    if (n <= 0) this.modelInflight.delete(key);
+    else this.modelInflight.set(key, n);
   }
 
   infer(key: string, inputs: WireTensor[], outputs: string[] | undefined, timeoutMs: number) {
     const id = String(++this.nextId);
     this.inflight++;
+    this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
     return new Promise<{ outputs: WireTensor[]; inferMs: number }>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.calls.delete(id)) {
-          this.inflight--;
+          this.callEnded(key);
+          this.send({ t: "cancel", id });
           reject(new NodeCallError("deadline_exceeded", `node ${this.id} did not answer within the deadline`, false));
+          this.onChange();
         }
       }, Math.max(1, timeoutMs));
-      this.calls.set(id, { resolve, reject, timer });
+      this.calls.set(id, { key, resolve, reject, timer });
       this.send({ t: "infer", id, key, inputs, ...(outputs ? { outputs } : {}) });
       const w = this.warm.get(key);
       if (w) w.lastUsed = Date.now();
@@ -107,30 +152,46 @@ export class NodeLink {
         const call = this.calls.get(msg.id);
         if (!call) return; // timed out already
         this.calls.delete(msg.id);
-        this.inflight--;
+        this.callEnded(call.key);
         clearTimeout(call.timer);
         if (msg.t === "result") call.resolve({ outputs: msg.outputs, inferMs: msg.inferMs });
-        else call.reject(new NodeCallError(msg.code, msg.message, false));
+        // A node that says it does not hold the model did not run the call.
+        else call.reject(new NodeCallError(msg.code, msg.message, msg.code === "node_error"));
+        this.onChange();
         return;
       }
       case "loaded": {
         this.warm.set(msg.key, { key: msg.key, memoryMb: msg.memoryMb, lastUsed: Date.now() });
+        this.loading.delete(msg.key);
         const load = this.loads.get(msg.key);
         this.loads.delete(msg.key);
         load?.resolve({ loadMs: msg.loadMs + msg.downloadMs });
+        this.onChange();
         return;
       }
       case "load_failed": {
+        this.loading.delete(msg.key);
         const load = this.loads.get(msg.key);
         this.loads.delete(msg.key);
-        load?.reject(new NodeCallError("node_error", `loading the model failed: ${msg.message}`, true));
+        load?.reject(new NodeCallError("node_error", `loading the model failed: ${msg.message}`, false));
+        this.onChange();
         return;
       }
       case "heartbeat": {
+        // The node is the truth about what it holds; keep our lastUsed when it is newer.
+        const before = new Map(this.warm);
         this.warm.clear();
-        for (const w of msg.warm) this.warm.set(w.key, w);
+        for (const w of msg.warm) {
+          if (this.loading.has(w.key)) continue;
+          this.warm.set(w.key, { ...w, lastUsed: Math.max(w.lastUsed, before.get(w.key)?.lastUsed ?? 0) });
+        }
+        this.nodeQueued = msg.queued;
+        this.utilisation = msg.utilisation;
         return;
       }
+      case "draining":
+        this.draining = true;
+        return;
       case "load_progress":
       case "hello":
         return;
@@ -146,6 +207,8 @@ export class NodeLink {
       this.calls.delete(id);
     }
     this.inflight = 0;
+    this.modelInflight.clear();
+    this.loading.clear();
     for (const [key, load] of this.loads) {
       load.reject(new NodeCallError("node_error", `node ${this.id} went away while loading (${reason})`, true));
       this.loads.delete(key);

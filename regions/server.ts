@@ -24,7 +24,9 @@ import { SIGNATURE_HEADER, STAMP_HEADER, timingSafeEqualString, verifyRequest } 
 import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
 import { startReportPublisher } from "./report-publisher.js";
-import { Scheduler } from "./scheduler.js";
+import { startPolicyReader } from "./policy-reader.js";
+import { Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
+import { usedMb } from "./placement.js";
 
 export const NODE_SOCKET_PATH = "/v1/nodes";
 const HELLO_TIMEOUT_MS = 5_000;
@@ -48,27 +50,64 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
 
 export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const log = makeLogger("router", { region: config.region });
-  const scheduler = new Scheduler(config.maxInflight);
+  const scheduler = new Scheduler(
+    {
+      maxInflight: config.maxInflight,
+      maxQueuePerModel: config.maxQueuePerModel,
+      warm: { ...SCHEDULER_DEFAULTS.warm, idleTtlMs: config.idleTtlMs },
+    },
+    (level, msg, extra) => log(level, msg, extra),
+  );
+  scheduler.start(config.warmIntervalMs);
   const codec = createCodec();
   let draining = false;
 
   const report = (): RegionReport => {
     const nodes = [...scheduler.nodes.values()].filter((n) => n.open);
+    const usable = nodes.filter((n) => n.available);
+    const slots = usable.reduce((s, n) => s + n.slots, 0);
     return {
       region: config.region,
       updatedAt: Date.now(),
-      healthy: !draining,
+      healthy: !draining && usable.length > 0,
       nodes: nodes.map((n) => ({
         id: n.id,
         accelerator: n.accelerator.name,
         executionProvider: n.executionProvider,
         inflight: n.inflight,
+        slots: n.slots,
+        memoryBudgetMb: n.memoryBudgetMb,
+        memoryUsedMb: usedMb(n),
+        utilisation: Math.round(n.utilisation * 1000) / 1000,
+        draining: n.draining,
         warm: [...n.warm.keys()],
       })),
-      warm: [...new Set(nodes.flatMap((n) => [...n.warm.keys()]))],
+      warm: [...new Set(usable.flatMap((n) => [...n.warm.keys()]))],
       inflight: scheduler.inflight,
+      queued: scheduler.queued,
+      capacity: {
+        slots,
+        freeSlots: Math.max(0, slots - usable.reduce((s, n) => s + n.inflight, 0)),
+        memoryMb: usable.reduce((s, n) => s + n.memoryBudgetMb, 0),
+        memoryUsedMb: usable.reduce((s, n) => s + usedMb(n), 0),
+      },
+      models: scheduler.knownModels().map((key) => {
+        const st = scheduler.stats.get(key);
+        const pct = st?.percentiles() ?? { queueMs: { p50: 0, p95: 0, p99: 0 }, inferMs: { p50: 0, p95: 0, p99: 0 } };
+        return {
+          key,
+          replicas: usable.filter((n) => n.warm.has(key)).length,
+          loading: usable.filter((n) => n.loading.has(key)).length,
+          queued: scheduler.queueDepth(key),
+          rate: Math.round((st?.rate ?? 0) * 100) / 100,
+          trend: Math.round((st?.trend() ?? 0) * 100) / 100,
+          ...pct,
+        };
+      }),
       served: scheduler.served,
       failed: scheduler.failed,
+      loads: scheduler.loads,
+      evictions: scheduler.evictions,
     };
   };
 
@@ -111,7 +150,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     try {
       if (draining) throw new MeshError("no_capacity", "region is draining", { "retry-after": "1" });
       const req = parseRegionInferRequest(codec.decode(body));
-      const result = await scheduler.infer(req, arrivedAt);
+      const result = await scheduler.submit(req, arrivedAt);
       answer = { ok: true, ...result };
     } catch (err) {
       const e =
@@ -153,7 +192,9 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   };
 
   const acceptNode = (ws: WebSocket) => {
-    const nodeCodec = createCodec();
+    // The node's first frame sets the framing for the socket: binary = msgpack, text = JSON.
+    let framing: "msgpack" | "json" | null = null;
+    let nodeCodec = createCodec();
     let link: NodeLink | null = null;
     let alive = true;
     const helloTimer = setTimeout(() => ws.close(CLOSE.protocolError, "hello expected"), HELLO_TIMEOUT_MS);
@@ -175,7 +216,11 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     ws.on("message", (data, isBinary) => {
       let msg;
       try {
-        if (!isBinary) throw new Error("text frames are not part of the protocol");
+        if (framing === null) {
+          framing = isBinary ? "msgpack" : "json";
+          nodeCodec = createCodec(framing);
+        }
+        if (isBinary !== (framing === "msgpack")) throw new Error("frame of the wrong kind for this socket");
         msg = parseNodeMessage(nodeCodec.decode(data as Buffer));
       } catch (err) {
         log("warn", "closing node socket after a bad frame", { node: link?.id, error: (err as Error).message });
@@ -190,9 +235,21 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
         clearTimeout(helloTimer);
         const previous = scheduler.nodes.get(msg.nodeId);
         if (previous?.open) previous.ws.close(CLOSE.normal, "replaced by a new connection");
-        link = new NodeLink(msg.nodeId, ws, msg.accelerator, msg.executionProvider, msg.memoryBudgetMb, msg.warm);
+        link = new NodeLink(
+          msg.nodeId,
+          ws,
+          msg.accelerator,
+          msg.executionProvider,
+          msg.memoryBudgetMb,
+          Math.max(1, Math.min(1024, Math.floor(msg.slots))),
+          Math.max(0, Math.floor(msg.maxModels)),
+          msg.warm,
+          framing ?? "msgpack",
+          () => scheduler.pumpAll(),
+        );
         scheduler.nodes.set(msg.nodeId, link);
-        ws.send(nodeCodec.encode({ t: "welcome", region: config.region }));
+        ws.send(nodeCodec.encode({ t: "welcome", region: config.region }), { binary: framing === "msgpack" });
+        scheduler.nodesChanged();
         log("info", "node connected", { node: msg.nodeId, accelerator: msg.accelerator, executionProvider: msg.executionProvider, warm: msg.warm.length });
         return;
       }
@@ -205,6 +262,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       if (link) {
         link.closed(`closed ${code}`);
         if (scheduler.nodes.get(link.id) === link) scheduler.nodes.delete(link.id);
+        scheduler.nodesChanged();
         log("info", "node disconnected", { node: link.id, code, reason: reason.toString().slice(0, 100) });
       }
     });
@@ -223,6 +281,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const publisher = config.redis
     ? startReportPublisher(config.redis, config.region, config.reportIntervalMs, report, log)
     : null;
+  const policies = config.redis ? startPolicyReader(config.redis, config.meshSecret, config.policyIntervalMs, scheduler, log) : null;
   await publisher?.publishNow();
   log("info", "router listening", { url, nodeSocket: url.replace(/^http/, "ws") + NODE_SOCKET_PATH });
 
@@ -236,6 +295,8 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       await publisher?.publishNow(); // tell the edge at once
       const until = Date.now() + config.drainTimeoutMs;
       while (scheduler.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      scheduler.stop();
+      policies?.stop();
       for (const n of scheduler.nodes.values()) n.ws.close(CLOSE.restart, "router restarting");
       await publisher?.stop();
       await new Promise<void>((resolve) => {

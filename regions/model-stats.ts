@@ -1,0 +1,112 @@
+// Per-model traffic as the router sees it: request rate and service time as EWMAs, a short
+// linear-regression trend of the rate (as in 120n's capacity predictor) to see a rise coming,
+// and recent queue and inference times for percentiles in the region report.
+
+const BUCKET_MS = 1_000;
+const TREND_BUCKETS = 10;
+const SAMPLES = 512;
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+class Ring {
+  private readonly buf: number[] = [];
+  private next = 0;
+  constructor(private readonly size: number) {}
+  push(v: number): void {
+    if (this.buf.length < this.size) this.buf.push(v);
+    else this.buf[this.next] = v;
+    this.next = (this.next + 1) % this.size;
+  }
+  sorted(): number[] {
+    return [...this.buf].sort((a, b) => a - b);
+  }
+}
+
+export interface ModelStatsView {
+  /** Calls per second, EWMA over about 10 s. */
+  rate: number;
+  /** Slope of the rate over the last ~10 s, calls/s per second. */
+  trend: number;
+  /** Seconds one call keeps a slot busy, EWMA. */
+  serviceS: number;
+  lastCall: number;
+}
+
+export class ModelStats {
+  rate = 0;
+  serviceS = 0.01;
+  lastCall = 0;
+  private bucketStart = 0;
+  private bucketCount = 0;
+  private readonly history: number[] = [];
+  private readonly queueMs = new Ring(SAMPLES);
+  private readonly inferMs = new Ring(SAMPLES);
+  calls = 0;
+
+  constructor(private readonly alpha = 0.2) {}
+
+  /** Rolls the per-second buckets forward to `now` (also when no call came). */
+  tick(now: number): void {
+    if (this.bucketStart === 0) this.bucketStart = now;
+    while (now - this.bucketStart >= BUCKET_MS) {
+      const perS = this.bucketCount / (BUCKET_MS / 1000);
+      this.rate = this.rate + this.alpha * (perS - this.rate);
+      this.history.push(perS);
+      if (this.history.length > TREND_BUCKETS) this.history.shift();
+      this.bucketCount = 0;
+      this.bucketStart += BUCKET_MS;
+      // A long silence: jump instead of looping once per missed second.
+      if (now - this.bucketStart > 60 * BUCKET_MS) {
+        this.bucketStart = now;
+        this.rate = 0;
+        this.history.length = 0;
+      }
+    }
+  }
+
+  arrival(now: number): void {
+    this.tick(now);
+    this.bucketCount++;
+    this.calls++;
+    this.lastCall = now;
+  }
+
+  completed(queueMs: number, inferMs: number): void {
+    this.queueMs.push(queueMs);
+    this.inferMs.push(inferMs);
+    this.serviceS = this.serviceS + this.alpha * (inferMs / 1000 - this.serviceS);
+  }
+
+  /** Least-squares slope of the per-second counts. */
+  trend(): number {
+    const n = this.history.length;
+    if (n < 3) return 0;
+    let sx = 0, sy = 0, sxy = 0, sxx = 0;
+    this.history.forEach((y, x) => {
+      sx += x;
+      sy += y;
+      sxy += x * y;
+      sxx += x * x;
+    });
+    const d = n * sxx - sx * sx;
+    return d === 0 ? 0 : (n * sxy - sx * sy) / d;
+  }
+
+  view(): ModelStatsView {
+    return { rate: this.rate, trend: this.trend(), serviceS: this.serviceS, lastCall: this.lastCall };
+  }
+
+  percentiles(): { queueMs: { p50: number; p95: number; p99: number }; inferMs: { p50: number; p95: number; p99: number } } {
+    const q = this.queueMs.sorted();
+    const i = this.inferMs.sorted();
+    const round = (v: number) => Math.round(v * 100) / 100;
+    return {
+      queueMs: { p50: round(percentile(q, 50)), p95: round(percentile(q, 95)), p99: round(percentile(q, 99)) },
+      inferMs: { p50: round(percentile(i, 50)), p95: round(percentile(i, 95)), p99: round(percentile(i, 99)) },
+    };
+  }
+}

@@ -1,0 +1,89 @@
+// Where a call or a model load goes, as pure functions over a snapshot of the nodes, so the
+// choice is unit-tested and replayed in bench/ without sockets. A call goes to a node holding
+// the model warm with a free slot and the least in flight. A load goes to the node where it
+// fits at the least cost: free memory first, else evicting the least valuable idle models.
+
+export interface NodeState {
+  id: string;
+  /** Open, answering pings, not draining. */
+  available: boolean;
+  inflight: number;
+  slots: number;
+  memoryBudgetMb: number;
+  /** 0: memory decides; 1: one model at a time (a runtime that must own the GPU). */
+  maxModels: number;
+  warm: ReadonlyMap<string, { memoryMb: number; lastUsed: number }>;
+  /** Models being loaded, with the memory reserved for them. */
+  loading: ReadonlyMap<string, number>;
+  /** Calls in flight per model on this node; a model with calls running is never evicted. */
+  modelInflight: ReadonlyMap<string, number>;
+}
+
+export interface LoadPlan {
+  node: NodeState;
+  evict: string[];
+}
+
+/** What the node will hold once the file is in onnxruntime; the node reports the real figure. */
+export function estimateMemoryMb(artifactBytes: number): number {
+  return Math.max(1, Math.ceil((artifactBytes * 1.5) / 2 ** 20));
+}
+
+export function usedMb(n: NodeState): number {
+  let used = 0;
+  for (const w of n.warm.values()) used += w.memoryMb;
+  for (const m of n.loading.values()) used += m;
+  return used;
+}
+
+export function pickWarm(nodes: Iterable<NodeState>, key: string, exclude?: ReadonlySet<string>): NodeState | undefined {
+  let best: NodeState | undefined;
+  for (const n of nodes) {
+    if (!n.available || !n.warm.has(key) || n.inflight >= n.slots || exclude?.has(n.id)) continue;
+    if (!best || n.inflight < best.inflight) best = n;
+  }
+  return best;
+}
+
+/**
+ * The cheapest node to load `key` on: one with room needs no eviction; otherwise the one whose
+ * evicted models are worth the least (`valueOf`: higher = keep). Models with calls in flight,
+ * models being loaded and `protect`ed ones (keep-warm floors) are never evicted. Undefined
+ * when no node can take the model now.
+ */
+export function planLoad(
+  nodes: Iterable<NodeState>,
+  key: string,
+  memoryMb: number,
+  valueOf: (key: string) => number,
+  protect: (node: NodeState, key: string) => boolean = () => false,
+  exclude?: ReadonlySet<string>,
+): LoadPlan | undefined {
+  let best: { plan: LoadPlan; cost: number } | undefined;
+  for (const n of nodes) {
+    if (!n.available || n.warm.has(key) || n.loading.has(key) || exclude?.has(n.id)) continue;
+    if (memoryMb > n.memoryBudgetMb) continue;
+    let free = n.memoryBudgetMb - usedMb(n);
+    let count = n.warm.size + n.loading.size;
+    const fits = () => free >= memoryMb && (n.maxModels === 0 || count < n.maxModels);
+    const evict: string[] = [];
+    let cost = 0;
+    if (!fits()) {
+      const candidates = [...n.warm]
+        .filter(([k]) => (n.modelInflight.get(k) ?? 0) === 0 && !protect(n, k))
+        .sort(([ka, a], [kb, b]) => valueOf(ka) - valueOf(kb) || a.lastUsed - b.lastUsed);
+      for (const [k, w] of candidates) {
+        if (fits()) break;
+        evict.push(k);
+        free += w.memoryMb;
+        count--;
+        cost += valueOf(k) + 1;
+      }
+      if (!fits()) continue;
+    }
+    // Ties: less busy, then more room left.
+    const score = cost * 1e6 + n.inflight * 1e3 - Math.min(999, free - memoryMb) / 1e3;
+    if (!best || score < best.cost) best = { plan: { node: n, evict }, cost: score };
+  }
+  return best?.plan;
+}

@@ -1,0 +1,55 @@
+// Reads the keep-warm policies the edge writes to Redis (PUT /v1/models/{m} {"keepWarm", ...})
+// so the warm policy can hold a model warm before any call for it reaches this region.
+
+import { Redis } from "@upstash/redis";
+import type { OipDatatype } from "../protocol/datatypes.js";
+import type { Logger } from "../protocol/log.js";
+import { MODEL_POLICIES_KEY, type ModelPolicyRecord } from "../protocol/region-report.js";
+import { artifactUrl } from "../protocol/signing.js";
+import type { Scheduler } from "./scheduler.js";
+
+const URL_TTL_MS = 15 * 60_000;
+
+export function startPolicyReader(
+  redis: { url: string; token: string },
+  secret: string,
+  intervalMs: number,
+  scheduler: Scheduler,
+  log: Logger,
+): { stop(): void; readNow(): Promise<void> } {
+  const client = new Redis({ url: redis.url, token: redis.token, enableTelemetry: false, retry: { retries: 0 } });
+  let failing = false;
+  const read = async () => {
+    try {
+      const all = (await client.hgetall<Record<string, ModelPolicyRecord>>(MODEL_POLICIES_KEY)) ?? {};
+      const seen = new Set<string>();
+      for (const [key, p] of Object.entries(all)) {
+        if (!p || typeof p !== "object" || typeof p.sha256 !== "string") continue;
+        seen.add(key);
+        const url = await artifactUrl(secret, p.artifactBase, p.sha256, Date.now() + URL_TTL_MS);
+        scheduler.policies.set(key, {
+          keepWarm: Math.max(0, Math.floor(Number(p.keepWarm) || 0)),
+          replicas: p.replicas === null || p.replicas === undefined ? null : Math.max(0, Math.floor(Number(p.replicas))),
+          ref: {
+            key,
+            name: p.name,
+            version: p.version,
+            sha256: p.sha256,
+            size: p.size,
+            artifactUrl: url,
+            signature: p.signature as { inputs: { name: string; datatype: OipDatatype; shape: number[] }[]; outputs: { name: string; datatype: OipDatatype; shape: number[] }[] },
+          },
+        });
+      }
+      for (const key of [...scheduler.policies.keys()]) if (!seen.has(key)) scheduler.policies.delete(key);
+      failing = false;
+    } catch (err) {
+      if (!failing) log("warn", "keep-warm policies unavailable; keeping the last ones", { error: String(err) });
+      failing = true;
+    }
+  };
+  const timer = setInterval(() => void read(), intervalMs);
+  timer.unref();
+  void read();
+  return { stop: () => clearInterval(timer), readNow: read };
+}
