@@ -24,6 +24,8 @@ export interface RouterConfig {
   warmIntervalMs: number;
   /** How often keep-warm policies are read from Redis. */
   policyIntervalMs: number;
+  /** Largest node frame accepted; larger ones close the socket with 1009. */
+  maxFrameBytes: number;
 }
 
 export const ROUTER_DEFAULTS = {
@@ -37,6 +39,7 @@ export const ROUTER_DEFAULTS = {
   idleTtlMs: 5 * 60_000,
   warmIntervalMs: 1_000,
   policyIntervalMs: 2_000,
+  maxFrameBytes: 64 * 1024 * 1024,
 } as const;
 
 export class ConfigError extends Error {}
@@ -73,6 +76,7 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     idleTtlMs: int(env, "IDLE_TTL_MS", ROUTER_DEFAULTS.idleTtlMs, 100),
     warmIntervalMs: int(env, "WARM_INTERVAL_MS", ROUTER_DEFAULTS.warmIntervalMs, 50),
     policyIntervalMs: int(env, "POLICY_INTERVAL_MS", ROUTER_DEFAULTS.policyIntervalMs, 100),
+    maxFrameBytes: int(env, "MAX_FRAME_BYTES", ROUTER_DEFAULTS.maxFrameBytes, 1024),
   };
 }
 

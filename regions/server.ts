@@ -13,7 +13,6 @@ import { ERROR_STATUS, MeshError, errorBody } from "../protocol/errors.js";
 import { makeLogger } from "../protocol/log.js";
 import {
   CLOSE,
-  MAX_FRAME_BYTES,
   MAX_INFER_BODY_BYTES,
   parseNodeMessage,
   parseRegionInferRequest,
@@ -169,7 +168,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   app.notFound((c) => envelope("-", new MeshError("not_found", `no route for ${c.req.method} ${c.req.path}`)));
 
   // --- node sockets
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxFrameBytes });
 
   const refuseUpgrade = (socket: Duplex, status: number, message: string) => {
     const body = JSON.stringify(errorBody(status === 401 ? "unauthorized" : "not_found", message, "-"));
