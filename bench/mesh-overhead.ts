@@ -309,10 +309,13 @@ async function main(): Promise<void> {
   try {
     meshRun = await measureMesh(body, expected);
   } catch (e) {
+    if (signalled) throw new Error("interrupted");
     meshError = e instanceof Error ? e.message : String(e);
     keepTmp = true;
     err(`[bench] mesh failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   }
+  // An interrupted run reports nothing (and leaves mesh-overhead-latest.json alone).
+  if (signalled) throw new Error("interrupted");
   const finishedAt = new Date();
   report({ startedAt, finishedAt, machine, direct, plain, meshRun, meshError });
   const written = await writeResults("mesh-overhead", resultJson({ startedAt, finishedAt, machine, direct, plain, meshRun, meshError }), undefined, startedAt);
@@ -552,8 +555,8 @@ try {
   await main();
 } catch (e) {
   exitCode = 1;
-  keepTmp = true;
-  err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  if (!signalled) keepTmp = true;
+  if (!signalled) err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
 } finally {
   await cleanup();
 }

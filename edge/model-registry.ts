@@ -26,6 +26,8 @@ export interface ModelInfo {
   accountId: string;
   name: string;
   createdAt: number;
+  keepWarm: number;
+  replicas: number | null;
   /** Newest first. */
   versions: VersionInfo[];
   aliases: Record<string, number>;
@@ -57,6 +59,8 @@ export async function findModel(db: DrizzleD1Database, accountId: string, name: 
       accountId: model.accountId,
       name: model.name,
       createdAt: model.createdAt,
+      keepWarm: model.keepWarm,
+      replicas: model.replicas ?? null,
       versions: versions.map((v) => ({
         version: v.version,
         sha256: v.sha256,

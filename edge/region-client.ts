@@ -3,7 +3,6 @@
 // warm, then the least busy; without reports (no Redis yet, or all stale) the configured order.
 // A region that cannot be reached is skipped and the call goes to the next one: nothing ran yet.
 
-import { Redis } from "@upstash/redis/cloudflare";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
 import {
@@ -15,6 +14,7 @@ import { REGION_REPORT_STALE_MS, regionReportKey, type RegionReport } from "../p
 import { signRequest } from "../protocol/signing.js";
 import type { EdgeConfig, RegionConfig } from "./env.js";
 import { log } from "./log.js";
+import { redisFor } from "./redis.js";
 
 const codec = createCodec();
 const REPORT_REFRESH_MS = 1_000;
@@ -22,18 +22,8 @@ const REPORT_REFRESH_MS = 1_000;
 let reports: Map<string, RegionReport> = new Map();
 let reportsFetchedAt = 0;
 let refreshing: Promise<void> | null = null;
-let redisClient: { url: string; client: Redis } | null = null;
-
-function redis(config: EdgeConfig): Redis | null {
-  if (!config.redis) return null;
-  if (!redisClient || redisClient.url !== config.redis.url) {
-    redisClient = { url: config.redis.url, client: new Redis({ url: config.redis.url, token: config.redis.token, enableTelemetry: false }) };
-  }
-  return redisClient.client;
-}
-
 async function refreshReports(config: EdgeConfig): Promise<void> {
-  const client = redis(config);
+  const client = redisFor(config);
   if (!client) return;
   try {
     const values = await client.mget<(RegionReport | null)[]>(...config.regions.map((r) => regionReportKey(r.name)));

@@ -43,6 +43,10 @@ export const models = sqliteTable(
       .notNull()
       .references(() => accounts.id),
     name: text("name").notNull(),
+    /** Replicas held warm per region whatever the traffic (the keep-warm floor). */
+    keepWarm: integer("keep_warm").notNull().default(0),
+    /** Manual override: exactly this many replicas per region; null lets traffic decide. */
+    replicas: integer("replicas"),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex("models_account_name_idx").on(t.accountId, t.name)],

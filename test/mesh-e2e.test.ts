@@ -166,6 +166,35 @@ describe("control plane", () => {
   });
 });
 
+describe("warm policy", () => {
+  it("a keep-warm floor makes every region hold the model warm before any call", async () => {
+    const put = await call(`${mesh.edge}/v1/models/demo-types`, { key: mesh.apiKey, method: "PUT", json: { keepWarm: 1 } });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    expect(put.body.keepWarm).toBe(1);
+    expect(put.body.policyPublished).toBe(true);
+    const key = `${put.body.id}@1`;
+    const until = Date.now() + 20_000;
+    let warmIn: string[] = [];
+    while (Date.now() < until) {
+      warmIn = [];
+      for (const r of Object.keys(mesh.regions)) {
+        const s = await mesh.regionStatus(r);
+        if (s.models.some((m) => m.key === key && m.replicas >= 1)) warmIn.push(r);
+      }
+      if (warmIn.length === Object.keys(mesh.regions).length) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(warmIn.sort()).toEqual(Object.keys(mesh.regions).sort());
+    expectError(
+      await call(`${mesh.edge}/v1/models/demo-types`, { key: mesh.apiKey, method: "PUT", json: { keepWarm: -1 } }),
+      400,
+      "bad_request",
+    );
+    const off = await call(`${mesh.edge}/v1/models/demo-types`, { key: mesh.apiKey, method: "PUT", json: { keepWarm: 0 } });
+    expect(off.body.keepWarm).toBe(0);
+  });
+});
+
 describe("authentication and ownership", () => {
   it("answers 401 for a missing key and a wrong key", async () => {
     expectError(await call(`${mesh.edge}/v2/models/demo-mlp/infer`, { json: mlpBody(X) }), 401, "unauthorized");

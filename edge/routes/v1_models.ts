@@ -12,8 +12,11 @@ import { randomId } from "../api-keys.js";
 import type { AppEnv } from "../context.js";
 import { limitBody, readJson, requireKey } from "../middleware.js";
 import { evictModel, MODEL_NAME_RE, requireModel, type ModelInfo } from "../model-registry.js";
+import { publishWarmPolicy } from "../warm-policies.js";
+import { log } from "../log.js";
 
 export const MAX_MODEL_BYTES = 100 * 1024 * 1024;
+const MAX_REPLICAS = 16;
 
 export function artifactKey(sha256: string): string {
   return `artifacts/${sha256}.onnx`;
@@ -24,6 +27,8 @@ function describe(model: ModelInfo) {
     id: model.id,
     name: model.name,
     createdAt: model.createdAt,
+    keepWarm: model.keepWarm,
+    replicas: model.replicas,
     latestVersion: model.versions[0]?.version ?? null,
     aliases: model.aliases,
     versions: model.versions.map((v) => ({
@@ -80,6 +85,31 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     return c.json(describe(model));
   });
 
+  // Warm policy: {"keepWarm": n} is a floor of replicas per region; {"replicas": n} pins the
+  // count (null hands it back to traffic). Stored in D1, then published to the routers.
+  app.put("/v1/models/:m", manage, limitBody(16 * 1024), async (c) => {
+    const accountId = c.get("key").accountId;
+    const db = c.get("db");
+    const model = await requireModel(db, accountId, c.req.param("m"));
+    const body = (await readJson(c.req.raw)) as { keepWarm?: unknown; replicas?: unknown };
+    const update: { keepWarm?: number; replicas?: number | null } = {};
+    const count = (v: unknown, name: string) => {
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > MAX_REPLICAS) {
+        throw new MeshError("bad_request", `'${name}' must be an integer from 0 to ${MAX_REPLICAS}`);
+      }
+      return v;
+    };
+    if (body.keepWarm !== undefined) update.keepWarm = count(body.keepWarm, "keepWarm");
+    if (body.replicas !== undefined) update.replicas = body.replicas === null ? null : count(body.replicas, "replicas");
+    if (Object.keys(update).length === 0) throw new MeshError("bad_request", "send 'keepWarm' and/or 'replicas'");
+    await db.update(models).set(update).where(eq(models.id, model.id));
+    evictModel(accountId, model.name);
+    const fresh = await requireModel(db, accountId, model.name);
+    const applied = await publishWarmPolicy(c.get("config"), fresh, new URL(c.req.url).origin);
+    if (!applied) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
+    return c.json({ ...describe(fresh), policyPublished: applied });
+  });
+
   app.post("/v1/models/:m/versions", manage, limitBody(MAX_MODEL_BYTES), async (c) => {
     const accountId = c.get("key").accountId;
     const model = await requireModel(c.get("db"), accountId, c.req.param("m"));
@@ -111,6 +141,11 @@ export function registerV1Models(app: Hono<AppEnv>): void {
       .first<{ version: number; created_at: number }>();
     if (!row) throw new MeshError("internal_error", "the version was not recorded");
     evictModel(accountId, model.name);
+    if (model.keepWarm > 0 || model.replicas !== null) {
+      // `latest` moved: the warm replicas follow it.
+      const fresh = await requireModel(c.get("db"), accountId, model.name);
+      c.executionCtx.waitUntil(publishWarmPolicy(c.get("config"), fresh, new URL(c.req.url).origin));
+    }
     return c.json(
       {
         model: model.name,

@@ -4,7 +4,7 @@
 import type { Hono } from "hono";
 import { MeshError } from "../../protocol/errors.js";
 import { type RegionInferRequest } from "../../protocol/messages.js";
-import { signUrl } from "../../protocol/signing.js";
+import { artifactUrl as signArtifactUrl } from "../../protocol/signing.js";
 import { parseInferRequest, TensorError, toJsonTensor } from "../../protocol/tensor.js";
 import { usageEvents } from "../../schema/schema.js";
 import type { AppContext, AppEnv } from "../context.js";
@@ -26,7 +26,7 @@ async function artifactUrl(c: AppContext, sha256: string): Promise<string> {
   const hit = artifactUrls.get(origin + sha256);
   if (hit && hit.expires - now > ARTIFACT_URL_TTL_MS / 2) return hit.url;
   const expires = now + ARTIFACT_URL_TTL_MS;
-  const url = await signUrl(c.get("config").meshSecret, new URL(`/internal/artifacts/${sha256}`, origin), expires);
+  const url = await signArtifactUrl(c.get("config").meshSecret, origin, sha256, expires);
   if (artifactUrls.size > 10_000) artifactUrls.clear();
   artifactUrls.set(origin + sha256, { url, expires });
   return url;
