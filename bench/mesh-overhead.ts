@@ -337,6 +337,7 @@ interface MeshRun {
 }
 
 async function measureMesh(body: Buffer, expected: Expected): Promise<MeshRun> {
+  if (signalled) throw new Error("interrupted");
   err("[bench] starting the mesh (not timed)");
   const meshStart = performance.now();
   meshStarting = startMesh({ stateDir: join(tmpDir!, "mesh"), progress: err });

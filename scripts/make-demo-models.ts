@@ -200,6 +200,38 @@ function typesModel(): ModelDesc {
 export { float16Bits, float16Value };
 
 // ---------------------------------------------------------------------------------------------
+// demo-matmul: a[m,k] x b[k,n] -> y[m,n]. One MatMul, so its cost is set by the caller's shapes:
+// tests use it as a slow model (drain, busy nodes). Not part of makeDemoModels(), whose list
+// of files (deployed as-is by local/mesh.ts) other tests pin; write it with makeDemoMatmul().
+
+export const DEMO_MATMUL_NAME = "demo-matmul";
+
+export function matmulModel(): ModelDesc {
+  return {
+    producerVersion: "1",
+    docString: "demo-matmul version 1: y = MatMul(a, b), any shapes",
+    graph: {
+      name: "demo_matmul",
+      nodes: [{ opType: "MatMul", name: "matmul", inputs: ["a", "b"], outputs: ["y"] }],
+      inputs: [
+        { name: "a", elemType: OnnxType.FLOAT, shape: ["m", "k"] },
+        { name: "b", elemType: OnnxType.FLOAT, shape: ["k", "n"] },
+      ],
+      outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: ["m", "n"] }],
+    },
+  };
+}
+
+/** Writes demo-matmul as `demo-matmul.v1.onnx` into dir (created if missing). */
+export async function makeDemoMatmul(dir: string): Promise<DemoModelFile> {
+  const root = path.resolve(dir);
+  await mkdir(root, { recursive: true });
+  const file = path.join(root, `${DEMO_MATMUL_NAME}.v1.onnx`);
+  await writeFile(file, encodeModel(matmulModel()));
+  return { name: DEMO_MATMUL_NAME, version: "1", path: file };
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const DEMO_MODELS: { name: string; version: string; build: () => ModelDesc }[] = [
   { name: "demo-mlp", version: "1", build: () => mlpModel(DEMO_MLP_V1, "1") },
