@@ -15,6 +15,12 @@ export interface Env {
   REDIS_TOKEN?: string;
   /** Default and maximum deadline for an inference call, ms. */
   INFER_TIMEOUT_MS?: string;
+  /** "1" in local mode: callers may name their colo (x-mesh-colo) and SIMULATED_RTT applies. */
+  MESH_LOCAL?: string;
+  /** Local mode: JSON {"ICN": {"ap-seoul": 8, "us-west": 130}} round trips added as real delay. */
+  SIMULATED_RTT?: string;
+  /** Share of calls sent to the second-best region to keep its estimate fresh (0..0.5). */
+  EXPLORATION_SHARE?: string;
 }
 
 export interface RegionConfig {
@@ -30,6 +36,9 @@ export interface EdgeConfig {
   regions: RegionConfig[];
   redis: { url: string; token: string } | null;
   inferTimeoutMs: number;
+  localMode: boolean;
+  simulatedRtt: Record<string, Record<string, number>>;
+  explorationShare: number;
 }
 
 export class ConfigError extends Error {}
@@ -60,12 +69,27 @@ export function loadConfig(env: Env): EdgeConfig {
   });
   const timeout = Number(env.INFER_TIMEOUT_MS ?? 30_000);
   if (!Number.isFinite(timeout) || timeout < 100) fail("INFER_TIMEOUT_MS must be a number of ms >= 100");
+  const localMode = env.MESH_LOCAL === "1";
+  let simulatedRtt: Record<string, Record<string, number>> = {};
+  if (env.SIMULATED_RTT) {
+    if (!localMode) fail("SIMULATED_RTT is for local mode only (MESH_LOCAL=1)");
+    try {
+      simulatedRtt = JSON.parse(env.SIMULATED_RTT);
+    } catch {
+      fail("SIMULATED_RTT must be JSON like {\"ICN\": {\"ap-seoul\": 8}}");
+    }
+  }
+  const explorationShare = Number(env.EXPLORATION_SHARE ?? 0.02);
+  if (!(explorationShare >= 0 && explorationShare <= 0.5)) fail("EXPLORATION_SHARE must be between 0 and 0.5");
   const config: EdgeConfig = {
     adminToken: env.ADMIN_TOKEN,
     meshSecret: env.MESH_SECRET,
     regions: list,
     redis: env.REDIS_URL && env.REDIS_TOKEN ? { url: env.REDIS_URL, token: env.REDIS_TOKEN } : null,
     inferTimeoutMs: timeout,
+    localMode,
+    simulatedRtt,
+    explorationShare,
   };
   cached = { source: env, config };
   return config;

@@ -156,6 +156,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
             send({ t: "load_progress", key: msg.key, bytes, total }),
           );
           const loadStarted = performance.now();
+          if (config.simulatedLoadMs > 0) await new Promise((r) => setTimeout(r, config.simulatedLoadMs));
           const { memoryMb } = await runtime.load(msg.key, art.path, msg.size);
           const key = msg.key;
           const run = async (inputs: Parameters<typeof runtime.run>[1], outputs?: string[]) => {

@@ -1,21 +1,28 @@
-// Dynamic batching on the node: calls to a model whose inputs and outputs all have a batch
-// first dimension are gathered for a short window (or until a maximum batch), run as one
-// onnxruntime call, and the outputs are split back by rows. Calls only share a batch when the
-// rest of their shapes and their requested outputs match. If a batched run does not give one
-// output row per input row, the calls are run one by one instead: correctness over speed.
+// Dynamic batching on the node, continuous style: a call to an idle model runs at once (no
+// window, so a lone call pays nothing); calls that arrive while the model is busy wait and run
+// together as one onnxruntime call when it frees up (up to a maximum batch), and the outputs
+// are split back by rows. An optional window holds calls a little longer to fill batches.
+// Calls share a batch only when the rest of their shapes and their requested outputs match.
+// If a batched run does not give one output row per input row, the calls run one by one
+// instead: correctness over speed.
 
 import type { ModelSignature } from "../protocol/datatypes.js";
 import { elementCount, type TensorData, type WireTensor } from "../protocol/tensor.js";
 
 export interface BatchOptions {
+  /** Extra wait to fill a batch while the model is busy anyway; 0 = none. */
   windowMs: number;
+  /** Rows per batch; 1 turns batching off (calls then run concurrently as they come). */
   maxBatch: number;
+  /** onnxruntime runs of this model at once. */
+  maxRuns?: number;
 }
 
 type Run = (inputs: WireTensor[], outputs?: string[]) => Promise<WireTensor[]>;
 
 interface Pending {
   id: string;
+  group: string;
   inputs: WireTensor[];
   outputs?: string[];
   rows: number;
@@ -58,68 +65,90 @@ function sliceRows(t: WireTensor, start: number, rows: number): WireTensor {
 }
 
 export class Batcher {
-  private readonly groups = new Map<string, { calls: Pending[]; timer: ReturnType<typeof setTimeout> }>();
-  private waiting = 0;
+  private readonly pending: Pending[] = [];
+  private running = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private readonly maxRuns: number;
 
   constructor(
     private readonly run: Run,
     private readonly opts: BatchOptions,
-  ) {}
+  ) {
+    this.maxRuns = Math.max(1, opts.maxRuns ?? 2);
+  }
 
   get queued(): number {
-    return this.waiting;
+    return this.pending.length;
   }
 
   submit(id: string, inputs: WireTensor[], outputs?: string[]): Promise<WireTensor[]> {
     const rows = inputs[0]?.shape[0] ?? 0;
-    // Inputs disagreeing on the batch size cannot be split back: run them alone.
-    if (this.opts.maxBatch <= 1 || !inputs.every((t) => t.shape[0] === rows) || rows === 0) return this.run(inputs, outputs);
-    const groupKey =
+    // Not batchable, or inputs disagreeing on the batch size: run as it comes.
+    if (this.opts.maxBatch <= 1 || rows === 0 || !inputs.every((t) => t.shape[0] === rows)) return this.run(inputs, outputs);
+    const group =
       inputs.map((t) => `${t.name}:${t.datatype}:${t.shape.slice(1).join("x")}`).join("|") + "#" + (outputs ?? []).join(",");
     return new Promise((resolve, reject) => {
-      const call: Pending = { id, inputs, ...(outputs ? { outputs } : {}), rows, resolve, reject };
-      let group = this.groups.get(groupKey);
-      if (!group) {
-        group = { calls: [], timer: setTimeout(() => this.flush(groupKey), this.opts.windowMs) };
-        this.groups.set(groupKey, group);
-      }
-      group.calls.push(call);
-      this.waiting++;
-      if (group.calls.reduce((n, c) => n + c.rows, 0) >= this.opts.maxBatch) this.flush(groupKey);
+      this.pending.push({ id, group, inputs, ...(outputs ? { outputs } : {}), rows, resolve, reject });
+      this.schedule();
     });
   }
 
-  /** Removes a call still waiting for its batch; false when it is already running. */
+  /** Removes a call still waiting; false when it is already running. */
   cancel(id: string): boolean {
-    for (const group of this.groups.values()) {
-      const i = group.calls.findIndex((c) => c.id === id);
-      if (i >= 0) {
-        const [call] = group.calls.splice(i, 1);
-        this.waiting--;
-        call!.reject(new CancelledError());
-        return true;
+    const i = this.pending.findIndex((c) => c.id === id);
+    if (i < 0) return false;
+    const [call] = this.pending.splice(i, 1);
+    call!.reject(new CancelledError());
+    return true;
+  }
+
+  private schedule(): void {
+    while (this.pending.length > 0 && this.running < this.maxRuns) {
+      // While busy, a window lets more calls join before the next run starts.
+      if (this.running > 0 && this.opts.windowMs > 0 && this.pendingRows(this.pending[0]!.group) < this.opts.maxBatch) {
+        this.timer ??= setTimeout(() => {
+          this.timer = null;
+          this.launch();
+        }, this.opts.windowMs);
+        return;
+      }
+      this.launch();
+    }
+  }
+
+  private pendingRows(group: string): number {
+    return this.pending.reduce((n, c) => (c.group === group ? n + c.rows : n), 0);
+  }
+
+  /** Takes the oldest call's group (up to maxBatch rows) and runs it. */
+  private launch(): void {
+    if (this.pending.length === 0 || this.running >= this.maxRuns) return;
+    const group = this.pending[0]!.group;
+    const calls: Pending[] = [];
+    let rows = 0;
+    for (let i = 0; i < this.pending.length && rows < this.opts.maxBatch; ) {
+      const c = this.pending[i]!;
+      if (c.group === group && (calls.length === 0 || rows + c.rows <= this.opts.maxBatch)) {
+        calls.push(c);
+        rows += c.rows;
+        this.pending.splice(i, 1);
+      } else {
+        i++;
       }
     }
-    return false;
+    this.running++;
+    void this.runCalls(calls).finally(() => {
+      this.running--;
+      this.schedule();
+    });
   }
 
-  private flush(groupKey: string): void {
-    const group = this.groups.get(groupKey);
-    if (!group) return;
-    this.groups.delete(groupKey);
-    clearTimeout(group.timer);
-    const calls = group.calls;
-    this.waiting -= calls.length;
-    if (calls.length === 0) return;
+  private async runCalls(calls: Pending[]): Promise<void> {
     if (calls.length === 1) {
       const c = calls[0]!;
-      this.run(c.inputs, c.outputs).then(c.resolve, c.reject);
+      await this.run(c.inputs, c.outputs).then(c.resolve, c.reject);
       return;
     }
-    void this.runBatch(calls);
-  }
-
-  private async runBatch(calls: Pending[]): Promise<void> {
     const totalRows = calls.reduce((n, c) => n + c.rows, 0);
     const inputs: WireTensor[] = calls[0]!.inputs.map((t, k) => ({
       name: t.name,
@@ -127,16 +156,15 @@ export class Batcher {
       shape: [totalRows, ...t.shape.slice(1)],
       data: concat(calls.map((c) => c.inputs[k]!.data)),
     }));
-    let outputs: WireTensor[];
+    let outputs: WireTensor[] | null = null;
     try {
       outputs = await this.run(inputs, calls[0]!.outputs);
     } catch {
-      // One bad call must not fail its neighbours: run each alone so only it fails.
-      for (const c of calls) this.run(c.inputs, c.outputs).then(c.resolve, c.reject);
-      return;
+      outputs = null;
     }
-    if (!outputs.every((o) => o.shape[0] === totalRows)) {
-      for (const c of calls) this.run(c.inputs, c.outputs).then(c.resolve, c.reject);
+    if (!outputs || !outputs.every((o) => o.shape[0] === totalRows)) {
+      // One bad call must not fail its neighbours: run each alone so only it fails.
+      await Promise.all(calls.map((c) => this.run(c.inputs, c.outputs).then(c.resolve, c.reject)));
       return;
     }
     let start = 0;

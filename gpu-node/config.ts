@@ -24,6 +24,8 @@ export interface NodeConfig {
   batchMax: number;
   /** Frame encoding on the router socket: msgpack (default) or json (benchmarks only). */
   framing: "msgpack" | "json";
+  /** Local mode only: extra time added to every model load, to simulate big models. */
+  simulatedLoadMs: number;
   /** Reconnect back-off bounds. */
   reconnectMinMs: number;
   reconnectMaxMs: number;
@@ -58,9 +60,10 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
     heartbeatMs: int(env, "HEARTBEAT_MS", 1_000, 50),
     slots: int(env, "NODE_SLOTS", 8, 1),
     maxModels: int(env, "MAX_MODELS", env.GPU_EXCLUSIVE === "1" ? 1 : 0, 0),
-    batchWindowMs: int(env, "BATCH_WINDOW_MS", 2, 0),
+    batchWindowMs: int(env, "BATCH_WINDOW_MS", 0, 0),
     batchMax: int(env, "BATCH_MAX", 32, 1),
     framing: env.MESH_FRAMING === "json" ? "json" : "msgpack",
+    simulatedLoadMs: int(env, "MESH_SIMULATED_LOAD_MS", 0, 0),
     reconnectMinMs: int(env, "RECONNECT_MIN_MS", 250, 1),
     reconnectMaxMs: int(env, "RECONNECT_MAX_MS", 10_000, 1),
     drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", 30_000, 0),

@@ -42,8 +42,12 @@ export interface MeshOptions {
   nodeEnv?: Record<string, string>;
   /** Extra environment for routers. */
   routerEnv?: Record<string, string>;
+  /** Extra environment for the node agents of one region (e.g. MESH_SIMULATED_LOAD_MS). */
+  regionNodeEnv?: Record<string, Record<string, string>>;
   /** Deploy the demo account and models (default true). */
   demo?: boolean;
+  /** Extra vars for the edge Worker (e.g. SIMULATED_RTT, EXPLORATION_SHARE). */
+  edgeVars?: Record<string, string>;
 }
 
 export interface DemoModel {
@@ -239,22 +243,28 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     step("applying D1 migrations");
     await runToEnd("d1-migrations", process.execPath, [wrangler, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], wranglerEnv, logDir);
     const edgePort = await portOr(opts.edgePort);
-    const envFile = join(stateDir, "edge.env");
     const regionsVar = JSON.stringify(regions.map((r) => ({ name: r.name, url: regionUrls[r.name], lat: r.lat, lon: r.lon })));
-    const envLines = {
+    const edgeVars: Record<string, string> = {
       ADMIN_TOKEN: adminToken,
       MESH_SECRET: meshSecret,
       REDIS_URL: redisInfo.url,
       REDIS_TOKEN: redisToken,
       REGIONS: regionsVar,
+      INFER_TIMEOUT_MS: "30000",
+      MESH_LOCAL: "1",
+      ...opts.edgeVars,
     };
-    // Single quotes: dotenv takes the value literally (none of these values contain one).
-    await writeFile(envFile, Object.entries(envLines).map(([k, v]) => `${k}='${v}'`).join("\n") + "\n", { mode: 0o600 });
+    const varsFile = join(stateDir, "edge-vars.json");
+    await writeFile(varsFile, JSON.stringify(edgeVars), { mode: 0o600 });
+    // The same bundle `wrangler deploy` would upload, served by workerd through Miniflare.
+    const buildDir = join(stateDir, "edge-build");
+    step("bundling the edge Worker");
+    await runToEnd("edge-bundle", process.execPath, [wrangler, "deploy", "--dry-run", "--outdir", buildDir], wranglerEnv, logDir);
     const edgeProc = spawnLogged(
       "edge",
       process.execPath,
-      [wrangler, "dev", "--local", "--ip", "127.0.0.1", "--port", String(edgePort), "--persist-to", persist, "--env-file", envFile, "--show-interactive-dev-session=false", "--inspector-port", String(await freePort())],
-      wranglerEnv,
+      [...TSX, join(ROOT, "local/edge-server.ts")],
+      { EDGE_BUNDLE: join(buildDir, "index.js"), EDGE_PORT: String(edgePort), EDGE_PERSIST: persist, EDGE_VARS: varsFile },
       logDir,
     );
     processes.push(edgeProc);
@@ -279,6 +289,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           NODE_TOKEN: nodeToken,
           MODEL_CACHE_DIR: join(stateDir, "cache", id),
           ...opts.nodeEnv,
+          ...opts.regionNodeEnv?.[region],
           ...env,
         },
         logDir,

@@ -53,6 +53,8 @@ export interface RegionReport {
   failed: number;
   loads: number;
   evictions: number;
+  /** Recent time to make a model warm (download + load), EWMA, ms; null before the first load. */
+  coldStartMs: number | null;
 }
 
 export function regionReportKey(region: string): string {

@@ -41,6 +41,8 @@ export class NodeLink implements NodeState {
   readonly loading = new Map<string, number>();
   readonly modelInflight = new Map<string, number>();
   private readonly loads = new Map<string, PendingLoad>();
+  /** Models we told the node to unload, until a heartbeat no longer lists them. */
+  private readonly unloading = new Set<string>();
   private readonly calls = new Map<string, PendingCall>();
   private readonly codec;
   private nextId = 0;
@@ -95,6 +97,7 @@ export class NodeLink implements NodeState {
     if (this.warm.has(key)) return Promise.resolve({ loadMs: 0 });
     const existing = this.loads.get(key);
     if (existing) return existing.promise;
+    this.unloading.delete(key); // from here on `loading` keeps stale heartbeats out
     let resolve!: PendingLoad["resolve"];
     let reject!: PendingLoad["reject"];
     const promise = new Promise<{ loadMs: number }>((res, rej) => {
@@ -110,6 +113,7 @@ export class NodeLink implements NodeState {
   /** Frees a model now; the caller has checked that no call of it is in flight here. */
   unload(key: string): void {
     this.warm.delete(key);
+    this.unloading.add(key);
     this.send({ t: "unload", key });
   }
 
@@ -165,24 +169,31 @@ export class NodeLink implements NodeState {
         this.loading.delete(msg.key);
         const load = this.loads.get(msg.key);
         this.loads.delete(msg.key);
-        load?.resolve({ loadMs: msg.loadMs + msg.downloadMs });
-        this.onChange();
+        // The load's owner (the scheduler) re-pumps from its handler, after crediting the load
+        // time to the calls that waited for it; pumping here first would dispatch those calls
+        // before that, and they would report loadMs 0.
+        if (load) load.resolve({ loadMs: msg.loadMs + msg.downloadMs });
+        else this.onChange();
         return;
       }
       case "load_failed": {
         this.loading.delete(msg.key);
         const load = this.loads.get(msg.key);
         this.loads.delete(msg.key);
-        load?.reject(new NodeCallError("node_error", `loading the model failed: ${msg.message}`, false));
-        this.onChange();
+        // As for "loaded": the owner fails or re-pumps the waiting calls from its handler.
+        if (load) load.reject(new NodeCallError("node_error", `loading the model failed: ${msg.message}`, false));
+        else this.onChange();
         return;
       }
       case "heartbeat": {
         // The node is the truth about what it holds; keep our lastUsed when it is newer.
+        // A heartbeat sent before the node handled an unload still lists that model: skip it
+        // until one comes without it, or a call would be sent to a node that no longer has it.
         const before = new Map(this.warm);
         this.warm.clear();
+        for (const key of this.unloading) if (!msg.warm.some((w) => w.key === key)) this.unloading.delete(key);
         for (const w of msg.warm) {
-          if (this.loading.has(w.key)) continue;
+          if (this.loading.has(w.key) || this.unloading.has(w.key)) continue;
           this.warm.set(w.key, { ...w, lastUsed: Math.max(w.lastUsed, before.get(w.key)?.lastUsed ?? 0) });
         }
         this.nodeQueued = msg.queued;

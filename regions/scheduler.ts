@@ -52,6 +52,8 @@ export class Scheduler {
   failed = 0;
   loads = 0;
   evictions = 0;
+  /** EWMA of load durations: what the edge expects a cold start here to cost. */
+  coldStartMs: number | null = null;
   private warmTimer: ReturnType<typeof setInterval> | null = null;
 
   constructor(
@@ -197,6 +199,7 @@ export class Scheduler {
     node.load(key, ref.artifactUrl, ref.sha256, ref.size, ref.signature, memoryMb).then(
       () => {
         const loadMs = performance.now() - started;
+        this.coldStartMs = this.coldStartMs === null ? loadMs : this.coldStartMs + 0.3 * (loadMs - this.coldStartMs);
         this.log("info", "model warm", { node: node.id, key, loadMs: Math.round(loadMs) });
         // Calls that waited for this load carry its time in their Server-Timing.
         for (const item of this.queues.get(key) ?? []) item.loadMs = Math.max(item.loadMs, loadMs);

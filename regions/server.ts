@@ -107,6 +107,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       failed: scheduler.failed,
       loads: scheduler.loads,
       evictions: scheduler.evictions,
+      coldStartMs: scheduler.coldStartMs === null ? null : Math.round(scheduler.coldStartMs),
     };
   };
 

@@ -41,12 +41,13 @@ describe("dynamic batching", () => {
     expect(isBatchable({ inputs: [{ name: "x", datatype: "FP32", shape: [4] }], outputs: [] })).toBe(false);
   });
 
-  it("runs calls gathered in the window once and splits the rows back", async () => {
+  it("runs a lone call at once, gathers the calls that arrive while busy into one run, and splits the rows back", async () => {
     runs = 0;
-    const b = new Batcher(run, { windowMs: 20, maxBatch: 64 });
+    const b = new Batcher(run, { windowMs: 0, maxBatch: 64, maxRuns: 1 });
     const rows = Array.from({ length: 10 }, (_, i) => [i, -i, i / 2, 1]);
     const answers = await Promise.all(rows.map((r, i) => b.submit(String(i), row(r))));
-    expect(runs).toBe(1);
+    // The first call found the model idle; the other nine waited for it and ran together.
+    expect(runs).toBe(2);
     answers.forEach((out, i) => {
       const want = referenceMlp(DEMO_MLP_V1, [rows[i]!]);
       expect(out[0]!.shape).toEqual([1, 3]);
@@ -54,16 +55,17 @@ describe("dynamic batching", () => {
     });
   });
 
-  it("flushes at the maximum batch without waiting for the window", async () => {
+  it("caps a batch at the maximum rows and never waits on the window once the model is idle", async () => {
     runs = 0;
-    const b = new Batcher(run, { windowMs: 60_000, maxBatch: 4 });
-    await Promise.all([0, 1, 2, 3].map((i) => b.submit(String(i), row([i, i, i, i]))));
-    expect(runs).toBe(1);
+    const b = new Batcher(run, { windowMs: 60_000, maxBatch: 4, maxRuns: 1 });
+    await Promise.all([0, 1, 2, 3, 4, 5, 6, 7, 8].map((i) => b.submit(String(i), row([i, i, i, i]))));
+    // 1 alone, then 4 + 4: a full batch launches without waiting for the 60 s window.
+    expect(runs).toBe(3);
   });
 
   it("keeps calls with different requested outputs in different batches", async () => {
     runs = 0;
-    const b = new Batcher(run, { windowMs: 10, maxBatch: 64 });
+    const b = new Batcher(run, { windowMs: 10, maxBatch: 64, maxRuns: 1 });
     const [a, p] = await Promise.all([b.submit("a", row([1, 2, 3, 4]), ["logits"]), b.submit("p", row([1, 2, 3, 4]), ["probs"])]);
     expect(a.map((t) => t.name)).toEqual(["logits"]);
     expect(p.map((t) => t.name)).toEqual(["probs"]);
@@ -71,19 +73,23 @@ describe("dynamic batching", () => {
   });
 
   it("a cancelled call leaves the batch and the others still get their answers", async () => {
-    const b = new Batcher(run, { windowMs: 30, maxBatch: 64 });
+    const b = new Batcher(run, { windowMs: 30, maxBatch: 64, maxRuns: 1 });
+    const first = b.submit("first", row([0, 0, 0, 0])); // keeps the model busy
     const keep = b.submit("keep", row([1, 1, 1, 1]));
     const gone = b.submit("gone", row([2, 2, 2, 2]));
     expect(b.cancel("gone")).toBe(true);
     await expect(gone).rejects.toBeInstanceOf(CancelledError);
     expect((await keep)[0]!.shape).toEqual([1, 3]);
+    await first;
   });
 
   it("a bad call in a batch fails alone", async () => {
-    const b = new Batcher(run, { windowMs: 20, maxBatch: 64 });
+    const b = new Batcher(run, { windowMs: 20, maxBatch: 64, maxRuns: 1 });
+    const first = b.submit("first", row([0, 0, 0, 0]));
     const good = b.submit("good", row([1, 2, 3, 4]));
     const bad = b.submit("bad", [{ name: "x", datatype: "FP32", shape: [1, 4], data: Float32Array.from([1, 2, 3]) }]);
     await expect(bad).rejects.toThrow();
     expect((await good)[0]!.shape).toEqual([1, 3]);
+    await first;
   });
 });

@@ -10,7 +10,7 @@ import WebSocket from "ws";
 import { signRequest } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { DEMO_MLP_V1, DEMO_MLP_V2, DEMO_TYPES_CASES, referenceMlp } from "../scripts/make-demo-models.js";
-import { call, expectClose, expectError, mlpBody, type Answer } from "./helpers/mesh-client.js";
+import { call, expectClose, expectError, mlpBody, rawPost, type Answer } from "./helpers/mesh-client.js";
 
 let mesh: MeshHandle;
 let dir: string;
@@ -271,11 +271,11 @@ describe("malformed calls are refused at the edge and never reach a node", () =>
   it("an oversize body -> 413, without reading it into a node", async () => {
     const before = await callsServed();
     const big = "[" + "1,".repeat(5_000_000) + "1]";
-    const a = await call(`${mesh.edge}/v2/models/demo-mlp/infer`, {
-      key: mesh.apiKey,
-      body: `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":${big}}]}`,
-      headers: { "content-type": "application/json" },
-    });
+    const a = await rawPost(
+      `${mesh.edge}/v2/models/demo-mlp/infer`,
+      { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" },
+      Buffer.from(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":${big}}]}`),
+    );
     expectError(a, 413, "payload_too_large");
     expect(await callsServed()).toBe(before);
   });

@@ -51,3 +51,46 @@ export function expectClose(actual: number[], expected: number[], tol = 1e-5): v
   expect(actual.length).toBe(expected.length);
   actual.forEach((v, i) => expect(Math.abs(v - expected[i]!), `element ${i}: ${v} vs ${expected[i]}`).toBeLessThan(tol));
 }
+
+/**
+ * POSTs over a raw socket and reads whatever the server answers, even when it answers before
+ * the body is sent and closes (as it should for an oversize body): fetch reports that as a
+ * reset write instead of the response.
+ */
+export async function rawPost(url: string, headers: Record<string, string>, body: Buffer): Promise<Answer> {
+  const { connect } = await import("node:net");
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(u.port), u.hostname);
+    const chunks: Buffer[] = [];
+    socket.on("data", (d) => chunks.push(d));
+    socket.on("error", () => undefined); // EPIPE/ECONNRESET while writing: read what came back
+    socket.on("close", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+      if (!m) return reject(new Error(`no HTTP response: ${text.slice(0, 200)}`));
+      const [head, ...rest] = text.split("\r\n\r\n");
+      const h = new Headers();
+      for (const line of head!.split("\r\n").slice(1)) {
+        const i = line.indexOf(":");
+        if (i > 0) h.append(line.slice(0, i).trim(), line.slice(i + 1).trim());
+      }
+      let payload = rest.join("\r\n\r\n");
+      if (/chunked/i.test(h.get("transfer-encoding") ?? "")) {
+        // Enough for a small JSON body in one or a few chunks.
+        payload = payload.replace(/(^|\r\n)[0-9a-f]+\r\n/gi, "").replace(/\r\n$/, "");
+      }
+      let parsed: unknown = payload;
+      try {
+        parsed = JSON.parse(payload);
+      } catch {
+        /* leave as text */
+      }
+      resolve({ status: Number(m[1]), headers: h, body: parsed });
+    });
+    const head = [`POST ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, `Content-Length: ${body.length}`, "Connection: close"];
+    for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
+    socket.write(head.join("\r\n") + "\r\n\r\n");
+    socket.end(body);
+  });
+}

@@ -1,0 +1,764 @@
+// Does the mesh's placement keep the right models warm? A replay of Zipf-distributed traffic
+// over many models onto nodes that can hold only a fraction of them, in VIRTUAL time (a
+// discrete-event simulation: nothing sleeps, a 10-minute replay takes well under a second),
+// using the router's REAL placement code:
+//
+//   mesh           the scheduler's call path over regions/placement.ts: calls queue per model,
+//                  go to `pickWarm` (a node holding the model warm with a free slot, least in
+//                  flight); when none can take them, one load per model is planned with
+//                  `planLoad`, whose value function is the scheduler's (ModelStats EWMA rate +
+//                  10 x queue depth; stats ticked every virtual second, as the warm timer does).
+//                  The warm policy's pre-warming/scale-down is OFF in this row.
+//   mesh+warm      the same plus the scheduler's once-a-second warm policy (desiredReplicas from
+//                  regions/warm-policy.ts: pre-warm replicas, unload idle ones), replayed as in
+//                  Scheduler.warmTick. Informational: what the router as shipped would do.
+//   round-robin    baseline: next node in turn; if the model is not warm there it cold-loads
+//                  there (evicting least-recently-used idle models), and the call waits.
+//   least-loaded   baseline: the node with the fewest calls in flight (assigned, unfinished;
+//                  ties broken by a seeded coin), ignoring warmth; cold-load + LRU as above.
+//
+// Every policy sees the same NodeState shapes (placement.ts), the same arrivals (seeded PRNG)
+// and the same costs. A call is a "warm hit" when the replica that served it was already warm
+// when the call arrived (waiting for a slot is fine; waiting for a load is not). A "cold start"
+// is a model load begun on a node (for every policy, whether or not a call waited for it).
+//
+// Run: npm run bench:placement              (headline s=1.1 + sweep s in {0.9, 1.1, 1.3})
+//      npx tsx bench/zipf-placement.ts --s 1.2 --minutes 5 --seed 7
+//
+// Prints tables and writes bench/results/zipf-placement-<ISO>.json and -latest.json.
+// Targets are informational: exit 0 unless it crashed.
+
+import { pickWarm, planLoad, type NodeState } from "../regions/placement.js";
+import { ModelStats } from "../regions/model-stats.js";
+import { desiredReplicas, WARM_POLICY_DEFAULTS } from "../regions/warm-policy.js";
+import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+
+// ---------------------------------------------------------------------------------------------
+// Setup (all overridable from the command line; printed with the results)
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+function numArg(name: string, fallback: number): number {
+  const raw = arg(name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n)) throw new Error(`--${name} must be a number (got '${raw}')`);
+  return n;
+}
+
+interface Setup {
+  models: number;
+  nodes: number;
+  /** Models one node's memory holds (all models are the same size). */
+  modelsPerNode: number;
+  modelMb: number;
+  slotsPerNode: number;
+  /** Total arrival rate, calls/s (Poisson). */
+  ratePerS: number;
+  minutes: number;
+  /** Arrivals in the first minutes are replayed but not counted (nodes start empty). */
+  warmupMinutes: number;
+  serviceMs: number;
+  coldStartMs: number;
+  seed: number;
+}
+
+const SETUP: Setup = {
+  models: numArg("models", 200),
+  nodes: numArg("nodes", 4),
+  modelsPerNode: numArg("per-node", 20),
+  modelMb: 500,
+  slotsPerNode: numArg("slots", 8),
+  ratePerS: numArg("rate", 200),
+  minutes: numArg("minutes", 10),
+  warmupMinutes: numArg("warmup-minutes", 1),
+  serviceMs: numArg("service-ms", 5),
+  coldStartMs: numArg("cold-ms", 2_000),
+  seed: numArg("seed", 42),
+};
+const HEADLINE_S = numArg("s", 1.1);
+const SWEEP_S = [0.9, 1.1, 1.3];
+const TARGETS = { warmHitRatio: 0.95, coldStartReduction: 2 };
+
+const POLICIES = ["mesh", "mesh+warm", "round-robin", "least-loaded"] as const;
+type Policy = (typeof POLICIES)[number];
+const BASELINES: Policy[] = ["round-robin", "least-loaded"];
+
+const say = (line = "") => process.stdout.write(line + "\n");
+
+// ---------------------------------------------------------------------------------------------
+// Seeded randomness
+
+/** mulberry32: small, fast, good enough for a replay. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** P(rank k) ∝ k^-s, k = 1..n; returns the probabilities (index 0 = rank 1). */
+function zipfProbabilities(n: number, s: number): number[] {
+  const w = Array.from({ length: n }, (_, k) => (k + 1) ** -s);
+  const total = w.reduce((a, b) => a + b, 0);
+  return w.map((x) => x / total);
+}
+
+interface Arrival {
+  at: number;
+  model: number;
+}
+
+/** Poisson arrivals at `ratePerS` over `durationMs`, model by Zipf; the same for every policy. */
+function makeArrivals(setup: Setup, s: number, t0: number): Arrival[] {
+  const rand = prng(setup.seed);
+  const probs = zipfProbabilities(setup.models, s);
+  const cdf: number[] = [];
+  let acc = 0;
+  for (const p of probs) cdf.push((acc += p));
+  const out: Arrival[] = [];
+  const end = t0 + setup.minutes * 60_000;
+  let t = t0;
+  for (;;) {
+    t += (-Math.log(1 - rand()) / setup.ratePerS) * 1000;
+    if (t >= end) break;
+    const u = rand();
+    let lo = 0;
+    let hi = cdf.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid]! < u) lo = mid + 1;
+      else hi = mid;
+    }
+    out.push({ at: t, model: lo });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event queue (binary heap on time, then insertion order, so equal times replay deterministically)
+
+interface Ev {
+  at: number;
+  seq: number;
+  run: () => void;
+}
+
+class EventQueue {
+  private heap: Ev[] = [];
+  private seq = 0;
+  now = 0;
+
+  push(at: number, run: () => void): void {
+    const ev = { at, seq: this.seq++, run };
+    const h = this.heap;
+    h.push(ev);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.less(h[i]!, h[p]!)) break;
+      [h[i], h[p]] = [h[p]!, h[i]!];
+      i = p;
+    }
+  }
+
+  private less(a: Ev, b: Ev): boolean {
+    return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+  }
+
+  pop(): Ev | undefined {
+    const h = this.heap;
+    if (h.length === 0) return undefined;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && this.less(h[l]!, h[m]!)) m = l;
+        if (r < h.length && this.less(h[r]!, h[m]!)) m = r;
+        if (m === i) break;
+        [h[i], h[m]] = [h[m]!, h[i]!];
+        i = m;
+      }
+    }
+    this.now = top.at;
+    return top;
+  }
+
+  get size(): number {
+    return this.heap.length;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The simulated nodes: placement.ts's NodeState, plus when each replica became warm
+
+interface WarmEntry {
+  memoryMb: number;
+  lastUsed: number;
+  /** Virtual time the load finished: calls that arrived before it waited for the load. */
+  warmSince: number;
+}
+
+interface Call {
+  key: string;
+  arrivedAt: number;
+  counted: boolean;
+}
+
+class SimNode implements NodeState {
+  available = true;
+  inflight = 0;
+  maxModels = 0;
+  readonly warm = new Map<string, WarmEntry>();
+  readonly loading = new Map<string, number>();
+  readonly modelInflight = new Map<string, number>();
+  /** Baselines only: calls assigned to this node that have not started (slot or load wait). */
+  readonly waiting: Call[] = [];
+  /** Baselines only: a load this node still has to start once a model can be evicted. */
+  readonly pendingLoads = new Set<string>();
+
+  constructor(
+    readonly id: string,
+    readonly slots: number,
+    readonly memoryBudgetMb: number,
+  ) {}
+
+  /** Calls assigned and unfinished (least-loaded's measure). */
+  get assigned(): number {
+    return this.inflight + this.waiting.length;
+  }
+}
+
+interface PolicyResult {
+  policy: Policy;
+  calls: number;
+  warmHits: number;
+  waitedForLoad: number;
+  /** Loads begun inside the measured window. */
+  coldStarts: number;
+  evictions: number;
+  /** Loads begun over the whole replay, warm-up included. */
+  coldStartsTotal: number;
+  latency: Summary;
+  /** Calls still unfinished when the replay ended (should be 0). */
+  unfinished: number;
+}
+
+const T0 = 1_000_000_000; // virtual epoch: ModelStats treats 0 as "never"
+
+function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): PolicyResult {
+  const q = new EventQueue();
+  q.now = T0;
+  const rand = prng(setup.seed ^ 0x9e3779b9);
+  const nodes = Array.from(
+    { length: setup.nodes },
+    (_, i) => new SimNode(`node-${i + 1}`, setup.slotsPerNode, setup.modelsPerNode * setup.modelMb),
+  );
+  const windowStart = T0 + setup.warmupMinutes * 60_000;
+  const inWindow = (t: number) => t >= windowStart;
+  const latencies: number[] = [];
+  let calls = 0;
+  let warmHits = 0;
+  let waitedForLoad = 0;
+  let coldStarts = 0;
+  let coldStartsTotal = 0;
+  let evictions = 0;
+  let finished = 0;
+
+  const keyOf = (model: number) => `m${String(model + 1).padStart(3, "0")}`;
+
+  const run = (node: SimNode, call: Call) => {
+    const now = q.now;
+    const w = node.warm.get(call.key)!;
+    w.lastUsed = now;
+    node.inflight++;
+    node.modelInflight.set(call.key, (node.modelInflight.get(call.key) ?? 0) + 1);
+    if (call.counted) {
+      calls++;
+      if (w.warmSince <= call.arrivedAt) warmHits++;
+      else waitedForLoad++;
+    }
+    q.push(now + setup.serviceMs, () => {
+      node.inflight--;
+      const n = (node.modelInflight.get(call.key) ?? 1) - 1;
+      if (n <= 0) node.modelInflight.delete(call.key);
+      else node.modelInflight.set(call.key, n);
+      finished++;
+      if (call.counted) latencies.push(q.now - call.arrivedAt);
+      onCompleted(node, call, q.now - call.arrivedAt - setup.serviceMs);
+    });
+  };
+
+  const beginLoad = (node: SimNode, key: string, evict: readonly string[], onWarm: () => void) => {
+    for (const v of evict) {
+      node.warm.delete(v);
+      if (inWindow(q.now)) evictions++;
+    }
+    node.loading.set(key, setup.modelMb);
+    coldStartsTotal++;
+    if (inWindow(q.now)) coldStarts++;
+    q.push(q.now + setup.coldStartMs, () => {
+      node.loading.delete(key);
+      node.warm.set(key, { memoryMb: setup.modelMb, lastUsed: q.now, warmSince: q.now });
+      onWarm();
+    });
+  };
+
+  let onArrival: (call: Call) => void;
+  let onCompleted: (node: SimNode, call: Call, queueMs: number) => void;
+
+  if (policy === "mesh" || policy === "mesh+warm") {
+    // ---- Scheduler's call path (regions/scheduler.ts: submit, pump, ensureLoad, startLoad)
+    const stats = new Map<string, ModelStats>();
+    const queues = new Map<string, Call[]>();
+    const statsFor = (key: string) => {
+      let s = stats.get(key);
+      if (!s) stats.set(key, (s = new ModelStats()));
+      return s;
+    };
+    const queueDepth = (key: string) => queues.get(key)?.length ?? 0;
+    const valueOf = (key: string) => (stats.get(key)?.rate ?? 0) + queueDepth(key) * 10;
+
+    const startLoad = (key: string): boolean => {
+      const plan = planLoad(nodes, key, setup.modelMb, valueOf);
+      if (!plan) return false;
+      beginLoad(plan.node as SimNode, key, plan.evict, () => pumpAll());
+      return true;
+    };
+    const ensureLoad = (key: string) => {
+      if (nodes.some((n) => n.loading.has(key))) return;
+      const warm = nodes.filter((n) => n.available && n.warm.has(key));
+      if (warm.length > 0 && queueDepth(key) <= warm.reduce((s, n) => s + n.slots, 0)) return;
+      startLoad(key);
+    };
+    const pump = (key: string) => {
+      const qu = queues.get(key);
+      while (qu && qu.length > 0) {
+        const node = pickWarm(nodes, key) as SimNode | undefined;
+        if (!node) break;
+        const call = qu.shift()!;
+        if (qu.length === 0) queues.delete(key);
+        run(node, call);
+      }
+      if (queues.get(key)?.length) ensureLoad(key);
+    };
+    const pumpAll = () => {
+      for (const key of [...queues.keys()]) pump(key);
+    };
+    onArrival = (call) => {
+      statsFor(call.key).arrival(q.now);
+      const qu = queues.get(call.key) ?? [];
+      queues.set(call.key, qu);
+      qu.push(call);
+      pump(call.key);
+    };
+    onCompleted = (_node, call, queueMs) => {
+      statsFor(call.key).completed(queueMs, setup.serviceMs);
+      pumpAll();
+    };
+    // The scheduler's 1 s timer: ticks every model's stats; in mesh+warm also the warm policy.
+    const warmPolicy = policy === "mesh+warm";
+    const tick = () => {
+      const now = q.now;
+      const slots = setup.slotsPerNode;
+      for (const [key, st] of stats) {
+        st.tick(now);
+        if (!warmPolicy) continue;
+        const want = Math.min(nodes.length, desiredReplicas(st.view(), undefined, slots, now, WARM_POLICY_DEFAULTS));
+        const holding = nodes.filter((n) => n.warm.has(key));
+        const loading = nodes.filter((n) => n.loading.has(key));
+        const have = holding.length + loading.length;
+        if (have < want) {
+          startLoad(key);
+        } else if (have > want && loading.length === 0) {
+          const victim = holding
+            .filter((n) => (n.modelInflight.get(key) ?? 0) === 0)
+            .sort((a, b) => a.warm.get(key)!.lastUsed - b.warm.get(key)!.lastUsed)[0];
+          const idleFor = now - Math.max(st.lastCall, victim?.warm.get(key)?.lastUsed ?? 0);
+          if (victim && (want === 0 ? idleFor > WARM_POLICY_DEFAULTS.idleTtlMs : idleFor > 30_000)) victim.warm.delete(key);
+        }
+      }
+      if (now + 1_000 < T0 + setup.minutes * 60_000) q.push(now + 1_000, tick);
+    };
+    q.push(T0 + 1_000, tick);
+  } else {
+    // ---- Baselines: the node is chosen first; the call waits there for a slot or a load.
+    let next = 0;
+    const choose = (): SimNode => {
+      if (policy === "round-robin") return nodes[next++ % nodes.length]!;
+      const least = Math.min(...nodes.map((n) => n.assigned));
+      const tied = nodes.filter((n) => n.assigned === least);
+      return tied[Math.floor(rand() * tied.length)]!;
+    };
+    /** LRU victims (idle: nothing running or waiting for them here) so that `key` fits. */
+    const lruPlan = (node: SimNode): string[] | null => {
+      const used = () => [...node.warm.values()].reduce((s, w) => s + w.memoryMb, 0) + [...node.loading.values()].reduce((s, m) => s + m, 0);
+      let free = node.memoryBudgetMb - used();
+      if (free >= setup.modelMb) return [];
+      const busy = new Set(node.waiting.map((c) => c.key));
+      const candidates = [...node.warm]
+        .filter(([k]) => (node.modelInflight.get(k) ?? 0) === 0 && !busy.has(k))
+        .sort(([, a], [, b]) => a.lastUsed - b.lastUsed);
+      const evict: string[] = [];
+      for (const [k, w] of candidates) {
+        if (free >= setup.modelMb) break;
+        evict.push(k);
+        free += w.memoryMb;
+      }
+      return free >= setup.modelMb ? evict : null;
+    };
+    const tryLoad = (node: SimNode, key: string) => {
+      const evict = lruPlan(node);
+      if (!evict) {
+        node.pendingLoads.add(key); // retried when something on this node finishes
+        return;
+      }
+      node.pendingLoads.delete(key);
+      beginLoad(node, key, evict, () => drain(node));
+    };
+    const drain = (node: SimNode) => {
+      for (let i = 0; i < node.waiting.length && node.inflight < node.slots; ) {
+        const call = node.waiting[i]!;
+        if (node.warm.has(call.key)) {
+          node.waiting.splice(i, 1);
+          run(node, call);
+        } else i++;
+      }
+      for (const key of [...node.pendingLoads]) tryLoad(node, key);
+    };
+    onArrival = (call) => {
+      const node = choose();
+      node.waiting.push(call);
+      if (!node.warm.has(call.key) && !node.loading.has(call.key) && !node.pendingLoads.has(call.key)) tryLoad(node, call.key);
+      drain(node);
+    };
+    onCompleted = (node) => drain(node);
+  }
+
+  // Arrivals are fed in order, each scheduled as it comes, so the heap stays small.
+  let i = 0;
+  const feed = () => {
+    const a = arrivals[i++]!;
+    onArrival({ key: keyOf(a.model), arrivedAt: q.now, counted: inWindow(a.at + T0) });
+    if (i < arrivals.length) q.push(arrivals[i]!.at + T0, feed);
+  };
+  if (arrivals.length > 0) q.push(arrivals[0]!.at + T0, feed);
+  // Bounded: every event is an arrival, a completion, a load or a 1 s tick.
+  const maxEvents = arrivals.length * 4 + 1_000_000;
+  let events = 0;
+  for (let ev = q.pop(); ev; ev = q.pop()) {
+    ev.run();
+    if (++events > maxEvents) throw new Error(`${policy}: replay did not settle after ${events} events`);
+  }
+  return {
+    policy,
+    calls,
+    warmHits,
+    waitedForLoad,
+    coldStarts,
+    evictions,
+    coldStartsTotal,
+    latency: summarize(latencies),
+    unfinished: arrivals.length - finished,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One scenario (one s): every policy over the same arrivals, compared
+
+interface Scenario {
+  s: number;
+  arrivals: number;
+  measuredMinutes: number;
+  /** Share of calls the K most popular models carry, for K = one node's and the cluster's capacity. */
+  topShare: { perNode: number; cluster: number };
+  /** Smallest K whose top-K models carry >= 95% of calls. */
+  kFor95: number;
+  results: Record<Policy, PolicyResult>;
+  betterBaseline: Policy;
+  mesh: {
+    warmHitRatio: number;
+    warmHitVsBaseline: number;
+    coldStartReduction: number;
+    p50VsBaseline: number;
+    p99VsBaseline: number;
+    passWarmHit: boolean;
+    passColdStarts: boolean;
+  };
+}
+
+function scenario(setup: Setup, s: number): Scenario {
+  const arrivals = makeArrivals(setup, s, 0);
+  const probs = zipfProbabilities(setup.models, s);
+  const shareTop = (k: number) => probs.slice(0, k).reduce((a, b) => a + b, 0);
+  let kFor95 = 0;
+  while (kFor95 < probs.length && shareTop(kFor95) < 0.95) kFor95++;
+  const results = Object.fromEntries(POLICIES.map((p) => [p, simulate(setup, arrivals, p)])) as Record<Policy, PolicyResult>;
+  const measuredMinutes = setup.minutes - setup.warmupMinutes;
+  const perMin = (r: PolicyResult) => r.coldStarts / measuredMinutes;
+  const hit = (r: PolicyResult) => r.warmHits / Math.max(1, r.calls);
+  // The better baseline: fewer cold starts (then more warm hits).
+  const betterBaseline = [...BASELINES].sort((a, b) => perMin(results[a]) - perMin(results[b]) || hit(results[b]) - hit(results[a]))[0]!;
+  const m = results.mesh;
+  const b = results[betterBaseline];
+  const reduction = m.coldStarts === 0 ? (b.coldStarts === 0 ? 1 : Infinity) : b.coldStarts / m.coldStarts;
+  return {
+    s,
+    arrivals: arrivals.length,
+    measuredMinutes,
+    topShare: { perNode: shareTop(setup.modelsPerNode), cluster: shareTop(setup.modelsPerNode * setup.nodes) },
+    kFor95,
+    results,
+    betterBaseline,
+    mesh: {
+      warmHitRatio: hit(m),
+      warmHitVsBaseline: ratio(hit(m), hit(b)),
+      coldStartReduction: reduction,
+      p50VsBaseline: ratio(m.latency.p50, b.latency.p50),
+      p99VsBaseline: ratio(m.latency.p99, b.latency.p99),
+      passWarmHit: hit(m) >= TARGETS.warmHitRatio,
+      passColdStarts: reduction >= TARGETS.coldStartReduction,
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+const pct = (x: number, d = 1) => `${fmt(x * 100, d)}%`;
+const x = (v: number, d = 2) => (Number.isFinite(v) ? `${fmt(v, d)}x` : v === Infinity ? "inf" : "-");
+
+function policyRows(sc: Scenario): string[][] {
+  const b = sc.results[sc.betterBaseline];
+  const bHit = b.warmHits / Math.max(1, b.calls);
+  return POLICIES.map((p) => {
+    const r = sc.results[p];
+    const hit = r.warmHits / Math.max(1, r.calls);
+    const coldPerMin = r.coldStarts / sc.measuredMinutes;
+    const vs = p === sc.betterBaseline ? "(baseline)" : `${x(ratio(hit, bHit), 3)} hit, ${x(ratio(b.coldStarts, r.coldStarts))} fewer cold`;
+    return [
+      p + (p === sc.betterBaseline ? " *" : ""),
+      String(r.calls),
+      pct(hit, 2),
+      String(r.waitedForLoad),
+      fmt(coldPerMin, 1),
+      fmt(r.evictions / sc.measuredMinutes, 1),
+      fmt(r.latency.p50, 1),
+      fmt(r.latency.p99, 1),
+      fmt(r.latency.mean, 1),
+      vs,
+    ];
+  });
+}
+
+const HEADERS = ["policy", "calls", "warm-hit", "waited for load", "cold starts/min", "evictions/min", "p50 ms", "p99 ms", "mean ms", "vs better baseline (*)"];
+
+function printScenario(sc: Scenario, setup: Setup): void {
+  say(formatTable(HEADERS, policyRows(sc)));
+  say();
+  const m = sc.mesh;
+  say(
+    `mesh vs ${sc.betterBaseline} (the baseline with fewer cold starts): warm-hit ${pct(m.warmHitRatio, 2)} (${x(m.warmHitVsBaseline, 3)}), ` +
+      `cold starts ${x(m.coldStartReduction)} fewer, p50 ${x(m.p50VsBaseline)}, p99 ${x(m.p99VsBaseline)}`,
+  );
+  say(`  ${m.passWarmHit ? "PASS" : "MISS"}  mesh warm-hit ratio >= ${pct(TARGETS.warmHitRatio, 0)}: ${pct(m.warmHitRatio, 2)}`);
+  say(`  ${m.passColdStarts ? "PASS" : "MISS"}  mesh cold starts >= ${TARGETS.coldStartReduction}x fewer than ${sc.betterBaseline}: ${x(m.coldStartReduction)}`);
+  say(
+    `  traffic: the top ${setup.modelsPerNode} models (one node's memory) carry ${pct(sc.topShare.perNode)} of calls, ` +
+      `the top ${setup.modelsPerNode * setup.nodes} (all nodes' memory) ${pct(sc.topShare.cluster)}; ` +
+      `95% of calls needs the top ${sc.kFor95} models warm`,
+  );
+}
+
+function notes(head: Scenario, setup: Setup): string[] {
+  const out: string[] = [];
+  const cap = setup.modelsPerNode * setup.nodes;
+  const m = head.results.mesh;
+  const mw = head.results["mesh+warm"];
+  const hit = (r: PolicyResult) => r.warmHits / Math.max(1, r.calls);
+  if (!head.mesh.passWarmHit) {
+    out.push(
+      `warm-hit MISS at s=${head.s}: the cluster holds ${cap} of ${setup.models} models and the top ${cap} carry ${pct(head.topShare.cluster)} of calls, ` +
+        `so even an oracle that pins the ${cap} most popular models forever cannot reach ${pct(TARGETS.warmHitRatio, 0)} ` +
+        `(it needs ${head.kFor95} models warm, ${fmt(head.kFor95 / setup.modelsPerNode, 1)} nodes' worth); the mesh gets ${pct(hit(m), 2)} of that ${pct(head.topShare.cluster)} ceiling.`,
+    );
+  }
+  if (!head.mesh.passColdStarts) {
+    out.push(
+      `cold-start MISS at s=${head.s}: mesh ${fmt(m.coldStarts / head.measuredMinutes, 1)}/min vs ${head.betterBaseline} ` +
+        `${fmt(head.results[head.betterBaseline].coldStarts / head.measuredMinutes, 1)}/min.`,
+    );
+  }
+  out.push(
+    `why the mesh wins: pickWarm sends a call to any node that holds the model, so the ${setup.nodes} nodes act as one ${cap}-model cache; ` +
+      `the baselines pick a node first, so popular models get a replica on every node and the cluster effectively holds ~${setup.modelsPerNode}-${cap} distinct models.`,
+  );
+  out.push(
+    `value function: ModelStats' rate is an EWMA over ~5 s (alpha 0.2 per 1 s bucket); a tail model called every ~10 s reads as ~0, ` +
+      `so among rarely-called models planLoad falls back to least-recently-used (its tie-break).`,
+  );
+  out.push(
+    `mesh+warm (the router's 1 s warm policy on top): ${pct(hit(mw), 2)} warm hits, ${fmt(mw.coldStarts / head.measuredMinutes, 1)} loads/min. ` +
+      (mw.coldStarts > 1.5 * m.coldStarts
+        ? `desiredReplicas asks for >= 1 replica of every model called within idleTtl (5 min), i.e. ~all ${setup.models} models for ${cap} places, ` +
+          `so each tick pre-warms cold models by evicting warm ones: load churn that the on-demand path does not have.`
+        : `no extra churn from pre-warming in this setup.`),
+  );
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function scenarioJson(sc: Scenario) {
+  return {
+    s: sc.s,
+    arrivals: sc.arrivals,
+    measuredMinutes: sc.measuredMinutes,
+    topShare: { perNode: round(sc.topShare.perNode, 4), cluster: round(sc.topShare.cluster, 4) },
+    modelsWarmFor95PercentOfCalls: sc.kFor95,
+    betterBaseline: sc.betterBaseline,
+    policies: Object.fromEntries(
+      POLICIES.map((p) => {
+        const r = sc.results[p];
+        return [
+          p,
+          {
+            calls: r.calls,
+            warmHits: r.warmHits,
+            warmHitRatio: round(r.warmHits / Math.max(1, r.calls), 5),
+            waitedForLoad: r.waitedForLoad,
+            coldStarts: r.coldStarts,
+            coldStartsPerMin: round(r.coldStarts / sc.measuredMinutes, 2),
+            coldStartsIncludingWarmup: r.coldStartsTotal,
+            evictionsPerMin: round(r.evictions / sc.measuredMinutes, 2),
+            latencyMs: { p50: round(r.latency.p50, 3), p90: round(r.latency.p90, 3), p99: round(r.latency.p99, 3), mean: round(r.latency.mean, 3), max: round(r.latency.max, 3) },
+            unfinished: r.unfinished,
+          },
+        ];
+      }),
+    ),
+    meshVsBetterBaseline: {
+      warmHitRatio: round(sc.mesh.warmHitRatio, 5),
+      warmHitRatioVsBaseline: round(sc.mesh.warmHitVsBaseline, 4),
+      coldStartReduction: Number.isFinite(sc.mesh.coldStartReduction) ? round(sc.mesh.coldStartReduction, 3) : "inf",
+      p50Ratio: round(sc.mesh.p50VsBaseline, 4),
+      p99Ratio: round(sc.mesh.p99VsBaseline, 4),
+    },
+    targets: {
+      warmHitRatio: { target: TARGETS.warmHitRatio, actual: round(sc.mesh.warmHitRatio, 5), pass: sc.mesh.passWarmHit },
+      coldStartReduction: {
+        target: TARGETS.coldStartReduction,
+        actual: Number.isFinite(sc.mesh.coldStartReduction) ? round(sc.mesh.coldStartReduction, 3) : "inf",
+        pass: sc.mesh.passColdStarts,
+      },
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const startedAt = new Date();
+  const setup = SETUP;
+  if (setup.warmupMinutes >= setup.minutes) throw new Error("--warmup-minutes must be below --minutes");
+  const sweep = [...new Set([HEADLINE_S, ...SWEEP_S])].sort((a, b) => a - b);
+  const t = performance.now();
+  const scenarios = new Map(sweep.map((s) => [s, scenario(setup, s)]));
+  const simMs = performance.now() - t;
+  const head = scenarios.get(HEADLINE_S)!;
+  for (const sc of scenarios.values()) {
+    for (const r of Object.values(sc.results)) if (r.unfinished !== 0) throw new Error(`s=${sc.s} ${r.policy}: ${r.unfinished} calls never finished`);
+  }
+
+  const cap = setup.modelsPerNode * setup.nodes;
+  say();
+  say(`zipf-placement: virtual-time replay (discrete-event simulation, no sleeping) over the router's real placement code`);
+  say(
+    `setup: ${setup.models} models of ${setup.modelMb} MB; ${setup.nodes} nodes, each with ${setup.modelsPerNode * setup.modelMb} MB for models ` +
+      `(= ${setup.modelsPerNode} models; ${cap} in all) and ${setup.slotsPerNode} slots; Poisson arrivals at ${setup.ratePerS} calls/s for ` +
+      `${setup.minutes} virtual min (seed ${setup.seed}); model ~ Zipf(s) by popularity rank; service ${setup.serviceMs} ms per call; ` +
+      `cold start ${setup.coldStartMs} ms (the call waits); nodes start empty, the first ${setup.warmupMinutes} min is warm-up and not counted.`,
+  );
+  say(`warm hit = served by a replica that was warm when the call arrived; cold start = a model load begun on a node; latency = arrival to answer.`);
+  say();
+  say(`headline: s = ${HEADLINE_S} (${head.arrivals} calls replayed, ${head.measuredMinutes} min measured)`);
+  say();
+  printScenario(head, setup);
+  say();
+  say(`sweep over s (same seed and setup):`);
+  say();
+  say(
+    formatTable(
+      ["s", "top-" + cap + " share", "policy", "warm-hit", "cold starts/min", "p50 ms", "p99 ms", "mesh target"],
+      [...scenarios.values()].flatMap((sc) =>
+        POLICIES.map((p, i) => {
+          const r = sc.results[p];
+          return [
+            i === 0 ? String(sc.s) : "",
+            i === 0 ? pct(sc.topShare.cluster) : "",
+            p + (p === sc.betterBaseline ? " *" : ""),
+            pct(r.warmHits / Math.max(1, r.calls), 2),
+            fmt(r.coldStarts / sc.measuredMinutes, 1),
+            fmt(r.latency.p50, 1),
+            fmt(r.latency.p99, 1),
+            p === "mesh"
+              ? `hit ${sc.mesh.passWarmHit ? "PASS" : "MISS"}, cold ${x(sc.mesh.coldStartReduction)} ${sc.mesh.passColdStarts ? "PASS" : "MISS"}`
+              : "",
+          ];
+        }),
+      ),
+    ),
+  );
+  say(`(* = the better baseline for that s: fewer cold starts)`);
+  say();
+  say("notes:");
+  for (const n of notes(head, setup)) say(`  - ${n}`);
+  say(`  (replayed ${sweep.length} x ${POLICIES.length} policies in ${fmt(simMs / 1000, 2)} s of real time)`);
+
+  const written = await writeResults(
+    "zipf-placement",
+    {
+      bench: "zipf-placement",
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      machine: machineInfo(),
+      setup: { ...setup, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true },
+      policies: {
+        mesh: "regions/placement.ts pickWarm + planLoad via the scheduler's call path (queue per model, one load per model, valueOf = ModelStats rate + 10 x queue depth); warm policy off",
+        "mesh+warm": "mesh plus Scheduler.warmTick's desiredReplicas pre-warm / scale-down every virtual second",
+        "round-robin": "next node in turn; cold-load there if not warm, evicting LRU idle models",
+        "least-loaded": "fewest assigned unfinished calls (seeded random tie-break), ignoring warmth; cold-load there if not warm, evicting LRU idle models",
+      },
+      definitions: {
+        warmHit: "served by a replica that was already warm when the call arrived",
+        coldStart: "a model load begun on a node, counted inside the measured window",
+        betterBaseline: "the baseline with fewer cold starts per minute",
+      },
+      targets: TARGETS,
+      headline: scenarioJson(head),
+      sweep: [...scenarios.values()].map(scenarioJson),
+      notes: notes(head, setup),
+    },
+    undefined,
+    startedAt,
+  );
+  say();
+  say(`results: ${written.file}`);
+  say(`         ${written.latest}`);
+}
+
+try {
+  await main();
+} catch (e) {
+  process.stderr.write(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,56 @@
+// The expected time of a call in a region, for one caller location and one model:
+//   round trip + queue wait + (cold start if the model is not warm there) + inference.
+// The round trip starts from a prior (great-circle distance at fiber speed times a routing
+// factor) and is replaced by what the edge measured on real calls (an EWMA per colo and
+// region). Queue, warmth and inference come from the region's own report. Pure functions.
+
+import type { RegionReport } from "../protocol/region-report.js";
+import type { RegionConfig } from "./env.js";
+import { distanceKm, type CallerLocation } from "./geo.js";
+
+/** Light in fiber covers about 200 km per ms; real routes are longer than great circles. */
+const FIBER_KM_PER_MS = 200;
+const ROUTING_FACTOR = 1.6;
+const BASE_RTT_MS = 2;
+/** Used when a region has not measured a cold start yet. */
+export const DEFAULT_COLD_START_MS = 2_000;
+const DEFAULT_INFER_MS = 5;
+/** Unknown location: assume an intercontinental trip so measurements dominate quickly. */
+const UNKNOWN_RTT_MS = 150;
+
+export function priorRttMs(caller: CallerLocation, region: RegionConfig): number {
+  if (caller.lat === null || caller.lon === null) return UNKNOWN_RTT_MS;
+  const km = distanceKm(caller.lat, caller.lon, region.lat, region.lon);
+  return BASE_RTT_MS + ((2 * km) / FIBER_KM_PER_MS) * ROUTING_FACTOR;
+}
+
+export interface Estimate {
+  region: string;
+  totalMs: number;
+  rttMs: number;
+  queueMs: number;
+  coldMs: number;
+  inferMs: number;
+  warm: boolean;
+}
+
+export function estimate(
+  caller: CallerLocation,
+  region: RegionConfig,
+  report: RegionReport | undefined,
+  modelKey: string,
+  measuredRttMs: number | undefined,
+): Estimate {
+  const rttMs = measuredRttMs ?? priorRttMs(caller, region);
+  const model = report?.models?.find((m) => m.key === modelKey);
+  const warm = !!report && report.warm.includes(modelKey);
+  const inferMs = model && model.inferMs.p50 > 0 ? model.inferMs.p50 : DEFAULT_INFER_MS;
+  let queueMs = 0;
+  if (model) queueMs = model.queueMs.p50;
+  if (report?.capacity && report.capacity.freeSlots === 0) {
+    // Every slot busy: the wait grows with the queue in front of us.
+    queueMs += ((report.queued + 1) / Math.max(1, report.capacity.slots)) * inferMs;
+  }
+  const coldMs = warm ? 0 : (report?.coldStartMs ?? DEFAULT_COLD_START_MS);
+  return { region: region.name, totalMs: rttMs + queueMs + coldMs + inferMs, rttMs, queueMs, coldMs, inferMs, warm };
+}

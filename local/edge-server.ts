@@ -1,0 +1,59 @@
+// Runs the edge Worker in workerd through Miniflare, without wrangler dev's proxy in front
+// (that proxy added about 7 ms to every call). The bundle is what `wrangler deploy` would
+// upload, and D1/R2 persist where `wrangler d1 migrations apply --local` wrote them, so this is
+// the same Worker, database and bucket, served directly.
+//
+// Env: EDGE_BUNDLE (built index.js), EDGE_PORT, EDGE_PERSIST (wrangler's --persist-to folder),
+// EDGE_VARS (path to a JSON file of the Worker's vars and secrets).
+
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { Log, LogLevel, Miniflare } from "miniflare";
+import { exitWhenParentDies } from "./parent-watch.js";
+
+// Must match wrangler.toml: wrangler keys local D1 state by database_id.
+const D1_DATABASE_ID = "00000000-0000-0000-0000-000000000000";
+const R2_BUCKET = "inference-mesh-artifacts";
+const COMPATIBILITY_DATE = "2026-04-01";
+
+const need = (name: string): string => {
+  const v = process.env[name];
+  if (!v) {
+    console.error(`edge-server: ${name} must be set`);
+    process.exit(2);
+  }
+  return v;
+};
+
+const persist = need("EDGE_PERSIST");
+const vars = JSON.parse(readFileSync(need("EDGE_VARS"), "utf8")) as Record<string, string>;
+const mf = new Miniflare({
+  host: "127.0.0.1",
+  port: Number(need("EDGE_PORT")),
+  modules: true,
+  scriptPath: need("EDGE_BUNDLE"),
+  modulesRoot: dirname(need("EDGE_BUNDLE")),
+  // Offline: no lookup of a real `request.cf`; a local caller looks like it is in San Jose
+  // (in local mode callers may name another colo with x-mesh-colo).
+  cf: { colo: "SJC", country: "US", latitude: "37.36", longitude: "-121.93" },
+  compatibilityDate: COMPATIBILITY_DATE,
+  d1Databases: { DB: D1_DATABASE_ID },
+  d1Persist: join(persist, "v3", "d1"),
+  r2Buckets: { ARTIFACTS: R2_BUCKET },
+  r2Persist: join(persist, "v3", "r2"),
+  bindings: vars,
+  log: new Log(LogLevel.WARN),
+});
+const url = await mf.ready;
+console.log(JSON.stringify({ t: new Date().toISOString(), level: "info", part: "edge-server", msg: "edge ready", url: url.toString() }));
+
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  await mf.dispose().catch(() => undefined);
+  process.exit(0);
+};
+process.on("SIGTERM", () => void stop());
+process.on("SIGINT", () => void stop());
+exitWhenParentDies(() => void stop());

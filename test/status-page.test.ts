@@ -1,0 +1,260 @@
+// The status page (edge/status-page.ts) in real headless Chromium, without the real edge: a tiny
+// node:http server serves the page at /status and a canned GET /v1/regions (edge/regions-view.ts
+// shape) that wants the bearer key `test-key`. The end-to-end version runs against the mesh.
+import { mkdir } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser } from "playwright-core";
+import { statusPageHtml } from "../edge/status-page.js";
+import type { MinutePoint, RegionsView } from "../edge/regions-view.js";
+import { freePort } from "../local/free-port.js";
+import { collectPageErrors, launchBrowser } from "./helpers/browser.js";
+
+const KEY = "test-key";
+const ARTIFACTS = join(process.cwd(), "test-artifacts");
+
+function history(now: number, base: number, tail: number, skip: (minute: number) => boolean): MinutePoint[] {
+  const first = Math.floor(now / 60_000) * 60_000 - 59 * 60_000;
+  const out: MinutePoint[] = [];
+  for (let i = 0; i < 60; i++) {
+    if (skip(i)) continue;
+    const wave = Math.sin(i / 6) * 0.15 + 1;
+    const p50 = +(base * wave).toFixed(2);
+    const spike = i === 41 ? 2.2 : 1;
+    out.push({
+      t: first + i * 60_000,
+      p50,
+      p95: +(p50 * 1.8 * spike).toFixed(2),
+      p99: +(p50 * tail * spike + (i % 7)).toFixed(2),
+      count: 80 + ((i * 37) % 40),
+      errors: i === 41 ? 3 : i % 17 === 5 ? 1 : 0,
+    });
+  }
+  return out;
+}
+
+function cannedView(): RegionsView {
+  const now = Date.now();
+  return {
+    generatedAt: now,
+    stale: true,
+    redis: "ok",
+    regions: [
+      {
+        name: "us-west",
+        lat: 37.4,
+        lon: -122.1,
+        health: "healthy",
+        measuredAt: now - 800,
+        nodes: 2,
+        capacity: { slots: 16, freeSlots: 12, memoryMb: 81_920, memoryUsedMb: 12_288 },
+        queue: 0,
+        inflight: 4,
+        warmModels: [
+          { model: "demo-mlp", version: 1, replicas: 2 },
+          { model: "demo-types", version: 1, replicas: 1 },
+        ],
+        warmModelCount: 5,
+        latency: {
+          p50: 8.2,
+          p95: 14.6,
+          p99: 23.4,
+          count: 5_920,
+          errors: 6,
+          byColo: {
+            SJC: { p50: 6.1, p95: 10.2, p99: 18.9, count: 5_100, errors: 4 },
+            ICN: { p50: 142.7, p95: 158.3, p99: 171.0, count: 820, errors: 2 },
+          },
+        },
+        rttMs: { SJC: 2.3, ICN: 131.4 },
+        history: history(now, 8, 2.8, () => false),
+      },
+      {
+        name: "ap-seoul",
+        lat: 37.57,
+        lon: 126.98,
+        health: "stale",
+        measuredAt: now - 42_000,
+        nodes: 1,
+        capacity: { slots: 8, freeSlots: 8, memoryMb: 16_384, memoryUsedMb: 2_100 },
+        queue: 2,
+        inflight: 0,
+        warmModels: [{ model: "demo-mlp", version: 1, replicas: 1 }],
+        warmModelCount: 1,
+        latency: {
+          p50: 11.7,
+          p95: 21.9,
+          p99: 38.5,
+          count: 2_410,
+          errors: 31,
+          byColo: {
+            ICN: { p50: 9.8, p95: 17.5, p99: 30.2, count: 2_200, errors: 29 },
+            SJC: { p50: 139.9, p95: 151.0, p99: 166.4, count: 210, errors: 2 },
+          },
+        },
+        rttMs: { ICN: 1.9, SJC: 128.8 },
+        // Reports stopped about a minute ago, and there was a gap earlier on.
+        history: history(now, 11, 3.2, (i) => (i >= 20 && i < 26) || i >= 58),
+      },
+    ],
+  };
+}
+
+let server: Server;
+let base = "";
+let browser: Browser;
+const authHeaders: (string | undefined)[] = [];
+
+function handle(req: IncomingMessage): { status: number; type: string; body: string } {
+  const url = new URL(req.url ?? "/", "http://localhost");
+  if (req.method === "GET" && url.pathname === "/status") {
+    return { status: 200, type: "text/html; charset=utf-8", body: statusPageHtml() };
+  }
+  if (req.method === "GET" && url.pathname === "/v1/regions") {
+    authHeaders.push(req.headers.authorization);
+    if (req.headers.authorization !== `Bearer ${KEY}`) {
+      return {
+        status: 401,
+        type: "application/json",
+        body: JSON.stringify({ error: "missing or unknown API key", code: "unauthorized", requestId: "req_test" }),
+      };
+    }
+    return { status: 200, type: "application/json", body: JSON.stringify(cannedView()) };
+  }
+  return { status: 404, type: "application/json", body: JSON.stringify({ error: "not found", code: "not_found", requestId: "req_test" }) };
+}
+
+beforeAll(async () => {
+  await mkdir(ARTIFACTS, { recursive: true });
+  const port = await freePort();
+  server = createServer((req, res) => {
+    const a = handle(req);
+    res.writeHead(a.status, { "content-type": a.type, "cache-control": "no-store" });
+    res.end(a.body);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => resolve());
+  });
+  base = `http://127.0.0.1:${port}`;
+  browser = await launchBrowser();
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+});
+
+describe("status page", () => {
+  it("is one self-contained page", () => {
+    const html = statusPageHtml();
+    expect(html.startsWith("<!doctype html>")).toBe(true);
+    expect(html).not.toMatch(/<script[^>]+src=/i);
+    expect(html).not.toMatch(/<link[^>]+rel="stylesheet"/i);
+    expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+  });
+
+  it("draws regions, map, chart and stale state from /v1/regions", async () => {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    const errors = collectPageErrors(page);
+    const before = authHeaders.length;
+    await page.goto(`${base}/status?key=${KEY}`);
+
+    const west = page.getByTestId("region-row-us-west");
+    const seoul = page.getByTestId("region-row-ap-seoul");
+    await west.waitFor();
+    await seoul.waitFor();
+    expect(authHeaders[before]).toBe(`Bearer ${KEY}`);
+    // The key leaves the address bar but stays for the next visit.
+    expect(page.url()).not.toContain(KEY);
+    expect(await page.evaluate(() => localStorage.getItem("mesh.status.apiKey"))).toBe(KEY);
+
+    expect(await page.getByTestId("health-us-west").textContent()).toBe("Healthy");
+    expect(await page.getByTestId("health-ap-seoul").textContent()).toBe("Stale");
+    expect(await seoul.getAttribute("data-health")).toBe("stale");
+    expect(await page.getByTestId("age-ap-seoul").textContent()).toBe("last report 42 s ago");
+    expect(await west.textContent()).toContain("12 / 16");
+    expect(await west.textContent()).toContain("demo-types v1");
+    expect(await west.textContent()).toContain("demo-mlp v1 ×2");
+    expect(await page.getByTestId("stale-banner").isVisible()).toBe(true);
+    expect(await page.getByTestId("stale-banner").textContent()).toContain("ap-seoul: last report 42 s ago");
+
+    const overall = page.getByTestId("overall-status");
+    expect(await overall.getAttribute("data-state")).toBe("degraded");
+    expect(await overall.textContent()).toContain("Degraded");
+    expect(await overall.textContent()).toContain("1 stale");
+    expect(await page.getByTestId("redis-state").textContent()).toBe("ok");
+    expect(await page.getByTestId("data-state").textContent()).toBe("stale");
+
+    const chart = page.getByTestId("latency-chart");
+    for (const region of ["us-west", "ap-seoul"]) {
+      for (const series of ["p50", "p99"]) {
+        const path = chart.locator(`path[data-region="${region}"][data-series="${series}"]`);
+        expect(await path.count(), `${region} ${series}`).toBe(1);
+        const d = (await path.getAttribute("d")) ?? "";
+        expect(d).toMatch(/^M\d/);
+        expect(d.split("L").length, `${region} ${series} points`).toBeGreaterThan(20);
+      }
+    }
+    // ap-seoul's history has a gap, so its lines restart there.
+    expect(((await chart.locator('path[data-region="ap-seoul"][data-series="p50"]').getAttribute("d")) ?? "").match(/M/g)).toHaveLength(2);
+    expect(await page.locator("#chart-legend li").count()).toBe(2);
+
+    const map = page.getByTestId("region-map");
+    expect(await map.locator(".region-dot").count()).toBe(2);
+    expect(await map.getByTestId("region-dot-us-west").getAttribute("data-health")).toBe("healthy");
+    expect(await map.getByTestId("region-dot-ap-seoul").getAttribute("data-health")).toBe("stale");
+    expect(await map.textContent()).toContain("us-west");
+    expect(await map.textContent()).toContain("ap-seoul");
+
+    expect(await page.getByTestId("colo-table").locator("tbody tr").count()).toBe(4);
+    expect(await page.getByTestId("errors-row-ap-seoul").textContent()).toContain("31");
+    expect(await page.getByTestId("error-banner").isHidden()).toBe(true);
+
+    // It refreshes on its own (every 5 s).
+    const seen = authHeaders.length;
+    await expect.poll(() => authHeaders.length, { timeout: 9_000, interval: 250 }).toBeGreaterThan(seen);
+
+    await page.screenshot({ path: join(ARTIFACTS, "status-page.png"), fullPage: true });
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it("says so when the key is refused (401)", async () => {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    const errors = collectPageErrors(page);
+    await page.goto(`${base}/status?key=wrong-key`);
+    const banner = page.getByTestId("error-banner");
+    await banner.waitFor();
+    expect(await banner.getAttribute("data-kind")).toBe("auth");
+    expect(await banner.textContent()).toContain("401 Unauthorized");
+    expect(await page.locator('[data-testid^="region-row-"]').count()).toBe(0);
+    expect(await page.getByTestId("overall-status").getAttribute("data-state")).toBe("unknown");
+    await page.screenshot({ path: join(ARTIFACTS, "status-page-401.png") });
+    // Chromium reports the refused fetch itself; nothing else may fail.
+    expect(errors.filter((e) => !/status of 401/.test(e))).toEqual([]);
+
+    // A good key typed into the box recovers.
+    await page.getByTestId("key-input").fill(KEY);
+    await page.getByRole("button", { name: "Use key" }).click();
+    await page.getByTestId("region-row-us-west").waitFor();
+    expect(await banner.isHidden()).toBe(true);
+    await context.close();
+  });
+
+  it("says so when the edge cannot be reached", async () => {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    await page.route("**/v1/regions", (route) => route.abort("connectionrefused"));
+    await page.goto(`${base}/status?key=${KEY}`);
+    const banner = page.getByTestId("error-banner");
+    await banner.waitFor();
+    expect(await banner.getAttribute("data-kind")).toBe("network");
+    expect(await banner.textContent()).toContain("network error");
+    expect(await banner.textContent()).toContain("Retrying every 5 s");
+    await context.close();
+  });
+});
