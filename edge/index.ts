@@ -9,6 +9,7 @@ import { registerInternalArtifacts } from "./routes/internal_artifacts.js";
 import { registerV1Accounts } from "./routes/v1_accounts.js";
 import { registerV1Keys } from "./routes/v1_keys.js";
 import { registerV1Models } from "./routes/v1_models.js";
+import { registerV1Regions } from "./routes/v1_regions.js";
 import { registerV2Models } from "./routes/v2_models.js";
 
 export function createApp(): Hono<AppEnv> {
@@ -21,6 +22,7 @@ export function createApp(): Hono<AppEnv> {
   registerV1Accounts(app);
   registerV1Keys(app);
   registerV1Models(app);
+  registerV1Regions(app);
   registerInternalArtifacts(app);
   return app;
 }

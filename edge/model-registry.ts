@@ -28,6 +28,8 @@ export interface ModelInfo {
   createdAt: number;
   keepWarm: number;
   replicas: number | null;
+  /** The only regions that may serve this model (data residency); null = any. */
+  regions: string[] | null;
   /** Newest first. */
   versions: VersionInfo[];
   aliases: Record<string, number>;
@@ -61,6 +63,7 @@ export async function findModel(db: DrizzleD1Database, accountId: string, name: 
       createdAt: model.createdAt,
       keepWarm: model.keepWarm,
       replicas: model.replicas ?? null,
+      regions: model.regions ?? null,
       versions: versions.map((v) => ({
         version: v.version,
         sha256: v.sha256,

@@ -137,9 +137,9 @@ header.top .sub { margin: 2px 0 0; color: #a5b0c2; font-size: 13px; }
 .pill.ok { background: var(--ok-bg); color: var(--ok); }
 .pill.bad { background: var(--bad-bg); color: var(--bad); }
 .pill.warn { background: var(--warn-bg); color: var(--warn); }
-form.key { display: flex; align-items: center; gap: 8px; }
-form.key label { color: var(--muted); font-weight: 600; }
-form.key input { width: 250px; padding: 6px 10px; border: 1px solid #c9d0da; border-radius: 8px; font: inherit; }
+form.key { display: flex; align-items: center; gap: 8px; flex-wrap: wrap; }
+form.key label { color: var(--muted); font-weight: 600; white-space: nowrap; }
+form.key input { width: 250px; max-width: 100%; flex: 0 1 250px; min-width: 120px; padding: 6px 10px; border: 1px solid #c9d0da; border-radius: 8px; font: inherit; }
 form.key input:focus, button:focus-visible, input[type="checkbox"]:focus-visible { outline: 3px solid #93b4f5; outline-offset: 1px; }
 button { font: inherit; padding: 6px 12px; border-radius: 8px; border: 1px solid #c9d0da; background: #fff; color: var(--text); cursor: pointer; }
 button.primary { background: var(--accent); border-color: var(--accent); color: #fff; font-weight: 600; }
@@ -154,7 +154,9 @@ main.outdated .card { opacity: 0.65; }
 .grid.map-row { grid-template-columns: minmax(0, 1.75fr) minmax(0, 1fr); }
 .grid.halves { grid-template-columns: minmax(0, 1.25fr) minmax(0, 1fr); }
 @media (max-width: 980px) { .grid.map-row, .grid.halves { grid-template-columns: minmax(0, 1fr); } }
+@media (max-width: 560px) { .wrap { padding: 0 12px; } .overall { min-width: 0; width: 100%; } #map .map-sub { display: none; } ul.legend { margin-left: 0; } }
 .card { background: var(--card); border: 1px solid var(--border); border-radius: 12px; padding: 14px 16px 16px; min-width: 0; }
+abbr[title] { text-decoration: none; cursor: help; }
 .card > h2, .card-head h2 { margin: 0 0 10px; font-size: 15px; font-weight: 650; }
 .card-head { display: flex; justify-content: space-between; align-items: baseline; gap: 12px; }
 .card-head label { color: var(--muted); font-size: 13px; user-select: none; }
@@ -180,6 +182,7 @@ svg { display: block; }
 .dot.healthy { background: var(--ok-dot); } .dot.stale { background: var(--warn-dot); }
 .dot.unhealthy { background: var(--bad-dot); } .dot.unknown { background: var(--unk-dot); }
 dl.tiles { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 10px; margin: 0; }
+dl.tiles > .empty { grid-column: 1 / -1; }
 dl.tiles .tile { background: var(--head); border: 1px solid var(--border); border-radius: 10px; padding: 10px 12px; }
 dl.tiles dt { color: var(--muted); font-size: 12.5px; font-weight: 600; }
 dl.tiles dd { margin: 2px 0 0; font-size: 22px; font-weight: 700; font-variant-numeric: tabular-nums; line-height: 1.2; }
@@ -199,7 +202,7 @@ tbody th { font-weight: 650; }
 #regions-table tbody tr.row-unhealthy { border-left-color: var(--bad-dot); background: #fff7f6; }
 #regions-table tbody tr.row-unknown { border-left-color: var(--unk-dot); }
 #regions-table td, #regions-table th { vertical-align: middle; }
-.region-name { display: inline-flex; align-items: center; gap: 8px; font-size: 15px; }
+.region-name { display: inline-flex; align-items: center; gap: 8px; font-size: 15px; white-space: nowrap; }
 .swatch { display: inline-block; width: 12px; height: 4px; border-radius: 2px; flex: none; }
 .sub-line { display: block; color: var(--muted); font-size: 12px; font-weight: 400; white-space: nowrap; }
 .badge { display: inline-flex; align-items: center; gap: 6px; padding: 2px 10px 2px 8px; border-radius: 999px; font-weight: 700; font-size: 13px; background: var(--unk-bg); color: var(--unk); white-space: nowrap; }
@@ -255,6 +258,7 @@ const CLIENT_JS = `
   const MAP_BOTTOM = ${MAP_LAT_BOTTOM};
   const MAP_SCALE = ${MAP_SCALE};
   const MAP_W = ${MAP_W};
+  const MAP_H = ${MAP_H};
   const HEALTH = {
     healthy: "Healthy",
     unhealthy: "Unhealthy",
@@ -333,6 +337,15 @@ const CLIENT_JS = `
   let timer = 0;
   let seq = 0;
   let stopped = false;
+  let refused = "";
+
+  /** Why there is nothing to show, for the empty states. */
+  function noData() {
+    if (!key) return "Enter an API key to see the regions.";
+    if (refused) return "No data: the edge refused this key (" + refused + ").";
+    if (lastFailed) return "No data: the edge could not be reached.";
+    return "Waiting for data…";
+  }
 
   // ---- messages ----
   function showMessage(kind, parts) {
@@ -347,7 +360,12 @@ const CLIENT_JS = `
 
   // ---- overall ----
   function overall() {
-    if (!view) return { state: "unknown", title: key ? "Waiting for data" : "No API key", detail: key ? "Loading /v1/regions…" : "Enter a key to see the regions" };
+    if (!view) {
+      if (!key) return { state: "unknown", title: "No API key", detail: "Enter a key to see the regions" };
+      if (refused) return { state: "unknown", title: "Key refused (" + refused + ")", detail: "Enter a valid API key" };
+      if (lastFailed) return { state: "unknown", title: "No data", detail: "Cannot load /v1/regions" };
+      return { state: "unknown", title: "Waiting for data", detail: "Loading /v1/regions…" };
+    }
     const rs = view.regions;
     if (rs.length === 0) return { state: "unknown", title: "No regions", detail: "The edge lists no region" };
     const count = { healthy: 0, stale: 0, unhealthy: 0, unknown: 0 };
@@ -417,37 +435,59 @@ const CLIENT_JS = `
     clear(g);
     const svg = $("map");
     if (!view || view.regions.length === 0) { svg.setAttribute("aria-label", "World map of regions: no data"); return; }
-    const placed = [];
-    const markers = view.regions
-      .map((r) => ({ r, x: (Math.max(-180, Math.min(180, r.lon)) + 180) * MAP_SCALE, y: (MAP_TOP - Math.max(MAP_BOTTOM, Math.min(MAP_TOP, r.lat))) * MAP_SCALE }))
-      .sort((a, b) => a.y - b.y);
-    for (const m of markers) {
+    const markers = view.regions.map((r) => ({
+      r,
+      h: healthOf(r),
+      x: (Math.max(-180, Math.min(180, r.lon)) + 180) * MAP_SCALE,
+      y: (MAP_TOP - Math.max(MAP_BOTTOM, Math.min(MAP_TOP, r.lat))) * MAP_SCALE,
+    }));
+    // Labels go beside their dot, on whichever side (and at whatever row) overlaps no other
+    // label and no dot; one moved off its row gets a leader line. Text widths are estimated.
+    const boxes = markers.map((m) => ({ x0: m.x - 9, x1: m.x + 9, y0: m.y - 9, y1: m.y + 9 }));
+    const overlaps = (a, b) => a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+    const dots = sv("g");
+    const labels = sv("g");
+    for (const m of markers.slice().sort((a, b) => a.y - b.y || a.x - b.x)) {
       const r = m.r;
-      const h = healthOf(r);
-      const right = m.x < MAP_W - 170;
-      let dy = 0;
-      const lx = right ? m.x + 12 : m.x - 180;
-      for (let tries = 0; tries < 8; tries++) {
-        const top = m.y - 14 + dy;
-        const hit = placed.some((p) => Math.abs(p.x - lx) < 180 && Math.abs(p.top - top) < 30);
-        if (!hit) break;
-        dy += 30;
-      }
-      placed.push({ x: lx, top: m.y - 14 + dy });
       const lat = latencyOf(r);
-      const sub = HEALTH[h] + (lat.count ? " · p50 " + fmtMs(lat.p50, lat.count) + " ms" : "");
-      const anchor = right ? "start" : "end";
-      const tx = right ? 12 : -12;
-      const marker = sv("g", { class: "region-marker", transform: "translate(" + m.x.toFixed(1) + " " + m.y.toFixed(1) + ")", "data-testid": "region-marker-" + r.name }, [
-        h === "healthy" ? null : sv("circle", { class: "halo stroke-" + h, r: 12 }),
-        sv("circle", { class: "region-dot fill-" + h, r: 7, "data-testid": "region-dot-" + r.name, "data-health": h },
-          sv("title", { text: r.name + ": " + HEALTH[h] })),
+      const sub = HEALTH[m.h] + (lat.count ? " · p50 " + fmtMs(lat.p50, lat.count) + " ms" : "");
+      const w = Math.max(r.name.length * 7.8, sub.length * 6.2) + 4;
+      const gap = m.h === "healthy" ? 12 : 17;
+      let best = null;
+      for (const dy of [0, 30, -30, 60, -60, 90, -90]) {
+        for (const right of [true, false]) {
+          const box = right
+            ? { x0: m.x + gap - 2, x1: m.x + gap + w, y0: m.y - 14 + dy, y1: m.y + 18 + dy }
+            : { x0: m.x - gap - w, x1: m.x - gap + 2, y0: m.y - 14 + dy, y1: m.y + 18 + dy };
+          if (box.x0 < 0 || box.x1 > MAP_W || box.y0 < 0 || box.y1 > MAP_H) continue;
+          if (boxes.some((b) => overlaps(b, box))) continue;
+          best = { dy, right, box };
+          break;
+        }
+        if (best) break;
+      }
+      if (!best) {
+        const right = m.x < MAP_W / 2;
+        best = { dy: 0, right, box: null };
+      }
+      if (best.box) boxes.push(best.box);
+      const dy = best.dy;
+      const tx = best.right ? gap : -gap;
+      const anchor = best.right ? "start" : "end";
+      const at = "translate(" + m.x.toFixed(1) + " " + m.y.toFixed(1) + ")";
+      dots.appendChild(sv("g", { class: "region-marker", transform: at, "data-testid": "region-marker-" + r.name }, [
         dy ? sv("line", { x1: 0, y1: 0, x2: tx, y2: dy - 4, stroke: "#6b7280", "stroke-width": 1 }) : null,
+        m.h === "healthy" ? null : sv("circle", { class: "halo stroke-" + m.h, r: 12 }),
+        sv("circle", { class: "region-dot fill-" + m.h, r: 7, "data-testid": "region-dot-" + r.name, "data-health": m.h },
+          sv("title", { text: r.name + ": " + HEALTH[m.h] })),
+      ]));
+      labels.appendChild(sv("g", { transform: at, "aria-hidden": "true" }, [
         sv("text", { class: "map-label", x: tx, y: -1 + dy, "text-anchor": anchor, text: r.name }),
         sv("text", { class: "map-sub", x: tx, y: 13 + dy, "text-anchor": anchor, text: sub }),
-      ]);
-      g.appendChild(marker);
+      ]));
     }
+    g.appendChild(dots);
+    g.appendChild(labels);
     svg.setAttribute("aria-label", "World map of regions: " + view.regions.map((r) => r.name + " " + HEALTH[healthOf(r)]).join(", "));
   }
 
@@ -455,7 +495,7 @@ const CLIENT_JS = `
   function renderTiles() {
     const dl = $("tiles");
     clear(dl);
-    if (!view) { dl.appendChild(el("div", { class: "empty" }, "No data yet")); return; }
+    if (!view) { dl.appendChild(el("div", { class: "empty" }, noData())); return; }
     const rs = view.regions;
     let healthy = 0, nodes = 0, slots = 0, free = 0, inflight = 0, queue = 0, calls = 0, errors = 0, hasCap = false;
     for (const r of rs) {
@@ -485,7 +525,7 @@ const CLIENT_JS = `
   function renderTable() {
     const body = $("regions-body");
     clear(body);
-    if (!view) { body.appendChild(el("tr", null, el("td", { colspan: 10, class: "empty", text: key ? "Waiting for data…" : "Enter an API key to see the regions." }))); return; }
+    if (!view) { body.appendChild(el("tr", null, el("td", { colspan: 10, class: "empty", text: noData() }))); return; }
     if (view.regions.length === 0) { body.appendChild(el("tr", null, el("td", { colspan: 10, class: "empty", text: "No regions." }))); return; }
     for (const r of view.regions) {
       const h = healthOf(r);
@@ -541,7 +581,7 @@ const CLIENT_JS = `
     const f = raw / p;
     return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * p;
   }
-  function fmtTick(v) { return v >= 1000 ? nf.format(v) : v >= 1 ? String(Math.round(v * 10) / 10) : String(Math.round(v * 100) / 100); }
+  function fmtTick(v) { return v >= 1000 ? nf.format(v) : String(+v.toFixed(2)); }
 
   function renderChart() {
     const svg = $("chart");
@@ -564,6 +604,7 @@ const CLIENT_JS = `
     for (const s of series) for (const p of s.pts) for (const k of ["p50", "p99"]) {
       if (isNum(p[k])) { max = Math.max(max, p[k]); if (p[k] > 0) min = Math.min(min, p[k]); }
     }
+    if (max === 0) max = 100;
     const log = $("logscale").checked;
     let y, ticks;
     if (log) {
@@ -619,7 +660,7 @@ const CLIENT_JS = `
       }
     }
     if (!any) {
-      svg.appendChild(sv("text", { class: "empty-note", x: m.l + pw / 2, y: m.t + ph / 2, "text-anchor": "middle", text: view ? "No calls in the last hour" : "No data yet" }));
+      svg.appendChild(sv("text", { class: "empty-note", x: m.l + pw / 2, y: m.t + ph / 2, "text-anchor": "middle", text: view ? "No calls in the last hour" : noData() }));
     }
     const sample = (dash) => sv("svg", { width: 28, height: 10, "aria-hidden": "true" },
       sv("line", { x1: 1, x2: 27, y1: 5, y2: 5, stroke: "currentColor", "stroke-width": dash ? 1.6 : 2.25, "stroke-dasharray": dash ? "6 4" : null }));
@@ -651,7 +692,7 @@ const CLIENT_JS = `
       }
     }
     if (rows.size === 0) {
-      table.appendChild(el("tbody", null, el("tr", null, el("td", { colspan: 8, class: "empty", text: view ? "No calls measured per colo yet." : "No data yet." }))));
+      table.appendChild(el("tbody", null, el("tr", null, el("td", { colspan: 8, class: "empty", text: view ? "No calls measured per colo yet." : noData() }))));
       return;
     }
     for (const colo of Array.from(rows.keys()).sort()) {
@@ -682,7 +723,7 @@ const CLIENT_JS = `
     const body = $("errors-body");
     clear(body);
     if (!view || view.regions.length === 0) {
-      body.appendChild(el("tr", null, el("td", { colspan: 5, class: "empty", text: view ? "No regions." : "No data yet." })));
+      body.appendChild(el("tr", null, el("td", { colspan: 5, class: "empty", text: view ? "No regions." : noData() })));
       return;
     }
     const end = view.generatedAt, start = end - 3600000;
@@ -759,6 +800,7 @@ const CLIENT_JS = `
       if (mine !== seq) return;
       if (res.status === 401) {
         stopped = true;
+        refused = "401";
         view = null;
         lastOkAt = 0;
         showMessage("auth", [el("strong", { text: "401 Unauthorized: " }), "the edge refused this API key (missing, unknown or revoked). Enter a valid key above; refreshing is paused until then."]);
@@ -767,6 +809,7 @@ const CLIENT_JS = `
       }
       if (res.status === 403) {
         stopped = true;
+        refused = "403";
         view = null;
         lastOkAt = 0;
         const why = await errorText(res);
@@ -811,6 +854,7 @@ const CLIENT_JS = `
     store(STORE_KEY, key ? key : null);
     $("key-input").value = key;
     stopped = false;
+    refused = "";
     lastFailed = false;
     view = null;
     lastOkAt = 0;

@@ -26,6 +26,7 @@ export async function publishWarmPolicy(config: EdgeConfig, model: ModelInfo, or
       size: latest.size,
       signature: latest.signature,
       artifactBase: origin,
+      regions: model.regions,
     };
     p.hset(MODEL_POLICIES_KEY, { [key]: record });
     const others = stale.filter((k) => k !== key);

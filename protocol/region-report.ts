@@ -74,4 +74,6 @@ export interface ModelPolicyRecord {
   signature: { inputs: { name: string; datatype: string; shape: number[] }[]; outputs: { name: string; datatype: string; shape: number[] }[] };
   /** The edge origin the artifact is downloaded from (routers sign the URL themselves). */
   artifactBase: string;
+  /** Regions allowed to hold the model (data residency); null = all. */
+  regions: string[] | null;
 }

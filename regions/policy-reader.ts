@@ -11,6 +11,7 @@ import type { Scheduler } from "./scheduler.js";
 const URL_TTL_MS = 15 * 60_000;
 
 export function startPolicyReader(
+  region: string,
   redis: { url: string; token: string },
   secret: string,
   intervalMs: number,
@@ -25,6 +26,8 @@ export function startPolicyReader(
       const seen = new Set<string>();
       for (const [key, p] of Object.entries(all)) {
         if (!p || typeof p !== "object" || typeof p.sha256 !== "string") continue;
+        // Data residency: a model restricted to other regions is never held warm here.
+        if (Array.isArray(p.regions) && !p.regions.includes(region)) continue;
         seen.add(key);
         const url = await artifactUrl(secret, p.artifactBase, p.sha256, Date.now() + URL_TTL_MS);
         scheduler.policies.set(key, {

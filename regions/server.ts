@@ -281,7 +281,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const publisher = config.redis
     ? startReportPublisher(config.redis, config.region, config.reportIntervalMs, report, log)
     : null;
-  const policies = config.redis ? startPolicyReader(config.redis, config.meshSecret, config.policyIntervalMs, scheduler, log) : null;
+  const policies = config.redis ? startPolicyReader(config.region, config.redis, config.meshSecret, config.policyIntervalMs, scheduler, log) : null;
   await publisher?.publishNow();
   log("info", "router listening", { url, nodeSocket: url.replace(/^http/, "ws") + NODE_SOCKET_PATH });
 

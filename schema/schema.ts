@@ -47,6 +47,8 @@ export const models = sqliteTable(
     keepWarm: integer("keep_warm").notNull().default(0),
     /** Manual override: exactly this many replicas per region; null lets traffic decide. */
     replicas: integer("replicas"),
+    /** Data residency: JSON list of the only regions that may serve the model; null = any. */
+    regions: text("regions", { mode: "json" }).$type<string[]>(),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex("models_account_name_idx").on(t.accountId, t.name)],

@@ -69,26 +69,28 @@ function mlpCorrect(a: InferAnswer, weights: MlpWeights, rows: number[][]): bool
 }
 
 /**
- * demo-matmul inputs whose product is cheap to check: `a` holds small integers (seeded, so each
- * caller's answer is its own) and `b` is diagonal, so y[i][j] = a[i][j] * d[j] exactly in FP32,
- * while onnxruntime still does the whole n x n x n product.
+ * demo-matmul inputs whose product is cheap to check: a[n,n] holds small integers (seeded, so
+ * each caller's answer is its own) and b[n,n+extra] is diagonal in its first n columns and zero
+ * after, so y[i][j] = a[i][j] * d[j] (0 past column n) exactly in FP32, while onnxruntime still
+ * does the whole product. `extra` gives a call a shape of its own (no batching with others).
  */
-function matmulInputs(n: number, seed: number): { inputs: WireTensor[]; check: (y: WireTensor) => boolean } {
+function matmulInputs(n: number, seed: number, extra = 0): { inputs: WireTensor[]; check: (y: WireTensor) => boolean } {
+  const m = n + extra;
   const a = new Float32Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) a[i * n + j] = ((i * 7 + j * 3 + seed) % 11) - 5;
-  const b = new Float32Array(n * n);
+  const b = new Float32Array(n * m);
   const d = (j: number) => (j % 4) + 1;
-  for (let j = 0; j < n; j++) b[j * n + j] = d(j);
+  for (let j = 0; j < n; j++) b[j * m + j] = d(j);
   const check = (y: WireTensor) => {
-    if (y.shape[0] !== n || y.shape[1] !== n) return false;
+    if (y.shape[0] !== n || y.shape[1] !== m) return false;
     const data = y.data as Float32Array;
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (data[i * n + j] !== a[i * n + j]! * d(j)) return false;
+    for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) if (data[i * m + j] !== (j < n ? a[i * n + j]! * d(j) : 0)) return false;
     return true;
   };
   return {
     inputs: [
       { name: "a", datatype: "FP32", shape: [n, n], data: a },
-      { name: "b", datatype: "FP32", shape: [n, n], data: b },
+      { name: "b", datatype: "FP32", shape: [n, m], data: b },
     ],
     check,
   };
@@ -321,20 +323,28 @@ describe("region router with real node agents", () => {
 
   it("drains a busy node on SIGTERM: its in-flight calls complete correctly, the other node takes the rest, it exits 0 after closing with 1001", async () => {
     await h.startRouter();
-    // Few slots and batching off (a matmul's inputs do not share a batch dimension).
-    const env = { NODE_SLOTS: "2", BATCH_MAX: "1", DRAIN_TIMEOUT_MS: process.env.MUT_DRAIN ?? "10000" };
-    await Promise.all([h.startNode("drain-a", env), h.startNode("drain-b", env)]);
+    // onnxruntime-node runs a call synchronously on the node's main thread, so a node busy
+    // computing only sees SIGTERM between two runs, when it may hold nothing in flight. drain-a
+    // therefore keeps each call in its batch window for a second first (a batch cap above the
+    // rows, and a b shape per call so no two calls share a batch): calls are in flight there,
+    // with the event loop free, whenever the signal comes. drain-b runs calls as they come.
+    await Promise.all([
+      h.startNode("drain-a", { NODE_SLOTS: "2", BATCH_WINDOW_MS: "1000", BATCH_MAX: "100000" }),
+      h.startNode("drain-b", { NODE_SLOTS: "2", BATCH_MAX: "1" }),
+    ]);
     const ref = await h.model("demo-matmul", 1);
-    await warmOn(ref, ["drain-a", "drain-b"], () => h.infer(ref, matmulInputs(8, 0).inputs));
+    let shape = 0;
+    await warmOn(ref, ["drain-a", "drain-b"], () => {
+      const { inputs, check } = matmulInputs(8, shape, ++shape);
+      return h.infer(ref, inputs).then((a) => (matmulCorrect(a, check) ? a : { ...a, status: -1 }));
+    });
 
-    const T0 = Date.now();
-    const N = 700;
+    const N = 600;
     const CALLS = 24;
     const DEADLINE_MS = 30_000;
-    let sigtermAt = 0;
     const done: { i: number; at: number; node: string; ok: boolean; why: string }[] = [];
     const calls = Array.from({ length: CALLS }, async (_, i) => {
-      const { inputs, check } = matmulInputs(N, i);
+      const { inputs, check } = matmulInputs(N, i, ++shape);
       try {
         const a = await within(h.infer(ref, inputs, { deadlineMs: DEADLINE_MS }), DEADLINE_MS + 5_000, `call ${i}`);
         const node = a.response.ok ? a.response.node : "-";
@@ -344,25 +354,24 @@ describe("region router with real node agents", () => {
       }
     });
 
-    // SIGTERM once drain-a is running calls and more are waiting.
-    await waitUntil("drain-a busy with calls queued behind", 20_000, async () => {
+    // SIGTERM while drain-a holds calls and more wait in the router's queue.
+    const inflightAtSignal = await waitUntil("drain-a busy with calls queued behind", 20_000, async () => {
       const st = await h.status();
       const a = st.nodes.find((n) => n.id === "drain-a");
-      return a && a.inflight > 0 && st.queued > 0 ? true : undefined;
+      console.log("S", Date.now(), JSON.stringify(st.nodes.map(n=>[n.id,n.inflight,n.warm])), st.queued, st.inflight);
+      return a && a.inflight > 0 && st.queued > 0 ? a.inflight : undefined;
     }, 10);
-    sigtermAt = Date.now();
-    console.log("T sigterm", sigtermAt - T0);
+    const sigtermAt = Date.now();
     h.kill("drain-a", "SIGTERM");
     await Promise.all(calls);
-    for (const n of ["drain-a","router"]) for (const l of h.child(n).lines) if (l.json && /SIGTERM|disconnected|draining/.test(String(l.json.msg))) console.log("L", n, Date.parse(String(l.json.t)) - sigtermAt, l.raw.slice(0,200));
-    console.log("ALL", h.child("drain-a").lines.map(l=>l.raw.slice(0,160)).join("\n"));
-    console.log("T calls done", Date.now() - T0, JSON.stringify(done.map(d=>[d.node,d.at-sigtermAt])));
 
     const failed = done.filter((d) => !d.ok);
     expect(failed, JSON.stringify(failed)).toEqual([]);
     expect(done.length).toBe(CALLS);
-    // What drain-a had in flight at SIGTERM finished there, correctly.
-    expect(done.filter((d) => d.node === "drain-a" && d.at >= sigtermAt).length).toBeGreaterThan(0);
+    // What drain-a held when the signal came finished there (none was cut off and re-run on
+    // drain-b), and drain-b served the rest.
+    const finishedOnA = done.filter((d) => d.node === "drain-a" && d.at >= sigtermAt).length;
+    expect(finishedOnA, JSON.stringify(done)).toBeGreaterThanOrEqual(inflightAtSignal);
     expect(done.filter((d) => d.node === "drain-b").length).toBeGreaterThan(0);
 
     const exit = await h.waitExit("drain-a", 20_000);

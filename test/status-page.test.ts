@@ -233,6 +233,7 @@ describe("status page", () => {
     expect(await banner.textContent()).toContain("401 Unauthorized");
     expect(await page.locator('[data-testid^="region-row-"]').count()).toBe(0);
     expect(await page.getByTestId("overall-status").getAttribute("data-state")).toBe("unknown");
+    expect(await page.getByTestId("overall-status").textContent()).toContain("Key refused (401)");
     await page.screenshot({ path: join(ARTIFACTS, "status-page-401.png") });
     // Chromium reports the refused fetch itself; nothing else may fail.
     expect(errors.filter((e) => !/status of 401/.test(e))).toEqual([]);

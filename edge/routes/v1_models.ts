@@ -29,6 +29,7 @@ function describe(model: ModelInfo) {
     createdAt: model.createdAt,
     keepWarm: model.keepWarm,
     replicas: model.replicas,
+    regions: model.regions,
     latestVersion: model.versions[0]?.version ?? null,
     aliases: model.aliases,
     versions: model.versions.map((v) => ({
@@ -87,12 +88,13 @@ export function registerV1Models(app: Hono<AppEnv>): void {
 
   // Warm policy: {"keepWarm": n} is a floor of replicas per region; {"replicas": n} pins the
   // count (null hands it back to traffic). Stored in D1, then published to the routers.
+  // Data residency: {"regions": [...]} restricts the model to those regions (null: any).
   app.put("/v1/models/:m", manage, limitBody(16 * 1024), async (c) => {
     const accountId = c.get("key").accountId;
     const db = c.get("db");
     const model = await requireModel(db, accountId, c.req.param("m"));
-    const body = (await readJson(c.req.raw)) as { keepWarm?: unknown; replicas?: unknown };
-    const update: { keepWarm?: number; replicas?: number | null } = {};
+    const body = (await readJson(c.req.raw)) as { keepWarm?: unknown; replicas?: unknown; regions?: unknown };
+    const update: { keepWarm?: number; replicas?: number | null; regions?: string[] | null } = {};
     const count = (v: unknown, name: string) => {
       if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > MAX_REPLICAS) {
         throw new MeshError("bad_request", `'${name}' must be an integer from 0 to ${MAX_REPLICAS}`);
@@ -101,7 +103,15 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     };
     if (body.keepWarm !== undefined) update.keepWarm = count(body.keepWarm, "keepWarm");
     if (body.replicas !== undefined) update.replicas = body.replicas === null ? null : count(body.replicas, "replicas");
-    if (Object.keys(update).length === 0) throw new MeshError("bad_request", "send 'keepWarm' and/or 'replicas'");
+    if (body.regions !== undefined) {
+      const known = c.get("config").regions.map((r) => r.name);
+      const r = body.regions;
+      if (r !== null && (!Array.isArray(r) || r.length === 0 || !r.every((x) => typeof x === "string" && known.includes(x)))) {
+        throw new MeshError("bad_request", `'regions' must be null or a non-empty list of: ${known.join(", ")}`);
+      }
+      update.regions = r === null ? null : [...new Set(r as string[])];
+    }
+    if (Object.keys(update).length === 0) throw new MeshError("bad_request", "send 'keepWarm', 'replicas' and/or 'regions'");
     await db.update(models).set(update).where(eq(models.id, model.id));
     evictModel(accountId, model.name);
     const fresh = await requireModel(db, accountId, model.name);

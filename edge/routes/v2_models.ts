@@ -10,7 +10,9 @@ import { usageEvents } from "../../schema/schema.js";
 import type { AppContext, AppEnv } from "../context.js";
 import { limitBody, readJson, requireKey } from "../middleware.js";
 import { modelKey, requireModel, resolveVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
-import { forwardInfer, rankRegions, regionReports } from "../region-client.js";
+import { callerLocation } from "../geo.js";
+import { forwardInfer, rankRegions } from "../region-client.js";
+import { recordCall, regionState } from "../region-state.js";
 import { log } from "../log.js";
 
 export const MAX_INFER_BODY = 8 * 1024 * 1024;
@@ -89,22 +91,34 @@ async function infer(c: AppContext) {
     deadline: deadlineFor(c),
   };
   const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
-  const ranked = rankRegions(config, await regionReports(config, waitUntil), key);
+  const caller = callerLocation(c.req.raw, config.localMode);
+  const state = await regionState(config, waitUntil);
+  const ranked = rankRegions(config, state, caller, key, model.regions);
+  if (ranked.length === 0 && model.regions) {
+    throw new MeshError(
+      "no_region_available",
+      `model '${model.name}' may only run in ${model.regions.join(", ")}, and none of them is available now`,
+      { "retry-after": "1" },
+    );
+  }
   const beforeForward = Date.now();
   let result;
   try {
-    result = await forwardInfer(config, ranked, request);
+    result = await forwardInfer(config, ranked, request, caller.colo);
   } catch (err) {
     recordUsage(c, model, version, null, null, err instanceof MeshError ? err.status : 500, { queueMs: 0, inferMs: 0 });
     throw err;
   }
   const { response, region, roundTripMs } = result;
+  const total = Date.now() - c.get("startedAt");
+  c.header("x-mesh-region", region);
   if (!response.ok) {
     recordUsage(c, model, version, region, null, 500, { queueMs: 0, inferMs: 0 });
+    recordCall(region, caller.colo, total, null, 500);
     throw new MeshError(response.code, response.message);
   }
   const t = response.timing;
-  const total = Date.now() - c.get("startedAt");
+  recordCall(region, caller.colo, total, roundTripMs - t.regionMs, 200);
   const edgeMs = Math.max(0, total - roundTripMs);
   const networkMs = Math.max(0, roundTripMs - t.regionMs);
   c.header(
@@ -119,8 +133,8 @@ async function infer(c: AppContext) {
       `total;dur=${total}`,
     ].join(", "),
   );
-  c.header("x-mesh-region", region);
   c.header("x-mesh-node", response.node);
+  c.header("x-mesh-colo", caller.colo);
   c.header("x-mesh-version", String(version.version));
   recordUsage(c, model, version, region, response.node, 200, t, beforeForward);
   return c.json({

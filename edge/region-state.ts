@@ -1,0 +1,141 @@
+// What this isolate knows about the regions, refreshed from Redis at most once a second and
+// never on the hot path once a first answer came back (stale-while-revalidate): the regions'
+// reports, the measured edge-to-region round trips (EWMA per colo and region), and a buffer of
+// per-call latencies flushed to Redis for the latency reports. When Redis is unreachable the
+// edge keeps routing on its last known reports for LAST_KNOWN_MAX_MS and says so.
+
+import { REGION_REPORT_STALE_MS, regionReportKey, type RegionReport } from "../protocol/region-report.js";
+import type { EdgeConfig } from "./env.js";
+import { log } from "./log.js";
+import { redisFor } from "./redis.js";
+
+const REFRESH_MS = 1_000;
+/** How long last-known reports keep steering calls after Redis stopped answering. */
+export const LAST_KNOWN_MAX_MS = 60_000;
+const RTT_KEY = "mesh:rtt";
+const RTT_ALPHA = 0.2;
+/** Per-minute latency lists live two hours; a minute keeps at most this many samples. */
+const LATENCY_TTL_S = 2 * 3600;
+const LATENCY_MAX_PER_MINUTE = 5_000;
+
+export function latencyKey(region: string, minuteStart: number): string {
+  return `mesh:lat:${region}:${minuteStart}`;
+}
+
+export interface RegionState {
+  reports: Map<string, RegionReport>;
+  /** When Redis last answered (ms since epoch); 0 = never. */
+  lastRedisOk: number;
+  redis: "ok" | "unreachable" | "not_configured";
+}
+
+const state: RegionState = { reports: new Map(), lastRedisOk: 0, redis: "not_configured" };
+const rtt = new Map<string, { ms: number; n: number; dirty: boolean }>();
+let pendingLatency: { region: string; minute: number; entry: string }[] = [];
+let fetchedAt = 0;
+let refreshing: Promise<void> | null = null;
+
+const rttField = (colo: string, region: string) => `${colo}|${region}`;
+
+async function refresh(config: EdgeConfig): Promise<void> {
+  const redis = redisFor(config);
+  if (!redis) {
+    state.redis = "not_configured";
+    return;
+  }
+  const batch = pendingLatency;
+  pendingLatency = [];
+  const dirty = [...rtt].filter(([, v]) => v.dirty);
+  try {
+    const p = redis.pipeline();
+    p.mget(...config.regions.map((r) => regionReportKey(r.name)));
+    p.hgetall(RTT_KEY);
+    if (dirty.length) p.hset(RTT_KEY, Object.fromEntries(dirty.map(([k, v]) => [k, Math.round(v.ms * 100) / 100])));
+    const lists = new Set<string>();
+    for (const l of batch) {
+      const key = latencyKey(l.region, l.minute);
+      p.rpush(key, l.entry);
+      lists.add(key);
+    }
+    for (const key of lists) {
+      p.ltrim(key, -LATENCY_MAX_PER_MINUTE, -1);
+      p.expire(key, LATENCY_TTL_S);
+    }
+    const [reports, rtts] = (await p.exec()) as [(RegionReport | null)[], Record<string, number> | null, ...unknown[]];
+    for (const [, v] of dirty) v.dirty = false;
+    const next = new Map<string, RegionReport>();
+    reports.forEach((r, i) => {
+      if (r && typeof r === "object") next.set(config.regions[i]!.name, r);
+    });
+    state.reports = next;
+    for (const [k, ms] of Object.entries(rtts ?? {})) {
+      // Another isolate's measurement fills in what this one has not measured itself.
+      if (!rtt.has(k) && typeof ms === "number") rtt.set(k, { ms, n: 1, dirty: false });
+    }
+    state.lastRedisOk = Date.now();
+    state.redis = "ok";
+  } catch (err) {
+    if (state.redis !== "unreachable") log("warn", "-", "Redis unreachable: routing on last known region reports", { error: String(err) });
+    state.redis = "unreachable";
+    // Keep what did not get written, bounded, for the next try.
+    pendingLatency = batch.slice(-10_000).concat(pendingLatency);
+  }
+}
+
+/** The current view, refreshed in the background when older than a second. */
+export async function regionState(config: EdgeConfig, waitUntil: (p: Promise<unknown>) => void): Promise<RegionState> {
+  if (Date.now() - fetchedAt > REFRESH_MS && !refreshing) {
+    fetchedAt = Date.now();
+    refreshing = refresh(config).finally(() => {
+      refreshing = null;
+    });
+    if (state.lastRedisOk === 0 && state.redis !== "unreachable") await refreshing;
+    else waitUntil(refreshing);
+  }
+  return state;
+}
+
+/**
+ * A report the router may steer by: recent enough, judged against when Redis last answered
+ * while Redis is down (last-known state), and not at all once that is over LAST_KNOWN_MAX_MS.
+ */
+export function usableReport(s: RegionState, region: string, now = Date.now()): RegionReport | undefined {
+  const r = s.reports.get(region);
+  if (!r) return undefined;
+  if (s.redis === "unreachable") {
+    if (now - s.lastRedisOk > LAST_KNOWN_MAX_MS) return undefined;
+    return s.lastRedisOk - r.updatedAt < REGION_REPORT_STALE_MS ? r : undefined;
+  }
+  return now - r.updatedAt < REGION_REPORT_STALE_MS ? r : undefined;
+}
+
+export function measuredRtt(colo: string, region: string): number | undefined {
+  return rtt.get(rttField(colo, region))?.ms;
+}
+
+export function allRtts(): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const [k, v] of rtt) {
+    const [colo, region] = k.split("|") as [string, string];
+    (out[region] ??= {})[colo] = Math.round(v.ms * 10) / 10;
+  }
+  return out;
+}
+
+/** One finished call: its round trip refines the estimate; its latency goes to the reports. */
+export function recordCall(region: string, colo: string, totalMs: number, rttMs: number | null, status: number): void {
+  if (rttMs !== null && rttMs >= 0) {
+    const k = rttField(colo, region);
+    const cur = rtt.get(k);
+    if (!cur) rtt.set(k, { ms: rttMs, n: 1, dirty: true });
+    else {
+      cur.ms += RTT_ALPHA * (rttMs - cur.ms);
+      cur.n++;
+      cur.dirty = true;
+    }
+  }
+  const now = Date.now();
+  if (pendingLatency.length < 50_000) {
+    pendingLatency.push({ region, minute: now - (now % 60_000), entry: `${colo}|${Math.round(totalMs * 10) / 10}|${status}` });
+  }
+}
