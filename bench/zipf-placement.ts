@@ -504,7 +504,14 @@ function scenario(setup: Setup, s: number): Scenario {
   const shareTop = (k: number) => probs.slice(0, k).reduce((a, b) => a + b, 0);
   let kFor95 = 0;
   while (kFor95 < probs.length && shareTop(kFor95) < 0.95) kFor95++;
-  const results = Object.fromEntries(POLICIES.map((p) => [p, simulate(setup, arrivals, p)])) as Record<Policy, PolicyResult>;
+  const results = Object.fromEntries(
+    POLICIES.map((p) => {
+      const t = performance.now();
+      const r = simulate(setup, arrivals, p);
+      process.stderr.write(`[bench] s=${s} ${p}: replayed ${arrivals.length} calls in ${fmt((performance.now() - t) / 1000, 2)} s\n`);
+      return [p, r];
+    }),
+  ) as Record<Policy, PolicyResult>;
   const measuredMinutes = setup.minutes - setup.warmupMinutes;
   const perMin = (r: PolicyResult) => r.coldStarts / measuredMinutes;
   const hit = (r: PolicyResult) => r.warmHits / Math.max(1, r.calls);

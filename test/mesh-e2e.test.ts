@@ -275,6 +275,7 @@ describe("malformed calls are refused at the edge and never reach a node", () =>
       `${mesh.edge}/v2/models/demo-mlp/infer`,
       { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" },
       Buffer.from(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":${big}}]}`),
+      { announceOnly: true },
     );
     expectError(a, 413, "payload_too_large");
     expect(await callsServed()).toBe(before);

@@ -57,13 +57,22 @@ export function expectClose(actual: number[], expected: number[], tol = 1e-5): v
  * the body is sent and closes (as it should for an oversize body): fetch reports that as a
  * reset write instead of the response.
  */
-export async function rawPost(url: string, headers: Record<string, string>, body: Buffer): Promise<Answer> {
+export async function rawPost(
+  url: string,
+  headers: Record<string, string>,
+  body: Buffer,
+  opts: { announceOnly?: boolean } = {},
+): Promise<Answer> {
   const { connect } = await import("node:net");
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = connect(Number(u.port), u.hostname);
     const chunks: Buffer[] = [];
-    socket.on("data", (d) => chunks.push(d));
+    socket.on("data", (d) => {
+      chunks.push(d);
+      // Answered before the body was wanted: stop here, as a client honouring it would.
+      if (opts.announceOnly) socket.end();
+    });
     socket.on("error", () => undefined); // EPIPE/ECONNRESET while writing: read what came back
     socket.on("close", () => {
       const text = Buffer.concat(chunks).toString("utf8");
@@ -91,6 +100,9 @@ export async function rawPost(url: string, headers: Record<string, string>, body
     const head = [`POST ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, `Content-Length: ${body.length}`, "Connection: close"];
     for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
     socket.write(head.join("\r\n") + "\r\n\r\n");
-    socket.end(body);
+    // announceOnly: send the headers (with the body's length) and wait for the answer. A
+    // server that refuses by Content-Length answers now; sending a body it will not read
+    // only races its close (an RST can discard the answer before the client reads it).
+    if (!opts.announceOnly) socket.end(body);
   });
 }
