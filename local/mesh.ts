@@ -77,6 +77,13 @@ export interface MeshHandle {
   /** Starts one more node agent in a region (tests use this for kill/replace). */
   startNode(region: string, id: string, env?: Record<string, string>): Promise<ProcessInfo>;
   regionStatus(region: string): Promise<RegionReport>;
+  /** Stops a region's router (SIGTERM drains it; SIGKILL kills it). */
+  stopRouter(region: string, signal?: NodeJS.Signals): Promise<void>;
+  /** Starts a region's router again on its port; its nodes reconnect by themselves. */
+  startRouter(region: string): Promise<void>;
+  /** Stops and restarts redis-server (the Upstash REST endpoint stays up). */
+  stopRedis(): Promise<void>;
+  startRedis(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -216,14 +223,14 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const regionUrls: Record<string, string> = {};
     const regionPorts = await Promise.all(regions.map(() => freePort()));
     regions.forEach((r, i) => (regionUrls[r.name] = `http://127.0.0.1:${regionPorts[i]}`));
-    const routerProcs = regions.map((r, i) =>
+    const spawnRouter = (name: string) =>
       spawnLogged(
-        `router-${r.name}`,
+        `router-${name}`,
         process.execPath,
         [...TSX, join(ROOT, "regions/main.ts")],
         {
-          MESH_REGION: r.name,
-          PORT: String(regionPorts[i]),
+          MESH_REGION: name,
+          PORT: new URL(regionUrls[name]!).port,
           MESH_SECRET: meshSecret,
           NODE_TOKEN: nodeToken,
           REDIS_URL: redisInfo.url,
@@ -231,8 +238,10 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ...opts.routerEnv,
         },
         logDir,
-      ),
-    );
+      );
+    const waitRouter = (name: string, p: ProcessInfo) =>
+      waitFor(`router ${name}`, 30_000, async () => ((await fetch(regionUrls[name] + "/healthz")).ok ? true : undefined), p);
+    const routerProcs = regions.map((r) => spawnRouter(r.name));
     processes.push(...routerProcs);
     step(`starting routers: ${regions.map((r) => `${r.name} ${regionUrls[r.name]}`).join(", ")}`);
 
@@ -299,9 +308,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       return p;
     };
 
-    await Promise.all(
-      routerProcs.map((p, i) => waitFor(`router ${regions[i]!.name}`, 30_000, async () => ((await fetch(regionUrls[regions[i]!.name] + "/healthz")).ok ? true : undefined), p)),
-    );
+    await Promise.all(routerProcs.map((p, i) => waitRouter(regions[i]!.name, p)));
     step("routers up; starting node agents");
     await Promise.all(regions.flatMap((r) => Array.from({ length: r.nodes }, (_, k) => startNode(r.name, `${r.name}-node-${k + 1}`))));
     step(`nodes connected: ${regions.map((r) => `${r.name} x${r.nodes}`).join(", ")}`);
@@ -323,6 +330,22 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       processes,
       startNode,
       regionStatus: statusOf,
+      async stopRouter(region, signal = "SIGTERM") {
+        const p = processes.find((x) => x.name === `router-${region}` && x.child.exitCode === null && x.child.signalCode === null);
+        if (p) await killTree(p, signal);
+      },
+      async startRouter(region) {
+        const p = spawnRouter(region);
+        processes.push(p);
+        await waitRouter(region, p);
+      },
+      async stopRedis() {
+        await redis?.stop();
+      },
+      async startRedis() {
+        // Same port, so the REST endpoint (and everything behind it) reconnects by itself.
+        redis = await startRedisServer({ port: redisInfo.port });
+      },
       stop,
     };
 
