@@ -28,7 +28,7 @@
 // Prints tables and writes bench/results/zipf-placement-<ISO>.json and -latest.json.
 // Targets are informational: exit 0 unless it crashed.
 
-import { pickWarm, planLoad, type NodeState } from "../regions/placement.js";
+import { pickWarm, planLoad, usedMb, type NodeState } from "../regions/placement.js";
 import { ModelStats } from "../regions/model-stats.js";
 import { desiredReplicas, WARM_POLICY_DEFAULTS } from "../regions/warm-policy.js";
 import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
@@ -223,8 +223,9 @@ class SimNode implements NodeState {
   readonly warm = new Map<string, WarmEntry>();
   readonly loading = new Map<string, number>();
   readonly modelInflight = new Map<string, number>();
-  /** Baselines only: calls assigned to this node that have not started (slot or load wait). */
-  readonly waiting: Call[] = [];
+  /** Baselines only: calls assigned to this node that have not started, per model (slot or load wait). */
+  readonly waiting = new Map<string, Call[]>();
+  waitingCount = 0;
   /** Baselines only: a load this node still has to start once a model can be evicted. */
   readonly pendingLoads = new Set<string>();
 
@@ -236,7 +237,7 @@ class SimNode implements NodeState {
 
   /** Calls assigned and unfinished (least-loaded's measure). */
   get assigned(): number {
-    return this.inflight + this.waiting.length;
+    return this.inflight + this.waitingCount;
   }
 }
 
@@ -278,6 +279,11 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
 
   const keyOf = (model: number) => `m${String(model + 1).padStart(3, "0")}`;
 
+  // planLoad can only start succeeding again after memory is freed or a warm model becomes
+  // evictable (its last call ended, or a load finished); until then a failed plan is not
+  // recomputed. Same outcome as the scheduler's re-planning on every change, far fewer sorts.
+  let capacityEpoch = 0;
+
   const run = (node: SimNode, call: Call) => {
     const now = q.now;
     const w = node.warm.get(call.key)!;
@@ -292,8 +298,10 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
     q.push(now + setup.serviceMs, () => {
       node.inflight--;
       const n = (node.modelInflight.get(call.key) ?? 1) - 1;
-      if (n <= 0) node.modelInflight.delete(call.key);
-      else node.modelInflight.set(call.key, n);
+      if (n <= 0) {
+        node.modelInflight.delete(call.key);
+        capacityEpoch++;
+      } else node.modelInflight.set(call.key, n);
       finished++;
       if (call.counted) latencies.push(q.now - call.arrivedAt);
       onCompleted(node, call, q.now - call.arrivedAt - setup.serviceMs);
@@ -311,6 +319,7 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
     q.push(q.now + setup.coldStartMs, () => {
       node.loading.delete(key);
       node.warm.set(key, { memoryMb: setup.modelMb, lastUsed: q.now, warmSince: q.now });
+      capacityEpoch++;
       onWarm();
     });
   };
@@ -330,9 +339,15 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
     const queueDepth = (key: string) => queues.get(key)?.length ?? 0;
     const valueOf = (key: string) => (stats.get(key)?.rate ?? 0) + queueDepth(key) * 10;
 
+    const failedAt = new Map<string, number>();
     const startLoad = (key: string): boolean => {
+      if (failedAt.get(key) === capacityEpoch) return false;
       const plan = planLoad(nodes, key, setup.modelMb, valueOf);
-      if (!plan) return false;
+      if (!plan) {
+        failedAt.set(key, capacityEpoch);
+        return false;
+      }
+      failedAt.delete(key);
       beginLoad(plan.node as SimNode, key, plan.evict, () => pumpAll());
       return true;
     };
@@ -386,7 +401,10 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
             .filter((n) => (n.modelInflight.get(key) ?? 0) === 0)
             .sort((a, b) => a.warm.get(key)!.lastUsed - b.warm.get(key)!.lastUsed)[0];
           const idleFor = now - Math.max(st.lastCall, victim?.warm.get(key)?.lastUsed ?? 0);
-          if (victim && (want === 0 ? idleFor > WARM_POLICY_DEFAULTS.idleTtlMs : idleFor > 30_000)) victim.warm.delete(key);
+          if (victim && (want === 0 ? idleFor > WARM_POLICY_DEFAULTS.idleTtlMs : idleFor > 30_000)) {
+            victim.warm.delete(key);
+            capacityEpoch++;
+          }
         }
       }
       if (now + 1_000 < T0 + setup.minutes * 60_000) q.push(now + 1_000, tick);
@@ -403,12 +421,10 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
     };
     /** LRU victims (idle: nothing running or waiting for them here) so that `key` fits. */
     const lruPlan = (node: SimNode): string[] | null => {
-      const used = () => [...node.warm.values()].reduce((s, w) => s + w.memoryMb, 0) + [...node.loading.values()].reduce((s, m) => s + m, 0);
-      let free = node.memoryBudgetMb - used();
+      let free = node.memoryBudgetMb - usedMb(node);
       if (free >= setup.modelMb) return [];
-      const busy = new Set(node.waiting.map((c) => c.key));
       const candidates = [...node.warm]
-        .filter(([k]) => (node.modelInflight.get(k) ?? 0) === 0 && !busy.has(k))
+        .filter(([k]) => (node.modelInflight.get(k) ?? 0) === 0 && !node.waiting.has(k))
         .sort(([, a], [, b]) => a.lastUsed - b.lastUsed);
       const evict: string[] = [];
       for (const [k, w] of candidates) {
@@ -427,19 +443,25 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
       node.pendingLoads.delete(key);
       beginLoad(node, key, evict, () => drain(node));
     };
+    // Waiting calls start in the order their models first queued here, FIFO per model.
     const drain = (node: SimNode) => {
-      for (let i = 0; i < node.waiting.length && node.inflight < node.slots; ) {
-        const call = node.waiting[i]!;
-        if (node.warm.has(call.key)) {
-          node.waiting.splice(i, 1);
-          run(node, call);
-        } else i++;
+      for (const [key, calls] of node.waiting) {
+        if (node.inflight >= node.slots) break;
+        if (!node.warm.has(key)) continue;
+        while (calls.length > 0 && node.inflight < node.slots) {
+          node.waitingCount--;
+          run(node, calls.shift()!);
+        }
+        if (calls.length === 0) node.waiting.delete(key);
       }
       for (const key of [...node.pendingLoads]) tryLoad(node, key);
     };
     onArrival = (call) => {
       const node = choose();
-      node.waiting.push(call);
+      const calls = node.waiting.get(call.key) ?? [];
+      node.waiting.set(call.key, calls);
+      calls.push(call);
+      node.waitingCount++;
       if (!node.warm.has(call.key) && !node.loading.has(call.key) && !node.pendingLoads.has(call.key)) tryLoad(node, call.key);
       drain(node);
     };
