@@ -313,7 +313,10 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
       node.warm.delete(v);
       if (inWindow(q.now)) evictions++;
     }
+    // The replay's own invariants: one load per model per node, never over the memory budget.
+    if (node.loading.has(key) || node.warm.has(key)) throw new Error(`${policy}: ${key} loaded twice on ${node.id}`);
     node.loading.set(key, setup.modelMb);
+    if (usedMb(node) > node.memoryBudgetMb) throw new Error(`${policy}: ${node.id} over its memory budget (${usedMb(node)} MB)`);
     coldStartsTotal++;
     if (inWindow(q.now)) coldStarts++;
     q.push(q.now + setup.coldStartMs, () => {
