@@ -1,15 +1,38 @@
-// API keys: random bytes behind a readable prefix, stored only as sha256, looked up by hash
-// through a short-lived isolate cache. KEY_CACHE_TTL_MS is the revocation bound for isolates
-// other than the one that revoked the key (which evicts at once).
+// API keys: random bytes behind a readable prefix and a checksum, stored only as sha256 (unique
+// index), with a short `start` kept for display. A key is checked in three layers (this
+// isolate's memory, Redis, D1; see layered-cache.ts), with stale-while-revalidate, de-duplicated
+// loads, and "not found" cached too.
+//
+// The revocation bound: a key revoked at time T is refused by every isolate for every call that
+// starts after T + REVOCATION_BOUND_MS. Enforced by the cache's age rule (no key decision rests
+// on a D1 read older than KEY_MAX_AGE_MS), not by eviction messages that could be lost; the
+// isolate that revokes evicts at once, and so does Redis, which makes it quicker in practice.
+//
+// The key format (prefix, random body, checksum) is in key-format.ts.
 
-import { and, eq, isNull } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import { sha256Hex } from "../protocol/signing.js";
-import { apiKeys } from "../schema/schema.js";
-import { TtlCache } from "./ttl-cache.js";
+import { sha256Hex, timingSafeEqualString } from "../protocol/signing.js";
+import { accounts, apiKeys } from "../schema/schema.js";
+import type { EdgeConfig } from "./env.js";
+import { plausibleKey } from "./key-format.js";
+import { LayeredCache, redisLayer, type LookupContext } from "./layered-cache.js";
+import type { RateLimit } from "./rate-limit.js";
+import { sharedStoreFor } from "./redis.js";
 
-export const KEY_PREFIX = "mesh_";
-export const KEY_CACHE_TTL_MS = 2_000;
+export { KEY_PREFIX, newApiKey, plausibleKey, randomId } from "./key-format.js";
+export type { RateLimit } from "./rate-limit.js";
+
+/** The documented bound: a revoked key is refused everywhere for calls starting this long after. */
+export const REVOCATION_BOUND_MS = 2_000;
+/** Key records are never served older than this; the rest of the bound covers the reload itself. */
+export const KEY_MAX_AGE_MS = 1_500;
+/** Younger than this, a key check does no I/O; older (up to the max age), it revalidates in the background. */
+export const KEY_FRESH_MS = 750;
+/** Unknown and revoked keys: both stay that way, so "no" is kept longer. */
+export const KEY_NEGATIVE_FRESH_MS = 30_000;
+export const KEY_NEGATIVE_MAX_AGE_MS = 60_000;
+
 export const SCOPES = ["infer", "manage"] as const;
 export type Scope = (typeof SCOPES)[number];
 
@@ -17,41 +40,82 @@ export interface KeyRecord {
   id: string;
   accountId: string;
   scopes: string[];
+  /** sha256 of the key, compared in constant time against the presented key's hash. */
+  hash: string;
+  /** The key's own limit, else its account's; null = the edge default. */
+  rateLimit: RateLimit | null;
+  /** The account's monthly request quota; null = none. */
+  monthlyQuota: number | null;
 }
 
-const cache = new TtlCache<KeyRecord | null>(KEY_CACHE_TTL_MS);
+const cache = new LayeredCache<KeyRecord>({
+  positive: { freshMs: KEY_FRESH_MS, maxAgeMs: KEY_MAX_AGE_MS },
+  negative: { freshMs: KEY_NEGATIVE_FRESH_MS, maxAgeMs: KEY_NEGATIVE_MAX_AGE_MS },
+  maxEntries: 50_000,
+});
 
-function base62(bytes: Uint8Array): string {
-  const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-  let s = "";
-  for (const b of bytes) s += alphabet[b % 62];
-  return s;
+export const keyCacheStats = cache.stats;
+
+export interface KeyServices {
+  db: DrizzleD1Database;
+  config: EdgeConfig;
+  waitUntil: (p: Promise<unknown>) => void;
 }
 
-export function randomId(prefix: string, bytes = 12): string {
-  return prefix + base62(crypto.getRandomValues(new Uint8Array(bytes)));
+function lookupContext(s: KeyServices): LookupContext<KeyRecord> {
+  return { shared: redisLayer<KeyRecord>(sharedStoreFor(s.config), "mesh:key:"), waitUntil: s.waitUntil };
 }
 
-/** A new key: 32 random base62 characters (~190 bits) after the prefix. */
-export async function newApiKey(): Promise<{ key: string; hash: string; start: string }> {
-  const key = KEY_PREFIX + base62(crypto.getRandomValues(new Uint8Array(32)));
-  return { key, hash: await sha256Hex(key), start: key.slice(0, KEY_PREFIX.length + 6) };
+async function loadKey(db: DrizzleD1Database, hash: string): Promise<KeyRecord | null> {
+  const row = await db
+    .select({
+      id: apiKeys.id,
+      accountId: apiKeys.accountId,
+      scopes: apiKeys.scopes,
+      hash: apiKeys.hash,
+      revokedAt: apiKeys.revokedAt,
+      keyRate: apiKeys.ratePerSecond,
+      keyBurst: apiKeys.rateBurst,
+      accountRate: accounts.ratePerSecond,
+      accountBurst: accounts.rateBurst,
+      monthlyQuota: accounts.monthlyRequestQuota,
+    })
+    .from(apiKeys)
+    .innerJoin(accounts, eq(accounts.id, apiKeys.accountId))
+    .where(eq(apiKeys.hash, hash))
+    .get();
+  // A revoked key is cached as "no", like an unknown one: revocation is final.
+  if (!row || row.revokedAt !== null) return null;
+  const perSecond = row.keyRate ?? row.accountRate;
+  const burst = row.keyBurst ?? row.accountBurst;
+  return {
+    id: row.id,
+    accountId: row.accountId,
+    scopes: row.scopes,
+    hash: row.hash,
+    rateLimit: perSecond !== null && burst !== null ? { perSecond, burst } : null,
+    monthlyQuota: row.monthlyQuota ?? null,
+  };
 }
 
-export async function findKey(db: DrizzleD1Database, key: string): Promise<KeyRecord | null> {
+/** The key's record, or null for anything that is not a live key of ours. */
+export async function verifyKey(s: KeyServices, key: string): Promise<KeyRecord | null> {
   // Keys that cannot be ours are refused without a lookup (and without caching junk).
-  if (!key.startsWith(KEY_PREFIX) || key.length > 128) return null;
+  if (!plausibleKey(key)) return null;
   const hash = await sha256Hex(key);
-  return cache.get(hash, async () => {
-    const row = await db
-      .select({ id: apiKeys.id, accountId: apiKeys.accountId, scopes: apiKeys.scopes })
-      .from(apiKeys)
-      .where(and(eq(apiKeys.hash, hash), isNull(apiKeys.revokedAt)))
-      .get();
-    return row ?? null;
-  });
+  const record = await cache.get(hash, () => loadKey(s.db, hash), lookupContext(s));
+  // The lookup was by hash; compare it again in constant time, so nothing about the answer
+  // depends on how much of a presented key matched a stored one.
+  if (!record || !timingSafeEqualString(record.hash, hash)) return null;
+  return record;
 }
 
-export function evictKeyHash(hash: string): void {
-  cache.delete(hash);
+/** After a revocation (or a change to a key's limits): this isolate and Redis forget it now. */
+export function evictKey(s: KeyServices, hash: string): Promise<void> {
+  return cache.evict(hash, lookupContext(s));
+}
+
+/** For tests: forget everything this isolate holds. */
+export function clearKeyCache(): void {
+  cache.clear();
 }

@@ -1,5 +1,6 @@
 // The per-request context: typed services built once by the init middleware, so handlers read
-// `c.get("db")` and `c.get("config")` instead of rebuilding them.
+// `c.get("db")` and `c.get("config")` instead of rebuilding them, and `services(c)` hands the
+// lookup layers what they need (database, config, and waitUntil for background work).
 
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { Context } from "hono";
@@ -16,3 +17,24 @@ export interface Vars {
 
 export type AppEnv = { Bindings: Env; Variables: Vars };
 export type AppContext = Context<AppEnv>;
+
+export interface Services {
+  db: DrizzleD1Database;
+  config: EdgeConfig;
+  waitUntil: (p: Promise<unknown>) => void;
+}
+
+/** `waitUntil` of the request, or (in-process tests, no execution context) a detached promise. */
+export function waitUntilOf(c: AppContext): (p: Promise<unknown>) => void {
+  let ctx: { waitUntil(p: Promise<unknown>): void } | null = null;
+  try {
+    ctx = c.executionCtx;
+  } catch {
+    ctx = null;
+  }
+  return ctx ? (p) => ctx.waitUntil(p) : (p) => void p.catch(() => undefined);
+}
+
+export function services(c: AppContext): Services {
+  return { db: c.get("db"), config: c.get("config"), waitUntil: waitUntilOf(c) };
+}

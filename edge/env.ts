@@ -21,6 +21,9 @@ export interface Env {
   SIMULATED_RTT?: string;
   /** Share of calls sent to the second-best region to keep its estimate fresh (0..0.5). */
   EXPLORATION_SHARE?: string;
+  /** Default per-key rate limit: sustained requests per second, and the burst on top. */
+  KEY_RATE_PER_SECOND?: string;
+  KEY_RATE_BURST?: string;
 }
 
 export interface RegionConfig {
@@ -39,6 +42,8 @@ export interface EdgeConfig {
   localMode: boolean;
   simulatedRtt: Record<string, Record<string, number>>;
   explorationShare: number;
+  /** Per-key rate limit for keys and accounts that set none. */
+  defaultRateLimit: { perSecond: number; burst: number };
 }
 
 export class ConfigError extends Error {}
@@ -81,6 +86,10 @@ export function loadConfig(env: Env): EdgeConfig {
   }
   const explorationShare = Number(env.EXPLORATION_SHARE ?? 0.02);
   if (!(explorationShare >= 0 && explorationShare <= 0.5)) fail("EXPLORATION_SHARE must be between 0 and 0.5");
+  const ratePerSecond = Number(env.KEY_RATE_PER_SECOND ?? 100);
+  const rateBurst = Number(env.KEY_RATE_BURST ?? 200);
+  if (!Number.isInteger(ratePerSecond) || ratePerSecond < 1) fail("KEY_RATE_PER_SECOND must be a whole number >= 1");
+  if (!Number.isInteger(rateBurst) || rateBurst < 1) fail("KEY_RATE_BURST must be a whole number >= 1");
   const config: EdgeConfig = {
     adminToken: env.ADMIN_TOKEN,
     meshSecret: env.MESH_SECRET,
@@ -90,6 +99,7 @@ export function loadConfig(env: Env): EdgeConfig {
     localMode,
     simulatedRtt,
     explorationShare,
+    defaultRateLimit: { perSecond: ratePerSecond, burst: rateBurst },
   };
   cached = { source: env, config };
   return config;

@@ -1,16 +1,22 @@
 // The edge's middleware: `init` gives every request an id, its config and its database;
-// `requireKey(scope)` authenticates `Authorization: Bearer <key>`; `limitBody` bounds bodies;
-// `onError`/`notFound` turn everything into the one error envelope.
+// `requireKey(scope)` authenticates `Authorization: Bearer <key>` and applies the key's rate
+// limit; `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds
+// bodies; `parseBody` validates one against its zod schema; `onError`/`notFound` turn
+// everything into the one error envelope.
 
 import { drizzle } from "drizzle-orm/d1";
 import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
-import { findKey, type Scope } from "./api-keys.js";
-import type { AppEnv } from "./context.js";
+import type { z } from "zod";
+import { verifyKey, type Scope } from "./api-keys.js";
+import { services, type AppContext, type AppEnv } from "./context.js";
 import { ConfigError, loadConfig } from "./env.js";
 import { log } from "./log.js";
+import { MonthlyQuota } from "./quota.js";
+import { RateLimiter } from "./rate-limit.js";
+import { sharedStoreFor } from "./redis.js";
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -40,16 +46,46 @@ function bearer(header: string | undefined): string | null {
   return m ? m[1]! : null;
 }
 
+const limiter = new RateLimiter();
+const quota = new MonthlyQuota();
+
+const seconds = (ms: number) => String(Math.max(1, Math.ceil(ms / 1000)));
+
 export function requireKey(scope: Scope): MiddlewareHandler<AppEnv> {
   return async function requireKey(c, next) {
     const token = bearer(c.req.header("authorization"));
     if (!token) throw new MeshError("unauthorized", "missing API key: send 'Authorization: Bearer <key>'");
-    const key = await findKey(c.get("db"), token);
+    const s = services(c);
+    const key = await verifyKey(s, token);
     if (!key) throw new MeshError("unauthorized", "invalid or revoked API key");
     if (!key.scopes.includes(scope)) throw new MeshError("forbidden", `this key lacks the '${scope}' scope`);
+    const limit = key.rateLimit ?? s.config.defaultRateLimit;
+    const d = await limiter.check(key.id, limit, { store: sharedStoreFor(s.config), waitUntil: s.waitUntil });
+    if (!d.allowed) {
+      throw new MeshError("rate_limited", `this key's rate limit (${limit.perSecond}/s, burst ${limit.burst}) is spent`, {
+        "retry-after": seconds(d.retryAfterMs),
+        "x-ratelimit-limit": String(limit.perSecond),
+        "x-ratelimit-remaining": "0",
+      });
+    }
+    c.header("x-ratelimit-limit", String(limit.perSecond));
+    c.header("x-ratelimit-remaining", String(d.remaining));
     c.set("key", key);
     await next();
   };
+}
+
+/** Counts one inference call against the account's monthly quota; 429 when it is spent. */
+export async function chargeQuota(c: AppContext): Promise<void> {
+  const key = c.get("key");
+  if (key.monthlyQuota === null) return;
+  const s = services(c);
+  const d = await quota.check(key.accountId, key.monthlyQuota, { store: sharedStoreFor(s.config), waitUntil: s.waitUntil });
+  if (!d.allowed) {
+    throw new MeshError("quota_exceeded", `this account's monthly quota of ${key.monthlyQuota} calls is spent`, {
+      "retry-after": seconds(d.retryAfterMs),
+    });
+  }
 }
 
 export function requireAdmin(): MiddlewareHandler<AppEnv> {
@@ -91,6 +127,22 @@ export const onError: ErrorHandler<AppEnv> = (err, c) => {
 
 export const notFound: NotFoundHandler<AppEnv> = (c) =>
   errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`);
+
+/** Validates a parsed body against its schema; the first few problems become one 400 message. */
+export function validate<S extends z.ZodType>(schema: S, value: unknown, what = "body"): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const problems = r.error.issues.slice(0, 3).map((i) => {
+    const path = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("") : "";
+    return `${what}${path}: ${i.message}`;
+  });
+  throw new MeshError("bad_request", problems.join("; "));
+}
+
+/** Reads and validates a JSON body (invalid JSON: 400 invalid_json; wrong shape: 400 bad_request). */
+export async function parseBody<S extends z.ZodType>(c: AppContext, schema: S): Promise<z.infer<S>> {
+  return validate(schema, await readJson(c.req.raw));
+}
 
 /** Parses a JSON body with the envelope's error for bad JSON. */
 export async function readJson(req: Request): Promise<unknown> {

@@ -10,6 +10,8 @@ import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type NodeToRouter, type Rou
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable } from "./batcher.js";
+import type { GenerateSession } from "./generate.js";
+import { Generations, TokenizerCache } from "./generation.js";
 import { ModelCache } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
 
@@ -61,6 +63,28 @@ export function startAgent(config: NodeConfig): AgentHandle {
     return u;
   };
   const queued = () => [...batchers.values()].reduce((n, b) => n + b.queued, 0);
+  const tokenizers = new TokenizerCache(cache);
+  const generations = new Generations({
+    session(key): GenerateSession | undefined {
+      const s = runtime.session(key);
+      if (!s) return undefined;
+      return {
+        inputNames: s.inputNames,
+        outputNames: s.outputNames,
+        run: (async (feeds: Parameters<typeof s.run>[0], fetches: Parameters<typeof s.run>[1]) => {
+          runStarted();
+          try {
+            return await s.run(feeds, fetches as never);
+          } finally {
+            runEnded();
+          }
+        }) as GenerateSession["run"],
+      };
+    },
+    tokenizers,
+    simulatedTokenMs: config.simulatedTokenMs,
+  });
+  const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
   let reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   let resolveDone!: (r: { reason: string }) => void;
   const done = new Promise<{ reason: string }>((r) => (resolveDone = r));
@@ -87,10 +111,18 @@ export function startAgent(config: NodeConfig): AgentHandle {
     const send = (msg: NodeToRouter) => {
       if (socket.readyState === WebSocket.OPEN) socket.send(codec.encode(msg), { binary: config.framing === "msgpack" });
     };
-    const heartbeat = setInterval(
-      () => send({ t: "heartbeat", inflight, queued: queued(), utilisation: utilisation(), warm: runtime.warm() }),
-      config.heartbeatMs,
-    );
+    const heartbeat = setInterval(() => {
+      const m = process.memoryUsage();
+      send({
+        t: "heartbeat",
+        inflight,
+        queued: queued(),
+        utilisation: utilisation(),
+        warm: runtime.warm(),
+        gen: { active: generations.active, tokens: generations.tokens },
+        mem: { rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed) },
+      });
+    }, config.heartbeatMs);
 
     socket.on("unexpected-response", (_req, res) => {
       if (res.statusCode === 401 || res.statusCode === 403) {
@@ -113,6 +145,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
         slots: config.slots,
         maxModels: config.maxModels,
         warm: runtime.warm(),
+        streams: config.streamSlots,
       });
     });
 
@@ -131,6 +164,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
 
     socket.on("close", (code) => {
       clearInterval(heartbeat);
+      // Nobody is left to take their tokens: the router has failed those streams already.
+      generations.cancelAll("router connection closed");
       if (ws === socket) ws = null;
       if (stopped || draining) return stop("closed");
       if (openedAt && Date.now() - openedAt > STABLE_AFTER_MS) attempt = 0;
@@ -152,9 +187,13 @@ export function startAgent(config: NodeConfig): AgentHandle {
       case "load": {
         try {
           const started = performance.now();
+          // A generative model's tokenizer comes along (its own failure shows at generation).
+          if (msg.tokenizer) void tokenizers.get(msg.tokenizer).catch((err: Error) => log("warn", "tokenizer prefetch failed", { key: msg.key, error: err.message }));
           const art = await cache.get(msg.url, msg.sha256, msg.size, (bytes, total) =>
             send({ t: "load_progress", key: msg.key, bytes, total }),
           );
+          // From the disk cache there was no download to report: say the bytes are all here.
+          if (art.cached) send({ t: "load_progress", key: msg.key, bytes: msg.size, total: msg.size });
           const loadStarted = performance.now();
           if (config.simulatedLoadMs > 0) await new Promise((r) => setTimeout(r, config.simulatedLoadMs));
           const { memoryMb } = await runtime.load(msg.key, art.path, msg.size);
@@ -186,7 +225,18 @@ export function startAgent(config: NodeConfig): AgentHandle {
         log("info", "model unloaded", { key: msg.key });
         return;
       case "cancel":
+        if (generations.cancel(msg.id)) return;
         for (const b of batchers.values()) if (b.cancel(msg.id)) return;
+        return;
+      case "credit":
+        generations.credit(msg.id, msg.n);
+        return;
+      case "generate":
+        if (draining || generations.active >= config.streamSlots) {
+          send({ t: "error", id: msg.id, code: "node_error", message: "the node takes no more generations now" });
+          return;
+        }
+        generations.start(msg, send);
         return;
       case "infer": {
         const batcher = batchers.get(msg.key);
@@ -223,7 +273,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
       // Tell the router first, so no new call is sent while the in-flight ones finish.
       if (ws && ws.readyState === WebSocket.OPEN) ws.send(createCodec(config.framing).encode({ t: "draining" }), { binary: config.framing === "msgpack" });
       const until = Date.now() + config.drainTimeoutMs;
-      while (inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      while ((inflight > 0 || generations.active > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
       const socket = ws;
       if (socket && socket.readyState === WebSocket.OPEN) {
         await new Promise<void>((resolve) => {

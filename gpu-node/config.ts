@@ -17,6 +17,8 @@ export interface NodeConfig {
   heartbeatMs: number;
   /** Calls run at once; the router never sends more. */
   slots: number;
+  /** Generations (streams) run at once, besides the call slots; the router never sends more. */
+  streamSlots: number;
   /** Models held at once: 1 pins one model to the GPU at a time (0 = memory decides). */
   maxModels: number;
   /** Dynamic batching window and cap (rows); maxBatch 1 turns batching off. */
@@ -26,6 +28,8 @@ export interface NodeConfig {
   framing: "msgpack" | "json";
   /** Local mode only: extra time added to every model load, to simulate big models. */
   simulatedLoadMs: number;
+  /** Local mode only: extra time per generated token, to simulate a bigger generative model. */
+  simulatedTokenMs: number;
   /** Reconnect back-off bounds. */
   reconnectMinMs: number;
   reconnectMaxMs: number;
@@ -59,11 +63,13 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
     executionProvider: ep,
     heartbeatMs: int(env, "HEARTBEAT_MS", 1_000, 50),
     slots: int(env, "NODE_SLOTS", 8, 1),
+    streamSlots: int(env, "NODE_STREAMS", 64, 0),
     maxModels: int(env, "MAX_MODELS", env.GPU_EXCLUSIVE === "1" ? 1 : 0, 0),
     batchWindowMs: int(env, "BATCH_WINDOW_MS", 0, 0),
     batchMax: int(env, "BATCH_MAX", 32, 1),
     framing: env.MESH_FRAMING === "json" ? "json" : "msgpack",
     simulatedLoadMs: int(env, "MESH_SIMULATED_LOAD_MS", 0, 0),
+    simulatedTokenMs: int(env, "MESH_SIMULATED_TOKEN_MS", 0, 0),
     reconnectMinMs: int(env, "RECONNECT_MIN_MS", 250, 1),
     reconnectMaxMs: int(env, "RECONNECT_MAX_MS", 10_000, 1),
     drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", 30_000, 0),

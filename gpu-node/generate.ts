@@ -41,6 +41,9 @@ export interface GeneratedToken {
 /** What generate() needs of an onnxruntime InferenceSession. */
 export type GenerateSession = Pick<ort.InferenceSession, "inputNames" | "outputNames" | "run">;
 
+/** Why a generation ended by itself: a stop sequence or stop token, or maxTokens. */
+export type GenerateFinish = "stop" | "length";
+
 export class GenerateError extends Error {
   override name = "GenerateError";
 }
@@ -217,14 +220,15 @@ function partialStopLength(text: string, stop: readonly string[]): number {
 /**
  * Generates up to maxTokens tokens after prompt, yielding each one as it is chosen. Stops early
  * at a stop sequence or stop token id, and throws the signal's reason (an AbortError by
- * default) when the signal is aborted, without yielding anything more.
+ * default) when the signal is aborted, without yielding anything more. Returns why it ended
+ * ("stop" or "length"), for callers that drive it with next().
  */
 export async function* generate(
   session: GenerateSession,
   tokenizer: Tokenizer,
   prompt: string,
   opts: GenerateOptions = {},
-): AsyncGenerator<GeneratedToken, void, undefined> {
+): AsyncGenerator<GeneratedToken, GenerateFinish, undefined> {
   const o = resolveOptions(opts);
   const io = languageModelIo(session);
   const rng = mulberry32(o.seed);
@@ -238,6 +242,7 @@ export async function* generate(
   const held: { id: number; start: number; end: number }[] = []; // chosen, not yet yielded
   let index = 0;
   let previousId: number | null = null;
+  let finish: GenerateFinish = "length";
 
   const checkAbort = (): void => {
     if (o.signal?.aborted) throw abortError(o.signal);
@@ -258,7 +263,10 @@ export async function* generate(
     checkAbort();
 
     const id = chooseToken(lastRow(out, io.logits), o.temperature, o.topK, rng, allowed);
-    if (o.stopTokenIds.has(id)) break;
+    if (o.stopTokenIds.has(id)) {
+      finish = "stop";
+      break;
+    }
     context.push(id);
 
     // The token's text: what it adds to the decoded text, so decoders that join tokens (with
@@ -287,7 +295,7 @@ export async function* generate(
           if (k > 0) checkAbort();
           yield { token: generated.slice(h.start, Math.min(h.end, cut)), id: h.id, index: index++ };
         }
-        return;
+        return "stop";
       }
     }
 
@@ -307,6 +315,7 @@ export async function* generate(
     checkAbort();
     yield { token: generated.slice(h.start, h.end), id: h.id, index: index++ };
   }
+  return finish;
 }
 
 /** The whole generated text, as the concatenation of what generate() yields with the same options. */

@@ -18,22 +18,28 @@ export class ModelCache {
 
   constructor(readonly dir: string) {}
 
-  pathFor(sha256: string): string {
-    return join(this.dir, `${sha256}.onnx`);
+  pathFor(sha256: string, ext = "onnx"): string {
+    return join(this.dir, `${sha256}.${ext}`);
   }
 
-  /** The artifact's local path, downloading it first when it is not cached. */
+  /**
+   * The artifact's local path, downloading it first when it is not cached. `ext` names the
+   * kind of file (a model's `.onnx`, a tokenizer's `.json`); the sha256 is what identifies it.
+   */
   get(
     url: string,
     sha256: string,
     size: number,
     onProgress: (bytes: number, total: number) => void,
+    ext = "onnx",
   ): Promise<FetchedArtifact> {
     if (!/^[0-9a-f]{64}$/.test(sha256)) return Promise.reject(new Error("bad sha256"));
-    let p = this.inflight.get(sha256);
+    if (!/^[a-z]{1,8}$/.test(ext)) return Promise.reject(new Error("bad file kind"));
+    const id = `${sha256}.${ext}`;
+    let p = this.inflight.get(id);
     if (!p) {
-      p = this.fetchOnce(url, sha256, size, onProgress).finally(() => this.inflight.delete(sha256));
-      this.inflight.set(sha256, p);
+      p = this.fetchOnce(url, sha256, size, onProgress, ext).finally(() => this.inflight.delete(id));
+      this.inflight.set(id, p);
     }
     return p;
   }
@@ -43,8 +49,9 @@ export class ModelCache {
     sha256: string,
     size: number,
     onProgress: (bytes: number, total: number) => void,
+    ext: string,
   ): Promise<FetchedArtifact> {
-    const path = this.pathFor(sha256);
+    const path = this.pathFor(sha256, ext);
     const existing = await stat(path).catch(() => null);
     if (existing && existing.size === size) return { path, cached: true, downloadMs: 0 };
 

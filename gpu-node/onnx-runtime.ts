@@ -62,6 +62,13 @@ export class OnnxRuntime {
     return { memoryMb };
   }
 
+  /** The loaded session, for the token loop (gpu-node/generation.ts); marks the model used. */
+  session(key: string): ort.InferenceSession | undefined {
+    const m = this.models.get(key);
+    if (m) m.lastUsed = Date.now();
+    return m?.session;
+  }
+
   async unload(key: string): Promise<void> {
     const m = this.models.get(key);
     this.models.delete(key);

@@ -14,9 +14,11 @@ export const ERROR_STATUS = {
   version_not_found: 404,
   method_not_allowed: 405,
   conflict: 409,
+  version_in_use: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   rate_limited: 429,
+  quota_exceeded: 429,
   internal_error: 500,
   region_error: 502,
   node_error: 502,
@@ -29,6 +31,34 @@ export const ERROR_STATUS = {
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** What each code means, for the API reference (README "Errors" and /openapi.json). */
+export const ERROR_DESCRIPTIONS: Record<ErrorCode, string> = {
+  bad_request: "The request is wrong (a parameter or a field of the body); the message says which and how.",
+  invalid_json: "The body is not valid JSON.",
+  invalid_tensor: "An inference input does not match the model's signature (name, datatype, shape, data).",
+  invalid_model_file: "An uploaded file is not an ONNX model the mesh can read.",
+  unauthorized: "Missing, unknown or revoked API key (or a wrong admin token or signature).",
+  forbidden: "The key lacks the scope the route needs.",
+  not_found: "No such route or resource (also for another account's resource).",
+  model_not_found: "No such model in the caller's account (another account's model answers the same).",
+  version_not_found: "The model has no such version or alias.",
+  method_not_allowed: "The route does not take this method.",
+  conflict: "The resource exists already (e.g. a model with that name).",
+  version_in_use: "The version is named by an alias or a traffic rule; move those first.",
+  payload_too_large: "The body is over the route's limit.",
+  unsupported_media_type: "The body's Content-Type is not one the route takes.",
+  rate_limited: "The key's rate limit is spent; retry after `Retry-After` seconds.",
+  quota_exceeded: "The account's monthly request quota is spent; `Retry-After` says when the month turns.",
+  internal_error: "A bug or a misconfiguration; details only in the logs.",
+  region_error: "A region failed mid-call.",
+  node_error: "A node failed mid-call.",
+  inference_failed: "The runtime refused the call (the model could not run on these inputs).",
+  no_region_available: "No region can take the call now; retry after `Retry-After` seconds.",
+  no_capacity: "The region has no free capacity now; retry after `Retry-After` seconds.",
+  deadline_exceeded: "The call's deadline passed before an answer came.",
+  cancelled: "The caller went away before the answer.",
+};
 
 export interface ErrorBody {
   error: string;

@@ -19,6 +19,15 @@ export interface ModelRef {
   /** Signed, time-limited URL the node downloads the artifact from. */
   artifactUrl: string;
   signature: ModelSignature;
+  /** Generative models: the tokenizer.json shipped with the version. */
+  tokenizer?: TokenizerRef;
+}
+
+/** A version's tokenizer.json: fetched through a signed URL and sha-checked like the artifact. */
+export interface TokenizerRef {
+  sha256: string;
+  size: number;
+  url: string;
 }
 
 export interface RegionInferRequest {
@@ -40,6 +49,70 @@ export interface Timing {
 export type RegionInferResponse =
   | { ok: true; outputs: WireTensor[]; node: string; timing: Timing }
   | { ok: false; code: ErrorCode; message: string };
+
+// ---------------------------------------------------------------- generation (streams)
+
+/** Sampling parameters of one generation, resolved (defaults applied) at the edge. */
+export interface GenerateParams {
+  maxTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  /** 0 = all tokens. */
+  topK: number;
+  /** Absent: the node draws one (the text is then not reproducible). */
+  seed?: number;
+  stop: string[];
+}
+
+export const GENERATE_LIMITS = {
+  maxTokens: 4_096,
+  maxPromptChars: 32_768,
+  maxStop: 8,
+  maxStopChars: 64,
+  maxTemperature: 5,
+  maxTopK: 1_000_000,
+  /** Tokens a stream may have produced and not yet had taken by its reader (the credit window). */
+  maxWindow: 1_024,
+} as const;
+
+export interface RegionGenerateRequest {
+  requestId: string;
+  model: ModelRef;
+  prompt: string;
+  params: GenerateParams;
+  /** Absolute deadline (ms since epoch) for the first token: queue, load and first step. */
+  deadline: number;
+}
+
+export type FinishReason = "length" | "stop" | "cancelled";
+export type ProgressStage = "queued" | "loading" | "running";
+
+export interface StreamTiming {
+  queueMs: number;
+  loadMs: number;
+  /** From the region's arrival of the request to its first token leaving the region. */
+  ttftMs: number;
+  /** The node's generation time, first step to last token. */
+  genMs: number;
+  regionMs: number;
+}
+
+/**
+ * The edge's side of a stream socket to a region (`GET /v1/streams`, signed at the upgrade):
+ * msgpack binary frames, many streams per socket, each named by the edge (`sid`). `window` and
+ * `credit` are end-to-end flow control: the region never sends a stream more tokens than the
+ * edge has granted, and passes the grants on to the node, which pauses when it has none.
+ */
+export type EdgeToRegion =
+  | { t: "generate"; sid: string; req: RegionGenerateRequest; window: number }
+  | { t: "credit"; sid: string; n: number }
+  | { t: "cancel"; sid: string };
+
+export type RegionToEdge =
+  | { t: "progress"; sid: string; stage: ProgressStage; position?: number; bytes?: number; total?: number; node?: string }
+  | { t: "token"; sid: string; i: number; text: string; id: number }
+  | { t: "done"; sid: string; reason: FinishReason; tokens: number; promptTokens: number; node: string; timing: StreamTiming }
+  | { t: "error"; sid: string; code: ErrorCode; message: string };
 
 // ---------------------------------------------------------------- node <-> router (WebSocket)
 
@@ -67,6 +140,8 @@ export type NodeToRouter =
       /** Models held at once; 1 when the runtime must own the GPU alone (0 = memory decides). */
       maxModels: number;
       warm: WarmModel[];
+      /** Generations the node runs at once (separate from call slots); absent: none. */
+      streams?: number;
     }
   | {
       t: "heartbeat";
@@ -76,6 +151,10 @@ export type NodeToRouter =
       /** Share of the last interval spent running models, 0..1. */
       utilisation: number;
       warm: WarmModel[];
+      /** Generations running, and tokens produced since the node started. */
+      gen?: { active: number; tokens: number };
+      /** The node process's memory, MiB. */
+      mem?: ProcessMemory;
     }
   /** The node finishes what it has and takes nothing new. */
   | { t: "draining" }
@@ -83,14 +162,25 @@ export type NodeToRouter =
   | { t: "loaded"; key: string; loadMs: number; downloadMs: number; cached: boolean; memoryMb: number }
   | { t: "load_failed"; key: string; message: string }
   | { t: "result"; id: string; outputs: WireTensor[]; inferMs: number }
-  | { t: "error"; id: string; code: ErrorCode; message: string };
+  | { t: "error"; id: string; code: ErrorCode; message: string }
+  /** One generated token; the node sends one only against credit the router granted. */
+  | { t: "token"; id: string; i: number; text: string; tokenId: number }
+  | { t: "done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number };
+
+export interface ProcessMemory {
+  rssMb: number;
+  heapUsedMb: number;
+}
 
 export type RouterToNode =
   | { t: "welcome"; region: string }
-  | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature }
+  | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature; tokenizer?: TokenizerRef }
   | { t: "unload"; key: string }
   | { t: "cancel"; id: string }
-  | { t: "infer"; id: string; key: string; inputs: WireTensor[]; outputs?: string[] };
+  | { t: "infer"; id: string; key: string; inputs: WireTensor[]; outputs?: string[] }
+  /** Starts a generation; `credit` tokens may be sent before the next `credit` frame. */
+  | { t: "generate"; id: string; key: string; prompt: string; params: GenerateParams; tokenizer: TokenizerRef; credit: number }
+  | { t: "credit"; id: string; n: number };
 
 // ---------------------------------------------------------------- validation
 
@@ -182,6 +272,128 @@ function warmList(o: Rec): WarmModel[] {
   });
 }
 
+function count(o: Rec, k: string, max = Number.MAX_SAFE_INTEGER): number {
+  const v = o[k];
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max) throw new MessageError(`'${k}' must be an integer from 0 to ${max}`);
+  return v;
+}
+function optCount(o: Rec, k: string, max?: number): number | undefined {
+  return o[k] === undefined || o[k] === null ? undefined : count(o, k, max);
+}
+function memory(v: unknown): ProcessMemory {
+  const m = rec(v, "mem");
+  return { rssMb: num(m, "rssMb"), heapUsedMb: num(m, "heapUsedMb") };
+}
+function finishReason(o: Rec): FinishReason {
+  const r = o.reason;
+  if (r !== "length" && r !== "stop" && r !== "cancelled") throw new MessageError("'reason' must be length, stop or cancelled");
+  return r;
+}
+
+export function parseTokenizerRef(v: unknown): TokenizerRef {
+  const o = rec(v, "tokenizer");
+  const sha256 = str(o, "sha256", 64);
+  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new MessageError("'tokenizer.sha256' must be 64 hex digits");
+  return { sha256, size: count(o, "size"), url: str(o, "url") };
+}
+
+/** Checks ranges too: a frame that passed here is safe to hand to the generation loop. */
+export function parseGenerateParams(v: unknown): GenerateParams {
+  const o = rec(v, "params");
+  const L = GENERATE_LIMITS;
+  const temperature = num(o, "temperature");
+  if (temperature < 0 || temperature > L.maxTemperature) throw new MessageError(`'temperature' must be from 0 to ${L.maxTemperature}`);
+  const stop = arr(o, "stop", L.maxStop).map((x) => {
+    if (typeof x !== "string" || x.length === 0 || x.length > L.maxStopChars) {
+      throw new MessageError(`'stop' must hold non-empty strings of at most ${L.maxStopChars} characters`);
+    }
+    return x;
+  });
+  const seed = optCount(o, "seed", 0xffffffff);
+  return {
+    maxTokens: count(o, "maxTokens", L.maxTokens),
+    temperature,
+    topK: count(o, "topK", L.maxTopK),
+    ...(seed !== undefined ? { seed } : {}),
+    stop,
+  };
+}
+
+export function parseRegionGenerateRequest(v: unknown): RegionGenerateRequest {
+  const o = rec(v, "request");
+  return {
+    requestId: str(o, "requestId", 128),
+    model: parseModelRef(o.model),
+    prompt: str(o, "prompt", GENERATE_LIMITS.maxPromptChars),
+    params: parseGenerateParams(o.params),
+    deadline: num(o, "deadline"),
+  };
+}
+
+function stage(o: Rec): ProgressStage {
+  const s = o.stage;
+  if (s !== "queued" && s !== "loading" && s !== "running") throw new MessageError("'stage' must be queued, loading or running");
+  return s;
+}
+
+export function parseEdgeToRegion(v: unknown): EdgeToRegion {
+  const o = rec(v, "frame");
+  switch (o.t) {
+    case "generate":
+      return { t: "generate", sid: str(o, "sid", 128), req: parseRegionGenerateRequest(o.req), window: count(o, "window", GENERATE_LIMITS.maxWindow) };
+    case "credit":
+      return { t: "credit", sid: str(o, "sid", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };
+    case "cancel":
+      return { t: "cancel", sid: str(o, "sid", 128) };
+    default:
+      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
+  }
+}
+
+export function parseRegionToEdge(v: unknown): RegionToEdge {
+  const o = rec(v, "frame");
+  switch (o.t) {
+    case "progress": {
+      const position = optCount(o, "position");
+      const bytes = optCount(o, "bytes");
+      const total = optCount(o, "total");
+      return {
+        t: "progress",
+        sid: str(o, "sid", 128),
+        stage: stage(o),
+        ...(position !== undefined ? { position } : {}),
+        ...(bytes !== undefined ? { bytes } : {}),
+        ...(total !== undefined ? { total } : {}),
+        ...(typeof o.node === "string" ? { node: str(o, "node", 128) } : {}),
+      };
+    }
+    case "token":
+      return { t: "token", sid: str(o, "sid", 128), i: count(o, "i"), text: str(o, "text"), id: count(o, "id") };
+    case "done": {
+      const t = rec(o.timing, "timing");
+      return {
+        t: "done",
+        sid: str(o, "sid", 128),
+        reason: finishReason(o),
+        tokens: count(o, "tokens"),
+        promptTokens: count(o, "promptTokens"),
+        node: str(o, "node", 128),
+        timing: {
+          queueMs: num(t, "queueMs"),
+          loadMs: num(t, "loadMs"),
+          ttftMs: num(t, "ttftMs"),
+          genMs: num(t, "genMs"),
+          regionMs: num(t, "regionMs"),
+        },
+      };
+    }
+    case "error":
+      return { t: "error", sid: str(o, "sid", 128), code: code(o), message: str(o, "message") };
+    default:
+      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
+  }
+}
+
 function signature(v: unknown): ModelSignature {
   const sig = rec(v, "signature");
   return { inputs: arr(sig, "inputs", 1024).map(tensorSpec), outputs: arr(sig, "outputs", 1024).map(tensorSpec) };
@@ -197,6 +409,7 @@ export function parseModelRef(v: unknown): ModelRef {
     size: num(o, "size"),
     artifactUrl: str(o, "artifactUrl"),
     signature: signature(o.signature),
+    ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
   };
 }
 
@@ -242,16 +455,21 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
         slots: num(o, "slots"),
         maxModels: num(o, "maxModels"),
         warm: warmList(o),
+        ...(o.streams !== undefined && o.streams !== null ? { streams: count(o, "streams", 100_000) } : {}),
       };
     }
-    case "heartbeat":
+    case "heartbeat": {
+      const gen = o.gen === undefined || o.gen === null ? undefined : rec(o.gen, "gen");
       return {
         t: "heartbeat",
         inflight: num(o, "inflight"),
         queued: num(o, "queued"),
         utilisation: num(o, "utilisation"),
         warm: warmList(o),
+        ...(gen ? { gen: { active: count(gen, "active"), tokens: count(gen, "tokens") } } : {}),
+        ...(o.mem !== undefined && o.mem !== null ? { mem: memory(o.mem) } : {}),
       };
+    }
     case "draining":
       return { t: "draining" };
     case "load_progress":
@@ -271,6 +489,17 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
       return { t: "result", id: str(o, "id", 128), outputs: tensors(o, "outputs"), inferMs: num(o, "inferMs") };
     case "error":
       return { t: "error", id: str(o, "id", 128), code: code(o), message: str(o, "message") };
+    case "token":
+      return { t: "token", id: str(o, "id", 128), i: count(o, "i"), text: str(o, "text"), tokenId: count(o, "tokenId") };
+    case "done":
+      return {
+        t: "done",
+        id: str(o, "id", 128),
+        reason: finishReason(o),
+        tokens: count(o, "tokens"),
+        promptTokens: count(o, "promptTokens"),
+        genMs: num(o, "genMs"),
+      };
     default:
       throw new MessageError(`unknown frame type ${frameType(o.t)}`);
   }
@@ -289,6 +518,7 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         sha256: str(o, "sha256", 64),
         size: num(o, "size"),
         signature: signature(o.signature),
+        ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
       };
     case "unload":
       return { t: "unload", key: str(o, "key") };
@@ -304,6 +534,18 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         ...(outputs ? { outputs } : {}),
       };
     }
+    case "generate":
+      return {
+        t: "generate",
+        id: str(o, "id", 128),
+        key: str(o, "key"),
+        prompt: str(o, "prompt", GENERATE_LIMITS.maxPromptChars),
+        params: parseGenerateParams(o.params),
+        tokenizer: parseTokenizerRef(o.tokenizer),
+        credit: count(o, "credit", GENERATE_LIMITS.maxWindow),
+      };
+    case "credit":
+      return { t: "credit", id: str(o, "id", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };
     default:
       throw new MessageError(`unknown frame type ${frameType(o.t)}`);
   }

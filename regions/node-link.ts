@@ -6,7 +6,15 @@ import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
 import type { ErrorCode } from "../protocol/errors.js";
 import type { ModelSignature } from "../protocol/datatypes.js";
-import type { Accelerator, NodeToRouter, RouterToNode, WarmModel } from "../protocol/messages.js";
+import type {
+  Accelerator,
+  GenerateParams,
+  NodeToRouter,
+  ProcessMemory,
+  RouterToNode,
+  TokenizerRef,
+  WarmModel,
+} from "../protocol/messages.js";
 import type { NodeState } from "./placement.js";
 import type { WireTensor } from "../protocol/tensor.js";
 
@@ -29,6 +37,24 @@ interface PendingCall {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/** What the router's stream relay hears of one generation on this node. */
+export interface NodeStreamHandlers {
+  token(frame: Extract<NodeToRouter, { t: "token" }>): void;
+  done(frame: Extract<NodeToRouter, { t: "done" }>): void;
+  fail(err: NodeCallError): void;
+}
+
+export interface NodeStream {
+  id: string;
+  credit(n: number): void;
+  cancel(): void;
+}
+
+interface PendingStream {
+  key: string;
+  handlers: NodeStreamHandlers;
+}
+
 interface PendingLoad {
   promise: Promise<{ loadMs: number }>;
   resolve: (r: { loadMs: number }) => void;
@@ -44,6 +70,7 @@ export class NodeLink implements NodeState {
   /** Models we told the node to unload, until a heartbeat no longer lists them. */
   private readonly unloading = new Set<string>();
   private readonly calls = new Map<string, PendingCall>();
+  private readonly streamCalls = new Map<string, PendingStream>();
   private readonly codec;
   private nextId = 0;
   inflight = 0;
@@ -55,6 +82,14 @@ export class NodeLink implements NodeState {
   /** From heartbeats. */
   nodeQueued = 0;
   utilisation = 0;
+  /** Generations running here, and how many the node said it runs at once (hello). */
+  streams = 0;
+  streamSlots = 0;
+  /** From heartbeats: the node's generation counters and process memory. */
+  gen: { active: number; tokens: number } | null = null;
+  mem: ProcessMemory | null = null;
+  /** Download progress of a model load (the scheduler passes it to streams waiting for it). */
+  onLoadProgress: (key: string, bytes: number, total: number) => void = () => undefined;
 
   constructor(
     readonly id: string,
@@ -93,6 +128,7 @@ export class NodeLink implements NodeState {
     size: number,
     signature: ModelSignature,
     reserveMb: number,
+    tokenizer?: TokenizerRef,
   ): Promise<{ loadMs: number }> {
     if (this.warm.has(key)) return Promise.resolve({ loadMs: 0 });
     const existing = this.loads.get(key);
@@ -106,7 +142,7 @@ export class NodeLink implements NodeState {
     });
     this.loads.set(key, { promise, resolve, reject });
     this.loading.set(key, reserveMb);
-    this.send({ t: "load", key, url, sha256, size, signature });
+    this.send({ t: "load", key, url, sha256, size, signature, ...(tokenizer ? { tokenizer } : {}) });
     return promise;
   }
 
@@ -119,6 +155,49 @@ export class NodeLink implements NodeState {
 
   cancel(id: string): void {
     if (this.calls.has(id)) this.send({ t: "cancel", id });
+  }
+
+  /**
+   * Starts a generation here with `credit` tokens granted. The stream counts against the
+   * node's stream slots and keeps its model from eviction until it ends (done, error, or the
+   * socket going away); the handlers hear each of those exactly once.
+   */
+  generate(
+    key: string,
+    prompt: string,
+    params: GenerateParams,
+    tokenizer: TokenizerRef,
+    credit: number,
+    handlers: NodeStreamHandlers,
+  ): NodeStream {
+    const id = String(++this.nextId);
+    this.streams++;
+    this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
+    this.streamCalls.set(id, { key, handlers });
+    this.send({ t: "generate", id, key, prompt, params, tokenizer, credit });
+    const w = this.warm.get(key);
+    if (w) w.lastUsed = Date.now();
+    return {
+      id,
+      credit: (n) => {
+        if (n > 0 && this.streamCalls.has(id) && this.open) this.send({ t: "credit", id, n });
+      },
+      // The node answers a cancel with `done` (reason cancelled); the slot frees then.
+      cancel: () => {
+        if (this.streamCalls.has(id) && this.open) this.send({ t: "cancel", id });
+      },
+    };
+  }
+
+  private streamEnded(id: string): PendingStream | undefined {
+    const s = this.streamCalls.get(id);
+    if (!s) return undefined;
+    this.streamCalls.delete(id);
+    this.streams--;
+    const n = (this.modelInflight.get(s.key) ?? 1) - 1;
+    if (n <= 0) this.modelInflight.delete(s.key);
+    else this.modelInflight.set(s.key, n);
+    return s;
   }
 
   private callEnded(key: string): void {
@@ -151,8 +230,26 @@ export class NodeLink implements NodeState {
   /** Applies one validated frame from the node. */
   handle(msg: NodeToRouter): void {
     switch (msg.t) {
-      case "result":
-      case "error": {
+      case "token": {
+        this.streamCalls.get(msg.id)?.handlers.token(msg);
+        return;
+      }
+      case "done": {
+        const s = this.streamEnded(msg.id);
+        s?.handlers.done(msg);
+        if (s) this.onChange();
+        return;
+      }
+      case "error":
+        if (this.streamCalls.has(msg.id)) {
+          const s = this.streamEnded(msg.id)!;
+          // As for calls: a node that did not hold the model (node_error) did not run anything.
+          s.handlers.fail(new NodeCallError(msg.code, msg.message, msg.code === "node_error"));
+          this.onChange();
+          return;
+        }
+      // falls through: an error of a call
+      case "result": {
         const call = this.calls.get(msg.id);
         if (!call) return; // timed out already
         this.calls.delete(msg.id);
@@ -198,25 +295,38 @@ export class NodeLink implements NodeState {
         }
         this.nodeQueued = msg.queued;
         this.utilisation = msg.utilisation;
+        if (msg.gen) this.gen = msg.gen;
+        if (msg.mem) this.mem = msg.mem;
         return;
       }
       case "draining":
         this.draining = true;
         return;
       case "load_progress":
+        this.onLoadProgress(msg.key, msg.bytes, msg.total);
+        return;
       case "hello":
         return;
     }
   }
 
-  /** The socket is gone: every pending call and load fails now, and may be retried elsewhere. */
-  closed(reason: string): void {
+  /**
+   * The socket is gone: every pending call and load fails now, and may be retried elsewhere.
+   * Returns how many calls were still pending: 0 after a graceful drain.
+   */
+  closed(reason: string): number {
     this.open = false;
+    const pending = this.calls.size;
     for (const [id, call] of this.calls) {
       clearTimeout(call.timer);
       call.reject(new NodeCallError("node_error", `node ${this.id} went away (${reason})`, true));
       this.calls.delete(id);
     }
+    for (const [id, s] of this.streamCalls) {
+      this.streamCalls.delete(id);
+      s.handlers.fail(new NodeCallError("node_error", `node ${this.id} went away (${reason})`, true));
+    }
+    this.streams = 0;
     this.inflight = 0;
     this.modelInflight.clear();
     this.loading.clear();
@@ -224,5 +334,6 @@ export class NodeLink implements NodeState {
       load.reject(new NodeCallError("node_error", `node ${this.id} went away while loading (${reason})`, true));
       this.loads.delete(key);
     }
+    return pending;
   }
 }

@@ -17,6 +17,9 @@ export interface NodeState {
   loading: ReadonlyMap<string, number>;
   /** Calls in flight per model on this node; a model with calls running is never evicted. */
   modelInflight: ReadonlyMap<string, number>;
+  /** Generations running, and how many the node runs at once (absent: it runs none). */
+  streams?: number;
+  streamSlots?: number;
 }
 
 export interface LoadPlan {
@@ -41,6 +44,17 @@ export function pickWarm(nodes: Iterable<NodeState>, key: string, exclude?: Read
   for (const n of nodes) {
     if (!n.available || !n.warm.has(key) || n.inflight >= n.slots || exclude?.has(n.id)) continue;
     if (!best || n.inflight < best.inflight) best = n;
+  }
+  return best;
+}
+
+/** A node to run a generation of `key`: warm, with a free stream slot, the fewest streams first. */
+export function pickWarmForStream(nodes: Iterable<NodeState>, key: string, exclude?: ReadonlySet<string>): NodeState | undefined {
+  let best: NodeState | undefined;
+  for (const n of nodes) {
+    const streams = n.streams ?? 0;
+    if (!n.available || !n.warm.has(key) || streams >= (n.streamSlots ?? 0) || exclude?.has(n.id)) continue;
+    if (!best || streams < (best.streams ?? 0)) best = n;
   }
   return best;
 }

@@ -260,10 +260,11 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       clearTimeout(helloTimer);
       clearInterval(pinger);
       if (link) {
-        link.closed(`closed ${code}`);
+        const pending = link.closed(`closed ${code}`);
         if (scheduler.nodes.get(link.id) === link) scheduler.nodes.delete(link.id);
         scheduler.nodesChanged();
-        log("info", "node disconnected", { node: link.id, code, reason: reason.toString().slice(0, 100) });
+        // pending > 0: calls the node never answered (retried elsewhere or failed with 503).
+        log(pending > 0 ? "warn" : "info", "node disconnected", { node: link.id, code, pending, reason: reason.toString().slice(0, 100) });
       }
     });
     ws.on("error", (err) => log("warn", "node socket error", { node: link?.id, error: err.message }));

@@ -12,6 +12,11 @@ const createdAt = () =>
 export const accounts = sqliteTable("accounts", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
+  /** Requests per calendar month (UTC) over all keys; null = no quota. Set by the operator. */
+  monthlyRequestQuota: integer("monthly_request_quota"),
+  /** Per-key rate limit for this account's keys (requests/s, burst); null = the edge default. */
+  ratePerSecond: integer("rate_per_second"),
+  rateBurst: integer("rate_burst"),
   createdAt: createdAt(),
 });
 
@@ -29,6 +34,9 @@ export const apiKeys = sqliteTable(
     start: text("start").notNull(),
     /** JSON array of scopes: "infer", "manage". */
     scopes: text("scopes", { mode: "json" }).$type<string[]>().notNull(),
+    /** A tighter rate limit for this key than its account's (null = the account's). */
+    ratePerSecond: integer("rate_per_second"),
+    rateBurst: integer("rate_burst"),
     createdAt: createdAt(),
     revokedAt: integer("revoked_at", { mode: "number" }),
   },
@@ -72,6 +80,8 @@ export const modelVersions = sqliteTable(
     runtime: text("runtime").notNull().default("onnx"),
     signature: text("signature", { mode: "json" }).$type<SignatureJson>().notNull(),
     createdAt: createdAt(),
+    /** Deleted versions keep their row, so a version number is never reused. */
+    deletedAt: integer("deleted_at", { mode: "number" }),
   },
   (t) => [uniqueIndex("model_versions_model_version_idx").on(t.modelId, t.version)],
 );
@@ -113,7 +123,14 @@ export const usageEvents = sqliteTable(
     edgeMs: integer("edge_ms").notNull(),
     queueMs: integer("queue_ms").notNull(),
     inferMs: integer("infer_ms").notNull(),
+    /** For a shadow copy: the version whose call it shadowed (null for a caller's call). */
+    shadowOf: integer("shadow_of"),
+    /** For a shadow copy: 1 when its outputs matched the served call's, 0 when not, null unknown. */
+    matched: integer("matched"),
     createdAt: createdAt(),
   },
-  (t) => [index("usage_account_model_time_idx").on(t.accountId, t.modelId, t.createdAt)],
+  (t) => [
+    index("usage_account_model_time_idx").on(t.accountId, t.modelId, t.createdAt),
+    index("usage_account_time_idx").on(t.accountId, t.createdAt),
+  ],
 );

@@ -164,7 +164,7 @@ describe("region router with real node agents", () => {
 
     const first = expectMlp(await h.infer(ref, [fp32("x", rows)]), DEMO_MLP_V1, rows);
     expect(first.timing.loadMs).toBeGreaterThan(0);
-    expect(h.count(first.node, "model loaded", { key: ref.key })).toBe(1);
+    expect(await h.waitForCount(first.node, "model loaded", 1, { key: ref.key })).toBe(1);
 
     const second = expectMlp(await h.infer(ref, [fp32("x", rows)]), DEMO_MLP_V1, rows);
     expect(second.node).toBe(first.node);
@@ -187,9 +187,9 @@ describe("region router with real node agents", () => {
     answers.forEach((a, i) => nodes.add(expectMlp(a, DEMO_MLP_V2, [mlpRow(i)]).node));
 
     expect(nodes.size).toBe(1);
+    expect(await h.waitForCount([...nodes][0]!, "model loaded", 1, { key: ref.key })).toBe(1);
     const loads = ["node-a", "node-b"].map((n) => h.count(n, "model loaded", { key: ref.key }));
     expect(loads.reduce((s, n) => s + n, 0)).toBe(1);
-    expect(h.count([...nodes][0]!, "model loaded", { key: ref.key })).toBe(1);
     expect(h.artifactHits.served).toBe(1);
     expect((await h.status()).loads).toBe(1);
   }, 60_000);
@@ -220,7 +220,8 @@ describe("region router with real node agents", () => {
 
     const st = await h.status();
     expect(st.evictions).toBeGreaterThan(0);
-    expect(h.count("router", "evicted model to make room")).toBe(st.evictions);
+    expect(await h.waitForCount("router", "evicted model to make room", st.evictions)).toBe(st.evictions);
+    await h.waitForCount("small", "model loaded", st.loads);
     // Each load the router asked for happened once on the node, and a model was only loaded
     // again after it had been unloaded.
     const seq = loadSequence("small");
@@ -315,7 +316,7 @@ describe("region router with real node agents", () => {
       // The router still serves through its real node.
       expectMlp(await h.infer(ref, [fp32("x", rows)]), DEMO_MLP_V1, rows);
     }
-    expect(h.count("router", "closing node socket after a bad frame")).toBe(4);
+    expect(await h.waitForCount("router", "closing node socket after a bad frame", 4)).toBe(4);
     const st = await h.status();
     expect(st.nodes.map((n) => n.id)).toEqual(["real"]);
     expect(h.child("real").exited).toBeNull();
@@ -334,20 +335,19 @@ describe("region router with real node agents", () => {
     });
 
     const N = 400;
+    let answered = 0;
     const call = (seed: number) => {
       const { inputs, check } = matmulInputs(N, seed);
       return within(h.infer(ref, inputs, { deadlineMs: 30_000 }), 35_000, `call ${seed}`).then(
         (a) => ({ seed, node: a.response.ok ? a.response.node : `${a.status} ${JSON.stringify(a.response).slice(0, 200)}`, ok: matmulCorrect(a, check) }),
         (err: unknown) => ({ seed, node: `no answer: ${String(err)}`, ok: false }),
-      );
+      ).finally(() => answered++);
     };
 
-    // Wave 1 keeps both nodes busy; SIGTERM once drain-a holds calls; wave 2 comes after.
-    const wave1 = Array.from({ length: 16 }, (_, i) => call(i));
-    await waitUntil("drain-a holding calls", 20_000, async () => {
-      const a = (await h.status()).nodes.find((n) => n.id === "drain-a");
-      return a && a.inflight > 0 ? true : undefined;
-    }, 10);
+    // Wave 1 (24 calls for 8 slots) keeps both nodes busy with calls queued behind; SIGTERM
+    // once a quarter is answered, while drain-a's slots are still full; wave 2 comes after.
+    const wave1 = Array.from({ length: 24 }, (_, i) => call(i));
+    await waitUntil("6 answers of wave 1", 30_000, () => (answered >= 6 ? true : undefined), 5);
     h.kill("drain-a", "SIGTERM");
     const wave2 = Array.from({ length: 12 }, (_, i) => call(100 + i));
     const [first, second] = [await Promise.all(wave1), await Promise.all(wave2)];
@@ -363,6 +363,9 @@ describe("region router with real node agents", () => {
     expect(exit, h.tail("drain-a")).toEqual({ code: 0, signal: null });
     const gone = await h.waitForLog("router", "node disconnected", { node: "drain-a" });
     expect(gone.code).toBe(1001);
+    // The drained node answered every call the router had sent it before it closed: none had
+    // to be retried elsewhere (a kill -9 leaves pending > 0, as the burst test shows).
+    expect(gone.pending).toBe(0);
     expect(h.count("drain-a", "SIGTERM: draining")).toBe(1);
     const st = await h.status();
     expect(st.nodes.map((n) => n.id)).toEqual(["drain-b"]);
@@ -390,7 +393,7 @@ describe("region router with real node agents", () => {
     // The node kept its model through the outage and told the new router so.
     expect(again.timing.loadMs).toBe(0);
     expect(h.count("node-a", "model loaded")).toBe(1);
-    expect(h.count("node-a", "connected to router")).toBe(2);
+    expect(await h.waitForCount("node-a", "connected to router", 2)).toBe(2);
     expect(h.child("node-a").exited).toBeNull();
   }, 60_000);
 
@@ -398,7 +401,7 @@ describe("region router with real node agents", () => {
     await h.startRouter();
     await h.startNode("intruder", { NODE_TOKEN: "not-the-right-token-at-all" }, { waitConnected: false });
     expect(await h.waitExit("intruder", 30_000)).toEqual({ code: 3, signal: null });
-    expect(h.count("router", "refused node without a valid token")).toBe(1);
+    expect(await h.waitForCount("router", "refused node without a valid token", 1)).toBe(1);
     expect(h.count("intruder", "router refused this node's token; not retrying")).toBe(1);
     expect(h.count("intruder", "disconnected; reconnecting")).toBe(0);
     expect((await h.status()).nodes).toEqual([]);

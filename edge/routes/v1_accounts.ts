@@ -1,19 +1,42 @@
-// POST /v1/accounts: the operator creates an account and its first key (shown once).
+// The operator's routes (admin token): create an account and its first key (shown once), and set
+// an account's limits: the per-key rate limit its keys get and its monthly request quota. A
+// change of limits reaches every edge within the revocation bound (it rides on the key records).
 
+import { eq } from "drizzle-orm";
 import type { Hono } from "hono";
+import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { accounts, apiKeys } from "../../schema/schema.js";
 import { newApiKey, randomId } from "../api-keys.js";
 import type { AppEnv } from "../context.js";
-import { limitBody, readJson, requireAdmin } from "../middleware.js";
+import { limitBody, parseBody, requireAdmin } from "../middleware.js";
+import { describeRoute } from "../openapi.js";
+import { RateLimitSchema } from "./v1_keys.js";
+
+const LimitsFields = {
+  monthlyRequests: z.number().int().min(0).nullable().optional().describe("Inference calls per calendar month (UTC); null: no quota."),
+  rateLimit: RateLimitSchema.nullable().optional().describe("Per-key rate limit of the account's keys; null: the edge default."),
+};
+
+const CreateAccountSchema = z
+  .object({ name: z.string().min(1).max(128).default("account"), ...LimitsFields })
+  .strict();
+
+const UpdateAccountSchema = z
+  .object({ name: z.string().min(1).max(128).optional(), ...LimitsFields })
+  .strict()
+  .refine((b) => Object.keys(b).length > 0, "send 'name', 'monthlyRequests' and/or 'rateLimit'");
+
+const AccountSchema = z.object({
+  accountId: z.string(),
+  name: z.string(),
+  monthlyRequests: z.number().nullable(),
+  rateLimit: RateLimitSchema.nullable(),
+});
 
 export function registerV1Accounts(app: Hono<AppEnv>): void {
   app.post("/v1/accounts", requireAdmin(), limitBody(16 * 1024), async (c) => {
-    const body = (await readJson(c.req.raw)) as { name?: unknown };
-    const name = body.name ?? "account";
-    if (typeof name !== "string" || name.length < 1 || name.length > 128) {
-      throw new MeshError("bad_request", "'name' must be a string of 1 to 128 characters");
-    }
+    const body = await parseBody(c, CreateAccountSchema);
     const accountId = randomId("acc_");
     const keyId = randomId("key_");
     const { key, hash, start } = await newApiKey();
@@ -21,9 +44,64 @@ export function registerV1Accounts(app: Hono<AppEnv>): void {
     const db = c.get("db");
     // D1 has no interactive transactions; a batch is atomic.
     await db.batch([
-      db.insert(accounts).values({ id: accountId, name }),
+      db.insert(accounts).values({
+        id: accountId,
+        name: body.name,
+        monthlyRequestQuota: body.monthlyRequests ?? null,
+        ratePerSecond: body.rateLimit?.perSecond ?? null,
+        rateBurst: body.rateLimit?.burst ?? null,
+      }),
       db.insert(apiKeys).values({ id: keyId, accountId, name: "first key", hash, start, scopes }),
     ]);
-    return c.json({ accountId, name, apiKey: { id: keyId, key, start, scopes } }, 201);
+    return c.json(
+      { accountId, name: body.name, monthlyRequests: body.monthlyRequests ?? null, rateLimit: body.rateLimit ?? null, apiKey: { id: keyId, key, start, scopes } },
+      201,
+    );
+  });
+
+  app.patch("/v1/accounts/:id", requireAdmin(), limitBody(16 * 1024), async (c) => {
+    const body = await parseBody(c, UpdateAccountSchema);
+    const set: Partial<typeof accounts.$inferInsert> = {};
+    if (body.name !== undefined) set.name = body.name;
+    if (body.monthlyRequests !== undefined) set.monthlyRequestQuota = body.monthlyRequests;
+    if (body.rateLimit !== undefined) {
+      set.ratePerSecond = body.rateLimit?.perSecond ?? null;
+      set.rateBurst = body.rateLimit?.burst ?? null;
+    }
+    const row = await c.get("db").update(accounts).set(set).where(eq(accounts.id, c.req.param("id"))).returning().get();
+    if (!row) throw new MeshError("not_found", "no such account");
+    return c.json({
+      accountId: row.id,
+      name: row.name,
+      monthlyRequests: row.monthlyRequestQuota,
+      rateLimit: row.ratePerSecond !== null && row.rateBurst !== null ? { perSecond: row.ratePerSecond, burst: row.rateBurst } : null,
+    });
+  });
+
+  describeRoute({
+    method: "post",
+    path: "/v1/accounts",
+    tag: "Operator",
+    auth: "admin",
+    summary: "Create an account and its first key",
+    body: { schema: CreateAccountSchema, maxBytes: 16 * 1024, example: { name: "acme", monthlyRequests: 1000000, rateLimit: { perSecond: 100, burst: 200 } } },
+    responses: {
+      201: {
+        description: "The account and its first key (scopes infer and manage; `key` shown this once).",
+        schema: AccountSchema.extend({ apiKey: z.object({ id: z.string(), key: z.string(), start: z.string(), scopes: z.array(z.string()) }) }),
+      },
+    },
+  });
+  describeRoute({
+    method: "patch",
+    path: "/v1/accounts/{id}",
+    tag: "Operator",
+    auth: "admin",
+    summary: "Change an account's name, quota or rate limit",
+    description: "Every edge applies the new limits within the revocation bound.",
+    params: { id: "The account's id (`acc_...`)." },
+    body: { schema: UpdateAccountSchema, maxBytes: 16 * 1024, example: { monthlyRequests: 5000 } },
+    responses: { 200: { description: "The account as it is now.", schema: AccountSchema } },
+    errors: ["not_found"],
   });
 }

@@ -1,42 +1,94 @@
-// API keys of the caller's account: create (plaintext shown once), list, revoke.
+// API keys of the caller's account: create (plaintext shown once), list, revoke. A revoked key
+// is refused at once by this isolate and Redis, and by every isolate within REVOCATION_BOUND_MS.
 
 import { and, desc, eq, isNull } from "drizzle-orm";
 import type { Hono } from "hono";
+import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { apiKeys } from "../../schema/schema.js";
-import { evictKeyHash, newApiKey, randomId, SCOPES } from "../api-keys.js";
-import type { AppEnv } from "../context.js";
-import { limitBody, readJson, requireKey } from "../middleware.js";
+import { accounts, apiKeys } from "../../schema/schema.js";
+import { evictKey, newApiKey, randomId, REVOCATION_BOUND_MS, SCOPES } from "../api-keys.js";
+import { services, type AppEnv } from "../context.js";
+import { limitBody, parseBody, requireKey } from "../middleware.js";
+import { describeRoute } from "../openapi.js";
+
+export const RateLimitSchema = z
+  .object({
+    perSecond: z.number().int().min(1).max(1_000_000).describe("Sustained calls per second."),
+    burst: z.number().int().min(1).max(10_000_000).describe("Calls that may come at once."),
+  })
+  .strict();
+
+const CreateKeySchema = z
+  .object({
+    name: z.string().max(128).default("").describe("For telling keys apart in lists."),
+    scopes: z.array(z.enum(SCOPES)).min(1).default(["infer"]).describe("`infer`: the /v2 data plane; `manage`: the /v1 control plane."),
+    rateLimit: RateLimitSchema.optional().describe("A tighter limit than the account's (never looser)."),
+  })
+  .strict();
+
+const KeySchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  start: z.string().describe("The key's first characters, for recognising it."),
+  scopes: z.array(z.string()),
+  rateLimit: RateLimitSchema.nullable(),
+  createdAt: z.number().describe("ms since epoch"),
+  revokedAt: z.number().nullable(),
+});
+
+const CreatedKeySchema = KeySchema.omit({ createdAt: true, revokedAt: true }).extend({
+  key: z.string().describe("The key itself: shown this once, never again."),
+});
 
 export function registerV1Keys(app: Hono<AppEnv>): void {
   const manage = requireKey("manage");
 
   app.post("/v1/keys", manage, limitBody(16 * 1024), async (c) => {
-    const body = (await readJson(c.req.raw)) as { name?: unknown; scopes?: unknown };
-    const name = body.name ?? "";
-    if (typeof name !== "string" || name.length > 128) throw new MeshError("bad_request", "'name' must be a string of at most 128 characters");
-    const scopes = body.scopes ?? ["infer"];
-    if (
-      !Array.isArray(scopes) ||
-      scopes.length === 0 ||
-      !scopes.every((s) => typeof s === "string" && (SCOPES as readonly string[]).includes(s))
-    ) {
-      throw new MeshError("bad_request", `'scopes' must be a non-empty list of: ${SCOPES.join(", ")}`);
+    const body = await parseBody(c, CreateKeySchema);
+    const db = c.get("db");
+    const accountId = c.get("key").accountId;
+    if (body.rateLimit) {
+      const account = await db.select({ perSecond: accounts.ratePerSecond, burst: accounts.rateBurst }).from(accounts).where(eq(accounts.id, accountId)).get();
+      const cap = account?.perSecond != null && account.burst != null ? { perSecond: account.perSecond, burst: account.burst } : c.get("config").defaultRateLimit;
+      if (body.rateLimit.perSecond > cap.perSecond || body.rateLimit.burst > cap.burst) {
+        throw new MeshError("bad_request", `'rateLimit' may not exceed the account's (${cap.perSecond}/s, burst ${cap.burst})`);
+      }
     }
     const id = randomId("key_");
     const { key, hash, start } = await newApiKey();
-    await c.get("db").insert(apiKeys).values({ id, accountId: c.get("key").accountId, name, hash, start, scopes: [...new Set(scopes as string[])] });
-    return c.json({ id, name, key, start, scopes }, 201);
+    const scopes = [...new Set(body.scopes)];
+    await db.insert(apiKeys).values({
+      id,
+      accountId,
+      name: body.name,
+      hash,
+      start,
+      scopes,
+      ratePerSecond: body.rateLimit?.perSecond ?? null,
+      rateBurst: body.rateLimit?.burst ?? null,
+    });
+    return c.json({ id, name: body.name, key, start, scopes, rateLimit: body.rateLimit ?? null }, 201);
   });
 
   app.get("/v1/keys", manage, async (c) => {
     const rows = await c
       .get("db")
-      .select({ id: apiKeys.id, name: apiKeys.name, start: apiKeys.start, scopes: apiKeys.scopes, createdAt: apiKeys.createdAt, revokedAt: apiKeys.revokedAt })
+      .select({
+        id: apiKeys.id,
+        name: apiKeys.name,
+        start: apiKeys.start,
+        scopes: apiKeys.scopes,
+        perSecond: apiKeys.ratePerSecond,
+        burst: apiKeys.rateBurst,
+        createdAt: apiKeys.createdAt,
+        revokedAt: apiKeys.revokedAt,
+      })
       .from(apiKeys)
       .where(eq(apiKeys.accountId, c.get("key").accountId))
       .orderBy(desc(apiKeys.createdAt));
-    return c.json({ keys: rows });
+    return c.json({
+      keys: rows.map(({ perSecond, burst, ...k }) => ({ ...k, rateLimit: perSecond !== null && burst !== null ? { perSecond, burst } : null })),
+    });
   });
 
   app.delete("/v1/keys/:id", manage, async (c) => {
@@ -49,9 +101,43 @@ export function registerV1Keys(app: Hono<AppEnv>): void {
       .where(and(eq(apiKeys.id, id), eq(apiKeys.accountId, c.get("key").accountId), isNull(apiKeys.revokedAt)))
       .returning({ hash: apiKeys.hash })
       .get();
-    if (!row) throw new MeshError("not_found", `no active key '${id}' in this account`);
-    // This isolate forgets the key now; others within KEY_CACHE_TTL_MS.
-    evictKeyHash(row.hash);
-    return c.json({ id, revokedAt });
+    if (!row) throw new MeshError("not_found", `no active key '${id.slice(0, 64)}' in this account`);
+    // This isolate and Redis forget the key now; other isolates within the bound.
+    await evictKey(services(c), row.hash);
+    return c.json({ id, revokedAt, refusedEverywhereBy: revokedAt + REVOCATION_BOUND_MS });
+  });
+
+  describeRoute({
+    method: "post",
+    path: "/v1/keys",
+    tag: "Keys",
+    auth: "manage",
+    summary: "Create an API key",
+    body: { schema: CreateKeySchema, maxBytes: 16 * 1024, example: { name: "ci", scopes: ["infer"], rateLimit: { perSecond: 10, burst: 20 } } },
+    responses: { 201: { description: "The new key; `key` is shown this once.", schema: CreatedKeySchema } },
+  });
+  describeRoute({
+    method: "get",
+    path: "/v1/keys",
+    tag: "Keys",
+    auth: "manage",
+    summary: "List the account's keys (never the keys themselves)",
+    responses: { 200: { description: "Newest first.", schema: z.object({ keys: z.array(KeySchema) }) } },
+  });
+  describeRoute({
+    method: "delete",
+    path: "/v1/keys/{id}",
+    tag: "Keys",
+    auth: "manage",
+    summary: "Revoke a key",
+    description: `Refused at once by the edge that took this call, and by every edge for calls that start more than ${REVOCATION_BOUND_MS} ms later.`,
+    params: { id: "The key's id (`key_...`)." },
+    responses: {
+      200: {
+        description: "Revoked.",
+        schema: z.object({ id: z.string(), revokedAt: z.number(), refusedEverywhereBy: z.number().describe("revokedAt + the revocation bound, ms since epoch") }),
+      },
+    },
+    errors: ["not_found"],
   });
 }

@@ -1,19 +1,31 @@
 // The Open Inference Protocol's model endpoints: metadata, readiness and inference, for
 // `/v2/models/{m}` and `/v2/models/{m}/versions/{v}` (v = a number, an alias or `latest`).
+//
+// Inference: the version comes from the caller (a number or alias), else from the model's split
+// (sticky per caller), else `latest`; every answer names it (`x-mesh-version`, `model_version`).
+// Shadow copies start after the caller's answer is ready and are never waited for. Usage is
+// buffered and written after the answer (usage.ts). `x-mesh-dry-run: 1` stops a call right
+// before it is forwarded (key check, limits, model, version choice, input validation and region
+// choice all done) and answers what it would have done: a measurement aid for the edge's own
+// overhead (bench/edge-overhead.ts), never billed as compute.
 
 import type { Hono } from "hono";
-import { MeshError } from "../../protocol/errors.js";
-import { type RegionInferRequest } from "../../protocol/messages.js";
+import { z } from "zod";
+import { ERROR_STATUS, MeshError } from "../../protocol/errors.js";
+import { type RegionInferRequest, type Timing } from "../../protocol/messages.js";
 import { artifactUrl as signArtifactUrl } from "../../protocol/signing.js";
-import { parseInferRequest, TensorError, toJsonTensor } from "../../protocol/tensor.js";
-import { usageEvents } from "../../schema/schema.js";
-import type { AppContext, AppEnv } from "../context.js";
-import { limitBody, readJson, requireKey } from "../middleware.js";
-import { modelKey, requireModel, resolveVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
+import { parseInferRequest, TensorError, toJsonTensor, type JsonTensor, type ParsedInferRequest } from "../../protocol/tensor.js";
+import { services, type AppContext, type AppEnv } from "../context.js";
 import { callerLocation } from "../geo.js";
-import { forwardInfer, rankRegions } from "../region-client.js";
-import { recordCall, regionState } from "../region-state.js";
 import { log } from "../log.js";
+import { chargeQuota, limitBody, readJson, requireKey } from "../middleware.js";
+import { modelKey, requireModel, resolveVersion, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
+import { describeRoute } from "../openapi.js";
+import { forwardInfer, rankRegions, type RankedRegion } from "../region-client.js";
+import { recordCall, regionState } from "../region-state.js";
+import { compareOutputs } from "../shadow.js";
+import { pickShadows, stickyKey } from "../traffic.js";
+import { recordUsage, type UsageEvent } from "../usage.js";
 
 export const MAX_INFER_BODY = 8 * 1024 * 1024;
 const ARTIFACT_URL_TTL_MS = 15 * 60_000;
@@ -35,8 +47,10 @@ async function artifactUrl(c: AppContext, sha256: string): Promise<string> {
 }
 
 async function resolve(c: AppContext): Promise<{ model: ModelInfo; version: VersionInfo }> {
-  const model = await requireModel(c.get("db"), c.get("key").accountId, c.req.param("m")!);
-  return { model, version: resolveVersion(model, c.req.param("v")) };
+  const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m")!);
+  const version = resolveVersion(model, c.req.param("v"));
+  c.header("x-mesh-version", String(version.version));
+  return { model, version };
 }
 
 function deadlineFor(c: AppContext): number {
@@ -62,38 +76,17 @@ async function ready(c: AppContext) {
   return c.json({ name: model.name, ready: true });
 }
 
-async function infer(c: AppContext) {
-  const { model, version } = await resolve(c);
-  const body = await readJson(c.req.raw);
-  let parsed;
-  try {
-    parsed = parseInferRequest(body, version.signature);
-  } catch (err) {
-    if (err instanceof TensorError) throw new MeshError("invalid_tensor", err.message);
-    throw err;
-  }
+/** Adds headers to an error on its way out (the version that would have served, the region). */
+function withHeaders(err: unknown, headers: Record<string, string>): unknown {
+  if (err instanceof MeshError) Object.assign(err.headers, headers);
+  return err;
+}
+
+async function rankFor(c: AppContext, model: ModelInfo, version: VersionInfo): Promise<RankedRegion[]> {
   const config = c.get("config");
-  const requestId = c.get("requestId");
-  const key = modelKey(model, version);
-  const request: RegionInferRequest = {
-    requestId,
-    model: {
-      key,
-      name: model.name,
-      version: version.version,
-      sha256: version.sha256,
-      size: version.size,
-      artifactUrl: await artifactUrl(c, version.sha256),
-      signature: version.signature,
-    },
-    inputs: parsed.inputs,
-    ...(parsed.outputs ? { outputs: parsed.outputs } : {}),
-    deadline: deadlineFor(c),
-  };
-  const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
   const caller = callerLocation(c.req.raw, config.localMode);
-  const state = await regionState(config, waitUntil);
-  const ranked = rankRegions(config, state, caller, key, model.regions);
+  const state = await regionState(config, (p) => c.executionCtx.waitUntil(p));
+  const ranked = rankRegions(config, state, caller, modelKey(model, version), model.regions);
   if (ranked.length === 0 && model.regions) {
     throw new MeshError(
       "no_region_available",
@@ -101,26 +94,223 @@ async function infer(c: AppContext) {
       { "retry-after": "1" },
     );
   }
-  const beforeForward = Date.now();
-  let result;
+  return ranked;
+}
+
+type Outcome = (
+  | { ok: true; region: string; node: string; outputs: JsonTensor[]; timing: Timing; roundTripMs: number; total: number }
+  | { ok: false; region: string | null; error: MeshError }
+) & {
+  /** The call's usage row, for the caller of runCall to record (a shadow's, after comparing). */
+  usage: UsageEvent;
+};
+
+interface CallPlan {
+  model: ModelInfo;
+  version: VersionInfo;
+  parsed: ParsedInferRequest;
+  ranked: RankedRegion[];
+  requestId: string;
+  deadline: number;
+  startedAt: number;
+  /** Set for a shadow copy: the version whose call it copies. */
+  shadowOf: number | null;
+}
+
+function usageRow(c: AppContext, plan: CallPlan, version: number, status: number, region: string | null, node: string | null, t: { queueMs: number; inferMs: number }, edgeMs: number): UsageEvent {
+  const key = c.get("key");
+  return {
+    requestId: plan.requestId,
+    accountId: key.accountId,
+    keyId: key.id,
+    modelId: plan.model.id,
+    version,
+    region,
+    node,
+    status,
+    edgeMs: Math.round(edgeMs),
+    queueMs: Math.round(t.queueMs),
+    inferMs: Math.round(t.inferMs),
+    shadowOf: plan.shadowOf,
+    matched: null,
+    createdAt: plan.startedAt,
+  };
+}
+
+const NO_TIME = { queueMs: 0, inferMs: 0 };
+
+/** Forwards one call to a region; never throws (the outcome says, with its usage row). */
+async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
+  const { model, version, parsed } = plan;
+  const config = c.get("config");
+  const colo = callerLocation(c.req.raw, config.localMode).colo;
+  const usage = (region: string | null, node: string | null, status: number, t: { queueMs: number; inferMs: number }, edgeMs: number) =>
+    usageRow(c, plan, version.version, status, region, node, t, edgeMs);
+  let edgeMs = 0;
   try {
-    result = await forwardInfer(config, ranked, request, caller.colo);
+    const request: RegionInferRequest = {
+      requestId: plan.requestId,
+      model: {
+        key: modelKey(model, version),
+        name: model.name,
+        version: version.version,
+        sha256: version.sha256,
+        size: version.size,
+        artifactUrl: await artifactUrl(c, version.sha256),
+        signature: version.signature,
+      },
+      inputs: parsed.inputs,
+      ...(parsed.outputs ? { outputs: parsed.outputs } : {}),
+      deadline: plan.deadline,
+    };
+    edgeMs = Date.now() - plan.startedAt;
+    const { response, region, roundTripMs } = await forwardInfer(config, plan.ranked, request, colo);
+    const total = Date.now() - plan.startedAt;
+    if (!response.ok) {
+      const status = ERROR_STATUS[response.code];
+      if (plan.shadowOf === null) recordCall(region, colo, total, null, status);
+      return { ok: false, region, error: new MeshError(response.code, response.message), usage: usage(region, null, status, NO_TIME, edgeMs) };
+    }
+    const t = response.timing;
+    if (plan.shadowOf === null) recordCall(region, colo, total, roundTripMs - t.regionMs, 200);
+    return {
+      ok: true,
+      region,
+      node: response.node,
+      outputs: response.outputs.map(toJsonTensor),
+      timing: t,
+      roundTripMs,
+      total,
+      usage: usage(region, response.node, 200, t, edgeMs),
+    };
   } catch (err) {
-    recordUsage(c, model, version, null, null, err instanceof MeshError ? err.status : 500, { queueMs: 0, inferMs: 0 });
-    throw err;
+    const error = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
+    if (!(err instanceof MeshError)) log("error", plan.requestId, "call failed", { error: String(err) });
+    return { ok: false, region: null, error, usage: usage(null, null, error.status, NO_TIME, edgeMs || Date.now() - plan.startedAt) };
   }
-  const { response, region, roundTripMs } = result;
-  const total = Date.now() - c.get("startedAt");
-  c.header("x-mesh-region", region);
-  if (!response.ok) {
-    recordUsage(c, model, version, region, null, 500, { queueMs: 0, inferMs: 0 });
-    recordCall(region, caller.colo, total, null, 500);
-    throw new MeshError(response.code, response.message);
+}
+
+/** Runs the shadow copies of a call once its own answer is in; logs and records the comparison. */
+async function runShadows(c: AppContext, body: unknown, served: CallPlan, servedOutcome: Promise<Outcome>, versions: number[]): Promise<void> {
+  const primary = await servedOutcome;
+  await Promise.all(
+    versions.map(async (n) => {
+      const startedAt = Date.now();
+      const plan: CallPlan = {
+        ...served,
+        requestId: `${served.requestId}.shadow-v${n}`.slice(0, 64),
+        startedAt,
+        deadline: startedAt + c.get("config").inferTimeoutMs,
+        shadowOf: served.version.version,
+      };
+      const failed = (error: MeshError): Outcome => ({ ok: false, region: null, error, usage: usageRow(c, plan, n, error.status, null, null, NO_TIME, 0) });
+      let outcome: Outcome;
+      const version = served.model.versions.find((v) => v.version === n);
+      if (!version) {
+        outcome = failed(new MeshError("version_not_found", `version ${n} is gone`));
+      } else {
+        let parsed: ParsedInferRequest | null = null;
+        try {
+          parsed = parseInferRequest(body, version.signature);
+        } catch (err) {
+          if (!(err instanceof TensorError)) throw err;
+          outcome = failed(new MeshError("invalid_tensor", err.message));
+        }
+        if (parsed) {
+          const ranked = await rankFor(c, served.model, version).catch(() => [] as RankedRegion[]);
+          outcome = await runCall(c, { ...plan, version, parsed, ranked });
+        }
+      }
+      outcome ??= failed(new MeshError("internal_error", "internal error"));
+      const comparison = primary.ok && outcome.ok ? compareOutputs(primary.outputs, outcome.outputs) : null;
+      log(outcome.ok ? "info" : "warn", served.requestId, "shadow call", {
+        model: served.model.name,
+        served: served.version.version,
+        shadow: n,
+        servedStatus: primary.ok ? 200 : primary.error.status,
+        shadowStatus: outcome.ok ? 200 : outcome.error.status,
+        ...(outcome.ok ? {} : { shadowError: outcome.error.code }),
+        ...(comparison ? { matched: comparison.matched, maxAbsDiff: comparison.maxAbsDiff, reason: comparison.reason } : {}),
+      });
+      recordUsage(c.get("db"), { ...outcome.usage, matched: comparison ? (comparison.matched ? 1 : 0) : null }, (p) => c.executionCtx.waitUntil(p));
+    }),
+  );
+}
+
+async function infer(c: AppContext) {
+  const s = services(c);
+  const key = c.get("key");
+  const requestId = c.get("requestId");
+  const model = await requireModel(s, key.accountId, c.req.param("m")!);
+  const body = await readJson(c.req.raw);
+  const oipId = typeof body === "object" && body !== null ? (body as { id?: unknown }).id : undefined;
+  const { version, via } = routeVersion(model, c.req.param("v"), stickyKey(c.req.header("x-mesh-sticky"), oipId));
+  const versionHeaders = { "x-mesh-version": String(version.version), "x-mesh-route": via };
+  for (const [k, v] of Object.entries(versionHeaders)) c.header(k, v);
+  let parsed: ParsedInferRequest;
+  try {
+    parsed = parseInferRequest(body, version.signature);
+  } catch (err) {
+    if (!(err instanceof TensorError)) throw err;
+    recordUsage(
+      s.db,
+      {
+        requestId,
+        accountId: key.accountId,
+        keyId: key.id,
+        modelId: model.id,
+        version: version.version,
+        region: null,
+        node: null,
+        status: 400,
+        edgeMs: Date.now() - c.get("startedAt"),
+        queueMs: 0,
+        inferMs: 0,
+        shadowOf: null,
+        matched: null,
+        createdAt: c.get("startedAt"),
+      },
+      s.waitUntil,
+    );
+    throw new MeshError("invalid_tensor", err.message, versionHeaders);
   }
-  const t = response.timing;
-  recordCall(region, caller.colo, total, roundTripMs - t.regionMs, 200);
-  const edgeMs = Math.max(0, total - roundTripMs);
-  const networkMs = Math.max(0, roundTripMs - t.regionMs);
+  let ranked: RankedRegion[];
+  try {
+    await chargeQuota(c);
+    ranked = await rankFor(c, model, version);
+  } catch (err) {
+    throw withHeaders(err, versionHeaders);
+  }
+  if (c.req.header("x-mesh-dry-run") === "1") {
+    return c.json({ dryRun: true, model_name: model.name, model_version: String(version.version), route: via, region: ranked[0]?.region.name ?? null });
+  }
+  const plan: CallPlan = {
+    model,
+    version,
+    parsed,
+    ranked,
+    requestId,
+    deadline: deadlineFor(c),
+    startedAt: c.get("startedAt"),
+    shadowOf: null,
+  };
+  const outcome = runCall(c, plan).then((o) => {
+    recordUsage(s.db, o.usage, s.waitUntil);
+    return o;
+  });
+  const shadows = pickShadows(model.traffic, version.version);
+  if (shadows.length > 0) {
+    // Chained after the caller's own call: a shadow never competes with it, and nothing here
+    // is awaited by the response.
+    c.executionCtx.waitUntil(
+      runShadows(c, body, plan, outcome, shadows).catch((err: unknown) => log("warn", requestId, "shadow failed", { error: String(err) })),
+    );
+  }
+  const result = await outcome;
+  if (!result.ok) throw withHeaders(result.error, { ...versionHeaders, ...(result.region ? { "x-mesh-region": result.region } : {}) });
+  const t = result.timing;
+  const networkMs = Math.max(0, result.roundTripMs - t.regionMs);
+  const edgeMs = Math.max(0, result.total - result.roundTripMs);
   c.header(
     "Server-Timing",
     [
@@ -130,53 +320,127 @@ async function infer(c: AppContext) {
       `queue;dur=${t.queueMs.toFixed(2)}`,
       `load;dur=${t.loadMs.toFixed(2)}`,
       `infer;dur=${t.inferMs.toFixed(2)}`,
-      `total;dur=${total}`,
+      `total;dur=${result.total}`,
     ].join(", "),
   );
-  c.header("x-mesh-node", response.node);
-  c.header("x-mesh-colo", caller.colo);
-  c.header("x-mesh-version", String(version.version));
-  recordUsage(c, model, version, region, response.node, 200, t, beforeForward);
+  c.header("x-mesh-region", result.region);
+  c.header("x-mesh-node", result.node);
+  c.header("x-mesh-colo", callerLocation(c.req.raw, c.get("config").localMode).colo);
   return c.json({
     model_name: model.name,
     model_version: String(version.version),
     ...(parsed.id !== undefined ? { id: parsed.id } : {}),
-    outputs: response.outputs.map(toJsonTensor),
+    outputs: result.outputs,
   });
 }
 
-/** Usage is written after the answer is sent (waitUntil), so billing never slows a caller. */
-function recordUsage(
-  c: AppContext,
-  model: ModelInfo,
-  version: VersionInfo,
-  region: string | null,
-  node: string | null,
-  status: number,
-  t: { queueMs: number; inferMs: number },
-  edgeDone = Date.now(),
-): void {
-  const key = c.get("key");
-  const requestId = c.get("requestId");
-  const write = c
-    .get("db")
-    .insert(usageEvents)
-    .values({
-      requestId,
-      accountId: key.accountId,
-      keyId: key.id,
-      modelId: model.id,
-      version: version.version,
-      region,
-      node,
-      status,
-      edgeMs: Math.round(edgeDone - c.get("startedAt")),
-      queueMs: Math.round(t.queueMs),
-      inferMs: Math.round(t.inferMs),
-    })
-    .run()
-    .catch((err: unknown) => log("warn", requestId, "usage event not recorded", { error: String(err) }));
-  c.executionCtx.waitUntil(write);
+// ---------------------------------------------------------------------------------------------
+// Schemas and registration
+
+const TensorSpecSchema = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });
+const JsonTensorSchema = z.object({
+  name: z.string(),
+  datatype: z.string().describe("An OIP datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES."),
+  shape: z.array(z.number().int().min(0)),
+  data: z.array(z.unknown()).describe("Row-major, flat or nested."),
+});
+
+export const InferRequestSchema = z.object({
+  id: z.string().optional().describe("Echoed in the answer; also the sticky key of a split when `x-mesh-sticky` is absent."),
+  inputs: z.array(JsonTensorSchema).min(1),
+  outputs: z.array(z.object({ name: z.string() })).optional().describe("A subset of the model's outputs (default: all)."),
+  parameters: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const InferResponseSchema = z.object({
+  model_name: z.string(),
+  model_version: z.string().describe("The version that served the call (also `x-mesh-version`)."),
+  id: z.string().optional(),
+  outputs: z.array(JsonTensorSchema),
+});
+
+const DryRunSchema = z.object({
+  dryRun: z.literal(true),
+  model_name: z.string(),
+  model_version: z.string(),
+  route: z.enum(["named", "split", "latest"]),
+  region: z.string().nullable(),
+});
+
+const ModelMetadataSchema = z.object({
+  name: z.string(),
+  versions: z.array(z.string()).describe("Live versions, newest first."),
+  platform: z.string(),
+  inputs: z.array(TensorSpecSchema),
+  outputs: z.array(TensorSpecSchema),
+});
+
+const VERSION_HEADER = { "x-mesh-version": "The version that answered." };
+const INFER_HEADERS = {
+  "x-mesh-version": "The version that served the call (on errors too, once chosen).",
+  "x-mesh-route": "How the version was chosen: `named` (by the caller), `split` (traffic rule) or `latest`.",
+  "x-mesh-region": "The region that ran the call.",
+  "x-mesh-node": "The node that ran the call.",
+  "server-timing": "edge, network, region, queue, load, infer, total (ms).",
+  "x-ratelimit-limit": "The key's sustained rate, calls per second.",
+  "x-ratelimit-remaining": "Calls the key could make at once right now.",
+};
+
+function describeV2(base: string, versioned: boolean): void {
+  const params: Record<string, string> = { m: "Model name." };
+  if (versioned) params.v = "A version number, an alias (e.g. `prod`) or `latest`.";
+  describeRoute({
+    method: "get",
+    path: base,
+    tag: "Inference",
+    auth: "infer",
+    summary: versioned ? "Model metadata of one version" : "Model metadata (of `latest`)",
+    params,
+    responses: { 200: { description: "Name, versions, platform, inputs and outputs.", schema: ModelMetadataSchema, headers: VERSION_HEADER } },
+    errors: ["model_not_found", "version_not_found"],
+  });
+  describeRoute({
+    method: "get",
+    path: `${base}/ready`,
+    tag: "Inference",
+    auth: "infer",
+    summary: "Model readiness",
+    params,
+    responses: { 200: { description: "Ready.", schema: z.object({ name: z.string(), ready: z.boolean() }), headers: VERSION_HEADER } },
+    errors: ["model_not_found", "version_not_found"],
+  });
+  describeRoute({
+    method: "post",
+    path: `${base}/infer`,
+    tag: "Inference",
+    auth: "infer",
+    summary: versioned ? "Inference on a named version (number or alias)" : "Inference (the model's split, else `latest`)",
+    description: versioned
+      ? "Runs the call on exactly the version named. Shadow copies of the model's traffic rule still apply."
+      : "The version comes from the model's traffic rule (weighted split, sticky per `x-mesh-sticky` or the OIP `id`), else `latest`.",
+    params,
+    headers: {
+      "x-mesh-sticky": "Sticky key for a split: the same key keeps landing on the same version while the split is unchanged.",
+      "x-mesh-timeout-ms": "Shortens the call's deadline (default and maximum INFER_TIMEOUT_MS).",
+      "x-mesh-dry-run": "`1`: do everything up to forwarding and answer what would have happened (a measurement aid; no compute).",
+    },
+    body: { schema: InferRequestSchema, maxBytes: MAX_INFER_BODY, example: { id: "a1", inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] } },
+    responses: {
+      200: { description: "The outputs (or, with `x-mesh-dry-run: 1`, what would have run).", schema: z.union([InferResponseSchema, DryRunSchema]), headers: INFER_HEADERS },
+    },
+    errors: [
+      "invalid_tensor",
+      "model_not_found",
+      "version_not_found",
+      "quota_exceeded",
+      "inference_failed",
+      "region_error",
+      "node_error",
+      "no_region_available",
+      "no_capacity",
+      "deadline_exceeded",
+    ],
+  });
 }
 
 export function registerV2Models(app: Hono<AppEnv>): void {
@@ -186,4 +450,6 @@ export function registerV2Models(app: Hono<AppEnv>): void {
     app.get(`${base}/ready`, auth, ready);
     app.post(`${base}/infer`, auth, limitBody(MAX_INFER_BODY), infer);
   }
+  describeV2("/v2/models/{m}", false);
+  describeV2("/v2/models/{m}/versions/{v}", true);
 }

@@ -223,8 +223,11 @@ export class RegionHarness {
       pid: child.pid,
       lines: [],
       exited: null,
+      // 'close', not 'exit': by then stdout and stderr are read to the end, so every line the
+      // child printed is in `lines`.
       exit: new Promise<ExitInfo>((res) => {
-        child.once("exit", (code, signal) => {
+        child.once("exit", () => live.delete(child));
+        child.once("close", (code, signal) => {
           live.delete(child);
           c.exited = { code, signal };
           res(c.exited);
@@ -375,8 +378,11 @@ export class RegionHarness {
   /** stopAll, then the artifact server and the temporary directory. */
   async close(): Promise<void> {
     await this.stopAll();
-    await new Promise<void>((r) => (this.artifactServer ? this.artifactServer.close(() => r()) : r()));
-    this.artifactServer?.closeAllConnections();
+    await new Promise<void>((r) => {
+      if (!this.artifactServer) return r();
+      this.artifactServer.close(() => r());
+      this.artifactServer.closeAllConnections(); // keep-alive sockets would hold close() open
+    });
     await rm(this.dir, { recursive: true, force: true });
   }
 
@@ -399,6 +405,21 @@ export class RegionHarness {
   tail(name: string, n = 30): string {
     const c = this.children.get(name);
     return c ? tail(c, n) : `(no child ${name})`;
+  }
+
+  /**
+   * The number of `msg` lines once there are at least `atLeast` (or when timeoutMs has passed):
+   * a child's log line can reach us after the network answer that followed it.
+   */
+  async waitForCount(name: string, msg: string, atLeast: number, where: Record<string, unknown> = {}, timeoutMs = 10_000): Promise<number> {
+    try {
+      return await waitUntil(`${name} logging '${msg}' ${atLeast}x`, timeoutMs, () => {
+        const n = this.count(name, msg, where);
+        return n >= atLeast ? n : undefined;
+      }, 20);
+    } catch {
+      return this.count(name, msg, where);
+    }
   }
 
   waitForLog(name: string, msg: string, where: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<Record<string, unknown>> {

@@ -1,0 +1,204 @@
+// The public API's description: each route file describes its routes (zod schemas beside the
+// handlers) with `describeRoute`, and `openApiDocument` turns them into an OpenAPI 3.1 document
+// (served at /openapi.json, rendered at /docs). A unit test checks that every route the app
+// registers is described here, so the document cannot drift from the code by omission.
+
+import { z } from "zod";
+import { ERROR_DESCRIPTIONS, ERROR_STATUS, type ErrorCode } from "../protocol/errors.js";
+
+export type Method = "get" | "post" | "put" | "patch" | "delete";
+
+/** Who may call: a key with a scope, the operator's admin token, nobody (public), or a signed URL. */
+export type Auth = "infer" | "manage" | "admin" | "none" | "signed";
+
+export interface BodyDoc {
+  schema?: z.ZodType;
+  /** Default application/json. */
+  contentType?: string;
+  description?: string;
+  /** The route's body limit, bytes (413 above it). */
+  maxBytes?: number;
+  /** An example body (shown on /docs). */
+  example?: unknown;
+}
+
+export interface ResponseDoc {
+  description: string;
+  schema?: z.ZodType;
+  contentType?: string;
+  headers?: Record<string, string>;
+}
+
+export interface RouteDoc {
+  method: Method;
+  /** OpenAPI style: /v1/models/{m}. */
+  path: string;
+  summary: string;
+  description?: string;
+  tag: string;
+  auth: Auth;
+  params?: Record<string, string>;
+  query?: z.ZodObject;
+  /** Request headers the route reads, with what they do. */
+  headers?: Record<string, string>;
+  body?: BodyDoc;
+  responses: Record<number, ResponseDoc>;
+  /** Error codes this route can answer with besides the common ones of its auth. */
+  errors?: ErrorCode[];
+  /** Left out of the document (internal routes); still counted as described. */
+  internal?: boolean;
+}
+
+const routes = new Map<string, RouteDoc>();
+
+export function describeRoute(doc: RouteDoc): RouteDoc {
+  routes.set(`${doc.method} ${doc.path}`, doc);
+  return doc;
+}
+
+export function describedRoutes(): RouteDoc[] {
+  return [...routes.values()];
+}
+
+/** /v1/models/{m} -> /v1/models/:m (how Hono writes it). */
+export function honoPath(path: string): string {
+  return path.replace(/\{([^}]+)\}/g, ":$1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared schemas
+
+const codes = Object.keys(ERROR_STATUS) as [ErrorCode, ...ErrorCode[]];
+
+export const ErrorBodySchema = z
+  .object({
+    error: z.string().describe("What went wrong, for a person; never a stack or an internal detail."),
+    code: z.enum(codes).describe("Stable code for programs; see the list of codes."),
+    requestId: z.string().describe("Also in the `x-request-id` header; quote it when asking about a call."),
+  })
+  .describe("The one error envelope of every route.");
+
+const COMMON_ERRORS: Record<Auth, ErrorCode[]> = {
+  infer: ["unauthorized", "forbidden", "rate_limited", "internal_error"],
+  manage: ["unauthorized", "forbidden", "rate_limited", "internal_error"],
+  admin: ["unauthorized", "internal_error"],
+  none: ["internal_error"],
+  signed: ["unauthorized", "internal_error"],
+};
+
+const RESPONSE_HEADERS: Record<string, string> = {
+  "x-request-id": "The call's id (the caller's own `x-request-id` when it sent a valid one).",
+};
+
+function jsonSchema(schema: z.ZodType, io: "input" | "output"): Record<string, unknown> {
+  const out = z.toJSONSchema(schema, { target: "draft-2020-12", io, unrepresentable: "any" }) as Record<string, unknown>;
+  delete out.$schema;
+  return out;
+}
+
+function headerObjects(headers: Record<string, string>) {
+  return Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, { description: v, schema: { type: "string" } }]));
+}
+
+function errorResponses(doc: RouteDoc) {
+  const all = [...new Set([...COMMON_ERRORS[doc.auth], ...(doc.errors ?? []), ...(doc.body ? (["bad_request", "payload_too_large"] as ErrorCode[]) : [])])];
+  if (doc.body && (doc.body.contentType ?? "application/json") === "application/json") all.push("invalid_json");
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of new Set(all)) {
+    const status = ERROR_STATUS[code];
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [status, list] of [...byStatus].sort((a, b) => a[0] - b[0])) {
+    const retry = list.some((c) => ["rate_limited", "quota_exceeded", "no_region_available", "no_capacity"].includes(c));
+    out[String(status)] = {
+      description: list.map((c) => `\`${c}\`: ${ERROR_DESCRIPTIONS[c]}`).join("\n\n"),
+      headers: headerObjects({ ...RESPONSE_HEADERS, ...(retry ? { "retry-after": "Seconds to wait before trying again." } : {}) }),
+      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+    };
+  }
+  return out;
+}
+
+function security(auth: Auth) {
+  if (auth === "infer" || auth === "manage") return [{ apiKey: [] }];
+  if (auth === "admin") return [{ adminToken: [] }];
+  return [];
+}
+
+export interface OpenApiInfo {
+  title: string;
+  version: string;
+  description: string;
+}
+
+export function openApiDocument(info: OpenApiInfo, serverUrl?: string): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  const sorted = describedRoutes()
+    .filter((d) => !d.internal)
+    .sort((a, b) => a.path.localeCompare(b.path) || a.method.localeCompare(b.method));
+  for (const doc of sorted) {
+    const parameters: unknown[] = [];
+    for (const [name, description] of Object.entries(doc.params ?? {})) {
+      parameters.push({ name, in: "path", required: true, description, schema: { type: "string" } });
+    }
+    if (doc.query) {
+      const shape = doc.query.shape as Record<string, z.ZodType>;
+      for (const [name, schema] of Object.entries(shape)) {
+        const js = jsonSchema(schema, "input");
+        parameters.push({ name, in: "query", required: !schema.safeParse(undefined).success, description: js.description, schema: js });
+      }
+    }
+    for (const [name, description] of Object.entries(doc.headers ?? {})) {
+      parameters.push({ name, in: "header", required: false, description, schema: { type: "string" } });
+    }
+    const responses: Record<string, unknown> = {};
+    for (const [status, r] of Object.entries(doc.responses)) {
+      responses[status] = {
+        description: r.description,
+        headers: headerObjects({ ...RESPONSE_HEADERS, ...r.headers }),
+        ...(r.schema || r.contentType
+          ? { content: { [r.contentType ?? "application/json"]: r.schema ? { schema: jsonSchema(r.schema, "output") } : {} } }
+          : {}),
+      };
+    }
+    Object.assign(responses, errorResponses(doc));
+    const op: Record<string, unknown> = {
+      operationId: `${doc.method}${doc.path.replace(/[{}]/g, "").replace(/[^A-Za-z0-9]+(.)?/g, (_m, ch: string | undefined) => (ch ? ch.toUpperCase() : ""))}`,
+      summary: doc.summary,
+      ...(doc.description ? { description: doc.description } : {}),
+      tags: [doc.tag],
+      security: security(doc.auth),
+      ...(parameters.length ? { parameters } : {}),
+      responses,
+    };
+    if (doc.body) {
+      const type = doc.body.contentType ?? "application/json";
+      op.requestBody = {
+        required: true,
+        description: [doc.body.description, doc.body.maxBytes ? `At most ${doc.body.maxBytes} bytes (413 above).` : ""].filter(Boolean).join(" "),
+        content: {
+          [type]: {
+            schema: doc.body.schema ? jsonSchema(doc.body.schema, "input") : type === "application/octet-stream" ? { type: "string", format: "binary" } : {},
+            ...(doc.body.example !== undefined ? { example: doc.body.example } : {}),
+          },
+        },
+      };
+    }
+    (paths[doc.path] ??= {})[doc.method] = op;
+  }
+  return {
+    openapi: "3.1.0",
+    info: { ...info, "x-error-codes": Object.fromEntries(codes.map((c) => [c, { status: ERROR_STATUS[c], description: ERROR_DESCRIPTIONS[c] }])) },
+    ...(serverUrl ? { servers: [{ url: serverUrl }] } : {}),
+    tags: [...new Set(sorted.map((d) => d.tag))].map((name) => ({ name })),
+    paths,
+    components: {
+      schemas: { Error: jsonSchema(ErrorBodySchema, "output") },
+      securitySchemes: {
+        apiKey: { type: "http", scheme: "bearer", description: "An API key: `Authorization: Bearer mesh_...`. Scopes: `infer`, `manage`." },
+        adminToken: { type: "http", scheme: "bearer", description: "The operator's ADMIN_TOKEN." },
+      },
+    },
+  };
+}

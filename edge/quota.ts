@@ -1,0 +1,127 @@
+// Per-account monthly request quota (inference calls, calendar month in UTC). Like the rate
+// limiter, decided in this isolate with no I/O: the count is the account's shared counter in
+// Redis as last heard, plus the calls this isolate let through since; counts go to Redis in
+// the background (INCRBY) at most every SYNC_MS. Many isolates together can overshoot by what
+// they let through within one sync interval, which is noise against a monthly quota. With Redis
+// unreachable, each isolate goes on from the last count it heard (never unlimited: its own
+// calls still count against it). The billing record is the usage table in D1, not this counter.
+
+/** The slice of the shared store (redis.ts) the quota uses; tests pass a fake. */
+export interface QuotaStore {
+  available(): boolean;
+  run<T>(op: (r: QuotaRedis) => Promise<T>): Promise<T>;
+}
+
+export interface QuotaRedis {
+  pipeline(): { incrby(key: string, n: number): unknown; expire(key: string, s: number): unknown; exec(): Promise<unknown[]> };
+}
+
+const SYNC_MS = 250;
+const COUNTER_KEY = (account: string, month: string) => `mesh:quota:${account}:${month}`;
+/** Counters outlive their month by a week, for anyone reading them late. */
+const COUNTER_TTL_S = 38 * 24 * 3600;
+
+export function monthOf(now: number): string {
+  const d = new Date(now);
+  return `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
+/** Ms from `now` to the first instant of the next UTC month. */
+export function msToNextMonth(now: number): number {
+  const d = new Date(now);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) - now;
+}
+
+interface Counter {
+  month: string;
+  /** The shared count as last heard (includes everything this isolate sent). */
+  shared: number;
+  pending: number;
+  lastSync: number;
+  syncing: Promise<void> | null;
+  flushTimer: boolean;
+  synced: boolean;
+}
+
+export interface QuotaDecision {
+  allowed: boolean;
+  used: number;
+  /** When refused: ms until the month turns. */
+  retryAfterMs: number;
+}
+
+export interface QuotaDeps {
+  store: QuotaStore | null;
+  waitUntil: (p: Promise<unknown>) => void;
+  now?: () => number;
+}
+
+export class MonthlyQuota {
+  private readonly counters = new Map<string, Counter>();
+
+  async check(account: string, quota: number | null, deps: QuotaDeps): Promise<QuotaDecision> {
+    if (quota === null) return { allowed: true, used: 0, retryAfterMs: 0 };
+    const now = (deps.now ?? Date.now)();
+    const month = monthOf(now);
+    let c = this.counters.get(account);
+    if (!c || c.month !== month) {
+      if (this.counters.size > 50_000) this.counters.clear();
+      c = { month, shared: 0, pending: 0, lastSync: 0, syncing: null, flushTimer: false, synced: false };
+      this.counters.set(account, c);
+    }
+    if (!c.synced && deps.store?.available()) await this.sync(account, c, deps).catch(() => undefined);
+    const used = c.shared + c.pending;
+    if (used >= quota) return { allowed: false, used, retryAfterMs: msToNextMonth(now) };
+    c.pending++;
+    this.scheduleSync(account, c, deps);
+    return { allowed: true, used: used + 1, retryAfterMs: 0 };
+  }
+
+  private scheduleSync(account: string, c: Counter, deps: QuotaDeps): void {
+    if (!deps.store || c.syncing || c.flushTimer) return;
+    const wait = c.lastSync + SYNC_MS - (deps.now ?? Date.now)();
+    if (wait <= 0) {
+      deps.waitUntil(this.sync(account, c, deps).catch(() => undefined));
+      return;
+    }
+    c.flushTimer = true;
+    deps.waitUntil(
+      new Promise((r) => setTimeout(r, wait))
+        .then(() => {
+          c.flushTimer = false;
+          if (c.pending > 0 && !c.syncing) return this.sync(account, c, deps);
+        })
+        .catch(() => undefined),
+    );
+  }
+
+  private sync(account: string, c: Counter, deps: QuotaDeps): Promise<void> {
+    if (c.syncing) return c.syncing;
+    const store = deps.store;
+    if (!store || !store.available()) return Promise.resolve();
+    const sent = c.pending;
+    c.pending = 0;
+    c.lastSync = (deps.now ?? Date.now)();
+    const key = COUNTER_KEY(account, c.month);
+    c.syncing = store
+      .run(async (r) => {
+        const p = r.pipeline();
+        p.incrby(key, sent);
+        p.expire(key, COUNTER_TTL_S);
+        const [total] = (await p.exec()) as [number, number];
+        return total;
+      })
+      .then((total) => {
+        c.shared = Math.max(c.shared, Number(total));
+        c.synced = true;
+      })
+      .catch((err: unknown) => {
+        c.pending += sent;
+        throw err;
+      })
+      .finally(() => {
+        c.syncing = null;
+      });
+    return c.syncing;
+  }
+}
