@@ -14,7 +14,9 @@
 // server here (they check its sha256). Each variant gets a latency phase (concurrency 1) and a
 // throughput phase (concurrency 32) with the [1,4] input, then a latency phase with a [1024,4]
 // input (16 KiB in, 24 KiB out: a [1,4] call is too small for framing to matter), each bounded
-// by time and count. Every answer must be 200 with outputs equal to the direct result.
+// by time and count. Every answer must be 200 with outputs equal to the direct result. Both
+// router set-ups stay up for the whole run and their phases are interleaved (msgpack json, then
+// json msgpack, ...) so that drift on a shared machine does not all land on one framing.
 //
 //   end-to-end       the client's HTTP round trip (request written -> whole answer read); building,
 //                    signing and decoding the message are the edge's work and stay outside it
@@ -337,7 +339,20 @@ interface Secrets {
   nodeToken: string;
 }
 
-async function measureRouter(framing: Framing, secrets: Secrets, ref: ModelRef, expected: Record<Size, Expected>, downloads: () => number): Promise<RouterRun> {
+interface RouterSetup {
+  framing: Framing;
+  call: (size: Size) => Promise<Sample>;
+  replicasWarm: number;
+  warmupBursts: number;
+  coldFirstCallMs: number;
+  startMs: number;
+  nodeFramingConfirmed: boolean;
+  downloads: number;
+  stop: () => Promise<void>;
+}
+
+/** A router and its nodes up, the model warm on both nodes (as far as the scheduler goes). */
+async function setupRouter(framing: Framing, secrets: Secrets, ref: ModelRef, expected: Record<Size, Expected>, downloads: () => number): Promise<RouterSetup> {
   if (signalled) throw new Error("interrupted");
   const downloadsBefore = downloads();
   const t0 = performance.now();
@@ -432,27 +447,70 @@ async function measureRouter(framing: Framing, secrets: Secrets, ref: ModelRef, 
   replicas = (await status()).nodes.filter((n) => n.warm.includes(MODEL_KEY)).length;
   err(`[bench] router/${framing}: model warm on ${replicas}/${NODES} nodes after ${bursts} warm-up burst(s)`);
 
-  const samples = { latency: [] as Sample[], throughput: [] as Sample[], big: [] as Sample[] };
-  const result = await measure(`router/${framing}`, call, (phase) => (s) => samples[phase].push(s));
-  agent.destroy();
-
-  const partsOf = (list: Sample[]) => Object.fromEntries(PARTS.map((p) => [p.key, summarize(list.map(p.of))])) as Record<PartKey, Summary>;
-  const nodesOf = (list: Sample[]) => list.reduce<Record<string, number>>((m, s) => ((m[s.node] = (m[s.node] ?? 0) + 1), m), {});
-  const run: RouterRun = {
+  return {
     framing,
-    result,
-    parts: { latency: partsOf(samples.latency), throughput: partsOf(samples.throughput), big: partsOf(samples.big) },
-    nodesAnswered: { latency: nodesOf(samples.latency), throughput: nodesOf(samples.throughput) },
+    call: (size) => call(size),
     replicasWarm: replicas,
     warmupBursts: bursts,
     coldFirstCallMs,
     startMs,
     nodeFramingConfirmed,
     downloads: downloads() - downloadsBefore,
+    stop: async () => {
+      agent.destroy();
+      await Promise.all(nodes.map((n) => stopChild(n)));
+      await stopChild(router);
+    },
   };
-  await Promise.all(nodes.map((n) => stopChild(n)));
-  await stopChild(router);
-  return run;
+}
+
+/**
+ * The phases of every router set-up, interleaved so that drift on a shared machine (other
+ * load, CPU clocks) does not all land on one framing: A B for the first phase, B A for the
+ * next, and so on.
+ */
+async function measureRouters(setups: RouterSetup[]): Promise<{ runs: RouterRun[]; order: string[] }> {
+  const samples = new Map(setups.map((r) => [r.framing, { latency: [] as Sample[], throughput: [] as Sample[], big: [] as Sample[] }]));
+  const results = new Map(setups.map((r) => [r.framing, {} as Partial<VariantResult>]));
+  const phases: [Phase, Size, PhaseOptions, string][] = [
+    ["latency", "small", LATENCY, `latency phase (c=1, ${LATENCY.warmup} warm-up, up to ${LATENCY.maxCalls} calls / ${LATENCY.maxMs / 1000} s)`],
+    ["throughput", "small", THROUGHPUT, `throughput phase (c=${CONCURRENCY}, up to ${THROUGHPUT.maxMs / 1000} s)`],
+    ["big", "big", BIG_LATENCY, `large-input phase ([${BIG_SHAPE}], c=1, up to ${BIG_LATENCY.maxCalls} calls / ${BIG_LATENCY.maxMs / 1000} s)`],
+  ];
+  const order: string[] = [];
+  for (const [i, [phase, size, opts, what]] of phases.entries()) {
+    for (const r of i % 2 === 0 ? setups : [...setups].reverse()) {
+      if (signalled) throw new Error("interrupted");
+      const name = `router/${r.framing}`;
+      order.push(`${phase}:${r.framing}`);
+      err(`[bench] ${name}: ${what}`);
+      const list = samples.get(r.framing)![phase];
+      const res = await runPhase(() => r.call(size), opts, (v) => list.push(v));
+      results.get(r.framing)![phase] = res;
+      err(
+        `[bench] ${name}: ${phase === "throughput" ? `${fmt(res.okPerSec, 0)} calls/s` : `p50 ${fmt(res.latency.p50, 3)} ms, p99 ${fmt(res.latency.p99, 3)} ms`} ` +
+          `over ${res.calls} calls, ${res.errors} errors`,
+      );
+    }
+  }
+  const partsOf = (list: Sample[]) => Object.fromEntries(PARTS.map((p) => [p.key, summarize(list.map(p.of))])) as Record<PartKey, Summary>;
+  const nodesOf = (list: Sample[]) => list.reduce<Record<string, number>>((m, x) => ((m[x.node] = (m[x.node] ?? 0) + 1), m), {});
+  const runs = setups.map((r): RouterRun => {
+    const smp = samples.get(r.framing)!;
+    return {
+      framing: r.framing,
+      result: results.get(r.framing) as VariantResult,
+      parts: { latency: partsOf(smp.latency), throughput: partsOf(smp.throughput), big: partsOf(smp.big) },
+      nodesAnswered: { latency: nodesOf(smp.latency), throughput: nodesOf(smp.throughput) },
+      replicasWarm: r.replicasWarm,
+      warmupBursts: r.warmupBursts,
+      coldFirstCallMs: r.coldFirstCallMs,
+      startMs: r.startMs,
+      nodeFramingConfirmed: r.nodeFramingConfirmed,
+      downloads: r.downloads,
+    };
+  });
+  return { runs, order };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,8 +520,11 @@ interface Facts {
   startedAt: Date;
   finishedAt: Date;
   machine: ReturnType<typeof machineInfo>;
+  loadAvgEnd: number[];
   direct: VariantResult;
   routers: RouterRun[];
+  /** The order the router phases ran in (interleaved). */
+  order: string[];
 }
 
 const errorsOf = (v: VariantResult) =>
@@ -541,6 +602,10 @@ function report(f: Facts): void {
     `latency: c=1, ${LATENCY.warmup} warm-up + up to ${LATENCY.maxCalls} calls / ${LATENCY.maxMs / 1000} s; throughput: c=${CONCURRENCY}, up to ${THROUGHPUT.maxMs / 1000} s; ` +
       `large input: [${BIG_SHAPE}], c=1, up to ${BIG_LATENCY.maxCalls} calls / ${BIG_LATENCY.maxMs / 1000} s; ` +
       `router latency = client HTTP round trip of a signed msgpack RegionInferRequest`,
+  );
+  say(
+    `router phases interleaved: ${f.order.join(" ")}; both set-ups up throughout; ` +
+      `load average ${f.machine.loadAvg.join("/")} at start, ${f.loadAvgEnd.join("/")} at end (other work on this machine skews results)`,
   );
   say();
   say(
@@ -633,6 +698,8 @@ function resultJson(f: Facts) {
     startedAt: f.startedAt.toISOString(),
     finishedAt: f.finishedAt.toISOString(),
     machine: f.machine,
+    loadAvgEnd: f.loadAvgEnd,
+    phaseOrder: f.order,
     model: { name: MODEL, key: MODEL_KEY, input: { name: "x", datatype: "FP32", shape: SHAPE, data: INPUT } },
     config: {
       latency: LATENCY,
@@ -719,11 +786,15 @@ async function main(): Promise<void> {
     artifactUrl: await signUrl(secrets.meshSecret, new URL(`/internal/artifacts/${sha256}`, artifacts.origin), Date.now() + 60 * 60_000),
     signature: { inputs: info.inputs, outputs: info.outputs },
   };
-  const routers: RouterRun[] = [];
-  for (const framing of FRAMINGS) routers.push(await measureRouter(framing, secrets, ref, expected, artifacts.downloads));
+  // Both set-ups stay up for the whole run (an idle router + nodes cost a heartbeat a second),
+  // so their phases can be interleaved.
+  const setups: RouterSetup[] = [];
+  for (const framing of FRAMINGS) setups.push(await setupRouter(framing, secrets, ref, expected, artifacts.downloads));
+  const { runs: routers, order } = await measureRouters(setups);
+  for (const r of setups) await r.stop();
 
   const finishedAt = new Date();
-  const facts: Facts = { startedAt, finishedAt, machine, direct, routers };
+  const facts: Facts = { startedAt, finishedAt, machine, loadAvgEnd: machineInfo().loadAvg, direct, routers, order };
   report(facts);
   const written = await writeResults("router-overhead", resultJson(facts), undefined, startedAt);
   say();
@@ -736,7 +807,7 @@ try {
   await main();
 } catch (e) {
   exitCode = 1;
-  keepTmp = true;
+  keepTmp = !signalled; // the logs help after a failure, not after Ctrl-C
   err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
 } finally {
   await cleanup();

@@ -1,6 +1,6 @@
 // Does the mesh's placement keep the right models warm? A replay of Zipf-distributed traffic
 // over many models onto nodes that can hold only a fraction of them, in VIRTUAL time (a
-// discrete-event simulation: nothing sleeps, a 10-minute replay takes well under a second),
+// discrete-event simulation: nothing sleeps, a 10-minute replay takes a few seconds),
 // using the router's REAL placement code:
 //
 //   mesh           the scheduler's call path over regions/placement.ts: calls queue per model,
@@ -22,15 +22,21 @@
 // when the call arrived (waiting for a slot is fine; waiting for a load is not). A "cold start"
 // is a model load begun on a node (for every policy, whether or not a call waited for it).
 //
-// Run: npm run bench:placement              (headline s=1.1 + sweep s in {0.9, 1.1, 1.3})
-//      npx tsx bench/zipf-placement.ts --s 1.2 --minutes 5 --seed 7
+// Besides the headline (s=1.1 at 200 calls/s), it replays s in {0.9, 1.1, 1.3} at that rate and
+// rates {20, 50, 100} calls/s at s=1.1, and checks for each whether the setup is LOAD-BOUND: a
+// load holds its memory for the whole cold start, so there is a most loads/min the cluster can
+// begin; when the calls to models that cannot stay warm need more, no placement keeps up.
+//
+// Run: npm run bench:placement              (~1 min: 6 scenarios x 4 policies, 10 virtual min each)
+//      npx tsx bench/zipf-placement.ts --s 1.2 --rate 100 --minutes 5 --seed 7
+//      (also --models --nodes --per-node --slots --service-ms --cold-ms --warmup-minutes)
 //
 // Prints tables and writes bench/results/zipf-placement-<ISO>.json and -latest.json.
 // Targets are informational: exit 0 unless it crashed.
 
 import { pickWarm, planLoad, usedMb, type NodeState } from "../regions/placement.js";
 import { ModelStats } from "../regions/model-stats.js";
-import { desiredReplicas, WARM_POLICY_DEFAULTS } from "../regions/warm-policy.js";
+import { WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -355,9 +361,9 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
     // keep-warm floors), only on the nodes it may go to; so once a model held nowhere found
     // no room, no model finds room until the epoch moves.
     let noRoomAt = -1;
-    const startLoad = (key: string): boolean => {
+    const startLoad = (key: string, maxEvictValue = Infinity): boolean => {
       if (noRoomAt === capacityEpoch) return false;
-      const plan = planLoad(nodes, key, setup.modelMb, valueOf);
+      const plan = planLoad(nodes, key, setup.modelMb, valueOf, undefined, undefined, maxEvictValue);
       if (!plan) {
         if (!nodes.some((n) => n.warm.has(key) || n.loading.has(key))) noRoomAt = capacityEpoch;
         return false;
@@ -404,18 +410,13 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
       for (const [key, st] of stats) {
         st.tick(now);
         if (!warmPolicy) continue;
-        const want = Math.min(nodes.length, desiredReplicas(st.view(), undefined, slots, now, WARM_POLICY_DEFAULTS));
-        const holding = nodes.filter((n) => n.warm.has(key));
-        const loading = nodes.filter((n) => n.loading.has(key));
-        const have = holding.length + loading.length;
-        if (have < want) {
-          startLoad(key);
-        } else if (have > want && loading.length === 0) {
-          const victim = holding
-            .filter((n) => (n.modelInflight.get(key) ?? 0) === 0)
-            .sort((a, b) => a.warm.get(key)!.lastUsed - b.warm.get(key)!.lastUsed)[0];
-          const idleFor = now - Math.max(st.lastCall, victim?.warm.get(key)?.lastUsed ?? 0);
-          if (victim && (want === 0 ? idleFor > WARM_POLICY_DEFAULTS.idleTtlMs : idleFor > 30_000)) {
+        // The scheduler's own warm step (regions/warm-policy.ts warmAction), as shipped.
+        const action = warmAction(key, nodes, st.view(), undefined, now, valueOf(key), WARM_POLICY_DEFAULTS);
+        if (action.kind === "load") {
+          startLoad(key, action.maxEvictValue);
+        } else if (action.kind === "unload") {
+          const victim = nodes.find((n) => n.id === action.nodeId);
+          if (victim) {
             victim.warm.delete(key);
             capacityEpoch++;
             victim.epoch++;
@@ -854,7 +855,9 @@ async function main(): Promise<void> {
   say(`sweep over the arrival rate at s = ${HEADLINE_S} (same seed and setup):`);
   say();
   say(formatTable(sweepHeaders("calls/s"), sweepRows(rateSweep, (sc) => String(sc.ratePerS))));
-  say(`(* = the better baseline in that row group: fewer cold starts; load capacity: see notes)`);
+  say(`(* = the better baseline in that row group: fewer cold starts. load capacity: "ok" = pinning some top K models leaves enough`);
+  say(` memory for the loads of the rest, so a placement could keep up (a policy that replicates, like the baselines, may still not);`);
+  say(` "LOAD-BOUND" = no K does, so no placement can)`);
   say();
   const noteLines = notes(head, sSweep, rateSweep, setup);
   say("notes:");

@@ -26,6 +26,10 @@ export interface RouterConfig {
   policyIntervalMs: number;
   /** Largest node frame accepted; larger ones close the socket with 1009. */
   maxFrameBytes: number;
+  /** A stream whose reader takes no token for this long is cancelled. */
+  streamStallTimeoutMs: number;
+  /** Streams one edge stream socket may hold open at once. */
+  maxStreamsPerSocket: number;
 }
 
 export const ROUTER_DEFAULTS = {
@@ -40,6 +44,8 @@ export const ROUTER_DEFAULTS = {
   warmIntervalMs: 1_000,
   policyIntervalMs: 2_000,
   maxFrameBytes: 64 * 1024 * 1024,
+  streamStallTimeoutMs: 60_000,
+  maxStreamsPerSocket: 256,
 } as const;
 
 export class ConfigError extends Error {}
@@ -77,6 +83,8 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     warmIntervalMs: int(env, "WARM_INTERVAL_MS", ROUTER_DEFAULTS.warmIntervalMs, 50),
     policyIntervalMs: int(env, "POLICY_INTERVAL_MS", ROUTER_DEFAULTS.policyIntervalMs, 100),
     maxFrameBytes: int(env, "MAX_FRAME_BYTES", ROUTER_DEFAULTS.maxFrameBytes, 1024),
+    streamStallTimeoutMs: int(env, "STREAM_STALL_TIMEOUT_MS", ROUTER_DEFAULTS.streamStallTimeoutMs, 100),
+    maxStreamsPerSocket: int(env, "MAX_STREAMS_PER_SOCKET", ROUTER_DEFAULTS.maxStreamsPerSocket, 1),
   };
 }
 

@@ -72,6 +72,8 @@ export function planLoad(
   valueOf: (key: string) => number,
   protect: (node: NodeState, key: string) => boolean = () => false,
   exclude?: ReadonlySet<string>,
+  /** Only evict models worth less than this (a speculative load must not push out better ones). */
+  maxEvictValue = Infinity,
 ): LoadPlan | undefined {
   let best: { plan: LoadPlan; cost: number } | undefined;
   for (const n of nodes) {
@@ -84,7 +86,7 @@ export function planLoad(
     let cost = 0;
     if (!fits()) {
       const candidates = [...n.warm]
-        .filter(([k]) => (n.modelInflight.get(k) ?? 0) === 0 && !protect(n, k))
+        .filter(([k]) => (n.modelInflight.get(k) ?? 0) === 0 && !protect(n, k) && valueOf(k) < maxEvictValue)
         .sort(([ka, a], [kb, b]) => valueOf(ka) - valueOf(kb) || a.lastUsed - b.lastUsed);
       for (const [k, w] of candidates) {
         if (fits()) break;

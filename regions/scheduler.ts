@@ -5,14 +5,21 @@
 // answering is retried once on another node (inference is idempotent); otherwise it fails with
 // a clear 503 before its deadline. The warm policy runs every second: replicas follow predicted
 // traffic and keep-warm floors, idle models are unloaded.
+//
+// Streams (generations) wait in the same queues and are placed the same way, on a node's stream
+// slots instead of its call slots; while they wait they are told why (their place in the queue,
+// the progress of the load they wait for), and once placed the stream relay (streams.ts) runs
+// them. Within a queue each kind keeps its order; one kind waiting does not hold up the other.
 
 import { MeshError } from "../protocol/errors.js";
-import type { ModelRef, RegionInferRequest, Timing } from "../protocol/messages.js";
+import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
 import type { WireTensor } from "../protocol/tensor.js";
 import { ModelStats } from "./model-stats.js";
 import { NodeCallError, type NodeLink } from "./node-link.js";
-import { estimateMemoryMb, pickWarm, planLoad, type NodeState } from "./placement.js";
-import { desiredReplicas, WARM_POLICY_DEFAULTS, type ModelPolicy, type WarmPolicyConfig } from "./warm-policy.js";
+import { estimateMemoryMb, pickWarm, pickWarmForStream, planLoad, type NodeState } from "./placement.js";
+import { WARM_POLICY_DEFAULTS, warmAction, type ModelPolicy, type WarmPolicyConfig } from "./warm-policy.js";
+
+const FORGET_AFTER_MS = 60 * 60_000;
 
 export interface ScheduledResult {
   outputs: WireTensor[];
@@ -28,15 +35,38 @@ export interface SchedulerConfig {
   warm: WarmPolicyConfig;
 }
 
+export interface StreamProgress {
+  stage: ProgressStage;
+  position?: number;
+  bytes?: number;
+  total?: number;
+  node?: string;
+}
+
+/** A stream waiting for a node: what the scheduler tells it. */
+export interface StreamWaiter {
+  /** Why it waits: its place in the queue, then the load it waits for; `running` once placed. */
+  progress(p: StreamProgress): void;
+  /** A node with the model warm and a free stream slot took it: run it there. */
+  start(node: NodeLink, timing: { queueMs: number; loadMs: number }): void;
+  /** It could not be placed before its deadline, or its model does not load. */
+  fail(err: MeshError): void;
+}
+
 interface Queued {
-  req: RegionInferRequest;
+  key: string;
+  deadline: number;
   arrivedAt: number;
   loadMs: number;
   attempts: number;
   exclude: Set<string>;
   timer: ReturnType<typeof setTimeout>;
-  resolve: (r: ScheduledResult) => void;
   reject: (e: MeshError) => void;
+  /** A call (infer) ... */
+  req?: RegionInferRequest;
+  resolve?: (r: ScheduledResult) => void;
+  /** ... or a stream, with whether it has been told it waits. */
+  stream?: { waiter: StreamWaiter; announced: boolean };
 }
 
 export class Scheduler {
@@ -48,6 +78,10 @@ export class Scheduler {
   private readonly refs = new Map<string, ModelRef>();
   queued = 0;
   running = 0;
+  /** Streams placed on a node and not ended yet. */
+  streaming = 0;
+  /** The latest download progress of loads under way, by model. */
+  private readonly loadProgress = new Map<string, { bytes: number; total: number; node: string }>();
   served = 0;
   failed = 0;
   loads = 0;
@@ -62,7 +96,7 @@ export class Scheduler {
   ) {}
 
   get inflight(): number {
-    return this.queued + this.running;
+    return this.queued + this.running + this.streaming;
   }
 
   start(intervalMs = 1_000): void {
@@ -95,20 +129,34 @@ export class Scheduler {
     return s;
   }
 
-  submit(req: RegionInferRequest, arrivedAt: number): Promise<ScheduledResult> {
-    const key = req.model.key;
+  /** Throws no_capacity when the region or the model's queue is full. */
+  private admit(ref: ModelRef): Queued[] {
+    const key = ref.key;
     if (this.inflight >= this.config.maxInflight) {
-      return Promise.reject(new MeshError("no_capacity", `region is saturated (${this.inflight} calls queued or running)`, { "retry-after": "1" }));
+      throw new MeshError("no_capacity", `region is saturated (${this.inflight} calls queued or running)`, { "retry-after": "1" });
     }
     const queue = this.queues.get(key) ?? [];
     if (queue.length >= this.config.maxQueuePerModel) {
-      return Promise.reject(new MeshError("no_capacity", `too many calls queued for this model (${queue.length})`, { "retry-after": "1" }));
+      throw new MeshError("no_capacity", `too many calls queued for this model (${queue.length})`, { "retry-after": "1" });
     }
     this.queues.set(key, queue);
-    this.refs.set(key, req.model);
+    this.refs.set(key, ref);
     this.statsFor(key).arrival(Date.now());
+    return queue;
+  }
+
+  submit(req: RegionInferRequest, arrivedAt: number): Promise<ScheduledResult> {
+    const key = req.model.key;
+    let queue: Queued[];
+    try {
+      queue = this.admit(req.model);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise<ScheduledResult>((resolve, reject) => {
       const item: Queued = {
+        key,
+        deadline: req.deadline,
         req,
         arrivedAt,
         loadMs: 0,
@@ -132,6 +180,77 @@ export class Scheduler {
     });
   }
 
+  /**
+   * Queues a stream for a node of `ref`'s model (throws no_capacity when full). The waiter is
+   * told of progress while it waits and gets start() once placed, or fail() at the deadline.
+   * `exclude` names nodes not to use (a retry after one failed before its first token).
+   */
+  submitStream(ref: ModelRef, deadline: number, arrivedAt: number, waiter: StreamWaiter, exclude?: Iterable<string>): { cancel(): void } {
+    const key = ref.key;
+    const queue = this.admit(ref);
+    const item: Queued = {
+      key,
+      deadline,
+      arrivedAt,
+      loadMs: 0,
+      attempts: 0,
+      exclude: new Set(exclude),
+      stream: { waiter, announced: false },
+      reject: (e) => {
+        this.failed++;
+        waiter.fail(e);
+      },
+      timer: setTimeout(() => {
+        if (this.dequeue(key, item)) item.reject(new MeshError("deadline_exceeded", "the stream waited in the queue past its deadline"));
+      }, Math.max(1, deadline - Date.now())),
+    };
+    queue.push(item);
+    this.queued++;
+    this.pump(key);
+    // Still waiting, and not yet told so by a load it started: say why.
+    if (this.queues.get(key)?.includes(item) && !item.stream!.announced) {
+      this.announce(item);
+      const p = this.loadProgress.get(key);
+      if (p) waiter.progress({ stage: "loading", ...p });
+    }
+    return {
+      cancel: () => {
+        if (this.dequeue(key, item)) clearTimeout(item.timer);
+      },
+    };
+  }
+
+  /** A placed stream ended (the relay calls this once per start()). */
+  streamEnded(key: string, ok: boolean, queueMs: number, serviceMs: number): void {
+    this.streaming = Math.max(0, this.streaming - 1);
+    if (ok) {
+      this.served++;
+      this.statsFor(key).completed(queueMs, serviceMs);
+    } else {
+      this.failed++;
+    }
+  }
+
+  /** Tells a waiting stream, once, that it waits and where it stands. */
+  private announce(item: Queued): void {
+    if (!item.stream || item.stream.announced) return;
+    item.stream.announced = true;
+    const position = (this.queues.get(item.key)?.filter((i) => i.stream).indexOf(item) ?? 0) + 1;
+    item.stream.waiter.progress({ stage: "queued", position });
+  }
+
+  /** A node reported download progress of `key`: streams waiting for it hear it. */
+  noteLoadProgress(key: string, bytes: number, total: number, node: string): void {
+    if (!this.loadProgress.has(key)) return; // not a load this scheduler started (or it ended)
+    const p = { bytes, total, node };
+    this.loadProgress.set(key, p);
+    for (const item of this.queues.get(key) ?? []) {
+      if (!item.stream) continue;
+      this.announce(item);
+      item.stream.waiter.progress({ stage: "loading", ...p });
+    }
+  }
+
   private dequeue(key: string, item: Queued): boolean {
     const q = this.queues.get(key);
     const i = q?.indexOf(item) ?? -1;
@@ -144,13 +263,27 @@ export class Scheduler {
 
   /** Sends queued calls of `key` to warm nodes with free slots; plans a load when none can. */
   pump(key: string): void {
-    const q = this.queues.get(key);
-    while (q && q.length > 0) {
-      const item = q[0]!;
-      const node = pickWarm(this.nodes.values(), key, item.exclude) ?? pickWarm(this.nodes.values(), key);
-      if (!node) break;
-      this.dequeue(key, item);
-      this.dispatch(item, node as NodeLink);
+    // Oldest first within each kind; a kind with no free node stops, the other goes on.
+    const blocked = { call: false, stream: false };
+    for (;;) {
+      const q = this.queues.get(key);
+      if (!q || q.length === 0) break;
+      let next: { item: Queued; node: NodeLink } | null = null;
+      for (const item of q) {
+        const kind = item.stream ? "stream" : "call";
+        if (blocked[kind]) continue;
+        const node = item.stream
+          ? pickWarmForStream(this.nodes.values(), key, item.exclude)
+          : (pickWarm(this.nodes.values(), key, item.exclude) ?? pickWarm(this.nodes.values(), key));
+        if (node) {
+          next = { item, node: node as NodeLink };
+          break;
+        }
+        blocked[kind] = true;
+      }
+      if (!next) break;
+      this.dequeue(key, next.item);
+      this.dispatch(next.item, next.node);
     }
     if (this.queues.get(key)?.length) this.ensureLoad(key);
   }
@@ -180,13 +313,18 @@ export class Scheduler {
     if (nodes.some((n) => n.open && n.loading.has(key))) return;
     // A warm node that is merely busy will free a slot soon, unless the queue outgrows it.
     const warm = nodes.filter((n) => n.available && n.warm.has(key));
-    if (warm.length > 0 && this.queueDepth(key) <= warm.reduce((s, n) => s + n.slots, 0)) return;
+    const q = this.queues.get(key) ?? [];
+    const streams = q.filter((i) => i.stream).length;
+    const calls = q.length - streams;
+    const callSlots = warm.reduce((s, n) => s + n.slots, 0);
+    const streamSlots = warm.reduce((s, n) => s + n.streamSlots, 0);
+    if (warm.length > 0 && calls <= callSlots && streams <= streamSlots) return;
     this.startLoad(key, ref);
   }
 
-  private startLoad(key: string, ref: ModelRef): boolean {
+  private startLoad(key: string, ref: ModelRef, maxEvictValue = Infinity): boolean {
     const memoryMb = estimateMemoryMb(ref.size);
-    const plan = planLoad(this.nodes.values(), key, memoryMb, this.valueOf, this.protect);
+    const plan = planLoad(this.nodes.values(), key, memoryMb, this.valueOf, this.protect, undefined, maxEvictValue);
     if (!plan) return false;
     const node = plan.node as NodeLink;
     for (const victim of plan.evict) {
@@ -196,8 +334,11 @@ export class Scheduler {
     }
     this.loads++;
     const started = performance.now();
-    node.load(key, ref.artifactUrl, ref.sha256, ref.size, ref.signature, memoryMb).then(
+    this.loadProgress.set(key, { bytes: 0, total: ref.size, node: node.id });
+    this.noteLoadProgress(key, 0, ref.size, node.id);
+    node.load(key, ref.artifactUrl, ref.sha256, ref.size, ref.signature, memoryMb, ref.tokenizer).then(
       () => {
+        if (this.loadProgress.get(key)?.node === node.id) this.loadProgress.delete(key);
         const loadMs = performance.now() - started;
         this.coldStartMs = this.coldStartMs === null ? loadMs : this.coldStartMs + 0.3 * (loadMs - this.coldStartMs);
         this.log("info", "model warm", { node: node.id, key, loadMs: Math.round(loadMs) });
@@ -206,6 +347,7 @@ export class Scheduler {
         this.pumpAll();
       },
       (err: NodeCallError) => {
+        if (this.loadProgress.get(key)?.node === node.id) this.loadProgress.delete(key);
         this.log("warn", "model load failed", { node: node.id, key, error: err.message });
         if (!err.retryable) {
           // The file itself does not load: fail the waiting calls now instead of at their deadline.
@@ -222,23 +364,30 @@ export class Scheduler {
   }
 
   private dispatch(item: Queued, node: NodeLink): void {
-    const { req } = item;
-    const key = req.model.key;
-    const remaining = req.deadline - Date.now();
+    const key = item.key;
+    const remaining = item.deadline - Date.now();
     if (remaining <= 0) {
       clearTimeout(item.timer);
       item.reject(new MeshError("deadline_exceeded", "the call's deadline passed before it could run"));
       return;
     }
-    this.running++;
     const dispatchedAt = performance.now();
     const queueMs = Math.max(0, dispatchedAt - item.arrivedAt - item.loadMs);
+    if (item.stream) {
+      clearTimeout(item.timer);
+      this.streaming++;
+      if (item.stream.announced) item.stream.waiter.progress({ stage: "running", node: node.id });
+      item.stream.waiter.start(node, { queueMs, loadMs: item.loadMs });
+      return;
+    }
+    const req = item.req!;
+    this.running++;
     node.infer(key, req.inputs, req.outputs, remaining).then(
       ({ outputs, inferMs }) => {
         this.running--;
         clearTimeout(item.timer);
         this.statsFor(key).completed(queueMs, inferMs);
-        item.resolve({
+        item.resolve!({
           outputs,
           node: node.id,
           timing: { queueMs, loadMs: item.loadMs, inferMs, regionMs: performance.now() - item.arrivedAt },
@@ -276,34 +425,30 @@ export class Scheduler {
 
   /** The warm policy: add replicas for predicted traffic and floors, unload what idles. */
   warmTick(now = Date.now()): void {
-    const nodes = [...this.nodes.values()].filter((n) => n.available);
-    if (nodes.length === 0) return;
-    const slots = Math.max(1, Math.round(nodes.reduce((s, n) => s + n.slots, 0) / nodes.length));
+    const nodes = [...this.nodes.values()];
     for (const key of this.knownModels()) {
       const stats = this.stats.get(key);
       stats?.tick(now);
       const policy = this.policies.get(key);
-      const want = Math.min(nodes.length, desiredReplicas(stats?.view(), policy, slots, now, this.config.warm));
-      const holding = nodes.filter((n) => n.warm.has(key));
-      const loading = nodes.filter((n) => n.loading.has(key));
-      const have = holding.length + loading.length;
-      if (have < want) {
+      if (!policy && stats && now - stats.lastCall > FORGET_AFTER_MS && !nodes.some((n) => n.warm.has(key) || n.loading.has(key))) {
+        // Nobody has called it for long and no node holds it: forget it, bounded memory.
+        this.stats.delete(key);
+        this.refs.delete(key);
+        continue;
+      }
+      const action = warmAction(key, nodes, stats?.view(), policy, now, this.valueOf(key), this.config.warm);
+      if (action.kind === "load") {
         const ref = this.refFor(key);
-        if (ref && this.startLoad(key, ref)) {
-          this.log("info", "pre-warming replica", { key, have, want, rate: stats?.rate, trend: stats?.trend() });
+        if (ref && this.startLoad(key, ref, action.maxEvictValue)) {
+          this.log("info", "pre-warming replica", { key, rate: stats?.rate, trend: stats?.trend(), floor: policy?.keepWarm ?? 0 });
         }
-      } else if (have > want && loading.length === 0) {
-        // Scale down one replica per tick, the least recently used one with nothing running.
-        const victim = holding
-          .filter((n) => (n.modelInflight.get(key) ?? 0) === 0)
-          .sort((a, b) => a.warm.get(key)!.lastUsed - b.warm.get(key)!.lastUsed)[0];
-        const idleFor = now - Math.max(stats?.lastCall ?? 0, victim?.warm.get(key)?.lastUsed ?? 0);
-        if (victim && (want === 0 ? idleFor > this.config.warm.idleTtlMs : idleFor > 30_000)) {
-          victim.unload(key);
-          this.log("info", "unloaded idle replica", { key, node: victim.id, idleMs: idleFor, want });
+      } else if (action.kind === "unload") {
+        const node = this.nodes.get(action.nodeId);
+        if (node) {
+          node.unload(key);
+          this.log("info", "unloaded idle replica", { key, node: node.id });
         }
       }
-      if (!stats && !policy) this.stats.delete(key);
     }
   }
 }

@@ -26,6 +26,7 @@ import { startReportPublisher } from "./report-publisher.js";
 import { startPolicyReader } from "./policy-reader.js";
 import { Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
 import { usedMb } from "./placement.js";
+import { STREAM_SOCKET_PATH, StreamHub } from "./streams.js";
 
 export const NODE_SOCKET_PATH = "/v1/nodes";
 const HELLO_TIMEOUT_MS = 5_000;
@@ -60,6 +61,12 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   scheduler.start(config.warmIntervalMs);
   const codec = createCodec();
   let draining = false;
+  const hub = new StreamHub(
+    scheduler,
+    { stallTimeoutMs: config.streamStallTimeoutMs, maxStreamsPerSocket: config.maxStreamsPerSocket, maxBufferedBytes: 16 * 2 ** 20 },
+    (level, msg, extra) => log(level, msg, extra),
+  );
+  const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
 
   const report = (): RegionReport => {
     const nodes = [...scheduler.nodes.values()].filter((n) => n.open);
@@ -130,6 +137,30 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     return c.json(report());
   });
 
+  // What streams cost where: the router's own memory and relay state, and each node's memory
+  // and generation counters from its heartbeats (tests use it to see a stalled reader stop
+  // the producer without memory growing anywhere).
+  app.get("/v1/streams/stats", async (c) => {
+    const check = await verified(c.req.raw, "/v1/streams/stats");
+    if (!check.ok) return envelope("-", new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`));
+    const m = process.memoryUsage();
+    return c.json({
+      region: config.region,
+      router: { rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed), streaming: scheduler.streaming, ...hub.stats() },
+      nodes: [...scheduler.nodes.values()]
+        .filter((n) => n.open)
+        .map((n) => ({
+          id: n.id,
+          streams: n.streams,
+          streamSlots: n.streamSlots,
+          active: n.gen?.active ?? 0,
+          tokens: n.gen?.tokens ?? 0,
+          rssMb: n.mem?.rssMb ?? null,
+          heapUsedMb: n.mem?.heapUsedMb ?? null,
+        })),
+    });
+  });
+
   app.post("/v1/infer", async (c) => {
     const arrivedAt = performance.now();
     const requestId = c.req.header("x-request-id") ?? "-";
@@ -149,6 +180,11 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     let status = 200;
     try {
       if (draining) throw new MeshError("no_capacity", "region is draining", { "retry-after": "1" });
+      // No node to run it (all gone, e.g. right after a router restart, before nodes reconnect):
+      // say so now, so the edge takes the call to the next region instead of it waiting here.
+      if (![...scheduler.nodes.values()].some((n) => n.available)) {
+        throw new MeshError("no_capacity", "region has no node available", { "retry-after": "1" });
+      }
       const req = parseRegionInferRequest(codec.decode(body));
       const result = await scheduler.submit(req, arrivedAt);
       answer = { ok: true, ...result };
@@ -170,16 +206,41 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
 
   // --- node sockets
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxFrameBytes });
+  // The edge's stream sockets: frames are small (a prompt at most), so the bound is tight.
+  const streamWss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024, perMessageDeflate: false });
 
   const refuseUpgrade = (socket: Duplex, status: number, message: string) => {
-    const body = JSON.stringify(errorBody(status === 401 ? "unauthorized" : "not_found", message, "-"));
+    const code = status === 401 ? "unauthorized" : status === 503 ? "no_capacity" : "not_found";
+    const text = status === 401 ? "Unauthorized" : status === 503 ? "Service Unavailable" : "Not Found";
+    const body = JSON.stringify(errorBody(code, message, "-"));
     socket.end(
-      `HTTP/1.1 ${status} ${status === 401 ? "Unauthorized" : "Not Found"}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
+  };
+
+  const onStreamUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const header = (name: string) => {
+      const v = req.headers[name];
+      return Array.isArray(v) ? v[0] : v;
+    };
+    const check = await verifyRequest(config.meshSecret, "GET", STREAM_SOCKET_PATH, undefined, header(STAMP_HEADER), header(SIGNATURE_HEADER));
+    if (!check.ok) {
+      log("warn", "refused unsigned stream socket", { reason: check.reason, remote: req.socket.remoteAddress });
+      return refuseUpgrade(socket, 401, `unsigned or badly signed call: ${check.reason}`);
+    }
+    if (draining) return refuseUpgrade(socket, 503, "region is draining");
+    streamWss.handleUpgrade(req, socket, head, (ws) => hub.accept(ws));
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? "").split("?")[0];
+    if (path === STREAM_SOCKET_PATH) {
+      void onStreamUpgrade(req, socket, head).catch((err: unknown) => {
+        log("error", "stream socket upgrade failed", { error: String(err) });
+        socket.destroy();
+      });
+      return;
+    }
     if (path !== NODE_SOCKET_PATH) return refuseUpgrade(socket, 404, "no such socket");
     const auth = req.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(auth)?.[1] ?? "";
@@ -247,6 +308,9 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
           framing ?? "msgpack",
           () => scheduler.pumpAll(),
         );
+        link.streamSlots = Math.max(0, Math.min(100_000, Math.floor(msg.streams ?? 0)));
+        const nodeLink = link;
+        link.onLoadProgress = (key, bytes, total) => scheduler.noteLoadProgress(key, bytes, total, nodeLink.id);
         scheduler.nodes.set(msg.nodeId, link);
         ws.send(nodeCodec.encode({ t: "welcome", region: config.region }), { binary: framing === "msgpack" });
         scheduler.nodesChanged();
@@ -298,10 +362,12 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       while (scheduler.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       scheduler.stop();
       policies?.stop();
+      hub.closeAll(CLOSE.restart, "router restarting");
       for (const n of scheduler.nodes.values()) n.ws.close(CLOSE.restart, "router restarting");
       await publisher?.stop();
       await new Promise<void>((resolve) => {
         wss.close();
+        streamWss.close();
         server.close(() => resolve());
         // Keep-alive connections would hold close() open.
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();

@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { ModelStats, percentile } from "../regions/model-stats.js";
 import { estimateMemoryMb, pickWarm, planLoad, usedMb, type NodeState } from "../regions/placement.js";
-import { desiredReplicas, WARM_POLICY_DEFAULTS } from "../regions/warm-policy.js";
+import { desiredReplicas, WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 
 function node(id: string, over: Partial<NodeState> & { warmKeys?: [string, number, number][] } = {}): NodeState {
   const warm = new Map((over.warmKeys ?? []).map(([k, mb, lastUsed]) => [k, { memoryMb: mb, lastUsed }]));
@@ -147,5 +147,39 @@ describe("model stats", () => {
     expect(p.queueMs.p99).toBe(99);
     expect(p.inferMs.p95).toBe(190);
     expect(percentile([], 50)).toBe(0);
+  });
+});
+
+describe("warm step", () => {
+  const now = 5_000_000;
+  const busy = { rate: 200, trend: 0, serviceS: 0.1, lastCall: now };
+
+  it("leaves a model with no replica and no floor to on-demand loading", () => {
+    expect(warmAction("m", [node("a"), node("b")], busy, undefined, now, 200).kind).toBe("none");
+  });
+
+  it("adds replicas for load, evicting only less valuable models", () => {
+    const a = node("a", { warmKeys: [["m", 10, now]] });
+    const action = warmAction("m", [a, node("b")], busy, undefined, now, 200);
+    expect(action).toEqual({ kind: "load", maxEvictValue: 200 });
+  });
+
+  it("a keep-warm floor loads even with no traffic and may evict anything unprotected", () => {
+    expect(warmAction("m", [node("a")], undefined, { keepWarm: 1, replicas: null }, now, 0)).toEqual({
+      kind: "load",
+      maxEvictValue: Infinity,
+    });
+  });
+
+  it("unloads an idle replica past the TTL", () => {
+    const a = node("a", { warmKeys: [["m", 10, 0]] });
+    const idle = { rate: 0, trend: 0, serviceS: 0.01, lastCall: 1 };
+    expect(warmAction("m", [a], idle, undefined, now + WARM_POLICY_DEFAULTS.idleTtlMs, 0)).toEqual({ kind: "unload", nodeId: "a" });
+  });
+
+  it("a speculative load never evicts a more valuable model", () => {
+    const full = node("a", { memoryBudgetMb: 10, warmKeys: [["hot", 10, 0]] });
+    expect(planLoad([full], "new", 10, (k) => (k === "hot" ? 50 : 1), undefined, undefined, 1)).toBeUndefined();
+    expect(planLoad([full], "new", 10, (k) => (k === "hot" ? 50 : 1))?.evict).toEqual(["hot"]);
   });
 });

@@ -1,0 +1,357 @@
+// The router's stream relay: the edge's stream sockets (`GET /v1/streams`, signed at the
+// upgrade) carry many generations each, named by the edge (`sid`). A generation waits in the
+// scheduler like a call (with progress events while it waits), then runs on a node, and every
+// token is passed on as its own frame the moment it arrives: nothing is gathered here.
+//
+// Flow control is end to end and the router holds no tokens: the edge grants credit as its
+// reader takes tokens, the router passes each grant on to the node, and the node sends a token
+// only against credit. So what a stream can have in flight anywhere between the node and the
+// reader is its window, and a reader that stops stops the node's loop. A stream whose reader
+// takes nothing for `stallTimeoutMs` is cancelled, so a stuck reader cannot hold a slot forever.
+// Cancel frames and the edge's socket closing cancel the generation on the node.
+
+import type { WebSocket } from "ws";
+import { createCodec } from "../protocol/codec.js";
+import { MeshError, type ErrorCode } from "../protocol/errors.js";
+import type { Logger } from "../protocol/log.js";
+import {
+  CLOSE,
+  GENERATE_LIMITS,
+  parseEdgeToRegion,
+  type EdgeToRegion,
+  type RegionGenerateRequest,
+  type RegionToEdge,
+} from "../protocol/messages.js";
+import type { NodeCallError, NodeLink, NodeStream } from "./node-link.js";
+import type { Scheduler, StreamProgress } from "./scheduler.js";
+
+export const STREAM_SOCKET_PATH = "/v1/streams";
+
+export interface StreamHubConfig {
+  /** A stream whose reader takes no token for this long is cancelled. */
+  stallTimeoutMs: number;
+  /** Streams one edge socket may hold open at once. */
+  maxStreamsPerSocket: number;
+  /** An edge socket with more than this waiting to be written is cut (it cannot be ours). */
+  maxBufferedBytes: number;
+}
+
+export interface StreamHubStats {
+  sockets: number;
+  queued: number;
+  running: number;
+  /** Bytes waiting in the edge sockets' send buffers. */
+  bufferedBytes: number;
+  tokensRelayed: number;
+}
+
+class RelayStream {
+  state: "queued" | "running" | "finished" = "queued";
+  /** Credit the edge granted before a node took the stream. */
+  pendingCredit: number;
+  /** Credit the node has left, as the router counts it (0: the node is waiting for the reader). */
+  nodeCredit = 0;
+  /** No more frames to the edge: it cancelled, the socket closed, or an error was sent. */
+  silent = false;
+  tokens = 0;
+  attempts = 0;
+  readonly excluded = new Set<string>();
+  ticket: { cancel(): void } | null = null;
+  node: NodeLink | null = null;
+  nodeStream: NodeStream | null = null;
+  queueMs = 0;
+  loadMs = 0;
+  firstTokenAt = 0;
+  timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    readonly sid: string,
+    readonly req: RegionGenerateRequest,
+    window: number,
+    readonly arrivedAt: number,
+  ) {
+    this.pendingCredit = window;
+  }
+}
+
+export class StreamHub {
+  private readonly sockets = new Set<EdgeSocket>();
+  tokensRelayed = 0;
+
+  constructor(
+    readonly scheduler: Scheduler,
+    readonly config: StreamHubConfig,
+    readonly log: Logger,
+  ) {}
+
+  accept(ws: WebSocket): void {
+    const s = new EdgeSocket(this, ws);
+    this.sockets.add(s);
+    ws.on("close", () => {
+      this.sockets.delete(s);
+      s.closed();
+    });
+  }
+
+  stats(): StreamHubStats {
+    let queued = 0;
+    let running = 0;
+    let bufferedBytes = 0;
+    for (const s of this.sockets) {
+      bufferedBytes += s.ws.bufferedAmount;
+      for (const st of s.streams.values()) {
+        if (st.state === "queued") queued++;
+        else if (st.state === "running") running++;
+      }
+    }
+    return { sockets: this.sockets.size, queued, running, bufferedBytes, tokensRelayed: this.tokensRelayed };
+  }
+
+  closeAll(code: number, reason: string): void {
+    for (const s of this.sockets) s.ws.close(code, reason);
+  }
+}
+
+class EdgeSocket {
+  readonly streams = new Map<string, RelayStream>();
+  private readonly codec = createCodec();
+
+  constructor(
+    private readonly hub: StreamHub,
+    readonly ws: WebSocket,
+  ) {
+    ws.on("message", (data, isBinary) => {
+      let frame: EdgeToRegion;
+      try {
+        if (!isBinary) throw new Error("stream frames are binary msgpack");
+        frame = parseEdgeToRegion(this.codec.decode(data as Buffer));
+      } catch (err) {
+        hub.log("warn", "closing edge stream socket after a bad frame", { error: (err as Error).message });
+        ws.close(CLOSE.protocolError, "bad frame");
+        return;
+      }
+      this.handle(frame);
+    });
+    ws.on("error", (err) => hub.log("warn", "edge stream socket error", { error: err.message }));
+  }
+
+  private send(frame: RegionToEdge): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    // Credit bounds what streams send; a socket this far behind is not honouring it.
+    if (this.ws.bufferedAmount > this.hub.config.maxBufferedBytes) {
+      this.hub.log("warn", "edge stream socket too far behind; closing", { buffered: this.ws.bufferedAmount });
+      this.ws.terminate();
+      return;
+    }
+    this.ws.send(this.codec.encode(frame), { binary: true });
+  }
+
+  private sendFor(st: RelayStream, frame: RegionToEdge): void {
+    if (!st.silent) this.send(frame);
+  }
+
+  private fail(st: RelayStream, code: ErrorCode, message: string): void {
+    this.sendFor(st, { t: "error", sid: st.sid, code, message });
+    st.silent = true;
+  }
+
+  private handle(frame: EdgeToRegion): void {
+    switch (frame.t) {
+      case "generate":
+        return this.generate(frame.sid, frame.req, frame.window);
+      case "credit": {
+        const st = this.streams.get(frame.sid);
+        if (!st || st.state === "finished") return;
+        if (st.state === "queued") {
+          st.pendingCredit = Math.min(GENERATE_LIMITS.maxWindow, st.pendingCredit + frame.n);
+          return;
+        }
+        const n = Math.min(frame.n, GENERATE_LIMITS.maxWindow - st.nodeCredit);
+        if (n <= 0) return;
+        st.nodeCredit += n;
+        st.nodeStream!.credit(n);
+        this.armStall(st);
+        return;
+      }
+      case "cancel": {
+        const st = this.streams.get(frame.sid);
+        if (st) this.cancel(st, true);
+        return;
+      }
+    }
+  }
+
+  private generate(sid: string, req: RegionGenerateRequest, window: number): void {
+    const arrivedAt = performance.now();
+    if (this.streams.has(sid)) {
+      this.send({ t: "error", sid, code: "bad_request", message: `stream ${sid} is already open on this socket` });
+      return;
+    }
+    if (!req.model.tokenizer) {
+      this.send({ t: "error", sid, code: "bad_request", message: `model version ${req.model.key} has no tokenizer` });
+      return;
+    }
+    if (this.streams.size >= this.hub.config.maxStreamsPerSocket) {
+      this.send({ t: "error", sid, code: "no_capacity", message: `too many streams on one socket (${this.streams.size})` });
+      return;
+    }
+    const st = new RelayStream(sid, req, window, arrivedAt);
+    this.streams.set(sid, st);
+    this.submit(st);
+  }
+
+  private submit(st: RelayStream): void {
+    try {
+      const ticket = this.hub.scheduler.submitStream(
+        st.req.model,
+        st.req.deadline,
+        st.arrivedAt,
+        {
+          progress: (p: StreamProgress) => this.sendFor(st, { t: "progress", sid: st.sid, ...p }),
+          start: (node, timing) => this.start(st, node, timing),
+          fail: (err: MeshError) => {
+            st.state = "finished";
+            this.fail(st, err.code, err.message);
+            this.forget(st);
+          },
+        },
+        st.excluded,
+      );
+      // start() may have run already, inside submitStream.
+      if (st.state === "queued") st.ticket = ticket;
+    } catch (err) {
+      const e = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
+      if (e.code === "internal_error") this.hub.log("error", "stream submit failed", { requestId: st.req.requestId, error: String(err) });
+      st.state = "finished";
+      this.fail(st, e.code, e.message);
+      this.forget(st);
+    }
+  }
+
+  private start(st: RelayStream, node: NodeLink, timing: { queueMs: number; loadMs: number }): void {
+    st.ticket = null;
+    st.state = "running";
+    st.node = node;
+    st.queueMs += timing.queueMs;
+    st.loadMs = Math.max(st.loadMs, timing.loadMs);
+    st.nodeCredit = st.pendingCredit;
+    st.pendingCredit = 0;
+    const key = st.req.model.key;
+    st.nodeStream = node.generate(key, st.req.prompt, st.req.params, st.req.model.tokenizer!, st.nodeCredit, {
+      token: (f) => {
+        if (st.state !== "running") return;
+        st.tokens++;
+        st.nodeCredit = Math.max(0, st.nodeCredit - 1);
+        this.hub.tokensRelayed++;
+        if (st.tokens === 1) st.firstTokenAt = performance.now();
+        this.sendFor(st, { t: "token", sid: st.sid, i: f.i, text: f.text, id: f.tokenId });
+        this.armStall(st);
+      },
+      done: (f) => {
+        if (st.state !== "running") return;
+        const now = performance.now();
+        this.hub.scheduler.streamEnded(key, f.reason !== "cancelled", st.queueMs, f.genMs);
+        this.sendFor(st, {
+          t: "done",
+          sid: st.sid,
+          reason: f.reason,
+          tokens: f.tokens,
+          promptTokens: f.promptTokens,
+          node: node.id,
+          timing: {
+            queueMs: st.queueMs,
+            loadMs: st.loadMs,
+            ttftMs: st.firstTokenAt ? st.firstTokenAt - st.arrivedAt : now - st.arrivedAt,
+            genMs: f.genMs,
+            regionMs: now - st.arrivedAt,
+          },
+        });
+        st.state = "finished";
+        this.forget(st);
+      },
+      fail: (err: NodeCallError) => {
+        if (st.state !== "running") return;
+        this.hub.scheduler.streamEnded(key, false, st.queueMs, 0);
+        // Nothing reached the reader yet and the node did not run it: place it once more.
+        if (err.retryable && st.tokens === 0 && st.attempts === 0 && !st.silent && Date.now() < st.req.deadline) {
+          st.attempts++;
+          st.excluded.add(node.id);
+          st.state = "queued";
+          st.pendingCredit = st.nodeCredit;
+          st.nodeStream = null;
+          st.node = null;
+          this.clearTimer(st);
+          this.submit(st);
+          return;
+        }
+        st.state = "finished";
+        this.fail(st, err.retryable ? "node_error" : err.code, err.message);
+        this.forget(st);
+      },
+    });
+    // The first token is due by the call's deadline; after it, the stall bound applies.
+    this.clearTimer(st);
+    st.timer = setTimeout(() => {
+      if (st.state === "running" && st.tokens === 0) {
+        this.fail(st, "deadline_exceeded", "no token came before the call's deadline");
+        st.nodeStream?.cancel();
+      }
+    }, Math.max(1, st.req.deadline - Date.now()));
+  }
+
+  /** While the node has no credit left, the reader has stallTimeoutMs to take a token. */
+  private armStall(st: RelayStream): void {
+    if (st.tokens === 0) return; // the first-token deadline is in charge
+    this.clearTimer(st);
+    if (st.nodeCredit > 0 || st.state !== "running") return;
+    st.timer = setTimeout(() => {
+      if (st.state !== "running" || st.nodeCredit > 0) return;
+      this.hub.log("info", "cancelling a stream whose reader stalled", { requestId: st.req.requestId, tokens: st.tokens });
+      this.fail(st, "deadline_exceeded", `the reader took no token for ${Math.round(this.hub.config.stallTimeoutMs / 1000)} s`);
+      st.nodeStream?.cancel();
+    }, this.hub.config.stallTimeoutMs);
+  }
+
+  private clearTimer(st: RelayStream): void {
+    if (st.timer) clearTimeout(st.timer);
+    st.timer = null;
+  }
+
+  /** Cancels a stream; `answer` sends the edge its final `done` at once when it had not started. */
+  private cancel(st: RelayStream, answer: boolean): void {
+    if (st.state === "queued") {
+      st.ticket?.cancel();
+      st.state = "finished";
+      if (answer) {
+        const ms = performance.now() - st.arrivedAt;
+        this.sendFor(st, {
+          t: "done",
+          sid: st.sid,
+          reason: "cancelled",
+          tokens: 0,
+          promptTokens: 0,
+          node: "",
+          timing: { queueMs: ms, loadMs: 0, ttftMs: ms, genMs: 0, regionMs: ms },
+        });
+      }
+      this.forget(st);
+    } else if (st.state === "running") {
+      // The node answers with done (cancelled), which is passed on and frees its slot.
+      if (!answer) st.silent = true;
+      st.nodeStream?.cancel();
+    }
+  }
+
+  private forget(st: RelayStream): void {
+    this.clearTimer(st);
+    if (this.streams.get(st.sid) === st) this.streams.delete(st.sid);
+  }
+
+  /** The edge went away: every stream of this socket is cancelled (nobody reads them now). */
+  closed(): void {
+    for (const st of [...this.streams.values()]) {
+      st.silent = true;
+      this.cancel(st, false);
+    }
+  }
+}
