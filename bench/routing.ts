@@ -291,6 +291,8 @@ interface FailoverColo {
   moveMs: number | null;
   /** Calls that started after the signal and still landed in the stopped region. */
   landedInStopped: number;
+  /** Calls of this colo in flight at the moment of the signal. */
+  inFlightAtSignal: number;
   failed: number;
   /** Failed calls that were in flight at the signal (the only ones allowed to fail). */
   failedInFlight: number;
@@ -361,6 +363,7 @@ async function failoverPhase(mesh: MeshHandle, call: ReturnType<typeof caller>, 
       colo,
       moveMs: affected.includes(colo) ? (moved ? moved.end - stopAt : null) : null,
       landedInStopped: during.filter((s) => s.region === stopped).length,
+      inFlightAtSignal: inFlight.size,
       failed: failed.length,
       failedInFlight: failed.filter((s) => inFlight.has(s)).length,
       errorSamples: failed.slice(0, 3).map((s) => s.error ?? "?"),
@@ -519,6 +522,8 @@ function report(f: Facts): void {
   say();
   say("failover: ap-seoul's router stopped during steady traffic from every colo; 'move' = signal -> first call from which on");
   say("every call of that colo landed elsewhere; outage latency vs the oracle for what is left (us-west forced);");
+  say("'to stopped' = calls started after the signal that still landed in ap-seoul; 'in flight' = calls in flight at the");
+  say("signal; 'failed (of those)' = failed calls (how many of them were in flight at the signal, the only ones allowed to fail);");
   say("'back' = router process started -> the colo's last 10 calls >= 80% in ap-seoul again:");
   const rows: string[][] = [];
   for (const fo of f.failovers) {
@@ -531,7 +536,8 @@ function report(f: Facts): void {
         affected ? (c.moveMs === null ? "never" : fmt(c.moveMs, 0)) : "-",
         affected && c.moveMs !== null ? `${fmt(ratio(c.moveMs, f.oracle.best[c.colo].latency.p50), 1)}x` : "-",
         String(c.landedInStopped),
-        `${c.failed} (${c.failedInFlight} in flight)`,
+        String(c.inFlightAtSignal),
+        `${c.failed} (${c.failedInFlight})`,
         fmt(c.outage.p50, 1),
         fmt(o.p50, 1),
         `${fmt(ratio(c.outage.p50, o.p50), 3)}x`,
@@ -544,7 +550,7 @@ function report(f: Facts): void {
   }
   say(
     formatTable(
-      ["signal", "colo", "move ms", "move / oracle p50", "to stopped", "failed", "outage p50", "oracle p50", "p50 vs oracle", "outage p99", "oracle p99", "p99 vs oracle", "back ms"],
+      ["signal", "colo", "move ms", "move / oracle p50", "to stopped", "in flight", "failed (of those)", "outage p50", "oracle p50", "p50 vs oracle", "outage p99", "oracle p99", "p99 vs oracle", "back ms"],
       rows,
     ),
   );
@@ -664,6 +670,7 @@ function resultJson(f: Facts) {
           moveMs: c.moveMs,
           moveVsOracleP50: c.moveMs === null ? null : round(ratio(c.moveMs, f.oracle.best[c.colo].latency.p50), 2),
           landedInStopped: c.landedInStopped,
+          inFlightAtSignal: c.inFlightAtSignal,
           failed: c.failed,
           failedInFlight: c.failedInFlight,
           errorSamples: c.errorSamples,

@@ -418,8 +418,22 @@ export class Scheduler {
     );
   }
 
-  /** Nodes that joined or left: the placement of waiting calls may change. */
+  /**
+   * Nodes that joined or left: the placement of waiting calls may change. With no node left
+   * at all, waiting calls fail now with no_capacity (they never ran, so the edge can take them
+   * to another region) instead of sitting out their deadline.
+   */
   nodesChanged(): void {
+    if (![...this.nodes.values()].some((n) => n.available)) {
+      for (const [key, q] of [...this.queues]) {
+        for (const item of [...q]) {
+          this.dequeue(key, item);
+          clearTimeout(item.timer);
+          item.reject(new MeshError("no_capacity", "region has no node available", { "retry-after": "1" }));
+        }
+      }
+      return;
+    }
     this.pumpAll();
   }
 

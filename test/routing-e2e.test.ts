@@ -292,7 +292,7 @@ describe("routing by measured round trip", () => {
     // ICN traffic: us-west (warm, 120 ms away) beats ap-seoul (10 ms away + a 1.5 s cold start),
     // until an exploration call warms ap-seoul; then ICN comes back to ap-seoul.
     const t0 = Date.now();
-    const t = traffic("ICN", 4, name);
+    const t = traffic("ICN", 6, name);
     let seoulWarmAt = 0;
     let backAt = 0;
     try {
