@@ -4,13 +4,20 @@
 import { Hono } from "hono";
 import type { AppEnv } from "./context.js";
 import { init, notFound, onError } from "./middleware.js";
+import { registerDocs } from "./routes/docs.js";
 import { registerHealth } from "./routes/health.js";
 import { registerInternalArtifacts } from "./routes/internal_artifacts.js";
 import { registerV1Accounts } from "./routes/v1_accounts.js";
+import { registerV1Aliases } from "./routes/v1_aliases.js";
 import { registerV1Keys } from "./routes/v1_keys.js";
 import { registerV1Models } from "./routes/v1_models.js";
 import { registerV1Regions } from "./routes/v1_regions.js";
+import { registerV1Traffic } from "./routes/v1_traffic.js";
+import { registerV1Usage } from "./routes/v1_usage.js";
 import { registerV2Models } from "./routes/v2_models.js";
+import { registerPlayground } from "./routes/playground.js";
+import { registerV1Tokenizers } from "./routes/v1_tokenizers.js";
+import { registerV2Stream } from "./routes/v2_stream.js";
 
 export function createApp(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
@@ -19,11 +26,18 @@ export function createApp(): Hono<AppEnv> {
   app.notFound(notFound);
   registerHealth(app);
   registerV2Models(app);
+  registerV2Stream(app);
+  registerV1Tokenizers(app);
+  registerPlayground(app);
   registerV1Accounts(app);
   registerV1Keys(app);
   registerV1Models(app);
   registerV1Regions(app);
+  registerV1Aliases(app);
+  registerV1Traffic(app);
+  registerV1Usage(app);
   registerInternalArtifacts(app);
+  registerDocs(app);
   return app;
 }
 

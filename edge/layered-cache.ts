@@ -137,9 +137,15 @@ export class LayeredCache<V> {
       try {
         const s = await shared.get(key);
         // Worth taking only if it is fresh, and newer than what this isolate already has.
-        if (s && typeof s.checkedAt === "number" && s.checkedAt > haveCheckedAt && this.now() - s.checkedAt < this.ages(s).freshMs) {
+        // An entry read before an eviction here is exactly what the eviction was about: skip it.
+        if (
+          s &&
+          typeof s.checkedAt === "number" &&
+          s.checkedAt > haveCheckedAt &&
+          this.now() - s.checkedAt < this.ages(s).freshMs &&
+          this.store(key, s)
+        ) {
           this.stats.shared++;
-          this.store(key, s);
           return s;
         }
       } catch {

@@ -91,7 +91,16 @@ const RESPONSE_HEADERS: Record<string, string> = {
 };
 
 function jsonSchema(schema: z.ZodType, io: "input" | "output"): Record<string, unknown> {
-  const out = z.toJSONSchema(schema, { target: "draft-2020-12", io, unrepresentable: "any" }) as Record<string, unknown>;
+  const out = z.toJSONSchema(schema, {
+    target: "draft-2020-12",
+    io,
+    unrepresentable: "any",
+    // zod writes every integer's safe-integer range; it says nothing a reader needs.
+    override: ({ jsonSchema: js }) => {
+      if (js.minimum === Number.MIN_SAFE_INTEGER) delete js.minimum;
+      if (js.maximum === Number.MAX_SAFE_INTEGER) delete js.maximum;
+    },
+  }) as Record<string, unknown>;
   delete out.$schema;
   return out;
 }
@@ -176,6 +185,7 @@ export function openApiDocument(info: OpenApiInfo, serverUrl?: string): Record<s
       const type = doc.body.contentType ?? "application/json";
       op.requestBody = {
         required: true,
+        ...(doc.body.maxBytes ? { "x-body-limit": doc.body.maxBytes } : {}),
         description: [doc.body.description, doc.body.maxBytes ? `At most ${doc.body.maxBytes} bytes (413 above).` : ""].filter(Boolean).join(" "),
         content: {
           [type]: {

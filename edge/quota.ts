@@ -1,7 +1,8 @@
 // Per-account monthly request quota (inference calls, calendar month in UTC). Like the rate
 // limiter, decided in this isolate with no I/O: the count is the account's shared counter in
 // Redis as last heard, plus the calls this isolate let through since; counts go to Redis in
-// the background (INCRBY) at most every SYNC_MS. Many isolates together can overshoot by what
+// the background (INCRBY) at most every SYNC_MS. Near the quota (the last 1%, at least 10 calls)
+// a decision first hears the shared count, so many isolates together overshoot by at most what
 // they let through within one sync interval, which is noise against a monthly quota. With Redis
 // unreachable, each isolate goes on from the last count it heard (never unlimited: its own
 // calls still count against it). The billing record is the usage table in D1, not this counter.
@@ -20,6 +21,11 @@ const SYNC_MS = 250;
 const COUNTER_KEY = (account: string, month: string) => `mesh:quota:${account}:${month}`;
 /** Counters outlive their month by a week, for anyone reading them late. */
 const COUNTER_TTL_S = 38 * 24 * 3600;
+
+/** Within this many calls of the quota, a decision first hears the shared count. */
+function nearLimit(quota: number): number {
+  return Math.max(10, Math.ceil(quota * 0.01));
+}
 
 export function monthOf(now: number): string {
   const d = new Date(now);
@@ -70,6 +76,11 @@ export class MonthlyQuota {
       this.counters.set(account, c);
     }
     if (!c.synced && deps.store?.available()) await this.sync(account, c, deps).catch(() => undefined);
+    else if (quota - (c.shared + c.pending) <= nearLimit(quota) && now - c.lastSync >= SYNC_MS && deps.store?.available()) {
+      // Close to the quota, what other isolates spent matters: hear it before deciding (at most
+      // once per SYNC_MS; far from the quota, decisions stay free of I/O).
+      await this.sync(account, c, deps).catch(() => undefined);
+    }
     const used = c.shared + c.pending;
     if (used >= quota) return { allowed: false, used, retryAfterMs: msToNextMonth(now) };
     c.pending++;

@@ -16,8 +16,8 @@ import { log } from "./log.js";
 export const FLUSH_MS = 500;
 const FLUSH_ROWS = 200;
 const MAX_BUFFERED = 20_000;
-/** D1 binds at most 100 parameters per statement; a row has 14. */
-const ROWS_PER_STATEMENT = 7;
+/** D1 binds at most 100 parameters per statement; a row has 16 (with the token counts). */
+const ROWS_PER_STATEMENT = 6;
 
 export type UsageEvent = typeof usageEvents.$inferInsert;
 
@@ -25,6 +25,8 @@ let buffer: UsageEvent[] = [];
 let timerArmed = false;
 let flushing: Promise<void> | null = null;
 let dropped = 0;
+const MAX_ATTEMPTS = 3;
+const attempts = new WeakMap<UsageEvent, number>();
 
 export function recordUsage(db: DrizzleD1Database, event: UsageEvent, waitUntil: (p: Promise<unknown>) => void): void {
   if (buffer.length >= MAX_BUFFERED) {
@@ -56,8 +58,15 @@ export async function flushUsage(db: DrizzleD1Database): Promise<void> {
       for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) statements.push(db.insert(usageEvents).values(rows.slice(i, i + ROWS_PER_STATEMENT)));
       await db.batch(statements as [(typeof statements)[number], ...(typeof statements)[number][]]);
     } catch (err) {
-      log("warn", rows[0]?.requestId ?? "-", "usage rows not written; kept for the next flush", { rows: rows.length, error: String(err) });
-      buffer = rows.concat(buffer).slice(-MAX_BUFFERED);
+      // Kept for the next flush, but not forever: a batch D1 keeps refusing must not block the rows behind it.
+      const again = rows.filter((r) => (attempts.get(r) ?? 0) < MAX_ATTEMPTS);
+      for (const r of again) attempts.set(r, (attempts.get(r) ?? 0) + 1);
+      log(again.length ? "warn" : "error", rows[0]?.requestId ?? "-", "usage rows not written", {
+        rows: rows.length,
+        keptForRetry: again.length,
+        error: String(err).slice(0, 300),
+      });
+      buffer = again.concat(buffer).slice(-MAX_BUFFERED);
     }
   })();
   try {
@@ -83,6 +92,9 @@ export interface UsageRow {
   meanEdgeMs: number;
   /** Shadow copies this version ran (not returned to callers). */
   shadow: { calls: number; errors: number; computeMs: number; mismatches: number };
+  /** Generations: prompt tokens read and tokens generated (0 for tensor calls). */
+  promptTokens: number;
+  completionTokens: number;
 }
 
 export async function usageReport(
@@ -103,6 +115,8 @@ export async function usageReport(
     queue_ms: number;
     edge_ms: number;
     mismatches: number;
+    tokens_in: number;
+    tokens_out: number;
   }>(sql`
     SELECT m.name AS model, u.version AS version, (u.shadow_of IS NOT NULL) AS shadow,
            COUNT(*) AS calls,
@@ -111,7 +125,9 @@ export async function usageReport(
            SUM(u.infer_ms) AS compute_ms,
            SUM(u.queue_ms) AS queue_ms,
            SUM(u.edge_ms) AS edge_ms,
-           SUM(u.matched = 0) AS mismatches
+           SUM(u.matched = 0) AS mismatches,
+           SUM(u.tokens_in) AS tokens_in,
+           SUM(u.tokens_out) AS tokens_out
     FROM usage_events u JOIN models m ON m.id = u.model_id
     WHERE u.account_id = ${accountId} AND u.created_at >= ${from} AND u.created_at < ${to}
       ${modelId ? sql`AND u.model_id = ${modelId}` : sql``}
@@ -122,7 +138,7 @@ export async function usageReport(
     const k = `${r.model}@${r.version}`;
     let row = out.get(k);
     if (!row) {
-      row = { model: r.model, version: r.version, calls: 0, errors: 0, serverErrors: 0, computeMs: 0, queueMs: 0, meanEdgeMs: 0, shadow: { calls: 0, errors: 0, computeMs: 0, mismatches: 0 } };
+      row = { model: r.model, version: r.version, calls: 0, errors: 0, serverErrors: 0, computeMs: 0, queueMs: 0, meanEdgeMs: 0, shadow: { calls: 0, errors: 0, computeMs: 0, mismatches: 0 }, promptTokens: 0, completionTokens: 0 };
       out.set(k, row);
     }
     if (r.shadow) {
@@ -134,6 +150,8 @@ export async function usageReport(
       row.computeMs = r.compute_ms ?? 0;
       row.queueMs = r.queue_ms ?? 0;
       row.meanEdgeMs = r.calls ? Math.round(((r.edge_ms ?? 0) / r.calls) * 100) / 100 : 0;
+      row.promptTokens = r.tokens_in ?? 0;
+      row.completionTokens = r.tokens_out ?? 0;
     }
   }
   return [...out.values()];

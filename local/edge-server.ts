@@ -4,7 +4,10 @@
 // the same Worker, database and bucket, served directly.
 //
 // Env: EDGE_BUNDLE (built index.js), EDGE_PORT, EDGE_PERSIST (wrangler's --persist-to folder),
-// EDGE_VARS (path to a JSON file of the Worker's vars and secrets).
+// EDGE_VARS (path to a JSON file of the Worker's vars and secrets), and optionally
+// EDGE_EXTRA_PORTS (comma-separated): one more copy of the Worker per port, each in its own
+// isolate (its own memory, caches and limiters) over the same D1, R2 and Redis, the way two
+// Cloudflare colos see one deployment. Tests use it to prove bounds across isolates.
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -27,22 +30,33 @@ const need = (name: string): string => {
 
 const persist = need("EDGE_PERSIST");
 const vars = JSON.parse(readFileSync(need("EDGE_VARS"), "utf8")) as Record<string, string>;
-const mf = new Miniflare({
-  host: "127.0.0.1",
-  port: Number(need("EDGE_PORT")),
+const extraPorts = (process.env.EDGE_EXTRA_PORTS ?? "")
+  .split(",")
+  .filter(Boolean)
+  .map((p) => Number(p));
+const worker = {
   modules: true,
   scriptPath: need("EDGE_BUNDLE"),
   modulesRoot: dirname(need("EDGE_BUNDLE")),
+  compatibilityDate: COMPATIBILITY_DATE,
+  d1Databases: { DB: D1_DATABASE_ID },
+  r2Buckets: { ARTIFACTS: R2_BUCKET },
+  bindings: vars,
+};
+const mf = new Miniflare({
+  host: "127.0.0.1",
+  port: Number(need("EDGE_PORT")),
   // Offline: no lookup of a real `request.cf`; a local caller looks like it is in San Jose
   // (in local mode callers may name another colo with x-mesh-colo).
   cf: { colo: "SJC", country: "US", latitude: "37.36", longitude: "-121.93" },
-  compatibilityDate: COMPATIBILITY_DATE,
-  d1Databases: { DB: D1_DATABASE_ID },
   d1Persist: join(persist, "v3", "d1"),
-  r2Buckets: { ARTIFACTS: R2_BUCKET },
   r2Persist: join(persist, "v3", "r2"),
-  bindings: vars,
   log: new Log(LogLevel.WARN),
+  workers: [
+    { name: "edge", ...worker },
+    // Extra copies answer on their own sockets, straight to their isolate.
+    ...extraPorts.map((port, i) => ({ name: `edge-${i + 2}`, ...worker, unsafeDirectSockets: [{ host: "127.0.0.1", port }] })),
+  ],
 });
 const url = await mf.ready;
 console.log(JSON.stringify({ t: new Date().toISOString(), level: "info", part: "edge-server", msg: "edge ready", url: url.toString() }));

@@ -11,6 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { signRequest } from "../protocol/signing.js";
 import type { RegionReport } from "../protocol/region-report.js";
+import { makeCharModel, DEMO_CHAT_NAME } from "../scripts/make-char-model.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { freePort } from "./free-port.js";
 import { REDIS_INSTALL_HINT, redisServerOnPath, startRedisServer, type RedisServerHandle } from "./redis-server.js";
@@ -48,6 +49,11 @@ export interface MeshOptions {
   demo?: boolean;
   /** Extra vars for the edge Worker (e.g. SIMULATED_RTT, EXPLORATION_SHARE). */
   edgeVars?: Record<string, string>;
+  /**
+   * More copies of the edge, each in its own isolate over the same D1, R2 and Redis (like two
+   * colos of one deployment); their URLs are in `edges` after the first. Default 0.
+   */
+  extraEdges?: number;
 }
 
 export interface DemoModel {
@@ -64,6 +70,8 @@ export interface ProcessInfo {
 
 export interface MeshHandle {
   edge: string;
+  /** Every edge isolate's URL: `edge` first, then the extra copies (see MeshOptions.extraEdges). */
+  edges: string[];
   regions: Record<string, string>;
   redis: { url: string; token: string; port: number };
   adminToken: string;
@@ -261,6 +269,10 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       REGIONS: regionsVar,
       INFER_TIMEOUT_MS: "30000",
       MESH_LOCAL: "1",
+      // A generous default per-key rate limit for a development mesh (benches run thousands of
+      // calls a second); deployments keep the edge's own default (100/s, burst 200).
+      KEY_RATE_PER_SECOND: "100000",
+      KEY_RATE_BURST: "100000",
       ...opts.edgeVars,
     };
     const varsFile = join(stateDir, "edge-vars.json");
@@ -269,15 +281,23 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const buildDir = join(stateDir, "edge-build");
     step("bundling the edge Worker");
     await runToEnd("edge-bundle", process.execPath, [wrangler, "deploy", "--dry-run", "--outdir", buildDir], wranglerEnv, logDir);
+    const extraPorts = await Promise.all(Array.from({ length: opts.extraEdges ?? 0 }, () => freePort()));
     const edgeProc = spawnLogged(
       "edge",
       process.execPath,
       [...TSX, join(ROOT, "local/edge-server.ts")],
-      { EDGE_BUNDLE: join(buildDir, "index.js"), EDGE_PORT: String(edgePort), EDGE_PERSIST: persist, EDGE_VARS: varsFile },
+      {
+        EDGE_BUNDLE: join(buildDir, "index.js"),
+        EDGE_PORT: String(edgePort),
+        EDGE_PERSIST: persist,
+        EDGE_VARS: varsFile,
+        EDGE_EXTRA_PORTS: extraPorts.join(","),
+      },
       logDir,
     );
     processes.push(edgeProc);
     const edge = `http://127.0.0.1:${edgePort}`;
+    const edges = [edge, ...extraPorts.map((p) => `http://127.0.0.1:${p}`)];
     step(`starting the edge (workerd) on ${edge}`);
 
     const statusOf = async (region: string): Promise<RegionReport> => {
@@ -313,11 +333,12 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     await Promise.all(regions.flatMap((r) => Array.from({ length: r.nodes }, (_, k) => startNode(r.name, `${r.name}-node-${k + 1}`))));
     step(`nodes connected: ${regions.map((r) => `${r.name} x${r.nodes}`).join(", ")}`);
 
-    await waitFor("edge", 60_000, async () => ((await fetch(edge + "/v2/health/ready")).ok ? true : undefined), edgeProc);
-    step("edge ready");
+    for (const e of edges) await waitFor("edge", 60_000, async () => ((await fetch(e + "/v2/health/ready")).ok ? true : undefined), edgeProc);
+    step(`edge ready${edges.length > 1 ? ` (${edges.length} isolates: ${edges.join(", ")})` : ""}`);
 
     const handle: MeshHandle = {
       edge,
+      edges,
       regions: regionUrls,
       redis: redisInfo,
       adminToken,
@@ -376,6 +397,28 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         handle.models.push({ name: f.name, version: uploaded.version, file: f.path });
         step(`deployed ${f.name} v${uploaded.version}`);
       }
+      // The generative demo: a character bigram language model with its tokenizer.json.
+      const chat = await makeCharModel(join(stateDir, "models"));
+      await jsonFetch(edge + "/v1/models", {
+        method: "POST",
+        token: handle.apiKey,
+        body: JSON.stringify({ name: DEMO_CHAT_NAME }),
+        headers: { "content-type": "application/json" },
+      });
+      const chatVersion = (await jsonFetch(`${edge}/v1/models/${DEMO_CHAT_NAME}/versions`, {
+        method: "POST",
+        token: handle.apiKey,
+        body: await readFile(chat.modelPath),
+        headers: { "content-type": "application/octet-stream" },
+      })) as { version: number };
+      await jsonFetch(`${edge}/v1/models/${DEMO_CHAT_NAME}/versions/${chatVersion.version}/tokenizer`, {
+        method: "PUT",
+        token: handle.apiKey,
+        body: await readFile(chat.tokenizerPath),
+        headers: { "content-type": "application/json" },
+      });
+      handle.models.push({ name: DEMO_CHAT_NAME, version: chatVersion.version, file: chat.modelPath });
+      step(`deployed ${DEMO_CHAT_NAME} v${chatVersion.version} with its tokenizer`);
     }
 
     await writeFile(

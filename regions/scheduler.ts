@@ -396,7 +396,8 @@ export class Scheduler {
       },
       (err: NodeCallError) => {
         this.running--;
-        if (err.retryable && item.attempts === 0 && Date.now() < req.deadline) {
+        const another = [...this.nodes.values()].some((n) => n.available && n !== node);
+        if (err.retryable && item.attempts === 0 && another && Date.now() < req.deadline) {
           // The node went away (or never had the model): nothing ran there; try another once.
           item.attempts++;
           item.exclude.add(node.id);

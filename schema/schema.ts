@@ -82,6 +82,9 @@ export const modelVersions = sqliteTable(
     createdAt: createdAt(),
     /** Deleted versions keep their row, so a version number is never reused. */
     deletedAt: integer("deleted_at", { mode: "number" }),
+    /** Generative models: sha256 of the version's tokenizer.json (in R2 by hash); set once. */
+    tokenizerSha256: text("tokenizer_sha256"),
+    tokenizerSize: integer("tokenizer_size"),
   },
   (t) => [uniqueIndex("model_versions_model_version_idx").on(t.modelId, t.version)],
 );
@@ -127,6 +130,9 @@ export const usageEvents = sqliteTable(
     shadowOf: integer("shadow_of"),
     /** For a shadow copy: 1 when its outputs matched the served call's, 0 when not, null unknown. */
     matched: integer("matched"),
+    /** Generations: prompt tokens read and tokens generated (0 for tensor calls). */
+    tokensIn: integer("tokens_in").notNull().default(0),
+    tokensOut: integer("tokens_out").notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [

@@ -23,6 +23,7 @@ import { modelKey, requireModel, resolveVersion, routeVersion, type ModelInfo, t
 import { describeRoute } from "../openapi.js";
 import { forwardInfer, rankRegions, type RankedRegion } from "../region-client.js";
 import { recordCall, regionState } from "../region-state.js";
+import { publicMessage } from "../node-errors.js";
 import { compareOutputs } from "../shadow.js";
 import { pickShadows, stickyKey } from "../traffic.js";
 import { recordUsage, type UsageEvent } from "../usage.js";
@@ -130,7 +131,8 @@ function usageRow(c: AppContext, plan: CallPlan, version: number, status: number
     status,
     edgeMs: Math.round(edgeMs),
     queueMs: Math.round(t.queueMs),
-    inferMs: Math.round(t.inferMs),
+    // Compute is billed in whole milliseconds, rounded up (a call that ran costs at least 1).
+    inferMs: Math.ceil(t.inferMs),
     shadowOf: plan.shadowOf,
     matched: null,
     createdAt: plan.startedAt,
@@ -169,7 +171,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
     if (!response.ok) {
       const status = ERROR_STATUS[response.code];
       if (plan.shadowOf === null) recordCall(region, colo, total, null, status);
-      return { ok: false, region, error: new MeshError(response.code, response.message), usage: usage(region, null, status, NO_TIME, edgeMs) };
+      return { ok: false, region, error: new MeshError(response.code, publicMessage(response.message)), usage: usage(region, null, status, NO_TIME, edgeMs) };
     }
     const t = response.timing;
     if (plan.shadowOf === null) recordCall(region, colo, total, roundTripMs - t.regionMs, 200);

@@ -61,7 +61,7 @@ export async function rawPost(
   url: string,
   headers: Record<string, string>,
   body: Buffer,
-  opts: { announceOnly?: boolean } = {},
+  opts: { announceOnly?: boolean; method?: string } = {},
 ): Promise<Answer> {
   const { connect } = await import("node:net");
   const u = new URL(url);
@@ -97,7 +97,7 @@ export async function rawPost(
       }
       resolve({ status: Number(m[1]), headers: h, body: parsed });
     });
-    const head = [`POST ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, `Content-Length: ${body.length}`, "Connection: close"];
+    const head = [`${opts.method ?? "POST"} ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, `Content-Length: ${body.length}`, "Connection: close"];
     for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
     socket.write(head.join("\r\n") + "\r\n\r\n");
     // announceOnly: send the headers (with the body's length) and wait for the answer. A
