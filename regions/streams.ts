@@ -87,7 +87,8 @@ export class StreamHub {
   accept(ws: WebSocket): void {
     const s = new EdgeSocket(this, ws);
     this.sockets.add(s);
-    ws.on("close", () => {
+    ws.on("close", (code, reason) => {
+      this.log("info", "DEBUG edge socket closed", { code, reason: String(reason) });
       this.sockets.delete(s);
       s.closed();
     });

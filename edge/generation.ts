@@ -1,0 +1,314 @@
+// One generation as the edge runs it, whatever the caller's transport (WebSocket, SSE, plain
+// HTTP): pick the region (the same ranking as calls), send the request on that region's stream
+// socket, and turn the region's frames into caller events as they arrive, one token at a time.
+// A region that cannot be reached, or that says it has no capacity before anything happened,
+// is skipped for the next best once; after the first event nothing is retried (the caller has
+// seen it). The caller's transport decides the credit: how many tokens it lets be in flight.
+// Usage (prompt and generated tokens) is recorded when the generation ends.
+
+import { MeshError, ERROR_STATUS } from "../protocol/errors.js";
+import type { GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } from "../protocol/messages.js";
+import { artifactUrl, signUrl } from "../protocol/signing.js";
+import type { KeyRecord } from "./api-keys.js";
+import type { Services } from "./context.js";
+import type { CallerLocation } from "./geo.js";
+import { log } from "./log.js";
+import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js";
+import { rankRegions } from "./region-client.js";
+import { regionState } from "./region-state.js";
+import type { ChannelPool, RegionChannel } from "./stream-client.js";
+import type { StreamEvent } from "./stream-protocol.js";
+import type { TokenizerInfo } from "./tokenizers.js";
+import { recordUsage } from "./usage.js";
+
+const URL_TTL_MS = 15 * 60_000;
+/** A region that says nothing at all for this long past the deadline is given up on. */
+const SILENCE_GRACE_MS = 5_000;
+
+export interface GenerationPlan {
+  services: Services;
+  key: KeyRecord;
+  model: ModelInfo;
+  version: VersionInfo;
+  tokenizer: TokenizerInfo;
+  /** Unique per generation (the region and node name it in their logs). */
+  requestId: string;
+  /** The caller's id of the request, echoed in every event. */
+  id: string;
+  prompt: string;
+  params: GenerateParams;
+  /** Tokens the region may send before the first credit. */
+  window: number;
+  caller: CallerLocation;
+  /** The edge origin artifact and tokenizer URLs point at. */
+  origin: string;
+  /** When the request reached the edge (ms since epoch), and its first-token deadline. */
+  startedAt: number;
+  deadline: number;
+  pool: ChannelPool;
+}
+
+/** Signed download URLs, reused while they have most of their life left. */
+const urls = new Map<string, { url: string; expires: number }>();
+async function signedUrl(secret: string, origin: string, kind: "artifact" | "tokenizer", sha256: string): Promise<string> {
+  const k = `${origin}|${kind}|${sha256}`;
+  const now = Date.now();
+  const hit = urls.get(k);
+  if (hit && hit.expires - now > URL_TTL_MS / 2) return hit.url;
+  const expires = now + URL_TTL_MS;
+  const url =
+    kind === "artifact"
+      ? await artifactUrl(secret, origin, sha256, expires)
+      : await signUrl(secret, new URL(`/internal/tokenizers/${sha256}`, origin), expires);
+  if (urls.size > 10_000) urls.clear();
+  urls.set(k, { url, expires });
+  return url;
+}
+
+let sidCounter = 0;
+
+export class Generation {
+  private channel: RegionChannel | null = null;
+  private readonly sid = `g${(++sidCounter).toString(36)}`;
+  private heard = false;
+  /** When the request left for a region (ms since epoch): the edge's own share of the time. */
+  private sentAt = 0;
+  private ended = false;
+  private cancelled = false;
+  /** Credit granted by the caller before the request reached a region. */
+  private pendingCredit = 0;
+  private silenceTimer: ReturnType<typeof setTimeout> | null = null;
+  region: string | null = null;
+  tokens = 0;
+  firstTokenAt = 0;
+  /** Resolves when the generation has ended (done or error sent to the sink). */
+  readonly finished: Promise<void>;
+  private resolveFinished!: () => void;
+
+  constructor(
+    private readonly plan: GenerationPlan,
+    private readonly emit: (ev: StreamEvent) => void,
+  ) {
+    this.finished = new Promise((r) => (this.resolveFinished = r));
+  }
+
+  get done(): boolean {
+    return this.ended;
+  }
+
+  /**
+   * Sends the request to the best region that takes it. Resolves once it is on a region's
+   * socket; throws MeshError (and emits nothing) when no region could be reached at all.
+   */
+  async start(): Promise<void> {
+    const p = this.plan;
+    const s = p.services;
+    const state = await regionState(s.config, s.waitUntil);
+    const key = modelKey(p.model, p.version);
+    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions);
+    if (ranked.length === 0) {
+      throw new MeshError(
+        "no_region_available",
+        p.model.regions ? `model '${p.model.name}' may only run in ${p.model.regions.join(", ")}, and none of them is available now` : "no region is available",
+        { "retry-after": "1" },
+      );
+    }
+    const [artifact, tokenizerUrl] = await Promise.all([
+      signedUrl(s.config.meshSecret, p.origin, "artifact", p.version.sha256),
+      signedUrl(s.config.meshSecret, p.origin, "tokenizer", p.tokenizer.sha256),
+    ]);
+    const model: ModelRef = {
+      key,
+      name: p.model.name,
+      version: p.version.version,
+      sha256: p.version.sha256,
+      size: p.version.size,
+      artifactUrl: artifact,
+      signature: p.version.signature,
+      tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl },
+    };
+    const req: RegionGenerateRequest = { requestId: p.requestId, model, prompt: p.prompt, params: p.params, deadline: p.deadline };
+    this.candidates = ranked.slice(0, 2).map((r) => r.region);
+    await this.tryNext(req, "no region is available for this model");
+  }
+
+  private candidates: { name: string; url: string; lat: number; lon: number }[] = [];
+
+  private async tryNext(req: RegionGenerateRequest, lastError: string): Promise<void> {
+    while (this.candidates.length > 0 && !this.cancelled) {
+      const region = this.candidates.shift()!;
+      if (Date.now() >= this.plan.deadline) throw new MeshError("deadline_exceeded", "the call's deadline passed before a region took it");
+      let ch: RegionChannel;
+      try {
+        ch = await this.plan.pool.get(region, this.plan.deadline);
+      } catch (err) {
+        lastError = err instanceof MeshError ? err.message : String(err);
+        log("warn", this.plan.requestId, "region stream socket unavailable; trying the next", { region: region.name, error: lastError });
+        continue;
+      }
+      if (this.cancelled) return;
+      this.channel = ch;
+      this.region = region.name;
+      ch.register(this.sid, (f) => this.onFrame(f, req));
+      ch.onClose((reason) => this.onChannelClosed(reason, req));
+      ch.send({ t: "generate", sid: this.sid, req, window: this.plan.window + this.pendingCredit });
+      this.sentAt ||= Date.now();
+      this.pendingCredit = 0;
+      this.armSilence();
+      return;
+    }
+    if (this.cancelled) return;
+    throw new MeshError("no_region_available", `no region could take the call (${lastError})`, { "retry-after": "1" });
+  }
+
+  private armSilence(): void {
+    if (this.silenceTimer) clearTimeout(this.silenceTimer);
+    this.silenceTimer = setTimeout(
+      () => {
+        if (!this.heard && !this.ended) this.fail(new MeshError("deadline_exceeded", `region ${this.region} did not answer within the deadline`));
+      },
+      Math.max(1, this.plan.deadline - Date.now()) + SILENCE_GRACE_MS,
+    );
+  }
+
+  /** The caller took `n` more tokens: the region may send that many more. */
+  credit(n: number): void {
+    if (n <= 0 || this.ended) return;
+    if (this.channel && this.channel.open) this.channel.send({ t: "credit", sid: this.sid, n });
+    else this.pendingCredit += n;
+  }
+
+  /** Stops the generation (on the node too); the caller gets `done` with finish_reason cancelled. */
+  cancel(): void {
+    if (this.ended || this.cancelled) return;
+    this.cancelled = true;
+    if (this.channel && this.channel.open) {
+      this.channel.send({ t: "cancel", sid: this.sid });
+    } else {
+      this.finish({ type: "done", ...this.doneBase(), finish_reason: "cancelled", prompt_tokens: 0, tokens: this.tokens, node: null, timing: this.timing(0, 0, 0) }, 499, 0, 0);
+    }
+  }
+
+  private doneBase() {
+    return { id: this.plan.id, model_name: this.plan.model.name, model_version: String(this.plan.version.version), region: this.region };
+  }
+
+  private timing(queueMs: number, loadMs: number, genMs: number) {
+    const now = Date.now();
+    return {
+      queue_ms: Math.round(queueMs * 100) / 100,
+      load_ms: Math.round(loadMs * 100) / 100,
+      ttft_ms: (this.firstTokenAt || now) - this.plan.startedAt,
+      gen_ms: Math.round(genMs * 100) / 100,
+      total_ms: now - this.plan.startedAt,
+    };
+  }
+
+  private onFrame(f: RegionToEdge, req: RegionGenerateRequest): void {
+    if (this.ended) return;
+    const first = !this.heard;
+    if (f.t === "error" && f.code === "no_capacity" && first && this.candidates.length > 0 && !this.cancelled) {
+      // The region did not take it: the next best may.
+      this.detach();
+      void this.tryNext(req, `region ${this.region}: ${f.message}`).catch((err: unknown) => this.fail(err));
+      return;
+    }
+    this.heard = true;
+    if (first && this.silenceTimer) clearTimeout(this.silenceTimer);
+    switch (f.t) {
+      case "progress":
+        this.emit({
+          type: "progress",
+          id: this.plan.id,
+          stage: f.stage,
+          ...(f.position !== undefined ? { position: f.position } : {}),
+          ...(f.bytes !== undefined ? { bytes: f.bytes } : {}),
+          ...(f.total !== undefined ? { total: f.total } : {}),
+          ...(f.bytes !== undefined && f.total ? { percent: Math.min(100, Math.floor((f.bytes / f.total) * 100)) } : {}),
+        });
+        return;
+      case "token":
+        this.tokens++;
+        if (this.tokens === 1) this.firstTokenAt = Date.now();
+        this.emit({ type: "token", id: this.plan.id, index: f.i, text_output: f.text, token_id: f.id });
+        return;
+      case "done":
+        this.finish(
+          {
+            type: "done",
+            ...this.doneBase(),
+            finish_reason: f.reason,
+            prompt_tokens: f.promptTokens,
+            tokens: f.tokens,
+            node: f.node || null,
+            timing: this.timing(f.timing.queueMs, f.timing.loadMs, f.timing.genMs),
+          },
+          f.reason === "cancelled" ? ERROR_STATUS.cancelled : 200,
+          f.promptTokens,
+          f.tokens,
+          f,
+        );
+        return;
+      case "error":
+        this.fail(new MeshError(f.code, f.message));
+        return;
+    }
+  }
+
+  private onChannelClosed(reason: string, req: RegionGenerateRequest): void {
+    if (this.ended) return;
+    if (this.cancelled) {
+      this.finish({ type: "done", ...this.doneBase(), finish_reason: "cancelled", prompt_tokens: 0, tokens: this.tokens, node: null, timing: this.timing(0, 0, 0) }, 499, 0, this.tokens);
+      return;
+    }
+    if (!this.heard && this.candidates.length > 0) {
+      this.detach();
+      void this.tryNext(req, reason).catch((err: unknown) => this.fail(err));
+      return;
+    }
+    this.fail(new MeshError("region_error", `the region's stream ended early: ${reason}`));
+  }
+
+  private detach(): void {
+    this.channel?.unregister(this.sid);
+    this.channel = null;
+  }
+
+  private fail(err: unknown): void {
+    if (this.ended) return;
+    const e = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
+    if (!(err instanceof MeshError)) log("error", this.plan.requestId, "generation failed", { error: String(err) });
+    this.finish({ type: "error", id: this.plan.id, error: e.message, code: e.code, requestId: this.plan.requestId }, e.status, 0, this.tokens);
+  }
+
+  private finish(ev: StreamEvent, status: number, tokensIn: number, tokensOut: number, done?: Extract<RegionToEdge, { t: "done" }>): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.silenceTimer) clearTimeout(this.silenceTimer);
+    this.detach();
+    const p = this.plan;
+    const s = p.services;
+    recordUsage(
+      s.db,
+      {
+        requestId: p.requestId,
+        accountId: p.key.accountId,
+        keyId: p.key.id,
+        modelId: p.model.id,
+        version: p.version.version,
+        region: this.region,
+        node: done?.node || null,
+        status,
+        edgeMs: Math.max(0, (this.sentAt || Date.now()) - p.startedAt),
+        queueMs: Math.round(done?.timing.queueMs ?? 0),
+        inferMs: Math.round(done?.timing.genMs ?? 0),
+        tokensIn,
+        tokensOut,
+        createdAt: p.startedAt,
+      },
+      s.waitUntil,
+    );
+    this.emit(ev);
+    this.resolveFinished();
+  }
+}

@@ -1,0 +1,115 @@
+// GET /openapi.json (the whole public API as OpenAPI 3.1, built from the zod schemas each route
+// file keeps beside its handlers) and GET /docs (the reference page, self-contained). Also the
+// descriptions of routes whose files describe nothing themselves (health, regions, status).
+
+import type { Hono } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../context.js";
+import { docsPageHtml } from "../docs-page.js";
+import { describeRoute, openApiDocument } from "../openapi.js";
+import { SERVER_NAME, SERVER_VERSION } from "./health.js";
+
+const INFO = {
+  title: "inference mesh",
+  version: SERVER_VERSION,
+  description:
+    "Upload an ONNX model, get an API key, call it through one endpoint. The data plane (`/v2`) is the Open Inference Protocol (KServe v2); " +
+    "the control plane (`/v1`) manages keys, models, versions, aliases, traffic rules and usage. " +
+    "A revoked key, a switched alias and a changed split reach every edge within 2 s.",
+};
+
+let cached: Record<string, unknown> | null = null;
+function spec(): Record<string, unknown> {
+  // Routes are all described at start-up; the document is built once per isolate.
+  cached ??= openApiDocument(INFO);
+  return cached;
+}
+
+export function registerDocs(app: Hono<AppEnv>): void {
+  app.get("/openapi.json", (c) => c.json(spec()));
+  app.get("/docs", (c) => c.html(docsPageHtml(spec())));
+
+  describeRoute({
+    method: "get",
+    path: "/openapi.json",
+    tag: "Reference",
+    auth: "none",
+    summary: "This API as an OpenAPI 3.1 document",
+    responses: { 200: { description: "The document.", contentType: "application/json" } },
+  });
+  describeRoute({
+    method: "get",
+    path: "/docs",
+    tag: "Reference",
+    auth: "none",
+    summary: "The API reference page (self-contained HTML)",
+    responses: { 200: { description: "HTML.", contentType: "text/html" } },
+  });
+
+  // health.ts
+  describeRoute({
+    method: "get",
+    path: "/v2/health/live",
+    tag: "Server",
+    auth: "none",
+    summary: "Liveness",
+    responses: { 200: { description: "Live.", schema: z.object({ live: z.boolean() }) } },
+  });
+  describeRoute({
+    method: "get",
+    path: "/v2/health/ready",
+    tag: "Server",
+    auth: "none",
+    summary: "Readiness",
+    responses: { 200: { description: "Ready.", schema: z.object({ ready: z.boolean() }) } },
+  });
+  describeRoute({
+    method: "get",
+    path: "/v2",
+    tag: "Server",
+    auth: "none",
+    summary: "Server metadata",
+    responses: {
+      200: { description: `name '${SERVER_NAME}', version, extensions.`, schema: z.object({ name: z.string(), version: z.string(), extensions: z.array(z.string()) }) },
+    },
+  });
+  // internal_artifacts.ts: for nodes only, through URLs the edge signed.
+  describeRoute({
+    method: "get",
+    path: "/internal/artifacts/{sha256}",
+    tag: "Internal",
+    auth: "signed",
+    summary: "Model bytes for nodes (signed, time-limited URL)",
+    params: { sha256: "The artifact's sha256." },
+    responses: { 200: { description: "The .onnx bytes.", contentType: "application/octet-stream" } },
+    errors: ["not_found"],
+    internal: true,
+  });
+  // v1_regions.ts
+  describeRoute({
+    method: "get",
+    path: "/v1/regions",
+    tag: "Regions",
+    auth: "infer",
+    summary: "Per region: health, capacity, warm models and the latency callers got",
+    responses: {
+      200: {
+        description: "See edge/regions-view.ts for every field.",
+        schema: z.object({
+          generatedAt: z.number(),
+          stale: z.boolean(),
+          redis: z.enum(["ok", "unreachable", "not_configured"]),
+          regions: z.array(z.object({ name: z.string(), health: z.enum(["healthy", "unhealthy", "stale", "unknown"]) }).loose()),
+        }),
+      },
+    },
+  });
+  describeRoute({
+    method: "get",
+    path: "/status",
+    tag: "Regions",
+    auth: "none",
+    summary: "The status page (asks /v1/regions with a key the reader gives it)",
+    responses: { 200: { description: "HTML.", contentType: "text/html" } },
+  });
+}

@@ -1,0 +1,172 @@
+// The edge's stream sockets to regions: one WebSocket per (caller connection, region), opened
+// with a signed upgrade (`GET /v1/streams`), carrying msgpack frames of many generations, each
+// under an id of the edge's choosing. Why a socket and not a streamed HTTP body: the edge has
+// to tell the region how much its reader has taken (credit), and cancel, while the tokens flow
+// the other way; over one socket both directions are frames, so a stalled reader stops the
+// node after its window instead of after megabytes of TCP buffers, and a long generation is
+// one subrequest, not one per credit grant.
+//
+// Local mode: the configured distance to the region becomes real delay on this hop (the
+// upgrade costs a round trip, each frame half of one each way), as on the /v1/infer hop.
+
+import { createCodec } from "../protocol/codec.js";
+import { MeshError } from "../protocol/errors.js";
+import { parseRegionToEdge, type EdgeToRegion, type RegionToEdge } from "../protocol/messages.js";
+import { signRequest } from "../protocol/signing.js";
+import type { EdgeConfig, RegionConfig } from "./env.js";
+
+export const REGION_STREAM_PATH = "/v1/streams";
+const OPEN_TIMEOUT_MS = 5_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export type FrameHandler = (frame: RegionToEdge) => void;
+
+export class RegionChannel {
+  private readonly handlers = new Map<string, FrameHandler>();
+  private readonly codec = createCodec();
+  private closeListeners: ((reason: string) => void)[] = [];
+  open = true;
+
+  private constructor(
+    readonly region: string,
+    private readonly ws: WebSocket,
+    /** Simulated one-way delay, ms (local mode). */
+    private readonly delayMs: number,
+  ) {
+    ws.addEventListener("message", (e: MessageEvent) => {
+      let frame: RegionToEdge;
+      try {
+        const data = e.data;
+        if (typeof data === "string") throw new Error("text frame");
+        frame = parseRegionToEdge(this.codec.decode(new Uint8Array(data as ArrayBuffer)));
+      } catch (err) {
+        this.shutdown(`bad frame from region ${region}: ${(err as Error).message}`);
+        return;
+      }
+      const deliver = () => this.handlers.get(frame.sid)?.(frame);
+      if (this.delayMs > 0) setTimeout(deliver, this.delayMs);
+      else deliver();
+    });
+    ws.addEventListener("close", (e: CloseEvent) => this.shutdown(`region ${region} closed the stream socket (${e.code})`));
+    ws.addEventListener("error", () => this.shutdown(`stream socket to region ${region} failed`));
+  }
+
+  /** Opens a signed stream socket to `region`; throws MeshError when it cannot be had. */
+  static async open(config: EdgeConfig, region: RegionConfig, colo: string, deadline: number): Promise<RegionChannel> {
+    const delayMs = config.localMode ? (config.simulatedRtt[colo]?.[region.name] ?? 0) / 2 : 0;
+    const headers = await signRequest(config.meshSecret, "GET", REGION_STREAM_PATH);
+    if (delayMs > 0) await sleep(delayMs);
+    let res: Response;
+    try {
+      res = await fetch(region.url + REGION_STREAM_PATH, {
+        headers: { ...headers, upgrade: "websocket" },
+        signal: AbortSignal.timeout(Math.max(1, Math.min(OPEN_TIMEOUT_MS, deadline - Date.now()))),
+      });
+    } catch (err) {
+      throw new MeshError("region_error", `region ${region.name} unreachable (${(err as Error).name})`);
+    }
+    if (delayMs > 0) await sleep(delayMs);
+    const ws = res.webSocket;
+    if (!ws) {
+      // 503: draining; anything else: the region refused (misconfigured secret, no such route).
+      throw new MeshError(res.status === 503 ? "no_capacity" : "region_error", `region ${region.name} refused the stream socket (${res.status})`);
+    }
+    ws.accept();
+    // Newer compatibility dates deliver binary messages as Blobs by default (the standard).
+    ws.binaryType = "arraybuffer";
+    return new RegionChannel(region.name, ws, delayMs);
+  }
+
+  register(sid: string, handler: FrameHandler): void {
+    this.handlers.set(sid, handler);
+  }
+
+  unregister(sid: string): void {
+    this.handlers.delete(sid);
+  }
+
+  get streams(): number {
+    return this.handlers.size;
+  }
+
+  send(frame: EdgeToRegion): void {
+    if (!this.open) return;
+    const bytes = this.codec.encode(frame);
+    const write = () => {
+      try {
+        if (this.open) this.ws.send(bytes);
+      } catch (err) {
+        this.shutdown(`write to region ${this.region} failed: ${(err as Error).message}`);
+      }
+    };
+    if (this.delayMs > 0) setTimeout(write, this.delayMs);
+    else write();
+  }
+
+  onClose(listener: (reason: string) => void): void {
+    if (!this.open) listener("closed");
+    else this.closeListeners.push(listener);
+  }
+
+  /** Closes the socket; the region cancels every generation still on it. */
+  close(): void {
+    this.shutdown("closed by the edge");
+  }
+
+  private shutdown(reason: string): void {
+    if (!this.open) return;
+    this.open = false;
+    try {
+      this.ws.close(1000, "done");
+    } catch {
+      /* already closed */
+    }
+    const listeners = this.closeListeners;
+    this.closeListeners = [];
+    for (const l of listeners) l(reason);
+  }
+}
+
+/** A caller connection's sockets to regions: opened on first use, shared by its generations. */
+export class ChannelPool {
+  private readonly channels = new Map<string, Promise<RegionChannel>>();
+  private closed = false;
+
+  constructor(
+    private readonly config: EdgeConfig,
+    private readonly colo: string,
+  ) {}
+
+  get(region: RegionConfig, deadline: number): Promise<RegionChannel> {
+    if (this.closed) return Promise.reject(new MeshError("cancelled", "the caller went away"));
+    const existing = this.channels.get(region.name);
+    if (existing) {
+      return existing.then((ch) => (ch.open ? ch : this.reopen(region, deadline)));
+    }
+    return this.reopen(region, deadline);
+  }
+
+  private reopen(region: RegionConfig, deadline: number): Promise<RegionChannel> {
+    const p = RegionChannel.open(this.config, region, this.colo, deadline);
+    this.channels.set(region.name, p);
+    p.then(
+      (ch) => {
+        if (this.closed) ch.close();
+        ch.onClose(() => {
+          if (this.channels.get(region.name) === p) this.channels.delete(region.name);
+        });
+      },
+      () => {
+        if (this.channels.get(region.name) === p) this.channels.delete(region.name);
+      },
+    );
+    return p;
+  }
+
+  closeAll(): void {
+    this.closed = true;
+    for (const p of this.channels.values()) p.then((ch) => ch.close(), () => undefined);
+    this.channels.clear();
+  }
+}

@@ -1,0 +1,137 @@
+// The edge app in-process (Hono's app.request, no workerd): every registered route is in the
+// OpenAPI document, the document is well-formed and lists every error code, /docs is one
+// self-contained page, and errors outside any handler still come back in the one envelope.
+// The same app runs in real workerd in the end-to-end tests.
+
+import { beforeAll, describe, expect, it } from "vitest";
+import { ERROR_STATUS } from "../protocol/errors.js";
+import { collectPageErrors, launchBrowser } from "./helpers/browser.js";
+
+// Imported by path at run time: the Worker's files are type-checked against workers-types
+// (edge/tsconfig.json), which this Node project does not load.
+const EDGE = "../edge/index.js";
+type App = { routes: { method: string; path: string }[]; request(path: string, init?: RequestInit, env?: unknown): Promise<Response> };
+let app: App;
+let honoPath: (p: string) => string;
+let describedRoutes: () => { method: string; path: string; internal?: boolean }[];
+
+const env = {
+  ADMIN_TOKEN: "admin-token-for-tests-0123456789",
+  MESH_SECRET: "mesh-secret-for-tests-0123456789",
+  REGIONS: JSON.stringify([{ name: "us-west", url: "http://127.0.0.1:9", lat: 37, lon: -122 }]),
+};
+
+beforeAll(async () => {
+  const edge = (await import(/* @vite-ignore */ EDGE)) as { createApp(): App };
+  app = edge.createApp();
+  const openapi = (await import(/* @vite-ignore */ "../edge/openapi.js" as string)) as {
+    honoPath: typeof honoPath;
+    describedRoutes: typeof describedRoutes;
+  };
+  honoPath = openapi.honoPath;
+  describedRoutes = openapi.describedRoutes;
+});
+
+describe("the OpenAPI document", () => {
+  it("describes every route the app registers", () => {
+    const described = new Set(describedRoutes().map((d) => `${d.method.toUpperCase()} ${honoPath(d.path)}`));
+    const registered = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`));
+    const missing = [...registered].filter((r) => !described.has(r));
+    expect(missing, "routes without a describeRoute(...) next to their handler").toEqual([]);
+    const stale = [...described].filter((d) => !registered.has(d));
+    expect(stale, "described routes the app does not have").toEqual([]);
+  });
+
+  it("is OpenAPI 3.1 with schemas, security, error responses and the code list", async () => {
+    const res = await app.request("/openapi.json", {}, env);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-request-id")).toMatch(/^req_/);
+    const spec = (await res.json()) as any;
+    expect(spec.openapi).toBe("3.1.0");
+    expect(Object.keys(spec.info["x-error-codes"]).sort()).toEqual(Object.keys(ERROR_STATUS).sort());
+    const infer = spec.paths["/v2/models/{m}/infer"].post;
+    expect(infer.security).toEqual([{ apiKey: [] }]);
+    expect(infer.requestBody.content["application/json"].schema.properties.inputs.type).toBe("array");
+    expect(infer.requestBody["x-body-limit"]).toBe(8 * 1024 * 1024);
+    expect(infer.responses["429"].description).toContain("rate_limited");
+    expect(infer.responses["429"].headers["retry-after"]).toBeDefined();
+    expect(spec.paths["/v1/models/{m}/versions/{v}"].delete.responses["409"].description).toContain("version_in_use");
+    expect(spec.paths["/v1/models/{m}/traffic"].put.requestBody.content["application/json"].schema.properties.split).toBeDefined();
+    expect(spec.paths["/v1/usage"].get.parameters.map((p: any) => p.name)).toEqual(["model", "from", "to"]);
+    expect(spec.paths["/internal/artifacts/{sha256}"]).toBeUndefined();
+    for (const [path, ops] of Object.entries<any>(spec.paths)) {
+      for (const [method, op] of Object.entries<any>(ops)) {
+        expect(op.summary, `${method} ${path}`).toBeTruthy();
+        // A success: 2xx, or 101 for a WebSocket route.
+        expect(Object.keys(op.responses).some((s) => s.startsWith("2") || s === "101"), `${method} ${path}`).toBe(true);
+        for (const m of path.match(/\{(\w+)\}/g) ?? []) {
+          expect(op.parameters.some((p: any) => p.in === "path" && `{${p.name}}` === m), `${method} ${path} ${m}`).toBe(true);
+        }
+      }
+    }
+  });
+
+  it("/docs is one self-contained page: the spec inside, nothing from elsewhere", async () => {
+    const res = await app.request("/docs", {}, env);
+    expect(res.status).toBe(200);
+    const html = await res.text();
+    expect(html).toContain('id="spec"');
+    expect(html).toContain("/v1/models/{m}/traffic");
+    expect(html).not.toMatch(/<(script|link|img)[^>]+(src|href)="(https?:)?\/\//i);
+    expect(html).not.toMatch(/<\/script>[^]*"openapi"/); // the spec cannot close its script early
+  });
+});
+
+describe("the reference page in a real browser", () => {
+  it("renders every operation and every error code, with no errors, and filters", async () => {
+    const spec = (await (await app.request("/openapi.json", {}, env)).json()) as any;
+    const operations = Object.values<any>(spec.paths).reduce((n, ops) => n + Object.keys(ops).length, 0);
+    const html = await (await app.request("/docs", {}, env)).text();
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+      const errors = collectPageErrors(page);
+      // Offline by construction: any request the page makes for anything is refused.
+      await page.route("**/*", (route) => route.abort());
+      await page.setContent(html);
+      expect(await page.locator("details.op").count()).toBe(operations);
+      expect(await page.locator("#codes tbody tr").count()).toBe(Object.keys(ERROR_STATUS).length);
+      await page.locator("#putV1ModelsMTraffic > summary").click();
+      expect(await page.locator("details.op[open]").textContent()).toContain("weights sum to 100");
+      if (process.env.MESH_SCREENSHOTS) await page.screenshot({ path: process.env.MESH_SCREENSHOTS, fullPage: false });
+      await page.fill("#filter", "aliases");
+      const visible = await page.locator("details.op:visible").count();
+      expect(visible).toBeGreaterThan(0);
+      expect(visible).toBeLessThan(operations);
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 60_000);
+});
+
+describe("errors in-process", () => {
+  it("an unknown route, a missing key and a bad admin body answer the one envelope", async () => {
+    for (const [path, init, status, code] of [
+      ["/nope", {}, 404, "not_found"],
+      ["/v1/models", {}, 401, "unauthorized"],
+      ["/v1/accounts", { method: "POST", headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` }, body: "{nope" }, 400, "invalid_json"],
+      ["/v1/accounts", { method: "POST", headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` }, body: '{"name": 5}' }, 400, "bad_request"],
+    ] as const) {
+      const res = await app.request(path, init as RequestInit, env);
+      expect(res.status, path).toBe(status);
+      const body = (await res.json()) as any;
+      expect(Object.keys(body).sort()).toEqual(["code", "error", "requestId"]);
+      expect(body.code).toBe(code);
+      expect(body.requestId).toBe(res.headers.get("x-request-id"));
+    }
+  });
+
+  it("a misconfigured edge says so without detail", async () => {
+    const res = await app.request("/v2/health/live", {}, { ...env, ADMIN_TOKEN: "short" });
+    expect(res.status).toBe(500);
+    const body = (await res.json()) as any;
+    expect(body.code).toBe("internal_error");
+    expect(body.error).not.toContain("ADMIN_TOKEN");
+  });
+});

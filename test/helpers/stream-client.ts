@@ -1,0 +1,240 @@
+// A test client for the generation routes: a WebSocket that keeps every event per request id
+// with its arrival time, optional automatic acks, and an SSE reader. Plus the region's signed
+// stream stats, a process's resident memory from /proc, and the in-process reference
+// generation (the same model file and tokenizer, onnxruntime in this process).
+
+import { readFile } from "node:fs/promises";
+import * as ort from "onnxruntime-node";
+import WebSocket from "ws";
+import { createCodec } from "../../protocol/codec.js";
+import { signRequest } from "../../protocol/signing.js";
+import { loadTokenizer, type Tokenizer } from "../../protocol/tokenizer.js";
+import { generateText, type GenerateOptions } from "../../gpu-node/generate.js";
+
+export interface Received {
+  ev: any;
+  at: number;
+}
+
+export interface Ended {
+  tokens: Received[];
+  progress: Received[];
+  end: Received;
+  text: string;
+}
+
+export interface GenerateMessage {
+  text_input: string;
+  parameters?: Record<string, unknown>;
+  window?: number;
+}
+
+export class StreamClient {
+  readonly events = new Map<string, Received[]>();
+  /** Every event in arrival order (ids interleaved). */
+  readonly all: Received[] = [];
+  private readonly waiters = new Map<string, (e: Ended) => void>();
+  private readonly codec = createCodec();
+  /** Ids whose tokens are acknowledged as they come. */
+  private readonly autoAck = new Set<string>();
+  closed: { code: number; reason: string } | null = null;
+
+  private constructor(
+    readonly ws: WebSocket,
+    readonly msgpack: boolean,
+  ) {
+    ws.on("message", (data, isBinary) => {
+      const ev = isBinary ? (this.codec.decode(data as Buffer) as any) : JSON.parse(String(data));
+      const r = { ev, at: performance.now() };
+      this.all.push(r);
+      const id = ev.id ?? "";
+      const list = this.events.get(id) ?? [];
+      list.push(r);
+      this.events.set(id, list);
+      if (ev.type === "token" && this.autoAck.has(id)) this.send({ type: "ack", id, tokens: ev.index + 1 });
+      if (ev.type === "done" || ev.type === "error") {
+        const w = this.waiters.get(id);
+        this.waiters.delete(id);
+        w?.(this.summary(id));
+      }
+    });
+    ws.on("close", (code, reason) => (this.closed = { code, reason: String(reason) }));
+  }
+
+  /** Opens a socket; `protocols` (e.g. the browser-style key protocol) instead of the header. */
+  static open(url: string, opts: { key?: string; protocols?: string[]; msgpack?: boolean; headers?: Record<string, string> } = {}): Promise<StreamClient> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { ...opts.headers };
+      if (opts.key) headers.authorization = `Bearer ${opts.key}`;
+      const ws = new WebSocket(url + (opts.msgpack ? "?format=msgpack" : ""), opts.protocols ?? [], { headers, perMessageDeflate: false });
+      const client = new StreamClient(ws, !!opts.msgpack);
+      ws.once("open", () => resolve(client));
+      ws.once("unexpected-response", (_req, res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => (body += c));
+        res.on("end", () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), { status: res.statusCode, body })));
+      });
+      ws.once("error", (err) => reject(err));
+    });
+  }
+
+  send(msg: Record<string, unknown>): void {
+    if (this.msgpack) this.ws.send(this.codec.encode(msg), { binary: true });
+    else this.ws.send(JSON.stringify(msg));
+  }
+
+  generate(id: string, msg: GenerateMessage, opts: { autoAck?: boolean } = {}): Promise<Ended> {
+    if (opts.autoAck) this.autoAck.add(id);
+    const ended = new Promise<Ended>((resolve) => this.waiters.set(id, resolve));
+    this.send({ type: "generate", id, ...msg });
+    return ended;
+  }
+
+  cancel(id: string): void {
+    this.send({ type: "cancel", id });
+  }
+
+  tokensOf(id: string): Received[] {
+    return (this.events.get(id) ?? []).filter((r) => r.ev.type === "token");
+  }
+
+  /** Resolves once `id` has received n tokens. */
+  async waitTokens(id: string, n: number, timeoutMs = 15_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (this.tokensOf(id).length < n) {
+      if (Date.now() > until) throw new Error(`${id}: ${this.tokensOf(id).length} tokens after ${timeoutMs} ms, wanted ${n}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  summary(id: string): Ended {
+    const list = this.events.get(id) ?? [];
+    const tokens = list.filter((r) => r.ev.type === "token");
+    return {
+      tokens,
+      progress: list.filter((r) => r.ev.type === "progress"),
+      end: list.find((r) => r.ev.type === "done" || r.ev.type === "error")!,
+      text: tokens.map((r) => r.ev.text_output).join(""),
+    };
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
+/** Reads a Server-Sent Events response as it arrives; `stopAfter` tokens aborts the request. */
+export async function readSse(
+  res: Response,
+  opts: { onEvent?: (ev: any) => void; stopAfter?: number; abort?: AbortController } = {},
+): Promise<Received[]> {
+  const out: Received[] = [];
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  let tokens = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let i: number;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const data = block
+        .split("\n")
+        .filter((l) => l.startsWith("data: "))
+        .map((l) => l.slice(6))
+        .join("\n");
+      if (!data) continue;
+      const ev = JSON.parse(data);
+      out.push({ ev, at: performance.now() });
+      opts.onEvent?.(ev);
+      if (ev.type === "token" && opts.stopAfter !== undefined && ++tokens >= opts.stopAfter) {
+        opts.abort?.abort();
+        await reader.cancel().catch(() => undefined);
+        return out;
+      }
+    }
+  }
+  return out;
+}
+
+export interface StreamStats {
+  region: string;
+  router: { rssMb: number; heapUsedMb: number; streaming: number; sockets: number; queued: number; running: number; bufferedBytes: number; tokensRelayed: number };
+  nodes: { id: string; streams: number; streamSlots: number; active: number; tokens: number; rssMb: number | null; heapUsedMb: number | null }[];
+}
+
+/** The router's signed GET /v1/streams/stats. */
+export async function streamStats(routerUrl: string, secret: string): Promise<StreamStats> {
+  const headers = await signRequest(secret, "GET", "/v1/streams/stats");
+  const res = await fetch(routerUrl + "/v1/streams/stats", { headers, signal: AbortSignal.timeout(5_000) });
+  if (!res.ok) throw new Error(`stream stats: ${res.status} ${await res.text()}`);
+  return (await res.json()) as StreamStats;
+}
+
+/** Resident memory of a process, MiB, from /proc (Linux). */
+export async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1] ?? NaN);
+  return kb / 1024;
+}
+
+/** The pids of a process's descendants whose command name is `name` (e.g. workerd). */
+export async function descendantsNamed(root: number, name: string): Promise<number[]> {
+  const { readdir } = await import("node:fs/promises");
+  const parent = new Map<number, number>();
+  const comm = new Map<number, string>();
+  for (const e of await readdir("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = await readFile(`/proc/${e}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      comm.set(Number(e), stat.slice(stat.indexOf("(") + 1, close));
+      parent.set(Number(e), Number(stat.slice(close + 2).split(" ")[1]));
+    } catch {
+      /* gone */
+    }
+  }
+  const out: number[] = [];
+  for (const [pid, c] of comm) {
+    if (c !== name) continue;
+    for (let p = parent.get(pid); p !== undefined && p > 1; p = parent.get(p)) {
+      if (p === root) {
+        out.push(pid);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** The generation in this process: the truth the mesh's answers are checked against. */
+export class ReferenceModel {
+  private constructor(
+    readonly session: ort.InferenceSession,
+    readonly tokenizer: Tokenizer,
+  ) {}
+
+  static async load(modelPath: string, tokenizerPath: string): Promise<ReferenceModel> {
+    const session = await ort.InferenceSession.create(modelPath, { executionProviders: ["cpu"] });
+    return new ReferenceModel(session, loadTokenizer(await readFile(tokenizerPath, "utf8")));
+  }
+
+  /** What the node must produce for the same prompt and (KServe-style) parameters. */
+  text(prompt: string, p: { max_tokens?: number; temperature?: number; top_k?: number; seed?: number; stop?: string[] }): Promise<string> {
+    const opts: GenerateOptions = {
+      maxTokens: p.max_tokens ?? 64,
+      temperature: p.temperature ?? 1,
+      topK: p.top_k ?? 0,
+      ...(p.seed !== undefined ? { seed: p.seed } : {}),
+      stop: p.stop ?? [],
+    };
+    return generateText(this.session, this.tokenizer, prompt, opts);
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
