@@ -58,13 +58,16 @@ export class RegionChannel {
     const headers = await signRequest(config.meshSecret, "GET", REGION_STREAM_PATH);
     if (delayMs > 0) await sleep(delayMs);
     let res: Response;
+    // The bound covers the handshake only: a signal that fired later would abort the socket
+    // itself (AbortSignal.timeout would cut every stream socket after OPEN_TIMEOUT_MS).
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), Math.max(1, Math.min(OPEN_TIMEOUT_MS, deadline - Date.now())));
     try {
-      res = await fetch(region.url + REGION_STREAM_PATH, {
-        headers: { ...headers, upgrade: "websocket" },
-        signal: AbortSignal.timeout(Math.max(1, Math.min(OPEN_TIMEOUT_MS, deadline - Date.now()))),
-      });
+      res = await fetch(region.url + REGION_STREAM_PATH, { headers: { ...headers, upgrade: "websocket" }, signal: abort.signal });
     } catch (err) {
       throw new MeshError("region_error", `region ${region.name} unreachable (${(err as Error).name})`);
+    } finally {
+      clearTimeout(timer);
     }
     if (delayMs > 0) await sleep(delayMs);
     const ws = res.webSocket;

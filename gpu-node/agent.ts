@@ -86,6 +86,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
   });
   const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
   let reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  let drainAcked: (() => void) | null = null;
   let resolveDone!: (r: { reason: string }) => void;
   const done = new Promise<{ reason: string }>((r) => (resolveDone = r));
   let resolveConnected!: () => void;
@@ -184,6 +185,9 @@ export function startAgent(config: NodeConfig): AgentHandle {
         log("info", "connected to router", { region: msg.region });
         resolveConnected();
         return;
+      case "drain_ack":
+        drainAcked?.();
+        return;
       case "load": {
         try {
           const started = performance.now();
@@ -270,8 +274,16 @@ export function startAgent(config: NodeConfig): AgentHandle {
     async drain() {
       draining = true;
       if (reconnectTimer) clearTimeout(reconnectTimer);
-      // Tell the router first, so no new call is sent while the in-flight ones finish.
-      if (ws && ws.readyState === WebSocket.OPEN) ws.send(createCodec(config.framing).encode({ t: "draining" }), { binary: config.framing === "msgpack" });
+      // Tell the router first, so no new call is sent while the in-flight ones finish, and wait
+      // for its answer: calls it sent before reading ours are still arriving until then.
+      if (ws && ws.readyState === WebSocket.OPEN) {
+        const acked = new Promise<void>((resolve) => {
+          drainAcked = resolve;
+          setTimeout(resolve, 2_000).unref();
+        });
+        ws.send(createCodec(config.framing).encode({ t: "draining" }), { binary: config.framing === "msgpack" });
+        await acked;
+      }
       const until = Date.now() + config.drainTimeoutMs;
       while ((inflight > 0 || generations.active > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
       const socket = ws;

@@ -174,6 +174,8 @@ export interface ProcessMemory {
 
 export type RouterToNode =
   | { t: "welcome"; region: string }
+  /** Answers the node's "draining": every frame the router sent before it has arrived. */
+  | { t: "drain_ack" }
   | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature; tokenizer?: TokenizerRef }
   | { t: "unload"; key: string }
   | { t: "cancel"; id: string }
@@ -510,6 +512,8 @@ export function parseRouterMessage(v: unknown): RouterToNode {
   switch (o.t) {
     case "welcome":
       return { t: "welcome", region: str(o, "region", 128) };
+    case "drain_ack":
+      return { t: "drain_ack" };
     case "load":
       return {
         t: "load",

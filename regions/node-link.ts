@@ -301,6 +301,8 @@ export class NodeLink implements NodeState {
       }
       case "draining":
         this.draining = true;
+        // Frames are ordered: once the node reads this, no call sent before it is still on the wire.
+        this.send({ t: "drain_ack" });
         return;
       case "load_progress":
         this.onLoadProgress(msg.key, msg.bytes, msg.total);

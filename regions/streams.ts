@@ -87,8 +87,7 @@ export class StreamHub {
   accept(ws: WebSocket): void {
     const s = new EdgeSocket(this, ws);
     this.sockets.add(s);
-    ws.on("close", (code, reason) => {
-      this.log("info", "DEBUG edge socket closed", { code, reason: String(reason) });
+    ws.on("close", () => {
       this.sockets.delete(s);
       s.closed();
     });

@@ -160,6 +160,31 @@ describe("tokens arrive one by one", () => {
   });
 });
 
+describe("long streams", () => {
+  it("a stream lasts as long as it takes (longer than any connect bound), over a WebSocket and SSE at once", async () => {
+    // 3000 tokens at 2 ms each: over 6 s.
+    const params = { max_tokens: 3000, temperature: 0.8, seed: 21 };
+    const expected = await ref.text("The river", params);
+    const ws = await StreamClient.open(wsUrl("demo-chat"), { key: mesh.apiKey });
+    try {
+      const viaWs = ws.generate("long", { text_input: "The river", parameters: params, window: 64 }, { autoAck: true });
+      const viaSse = fetch(`${mesh.edge}/v2/models/demo-chat/generate_stream`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ text_input: "The river", parameters: params }),
+      }).then((res) => readSse(res));
+      const [a, b] = await within(Promise.all([viaWs, viaSse]), 60_000, "long streams");
+      expect(a.end.ev).toMatchObject({ type: "done", finish_reason: "length", tokens: 3000 });
+      expect(a.text).toBe(expected);
+      expect(b.at(-1)!.ev).toMatchObject({ type: "done", finish_reason: "length", tokens: 3000 });
+      expect(b.filter((e) => e.ev.type === "token").map((e) => e.ev.text_output).join("")).toBe(expected);
+      expect(a.tokens.at(-1)!.at - a.tokens[0]!.at).toBeGreaterThan(5_000);
+    } finally {
+      ws.close();
+    }
+  }, 90_000);
+});
+
 describe("cancellation", () => {
   it("cancel mid-stream: the node stops within a few tokens and takes new work at once", async () => {
     const before = await nodeIdle();
@@ -258,6 +283,15 @@ describe("back-pressure", () => {
       const freed = await waitUntil("stalled streams cancelled", STALL_MS + 10_000, async () => ((await nodeStats()).active === 0 ? true : undefined), 250);
       expect(freed).toBe(true);
       expect((await nodeStats()).tokens - before).toBe(produced);
+      // Reading again, the caller finds each stream ended by the stall bound, after its window.
+      ws.ws.resume();
+      await waitUntil("stall errors read", 10_000, () => (ws.all.filter((r) => r.ev.type === "error").length === STREAMS ? true : undefined));
+      for (let i = 0; i < STREAMS; i++) {
+        const s = ws.summary(`slow-${i}`);
+        expect(s.tokens).toHaveLength(WINDOW);
+        expect(s.end.ev).toMatchObject({ type: "error", code: "deadline_exceeded" });
+        expect(s.end.ev.error).toMatch(/took no token/);
+      }
     } finally {
       ws.ws.terminate();
     }
