@@ -11,6 +11,7 @@ import type { GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } fr
 import { artifactUrl, signUrl } from "../protocol/signing.js";
 import type { KeyRecord } from "./api-keys.js";
 import type { Services } from "./context.js";
+import type { RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
 import { log } from "./log.js";
 import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js";
@@ -78,6 +79,8 @@ export class Generation {
   /** Credit granted by the caller before the request reached a region. */
   private pendingCredit = 0;
   private silenceTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Regions still to try, best first (the first two of the ranking). */
+  private candidates: RegionConfig[] = [];
   region: string | null = null;
   tokens = 0;
   firstTokenAt = 0;
@@ -131,8 +134,6 @@ export class Generation {
     this.candidates = ranked.slice(0, 2).map((r) => r.region);
     await this.tryNext(req, "no region is available for this model");
   }
-
-  private candidates: { name: string; url: string; lat: number; lon: number }[] = [];
 
   private async tryNext(req: RegionGenerateRequest, lastError: string): Promise<void> {
     while (this.candidates.length > 0 && !this.cancelled) {

@@ -220,13 +220,16 @@ export class Scheduler {
     };
   }
 
-  /** A placed stream ended (the relay calls this once per start()). */
-  streamEnded(key: string, ok: boolean, queueMs: number, serviceMs: number): void {
+  /**
+   * A placed stream ended (the relay calls this once per start()): served, failed, cancelled by
+   * its caller (neither), or about to be placed again (neither: it counts when it ends).
+   */
+  streamEnded(key: string, outcome: "served" | "failed" | "cancelled" | "retried", queueMs: number, serviceMs: number): void {
     this.streaming = Math.max(0, this.streaming - 1);
-    if (ok) {
+    if (outcome === "served") {
       this.served++;
       this.statsFor(key).completed(queueMs, serviceMs);
-    } else {
+    } else if (outcome === "failed") {
       this.failed++;
     }
   }

@@ -250,7 +250,7 @@ class EdgeSocket {
       done: (f) => {
         if (st.state !== "running") return;
         const now = performance.now();
-        this.hub.scheduler.streamEnded(key, f.reason !== "cancelled", st.queueMs, f.genMs);
+        this.hub.scheduler.streamEnded(key, f.reason === "cancelled" ? "cancelled" : "served", st.queueMs, f.genMs);
         this.sendFor(st, {
           t: "done",
           sid: st.sid,
@@ -271,9 +271,10 @@ class EdgeSocket {
       },
       fail: (err: NodeCallError) => {
         if (st.state !== "running") return;
-        this.hub.scheduler.streamEnded(key, false, st.queueMs, 0);
         // Nothing reached the reader yet and the node did not run it: place it once more.
-        if (err.retryable && st.tokens === 0 && st.attempts === 0 && !st.silent && Date.now() < st.req.deadline) {
+        const retry = err.retryable && st.tokens === 0 && st.attempts === 0 && !st.silent && Date.now() < st.req.deadline;
+        this.hub.scheduler.streamEnded(key, retry ? "retried" : "failed", st.queueMs, 0);
+        if (retry) {
           st.attempts++;
           st.excluded.add(node.id);
           st.state = "queued";
