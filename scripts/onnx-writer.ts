@@ -195,43 +195,10 @@ export class ProtoWriter {
 // ---------------------------------------------------------------------------------------------
 // FP16 helpers (Node 20 has no Float16Array; onnxruntime-node carries FP16 as Uint16Array bits)
 
-/** IEEE half-precision bits of a number, rounded to nearest even (through float32). */
-export function float16Bits(value: number): number {
-  const f32 = new Float32Array([value]);
-  const x = new Uint32Array(f32.buffer)[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    // Subnormal half (or zero): shift the implicit leading 1 into the mantissa.
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rest = mant & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rest > halfway || (rest === halfway && (half & 1) === 1)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-  if (rest > 0x1000 || (rest === 0x1000 && (half & 1) === 1)) half++;
-  return sign | half;
-}
-
-/** The number that IEEE half-precision bits stand for. */
-export function float16Value(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const e = (bits >> 10) & 0x1f;
-  const m = bits & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 0x1f) return m !== 0 ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
+// One conversion for the whole project: the protocol's, which the edge uses on FP16 inputs.
+import { fromHalfBits, toHalfBits } from "../protocol/tensor.js";
+export const float16Bits = toHalfBits;
+export const float16Value = fromHalfBits;
 
 // ---------------------------------------------------------------------------------------------
 // ONNX messages
