@@ -10,7 +10,7 @@ import { bodyLimit } from "hono/body-limit";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
 import type { z } from "zod";
-import { verifyKey, type Scope } from "./api-keys.js";
+import { verifyKey, type KeyRecord, type Scope } from "./api-keys.js";
 import { services, type AppContext, type AppEnv } from "./context.js";
 import { ConfigError, loadConfig } from "./env.js";
 import { log } from "./log.js";
@@ -51,26 +51,36 @@ const quota = new MonthlyQuota();
 
 const seconds = (ms: number) => String(Math.max(1, Math.ceil(ms / 1000)));
 
+/**
+ * The one check behind every key-authenticated entry (HTTP routes, a socket's upgrade and
+ * each request on an open socket): the key is valid and not revoked, has the scope, and its
+ * rate limit allows one more call.
+ */
+export async function authorize(c: AppContext, token: string, scope: Scope): Promise<{ key: KeyRecord; limit: number; remaining: number }> {
+  const s = services(c);
+  const key = await verifyKey(s, token);
+  if (!key) throw new MeshError("unauthorized", "invalid or revoked API key");
+  if (!key.scopes.includes(scope)) throw new MeshError("forbidden", `this key lacks the '${scope}' scope`);
+  const limit = key.rateLimit ?? s.config.defaultRateLimit;
+  const d = await limiter.check(key.id, limit, { store: sharedStoreFor(s.config), waitUntil: s.waitUntil });
+  if (!d.allowed) {
+    throw new MeshError("rate_limited", `this key's rate limit (${limit.perSecond}/s, burst ${limit.burst}) is spent`, {
+      "retry-after": seconds(d.retryAfterMs),
+      "x-ratelimit-limit": String(limit.perSecond),
+      "x-ratelimit-remaining": "0",
+    });
+  }
+  c.set("key", key);
+  return { key, limit: limit.perSecond, remaining: d.remaining };
+}
+
 export function requireKey(scope: Scope): MiddlewareHandler<AppEnv> {
   return async function requireKey(c, next) {
     const token = bearer(c.req.header("authorization"));
     if (!token) throw new MeshError("unauthorized", "missing API key: send 'Authorization: Bearer <key>'");
-    const s = services(c);
-    const key = await verifyKey(s, token);
-    if (!key) throw new MeshError("unauthorized", "invalid or revoked API key");
-    if (!key.scopes.includes(scope)) throw new MeshError("forbidden", `this key lacks the '${scope}' scope`);
-    const limit = key.rateLimit ?? s.config.defaultRateLimit;
-    const d = await limiter.check(key.id, limit, { store: sharedStoreFor(s.config), waitUntil: s.waitUntil });
-    if (!d.allowed) {
-      throw new MeshError("rate_limited", `this key's rate limit (${limit.perSecond}/s, burst ${limit.burst}) is spent`, {
-        "retry-after": seconds(d.retryAfterMs),
-        "x-ratelimit-limit": String(limit.perSecond),
-        "x-ratelimit-remaining": "0",
-      });
-    }
-    c.header("x-ratelimit-limit", String(limit.perSecond));
-    c.header("x-ratelimit-remaining", String(d.remaining));
-    c.set("key", key);
+    const { limit, remaining } = await authorize(c, token, scope);
+    c.header("x-ratelimit-limit", String(limit));
+    c.header("x-ratelimit-remaining", String(remaining));
     await next();
   };
 }

@@ -300,6 +300,21 @@ describe("back-pressure", () => {
 });
 
 describe("concurrency on one socket", () => {
+  it("opening a socket and each request on it count against the key's rate limit", async () => {
+    const created = await call(`${mesh.edge}/v1/keys`, { key: mesh.apiKey, json: { scopes: ["infer"], rateLimit: { perSecond: 1, burst: 3 } } });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const ws = await StreamClient.open(wsUrl("demo-chat"), { key: created.body.key as string }); // 1 of 3
+    try {
+      const params = { text_input: "The river", parameters: { max_tokens: 2, seed: 1 } };
+      const ends = [];
+      for (let i = 0; i < 3; i++) ends.push((await within(ws.generate(`rl-${i}`, params, { autoAck: true }), 20_000, "rate-limited stream")).end.ev);
+      expect(ends.map((e) => e.type)).toEqual(["done", "done", "error"]);
+      expect((ends[2] as { code?: string }).code).toBe("rate_limited");
+    } finally {
+      ws.close();
+    }
+  });
+
   it("many concurrent streams on one socket keep their ids apart", async () => {
     const ws = await StreamClient.open(wsUrl("demo-chat"), { key: mesh.apiKey });
     try {

@@ -25,12 +25,12 @@ import { z } from "zod";
 import { createCodec } from "../../protocol/codec.js";
 import { MeshError } from "../../protocol/errors.js";
 import { GENERATE_LIMITS } from "../../protocol/messages.js";
-import { verifyKey, type KeyRecord } from "../api-keys.js";
+import type { KeyRecord } from "../api-keys.js";
 import { services, type AppContext, type AppEnv } from "../context.js";
 import { Generation, type GenerationPlan } from "../generation.js";
 import { callerLocation } from "../geo.js";
 import { log } from "../log.js";
-import { chargeQuota, limitBody, readJson, requireKey } from "../middleware.js";
+import { authorize, chargeQuota, limitBody, readJson, requireKey } from "../middleware.js";
 import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
 import { ChannelPool } from "../stream-client.js";
@@ -229,10 +229,8 @@ async function streamSocket(c: AppContext) {
     chosen = msgpack && offered.includes(MSGPACK_PROTOCOL) ? MSGPACK_PROTOCOL : offered.includes(JSON_PROTOCOL) ? JSON_PROTOCOL : offered.includes(MSGPACK_PROTOCOL) ? MSGPACK_PROTOCOL : null;
     if (!chosen) throw new MeshError("bad_request", `offer the subprotocol '${JSON_PROTOCOL}' (JSON frames) or '${MSGPACK_PROTOCOL}' (msgpack frames)`);
   }
-  const key = await verifyKey(services(c), token);
-  if (!key) throw new MeshError("unauthorized", "invalid or revoked API key");
-  if (!key.scopes.includes("infer")) throw new MeshError("forbidden", "this key lacks the 'infer' scope");
-  c.set("key", key);
+  // Opening a socket counts against the key's rate limit like any call.
+  const { key } = await authorize(c, token, "infer");
   // Refuse a socket for a model that cannot generate now, before upgrading (a clear 4xx).
   const name = c.req.param("m")!;
   const ref = c.req.param("v");
@@ -351,15 +349,18 @@ class CallerSocket {
     // A placeholder holds the id while the key, model and quota are checked.
     const slot: Running = { gen: null, cancelled: false, sent: 0, acked: 0 };
     this.running.set(id, slot);
-    // The key is checked again for every request: a long-lived socket does not outlive a revocation.
-    const key = await verifyKey(services(this.c), this.token);
-    if (!key) {
+    // The key is checked again for every request, and each request counts against its rate
+    // limit: a long-lived socket neither outlives a revocation nor escapes the limit.
+    let key: KeyRecord;
+    try {
+      ({ key } = await authorize(this.c, this.token, "infer"));
+    } catch (err) {
       this.running.delete(id);
-      this.error(id, new MeshError("unauthorized", "invalid or revoked API key"));
-      this.ws.close(1008, "API key revoked");
+      const e = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
+      this.error(id, e);
+      if (e.code === "unauthorized" || e.code === "forbidden") this.ws.close(1008, "API key revoked");
       return;
     }
-    this.c.set("key", key);
     const t = await target(this.c, key, this.model, this.ref);
     if (!this.open) return;
     if (slot.cancelled) {
