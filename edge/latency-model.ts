@@ -4,7 +4,7 @@
 // factor) and is replaced by what the edge measured on real calls (an EWMA per colo and
 // region). Queue, warmth and inference come from the region's own report. Pure functions.
 
-import type { RegionReport } from "../protocol/region-report.js";
+import type { ModelReport, RegionReport } from "../protocol/region-report.js";
 import type { RegionConfig } from "./env.js";
 import { distanceKm, type CallerLocation } from "./geo.js";
 
@@ -17,6 +17,19 @@ export const DEFAULT_COLD_START_MS = 2_000;
 const DEFAULT_INFER_MS = 5;
 /** Unknown location: assume an intercontinental trip so measurements dominate quickly. */
 const UNKNOWN_RTT_MS = 150;
+
+// A report lists every model of the region; estimating runs on every call for every region,
+// so each report is indexed once (reports are replaced, not mutated, on refresh).
+const indexes = new WeakMap<RegionReport, { models: Map<string, ModelReport>; warm: Set<string> }>();
+
+function indexOf(report: RegionReport) {
+  let ix = indexes.get(report);
+  if (!ix) {
+    ix = { models: new Map((report.models ?? []).map((m) => [m.key, m])), warm: new Set(report.warm) };
+    indexes.set(report, ix);
+  }
+  return ix;
+}
 
 export function priorRttMs(caller: CallerLocation, region: RegionConfig): number {
   if (caller.lat === null || caller.lon === null) return UNKNOWN_RTT_MS;
@@ -42,8 +55,9 @@ export function estimate(
   measuredRttMs: number | undefined,
 ): Estimate {
   const rttMs = measuredRttMs ?? priorRttMs(caller, region);
-  const model = report?.models?.find((m) => m.key === modelKey);
-  const warm = !!report && report.warm.includes(modelKey);
+  const ix = report ? indexOf(report) : undefined;
+  const model = ix?.models.get(modelKey);
+  const warm = !!ix && ix.warm.has(modelKey);
   const inferMs = model && model.inferMs.p50 > 0 ? model.inferMs.p50 : DEFAULT_INFER_MS;
   let queueMs = 0;
   if (model) queueMs = model.queueMs.p50;
