@@ -399,8 +399,10 @@ export class Scheduler {
       },
       (err: NodeCallError) => {
         this.running--;
-        const another = [...this.nodes.values()].some((n) => n.available && n !== node);
-        if (err.retryable && item.attempts === 0 && another && Date.now() < req.deadline) {
+        // Retry while any node can take it: another one, or this one when it is still up (it
+        // answered that it lacked the model, e.g. just after an eviction it had not yet reported).
+        const canRetry = [...this.nodes.values()].some((n) => n.available);
+        if (err.retryable && item.attempts === 0 && canRetry && Date.now() < req.deadline) {
           // The node went away (or never had the model): nothing ran there; try another once.
           item.attempts++;
           item.exclude.add(node.id);
