@@ -79,7 +79,14 @@ export async function forwardInfer(
   const path = "/v1/infer";
   let lastError = "no region is available for this model";
   let attempts = 0;
-  for (const { region } of ranked.slice(0, 2)) {
+  // Two tries: the best region, then the next best. With a single region (a model kept in one
+  // place) the second try goes to the same region, but only after a connection failure: a
+  // pooled keep-alive connection to a router that restarted fails before anything runs.
+  const tries = ranked.slice(0, 2);
+  let connectFailed = false;
+  if (tries.length === 1) tries.push(tries[0]!);
+  for (const [i, { region }] of tries.entries()) {
+    if (i === 1 && tries[1] === tries[0] && !connectFailed) break;
     const remaining = request.deadline - Date.now();
     if (remaining <= 0) break;
     attempts++;
@@ -104,6 +111,7 @@ export async function forwardInfer(
       }
       // Could not connect: nothing ran there, the next region may take it.
       lastError = `region ${region.name} unreachable`;
+      connectFailed = true;
       log("warn", request.requestId, "region unreachable; trying the next", { region: region.name, error: String(err) });
       continue;
     }

@@ -92,7 +92,9 @@ async function shoot(colo: string, model = "demo-mlp"): Promise<Shot> {
     let code: string | null = null;
     if (res.status !== 200) {
       try {
-        code = (JSON.parse(text) as { code?: string }).code ?? null;
+        const body = JSON.parse(text) as { code?: string; error?: string };
+        code = body.code ?? null;
+        if (res.status >= 500) console.log(`[routing-e2e] ${colo} ${model} -> ${res.status}: ${body.error}`);
       } catch {
         code = `non-json: ${text.slice(0, 80)}`;
       }
