@@ -779,6 +779,7 @@ async function main(): Promise<void> {
   const artifacts = await startArtifactServer(secrets.meshSecret, { bytes, sha256 });
   const ref: ModelRef = {
     key: MODEL_KEY,
+    account: "bench",
     name: MODEL,
     version: 1,
     sha256,

@@ -432,6 +432,7 @@ async function main(): Promise<void> {
   );
   const model: ModelRef = {
     key: `${paced.id}@1`,
+    account: "bench",
     name: "chat-paced",
     version: 1,
     sha256: up.sha256,

@@ -122,6 +122,7 @@ export class Generation {
     ]);
     const model: ModelRef = {
       key,
+      account: p.key.accountId,
       name: p.model.name,
       version: p.version.version,
       sha256: p.version.sha256,

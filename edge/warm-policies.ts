@@ -20,6 +20,7 @@ export async function publishWarmPolicy(config: EdgeConfig, model: ModelInfo, or
     const record: ModelPolicyRecord = {
       keepWarm: model.keepWarm,
       replicas: model.replicas,
+      account: model.accountId,
       name: model.name,
       version: latest.version,
       sha256: latest.sha256,

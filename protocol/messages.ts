@@ -12,6 +12,8 @@ import type { TensorData, WireTensor } from "./tensor.js";
 export interface ModelRef {
   /** Unique per (model, version) across the mesh, e.g. `<modelId>@<version>`. */
   key: string;
+  /** The account that owns the model (and so made the call): fairness and limits per tenant. */
+  account: string;
   name: string;
   version: number;
   sha256: string;
@@ -405,6 +407,7 @@ export function parseModelRef(v: unknown): ModelRef {
   const o = rec(v, "model");
   return {
     key: str(o, "key"),
+    account: str(o, "account", 128),
     name: str(o, "name"),
     version: num(o, "version"),
     sha256: str(o, "sha256", 64),

@@ -67,6 +67,8 @@ export const MODEL_POLICIES_KEY = "mesh:policies";
 export interface ModelPolicyRecord {
   keepWarm: number;
   replicas: number | null;
+  /** The owning account (a region keeps each tenant's share by it). */
+  account: string;
   name: string;
   version: number;
   sha256: string;

@@ -35,6 +35,7 @@ export function startPolicyReader(
           replicas: p.replicas === null || p.replicas === undefined ? null : Math.max(0, Math.floor(Number(p.replicas))),
           ref: {
             key,
+            account: p.account,
             name: p.name,
             version: p.version,
             sha256: p.sha256,

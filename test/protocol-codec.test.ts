@@ -19,6 +19,7 @@ import type { WireTensor } from "../protocol/tensor.js";
 
 const model: ModelRef = {
   key: "m-1@3",
+  account: "acct-1",
   name: "demo-mlp",
   version: 3,
   sha256: "a".repeat(64),

@@ -174,6 +174,7 @@ describe("stream frames", () => {
   const params = { maxTokens: 10, temperature: 0.5, topK: 0, stop: ["\n"], seed: 3 };
   const model = {
     key: "m@1",
+    account: "acct-1",
     name: "m",
     version: 1,
     sha256: "a".repeat(64),

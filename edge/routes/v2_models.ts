@@ -154,6 +154,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
       requestId: plan.requestId,
       model: {
         key: modelKey(model, version),
+        account: model.accountId,
         name: model.name,
         version: version.version,
         sha256: version.sha256,

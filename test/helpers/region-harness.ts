@@ -193,6 +193,7 @@ export class RegionHarness {
     this.artifacts.set(sha256, file.path);
     const ref: ModelRef = {
       key: k,
+      account: "acct-test",
       name,
       version: Number(version),
       sha256,
