@@ -142,6 +142,13 @@ export class ProtoWriter {
     this.flushed += bytes.length;
   }
 
+  /** Bytes appended as they are, already encoded fields (or deliberately broken ones, in tests). */
+  raw(bytes: Uint8Array): void {
+    this.flush();
+    this.parts.push(bytes);
+    this.flushed += bytes.length;
+  }
+
   stringField(field: number, value: string): void {
     this.bytesField(field, new TextEncoder().encode(value));
   }
@@ -217,12 +224,35 @@ export interface ValueInfoDesc {
 /** Tensor values: numbers (bigint allowed for 64-bit ints), booleans, strings, or raw LE bytes. */
 export type TensorValues = ArrayLike<number> | readonly bigint[] | readonly boolean[] | readonly string[] | Uint8Array;
 
+/**
+ * Where a tensor's bytes live when they are not in the model file (ONNX "external data"):
+ * a file named relative to the model's directory, and the byte range in it.
+ */
+export interface ExternalDataDesc {
+  location: string;
+  offset?: number | bigint;
+  length?: number | bigint;
+  /** Write data_location = EXTERNAL (default true); false writes only the external_data entries. */
+  markExternal?: boolean;
+}
+
 export interface TensorDesc {
   name: string;
   elemType: number;
   dims: number[];
   /** Uint8Array is taken as raw_data as-is (little-endian), so large weights are not re-encoded. */
-  values: TensorValues;
+  values?: TensorValues;
+  /** The data lives in another file; no values are written (give one or the other). */
+  external?: ExternalDataDesc;
+  /** Protobuf bytes appended verbatim to the TensorProto: for hand-made (hostile) test files. */
+  rawFields?: Uint8Array;
+}
+
+/** SparseTensorProto: the non-zero values, their indices (INT64) and the dense shape. */
+export interface SparseTensorDesc {
+  values: TensorDesc;
+  indices: TensorDesc;
+  dims: number[];
 }
 
 export type AttributeDesc =
@@ -232,7 +262,11 @@ export type AttributeDesc =
   | { name: string; t: TensorDesc }
   | { name: string; floats: number[] }
   | { name: string; ints: (number | bigint)[] }
-  | { name: string; strings: string[] };
+  | { name: string; strings: string[] }
+  | { name: string; g: GraphDesc }
+  | { name: string; graphs: GraphDesc[] }
+  | { name: string; tensors: TensorDesc[] }
+  | { name: string; sparse: SparseTensorDesc };
 
 export interface NodeDesc {
   opType: string;
@@ -249,6 +283,18 @@ export interface GraphDesc {
   inputs: ValueInfoDesc[];
   outputs: ValueInfoDesc[];
   initializers?: TensorDesc[];
+  sparseInitializers?: SparseTensorDesc[];
+}
+
+/** A model-local function (FunctionProto), called by nodes whose op_type/domain name it. */
+export interface FunctionDesc {
+  name: string;
+  domain: string;
+  inputs: string[];
+  outputs: string[];
+  nodes: NodeDesc[];
+  /** Default-domain opset the body uses; default 17. */
+  opsetVersion?: number;
 }
 
 export interface ModelDesc {
@@ -261,6 +307,9 @@ export interface ModelDesc {
   producerName?: string;
   producerVersion?: string;
   docString?: string;
+  functions?: FunctionDesc[];
+  /** Protobuf bytes appended verbatim to the ModelProto: for hand-made (hostile) test files. */
+  rawFields?: Uint8Array;
 }
 
 /** Bytes per element for raw_data, by OnnxType; STRING has no raw form. */
@@ -335,18 +384,46 @@ export function rawTensorData(elemType: number, values: TensorValues): Uint8Arra
   return bytes;
 }
 
-/** TensorProto: dims=1, data_type=2, string_data=6, name=8, raw_data=9. */
+/**
+ * TensorProto: dims=1, data_type=2, string_data=6, name=8, raw_data=9, external_data=13
+ * (StringStringEntryProto: key=1, value=2), data_location=14 (EXTERNAL = 1).
+ */
 export function tensorProto(t: TensorDesc): ProtoWriter {
   const w = new ProtoWriter();
   for (const d of t.dims) w.int64Field(1, d);
   w.int64Field(2, t.elemType);
   w.stringField(8, t.name);
-  if (t.elemType === OnnxType.STRING) {
-    // Strings cannot go in raw_data; each is one string_data entry.
-    for (const s of t.values as readonly string[]) w.stringField(6, s);
-  } else {
-    w.bytesField(9, rawTensorData(t.elemType, t.values));
+  if (t.external !== undefined) {
+    const entry = (key: string, value: string) => {
+      const e = new ProtoWriter();
+      e.stringField(1, key);
+      e.stringField(2, value);
+      w.messageField(13, e);
+    };
+    entry("location", t.external.location);
+    if (t.external.offset !== undefined) entry("offset", String(t.external.offset));
+    if (t.external.length !== undefined) entry("length", String(t.external.length));
+    if (t.external.markExternal !== false) w.int64Field(14, 1);
+  } else if (t.values !== undefined) {
+    if (t.elemType === OnnxType.STRING) {
+      // Strings cannot go in raw_data; each is one string_data entry.
+      for (const s of t.values as readonly string[]) w.stringField(6, s);
+    } else {
+      w.bytesField(9, rawTensorData(t.elemType, t.values));
+    }
+  } else if (t.rawFields === undefined) {
+    throw new Error(`tensor '${t.name}' needs values, external or rawFields`);
   }
+  if (t.rawFields !== undefined) w.raw(t.rawFields);
+  return w;
+}
+
+/** SparseTensorProto: values=1, indices=2, dims=3. */
+export function sparseTensorProto(t: SparseTensorDesc): ProtoWriter {
+  const w = new ProtoWriter();
+  w.messageField(1, tensorProto(t.values));
+  w.messageField(2, tensorProto(t.indices));
+  for (const d of t.dims) w.int64Field(3, d);
   return w;
 }
 
@@ -373,9 +450,24 @@ export function valueInfoProto(v: ValueInfoDesc): ProtoWriter {
 }
 
 /** AttributeProto.AttributeType values. */
-const ATTR_TYPE = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, FLOATS: 6, INTS: 7, STRINGS: 8 } as const;
+const ATTR_TYPE = {
+  FLOAT: 1,
+  INT: 2,
+  STRING: 3,
+  TENSOR: 4,
+  GRAPH: 5,
+  FLOATS: 6,
+  INTS: 7,
+  STRINGS: 8,
+  TENSORS: 9,
+  GRAPHS: 10,
+  SPARSE_TENSOR: 11,
+} as const;
 
-/** AttributeProto: name=1, f=2, i=3, s=4, t=5, floats=7, ints=8, strings=9, type=20. */
+/**
+ * AttributeProto: name=1, f=2, i=3, s=4, t=5, g=6, floats=7, ints=8, strings=9, tensors=10,
+ * graphs=11, type=20, sparse_tensor=22.
+ */
 export function attributeProto(a: AttributeDesc): ProtoWriter {
   const w = new ProtoWriter();
   w.stringField(1, a.name);
@@ -397,6 +489,18 @@ export function attributeProto(a: AttributeDesc): ProtoWriter {
   } else if ("ints" in a) {
     for (const i of a.ints) w.int64Field(8, i);
     w.int64Field(20, ATTR_TYPE.INTS);
+  } else if ("g" in a) {
+    w.messageField(6, graphProto(a.g));
+    w.int64Field(20, ATTR_TYPE.GRAPH);
+  } else if ("graphs" in a) {
+    for (const g of a.graphs) w.messageField(11, graphProto(g));
+    w.int64Field(20, ATTR_TYPE.GRAPHS);
+  } else if ("tensors" in a) {
+    for (const t of a.tensors) w.messageField(10, tensorProto(t));
+    w.int64Field(20, ATTR_TYPE.TENSORS);
+  } else if ("sparse" in a) {
+    w.messageField(22, sparseTensorProto(a.sparse));
+    w.int64Field(20, ATTR_TYPE.SPARSE_TENSOR);
   } else {
     for (const s of a.strings) w.stringField(9, s);
     w.int64Field(20, ATTR_TYPE.STRINGS);
@@ -416,20 +520,40 @@ export function nodeProto(n: NodeDesc): ProtoWriter {
   return w;
 }
 
-/** GraphProto: node=1, name=2, initializer=5, input=11, output=12. */
+/** GraphProto: node=1, name=2, initializer=5, input=11, output=12, sparse_initializer=15. */
 export function graphProto(g: GraphDesc): ProtoWriter {
   const w = new ProtoWriter();
   for (const n of g.nodes) w.messageField(1, nodeProto(n));
   w.stringField(2, g.name);
   for (const t of g.initializers ?? []) w.messageField(5, tensorProto(t));
+  for (const t of g.sparseInitializers ?? []) w.messageField(15, sparseTensorProto(t));
   for (const v of g.inputs) w.messageField(11, valueInfoProto(v));
   for (const v of g.outputs) w.messageField(12, valueInfoProto(v));
   return w;
 }
 
+function opsetProto(domain: string, version: number): ProtoWriter {
+  const opset = new ProtoWriter();
+  opset.stringField(1, domain);
+  opset.int64Field(2, version);
+  return opset;
+}
+
+/** FunctionProto: name=1, input=4, output=5, node=7, opset_import=9, domain=10. */
+export function functionProto(f: FunctionDesc): ProtoWriter {
+  const w = new ProtoWriter();
+  w.stringField(1, f.name);
+  for (const i of f.inputs) w.stringField(4, i);
+  for (const o of f.outputs) w.stringField(5, o);
+  for (const n of f.nodes) w.messageField(7, nodeProto(n));
+  w.messageField(9, opsetProto("", f.opsetVersion ?? 17));
+  w.stringField(10, f.domain);
+  return w;
+}
+
 /**
  * ModelProto: ir_version=1, producer_name=2, producer_version=3, doc_string=6, graph=7,
- * opset_import=8 (OperatorSetIdProto: domain=1, version=2).
+ * opset_import=8 (OperatorSetIdProto: domain=1, version=2), functions=25.
  */
 export function encodeModel(desc: ModelDesc): Uint8Array {
   const w = new ProtoWriter();
@@ -438,9 +562,28 @@ export function encodeModel(desc: ModelDesc): Uint8Array {
   if (desc.producerVersion !== undefined) w.stringField(3, desc.producerVersion);
   if (desc.docString !== undefined) w.stringField(6, desc.docString);
   w.messageField(7, graphProto(desc.graph));
-  const opset = new ProtoWriter();
-  opset.stringField(1, "");
-  opset.int64Field(2, desc.opsetVersion ?? 17);
-  w.messageField(8, opset);
+  w.messageField(8, opsetProto("", desc.opsetVersion ?? 17));
+  // Each function's domain must be imported too, or onnxruntime refuses the nodes that call it.
+  for (const domain of new Set((desc.functions ?? []).map((f) => f.domain))) w.messageField(8, opsetProto(domain, 1));
+  for (const f of desc.functions ?? []) w.messageField(25, functionProto(f));
+  if (desc.rawFields !== undefined) w.raw(desc.rawFields);
   return w.finish();
+}
+
+/**
+ * The smallest model whose output is bytes read from another file through ONNX external data:
+ * one UINT8 initializer of `length` bytes at `location` (relative to the model's directory),
+ * returned by an Identity node as output `leak` [length]. The attack of issue 10 item 1, for
+ * tests that check it is refused (the edge) or cannot reach another model (the node).
+ */
+export function externalDataModel(location: string, length: number, offset = 0): Uint8Array {
+  return encodeModel({
+    graph: {
+      name: "external-data",
+      nodes: [{ opType: "Identity", inputs: ["w"], outputs: ["leak"] }],
+      inputs: [],
+      outputs: [{ name: "leak", elemType: OnnxType.UINT8, shape: [length] }],
+      initializers: [{ name: "w", elemType: OnnxType.UINT8, dims: [length], external: { location, offset, length } }],
+    },
+  });
 }
