@@ -25,6 +25,7 @@ import { startMesh, type MeshHandle } from "../local/mesh.js";
 import type { RegionsView, RegionView } from "../edge/regions-view.js";
 import { call, expectError, mlpBody } from "./helpers/mesh-client.js";
 import { collectPageErrors, launchBrowser } from "./helpers/browser.js";
+import { waitUntil } from "./helpers/region-harness.js";
 
 const SEOUL = "ap-seoul";
 const WEST = "us-west";
@@ -408,6 +409,13 @@ describe("data residency", () => {
         n++;
         await sleep(200);
       }
+      // Readiness tells the same truth: the resident model is not ready, the mesh still is.
+      const notReady = await waitUntil("resident model reported not ready", 10_000, async () => {
+        const r = await call(`${mesh.edge}/v2/models/${name}/ready`, { key: mesh.apiKey });
+        return r.status === 503 ? r : undefined;
+      });
+      expect(notReady.body).toEqual({ name, ready: false });
+      expect(await call(`${mesh.edge}/v2/health/ready`)).toMatchObject({ status: 200, body: { ready: true } });
       // An unrestricted model still answers from SJC (us-west), so the 503 is residency, not an outage.
       const other = await shoot("SJC");
       expect(other.status, other.code ?? "").toBe(200);
@@ -415,6 +423,9 @@ describe("data residency", () => {
     } finally {
       await restoreSeoul();
     }
+    await waitUntil("resident model ready again", 15_000, async () =>
+      (await call(`${mesh.edge}/v2/models/${name}/ready`, { key: mesh.apiKey })).status === 200 ? true : undefined,
+    );
     const back = await shots("SJC", 5, name);
     expect(back.map((s) => `${s.status} ${s.region}`)).toEqual(Array(5).fill(`200 ${SEOUL}`));
   }, 90_000);

@@ -1,13 +1,20 @@
 // Open Inference Protocol server endpoints that need no key: liveness, readiness, metadata.
 
 import type { Hono } from "hono";
-import type { AppEnv } from "../context.js";
+import { waitUntilOf, type AppEnv } from "../context.js";
+import { readyRegions } from "../readiness.js";
+import { regionState } from "../region-state.js";
 
 export const SERVER_NAME = "inference-mesh";
 export const SERVER_VERSION = "0.1.0";
 
 export function registerHealth(app: Hono<AppEnv>): void {
   app.get("/v2/health/live", (c) => c.json({ live: true }));
-  app.get("/v2/health/ready", (c) => c.json({ ready: true }));
+  // OIP: the status says it (200 ready, 503 not); the body says it too, for humans.
+  app.get("/v2/health/ready", async (c) => {
+    const config = c.get("config");
+    const ready = readyRegions(config, await regionState(config, waitUntilOf(c))).length > 0;
+    return c.json({ ready }, ready ? 200 : 503);
+  });
   app.get("/v2", (c) => c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] }));
 }
