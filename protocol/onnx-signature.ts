@@ -4,6 +4,13 @@
 // just the ModelProto fields it needs: everything else is skipped by wire type, never decoded,
 // so a 100 MB model costs one pass over its field headers (weights are jumped over, not copied).
 // Pure TS on Uint8Array: no Node-only APIs, since it runs inside a Cloudflare Worker too.
+//
+// Uploads come from hostile tenants, so the same pass also visits every tensor the model
+// carries, wherever it hides (initializers, sparse initializers, node attributes, subgraphs of
+// If/Loop/Scan, function bodies, training graphs), to list every reference to ONNX external
+// data (a tensor whose bytes onnxruntime reads from another file next to the model: a way to
+// read another account's model), and bounds what a file can make a parser or a runtime do:
+// subgraph nesting, tensors that declare far more elements than they carry, signature size.
 
 import type { ModelSignature, OipDatatype, TensorSpec } from "./datatypes.js";
 import { ONNX_ELEM_TO_OIP } from "./datatypes.js";
@@ -18,7 +25,36 @@ export interface OnnxModelInfo extends ModelSignature {
   /** Version of the default ("" / "ai.onnx") operator set; null when the model imports none. */
   opsetVersion: number | null;
   producer: string | null;
+  /** Every tensor whose bytes live outside this file, wherever it is in the model. */
+  externalData: ExternalDataRef[];
 }
+
+/** A tensor that reads its data from another file (TensorProto.data_location / external_data). */
+export interface ExternalDataRef {
+  /** The tensor's name ("" when it has none). */
+  tensor: string;
+  /** Where in the model it is, for the error message: "initializer", "attribute 'value' of node 'c'"... */
+  where: string;
+  /** The file it names (its `location` entry), or null when it names none. */
+  location: string | null;
+}
+
+/**
+ * How deep subgraphs (If/Loop/Scan bodies, graphs inside functions) may nest. The walk recurses
+ * once per level; onnxruntime's own protobuf parser stops at 100 nested messages (three per
+ * subgraph level), so no model it can load comes near this.
+ */
+export const MAX_GRAPH_DEPTH = 32;
+/** At most this many inputs and outputs each: the signature is stored per version and checked on every call. */
+export const MAX_SIGNATURE_TENSORS = 1024;
+/** The signature as JSON, at most: it is stored in one database row and cached by every edge. */
+export const MAX_SIGNATURE_BYTES = 256 * 1024;
+/**
+ * A tensor may declare at most this many elements beyond two per byte of data it carries (4-bit
+ * types are the densest packing ONNX has). A tensor that declares billions of elements and
+ * carries a few bytes is a memory bomb: a runtime sizes its buffer from the dims first.
+ */
+const TENSOR_ELEMENT_SLACK = 1024;
 
 // Protobuf wire types (https://protobuf.dev/programming-guides/encoding/).
 const VARINT = 0;
@@ -191,6 +227,11 @@ interface RawGraph {
   initializerNames: Set<string>;
 }
 
+/** What the walk over every graph, node and tensor gathers besides the main graph's signature. */
+interface Walk {
+  external: ExternalDataRef[];
+}
+
 /**
  * Reads the signature of an ONNX model (a serialized ModelProto). Throws OnnxParseError with
  * a human-readable message if the bytes are not a well-formed ONNX model or the model uses a
@@ -216,6 +257,7 @@ function parseModel(bytes: Uint8Array): OnnxModelInfo {
   let producer: string | null = null;
   let opsetVersion: number | null = null;
   let graph: RawGraph | undefined;
+  const walk: Walk = { external: [] };
 
   while (r.pos < end) {
     const field = r.tag(end);
@@ -233,7 +275,30 @@ function parseModel(bytes: Uint8Array): OnnxModelInfo {
         const stop = r.lengthEnd(end, "the model's graph");
         // Protobuf merges repeated occurrences of a message field; passing the same
         // accumulator does exactly that for the lists we keep.
-        graph = readGraph(r, stop, graph ?? { inputs: [], outputs: [], initializerNames: new Set() });
+        graph ??= { inputs: [], outputs: [], initializerNames: new Set() };
+        readGraph(r, stop, graph, walk, 0);
+        break;
+      }
+      case 20: {
+        // training_info (TrainingInfoProto): initialization=1, algorithm=2 are graphs. Inference
+        // ignores them, but a reference to another file is refused wherever it is.
+        r.expect(LEN, "ModelProto.training_info");
+        const stop = r.lengthEnd(end, "a training_info entry");
+        while (r.pos < stop) {
+          const f = r.tag(stop);
+          if (f === 1 || f === 2) {
+            r.expect(LEN, "TrainingInfoProto graph");
+            readGraph(r, r.lengthEnd(stop, "a training graph"), null, walk, 1);
+          } else {
+            r.skip(stop, `TrainingInfoProto field ${f}`);
+          }
+        }
+        break;
+      }
+      case 25: {
+        // functions (FunctionProto): model-local functions, whose nodes may hold tensors too.
+        r.expect(LEN, "ModelProto.functions");
+        readFunction(r, r.lengthEnd(end, "a model function"), walk);
         break;
       }
       case 8: {
@@ -261,8 +326,45 @@ function parseModel(bytes: Uint8Array): OnnxModelInfo {
   const outputs = graph.outputs.map((v) => toTensorSpec(v, "output"));
   checkUnique(inputs, "input");
   checkUnique(outputs, "output");
+  if (inputs.length > MAX_SIGNATURE_TENSORS || outputs.length > MAX_SIGNATURE_TENSORS) {
+    throw unsupported(`the graph has ${inputs.length} inputs and ${outputs.length} outputs; at most ${MAX_SIGNATURE_TENSORS} of each are supported`);
+  }
+  const signatureBytes = JSON.stringify({ inputs, outputs }).length;
+  if (signatureBytes > MAX_SIGNATURE_BYTES) {
+    throw unsupported(`the graph's inputs and outputs (names and shapes) take ${signatureBytes} bytes; at most ${MAX_SIGNATURE_BYTES} are supported`);
+  }
 
-  return { inputs, outputs, irVersion, opsetVersion, producer };
+  return { inputs, outputs, irVersion, opsetVersion, producer, externalData: walk.external };
+}
+
+/**
+ * Refuses a model that reads any tensor from a file outside itself, unless that file is one of
+ * `ownFiles`: the files uploaded with this version (a bundle's files; none for a single-file
+ * upload). onnxruntime resolves a location next to the model file, where other versions' (and
+ * other accounts') files may be, so nothing else may ever be named. Names are compared exactly
+ * and must be plain relative paths, so "./x", "a/../x" or "/x" never match a bundle file.
+ */
+export function checkExternalData(info: Pick<OnnxModelInfo, "externalData">, ownFiles: ReadonlySet<string>): void {
+  for (const ref of info.externalData) {
+    const loc = ref.location;
+    if (loc !== null && ownFiles.has(loc) && isPlainRelativePath(loc)) continue;
+    const tensor = ref.tensor === "" ? "a tensor" : `tensor '${clip(ref.tensor)}'`;
+    const names = loc === null ? "but names no file" : `from file '${clip(loc)}'`;
+    const allowed =
+      ownFiles.size === 0
+        ? "a single-file upload must carry every tensor's data inside the .onnx file (save it without external data)"
+        : "a version may only read files uploaded with it";
+    throw invalid(`${tensor} (${ref.where}) reads its data from outside the model, ${names}: ${allowed}`);
+  }
+}
+
+function isPlainRelativePath(p: string): boolean {
+  return p !== "" && !p.startsWith("/") && !p.includes("\\") && !p.includes(":") && p.split("/").every((s) => s !== "" && s !== "." && s !== "..");
+}
+
+/** A caller-chosen string, shortened for an error message. */
+function clip(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 80)}...` : s;
 }
 
 /** Whether the file opens (after whitespace) the way JSON, XML or HTML text does. */
@@ -296,37 +398,41 @@ function readOpset(r: Reader, end: number): { domain: string; version: number | 
   return { domain, version };
 }
 
-function readGraph(r: Reader, end: number, g: RawGraph): RawGraph {
+/**
+ * Reads a graph. For the main graph `g` gathers its inputs, outputs and initializer names; a
+ * subgraph (g null) is only walked for the tensors it holds. `depth` counts subgraph levels.
+ */
+function readGraph(r: Reader, end: number, g: RawGraph | null, walk: Walk, depth: number): void {
+  if (depth > MAX_GRAPH_DEPTH) throw unsupported(`subgraphs are nested more than ${MAX_GRAPH_DEPTH} deep`);
   while (r.pos < end) {
     const field = r.tag(end);
     switch (field) {
+      case 1: {
+        r.expect(LEN, "GraphProto.node");
+        readNode(r, r.lengthEnd(end, "a graph node"), walk, depth);
+        break;
+      }
       case 5: {
-        // initializer (TensorProto): only its name matters; raw_data is jumped over.
+        // initializer (TensorProto): its name, and its data's bounds; raw_data is jumped over.
         r.expect(LEN, "GraphProto.initializer");
         const stop = r.lengthEnd(end, "an initializer");
-        const name = readTensorName(r, stop);
-        if (name !== undefined) g.initializerNames.add(name);
+        const name = readTensor(r, stop, walk, "initializer");
+        if (name !== "") g?.initializerNames.add(name);
         break;
       }
       case 15: {
         // sparse_initializer (SparseTensorProto): its name lives in values (field 1).
         r.expect(LEN, "GraphProto.sparse_initializer");
-        const stop = r.lengthEnd(end, "a sparse initializer");
-        while (r.pos < stop) {
-          const f = r.tag(stop);
-          if (f === 1) {
-            r.expect(LEN, "SparseTensorProto.values");
-            const valuesEnd = r.lengthEnd(stop, "a sparse initializer's values");
-            const name = readTensorName(r, valuesEnd);
-            if (name !== undefined) g.initializerNames.add(name);
-          } else {
-            r.skip(stop, `SparseTensorProto field ${f}`);
-          }
-        }
+        const name = readSparseTensor(r, r.lengthEnd(end, "a sparse initializer"), walk, "sparse initializer");
+        if (name !== "") g?.initializerNames.add(name);
         break;
       }
       case 11:
       case 12: {
+        if (g === null) {
+          r.skip(end, "a subgraph's input or output");
+          break;
+        }
         const kind = field === 11 ? "input" : "output";
         r.expect(LEN, `GraphProto.${kind}`);
         const stop = r.lengthEnd(end, `a graph ${kind}`);
@@ -334,25 +440,202 @@ function readGraph(r: Reader, end: number, g: RawGraph): RawGraph {
         break;
       }
       default:
-        // node (1), name (2), value_info (13), doc_string, ... are not part of the signature.
+        // name (2), value_info (13), doc_string, ... are not part of the signature.
         r.skip(end, `GraphProto field ${field}`);
     }
   }
-  return g;
 }
 
-function readTensorName(r: Reader, end: number): string | undefined {
-  let name: string | undefined;
+/** NodeProto: name=3, op_type=4, attribute=5 (where Constant values and subgraphs are). */
+function readNode(r: Reader, end: number, walk: Walk, depth: number): void {
+  let name = "";
+  const attrs: Array<{ start: number; stop: number }> = [];
+  while (r.pos < end) {
+    const field = r.tag(end);
+    if (field === 3) {
+      r.expect(LEN, "NodeProto.name");
+      name = r.string(end, "a node name");
+    } else if (field === 5) {
+      r.expect(LEN, "NodeProto.attribute");
+      const stop = r.lengthEnd(end, "a node attribute");
+      // Read after the loop: the node's name may come after its attributes in the file.
+      attrs.push({ start: r.pos, stop });
+      r.pos = stop;
+    } else {
+      r.skip(end, `NodeProto field ${field}`);
+    }
+  }
+  const after = r.pos;
+  for (const a of attrs) {
+    r.pos = a.start;
+    readAttribute(r, a.stop, walk, depth, name === "" ? "of a node" : `of node '${clip(name)}'`);
+  }
+  r.pos = after;
+}
+
+/**
+ * AttributeProto: name=1, t=5, g=6, tensors=10, graphs=11, sparse_tensor=22, sparse_tensors=23
+ * (the fields that can hold tensors); the rest are scalars and lists of scalars.
+ */
+function readAttribute(r: Reader, end: number, walk: Walk, depth: number, owner: string): void {
+  let name = "";
+  const held: Array<{ field: number; start: number; stop: number }> = [];
+  while (r.pos < end) {
+    const field = r.tag(end);
+    if (field === 1) {
+      r.expect(LEN, "AttributeProto.name");
+      name = r.string(end, "an attribute name");
+    } else if (field === 5 || field === 6 || field === 10 || field === 11 || field === 22 || field === 23) {
+      r.expect(LEN, `AttributeProto field ${field}`);
+      const stop = r.lengthEnd(end, "an attribute value");
+      held.push({ field, start: r.pos, stop });
+      r.pos = stop;
+    } else {
+      r.skip(end, `AttributeProto field ${field}`);
+    }
+  }
+  const after = r.pos;
+  const where = `attribute '${clip(name)}' ${owner}`;
+  for (const h of held) {
+    r.pos = h.start;
+    if (h.field === 5 || h.field === 10) readTensor(r, h.stop, walk, where);
+    else if (h.field === 22 || h.field === 23) readSparseTensor(r, h.stop, walk, where);
+    else readGraph(r, h.stop, null, walk, depth + 1);
+  }
+  r.pos = after;
+}
+
+/** FunctionProto: node=7, attribute_proto=11 (attribute defaults, which may be tensors or graphs). */
+function readFunction(r: Reader, end: number, walk: Walk): void {
+  while (r.pos < end) {
+    const field = r.tag(end);
+    if (field === 7) {
+      r.expect(LEN, "FunctionProto.node");
+      readNode(r, r.lengthEnd(end, "a function node"), walk, 1);
+    } else if (field === 11) {
+      r.expect(LEN, "FunctionProto.attribute_proto");
+      readAttribute(r, r.lengthEnd(end, "a function attribute"), walk, 1, "of a function");
+    } else {
+      r.skip(end, `FunctionProto field ${field}`);
+    }
+  }
+}
+
+/** SparseTensorProto: values=1 (names it), indices=2; both are tensors. */
+function readSparseTensor(r: Reader, end: number, walk: Walk, where: string): string {
+  let name = "";
+  while (r.pos < end) {
+    const f = r.tag(end);
+    if (f === 1 || f === 2) {
+      r.expect(LEN, "SparseTensorProto.values/indices");
+      const n = readTensor(r, r.lengthEnd(end, "a sparse tensor's values"), walk, where);
+      if (f === 1) name = n;
+    } else {
+      r.skip(end, `SparseTensorProto field ${f}`);
+    }
+  }
+  return name;
+}
+
+/** TensorProto fields that carry its elements inline: float, int32, string, int64, raw, double, uint64. */
+const TENSOR_DATA_FIELDS = new Set([4, 5, 6, 7, 9, 10, 11]);
+
+/**
+ * Reads one TensorProto: returns its name, records an external-data reference (data_location=14
+ * EXTERNAL, or any external_data=13 entry: both count, whatever the other says), and refuses a
+ * tensor that declares far more elements than its inline data can hold.
+ */
+function readTensor(r: Reader, end: number, walk: Walk, where: string): string {
+  let name = "";
+  let elemType = 0;
+  let elements = 1;
+  let dataBytes = 0;
+  let strings = 0;
+  let external = false;
+  let location: string | null = null;
   while (r.pos < end) {
     const field = r.tag(end);
     if (field === 8) {
       r.expect(LEN, "TensorProto.name");
-      name = r.string(end, "an initializer name");
+      name = r.string(end, "a tensor name");
+    } else if (field === 1) {
+      // dims: plain or packed int64s.
+      if (r.wire === LEN) {
+        const stop = r.lengthEnd(end, "a tensor's dims");
+        while (r.pos < stop) elements = times(elements, dimOf(r.int64(stop)));
+      } else {
+        r.expect(VARINT, "TensorProto.dims");
+        elements = times(elements, dimOf(r.int64(end)));
+      }
+    } else if (field === 2) {
+      r.expect(VARINT, "TensorProto.data_type");
+      elemType = r.varint(end);
+    } else if (field === 13) {
+      r.expect(LEN, "TensorProto.external_data");
+      external = true;
+      const entry = readStringEntry(r, r.lengthEnd(end, "an external_data entry"));
+      if (entry.key === "location") location = entry.value;
+    } else if (field === 14) {
+      r.expect(VARINT, "TensorProto.data_location");
+      if (r.varint(end) !== 0) external = true; // 1 = EXTERNAL; any other non-default value is no better
+    } else if (TENSOR_DATA_FIELDS.has(field)) {
+      // The payload only (a packed run's or raw_data's bytes, an unpacked value's own bytes).
+      if (r.wire === LEN) {
+        const stop = r.lengthEnd(end, `TensorProto field ${field}`);
+        dataBytes += stop - r.pos;
+        r.pos = stop;
+      } else {
+        const from = r.pos;
+        r.skip(end, `TensorProto field ${field}`);
+        dataBytes += r.pos - from;
+      }
+      if (field === 6) strings++;
     } else {
       r.skip(end, `TensorProto field ${field}`);
     }
   }
+  if (external) {
+    walk.external.push({ tensor: name, where, location });
+    return name; // its size is the external file's business, and the reference is refused anyway
+  }
+  const label = name === "" ? `a tensor (${where})` : `tensor '${clip(name)}' (${where})`;
+  // Strings are counted exactly: each element is one string_data entry, and a runtime allocates
+  // a string object per declared element before it looks at the data.
+  if (elemType === 8 ? elements !== strings : elements > 2 * dataBytes + TENSOR_ELEMENT_SLACK) {
+    const has = elemType === 8 ? `${strings} strings` : `${dataBytes} bytes of data`;
+    throw invalid(`${label} declares ${elements} elements but carries ${has}`);
+  }
   return name;
+}
+
+/** A TensorProto dim: never negative (unlike a graph input's, where -1 means dynamic). */
+function dimOf(v: bigint): number {
+  if (v < 0n) throw invalid(`a tensor declares a negative dimension ${v}`);
+  // Beyond 2^53 the product only needs to be "too many", so Infinity-like values are fine.
+  return Number(v);
+}
+
+function times(a: number, b: number): number {
+  return Math.min(a * b, Number.MAX_VALUE);
+}
+
+/** StringStringEntryProto: key=1, value=2. */
+function readStringEntry(r: Reader, end: number): { key: string; value: string } {
+  let key = "";
+  let value = "";
+  while (r.pos < end) {
+    const f = r.tag(end);
+    if (f === 1) {
+      r.expect(LEN, "StringStringEntryProto.key");
+      key = r.string(end, "an external_data key");
+    } else if (f === 2) {
+      r.expect(LEN, "StringStringEntryProto.value");
+      value = r.string(end, "an external_data value");
+    } else {
+      r.skip(end, `StringStringEntryProto field ${f}`);
+    }
+  }
+  return { key, value };
 }
 
 function readValueInfo(r: Reader, end: number, kind: string): RawValueInfo {

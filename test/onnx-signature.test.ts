@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OnnxParseError, readOnnxSignature } from "../protocol/onnx-signature.js";
+import { checkExternalData, MAX_GRAPH_DEPTH, OnnxParseError, readOnnxSignature } from "../protocol/onnx-signature.js";
 import {
   DEMO_MLP_V1,
   DEMO_MLP_V2,
@@ -17,7 +17,17 @@ import {
   type DemoModelFile,
   type MlpWeights,
 } from "../scripts/make-demo-models.js";
-import { encodeModel, graphProto, OnnxType, ProtoWriter, type GraphDesc, type ValueInfoDesc } from "../scripts/onnx-writer.js";
+import {
+  encodeModel,
+  externalDataModel,
+  graphProto,
+  OnnxType,
+  ProtoWriter,
+  type GraphDesc,
+  type ModelDesc,
+  type TensorDesc,
+  type ValueInfoDesc,
+} from "../scripts/onnx-writer.js";
 
 let dir: string;
 let files: DemoModelFile[];
@@ -89,6 +99,7 @@ describe("readOnnxSignature on the demo models", () => {
         irVersion: 8,
         opsetVersion: 17,
         producer: "inference-mesh",
+        externalData: [],
       });
     }
   });
@@ -314,6 +325,276 @@ describe("readOnnxSignature rejects what is not a usable ONNX model", () => {
     m.int64Field(1, 8);
     m.messageField(7, g);
     expect(parseError(m.finish()).message).toMatch(/not valid UTF-8/);
+  });
+});
+
+describe("readOnnxSignature finds every external-data reference (a hostile upload reading other files)", () => {
+  const victim = "0".repeat(64) + ".onnx";
+  /** A UINT8 tensor whose 8 bytes live in the victim's file. */
+  const ext = (name: string, extra: Partial<TensorDesc> = {}): TensorDesc => ({
+    name,
+    elemType: OnnxType.UINT8,
+    dims: [8],
+    external: { location: victim, offset: 0, length: 8 },
+    ...extra,
+  });
+  const out: ValueInfoDesc = { name: "y", elemType: OnnxType.UINT8, shape: [8] };
+  /** A model whose main graph returns `y`, with extra nodes/initializers where the tensor hides. */
+  const model = (graph: Partial<GraphDesc>, more: Partial<ModelDesc> = {}): Uint8Array =>
+    encodeModel({ graph: { name: "g", nodes: [], inputs: [], outputs: [out], ...graph }, ...more });
+  /** A Constant node holding `t` as its value attribute. */
+  const constant = (t: TensorDesc, output = "y") => ({ opType: "Constant", name: "c", inputs: [], outputs: [output], attributes: [{ name: "value", t }] });
+  /** An If node whose then/else branches are the given graphs. */
+  const ifNode = (then: GraphDesc, other: GraphDesc = then) => ({
+    opType: "If",
+    name: "branch",
+    inputs: ["cond"],
+    outputs: ["y"],
+    attributes: [
+      { name: "then_branch", g: then },
+      { name: "else_branch", g: other },
+    ],
+  });
+  const branch = (g: Partial<GraphDesc>): GraphDesc => ({ name: "b", nodes: [], inputs: [], outputs: [out], ...g });
+
+  function refusedFor(bytes: Uint8Array): string {
+    const info = readOnnxSignature(bytes);
+    expect(info.externalData.length).toBeGreaterThan(0);
+    try {
+      checkExternalData(info, new Set());
+    } catch (err) {
+      expect(err).toBeInstanceOf(OnnxParseError);
+      return (err as Error).message;
+    }
+    throw new Error("expected checkExternalData to refuse the model");
+  }
+
+  const hiding: Array<[string, () => Uint8Array, RegExp]> = [
+    ["a graph initializer", () => model({ nodes: [{ opType: "Identity", inputs: ["w"], outputs: ["y"] }], initializers: [ext("w")] }), /tensor 'w' \(initializer\)/],
+    [
+      "a sparse initializer's values",
+      () =>
+        model({
+          nodes: [{ opType: "Identity", inputs: ["w"], outputs: ["y"] }],
+          sparseInitializers: [{ values: ext("w"), indices: { name: "", elemType: OnnxType.INT64, dims: [8], values: [0, 1, 2, 3, 4, 5, 6, 7].map(BigInt) }, dims: [8] }],
+        }),
+      /tensor 'w' \(sparse initializer\)/,
+    ],
+    ["a Constant node's value", () => model({ nodes: [constant(ext("k"))] }), /tensor 'k' \(attribute 'value' of node 'c'\)/],
+    [
+      "a tensors attribute",
+      () => model({ nodes: [{ opType: "Custom", domain: "x.y", inputs: [], outputs: ["y"], attributes: [{ name: "ts", tensors: [ext("a")] }] }] }),
+      /tensor 'a' \(attribute 'ts' of a node\)/,
+    ],
+    [
+      "a sparse_tensor attribute",
+      () =>
+        model({
+          nodes: [
+            {
+              opType: "Constant",
+              inputs: [],
+              outputs: ["y"],
+              attributes: [{ name: "sparse_value", sparse: { values: { name: "v", elemType: OnnxType.UINT8, dims: [1], values: [1] }, indices: ext("i", { elemType: OnnxType.INT64 }), dims: [8] } }],
+            },
+          ],
+        }),
+      /tensor 'i'/,
+    ],
+    ["an If branch's initializer", () => model({ nodes: [ifNode(branch({ initializers: [ext("w")], nodes: [{ opType: "Identity", inputs: ["w"], outputs: ["y"] }] }))] }), /tensor 'w' \(initializer\)/],
+    [
+      "a Constant two subgraphs deep (Loop in an If)",
+      () =>
+        model({
+          nodes: [
+            ifNode(
+              branch({ nodes: [constant({ name: "fine", elemType: OnnxType.UINT8, dims: [8], values: new Uint8Array(8) })] }),
+              branch({ nodes: [{ opType: "Loop", inputs: ["n", ""], outputs: ["y"], attributes: [{ name: "body", g: branch({ nodes: [constant(ext("deep"))] }) }] }] }),
+            ),
+          ],
+        }),
+      /tensor 'deep' \(attribute 'value' of node 'c'\)/,
+    ],
+    [
+      "a Scan body in the graphs attribute form",
+      () => model({ nodes: [{ opType: "Custom", domain: "x.y", inputs: [], outputs: ["y"], attributes: [{ name: "bodies", graphs: [branch({}), branch({ initializers: [ext("s")] })] }] }] }),
+      /tensor 's' \(initializer\)/,
+    ],
+    [
+      "a model-local function's body",
+      () =>
+        model(
+          { nodes: [{ opType: "Leak", domain: "local", inputs: [], outputs: ["y"] }] },
+          { functions: [{ name: "Leak", domain: "local", inputs: [], outputs: ["y"], nodes: [constant(ext("f"))] }] },
+        ),
+      /tensor 'f' \(attribute 'value' of node 'c'\)/,
+    ],
+    [
+      "a training_info graph",
+      () => {
+        const training = new ProtoWriter();
+        training.messageField(1, graphProto(branch({ initializers: [ext("t")] })));
+        const raw = new ProtoWriter();
+        raw.messageField(20, training);
+        return model({ nodes: [constant({ name: "ok", elemType: OnnxType.UINT8, dims: [8], values: new Uint8Array(8) })] }, { rawFields: raw.finish() });
+      },
+      /tensor 't' \(initializer\)/,
+    ],
+  ];
+
+  for (const [where, build, names] of hiding) {
+    it(`finds and refuses external data in ${where}`, () => {
+      const message = refusedFor(build());
+      expect(message).toMatch(names);
+      expect(message).toContain(`from file '${victim}'`);
+      expect(message).toMatch(/^not a valid ONNX model: .*single-file upload must carry every tensor's data inside the \.onnx file/);
+    });
+  }
+
+  it("counts data_location EXTERNAL without a location, and external_data entries without the flag", () => {
+    const flagOnly = model({ nodes: [constant({ name: "k", elemType: OnnxType.UINT8, dims: [8], rawFields: new Uint8Array([0x70, 0x01]) })] });
+    expect(readOnnxSignature(flagOnly).externalData).toEqual([{ tensor: "k", where: "attribute 'value' of node 'c'", location: null }]);
+    expect(refusedFor(flagOnly)).toMatch(/but names no file/);
+    const entriesOnly = model({ nodes: [constant(ext("k", { external: { location: victim, markExternal: false } }))] });
+    expect(readOnnxSignature(entriesOnly).externalData).toEqual([{ tensor: "k", where: "attribute 'value' of node 'c'", location: victim }]);
+  });
+
+  it("lets a bundle name its own files exactly, and nothing else", () => {
+    const ok = readOnnxSignature(externalDataModel("weights.bin", 8));
+    expect(() => checkExternalData(ok, new Set(["weights.bin"]))).not.toThrow();
+    expect(() => checkExternalData(ok, new Set(["other.bin"]))).toThrow(/from file 'weights.bin'.*a version may only read files uploaded with it/);
+    for (const sneaky of ["../weights.bin", "./weights.bin", "/weights.bin", "a/../weights.bin", "C:weights.bin", "a\\weights.bin"]) {
+      const info = readOnnxSignature(externalDataModel(sneaky, 8));
+      expect(() => checkExternalData(info, new Set([sneaky])), sneaky).toThrow(OnnxParseError);
+    }
+  });
+
+  it("finds nothing in the demo models", async () => {
+    for (const f of files) expect(readOnnxSignature(await demoBytes(f.name, f.version)).externalData).toEqual([]);
+  });
+
+  it("the attack is real: onnxruntime reads a sibling file's bytes through external data", async () => {
+    const { writeFile } = await import("node:fs/promises");
+    const secret = new Uint8Array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3]);
+    await writeFile(path.join(dir, "victim.bin"), secret);
+    await writeFile(path.join(dir, "attack.onnx"), externalDataModel("victim.bin", 8, 2));
+    const session = await ort.InferenceSession.create(path.join(dir, "attack.onnx"));
+    const result = await session.run({});
+    expect(Array.from(result.leak!.data as Uint8Array)).toEqual(Array.from(secret.subarray(2, 10)));
+    expect(refusedFor(externalDataModel("victim.bin", 8, 2))).toMatch(/tensor 'w' \(initializer\) reads its data from outside the model, from file 'victim.bin'/);
+  });
+});
+
+/** Varint bytes of a non-negative integer below 2^53. */
+function varintBytes(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+/**
+ * A model whose graph holds `depth` subgraphs each inside the last (node -> attribute g ->
+ * graph), built inside out in linear time, since ProtoWriter would copy each level's parts.
+ */
+function nestedSubgraphs(depth: number): Uint8Array {
+  // Per level, from the outside in: graph.node(1) { node.attribute(5) { attribute.g(6) { inner } } }.
+  const headers: number[][] = [];
+  let inner = 0;
+  for (let i = 0; i < depth; i++) {
+    const g = [0x32, ...varintBytes(inner)]; // attribute.g, field 6
+    const a = [0x2a, ...varintBytes(g.length + inner)]; // node.attribute, field 5
+    const n = [0x0a, ...varintBytes(a.length + g.length + inner)]; // graph.node, field 1
+    const header = [...n, ...a, ...g];
+    headers.push(header);
+    inner += header.length;
+  }
+  const top = [0x08, 0x08, 0x3a, ...varintBytes(inner)]; // ir_version 8, graph (field 7)
+  const out = new Uint8Array(top.length + inner);
+  out.set(top);
+  let at = top.length;
+  for (let i = headers.length - 1; i >= 0; i--) {
+    out.set(headers[i]!, at);
+    at += headers[i]!.length;
+  }
+  return out;
+}
+
+describe("readOnnxSignature bounds what a hostile file can make it (or a runtime) do", () => {
+  it("bounds subgraph nesting (recursion), however deep the file goes", () => {
+    const ok = nestedSubgraphs(MAX_GRAPH_DEPTH);
+    // Within the bound the walk finishes and only the missing outputs are wrong.
+    expect(parseError(ok).message).toBe("not a valid ONNX model: the graph declares no outputs");
+    expect(parseError(nestedSubgraphs(MAX_GRAPH_DEPTH + 1)).message).toBe(`unsupported ONNX model: subgraphs are nested more than ${MAX_GRAPH_DEPTH} deep`);
+    // 200,000 levels (3.4 MB): a stack overflow without the bound; with it, the same clear error.
+    expect(parseError(nestedSubgraphs(200_000)).message).toMatch(/nested more than/);
+  });
+
+  it("refuses a huge declared length anywhere (it is never allocated or trusted)", () => {
+    // A Constant in an If branch whose raw_data claims 2^50 bytes.
+    const claim = new Uint8Array([0x4a, ...varintBytes(2 ** 50), 1, 2, 3]);
+    const bytes = encodeModel({
+      graph: {
+        name: "g",
+        inputs: [],
+        outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [1] }],
+        nodes: [
+          {
+            opType: "If",
+            inputs: ["c"],
+            outputs: ["y"],
+            attributes: [{ name: "then_branch", g: { name: "b", inputs: [], outputs: [], nodes: [{ opType: "Constant", inputs: [], outputs: ["y"], attributes: [{ name: "value", t: { name: "k", elemType: OnnxType.FLOAT, dims: [1], rawFields: claim } }] }] } }],
+          },
+        ],
+      },
+    });
+    expect(parseError(bytes).message).toMatch(/^not a valid ONNX model: .*runs past the end of its data/);
+  });
+
+  const withConstant = (t: TensorDesc) =>
+    encodeModel({
+      graph: { name: "g", inputs: [], outputs: [{ name: "y", elemType: t.elemType, shape: t.dims }], nodes: [{ opType: "Constant", name: "c", inputs: [], outputs: ["y"], attributes: [{ name: "value", t }] }] },
+    });
+
+  it("refuses a tensor that declares far more elements than it carries (a runtime sizes its buffer from dims)", () => {
+    const bomb = withConstant({ name: "k", elemType: OnnxType.FLOAT, dims: [1_000_000_000], values: [1] });
+    expect(parseError(bomb).message).toBe("not a valid ONNX model: tensor 'k' (attribute 'value' of node 'c') declares 1000000000 elements but carries 4 bytes of data");
+    const overflow = withConstant({ name: "k", elemType: OnnxType.FLOAT, dims: [2 ** 31, 2 ** 31, 2 ** 31], values: [1] });
+    expect(parseError(overflow).message).toMatch(/tensor 'k' .* declares \d.* elements but carries 4 bytes/);
+    const negative = withConstant({ name: "k", elemType: OnnxType.FLOAT, dims: [-1], values: [1] });
+    expect(parseError(negative).message).toMatch(/negative dimension -1/);
+    // An initializer of the main graph is held to the same rule.
+    const init = encodeModel({
+      graph: { ...identityGraph({ name: "x", elemType: OnnxType.FLOAT, shape: [1] }), initializers: [{ name: "w", elemType: OnnxType.FLOAT, dims: [1 << 20], values: [1] }] },
+    });
+    expect(parseError(init).message).toMatch(/tensor 'w' \(initializer\) declares 1048576 elements/);
+  });
+
+  it("counts string tensors exactly: one string_data entry per declared element", () => {
+    expect(readOnnxSignature(withConstant({ name: "s", elemType: OnnxType.STRING, dims: [2], values: ["a", "b"] })).outputs).toEqual([{ name: "y", datatype: "BYTES", shape: [2] }]);
+    expect(parseError(withConstant({ name: "s", elemType: OnnxType.STRING, dims: [100_000_000], values: ["a"] })).message).toBe(
+      "not a valid ONNX model: tensor 's' (attribute 'value' of node 'c') declares 100000000 elements but carries 1 strings",
+    );
+  });
+
+  it("keeps real tensors: packed and unpacked typed fields, empty tensors, 4-bit packing", () => {
+    const packed = new ProtoWriter();
+    packed.packedVarints(7, [1n, 2n, 3n, 4n]);
+    expect(() => readOnnxSignature(withConstant({ name: "k", elemType: OnnxType.INT64, dims: [4], rawFields: packed.finish() }))).not.toThrow();
+    expect(() => readOnnxSignature(withConstant({ name: "k", elemType: OnnxType.FLOAT, dims: [0, 5], values: [] }))).not.toThrow();
+    expect(() => readOnnxSignature(withConstant({ name: "k", elemType: OnnxType.UINT8, dims: [4096], values: new Uint8Array(4096) }))).not.toThrow();
+  });
+
+  it("bounds the signature: how many inputs and outputs, and how big", () => {
+    const many = Array.from({ length: 1025 }, (_, i) => ({ name: `y${i}`, elemType: OnnxType.FLOAT, shape: [1] }));
+    const wide = encodeModel({ graph: { name: "g", nodes: [], inputs: [], outputs: many } });
+    expect(parseError(wide).message).toBe("unsupported ONNX model: the graph has 0 inputs and 1025 outputs; at most 1024 of each are supported");
+    const long = Array.from({ length: 300 }, (_, i) => ({ name: `${i}`.padEnd(1000, "n"), elemType: OnnxType.FLOAT, shape: [1] }));
+    const big = encodeModel({ graph: { name: "g", nodes: [], inputs: [], outputs: long } });
+    expect(parseError(big).message).toMatch(/^unsupported ONNX model: the graph's inputs and outputs \(names and shapes\) take \d+ bytes; at most 262144/);
   });
 });
 

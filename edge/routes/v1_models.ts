@@ -7,7 +7,7 @@ import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { OnnxParseError, readOnnxSignature } from "../../protocol/onnx-signature.js";
+import { checkExternalData, OnnxParseError, readOnnxSignature } from "../../protocol/onnx-signature.js";
 import { sha256Hex } from "../../protocol/signing.js";
 import { models, modelVersions } from "../../schema/schema.js";
 import { randomId } from "../api-keys.js";
@@ -21,6 +21,8 @@ import { log } from "../log.js";
 
 export const MAX_MODEL_BYTES = 100 * 1024 * 1024;
 const MAX_REPLICAS = 16;
+/** The files uploaded alongside a single-file version: none. */
+const NO_BUNDLE_FILES: ReadonlySet<string> = new Set();
 
 export function artifactKey(sha256: string): string {
   return `artifacts/${sha256}.onnx`;
@@ -52,7 +54,7 @@ export function describe(model: ModelInfo) {
 /** After a change that may move `latest`: the warm replicas follow it (in the background). */
 export async function republishWarmPolicy(c: AppContext, accountId: string, name: string): Promise<void> {
   const fresh = await requireModel(services(c), accountId, name);
-  if (fresh.keepWarm > 0 || fresh.replicas !== null) c.executionCtx.waitUntil(publishWarmPolicy(c.get("config"), fresh, new URL(c.req.url).origin));
+  if (fresh.keepWarm > 0 || fresh.replicas !== null) c.executionCtx.waitUntil(publishWarmPolicy(c.get("config"), fresh));
 }
 
 const ModelNameSchema = z
@@ -155,7 +157,7 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     await db.update(models).set(update).where(eq(models.id, model.id));
     await evictModel(s, accountId, model.name);
     const fresh = await requireModel(s, accountId, model.name);
-    const applied = await publishWarmPolicy(c.get("config"), fresh, new URL(c.req.url).origin);
+    const applied = await publishWarmPolicy(c.get("config"), fresh);
     if (!applied) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
     return c.json({ ...describe(fresh), policyPublished: applied });
   });
@@ -172,6 +174,10 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     let info;
     try {
       info = readOnnxSignature(bytes);
+      // A tenant's file must not read other files on the node (another version's, another
+      // account's): a single-file upload brings no files of its own, so it may name none.
+      // Bundles (issue 11) will pass the names of the files uploaded with the version.
+      checkExternalData(info, NO_BUNDLE_FILES);
     } catch (err) {
       if (err instanceof OnnxParseError) throw new MeshError("invalid_model_file", err.message);
       throw err;
