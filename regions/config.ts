@@ -32,6 +32,12 @@ export interface RouterConfig {
   maxStreamsPerSocket: number;
 }
 
+  /** A stalled stream is cancelled after this instead while other accounts wait for a slot. */
+  streamStallWhenContendedMs: number;
+  /** Per-account shares of slots and of MAX_INFLIGHT while accounts contend (fairness.ts). */
+  fairShare: boolean;
+  /** Account id -> weight in those shares (absent: 1). */
+  accountWeights: Record<string, number>;
 export const ROUTER_DEFAULTS = {
   host: "127.0.0.1",
   port: 8701,
@@ -48,6 +54,8 @@ export const ROUTER_DEFAULTS = {
   maxStreamsPerSocket: 256,
 } as const;
 
+  streamStallWhenContendedMs: 5_000,
+  fairShare: true,
 export class ConfigError extends Error {}
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
@@ -60,6 +68,22 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number
 
 function secret(env: NodeJS.ProcessEnv, name: string): string {
   const v = env[name];
+function weights(env: NodeJS.ProcessEnv, name: string): Record<string, number> {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    v = null;
+  }
+  const ok =
+    typeof v === "object" && v !== null && !Array.isArray(v) &&
+    Object.values(v).every((w) => typeof w === "number" && Number.isFinite(w) && w > 0 && w <= 1000);
+  if (!ok) throw new ConfigError(`${name} must be a JSON object of account id -> weight (a number above 0, at most 1000)`);
+  return v as Record<string, number>;
+}
+
   if (!v || v.length < 16) throw new ConfigError(`${name} must be set (16+ characters)`);
   return v;
 }
@@ -88,6 +112,9 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
   };
 }
 
+    streamStallWhenContendedMs: int(env, "STREAM_STALL_WHEN_CONTENDED_MS", ROUTER_DEFAULTS.streamStallWhenContendedMs, 100),
+    fairShare: int(env, "FAIR_SHARE", ROUTER_DEFAULTS.fairShare ? 1 : 0, 0) !== 0,
+    accountWeights: weights(env, "ACCOUNT_WEIGHTS"),
 export function printableConfig(c: RouterConfig): Record<string, unknown> {
   return { ...c, meshSecret: "***", nodeToken: "***", redis: c.redis ? { url: c.redis.url, token: "***" } : null };
 }

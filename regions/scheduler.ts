@@ -10,12 +10,19 @@
 // slots instead of its call slots; while they wait they are told why (their place in the queue,
 // the progress of the load they wait for), and once placed the stream relay (streams.ts) runs
 // them. Within a queue each kind keeps its order; one kind waiting does not hold up the other.
+//
+// Tenants share the region fairly (fairness.ts keeps the ledger). Every free slot goes to the
+// waiting account that holds the fewest slots of that kind (per weight), and while another
+// account waits, no account takes a slot past its weighted share of the node's or the region's
+// slots; an account alone may use them all. The same share bounds admission: an account under
+// its share of MAX_INFLIGHT is let in even when a hog has filled it.
 
 import { MeshError } from "../protocol/errors.js";
 import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
 import type { WireTensor } from "../protocol/tensor.js";
 import { ModelStats } from "./model-stats.js";
 import { NodeCallError, type NodeLink } from "./node-link.js";
+import { FairShare, slotsOf, type SlotKind } from "./fairness.js";
 import { estimateMemoryMb, pickWarm, pickWarmForStream, planLoad, type NodeState } from "./placement.js";
 import { WARM_POLICY_DEFAULTS, warmAction, type ModelPolicy, type WarmPolicyConfig } from "./warm-policy.js";
 
@@ -33,6 +40,10 @@ export interface SchedulerConfig {
   /** Calls queued for one model past this are refused with 503. */
   maxQueuePerModel: number;
   warm: WarmPolicyConfig;
+  /** Per-account shares of slots and admission while accounts contend (default on). */
+  fairShare?: boolean;
+  /** An account's weight in the shares (default 1): twice the weight, twice the share. */
+  accountWeights?: Readonly<Record<string, number>>;
 }
 
 export interface StreamProgress {
@@ -55,6 +66,7 @@ export interface StreamWaiter {
 
 interface Queued {
   key: string;
+  account: string;
   deadline: number;
   arrivedAt: number;
   loadMs: number;
@@ -80,6 +92,8 @@ export class Scheduler {
   running = 0;
   /** Streams placed on a node and not ended yet. */
   streaming = 0;
+  /** Which account holds which slots, and who waits: the fair-share ledger. */
+  readonly fair: FairShare;
   /** The latest download progress of loads under way, by model. */
   private readonly loadProgress = new Map<string, { bytes: number; total: number; node: string }>();
   served = 0;
@@ -93,7 +107,9 @@ export class Scheduler {
   constructor(
     private readonly config: SchedulerConfig,
     private readonly log: (level: "info" | "warn", msg: string, extra?: Record<string, unknown>) => void = () => undefined,
-  ) {}
+  ) {
+    this.fair = new FairShare(config.fairShare ?? true, config.accountWeights ?? {});
+  }
 
   get inflight(): number {
     return this.queued + this.running + this.streaming;
@@ -132,8 +148,16 @@ export class Scheduler {
   /** Throws no_capacity when the region or the model's queue is full. */
   private admit(ref: ModelRef): Queued[] {
     const key = ref.key;
-    if (this.inflight >= this.config.maxInflight) {
-      throw new MeshError("no_capacity", `region is saturated (${this.inflight} calls queued or running)`, { "retry-after": "1" });
+    // An account under its share of MAX_INFLIGHT gets in even when a hog has filled the region
+    // (so at most twice MAX_INFLIGHT in all); one at its share while others are active does not.
+    const max = this.config.maxInflight;
+    const under = this.fair.enabled ? this.fair.underInflightShare(ref.account, max) : this.inflight < max;
+    if (this.inflight >= 2 * max || !under) {
+      const message =
+        this.inflight >= max
+          ? `region is saturated (${this.inflight} calls queued or running)`
+          : `this account has its share of the region's calls queued or running (${this.fair.inflightOf(ref.account)}) while other accounts use it`;
+      throw new MeshError("no_capacity", message, { "retry-after": "1" });
     }
     const queue = this.queues.get(key) ?? [];
     if (queue.length >= this.config.maxQueuePerModel) {
@@ -156,6 +180,7 @@ export class Scheduler {
     return new Promise<ScheduledResult>((resolve, reject) => {
       const item: Queued = {
         key,
+        account: req.model.account,
         deadline: req.deadline,
         req,
         arrivedAt,
@@ -174,8 +199,7 @@ export class Scheduler {
           if (this.dequeue(key, item)) item.reject(new MeshError("deadline_exceeded", "the call waited in the queue past its deadline"));
         }, Math.max(1, req.deadline - Date.now())),
       };
-      queue.push(item);
-      this.queued++;
+      this.enqueue(queue, item);
       this.pump(key);
     });
   }
@@ -190,6 +214,7 @@ export class Scheduler {
     const queue = this.admit(ref);
     const item: Queued = {
       key,
+      account: ref.account,
       deadline,
       arrivedAt,
       loadMs: 0,
@@ -204,8 +229,7 @@ export class Scheduler {
         if (this.dequeue(key, item)) item.reject(new MeshError("deadline_exceeded", "the stream waited in the queue past its deadline"));
       }, Math.max(1, deadline - Date.now())),
     };
-    queue.push(item);
-    this.queued++;
+    this.enqueue(queue, item);
     this.pump(key);
     // Still waiting, and not yet told so by a load it started: say why.
     if (this.queues.get(key)?.includes(item) && !item.stream!.announced) {
@@ -222,16 +246,39 @@ export class Scheduler {
 
   /**
    * A placed stream ended (the relay calls this once per start()): served, failed, cancelled by
-   * its caller (neither), or about to be placed again (neither: it counts when it ends).
+   * its caller (neither), or about to be placed again (neither: it counts when it ends). `node`
+   * is the one start() named; `yielded` when it had been asked to give its slot back.
    */
-  streamEnded(key: string, outcome: "served" | "failed" | "cancelled" | "retried", queueMs: number, serviceMs: number): void {
+  streamEnded(
+    ref: Pick<ModelRef, "key" | "account">,
+    node: string,
+    outcome: "served" | "failed" | "cancelled" | "retried",
+    queueMs: number,
+    serviceMs: number,
+    yielded = false,
+  ): void {
+    const key = ref.key;
     this.streaming = Math.max(0, this.streaming - 1);
+    this.fair.hold("stream", ref.account, node, -1);
+    if (yielded) this.fair.yielded(ref.account);
     if (outcome === "served") {
       this.served++;
       this.statsFor(key).completed(queueMs, serviceMs);
     } else if (outcome === "failed") {
       this.failed++;
     }
+  }
+
+  /**
+   * Should a running stream of `account` on `node`, whose reader has stalled, end now to give
+   * its slot to another account's waiting stream? A yes is counted until streamEnded(yielded).
+   */
+  shouldYieldStream(account: string, node: string): boolean {
+    const n = this.nodes.get(node);
+    if (!n) return false;
+    let regionSlots = 0;
+    for (const x of this.nodes.values()) if (x.available) regionSlots += slotsOf("stream", x);
+    return this.fair.shouldYield(account, n, regionSlots);
   }
 
   /** Tells a waiting stream, once, that it waits and where it stands. */
@@ -254,46 +301,79 @@ export class Scheduler {
     }
   }
 
+  private enqueue(q: Queued[], item: Queued, front = false): void {
+    if (front) q.unshift(item);
+    else q.push(item);
+    this.queued++;
+    this.fair.wait(item.stream ? "stream" : "call", item.account, 1);
+  }
+
   private dequeue(key: string, item: Queued): boolean {
     const q = this.queues.get(key);
     const i = q?.indexOf(item) ?? -1;
     if (!q || i < 0) return false;
     q.splice(i, 1);
     this.queued--;
+    this.fair.wait(item.stream ? "stream" : "call", item.account, -1);
     if (q.length === 0) this.queues.delete(key);
     return true;
   }
 
-  /** Sends queued calls of `key` to warm nodes with free slots; plans a load when none can. */
-  pump(key: string): void {
-    // Oldest first within each kind; a kind with no free node stops, the other goes on.
-    const blocked = { call: false, stream: false };
-    for (;;) {
-      const q = this.queues.get(key);
-      if (!q || q.length === 0) break;
-      let next: { item: Queued; node: NodeLink } | null = null;
-      for (const item of q) {
-        const kind = item.stream ? "stream" : "call";
-        if (blocked[kind]) continue;
-        const node = item.stream
-          ? pickWarmForStream(this.nodes.values(), key, item.exclude)
-          : (pickWarm(this.nodes.values(), key, item.exclude) ?? pickWarm(this.nodes.values(), key));
-        if (node) {
-          next = { item, node: node as NodeLink };
-          break;
-        }
-        blocked[kind] = true;
-      }
-      if (!next) break;
-      this.dequeue(key, next.item);
-      this.dispatch(next.item, next.node);
-    }
-    if (this.queues.get(key)?.length) this.ensureLoad(key);
+  /**
+   * Sends waiting calls and streams to warm nodes with free slots, fairly between accounts, and
+   * plans a load for models still waiting. `key` is the model that changed; since a slot one
+   * account frees may be another account's turn, every queue is considered.
+   */
+  pump(_key?: string): void {
+    this.place();
+    for (const key of [...this.queues.keys()]) this.ensureLoad(key);
   }
 
   /** Re-pumps every model with waiting calls: capacity freed somewhere. */
   pumpAll(): void {
-    for (const key of [...this.queues.keys()]) this.pump(key);
+    this.pump();
+  }
+
+  /**
+   * One placement at a time: of each queue's oldest placeable call and stream, the one whose
+   * account holds the fewest slots of that kind (per weight) goes first; oldest on a tie.
+   * Within a queue each kind keeps its order; one kind waiting does not hold up the other.
+   */
+  private place(): void {
+    for (;;) {
+      const regionSlots = { call: 0, stream: 0 };
+      for (const n of this.nodes.values()) {
+        if (!n.available) continue;
+        regionSlots.call += slotsOf("call", n);
+        regionSlots.stream += slotsOf("stream", n);
+      }
+      // Within the shares first; a slot that nobody within its shares can use goes to the
+      // fewest-holding account that can, rather than idle.
+      const best = this.bestPlacement(regionSlots, true) ?? this.bestPlacement(regionSlots, false);
+      if (!best) return;
+      this.dequeue(best.item.key, best.item);
+      this.dispatch(best.item, best.node);
+    }
+  }
+
+  private bestPlacement(regionSlots: Record<SlotKind, number>, withinShares: boolean): { item: Queued; node: NodeLink } | null {
+    let best: { item: Queued; node: NodeLink; rank: number } | null = null;
+    for (const [key, q] of this.queues) {
+      const tried = { call: false, stream: false };
+      for (const item of q) {
+        const kind: SlotKind = item.stream ? "stream" : "call";
+        if (tried[kind]) continue;
+        tried[kind] = true;
+        const fits = withinShares ? [...this.nodes.values()].filter((n) => this.fair.allows(kind, item.account, n, regionSlots[kind])) : this.nodes.values();
+        const node = item.stream ? pickWarmForStream(fits, key, item.exclude) : (pickWarm(fits, key, item.exclude) ?? pickWarm(fits, key));
+        if (node) {
+          const rank = this.fair.rank(kind, item.account);
+          if (!best || rank < best.rank || (rank === best.rank && item.arrivedAt < best.item.arrivedAt)) best = { item, node: node as NodeLink, rank };
+        }
+        if (tried.call && tried.stream) break;
+      }
+    }
+    return best;
   }
 
   private valueOf = (key: string): number => {
@@ -379,15 +459,18 @@ export class Scheduler {
     if (item.stream) {
       clearTimeout(item.timer);
       this.streaming++;
+      this.fair.hold("stream", item.account, node.id, 1);
       if (item.stream.announced) item.stream.waiter.progress({ stage: "running", node: node.id });
       item.stream.waiter.start(node, { queueMs, loadMs: item.loadMs });
       return;
     }
     const req = item.req!;
     this.running++;
-    node.infer(key, req.inputs, req.outputs, remaining).then(
+    this.fair.hold("call", item.account, node.id, 1);
+    node.infer(key, req.inputs, req.outputs, remaining, { sha256: req.model.sha256, requestId: req.requestId }).then(
       ({ outputs, inferMs }) => {
         this.running--;
+        this.fair.hold("call", item.account, node.id, -1);
         clearTimeout(item.timer);
         this.statsFor(key).completed(queueMs, inferMs);
         item.resolve!({
@@ -399,6 +482,7 @@ export class Scheduler {
       },
       (err: NodeCallError) => {
         this.running--;
+        this.fair.hold("call", item.account, node.id, -1);
         // Retry while any node can take it: another one, or this one when it is still up (it
         // answered that it lacked the model, e.g. just after an eviction it had not yet reported).
         const canRetry = [...this.nodes.values()].some((n) => n.available);
@@ -408,8 +492,7 @@ export class Scheduler {
           item.exclude.add(node.id);
           const q = this.queues.get(key) ?? [];
           this.queues.set(key, q);
-          q.unshift(item);
-          this.queued++;
+          this.enqueue(q, item, true);
           this.pump(key);
           return;
         }

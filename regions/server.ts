@@ -50,6 +50,8 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
 
 export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const log = makeLogger("router", { region: config.region });
+      fairShare: config.fairShare,
+      accountWeights: config.accountWeights,
   const scheduler = new Scheduler(
     {
       maxInflight: config.maxInflight,
@@ -63,7 +65,12 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   let draining = false;
   const hub = new StreamHub(
     scheduler,
-    { stallTimeoutMs: config.streamStallTimeoutMs, maxStreamsPerSocket: config.maxStreamsPerSocket, maxBufferedBytes: 16 * 2 ** 20 },
+    {
+      stallTimeoutMs: config.streamStallTimeoutMs,
+      stallWhenContendedMs: config.streamStallWhenContendedMs,
+      maxStreamsPerSocket: config.maxStreamsPerSocket,
+      maxBufferedBytes: 16 * 2 ** 20,
+    },
     (level, msg, extra) => log(level, msg, extra),
   );
   const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;

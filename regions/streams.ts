@@ -9,6 +9,8 @@
 // reader is its window, and a reader that stops stops the node's loop. A stream whose reader
 // takes nothing for `stallTimeoutMs` is cancelled, so a stuck reader cannot hold a slot forever.
 // Cancel frames and the edge's socket closing cancel the generation on the node.
+// While other accounts' streams wait for a slot, a stalled stream of an account at or over its
+// fair share is ended sooner, after `stallWhenContendedMs` (the scheduler says when).
 
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
@@ -39,6 +41,8 @@ export interface StreamHubConfig {
 export interface StreamHubStats {
   sockets: number;
   queued: number;
+  /** ... or for this long, while other accounts' streams wait and its account is at its share. */
+  stallWhenContendedMs?: number;
   running: number;
   /** Bytes waiting in the edge sockets' send buffers. */
   bufferedBytes: number;
@@ -72,6 +76,10 @@ class RelayStream {
   ) {
     this.pendingCredit = window;
   }
+  /** When the node ran out of credit (the reader stopped taking tokens). */
+  stalledSince = 0;
+  /** The scheduler asked it to give its slot to another account (counted until it ends). */
+  yielded = false;
 }
 
 export class StreamHub {
@@ -250,7 +258,7 @@ class EdgeSocket {
       done: (f) => {
         if (st.state !== "running") return;
         const now = performance.now();
-        this.hub.scheduler.streamEnded(key, f.reason === "cancelled" ? "cancelled" : "served", st.queueMs, f.genMs);
+        this.hub.scheduler.streamEnded(st.req.model, node.id, f.reason === "cancelled" ? "cancelled" : "served", st.queueMs, f.genMs, st.yielded);
         this.sendFor(st, {
           t: "done",
           sid: st.sid,
@@ -273,7 +281,8 @@ class EdgeSocket {
         if (st.state !== "running") return;
         // Nothing reached the reader yet and the node did not run it: place it once more.
         const retry = err.retryable && st.tokens === 0 && st.attempts === 0 && !st.silent && Date.now() < st.req.deadline;
-        this.hub.scheduler.streamEnded(key, retry ? "retried" : "failed", st.queueMs, 0);
+        this.hub.scheduler.streamEnded(st.req.model, node.id, retry ? "retried" : "failed", st.queueMs, 0, st.yielded);
+        st.yielded = false;
         if (retry) {
           st.attempts++;
           st.excluded.add(node.id);
@@ -300,15 +309,33 @@ class EdgeSocket {
     }, Math.max(1, st.req.deadline - Date.now()));
   }
 
-  /** While the node has no credit left, the reader has stallTimeoutMs to take a token. */
+  /**
+   * While the node has no credit left, the reader has stallTimeoutMs to take a token, or only
+   * stallWhenContendedMs while other accounts wait for a stream slot and this stream's account
+   * holds its share (checked again every second until the long bound).
+   */
   private armStall(st: RelayStream): void {
     if (st.tokens === 0) return; // the first-token deadline is in charge
     this.clearTimer(st);
     if (st.nodeCredit > 0 || st.state !== "running") return;
     st.timer = setTimeout(() => {
-      if (st.state !== "running" || st.nodeCredit > 0) return;
-      this.hub.log("info", "cancelling a stream whose reader stalled", { requestId: st.req.requestId, tokens: st.tokens });
-      this.fail(st, "deadline_exceeded", `the reader took no token for ${Math.round(this.hub.config.stallTimeoutMs / 1000)} s`);
+      st.timer = null;
+      if (st.state !== "running" || st.nodeCredit > 0 || st.silent) return;
+      const stalled = Date.now() - st.stalledSince;
+      const { stallTimeoutMs } = this.hub.config;
+      let why: string | null = null;
+      if (stalled >= stallTimeoutMs) {
+        why = `the reader took no token for ${Math.round(stallTimeoutMs / 1000)} s`;
+      } else if (stalled >= this.contendedMs && st.node && this.hub.scheduler.shouldYieldStream(st.req.model.account, st.node.id)) {
+        st.yielded = true;
+        why = `the reader took no token for ${Math.round(stalled / 1000)} s while other accounts waited for a slot`;
+      }
+      if (!why) {
+        this.stallCheckIn(st, Math.min(1_000, stallTimeoutMs - stalled));
+        return;
+      }
+      this.hub.log("info", "cancelling a stream whose reader stalled", { requestId: st.req.requestId, tokens: st.tokens, yielded: st.yielded });
+      this.fail(st, "deadline_exceeded", why);
       st.nodeStream?.cancel();
     }, this.hub.config.stallTimeoutMs);
   }
@@ -335,6 +362,15 @@ class EdgeSocket {
           timing: { queueMs: ms, loadMs: 0, ttftMs: ms, genMs: 0, regionMs: ms },
         });
       }
+    st.stalledSince = Date.now();
+    this.stallCheckIn(st, Math.min(this.contendedMs, this.hub.config.stallTimeoutMs));
+  }
+
+  private get contendedMs(): number {
+    return this.hub.config.stallWhenContendedMs ?? this.hub.config.stallTimeoutMs;
+  }
+
+  private stallCheckIn(st: RelayStream, ms: number): void {
       this.forget(st);
     } else if (st.state === "running") {
       // The node answers with done (cancelled), which is passed on and frees its slot.

@@ -1,0 +1,278 @@
+// Fairness between accounts in the region's scheduler (regions/scheduler.ts, regions/fairness.ts)
+// with fake nodes: the scheduler's own code decides, the nodes only count slots and hold calls
+// until the test ends them. Issue 10, item 7: one account must not starve another.
+
+import { afterEach, describe, expect, it } from "vitest";
+import type { MeshError } from "../protocol/errors.js";
+import type { ModelRef, RegionInferRequest } from "../protocol/messages.js";
+import type { NodeLink } from "../regions/node-link.js";
+import { Scheduler, SCHEDULER_DEFAULTS, type SchedulerConfig, type StreamWaiter } from "../regions/scheduler.js";
+
+interface Held {
+  account: string;
+  finish(): void;
+}
+
+/** A node with the given models warm: it counts slots and keeps calls until finished. */
+class FakeNode {
+  inflight = 0;
+  streams = 0;
+  readonly available = true;
+  readonly open = true;
+  readonly memoryBudgetMb = 10_000;
+  readonly maxModels = 0;
+  readonly warm = new Map<string, { memoryMb: number; lastUsed: number }>();
+  readonly loading = new Map<string, number>();
+  readonly modelInflight = new Map<string, number>();
+  readonly calls: Held[] = [];
+
+  constructor(
+    readonly id: string,
+    readonly slots: number,
+    readonly streamSlots: number,
+    models: string[],
+    private readonly accountOf: (key: string) => string,
+  ) {
+    for (const m of models) this.warm.set(m, { memoryMb: 1, lastUsed: 0 });
+  }
+
+  infer(key: string): Promise<{ outputs: []; inferMs: number }> {
+    this.inflight++;
+    return new Promise((resolve) => {
+      this.calls.push({
+        account: this.accountOf(key),
+        finish: () => {
+          this.inflight--;
+          resolve({ outputs: [], inferMs: 1 });
+        },
+      });
+    });
+  }
+
+  load(): Promise<{ loadMs: number }> {
+    return new Promise(() => undefined);
+  }
+
+  unload(): void {}
+}
+
+const DEADLINE_MS = 60_000;
+let schedulers: Scheduler[] = [];
+
+afterEach(() => {
+  for (const s of schedulers) s.stop();
+  schedulers = [];
+});
+
+function ref(account: string, model = "m"): ModelRef {
+  return { key: `${account}-${model}@1`, account, name: model, version: 1, sha256: "0".repeat(64), size: 10, artifactUrl: "http://x/a", signature: { inputs: [], outputs: [] } } as unknown as ModelRef;
+}
+
+function setup(opts: { slots?: number; streamSlots?: number; nodes?: number; accounts: string[]; config?: Partial<SchedulerConfig> }) {
+  const accountOf = (key: string) => key.split("-")[0]!;
+  const s = new Scheduler({ ...SCHEDULER_DEFAULTS, ...opts.config });
+  schedulers.push(s);
+  const nodes: FakeNode[] = [];
+  for (let i = 0; i < (opts.nodes ?? 1); i++) {
+    const n = new FakeNode(`n${i}`, opts.slots ?? 4, opts.streamSlots ?? 4, opts.accounts.map((a) => ref(a).key), accountOf);
+    nodes.push(n);
+    s.nodes.set(n.id, n as unknown as NodeLink);
+  }
+  /** Running streams, in start order. */
+  const streams: (Held & { node: FakeNode })[] = [];
+  const failed: MeshError[] = [];
+  const call = (account: string) => {
+    const req: RegionInferRequest = { requestId: "r", model: ref(account), inputs: [], deadline: Date.now() + DEADLINE_MS };
+    const p = s.submit(req, performance.now());
+    p.catch((e: MeshError) => failed.push(e));
+    return p;
+  };
+  const stream = (account: string) => {
+    const r = ref(account);
+    const waiter: StreamWaiter = {
+      progress: () => undefined,
+      start: (node) => {
+        const n = node as unknown as FakeNode;
+        n.streams++;
+        const held = {
+          account,
+          node: n,
+          finish: () => {
+            n.streams--;
+            streams.splice(streams.indexOf(held), 1);
+            s.streamEnded(r, n.id, "served", 0, 1);
+            s.pumpAll(); // what the node link's onChange does
+          },
+        };
+        streams.push(held);
+      },
+      fail: (e) => failed.push(e),
+    };
+    return s.submitStream(r, Date.now() + DEADLINE_MS, performance.now(), waiter);
+  };
+  const running = (account: string) => nodes.reduce((k, n) => k + n.calls.filter((c) => c.account === account).length, 0);
+  const streaming = (account: string) => streams.filter((h) => h.account === account).length;
+  /** Ends the oldest running call of `account` and lets the scheduler react. */
+  const finishCall = async (account: string) => {
+    for (const n of nodes) {
+      const i = n.calls.findIndex((c) => c.account === account);
+      if (i >= 0) {
+        const [c] = n.calls.splice(i, 1);
+        c!.finish();
+        await new Promise((r) => setImmediate(r));
+        return;
+      }
+    }
+    throw new Error(`no call of ${account} running`);
+  };
+  const finishStream = (account: string) => {
+    const h = streams.find((x) => x.account === account);
+    if (!h) throw new Error(`no stream of ${account} running`);
+    h.finish();
+  };
+  return { s, nodes, call, stream, running, streaming, finishCall, finishStream, failed, streams };
+}
+
+describe("fair shares between accounts", () => {
+  it("a hog with 100 queued calls does not hold up another account's one call", async () => {
+    const t = setup({ slots: 4, accounts: ["hog", "b"] });
+    for (let i = 0; i < 104; i++) void t.call("hog");
+    expect(t.running("hog")).toBe(4);
+    expect(t.s.queued).toBe(100);
+    const b = t.call("b");
+    // Every slot is the hog's: b waits for the first one that frees, not for the hog's queue.
+    expect(t.running("b")).toBe(0);
+    await t.finishCall("hog");
+    expect(t.running("b")).toBe(1);
+    expect(t.running("hog")).toBe(3);
+    await t.finishCall("b");
+    await expect(b).resolves.toMatchObject({ node: "n0" });
+    // b gone, the hog alone again: it takes the whole node back.
+    expect(t.running("hog")).toBe(4);
+  });
+
+  it("a hog with 100 queued streams does not hold up another account's stream", () => {
+    const t = setup({ streamSlots: 4, accounts: ["hog", "b"] });
+    for (let i = 0; i < 104; i++) t.stream("hog");
+    expect(t.streaming("hog")).toBe(4);
+    t.stream("b");
+    expect(t.streaming("b")).toBe(0);
+    t.finishStream("hog");
+    expect(t.streaming("b")).toBe(1);
+    expect(t.streaming("hog")).toBe(3);
+  });
+
+  it("an account alone gets every slot of every node", async () => {
+    const t = setup({ slots: 3, streamSlots: 5, nodes: 2, accounts: ["solo"] });
+    for (let i = 0; i < 10; i++) void t.call("solo");
+    for (let i = 0; i < 12; i++) t.stream("solo");
+    expect(t.running("solo")).toBe(6);
+    expect(t.streaming("solo")).toBe(10);
+    expect(t.failed).toEqual([]);
+  });
+
+  it("while both wait, each ends with its share of the node, and the one that leaves gives its slots back", () => {
+    const t = setup({ streamSlots: 8, accounts: ["a", "b"] });
+    for (let i = 0; i < 20; i++) t.stream("a");
+    expect(t.streaming("a")).toBe(8);
+    for (let i = 0; i < 20; i++) t.stream("b");
+    // Streams end one by one; each freed slot goes to the account holding fewer.
+    for (let i = 0; i < 12; i++) t.finishStream(i % 2 === 0 ? "a" : "b");
+    expect([t.streaming("a"), t.streaming("b")]).toEqual([4, 4]);
+    // b's queue runs dry (its waiting streams are done waiting): a may fill the node again.
+    while (t.s.fair.waitingOf("stream", "b") > 0) t.finishStream("b");
+    while (t.streaming("b") > 0) t.finishStream("b");
+    expect(t.streaming("a")).toBe(8);
+  });
+
+  it("a third account joining gets a third", () => {
+    const t = setup({ streamSlots: 9, accounts: ["a", "b", "c"] });
+    for (let i = 0; i < 20; i++) t.stream("a");
+    for (let i = 0; i < 20; i++) t.stream("b");
+    for (let i = 0; i < 20; i++) t.stream("c");
+    for (let i = 0; i < 30 && !(t.streaming("a") === 3 && t.streaming("b") === 3 && t.streaming("c") === 3); i++) {
+      const most = ["a", "b", "c"].sort((x, y) => t.streaming(y) - t.streaming(x))[0]!;
+      t.finishStream(most);
+    }
+    expect(["a", "b", "c"].map(t.streaming)).toEqual([3, 3, 3]);
+  });
+
+  it("weights divide the slots in proportion", () => {
+    const t = setup({ streamSlots: 8, accounts: ["big", "small"], config: { accountWeights: { big: 3 } } });
+    for (let i = 0; i < 20; i++) t.stream("small");
+    for (let i = 0; i < 20; i++) t.stream("big");
+    for (let i = 0; i < 40 && t.streaming("big") < 6; i++) t.finishStream(t.streaming("small") > 2 ? "small" : "big");
+    expect([t.streaming("big"), t.streaming("small")]).toEqual([6, 2]);
+  });
+
+  it("with fairness off, first come first served as before", () => {
+    const t = setup({ streamSlots: 4, accounts: ["hog", "b"], config: { fairShare: false } });
+    for (let i = 0; i < 10; i++) t.stream("hog");
+    t.stream("b");
+    t.finishStream("hog");
+    expect(t.streaming("b")).toBe(0);
+  });
+
+  it("an account that can use only one node gets its share there; no slot idles", async () => {
+    const t = setup({ slots: 4, nodes: 2, accounts: ["a"] });
+    // b's model is warm on n0 only.
+    t.nodes[0]!.warm.set(ref("b").key, { memoryMb: 1, lastUsed: 0 });
+    for (let i = 0; i < 20; i++) void t.call("a");
+    expect(t.running("a")).toBe(8);
+    for (let i = 0; i < 10; i++) void t.call("b");
+    for (let i = 0; i < 8; i++) await t.finishCall("a");
+    const on = (n: number, account: string) => t.nodes[n]!.calls.filter((c) => c.account === account).length;
+    // Every slot is busy, b holds n0's while a holds the node b cannot use.
+    expect([on(0, "a"), on(0, "b"), on(1, "a"), on(1, "b")]).toEqual([0, 4, 4, 0]);
+  });
+});
+
+describe("admission", () => {
+  it("a hog that filled MAX_INFLIGHT cannot shut another account out, and is held to its share while others are active", async () => {
+    const t = setup({ slots: 1, accounts: ["hog", "b"], config: { maxInflight: 10, maxQueuePerModel: 100 } });
+    const tick = () => new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 10; i++) void t.call("hog");
+    await tick();
+    expect(t.failed).toEqual([]);
+    void t.call("hog");
+    await tick();
+    expect(t.failed.map((e) => e.code)).toEqual(["no_capacity"]);
+    for (let i = 0; i < 5; i++) void t.call("b");
+    await tick();
+    expect(t.failed.length).toBe(1);
+    expect(t.s.inflight).toBe(15);
+    // b at its share (5 of 10) while the hog is active: refused too.
+    void t.call("b");
+    await tick();
+    expect(t.failed.map((e) => e.code)).toEqual(["no_capacity", "no_capacity"]);
+  });
+});
+
+describe("stalled streams give their slot back", () => {
+  it("only when another account waits, only while at the share, once per slot waited for", () => {
+    const t = setup({ streamSlots: 4, accounts: ["hog", "b"] });
+    for (let i = 0; i < 6; i++) t.stream("hog");
+    expect(t.s.shouldYieldStream("hog", "n0")).toBe(false); // nobody else waits
+    t.stream("b");
+    expect(t.s.shouldYieldStream("hog", "n0")).toBe(true);
+    // One slot is on its way back for b's one stream: no second stream has to go.
+    expect(t.s.shouldYieldStream("hog", "n0")).toBe(false);
+    expect(t.s.shouldYieldStream("b", "n0")).toBe(false);
+    // The yielded stream ends; b takes its slot.
+    const h = t.streams.find((x) => x.account === "hog")!;
+    h.node.streams--;
+    t.streams.splice(t.streams.indexOf(h), 1);
+    t.s.streamEnded({ key: "hog-m@1", account: "hog" }, "n0", "failed", 0, 0, true);
+    t.s.pumpAll();
+    expect(t.streaming("b")).toBe(1);
+    expect(t.s.shouldYieldStream("hog", "n0")).toBe(false); // b waits for nothing now
+  });
+
+  it("an account under its share keeps its stalled stream", () => {
+    const t = setup({ streamSlots: 4, accounts: ["a", "b"] });
+    t.stream("a");
+    for (let i = 0; i < 10; i++) t.stream("b");
+    expect(t.streaming("b")).toBe(3);
+    expect(t.s.shouldYieldStream("a", "n0")).toBe(false);
+  });
+});
