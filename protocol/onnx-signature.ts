@@ -416,14 +416,18 @@ function readGraph(r: Reader, end: number, g: RawGraph | null, walk: Walk, depth
         // initializer (TensorProto): its name, and its data's bounds; raw_data is jumped over.
         r.expect(LEN, "GraphProto.initializer");
         const stop = r.lengthEnd(end, "an initializer");
-        const name = readTensor(r, stop, walk, "initializer");
+        const t = newTensor();
+        readTensor(r, stop, t);
+        const name = checkTensor(t, walk, "initializer");
         if (name !== "") g?.initializerNames.add(name);
         break;
       }
       case 15: {
         // sparse_initializer (SparseTensorProto): its name lives in values (field 1).
         r.expect(LEN, "GraphProto.sparse_initializer");
-        const name = readSparseTensor(r, r.lengthEnd(end, "a sparse initializer"), walk, "sparse initializer");
+        const sparse = newSparseTensor();
+        readSparseTensor(r, r.lengthEnd(end, "a sparse initializer"), sparse);
+        const name = checkSparseTensor(sparse, walk, "sparse initializer");
         if (name !== "") g?.initializerNames.add(name);
         break;
       }
@@ -496,12 +500,26 @@ function readAttribute(r: Reader, end: number, walk: Walk, depth: number, owner:
   }
   const after = r.pos;
   const where = `attribute '${clip(name)}' ${owner}`;
+  // t (5) and sparse_tensor (22) are singular: protobuf merges every occurrence into one
+  // message (dims concatenated), and so must the checks, or two harmless halves make a bomb.
+  const t = newTensor();
+  const sparse = newSparseTensor();
   for (const h of held) {
     r.pos = h.start;
-    if (h.field === 5 || h.field === 10) readTensor(r, h.stop, walk, where);
-    else if (h.field === 22 || h.field === 23) readSparseTensor(r, h.stop, walk, where);
-    else readGraph(r, h.stop, null, walk, depth + 1);
+    if (h.field === 5) readTensor(r, h.stop, t);
+    else if (h.field === 22) readSparseTensor(r, h.stop, sparse);
+    else if (h.field === 10) {
+      const each = newTensor();
+      readTensor(r, h.stop, each);
+      checkTensor(each, walk, where);
+    } else if (h.field === 23) {
+      const each = newSparseTensor();
+      readSparseTensor(r, h.stop, each);
+      checkSparseTensor(each, walk, where);
+    } else readGraph(r, h.stop, null, walk, depth + 1);
   }
+  if (held.some((h) => h.field === 5)) checkTensor(t, walk, where);
+  if (held.some((h) => h.field === 22)) checkSparseTensor(sparse, walk, where);
   r.pos = after;
 }
 
@@ -521,91 +539,117 @@ function readFunction(r: Reader, end: number, walk: Walk): void {
   }
 }
 
-/** SparseTensorProto: values=1 (names it), indices=2; both are tensors. */
-function readSparseTensor(r: Reader, end: number, walk: Walk, where: string): string {
-  let name = "";
+interface SparseTensorState {
+  values: TensorState;
+  indices: TensorState;
+}
+
+function newSparseTensor(): SparseTensorState {
+  return { values: newTensor(), indices: newTensor() };
+}
+
+/** SparseTensorProto: values=1 (names it), indices=2; both singular tensors (occurrences merge). */
+function readSparseTensor(r: Reader, end: number, s: SparseTensorState): void {
   while (r.pos < end) {
     const f = r.tag(end);
     if (f === 1 || f === 2) {
       r.expect(LEN, "SparseTensorProto.values/indices");
-      const n = readTensor(r, r.lengthEnd(end, "a sparse tensor's values"), walk, where);
-      if (f === 1) name = n;
+      readTensor(r, r.lengthEnd(end, "a sparse tensor's values"), f === 1 ? s.values : s.indices);
     } else {
       r.skip(end, `SparseTensorProto field ${f}`);
     }
   }
-  return name;
+}
+
+function checkSparseTensor(s: SparseTensorState, walk: Walk, where: string): string {
+  checkTensor(s.indices, walk, where);
+  return checkTensor(s.values, walk, where);
 }
 
 /** TensorProto fields that carry its elements inline: float, int32, string, int64, raw, double, uint64. */
 const TENSOR_DATA_FIELDS = new Set([4, 5, 6, 7, 9, 10, 11]);
 
-/**
- * Reads one TensorProto: returns its name, records an external-data reference (data_location=14
- * EXTERNAL, or any external_data=13 entry: both count, whatever the other says), and refuses a
- * tensor that declares far more elements than its inline data can hold.
- */
-function readTensor(r: Reader, end: number, walk: Walk, where: string): string {
-  let name = "";
-  let elemType = 0;
-  let elements = 1;
-  let dataBytes = 0;
-  let strings = 0;
-  let external = false;
-  let location: string | null = null;
+/** What the checks need of one TensorProto, gathered over every occurrence that protobuf merges. */
+interface TensorState {
+  name: string;
+  elemType: number;
+  /** Product of the dims (saturating, so absurd dims stay absurd instead of overflowing). */
+  elements: number;
+  /** Bytes of inline element data, over every data field. */
+  dataBytes: number;
+  /** string_data entries. */
+  strings: number;
+  /** data_location is EXTERNAL (or anything but DEFAULT), or an external_data entry is present. */
+  external: boolean;
+  location: string | null;
+}
+
+function newTensor(): TensorState {
+  return { name: "", elemType: 0, elements: 1, dataBytes: 0, strings: 0, external: false, location: null };
+}
+
+/** Reads one TensorProto occurrence into `t`; never decodes the data, only measures it. */
+function readTensor(r: Reader, end: number, t: TensorState): void {
   while (r.pos < end) {
     const field = r.tag(end);
     if (field === 8) {
       r.expect(LEN, "TensorProto.name");
-      name = r.string(end, "a tensor name");
+      t.name = r.string(end, "a tensor name");
     } else if (field === 1) {
       // dims: plain or packed int64s.
       if (r.wire === LEN) {
         const stop = r.lengthEnd(end, "a tensor's dims");
-        while (r.pos < stop) elements = times(elements, dimOf(r.int64(stop)));
+        while (r.pos < stop) t.elements = times(t.elements, dimOf(r.int64(stop)));
       } else {
         r.expect(VARINT, "TensorProto.dims");
-        elements = times(elements, dimOf(r.int64(end)));
+        t.elements = times(t.elements, dimOf(r.int64(end)));
       }
     } else if (field === 2) {
       r.expect(VARINT, "TensorProto.data_type");
-      elemType = r.varint(end);
+      t.elemType = r.varint(end);
     } else if (field === 13) {
       r.expect(LEN, "TensorProto.external_data");
-      external = true;
+      t.external = true;
       const entry = readStringEntry(r, r.lengthEnd(end, "an external_data entry"));
-      if (entry.key === "location") location = entry.value;
+      if (entry.key === "location") t.location = entry.value;
     } else if (field === 14) {
       r.expect(VARINT, "TensorProto.data_location");
-      if (r.varint(end) !== 0) external = true; // 1 = EXTERNAL; any other non-default value is no better
+      if (r.varint(end) !== 0) t.external = true; // 1 = EXTERNAL; any other non-default value is no better
     } else if (TENSOR_DATA_FIELDS.has(field)) {
       // The payload only (a packed run's or raw_data's bytes, an unpacked value's own bytes).
       if (r.wire === LEN) {
         const stop = r.lengthEnd(end, `TensorProto field ${field}`);
-        dataBytes += stop - r.pos;
+        t.dataBytes += stop - r.pos;
         r.pos = stop;
       } else {
         const from = r.pos;
         r.skip(end, `TensorProto field ${field}`);
-        dataBytes += r.pos - from;
+        t.dataBytes += r.pos - from;
       }
-      if (field === 6) strings++;
+      if (field === 6) t.strings++;
     } else {
       r.skip(end, `TensorProto field ${field}`);
     }
   }
-  if (external) {
-    walk.external.push({ tensor: name, where, location });
-    return name; // its size is the external file's business, and the reference is refused anyway
+}
+
+/**
+ * Records a tensor's external-data reference, if any, and refuses a tensor that declares far
+ * more elements than its inline data can hold. Returns its name.
+ */
+function checkTensor(t: TensorState, walk: Walk, where: string): string {
+  if (t.external) {
+    walk.external.push({ tensor: t.name, where, location: t.location });
+    return t.name; // its size is the external file's business, and the reference is refused anyway
   }
-  const label = name === "" ? `a tensor (${where})` : `tensor '${clip(name)}' (${where})`;
+  const label = t.name === "" ? `a tensor (${where})` : `tensor '${clip(t.name)}' (${where})`;
   // Strings are counted exactly: each element is one string_data entry, and a runtime allocates
   // a string object per declared element before it looks at the data.
-  if (elemType === 8 ? elements !== strings : elements > 2 * dataBytes + TENSOR_ELEMENT_SLACK) {
-    const has = elemType === 8 ? `${strings} strings` : `${dataBytes} bytes of data`;
-    throw invalid(`${label} declares ${elements} elements but carries ${has}`);
+  if (t.elemType === 8 ? t.elements !== t.strings : t.elements > 2 * t.dataBytes + TENSOR_ELEMENT_SLACK) {
+    const has = t.elemType === 8 ? `${t.strings} strings` : `${t.dataBytes} bytes of data`;
+    throw invalid(`${label} declares ${t.elements} elements but carries ${has}`);
   }
-  return name;
+  return t.name;
 }
 
 /** A TensorProto dim: never negative (unlike a graph input's, where -1 means dynamic). */

@@ -24,6 +24,7 @@ import {
   OnnxType,
   ProtoWriter,
   type GraphDesc,
+  tensorProto,
   type ModelDesc,
   type TensorDesc,
   type ValueInfoDesc,
@@ -571,6 +572,28 @@ describe("readOnnxSignature bounds what a hostile file can make it (or a runtime
       graph: { ...identityGraph({ name: "x", elemType: OnnxType.FLOAT, shape: [1] }), initializers: [{ name: "w", elemType: OnnxType.FLOAT, dims: [1 << 20], values: [1] }] },
     });
     expect(parseError(init).message).toMatch(/tensor 'w' \(initializer\) declares 1048576 elements/);
+  });
+
+  it("checks a repeated singular tensor as the one merged tensor protobuf makes of it", () => {
+    // Two occurrences of a Constant's `value`, each [1000] with 4000 bytes: protobuf merges them
+    // into one tensor of dims [1000, 1000] (a million elements) that still carries 8000 bytes.
+    const half = (): TensorDesc => ({ name: "k", elemType: OnnxType.FLOAT, dims: [1000], values: new Uint8Array(4000) });
+    const attribute = new ProtoWriter();
+    attribute.stringField(1, "value");
+    attribute.messageField(5, tensorProto(half()));
+    attribute.messageField(5, tensorProto(half()));
+    attribute.int64Field(20, 4);
+    const node = new ProtoWriter();
+    node.stringField(2, "y");
+    node.stringField(3, "c");
+    node.stringField(4, "Constant");
+    node.messageField(5, attribute);
+    const g = graphProto({ name: "g", nodes: [], inputs: [], outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [1000, 1000] }] });
+    g.messageField(1, node);
+    const m = new ProtoWriter();
+    m.int64Field(1, 8);
+    m.messageField(7, g);
+    expect(parseError(m.finish()).message).toBe("not a valid ONNX model: tensor 'k' (attribute 'value' of node 'c') declares 1000000 elements but carries 8000 bytes of data");
   });
 
   it("counts string tensors exactly: one string_data entry per declared element", () => {
