@@ -50,13 +50,13 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
 
 export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const log = makeLogger("router", { region: config.region });
-      fairShare: config.fairShare,
-      accountWeights: config.accountWeights,
   const scheduler = new Scheduler(
     {
       maxInflight: config.maxInflight,
       maxQueuePerModel: config.maxQueuePerModel,
       warm: { ...SCHEDULER_DEFAULTS.warm, idleTtlMs: config.idleTtlMs },
+      fairShare: config.fairShare,
+      accountWeights: config.accountWeights,
     },
     (level, msg, extra) => log(level, msg, extra),
   );

@@ -32,6 +32,8 @@ export const STREAM_SOCKET_PATH = "/v1/streams";
 export interface StreamHubConfig {
   /** A stream whose reader takes no token for this long is cancelled. */
   stallTimeoutMs: number;
+  /** ... or for this long, while other accounts' streams wait and its account is at its share. */
+  stallWhenContendedMs?: number;
   /** Streams one edge socket may hold open at once. */
   maxStreamsPerSocket: number;
   /** An edge socket with more than this waiting to be written is cut (it cannot be ours). */
@@ -41,8 +43,6 @@ export interface StreamHubConfig {
 export interface StreamHubStats {
   sockets: number;
   queued: number;
-  /** ... or for this long, while other accounts' streams wait and its account is at its share. */
-  stallWhenContendedMs?: number;
   running: number;
   /** Bytes waiting in the edge sockets' send buffers. */
   bufferedBytes: number;
@@ -67,6 +67,10 @@ class RelayStream {
   loadMs = 0;
   firstTokenAt = 0;
   timer: ReturnType<typeof setTimeout> | null = null;
+  /** When the node ran out of credit (the reader stopped taking tokens). */
+  stalledSince = 0;
+  /** The scheduler asked it to give its slot to another account (counted until it ends). */
+  yielded = false;
 
   constructor(
     readonly sid: string,
@@ -76,10 +80,6 @@ class RelayStream {
   ) {
     this.pendingCredit = window;
   }
-  /** When the node ran out of credit (the reader stopped taking tokens). */
-  stalledSince = 0;
-  /** The scheduler asked it to give its slot to another account (counted until it ends). */
-  yielded = false;
 }
 
 export class StreamHub {
@@ -318,6 +318,15 @@ class EdgeSocket {
     if (st.tokens === 0) return; // the first-token deadline is in charge
     this.clearTimer(st);
     if (st.nodeCredit > 0 || st.state !== "running") return;
+    st.stalledSince = Date.now();
+    this.stallCheckIn(st, Math.min(this.contendedMs, this.hub.config.stallTimeoutMs));
+  }
+
+  private get contendedMs(): number {
+    return this.hub.config.stallWhenContendedMs ?? this.hub.config.stallTimeoutMs;
+  }
+
+  private stallCheckIn(st: RelayStream, ms: number): void {
     st.timer = setTimeout(() => {
       st.timer = null;
       if (st.state !== "running" || st.nodeCredit > 0 || st.silent) return;
@@ -337,7 +346,7 @@ class EdgeSocket {
       this.hub.log("info", "cancelling a stream whose reader stalled", { requestId: st.req.requestId, tokens: st.tokens, yielded: st.yielded });
       this.fail(st, "deadline_exceeded", why);
       st.nodeStream?.cancel();
-    }, this.hub.config.stallTimeoutMs);
+    }, Math.max(1, ms));
   }
 
   private clearTimer(st: RelayStream): void {
@@ -362,15 +371,6 @@ class EdgeSocket {
           timing: { queueMs: ms, loadMs: 0, ttftMs: ms, genMs: 0, regionMs: ms },
         });
       }
-    st.stalledSince = Date.now();
-    this.stallCheckIn(st, Math.min(this.contendedMs, this.hub.config.stallTimeoutMs));
-  }
-
-  private get contendedMs(): number {
-    return this.hub.config.stallWhenContendedMs ?? this.hub.config.stallTimeoutMs;
-  }
-
-  private stallCheckIn(st: RelayStream, ms: number): void {
       this.forget(st);
     } else if (st.state === "running") {
       // The node answers with done (cancelled), which is passed on and frees its slot.
