@@ -42,8 +42,10 @@ export interface KeyRecord {
   scopes: string[];
   /** sha256 of the key, compared in constant time against the presented key's hash. */
   hash: string;
-  /** The key's own limit, else its account's; null = the edge default. */
+  /** The key's own limit, an extra bucket on top of its account's (so only ever tighter); null = none. */
   rateLimit: RateLimit | null;
+  /** The account's limit, one bucket shared by all its keys; null = the edge default. */
+  accountRateLimit: RateLimit | null;
   /** The account's monthly request quota; null = none. */
   monthlyQuota: number | null;
 }
@@ -86,14 +88,15 @@ async function loadKey(db: DrizzleD1Database, hash: string): Promise<KeyRecord |
     .get();
   // A revoked key is cached as "no", like an unknown one: revocation is final.
   if (!row || row.revokedAt !== null) return null;
-  const perSecond = row.keyRate ?? row.accountRate;
-  const burst = row.keyBurst ?? row.accountBurst;
+  const limit = (perSecond: number | null, burst: number | null): RateLimit | null =>
+    perSecond !== null && burst !== null ? { perSecond, burst } : null;
   return {
     id: row.id,
     accountId: row.accountId,
     scopes: row.scopes,
     hash: row.hash,
-    rateLimit: perSecond !== null && burst !== null ? { perSecond, burst } : null,
+    rateLimit: limit(row.keyRate, row.keyBurst),
+    accountRateLimit: limit(row.accountRate, row.accountBurst),
     monthlyQuota: row.monthlyQuota ?? null,
   };
 }

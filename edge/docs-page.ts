@@ -1,8 +1,9 @@
 // GET /docs: the API reference a person reads, rendered in the browser from the OpenAPI document
 // embedded in the page itself. One self-contained HTML file (no CDN, no fonts, no fetch), so it
-// works offline and saved to disk.
+// works offline and saved to disk. Served under a nonce CSP (page-security.ts): `nonce` marks
+// its inline style and script.
 
-export function docsPageHtml(spec: Record<string, unknown>): string {
+export function docsPageHtml(spec: Record<string, unknown>, nonce: string): string {
   // `<` escaped, so no string in the spec can close the script element.
   const json = JSON.stringify(spec).replace(/</g, "\\u003c");
   return `<!doctype html>
@@ -11,7 +12,7 @@ export function docsPageHtml(spec: Record<string, unknown>): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>inference mesh API reference</title>
-<style>
+<style nonce="${nonce}">
   :root { --fg: #1b1f24; --muted: #5b6570; --line: #d9dee3; --bg: #fff; --code: #f4f6f8;
     --get: #1f6feb; --post: #1a7f37; --put: #9a6700; --patch: #8250df; --delete: #cf222e; }
   @media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --muted: #9aa4ae; --line: #30363d; --bg: #0d1117; --code: #161b22; } }
@@ -47,8 +48,8 @@ export function docsPageHtml(spec: Record<string, unknown>): string {
 <h2 id="errors">Error codes</h2>
 <table id="codes"><thead><tr><th>code</th><th>status</th><th>meaning</th></tr></thead><tbody></tbody></table>
 </main>
-<script type="application/json" id="spec">${json}</script>
-<script>
+<script type="application/json" id="spec" nonce="${nonce}">${json}</script>
+<script nonce="${nonce}">
 (function () {
   var spec = JSON.parse(document.getElementById("spec").textContent);
   function el(tag, attrs, kids) {

@@ -24,6 +24,9 @@ export interface Env {
   /** Default per-key rate limit: sustained requests per second, and the burst on top. */
   KEY_RATE_PER_SECOND?: string;
   KEY_RATE_BURST?: string;
+  /** Failed authentications allowed per client address (per isolate): sustained per second, and at once. */
+  AUTH_FAILURES_PER_SECOND?: string;
+  AUTH_FAILURES_BURST?: string;
 }
 
 export interface RegionConfig {
@@ -44,6 +47,8 @@ export interface EdgeConfig {
   explorationShare: number;
   /** Per-key rate limit for keys and accounts that set none. */
   defaultRateLimit: { perSecond: number; burst: number };
+  /** Failed authentications per client address before 429 (middleware.ts). */
+  authFailureLimit: { perSecond: number; burst: number };
 }
 
 export class ConfigError extends Error {}
@@ -90,6 +95,9 @@ export function loadConfig(env: Env): EdgeConfig {
   const rateBurst = Number(env.KEY_RATE_BURST ?? 200);
   if (!Number.isInteger(ratePerSecond) || ratePerSecond < 1) fail("KEY_RATE_PER_SECOND must be a whole number >= 1");
   if (!Number.isInteger(rateBurst) || rateBurst < 1) fail("KEY_RATE_BURST must be a whole number >= 1");
+  const failPerSecond = Number(env.AUTH_FAILURES_PER_SECOND ?? 10);
+  const failBurst = Number(env.AUTH_FAILURES_BURST ?? 200);
+  if (!(failPerSecond > 0) || !Number.isInteger(failBurst) || failBurst < 1) fail("AUTH_FAILURES_PER_SECOND must be > 0 and AUTH_FAILURES_BURST a whole number >= 1");
   const config: EdgeConfig = {
     adminToken: env.ADMIN_TOKEN,
     meshSecret: env.MESH_SECRET,
@@ -100,6 +108,7 @@ export function loadConfig(env: Env): EdgeConfig {
     simulatedRtt,
     explorationShare,
     defaultRateLimit: { perSecond: ratePerSecond, burst: rateBurst },
+    authFailureLimit: { perSecond: failPerSecond, burst: failBurst },
   };
   cached = { source: env, config };
   return config;

@@ -1,7 +1,10 @@
 // The API key format, as pure functions: `mesh_` + 32 base62 characters (~190 random bits) + a
 // 6-character base62 CRC-32 of them. The checksum lets the edge refuse a mistyped or made-up key
-// with no lookup at all; keys minted before it (37 characters, no checksum) are still accepted
-// as candidates and looked up. Only sha256 of a key is ever stored.
+// with no lookup at all (no D1 read, no cache entry). There is no other form: the 37-character
+// form without a checksum was dropped, since it let any junk of that length cost a lookup.
+// The checksum is public, so it stops typos and lazy junk, not a determined guesser; the
+// per-address limit on failed authentications (middleware.ts) bounds those. Only sha256 of a
+// key is ever stored.
 
 import { sha256Hex, timingSafeEqualString } from "../protocol/signing.js";
 
@@ -9,7 +12,6 @@ export const KEY_PREFIX = "mesh_";
 const KEY_BODY_CHARS = 32;
 const KEY_CHECK_CHARS = 6;
 export const KEY_LENGTH = KEY_PREFIX.length + KEY_BODY_CHARS + KEY_CHECK_CHARS;
-const LEGACY_KEY_LENGTH = KEY_PREFIX.length + KEY_BODY_CHARS;
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const KEY_RE = /^mesh_[0-9A-Za-z]+$/;
 
@@ -57,9 +59,7 @@ export function keyChecksum(body: string): string {
 
 /** True when `key` could be one of ours (format and checksum); no lookup. */
 export function plausibleKey(key: string): boolean {
-  if (!KEY_RE.test(key)) return false;
-  if (key.length === LEGACY_KEY_LENGTH) return true;
-  if (key.length !== KEY_LENGTH) return false;
+  if (key.length !== KEY_LENGTH || !KEY_RE.test(key)) return false;
   const body = key.slice(KEY_PREFIX.length, KEY_PREFIX.length + KEY_BODY_CHARS);
   return timingSafeEqualString(keyChecksum(body), key.slice(KEY_PREFIX.length + KEY_BODY_CHARS));
 }

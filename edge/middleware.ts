@@ -1,8 +1,10 @@
-// The edge's middleware: `init` gives every request an id, its config and its database;
-// `requireKey(scope)` authenticates `Authorization: Bearer <key>` and applies the key's rate
-// limit; `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds
-// bodies; `parseBody` validates one against its zod schema; `onError`/`notFound` turn
-// everything into the one error envelope.
+// The edge's middleware: `init` gives every request an id, its config and its database, and
+// every response nosniff and no-referrer; `requireKey(scope)` authenticates `Authorization:
+// Bearer <key>` and applies the rate limits (the account's, shared by all its keys, and the
+// key's own when it has one); failed authentications are limited per client address;
+// `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds bodies;
+// `parseBody` validates one against its zod schema; `onError`/`notFound` turn everything into
+// the one error envelope.
 
 import { drizzle } from "drizzle-orm/d1";
 import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
@@ -15,7 +17,7 @@ import { services, type AppContext, type AppEnv } from "./context.js";
 import { ConfigError, loadConfig } from "./env.js";
 import { log } from "./log.js";
 import { MonthlyQuota } from "./quota.js";
-import { RateLimiter } from "./rate-limit.js";
+import { RateLimiter, type BucketCheck } from "./rate-limit.js";
 import { sharedStoreFor } from "./redis.js";
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -37,41 +39,90 @@ export function init(): MiddlewareHandler<AppEnv> {
     c.set("config", loadConfig(c.env));
     c.set("db", drizzle(c.env.DB));
     await next();
+    // Cheap on every answer: no content sniffing of an API answer into HTML, and no URL of
+    // ours (with whatever it carries) in another site's Referer. A 101's headers are the socket's.
+    if (c.res.status !== 101) {
+      try {
+        c.res.headers.set("x-content-type-options", "nosniff");
+        c.res.headers.set("referrer-policy", "no-referrer");
+      } catch {
+        /* immutable headers (a passed-through response): leave them */
+      }
+    }
   };
 }
 
-function bearer(header: string | undefined): string | null {
+export function bearer(header: string | undefined): string | null {
   if (!header) return null;
   const m = /^Bearer\s+(\S+)$/i.exec(header.trim());
   return m ? m[1]! : null;
 }
 
 const limiter = new RateLimiter();
+/** Failed authentications per client address: this isolate only, so junk costs no Redis write. */
+const authFailures = new RateLimiter();
 const quota = new MonthlyQuota();
 
 const seconds = (ms: number) => String(Math.max(1, Math.ceil(ms / 1000)));
 
 /**
+ * Who is calling, for the failed-authentication limit: Cloudflare's CF-Connecting-IP; in local
+ * mode a test may name an address with x-mesh-client-ip (like x-mesh-colo, ignored outside it).
+ */
+export function clientAddress(c: AppContext): string {
+  const local = c.get("config").localMode ? c.req.header("x-mesh-client-ip") : undefined;
+  return (local ?? c.req.header("cf-connecting-ip") ?? "unknown").slice(0, 64);
+}
+
+function tooManyFailures(retryAfterMs: number): MeshError {
+  return new MeshError("rate_limited", "too many failed authentications from this address; retry later", { "retry-after": seconds(retryAfterMs) });
+}
+
+/** Before any lookup: an address past its failure limit gets 429 and costs nothing more. */
+function refuseIfFailing(c: AppContext): void {
+  const d = authFailures.peek(`fail:${clientAddress(c)}`, c.get("config").authFailureLimit);
+  if (!d.allowed) throw tooManyFailures(d.retryAfterMs);
+}
+
+/** Counts one failed authentication of the caller's address; 429 once that spends its limit. */
+async function noteFailure(c: AppContext): Promise<void> {
+  const s = services(c);
+  const d = await authFailures.check(`fail:${clientAddress(c)}`, s.config.authFailureLimit, { store: null, waitUntil: s.waitUntil });
+  if (!d.allowed) throw tooManyFailures(d.retryAfterMs);
+}
+
+/**
  * The one check behind every key-authenticated entry (HTTP routes, a socket's upgrade and
- * each request on an open socket): the key is valid and not revoked, has the scope, and its
- * rate limit allows one more call.
+ * each request on an open socket): the key is valid and not revoked, has the scope, and the
+ * rate limits allow one more call: the account's (one bucket for all its keys, read from D1
+ * with the key, so a lowered limit reaches every key within the revocation bound) and, when the
+ * key has one, the key's own (a second bucket, so it can only be tighter). A made-up key
+ * counts against its address's failure limit.
  */
 export async function authorize(c: AppContext, token: string, scope: Scope): Promise<{ key: KeyRecord; limit: number; remaining: number }> {
   const s = services(c);
+  refuseIfFailing(c);
   const key = await verifyKey(s, token);
-  if (!key) throw new MeshError("unauthorized", "invalid or revoked API key");
+  if (!key) {
+    await noteFailure(c);
+    throw new MeshError("unauthorized", "invalid or revoked API key");
+  }
   if (!key.scopes.includes(scope)) throw new MeshError("forbidden", `this key lacks the '${scope}' scope`);
-  const limit = key.rateLimit ?? s.config.defaultRateLimit;
-  const d = await limiter.check(key.id, limit, { store: sharedStoreFor(s.config), waitUntil: s.waitUntil });
+  const account = key.accountRateLimit ?? s.config.defaultRateLimit;
+  const checks: BucketCheck[] = [{ id: `acct:${key.accountId}`, limit: account }];
+  if (key.rateLimit) checks.push({ id: `key:${key.id}`, limit: key.rateLimit });
+  const d = await limiter.checkAll(checks, { store: sharedStoreFor(s.config), waitUntil: s.waitUntil });
+  const tightest = Math.min(...checks.map((b) => b.limit.perSecond));
   if (!d.allowed) {
-    throw new MeshError("rate_limited", `this key's rate limit (${limit.perSecond}/s, burst ${limit.burst}) is spent`, {
+    const which = key.rateLimit ? `this key's rate limit (${key.rateLimit.perSecond}/s) or its account's (${account.perSecond}/s)` : `this account's rate limit (${account.perSecond}/s, burst ${account.burst})`;
+    throw new MeshError("rate_limited", `${which} is spent`, {
       "retry-after": seconds(d.retryAfterMs),
-      "x-ratelimit-limit": String(limit.perSecond),
+      "x-ratelimit-limit": String(tightest),
       "x-ratelimit-remaining": "0",
     });
   }
   c.set("key", key);
-  return { key, limit: limit.perSecond, remaining: d.remaining };
+  return { key, limit: tightest, remaining: d.remaining };
 }
 
 export function requireKey(scope: Scope): MiddlewareHandler<AppEnv> {
@@ -85,10 +136,13 @@ export function requireKey(scope: Scope): MiddlewareHandler<AppEnv> {
   };
 }
 
-/** Counts one inference call against the account's monthly quota; 429 when it is spent. */
+/**
+ * Counts one inference call against the account's monthly quota; 429 when it is spent. Calls
+ * are counted whether or not the account has a quota, so a quota set mid-month counts the
+ * calls made before it.
+ */
 export async function chargeQuota(c: AppContext): Promise<void> {
   const key = c.get("key");
-  if (key.monthlyQuota === null) return;
   const s = services(c);
   const d = await quota.check(key.accountId, key.monthlyQuota, { store: sharedStoreFor(s.config), waitUntil: s.waitUntil });
   if (!d.allowed) {
@@ -98,10 +152,19 @@ export async function chargeQuota(c: AppContext): Promise<void> {
   }
 }
 
+/** True when `token` is the operator's admin token (constant time). */
+export function isAdminToken(c: AppContext, token: string): boolean {
+  return timingSafeEqualString(token, c.get("config").adminToken);
+}
+
 export function requireAdmin(): MiddlewareHandler<AppEnv> {
   return async function requireAdmin(c, next) {
     const token = bearer(c.req.header("authorization"));
-    if (!token || !timingSafeEqualString(token, c.get("config").adminToken)) {
+    if (!token) throw new MeshError("unauthorized", "this route needs the operator's admin token");
+    refuseIfFailing(c);
+    if (!isAdminToken(c, token)) {
+      // A guessed admin token is a failed authentication like a guessed key.
+      await noteFailure(c);
       throw new MeshError("unauthorized", "this route needs the operator's admin token");
     }
     await next();

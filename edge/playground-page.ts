@@ -2,8 +2,9 @@
 // elsewhere) to try a generative model by hand: enter a key, pick a model, write a prompt and
 // watch the tokens arrive over the WebSocket stream route, with the progress events of a cold
 // start shown as they come. The key travels as the `mesh.key.<key>` subprotocol (browsers
-// cannot set headers on a WebSocket), is kept in localStorage, and never leaves for another
-// origin. The model list comes from GET /v1/models when the key may read it (scope `manage`);
+// cannot set headers on a WebSocket), is kept in sessionStorage (this tab, until it closes),
+// never in a URL (a `?key=` is not used, only scrubbed from the address bar), and never leaves
+// for another origin. It runs under a nonce CSP (page-security.ts). The model list comes from GET /v1/models when the key may read it (scope `manage`);
 // otherwise the name is typed.
 //
 // As in status-page.ts, the browser script is a plain string: no backticks, "${" or
@@ -46,7 +47,14 @@ const SCRIPT = `
   var params = new URLSearchParams(location.search);
   var keyInput = $("key"), modelInput = $("model"), models = $("models");
   var socket = null, current = null, seq = 0, tokens = 0, startedAt = 0, firstAt = 0;
-  keyInput.value = params.get("key") || localStorage.getItem("mesh.playground.key") || "";
+  function keep(name, value) { try { sessionStorage.setItem(name, value); } catch (e) { /* storage disabled */ } }
+  if (params.has("key")) {
+    params.delete("key");
+    var rest = params.toString();
+    try { history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash); } catch (e) { /* ignore */ }
+  }
+  try { localStorage.removeItem("mesh.playground.key"); } catch (e) { /* where older pages kept it */ }
+  keyInput.value = (function () { try { return sessionStorage.getItem("mesh.playground.key"); } catch (e) { return null; } })() || "";
   modelInput.value = params.get("model") || localStorage.getItem("mesh.playground.model") || "demo-chat";
 
   function setState(s) { document.body.setAttribute("data-state", s); $("go").disabled = s === "streaming" || s === "connecting"; $("stop").disabled = s !== "streaming" && s !== "connecting"; }
@@ -64,7 +72,7 @@ const SCRIPT = `
       body.models.forEach(function (m) { var o = document.createElement("option"); o.value = m.name; models.appendChild(o); });
     }).catch(function () {});
   }
-  keyInput.addEventListener("change", function () { localStorage.setItem("mesh.playground.key", keyInput.value.trim()); loadModels(); });
+  keyInput.addEventListener("change", function () { keep("mesh.playground.key", keyInput.value.trim()); loadModels(); });
   loadModels();
 
   function num(id) { var v = $(id).value.trim(); return v === "" ? undefined : Number(v); }
@@ -126,7 +134,7 @@ const SCRIPT = `
   $("go").addEventListener("click", function () {
     var key = keyInput.value.trim(), model = modelInput.value.trim();
     if (!key || !model) { status("enter a key and a model", true); return; }
-    localStorage.setItem("mesh.playground.key", key);
+    keep("mesh.playground.key", key);
     localStorage.setItem("mesh.playground.model", model);
     var out = $("output");
     while (out.firstChild) out.removeChild(out.firstChild);
@@ -149,7 +157,8 @@ const SCRIPT = `
 })();
 `;
 
-export function playgroundPageHtml(): string {
+/** The page; `nonce` marks its inline style and script for the CSP (page-security.ts). */
+export function playgroundPageHtml(nonce: string): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -157,7 +166,7 @@ export function playgroundPageHtml(): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Playground · inference mesh</title>
 <link rel="icon" href="data:,">
-<style>${STYLE}</style>
+<style nonce="${nonce}">${STYLE}</style>
 </head>
 <body data-state="idle">
 <header><h1>Playground</h1><span>tokens as they are generated, through the edge, a region and a node</span></header>
@@ -186,7 +195,7 @@ export function playgroundPageHtml(): string {
     <ol id="events"></ol>
   </section>
 </main>
-<script>${SCRIPT}</script>
+<script nonce="${nonce}">${SCRIPT}</script>
 </body>
 </html>`;
 }

@@ -1,4 +1,6 @@
-// Per-account monthly request quota (inference calls, calendar month in UTC). Like the rate
+// Per-account monthly request quota (inference calls, calendar month in UTC). Every account's
+// calls are counted, with or without a quota, so a quota set mid-month applies to the whole
+// month (only the check waits for a quota to exist). Like the rate
 // limiter, decided in this isolate with no I/O: the count is the account's shared counter in
 // Redis as last heard, plus the calls this isolate let through since; counts go to Redis in
 // the background (INCRBY) at most every SYNC_MS. Near the quota (the last 1%, at least 10 calls)
@@ -66,7 +68,6 @@ export class MonthlyQuota {
   private readonly counters = new Map<string, Counter>();
 
   async check(account: string, quota: number | null, deps: QuotaDeps): Promise<QuotaDecision> {
-    if (quota === null) return { allowed: true, used: 0, retryAfterMs: 0 };
     const now = (deps.now ?? Date.now)();
     const month = monthOf(now);
     let c = this.counters.get(account);
@@ -74,6 +75,13 @@ export class MonthlyQuota {
       if (this.counters.size > 50_000) this.counters.clear();
       c = { month, shared: 0, pending: 0, lastSync: 0, syncing: null, flushTimer: false, synced: false };
       this.counters.set(account, c);
+    }
+    if (quota === null) {
+      // Nothing to check, but the call counts all the same (in the background, no waiting): a
+      // quota set later in the month starts from every call made since the month began.
+      c.pending++;
+      this.scheduleSync(account, c, deps);
+      return { allowed: true, used: c.shared + c.pending, retryAfterMs: 0 };
     }
     if (!c.synced && deps.store?.available()) await this.sync(account, c, deps).catch(() => undefined);
     else if (quota - (c.shared + c.pending) <= nearLimit(quota) && now - c.lastSync >= SYNC_MS && deps.store?.available()) {
@@ -132,6 +140,11 @@ export class MonthlyQuota {
       })
       .finally(() => {
         c.syncing = null;
+      })
+      // Calls let through while this sync was out found it busy and scheduled nothing: send
+      // them now rather than on some later call. (Not after a failure: no retry loop.)
+      .then(() => {
+        if (c.pending > 0) this.scheduleSync(account, c, deps);
       });
     return c.syncing;
   }

@@ -1,5 +1,8 @@
-// Per-key rate limit: a token bucket (GCRA: `perSecond` sustained, `burst` at once), decided in
-// this isolate with no I/O, and kept in step with one shared bucket per key in Redis.
+// Rate limits as token buckets (GCRA: `perSecond` sustained, `burst` at once), decided in this
+// isolate with no I/O, and kept in step with one shared bucket per id in Redis. The edge keeps
+// one bucket per account (all its keys share it), one more per key that has its own tighter
+// limit (a call must pass both: checkAll), and one per client address for failed
+// authentications (isolate only: junk must not cost Redis writes).
 //
 // Each isolate mirrors the shared bucket: it decides locally, counts what it let through, and
 // at most every SYNC_MS sends that count to Redis (one EVAL, in the background), which adds it to
@@ -86,28 +89,57 @@ export interface LimiterDeps {
   now?: () => number;
 }
 
+/** One bucket a call must pass: its id (`acct:...`, `key:...`) and its limit. */
+export interface BucketCheck {
+  id: string;
+  limit: RateLimit;
+}
+
 export class RateLimiter {
   private readonly buckets = new Map<string, Bucket>();
 
-  async check(id: string, limit: RateLimit, deps: LimiterDeps): Promise<RateDecision> {
+  check(id: string, limit: RateLimit, deps: LimiterDeps): Promise<RateDecision> {
+    return this.checkAll([{ id, limit }], deps);
+  }
+
+  /**
+   * One call against several buckets at once (an account's and a key's own): it passes only
+   * when every bucket has room, and then takes one from each; a refused call takes from none,
+   * so a key's tight bucket cannot drain its account's. `remaining` is the smallest; when
+   * refused, `retryAfterMs` is the longest wait.
+   */
+  async checkAll(checks: BucketCheck[], deps: LimiterDeps): Promise<RateDecision> {
     const now = deps.now ?? Date.now;
+    const held = checks.map(({ id, limit }) => ({ id, limit, b: this.bucket(id, now()) }));
+    // First sight in this isolate: learn what each bucket already spent elsewhere.
+    await Promise.all(held.map(({ id, limit, b }) => (!b.synced && deps.store?.available() ? this.sync(id, b, limit, deps).catch(() => undefined) : undefined)));
+    const t = now();
+    const decisions = held.map(({ limit, b }) => gcra(b.tat, t, limit));
+    const refused = decisions.filter((d) => !d.allowed);
+    if (refused.length > 0) return { allowed: false, retryAfterMs: Math.max(...refused.map((d) => d.retryAfterMs)), remaining: 0 };
+    held.forEach(({ id, limit, b }, i) => {
+      b.tat = decisions[i]!.tat;
+      b.pending++;
+      this.scheduleSync(id, b, limit, deps);
+    });
+    return { allowed: true, retryAfterMs: 0, remaining: Math.min(...decisions.map((d) => d.remaining)) };
+  }
+
+  /** What a call would get now, taking nothing and asking Redis nothing (this isolate's view). */
+  peek(id: string, limit: RateLimit, now = Date.now()): RateDecision {
+    const b = this.buckets.get(id);
+    const d = gcra(b?.tat ?? 0, now, limit);
+    return { allowed: d.allowed, retryAfterMs: d.retryAfterMs, remaining: d.remaining };
+  }
+
+  private bucket(id: string, now: number): Bucket {
     let b = this.buckets.get(id);
     if (!b) {
-      if (this.buckets.size >= MAX_BUCKETS) this.prune(now());
+      if (this.buckets.size >= MAX_BUCKETS) this.prune(now);
       b = { tat: 0, pending: 0, lastSync: 0, syncing: null, flushTimer: false, synced: false };
       this.buckets.set(id, b);
     }
-    if (!b.synced && deps.store?.available()) {
-      // First sight in this isolate: learn what the key already spent elsewhere.
-      await this.sync(id, b, limit, deps).catch(() => undefined);
-    }
-    const d = gcra(b.tat, now(), limit);
-    if (d.allowed) {
-      b.tat = d.tat;
-      b.pending++;
-      this.scheduleSync(id, b, limit, deps);
-    }
-    return { allowed: d.allowed, retryAfterMs: d.retryAfterMs, remaining: d.remaining };
+    return b;
   }
 
   private scheduleSync(id: string, b: Bucket, limit: RateLimit, deps: LimiterDeps): void {
@@ -153,6 +185,11 @@ export class RateLimiter {
       })
       .finally(() => {
         b.syncing = null;
+      })
+      // Calls let through while this sync was out found it busy and scheduled nothing: send
+      // them now rather than on some later call. (Not after a failure: no retry loop.)
+      .then(() => {
+        if (b.pending > 0) this.scheduleSync(id, b, limit, deps);
       });
     return b.syncing;
   }

@@ -122,8 +122,11 @@ export function allRtts(): Record<string, Record<string, number>> {
   return out;
 }
 
-/** One finished call: its round trip refines the estimate; its latency goes to the reports. */
-export function recordCall(region: string, colo: string, totalMs: number, rttMs: number | null, status: number): void {
+/**
+ * One finished call: its round trip refines the estimate; its latency goes to the reports,
+ * tagged with the calling account so GET /v1/regions can show a key only its own account's.
+ */
+export function recordCall(region: string, colo: string, totalMs: number, rttMs: number | null, status: number, account = ""): void {
   if (rttMs !== null && rttMs >= 0) {
     const k = rttField(colo, region);
     const cur = rtt.get(k);
@@ -136,6 +139,6 @@ export function recordCall(region: string, colo: string, totalMs: number, rttMs:
   }
   const now = Date.now();
   if (pendingLatency.length < 50_000) {
-    pendingLatency.push({ region, minute: now - (now % 60_000), entry: `${colo}|${Math.round(totalMs * 10) / 10}|${status}` });
+    pendingLatency.push({ region, minute: now - (now % 60_000), entry: `${colo}|${Math.round(totalMs * 10) / 10}|${status}|${account}` });
   }
 }

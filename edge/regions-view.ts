@@ -1,7 +1,8 @@
 // The shape of GET /v1/regions: per region, what callers actually got (end-to-end latency as
 // the edge measured it, overall and per caller colo, over the last hour), the region's own
 // report (health, nodes, capacity, queue, warm models), and how fresh all of it is. The status
-// page draws exactly this.
+// page draws exactly this. A key gets its account's view (scope "account": its own calls, models
+// and queue; nothing counted over every account); the admin token gets the global one.
 
 export interface LatencySummary {
   p50: number;
@@ -25,16 +26,19 @@ export interface RegionView {
   /** When the region last reported, ms since epoch (null: never). */
   measuredAt: number | null;
   nodes: number;
+  /** The region's slots and memory (operator view; null in an account's view or with no report). */
   capacity: { slots: number; freeSlots: number; memoryMb: number; memoryUsedMb: number } | null;
+  /** Calls queued: the account's own (account view), or all (operator). */
   queue: number;
-  inflight: number;
-  /** The caller's own models warm there. */
+  /** Calls queued or running in the region (operator view; null in an account's view). */
+  inflight: number | null;
+  /** The caller's own models warm there (empty in the operator view). */
   warmModels: { model: string; version: number; replicas: number }[];
-  /** Warm models of all accounts, counted. */
+  /** Warm models counted: the account's own (account view), or of all accounts (operator). */
   warmModelCount: number;
-  /** End-to-end latency callers saw over the last hour. */
+  /** End-to-end latency the callers of this view (the account's, or all) saw over the last hour. */
   latency: LatencySummary & { byColo: Record<string, LatencySummary> };
-  /** Edge-to-region round trip, EWMA per caller colo, ms. */
+  /** Edge-to-region round trip, EWMA per caller colo, ms (account view: only colos it called from). */
   rttMs: Record<string, number>;
   /** Per-minute latency over the last hour, oldest first. */
   history: MinutePoint[];
@@ -42,6 +46,8 @@ export interface RegionView {
 
 export interface RegionsView {
   generatedAt: number;
+  /** "account": what one key's account may see; "operator": the global view (admin token). */
+  scope: "account" | "operator";
   /** True when any figure comes from last-known state rather than fresh reports. */
   stale: boolean;
   redis: "ok" | "unreachable" | "not_configured";

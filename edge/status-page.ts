@@ -1,8 +1,10 @@
 // GET /status: one self-contained HTML page (inline CSS and JS, nothing fetched from elsewhere)
 // that draws GET /v1/regions (edge/regions-view.ts) for a person: overall state, a map of the
 // regions, a table of regions, latency over the last hour, latency per caller colo and errors.
-// The page asks for an API key (input box, kept in localStorage, or ?key= in the URL), sends it
-// as a bearer token and refreshes every 5 s.
+// The page asks for an API key (input box, kept in sessionStorage: this tab only, gone when it
+// closes), sends it as a bearer token and refreshes every 5 s. A key never travels in a URL: a
+// `?key=` is scrubbed from the address bar and not used. It runs under a nonce CSP
+// (page-security.ts): no inline handlers or style attributes, styles are set through CSSOM.
 //
 // The browser script is a plain string (not a compiled function): the Worker is checked without
 // DOM types, and a bundler's renaming helpers must not leak into it. It builds every element with
@@ -275,6 +277,8 @@ const CLIENT_JS = `
         const v = attrs[k];
         if (v === null || v === undefined || v === false) continue;
         if (k === "text") node.textContent = String(v);
+        // CSSOM, not a style attribute: the CSP refuses inline style attributes.
+        else if (k === "style") node.style.cssText = String(v);
         else node.setAttribute(k, v === true ? "" : String(v));
       }
     }
@@ -291,9 +295,11 @@ const CLIENT_JS = `
   const sv = (tag, attrs, kids) => build(document.createElementNS(SVGNS, tag), attrs, kids);
   const clear = (node) => { while (node.firstChild) node.removeChild(node.firstChild); };
 
-  function load(name) { try { return localStorage.getItem(name); } catch (e) { return null; } }
-  function store(name, value) {
-    try { if (value === null) localStorage.removeItem(name); else localStorage.setItem(name, value); } catch (e) { /* storage disabled */ }
+  // The key lives in sessionStorage (this tab, until it closes); preferences in localStorage.
+  const keyStore = () => sessionStorage;
+  function load(name, area) { try { return (area || localStorage).getItem(name); } catch (e) { return null; } }
+  function store(name, value, area) {
+    try { const a = area || localStorage; if (value === null) a.removeItem(name); else a.setItem(name, value); } catch (e) { /* storage disabled */ }
   }
 
   const nf = new Intl.NumberFormat();
@@ -545,7 +551,7 @@ const CLIENT_JS = `
       }
       const mine = Array.isArray(r.warmModels) ? r.warmModels : [];
       const warm = el("td", null, [
-        el("span", null, [el("b", { text: fmtInt(r.warmModelCount) }), " warm in total"]),
+        el("span", null, [el("b", { text: fmtInt(r.warmModelCount) }), view.scope === "account" ? " of yours warm" : " warm in total"]),
         mine.length
           ? el("ul", { class: "chips", "aria-label": "Your models warm in " + r.name },
               mine.map((w) => el("li", { title: w.replicas + " replica(s)", text: w.model + " v" + w.version + (w.replicas > 1 ? " ×" + w.replicas : "") })))
@@ -788,7 +794,7 @@ const CLIENT_JS = `
     const mine = ++seq;
     if (!key) {
       view = null;
-      showMessage("info", [el("strong", { text: "Enter an API key " }), "above to load the regions. It is kept in this browser only (localStorage); ?key=… in the URL works too."]);
+      showMessage("info", [el("strong", { text: "Enter an API key " }), "above to load the regions. It is kept in this tab only (sessionStorage) and sent only as a header."]);
       render();
       return;
     }
@@ -851,7 +857,7 @@ const CLIENT_JS = `
   // ---- key handling ----
   function useKey(k) {
     key = (k || "").trim();
-    store(STORE_KEY, key ? key : null);
+    store(STORE_KEY, key ? key : null, keyStore());
     $("key-input").value = key;
     stopped = false;
     refused = "";
@@ -864,15 +870,15 @@ const CLIENT_JS = `
 
   function init() {
     const params = new URLSearchParams(location.search);
-    const fromUrl = params.get("key");
-    if (fromUrl) {
-      store(STORE_KEY, fromUrl.trim());
+    if (params.has("key")) {
+      // Keys do not travel in URLs (they end up in logs, history and Referer headers): a key in
+      // the address is not used, only taken out of the address bar and history.
       params.delete("key");
       const rest = params.toString();
-      // Keep the key out of the address bar, history and screenshots; it stays in localStorage.
       try { history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash); } catch (e) { /* ignore */ }
     }
-    key = (fromUrl || load(STORE_KEY) || "").trim();
+    try { localStorage.removeItem(STORE_KEY); } catch (e) { /* where older pages kept it */ }
+    key = (load(STORE_KEY, keyStore()) || "").trim();
     $("key-input").value = key;
     $("logscale").checked = load(STORE_LOG) === "1";
     $("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("key-input").value); });
@@ -889,7 +895,8 @@ const CLIENT_JS = `
 })();
 `;
 
-export function statusPageHtml(): string {
+/** The page; `nonce` marks its inline style and script for the CSP (page-security.ts). */
+export function statusPageHtml(nonce: string): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -898,7 +905,7 @@ export function statusPageHtml(): string {
 <meta name="robots" content="noindex">
 <title>Inference mesh status</title>
 <link rel="icon" href="data:,">
-<style>${CSS}</style>
+<style nonce="${nonce}">${CSS}</style>
 </head>
 <body>
 <header class="top">
@@ -923,7 +930,7 @@ export function statusPageHtml(): string {
     </div>
     <form id="key-form" class="key" aria-label="API key">
       <label for="key-input">API key</label>
-      <input id="key-input" name="key" type="password" autocomplete="off" spellcheck="false" placeholder="mesh_…" data-testid="key-input">
+      <input id="key-input" type="password" autocomplete="off" spellcheck="false" placeholder="mesh_…" data-testid="key-input">
       <button class="primary" type="submit">Use key</button>
       <button type="button" id="forget">Forget</button>
     </form>
@@ -1032,7 +1039,7 @@ export function statusPageHtml(): string {
   </div>
 </main>
 <footer class="wrap">Data: GET /v1/regions with your key. Health: green healthy, amber stale report, red unhealthy, grey unknown.</footer>
-<script>${CLIENT_JS}</script>
+<script nonce="${nonce}">${CLIENT_JS}</script>
 </body>
 </html>
 `;

@@ -136,6 +136,45 @@ describe("rate limiter across isolates", () => {
   });
 });
 
+describe("account and key buckets (checkAll)", () => {
+  it("keys of one account share its bucket; a key's own limit is a second, tighter bucket", async () => {
+    const now = 200_000;
+    const deps = { store: null, waitUntil: () => undefined, now: () => now };
+    const l = new RateLimiter();
+    const account = { perSecond: 1, burst: 5 };
+    let passed = 0;
+    // Five keys, one account: five calls in all, not five each.
+    for (let k = 0; k < 5; k++) for (let i = 0; i < 3; i++) if ((await l.checkAll([{ id: "acct:a", limit: account }], deps)).allowed) passed++;
+    expect(passed).toBe(5);
+    // A key with its own tighter limit stops at it, and its refused calls take nothing from the account.
+    const m = new RateLimiter();
+    const tight = { perSecond: 1, burst: 2 };
+    const both = [{ id: "acct:b", limit: account }, { id: "key:k1", limit: tight }];
+    const results = [];
+    for (let i = 0; i < 6; i++) results.push((await m.checkAll(both, deps)).allowed);
+    expect(results).toEqual([true, true, false, false, false, false]);
+    let rest = 0;
+    for (let i = 0; i < 10; i++) if ((await m.checkAll([{ id: "acct:b", limit: account }], deps)).allowed) rest++;
+    expect(rest).toBe(3);
+  });
+
+  it("a lowered account limit binds a key that has its own looser one", async () => {
+    const now = 300_000;
+    const deps = { store: null, waitUntil: () => undefined, now: () => now };
+    const l = new RateLimiter();
+    const keyOwn = { perSecond: 10, burst: 10 };
+    const lowered = { perSecond: 1, burst: 2 };
+    let passed = 0;
+    for (let i = 0; i < 10; i++) if ((await l.checkAll([{ id: "acct:c", limit: lowered }, { id: "key:k2", limit: keyOwn }], deps)).allowed) passed++;
+    expect(passed).toBe(2);
+  });
+
+  it("peek takes nothing", () => {
+    const l = new RateLimiter();
+    for (let i = 0; i < 5; i++) expect(l.peek("fail:1.2.3.4", { perSecond: 1, burst: 1 }, 1_000).allowed).toBe(true);
+  });
+});
+
 describe("monthly quota", () => {
   it("refuses past the quota until the month turns, counting across isolates", async () => {
     let now = Date.UTC(2026, 10, 30, 23, 59, 0);
@@ -159,9 +198,33 @@ describe("monthly quota", () => {
     expect(monthOf(now)).toBe("202612");
   });
 
-  it("no quota: always allowed, no I/O", async () => {
+  it("no quota: always allowed, without waiting on Redis", async () => {
     const q = new MonthlyQuota();
     const d = await q.check("acc", null, { store: null, waitUntil: () => undefined });
     expect(d.allowed).toBe(true);
+  });
+
+  it("calls made before a quota was set count toward it (2 calls, then a quota of 5: 3 more)", async () => {
+    let now = Date.UTC(2026, 11, 2, 12, 0, 0);
+    const clock = () => now;
+    const r = fakeRedis(clock);
+    const bg: Promise<unknown>[] = [];
+    const deps = { store: r.store, waitUntil: (p: Promise<unknown>) => void bg.push(p), now: clock };
+    const a = new MonthlyQuota();
+    for (let i = 0; i < 2; i++) expect((await a.check("acc", null, deps)).allowed).toBe(true);
+    now += 300;
+    await Promise.all(bg.splice(0));
+    // Another isolate that never saw those calls learns them from the shared count.
+    const b = new MonthlyQuota();
+    let passed = 0;
+    for (let i = 0; i < 10; i++) if ((await b.check("acc", 5, deps)).allowed) passed++;
+    expect(passed).toBe(3);
+    // And the isolate that made them knows without asking.
+    const c = new MonthlyQuota();
+    const local = { store: null, waitUntil: () => undefined, now: clock };
+    for (let i = 0; i < 2; i++) await c.check("acc2", null, local);
+    let localPassed = 0;
+    for (let i = 0; i < 10; i++) if ((await c.check("acc2", 5, local)).allowed) localPassed++;
+    expect(localPassed).toBe(3);
   });
 });

@@ -104,8 +104,8 @@ describe("API key format", () => {
     expect(plausibleKey(bad)).toBe(false);
   });
 
-  it("refuses junk and accepts pre-checksum keys as candidates", () => {
-    expect(plausibleKey("mesh_" + "x".repeat(32))).toBe(true); // legacy length: looked up
+  it("refuses junk, and the dropped pre-checksum form (37 characters) too", () => {
+    expect(plausibleKey("mesh_" + "x".repeat(32))).toBe(false); // legacy form: no lookup any more
     expect(plausibleKey("not-a-key")).toBe(false);
     expect(plausibleKey("mesh_" + "x".repeat(100))).toBe(false);
     expect(plausibleKey("mesh_" + "x".repeat(32) + "ab cd!")).toBe(false);

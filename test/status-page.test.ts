@@ -1,11 +1,14 @@
 // The status page (edge/status-page.ts) in real headless Chromium, without the real edge: a tiny
 // node:http server serves the page at /status and a canned GET /v1/regions (edge/regions-view.ts
-// shape) that wants the bearer key `test-key`. The end-to-end version runs against the mesh.
+// shape) that wants the bearer key `test-key`, with the headers the edge sends (its nonce CSP,
+// edge/page-security.ts), so the page is proven to work under them. The end-to-end version runs
+// against the mesh.
 import { mkdir } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
+import { newNonce, pageSecurityHeaders } from "../edge/page-security.js";
 import { statusPageHtml } from "../edge/status-page.js";
 import type { MinutePoint, RegionsView } from "../edge/regions-view.js";
 import { freePort } from "../local/free-port.js";
@@ -38,6 +41,7 @@ function cannedView(): RegionsView {
   const now = Date.now();
   return {
     generatedAt: now,
+    scope: "operator",
     stale: true,
     redis: "ok",
     regions: [
@@ -106,10 +110,11 @@ let base = "";
 let browser: Browser;
 const authHeaders: (string | undefined)[] = [];
 
-function handle(req: IncomingMessage): { status: number; type: string; body: string } {
+function handle(req: IncomingMessage): { status: number; type: string; body: string; headers?: Record<string, string> } {
   const url = new URL(req.url ?? "/", "http://localhost");
   if (req.method === "GET" && url.pathname === "/status") {
-    return { status: 200, type: "text/html; charset=utf-8", body: statusPageHtml() };
+    const nonce = newNonce();
+    return { status: 200, type: "text/html; charset=utf-8", body: statusPageHtml(nonce), headers: pageSecurityHeaders(nonce) };
   }
   if (req.method === "GET" && url.pathname === "/v1/regions") {
     authHeaders.push(req.headers.authorization);
@@ -130,7 +135,7 @@ beforeAll(async () => {
   const port = await freePort();
   server = createServer((req, res) => {
     const a = handle(req);
-    res.writeHead(a.status, { "content-type": a.type, "cache-control": "no-store" });
+    res.writeHead(a.status, { "content-type": a.type, "cache-control": "no-store", ...a.headers });
     res.end(a.body);
   });
   await new Promise<void>((resolve, reject) => {
@@ -148,11 +153,15 @@ afterAll(async () => {
 
 describe("status page", () => {
   it("is one self-contained page", () => {
-    const html = statusPageHtml();
+    const html = statusPageHtml("n0nce");
     expect(html.startsWith("<!doctype html>")).toBe(true);
     expect(html).not.toMatch(/<script[^>]+src=/i);
     expect(html).not.toMatch(/<link[^>]+rel="stylesheet"/i);
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+    // Every inline script and style carries the nonce; nothing runs from an attribute.
+    expect(html.match(/<script(?![^>]*nonce="n0nce")/gi)).toBeNull();
+    expect(html.match(/<style(?![^>]*nonce="n0nce")/gi)).toBeNull();
+    expect(html).not.toMatch(/\son[a-z]+="/i);
   });
 
   it("draws regions, map, chart and stale state from /v1/regions", async () => {
@@ -160,16 +169,19 @@ describe("status page", () => {
     const page = await context.newPage();
     const errors = collectPageErrors(page);
     const before = authHeaders.length;
-    await page.goto(`${base}/status?key=${KEY}`);
+    await page.goto(`${base}/status`);
+    await page.getByTestId("key-input").fill(KEY);
+    await page.getByRole("button", { name: "Use key" }).click();
 
     const west = page.getByTestId("region-row-us-west");
     const seoul = page.getByTestId("region-row-ap-seoul");
     await west.waitFor();
     await seoul.waitFor();
     expect(authHeaders[before]).toBe(`Bearer ${KEY}`);
-    // The key leaves the address bar but stays for the next visit.
+    // The key stays for this tab only (sessionStorage), never in localStorage or the URL.
     expect(page.url()).not.toContain(KEY);
-    expect(await page.evaluate(() => localStorage.getItem("mesh.status.apiKey"))).toBe(KEY);
+    expect(await page.evaluate(() => sessionStorage.getItem("mesh.status.apiKey"))).toBe(KEY);
+    expect(await page.evaluate(() => localStorage.getItem("mesh.status.apiKey"))).toBeNull();
 
     expect(await page.getByTestId("health-us-west").textContent()).toBe("Healthy");
     expect(await page.getByTestId("health-ap-seoul").textContent()).toBe("Stale");
@@ -226,7 +238,9 @@ describe("status page", () => {
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
     const page = await context.newPage();
     const errors = collectPageErrors(page);
-    await page.goto(`${base}/status?key=wrong-key`);
+    await page.goto(`${base}/status`);
+    await page.getByTestId("key-input").fill("wrong-key");
+    await page.getByRole("button", { name: "Use key" }).click();
     const banner = page.getByTestId("error-banner");
     await banner.waitFor();
     expect(await banner.getAttribute("data-kind")).toBe("auth");
@@ -250,12 +264,29 @@ describe("status page", () => {
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
     const page = await context.newPage();
     await page.route("**/v1/regions", (route) => route.abort("connectionrefused"));
-    await page.goto(`${base}/status?key=${KEY}`);
+    await page.goto(`${base}/status`);
+    await page.getByTestId("key-input").fill(KEY);
+    await page.getByRole("button", { name: "Use key" }).click();
     const banner = page.getByTestId("error-banner");
     await banner.waitFor();
     expect(await banner.getAttribute("data-kind")).toBe("network");
     expect(await banner.textContent()).toContain("network error");
     expect(await banner.textContent()).toContain("Retrying every 5 s");
+    await context.close();
+  });
+
+  it("does not take a key from the URL: ?key= is scrubbed from the address bar and never sent", async () => {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    const errors = collectPageErrors(page);
+    const before = authHeaders.length;
+    await page.goto(`${base}/status?key=${KEY}&x=1`);
+    await expect.poll(() => page.url()).not.toContain(KEY);
+    expect(page.url()).toContain("x=1");
+    await expect.poll(async () => (await page.getByTestId("error-banner").textContent()) ?? "").toContain("Enter an API key");
+    expect(authHeaders.slice(before)).toEqual([]);
+    expect(await page.evaluate(() => [sessionStorage.length, localStorage.getItem("mesh.status.apiKey")])).toEqual([0, null]);
+    expect(errors).toEqual([]);
     await context.close();
   });
 });

@@ -7,6 +7,7 @@ import { z } from "zod";
 import type { AppEnv } from "../context.js";
 import { docsPageHtml } from "../docs-page.js";
 import { describeRoute, openApiDocument } from "../openapi.js";
+import { htmlPage } from "../page-security.js";
 import { SERVER_NAME, SERVER_VERSION } from "./health.js";
 
 const INFO = {
@@ -27,7 +28,7 @@ function spec(): Record<string, unknown> {
 
 export function registerDocs(app: Hono<AppEnv>): void {
   app.get("/openapi.json", (c) => c.json(spec()));
-  app.get("/docs", (c) => c.html(docsPageHtml(spec())));
+  app.get("/docs", () => htmlPage((nonce) => docsPageHtml(spec(), nonce)));
 
   describeRoute({
     method: "get",

@@ -4,10 +4,11 @@
 import type { Hono } from "hono";
 import type { AppEnv } from "../context.js";
 import { describeRoute } from "../openapi.js";
+import { htmlPage } from "../page-security.js";
 import { playgroundPageHtml } from "../playground-page.js";
 
 export function registerPlayground(app: Hono<AppEnv>): void {
-  app.get("/playground", (c) => c.html(playgroundPageHtml()));
+  app.get("/playground", () => htmlPage(playgroundPageHtml));
   describeRoute({
     method: "get",
     path: "/playground",

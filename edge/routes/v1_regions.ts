@@ -1,15 +1,21 @@
 // GET /v1/regions: per region, what callers actually got and what the region says about
 // itself; GET /status: the page a person reads at a glance, drawn from the same JSON.
+// Tenants are hostile, so what a key sees is its own account's view: its own warm models, the
+// latency of its own calls (per colo), its own queued calls, and nothing summed over every
+// account (no region-wide load, warm count, or other callers' colos). The global view is the
+// operator's (admin token).
 
 import { eq } from "drizzle-orm";
 import type { Hono } from "hono";
 import { REGION_REPORT_STALE_MS } from "../../protocol/region-report.js";
 import { models } from "../../schema/schema.js";
 import type { AppContext, AppEnv } from "../context.js";
-import { requireKey } from "../middleware.js";
+import { authorize, bearer, isAdminToken } from "../middleware.js";
 import { redisFor } from "../redis.js";
 import { allRtts, latencyKey, regionState, usableReport } from "../region-state.js";
 import type { LatencySummary, MinutePoint, RegionView, RegionsView } from "../regions-view.js";
+import { MeshError } from "../../protocol/errors.js";
+import { htmlPage } from "../page-security.js";
 import { statusPageHtml } from "../status-page.js";
 
 const HOUR_MINUTES = 60;
@@ -20,11 +26,20 @@ function summarize(samples: { ms: number; status: number }[]): LatencySummary {
   return { p50: pct(50), p95: pct(95), p99: pct(99), count: samples.length, errors: samples.length - ok.length };
 }
 
-async function latencyHistory(c: AppContext, regions: string[], now: number) {
+interface Sample {
+  colo: string;
+  ms: number;
+  status: number;
+  /** The calling account ("" for samples recorded before accounts were tagged). */
+  account: string;
+}
+
+/** Per region and minute, the samples this view may see: an account's own, or all (operator). */
+async function latencyHistory(c: AppContext, regions: string[], now: number, account: string | null) {
   const redis = redisFor(c.get("config"));
   const minuteNow = now - (now % 60_000);
   const minutes = Array.from({ length: HOUR_MINUTES }, (_, i) => minuteNow - (HOUR_MINUTES - 1 - i) * 60_000);
-  const out = new Map<string, Map<number, { colo: string; ms: number; status: number }[]>>();
+  const out = new Map<string, Map<number, Sample[]>>();
   if (!redis) return { minutes, out, ok: false };
   try {
     const p = redis.pipeline();
@@ -32,12 +47,14 @@ async function latencyHistory(c: AppContext, regions: string[], now: number) {
     const lists = (await p.exec()) as unknown[][];
     let i = 0;
     for (const r of regions) {
-      const byMinute = new Map<number, { colo: string; ms: number; status: number }[]>();
+      const byMinute = new Map<number, Sample[]>();
       for (const m of minutes) {
-        const entries = (lists[i++] ?? []).map((e) => {
-          const [colo, ms, status] = String(e).split("|");
-          return { colo: colo ?? "XXX", ms: Number(ms), status: Number(status) };
-        });
+        const entries = (lists[i++] ?? [])
+          .map((e): Sample => {
+            const [colo, ms, status, acc] = String(e).split("|");
+            return { colo: colo ?? "XXX", ms: Number(ms), status: Number(status), account: acc ?? "" };
+          })
+          .filter((e) => account === null || e.account === account);
         if (entries.length) byMinute.set(m, entries);
       }
       out.set(r, byMinute);
@@ -48,16 +65,23 @@ async function latencyHistory(c: AppContext, regions: string[], now: number) {
   }
 }
 
-async function buildView(c: AppContext): Promise<RegionsView> {
+/** The view for one account (`account` set) or the operator's global one (null). */
+async function buildView(c: AppContext, account: string | null): Promise<RegionsView> {
   const config = c.get("config");
   const now = Date.now();
   const state = await regionState(config, (p) => c.executionCtx.waitUntil(p));
   const names = config.regions.map((r) => r.name);
   const [history, mine] = await Promise.all([
-    latencyHistory(c, names, now),
-    c.get("db").select({ id: models.id, name: models.name }).from(models).where(eq(models.accountId, c.get("key").accountId)),
+    latencyHistory(c, names, now, account),
+    account === null
+      ? Promise.resolve([])
+      : c.get("db").select({ id: models.id, name: models.name }).from(models).where(eq(models.accountId, account)),
   ]);
   const myModels = new Map(mine.map((m) => [m.id, m.name]));
+  // The colos this account called from: the only round trips it may see (others' colos
+  // would tell it where other tenants' callers are).
+  const myColos = new Set<string>();
+  for (const byMinute of history.out.values()) for (const samples of byMinute.values()) for (const x of samples) myColos.add(x.colo);
   const rtts = allRtts();
   let stale = state.redis !== "ok";
   const regions: RegionView[] = config.regions.map((region) => {
@@ -76,35 +100,58 @@ async function buildView(c: AppContext): Promise<RegionsView> {
     const byColo: Record<string, LatencySummary> = {};
     for (const colo of new Set(all.map((s) => s.colo))) byColo[colo] = summarize(all.filter((s) => s.colo === colo));
     const points: MinutePoint[] = [...byMinute].map(([t, samples]) => ({ t, ...summarize(samples) }));
-    const warmModels = (report?.models ?? [])
+    const own = (report?.models ?? []).filter((m) => myModels.has(m.key.split("@")[0] ?? ""));
+    const warmModels = own
       .filter((m) => m.replicas > 0)
-      .flatMap((m) => {
+      .map((m) => {
         const [id, version] = m.key.split("@");
-        const name = myModels.get(id ?? "");
-        return name ? [{ model: name, version: Number(version), replicas: m.replicas }] : [];
+        return { model: myModels.get(id ?? "")!, version: Number(version), replicas: m.replicas };
       });
-    return {
+    const regionRtts = rtts[region.name] ?? {};
+    const common = {
       name: region.name,
       lat: region.lat,
       lon: region.lon,
       health,
       measuredAt: report?.updatedAt ?? null,
       nodes: report?.nodes.length ?? 0,
-      capacity: report?.capacity ?? null,
-      queue: report?.queued ?? 0,
-      inflight: report?.inflight ?? 0,
-      warmModels,
-      warmModelCount: report?.warm.length ?? 0,
       latency: { ...summarize(all), byColo },
-      rttMs: rtts[region.name] ?? {},
       history: points,
     };
+    if (account === null) {
+      return {
+        ...common,
+        capacity: report?.capacity ?? null,
+        queue: report?.queued ?? 0,
+        inflight: report?.inflight ?? 0,
+        warmModels: [],
+        warmModelCount: report?.warm.length ?? 0,
+        rttMs: regionRtts,
+      };
+    }
+    return {
+      ...common,
+      capacity: null,
+      queue: own.reduce((n, m) => n + m.queued, 0),
+      inflight: null,
+      warmModels,
+      warmModelCount: warmModels.length,
+      rttMs: Object.fromEntries(Object.entries(regionRtts).filter(([colo]) => myColos.has(colo))),
+    };
   });
-  return { generatedAt: now, stale, redis: state.redis, regions };
+  return { generatedAt: now, scope: account === null ? "operator" : "account", stale, redis: state.redis, regions };
 }
 
 export function registerV1Regions(app: Hono<AppEnv>): void {
-  app.get("/v1/regions", requireKey("infer"), async (c) => c.json(await buildView(c)));
+  app.get("/v1/regions", async (c) => {
+    const token = bearer(c.req.header("authorization"));
+    if (!token) throw new MeshError("unauthorized", "missing API key: send 'Authorization: Bearer <key>'");
+    if (isAdminToken(c, token)) return c.json(await buildView(c, null));
+    const { key, limit, remaining } = await authorize(c, token, "infer");
+    c.header("x-ratelimit-limit", String(limit));
+    c.header("x-ratelimit-remaining", String(remaining));
+    return c.json(await buildView(c, key.accountId));
+  });
   // The page itself holds no data; it asks /v1/regions with the key the person gives it.
-  app.get("/status", (c) => c.html(statusPageHtml()));
+  app.get("/status", () => htmlPage(statusPageHtml));
 }

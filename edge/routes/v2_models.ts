@@ -171,11 +171,11 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
     const total = Date.now() - plan.startedAt;
     if (!response.ok) {
       const status = ERROR_STATUS[response.code];
-      if (plan.shadowOf === null) recordCall(region, colo, total, null, status);
+      if (plan.shadowOf === null) recordCall(region, colo, total, null, status, model.accountId);
       return { ok: false, region, error: new MeshError(response.code, publicMessage(response.message)), usage: usage(region, null, status, NO_TIME, edgeMs) };
     }
     const t = response.timing;
-    if (plan.shadowOf === null) recordCall(region, colo, total, roundTripMs - t.regionMs, 200);
+    if (plan.shadowOf === null) recordCall(region, colo, total, roundTripMs - t.regionMs, 200, model.accountId);
     return {
       ok: true,
       region,
