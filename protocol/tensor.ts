@@ -261,10 +261,18 @@ export function parseInferRequest(
   if (outputs !== undefined) {
     if (!Array.isArray(outputs)) throw new TensorError("'outputs' must be an array");
     const known = new Set(signature.outputs.map((o) => o.name));
+    const asked = new Set<string>();
     wanted = outputs.map((o, i) => {
       const n = isRecord(o) ? o.name : undefined;
       if (typeof n !== "string") throw new TensorError(`outputs[${i}].name must be a string`);
-      if (!known.has(n)) throw new TensorError(`unknown output '${n}'; the model's outputs are: ${[...known].join(", ")}`);
+      if (!known.has(n)) {
+        const shown = n.length > 64 ? `${n.slice(0, 64)}...` : n;
+        throw new TensorError(`unknown output '${shown}'; the model's outputs are: ${[...known].join(", ")}`);
+      }
+      // Each copy would be computed and sent again: ten copies of a large output once made an
+      // answer bigger than a router's frame limit, and the router dropped the node with it.
+      if (asked.has(n)) throw new TensorError(`output '${n}' is asked for more than once`);
+      asked.add(n);
       return n;
     });
   }

@@ -200,6 +200,17 @@ describe("parseInferRequest: several inputs, id and outputs", () => {
     expect(msg).toMatch(/p, q/);
   });
 
+  it("refuses an output asked for more than once (each copy would be computed and sent again)", () => {
+    expect(refusal({ inputs, outputs: [{ name: "p" }, { name: "q" }, { name: "p" }] }, s)).toBe("output 'p' is asked for more than once");
+    expect(refusal({ inputs, outputs: Array.from({ length: 1024 }, () => ({ name: "q" })) }, s)).toBe("output 'q' is asked for more than once");
+  });
+
+  it("shortens an unknown output's name in the message", () => {
+    const msg = refusal({ inputs, outputs: [{ name: "x".repeat(100_000) }] }, s);
+    expect(msg.length).toBeLessThan(200);
+    expect(msg).toMatch(/^unknown output 'x{64}\.\.\.'/);
+  });
+
   it("refuses malformed outputs", () => {
     expect(refusal({ inputs, outputs: "p" }, s)).toBe("'outputs' must be an array");
     expect(refusal({ inputs, outputs: ["p"] }, s)).toBe("outputs[0].name must be a string");
