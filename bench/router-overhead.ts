@@ -784,7 +784,7 @@ async function main(): Promise<void> {
     version: 1,
     sha256,
     size: bytes.length,
-    artifactUrl: await signUrl(secrets.meshSecret, new URL(`/internal/artifacts/${sha256}`, artifacts.origin), Date.now() + 60 * 60_000),
+    artifactUrl: await signUrl(secrets.meshSecret, new URL(`/internal/artifacts/${sha256}`, artifacts.origin), "bench", Date.now() + 60 * 60_000),
     signature: { inputs: info.inputs, outputs: info.outputs },
   };
   // Both set-ups stay up for the whole run (an idle router + nodes cost a heartbeat a second),

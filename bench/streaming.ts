@@ -28,8 +28,8 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
-import type { EdgeToRegion, ModelRef, RegionToEdge } from "../protocol/messages.js";
-import { signRequest, signUrl, artifactUrl } from "../protocol/signing.js";
+import { GENERATE_GRANT_METHOD, type EdgeToRegion, type ModelRef, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
+import { signRequest, tokenizerUrl, artifactUrl } from "../protocol/signing.js";
 import { loadTokenizer, type Tokenizer } from "../protocol/tokenizer.js";
 import { generate, generateText } from "../gpu-node/generate.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
@@ -227,7 +227,11 @@ async function sse(edge: string, key: string, model: string, p: ReturnType<typeo
 class RouterSocket {
   private readonly codec = createCodec();
   private readonly lines = new Map<string, { tl: Timeline; resolve: (s: StreamSample) => void; reject: (e: Error) => void }>();
-  private constructor(readonly ws: WebSocket) {
+  private constructor(
+    readonly ws: WebSocket,
+    /** The region's secret: each generate carries its own grant, as the edge sends it. */
+    private readonly secret: string,
+  ) {
     ws.on("message", (data) => {
       const f = this.codec.decode(data as Buffer) as RegionToEdge;
       const l = this.lines.get(f.sid);
@@ -252,7 +256,7 @@ class RouterSocket {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(routerUrl.replace(/^http/, "ws") + "/v1/streams", { headers, perMessageDeflate: false });
       sockets.add(ws);
-      ws.once("open", () => resolve(new RouterSocket(ws)));
+      ws.once("open", () => resolve(new RouterSocket(ws, secret)));
       ws.once("error", reject);
       ws.once("unexpected-response", (_q, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
     });
@@ -261,19 +265,18 @@ class RouterSocket {
   generate(sid: string, model: ModelRef, p: ReturnType<typeof params>): Promise<StreamSample> {
     return new Promise((resolve, reject) => {
       this.lines.set(sid, { tl: new Timeline(performance.now()), resolve, reject });
-      const frame: EdgeToRegion = {
-        t: "generate",
-        sid,
-        window: 256,
-        req: {
-          requestId: `bench-${sid}`,
-          model,
-          prompt: PROMPT,
-          params: { maxTokens: p.max_tokens, temperature: p.temperature, topK: p.top_k, seed: p.seed, stop: [] },
-          deadline: Date.now() + 60_000,
-        },
+      const req: RegionGenerateRequest = {
+        requestId: `bench-${sid}`,
+        model,
+        prompt: PROMPT,
+        params: { maxTokens: p.max_tokens, temperature: p.temperature, topK: p.top_k, seed: p.seed, stop: [] },
+        deadline: Date.now() + 60_000,
       };
-      this.ws.send(this.codec.encode(frame), { binary: true });
+      const bytes = this.codec.encode(req);
+      void signRequest(this.secret, GENERATE_GRANT_METHOD, "/v1/streams", bytes).then((grant) => {
+        const frame: EdgeToRegion = { t: "generate", sid, window: 256, req: bytes, grant };
+        this.ws.send(this.codec.encode(frame), { binary: true });
+      }, reject);
     });
   }
 
@@ -437,15 +440,15 @@ async function main(): Promise<void> {
     version: 1,
     sha256: up.sha256,
     size: up.size,
-    artifactUrl: await artifactUrl(mesh.meshSecret, mesh.edge, up.sha256, Date.now() + 3_600_000),
+    artifactUrl: await artifactUrl(mesh.regionSecrets["ap-seoul"]!, mesh.edge, "ap-seoul", up.sha256, Date.now() + 3_600_000),
     signature: { inputs: up.inputs, outputs: up.outputs },
-    tokenizer: { sha256: tok.sha256, size: tok.size, url: await signUrl(mesh.meshSecret, new URL(`/internal/tokenizers/${tok.sha256}`, mesh.edge), Date.now() + 3_600_000) },
+    tokenizer: { sha256: tok.sha256, size: tok.size, url: await tokenizerUrl(mesh.regionSecrets["ap-seoul"]!, mesh.edge, "ap-seoul", tok.sha256, Date.now() + 3_600_000) },
   };
   err("[bench] sweep straight to the router's stream socket");
   const viaRouter = await sweep(
     "router",
     async () => {
-      const s = await RouterSocket.open(mesh.regions["ap-seoul"]!, mesh.meshSecret);
+      const s = await RouterSocket.open(mesh.regions["ap-seoul"]!, mesh.regionSecrets["ap-seoul"]!);
       return [{ run: (i: number) => s.generate(`r-${sid++}`, model, params(i, SWEEP_TOKENS)), close: () => s.close() }];
     },
     (n) => Math.max(1, Math.ceil(n / 256)),

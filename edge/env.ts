@@ -6,8 +6,15 @@ export interface Env {
   ARTIFACTS: R2Bucket;
   /** Operator token for POST /v1/accounts. */
   ADMIN_TOKEN: string;
-  /** Shared with the region routers: signs edge -> region calls and artifact URLs. */
-  MESH_SECRET: string;
+  /**
+   * JSON {"us-west": "<secret>", ...}: one secret per region, each shared with that region's
+   * router only. Signs every call, stream request and artifact URL the edge sends that region.
+   */
+  REGION_SECRETS: string;
+  /** During a rotation: JSON {"<region>": "<the secret being replaced>"}, still accepted on URLs. */
+  REGION_SECRETS_PREVIOUS?: string;
+  /** The edge's public origin (https://api.example.com): nodes download artifacts and tokenizers from it. Never taken from a request. */
+  PUBLIC_ORIGIN: string;
   /** JSON array of regions: [{"name": "us-west", "url": "http://...", "lat": 37.3, "lon": -121.9}]. */
   REGIONS: string;
   /** Upstash REST endpoint (locally: our stand-in in front of redis-server). Optional. */
@@ -36,9 +43,19 @@ export interface RegionConfig {
   lon: number;
 }
 
+export interface RegionSecrets {
+  /** Signs what the edge sends the region; verifies URLs. */
+  current: string;
+  /** Verifies URLs during a rotation (URLs the region's router signed before it switched). */
+  previous: string | null;
+}
+
 export interface EdgeConfig {
   adminToken: string;
-  meshSecret: string;
+  /** By region name; every region in `regions` has one, and no two regions share one. */
+  regionSecrets: Record<string, RegionSecrets>;
+  /** Origin of the artifact and tokenizer URLs handed to nodes. */
+  publicOrigin: string;
   regions: RegionConfig[];
   redis: { url: string; token: string } | null;
   inferTimeoutMs: number;
@@ -61,7 +78,6 @@ export function loadConfig(env: Env): EdgeConfig {
     throw new ConfigError(`edge configuration: ${msg}`);
   };
   if (!env.ADMIN_TOKEN || env.ADMIN_TOKEN.length < 16) fail("ADMIN_TOKEN must be set (16+ characters)");
-  if (!env.MESH_SECRET || env.MESH_SECRET.length < 16) fail("MESH_SECRET must be set (16+ characters)");
   let regions: unknown;
   try {
     regions = JSON.parse(env.REGIONS ?? "");
@@ -77,6 +93,15 @@ export function loadConfig(env: Env): EdgeConfig {
     const lon = Number(o.lon ?? 0);
     return { name: o.name as string, url: (o.url as string).replace(/\/$/, ""), lat, lon };
   });
+  const regionSecrets = readRegionSecrets(env, list, fail);
+  let publicOrigin = "";
+  try {
+    const u = new URL(env.PUBLIC_ORIGIN ?? "");
+    if ((u.protocol !== "https:" && u.protocol !== "http:") || u.origin !== env.PUBLIC_ORIGIN.replace(/\/$/, "")) throw new Error();
+    publicOrigin = u.origin;
+  } catch {
+    fail("PUBLIC_ORIGIN must be the edge's public origin, like https://api.example.com (no path)");
+  }
   const timeout = Number(env.INFER_TIMEOUT_MS ?? 30_000);
   if (!Number.isFinite(timeout) || timeout < 100) fail("INFER_TIMEOUT_MS must be a number of ms >= 100");
   const localMode = env.MESH_LOCAL === "1";
@@ -100,7 +125,8 @@ export function loadConfig(env: Env): EdgeConfig {
   if (!(failPerSecond > 0) || !Number.isInteger(failBurst) || failBurst < 1) fail("AUTH_FAILURES_PER_SECOND must be > 0 and AUTH_FAILURES_BURST a whole number >= 1");
   const config: EdgeConfig = {
     adminToken: env.ADMIN_TOKEN,
-    meshSecret: env.MESH_SECRET,
+    regionSecrets,
+    publicOrigin,
     regions: list,
     redis: env.REDIS_URL && env.REDIS_TOKEN ? { url: env.REDIS_URL, token: env.REDIS_TOKEN } : null,
     inferTimeoutMs: timeout,
@@ -112,4 +138,56 @@ export function loadConfig(env: Env): EdgeConfig {
   };
   cached = { source: env, config };
   return config;
+}
+
+function secretMap(raw: string | undefined, name: string, fail: (msg: string) => never): Record<string, string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw ?? "");
+  } catch {
+    fail(`${name} must be JSON like {"us-west": "<secret>", "ap-seoul": "<secret>"}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) fail(`${name} must be a JSON object of region name to secret`);
+  return parsed as Record<string, string>;
+}
+
+/** Every region has its own secret (16+ characters), no secret serves two regions, and no secret names an unknown region. */
+function readRegionSecrets(env: Env, regions: RegionConfig[], fail: (msg: string) => never): Record<string, RegionSecrets> {
+  const current = secretMap(env.REGION_SECRETS, "REGION_SECRETS", fail);
+  const previous = env.REGION_SECRETS_PREVIOUS ? secretMap(env.REGION_SECRETS_PREVIOUS, "REGION_SECRETS_PREVIOUS", fail) : {};
+  const names = new Set(regions.map((r) => r.name));
+  for (const [map, name] of [[current, "REGION_SECRETS"], [previous, "REGION_SECRETS_PREVIOUS"]] as const) {
+    for (const [region, secret] of Object.entries(map)) {
+      if (!names.has(region)) fail(`${name} names region '${region}', which is not in REGIONS`);
+      if (typeof secret !== "string" || secret.length < 16) fail(`${name}['${region}'] must be a secret of 16+ characters`);
+    }
+  }
+  const out: Record<string, RegionSecrets> = {};
+  const owner = new Map<string, string>();
+  for (const r of regions) {
+    const secret = current[r.name];
+    if (!secret) fail(`REGION_SECRETS has no secret for region '${r.name}'`);
+    // One secret for two regions would let either sign for the other: the point of per-region secrets.
+    for (const s of [secret!, previous[r.name]]) {
+      if (!s) continue;
+      const other = owner.get(s);
+      if (other && other !== r.name) fail(`regions '${other}' and '${r.name}' share a secret; each region needs its own`);
+      owner.set(s, r.name);
+    }
+    out[r.name] = { current: secret!, previous: previous[r.name] ?? null };
+  }
+  return out;
+}
+
+/** The secret the edge signs with for `region` (a configured region: loadConfig checked it has one). */
+export function signingSecret(config: EdgeConfig, region: string): string {
+  const s = config.regionSecrets[region];
+  if (!s) throw new ConfigError(`edge configuration: no secret for region '${region}'`);
+  return s.current;
+}
+
+/** The secrets a URL issued for `region` may be signed with (none for an unknown region). */
+export function verifyingSecrets(config: EdgeConfig, region: string | null): string[] {
+  const s = region !== null && Object.prototype.hasOwnProperty.call(config.regionSecrets, region) ? config.regionSecrets[region] : undefined;
+  return s ? (s.previous ? [s.current, s.previous] : [s.current]) : [];
 }

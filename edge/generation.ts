@@ -4,13 +4,14 @@
 // A region that cannot be reached, or that says it has no capacity before anything happened,
 // is skipped for the next best once; after the first event nothing is retried (the caller has
 // seen it). The caller's transport decides the credit: how many tokens it lets be in flight.
-// Usage (prompt and generated tokens) is recorded when the generation ends.
+// Usage (prompt and generated tokens) is recorded when the generation ends. The request is
+// signed for the region that gets it: its download URLs (on PUBLIC_ORIGIN) and its grant.
 
 import { MeshError, ERROR_STATUS } from "../protocol/errors.js";
 import type { GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } from "../protocol/messages.js";
-import { artifactUrl, signUrl } from "../protocol/signing.js";
 import type { KeyRecord } from "./api-keys.js";
 import type { Services } from "./context.js";
+import { downloadUrl } from "./download-urls.js";
 import type { RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
 import { log } from "./log.js";
@@ -22,7 +23,6 @@ import type { StreamEvent } from "./stream-protocol.js";
 import type { TokenizerInfo } from "./tokenizers.js";
 import { recordUsage } from "./usage.js";
 
-const URL_TTL_MS = 15 * 60_000;
 /** A region that says nothing at all for this long past the deadline is given up on. */
 const SILENCE_GRACE_MS = 5_000;
 
@@ -41,29 +41,10 @@ export interface GenerationPlan {
   /** Tokens the region may send before the first credit. */
   window: number;
   caller: CallerLocation;
-  /** The edge origin artifact and tokenizer URLs point at. */
-  origin: string;
   /** When the request reached the edge (ms since epoch), and its first-token deadline. */
   startedAt: number;
   deadline: number;
   pool: ChannelPool;
-}
-
-/** Signed download URLs, reused while they have most of their life left. */
-const urls = new Map<string, { url: string; expires: number }>();
-async function signedUrl(secret: string, origin: string, kind: "artifact" | "tokenizer", sha256: string): Promise<string> {
-  const k = `${origin}|${kind}|${sha256}`;
-  const now = Date.now();
-  const hit = urls.get(k);
-  if (hit && hit.expires - now > URL_TTL_MS / 2) return hit.url;
-  const expires = now + URL_TTL_MS;
-  const url =
-    kind === "artifact"
-      ? await artifactUrl(secret, origin, sha256, expires)
-      : await signUrl(secret, new URL(`/internal/tokenizers/${sha256}`, origin), expires);
-  if (urls.size > 10_000) urls.clear();
-  urls.set(k, { url, expires });
-  return url;
 }
 
 let sidCounter = 0;
@@ -116,27 +97,33 @@ export class Generation {
         { "retry-after": "1" },
       );
     }
-    const [artifact, tokenizerUrl] = await Promise.all([
-      signedUrl(s.config.meshSecret, p.origin, "artifact", p.version.sha256),
-      signedUrl(s.config.meshSecret, p.origin, "tokenizer", p.tokenizer.sha256),
+    this.candidates = ranked.slice(0, 2).map((r) => r.region);
+    await this.tryNext("no region is available for this model");
+  }
+
+  /** The request as `region` gets it: download URLs signed for that region alone. */
+  private async requestFor(region: RegionConfig): Promise<RegionGenerateRequest> {
+    const p = this.plan;
+    const config = p.services.config;
+    const [artifactUrl, tokenizerUrl] = await Promise.all([
+      downloadUrl(config, region.name, "artifact", p.version.sha256),
+      downloadUrl(config, region.name, "tokenizer", p.tokenizer.sha256),
     ]);
     const model: ModelRef = {
-      key,
+      key: modelKey(p.model, p.version),
       account: p.key.accountId,
       name: p.model.name,
       version: p.version.version,
       sha256: p.version.sha256,
       size: p.version.size,
-      artifactUrl: artifact,
+      artifactUrl,
       signature: p.version.signature,
       tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl },
     };
-    const req: RegionGenerateRequest = { requestId: p.requestId, model, prompt: p.prompt, params: p.params, deadline: p.deadline };
-    this.candidates = ranked.slice(0, 2).map((r) => r.region);
-    await this.tryNext(req, "no region is available for this model");
+    return { requestId: p.requestId, model, prompt: p.prompt, params: p.params, deadline: p.deadline };
   }
 
-  private async tryNext(req: RegionGenerateRequest, lastError: string): Promise<void> {
+  private async tryNext(lastError: string): Promise<void> {
     while (this.candidates.length > 0 && !this.cancelled) {
       const region = this.candidates.shift()!;
       if (Date.now() >= this.plan.deadline) throw new MeshError("deadline_exceeded", "the call's deadline passed before a region took it");
@@ -149,11 +136,14 @@ export class Generation {
         continue;
       }
       if (this.cancelled) return;
+      // Signed before the channel is ours, so no credit frame can overtake the request.
+      const signed = await ch.sign(await this.requestFor(region));
+      if (this.cancelled) return;
       this.channel = ch;
       this.region = region.name;
-      ch.register(this.sid, (f) => this.onFrame(f, req));
-      ch.onClose((reason) => this.onChannelClosed(reason, req));
-      ch.send({ t: "generate", sid: this.sid, req, window: this.plan.window + this.pendingCredit });
+      ch.register(this.sid, (f) => this.onFrame(f));
+      ch.onClose((reason) => this.onChannelClosed(reason));
+      ch.send({ t: "generate", sid: this.sid, ...signed, window: this.plan.window + this.pendingCredit });
       this.sentAt ||= Date.now();
       this.pendingCredit = 0;
       this.armSilence();
@@ -206,13 +196,13 @@ export class Generation {
     };
   }
 
-  private onFrame(f: RegionToEdge, req: RegionGenerateRequest): void {
+  private onFrame(f: RegionToEdge): void {
     if (this.ended) return;
     const first = !this.heard;
     if (f.t === "error" && f.code === "no_capacity" && first && this.candidates.length > 0 && !this.cancelled) {
       // The region did not take it: the next best may.
       this.detach();
-      void this.tryNext(req, `region ${this.region}: ${f.message}`).catch((err: unknown) => this.fail(err));
+      void this.tryNext(`region ${this.region}: ${f.message}`).catch((err: unknown) => this.fail(err));
       return;
     }
     this.heard = true;
@@ -257,7 +247,7 @@ export class Generation {
     }
   }
 
-  private onChannelClosed(reason: string, req: RegionGenerateRequest): void {
+  private onChannelClosed(reason: string): void {
     if (this.ended) return;
     if (this.cancelled) {
       this.finish({ type: "done", ...this.doneBase(), finish_reason: "cancelled", prompt_tokens: 0, tokens: this.tokens, node: null, timing: this.timing(0, 0, 0) }, 499, 0, this.tokens);
@@ -265,7 +255,7 @@ export class Generation {
     }
     if (!this.heard && this.candidates.length > 0) {
       this.detach();
-      void this.tryNext(req, reason).catch((err: unknown) => this.fail(err));
+      void this.tryNext(reason).catch((err: unknown) => this.fail(err));
       return;
     }
     this.fail(new MeshError("region_error", `the region's stream ended early: ${reason}`));

@@ -4,13 +4,15 @@
 // a small exploration share tries the runner-up to keep its estimate honest. A region that
 // cannot be reached, or that says it did not run the call, is skipped and the call goes once
 // to the next best within the caller's deadline. Nothing is retried after a region began
-// running a call.
+// running a call. Each try is signed for its region alone: the region's secret signs the call
+// (body hash, nonce) and the artifact URL inside it.
 
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
-import { parseRegionInferResponse, type RegionInferRequest, type RegionInferResponse } from "../protocol/messages.js";
+import { parseRegionInferResponse, type ModelRef, type RegionInferRequest, type RegionInferResponse } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
-import type { EdgeConfig, RegionConfig } from "./env.js";
+import { downloadUrl } from "./download-urls.js";
+import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
 import { estimate, type Estimate } from "./latency-model.js";
 import { log } from "./log.js";
@@ -69,13 +71,15 @@ export interface ForwardResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A call before its region is chosen: the artifact URL is signed for the region that gets it. */
+export type UnsignedInferRequest = Omit<RegionInferRequest, "model"> & { model: Omit<ModelRef, "artifactUrl"> };
+
 export async function forwardInfer(
   config: EdgeConfig,
   ranked: RankedRegion[],
-  request: RegionInferRequest,
+  request: UnsignedInferRequest,
   colo: string,
 ): Promise<ForwardResult> {
-  const body = codec.encode(request);
   const path = "/v1/infer";
   let lastError = "no region is available for this model";
   let attempts = 0;
@@ -93,7 +97,9 @@ export async function forwardInfer(
     // Local mode: the configured distance becomes real delay on this hop, half each way, so
     // everything downstream (measurements included) sees it exactly as it would a real one.
     const simulated = config.localMode ? (config.simulatedRtt[colo]?.[region.name] ?? 0) : 0;
-    const headers = await signRequest(config.meshSecret, "POST", path, body);
+    const artifactUrl = await downloadUrl(config, region.name, "artifact", request.model.sha256);
+    const body = codec.encode({ ...request, model: { ...request.model, artifactUrl } } satisfies RegionInferRequest);
+    const headers = await signRequest(signingSecret(config, region.name), "POST", path, body);
     const started = Date.now();
     let res: Response;
     try {

@@ -6,14 +6,18 @@
 // node after its window instead of after megabytes of TCP buffers, and a long generation is
 // one subrequest, not one per credit grant.
 //
+// Authority: the upgrade is signed with the region's secret, and so is every generate request
+// on the socket (its own grant over the request's bytes: account, model, sha256, URLs, deadline,
+// nonce), so an open socket by itself lets nobody run anything.
+//
 // Local mode: the configured distance to the region becomes real delay on this hop (the
 // upgrade costs a round trip, each frame half of one each way), as on the /v1/infer hop.
 
 import { createCodec } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
-import { parseRegionToEdge, type EdgeToRegion, type RegionToEdge } from "../protocol/messages.js";
+import { GENERATE_GRANT_METHOD, parseRegionToEdge, type EdgeToRegion, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
-import type { EdgeConfig, RegionConfig } from "./env.js";
+import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 
 export const REGION_STREAM_PATH = "/v1/streams";
 const OPEN_TIMEOUT_MS = 5_000;
@@ -30,6 +34,8 @@ export class RegionChannel {
 
   private constructor(
     readonly region: string,
+    /** This region's secret: signs each request's grant. */
+    private readonly secret: string,
     private readonly ws: WebSocket,
     /** Simulated one-way delay, ms (local mode). */
     private readonly delayMs: number,
@@ -55,7 +61,8 @@ export class RegionChannel {
   /** Opens a signed stream socket to `region`; throws MeshError when it cannot be had. */
   static async open(config: EdgeConfig, region: RegionConfig, colo: string, deadline: number): Promise<RegionChannel> {
     const delayMs = config.localMode ? (config.simulatedRtt[colo]?.[region.name] ?? 0) / 2 : 0;
-    const headers = await signRequest(config.meshSecret, "GET", REGION_STREAM_PATH);
+    const secret = signingSecret(config, region.name);
+    const headers = await signRequest(secret, "GET", REGION_STREAM_PATH);
     if (delayMs > 0) await sleep(delayMs);
     let res: Response;
     // The bound covers the handshake only: a signal that fired later would abort the socket
@@ -78,7 +85,7 @@ export class RegionChannel {
     ws.accept();
     // Newer compatibility dates deliver binary messages as Blobs by default (the standard).
     ws.binaryType = "arraybuffer";
-    return new RegionChannel(region.name, ws, delayMs);
+    return new RegionChannel(region.name, secret, ws, delayMs);
   }
 
   register(sid: string, handler: FrameHandler): void {
@@ -91,6 +98,12 @@ export class RegionChannel {
 
   get streams(): number {
     return this.handlers.size;
+  }
+
+  /** A generate request as bytes with its own grant, signed now (fresh, single-use), for a generate frame. */
+  async sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
+    const bytes = this.codec.encode(req);
+    return { req: bytes, grant: await signRequest(this.secret, GENERATE_GRANT_METHOD, REGION_STREAM_PATH, bytes) };
   }
 
   send(frame: EdgeToRegion): void {

@@ -1,6 +1,7 @@
 // Publishes a model's keep-warm policy to Redis, where every region's router reads it: the
 // floor (`keepWarm`) and the manual override (`replicas`) apply to the version `latest` resolves
-// to, so an upload moves the warm replicas to the new version.
+// to, so an upload moves the warm replicas to the new version. Routers sign the artifact URLs
+// of these loads themselves, for their own region, on the configured public origin.
 
 import { MODEL_POLICIES_KEY, type ModelPolicyRecord } from "../protocol/region-report.js";
 import type { EdgeConfig } from "./env.js";
@@ -8,7 +9,7 @@ import { modelKey, resolveVersion, type ModelInfo } from "./model-registry.js";
 import { redisFor } from "./redis.js";
 
 /** True when the routers will see the policy; false when Redis is not configured or failed. */
-export async function publishWarmPolicy(config: EdgeConfig, model: ModelInfo, origin: string): Promise<boolean> {
+export async function publishWarmPolicy(config: EdgeConfig, model: ModelInfo): Promise<boolean> {
   const redis = redisFor(config);
   if (!redis) return false;
   const stale = model.versions.map((v) => modelKey(model, v));
@@ -26,7 +27,7 @@ export async function publishWarmPolicy(config: EdgeConfig, model: ModelInfo, or
       sha256: latest.sha256,
       size: latest.size,
       signature: latest.signature,
-      artifactBase: origin,
+      artifactBase: config.publicOrigin,
       regions: model.regions,
     };
     p.hset(MODEL_POLICIES_KEY, { [key]: record });

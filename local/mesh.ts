@@ -75,7 +75,8 @@ export interface MeshHandle {
   regions: Record<string, string>;
   redis: { url: string; token: string; port: number };
   adminToken: string;
-  meshSecret: string;
+  /** Each region's own secret (its router holds only that one; the edge holds them all). */
+  regionSecrets: Record<string, string>;
   nodeToken: string;
   apiKey: string;
   accountId: string;
@@ -217,7 +218,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
 
     const secret = () => randomBytes(24).toString("base64url");
     const adminToken = secret();
-    const meshSecret = secret();
+    // A secret per region: one region's secret signs nothing another region accepts.
+    const regionSecrets = Object.fromEntries(regions.map((r) => [r.name, secret()]));
     const nodeToken = secret();
     const redisToken = secret();
 
@@ -239,7 +241,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         {
           MESH_REGION: name,
           PORT: new URL(regionUrls[name]!).port,
-          MESH_SECRET: meshSecret,
+          MESH_SECRET: regionSecrets[name]!,
           NODE_TOKEN: nodeToken,
           REDIS_URL: redisInfo.url,
           REDIS_TOKEN: redisToken,
@@ -263,7 +265,9 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const regionsVar = JSON.stringify(regions.map((r) => ({ name: r.name, url: regionUrls[r.name], lat: r.lat, lon: r.lon })));
     const edgeVars: Record<string, string> = {
       ADMIN_TOKEN: adminToken,
-      MESH_SECRET: meshSecret,
+      REGION_SECRETS: JSON.stringify(regionSecrets),
+      // Nodes download from the edge's configured origin, never from a caller's Host.
+      PUBLIC_ORIGIN: `http://127.0.0.1:${edgePort}`,
       REDIS_URL: redisInfo.url,
       REDIS_TOKEN: redisToken,
       REGIONS: regionsVar,
@@ -301,7 +305,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     step(`starting the edge (workerd) on ${edge}`);
 
     const statusOf = async (region: string): Promise<RegionReport> => {
-      const headers = await signRequest(meshSecret, "GET", "/v1/status");
+      const headers = await signRequest(regionSecrets[region]!, "GET", "/v1/status");
       const res = await fetch(regionUrls[region] + "/v1/status", { headers });
       if (!res.ok) throw new Error(`status ${res.status}`);
       return (await res.json()) as RegionReport;
@@ -342,7 +346,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       regions: regionUrls,
       redis: redisInfo,
       adminToken,
-      meshSecret,
+      regionSecrets,
       nodeToken,
       apiKey: "",
       accountId: "",

@@ -106,7 +106,19 @@ export interface StreamTiming {
  * edge has granted, and passes the grants on to the node, which pauses when it has none.
  */
 export type EdgeToRegion =
-  | { t: "generate"; sid: string; req: RegionGenerateRequest; window: number }
+  | {
+      t: "generate";
+      sid: string;
+      /**
+       * The RegionGenerateRequest as msgpack bytes, and its grant: the edge's signature headers
+       * (signRequest with method GENERATE on the stream path) over exactly these bytes. The
+       * request names account, model key, version, sha256, artifact and tokenizer URLs, request
+       * id and deadline; the router decodes the bytes only once the grant checks.
+       */
+      req: Uint8Array;
+      grant: Record<string, string>;
+      window: number;
+    }
   | { t: "credit"; sid: string; n: number }
   | { t: "cancel"; sid: string };
 
@@ -340,11 +352,27 @@ function stage(o: Rec): ProgressStage {
   return s;
 }
 
+/** The method a generate frame's grant is signed under (with the stream socket's path). */
+export const GENERATE_GRANT_METHOD = "GENERATE";
+
+/** A generate request's bytes: a prompt at its longest (4 bytes a character) and its model reference. */
+export const MAX_GENERATE_REQUEST_BYTES = GENERATE_LIMITS.maxPromptChars * 4 + 256 * 1024;
+
 export function parseEdgeToRegion(v: unknown): EdgeToRegion {
   const o = rec(v, "frame");
   switch (o.t) {
-    case "generate":
-      return { t: "generate", sid: str(o, "sid", 128), req: parseRegionGenerateRequest(o.req), window: count(o, "window", GENERATE_LIMITS.maxWindow) };
+    case "generate": {
+      const req = o.req;
+      if (!(req instanceof Uint8Array) || req.length > MAX_GENERATE_REQUEST_BYTES) {
+        throw new MessageError(`'req' must be msgpack bytes of at most ${MAX_GENERATE_REQUEST_BYTES}`);
+      }
+      const g = rec(o.grant, "grant");
+      const grant: Record<string, string> = {};
+      const keys = Object.keys(g);
+      if (keys.length > 8) throw new MessageError("'grant' has too many fields");
+      for (const k of keys) grant[k] = str(g, k, 128);
+      return { t: "generate", sid: str(o, "sid", 128), req, grant, window: count(o, "window", GENERATE_LIMITS.maxWindow) };
+    }
     case "credit":
       return { t: "credit", sid: str(o, "sid", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };
     case "cancel":

@@ -5,8 +5,10 @@ export interface RouterConfig {
   region: string;
   host: string;
   port: number;
-  /** Shared with the edge: verifies its signed calls. */
+  /** This region's own secret (the edge holds one per region): verifies the edge's signed calls and grants, signs this region's keep-warm artifact URLs. */
   meshSecret: string;
+  /** During a rotation, the secret being replaced: still accepted, and still used for the URLs this router signs until the edge knows the new one. */
+  meshSecretPrevious: string | null;
   /** Nodes present this at connect. */
   nodeToken: string;
   redis: { url: string; token: string } | null;
@@ -30,14 +32,14 @@ export interface RouterConfig {
   streamStallTimeoutMs: number;
   /** Streams one edge stream socket may hold open at once. */
   maxStreamsPerSocket: number;
-}
-
   /** A stalled stream is cancelled after this instead while other accounts wait for a slot. */
   streamStallWhenContendedMs: number;
   /** Per-account shares of slots and of MAX_INFLIGHT while accounts contend (fairness.ts). */
   fairShare: boolean;
   /** Account id -> weight in those shares (absent: 1). */
   accountWeights: Record<string, number>;
+}
+
 export const ROUTER_DEFAULTS = {
   host: "127.0.0.1",
   port: 8701,
@@ -52,10 +54,10 @@ export const ROUTER_DEFAULTS = {
   maxFrameBytes: 64 * 1024 * 1024,
   streamStallTimeoutMs: 60_000,
   maxStreamsPerSocket: 256,
-} as const;
-
   streamStallWhenContendedMs: 5_000,
   fairShare: true,
+} as const;
+
 export class ConfigError extends Error {}
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
@@ -66,8 +68,6 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number
   return n;
 }
 
-function secret(env: NodeJS.ProcessEnv, name: string): string {
-  const v = env[name];
 function weights(env: NodeJS.ProcessEnv, name: string): Record<string, number> {
   const raw = env[name];
   if (raw === undefined || raw === "") return {};
@@ -84,6 +84,8 @@ function weights(env: NodeJS.ProcessEnv, name: string): Record<string, number> {
   return v as Record<string, number>;
 }
 
+function secret(env: NodeJS.ProcessEnv, name: string): string {
+  const v = env[name];
   if (!v || v.length < 16) throw new ConfigError(`${name} must be set (16+ characters)`);
   return v;
 }
@@ -96,6 +98,7 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     host: env.HOST ?? ROUTER_DEFAULTS.host,
     port: int(env, "PORT", ROUTER_DEFAULTS.port, 0),
     meshSecret: secret(env, "MESH_SECRET"),
+    meshSecretPrevious: env.MESH_SECRET_PREVIOUS ? secret(env, "MESH_SECRET_PREVIOUS") : null,
     nodeToken: secret(env, "NODE_TOKEN"),
     redis: env.REDIS_URL && env.REDIS_TOKEN ? { url: env.REDIS_URL, token: env.REDIS_TOKEN } : null,
     reportIntervalMs: int(env, "REPORT_INTERVAL_MS", ROUTER_DEFAULTS.reportIntervalMs, 100),
@@ -109,12 +112,12 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     maxFrameBytes: int(env, "MAX_FRAME_BYTES", ROUTER_DEFAULTS.maxFrameBytes, 1024),
     streamStallTimeoutMs: int(env, "STREAM_STALL_TIMEOUT_MS", ROUTER_DEFAULTS.streamStallTimeoutMs, 100),
     maxStreamsPerSocket: int(env, "MAX_STREAMS_PER_SOCKET", ROUTER_DEFAULTS.maxStreamsPerSocket, 1),
-  };
-}
-
     streamStallWhenContendedMs: int(env, "STREAM_STALL_WHEN_CONTENDED_MS", ROUTER_DEFAULTS.streamStallWhenContendedMs, 100),
     fairShare: int(env, "FAIR_SHARE", ROUTER_DEFAULTS.fairShare ? 1 : 0, 0) !== 0,
     accountWeights: weights(env, "ACCOUNT_WEIGHTS"),
+  };
+}
+
 export function printableConfig(c: RouterConfig): Record<string, unknown> {
-  return { ...c, meshSecret: "***", nodeToken: "***", redis: c.redis ? { url: c.redis.url, token: "***" } : null };
+  return { ...c, meshSecret: "***", meshSecretPrevious: c.meshSecretPrevious ? "***" : null, nodeToken: "***", redis: c.redis ? { url: c.redis.url, token: "***" } : null };
 }

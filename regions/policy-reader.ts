@@ -29,7 +29,8 @@ export function startPolicyReader(
         // Data residency: a model restricted to other regions is never held warm here.
         if (Array.isArray(p.regions) && !p.regions.includes(region)) continue;
         seen.add(key);
-        const url = await artifactUrl(secret, p.artifactBase, p.sha256, Date.now() + URL_TTL_MS);
+        // Signed for this region with its own secret: the edge serves it to this region's nodes only.
+        const url = await artifactUrl(secret, p.artifactBase, region, p.sha256, Date.now() + URL_TTL_MS);
         scheduler.policies.set(key, {
           keepWarm: Math.max(0, Math.floor(Number(p.keepWarm) || 0)),
           replicas: p.replicas === null || p.replicas === undefined ? null : Math.max(0, Math.floor(Number(p.replicas))),

@@ -1,6 +1,8 @@
 // The region router: an HTTP endpoint for the edge's signed calls (msgpack bodies) and a
-// WebSocket endpoint where nodes connect with their token. Unsigned calls and unauthenticated
-// sockets are refused before any work is done; every frame is size-bounded and validated.
+// WebSocket endpoint where nodes connect with their token. Unsigned, replayed and stale calls
+// and unauthenticated sockets are refused from their headers, before any body is read
+// (authority.ts); every body is capped while it streams; every frame is size-bounded and
+// validated.
 
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
@@ -19,7 +21,8 @@ import {
   type RegionInferResponse,
 } from "../protocol/messages.js";
 import type { RegionReport } from "../protocol/region-report.js";
-import { SIGNATURE_HEADER, STAMP_HEADER, timingSafeEqualString, verifyRequest } from "../protocol/signing.js";
+import { timingSafeEqualString } from "../protocol/signing.js";
+import { EdgeAuthority } from "./authority.js";
 import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
 import { startReportPublisher } from "./report-publisher.js";
@@ -40,14 +43,6 @@ export interface RouterHandle {
   close(): Promise<void>;
 }
 
-async function readBody(req: Request, max: number): Promise<Uint8Array> {
-  const len = Number(req.headers.get("content-length") ?? "0");
-  if (len > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
-  const buf = new Uint8Array(await req.arrayBuffer());
-  if (buf.length > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
-  return buf;
-}
-
 export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const log = makeLogger("router", { region: config.region });
   const scheduler = new Scheduler(
@@ -63,6 +58,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   scheduler.start(config.warmIntervalMs);
   const codec = createCodec();
   let draining = false;
+  const authority = new EdgeAuthority(config.meshSecretPrevious ? [config.meshSecret, config.meshSecretPrevious] : [config.meshSecret]);
   const hub = new StreamHub(
     scheduler,
     {
@@ -72,6 +68,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       maxBufferedBytes: 16 * 2 ** 20,
     },
     (level, msg, extra) => log(level, msg, extra),
+    (frame) => authority.generate(frame, STREAM_SOCKET_PATH),
   );
   const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
 
@@ -126,21 +123,32 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   };
 
   const app = new Hono();
-  const envelope = (requestId: string, err: MeshError) =>
+  // A refusal before the body was read closes the connection, so what the caller still sends
+  // is never taken in.
+  const envelope = (requestId: string, err: MeshError, close = false) =>
     new Response(JSON.stringify(errorBody(err.code, err.message, requestId)), {
       status: err.status,
-      headers: { "content-type": "application/json", ...err.headers },
+      headers: { "content-type": "application/json", ...err.headers, ...(close ? { connection: "close" } : {}) },
     });
 
   // Open on purpose: a load balancer's liveness probe; it says nothing about the region.
   app.get("/healthz", (c) => c.json({ status: draining ? "draining" : "ok" }));
 
-  const verified = async (req: Request, path: string, body?: Uint8Array) =>
-    verifyRequest(config.meshSecret, req.method, path, body, req.headers.get(STAMP_HEADER), req.headers.get(SIGNATURE_HEADER));
+  /** A signed GET: no body, headers checked; null when it may go on, else the refusal. */
+  const refusedGet = async (req: Request, path: string): Promise<Response | null> => {
+    try {
+      authority.refuseBody(req);
+      await authority.verify("GET", path, (name) => req.headers.get(name));
+      return null;
+    } catch (err) {
+      if (!(err instanceof MeshError)) throw err;
+      return envelope("-", err, true);
+    }
+  };
 
   app.get("/v1/status", async (c) => {
-    const check = await verified(c.req.raw, "/v1/status");
-    if (!check.ok) return envelope("-", new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`));
+    const refused = await refusedGet(c.req.raw, "/v1/status");
+    if (refused) return refused;
     return c.json(report());
   });
 
@@ -148,8 +156,8 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   // and generation counters from its heartbeats (tests use it to see a stalled reader stop
   // the producer without memory growing anywhere).
   app.get("/v1/streams/stats", async (c) => {
-    const check = await verified(c.req.raw, "/v1/streams/stats");
-    if (!check.ok) return envelope("-", new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`));
+    const refused = await refusedGet(c.req.raw, "/v1/streams/stats");
+    if (refused) return refused;
     const m = process.memoryUsage();
     return c.json({
       region: config.region,
@@ -173,14 +181,13 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     const requestId = c.req.header("x-request-id") ?? "-";
     let body: Uint8Array;
     try {
-      body = await readBody(c.req.raw, MAX_INFER_BODY_BYTES);
+      const req = c.req.raw;
+      const signed = await authority.verify("POST", "/v1/infer", (name) => req.headers.get(name));
+      body = await authority.readBody(req, signed, MAX_INFER_BODY_BYTES);
     } catch (err) {
-      return envelope(requestId, err as MeshError);
-    }
-    const check = await verified(c.req.raw, "/v1/infer", body);
-    if (!check.ok) {
-      log("warn", "refused unsigned call", { requestId, reason: check.reason });
-      return envelope(requestId, new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`));
+      if (!(err instanceof MeshError)) throw err;
+      log("warn", "refused call", { requestId, code: err.code, reason: err.message });
+      return envelope(requestId, err, true);
     }
     // From here on the caller is the edge: it reads msgpack, whatever happens.
     let answer: RegionInferResponse;
@@ -230,10 +237,13 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       const v = req.headers[name];
       return Array.isArray(v) ? v[0] : v;
     };
-    const check = await verifyRequest(config.meshSecret, "GET", STREAM_SOCKET_PATH, undefined, header(STAMP_HEADER), header(SIGNATURE_HEADER));
-    if (!check.ok) {
-      log("warn", "refused unsigned stream socket", { reason: check.reason, remote: req.socket.remoteAddress });
-      return refuseUpgrade(socket, 401, `unsigned or badly signed call: ${check.reason}`);
+    try {
+      authority.refuseBody({ headers: { get: (name) => header(name) ?? null } });
+      await authority.verify("GET", STREAM_SOCKET_PATH, header);
+    } catch (err) {
+      if (!(err instanceof MeshError)) throw err;
+      log("warn", "refused unsigned stream socket", { reason: err.message, remote: req.socket.remoteAddress });
+      return refuseUpgrade(socket, 401, err.message);
     }
     if (draining) return refuseUpgrade(socket, 503, "region is draining");
     streamWss.handleUpgrade(req, socket, head, (ws) => hub.accept(ws));
@@ -353,7 +363,9 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const publisher = config.redis
     ? startReportPublisher(config.redis, config.region, config.reportIntervalMs, report, log)
     : null;
-  const policies = config.redis ? startPolicyReader(config.region, config.redis, config.meshSecret, config.policyIntervalMs, scheduler, log) : null;
+  // Keep-warm URLs are signed with the previous secret while a rotation runs: the edge learns
+  // the new one only after the routers do (README, Security).
+  const policies = config.redis ? startPolicyReader(config.region, config.redis, config.meshSecretPrevious ?? config.meshSecret, config.policyIntervalMs, scheduler, log) : null;
   await publisher?.publishNow();
   log("info", "router listening", { url, nodeSocket: url.replace(/^http/, "ws") + NODE_SOCKET_PATH });
 

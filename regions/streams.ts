@@ -11,6 +11,10 @@
 // Cancel frames and the edge's socket closing cancel the generation on the node.
 // While other accounts' streams wait for a slot, a stalled stream of an account at or over its
 // fair share is ended sooner, after `stallWhenContendedMs` (the scheduler says when).
+//
+// The signed upgrade only opens the socket: each generate frame carries its own grant, checked
+// (checkGrant) before its request is even decoded; a frame that fails gets an `error` frame
+// and the socket stays open. Frames are handled in arrival order, grant checks included.
 
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
@@ -28,6 +32,11 @@ import type { NodeCallError, NodeLink, NodeStream } from "./node-link.js";
 import type { Scheduler, StreamProgress } from "./scheduler.js";
 
 export const STREAM_SOCKET_PATH = "/v1/streams";
+
+/** The request a generate frame's grant authorizes; throws MeshError when it does not check. */
+export type GrantChecker = (frame: Extract<EdgeToRegion, { t: "generate" }>) => Promise<RegionGenerateRequest>;
+/** A generate frame whose grant checked. */
+type AuthorizedFrame = Exclude<EdgeToRegion, { t: "generate" }> | { t: "generate"; sid: string; req: RegionGenerateRequest; window: number };
 
 export interface StreamHubConfig {
   /** A stream whose reader takes no token for this long is cancelled. */
@@ -90,6 +99,7 @@ export class StreamHub {
     readonly scheduler: Scheduler,
     readonly config: StreamHubConfig,
     readonly log: Logger,
+    readonly checkGrant: GrantChecker,
   ) {}
 
   accept(ws: WebSocket): void {
@@ -123,6 +133,8 @@ export class StreamHub {
 class EdgeSocket {
   readonly streams = new Map<string, RelayStream>();
   private readonly codec = createCodec();
+  /** Frames wait here for the grant checks of the generate frames before them. */
+  private inbox: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly hub: StreamHub,
@@ -138,7 +150,12 @@ class EdgeSocket {
         ws.close(CLOSE.protocolError, "bad frame");
         return;
       }
-      this.handle(frame);
+      this.inbox = this.inbox.then(() => this.authorize(frame)).then(
+        (f) => {
+          if (f) this.handle(f);
+        },
+        (err: unknown) => hub.log("error", "edge stream frame failed", { error: String(err) }),
+      );
     });
     ws.on("error", (err) => hub.log("warn", "edge stream socket error", { error: err.message }));
   }
@@ -163,7 +180,20 @@ class EdgeSocket {
     st.silent = true;
   }
 
-  private handle(frame: EdgeToRegion): void {
+  /** The frame with its request once its grant checks; null (and an error frame sent) otherwise. */
+  private async authorize(frame: EdgeToRegion): Promise<AuthorizedFrame | null> {
+    if (frame.t !== "generate") return frame;
+    try {
+      return { t: "generate", sid: frame.sid, req: await this.hub.checkGrant(frame), window: frame.window };
+    } catch (err) {
+      const e = err instanceof MeshError ? err : new MeshError("unauthorized", "the request's grant could not be checked");
+      this.hub.log("warn", "refused a stream request", { sid: frame.sid, code: e.code, reason: e.message });
+      this.send({ t: "error", sid: frame.sid, code: e.code, message: e.message });
+      return null;
+    }
+  }
+
+  private handle(frame: AuthorizedFrame): void {
     switch (frame.t) {
       case "generate":
         return this.generate(frame.sid, frame.req, frame.window);

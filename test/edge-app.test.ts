@@ -17,7 +17,8 @@ let describedRoutes: () => { method: string; path: string; internal?: boolean }[
 
 const env = {
   ADMIN_TOKEN: "admin-token-for-tests-0123456789",
-  MESH_SECRET: "mesh-secret-for-tests-0123456789",
+  REGION_SECRETS: JSON.stringify({ "us-west": "mesh-secret-for-tests-0123456789" }),
+  PUBLIC_ORIGIN: "https://edge.test",
   REGIONS: JSON.stringify([{ name: "us-west", url: "http://127.0.0.1:9", lat: 37, lon: -122 }]),
 };
 

@@ -295,7 +295,7 @@ describe("internal endpoints refuse callers without credentials", () => {
     expectError(unsigned, 401, "unauthorized");
     const wrong = await signRequest("another-secret-of-enough-length", "POST", "/v1/infer", body);
     expectError(await call(`${region()}/v1/infer`, { body, headers: wrong }), 401, "unauthorized");
-    const old = await signRequest(mesh.meshSecret, "POST", "/v1/infer", body, Date.now() - 10 * 60_000);
+    const old = await signRequest(mesh.regionSecrets[Object.keys(mesh.regions)[0]!]!, "POST", "/v1/infer", body, Date.now() - 10 * 60_000);
     expectError(await call(`${region()}/v1/infer`, { body, headers: old }), 401, "unauthorized");
     expectError(await call(`${region()}/v1/status`), 401, "unauthorized");
   });

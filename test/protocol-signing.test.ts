@@ -1,9 +1,17 @@
-// protocol/signing.ts: HMAC-signed requests (edge -> region) and signed, expiring artifact URLs
-// (edge -> node), plus the hex/sha256/constant-time helpers they rest on.
+// protocol/signing.ts: HMAC-signed requests (edge -> region) whose signature covers the body's
+// hash and length and a nonce, so a router checks it from headers alone; the nonce ledger that
+// refuses replays; signed, expiring download URLs bound to one region; plus the hex/sha256/
+// constant-time helpers they rest on.
 import { createHash, createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
+  artifactUrl,
+  BODY_LENGTH_HEADER,
+  BODY_SHA256_HEADER,
+  bodyMatches,
   DEFAULT_MAX_AGE_MS,
+  NONCE_HEADER,
+  NonceLedger,
   SIGNATURE_HEADER,
   STAMP_HEADER,
   sha256Hex,
@@ -11,8 +19,11 @@ import {
   signUrl,
   timingSafeEqualString,
   toHex,
+  tokenizerUrl,
+  urlRegion,
   verifyRequest,
   verifyUrl,
+  type SignedRequest,
 } from "../protocol/signing.js";
 
 const SECRET = "mesh-secret-for-tests";
@@ -20,233 +31,213 @@ const NOW = 1_750_000_000_000;
 const PATH = "/v1/infer?x=1";
 const BODY = new TextEncoder().encode('{"inputs":[1,2,3]}');
 
-async function signed(body: Uint8Array = BODY, method = "POST", path = PATH, now = NOW) {
-  const headers = await signRequest(SECRET, method, path, body, now);
-  return { stamp: headers[STAMP_HEADER]!, sig: headers[SIGNATURE_HEADER]! };
-}
+const sign = (body: Uint8Array | undefined = BODY, method = "POST", path = PATH, now = NOW) => signRequest(SECRET, method, path, body, now);
+const verify = (headers: Record<string, string | null | undefined>, opts: { secrets?: string | string[]; method?: string; path?: string; maxAge?: number; now?: number } = {}) =>
+  verifyRequest(opts.secrets ?? SECRET, opts.method ?? "POST", opts.path ?? PATH, (n) => headers[n], opts.maxAge ?? DEFAULT_MAX_AGE_MS, opts.now ?? NOW);
 
 describe("signRequest / verifyRequest", () => {
-  it("returns the two headers: the stamp and a 64-hex-digit HMAC", async () => {
-    const headers = await signRequest(SECRET, "POST", PATH, BODY, NOW);
-    expect(Object.keys(headers).sort()).toEqual([SIGNATURE_HEADER, STAMP_HEADER].sort());
-    expect(headers[STAMP_HEADER]).toBe(String(NOW));
-    expect(headers[SIGNATURE_HEADER]).toMatch(/^[0-9a-f]{64}$/);
-  });
-
-  it("is HMAC-SHA256 over stamp, method, path and body", async () => {
-    const { sig } = await signed();
+  it("sends stamp, nonce, body length and sha256, and a 64-hex-digit HMAC over all of them", async () => {
+    const h = await sign();
+    expect(Object.keys(h).sort()).toEqual([STAMP_HEADER, NONCE_HEADER, BODY_LENGTH_HEADER, BODY_SHA256_HEADER, SIGNATURE_HEADER].sort());
+    expect(h[STAMP_HEADER]).toBe(String(NOW));
+    expect(h[NONCE_HEADER]).toMatch(/^[0-9a-f]{32}$/);
+    expect(h[BODY_LENGTH_HEADER]).toBe(String(BODY.length));
+    expect(h[BODY_SHA256_HEADER]).toBe(createHash("sha256").update(BODY).digest("hex"));
     const expected = createHmac("sha256", SECRET)
-      .update(`${NOW}\nPOST\n${PATH}\n`)
-      .update(BODY)
+      .update(`${NOW}\n${h[NONCE_HEADER]}\nPOST\n${PATH}\n${BODY.length}\n${h[BODY_SHA256_HEADER]}`)
       .digest("hex");
-    expect(sig).toBe(expected);
+    expect(h[SIGNATURE_HEADER]).toBe(expected);
+    // A fresh nonce every time.
+    expect((await sign())[NONCE_HEADER]).not.toBe(h[NONCE_HEADER]);
   });
 
-  it("happy path: verifies with and without a body, within the allowed skew", async () => {
-    const { stamp, sig } = await signed();
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({ ok: true });
-    // Clock skew either way up to maxAge is tolerated.
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW + DEFAULT_MAX_AGE_MS)).toEqual({
-      ok: true,
-    });
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW - DEFAULT_MAX_AGE_MS)).toEqual({
-      ok: true,
-    });
-    const h = await signRequest(SECRET, "GET", "/healthz", undefined, NOW);
-    const get = { stamp: h[STAMP_HEADER]!, sig: h[SIGNATURE_HEADER]! };
-    expect(await verifyRequest(SECRET, "GET", "/healthz", undefined, get.stamp, get.sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: true,
-    });
-    // An empty body signs the same as no body.
-    expect(await verifyRequest(SECRET, "GET", "/healthz", new Uint8Array(0), get.stamp, get.sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: true,
-    });
+  it("verifies from the headers alone, within the allowed skew, and says what the body must be", async () => {
+    const h = await sign();
+    const ok = await verify(h);
+    expect(ok).toEqual({ ok: true, stamp: NOW, nonce: h[NONCE_HEADER], bodyLength: BODY.length, bodySha256: h[BODY_SHA256_HEADER] });
+    expect((await verify(h, { now: NOW + DEFAULT_MAX_AGE_MS })).ok).toBe(true);
+    expect((await verify(h, { now: NOW - DEFAULT_MAX_AGE_MS })).ok).toBe(true);
+    // No body signs as length 0 and the empty hash.
+    const get = await signRequest(SECRET, "GET", "/v1/status", undefined, NOW);
+    expect(get[BODY_LENGTH_HEADER]).toBe("0");
+    expect(get[BODY_SHA256_HEADER]).toBe(await sha256Hex(""));
+    expect((await verify(get, { method: "GET", path: "/v1/status" })).ok).toBe(true);
+    // The method is case-insensitive; Date.now() by default.
+    expect((await verify(await sign(BODY, "post"))).ok).toBe(true);
+    const now = await signRequest(SECRET, "POST", PATH, BODY);
+    expect((await verifyRequest(SECRET, "POST", PATH, (n) => now[n])).ok).toBe(true);
   });
 
-  it("uses Date.now() by default", async () => {
-    const headers = await signRequest(SECRET, "POST", PATH, BODY);
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, headers[STAMP_HEADER], headers[SIGNATURE_HEADER])).toEqual({ ok: true });
+  it("accepts the current or the previous secret (rotation), and nothing else", async () => {
+    const h = await sign();
+    expect((await verify(h, { secrets: ["new-secret-of-some-length", SECRET] })).ok).toBe(true);
+    expect((await verify(h, { secrets: [SECRET, "old-secret-of-some-length"] })).ok).toBe(true);
+    expect(await verify(h, { secrets: ["another-secret", "and-another-one"] })).toEqual({ ok: false, reason: "bad signature" });
+    expect(await verify(h, { secrets: [] })).toEqual({ ok: false, reason: "bad signature" });
   });
 
-  it("the method is case-insensitive", async () => {
-    const { stamp, sig } = await signed(BODY, "post");
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({ ok: true });
-  });
-
-  it("accepts a body that is a view into a larger buffer", async () => {
+  it("bodyMatches: exactly the signed bytes, a view into a larger buffer included", async () => {
+    const h = await sign();
+    const v = (await verify(h)) as SignedRequest;
+    expect(await bodyMatches(v, BODY)).toBe(true);
     const big = new Uint8Array(BODY.length + 10);
     big.set(BODY, 5);
-    const view = big.subarray(5, 5 + BODY.length);
-    const { stamp, sig } = await signed(view);
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({ ok: true });
-  });
-
-  it("refuses a tampered body", async () => {
-    const { stamp, sig } = await signed();
+    expect(await bodyMatches(v, big.subarray(5, 5 + BODY.length))).toBe(true);
     const tampered = BODY.slice();
     tampered[3] = tampered[3]! ^ 1;
-    expect(await verifyRequest(SECRET, "POST", PATH, tampered, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: false,
-      reason: "bad signature",
-    });
-    const longer = new Uint8Array([...BODY, 0x20]);
-    expect(await verifyRequest(SECRET, "POST", PATH, longer, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: false,
-      reason: "bad signature",
-    });
-    expect(await verifyRequest(SECRET, "POST", PATH, undefined, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: false,
-      reason: "bad signature",
-    });
+    expect(await bodyMatches(v, tampered)).toBe(false);
+    expect(await bodyMatches(v, new Uint8Array([...BODY, 0x20]))).toBe(false);
+    expect(await bodyMatches(v, new Uint8Array(0))).toBe(false);
+    const empty = (await verify(await signRequest(SECRET, "GET", PATH, undefined, NOW), { method: "GET" })) as SignedRequest;
+    expect(await bodyMatches(empty, new Uint8Array(0))).toBe(true);
+    expect(await bodyMatches(empty, new Uint8Array([0]))).toBe(false);
   });
 
-  it("refuses a tampered path (including the query)", async () => {
-    const { stamp, sig } = await signed();
+  it("refuses any tampered header: path (with query), method, stamp, nonce, length, sha256", async () => {
+    const h = await sign();
     for (const path of ["/v1/infer", "/v1/infer?x=2", "/v1/other?x=1", "/v1/infer?x=1&y=1"]) {
-      expect(await verifyRequest(SECRET, "POST", path, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-        ok: false,
-        reason: "bad signature",
-      });
+      expect(await verify(h, { path })).toEqual({ ok: false, reason: "bad signature" });
     }
-  });
-
-  it("refuses a tampered method", async () => {
-    const { stamp, sig } = await signed();
-    expect(await verifyRequest(SECRET, "PUT", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: false,
-      reason: "bad signature",
-    });
-  });
-
-  it("refuses a tampered stamp", async () => {
-    const { sig } = await signed();
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, String(NOW + 1), sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: false,
-      reason: "bad signature",
-    });
-  });
-
-  it("refuses the wrong secret", async () => {
-    const { stamp, sig } = await signed();
-    expect(await verifyRequest("another-secret", "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: false,
-      reason: "bad signature",
-    });
+    expect(await verify(h, { method: "PUT" })).toEqual({ ok: false, reason: "bad signature" });
+    expect(await verify({ ...h, [STAMP_HEADER]: String(NOW + 1) })).toEqual({ ok: false, reason: "bad signature" });
+    expect(await verify({ ...h, [NONCE_HEADER]: "0".repeat(32) })).toEqual({ ok: false, reason: "bad signature" });
+    expect(await verify({ ...h, [BODY_LENGTH_HEADER]: String(BODY.length + 1) })).toEqual({ ok: false, reason: "bad signature" });
+    expect(await verify({ ...h, [BODY_SHA256_HEADER]: "a".repeat(64) })).toEqual({ ok: false, reason: "bad signature" });
+    expect(await verify(h, { secrets: "another-secret" })).toEqual({ ok: false, reason: "bad signature" });
   });
 
   it("refuses an expired stamp, or one from the far future", async () => {
-    const { stamp, sig } = await signed();
-    const later = NOW + DEFAULT_MAX_AGE_MS + 1;
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, later)).toEqual({
-      ok: false,
-      reason: "signature expired",
-    });
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW + 86_400_000)).toEqual({
-      ok: false,
-      reason: "signature expired",
-    });
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, DEFAULT_MAX_AGE_MS, NOW - 86_400_000)).toEqual({
-      ok: false,
-      reason: "signature expired",
-    });
-    // A tighter maxAge applies.
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig, 1_000, NOW + 1_001)).toEqual({
-      ok: false,
-      reason: "signature expired",
-    });
-    // A stamp that is not a number is refused without checking the HMAC.
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, "soon", sig, DEFAULT_MAX_AGE_MS, NOW)).toMatchObject({ ok: false });
+    const h = await sign();
+    expect(await verify(h, { now: NOW + DEFAULT_MAX_AGE_MS + 1 })).toEqual({ ok: false, reason: "signature expired" });
+    expect(await verify(h, { now: NOW + 86_400_000 })).toEqual({ ok: false, reason: "signature expired" });
+    expect(await verify(h, { now: NOW - 86_400_000 })).toEqual({ ok: false, reason: "signature expired" });
+    expect(await verify(h, { maxAge: 1_000, now: NOW + 1_001 })).toEqual({ ok: false, reason: "signature expired" });
+    expect(await verify({ ...h, [STAMP_HEADER]: "soon" })).toMatchObject({ ok: false });
   });
 
   it("refuses missing headers", async () => {
-    const { stamp, sig } = await signed();
-    for (const [s, g] of [
-      [null, sig],
-      [undefined, sig],
-      ["", sig],
-      [stamp, null],
-      [stamp, undefined],
-      [stamp, ""],
-      [null, null],
-    ] as const) {
-      expect(await verifyRequest(SECRET, "POST", PATH, BODY, s, g, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-        ok: false,
-        reason: "missing signature",
-      });
+    const h = await sign();
+    for (const name of [STAMP_HEADER, NONCE_HEADER, BODY_LENGTH_HEADER, BODY_SHA256_HEADER, SIGNATURE_HEADER]) {
+      for (const v of [null, undefined, ""]) {
+        expect(await verify({ ...h, [name]: v })).toEqual({ ok: false, reason: "missing signature" });
+      }
     }
   });
 
-  it("refuses malformed hex", async () => {
-    const { stamp, sig } = await signed();
+  it("refuses malformed hex, nonces, lengths and hashes", async () => {
+    const h = await sign();
+    const sig = h[SIGNATURE_HEADER]!;
     for (const bad of [sig.slice(1), `${sig}0`, sig.toUpperCase(), `zz${sig.slice(2)}`, "not hex at all", `${sig.slice(0, 62)}-1`]) {
-      expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, bad, DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-        ok: false,
-        reason: "malformed signature",
-      });
+      expect(await verify({ ...h, [SIGNATURE_HEADER]: bad })).toEqual({ ok: false, reason: "malformed signature" });
+    }
+    for (const [name, bad] of [
+      [NONCE_HEADER, "short"],
+      [NONCE_HEADER, "X".repeat(32)],
+      [BODY_LENGTH_HEADER, "-1"],
+      [BODY_LENGTH_HEADER, "1e3"],
+      [BODY_SHA256_HEADER, "abc"],
+    ] as const) {
+      expect(await verify({ ...h, [name]: bad })).toEqual({ ok: false, reason: "malformed signature" });
     }
     // Well-formed hex of the wrong length is not malformed, just wrong.
-    expect(await verifyRequest(SECRET, "POST", PATH, BODY, stamp, sig.slice(2), DEFAULT_MAX_AGE_MS, NOW)).toEqual({
-      ok: false,
-      reason: "bad signature",
-    });
+    expect(await verify({ ...h, [SIGNATURE_HEADER]: sig.slice(2) })).toEqual({ ok: false, reason: "bad signature" });
+  });
+});
+
+describe("NonceLedger", () => {
+  it("refuses a second use of a nonce within its window, and forgets it after", () => {
+    const ledger = new NonceLedger(30_000);
+    expect(ledger.claim("a", NOW, NOW)).toBe(true);
+    expect(ledger.claim("a", NOW, NOW + 1)).toBe(false);
+    expect(ledger.claim("a", NOW, NOW + 30_000)).toBe(false);
+    expect(ledger.claim("b", NOW, NOW + 1)).toBe(true);
+    // Past stamp + window the signature itself is expired; the ledger may forget the nonce.
+    expect(ledger.claim("a", NOW + 40_000, NOW + 40_000)).toBe(true);
+  });
+
+  it("stays bounded: entries expire with the window", () => {
+    const ledger = new NonceLedger(1_000);
+    for (let i = 0; i < 5_000; i++) expect(ledger.claim(`n${i}`, NOW + i, NOW + i)).toBe(true);
+    // Only the last window's nonces (plus at most one sweep interval) are held.
+    expect(ledger.size).toBeLessThanOrEqual(1_000 + 101 + 1);
+    expect(ledger.claim("n4999", NOW + 4_999, NOW + 5_000)).toBe(false);
   });
 });
 
 describe("signUrl / verifyUrl", () => {
   const base = new URL("https://edge.example/internal/artifacts/abc123");
   const EXP = NOW + 60_000;
+  const REGION = "us-west";
 
-  it("happy path: adds exp and sig and verifies until exp", async () => {
-    const s = new URL(await signUrl(SECRET, base, EXP));
+  it("happy path: adds region, exp and sig and verifies until exp", async () => {
+    const s = new URL(await signUrl(SECRET, base, REGION, EXP));
     expect(s.pathname).toBe(base.pathname);
     expect(s.searchParams.get("exp")).toBe(String(EXP));
+    expect(urlRegion(s)).toBe(REGION);
     expect(s.searchParams.get("sig")).toMatch(/^[0-9a-f]{64}$/);
     expect(await verifyUrl(SECRET, s, NOW)).toEqual({ ok: true });
     expect(await verifyUrl(SECRET, s, EXP)).toEqual({ ok: true });
+    // The previous secret still verifies during a rotation.
+    expect(await verifyUrl(["new-secret-of-some-length", SECRET], s, NOW)).toEqual({ ok: true });
+  });
+
+  it("binds the URL to its region: another region's name or secret is refused", async () => {
+    const s = new URL(await signUrl(SECRET, base, REGION, EXP));
+    const moved = new URL(s);
+    moved.searchParams.set("region", "ap-seoul");
+    expect(await verifyUrl(SECRET, moved, NOW)).toEqual({ ok: false, reason: "bad signature" });
+    expect(await verifyUrl("ap-seoul-secret-of-some-length", s, NOW)).toEqual({ ok: false, reason: "bad signature" });
+    const noRegion = new URL(s);
+    noRegion.searchParams.delete("region");
+    expect(await verifyUrl(SECRET, noRegion, NOW)).toEqual({ ok: false, reason: "missing signature" });
+  });
+
+  it("artifactUrl and tokenizerUrl: the edge's download paths, signed for one region", async () => {
+    const a = new URL(await artifactUrl(SECRET, "https://edge.example", REGION, "ab".repeat(32), EXP));
+    expect(a.origin + a.pathname).toBe(`https://edge.example/internal/artifacts/${"ab".repeat(32)}`);
+    const t = new URL(await tokenizerUrl(SECRET, "https://edge.example", REGION, "cd".repeat(32), EXP));
+    expect(t.origin + t.pathname).toBe(`https://edge.example/internal/tokenizers/${"cd".repeat(32)}`);
+    expect(await verifyUrl(SECRET, a, NOW)).toEqual({ ok: true });
+    expect(await verifyUrl(SECRET, t, NOW)).toEqual({ ok: true });
+    // A signed artifact URL is no tokenizer URL.
+    const swapped = new URL(a);
+    swapped.pathname = `/internal/tokenizers/${"ab".repeat(32)}`;
+    expect(await verifyUrl(SECRET, swapped, NOW)).toEqual({ ok: false, reason: "bad signature" });
   });
 
   it("keeps other query parameters and replaces a stale sig", async () => {
     const withQuery = new URL(base);
     withQuery.searchParams.set("sig", "deadbeef");
     withQuery.searchParams.set("keep", "1");
-    const s = new URL(await signUrl(SECRET, withQuery, EXP));
+    const s = new URL(await signUrl(SECRET, withQuery, REGION, EXP));
     expect(s.searchParams.get("keep")).toBe("1");
     expect(s.searchParams.getAll("sig")).toHaveLength(1);
     expect(await verifyUrl(SECRET, s, NOW)).toEqual({ ok: true });
-    // The input URL is not modified.
     expect(withQuery.searchParams.get("sig")).toBe("deadbeef");
   });
 
-  it("refuses an expired URL", async () => {
-    const s = new URL(await signUrl(SECRET, base, EXP));
+  it("refuses an expired URL, a tampered path or exp", async () => {
+    const s = new URL(await signUrl(SECRET, base, REGION, EXP));
     expect(await verifyUrl(SECRET, s, EXP + 1)).toEqual({ ok: false, reason: "signature expired" });
-  });
-
-  it("refuses a tampered path", async () => {
-    const s = new URL(await signUrl(SECRET, base, EXP));
-    s.pathname = "/internal/artifacts/abc124";
-    expect(await verifyUrl(SECRET, s, NOW)).toEqual({ ok: false, reason: "bad signature" });
-  });
-
-  it("refuses a tampered exp (extending the lifetime)", async () => {
-    const s = new URL(await signUrl(SECRET, base, EXP));
-    s.searchParams.set("exp", String(EXP + 3_600_000));
-    expect(await verifyUrl(SECRET, s, NOW)).toEqual({ ok: false, reason: "bad signature" });
+    const path = new URL(s);
+    path.pathname = "/internal/artifacts/abc124";
+    expect(await verifyUrl(SECRET, path, NOW)).toEqual({ ok: false, reason: "bad signature" });
+    const exp = new URL(s);
+    exp.searchParams.set("exp", String(EXP + 3_600_000));
+    expect(await verifyUrl(SECRET, exp, NOW)).toEqual({ ok: false, reason: "bad signature" });
   });
 
   it("refuses a tampered sig, the wrong secret, and a URL with no signature", async () => {
-    const s = new URL(await signUrl(SECRET, base, EXP));
+    const s = new URL(await signUrl(SECRET, base, REGION, EXP));
     expect(await verifyUrl("another-secret", s, NOW)).toEqual({ ok: false, reason: "bad signature" });
-
+    expect(await verifyUrl([], s, NOW)).toEqual({ ok: false, reason: "bad signature" });
     const sig = s.searchParams.get("sig")!;
     const flipped = new URL(s);
     flipped.searchParams.set("sig", `${sig.slice(0, -1)}${sig.endsWith("0") ? "1" : "0"}`);
     expect(await verifyUrl(SECRET, flipped, NOW)).toEqual({ ok: false, reason: "bad signature" });
-
     const upper = new URL(s);
     upper.searchParams.set("sig", sig.toUpperCase());
     expect(await verifyUrl(SECRET, upper, NOW)).toEqual({ ok: false, reason: "missing signature" });
-
     expect((await verifyUrl(SECRET, base, NOW)).ok).toBe(false);
     const noSig = new URL(s);
     noSig.searchParams.delete("sig");

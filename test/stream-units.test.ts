@@ -13,6 +13,7 @@ import {
   MessageError,
   parseEdgeToRegion,
   parseNodeMessage,
+  parseRegionGenerateRequest,
   parseRegionToEdge,
   parseRouterMessage,
   type NodeToRouter,
@@ -185,8 +186,11 @@ describe("stream frames", () => {
   };
 
   it("carries generate, credit, cancel, progress, token, done and error, validated", () => {
-    const gen = { t: "generate", sid: "g1", window: 64, req: { requestId: "r", model, prompt: "hi", params, deadline: 1 } };
-    expect(parseEdgeToRegion(roundTrip(gen))).toEqual(gen);
+    // The request travels as bytes under its grant; it is decoded (parseRegionGenerateRequest) only once the grant checks.
+    const req = { requestId: "r", model, prompt: "hi", params, deadline: 1 };
+    const gen = { t: "generate", sid: "g1", window: 64, req: createCodec().encode(req), grant: { "x-mesh-stamp": "1" } };
+    expect(parseEdgeToRegion(roundTrip(gen))).toEqual({ ...gen, req: expect.any(Uint8Array) });
+    expect(parseRegionGenerateRequest(createCodec().decode((parseEdgeToRegion(roundTrip(gen)) as { req: Uint8Array }).req))).toEqual(req);
     expect(parseEdgeToRegion(roundTrip({ t: "credit", sid: "g1", n: 5 }))).toEqual({ t: "credit", sid: "g1", n: 5 });
     expect(parseEdgeToRegion(roundTrip({ t: "cancel", sid: "g1" }))).toEqual({ t: "cancel", sid: "g1" });
     const progress = { t: "progress", sid: "g1", stage: "loading", bytes: 5, total: 10, node: "n1" };
@@ -212,7 +216,9 @@ describe("stream frames", () => {
     expect(bad({ stop: Array(20).fill("x") })).toThrow(/stop/);
     expect(bad({ seed: -1 })).toThrow(/seed/);
     expect(() => parseEdgeToRegion({ t: "credit", sid: "g", n: 1_000_000 })).toThrow(/'n'/);
-    expect(() => parseEdgeToRegion({ t: "generate", sid: "g", window: 10, req: { requestId: "r", model: { ...model, tokenizer: { sha256: "zz", size: 1, url: "u" } }, prompt: "x", params, deadline: 1 } })).toThrow(/sha256/);
+    expect(() => parseRegionGenerateRequest({ requestId: "r", model: { ...model, tokenizer: { sha256: "zz", size: 1, url: "u" } }, prompt: "x", params, deadline: 1 })).toThrow(/sha256/);
+    expect(() => parseEdgeToRegion({ t: "generate", sid: "g", window: 10, req: { requestId: "r" }, grant: {} })).toThrow(/'req'/);
+    expect(() => parseEdgeToRegion({ t: "generate", sid: "g", window: 10, req: new Uint8Array(1), grant: { a: 1 } })).toThrow(/'a'/);
     expect(() => parseRegionToEdge({ t: "progress", sid: "g", stage: "sleeping" })).toThrow(/stage/);
     expect(() => parseRegionToEdge({ t: "done", sid: "g", reason: "tired", tokens: 1, promptTokens: 1, node: "n", timing: {} })).toThrow(/reason/);
     expect(() => parseNodeMessage({ t: "token", id: "1", i: -1, text: "a", tokenId: 1 })).toThrow(/'i'/);

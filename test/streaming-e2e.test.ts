@@ -50,7 +50,7 @@ afterAll(async () => {
 });
 
 const wsUrl = (model: string, version?: string) => `${mesh.edge.replace(/^http/, "ws")}/v2/models/${model}${version ? `/versions/${version}` : ""}/stream`;
-const stats = (): Promise<StreamStats> => streamStats(mesh.regions[REGION]!, mesh.meshSecret);
+const stats = (): Promise<StreamStats> => streamStats(mesh.regions[REGION]!, mesh.regionSecrets[REGION]!);
 const nodeStats = async () => (await stats()).nodes[0]!;
 const post = (path: string, body: unknown, key = mesh.apiKey) => call(`${mesh.edge}${path}`, { key, json: body });
 

@@ -10,9 +10,10 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { sha256Hex, verifyUrl } from "../../protocol/signing.js";
+import { sha256Hex, urlRegion, verifyUrl } from "../../protocol/signing.js";
 import { loadTokenizer, TokenizerError, type Tokenizer } from "../../protocol/tokenizer.js";
 import { services, type AppEnv } from "../context.js";
+import { verifyingSecrets } from "../env.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { requireModel, resolveVersion } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
@@ -69,7 +70,9 @@ export function registerV1Tokenizers(app: Hono<AppEnv>): void {
   });
 
   app.get("/internal/tokenizers/:sha256", async (c) => {
-    const check = await verifyUrl(c.get("config").meshSecret, new URL(c.req.url));
+    // Signed for one region with that region's secret (download-urls.ts).
+    const url = new URL(c.req.url);
+    const check = await verifyUrl(verifyingSecrets(c.get("config"), urlRegion(url)), url);
     if (!check.ok) throw new MeshError("unauthorized", `tokenizer URL refused: ${check.reason}`);
     const sha = c.req.param("sha256");
     if (!/^[0-9a-f]{64}$/.test(sha)) throw new MeshError("not_found", "no such tokenizer");

@@ -12,16 +12,16 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import { ERROR_STATUS, MeshError } from "../../protocol/errors.js";
-import { type RegionInferRequest, type Timing } from "../../protocol/messages.js";
-import { artifactUrl as signArtifactUrl } from "../../protocol/signing.js";
+import { type Timing } from "../../protocol/messages.js";
 import { parseInferRequest, TensorError, toJsonTensor, type JsonTensor, type ParsedInferRequest } from "../../protocol/tensor.js";
-import { services, type AppContext, type AppEnv } from "../context.js";
+import { services, waitUntilOf, type AppContext, type AppEnv } from "../context.js";
 import { callerLocation } from "../geo.js";
 import { log } from "../log.js";
 import { chargeQuota, limitBody, readJson, requireKey } from "../middleware.js";
 import { modelKey, requireModel, resolveVersion, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
-import { forwardInfer, rankRegions, type RankedRegion } from "../region-client.js";
+import { forwardInfer, rankRegions, type RankedRegion, type UnsignedInferRequest } from "../region-client.js";
+import { readyRegions } from "../readiness.js";
 import { recordCall, regionState } from "../region-state.js";
 import { publicMessage } from "../node-errors.js";
 import { compareOutputs } from "../shadow.js";
@@ -29,23 +29,7 @@ import { pickShadows, stickyKey } from "../traffic.js";
 import { recordUsage, type UsageEvent } from "../usage.js";
 
 export const MAX_INFER_BODY = 8 * 1024 * 1024;
-const ARTIFACT_URL_TTL_MS = 15 * 60_000;
 const PLATFORM = "onnxruntime_onnx";
-
-// Artifact URLs are signed once and reused while they have most of their life left.
-const artifactUrls = new Map<string, { url: string; expires: number }>();
-
-async function artifactUrl(c: AppContext, sha256: string): Promise<string> {
-  const now = Date.now();
-  const origin = new URL(c.req.url).origin;
-  const hit = artifactUrls.get(origin + sha256);
-  if (hit && hit.expires - now > ARTIFACT_URL_TTL_MS / 2) return hit.url;
-  const expires = now + ARTIFACT_URL_TTL_MS;
-  const url = await signArtifactUrl(c.get("config").meshSecret, origin, sha256, expires);
-  if (artifactUrls.size > 10_000) artifactUrls.clear();
-  artifactUrls.set(origin + sha256, { url, expires });
-  return url;
-}
 
 async function resolve(c: AppContext): Promise<{ model: ModelInfo; version: VersionInfo }> {
   const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m")!);
@@ -150,7 +134,8 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
     usageRow(c, plan, version.version, status, region, node, t, edgeMs);
   let edgeMs = 0;
   try {
-    const request: RegionInferRequest = {
+    // The artifact URL is added per region by forwardInfer (signed for that region, on PUBLIC_ORIGIN).
+    const request: UnsignedInferRequest = {
       requestId: plan.requestId,
       model: {
         key: modelKey(model, version),
@@ -159,7 +144,6 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
         version: version.version,
         sha256: version.sha256,
         size: version.size,
-        artifactUrl: await artifactUrl(c, version.sha256),
         signature: version.signature,
       },
       inputs: parsed.inputs,

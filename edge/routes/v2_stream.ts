@@ -88,7 +88,6 @@ function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId:
     params: input.params,
     window: opts.window,
     caller: callerLocation(c.req.raw, c.get("config").localMode),
-    origin: new URL(c.req.url).origin,
     startedAt,
     deadline: deadlineFrom(c, startedAt),
     pool: opts.pool,

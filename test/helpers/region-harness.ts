@@ -177,7 +177,7 @@ export class RegionHarness {
 
   /** A signed URL for an artifact on this harness's server (what the edge hands to nodes). */
   artifactUrl(sha256: string, expires = Date.now() + 3_600_000): Promise<string> {
-    return signUrl(this.secret, new URL(`/artifacts/${sha256}`, this.artifactOrigin), expires);
+    return signUrl(this.secret, new URL(`/artifacts/${sha256}`, this.artifactOrigin), this.region, expires);
   }
 
   /** The ModelRef of a demo model (demo-mlp 1/2, demo-types 1, demo-matmul 1), key `name@version`. */

@@ -1,0 +1,87 @@
+// The router's check of the edge's authority, in one place: every signed HTTP call (unary
+// calls, status, the stream socket's upgrade) and every request on a stream socket. A signature
+// is checked from headers alone (this region's secret, or its previous one during a rotation),
+// must be fresh, and its nonce unused in its window, before any body byte is read or any
+// request decoded; a body is then read with a byte cap while it streams and must be exactly
+// the bytes that were signed. So an unsigned caller costs the router a header parse, and a
+// captured signature is good for one use, in one region, for 30 s.
+
+import { createCodec } from "../protocol/codec.js";
+import { MeshError } from "../protocol/errors.js";
+import { GENERATE_GRANT_METHOD, parseRegionGenerateRequest, type EdgeToRegion, type RegionGenerateRequest } from "../protocol/messages.js";
+import { bodyMatches, NonceLedger, verifyRequest, type SignedRequest } from "../protocol/signing.js";
+
+export class EdgeAuthority {
+  private readonly nonces = new NonceLedger();
+  private readonly codec = createCodec();
+
+  /** `secrets`: this region's current secret, then its previous one while a rotation runs. */
+  constructor(readonly secrets: readonly string[]) {}
+
+  /** Verifies a signature's headers and uses up its nonce; throws MeshError(unauthorized) otherwise. */
+  async verify(method: string, path: string, header: (name: string) => string | null | undefined): Promise<SignedRequest> {
+    const check = await verifyRequest(this.secrets, method, path, header);
+    if (!check.ok) throw new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`);
+    // Claimed only once the MAC checked: nobody without the secret can fill the ledger.
+    if (!this.nonces.claim(check.nonce, check.stamp)) throw new MeshError("unauthorized", "unsigned or badly signed call: signature already used");
+    return check;
+  }
+
+  /**
+   * Reads a verified request's body, never more than min(signed length, max) bytes: a longer
+   * body (chunked ones included) is refused with payload_too_large as soon as it passes the
+   * bound, and one that is not the signed bytes with unauthorized.
+   */
+  async readBody(req: Request, signed: SignedRequest, max: number): Promise<Uint8Array> {
+    if (signed.bodyLength > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
+    const declared = req.headers.get("content-length");
+    if (declared !== null && Number(declared) !== signed.bodyLength) throw new MeshError("unauthorized", "body does not match its signature");
+    const cap = signed.bodyLength;
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    if (req.body) {
+      const reader = req.body.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        size += value.length;
+        // Stop reading here; the refusal closes the connection (the rest is never buffered).
+        if (size > cap) throw new MeshError("payload_too_large", `body larger than ${cap === max ? `${max} bytes` : "its signed length"}`);
+        chunks.push(value);
+      }
+    }
+    const body = new Uint8Array(size);
+    let at = 0;
+    for (const c of chunks) {
+      body.set(c, at);
+      at += c.length;
+    }
+    if (!(await bodyMatches(signed, body))) throw new MeshError("unauthorized", "body does not match its signature");
+    return body;
+  }
+
+  /** A GET carries no body: anything framed as one is refused unread. */
+  refuseBody(req: { headers: { get(name: string): string | null } }): void {
+    const len = req.headers.get("content-length");
+    if (req.headers.get("transfer-encoding") !== null || (len !== null && len !== "0")) {
+      throw new MeshError("payload_too_large", "this route takes no body");
+    }
+  }
+
+  /**
+   * The request of a `generate` frame, once its grant checks: signed by the edge for this
+   * region, fresh, never used before, over exactly these bytes, and with its deadline ahead.
+   */
+  async generate(frame: Extract<EdgeToRegion, { t: "generate" }>, path: string, now = Date.now()): Promise<RegionGenerateRequest> {
+    const signed = await this.verify(GENERATE_GRANT_METHOD, path, (name) => frame.grant[name]);
+    if (!(await bodyMatches(signed, frame.req))) throw new MeshError("unauthorized", "request does not match its grant");
+    let req: RegionGenerateRequest;
+    try {
+      req = parseRegionGenerateRequest(this.codec.decode(frame.req));
+    } catch (err) {
+      throw new MeshError("bad_request", `invalid generate request: ${(err as Error).message}`);
+    }
+    if (req.deadline <= now) throw new MeshError("deadline_exceeded", "the request's deadline has passed");
+    return req;
+  }
+}
