@@ -10,6 +10,7 @@
 
 import { readFile } from "node:fs/promises";
 import http from "node:http";
+import { availableParallelism } from "node:os";
 import { basename } from "node:path";
 import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
@@ -26,9 +27,10 @@ const MAX_BODY = 8 * 1024 * 1024;
 
 const bytes = await readFile(modelPath);
 const signature = readOnnxSignature(bytes);
-const runtime = new OnnxRuntime(["cpu"]);
+// One session child with every core, as a node runs a model by default (gpu-node/config.ts).
+const runtime = new OnnxRuntime({ executionProviders: ["cpu"], workersPerModel: 1, threadsPerWorker: availableParallelism(), loadTimeoutMs: 120_000 });
 const KEY = `${modelName}@1`;
-await runtime.load(KEY, modelPath, bytes.length);
+await runtime.load(KEY, modelPath, 1 << 20);
 
 const inferPath = `/v2/models/${modelName}/infer`;
 
@@ -65,7 +67,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
     if (err instanceof TensorError || err instanceof SyntaxError) return send(res, 400, { error: err.message });
     throw err;
   }
-  const outputs = await runtime.run(KEY, parsed.inputs, parsed.outputs);
+  const { outputs } = await runtime.run(KEY, parsed.inputs, parsed.outputs);
   res.setHeader("server-timing", `infer;dur=${(performance.now() - started).toFixed(3)}`);
   send(res, 200, {
     model_name: modelName,

@@ -2,6 +2,14 @@
 // loads models when asked (download, verify, onnxruntime), runs calls and answers on the same
 // socket. Reconnects with jittered exponential back-off, and stops for good after an auth
 // refusal: retrying a wrong token only floods the router's logs.
+//
+// Models run in session child processes (gpu-node/onnx-runtime.ts), so this loop only moves
+// frames: pongs, cancels and credits are answered during any run or load. Sessions are held
+// by sha256; a model key maps to the sha256 it was loaded with, and a call naming another
+// sha256 is refused. Every infer gets exactly one answer frame (result or error, a cancel's
+// 'cancelled' included): the router frees the call's slot only on it. A call is stopped at its
+// deadline or on cancel, its session child killed when it is running. A model's memory is
+// measured after its load and bounded during it; answers over the frame limit fail alone.
 
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
@@ -9,14 +17,43 @@ import { makeLogger } from "../protocol/log.js";
 import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
-import { Batcher, CancelledError, isBatchable } from "./batcher.js";
+import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
 import type { GenerateSession } from "./generate.js";
 import { Generations, TokenizerCache } from "./generation.js";
 import { ModelCache } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
+import { publicMessage } from "./public-errors.js";
+import { SessionProcessError } from "./session-process.js";
+import type { WireTensor } from "../protocol/tensor.js";
 
 /** A socket that stayed up this long resets the back-off. */
 const STABLE_AFTER_MS = 10_000;
+/** Room left in a frame for everything but the output tensors' data. */
+const FRAME_HEADROOM = 256 * 1024;
+const MAX_ANSWER_BYTES = MAX_FRAME_BYTES - FRAME_HEADROOM;
+
+/** A refusal whose message is the node's own, safe to send as is. */
+class LoadRefused extends Error {}
+
+class DeadlineError extends Error {
+  constructor() {
+    super("deadline exceeded");
+    this.name = "DeadlineError";
+  }
+}
+
+const mib = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
+
+/** An upper bound on the encoded size of output tensors (msgpack adds a few bytes each). */
+export function answerBytes(outputs: WireTensor[]): number {
+  let n = 0;
+  for (const o of outputs) {
+    n += 64 + o.name.length + o.shape.length * 9;
+    if (Array.isArray(o.data)) for (const s of o.data as string[]) n += 5 + Buffer.byteLength(s);
+    else n += (o.data as ArrayBufferView).byteLength;
+  }
+  return n;
+}
 
 export interface AgentHandle {
   provider: ProviderDecision;
@@ -32,9 +69,33 @@ export function startAgent(config: NodeConfig): AgentHandle {
   const log = makeLogger("node", { node: config.nodeId });
   const provider = chooseProvider(config.executionProvider);
   log("info", "execution provider", { provider: provider.name, reason: provider.reason, accelerator: provider.accelerator });
-  const runtime = new OnnxRuntime(provider.executionProviders);
+  const runtime = new OnnxRuntime({
+    executionProviders: provider.executionProviders,
+    workersPerModel: config.workersPerModel,
+    threadsPerWorker: config.threadsPerWorker,
+    loadTimeoutMs: config.loadTimeoutMs,
+  });
   const cache = new ModelCache(config.cacheDir);
   const memoryBudgetMb = config.memoryBudgetMb ?? provider.accelerator.memoryMb;
+  const modelLimitMb = Math.min(memoryBudgetMb, config.modelMemoryLimitMb ?? memoryBudgetMb);
+  /** The sha256 each model key was loaded with; sessions and batchers are held by sha256. */
+  const keyToSha = new Map<string, string>();
+  const keysOf = (sha: string) => [...keyToSha].filter(([, s]) => s === sha).map(([k]) => k);
+  const warm = () =>
+    [...keyToSha].filter(([, sha]) => runtime.has(sha)).map(([key, sha]) => ({ key, memoryMb: runtime.memoryMb(sha), lastUsed: runtime.lastUsed(sha) }));
+  /** Drops a key; its session goes when no other key names the same bytes. */
+  const dropKey = async (key: string) => {
+    const sha = keyToSha.get(key);
+    keyToSha.delete(key);
+    if (sha && keysOf(sha).length === 0) {
+      batchers.delete(sha);
+      await runtime.unload(sha);
+    }
+  };
+  runtime.onLost = (sha) => {
+    batchers.delete(sha);
+    for (const key of keysOf(sha)) keyToSha.delete(key);
+  };
 
   let ws: WebSocket | null = null;
   let attempt = 0;
@@ -65,8 +126,10 @@ export function startAgent(config: NodeConfig): AgentHandle {
   const queued = () => [...batchers.values()].reduce((n, b) => n + b.queued, 0);
   const tokenizers = new TokenizerCache(cache);
   const generations = new Generations({
-    session(key): GenerateSession | undefined {
-      const s = runtime.session(key);
+    session(key, sha256): GenerateSession | undefined {
+      const have = keyToSha.get(key);
+      if (!have || have !== sha256) return undefined;
+      const s = runtime.session(have);
       if (!s) return undefined;
       return {
         inputNames: s.inputNames,
@@ -84,7 +147,6 @@ export function startAgent(config: NodeConfig): AgentHandle {
     tokenizers,
     simulatedTokenMs: config.simulatedTokenMs,
   });
-  const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
   let reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   let drainAcked: (() => void) | null = null;
   let resolveDone!: (r: { reason: string }) => void;
@@ -119,9 +181,9 @@ export function startAgent(config: NodeConfig): AgentHandle {
         inflight,
         queued: queued(),
         utilisation: utilisation(),
-        warm: runtime.warm(),
+        warm: warm(),
         gen: { active: generations.active, tokens: generations.tokens },
-        mem: { rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed) },
+        mem: { rssMb: mib(m.rss), heapUsedMb: mib(m.heapUsed) },
       });
     }, config.heartbeatMs);
 
@@ -145,7 +207,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
         memoryBudgetMb,
         slots: config.slots,
         maxModels: config.maxModels,
-        warm: runtime.warm(),
+        warm: warm(),
         streams: config.streamSlots,
       });
     });
@@ -200,32 +262,50 @@ export function startAgent(config: NodeConfig): AgentHandle {
           if (art.cached) send({ t: "load_progress", key: msg.key, bytes: msg.size, total: msg.size });
           const loadStarted = performance.now();
           if (config.simulatedLoadMs > 0) await new Promise((r) => setTimeout(r, config.simulatedLoadMs));
-          const { memoryMb } = await runtime.load(msg.key, art.path, msg.size);
-          const key = msg.key;
-          const run = async (inputs: Parameters<typeof runtime.run>[1], outputs?: string[]) => {
-            runStarted();
-            try {
-              return await runtime.run(key, inputs, outputs);
-            } finally {
-              runEnded();
-            }
-          };
-          batchers.set(
-            key,
-            new Batcher(run, { windowMs: config.batchWindowMs, maxBatch: isBatchable(msg.signature) ? config.batchMax : 1 }),
-          );
+          const sha = msg.sha256;
+          const otherMb = runtime.usedMb(sha);
+          const limitMb = Math.min(modelLimitMb, memoryBudgetMb - otherMb);
+          if (!runtime.has(sha) && limitMb < 1) {
+            throw new LoadRefused(`the node has no memory left for another model (${otherMb} of ${memoryBudgetMb} MiB in use)`);
+          }
+          const { memoryMb } = await runtime.load(sha, art.path, limitMb);
+          if (memoryMb > limitMb) {
+            if (keysOf(sha).length === 0) await runtime.unload(sha);
+            throw new LoadRefused(`the model takes ${memoryMb} MiB, over the ${limitMb} MiB this node can give it`);
+          }
+          // A key loaded again with other bytes: the old bytes go unless another key holds them.
+          if (keyToSha.has(msg.key) && keyToSha.get(msg.key) !== sha) await dropKey(msg.key);
+          keyToSha.set(msg.key, sha);
+          if (!batchers.has(sha)) {
+            const run = async (inputs: WireTensor[], outputs: string[] | undefined, signal: AbortSignal): Promise<RunResult> => {
+              runStarted();
+              try {
+                return await runtime.run(sha, inputs, outputs, signal);
+              } finally {
+                runEnded();
+              }
+            };
+            batchers.set(
+              sha,
+              new Batcher(run, {
+                windowMs: config.batchWindowMs,
+                maxBatch: isBatchable(msg.signature) ? config.batchMax : 1,
+                maxRuns: config.workersPerModel,
+              }),
+            );
+          }
           const loadMs = performance.now() - loadStarted;
-          log("info", "model loaded", { key: msg.key, cached: art.cached, downloadMs: Math.round(art.downloadMs), loadMs: Math.round(loadMs), totalMs: Math.round(performance.now() - started) });
+          log("info", "model loaded", { key: msg.key, sha256: sha, memoryMb, cached: art.cached, downloadMs: Math.round(art.downloadMs), loadMs: Math.round(loadMs), totalMs: Math.round(performance.now() - started) });
           send({ t: "loaded", key: msg.key, loadMs, downloadMs: art.downloadMs, cached: art.cached, memoryMb });
         } catch (err) {
-          log("warn", "model load failed", { key: msg.key, error: (err as Error).message });
-          send({ t: "load_failed", key: msg.key, message: (err as Error).message.slice(0, 500) });
+          const raw = (err as Error).message;
+          log("warn", "model load failed", { key: msg.key, sha256: msg.sha256, error: raw });
+          send({ t: "load_failed", key: msg.key, message: err instanceof LoadRefused ? raw : publicMessage(raw) });
         }
         return;
       }
       case "unload":
-        batchers.delete(msg.key);
-        await runtime.unload(msg.key);
+        await dropKey(msg.key);
         log("info", "model unloaded", { key: msg.key });
         return;
       case "cancel":
@@ -242,26 +322,71 @@ export function startAgent(config: NodeConfig): AgentHandle {
         }
         generations.start(msg, send);
         return;
-      case "infer": {
-        const batcher = batchers.get(msg.key);
-        if (!batcher) {
-          send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
-          return;
-        }
-        inflight++;
-        const started = performance.now();
-        try {
-          const outputs = await batcher.submit(msg.id, msg.inputs, msg.outputs);
-          send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started });
-        } catch (err) {
-          if (err instanceof CancelledError) send({ t: "error", id: msg.id, code: "cancelled", message: "cancelled" });
-          // onnxruntime's messages name the bad input; they carry no host detail.
-          else send({ t: "error", id: msg.id, code: "inference_failed", message: (err as Error).message.slice(0, 500) });
-        } finally {
-          inflight--;
-        }
+      case "infer":
+        return infer(msg, send);
+    }
+  };
+
+  const infer = async (msg: Extract<RouterToNode, { t: "infer" }>, send: (m: NodeToRouter) => void) => {
+    const have = keyToSha.get(msg.key);
+    const batcher = have ? batchers.get(have) : undefined;
+    if (!have || !batcher) {
+      send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
+      return;
+    }
+    if (have !== msg.sha256) {
+      // Not the bytes the router vouches for under this key: never answer with them.
+      log("warn", "call refused: sha256 differs from the loaded model", { id: msg.id, requestId: msg.requestId, key: msg.key, expected: msg.sha256, loaded: have });
+      send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is loaded here with other bytes than the call names` });
+      return;
+    }
+    if (msg.outputs && new Set(msg.outputs).size !== msg.outputs.length) {
+      send({ t: "error", id: msg.id, code: "bad_request", message: "'outputs' names an output more than once" });
+      return;
+    }
+    const remaining = msg.deadline - Date.now();
+    if (remaining <= 0) {
+      send({ t: "error", id: msg.id, code: "deadline_exceeded", message: "the call's deadline passed before it could run" });
+      return;
+    }
+    inflight++;
+    const started = performance.now();
+    // At the deadline the call is settled as failed; a run it has alone is killed (batcher).
+    const timer = setTimeout(() => batcher.cancel(msg.id, new DeadlineError()), remaining);
+    try {
+      const { outputs, computeMs } = await batcher.submit(msg.id, msg.inputs, msg.outputs);
+      const bytes = answerBytes(outputs);
+      if (bytes > MAX_ANSWER_BYTES) {
+        send({
+          t: "error",
+          id: msg.id,
+          code: "payload_too_large",
+          message: `the answer would be ${mib(bytes)} MiB, over the ${mib(MAX_ANSWER_BYTES)} MiB a node sends; ask for fewer or smaller outputs`,
+          computeMs,
+        });
         return;
       }
+      send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started, computeMs });
+    } catch (err) {
+      const computeMs = err instanceof SessionProcessError ? err.computeMs : 0;
+      if (err instanceof DeadlineError) {
+        send({ t: "error", id: msg.id, code: "deadline_exceeded", message: "the call ran past its deadline and was stopped", computeMs: performance.now() - started });
+      } else if (err instanceof CancelledError) {
+        send({ t: "error", id: msg.id, code: "cancelled", message: "cancelled", computeMs: performance.now() - started });
+      } else if (err instanceof SessionProcessError && err.kind === "too_big") {
+        log("warn", "call stopped: over the model's memory limit", { id: msg.id, requestId: msg.requestId, key: msg.key, error: err.message });
+        send({ t: "error", id: msg.id, code: "inference_failed", message: err.message, computeMs });
+      } else if (err instanceof SessionProcessError && err.kind === "crashed") {
+        log("warn", "call failed: session process died", { id: msg.id, requestId: msg.requestId, key: msg.key, error: err.message });
+        send({ t: "error", id: msg.id, code: "node_error", message: "the model's session stopped during the call", computeMs });
+      } else {
+        const raw = (err as Error).message;
+        log("info", "call failed in the runtime", { id: msg.id, requestId: msg.requestId, key: msg.key, error: raw });
+        send({ t: "error", id: msg.id, code: "inference_failed", message: publicMessage(raw), computeMs });
+      }
+    } finally {
+      clearTimeout(timer);
+      inflight--;
     }
   };
 

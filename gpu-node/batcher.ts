@@ -5,6 +5,12 @@
 // Calls share a batch only when the rest of their shapes and their requested outputs match.
 // If a batched run does not give one output row per input row, the calls run one by one
 // instead: correctness over speed.
+//
+// Every call settles exactly once. cancel() settles a call at once whether it waits or runs; a
+// run is aborted (its signal fires, and the runtime kills the session child) only when every
+// call riding on it has been settled that way, so one caller's deadline never kills the
+// neighbours sharing its batch. A run's result that comes after its calls were settled is
+// dropped. Each call is told the compute its run spent, shared by rows for a batch.
 
 import type { ModelSignature } from "../protocol/datatypes.js";
 import { elementCount, type TensorData, type WireTensor } from "../protocol/tensor.js";
@@ -18,7 +24,13 @@ export interface BatchOptions {
   maxRuns?: number;
 }
 
-type Run = (inputs: WireTensor[], outputs?: string[]) => Promise<WireTensor[]>;
+/** What one run gives: the outputs and the compute it spent, ms. */
+export interface RunResult {
+  outputs: WireTensor[];
+  computeMs: number;
+}
+
+type Run = (inputs: WireTensor[], outputs: string[] | undefined, signal: AbortSignal) => Promise<RunResult>;
 
 interface Pending {
   id: string;
@@ -26,8 +38,15 @@ interface Pending {
   inputs: WireTensor[];
   outputs?: string[];
   rows: number;
-  resolve: (outputs: WireTensor[]) => void;
+  settled: boolean;
+  resolve: (r: RunResult) => void;
   reject: (err: Error) => void;
+}
+
+/** The calls riding on one run, and the abort of that run. */
+interface Flight {
+  calls: Pending[];
+  controller: AbortController;
 }
 
 export class CancelledError extends Error {
@@ -69,6 +88,8 @@ export class Batcher {
   private running = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private readonly maxRuns: number;
+  /** Calls running now, by id, with the run they ride on. */
+  private readonly flying = new Map<string, Flight>();
 
   constructor(
     private readonly run: Run,
@@ -81,24 +102,51 @@ export class Batcher {
     return this.pending.length;
   }
 
-  submit(id: string, inputs: WireTensor[], outputs?: string[]): Promise<WireTensor[]> {
+  submit(id: string, inputs: WireTensor[], outputs?: string[]): Promise<RunResult> {
     const rows = inputs[0]?.shape[0] ?? 0;
-    // Not batchable, or inputs disagreeing on the batch size: run as it comes.
-    if (this.opts.maxBatch <= 1 || rows === 0 || !inputs.every((t) => t.shape[0] === rows)) return this.run(inputs, outputs);
-    const group =
-      inputs.map((t) => `${t.name}:${t.datatype}:${t.shape.slice(1).join("x")}`).join("|") + "#" + (outputs ?? []).join(",");
-    return new Promise((resolve, reject) => {
-      this.pending.push({ id, group, inputs, ...(outputs ? { outputs } : {}), rows, resolve, reject });
+    // Not batchable, or inputs disagreeing on the batch size: run as it comes (one call a run).
+    const batchable = this.opts.maxBatch > 1 && rows > 0 && inputs.every((t) => t.shape[0] === rows);
+    const group = batchable
+      ? inputs.map((t) => `${t.name}:${t.datatype}:${t.shape.slice(1).join("x")}`).join("|") + "#" + (outputs ?? []).join(",")
+      : `solo:${id}`;
+    return new Promise<RunResult>((resolve, reject) => {
+      const call: Pending = { id, group, inputs, ...(outputs ? { outputs } : {}), rows: batchable ? rows : 0, settled: false, resolve, reject };
+      call.resolve = (r) => {
+        if (call.settled) return;
+        call.settled = true;
+        resolve(r);
+      };
+      call.reject = (e) => {
+        if (call.settled) return;
+        call.settled = true;
+        reject(e);
+      };
+      if (!batchable) {
+        // Runs at once, beside the batches: maxRuns bounds batches, the runtime bounds children.
+        this.fly([call]);
+        return;
+      }
+      this.pending.push(call);
       this.schedule();
     });
   }
 
-  /** Removes a call still waiting; false when it is already running. */
-  cancel(id: string): boolean {
+  /**
+   * Settles a call now with `err` (a CancelledError unless told otherwise), waiting or running.
+   * A run whose calls are all settled is aborted. False when no such call is here.
+   */
+  cancel(id: string, err: Error = new CancelledError()): boolean {
     const i = this.pending.findIndex((c) => c.id === id);
-    if (i < 0) return false;
-    const [call] = this.pending.splice(i, 1);
-    call!.reject(new CancelledError());
+    if (i >= 0) {
+      const [call] = this.pending.splice(i, 1);
+      call!.reject(err);
+      return true;
+    }
+    const flight = this.flying.get(id);
+    const call = flight?.calls.find((c) => c.id === id);
+    if (!flight || !call || call.settled) return false;
+    call.reject(err);
+    if (flight.calls.every((c) => c.settled)) flight.controller.abort(err);
     return true;
   }
 
@@ -137,16 +185,27 @@ export class Batcher {
       }
     }
     this.running++;
-    void this.runCalls(calls).finally(() => {
+    void this.fly(calls).finally(() => {
       this.running--;
       this.schedule();
     });
   }
 
-  private async runCalls(calls: Pending[]): Promise<void> {
+  /** Runs calls as one flight, registered so cancel() can find them while they run. */
+  private async fly(calls: Pending[]): Promise<void> {
+    const flight: Flight = { calls, controller: new AbortController() };
+    for (const c of calls) this.flying.set(c.id, flight);
+    try {
+      await this.runCalls(calls, flight.controller.signal);
+    } finally {
+      for (const c of calls) if (this.flying.get(c.id) === flight) this.flying.delete(c.id);
+    }
+  }
+
+  private async runCalls(calls: Pending[], signal: AbortSignal): Promise<void> {
     if (calls.length === 1) {
       const c = calls[0]!;
-      await this.run(c.inputs, c.outputs).then(c.resolve, c.reject);
+      await this.run(c.inputs, c.outputs, signal).then(c.resolve, c.reject);
       return;
     }
     const totalRows = calls.reduce((n, c) => n + c.rows, 0);
@@ -156,20 +215,34 @@ export class Batcher {
       shape: [totalRows, ...t.shape.slice(1)],
       data: concat(calls.map((c) => c.inputs[k]!.data)),
     }));
-    let outputs: WireTensor[] | null = null;
+    let result: RunResult | null = null;
     try {
-      outputs = await this.run(inputs, calls[0]!.outputs);
-    } catch {
-      outputs = null;
+      result = await this.run(inputs, calls[0]!.outputs, signal);
+    } catch (err) {
+      if (signal.aborted) {
+        for (const c of calls) c.reject(err as Error); // all settled already; kept for safety
+        return;
+      }
+      result = null;
     }
-    if (!outputs || !outputs.every((o) => o.shape[0] === totalRows)) {
+    if (!result || !result.outputs.every((o) => o.shape[0] === totalRows)) {
       // One bad call must not fail its neighbours: run each alone so only it fails.
-      await Promise.all(calls.map((c) => this.run(c.inputs, c.outputs).then(c.resolve, c.reject)));
+      const spent = result?.computeMs ?? 0;
+      await Promise.all(
+        calls
+          .filter((c) => !c.settled)
+          .map((c) =>
+            this.run(c.inputs, c.outputs, signal).then(
+              (r) => c.resolve({ outputs: r.outputs, computeMs: r.computeMs + (spent * c.rows) / totalRows }),
+              c.reject,
+            ),
+          ),
+      );
       return;
     }
     let start = 0;
     for (const c of calls) {
-      c.resolve(outputs.map((o) => sliceRows(o, start, c.rows)));
+      c.resolve({ outputs: result.outputs.map((o) => sliceRows(o, start, c.rows)), computeMs: (result.computeMs * c.rows) / totalRows });
       start += c.rows;
     }
   }

@@ -1,6 +1,6 @@
 // The node agent's configuration, from the environment, validated once; main.ts prints it.
 
-import { hostname, tmpdir } from "node:os";
+import { availableParallelism, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 
 export type ProviderChoice = "auto" | "cpu" | "cuda";
@@ -13,6 +13,14 @@ export interface NodeConfig {
   cacheDir: string;
   /** Memory the node may fill with models; read from the GPU when there is one. */
   memoryBudgetMb: number | null;
+  /** Most memory one model's session may take (measured, at load and while running); null: the budget. */
+  modelMemoryLimitMb: number | null;
+  /** A load (session creation) that takes longer is killed and fails. */
+  loadTimeoutMs: number;
+  /** Session child processes per loaded model (calls of one model run in parallel up to this). */
+  workersPerModel: number;
+  /** onnxruntime intra-op threads in each child; default: the cores shared by the workers of a model. */
+  threadsPerWorker: number;
   executionProvider: ProviderChoice;
   heartbeatMs: number;
   /** Calls run at once; the router never sends more. */
@@ -54,12 +62,17 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
   const ep = (env.MESH_EXECUTION_PROVIDER ?? "auto").toLowerCase();
   if (ep !== "auto" && ep !== "cpu" && ep !== "cuda") throw new ConfigError("MESH_EXECUTION_PROVIDER must be auto, cpu or cuda");
   const budget = env.MEMORY_BUDGET_MB ? int(env, "MEMORY_BUDGET_MB", 0, 1) : null;
+  const workersPerModel = int(env, "NODE_WORKERS_PER_MODEL", 1, 1);
   return {
     nodeId: env.NODE_ID ?? `${hostname()}-${process.pid}`,
     routerUrl,
     nodeToken,
     cacheDir: env.MODEL_CACHE_DIR ?? join(tmpdir(), "inference-mesh-cache"),
     memoryBudgetMb: budget,
+    modelMemoryLimitMb: env.MODEL_MEMORY_LIMIT_MB ? int(env, "MODEL_MEMORY_LIMIT_MB", 0, 1) : null,
+    loadTimeoutMs: int(env, "LOAD_TIMEOUT_MS", 120_000, 100),
+    workersPerModel,
+    threadsPerWorker: int(env, "NODE_THREADS_PER_WORKER", Math.max(1, Math.floor(availableParallelism() / workersPerModel)), 1),
     executionProvider: ep,
     heartbeatMs: int(env, "HEARTBEAT_MS", 1_000, 50),
     slots: int(env, "NODE_SLOTS", 8, 1),

@@ -14,6 +14,7 @@ import type { FinishReason, NodeToRouter, RouterToNode, TokenizerRef } from "../
 import { loadTokenizer, TokenizerError, type Tokenizer } from "../protocol/tokenizer.js";
 import { generate, GenerateError, type GenerateFinish, type GenerateSession } from "./generate.js";
 import type { ModelCache } from "./model-cache.js";
+import { publicMessage } from "./public-errors.js";
 
 type GenerateFrame = Extract<RouterToNode, { t: "generate" }>;
 type Send = (msg: NodeToRouter) => void;
@@ -50,8 +51,11 @@ interface Running {
 }
 
 export interface GenerationDeps {
-  /** The loaded session of a model, or undefined when it is not loaded here. */
-  session(key: string): GenerateSession | undefined;
+  /**
+   * The loaded session of a model, or undefined when it is not loaded here, or loaded with
+   * other bytes than `sha256` (the router's word for what the key names).
+   */
+  session(key: string, sha256: string): GenerateSession | undefined;
   tokenizers: TokenizerCache;
   /** Local mode only: extra time per token, to simulate a bigger model. */
   simulatedTokenMs: number;
@@ -134,7 +138,7 @@ export class Generations {
     let promptTokens = 0;
     let it: AsyncGenerator<{ token: string; id: number }, GenerateFinish, undefined> | null = null;
     try {
-      const session = this.deps.session(msg.key);
+      const session = this.deps.session(msg.key, msg.sha256);
       if (!session) {
         // Nothing ran: the router may place the stream on another node.
         send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
@@ -179,9 +183,10 @@ export class Generations {
       }
       const known = err instanceof GenerateError || err instanceof TokenizerError || err instanceof RangeError;
       if (!known) this.log("warn", "generation failed", { id: msg.id, key: msg.key, error: String(err) });
-      // Messages of the known kinds say what is wrong with the model or request; the rest carry
-      // no host detail either (onnxruntime's and fetch's messages).
-      send({ t: "error", id: msg.id, code: "inference_failed", message: (err as Error).message.slice(0, 500) });
+      // Messages of the known kinds say what is wrong with the model or request; the rest
+      // (onnxruntime's) may name node files and sources: those go to the log, not the caller.
+      const message = known ? (err as Error).message.slice(0, 500) : publicMessage((err as Error).message);
+      send({ t: "error", id: msg.id, code: "inference_failed", message });
     } finally {
       await it?.return(undefined as never).catch(() => undefined);
     }

@@ -1,11 +1,16 @@
 // The node's disk cache of model artifacts, addressed by sha256. A download streams to a
 // temporary file while hashing, reports progress, and becomes visible under its final name
 // only after the hash matched, so a crash never leaves a half-written model in the cache.
+//
+// Each artifact lives alone in its own directory, <dir>/<sha256>/model.<ext>, and a session is
+// created from that file: onnxruntime looks for external data next to the model file (it
+// refuses absolute and ../ paths but reads siblings), so a model can only ever name its own
+// directory's files, never another tenant's model. Partial downloads go to <dir>/.partial.
 
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 export interface FetchedArtifact {
   path: string;
@@ -19,7 +24,7 @@ export class ModelCache {
   constructor(readonly dir: string) {}
 
   pathFor(sha256: string, ext = "onnx"): string {
-    return join(this.dir, `${sha256}.${ext}`);
+    return join(this.dir, sha256, `model.${ext}`);
   }
 
   /**
@@ -55,12 +60,13 @@ export class ModelCache {
     const existing = await stat(path).catch(() => null);
     if (existing && existing.size === size) return { path, cached: true, downloadMs: 0 };
 
-    await mkdir(this.dir, { recursive: true });
+    const partial = join(this.dir, ".partial");
+    await mkdir(partial, { recursive: true });
     const started = performance.now();
     const res = await fetch(url, { signal: AbortSignal.timeout(10 * 60_000) });
     if (!res.ok || !res.body) throw new Error(`artifact download failed: HTTP ${res.status}`);
     const total = Number(res.headers.get("content-length") ?? size) || size;
-    const tmp = `${path}.part-${randomBytes(4).toString("hex")}`;
+    const tmp = join(partial, `${sha256}.${ext}.part-${randomBytes(4).toString("hex")}`);
     const hash = createHash("sha256");
     const out = createWriteStream(tmp);
     let bytes = 0;
@@ -79,6 +85,7 @@ export class ModelCache {
       await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
       const got = hash.digest("hex");
       if (got !== sha256) throw new Error(`artifact hash mismatch: expected ${sha256}, got ${got}`);
+      await mkdir(dirname(path), { recursive: true });
       await rename(tmp, path);
     } catch (err) {
       out.destroy();

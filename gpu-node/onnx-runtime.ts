@@ -1,102 +1,229 @@
-// Models loaded into onnxruntime-node and the conversion between the mesh's wire tensors and
-// onnxruntime's tensors. Any ONNX file works: inputs and outputs are taken from the session.
+// The node's loaded models, keyed by sha256 (the bytes, not the name a router gives them), each
+// run in session child processes (gpu-node/session-process.ts says why processes) so the agent's
+// event loop only moves frames. A model has `workersPerModel` children, each running one call at
+// a time with `threadsPerWorker` intra-op threads; calls wait here for a free one. A run that is
+// aborted (deadline, cancel) or that grows past the memory bound kills its child; a replacement
+// is loaded in the background and the model keeps serving from the others meanwhile. A model
+// whose replacement fails to load is dropped (onLost), so the router learns from the next
+// heartbeat that the node no longer holds it.
 
 import * as ort from "onnxruntime-node";
-import type { OipDatatype } from "../protocol/datatypes.js";
-import type { WarmModel } from "../protocol/messages.js";
-import type { TensorData, WireTensor } from "../protocol/tensor.js";
+import { makeLogger } from "../protocol/log.js";
+import type { WireTensor } from "../protocol/tensor.js";
+import type { GenerateSession } from "./generate.js";
+import { fromOrt, toOrt } from "./ort-tensors.js";
+import { SessionProcess, SessionProcessError, type RunOutcome, type SessionOptions } from "./session-process.js";
 
-const OIP_TO_ORT: Record<OipDatatype, ort.Tensor.Type | null> = {
-  BOOL: "bool",
-  UINT8: "uint8",
-  UINT16: "uint16",
-  UINT32: "uint32",
-  UINT64: "uint64",
-  INT8: "int8",
-  INT16: "int16",
-  INT32: "int32",
-  INT64: "int64",
-  FP16: "float16",
-  FP32: "float32",
-  FP64: "float64",
-  BF16: null, // onnxruntime's JavaScript API has no bfloat16 tensor
-  BYTES: "string",
-};
+export { InferenceError } from "./ort-tensors.js";
 
-const ORT_TO_OIP: Partial<Record<string, OipDatatype>> = Object.fromEntries(
-  Object.entries(OIP_TO_ORT)
-    .filter(([, v]) => v !== null)
-    .map(([k, v]) => [v, k as OipDatatype]),
-);
+export interface RuntimeOptions {
+  executionProviders: string[];
+  workersPerModel: number;
+  threadsPerWorker: number;
+  loadTimeoutMs: number;
+}
 
-export class InferenceError extends Error {}
+interface Waiter {
+  resolve: (w: SessionProcess) => void;
+  reject: (e: Error) => void;
+}
 
-interface Loaded {
-  session: ort.InferenceSession;
-  memoryMb: number;
-  lastUsed: number;
+class ModelPool {
+  readonly workers: SessionProcess[] = [];
+  private readonly idle: SessionProcess[] = [];
+  private readonly waiters: Waiter[] = [];
+  private readonly replaced = new Set<SessionProcess>();
+  lastUsed = Date.now();
+  closed = false;
+
+  constructor(
+    readonly sha256: string,
+    readonly opts: SessionOptions,
+    private readonly lost: (why: Error) => void,
+  ) {}
+
+  get inputNames(): string[] {
+    return this.workers[0]?.inputNames ?? [];
+  }
+
+  get outputNames(): string[] {
+    return this.workers[0]?.outputNames ?? [];
+  }
+
+  get memoryBytes(): number {
+    return this.workers.reduce((n, w) => n + w.memoryBytes, 0);
+  }
+
+  add(w: SessionProcess): void {
+    this.workers.push(w);
+    w.onDeath = () => {
+      if (!w.busy) this.replace(w); // a busy one is replaced when its run settles
+    };
+    this.release(w);
+  }
+
+  private release(w: SessionProcess): void {
+    if (!w.alive) return this.replace(w);
+    if (this.closed) return w.kill();
+    const next = this.waiters.shift();
+    if (next) next.resolve(w);
+    else this.idle.push(w);
+  }
+
+  private acquire(signal?: AbortSignal): Promise<SessionProcess> {
+    const w = this.idle.shift();
+    if (w) return Promise.resolve(w);
+    return new Promise<SessionProcess>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve: (got) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(got);
+        },
+        reject,
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new SessionProcessError("aborted", String(signal?.reason ?? "aborted")));
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  async run(inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
+    this.lastUsed = Date.now();
+    const w = await this.acquire(signal);
+    try {
+      return await w.run(inputs, outputs, signal);
+    } finally {
+      this.release(w);
+    }
+  }
+
+  /** A dead child is swapped for a fresh one, loaded in the background. */
+  private replace(dead: SessionProcess): void {
+    if (this.replaced.has(dead)) return;
+    this.replaced.add(dead);
+    const i = this.workers.indexOf(dead);
+    if (i >= 0) this.workers.splice(i, 1);
+    const j = this.idle.indexOf(dead);
+    if (j >= 0) this.idle.splice(j, 1);
+    if (this.closed) return;
+    SessionProcess.start(this.opts).then(
+      (w) => {
+        if (this.closed) return w.kill();
+        this.add(w);
+      },
+      (err: Error) => {
+        // Only when no child is left is the model lost; the others keep serving.
+        if (this.workers.length > 0 || this.closed) return;
+        this.close();
+        this.lost(err);
+      },
+    );
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.workers) w.kill();
+    this.idle.length = 0;
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new SessionProcessError("crashed", "the model was unloaded"));
+  }
 }
 
 export class OnnxRuntime {
-  private readonly models = new Map<string, Loaded>();
+  private readonly models = new Map<string, ModelPool>();
+  private readonly log = makeLogger("node");
+  /** A model the node could not keep (its sessions died and would not reload). */
+  onLost: (sha256: string, why: Error) => void = () => undefined;
 
-  constructor(private readonly executionProviders: string[]) {}
+  constructor(private readonly opts: RuntimeOptions) {}
 
-  has(key: string): boolean {
-    return this.models.has(key);
+  has(sha256: string): boolean {
+    return this.models.has(sha256);
   }
 
-  warm(): WarmModel[] {
-    return [...this.models].map(([key, m]) => ({ key, memoryMb: m.memoryMb, lastUsed: m.lastUsed }));
+  /** The model's measured memory (every child's RSS above its own before the load), MiB. */
+  memoryMb(sha256: string): number {
+    const m = this.models.get(sha256);
+    return m ? Math.max(1, Math.ceil(m.memoryBytes / 2 ** 20)) : 0;
   }
 
-  async load(key: string, path: string, fileBytes: number): Promise<{ memoryMb: number }> {
-    if (this.models.has(key)) return { memoryMb: this.models.get(key)!.memoryMb };
-    const session = await ort.InferenceSession.create(path, {
-      executionProviders: this.executionProviders,
-      graphOptimizationLevel: "all",
+  lastUsed(sha256: string): number {
+    return this.models.get(sha256)?.lastUsed ?? 0;
+  }
+
+  /** Memory of every loaded model but `except`, MiB. */
+  usedMb(except?: string): number {
+    let n = 0;
+    for (const sha of this.models.keys()) if (sha !== except) n += this.memoryMb(sha);
+    return n;
+  }
+
+  /** pids of a model's session children (tests and logs). */
+  pids(sha256: string): number[] {
+    return this.models.get(sha256)?.workers.map((w) => w.pid) ?? [];
+  }
+
+  /**
+   * Loads a model from its own directory (`path` is the file in it) into its session children.
+   * A child whose memory passes `memoryLimitMb` is killed and the load fails with kind too_big.
+   */
+  async load(sha256: string, path: string, memoryLimitMb: number): Promise<{ memoryMb: number }> {
+    if (this.models.has(sha256)) return { memoryMb: this.memoryMb(sha256) };
+    const opts: SessionOptions = {
+      path,
+      threads: this.opts.threadsPerWorker,
+      executionProviders: this.opts.executionProviders,
+      memoryLimitBytes: memoryLimitMb * 2 ** 20,
+      loadTimeoutMs: this.opts.loadTimeoutMs,
+      env: { MESH_SESSION_SHA256: sha256 },
+    };
+    // The first child alone measures the session; the others follow once it is known to fit.
+    const first = await SessionProcess.start(opts);
+    const rest = await Promise.allSettled(Array.from({ length: this.opts.workersPerModel - 1 }, () => SessionProcess.start(opts)));
+    const pool = new ModelPool(sha256, opts, (why) => {
+      if (this.models.get(sha256) !== pool) return;
+      this.models.delete(sha256);
+      this.log("warn", "model lost: its session would not reload", { sha256, error: why.message });
+      this.onLost(sha256, why);
     });
-    // Weights dominate; onnxruntime's arena adds some on top.
-    const memoryMb = Math.max(1, Math.ceil((fileBytes * 1.5) / 2 ** 20));
-    this.models.set(key, { session, memoryMb, lastUsed: Date.now() });
-    return { memoryMb };
+    pool.add(first);
+    for (const r of rest) if (r.status === "fulfilled") pool.add(r.value);
+    this.models.set(sha256, pool);
+    return { memoryMb: this.memoryMb(sha256) };
   }
 
-  /** The loaded session, for the token loop (gpu-node/generation.ts); marks the model used. */
-  session(key: string): ort.InferenceSession | undefined {
-    const m = this.models.get(key);
-    if (m) m.lastUsed = Date.now();
-    return m?.session;
+  run(sha256: string, inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
+    const m = this.models.get(sha256);
+    if (!m) return Promise.reject(new SessionProcessError("crashed", "the model is not loaded on this node"));
+    return m.run(inputs, outputs, signal);
   }
 
-  async unload(key: string): Promise<void> {
-    const m = this.models.get(key);
-    this.models.delete(key);
-    await m?.session.release();
+  /**
+   * What the token loop needs of a session, its steps run in the model's children. A step is
+   * short, so a cancelled generation stops between steps rather than by killing a child.
+   */
+  session(sha256: string): GenerateSession | undefined {
+    const m = this.models.get(sha256);
+    if (!m) return undefined;
+    const run = async (feeds: Record<string, ort.Tensor>, fetches: readonly string[]) => {
+      const inputs = Object.entries(feeds).map(([name, t]) => fromOrt(name, t));
+      const { outputs } = await m.run(inputs, [...fetches]);
+      return Object.fromEntries(outputs.map((o) => [o.name, toOrt(o)]));
+    };
+    return { inputNames: m.inputNames, outputNames: m.outputNames, run: run as unknown as GenerateSession["run"] };
   }
 
-  async run(key: string, inputs: WireTensor[], outputs?: string[]): Promise<WireTensor[]> {
-    const m = this.models.get(key);
-    if (!m) throw new InferenceError(`model ${key} is not loaded on this node`);
-    m.lastUsed = Date.now();
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const t of inputs) {
-      const type = OIP_TO_ORT[t.datatype];
-      if (!type) throw new InferenceError(`input '${t.name}': datatype ${t.datatype} is not supported by onnxruntime-node`);
-      feeds[t.name] = new ort.Tensor(type, t.data as never, t.shape);
-    }
-    const fetches = outputs ?? m.session.outputNames;
-    const result = await m.session.run(feeds, fetches as string[]);
-    return fetches.map((name) => {
-      const r = result[name];
-      if (!r) throw new InferenceError(`model produced no output '${name}'`);
-      const datatype = ORT_TO_OIP[r.type];
-      if (!datatype) throw new InferenceError(`output '${name}' has type ${r.type}, which the protocol cannot carry`);
-      return { name, datatype, shape: [...r.dims], data: r.data as TensorData };
-    });
+  async unload(sha256: string): Promise<void> {
+    const m = this.models.get(sha256);
+    this.models.delete(sha256);
+    m?.close();
   }
 
   async releaseAll(): Promise<void> {
-    for (const key of [...this.models.keys()]) await this.unload(key);
+    for (const sha of [...this.models.keys()]) await this.unload(sha);
   }
 }

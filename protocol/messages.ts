@@ -175,8 +175,10 @@ export type NodeToRouter =
   | { t: "load_progress"; key: string; bytes: number; total: number }
   | { t: "loaded"; key: string; loadMs: number; downloadMs: number; cached: boolean; memoryMb: number }
   | { t: "load_failed"; key: string; message: string }
-  | { t: "result"; id: string; outputs: WireTensor[]; inferMs: number }
-  | { t: "error"; id: string; code: ErrorCode; message: string }
+  /** computeMs: the session time the call spent (its share of a batch); what usage bills. */
+  | { t: "result"; id: string; outputs: WireTensor[]; inferMs: number; computeMs?: number }
+  /** Ends a call as `result` does: the node sends exactly one of the two per infer, a cancel included. */
+  | { t: "error"; id: string; code: ErrorCode; message: string; computeMs?: number }
   /** One generated token; the node sends one only against credit the router granted. */
   | { t: "token"; id: string; i: number; text: string; tokenId: number }
   | { t: "done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number };
@@ -193,9 +195,14 @@ export type RouterToNode =
   | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature; tokenizer?: TokenizerRef }
   | { t: "unload"; key: string }
   | { t: "cancel"; id: string }
-  | { t: "infer"; id: string; key: string; inputs: WireTensor[]; outputs?: string[] }
+  /**
+   * sha256: the bytes the router expects under `key` (the node refuses a call when it holds
+   * other bytes); deadline: the call's absolute deadline, ms since the epoch (the node stops
+   * the call there); requestId: for the node's logs only.
+   */
+  | { t: "infer"; id: string; key: string; sha256: string; inputs: WireTensor[]; outputs?: string[]; deadline: number; requestId?: string }
   /** Starts a generation; `credit` tokens may be sent before the next `credit` frame. */
-  | { t: "generate"; id: string; key: string; prompt: string; params: GenerateParams; tokenizer: TokenizerRef; credit: number }
+  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; params: GenerateParams; tokenizer: TokenizerRef; credit: number }
   | { t: "credit"; id: string; n: number };
 
 // ---------------------------------------------------------------- validation
@@ -519,9 +526,21 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
     case "load_failed":
       return { t: "load_failed", key: str(o, "key"), message: str(o, "message") };
     case "result":
-      return { t: "result", id: str(o, "id", 128), outputs: tensors(o, "outputs"), inferMs: num(o, "inferMs") };
+      return {
+        t: "result",
+        id: str(o, "id", 128),
+        outputs: tensors(o, "outputs"),
+        inferMs: num(o, "inferMs"),
+        ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}),
+      };
     case "error":
-      return { t: "error", id: str(o, "id", 128), code: code(o), message: str(o, "message") };
+      return {
+        t: "error",
+        id: str(o, "id", 128),
+        code: code(o),
+        message: str(o, "message"),
+        ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}),
+      };
     case "token":
       return { t: "token", id: str(o, "id", 128), i: count(o, "i"), text: str(o, "text"), tokenId: count(o, "tokenId") };
     case "done":
@@ -567,6 +586,9 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         key: str(o, "key"),
         inputs: tensors(o, "inputs"),
         ...(outputs ? { outputs } : {}),
+        sha256: str(o, "sha256", 64),
+        deadline: num(o, "deadline"),
+        ...(o.requestId !== undefined && o.requestId !== null ? { requestId: str(o, "requestId", 128) } : {}),
       };
     }
     case "generate":
@@ -578,6 +600,7 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         params: parseGenerateParams(o.params),
         tokenizer: parseTokenizerRef(o.tokenizer),
         credit: count(o, "credit", GENERATE_LIMITS.maxWindow),
+        sha256: str(o, "sha256", 64),
       };
     case "credit":
       return { t: "credit", id: str(o, "id", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };

@@ -1,6 +1,11 @@
 // The router's side of one node's WebSocket: sends framed messages, matches results to calls,
 // tracks what the node holds warm and what it is loading, and fails every pending call the
 // moment the socket goes away so no caller waits on a dead node.
+//
+// A call's slot on the node is held until the node says the call ended (its result or error
+// frame; a cancel is confirmed by an error 'cancelled'), not when the router stops waiting: at
+// the deadline the caller gets its 504 at once and the node is told to cancel, but the slot
+// stays taken until the node confirms, so the router never sends work to a node still busy.
 
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
@@ -30,11 +35,20 @@ export class NodeCallError extends Error {
   }
 }
 
+export interface NodeCallResult {
+  outputs: WireTensor[];
+  inferMs: number;
+  /** Session time the node spent on the call (absent from older nodes). */
+  computeMs?: number;
+}
+
 interface PendingCall {
   key: string;
-  resolve: (r: { outputs: WireTensor[]; inferMs: number }) => void;
+  resolve: (r: NodeCallResult) => void;
   reject: (e: NodeCallError) => void;
   timer: ReturnType<typeof setTimeout>;
+  /** The caller was answered (deadline); the slot waits for the node's word that the call ended. */
+  abandoned: boolean;
 }
 
 /** What the router's stream relay hears of one generation on this node. */
@@ -153,8 +167,9 @@ export class NodeLink implements NodeState {
     this.send({ t: "unload", key });
   }
 
+  /** Asks the node to stop a call; its slot frees when the node confirms (error 'cancelled'). */
   cancel(id: string): void {
-    if (this.calls.has(id)) this.send({ t: "cancel", id });
+    if (this.calls.has(id) && this.open) this.send({ t: "cancel", id });
   }
 
   /**
@@ -169,12 +184,14 @@ export class NodeLink implements NodeState {
     tokenizer: TokenizerRef,
     credit: number,
     handlers: NodeStreamHandlers,
+    /** The model's bytes as the edge named them: the node refuses to run other bytes. */
+    sha256: string,
   ): NodeStream {
     const id = String(++this.nextId);
     this.streams++;
     this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
     this.streamCalls.set(id, { key, handlers });
-    this.send({ t: "generate", id, key, prompt, params, tokenizer, credit });
+    this.send({ t: "generate", id, key, sha256, prompt, params, tokenizer, credit });
     const w = this.warm.get(key);
     if (w) w.lastUsed = Date.now();
     return {
@@ -207,21 +224,41 @@ export class NodeLink implements NodeState {
     else this.modelInflight.set(key, n);
   }
 
-  infer(key: string, inputs: WireTensor[], outputs: string[] | undefined, timeoutMs: number) {
+  /**
+   * Runs a call on the node. `call.sha256` is the model's bytes as the edge named them (the
+   * node refuses other bytes); the node is told the absolute deadline and stops there itself.
+   */
+  infer(
+    key: string,
+    inputs: WireTensor[],
+    outputs: string[] | undefined,
+    timeoutMs: number,
+    call: { sha256: string; requestId?: string },
+  ): Promise<NodeCallResult> {
     const id = String(++this.nextId);
     this.inflight++;
     this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
-    return new Promise<{ outputs: WireTensor[]; inferMs: number }>((resolve, reject) => {
+    const deadline = Date.now() + Math.max(1, timeoutMs);
+    return new Promise<NodeCallResult>((resolve, reject) => {
       const timer = setTimeout(() => {
-        if (this.calls.delete(id)) {
-          this.callEnded(key);
-          this.send({ t: "cancel", id });
-          reject(new NodeCallError("deadline_exceeded", `node ${this.id} did not answer within the deadline`, false));
-          this.onChange();
-        }
+        const pending = this.calls.get(id);
+        if (!pending || pending.abandoned) return;
+        // The caller hears now; the slot stays taken until the node confirms the end.
+        pending.abandoned = true;
+        if (this.open) this.send({ t: "cancel", id });
+        reject(new NodeCallError("deadline_exceeded", `node ${this.id} did not answer within the deadline`, false));
       }, Math.max(1, timeoutMs));
-      this.calls.set(id, { key, resolve, reject, timer });
-      this.send({ t: "infer", id, key, inputs, ...(outputs ? { outputs } : {}) });
+      this.calls.set(id, { key, resolve, reject, timer, abandoned: false });
+      this.send({
+        t: "infer",
+        id,
+        key,
+        sha256: call.sha256,
+        inputs,
+        ...(outputs ? { outputs } : {}),
+        deadline,
+        ...(call.requestId ? { requestId: call.requestId } : {}),
+      });
       const w = this.warm.get(key);
       if (w) w.lastUsed = Date.now();
     });
@@ -251,13 +288,16 @@ export class NodeLink implements NodeState {
       // falls through: an error of a call
       case "result": {
         const call = this.calls.get(msg.id);
-        if (!call) return; // timed out already
+        if (!call) return;
         this.calls.delete(msg.id);
         this.callEnded(call.key);
         clearTimeout(call.timer);
-        if (msg.t === "result") call.resolve({ outputs: msg.outputs, inferMs: msg.inferMs });
-        // A node that says it does not hold the model did not run the call.
-        else call.reject(new NodeCallError(msg.code, msg.message, msg.code === "node_error"));
+        // A call whose caller was answered at the deadline: this frame only frees the slot.
+        if (!call.abandoned) {
+          if (msg.t === "result") call.resolve({ outputs: msg.outputs, inferMs: msg.inferMs, ...(msg.computeMs !== undefined ? { computeMs: msg.computeMs } : {}) });
+          // A node that says it does not hold the model did not run the call.
+          else call.reject(new NodeCallError(msg.code, msg.message, msg.code === "node_error"));
+        }
         this.onChange();
         return;
       }
@@ -321,7 +361,7 @@ export class NodeLink implements NodeState {
     const pending = this.calls.size;
     for (const [id, call] of this.calls) {
       clearTimeout(call.timer);
-      call.reject(new NodeCallError("node_error", `node ${this.id} went away (${reason})`, true));
+      if (!call.abandoned) call.reject(new NodeCallError("node_error", `node ${this.id} went away (${reason})`, true));
       this.calls.delete(id);
     }
     for (const [id, s] of this.streamCalls) {

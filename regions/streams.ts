@@ -328,7 +328,7 @@ class EdgeSocket {
         this.fail(st, err.retryable ? "node_error" : err.code, err.message);
         this.forget(st);
       },
-    });
+    }, st.req.model.sha256);
     // The first token is due by the call's deadline; after it, the stall bound applies.
     this.clearTimer(st);
     st.timer = setTimeout(() => {

@@ -197,6 +197,8 @@ describe("createCodec: concurrent codecs", () => {
         t: "infer",
         id: `r${i}`,
         key: `m@${i % 7}`,
+        sha256: "e".repeat(64),
+        deadline: 1_700_000_000_000 + i,
         inputs: [{ name: "x", datatype: "FP32", shape: [n], data: Float32Array.from({ length: n }, (_, k) => i + k / 8) }],
         ...(i % 2 ? { outputs: ["y"] } : {}),
       };
@@ -422,8 +424,8 @@ describe("parseRouterMessage", () => {
     { t: "load", key: "m@1", url: "https://edge.example/a?exp=1&sig=2", sha256: "f".repeat(64), size: 1024, signature: model.signature },
     { t: "unload", key: "m@1" },
     { t: "cancel", id: "r1" },
-    { t: "infer", id: "r1", key: "m@1", inputs: tensors() },
-    { t: "infer", id: "r2", key: "m@1", inputs: tensors().slice(0, 1), outputs: ["y", "z"] },
+    { t: "infer", id: "r1", key: "m@1", sha256: "f".repeat(64), inputs: tensors(), deadline: 1_700_000_000_000 },
+    { t: "infer", id: "r2", key: "m@1", sha256: "f".repeat(64), inputs: tensors().slice(0, 1), outputs: ["y", "z"], deadline: 1_700_000_000_000, requestId: "req_1" },
   ];
 
   it("accepts every valid frame type, through the codec", () => {
@@ -450,7 +452,7 @@ describe("parseRouterMessage", () => {
   it("refuses missing fields", () => {
     for (const msg of valid) {
       for (const k of Object.keys(msg)) {
-        if (k === "t" || k === "outputs") continue;
+        if (k === "t" || k === "outputs" || k === "requestId") continue; // optional fields
         const broken: Record<string, unknown> = { ...msg };
         delete broken[k];
         expectMessageError(() => parseRouterMessage(broken));

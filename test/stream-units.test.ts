@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
@@ -46,7 +46,7 @@ beforeAll(async () => {
   const sha256 = createHash("sha256").update(text).digest("hex");
   // Already in the node's cache: no download needed (the cache trusts a file of the right size).
   const cache = new ModelCache(join(dir, "cache"));
-  await mkdir(join(dir, "cache"), { recursive: true });
+  await mkdir(dirname(cache.pathFor(sha256, "json")), { recursive: true });
   await writeFile(cache.pathFor(sha256, "json"), text);
   tokRef = { sha256, size: Buffer.byteLength(text), url: "http://127.0.0.1:9/unused" };
 });
@@ -71,6 +71,7 @@ function harness(opts: { withSession?: boolean } = {}) {
         t: "generate",
         id,
         key: "chat",
+        sha256: "c".repeat(64),
         prompt: "The river",
         params: { maxTokens: 64, temperature: 0.8, topK: 0, stop: [], seed: 1, ...params },
         tokenizer: tokenizerRef,
@@ -151,7 +152,9 @@ describe("the node's generation loop", () => {
 
     const junk = "{not a tokenizer}";
     const sha = createHash("sha256").update(junk).digest("hex");
-    await writeFile(new ModelCache(join(dir, "cache")).pathFor(sha, "json"), junk);
+    const junkPath = new ModelCache(join(dir, "cache")).pathFor(sha, "json");
+    await mkdir(dirname(junkPath), { recursive: true });
+    await writeFile(junkPath, junk);
     h.start("j", {}, 10, { sha256: sha, size: junk.length, url: "http://127.0.0.1:9/unused" });
     await waitUntil("ended", 5_000, () => h.end("j"));
     expect(h.end("j")).toMatchObject({ t: "error", code: "inference_failed" });
@@ -199,7 +202,7 @@ describe("stream frames", () => {
     const done = { t: "done", sid: "g1", reason: "stop", tokens: 3, promptTokens: 2, node: "n1", timing: { queueMs: 1, loadMs: 0, ttftMs: 2, genMs: 3, regionMs: 4 } };
     expect(parseRegionToEdge(roundTrip(done))).toEqual(done);
     expect(parseRegionToEdge(roundTrip({ t: "error", sid: "g1", code: "no_capacity", message: "full" }))).toMatchObject({ code: "no_capacity" });
-    const nodeGen = { t: "generate", id: "1", key: "m@1", prompt: "hi", params, tokenizer: model.tokenizer, credit: 8 };
+    const nodeGen = { t: "generate", id: "1", key: "m@1", sha256: "a".repeat(64), prompt: "hi", params, tokenizer: model.tokenizer, credit: 8 };
     expect(parseRouterMessage(roundTrip(nodeGen))).toEqual(nodeGen);
     expect(parseRouterMessage(roundTrip({ t: "credit", id: "1", n: 2 }))).toEqual({ t: "credit", id: "1", n: 2 });
     expect(parseNodeMessage(roundTrip({ t: "token", id: "1", i: 4, text: "b", tokenId: 9 }))).toEqual({ t: "token", id: "1", i: 4, text: "b", tokenId: 9 });

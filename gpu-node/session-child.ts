@@ -1,0 +1,51 @@
+// One model session in its own process: the agent forks this file per worker of a loaded model
+// (gpu-node/session-process.ts) and talks to it over the IPC channel. onnxruntime's create()
+// and run() block this process's thread, never the agent's, and the agent can SIGKILL it to
+// stop a run that is past its deadline or cancelled, or a load that grows past its memory
+// bound. Messages are those of session-process.ts (ChildRequest / ChildReply).
+
+import * as ort from "onnxruntime-node";
+import { fromOrt, toOrt } from "./ort-tensors.js";
+import type { ChildReply, ChildRequest } from "./session-process.js";
+
+let session: ort.InferenceSession | null = null;
+
+const reply = (m: ChildReply) => process.send?.(m);
+
+// The agent is the only reason to live: without it nobody reads the results.
+process.on("disconnect", () => process.exit(0));
+
+process.on("message", (m: ChildRequest) => {
+  void (async () => {
+    if (m.t === "load") {
+      try {
+        session = await ort.InferenceSession.create(m.path, {
+          executionProviders: m.executionProviders,
+          graphOptimizationLevel: "all",
+          intraOpNumThreads: m.threads,
+          interOpNumThreads: 1,
+        });
+        reply({ t: "loaded", inputNames: [...session.inputNames], outputNames: [...session.outputNames], rssBytes: process.memoryUsage().rss });
+      } catch (err) {
+        reply({ t: "load_failed", message: String((err as Error).message ?? err) });
+      }
+      return;
+    }
+    if (m.t === "run") {
+      const started = performance.now();
+      try {
+        if (!session) throw new Error("no session loaded in this worker");
+        const feeds: Record<string, ort.Tensor> = {};
+        for (const t of m.inputs) feeds[t.name] = toOrt(t);
+        const fetches = m.outputs ?? session.outputNames;
+        const result = await session.run(feeds, fetches as string[]);
+        const outputs = fetches.map((name) => fromOrt(name, result[name]));
+        reply({ t: "result", id: m.id, outputs, computeMs: performance.now() - started });
+      } catch (err) {
+        reply({ t: "failed", id: m.id, message: String((err as Error).message ?? err), computeMs: performance.now() - started });
+      }
+    }
+  })();
+});
+
+reply({ t: "ready", rssBytes: process.memoryUsage().rss });

@@ -1,0 +1,266 @@
+// The agent's handle on one session child (gpu-node/session-child.ts): forks it, loads the model
+// in it, sends it calls one at a time and watches its memory.
+//
+// Why a child process and not a worker thread (measured with onnxruntime-node 1.30 on Node 20):
+// in a worker thread a run does leave the agent's loop free, but Worker.terminate() during a
+// run, or even after one, aborts the whole agent process ("terminate called after throwing an
+// instance of 'Napi::Error'", exit 134); a run cannot be interrupted from JavaScript either. A
+// child process starts in about 150 ms (plus the TypeScript loader), is SIGKILLed in a few ms
+// mid-run, and its RSS is its model's memory, which resourceLimits could not bound in a worker
+// (they cover the JS heap only; onnxruntime allocates natively). So: one child per worker.
+//
+// Memory is read from /proc/<pid>/status (VmRSS) while the child lives: the child's RSS above
+// what it had before the load is the session's memory. Past `memoryLimitBytes` the child is
+// killed, during a load (a constant-folding bomb) as during a run.
+
+import { fork, type ChildProcess } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import type { WireTensor } from "../protocol/tensor.js";
+
+export type ChildRequest =
+  | { t: "load"; path: string; threads: number; executionProviders: string[] }
+  | { t: "run"; id: number; inputs: WireTensor[]; outputs?: string[] };
+
+export type ChildReply =
+  | { t: "ready"; rssBytes: number }
+  | { t: "loaded"; inputNames: string[]; outputNames: string[]; rssBytes: number }
+  | { t: "load_failed"; message: string }
+  | { t: "result"; id: number; outputs: WireTensor[]; computeMs: number }
+  | { t: "failed"; id: number; message: string; computeMs: number };
+
+/**
+ * Why a load or run did not give a result. `message` may carry onnxruntime's own text (file
+ * paths, source references): callers log it and send callers a clean one (see publicMessage).
+ */
+export type SessionFailure = "load_failed" | "too_big" | "timeout" | "crashed" | "aborted" | "run_failed";
+
+export class SessionProcessError extends Error {
+  constructor(
+    readonly kind: SessionFailure,
+    message: string,
+    /** Compute spent before the failure, ms (runs only). */
+    readonly computeMs = 0,
+  ) {
+    super(message);
+    this.name = "SessionProcessError";
+  }
+}
+
+export interface SessionOptions {
+  path: string;
+  threads: number;
+  executionProviders: string[];
+  /** Session memory (RSS above the child's before the load) past which the child is killed. */
+  memoryLimitBytes: number;
+  loadTimeoutMs: number;
+  /** Extra environment for the child (tests find a model's children by it). */
+  env?: Record<string, string>;
+}
+
+export interface RunOutcome {
+  outputs: WireTensor[];
+  computeMs: number;
+}
+
+const CHILD = fileURLToPath(new URL(`./session-child${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const POLL_MS = 20;
+
+/** A process's resident memory from /proc, bytes; null where there is no /proc. */
+export async function rssOf(pid: number): Promise<number | null> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kb = /VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1];
+    return kb ? Number(kb) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+interface Waiting {
+  id: number;
+  resolve: (r: RunOutcome) => void;
+  reject: (e: SessionProcessError) => void;
+  started: number;
+}
+
+export class SessionProcess {
+  inputNames: string[] = [];
+  outputNames: string[] = [];
+  /** RSS before the load, and the latest reading. */
+  private baseRss = 0;
+  private rss = 0;
+  private nextId = 0;
+  private current: Waiting | null = null;
+  private killedFor: SessionProcessError | null = null;
+  private poller: ReturnType<typeof setInterval> | null = null;
+  private exited = false;
+  /** Called once when the child dies by itself (a crash) or is killed for memory. */
+  onDeath: (why: SessionProcessError) => void = () => undefined;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly opts: SessionOptions,
+  ) {}
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get alive(): boolean {
+    return !this.exited;
+  }
+
+  get busy(): boolean {
+    return this.current !== null;
+  }
+
+  /** The session's memory now: the child's RSS above what it had before the load. */
+  get memoryBytes(): number {
+    return Math.max(0, this.rss - this.baseRss);
+  }
+
+  /** Forks a child and loads the model in it; the child is gone again when this rejects. */
+  static async start(opts: SessionOptions): Promise<SessionProcess> {
+    const child = fork(CHILD, [], {
+      cwd: ROOT,
+      execArgv: CHILD.endsWith(".ts") ? ["--import", "tsx"] : [],
+      serialization: "advanced", // typed arrays cross as they are
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      env: { ...process.env, ...opts.env },
+    });
+    const p = new SessionProcess(child, opts);
+    try {
+      await p.load();
+      return p;
+    } catch (err) {
+      p.kill();
+      throw err;
+    }
+  }
+
+  private load(): Promise<void> {
+    const { child, opts } = this;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const done = (err: SessionProcessError | null) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        child.off("message", onMessage);
+        if (err) reject(err);
+        else resolve();
+      };
+      const timer = setTimeout(() => {
+        this.kill();
+        done(new SessionProcessError("timeout", `loading took longer than ${Math.round(opts.loadTimeoutMs / 1000)} s`));
+      }, opts.loadTimeoutMs);
+      const onMessage = (m: ChildReply) => {
+        if (m.t === "ready") {
+          this.baseRss = this.rss = m.rssBytes;
+          this.startPolling();
+          child.send({ t: "load", path: opts.path, threads: opts.threads, executionProviders: opts.executionProviders } satisfies ChildRequest);
+        } else if (m.t === "loaded") {
+          this.rss = Math.max(this.rss, m.rssBytes);
+          this.inputNames = m.inputNames;
+          this.outputNames = m.outputNames;
+          if (this.memoryBytes > opts.memoryLimitBytes) {
+            this.kill();
+            done(this.tooBig());
+          } else {
+            done(null);
+          }
+        } else if (m.t === "load_failed") {
+          done(new SessionProcessError("load_failed", m.message));
+        }
+      };
+      child.on("message", onMessage);
+      child.on("message", (m: ChildReply) => this.onRunReply(m));
+      child.once("exit", (code, signal) => {
+        this.exited = true;
+        if (this.poller) clearInterval(this.poller);
+        const why = this.killedFor ?? new SessionProcessError("crashed", `the session process exited (${signal ?? `code ${code}`})`);
+        done(why);
+        const w = this.current;
+        this.current = null;
+        if (w) w.reject(new SessionProcessError(why.kind, why.message, performance.now() - w.started));
+        if (why.kind === "crashed" || why.kind === "too_big") this.onDeath(why);
+      });
+      child.on("error", () => undefined); // 'exit' follows
+    });
+  }
+
+  private tooBig(): SessionProcessError {
+    const mib = (b: number) => Math.round(b / 2 ** 20);
+    return new SessionProcessError("too_big", `the model needs more than ${mib(this.opts.memoryLimitBytes)} MiB of memory (it reached ${mib(this.memoryBytes)} MiB)`);
+  }
+
+  private startPolling(): void {
+    let reading = false;
+    this.poller = setInterval(() => {
+      if (reading || this.exited) return;
+      reading = true;
+      void rssOf(this.pid)
+        .then((rss) => {
+          if (rss === null || this.exited) return;
+          this.rss = rss;
+          if (this.memoryBytes > this.opts.memoryLimitBytes && !this.killedFor) {
+            this.killedFor = this.tooBig();
+            this.child.kill("SIGKILL");
+          }
+        })
+        .finally(() => (reading = false));
+    }, POLL_MS);
+    this.poller.unref();
+  }
+
+  private onRunReply(m: ChildReply): void {
+    if (m.t !== "result" && m.t !== "failed") return;
+    const w = this.current;
+    if (!w || w.id !== m.id) return;
+    this.current = null;
+    if (m.t === "result") w.resolve({ outputs: m.outputs, computeMs: m.computeMs });
+    else w.reject(new SessionProcessError("run_failed", m.message, m.computeMs));
+  }
+
+  /**
+   * Runs one call. An abort of `signal` kills the child (onnxruntime cannot be interrupted)
+   * and rejects with kind "aborted"; the owner replaces the child.
+   */
+  run(inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
+    if (this.exited) return Promise.reject(new SessionProcessError("crashed", "the session process is gone"));
+    if (this.current) return Promise.reject(new Error("SessionProcess.run: busy (one call at a time)"));
+    if (signal?.aborted) return Promise.reject(new SessionProcessError("aborted", String(signal.reason ?? "aborted")));
+    const id = ++this.nextId;
+    return new Promise<RunOutcome>((resolve, reject) => {
+      const onAbort = () => {
+        if (this.current?.id !== id) return;
+        this.killedFor ??= new SessionProcessError("aborted", String(signal?.reason ?? "aborted"));
+        this.child.kill("SIGKILL");
+      };
+      const cleanup = () => signal?.removeEventListener("abort", onAbort);
+      this.current = {
+        id,
+        started: performance.now(),
+        resolve: (r) => {
+          cleanup();
+          resolve(r);
+        },
+        reject: (e) => {
+          cleanup();
+          reject(e);
+        },
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.child.send({ t: "run", id, inputs, ...(outputs ? { outputs } : {}) } satisfies ChildRequest);
+    });
+  }
+
+  /** Ends the child now (SIGKILL); a run in progress rejects with kind "aborted". */
+  kill(): void {
+    if (this.exited) return;
+    this.killedFor ??= new SessionProcessError("aborted", "the session was stopped");
+    this.child.kill("SIGKILL");
+  }
+}
