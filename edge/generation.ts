@@ -16,6 +16,7 @@ import type { RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
 import { log } from "./log.js";
 import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js";
+import { regionMessage } from "./node-errors.js";
 import { rankRegions } from "./region-client.js";
 import { regionState } from "./region-state.js";
 import type { ChannelPool, RegionChannel } from "./stream-client.js";
@@ -198,6 +199,8 @@ export class Generation {
 
   private onFrame(f: RegionToEdge): void {
     if (this.ended) return;
+    // A region's message may carry node paths and runtime internals: scrubbed here, where it enters.
+    if (f.t === "error") f = { ...f, message: regionMessage(this.plan.requestId, f.message, { region: this.region }) };
     const first = !this.heard;
     if (f.t === "error" && f.code === "no_capacity" && first && this.candidates.length > 0 && !this.cancelled) {
       // The region did not take it: the next best may.

@@ -1,12 +1,48 @@
-// A node's error message as a caller may see it: onnxruntime's messages name the failing graph
-// node and input (useful to the caller) but also its own source files and C++ signatures
-// (internal detail), which are cut here. Pure, so it is unit-tested.
+// A region's or node's error message as a caller may see it. onnxruntime's messages name the
+// failing graph node and input (useful to the caller) but also the node's file paths
+// (".../cache/us-west-node-1/<sha>.onnx"), its C++ source references ("tensorprotoutils.cc:461")
+// and signatures; a JavaScript failure may bring stack lines, internal URLs and addresses. A
+// tenant is hostile, so none of that reaches it: every message that comes from a region is
+// passed through regionMessage() where it enters the edge (unary answers, stream frames), which
+// logs the original with the request id and hands on the scrubbed text. Nodes scrub their own
+// messages too; this is the edge's own line, not a trust in theirs. Pure except for the log.
 
+import { log } from "./log.js";
+
+/** Long enough for onnxruntime's useful part ("... Input shape:{1,4}, requested shape:{5}"). */
+const MAX_PUBLIC_CHARS = 300;
+
+/** The scrubbed text a caller may read (pure). */
 export function publicMessage(message: string): string {
-  return message
-    .replace(/\s*\/[\w./-]+\.(?:h|hpp|cc|cpp|c):\d+/g, "")
-    .replace(/\b\w+(?:::\w+)+\([^)]*\)\s*/g, "")
+  const m = message
+    // Stack lines ("    at fn (file:1:2)"), before whitespace is collapsed.
+    .replace(/(^|\n)[ \t]*at [^\n]*/g, "")
+    .replace(/\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w*\s*:?\s*/g, "")
+    // C++ signatures (onnxruntime::ReshapeHelper::ReshapeHelper(const ...&, bool)) and qualified names.
+    .replace(/[\w:~<>]*::[\w~<>]+\([^)]*\)(\s*const)?\s*/g, "")
+    .replace(/\b\w+(?:::\w+)+/g, "")
+    // Source references with any directory before them (reshape_helper.h:91, /src/x.cc:12:3),
+    // and the CamelCase function name onnxruntime prints right after one.
+    .replace(/(?:[^\s:'"`]*[\\/])?[\w.-]+\.(?:cc|cpp|cxx|c|h|hpp|hh|cu|cuh|py|js|mjs|cjs|ts)(?::\d+)+(?:\s+[A-Za-z_][a-z0-9_]*[A-Z]\w*(?=\s))?/g, "")
+    // URLs (a signed artifact URL, an internal router address).
+    .replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s'"`]+/gi, "(a URL)")
+    // Absolute paths, with or without a drive letter, and home-relative ones.
+    .replace(/(^|[\s'"`(=:[,])(?:[A-Za-z]:)?(?:~|(?=[\\/]))(?:[\\/][^\s'"`,()[\]]+)+/g, "$1(a path)")
+    // Addresses with a port (ECONNREFUSED 10.0.0.7:4001).
+    .replace(/\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\blocalhost:\d+\b|\[[0-9a-f:]+\](?::\d+)?/gi, "(an address)")
     .replace(/\s+/g, " ")
-    .trim()
-    .slice(0, 500);
+    .replace(/\s+([.,:;])/g, "$1")
+    .trim();
+  if (m === "") return "the model failed on the node";
+  return m.length > MAX_PUBLIC_CHARS ? `${m.slice(0, MAX_PUBLIC_CHARS)}...` : m;
+}
+
+/**
+ * A message that came from a region, ready for the caller: scrubbed, with the original logged
+ * under the request id when anything was cut, so an operator can still read the whole story.
+ */
+export function regionMessage(requestId: string, message: string, fields: Record<string, unknown> = {}): string {
+  const scrubbed = publicMessage(message);
+  if (scrubbed !== message) log("info", requestId, "region error message scrubbed for the caller", { ...fields, original: message.slice(0, 4096) });
+  return scrubbed;
 }

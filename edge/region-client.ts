@@ -16,6 +16,7 @@ import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
 import { estimate, type Estimate } from "./latency-model.js";
 import { log } from "./log.js";
+import { regionMessage } from "./node-errors.js";
 import { measuredRtt, usableReport, type RegionState } from "./region-state.js";
 
 const codec = createCodec();
@@ -131,6 +132,8 @@ export async function forwardInfer(
       log("error", request.requestId, "region answered garbage", { region: region.name, status: res.status });
       throw new MeshError("region_error", `region ${region.name} gave an invalid answer`);
     }
+    // A region's message may carry node paths and runtime internals: scrubbed here, where it enters.
+    if (!response.ok) response = { ...response, message: regionMessage(request.requestId, response.message, { region: region.name }) };
     // The region says it did not run the call (no node, saturated, draining): next region.
     if (!response.ok && response.code === "no_capacity") {
       lastError = `region ${region.name}: ${response.message}`;
