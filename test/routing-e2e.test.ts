@@ -492,7 +492,10 @@ describe("/status in headless Chromium against the live mesh", () => {
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
     const page = await context.newPage();
     const errors = collectPageErrors(page);
-    await page.goto(`${mesh.edge}/status?key=${mesh.apiKey}`);
+    // Keys never travel in URLs (the page ignores ?key=): it is typed in.
+    await page.goto(`${mesh.edge}/status`);
+    await page.getByTestId("key-input").fill(mesh.apiKey);
+    await page.getByRole("button", { name: "Use key" }).click();
     for (const r of [WEST, SEOUL]) await page.getByTestId(`region-row-${r}`).waitFor({ timeout: 15_000 });
     for (const r of [WEST, SEOUL]) {
       expect(await page.getByTestId(`health-${r}`).textContent()).toBe("Healthy");
