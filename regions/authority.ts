@@ -20,11 +20,19 @@ export class EdgeAuthority {
 
   /** Verifies a signature's headers and uses up its nonce; throws MeshError(unauthorized) otherwise. */
   async verify(method: string, path: string, header: (name: string) => string | null | undefined): Promise<SignedRequest> {
+    return this.claim(await this.authenticate(method, path, header));
+  }
+
+  private async authenticate(method: string, path: string, header: (name: string) => string | null | undefined): Promise<SignedRequest> {
     const check = await verifyRequest(this.secrets, method, path, header);
     if (!check.ok) throw new MeshError("unauthorized", `unsigned or badly signed call: ${check.reason}`);
-    // Claimed only once the MAC checked: nobody without the secret can fill the ledger.
-    if (!this.nonces.claim(check.nonce, check.stamp)) throw new MeshError("unauthorized", "unsigned or badly signed call: signature already used");
     return check;
+  }
+
+  // Claimed only once the MAC checked: nobody without the secret can fill the ledger.
+  private claim(signed: SignedRequest): SignedRequest {
+    if (!this.nonces.claim(signed.nonce, signed.stamp)) throw new MeshError("unauthorized", "unsigned or badly signed call: signature already used");
+    return signed;
   }
 
   /**
@@ -73,8 +81,10 @@ export class EdgeAuthority {
    * region, fresh, never used before, over exactly these bytes, and with its deadline ahead.
    */
   async generate(frame: Extract<EdgeToRegion, { t: "generate" }>, path: string, now = Date.now()): Promise<RegionGenerateRequest> {
-    const signed = await this.verify(GENERATE_GRANT_METHOD, path, (name) => frame.grant[name]);
+    const signed = await this.authenticate(GENERATE_GRANT_METHOD, path, (name) => frame.grant[name]);
+    // The bytes are at hand: a grant is used up only by the request it was made for.
     if (!(await bodyMatches(signed, frame.req))) throw new MeshError("unauthorized", "request does not match its grant");
+    this.claim(signed);
     let req: RegionGenerateRequest;
     try {
       req = parseRegionGenerateRequest(this.codec.decode(frame.req));

@@ -123,8 +123,10 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   };
 
   const app = new Hono();
-  // A refusal before the body was read closes the connection, so what the caller still sends
-  // is never taken in.
+  // A GET refused for carrying a body closes the connection (Node would otherwise read and
+  // discard all of it to keep the connection). A refused POST is answered at once and its body
+  // is never buffered: the server discards at most 64 MiB or 500 ms of it, so the caller can
+  // read the answer, then closes (@hono/node-server's drain).
   const envelope = (requestId: string, err: MeshError, close = false) =>
     new Response(JSON.stringify(errorBody(err.code, err.message, requestId)), {
       status: err.status,
@@ -187,7 +189,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     } catch (err) {
       if (!(err instanceof MeshError)) throw err;
       log("warn", "refused call", { requestId, code: err.code, reason: err.message });
-      return envelope(requestId, err, true);
+      return envelope(requestId, err);
     }
     // From here on the caller is the edge: it reads msgpack, whatever happens.
     let answer: RegionInferResponse;

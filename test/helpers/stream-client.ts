@@ -238,3 +238,58 @@ export class ReferenceModel {
     return this.session.release();
   }
 }
+
+/**
+ * A raw edge->region stream socket (`GET /v1/streams`), as the edge opens it or as an attacker
+ * who captured an opening would: frames go out as given (a generate carries whatever request
+ * bytes and grant the test chose), and every frame back is kept per stream id.
+ */
+export class RegionStream {
+  readonly frames: any[] = [];
+  private readonly codec = createCodec();
+  closed: { code: number } | null = null;
+
+  private constructor(readonly ws: WebSocket) {
+    ws.on("message", (data) => this.frames.push(this.codec.decode(data as Buffer)));
+    ws.on("close", (code) => (this.closed = { code }));
+  }
+
+  /** Opens with these upgrade headers (signRequest(secret, "GET", "/v1/streams") for a valid one). */
+  static open(routerUrl: string, headers: Record<string, string>): Promise<RegionStream> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(routerUrl.replace(/^http/, "ws") + "/v1/streams", { headers, perMessageDeflate: false });
+      ws.once("open", () => resolve(new RegionStream(ws)));
+      ws.once("unexpected-response", (_q, res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => (body += c));
+        res.on("end", () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), { status: res.statusCode, body })));
+      });
+      ws.once("error", reject);
+    });
+  }
+
+  /** A generate frame: the request as msgpack bytes (encode a RegionGenerateRequest) and its grant. */
+  generate(sid: string, req: Uint8Array, grant: Record<string, string>, window = 64): void {
+    this.ws.send(this.codec.encode({ t: "generate", sid, req, grant, window }), { binary: true });
+  }
+
+  /** Resolves with the frame that ends stream `sid` (done or error). */
+  async end(sid: string, timeoutMs = 30_000): Promise<any> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const f = this.frames.find((x) => x.sid === sid && (x.t === "done" || x.t === "error"));
+      if (f) return f;
+      if (this.closed) throw new Error(`stream socket closed (${this.closed.code}) before ${sid} ended`);
+      if (Date.now() > until) throw new Error(`${sid}: no end within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  of(sid: string): any[] {
+    return this.frames.filter((x) => x.sid === sid);
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
