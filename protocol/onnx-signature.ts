@@ -453,12 +453,16 @@ function readGraph(r: Reader, end: number, g: RawGraph | null, walk: Walk, depth
 /** NodeProto: name=3, op_type=4, attribute=5 (where Constant values and subgraphs are). */
 function readNode(r: Reader, end: number, walk: Walk, depth: number): void {
   let name = "";
+  let opType = "";
   const attrs: Array<{ start: number; stop: number }> = [];
   while (r.pos < end) {
     const field = r.tag(end);
     if (field === 3) {
       r.expect(LEN, "NodeProto.name");
       name = r.string(end, "a node name");
+    } else if (field === 4) {
+      r.expect(LEN, "NodeProto.op_type");
+      opType = r.string(end, "a node's op_type");
     } else if (field === 5) {
       r.expect(LEN, "NodeProto.attribute");
       const stop = r.lengthEnd(end, "a node attribute");
@@ -469,6 +473,9 @@ function readNode(r: Reader, end: number, walk: Walk, depth: number): void {
       r.skip(end, `NodeProto field ${field}`);
     }
   }
+  // An EPContext node stands for a graph an execution provider compiled earlier; with
+  // embed_mode 0 its ep_cache_context names a file next to the model: another way out.
+  if (opType === "EPContext") throw unsupported(`${name === "" ? "a node" : `node '${clip(name)}'`} is an EPContext node (a precompiled execution-provider graph, possibly in another file)`);
   const after = r.pos;
   for (const a of attrs) {
     r.pos = a.start;

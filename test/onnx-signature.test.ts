@@ -470,6 +470,15 @@ describe("readOnnxSignature finds every external-data reference (a hostile uploa
     }
   });
 
+  it("refuses EPContext nodes, whose ep_cache_context may name a file next to the model", () => {
+    const bytes = model({
+      nodes: [
+        { opType: "EPContext", domain: "com.microsoft", name: "ctx", inputs: [], outputs: ["y"], attributes: [{ name: "embed_mode", i: 0 }, { name: "ep_cache_context", s: `${victim}` }] },
+      ],
+    });
+    expect(parseError(bytes).message).toBe("unsupported ONNX model: node 'ctx' is an EPContext node (a precompiled execution-provider graph, possibly in another file)");
+  });
+
   it("finds nothing in the demo models", async () => {
     for (const f of files) expect(readOnnxSignature(await demoBytes(f.name, f.version)).externalData).toEqual([]);
   });
