@@ -28,10 +28,6 @@ import type { WireTensor } from "../protocol/tensor.js";
 
 /** A socket that stayed up this long resets the back-off. */
 const STABLE_AFTER_MS = 10_000;
-/** Room left in a frame for everything but the output tensors' data. */
-const FRAME_HEADROOM = 256 * 1024;
-const MAX_ANSWER_BYTES = MAX_FRAME_BYTES - FRAME_HEADROOM;
-
 /** A refusal whose message is the node's own, safe to send as is. */
 class LoadRefused extends Error {}
 
@@ -44,16 +40,6 @@ class DeadlineError extends Error {
 
 const mib = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
 
-/** An upper bound on the encoded size of output tensors (msgpack adds a few bytes each). */
-export function answerBytes(outputs: WireTensor[]): number {
-  let n = 0;
-  for (const o of outputs) {
-    n += 64 + o.name.length + o.shape.length * 9;
-    if (Array.isArray(o.data)) for (const s of o.data as string[]) n += 5 + Buffer.byteLength(s);
-    else n += (o.data as ArrayBufferView).byteLength;
-  }
-  return n;
-}
 
 export interface AgentHandle {
   provider: ProviderDecision;
@@ -355,17 +341,6 @@ export function startAgent(config: NodeConfig): AgentHandle {
     const timer = setTimeout(() => batcher.cancel(msg.id, new DeadlineError()), remaining);
     try {
       const { outputs, computeMs } = await batcher.submit(msg.id, msg.inputs, msg.outputs);
-      const bytes = answerBytes(outputs);
-      if (bytes > MAX_ANSWER_BYTES) {
-        send({
-          t: "error",
-          id: msg.id,
-          code: "payload_too_large",
-          message: `the answer would be ${mib(bytes)} MiB, over the ${mib(MAX_ANSWER_BYTES)} MiB a node sends; ask for fewer or smaller outputs`,
-          computeMs,
-        });
-        return;
-      }
       send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started, computeMs });
     } catch (err) {
       const computeMs = err instanceof SessionProcessError ? err.computeMs : 0;
@@ -373,6 +348,9 @@ export function startAgent(config: NodeConfig): AgentHandle {
         send({ t: "error", id: msg.id, code: "deadline_exceeded", message: "the call ran past its deadline and was stopped", computeMs: performance.now() - started });
       } else if (err instanceof CancelledError) {
         send({ t: "error", id: msg.id, code: "cancelled", message: "cancelled", computeMs: performance.now() - started });
+      } else if (err instanceof SessionProcessError && err.kind === "too_large") {
+        // Checked in the session child (session-child.ts): a frame over the limit would cost the connection.
+        send({ t: "error", id: msg.id, code: "payload_too_large", message: err.message, computeMs });
       } else if (err instanceof SessionProcessError && err.kind === "too_big") {
         log("warn", "call stopped: over the model's memory limit", { id: msg.id, requestId: msg.requestId, key: msg.key, error: err.message });
         send({ t: "error", id: msg.id, code: "inference_failed", message: err.message, computeMs });

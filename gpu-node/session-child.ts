@@ -5,8 +5,27 @@
 // bound. Messages are those of session-process.ts (ChildRequest / ChildReply).
 
 import * as ort from "onnxruntime-node";
+import { MAX_FRAME_BYTES } from "../protocol/messages.js";
+import type { WireTensor } from "../protocol/tensor.js";
 import { fromOrt, toOrt } from "./ort-tensors.js";
 import type { ChildReply, ChildRequest } from "./session-process.js";
+
+/**
+ * An answer must fit one frame to the router with room to spare. Checked here, before the
+ * outputs cross to the agent: a huge answer would also hold the agent's loop while it is copied.
+ */
+const MAX_ANSWER_BYTES = MAX_FRAME_BYTES - 256 * 1024;
+
+/** An upper bound on the encoded size of output tensors (msgpack adds a few bytes to each). */
+function answerBytes(outputs: WireTensor[]): number {
+  let n = 0;
+  for (const o of outputs) {
+    n += 64 + o.name.length + o.shape.length * 9;
+    if (Array.isArray(o.data)) for (const s of o.data as string[]) n += 5 + Buffer.byteLength(s);
+    else n += (o.data as ArrayBufferView).byteLength;
+  }
+  return n;
+}
 
 let session: ort.InferenceSession | null = null;
 
@@ -40,6 +59,18 @@ process.on("message", (m: ChildRequest) => {
         const fetches = m.outputs ?? session.outputNames;
         const result = await session.run(feeds, fetches as string[]);
         const outputs = fetches.map((name) => fromOrt(name, result[name]));
+        const bytes = answerBytes(outputs);
+        if (bytes > MAX_ANSWER_BYTES) {
+          const mib = (b: number) => Math.round((b / 2 ** 20) * 10) / 10;
+          reply({
+            t: "failed",
+            id: m.id,
+            kind: "too_large",
+            message: `the answer would be ${mib(bytes)} MiB, over the ${mib(MAX_ANSWER_BYTES)} MiB a node sends; ask for fewer or smaller outputs`,
+            computeMs: performance.now() - started,
+          });
+          return;
+        }
         reply({ t: "result", id: m.id, outputs, computeMs: performance.now() - started });
       } catch (err) {
         reply({ t: "failed", id: m.id, message: String((err as Error).message ?? err), computeMs: performance.now() - started });

@@ -27,13 +27,14 @@ export type ChildReply =
   | { t: "loaded"; inputNames: string[]; outputNames: string[]; rssBytes: number }
   | { t: "load_failed"; message: string }
   | { t: "result"; id: number; outputs: WireTensor[]; computeMs: number }
-  | { t: "failed"; id: number; message: string; computeMs: number };
+  /** kind too_large: the answer would not fit a frame (the message is the node's own). */
+  | { t: "failed"; id: number; message: string; computeMs: number; kind?: "too_large" };
 
 /**
  * Why a load or run did not give a result. `message` may carry onnxruntime's own text (file
  * paths, source references): callers log it and send callers a clean one (see publicMessage).
  */
-export type SessionFailure = "load_failed" | "too_big" | "timeout" | "crashed" | "aborted" | "run_failed";
+export type SessionFailure = "load_failed" | "too_big" | "timeout" | "crashed" | "aborted" | "run_failed" | "too_large";
 
 export class SessionProcessError extends Error {
   constructor(
@@ -221,7 +222,7 @@ export class SessionProcess {
     if (!w || w.id !== m.id) return;
     this.current = null;
     if (m.t === "result") w.resolve({ outputs: m.outputs, computeMs: m.computeMs });
-    else w.reject(new SessionProcessError("run_failed", m.message, m.computeMs));
+    else w.reject(new SessionProcessError(m.kind ?? "run_failed", m.message, m.computeMs));
   }
 
   /**
