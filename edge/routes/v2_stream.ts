@@ -19,6 +19,14 @@
 // WebSocket) the subprotocol `mesh.key.<key>` offered next to `mesh.v1` (JSON text frames) or
 // `mesh.v1.msgpack` (msgpack binary frames; also `?format=msgpack`). The server answers with
 // the framing protocol, never the key.
+//
+// Every socket is bounded (stream-limits.ts): sockets per key and per account, requests running
+// per account, and every client message counts. A message's size is checked before it is
+// parsed (a generate at most MAX_GENERATE_BODY, an ack or cancel at most 1 KiB); each message
+// counts against the key's rate limit, except an ack that grants credit for tokens delivered
+// and a cancel of a running request (both bounded by what a charged generate produced, and
+// refusing them would only stall a stream the caller paid for). Refusals are strikes, and a
+// socket that keeps sending bad messages after being told is closed with 1008.
 
 import type { Hono } from "hono";
 import { z } from "zod";
@@ -35,6 +43,7 @@ import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "..
 import { describeRoute } from "../openapi.js";
 import { ChannelPool } from "../stream-client.js";
 import { DEFAULT_WS_WINDOW, ID_RE, parseGenerateInput, sseEvent, type GenerateInput, type StreamEvent } from "../stream-protocol.js";
+import { messageSize, SocketRegistry, STREAM_LIMITS, Strikes } from "../stream-limits.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "../tokenizers.js";
 
 export const MAX_GENERATE_BODY = 256 * 1024;
@@ -45,6 +54,8 @@ export const MAX_STREAMS_PER_SOCKET = 64;
 export const KEY_PROTOCOL_PREFIX = "mesh.key.";
 export const JSON_PROTOCOL = "mesh.v1";
 export const MSGPACK_PROTOCOL = "mesh.v1.msgpack";
+/** This isolate's open generation sockets: the per-key and per-account caps count them. */
+const sockets = new SocketRegistry();
 
 interface Target {
   model: ModelInfo;
@@ -234,13 +245,14 @@ async function streamSocket(c: AppContext) {
   const name = c.req.param("m")!;
   const ref = c.req.param("v");
   await target(c, key, name, ref);
+  sockets.checkOpen(key.id, key.accountId);
   const pair = new WebSocketPair();
   const client = pair[0];
   const server = pair[1];
   server.accept();
   // Binary (msgpack) messages as ArrayBuffers, not the standard's default Blobs.
   server.binaryType = "arraybuffer";
-  new CallerSocket(c, server, msgpack ? "msgpack" : "json", token, name, ref);
+  new CallerSocket(c, server, msgpack ? "msgpack" : "json", token, name, ref, key);
   return new Response(null, { status: 101, webSocket: client, headers: chosen ? { "sec-websocket-protocol": chosen } : {} });
 }
 
@@ -254,9 +266,16 @@ interface Running {
   acked: number;
 }
 
+/** Requests that ended lately, kept so their late acks are recognised (and not charged). */
+const RECENT_ENDED = 64;
+
 /** One caller's socket: its requests by id, and its sockets to regions. */
 class CallerSocket {
   private readonly running = new Map<string, Running>();
+  private readonly recent = new Map<string, Running>();
+  private readonly strikes = new Strikes();
+  readonly keyId: string;
+  readonly accountId: string;
   private readonly pool: ChannelPool;
   private readonly codec = createCodec();
   private readonly decoder = new TextDecoder();
@@ -270,7 +289,11 @@ class CallerSocket {
     private readonly token: string,
     private readonly model: string,
     private readonly ref: string | undefined,
+    key: KeyRecord,
   ) {
+    this.keyId = key.id;
+    this.accountId = key.accountId;
+    sockets.opened(this);
     this.pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
     ws.addEventListener("message", (e: MessageEvent) => this.onMessage(e.data));
     ws.addEventListener("close", () => this.onClose());
@@ -287,6 +310,42 @@ class CallerSocket {
     }
   }
 
+  /** Requests running (or being checked) here: the account's cap counts them. */
+  get streams(): number {
+    return this.running.size;
+  }
+
+  /** A refused message: answered, and a strike; past the strikes the socket is closed instead. */
+  private refuse(id: string | null, err: unknown): void {
+    if (!this.open) return;
+    if (this.strikes.strike()) {
+      log("warn", this.c.get("requestId"), "closing a stream socket that kept sending bad messages", { code: err instanceof MeshError ? err.code : "internal_error" });
+      this.closeWith(1008, "too many bad messages");
+      return;
+    }
+    this.error(id, err);
+  }
+
+  /**
+   * Counts a message that acts on no paid request against the key's rate limit; `refusal` is
+   * its answer when the limit allows it (a message past the limit is answered rate_limited).
+   */
+  private charge(id: string | null, refusal?: MeshError): void {
+    authorize(this.c, this.token, "infer").then(
+      () => {
+        if (refusal) this.refuse(id, refusal);
+      },
+      (err: unknown) => {
+        if (err instanceof MeshError && (err.code === "unauthorized" || err.code === "forbidden")) {
+          this.error(id, err);
+          this.closeWith(1008, "API key revoked");
+        } else {
+          this.refuse(id, err);
+        }
+      },
+    );
+  }
+
   private error(id: string | null, err: unknown): void {
     const e = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
     if (!(err instanceof MeshError)) log("error", this.c.get("requestId"), "stream request failed", { error: String(err) });
@@ -294,52 +353,71 @@ class CallerSocket {
   }
 
   private onMessage(data: unknown): void {
+    if (!this.open) return;
+    // Sized before parsing: nothing this big is parsed at all.
+    const size = messageSize(data);
+    if (size > MAX_GENERATE_BODY) {
+      this.charge(null, new MeshError("payload_too_large", `a message is larger than ${MAX_GENERATE_BODY} bytes`));
+      return;
+    }
     let msg: unknown;
     try {
       msg = typeof data === "string" ? JSON.parse(data) : this.codec.decode(new Uint8Array(data as ArrayBuffer));
     } catch {
-      this.error(null, new MeshError("invalid_json", "a message is not valid JSON (text frames) or msgpack (binary frames)"));
+      this.charge(null, new MeshError("invalid_json", "a message is not valid JSON (text frames) or msgpack (binary frames)"));
       return;
     }
     const m = (typeof msg === "object" && msg !== null ? msg : {}) as Record<string, unknown>;
     const id = typeof m.id === "string" && ID_RE.test(m.id) ? m.id : null;
     if (m.type === "generate") {
-      void this.generate(m, id).catch((err: unknown) => {
-        this.running.delete(id ?? "");
-        this.error(id, err);
-      });
+      void this.generate(m, id).catch((err: unknown) => this.refuse(id, err));
+      return;
+    }
+    if (size > STREAM_LIMITS.controlMessageBytes) {
+      this.charge(id, new MeshError("payload_too_large", `a control message (ack, cancel) is larger than ${STREAM_LIMITS.controlMessageBytes} bytes`));
       return;
     }
     const r = id ? this.running.get(id) : undefined;
     if (m.type === "ack") {
       const n = m.tokens;
-      if (!r?.gen || typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) return; // late acks of ended requests are normal
-      const upTo = Math.min(n, r.sent);
-      if (upTo > r.acked) {
-        r.gen.credit(upTo - r.acked);
-        r.acked = upTo;
+      const acked = id ? (r ?? this.recent.get(id)) : undefined;
+      const upTo = acked && typeof n === "number" && Number.isSafeInteger(n) && n >= 0 ? Math.min(n, acked.sent) : -1;
+      // Free: it acknowledges tokens delivered and not yet acknowledged (late ones included).
+      if (acked && upTo > acked.acked) {
+        if (acked.gen && r === acked) acked.gen.credit(upTo - acked.acked);
+        acked.acked = upTo;
+        return;
       }
+      this.charge(id);
       return;
     }
     if (m.type === "cancel") {
       if (r?.gen) r.gen.cancel();
       else if (r) r.cancelled = true;
+      else this.charge(id); // a cancel of nothing running is free for nobody
       return;
     }
-    this.error(id, new MeshError("bad_request", "'type' must be generate, ack or cancel"));
+    this.charge(id, new MeshError("bad_request", "'type' must be generate, ack or cancel"));
+  }
+
+  /** A request left `running`: its late acks stay recognisable for a while. */
+  private ended(id: string, r: Running): void {
+    if (this.running.get(id) === r) this.running.delete(id);
+    this.recent.delete(id);
+    this.recent.set(id, r);
+    if (this.recent.size > RECENT_ENDED) this.recent.delete(this.recent.keys().next().value!);
   }
 
   private async generate(m: Record<string, unknown>, id: string | null): Promise<void> {
     if (!id) throw new MeshError("bad_request", "a generate message needs an 'id' (1-128 characters of letters, digits, '.', '_', ':' or '-')");
     if (this.running.has(id)) {
-      // Not deleted by the catch above: the running one keeps its id.
-      this.send({ type: "error", id, error: `request '${id}' is still running on this socket`, code: "bad_request", requestId: this.c.get("requestId") });
-      return;
+      // Not deleted by the catch above (its placeholder check): the running one keeps its id.
+      throw new MeshError("bad_request", `request '${id}' is still running on this socket`);
     }
     if (this.running.size >= MAX_STREAMS_PER_SOCKET) {
-      this.send({ type: "error", id, error: `at most ${MAX_STREAMS_PER_SOCKET} requests may run on one socket`, code: "no_capacity", requestId: this.c.get("requestId") });
-      return;
+      throw new MeshError("rate_limited", `at most ${MAX_STREAMS_PER_SOCKET} requests may run on one socket`, { "retry-after": "1" });
     }
+    sockets.checkStream(this.accountId);
     const window = m.window === undefined ? DEFAULT_WS_WINDOW : m.window;
     if (typeof window !== "number" || !Number.isSafeInteger(window) || window < 1 || window > GENERATE_LIMITS.maxWindow) {
       throw new MeshError("bad_request", `'window' must be an integer from 1 to ${GENERATE_LIMITS.maxWindow}`);
@@ -356,10 +434,24 @@ class CallerSocket {
     } catch (err) {
       this.running.delete(id);
       const e = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
-      this.error(id, e);
-      if (e.code === "unauthorized" || e.code === "forbidden") this.ws.close(1008, "API key revoked");
-      return;
+      if (e.code === "unauthorized" || e.code === "forbidden") {
+        this.error(id, e);
+        this.closeWith(1008, "API key revoked");
+        return;
+      }
+      throw e;
     }
+    try {
+      await this.run(id, slot, key, input, window);
+    } catch (err) {
+      // Its placeholder goes (a running request of the same id is another slot and stays).
+      if (this.running.get(id) === slot) this.running.delete(id);
+      throw err;
+    }
+  }
+
+  /** The rest of a generate once its key checked: model, quota, then the region. */
+  private async run(id: string, slot: Running, key: KeyRecord, input: GenerateInput, window: number): Promise<void> {
     const t = await target(this.c, key, this.model, this.ref);
     if (!this.open) return;
     if (slot.cancelled) {
@@ -382,9 +474,7 @@ class CallerSocket {
     const requestId = `${this.c.get("requestId")}.${++this.seq}`.slice(0, 64);
     const gen = new Generation(plan(this.c, t, input, { requestId, id, window, pool: this.pool }), (ev) => {
       if (ev.type === "token") slot.sent++;
-      if (ev.type === "done" || ev.type === "error") {
-        if (this.running.get(id) === slot) this.running.delete(id);
-      }
+      if (ev.type === "done" || ev.type === "error") this.ended(id, slot);
       this.send(ev);
     });
     slot.gen = gen;
@@ -392,14 +482,20 @@ class CallerSocket {
   }
 
   private onClose(): void {
+    this.closeWith(1000, "closed");
+  }
+
+  private closeWith(code: number, reason: string): void {
     if (!this.open) return;
     this.open = false;
+    sockets.closed(this);
     for (const r of this.running.values()) r.gen?.cancel();
     this.running.clear();
+    this.recent.clear();
     // Closing the region sockets cancels whatever is still running there.
     this.pool.closeAll();
     try {
-      this.ws.close(1000, "closed");
+      this.ws.close(code, reason);
     } catch {
       /* already closed */
     }

@@ -1,0 +1,126 @@
+// Bounds on the generation WebSocket that one tenant could otherwise stretch without limit
+// (issue 10, items 7 and 14): open sockets per key and per account, requests running per
+// account, the size of a client message, and how many bad messages a socket may send.
+//
+// Counted in this isolate's memory: a Worker isolate serves many sockets, and the counts are
+// derived from the sockets it holds open, so they cannot drift or leak when one dies. Across
+// isolates the caps add up (N isolates, N times the cap); the region's fair shares
+// (regions/fairness.ts) are what keep one account from crowding out the others there.
+
+import { MeshError } from "../protocol/errors.js";
+
+export interface StreamLimits {
+  socketsPerKey: number;
+  socketsPerAccount: number;
+  streamsPerAccount: number;
+  controlMessageBytes: number;
+  strikes: number;
+  strikeForgiveMs: number;
+}
+
+export const STREAM_LIMITS: Readonly<StreamLimits> = {
+  /** WebSockets one key may hold open at once (in one isolate). */
+  socketsPerKey: 8,
+  /** WebSockets one account may hold open at once, all its keys together (in one isolate). */
+  socketsPerAccount: 32,
+  /** Requests one account may have running at once over all its sockets (in one isolate). */
+  streamsPerAccount: 128,
+  /** An `ack` or `cancel` is a few dozen bytes; anything past this is refused. */
+  controlMessageBytes: 1024,
+  /** Bad messages (refused, malformed, over a limit) a socket may send before it is closed... */
+  strikes: 16,
+  /** ... with one forgiven per this many ms, so a long-lived socket's rare mistakes never add up. */
+  strikeForgiveMs: 1_000,
+};
+
+/** What the registry needs of an open socket. */
+export interface OpenSocket {
+  readonly keyId: string;
+  readonly accountId: string;
+  /** Requests running (or being checked) on it now. */
+  readonly streams: number;
+}
+
+function add<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function remove<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  const s = m.get(k);
+  if (!s) return;
+  s.delete(v);
+  if (s.size === 0) m.delete(k);
+}
+
+/** This isolate's open generation sockets, by key and by account. */
+export class SocketRegistry {
+  private readonly byKey = new Map<string, Set<OpenSocket>>();
+  private readonly byAccount = new Map<string, Set<OpenSocket>>();
+
+  constructor(private readonly limits: Pick<StreamLimits, "socketsPerKey" | "socketsPerAccount" | "streamsPerAccount"> = STREAM_LIMITS) {}
+
+  /** Throws rate_limited when the key or its account has its most sockets open already. */
+  checkOpen(keyId: string, accountId: string): void {
+    const perKey = this.byKey.get(keyId)?.size ?? 0;
+    if (perKey >= this.limits.socketsPerKey) {
+      throw new MeshError("rate_limited", `at most ${this.limits.socketsPerKey} stream sockets may be open per key; close one first`, { "retry-after": "1" });
+    }
+    const perAccount = this.byAccount.get(accountId)?.size ?? 0;
+    if (perAccount >= this.limits.socketsPerAccount) {
+      throw new MeshError("rate_limited", `at most ${this.limits.socketsPerAccount} stream sockets may be open per account; close one first`, { "retry-after": "1" });
+    }
+  }
+
+  opened(s: OpenSocket): void {
+    add(this.byKey, s.keyId, s);
+    add(this.byAccount, s.accountId, s);
+  }
+
+  closed(s: OpenSocket): void {
+    remove(this.byKey, s.keyId, s);
+    remove(this.byAccount, s.accountId, s);
+  }
+
+  /** Throws rate_limited when the account has its most requests running already. */
+  checkStream(accountId: string): void {
+    let running = 0;
+    for (const s of this.byAccount.get(accountId) ?? []) running += s.streams;
+    if (running >= this.limits.streamsPerAccount) {
+      throw new MeshError("rate_limited", `this account has ${running} requests running on stream sockets, the most at once; wait for one to end`, { "retry-after": "1" });
+    }
+  }
+}
+
+/**
+ * A socket's record of bad messages: each refusal is a strike, one is forgiven per
+ * `strikeForgiveMs`; past `strikes` the socket is to be closed (1008) instead of answered, so a
+ * flood of junk costs the edge a few replies, not one per message.
+ */
+export class Strikes {
+  private count = 0;
+  private at = 0;
+
+  constructor(
+    private readonly limits: Pick<StreamLimits, "strikes" | "strikeForgiveMs"> = STREAM_LIMITS,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Records one; true when the socket is past its limit and must be closed. */
+  strike(): boolean {
+    const t = this.now();
+    this.count = Math.max(0, this.count - (t - this.at) / this.limits.strikeForgiveMs);
+    this.at = t;
+    this.count++;
+    return this.count > this.limits.strikes;
+  }
+}
+
+/** A client message's size before any parsing: UTF-16 units of a text frame (never more than its UTF-8 bytes), bytes of a binary one. */
+export function messageSize(data: unknown): number {
+  if (typeof data === "string") return data.length;
+  if (data instanceof ArrayBuffer) return data.byteLength;
+  if (ArrayBuffer.isView(data)) return data.byteLength;
+  return Number.POSITIVE_INFINITY;
+}
