@@ -92,12 +92,16 @@ export function registerDocs(app: Hono<AppEnv>): void {
     path: "/v1/regions",
     tag: "Regions",
     auth: "infer",
-    summary: "Per region: health, capacity, warm models and the latency callers got",
+    summary: "Per region: health, warm models and the latency callers got (a key: its own account's; the admin token: everyone's)",
+    description:
+      "With an API key, the account's own view (`scope: account`): its own warm models, the latency of its own calls per colo, its own queued calls; " +
+      "nothing counted over every account (`capacity` and `inflight` are null). With the operator's admin token, the global view (`scope: operator`).",
     responses: {
       200: {
         description: "See edge/regions-view.ts for every field.",
         schema: z.object({
           generatedAt: z.number(),
+          scope: z.enum(["account", "operator"]),
           stale: z.boolean(),
           redis: z.enum(["ok", "unreachable", "not_configured"]),
           regions: z.array(z.object({ name: z.string(), health: z.enum(["healthy", "unhealthy", "stale", "unknown"]) }).loose()),
@@ -110,7 +114,7 @@ export function registerDocs(app: Hono<AppEnv>): void {
     path: "/status",
     tag: "Regions",
     auth: "none",
-    summary: "The status page (asks /v1/regions with a key the reader gives it)",
+    summary: "The status page (asks /v1/regions with a key the reader types in; never from the URL)",
     responses: { 200: { description: "HTML.", contentType: "text/html" } },
   });
 }

@@ -1,6 +1,8 @@
 // The operator's routes (admin token): create an account and its first key (shown once), and set
-// an account's limits: the per-key rate limit its keys get and its monthly request quota. A
-// change of limits reaches every edge within the revocation bound (it rides on the key records).
+// an account's limits: its rate limit (one bucket shared by all its keys) and its monthly
+// request quota. A change of limits reaches every edge within the revocation bound (it rides on
+// the key records), keys with their own limit included: theirs is a second bucket, never a
+// replacement.
 
 import { eq } from "drizzle-orm";
 import type { Hono } from "hono";
@@ -15,7 +17,7 @@ import { RateLimitSchema } from "./v1_keys.js";
 
 const LimitsFields = {
   monthlyRequests: z.number().int().min(0).nullable().optional().describe("Inference calls per calendar month (UTC); null: no quota."),
-  rateLimit: RateLimitSchema.nullable().optional().describe("Per-key rate limit of the account's keys; null: the edge default."),
+  rateLimit: RateLimitSchema.nullable().optional().describe("The account's rate limit, shared by all its keys (a key's own limit can only be tighter); null: the edge default."),
 };
 
 const CreateAccountSchema = z

@@ -22,7 +22,7 @@ const CreateKeySchema = z
   .object({
     name: z.string().max(128).default("").describe("For telling keys apart in lists."),
     scopes: z.array(z.enum(SCOPES)).min(1).default(["infer"]).describe("`infer`: the /v2 data plane; `manage`: the /v1 control plane."),
-    rateLimit: RateLimitSchema.optional().describe("A tighter limit than the account's (never looser)."),
+    rateLimit: RateLimitSchema.optional().describe("A limit of this key's own, checked on top of the account's (so only ever tighter); refused here when looser than the account's is now."),
   })
   .strict();
 
