@@ -354,7 +354,7 @@ export function checkExternalData(info: Pick<OnnxModelInfo, "externalData">, own
       ownFiles.size === 0
         ? "a single-file upload must carry every tensor's data inside the .onnx file (save it without external data)"
         : "a version may only read files uploaded with it";
-    throw invalid(`${tensor} (${ref.where}) reads its data from outside the model, ${names}: ${allowed}`);
+    throw unsupported(`${tensor} (${ref.where}) reads its data from outside the model, ${names}: ${allowed}`);
   }
 }
 

@@ -448,7 +448,7 @@ describe("readOnnxSignature finds every external-data reference (a hostile uploa
       const message = refusedFor(build());
       expect(message).toMatch(names);
       expect(message).toContain(`from file '${victim}'`);
-      expect(message).toMatch(/^not a valid ONNX model: .*single-file upload must carry every tensor's data inside the \.onnx file/);
+      expect(message).toMatch(/^unsupported ONNX model: .*single-file upload must carry every tensor's data inside the \.onnx file/);
     });
   }
 
