@@ -23,7 +23,7 @@ export const STREAM_LIMITS: Readonly<StreamLimits> = {
   socketsPerKey: 8,
   /** WebSockets one account may hold open at once, all its keys together (in one isolate). */
   socketsPerAccount: 32,
-  /** Requests one account may have running at once over all its sockets (in one isolate). */
+  /** Requests one account may have running at once over all its sockets and SSE/generate calls (in one isolate). */
   streamsPerAccount: 128,
   /** An `ack` or `cancel` is a few dozen bytes; anything past this is refused. */
   controlMessageBytes: 1024,
@@ -58,6 +58,8 @@ function remove<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
 export class SocketRegistry {
   private readonly byKey = new Map<string, Set<OpenSocket>>();
   private readonly byAccount = new Map<string, Set<OpenSocket>>();
+  /** Requests running outside sockets (SSE, generate), per account. */
+  private readonly single = new Map<string, number>();
 
   constructor(private readonly limits: Pick<StreamLimits, "socketsPerKey" | "socketsPerAccount" | "streamsPerAccount"> = STREAM_LIMITS) {}
 
@@ -83,12 +85,29 @@ export class SocketRegistry {
     remove(this.byAccount, s.accountId, s);
   }
 
+  /**
+   * A request outside a socket (SSE, generate) starts: throws rate_limited when the account has
+   * its most running already; otherwise counts it until the returned release (idempotent).
+   */
+  holdStream(accountId: string): () => void {
+    this.checkStream(accountId);
+    this.single.set(accountId, (this.single.get(accountId) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const n = (this.single.get(accountId) ?? 1) - 1;
+      if (n <= 0) this.single.delete(accountId);
+      else this.single.set(accountId, n);
+    };
+  }
+
   /** Throws rate_limited when the account has its most requests running already. */
   checkStream(accountId: string): void {
-    let running = 0;
+    let running = this.single.get(accountId) ?? 0;
     for (const s of this.byAccount.get(accountId) ?? []) running += s.streams;
     if (running >= this.limits.streamsPerAccount) {
-      throw new MeshError("rate_limited", `this account has ${running} requests running on stream sockets, the most at once; wait for one to end`, { "retry-after": "1" });
+      throw new MeshError("rate_limited", `this account has ${running} generation requests running, the most at once; wait for one to end`, { "retry-after": "1" });
     }
   }
 }

@@ -43,6 +43,15 @@ describe("stream limits, as units", () => {
     reg.closed(a1);
     expect(() => reg.checkOpen("k1", "a")).not.toThrow();
     reg.checkStream("a"); // 3 running now
+    // SSE and generate calls count too, until released (once, however often it is called).
+    const release = reg.holdStream("a");
+    reg.holdStream("a");
+    expect(() => reg.holdStream("a")).toThrow(/running/);
+    release();
+    release();
+    const again = reg.holdStream("a");
+    expect(() => reg.checkStream("a")).toThrow(/running/);
+    again();
   });
 
   it("strikes: past the limit the socket is to be closed, and one is forgiven per interval", () => {

@@ -21,7 +21,7 @@
 // the framing protocol, never the key.
 //
 // Every socket is bounded (stream-limits.ts): sockets per key and per account, requests running
-// per account, and every client message counts. A message's size is checked before it is
+// per account (SSE and generate calls included), and every client message counts. A message's size is checked before it is
 // parsed (a generate at most MAX_GENERATE_BODY, an ack or cancel at most 1 KiB); each message
 // counts against the key's rate limit, except an ack that grants credit for tokens delivered
 // and a cancel of a running request (both bounded by what a charged generate produced, and
@@ -111,7 +111,14 @@ function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId:
 async function generateStream(c: AppContext) {
   const input = parseGenerateInput(await readJson(c.req.raw));
   const t = await target(c, c.get("key"), c.req.param("m")!, c.req.param("v"));
-  await chargeQuota(c);
+  // Counted with the account's socket requests (its running cap) until it ends.
+  const release = sockets.holdStream(c.get("key").accountId);
+  try {
+    await chargeQuota(c);
+  } catch (err) {
+    release();
+    throw err;
+  }
   const requestId = c.get("requestId");
   const pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
   const encoder = new TextEncoder();
@@ -134,6 +141,7 @@ async function generateStream(c: AppContext) {
       closed = true;
       controller.close();
       pool.closeAll();
+      release();
     } else {
       refill();
     }
@@ -149,6 +157,7 @@ async function generateStream(c: AppContext) {
         closed = true;
         gen.cancel();
         pool.closeAll();
+        release();
       },
     },
     new CountQueuingStrategy({ highWaterMark: SSE_WINDOW }),
@@ -157,6 +166,7 @@ async function generateStream(c: AppContext) {
     await gen.start();
   } catch (err) {
     pool.closeAll();
+    release();
     throw err;
   }
   return new Response(body, {
@@ -173,7 +183,14 @@ async function generateStream(c: AppContext) {
 async function generateWhole(c: AppContext) {
   const input = parseGenerateInput(await readJson(c.req.raw));
   const t = await target(c, c.get("key"), c.req.param("m")!, c.req.param("v"));
-  await chargeQuota(c);
+  // Counted with the account's socket requests (its running cap) until it ends.
+  const release = sockets.holdStream(c.get("key").accountId);
+  try {
+    await chargeQuota(c);
+  } catch (err) {
+    release();
+    throw err;
+  }
   const requestId = c.get("requestId");
   const pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
   const parts: string[] = [];
@@ -191,6 +208,7 @@ async function generateWhole(c: AppContext) {
     await gen.finished;
   } finally {
     pool.closeAll();
+    release();
   }
   const end = last as StreamEvent | null;
   c.header("x-mesh-version", String(t.version.version));
