@@ -133,13 +133,14 @@ export class FairShare {
 
   /**
    * Should a stalled stream of `account` on `node` give its slot back now? Yes when other
-   * accounts wait for stream slots that are not already being given back, and `account` holds
-   * at least its share (not counting its streams already giving theirs back). A yes is
-   * recorded: call `yielded` when that stream ends.
+   * accounts wait for more stream slots than are free (`freeSlots`, e.g. held for a model
+   * being loaded for them) or already being given back, and `account` holds at least its share
+   * (not counting its streams already giving theirs back). A yes is recorded: call `yielded`
+   * when that stream ends.
    */
-  shouldYield(account: string, node: SlotNode, regionSlots: number): boolean {
+  shouldYield(account: string, node: SlotNode, regionSlots: number, freeSlots = 0): boolean {
     if (!this.enabled) return false;
-    let givingBack = 0;
+    let givingBack = freeSlots;
     for (const c of this.yielding.values()) givingBack += c;
     if (this.othersWaiting("stream", account) <= givingBack) return false;
     const mine = this.yielding.get(account) ?? 0;

@@ -277,8 +277,13 @@ export class Scheduler {
     const n = this.nodes.get(node);
     if (!n) return false;
     let regionSlots = 0;
-    for (const x of this.nodes.values()) if (x.available) regionSlots += slotsOf("stream", x);
-    return this.fair.shouldYield(account, n, regionSlots);
+    let free = 0;
+    for (const x of this.nodes.values()) {
+      if (!x.available) continue;
+      regionSlots += slotsOf("stream", x);
+      free += Math.max(0, slotsOf("stream", x) - x.streams);
+    }
+    return this.fair.shouldYield(account, n, regionSlots, free);
   }
 
   /** Tells a waiting stream, once, that it waits and where it stands. */
@@ -348,7 +353,8 @@ export class Scheduler {
         regionSlots.stream += slotsOf("stream", n);
       }
       // Within the shares first; a slot that nobody within its shares can use goes to the
-      // fewest-holding account that can, rather than idle.
+      // fewest-holding account that can, rather than idle (unless it is being kept for another
+      // account's model that is loading on that node).
       const best = this.bestPlacement(regionSlots, true) ?? this.bestPlacement(regionSlots, false);
       if (!best) return;
       this.dequeue(best.item.key, best.item);
@@ -364,7 +370,9 @@ export class Scheduler {
         const kind: SlotKind = item.stream ? "stream" : "call";
         if (tried[kind]) continue;
         tried[kind] = true;
-        const fits = withinShares ? [...this.nodes.values()].filter((n) => this.fair.allows(kind, item.account, n, regionSlots[kind])) : this.nodes.values();
+        const fits = [...this.nodes.values()].filter((n) =>
+          withinShares ? this.fair.allows(kind, item.account, n, regionSlots[kind]) : !this.loadingForOthers(n, item.account),
+        );
         const node = item.stream ? pickWarmForStream(fits, key, item.exclude) : (pickWarm(fits, key, item.exclude) ?? pickWarm(fits, key));
         if (node) {
           const rank = this.fair.rank(kind, item.account);
@@ -374,6 +382,16 @@ export class Scheduler {
       }
     }
     return best;
+  }
+
+  /** Is `node` loading a model that another account's requests wait for? */
+  private loadingForOthers(node: NodeLink, account: string): boolean {
+    if (!this.fair.enabled) return false;
+    for (const key of node.loading.keys()) {
+      const q = this.queues.get(key);
+      if (q && q.length > 0 && q[0]!.account !== account) return true;
+    }
+    return false;
   }
 
   private valueOf = (key: string): number => {

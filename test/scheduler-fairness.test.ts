@@ -10,7 +10,7 @@ import { Scheduler, SCHEDULER_DEFAULTS, type SchedulerConfig, type StreamWaiter 
 
 interface Held {
   account: string;
-  finish(): void;
+  finish(yielded?: boolean): void;
 }
 
 /** A node with the given models warm: it counts slots and keeps calls until finished. */
@@ -97,10 +97,10 @@ function setup(opts: { slots?: number; streamSlots?: number; nodes?: number; acc
         const held = {
           account,
           node: n,
-          finish: () => {
+          finish: (yielded = false) => {
             n.streams--;
             streams.splice(streams.indexOf(held), 1);
-            s.streamEnded(r, n.id, "served", 0, 1);
+            s.streamEnded(r, n.id, yielded ? "failed" : "served", 0, 1, yielded);
             s.pumpAll(); // what the node link's onChange does
           },
         };
@@ -125,10 +125,11 @@ function setup(opts: { slots?: number; streamSlots?: number; nodes?: number; acc
     }
     throw new Error(`no call of ${account} running`);
   };
-  const finishStream = (account: string) => {
+  /** Ends the oldest running stream of `account` (`yielded`: one it was asked to give back). */
+  const finishStream = (account: string, yielded = false) => {
     const h = streams.find((x) => x.account === account);
     if (!h) throw new Error(`no stream of ${account} running`);
-    h.finish();
+    h.finish(yielded);
   };
   return { s, nodes, call, stream, running, streaming, finishCall, finishStream, failed, streams };
 }
@@ -259,11 +260,7 @@ describe("stalled streams give their slot back", () => {
     expect(t.s.shouldYieldStream("hog", "n0")).toBe(false);
     expect(t.s.shouldYieldStream("b", "n0")).toBe(false);
     // The yielded stream ends; b takes its slot.
-    const h = t.streams.find((x) => x.account === "hog")!;
-    h.node.streams--;
-    t.streams.splice(t.streams.indexOf(h), 1);
-    t.s.streamEnded({ key: "hog-m@1", account: "hog" }, "n0", "failed", 0, 0, true);
-    t.s.pumpAll();
+    t.finishStream("hog", true);
     expect(t.streaming("b")).toBe(1);
     expect(t.s.shouldYieldStream("hog", "n0")).toBe(false); // b waits for nothing now
   });
@@ -274,5 +271,25 @@ describe("stalled streams give their slot back", () => {
     for (let i = 0; i < 10; i++) t.stream("b");
     expect(t.streaming("b")).toBe(3);
     expect(t.s.shouldYieldStream("a", "n0")).toBe(false);
+  });
+});
+
+describe("a model loading for another account", () => {
+  it("keeps the slots it needs: the hog does not take them back while it loads, and no more of its streams are ended", () => {
+    const t = setup({ streamSlots: 4, accounts: ["hog"] });
+    const n = t.nodes[0]!;
+    for (let i = 0; i < 10; i++) t.stream("hog");
+    expect(t.streaming("hog")).toBe(4);
+    // b's model is loading on the node (as the scheduler's load plan would have it).
+    n.loading.set(ref("b").key, 1);
+    t.stream("b");
+    expect(t.s.shouldYieldStream("hog", "n0")).toBe(true);
+    t.finishStream("hog", true); // the yielded one ends
+    expect(t.streaming("hog")).toBe(3); // the free slot waits for b's model
+    expect(t.s.shouldYieldStream("hog", "n0")).toBe(false); // a slot is free already
+    n.loading.delete(ref("b").key);
+    n.warm.set(ref("b").key, { memoryMb: 1, lastUsed: 0 });
+    t.s.pumpAll();
+    expect(t.streaming("b")).toBe(1);
   });
 });
