@@ -5,12 +5,13 @@
 // edge's model reader, to make one answer huge by naming an output many times, and to learn
 // the nodes' file layout and runtime internals from error messages.
 
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { publicMessage } from "../edge/node-errors.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
+import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { encodeModel, externalDataModel, OnnxType, type GraphDesc, type TensorDesc } from "../scripts/onnx-writer.js";
 import { call, expectError, mlpBody, type Answer } from "./helpers/mesh-client.js";
 
@@ -222,6 +223,34 @@ describe("error bodies carry no node paths, source references or stacks", () => 
     expectError(a, 500, "inference_failed");
     expectScrubbed(a);
     expect(a.body.error).toMatch(/cannot be reshaped/);
+  });
+
+  it("a generative model that fails at session creation, over the streaming path (generate)", async () => {
+    await createModel("no-such-op-lm", thief);
+    const tokenizer = await readFile(join(dir, "models", CHAR_TOKENIZER_FILE));
+    const ids = Object.values<number>(JSON.parse(tokenizer.toString("utf8")).model.vocab);
+    const vocab = Math.max(...ids) + 1;
+    const bytes = encodeModel({
+      graph: {
+        name: "lm",
+        nodes: [{ opType: "NoSuchOp", inputs: ["input_ids"], outputs: ["logits"] }],
+        inputs: [{ name: "input_ids", elemType: OnnxType.INT64, shape: [1, "T"] }],
+        outputs: [{ name: "logits", elemType: OnnxType.FLOAT, shape: [1, "T", vocab] }],
+      },
+    });
+    const up = await upload("no-such-op-lm", bytes, thief);
+    expect(up.status, JSON.stringify(up.body)).toBe(201);
+    const tok = await call(`${mesh.edge}/v1/models/no-such-op-lm/versions/1/tokenizer`, { key: thief, method: "PUT", body: tokenizer, headers: { "content-type": "application/json" } });
+    expect(tok.status, JSON.stringify(tok.body)).toBe(200);
+    const a = await call(`${mesh.edge}/v2/models/no-such-op-lm/generate`, {
+      key: thief,
+      json: { text_input: "The river", parameters: { max_tokens: 4 } },
+      headers: { "x-mesh-timeout-ms": "15000" },
+    });
+    expect(a.status, JSON.stringify(a.body)).toBeGreaterThanOrEqual(400);
+    expectError(a, a.status, a.body.code);
+    expectScrubbed(a);
+    expect(a.body.error).toMatch(/NoSuchOp/);
   });
 
   it("the edge's own scrub, whatever a region sends (it does not rely on the node's)", () => {
