@@ -68,6 +68,13 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number
   return n;
 }
 
+function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (raw !== "0" && raw !== "1") throw new ConfigError(`${name} must be 0 or 1 (got '${raw}')`);
+  return raw === "1";
+}
+
 function weights(env: NodeJS.ProcessEnv, name: string): Record<string, number> {
   const raw = env[name];
   if (raw === undefined || raw === "") return {};
@@ -113,7 +120,7 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     streamStallTimeoutMs: int(env, "STREAM_STALL_TIMEOUT_MS", ROUTER_DEFAULTS.streamStallTimeoutMs, 100),
     maxStreamsPerSocket: int(env, "MAX_STREAMS_PER_SOCKET", ROUTER_DEFAULTS.maxStreamsPerSocket, 1),
     streamStallWhenContendedMs: int(env, "STREAM_STALL_WHEN_CONTENDED_MS", ROUTER_DEFAULTS.streamStallWhenContendedMs, 100),
-    fairShare: int(env, "FAIR_SHARE", ROUTER_DEFAULTS.fairShare ? 1 : 0, 0) !== 0,
+    fairShare: flag(env, "FAIR_SHARE", ROUTER_DEFAULTS.fairShare),
     accountWeights: weights(env, "ACCOUNT_WEIGHTS"),
   };
 }

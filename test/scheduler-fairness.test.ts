@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { MeshError } from "../protocol/errors.js";
 import type { ModelRef, RegionInferRequest } from "../protocol/messages.js";
 import type { NodeLink } from "../regions/node-link.js";
+import { ConfigError, routerConfigFromEnv } from "../regions/config.js";
 import { Scheduler, SCHEDULER_DEFAULTS, type SchedulerConfig, type StreamWaiter } from "../regions/scheduler.js";
 
 interface Held {
@@ -291,5 +292,24 @@ describe("a model loading for another account", () => {
     n.warm.set(ref("b").key, { memoryMb: 1, lastUsed: 0 });
     t.s.pumpAll();
     expect(t.streaming("b")).toBe(1);
+  });
+});
+
+describe("the router's fairness settings", () => {
+  const base = { MESH_REGION: "x", MESH_SECRET: "s".repeat(16), NODE_TOKEN: "t".repeat(16) };
+
+  it("default to fair shares, equal weights and a 5 s stall bound under contention", () => {
+    expect(routerConfigFromEnv(base)).toMatchObject({ fairShare: true, accountWeights: {}, streamStallWhenContendedMs: 5_000 });
+    expect(routerConfigFromEnv({ ...base, FAIR_SHARE: "0", ACCOUNT_WEIGHTS: '{"acc_1":2.5}', STREAM_STALL_WHEN_CONTENDED_MS: "1000" })).toMatchObject({
+      fairShare: false,
+      accountWeights: { acc_1: 2.5 },
+      streamStallWhenContendedMs: 1_000,
+    });
+  });
+
+  it("refuse what they cannot mean", () => {
+    for (const bad of [{ FAIR_SHARE: "yes" }, { ACCOUNT_WEIGHTS: "[1]" }, { ACCOUNT_WEIGHTS: '{"a":0}' }, { ACCOUNT_WEIGHTS: "{" }, { STREAM_STALL_WHEN_CONTENDED_MS: "5" }]) {
+      expect(() => routerConfigFromEnv({ ...base, ...bad }), JSON.stringify(bad)).toThrow(ConfigError);
+    }
   });
 });
