@@ -103,6 +103,46 @@ async function usageUntil(key: string, query: string, ok: (body: any) => boolean
   throw new Error(`usage never matched: ${JSON.stringify(last?.body)}`);
 }
 
+/**
+ * Sends `total` zero bytes as a chunked body (no Content-Length), so a limit must be enforced
+ * while the body streams; resolves with the answer. The body is not ended until an answer
+ * comes (or 10 s pass): a server that answers early then has nothing unread to reset the
+ * connection over, and one that waits for the end of the body is seen to wait.
+ */
+function chunkedPost(url: string, method: string, headers: Record<string, string>, total: number): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers: { ...headers, "transfer-encoding": "chunked" } });
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (d: Buffer) => chunks.push(d));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        let body: unknown = text;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          /* not JSON: the assertion says so */
+        }
+        req.destroy();
+        resolve({ status: res.statusCode ?? 0, headers: new Headers(), body });
+      });
+    });
+    req.on("error", (err) => (req.destroyed ? undefined : reject(err)));
+    const chunk = Buffer.alloc(Math.min(total, 256 * 1024));
+    let sent = 0;
+    const pump = () => {
+      while (sent < total) {
+        const n = Math.min(chunk.length, total - sent);
+        sent += n;
+        if (!req.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void req.once("drain", pump);
+      }
+      const late = setTimeout(() => req.end(), 10_000);
+      req.once("response", () => clearTimeout(late));
+    };
+    pump();
+  });
+}
+
 /** A WebSocket handshake (plain node:http: fetch will not send Upgrade); 101 or the refusal. */
 function handshake(url: string, key: string | undefined): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -550,6 +590,44 @@ describe("one security suite over every route in /openapi.json", () => {
     expect(routes).toBeGreaterThanOrEqual(20);
     // Another account's key could not touch this account: the canary key still works.
     expect((await call(`${A}/v1/keys`, { key: canary.body.key })).status).toBe(200);
+  });
+
+  it("body limits hold for bodies without a Content-Length too (chunked), on every route with a body", async () => {
+    const spec = (await call(`${A}/openapi.json`)).body;
+    let routes = 0;
+    for (const [path, ops] of Object.entries<any>(spec.paths)) {
+      for (const [method, op] of Object.entries<any>(ops)) {
+        if (!op.requestBody || !op.security?.length) continue;
+        const admin = "adminToken" in op.security[0];
+        const content = Object.keys(op.requestBody.content)[0]!;
+        const limit = op.requestBody["x-body-limit"] as number;
+        const url = `${A}${path.replace("{m}", "demo-mlp").replace("{v}", "1").replace("{alias}", "prod").replace("{id}", "x")}`;
+        const a = await chunkedPost(url, method.toUpperCase(), { authorization: `Bearer ${admin ? mesh.adminToken : mesh.apiKey}`, "content-type": content }, limit + 1);
+        expect({ status: a.status, code: a.body?.code }, `${method.toUpperCase()} ${path}, ${limit + 1} bytes chunked: ${JSON.stringify(a.body)}`).toEqual({ status: 413, code: "payload_too_large" });
+        routes++;
+      }
+    }
+    expect(routes).toBeGreaterThanOrEqual(8);
+  });
+
+  it("name rules: model and alias names outside the rules are refused, and never reach another name", async () => {
+    const bad = ["", "-x", ".x", "_x", "a".repeat(65), "a/b", "../demo-mlp", "a b", "é", "x\u0000", "demo-mlp%00", "a\\b"];
+    for (const name of bad) {
+      const a = await call(`${A}/v1/models`, { key: mesh.apiKey, json: { name } });
+      expect({ name, status: a.status, code: a.body?.code }).toEqual({ name, status: 400, code: "bad_request" });
+    }
+    const longest = "n".repeat(64);
+    expect((await call(`${A}/v1/models`, { key: mesh.apiKey, json: { name: longest } })).status).toBe(201);
+    // In the path: a name that breaks the rules is simply not found (never normalized into one that exists).
+    for (const path of ["..%2Fdemo-mlp", "DEMO-MLP", "demo-mlp%20", "%2e%2e", "a".repeat(65)]) {
+      const a = await call(`${A}/v1/models/${path}`, { key: mesh.apiKey });
+      // model_not_found, or not_found where the encoded slash makes it no route at all.
+      expectError(a, 404, a.body?.code === "not_found" ? "not_found" : "model_not_found");
+    }
+    for (const alias of ["1abc", "a".repeat(33), "-x", "a%20b"]) {
+      const a = await call(`${A}/v1/models/demo-mlp/aliases/${alias}`, { key: mesh.apiKey, method: "PUT", json: { version: 1 } });
+      expect({ alias, status: a.status, code: a.body?.code }).toEqual({ alias, status: 400, code: "bad_request" });
+    }
   });
 
   it("every response carries x-request-id, and a caller's own id is kept", async () => {
