@@ -196,8 +196,10 @@ describe("region router with real node agents", () => {
 
   it("serves two models that do not fit together on one node by evicting and reloading, never loading one twice at once", async () => {
     await h.startRouter();
-    // Each demo model is estimated at 1 MB: a 1 MB node holds one at a time.
-    await h.startNode("small", { MEMORY_BUDGET_MB: "1" });
+    // A node that holds one model at a time. (A 1 MB budget no longer does it: the node
+    // measures each session's real memory, a few MiB even for a demo model, and refuses a model
+    // over its budget.)
+    await h.startNode("small", { MAX_MODELS: "1" });
     const A = await h.model("demo-mlp", 1);
     const B = await h.model("demo-mlp", 2);
     const weights = (ref: ModelRef) => (ref === A ? DEMO_MLP_V1 : DEMO_MLP_V2);
