@@ -20,7 +20,6 @@ import { createCodec } from "../protocol/codec.js";
 import { GENERATE_GRANT_METHOD, type ModelRef, type RegionGenerateRequest, type RegionInferRequest } from "../protocol/messages.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
 import { artifactUrl, signRequest, tokenizerUrl } from "../protocol/signing.js";
-import { loadConfig, ConfigError, type Env } from "../edge/env.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { makeDemoMatmul } from "../scripts/make-demo-models.js";
@@ -362,7 +361,13 @@ describe("item 10: a secret per region", () => {
     }
   });
 
-  it("the edge's configuration: every region has its own secret, validated once with a clear message", () => {
+  it("the edge's configuration: every region has its own secret, validated once with a clear message", async () => {
+    // Imported by path at run time: the Worker's files are type-checked against workers-types
+    // (edge/tsconfig.json), which this Node project does not load.
+    type Env = Record<string, string>;
+    type Secrets = { current: string; previous: string | null };
+    const path = "../edge/env.js";
+    const { loadConfig } = (await import(path)) as { loadConfig: (env: Env) => { regionSecrets: Record<string, Secrets>; publicOrigin: string } };
     const regions = JSON.stringify([
       { name: WEST, url: "http://127.0.0.1:1" },
       { name: SEOUL, url: "http://127.0.0.1:2" },
@@ -387,7 +392,7 @@ describe("item 10: a secret per region", () => {
     refused({ REGION_SECRETS: "not json" }, /REGION_SECRETS must be JSON/);
     refused({ PUBLIC_ORIGIN: "" }, /PUBLIC_ORIGIN/);
     refused({ PUBLIC_ORIGIN: "https://api.example.com/some/path" }, /PUBLIC_ORIGIN/);
-    expect(() => loadConfig(env({ PUBLIC_ORIGIN: "ftp://x" }))).toThrow(ConfigError);
+    refused({ PUBLIC_ORIGIN: "ftp://x" }, /PUBLIC_ORIGIN/);
   });
 });
 
