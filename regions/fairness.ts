@@ -14,8 +14,9 @@
 //    there), the scheduler lets the fewest-holding one that can have it: a slot never idles.
 //  - A running stream whose reader stalled is asked to give its slot back when others wait and
 //    its account is at or over its share (`shouldYield`), once per slot someone waits for.
-//  - Admission: an account's requests queued or running may reach its share of MAX_INFLIGHT
-//    while others are active; alone it may reach all of it.
+//  - Admission: when the region holds MAX_INFLIGHT requests, an account still under its share
+//    of MAX_INFLIGHT (all of it when alone) is let in, so one account filling the region cannot
+//    shut the others out.
 // No I/O and no timers here: the scheduler owns those, so this is unit-tested with plain data.
 
 export type SlotKind = "call" | "stream";

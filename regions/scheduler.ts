@@ -14,8 +14,8 @@
 // Tenants share the region fairly (fairness.ts keeps the ledger). Every free slot goes to the
 // waiting account that holds the fewest slots of that kind (per weight), and while another
 // account waits, no account takes a slot past its weighted share of the node's or the region's
-// slots; an account alone may use them all. The same share bounds admission: an account under
-// its share of MAX_INFLIGHT is let in even when a hog has filled it.
+// slots (unless no one within their share can use that slot); an account alone may use them
+// all. A full region still admits an account under its share of MAX_INFLIGHT.
 
 import { MeshError } from "../protocol/errors.js";
 import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
@@ -148,16 +148,11 @@ export class Scheduler {
   /** Throws no_capacity when the region or the model's queue is full. */
   private admit(ref: ModelRef): Queued[] {
     const key = ref.key;
-    // An account under its share of MAX_INFLIGHT gets in even when a hog has filled the region
-    // (so at most twice MAX_INFLIGHT in all); one at its share while others are active does not.
+    // A full region still lets in an account under its share of MAX_INFLIGHT, so a hog that
+    // filled it cannot shut the others out (at most twice MAX_INFLIGHT in all).
     const max = this.config.maxInflight;
-    const under = this.fair.enabled ? this.fair.underInflightShare(ref.account, max) : this.inflight < max;
-    if (this.inflight >= 2 * max || !under) {
-      const message =
-        this.inflight >= max
-          ? `region is saturated (${this.inflight} calls queued or running)`
-          : `this account has its share of the region's calls queued or running (${this.fair.inflightOf(ref.account)}) while other accounts use it`;
-      throw new MeshError("no_capacity", message, { "retry-after": "1" });
+    if (this.inflight >= max && !(this.fair.enabled && this.inflight < 2 * max && this.fair.underInflightShare(ref.account, max))) {
+      throw new MeshError("no_capacity", `region is saturated (${this.inflight} calls queued or running)`, { "retry-after": "1" });
     }
     const queue = this.queues.get(key) ?? [];
     if (queue.length >= this.config.maxQueuePerModel) {

@@ -230,7 +230,7 @@ describe("fair shares between accounts", () => {
 });
 
 describe("admission", () => {
-  it("a hog that filled MAX_INFLIGHT cannot shut another account out, and is held to its share while others are active", async () => {
+  it("a hog that filled MAX_INFLIGHT cannot shut another account out; past it, each is held to its share", async () => {
     const t = setup({ slots: 1, accounts: ["hog", "b"], config: { maxInflight: 10, maxQueuePerModel: 100 } });
     const tick = () => new Promise((r) => setImmediate(r));
     for (let i = 0; i < 10; i++) void t.call("hog");
@@ -243,10 +243,16 @@ describe("admission", () => {
     await tick();
     expect(t.failed.length).toBe(1);
     expect(t.s.inflight).toBe(15);
-    // b at its share (5 of 10) while the hog is active: refused too.
+    // b at its share (5 of 10) of a full region: refused too.
     void t.call("b");
     await tick();
     expect(t.failed.map((e) => e.code)).toEqual(["no_capacity", "no_capacity"]);
+    // Below MAX_INFLIGHT nobody is refused for its share: the queue is not held back.
+    const t2 = setup({ slots: 1, accounts: ["a", "b"], config: { maxInflight: 10, maxQueuePerModel: 100 } });
+    void t2.call("b");
+    for (let i = 0; i < 9; i++) void t2.call("a");
+    await tick();
+    expect(t2.failed).toEqual([]);
   });
 });
 
