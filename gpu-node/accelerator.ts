@@ -2,7 +2,7 @@
 // CUDA when the machine has an NVIDIA GPU and this onnxruntime build carries the CUDA provider,
 // CPU otherwise. It always says which, and why, so nobody guesses from latency.
 
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { totalmem } from "node:os";
 import * as ort from "onnxruntime-node";
 import type { Accelerator } from "../protocol/messages.js";
@@ -30,6 +30,30 @@ export function detectGpu(): Accelerator | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * GPU memory a process holds, MiB, from nvidia-smi's compute-apps list; null when nvidia-smi
+ * is missing or does not list the process. A session on CUDA keeps its weights there, which
+ * its RSS does not show.
+ */
+export function gpuMemoryOfPid(pid: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    execFile(
+      "nvidia-smi",
+      ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+      { encoding: "utf8", timeout: 5_000 },
+      (err, out) => {
+        if (err) return resolve(null);
+        let total: number | null = null;
+        for (const line of out.trim().split("\n")) {
+          const [p, mib] = line.split(",").map((s) => Number(s.trim()));
+          if (p === pid && Number.isFinite(mib)) total = (total ?? 0) + mib!;
+        }
+        resolve(total);
+      },
+    );
+  });
 }
 
 function cudaAvailable(): boolean {

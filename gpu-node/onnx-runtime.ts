@@ -11,6 +11,7 @@ import * as ort from "onnxruntime-node";
 import { makeLogger } from "../protocol/log.js";
 import type { WireTensor } from "../protocol/tensor.js";
 import type { GenerateSession } from "./generate.js";
+import { gpuMemoryOfPid } from "./accelerator.js";
 import { fromOrt, toOrt } from "./ort-tensors.js";
 import { SessionProcess, SessionProcessError, type RunOutcome, type SessionOptions } from "./session-process.js";
 
@@ -50,8 +51,11 @@ class ModelPool {
     return this.workers[0]?.outputNames ?? [];
   }
 
+  /** GPU memory of the children, MiB, read after each load (CUDA only). */
+  gpuMb = 0;
+
   get memoryBytes(): number {
-    return this.workers.reduce((n, w) => n + w.memoryBytes, 0);
+    return this.workers.reduce((n, w) => n + w.memoryBytes, 0) + this.gpuMb * 2 ** 20;
   }
 
   add(w: SessionProcess): void {
@@ -145,7 +149,7 @@ export class OnnxRuntime {
     return this.models.has(sha256);
   }
 
-  /** The model's measured memory (every child's RSS above its own before the load), MiB. */
+  /** The model's measured memory (every child's RSS above its own before the load, plus what the children hold on the GPU), MiB. */
   memoryMb(sha256: string): number {
     const m = this.models.get(sha256);
     return m ? Math.max(1, Math.ceil(m.memoryBytes / 2 ** 20)) : 0;
@@ -192,6 +196,11 @@ export class OnnxRuntime {
     });
     pool.add(first);
     for (const r of rest) if (r.status === "fulfilled") pool.add(r.value);
+    if (this.opts.executionProviders.includes("cuda")) {
+      // The weights live on the GPU: count what each child holds there as well.
+      const gpu = await Promise.all(pool.workers.map((w) => gpuMemoryOfPid(w.pid)));
+      pool.gpuMb = gpu.reduce<number>((n, m) => n + (m ?? 0), 0);
+    }
     this.models.set(sha256, pool);
     return { memoryMb: this.memoryMb(sha256) };
   }
