@@ -1,7 +1,8 @@
 // protocol/signing.ts: HMAC-signed requests (edge -> region) whose signature covers the body's
 // hash and length and a nonce, so a router checks it from headers alone; the nonce ledger that
 // refuses replays; signed, expiring download URLs bound to one region; plus the hex/sha256/
-// constant-time helpers they rest on.
+// constant-time helpers they rest on. And the router's use of them (regions/authority.ts):
+// bodies read under a cap against their signature, stream requests decoded only under a grant.
 import { createHash, createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
@@ -25,6 +26,9 @@ import {
   verifyUrl,
   type SignedRequest,
 } from "../protocol/signing.js";
+import { createCodec } from "../protocol/codec.js";
+import { GENERATE_GRANT_METHOD } from "../protocol/messages.js";
+import { EdgeAuthority } from "../regions/authority.js";
 
 const SECRET = "mesh-secret-for-tests";
 const NOW = 1_750_000_000_000;
@@ -245,6 +249,106 @@ describe("signUrl / verifyUrl", () => {
     const noExp = new URL(s);
     noExp.searchParams.delete("exp");
     expect((await verifyUrl(SECRET, noExp, NOW)).ok).toBe(false);
+  });
+});
+
+describe("the router's check of the edge's authority (regions/authority.ts)", () => {
+  const codec = createCodec();
+  const auth = () => new EdgeAuthority([SECRET, "previous-secret-0123456789"]);
+  const headersOf = (h: Record<string, string>) => (n: string) => h[n];
+  /** A request whose body arrives in chunks, with no Content-Length (as a chunked upload). */
+  const chunked = (chunks: Uint8Array[]) =>
+    new Request("http://router/v1/infer", {
+      method: "POST",
+      body: new ReadableStream<Uint8Array>({
+        pull(c) {
+          const next = chunks.shift();
+          if (next) c.enqueue(next);
+          else c.close();
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
+
+  it("verify: the current or previous secret, once per nonce", async () => {
+    const a = auth();
+    const h = await signRequest(SECRET, "POST", "/v1/infer", BODY);
+    await expect(a.verify("POST", "/v1/infer", headersOf(h))).resolves.toMatchObject({ ok: true });
+    await expect(a.verify("POST", "/v1/infer", headersOf(h))).rejects.toMatchObject({ code: "unauthorized", message: expect.stringMatching(/already used/) });
+    const old = await signRequest("previous-secret-0123456789", "POST", "/v1/infer", BODY);
+    await expect(a.verify("POST", "/v1/infer", headersOf(old))).resolves.toMatchObject({ ok: true });
+    await expect(a.verify("POST", "/v1/infer", () => undefined)).rejects.toMatchObject({ code: "unauthorized" });
+  });
+
+  it("readBody: exactly the signed bytes; longer is cut off while streaming (payload_too_large), other bytes are unauthorized", async () => {
+    const a = auth();
+    const signed = async (body: Uint8Array) => a.verify("POST", "/v1/infer", headersOf(await signRequest(SECRET, "POST", "/v1/infer", body)));
+    const body = new Uint8Array(300).fill(7);
+    expect(await a.readBody(chunked([body.slice(0, 100), body.slice(100)]), await signed(body), 1024)).toEqual(body);
+    // Past the signed length: refused at the chunk that crosses it, whatever follows.
+    let pulled = 0;
+    const endless = new Request("http://router/v1/infer", {
+      method: "POST",
+      body: new ReadableStream<Uint8Array>({
+        pull(c) {
+          pulled++;
+          c.enqueue(new Uint8Array(256));
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
+    await expect(a.readBody(endless, await signed(body), 1024)).rejects.toMatchObject({ code: "payload_too_large" });
+    expect(pulled).toBeLessThan(10);
+    // A signed length over the route's limit: refused before reading.
+    await expect(a.readBody(chunked([]), await signed(new Uint8Array(2048)), 1024)).rejects.toMatchObject({ code: "payload_too_large" });
+    // Same length, other bytes; shorter; a Content-Length that is not the signed one.
+    const other = body.slice();
+    other[5] = 8;
+    await expect(a.readBody(chunked([other]), await signed(body), 1024)).rejects.toMatchObject({ code: "unauthorized" });
+    await expect(a.readBody(chunked([body.slice(0, 10)]), await signed(body), 1024)).rejects.toMatchObject({ code: "unauthorized" });
+    const lying = new Request("http://router/v1/infer", { method: "POST", body: body.slice(0, 10), headers: { "content-length": "10" } });
+    await expect(a.readBody(lying, await signed(body), 1024)).rejects.toMatchObject({ code: "unauthorized" });
+  });
+
+  it("generate: decodes a request only under a grant made for exactly its bytes, once, before its deadline", async () => {
+    const a = auth();
+    const req = {
+      requestId: "r1",
+      model: {
+        key: "m@1",
+        account: "acc_a",
+        name: "m",
+        version: 1,
+        sha256: "a".repeat(64),
+        size: 1,
+        artifactUrl: "https://edge/internal/artifacts/aa",
+        signature: { inputs: [], outputs: [] },
+        tokenizer: { sha256: "b".repeat(64), size: 1, url: "https://edge/internal/tokenizers/bb" },
+      },
+      prompt: "hi",
+      params: { maxTokens: 4, temperature: 0, topK: 0, stop: [] },
+      deadline: Date.now() + 60_000,
+    };
+    const frame = async (r: unknown, grantFor: unknown = r, secret = SECRET, now = Date.now()) => ({
+      t: "generate" as const,
+      sid: "s",
+      window: 8,
+      req: codec.encode(r),
+      grant: await signRequest(secret, GENERATE_GRANT_METHOD, "/v1/streams", codec.encode(grantFor), now),
+    });
+    const good = await frame(req);
+    await expect(a.generate(good, "/v1/streams")).resolves.toEqual(req);
+    await expect(a.generate(good, "/v1/streams")).rejects.toMatchObject({ code: "unauthorized" }); // replay
+    const altered = { ...req, model: { ...req.model, account: "acc_b" } };
+    const swapped = await frame(altered, req);
+    await expect(a.generate(swapped, "/v1/streams")).rejects.toMatchObject({ code: "unauthorized" });
+    // The grant stays good for its own bytes: a mismatch does not use it up.
+    await expect(a.generate({ ...swapped, req: codec.encode(req) }, "/v1/streams")).resolves.toEqual(req);
+    await expect(a.generate(await frame(req, req, "not-this-regions-secret"), "/v1/streams")).rejects.toMatchObject({ code: "unauthorized" });
+    await expect(a.generate(await frame(req, req, SECRET, Date.now() - 35_000), "/v1/streams")).rejects.toMatchObject({ code: "unauthorized" });
+    // A grant for the stream socket is no grant for another path, nor an HTTP call's signature.
+    await expect(a.generate(await frame(req), "/v1/other")).rejects.toMatchObject({ code: "unauthorized" });
+    await expect(a.generate(await frame({ ...req, deadline: Date.now() - 1 }), "/v1/streams")).rejects.toMatchObject({ code: "deadline_exceeded" });
   });
 });
 

@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
 import { GENERATE_GRANT_METHOD, type ModelRef, type RegionGenerateRequest, type RegionInferRequest } from "../protocol/messages.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
-import { artifactUrl, signRequest, tokenizerUrl } from "../protocol/signing.js";
+import { artifactUrl, signRequest, tokenizerUrl, urlRegion, verifyUrl } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { makeDemoMatmul } from "../scripts/make-demo-models.js";
@@ -367,7 +367,11 @@ describe("item 10: a secret per region", () => {
     type Env = Record<string, string>;
     type Secrets = { current: string; previous: string | null };
     const path = "../edge/env.js";
-    const { loadConfig } = (await import(path)) as { loadConfig: (env: Env) => { regionSecrets: Record<string, Secrets>; publicOrigin: string } };
+    type Config = { regionSecrets: Record<string, Secrets>; publicOrigin: string };
+    const { loadConfig, verifyingSecrets } = (await import(path)) as {
+      loadConfig: (env: Env) => Config;
+      verifyingSecrets: (config: Config, region: string | null) => string[];
+    };
     const regions = JSON.stringify([
       { name: WEST, url: "http://127.0.0.1:1" },
       { name: SEOUL, url: "http://127.0.0.1:2" },
@@ -384,6 +388,13 @@ describe("item 10: a secret per region", () => {
     expect(config.regionSecrets[WEST]).toEqual({ current: "west-secret-0123456789", previous: "west-old-secret-0123456789" });
     expect(config.regionSecrets[SEOUL]).toEqual({ current: "seoul-secret-0123456789", previous: null });
     expect(config.publicOrigin).toBe("https://api.example.com");
+    // During a rotation the edge still takes URLs the region signed with its previous secret.
+    const url = new URL(await artifactUrl("west-old-secret-0123456789", config.publicOrigin, WEST, "ab".repeat(32), Date.now() + 60_000));
+    expect(await verifyUrl(verifyingSecrets(config, urlRegion(url)), url)).toEqual({ ok: true });
+    url.searchParams.set("region", SEOUL);
+    expect((await verifyUrl(verifyingSecrets(config, urlRegion(url)), url)).ok).toBe(false);
+    expect(verifyingSecrets(config, "nowhere")).toEqual([]);
+    expect(verifyingSecrets(config, "__proto__")).toEqual([]);
     const refused = (over: Partial<Env>, message: RegExp) => expect(() => loadConfig(env(over))).toThrow(message);
     refused({ REGION_SECRETS: JSON.stringify({ [WEST]: "west-secret-0123456789" }) }, /no secret for region 'ap-seoul'/);
     refused({ REGION_SECRETS: JSON.stringify({ [WEST]: "same-secret-0123456789", [SEOUL]: "same-secret-0123456789" }) }, /share a secret/);
