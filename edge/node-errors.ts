@@ -15,8 +15,9 @@ const MAX_PUBLIC_CHARS = 300;
 /** The scrubbed text a caller may read (pure). */
 export function publicMessage(message: string): string {
   const m = message
-    // Stack lines ("    at fn (file:1:2)"), before whitespace is collapsed.
-    .replace(/(^|\n)[ \t]*at [^\n]*/g, "")
+    // Stack lines ("    at fn (file:1:2)", "at file:1:2", "at fn (native)"), before whitespace is
+    // collapsed; only lines of that shape, so "at most 64 streams" stays.
+    .replace(/(^|\n)[ \t]*at [^\n]*(?::\d+(?::\d+)?\)?|\((?:native|<anonymous>)\))[ \t]*(?=\n|$)/g, "")
     .replace(/\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w*\s*:?\s*/g, "")
     // C++ signatures (onnxruntime::ReshapeHelper::ReshapeHelper(const ...&, bool)) and qualified names.
     .replace(/[\w:~<>]*::[\w~<>]+\([^)]*\)(\s*const)?\s*/g, "")

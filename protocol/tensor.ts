@@ -267,7 +267,9 @@ export function parseInferRequest(
       if (typeof n !== "string") throw new TensorError(`outputs[${i}].name must be a string`);
       if (!known.has(n)) {
         const shown = n.length > 64 ? `${n.slice(0, 64)}...` : n;
-        throw new TensorError(`unknown output '${shown}'; the model's outputs are: ${[...known].join(", ")}`);
+        const names = [...known];
+        const list = names.length > 20 ? `${names.slice(0, 20).join(", ")}, ... (${names.length} in all)` : names.join(", ");
+        throw new TensorError(`unknown output '${shown}'; the model's outputs are: ${list}`);
       }
       // Each copy would be computed and sent again: ten copies of a large output once made an
       // answer bigger than a router's frame limit, and the router dropped the node with it.

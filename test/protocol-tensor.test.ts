@@ -211,6 +211,12 @@ describe("parseInferRequest: several inputs, id and outputs", () => {
     expect(msg).toMatch(/^unknown output 'x{64}\.\.\.'/);
   });
 
+  it("lists at most 20 of a model's outputs in the message", () => {
+    const wide = sig(s.inputs, Array.from({ length: 1024 }, (_, i) => ({ name: `out${i}`, datatype: "FP32" as const, shape: [-1] })));
+    const msg = refusal({ inputs, outputs: [{ name: "nope" }] }, wide);
+    expect(msg).toBe(`unknown output 'nope'; the model's outputs are: ${Array.from({ length: 20 }, (_, i) => `out${i}`).join(", ")}, ... (1024 in all)`);
+  });
+
   it("refuses malformed outputs", () => {
     expect(refusal({ inputs, outputs: "p" }, s)).toBe("'outputs' must be an array");
     expect(refusal({ inputs, outputs: ["p"] }, s)).toBe("outputs[0].name must be a string");
