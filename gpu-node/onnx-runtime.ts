@@ -139,6 +139,8 @@ class ModelPool {
 
 export class OnnxRuntime {
   private readonly models = new Map<string, ModelPool>();
+  /** Loads under way: two keys naming the same bytes share one load (and one set of children). */
+  private readonly loading = new Map<string, Promise<{ memoryMb: number }>>();
   private readonly log = makeLogger("node");
   /** A model the node could not keep (its sessions died and would not reload). */
   onLost: (sha256: string, why: Error) => void = () => undefined;
@@ -175,8 +177,17 @@ export class OnnxRuntime {
    * Loads a model from its own directory (`path` is the file in it) into its session children.
    * A child whose memory passes `memoryLimitMb` is killed and the load fails with kind too_big.
    */
-  async load(sha256: string, path: string, memoryLimitMb: number): Promise<{ memoryMb: number }> {
-    if (this.models.has(sha256)) return { memoryMb: this.memoryMb(sha256) };
+  load(sha256: string, path: string, memoryLimitMb: number): Promise<{ memoryMb: number }> {
+    if (this.models.has(sha256)) return Promise.resolve({ memoryMb: this.memoryMb(sha256) });
+    let p = this.loading.get(sha256);
+    if (!p) {
+      p = this.loadOnce(sha256, path, memoryLimitMb).finally(() => this.loading.delete(sha256));
+      this.loading.set(sha256, p);
+    }
+    return p;
+  }
+
+  private async loadOnce(sha256: string, path: string, memoryLimitMb: number): Promise<{ memoryMb: number }> {
     const opts: SessionOptions = {
       path,
       threads: this.opts.threadsPerWorker,

@@ -1,0 +1,113 @@
+// One session child (gpu-node/session-process.ts) on its own, real processes: a load past its
+// timeout or its memory bound is killed and refused, an abort mid-run kills the child at once
+// (the run does not go on), a child that dies while idle is reported, and the pool behind
+// OnnxRuntime replaces a killed child and keeps serving.
+
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
+import { rssOf, SessionProcess, SessionProcessError, type SessionOptions } from "../gpu-node/session-process.js";
+import type { WireTensor } from "../protocol/tensor.js";
+import { waitUntil } from "./helpers/region-harness.js";
+import { memoryBombModel, spinModel } from "./helpers/slow-models.js";
+
+let dir: string;
+let spinPath: string;
+let bombPath: string;
+const SIZE = 128;
+
+const spin = (n: number): WireTensor[] => [
+  { name: "n", datatype: "INT64", shape: [1], data: BigInt64Array.from([BigInt(n)]) },
+  { name: "x", datatype: "FP32", shape: [SIZE, SIZE], data: new Float32Array(SIZE * SIZE).fill(0.01) },
+];
+const opts = (over: Partial<SessionOptions> = {}): SessionOptions => ({
+  path: spinPath,
+  threads: 1,
+  executionProviders: ["cpu"],
+  memoryLimitBytes: 512 * 2 ** 20,
+  loadTimeoutMs: 60_000,
+  ...over,
+});
+const gone = async (pid: number) => (await rssOf(pid)) === null;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "session-process-"));
+  spinPath = join(dir, "spin.onnx");
+  bombPath = join(dir, "bomb.onnx");
+  await writeFile(spinPath, spinModel(SIZE));
+  await writeFile(bombPath, memoryBombModel(600));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("session child", () => {
+  it("loads, runs, and measures the session's memory", async () => {
+    const p = await SessionProcess.start(opts());
+    const r = await p.run(spin(2), undefined);
+    expect(r.outputs[0]!.shape).toEqual([SIZE, SIZE]);
+    expect(r.computeMs).toBeGreaterThan(0);
+    expect(p.memoryBytes).toBeGreaterThan(0);
+    p.kill();
+    await waitUntil("child gone", 5_000, async () => ((await gone(p.pid)) ? true : undefined));
+  }, 30_000);
+
+  it("kills a load past its timeout", async () => {
+    const err = await SessionProcess.start(opts({ loadTimeoutMs: 1 })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SessionProcessError);
+    expect((err as SessionProcessError).kind).toBe("timeout");
+  }, 30_000);
+
+  it("kills a load whose memory passes the bound (constant folding into a 600 MiB constant, bound 100 MiB)", async () => {
+    const err = await SessionProcess.start(opts({ path: bombPath, memoryLimitBytes: 100 * 2 ** 20 })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SessionProcessError);
+    expect((err as SessionProcessError).kind).toBe("too_big");
+    expect((err as Error).message).toMatch(/more than 100 MiB/);
+  }, 60_000);
+
+  it("an abort mid-run kills the child at once: the run stops, it does not finish in the background", async () => {
+    const p = await SessionProcess.start(opts());
+    const pid = p.pid;
+    const controller = new AbortController();
+    // Minutes of compute.
+    const run = p.run(spin(5_000_000), undefined, controller.signal).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 300));
+    controller.abort("deadline");
+    const err = await run;
+    expect(err).toBeInstanceOf(SessionProcessError);
+    expect((err as SessionProcessError).kind).toBe("aborted");
+    await waitUntil("child gone", 5_000, async () => ((await gone(pid)) ? true : undefined));
+    expect(p.alive).toBe(false);
+  }, 30_000);
+
+  it("reports a child that dies while idle", async () => {
+    const p = await SessionProcess.start(opts());
+    const died = new Promise<SessionProcessError>((r) => (p.onDeath = r));
+    process.kill(p.pid, "SIGKILL");
+    expect((await died).kind).toBe("crashed");
+  }, 30_000);
+});
+
+describe("OnnxRuntime pool", () => {
+  it("replaces a child killed by an abort and keeps serving the model", async () => {
+    const rt = new OnnxRuntime({ executionProviders: ["cpu"], workersPerModel: 1, threadsPerWorker: 1, loadTimeoutMs: 60_000 });
+    await rt.load("spin", spinPath, 512);
+    // Two keys naming the same bytes at once share one load: one child, not two.
+    await Promise.all([rt.load("spin", spinPath, 512), rt.load("spin", spinPath, 512)]);
+    const [first] = rt.pids("spin");
+    expect(rt.pids("spin")).toHaveLength(1);
+    const controller = new AbortController();
+    const run = rt.run("spin", spin(5_000_000), undefined, controller.signal).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    controller.abort("cancelled");
+    expect(await run).toBeInstanceOf(SessionProcessError);
+    // A call sent meanwhile waits for the replacement and gets its answer.
+    const next = await rt.run("spin", spin(1), undefined);
+    expect(next.outputs[0]!.shape).toEqual([SIZE, SIZE]);
+    expect(rt.pids("spin")).toHaveLength(1);
+    expect(rt.pids("spin")[0]).not.toBe(first);
+    await rt.releaseAll();
+  }, 60_000);
+});
