@@ -239,6 +239,11 @@ interface Walk {
  */
 export function readOnnxSignature(bytes: Uint8Array): OnnxModelInfo {
   if (bytes.length === 0) throw invalid("the file is empty");
+  // onnxruntime given bytes takes any buffer with "ORTM" at offset 4 for its own flatbuffer
+  // format: a file can be valid protobuf here and a different model there (a polyglot).
+  if (bytes.length > 8 && bytes[4] === 0x4f && bytes[5] === 0x52 && bytes[6] === 0x54 && bytes[7] === 0x4d) {
+    throw unsupported("the file is marked as onnxruntime's ORT format ('ORTM' at offset 4); upload the .onnx protobuf file");
+  }
   try {
     return parseModel(bytes);
   } catch (err) {

@@ -479,6 +479,15 @@ describe("readOnnxSignature finds every external-data reference (a hostile uploa
     expect(parseError(bytes).message).toBe("unsupported ONNX model: node 'ctx' is an EPContext node (a precompiled execution-provider graph, possibly in another file)");
   });
 
+  it("refuses a protobuf file that onnxruntime would read as its ORT format (a polyglot)", () => {
+    // ir_version 8, then an unknown 4-byte field holding "ORTM" at offsets 4..7, then a model.
+    const model = encodeModel({ graph: identityGraph({ name: "x", elemType: OnnxType.FLOAT, shape: [1] }) });
+    const polyglot = new Uint8Array([0x08, 0x08, 0x7a, 0x04, 0x4f, 0x52, 0x54, 0x4d, ...model]);
+    expect(parseError(polyglot).message).toMatch(/^unsupported ONNX model: the file is marked as onnxruntime's ORT format/);
+    // The same prefix with other bytes is just an unknown field.
+    expect(readOnnxSignature(new Uint8Array([0x08, 0x08, 0x7a, 0x04, 0x4f, 0x52, 0x54, 0x58, ...model])).outputs).toHaveLength(1);
+  });
+
   it("finds nothing in the demo models", async () => {
     for (const f of files) expect(readOnnxSignature(await demoBytes(f.name, f.version)).externalData).toEqual([]);
   });
