@@ -354,9 +354,13 @@ export function startAgent(config: NodeConfig): AgentHandle {
       } else if (err instanceof SessionProcessError && err.kind === "too_big") {
         log("warn", "call stopped: over the model's memory limit", { id: msg.id, requestId: msg.requestId, key: msg.key, error: err.message });
         send({ t: "error", id: msg.id, code: "inference_failed", message: err.message, computeMs });
+      } else if (err instanceof SessionProcessError && err.kind === "unavailable") {
+        // Nothing ran: node_error lets the router place the call elsewhere.
+        send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
       } else if (err instanceof SessionProcessError && err.kind === "crashed") {
+        // It ran, and its input may be what killed the session: not to be retried elsewhere.
         log("warn", "call failed: session process died", { id: msg.id, requestId: msg.requestId, key: msg.key, error: err.message });
-        send({ t: "error", id: msg.id, code: "node_error", message: "the model's session stopped during the call", computeMs });
+        send({ t: "error", id: msg.id, code: "inference_failed", message: "the model's session stopped during the call", computeMs });
       } else {
         const raw = (err as Error).message;
         log("info", "call failed in the runtime", { id: msg.id, requestId: msg.requestId, key: msg.key, error: raw });

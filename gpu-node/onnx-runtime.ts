@@ -133,7 +133,7 @@ class ModelPool {
     this.closed = true;
     for (const w of this.workers) w.kill();
     this.idle.length = 0;
-    for (const waiter of this.waiters.splice(0)) waiter.reject(new SessionProcessError("crashed", "the model was unloaded"));
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new SessionProcessError("unavailable", "the model was unloaded"));
   }
 }
 
@@ -218,7 +218,7 @@ export class OnnxRuntime {
 
   run(sha256: string, inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
     const m = this.models.get(sha256);
-    if (!m) return Promise.reject(new SessionProcessError("crashed", "the model is not loaded on this node"));
+    if (!m) return Promise.reject(new SessionProcessError("unavailable", "the model is not loaded on this node"));
     return m.run(inputs, outputs, signal);
   }
 

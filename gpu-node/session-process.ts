@@ -31,10 +31,11 @@ export type ChildReply =
   | { t: "failed"; id: number; message: string; computeMs: number; kind?: "too_large" };
 
 /**
- * Why a load or run did not give a result. `message` may carry onnxruntime's own text (file
+ * Why a load or run did not give a result. "unavailable": the call never started (no session
+ * to run it); "crashed": the child died, during a run when there was one. `message` may carry onnxruntime's own text (file
  * paths, source references): callers log it and send callers a clean one (see publicMessage).
  */
-export type SessionFailure = "load_failed" | "too_big" | "timeout" | "crashed" | "aborted" | "run_failed" | "too_large";
+export type SessionFailure = "load_failed" | "too_big" | "timeout" | "crashed" | "aborted" | "run_failed" | "too_large" | "unavailable";
 
 export class SessionProcessError extends Error {
   constructor(
@@ -230,7 +231,7 @@ export class SessionProcess {
    * and rejects with kind "aborted"; the owner replaces the child.
    */
   run(inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
-    if (this.exited) return Promise.reject(new SessionProcessError("crashed", "the session process is gone"));
+    if (this.exited) return Promise.reject(new SessionProcessError("unavailable", "the session process is gone"));
     if (this.current) return Promise.reject(new Error("SessionProcess.run: busy (one call at a time)"));
     if (signal?.aborted) return Promise.reject(new SessionProcessError("aborted", String(signal.reason ?? "aborted")));
     const id = ++this.nextId;
