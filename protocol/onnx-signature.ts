@@ -11,6 +11,8 @@
 // data (a tensor whose bytes onnxruntime reads from another file next to the model: a way to
 // read another account's model), and bounds what a file can make a parser or a runtime do:
 // subgraph nesting, tensors that declare far more elements than they carry, signature size.
+// Two other ways out are refused outright: EPContext nodes (precompiled graphs that may live in
+// another file) and files onnxruntime would read as its own ORT format instead of ONNX.
 
 import type { ModelSignature, OipDatatype, TensorSpec } from "./datatypes.js";
 import { ONNX_ELEM_TO_OIP } from "./datatypes.js";
