@@ -790,7 +790,7 @@ function readDim(r: Reader, end: number): number {
 
 function toTensorSpec(v: RawValueInfo, kind: "input" | "output"): TensorSpec {
   if (v.name === "") throw invalid(`a graph ${kind} has no name`);
-  const label = `${kind} '${v.name}'`;
+  const label = `${kind} '${clip(v.name)}'`;
   if (v.elemType === undefined) {
     if (v.otherKind !== undefined) throw unsupported(`${label} is ${v.otherKind}, not a tensor`);
     throw invalid(`${label} has no type`);
@@ -810,7 +810,7 @@ function toTensorSpec(v: RawValueInfo, kind: "input" | "output"): TensorSpec {
 function checkUnique(specs: TensorSpec[], kind: string): void {
   const seen = new Set<string>();
   for (const s of specs) {
-    if (seen.has(s.name)) throw invalid(`graph ${kind} '${s.name}' is declared twice`);
+    if (seen.has(s.name)) throw invalid(`graph ${kind} '${clip(s.name)}' is declared twice`);
     seen.add(s.name);
   }
 }
