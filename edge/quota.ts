@@ -34,10 +34,37 @@ export function monthOf(now: number): string {
   return `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
 }
 
+/** The first instant of `now`'s UTC month, ms since epoch. */
+export function monthStart(now: number): number {
+  const d = new Date(now);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+}
+
 /** Ms from `now` to the first instant of the next UTC month. */
 export function msToNextMonth(now: number): number {
   const d = new Date(now);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) - now;
+}
+
+/** The slice of the shared store that seeding a counter uses. */
+export interface SeedStore {
+  run<T>(op: (r: { eval<A extends unknown[], R>(script: string, keys: string[], args: A): Promise<R> }) => Promise<T>): Promise<T>;
+}
+
+// Raises KEYS[1] to ARGV[1] if it is lower (never lowers it: calls counted since are kept).
+const RAISE_SCRIPT = `
+local n = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[1]) or '0') < n then redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2])) end
+return 1
+`;
+
+/**
+ * When an account gets a quota: its shared count for this month becomes at least `recorded`
+ * (its calls as the usage rows in D1 show them), so calls the counter lost (Redis restarted or
+ * flushed) still count. Isolates pick the raised count up at their next sync.
+ */
+export async function raiseMonthlyCount(store: SeedStore, account: string, recorded: number, now = Date.now()): Promise<void> {
+  await store.run((r) => r.eval(RAISE_SCRIPT, [COUNTER_KEY(account, monthOf(now))], [String(recorded), String(COUNTER_TTL_S)]));
 }
 
 interface Counter {

@@ -23,6 +23,7 @@ const FAIL_BURST = 20;
 let mesh: MeshHandle;
 let dir: string;
 let E: string;
+let E2: string;
 let redis: RespConnection;
 let mlpBytes: Uint8Array<ArrayBuffer>;
 
@@ -33,10 +34,13 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mesh-security-edge-"));
   mesh = await startMesh({
     stateDir: dir,
+    // A second isolate over the same D1 and Redis: the quota's seeding is seen from there.
+    extraEdges: 1,
     edgeVars: { EXPLORATION_SHARE: "0", AUTH_FAILURES_PER_SECOND: "1", AUTH_FAILURES_BURST: String(FAIL_BURST) },
     progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l),
   });
   E = mesh.edge;
+  E2 = mesh.edges[1]!;
   redis = await RespConnection.connect("127.0.0.1", mesh.redis.port);
   mlpBytes = new Uint8Array(await readFile(mesh.models.find((m) => m.name === "demo-mlp")!.file));
 });
@@ -339,6 +343,40 @@ describe("monthly quota (item 17)", () => {
     }
     say(`late quota: ${passed} calls passed in all, quota 5`);
     expect(refused).toBeDefined();
+    expect429(refused!, "quota_exceeded");
+    expect(passed).toBe(5);
+  });
+
+  it("a quota set after the shared count was lost still counts the month's recorded calls", async () => {
+    const acc = await newAccount("lost-count");
+    await deployMlp(acc.key, "lost-mlp");
+    for (let i = 0; i < 2; i++) {
+      const r = await call(`${E}/v2/models/lost-mlp/infer`, { key: acc.key, json: mlpBody([[1, 2, 3, 4]]) });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+    }
+    const now = new Date();
+    const counter = `mesh:quota:${acc.id}:${now.getUTCFullYear()}${String(now.getUTCMonth() + 1).padStart(2, "0")}`;
+    await until("both calls in the shared count", async () => String(await redis.command(["GET", counter])) === "2");
+    await until("both calls in the usage rows", async () => {
+      const u = await call(`${E}/v1/usage?model=lost-mlp`, { key: acc.key });
+      return u.body?.models?.[0]?.calls === 2;
+    });
+    // Redis loses the count (a restart, a flush); the other isolate never saw these calls.
+    await redis.command(["DEL", counter]);
+    const patched = await call(`${E2}/v1/accounts/${acc.id}`, { method: "PATCH", key: mesh.adminToken, json: { monthlyRequests: 5 } });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    const fresh = await newKey(acc.key);
+    let passed = 2;
+    let refused: Answer | undefined;
+    for (let i = 0; i < 20 && !refused; i++) {
+      const a = await call(`${E2}/v2/models/lost-mlp/infer`, { key: fresh, json: mlpBody([[1, 2, 3, 4]]), headers: { "x-mesh-dry-run": "1" } });
+      if (a.status === 429) refused = a;
+      else {
+        expect(a.status, JSON.stringify(a.body)).toBe(200);
+        passed++;
+      }
+    }
+    say(`lost count: ${passed} calls passed in all, quota 5`);
     expect429(refused!, "quota_exceeded");
     expect(passed).toBe(5);
   });

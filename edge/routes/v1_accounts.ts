@@ -4,13 +4,16 @@
 // the key records), keys with their own limit included: theirs is a second bucket, never a
 // replacement.
 
-import { eq } from "drizzle-orm";
+import { and, eq, gte, isNull, ne, sql } from "drizzle-orm";
 import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { accounts, apiKeys } from "../../schema/schema.js";
+import { accounts, apiKeys, usageEvents } from "../../schema/schema.js";
 import { newApiKey, randomId } from "../api-keys.js";
-import type { AppEnv } from "../context.js";
+import type { AppContext, AppEnv } from "../context.js";
+import { log } from "../log.js";
+import { monthStart, raiseMonthlyCount } from "../quota.js";
+import { sharedStoreFor } from "../redis.js";
 import { limitBody, parseBody, requireAdmin } from "../middleware.js";
 import { describeRoute } from "../openapi.js";
 import { RateLimitSchema } from "./v1_keys.js";
@@ -35,6 +38,28 @@ const AccountSchema = z.object({
   monthlyRequests: z.number().nullable(),
   rateLimit: RateLimitSchema.nullable(),
 });
+
+/**
+ * A quota applies to the whole month, calls made before it included. They are counted as they
+ * happen (quota.ts); this also raises the shared count to what the usage rows in D1 show, in
+ * case the counter was lost. Refused tensors (400) are not charged, so not counted; shadow
+ * copies are the mesh's own.
+ */
+async function seedQuotaCount(c: AppContext, accountId: string): Promise<void> {
+  const store = sharedStoreFor(c.get("config"));
+  if (!store) return;
+  const now = Date.now();
+  const row = await c
+    .get("db")
+    .select({ n: sql<number>`count(*)` })
+    .from(usageEvents)
+    .where(and(eq(usageEvents.accountId, accountId), gte(usageEvents.createdAt, monthStart(now)), isNull(usageEvents.shadowOf), ne(usageEvents.status, 400)))
+    .get();
+  // Redis down: each isolate goes on from the count it has; the quota still applies.
+  await raiseMonthlyCount(store, accountId, Number(row?.n ?? 0), now).catch((err: unknown) =>
+    log("warn", c.get("requestId"), "could not seed the account's monthly count", { error: String(err) }),
+  );
+}
 
 export function registerV1Accounts(app: Hono<AppEnv>): void {
   app.post("/v1/accounts", requireAdmin(), limitBody(16 * 1024), async (c) => {
@@ -72,6 +97,7 @@ export function registerV1Accounts(app: Hono<AppEnv>): void {
     }
     const row = await c.get("db").update(accounts).set(set).where(eq(accounts.id, c.req.param("id"))).returning().get();
     if (!row) throw new MeshError("not_found", "no such account");
+    if (typeof body.monthlyRequests === "number") await seedQuotaCount(c, row.id);
     return c.json({
       accountId: row.id,
       name: row.name,
