@@ -5,7 +5,7 @@
 // router ends a stalled stream after 1 s when another account waits (instead of 60 s).
 //
 // No assertion is about speed: outcomes and counts only, every wait bounded so a bug fails the
-// test instead of hanging it.
+// test instead of hanging it. The node has 2 call slots, so a handful of slow calls fill them.
 
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SocketRegistry, STREAM_LIMITS, Strikes } from "../edge/stream-limits.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
+import { spinModel } from "./helpers/slow-models.js";
 import { call } from "./helpers/mesh-client.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
 import { StreamClient, streamStats } from "./helpers/stream-client.js";
@@ -68,6 +69,8 @@ describe("against the real mesh", () => {
   let mesh: MeshHandle;
   let dir: string;
   const REGION = "us-west";
+  const CALL_SLOTS = 2;
+  const SPIN_SIZE = 64;
   /** Per account: its first key and its own copy of demo-chat (warm before the attacks). */
   const hog = { key: "", model: "hog-chat" };
   const other = { key: "", model: "b-chat" };
@@ -110,6 +113,24 @@ describe("against the real mesh", () => {
     }
   }
 
+  /** spin (test/helpers/slow-models.ts): a call's run time grows with its `n`. */
+  async function deploySpin(key: string, name: string): Promise<void> {
+    expect((await call(`${mesh.edge}/v1/models`, { key, json: { name } })).status).toBe(201);
+    const up = await call(`${mesh.edge}/v1/models/${name}/versions`, { key, body: Buffer.from(spinModel(SPIN_SIZE)), headers: { "content-type": "application/octet-stream" } });
+    expect(up.status, JSON.stringify(up.body)).toBe(201);
+  }
+
+  const spin = (key: string, model: string, n: number) =>
+    call(`${mesh.edge}/v2/models/${model}/infer`, {
+      key,
+      json: {
+        inputs: [
+          { name: "n", datatype: "INT64", shape: [1], data: [n] },
+          { name: "x", datatype: "FP32", shape: [SPIN_SIZE, SPIN_SIZE], data: new Array(SPIN_SIZE * SPIN_SIZE).fill(0.01) },
+        ],
+      },
+    });
+
   const errors = (ws: StreamClient) => ws.all.filter((r) => r.ev.type === "error").map((r) => r.ev);
 
   async function nodeIdle(): Promise<void> {
@@ -124,7 +145,7 @@ describe("against the real mesh", () => {
     mesh = await startMesh({
       stateDir: dir,
       regions: [{ name: REGION, lat: 37.34, lon: -121.89, nodes: 1 }],
-      nodeEnv: { HEARTBEAT_MS: "200", MESH_SIMULATED_TOKEN_MS: "2", MESH_EXECUTION_PROVIDER: "cpu" },
+      nodeEnv: { HEARTBEAT_MS: "200", MESH_SIMULATED_TOKEN_MS: "2", MESH_EXECUTION_PROVIDER: "cpu", NODE_SLOTS: String(CALL_SLOTS) },
       routerEnv: { STREAM_STALL_WHEN_CONTENDED_MS: "1000" },
       progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l),
     });
@@ -202,6 +223,34 @@ describe("against the real mesh", () => {
     }
     await nodeIdle();
   }, 180_000);
+
+  it("another account's call takes the first call slot that frees, not the place behind one account's queue", async () => {
+    await deploySpin(hog.key, "hog-spin");
+    await deploySpin(other.key, "b-spin");
+    // Calibrate on this (shared) machine: iterations for about a second of compute.
+    const probe = await spin(other.key, "b-spin", 200);
+    expect(probe.status, JSON.stringify(probe.body)).toBe(200);
+    const inferMs = Number(/infer;dur=([\d.]+)/.exec(probe.headers.get("server-timing") ?? "")?.[1] ?? NaN);
+    expect(inferMs).toBeGreaterThan(0);
+    const n = Math.max(200, Math.round((200 * 1_000) / inferMs));
+    // The hog fills both slots and queues three times as many behind them.
+    const total = 4 * CALL_SLOTS;
+    let hogDone = 0;
+    const hogCalls = Array.from({ length: total }, () => spin(hog.key, "hog-spin", n).finally(() => hogDone++));
+    const queued = await waitUntil("the hog's calls queued in the region", 30_000, async () => {
+      const q = (await mesh.regionStatus(REGION)).queued;
+      return q >= CALL_SLOTS + 2 ? q : undefined;
+    }, 100);
+    const before = hogDone;
+    const mine = await within(spin(other.key, "b-spin", 1), 60_000, "the other account's call");
+    const during = hogDone - before;
+    expect(mine.status, JSON.stringify(mine.body)).toBe(200);
+    // First come, first served would have run it after every hog call queued before it
+    // (`queued`, at least CALL_SLOTS + 2); fairly it takes one of the first slots to free.
+    expect(during).toBeLessThanOrEqual(CALL_SLOTS);
+    expect(during).toBeLessThan(queued);
+    for (const a of await Promise.all(hogCalls)) expect(a.status, JSON.stringify(a.body)).toBe(200);
+  }, 120_000);
 
   it("junk messages count against the key's rate limit, get a few answers, and then the socket is closed", async () => {
     const created = await call(`${mesh.edge}/v1/keys`, { key: other.key, json: { scopes: ["infer"], rateLimit: { perSecond: 1, burst: 6 } } });
