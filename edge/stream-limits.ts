@@ -2,11 +2,15 @@
 // (issue 10, items 7 and 14): open sockets per key and per account, requests running per
 // account, the size of a client message, and how many bad messages a socket may send.
 //
-// Counted in this isolate's memory: a Worker isolate serves many sockets, and the counts are
-// derived from the sockets it holds open, so they cannot drift or leak when one dies. Across
-// isolates the caps add up (N isolates, N times the cap); the region's fair shares
+// Counted twice. In this isolate's memory, derived from the sockets it holds open (so they
+// cannot drift), for every cap. And for the socket caps, across isolates in Redis: each open
+// socket holds a lease (a member of a sorted set per key and per account, scored by its expiry,
+// renewed while the socket lives, removed when it closes), so a socket whose isolate died stops
+// counting within a lease. When Redis is unreachable the isolate's own counts still apply.
+// Running requests per account are counted per isolate only; the region's fair shares
 // (regions/fairness.ts) are what keep one account from crowding out the others there.
 
+import type { Redis } from "@upstash/redis/cloudflare";
 import { MeshError } from "../protocol/errors.js";
 
 export interface StreamLimits {
@@ -66,13 +70,9 @@ export class SocketRegistry {
   /** Throws rate_limited when the key or its account has its most sockets open already. */
   checkOpen(keyId: string, accountId: string): void {
     const perKey = this.byKey.get(keyId)?.size ?? 0;
-    if (perKey >= this.limits.socketsPerKey) {
-      throw new MeshError("rate_limited", `at most ${this.limits.socketsPerKey} stream sockets may be open per key; close one first`, { "retry-after": "1" });
-    }
+    if (perKey >= this.limits.socketsPerKey) throw tooMany("key", this.limits.socketsPerKey);
     const perAccount = this.byAccount.get(accountId)?.size ?? 0;
-    if (perAccount >= this.limits.socketsPerAccount) {
-      throw new MeshError("rate_limited", `at most ${this.limits.socketsPerAccount} stream sockets may be open per account; close one first`, { "retry-after": "1" });
-    }
+    if (perAccount >= this.limits.socketsPerAccount) throw tooMany("account", this.limits.socketsPerAccount);
   }
 
   opened(s: OpenSocket): void {
@@ -142,4 +142,89 @@ export function messageSize(data: unknown): number {
   if (data instanceof ArrayBuffer) return data.byteLength;
   if (ArrayBuffer.isView(data)) return data.byteLength;
   return Number.POSITIVE_INFINITY;
+}
+
+/** How long a socket's lease in Redis lasts; the socket renews it at half that. */
+export const SOCKET_LEASE_MS = 60_000;
+
+/** The slice of the shared store (redis.ts) the leases use. */
+export interface LeaseStore {
+  available(): boolean;
+  run<T>(op: (redis: Redis) => Promise<T>): Promise<T>;
+}
+
+const KEY_SET = (keyId: string) => `mesh:ws:key:${keyId}`;
+const ACCOUNT_SET = (accountId: string) => `mesh:ws:acct:${accountId}`;
+
+function tooMany(what: "key" | "account", cap: number): MeshError {
+  return new MeshError("rate_limited", `at most ${cap} stream sockets may be open per ${what}; close one first`, { "retry-after": "1" });
+}
+
+/** One socket's leases in the per-key and per-account sets, across every isolate. */
+export class SocketLease {
+  constructor(
+    private readonly store: LeaseStore | null,
+    readonly keyId: string,
+    readonly accountId: string,
+    readonly id: string = crypto.randomUUID(),
+    private readonly limits: Pick<StreamLimits, "socketsPerKey" | "socketsPerAccount"> = STREAM_LIMITS,
+    private readonly leaseMs = SOCKET_LEASE_MS,
+  ) {}
+
+  /**
+   * Takes the leases; throws rate_limited (and gives them back) when the key's or the account's
+   * sockets in every isolate are past the cap. Without Redis it takes nothing and refuses
+   * nothing: the isolate's own count decides.
+   */
+  async acquire(now = Date.now()): Promise<void> {
+    if (!this.store?.available()) return;
+    let counts: number[];
+    try {
+      counts = await this.store.run(async (redis) => {
+        const p = redis.pipeline();
+        for (const set of [KEY_SET(this.keyId), ACCOUNT_SET(this.accountId)]) {
+          p.zremrangebyscore(set, 0, now); // leases of sockets whose isolate went away
+          p.zadd(set, { score: now + this.leaseMs, member: this.id });
+          p.zcard(set);
+          p.pexpire(set, 2 * this.leaseMs);
+        }
+        const out = (await p.exec()) as unknown[];
+        return [Number(out[2]), Number(out[6])];
+      });
+    } catch {
+      return;
+    }
+    const [perKey, perAccount] = counts as [number, number];
+    if (perKey > this.limits.socketsPerKey || perAccount > this.limits.socketsPerAccount) {
+      await this.release();
+      throw tooMany(perKey > this.limits.socketsPerKey ? "key" : "account", perKey > this.limits.socketsPerKey ? this.limits.socketsPerKey : this.limits.socketsPerAccount);
+    }
+  }
+
+  /** Extends the leases (XX: only a lease still held, never one already given back). */
+  async renew(now = Date.now()): Promise<void> {
+    if (!this.store?.available()) return;
+    await this.store
+      .run(async (redis) => {
+        const p = redis.pipeline();
+        for (const set of [KEY_SET(this.keyId), ACCOUNT_SET(this.accountId)]) {
+          p.zadd(set, { xx: true }, { score: now + this.leaseMs, member: this.id });
+          p.pexpire(set, 2 * this.leaseMs);
+        }
+        await p.exec();
+      })
+      .catch(() => undefined);
+  }
+
+  async release(): Promise<void> {
+    if (!this.store) return;
+    await this.store
+      .run(async (redis) => {
+        const p = redis.pipeline();
+        p.zrem(KEY_SET(this.keyId), this.id);
+        p.zrem(ACCOUNT_SET(this.accountId), this.id);
+        await p.exec();
+      })
+      .catch(() => undefined);
+  }
 }

@@ -147,6 +147,8 @@ describe("against the real mesh", () => {
       regions: [{ name: REGION, lat: 37.34, lon: -121.89, nodes: 1 }],
       nodeEnv: { HEARTBEAT_MS: "200", MESH_SIMULATED_TOKEN_MS: "2", MESH_EXECUTION_PROVIDER: "cpu", NODE_SLOTS: String(CALL_SLOTS) },
       routerEnv: { STREAM_STALL_WHEN_CONTENDED_MS: "1000" },
+      // A second edge isolate, for the socket caps that must hold across isolates.
+      extraEdges: 1,
       progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l),
     });
     hog.key = await account("hog");
@@ -251,6 +253,39 @@ describe("against the real mesh", () => {
     expect(during).toBeLessThan(queued);
     for (const a of await Promise.all(hogCalls)) expect(a.status, JSON.stringify(a.body)).toBe(200);
   }, 120_000);
+
+  it("the socket caps hold across edge isolates, and a closed socket's place comes back", async () => {
+    const created = await call(`${mesh.edge}/v1/keys`, { key: other.key, json: { scopes: ["infer"] } });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const key = created.body.key as string;
+    expect(mesh.edges.length).toBe(2);
+    const [first, second] = mesh.edges.map((e) => `${e.replace(/^http/, "ws")}/v2/models/${other.model}/stream`) as [string, string];
+    const held: StreamClient[] = [];
+    try {
+      for (let i = 0; i < STREAM_LIMITS.socketsPerKey - 1; i++) {
+        const ws = await open(first, key);
+        expect(ws).toBeInstanceOf(StreamClient);
+        held.push(ws as StreamClient);
+      }
+      const last = await open(second, key);
+      expect(last).toBeInstanceOf(StreamClient);
+      held.push(last as StreamClient);
+      // The second isolate holds one socket of this key itself: Redis's count refuses the next.
+      for (const url of [second, first]) {
+        const refused = await open(url, key);
+        expect(refused).not.toBeInstanceOf(StreamClient);
+        expect(refused).toMatchObject({ status: 429, body: { code: "rate_limited", error: expect.stringMatching(/per key/) } });
+      }
+      held.shift()!.close();
+      const again = await waitUntil("a closed socket's place on the other isolate", 10_000, async () => {
+        const ws = await open(second, key);
+        return ws instanceof StreamClient ? ws : undefined;
+      }, 200);
+      held.push(again);
+    } finally {
+      for (const ws of held) ws.ws.terminate();
+    }
+  }, 60_000);
 
   it("junk messages count against the key's rate limit, get a few answers, and then the socket is closed", async () => {
     const created = await call(`${mesh.edge}/v1/keys`, { key: other.key, json: { scopes: ["infer"], rateLimit: { perSecond: 1, burst: 6 } } });

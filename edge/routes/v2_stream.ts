@@ -43,7 +43,8 @@ import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "..
 import { describeRoute } from "../openapi.js";
 import { ChannelPool } from "../stream-client.js";
 import { DEFAULT_WS_WINDOW, ID_RE, parseGenerateInput, sseEvent, type GenerateInput, type StreamEvent } from "../stream-protocol.js";
-import { messageSize, SocketRegistry, STREAM_LIMITS, Strikes } from "../stream-limits.js";
+import { sharedStoreFor } from "../redis.js";
+import { messageSize, SOCKET_LEASE_MS, SocketLease, SocketRegistry, STREAM_LIMITS, Strikes } from "../stream-limits.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "../tokenizers.js";
 
 export const MAX_GENERATE_BODY = 256 * 1024;
@@ -263,14 +264,24 @@ async function streamSocket(c: AppContext) {
   const name = c.req.param("m")!;
   const ref = c.req.param("v");
   await target(c, key, name, ref);
+  // The socket caps: this isolate's count, then every isolate's (leases in Redis), then this
+  // isolate's again (others may have opened while Redis answered); register at once after it.
   sockets.checkOpen(key.id, key.accountId);
+  const lease = new SocketLease(sharedStoreFor(c.get("config")), key.id, key.accountId);
+  await lease.acquire();
+  try {
+    sockets.checkOpen(key.id, key.accountId);
+  } catch (err) {
+    void lease.release();
+    throw err;
+  }
   const pair = new WebSocketPair();
   const client = pair[0];
   const server = pair[1];
   server.accept();
   // Binary (msgpack) messages as ArrayBuffers, not the standard's default Blobs.
   server.binaryType = "arraybuffer";
-  new CallerSocket(c, server, msgpack ? "msgpack" : "json", token, name, ref, key);
+  new CallerSocket(c, server, msgpack ? "msgpack" : "json", token, name, ref, key, lease);
   return new Response(null, { status: 101, webSocket: client, headers: chosen ? { "sec-websocket-protocol": chosen } : {} });
 }
 
@@ -294,6 +305,7 @@ class CallerSocket {
   private readonly strikes = new Strikes();
   readonly keyId: string;
   readonly accountId: string;
+  private readonly renewal: ReturnType<typeof setInterval>;
   private readonly pool: ChannelPool;
   private readonly codec = createCodec();
   private readonly decoder = new TextDecoder();
@@ -308,10 +320,12 @@ class CallerSocket {
     private readonly model: string,
     private readonly ref: string | undefined,
     key: KeyRecord,
+    private readonly lease: SocketLease,
   ) {
     this.keyId = key.id;
     this.accountId = key.accountId;
     sockets.opened(this);
+    this.renewal = setInterval(() => void lease.renew(), SOCKET_LEASE_MS / 2);
     this.pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
     ws.addEventListener("message", (e: MessageEvent) => this.onMessage(e.data));
     ws.addEventListener("close", () => this.onClose());
@@ -507,6 +521,8 @@ class CallerSocket {
     if (!this.open) return;
     this.open = false;
     sockets.closed(this);
+    clearInterval(this.renewal);
+    void this.lease.release();
     for (const r of this.running.values()) r.gen?.cancel();
     this.running.clear();
     this.recent.clear();
