@@ -4,7 +4,9 @@
 // 1. A fast model's latency while a slow model runs on the same node, against the fast model
 //    alone (goal: p99 within 2x). The in-process row is what the node did before: onnxruntime
 //    on the agent's own thread, where the slow run holds every other call until it ends.
-// 2. Throughput of a compute-bound model with N session children (one intra-op thread each)
+// 2. The same through a real router and node agent (test/helpers/region-harness.ts): signed
+//    calls, the node's socket, its batcher and session children.
+// 3. Throughput of a compute-bound model with N session children (one intra-op thread each)
 //    against one child with one thread, and one child with N threads (goal: close to N).
 //
 // Run: npx tsx bench/node-workers.ts [--seconds 4]. Prints tables, writes
@@ -18,6 +20,7 @@ import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
 import { toOrt } from "../gpu-node/ort-tensors.js";
 import type { WireTensor } from "../protocol/tensor.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
+import { fp32, RegionHarness } from "../test/helpers/region-harness.js";
 import { spinModel } from "../test/helpers/slow-models.js";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
 
@@ -109,7 +112,30 @@ async function main(): Promise<void> {
   await mlpS.release();
   await spinS.release();
 
-  // ---------------------------------------------------------------- 2. N children vs one
+  // ---------------------------------------------------------------- 2. through router and node
+  const h = await RegionHarness.create("bench-node-workers");
+  let meshAlone: Summary;
+  let meshBeside: Summary;
+  try {
+    await h.startRouter();
+    await h.startNode("bench-node", { NODE_THREADS_PER_WORKER: String(Math.max(1, Math.floor(CORES / 2))) });
+    const mlpRef = await h.model("demo-mlp", 1);
+    const spinRef = await h.addModel("spin", 1, spinModel(SIZE));
+    const fastMesh = async () => {
+      const a = await h.infer(mlpRef, [fp32("x", [[1, 2, 3, 4]])]);
+      if (!a.response.ok) throw new Error(`fast call failed: ${a.response.message}`);
+    };
+    await h.infer(spinRef, spinInputs(1));
+    await fastLoop(fastMesh, 500);
+    meshAlone = summarize(await fastLoop(fastMesh, ms));
+    const slowMesh = slowLoop(() => h.infer(spinRef, spinInputs(slowN), { deadlineMs: 60_000 }));
+    meshBeside = summarize(await fastLoop(fastMesh, ms));
+    await slowMesh.stop();
+  } finally {
+    await h.close();
+  }
+
+  // ---------------------------------------------------------------- 3. N children vs one
   const throughput = async (workers: number, threads: number): Promise<{ callsPerS: number; latency: Summary }> => {
     const r = runtime(workers, threads);
     await r.load("spin", spinPath, 4096);
@@ -152,7 +178,16 @@ async function main(): Promise<void> {
     ],
     ["left", "left", "right", "right", "right", "right", "right"],
   );
-  console.log("\n2. compute-bound model (spin), throughput against 1 child x 1 thread");
+  console.log("\n2. the same through a real router and node agent (signed calls over HTTP, node socket)");
+  printTable(
+    ["case", "calls", "p50", "p99", "max", "p99 ratio"],
+    [
+      ["alone", String(meshAlone.count), fmt(meshAlone.p50), fmt(meshAlone.p99), fmt(meshAlone.max), "1.00"],
+      ["beside slow", String(meshBeside.count), fmt(meshBeside.p50), fmt(meshBeside.p99), fmt(meshBeside.max), fmt(ratio(meshBeside.p99, meshAlone.p99))],
+    ],
+    ["left", "right", "right", "right", "right", "right"],
+  );
+  console.log("\n3. compute-bound model (spin), throughput against 1 child x 1 thread");
   printTable(
     ["children x threads", "calls/s", "p50 ms", "speed-up"],
     [
@@ -169,6 +204,7 @@ async function main(): Promise<void> {
     fastBesideSlow: {
       children: { alone, beside, p99Ratio: round(ratio(beside.p99, alone.p99)) },
       inProcessBefore: { alone: inAlone, beside: inBeside, p99Ratio: round(ratio(inBeside.p99, inAlone.p99)) },
+      throughRouterAndNode: { alone: meshAlone, beside: meshBeside, p99Ratio: round(ratio(meshBeside.p99, meshAlone.p99)) },
     },
     throughput: {
       oneByOne: one,
