@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SocketRegistry, STREAM_LIMITS, Strikes } from "../edge/stream-limits.js";
+import { SocketLease, SocketRegistry, STREAM_LIMITS, Strikes, type LeaseStore } from "../edge/stream-limits.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { spinModel } from "./helpers/slow-models.js";
@@ -62,6 +62,67 @@ describe("stream limits, as units", () => {
     t += 2_000; // two forgiven
     expect([s.strike(), s.strike()]).toEqual([false, false]);
     expect(s.strike()).toBe(true);
+  });
+});
+
+/** Sorted sets in memory, behind the pipeline calls a SocketLease makes. */
+function fakeLeaseStore(): LeaseStore & { sets: Map<string, Map<string, number>>; up: boolean } {
+  const sets = new Map<string, Map<string, number>>();
+  const set = (k: string) => sets.get(k) ?? sets.set(k, new Map()).get(k)!;
+  const store = {
+    sets,
+    up: true,
+    available: () => store.up,
+    async run<T>(op: (redis: any) => Promise<T>): Promise<T> {
+      if (!store.up) throw new Error("redis down");
+      const ops: (() => unknown)[] = [];
+      const p = {
+        zremrangebyscore: (k: string, min: number, max: number) => ops.push(() => [...set(k)].filter(([m, sc]) => sc >= min && sc <= max && set(k).delete(m)).length),
+        zadd: (k: string, a: any, b?: any) =>
+          ops.push(() => {
+            const { score, member } = b ?? a;
+            if (b?.score !== undefined && a.xx && !set(k).has(member)) return 0;
+            set(k).set(member, score);
+            return 1;
+          }),
+        zcard: (k: string) => ops.push(() => set(k).size),
+        pexpire: () => ops.push(() => 1),
+        zrem: (k: string, m: string) => ops.push(() => (set(k).delete(m) ? 1 : 0)),
+        exec: async () => ops.map((f) => f()),
+      };
+      return op({ pipeline: () => p });
+    },
+  };
+  return store;
+}
+
+describe("socket leases, with a fake Redis", () => {
+  const limits = { socketsPerKey: 2, socketsPerAccount: 3 };
+
+  it("count every isolate's sockets, give a refused one back, and forget a socket whose isolate died once its lease runs out", async () => {
+    const store = fakeLeaseStore();
+    const lease = (key: string) => new SocketLease(store, key, "acct", undefined, limits, 1_000);
+    const a = lease("k1");
+    await a.acquire(0);
+    await lease("k1").acquire(0);
+    await expect(lease("k1").acquire(0)).rejects.toMatchObject({ code: "rate_limited", message: expect.stringMatching(/per key/) });
+    expect(store.sets.get("mesh:ws:key:k1")!.size).toBe(2); // the refused one left nothing behind
+    await expect(lease("k2").acquire(0)).resolves.toBeUndefined();
+    await expect(lease("k3").acquire(0)).rejects.toMatchObject({ message: expect.stringMatching(/per account/) });
+    // a keeps renewing; the other two (their isolate gone) are not renewed and run out.
+    await a.renew(900);
+    await expect(lease("k1").acquire(1_500)).resolves.toBeUndefined();
+    // A released lease is gone, and a renewal after release does not bring it back.
+    await a.release();
+    await a.renew(1_600);
+    expect(store.sets.get("mesh:ws:key:k1")!.has(a.id)).toBe(false);
+  });
+
+  it("with Redis down, take nothing and refuse nothing (the isolate's own count decides)", async () => {
+    const store = fakeLeaseStore();
+    store.up = false;
+    for (let i = 0; i < 5; i++) await expect(new SocketLease(store, "k", "acct", undefined, limits).acquire()).resolves.toBeUndefined();
+    await expect(new SocketLease(null, "k", "acct").acquire()).resolves.toBeUndefined();
   });
 });
 
