@@ -288,7 +288,7 @@ async function streamSocket(c: AppContext) {
 interface Running {
   /** Null while the key, model and quota are being checked. */
   gen: Generation | null;
-  /** A cancel that came before the generation started. */
+  /** A cancel came (one that came before the generation started is answered once it would start). */
   cancelled: boolean;
   /** Tokens sent to the caller, and acknowledged by it (cumulative). */
   sent: number;
@@ -424,9 +424,10 @@ class CallerSocket {
       return;
     }
     if (m.type === "cancel") {
-      if (r?.gen) r.gen.cancel();
-      else if (r) r.cancelled = true;
-      else this.charge(id); // a cancel of nothing running is free for nobody
+      // Free once per running request; a repeat, or a cancel of nothing running, counts.
+      if (!r || r.cancelled) return this.charge(id);
+      r.cancelled = true;
+      r.gen?.cancel();
       return;
     }
     this.charge(id, new MeshError("bad_request", "'type' must be generate, ack or cancel"));
