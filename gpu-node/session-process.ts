@@ -37,6 +37,15 @@ export type ChildReply =
  */
 export type SessionFailure = "load_failed" | "too_big" | "timeout" | "crashed" | "aborted" | "run_failed" | "too_large" | "unavailable";
 
+/**
+ * The child's environment: the agent's, less its credentials. The child parses and runs a
+ * tenant's file; should a hostile file ever find a hole in onnxruntime, it must not find the
+ * node's token (or any other secret) next to it.
+ */
+function childEnv(): Record<string, string | undefined> {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/TOKEN|SECRET|PASSWORD|KEY/i.test(k)));
+}
+
 export class SessionProcessError extends Error {
   constructor(
     readonly kind: SessionFailure,
@@ -130,7 +139,7 @@ export class SessionProcess {
       execArgv: CHILD.endsWith(".ts") ? ["--import", "tsx"] : [],
       serialization: "advanced", // typed arrays cross as they are
       stdio: ["ignore", "inherit", "inherit", "ipc"],
-      env: { ...process.env, ...opts.env },
+      env: { ...childEnv(), ...opts.env },
     });
     const p = new SessionProcess(child, opts);
     try {

@@ -58,7 +58,9 @@ async function metadata(c: AppContext) {
 
 async function ready(c: AppContext) {
   const { model } = await resolve(c);
-  return c.json({ name: model.name, ready: true });
+  const config = c.get("config");
+  const ready = readyRegions(config, await regionState(config, waitUntilOf(c)), model.regions).length > 0;
+  return c.json({ name: model.name, ready }, ready ? 200 : 503);
 }
 
 /** Adds headers to an error on its way out (the version that would have served, the region). */
