@@ -20,9 +20,10 @@ import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
 import type { GenerateSession } from "./generate.js";
 import { Generations, TokenizerCache } from "./generation.js";
-import { ModelCache } from "./model-cache.js";
+import { formatBytes, ModelCache, type HeldArtifact } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
 import { publicMessage } from "./public-errors.js";
+import { runErrorCode } from "./run-errors.js";
 import { SessionProcessError } from "./session-process.js";
 import type { WireTensor } from "../protocol/tensor.js";
 
@@ -61,12 +62,19 @@ export function startAgent(config: NodeConfig): AgentHandle {
     threadsPerWorker: config.threadsPerWorker,
     loadTimeoutMs: config.loadTimeoutMs,
   });
-  const cache = new ModelCache(config.cacheDir);
+  // A version whose session is loaded is never evicted from the disk cache (its children reload from the file).
+  const cache = new ModelCache(config.cacheDir, { budgetBytes: config.modelCacheBytes, inUse: (sha) => runtime.has(sha) });
+  cache.ready.then(
+    (s) => log("info", "model cache", { dir: config.cacheDir, budget: formatBytes(s.budgetBytes), budgetBytes: s.budgetBytes, budgetFrom: s.budgetSource, used: formatBytes(s.usedBytes), versions: s.versions }),
+    (err: Error) => log("error", "model cache unusable", { dir: config.cacheDir, error: err.message }),
+  );
   const memoryBudgetMb = config.memoryBudgetMb ?? provider.accelerator.memoryMb;
   const modelLimitMb = Math.min(memoryBudgetMb, config.modelMemoryLimitMb ?? memoryBudgetMb);
   /** The sha256 each model key was loaded with; sessions and batchers are held by sha256. */
   const keyToSha = new Map<string, string>();
   const keysOf = (sha: string) => [...keyToSha].filter(([, s]) => s === sha).map(([k]) => k);
+  /** Models (by sha256) that have answered a call here: their graph runs (run-errors.ts). */
+  const answered = new Set<string>();
   const warm = () =>
     [...keyToSha].filter(([, sha]) => runtime.has(sha)).map(([key, sha]) => ({ key, memoryMb: runtime.memoryMb(sha), lastUsed: runtime.lastUsed(sha) }));
   /** Drops a key; its session goes when no other key names the same bytes. */
@@ -75,11 +83,13 @@ export function startAgent(config: NodeConfig): AgentHandle {
     keyToSha.delete(key);
     if (sha && keysOf(sha).length === 0) {
       batchers.delete(sha);
+      answered.delete(sha);
       await runtime.unload(sha);
     }
   };
   runtime.onLost = (sha) => {
     batchers.delete(sha);
+    answered.delete(sha);
     for (const key of keysOf(sha)) keyToSha.delete(key);
   };
 
@@ -88,6 +98,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
   let stopped = false;
   let draining = false;
   let inflight = 0;
+  // Calls started since the node started, in heartbeats: how tests count executions.
+  let runs = 0;
   const batchers = new Map<string, Batcher>();
   // Utilisation: wall time with at least one model run going, per heartbeat interval.
   let running = 0;
@@ -170,6 +182,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
         warm: warm(),
         gen: { active: generations.active, tokens: generations.tokens },
         mem: { rssMb: mib(m.rss), heapUsedMb: mib(m.heapUsed) },
+        runs,
       });
     }, config.heartbeatMs);
 
@@ -237,13 +250,15 @@ export function startAgent(config: NodeConfig): AgentHandle {
         drainAcked?.();
         return;
       case "load": {
+        // Held from download to the end of the load, so the cache's eviction never takes it meanwhile.
+        let held: HeldArtifact | undefined;
         try {
           const started = performance.now();
           // A generative model's tokenizer comes along (its own failure shows at generation).
           if (msg.tokenizer) void tokenizers.get(msg.tokenizer).catch((err: Error) => log("warn", "tokenizer prefetch failed", { key: msg.key, error: err.message }));
-          const art = await cache.get(msg.url, msg.sha256, msg.size, (bytes, total) =>
+          const art = (held = await cache.acquire(msg.url, msg.sha256, msg.size, (bytes, total) =>
             send({ t: "load_progress", key: msg.key, bytes, total }),
-          );
+          ));
           // From the disk cache there was no download to report: say the bytes are all here.
           if (art.cached) send({ t: "load_progress", key: msg.key, bytes: msg.size, total: msg.size });
           const loadStarted = performance.now();
@@ -287,6 +302,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
           const raw = (err as Error).message;
           log("warn", "model load failed", { key: msg.key, sha256: msg.sha256, error: raw });
           send({ t: "load_failed", key: msg.key, message: err instanceof LoadRefused ? raw : publicMessage(raw) });
+        } finally {
+          held?.release();
         }
         return;
       }
@@ -336,11 +353,13 @@ export function startAgent(config: NodeConfig): AgentHandle {
       return;
     }
     inflight++;
+    runs++;
     const started = performance.now();
     // At the deadline the call is settled as failed; a run it has alone is killed (batcher).
     const timer = setTimeout(() => batcher.cancel(msg.id, new DeadlineError()), remaining);
     try {
       const { outputs, computeMs } = await batcher.submit(msg.id, msg.inputs, msg.outputs);
+      answered.add(msg.sha256);
       send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started, computeMs });
     } catch (err) {
       const computeMs = err instanceof SessionProcessError ? err.computeMs : 0;
@@ -363,8 +382,10 @@ export function startAgent(config: NodeConfig): AgentHandle {
         send({ t: "error", id: msg.id, code: "inference_failed", message: "the model's session stopped during the call", computeMs });
       } else {
         const raw = (err as Error).message;
-        log("info", "call failed in the runtime", { id: msg.id, requestId: msg.requestId, key: msg.key, error: raw });
-        send({ t: "error", id: msg.id, code: "inference_failed", message: publicMessage(raw), computeMs });
+        // The caller's input (4xx, not retried) or the model's failure (500): run-errors.ts.
+        const code = runErrorCode(raw, answered.has(msg.sha256));
+        log("info", "call failed in the runtime", { id: msg.id, requestId: msg.requestId, key: msg.key, code, error: raw });
+        send({ t: "error", id: msg.id, code, message: publicMessage(raw), computeMs });
       }
     } finally {
       clearTimeout(timer);

@@ -11,6 +11,8 @@ export interface NodeConfig {
   routerUrl: string;
   nodeToken: string;
   cacheDir: string;
+  /** Disk bytes the model cache may hold (MODEL_CACHE_BYTES); null: what is cached at start plus 80% of the disk's free space. */
+  modelCacheBytes: number | null;
   /** Memory the node may fill with models; read from the GPU when there is one. */
   memoryBudgetMb: number | null;
   /** Most memory one model's session may take (measured, at load and while running); null: the budget. */
@@ -46,6 +48,16 @@ export interface NodeConfig {
 
 export class ConfigError extends Error {}
 
+/** A byte count: an integer, optionally with a binary unit (K, M, G, T; KiB ... TiB). */
+function bytes(env: NodeJS.ProcessEnv, name: string, min: number): number | null {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return null;
+  const m = /^(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?)?$/i.exec(raw.trim());
+  const n = m ? Math.floor(Number(m[1]) * 1024 ** (m[2] ? "KMGT".indexOf(m[2].toUpperCase()) + 1 : 0)) : NaN;
+  if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be a byte count >= ${min} such as 53687091200 or 50GiB (got '${raw}')`);
+  return n;
+}
+
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
@@ -68,6 +80,7 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
     routerUrl,
     nodeToken,
     cacheDir: env.MODEL_CACHE_DIR ?? join(tmpdir(), "inference-mesh-cache"),
+    modelCacheBytes: bytes(env, "MODEL_CACHE_BYTES", 1024 * 1024),
     memoryBudgetMb: budget,
     modelMemoryLimitMb: env.MODEL_MEMORY_LIMIT_MB ? int(env, "MODEL_MEMORY_LIMIT_MB", 0, 1) : null,
     loadTimeoutMs: int(env, "LOAD_TIMEOUT_MS", 120_000, 100),

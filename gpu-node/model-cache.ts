@@ -6,10 +6,20 @@
 // created from that file: onnxruntime looks for external data next to the model file (it
 // refuses absolute and ../ paths but reads siblings), so a model can only ever name its own
 // directory's files, never another tenant's model. Partial downloads go to <dir>/.partial.
+//
+// Downloads are bounded and resumable: a server that sends more bytes than the router named is
+// cut off before the extra bytes reach the disk; a download cut midway resumes from the bytes
+// already written with a Range request (a bounded number of tries without progress, with
+// back-off), continuing the same running hash, since what is on disk is exactly what was hashed.
+//
+// The cache holds at most a byte budget, counted per version directory (so a bundle's files
+// count together). Before a download starts, its size is reserved and the least recently used
+// versions are removed to make room; never a version whose session is loaded (`inUse`), nor one
+// held by a download or load in progress (`acquire` ... `release`). Versions found on disk at
+// start are indexed, their files' newest mtime standing for their last use; a use touches it.
 
-import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { createHash, randomBytes, type Hash } from "node:crypto";
+import { mkdir, open, readdir, rename, rm, stat, statfs, utimes, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 
 export interface FetchedArtifact {
@@ -18,35 +28,243 @@ export interface FetchedArtifact {
   downloadMs: number;
 }
 
+/** An artifact the cache will not evict until `release()` (idempotent) is called. */
+export interface HeldArtifact extends FetchedArtifact {
+  release(): void;
+}
+
+export interface ModelCacheOptions {
+  /** Bytes the cache may hold on disk; null or absent: what is cached at start plus 80% of the disk's free space then. */
+  budgetBytes?: number | null;
+  /** True while a version's session is loaded (by sha256): such a version is never evicted. */
+  inUse?: (sha256: string) => boolean;
+  /** Tries after a failure that brought no new bytes (a failure after progress starts the count again). */
+  retries?: number;
+  /** Back-off before the n-th retry: base * 2^n, capped, with jitter. */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** A download that receives nothing for this long is cut, and resumed like any other cut. */
+  idleTimeoutMs?: number;
+  /** The clock that orders last uses (tests pass their own). */
+  now?: () => number;
+}
+
+export interface CacheStats {
+  budgetBytes: number;
+  /** Bytes of complete versions plus bytes reserved by downloads in progress. */
+  usedBytes: number;
+  versions: number;
+  /** Where the budget came from: MODEL_CACHE_BYTES, or the disk's free space at start. */
+  budgetSource: "configured" | "free space";
+}
+
+interface Entry {
+  bytes: number;
+  lastUsed: number;
+}
+
+/** A failure the next try may not meet: a cut connection, a 5xx, a stall, a short body. */
+class Retryable extends Error {}
+
+const SHA = /^[0-9a-f]{64}$/;
+/** Partial files untouched this long belong to a download that died with its process. */
+const STALE_PARTIAL_MS = 60 * 60_000;
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
 export class ModelCache {
   private readonly inflight = new Map<string, Promise<FetchedArtifact>>();
+  private readonly entries = new Map<string, Entry>();
+  /** Holds by sha256: downloads and loads in progress, and callers that have not released. */
+  private readonly holds = new Map<string, number>();
+  /** Directories being removed by eviction: a new download of the same sha waits for it. */
+  private readonly removing = new Map<string, Promise<void>>();
+  private reservedBytes = 0;
+  private budget = 0;
+  private budgetSource: CacheStats["budgetSource"] = "configured";
+  private readonly retries: number;
+  private readonly retryBaseMs: number;
+  private readonly retryMaxMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly inUse: (sha256: string) => boolean;
+  private readonly now: () => number;
+  /** Settles once the files on disk are indexed and the budget is known. */
+  readonly ready: Promise<CacheStats>;
 
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    opts: ModelCacheOptions = {},
+  ) {
+    this.retries = opts.retries ?? 5;
+    this.retryBaseMs = opts.retryBaseMs ?? 500;
+    this.retryMaxMs = opts.retryMaxMs ?? 15_000;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.inUse = opts.inUse ?? (() => false);
+    this.now = opts.now ?? Date.now;
+    this.ready = this.index(opts.budgetBytes ?? null);
+    // Callers see the failure through `ready` or their first get(); never as an unhandled rejection.
+    this.ready.catch(() => undefined);
+  }
 
   pathFor(sha256: string, ext = "onnx"): string {
     return join(this.dir, sha256, `model.${ext}`);
   }
 
+  stats(): CacheStats {
+    return { budgetBytes: this.budget, usedBytes: this.usedBytes(), versions: this.entries.size, budgetSource: this.budgetSource };
+  }
+
   /**
    * The artifact's local path, downloading it first when it is not cached. `ext` names the
    * kind of file (a model's `.onnx`, a tokenizer's `.json`); the sha256 is what identifies it.
+   * The file may be evicted as soon as this resolves: callers that keep using it take `acquire`.
    */
-  get(
+  async get(
     url: string,
     sha256: string,
     size: number,
     onProgress: (bytes: number, total: number) => void,
     ext = "onnx",
   ): Promise<FetchedArtifact> {
-    if (!/^[0-9a-f]{64}$/.test(sha256)) return Promise.reject(new Error("bad sha256"));
-    if (!/^[a-z]{1,8}$/.test(ext)) return Promise.reject(new Error("bad file kind"));
-    const id = `${sha256}.${ext}`;
-    let p = this.inflight.get(id);
-    if (!p) {
-      p = this.fetchOnce(url, sha256, size, onProgress, ext).finally(() => this.inflight.delete(id));
-      this.inflight.set(id, p);
+    const held = await this.acquire(url, sha256, size, onProgress, ext);
+    held.release();
+    return { path: held.path, cached: held.cached, downloadMs: held.downloadMs };
+  }
+
+  /** Like `get`, and the version is not evicted until `release()`: hold it from download to the end of the load. */
+  async acquire(
+    url: string,
+    sha256: string,
+    size: number,
+    onProgress: (bytes: number, total: number) => void,
+    ext = "onnx",
+  ): Promise<HeldArtifact> {
+    if (!SHA.test(sha256)) throw new Error("bad sha256");
+    if (!/^[a-z]{1,8}$/.test(ext)) throw new Error("bad file kind");
+    if (!Number.isSafeInteger(size) || size < 0) throw new Error("bad artifact size");
+    this.holds.set(sha256, (this.holds.get(sha256) ?? 0) + 1);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      const n = (this.holds.get(sha256) ?? 1) - 1;
+      if (n > 0) this.holds.set(sha256, n);
+      else this.holds.delete(sha256);
+      const e = this.entries.get(sha256);
+      if (e) e.lastUsed = this.now();
+    };
+    try {
+      const id = `${sha256}.${ext}`;
+      let p = this.inflight.get(id);
+      if (!p) {
+        p = this.fetchOnce(url, sha256, size, onProgress, ext).finally(() => this.inflight.delete(id));
+        this.inflight.set(id, p);
+      }
+      return { ...(await p), release };
+    } catch (err) {
+      release();
+      throw err;
     }
-    return p;
+  }
+
+  private usedBytes(): number {
+    let n = this.reservedBytes;
+    for (const e of this.entries.values()) n += e.bytes;
+    return n;
+  }
+
+  private evictable(sha256: string): boolean {
+    return !this.holds.has(sha256) && !this.inUse(sha256);
+  }
+
+  /** Indexes the versions on disk, settles the budget, removes stale partials, and trims to the budget. */
+  private async index(configured: number | null): Promise<CacheStats> {
+    await mkdir(join(this.dir, ".partial"), { recursive: true });
+    for (const d of await readdir(this.dir, { withFileTypes: true })) {
+      if (!d.isDirectory()) continue;
+      const path = join(this.dir, d.name);
+      if (d.name === ".partial") {
+        const now = Date.now();
+        for (const f of await readdir(path)) {
+          const s = await stat(join(path, f)).catch(() => null);
+          if (s && now - s.mtimeMs > STALE_PARTIAL_MS) await rm(join(path, f), { force: true, recursive: true });
+        }
+        continue;
+      }
+      if (!SHA.test(d.name)) continue;
+      const { bytes, newest } = await dirUsage(path);
+      if (bytes === 0 && newest === 0) await rm(path, { recursive: true, force: true });
+      else this.entries.set(d.name, { bytes, lastUsed: newest });
+    }
+    if (configured !== null) {
+      this.budget = configured;
+      this.budgetSource = "configured";
+    } else {
+      const fs = await statfs(this.dir);
+      this.budget = this.usedBytes() + Math.floor(fs.bavail * fs.bsize * 0.8);
+      this.budgetSource = "free space";
+    }
+    // A budget lowered since the last run: what is over it goes now, oldest first.
+    await this.evictFor(0, null, false);
+    return this.stats();
+  }
+
+  /**
+   * Removes least recently used versions until `size` more bytes fit, and reserves them. Victims
+   * are chosen and dropped from the index synchronously, so two downloads never count on the
+   * same room; their directories are removed before this resolves.
+   */
+  private async evictFor(size: number, forSha: string | null, reserve: boolean): Promise<void> {
+    if (size > this.budget) {
+      throw new Error(
+        `the model's file takes ${formatBytes(size)}, more than this node's whole model cache (MODEL_CACHE_BYTES, ${formatBytes(this.budget)})`,
+      );
+    }
+    const now = this.now();
+    const candidates: [string, Entry][] = [];
+    for (const [sha, e] of this.entries) {
+      if (sha === forSha) continue;
+      // A loaded version is being used right now: that is its last use.
+      if (!this.evictable(sha)) e.lastUsed = now;
+      else candidates.push([sha, e]);
+    }
+    candidates.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    let free = this.budget - this.usedBytes();
+    const victims: string[] = [];
+    for (const [sha, e] of candidates) {
+      if (free >= size) break;
+      victims.push(sha);
+      free += e.bytes;
+    }
+    if (free < size) {
+      if (!reserve) return; // At start nothing is in use; a configured budget below the loaded set cannot happen.
+      throw new Error(
+        `this node's model cache (MODEL_CACHE_BYTES, ${formatBytes(this.budget)}) is full of models in use; ${formatBytes(size)} more do not fit`,
+      );
+    }
+    const removals: Promise<void>[] = [];
+    for (const sha of victims) {
+      this.entries.delete(sha);
+      const p = rm(join(this.dir, sha), { recursive: true, force: true }).finally(() => this.removing.delete(sha));
+      this.removing.set(sha, p);
+      removals.push(p);
+    }
+    if (reserve) this.reservedBytes += size;
+    try {
+      await Promise.all(removals);
+    } catch (err) {
+      if (reserve) this.reservedBytes -= size;
+      throw err;
+    }
   }
 
   private async fetchOnce(
@@ -56,42 +274,179 @@ export class ModelCache {
     onProgress: (bytes: number, total: number) => void,
     ext: string,
   ): Promise<FetchedArtifact> {
+    await this.ready;
+    await this.removing.get(sha256);
     const path = this.pathFor(sha256, ext);
     const existing = await stat(path).catch(() => null);
-    if (existing && existing.size === size) return { path, cached: true, downloadMs: 0 };
+    if (existing && existing.size === size) {
+      const now = this.now();
+      await utimes(path, new Date(), new Date()).catch(() => undefined);
+      const e = this.entries.get(sha256);
+      if (e) e.lastUsed = now;
+      else this.entries.set(sha256, { bytes: (await dirUsage(dirname(path))).bytes, lastUsed: now });
+      return { path, cached: true, downloadMs: 0 };
+    }
+    // A file of the wrong size under this name is damage, not a model: it goes.
+    if (existing) await rm(path, { force: true });
 
-    const partial = join(this.dir, ".partial");
-    await mkdir(partial, { recursive: true });
+    await this.evictFor(size, sha256, true);
     const started = performance.now();
-    const res = await fetch(url, { signal: AbortSignal.timeout(10 * 60_000) });
-    if (!res.ok || !res.body) throw new Error(`artifact download failed: HTTP ${res.status}`);
-    const total = Number(res.headers.get("content-length") ?? size) || size;
-    const tmp = join(partial, `${sha256}.${ext}.part-${randomBytes(4).toString("hex")}`);
-    const hash = createHash("sha256");
-    const out = createWriteStream(tmp);
-    let bytes = 0;
-    let lastReport = 0;
+    const tmp = join(this.dir, ".partial", `${sha256}.${ext}.part-${randomBytes(4).toString("hex")}`);
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        hash.update(chunk);
-        bytes += chunk.length;
-        if (!out.write(chunk)) await new Promise<void>((r) => out.once("drain", () => r()));
-        const now = performance.now();
-        if (now - lastReport > 100 || bytes === total) {
-          lastReport = now;
-          onProgress(bytes, total);
-        }
-      }
-      await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+      const hash = await this.download(url, size, tmp, onProgress);
       const got = hash.digest("hex");
       if (got !== sha256) throw new Error(`artifact hash mismatch: expected ${sha256}, got ${got}`);
       await mkdir(dirname(path), { recursive: true });
       await rename(tmp, path);
-    } catch (err) {
-      out.destroy();
+      this.entries.set(sha256, { bytes: (await dirUsage(dirname(path))).bytes, lastUsed: this.now() });
+    } finally {
+      this.reservedBytes -= size;
       await rm(tmp, { force: true });
-      throw err;
     }
     return { path, cached: false, downloadMs: performance.now() - started };
   }
+
+  /** Downloads `url` to `tmp`, resuming after cuts; the hash of exactly `size` bytes. */
+  private async download(url: string, size: number, tmp: string, onProgress: (bytes: number, total: number) => void): Promise<Hash> {
+    const state: DownloadState = { bytes: 0, hash: createHash("sha256") };
+    const file = await open(tmp, "w");
+    try {
+      for (let failures = 0; ; ) {
+        const before = state.bytes;
+        try {
+          await this.attempt(url, size, file, state, onProgress);
+          return state.hash;
+        } catch (err) {
+          if (!(err instanceof Retryable)) throw err;
+          if (state.bytes > before) failures = 0;
+          if (++failures > this.retries) {
+            throw new Error(`artifact download failed after ${failures} tries at ${state.bytes} of ${size} bytes: ${err.message}`);
+          }
+          const backoff = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (failures - 1));
+          await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * (backoff / 2)));
+        }
+      }
+    } finally {
+      await file.close();
+    }
+  }
+
+  /** One request: from byte 0, or a Range request from the bytes already written. */
+  private async attempt(
+    url: string,
+    size: number,
+    file: FileHandle,
+    state: DownloadState,
+    onProgress: (bytes: number, total: number) => void,
+  ): Promise<void> {
+    const ac = new AbortController();
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => ac.abort(new Retryable(`no bytes for ${this.idleTimeoutMs} ms`)), this.idleTimeoutMs);
+    };
+    arm();
+    try {
+      let res: Response;
+      try {
+        res = await fetch(url, { signal: ac.signal, headers: state.bytes > 0 ? { range: `bytes=${state.bytes}-` } : {} });
+      } catch (err) {
+        throw new Retryable(`connection failed: ${causeOf(err)}`);
+      }
+      if (res.status === 206 && state.bytes > 0) {
+        const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get("content-range") ?? "");
+        if (!range || Number(range[1]) !== state.bytes || Number(range[3]) !== size) {
+          await res.body?.cancel();
+          throw new Error(`the artifact server answered a resume from byte ${state.bytes} with range '${res.headers.get("content-range")}' of an artifact of ${size} bytes`);
+        }
+      } else if (res.status === 200) {
+        const declared = res.headers.get("content-length");
+        if (declared !== null && Number(declared) !== size) {
+          await res.body?.cancel();
+          throw new Error(`the artifact server sends ${declared} bytes; the router named ${size}`);
+        }
+        // A server that ignores Range sends everything again: start over.
+        if (state.bytes > 0) {
+          await file.truncate(0);
+          state.bytes = 0;
+          state.hash = createHash("sha256");
+        }
+      } else {
+        await res.body?.cancel();
+        if (res.status >= 500 || res.status === 429 || res.status === 408) throw new Retryable(`HTTP ${res.status}`);
+        throw new Error(`artifact download failed: HTTP ${res.status}`);
+      }
+      if (!res.body) throw new Retryable("no body");
+      // Where this try starts: a resumed download reports from the bytes it already has.
+      onProgress(state.bytes, size);
+      let lastReport = performance.now();
+      const reader = res.body.getReader();
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          throw new Retryable(`cut at ${state.bytes} of ${size} bytes: ${causeOf(err)}`);
+        }
+        if (chunk.done) break;
+        arm();
+        const data = chunk.value;
+        if (state.bytes + data.length > size) {
+          ac.abort();
+          await reader.cancel().catch(() => undefined);
+          throw new Error(`the artifact server sent more than the ${size} bytes the router named; download stopped`);
+        }
+        await writeAll(file, data, state.bytes);
+        state.hash.update(data);
+        state.bytes += data.length;
+        const now = performance.now();
+        if (now - lastReport > 100 || state.bytes === size) {
+          lastReport = now;
+          onProgress(state.bytes, size);
+        }
+      }
+      if (state.bytes < size) throw new Retryable(`the body ended at ${state.bytes} of ${size} bytes`);
+    } finally {
+      clearTimeout(idle);
+    }
+  }
+}
+
+interface DownloadState {
+  /** Bytes written to the partial file, all of them (and only them) in `hash`. */
+  bytes: number;
+  hash: Hash;
+}
+
+async function writeAll(file: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await file.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Total bytes of the files under a version's directory, and the newest file's mtime (its last use). */
+async function dirUsage(dir: string): Promise<{ bytes: number; newest: number }> {
+  let bytes = 0;
+  let newest = 0;
+  for (const d of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, d.name);
+    if (d.isDirectory()) {
+      const sub = await dirUsage(path);
+      bytes += sub.bytes;
+      newest = Math.max(newest, sub.newest);
+    } else if (d.isFile()) {
+      const s = await stat(path).catch(() => null);
+      if (!s) continue;
+      bytes += s.size;
+      newest = Math.max(newest, s.mtimeMs);
+    }
+  }
+  return { bytes, newest };
+}
+
+function causeOf(err: unknown): string {
+  const e = err as Error & { cause?: Error };
+  return e.cause?.message ? `${e.message} (${e.cause.message})` : String(e?.message ?? err);
 }

@@ -1,6 +1,10 @@
 // GET /internal/artifacts/{sha256}: model bytes for nodes, only through a URL signed for one
 // region with that region's secret (by the edge, or by the region's router for keep-warm loads;
 // time-limited); nodes verify the sha256 themselves after download.
+//
+// A single `Range: bytes=...` is answered with 206 and Content-Range, read from R2 by range, so
+// a node resumes a cut download without fetching again what it has. The signed-URL check comes
+// first and is the same for a range: a range is no way around it.
 
 import type { Hono } from "hono";
 import { MeshError } from "../../protocol/errors.js";
@@ -9,6 +13,26 @@ import type { AppEnv } from "../context.js";
 import { verifyingSecrets } from "../env.js";
 import { artifactKey } from "./v1_models.js";
 
+/**
+ * The bytes one `Range` header asks of an object of `size` bytes: null to send it all (no header,
+ * or one this route does not serve, such as several ranges: RFC 9110 lets a server ignore it),
+ * "unsatisfiable" when the range starts past the end.
+ */
+export function parseRange(header: string | null, size: number): { offset: number; length: number } | "unsatisfiable" | null {
+  const m = header ? /^bytes=(\d*)-(\d*)$/.exec(header.trim()) : null;
+  if (!m || (m[1] === "" && m[2] === "")) return null;
+  if (m[1] === "") {
+    // bytes=-N: the last N bytes.
+    const n = Math.min(Number(m[2]), size);
+    return n > 0 ? { offset: size - n, length: n } : "unsatisfiable";
+  }
+  const start = Number(m[1]);
+  const end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (m[2] !== "" && Number(m[2]) < start) return null;
+  if (start >= size) return "unsatisfiable";
+  return { offset: start, length: end - start + 1 };
+}
+
 export function registerInternalArtifacts(app: Hono<AppEnv>): void {
   app.get("/internal/artifacts/:sha256", async (c) => {
     const url = new URL(c.req.url);
@@ -16,12 +40,38 @@ export function registerInternalArtifacts(app: Hono<AppEnv>): void {
     if (!check.ok) throw new MeshError("unauthorized", `artifact URL refused: ${check.reason}`);
     const sha = c.req.param("sha256");
     if (!/^[0-9a-f]{64}$/.test(sha)) throw new MeshError("not_found", "no such artifact");
-    const object = await c.env.ARTIFACTS.get(artifactKey(sha));
+    const key = artifactKey(sha);
+    const rangeHeader = c.req.header("range") ?? null;
+    if (rangeHeader) {
+      const head = await c.env.ARTIFACTS.head(key);
+      if (!head) throw new MeshError("not_found", "no such artifact");
+      const range = parseRange(rangeHeader, head.size);
+      if (range === "unsatisfiable") {
+        // 416 has no code of its own in the envelope; the caller reads the size from Content-Range.
+        throw new MeshError("bad_request", `range '${rangeHeader}' is outside the artifact's ${head.size} bytes`, { "content-range": `bytes */${head.size}` });
+      }
+      if (range) {
+        const part = await c.env.ARTIFACTS.get(key, { range });
+        if (!part) throw new MeshError("not_found", "no such artifact");
+        return new Response(part.body, {
+          status: 206,
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-length": String(range.length),
+            "content-range": `bytes ${range.offset}-${range.offset + range.length - 1}/${part.size}`,
+            "accept-ranges": "bytes",
+            "x-request-id": c.get("requestId"),
+          },
+        });
+      }
+    }
+    const object = await c.env.ARTIFACTS.get(key);
     if (!object) throw new MeshError("not_found", "no such artifact");
     return new Response(object.body, {
       headers: {
         "content-type": "application/octet-stream",
         "content-length": String(object.size),
+        "accept-ranges": "bytes",
         "x-request-id": c.get("requestId"),
       },
     });
