@@ -4,6 +4,9 @@
 // just the ModelProto fields it needs: everything else is skipped by wire type, never decoded,
 // so a 100 MB model costs one pass over its field headers (weights are jumped over, not copied).
 // Pure TS on Uint8Array: no Node-only APIs, since it runs inside a Cloudflare Worker too.
+// It reads a whole buffer (readOnnxSignature) or a stream of chunks (OnnxSignatureReader, for
+// multi-gigabyte uploads read back from R2): one parser, written as generators that pause when
+// they need bytes not yet arrived, moving only forward and holding no weight bytes.
 //
 // Uploads come from hostile tenants, so the same pass also visits every tensor the model
 // carries, wherever it hides (initializers, sparse initializers, node attributes, subgraphs of
@@ -105,27 +108,88 @@ function unsupported(why: string): OnnxParseError {
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
- * A cursor over the whole file. Every read takes the end of the message it is inside, so a
- * field can never read past its enclosing message, let alone past the file.
+ * The longest string (a name, an op_type, an external_data entry) the reader decodes. A string
+ * is the one thing it must hold whole, so this bounds what a streaming read keeps in memory.
+ */
+export const MAX_STRING_BYTES = 1024 * 1024;
+
+/**
+ * One step of the parser: a generator that yields when it needs bytes the reader does not
+ * hold yet. A whole buffer never yields; a stream resumes it as each chunk arrives. This is
+ * how one parser serves both: no second copy of the ONNX walk for streams.
+ */
+type Step<T> = Generator<void, T, void>;
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A cursor over the file. Positions are offsets into the whole file (of `size` bytes), but it
+ * holds only a window of it: bytes the parser has passed (weights it jumped over included) are
+ * dropped as chunks arrive, and the parser only moves forward. Every read takes the end of the
+ * message it is inside, so a field can never read past its enclosing message, let alone past
+ * the file.
  */
 class Reader {
   pos = 0;
   /** Wire type of the field header that tag() read last. */
   wire = 0;
-  constructor(readonly buf: Uint8Array) {}
+  /** The bytes held: [base, base + buf.length) of the file. */
+  private buf: Uint8Array = EMPTY;
+  private base = 0;
+  constructor(readonly size: number) {}
+
+  /** The next chunk of the file. Keeps only what lies at or after `pos`. */
+  feed(chunk: Uint8Array): void {
+    const held = this.base + this.buf.length; // file offset of chunk[0]
+    const from = Math.max(this.pos, this.base);
+    if (from >= held + chunk.length) {
+      this.buf = EMPTY;
+      this.base = held + chunk.length;
+    } else if (from >= held || this.buf.length === 0) {
+      this.buf = chunk.subarray(from - held);
+      this.base = from;
+    } else {
+      const keep = this.buf.subarray(from - this.base);
+      const joined = new Uint8Array(keep.length + chunk.length);
+      joined.set(keep);
+      joined.set(chunk, keep.length);
+      this.buf = joined;
+      this.base = from;
+    }
+  }
+
+  /**
+   * Copies out what is still held, so the caller may reuse its chunk's memory after push();
+   * the parser waits only for a field's few bytes (at most a string), so this copy is small.
+   */
+  settle(): void {
+    const from = Math.max(this.pos, this.base);
+    const held = this.base + this.buf.length;
+    this.buf = from >= held ? EMPTY : this.buf.slice(from - this.base);
+    this.base = Math.min(from, held);
+  }
+
+  /** Waits until the next `n` bytes (or all that is left of the file) are held. */
+  private *need(n: number): Step<void> {
+    const want = Math.min(this.pos + n, this.size);
+    while (this.base + this.buf.length < want) yield;
+    if (this.pos < this.base) throw new Error("ONNX reader moved backwards"); // a bug, not a bad file
+  }
 
   /**
    * Unsigned varint as a Number. Exact up to 2^53; larger values (only possible in a damaged
    * or hostile file here) come out approximate, which is fine since any length that large is
    * rejected as past the end anyway.
    */
-  varint(end: number): number {
+  *varint(end: number): Step<number> {
+    yield* this.need(10);
     const buf = this.buf;
+    const base = this.base;
     let result = 0;
     let scale = 1;
     for (let i = 0; i < 10; i++) {
       if (this.pos >= end) throw invalid("a number is cut off (truncated file?)");
-      const b = buf[this.pos++]!;
+      const b = buf[this.pos++ - base]!;
       if (i === 9 && b > 1) throw invalid("a number is longer than 64 bits");
       result += (b & 0x7f) * scale;
       if (b < 0x80) return result;
@@ -135,12 +199,13 @@ class Reader {
   }
 
   /** Signed int64 varint (two's complement) as a BigInt, for values whose sign matters. */
-  int64(end: number): bigint {
+  *int64(end: number): Step<bigint> {
+    yield* this.need(10);
     let result = 0n;
     let shift = 0n;
     for (let i = 0; i < 10; i++) {
       if (this.pos >= end) throw invalid("a number is cut off (truncated file?)");
-      const b = this.buf[this.pos++]!;
+      const b = this.buf[this.pos++ - this.base]!;
       if (i === 9 && b > 1) throw invalid("a number is longer than 64 bits");
       result |= BigInt(b & 0x7f) << shift;
       if (b < 0x80) return BigInt.asIntN(64, result);
@@ -150,8 +215,8 @@ class Reader {
   }
 
   /** Reads a field header; returns the field number and leaves the wire type in `wire`. */
-  tag(end: number): number {
-    const tag = this.varint(end);
+  *tag(end: number): Step<number> {
+    const tag = yield* this.varint(end);
     const field = Math.floor(tag / 8);
     this.wire = tag % 8;
     if (field === 0 || field > 0x1fffffff) throw invalid(`bad protobuf field number ${field}`);
@@ -165,35 +230,37 @@ class Reader {
   }
 
   /** Reads a length prefix and returns the end offset of the bytes it announces. */
-  lengthEnd(end: number, what: string): number {
-    const len = this.varint(end);
+  *lengthEnd(end: number, what: string): Step<number> {
+    const len = yield* this.varint(end);
     if (len > end - this.pos) throw invalid(`${what} runs past the end of its data (truncated file?)`);
     return this.pos + len;
   }
 
-  string(end: number, what: string): string {
-    const stop = this.lengthEnd(end, what);
+  *string(end: number, what: string): Step<string> {
+    const stop = yield* this.lengthEnd(end, what);
     const start = this.pos;
+    if (stop - start > MAX_STRING_BYTES) throw unsupported(`${what} is ${stop - start} bytes long; at most ${MAX_STRING_BYTES} are supported`);
+    yield* this.need(stop - start);
     this.pos = stop;
     try {
-      return utf8.decode(this.buf.subarray(start, stop));
+      return utf8.decode(this.buf.subarray(start - this.base, stop - this.base));
     } catch {
       throw invalid(`${what} is not valid UTF-8`);
     }
   }
 
-  /** Jumps over one field's value of the current wire type without decoding it. */
-  skip(end: number, what: string): void {
+  /** Jumps over one field's value of the current wire type without decoding (or holding) it. */
+  *skip(end: number, what: string): Step<void> {
     switch (this.wire) {
       case VARINT:
-        this.varint(end);
+        yield* this.varint(end);
         return;
       case FIXED64:
         if (end - this.pos < 8) throw invalid(`${what} runs past the end of its data (truncated file?)`);
         this.pos += 8;
         return;
       case LEN:
-        this.pos = this.lengthEnd(end, what);
+        this.pos = yield* this.lengthEnd(end, what);
         return;
       case FIXED32:
         if (end - this.pos < 4) throw invalid(`${what} runs past the end of its data (truncated file?)`);
@@ -241,25 +308,89 @@ interface Walk {
  */
 export function readOnnxSignature(bytes: Uint8Array): OnnxModelInfo {
   if (bytes.length === 0) throw invalid("the file is empty");
-  // onnxruntime given bytes takes any buffer with "ORTM" at offset 4 for its own flatbuffer
-  // format: a file can be valid protobuf here and a different model there (a polyglot).
-  if (bytes.length > 8 && bytes[4] === 0x4f && bytes[5] === 0x52 && bytes[6] === 0x54 && bytes[7] === 0x4d) {
-    throw unsupported("the file is marked as onnxruntime's ORT format ('ORTM' at offset 4); upload the .onnx protobuf file");
+  const reader = new OnnxSignatureReader(bytes.length);
+  reader.push(bytes);
+  return reader.end();
+}
+
+/** How much of the file's opening the text check (looksLikeText) looks at. */
+const HEAD_BYTES = 65;
+
+/**
+ * The same reader for a file that arrives in chunks (an R2 object's body, say): push() each
+ * chunk in order, then end(). It holds only the bytes a field it is reading needs (at most a
+ * string, MAX_STRING_BYTES) plus the current chunk; weights are dropped as they go by. The
+ * result, and the error for a bad file, are exactly readOnnxSignature's on the whole buffer.
+ * push() throws OnnxParseError as soon as the file is known to be bad, so a caller can stop
+ * reading there.
+ */
+export class OnnxSignatureReader {
+  private readonly r: Reader;
+  private readonly head: Uint8Array;
+  private headLength = 0;
+  private received = 0;
+  private parse: Step<OnnxModelInfo> | null = null;
+  private result: OnnxModelInfo | null = null;
+  private failure: unknown = null;
+
+  /** `size`: the file's length in bytes, known up front (protobuf bounds depend on it). */
+  constructor(readonly size: number) {
+    this.r = new Reader(size);
+    this.head = new Uint8Array(Math.min(HEAD_BYTES, size));
   }
-  try {
-    return parseModel(bytes);
-  } catch (err) {
-    // Judged only after the protobuf parse failed, so a real model is never mistaken for text.
-    if (err instanceof OnnxParseError && looksLikeText(bytes)) {
-      throw invalid("the file is text (JSON, HTML or similar), not a binary ONNX protobuf");
+
+  push(chunk: Uint8Array): void {
+    if (this.failure !== null) throw this.failure;
+    if (this.received + chunk.length > this.size) throw new Error(`ONNX reader: more than the announced ${this.size} bytes`);
+    if (this.headLength < this.head.length) {
+      const take = chunk.subarray(0, this.head.length - this.headLength);
+      this.head.set(take, this.headLength);
+      this.headLength += take.length;
     }
-    throw err;
+    this.received += chunk.length;
+    if (this.result !== null) return; // the rest of the file is bytes the parse jumped over
+    this.r.feed(chunk);
+    // Starts once the opening is held, so the checks on it see what the whole-buffer read sees.
+    if (this.headLength < this.head.length) {
+      this.r.settle();
+      return;
+    }
+    try {
+      if (this.parse === null) {
+        // onnxruntime given bytes takes any buffer with "ORTM" at offset 4 for its own flatbuffer
+        // format: a file can be valid protobuf here and a different model there (a polyglot).
+        const h = this.head;
+        if (this.size > 8 && h[4] === 0x4f && h[5] === 0x52 && h[6] === 0x54 && h[7] === 0x4d) {
+          throw unsupported("the file is marked as onnxruntime's ORT format ('ORTM' at offset 4); upload the .onnx protobuf file");
+        }
+        this.parse = parseModel(this.r);
+      }
+      const step = this.parse.next();
+      if (step.done) this.result = step.value;
+      else this.r.settle();
+    } catch (err) {
+      // Judged only after the protobuf parse failed, so a real model is never mistaken for text.
+      this.failure =
+        err instanceof OnnxParseError && looksLikeText(this.head)
+          ? invalid("the file is text (JSON, HTML or similar), not a binary ONNX protobuf")
+          : err;
+      throw this.failure;
+    }
+  }
+
+  /** The signature, once every byte was pushed. */
+  end(): OnnxModelInfo {
+    if (this.failure !== null) throw this.failure;
+    if (this.size === 0) throw invalid("the file is empty");
+    if (this.received !== this.size) throw new Error(`ONNX reader: got ${this.received} of the announced ${this.size} bytes`);
+    // With every byte held the parse never waits, so it has finished (or push threw).
+    if (this.result === null) throw new Error("ONNX reader: the parse did not finish");
+    return this.result;
   }
 }
 
-function parseModel(bytes: Uint8Array): OnnxModelInfo {
-  const r = new Reader(bytes);
-  const end = bytes.length;
+function* parseModel(r: Reader): Step<OnnxModelInfo> {
+  const end = r.size;
   let irVersion: number | undefined;
   let producer: string | null = null;
   let opsetVersion: number | null = null;
@@ -267,37 +398,37 @@ function parseModel(bytes: Uint8Array): OnnxModelInfo {
   const walk: Walk = { external: [] };
 
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     switch (field) {
       case 1:
         r.expect(VARINT, "ModelProto.ir_version");
-        irVersion = r.varint(end);
+        irVersion = yield* r.varint(end);
         break;
       case 2:
         r.expect(LEN, "ModelProto.producer_name");
-        producer = r.string(end, "ModelProto.producer_name");
+        producer = yield* r.string(end, "ModelProto.producer_name");
         break;
       case 7: {
         r.expect(LEN, "ModelProto.graph");
-        const stop = r.lengthEnd(end, "the model's graph");
+        const stop = yield* r.lengthEnd(end, "the model's graph");
         // Protobuf merges repeated occurrences of a message field; passing the same
         // accumulator does exactly that for the lists we keep.
         graph ??= { inputs: [], outputs: [], initializerNames: new Set() };
-        readGraph(r, stop, graph, walk, 0);
+        yield* readGraph(r, stop, graph, walk, 0);
         break;
       }
       case 20: {
         // training_info (TrainingInfoProto): initialization=1, algorithm=2 are graphs. Inference
         // ignores them, but a reference to another file is refused wherever it is.
         r.expect(LEN, "ModelProto.training_info");
-        const stop = r.lengthEnd(end, "a training_info entry");
+        const stop = yield* r.lengthEnd(end, "a training_info entry");
         while (r.pos < stop) {
-          const f = r.tag(stop);
+          const f = yield* r.tag(stop);
           if (f === 1 || f === 2) {
             r.expect(LEN, "TrainingInfoProto graph");
-            readGraph(r, r.lengthEnd(stop, "a training graph"), null, walk, 1);
+            yield* readGraph(r, yield* r.lengthEnd(stop, "a training graph"), null, walk, 1);
           } else {
-            r.skip(stop, `TrainingInfoProto field ${f}`);
+            yield* r.skip(stop, `TrainingInfoProto field ${f}`);
           }
         }
         break;
@@ -305,18 +436,18 @@ function parseModel(bytes: Uint8Array): OnnxModelInfo {
       case 25: {
         // functions (FunctionProto): model-local functions, whose nodes may hold tensors too.
         r.expect(LEN, "ModelProto.functions");
-        readFunction(r, r.lengthEnd(end, "a model function"), walk);
+        yield* readFunction(r, yield* r.lengthEnd(end, "a model function"), walk);
         break;
       }
       case 8: {
         r.expect(LEN, "ModelProto.opset_import");
-        const stop = r.lengthEnd(end, "an opset_import entry");
-        const opset = readOpset(r, stop);
+        const stop = yield* r.lengthEnd(end, "an opset_import entry");
+        const opset = yield* readOpset(r, stop);
         if (opset.domain === "" || opset.domain === "ai.onnx") opsetVersion = opset.version;
         break;
       }
       default:
-        r.skip(end, `ModelProto field ${field}`);
+        yield* r.skip(end, `ModelProto field ${field}`);
     }
   }
 
@@ -387,19 +518,19 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
-function readOpset(r: Reader, end: number): { domain: string; version: number | null } {
+function* readOpset(r: Reader, end: number): Step<{ domain: string; version: number | null }> {
   let domain = "";
   let version: number | null = null;
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 1) {
       r.expect(LEN, "OperatorSetIdProto.domain");
-      domain = r.string(end, "an opset domain");
+      domain = yield* r.string(end, "an opset domain");
     } else if (field === 2) {
       r.expect(VARINT, "OperatorSetIdProto.version");
-      version = r.varint(end);
+      version = yield* r.varint(end);
     } else {
-      r.skip(end, `OperatorSetIdProto field ${field}`);
+      yield* r.skip(end, `OperatorSetIdProto field ${field}`);
     }
   }
   return { domain, version };
@@ -409,22 +540,22 @@ function readOpset(r: Reader, end: number): { domain: string; version: number | 
  * Reads a graph. For the main graph `g` gathers its inputs, outputs and initializer names; a
  * subgraph (g null) is only walked for the tensors it holds. `depth` counts subgraph levels.
  */
-function readGraph(r: Reader, end: number, g: RawGraph | null, walk: Walk, depth: number): void {
+function* readGraph(r: Reader, end: number, g: RawGraph | null, walk: Walk, depth: number): Step<void> {
   if (depth > MAX_GRAPH_DEPTH) throw unsupported(`subgraphs are nested more than ${MAX_GRAPH_DEPTH} deep`);
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     switch (field) {
       case 1: {
         r.expect(LEN, "GraphProto.node");
-        readNode(r, r.lengthEnd(end, "a graph node"), walk, depth);
+        yield* readNode(r, yield* r.lengthEnd(end, "a graph node"), walk, depth);
         break;
       }
       case 5: {
         // initializer (TensorProto): its name, and its data's bounds; raw_data is jumped over.
         r.expect(LEN, "GraphProto.initializer");
-        const stop = r.lengthEnd(end, "an initializer");
+        const stop = yield* r.lengthEnd(end, "an initializer");
         const t = newTensor();
-        readTensor(r, stop, t);
+        yield* readTensor(r, stop, t);
         const name = checkTensor(t, walk, "initializer");
         if (name !== "") g?.initializerNames.add(name);
         break;
@@ -433,7 +564,7 @@ function readGraph(r: Reader, end: number, g: RawGraph | null, walk: Walk, depth
         // sparse_initializer (SparseTensorProto): its name lives in values (field 1).
         r.expect(LEN, "GraphProto.sparse_initializer");
         const sparse = newSparseTensor();
-        readSparseTensor(r, r.lengthEnd(end, "a sparse initializer"), sparse);
+        yield* readSparseTensor(r, yield* r.lengthEnd(end, "a sparse initializer"), sparse);
         const name = checkSparseTensor(sparse, walk, "sparse initializer");
         if (name !== "") g?.initializerNames.add(name);
         break;
@@ -441,114 +572,152 @@ function readGraph(r: Reader, end: number, g: RawGraph | null, walk: Walk, depth
       case 11:
       case 12: {
         if (g === null) {
-          r.skip(end, "a subgraph's input or output");
+          yield* r.skip(end, "a subgraph's input or output");
           break;
         }
         const kind = field === 11 ? "input" : "output";
         r.expect(LEN, `GraphProto.${kind}`);
-        const stop = r.lengthEnd(end, `a graph ${kind}`);
-        (field === 11 ? g.inputs : g.outputs).push(readValueInfo(r, stop, kind));
+        const stop = yield* r.lengthEnd(end, `a graph ${kind}`);
+        (field === 11 ? g.inputs : g.outputs).push(yield* readValueInfo(r, stop, kind));
         break;
       }
       default:
         // name (2), value_info (13), doc_string, ... are not part of the signature.
-        r.skip(end, `GraphProto field ${field}`);
+        yield* r.skip(end, `GraphProto field ${field}`);
     }
   }
 }
 
-/** NodeProto: name=3, op_type=4, attribute=5 (where Constant values and subgraphs are). */
-function readNode(r: Reader, end: number, walk: Walk, depth: number): void {
+/**
+ * NodeProto: name=3, op_type=4, attribute=5 (where Constant values and subgraphs are).
+ * The parser only moves forward (a stream cannot be re-read), but the checks on a node's
+ * attributes name the node, whose name may come after them in the file, and an EPContext
+ * op_type (anywhere in the node) is refused before anything inside its attributes is judged.
+ * So each attribute is read where it is, and what it found (tensors, external references,
+ * errors) is kept and judged after the node, in the order the fields came: the outcome, errors
+ * included, is the one a reader that went back to the attributes would give.
+ */
+function* readNode(r: Reader, end: number, walk: Walk, depth: number): Step<void> {
   let name = "";
   let opType = "";
-  const attrs: Array<{ start: number; stop: number }> = [];
+  const attrs: AttributeRead[] = [];
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 3) {
       r.expect(LEN, "NodeProto.name");
-      name = r.string(end, "a node name");
+      name = yield* r.string(end, "a node name");
     } else if (field === 4) {
       r.expect(LEN, "NodeProto.op_type");
-      opType = r.string(end, "a node's op_type");
+      opType = yield* r.string(end, "a node's op_type");
     } else if (field === 5) {
       r.expect(LEN, "NodeProto.attribute");
-      const stop = r.lengthEnd(end, "a node attribute");
-      // Read after the loop: the node's name may come after its attributes in the file.
-      attrs.push({ start: r.pos, stop });
-      r.pos = stop;
+      const stop = yield* r.lengthEnd(end, "a node attribute");
+      attrs.push(yield* readAttribute(r, stop, depth));
     } else {
-      r.skip(end, `NodeProto field ${field}`);
+      yield* r.skip(end, `NodeProto field ${field}`);
     }
   }
   // An EPContext node stands for a graph an execution provider compiled earlier; with
   // embed_mode 0 its ep_cache_context names a file next to the model: another way out.
   if (opType === "EPContext") throw unsupported(`${name === "" ? "a node" : `node '${clip(name)}'`} is an EPContext node (a precompiled execution-provider graph, possibly in another file)`);
-  const after = r.pos;
-  for (const a of attrs) {
-    r.pos = a.start;
-    readAttribute(r, a.stop, walk, depth, name === "" ? "of a node" : `of node '${clip(name)}'`);
-  }
-  r.pos = after;
+  for (const a of attrs) judgeAttribute(a, walk, name === "" ? "of a node" : `of node '${clip(name)}'`);
+}
+
+/** One tensor-holding field of an attribute, as read: what it held, or where reading it failed. */
+interface HeldValue {
+  field: number;
+  /** tensors (10) */
+  tensor?: TensorState;
+  /** sparse_tensors (23) */
+  sparse?: SparseTensorState;
+  /** g (6) and graphs (11): the external references the subgraph holds. */
+  external?: ExternalDataRef[];
+  /** The error reading this field stopped at (thrown when it is judged). */
+  failure?: unknown;
+}
+
+/** What reading one attribute found, to be judged once its node's name is known. */
+interface AttributeRead {
+  name: string;
+  /** An error in the attribute's own fields; it comes before anything inside them. */
+  failure?: unknown;
+  held: HeldValue[];
+  /** t (5) and sparse_tensor (22), merged over their occurrences; null when absent. */
+  t: TensorState | null;
+  sparse: SparseTensorState | null;
 }
 
 /**
  * AttributeProto: name=1, t=5, g=6, tensors=10, graphs=11, sparse_tensor=22, sparse_tensors=23
- * (the fields that can hold tensors); the rest are scalars and lists of scalars.
+ * (the fields that can hold tensors); the rest are scalars and lists of scalars. Never throws:
+ * errors are kept for judgeAttribute, and the reader is left at the attribute's end.
  */
-function readAttribute(r: Reader, end: number, walk: Walk, depth: number, owner: string): void {
-  let name = "";
-  const held: Array<{ field: number; start: number; stop: number }> = [];
-  while (r.pos < end) {
-    const field = r.tag(end);
-    if (field === 1) {
-      r.expect(LEN, "AttributeProto.name");
-      name = r.string(end, "an attribute name");
-    } else if (field === 5 || field === 6 || field === 10 || field === 11 || field === 22 || field === 23) {
-      r.expect(LEN, `AttributeProto field ${field}`);
-      const stop = r.lengthEnd(end, "an attribute value");
-      held.push({ field, start: r.pos, stop });
-      r.pos = stop;
-    } else {
-      r.skip(end, `AttributeProto field ${field}`);
+function* readAttribute(r: Reader, end: number, depth: number): Step<AttributeRead> {
+  const a: AttributeRead = { name: "", held: [], t: null, sparse: null };
+  try {
+    while (r.pos < end) {
+      const field = yield* r.tag(end);
+      if (field === 1) {
+        r.expect(LEN, "AttributeProto.name");
+        a.name = yield* r.string(end, "an attribute name");
+      } else if (field === 5 || field === 6 || field === 10 || field === 11 || field === 22 || field === 23) {
+        r.expect(LEN, `AttributeProto field ${field}`);
+        const stop = yield* r.lengthEnd(end, "an attribute value");
+        const h: HeldValue = { field };
+        try {
+          // t (5) and sparse_tensor (22) are singular: protobuf merges every occurrence into one
+          // message (dims concatenated), and so must the checks, or two harmless halves make a bomb.
+          if (field === 5) yield* readTensor(r, stop, (a.t ??= newTensor()));
+          else if (field === 22) yield* readSparseTensor(r, stop, (a.sparse ??= newSparseTensor()));
+          else if (field === 10) yield* readTensor(r, stop, (h.tensor = newTensor()));
+          else if (field === 23) yield* readSparseTensor(r, stop, (h.sparse = newSparseTensor()));
+          else {
+            const sub: Walk = { external: [] };
+            h.external = sub.external;
+            yield* readGraph(r, stop, null, sub, depth + 1);
+          }
+        } catch (err) {
+          h.failure = err;
+        }
+        a.held.push(h);
+        r.pos = stop;
+      } else {
+        yield* r.skip(end, `AttributeProto field ${field}`);
+      }
     }
+  } catch (err) {
+    a.failure = err;
   }
-  const after = r.pos;
-  const where = `attribute '${clip(name)}' ${owner}`;
-  // t (5) and sparse_tensor (22) are singular: protobuf merges every occurrence into one
-  // message (dims concatenated), and so must the checks, or two harmless halves make a bomb.
-  const t = newTensor();
-  const sparse = newSparseTensor();
-  for (const h of held) {
-    r.pos = h.start;
-    if (h.field === 5) readTensor(r, h.stop, t);
-    else if (h.field === 22) readSparseTensor(r, h.stop, sparse);
-    else if (h.field === 10) {
-      const each = newTensor();
-      readTensor(r, h.stop, each);
-      checkTensor(each, walk, where);
-    } else if (h.field === 23) {
-      const each = newSparseTensor();
-      readSparseTensor(r, h.stop, each);
-      checkSparseTensor(each, walk, where);
-    } else readGraph(r, h.stop, null, walk, depth + 1);
+  r.pos = end;
+  return a;
+}
+
+/** The checks on one attribute's tensors, in file order; `owner` names its node. */
+function judgeAttribute(a: AttributeRead, walk: Walk, owner: string): void {
+  if (a.failure !== undefined) throw a.failure;
+  const where = `attribute '${clip(a.name)}' ${owner}`;
+  for (const h of a.held) {
+    if (h.external) walk.external.push(...h.external);
+    if (h.failure !== undefined) throw h.failure;
+    if (h.tensor) checkTensor(h.tensor, walk, where);
+    if (h.sparse) checkSparseTensor(h.sparse, walk, where);
   }
-  if (held.some((h) => h.field === 5)) checkTensor(t, walk, where);
-  if (held.some((h) => h.field === 22)) checkSparseTensor(sparse, walk, where);
-  r.pos = after;
+  if (a.t) checkTensor(a.t, walk, where);
+  if (a.sparse) checkSparseTensor(a.sparse, walk, where);
 }
 
 /** FunctionProto: node=7, attribute_proto=11 (attribute defaults, which may be tensors or graphs). */
-function readFunction(r: Reader, end: number, walk: Walk): void {
+function* readFunction(r: Reader, end: number, walk: Walk): Step<void> {
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 7) {
       r.expect(LEN, "FunctionProto.node");
-      readNode(r, r.lengthEnd(end, "a function node"), walk, 1);
+      yield* readNode(r, yield* r.lengthEnd(end, "a function node"), walk, 1);
     } else if (field === 11) {
       r.expect(LEN, "FunctionProto.attribute_proto");
-      readAttribute(r, r.lengthEnd(end, "a function attribute"), walk, 1, "of a function");
+      judgeAttribute(yield* readAttribute(r, yield* r.lengthEnd(end, "a function attribute"), 1), walk, "of a function");
     } else {
-      r.skip(end, `FunctionProto field ${field}`);
+      yield* r.skip(end, `FunctionProto field ${field}`);
     }
   }
 }
@@ -563,14 +732,14 @@ function newSparseTensor(): SparseTensorState {
 }
 
 /** SparseTensorProto: values=1 (names it), indices=2; both singular tensors (occurrences merge). */
-function readSparseTensor(r: Reader, end: number, s: SparseTensorState): void {
+function* readSparseTensor(r: Reader, end: number, s: SparseTensorState): Step<void> {
   while (r.pos < end) {
-    const f = r.tag(end);
+    const f = yield* r.tag(end);
     if (f === 1 || f === 2) {
       r.expect(LEN, "SparseTensorProto.values/indices");
-      readTensor(r, r.lengthEnd(end, "a sparse tensor's values"), f === 1 ? s.values : s.indices);
+      yield* readTensor(r, yield* r.lengthEnd(end, "a sparse tensor's values"), f === 1 ? s.values : s.indices);
     } else {
-      r.skip(end, `SparseTensorProto field ${f}`);
+      yield* r.skip(end, `SparseTensorProto field ${f}`);
     }
   }
 }
@@ -603,46 +772,46 @@ function newTensor(): TensorState {
 }
 
 /** Reads one TensorProto occurrence into `t`; never decodes the data, only measures it. */
-function readTensor(r: Reader, end: number, t: TensorState): void {
+function* readTensor(r: Reader, end: number, t: TensorState): Step<void> {
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 8) {
       r.expect(LEN, "TensorProto.name");
-      t.name = r.string(end, "a tensor name");
+      t.name = yield* r.string(end, "a tensor name");
     } else if (field === 1) {
       // dims: plain or packed int64s.
       if (r.wire === LEN) {
-        const stop = r.lengthEnd(end, "a tensor's dims");
-        while (r.pos < stop) t.elements = times(t.elements, dimOf(r.int64(stop)));
+        const stop = yield* r.lengthEnd(end, "a tensor's dims");
+        while (r.pos < stop) t.elements = times(t.elements, dimOf(yield* r.int64(stop)));
       } else {
         r.expect(VARINT, "TensorProto.dims");
-        t.elements = times(t.elements, dimOf(r.int64(end)));
+        t.elements = times(t.elements, dimOf(yield* r.int64(end)));
       }
     } else if (field === 2) {
       r.expect(VARINT, "TensorProto.data_type");
-      t.elemType = r.varint(end);
+      t.elemType = yield* r.varint(end);
     } else if (field === 13) {
       r.expect(LEN, "TensorProto.external_data");
       t.external = true;
-      const entry = readStringEntry(r, r.lengthEnd(end, "an external_data entry"));
+      const entry = yield* readStringEntry(r, yield* r.lengthEnd(end, "an external_data entry"));
       if (entry.key === "location") t.location = entry.value;
     } else if (field === 14) {
       r.expect(VARINT, "TensorProto.data_location");
-      if (r.varint(end) !== 0) t.external = true; // 1 = EXTERNAL; any other non-default value is no better
+      if ((yield* r.varint(end)) !== 0) t.external = true; // 1 = EXTERNAL; any other non-default value is no better
     } else if (TENSOR_DATA_FIELDS.has(field)) {
       // The payload only (a packed run's or raw_data's bytes, an unpacked value's own bytes).
       if (r.wire === LEN) {
-        const stop = r.lengthEnd(end, `TensorProto field ${field}`);
+        const stop = yield* r.lengthEnd(end, `TensorProto field ${field}`);
         t.dataBytes += stop - r.pos;
         r.pos = stop;
       } else {
         const from = r.pos;
-        r.skip(end, `TensorProto field ${field}`);
+        yield* r.skip(end, `TensorProto field ${field}`);
         t.dataBytes += r.pos - from;
       }
       if (field === 6) t.strings++;
     } else {
-      r.skip(end, `TensorProto field ${field}`);
+      yield* r.skip(end, `TensorProto field ${field}`);
     }
   }
 }
@@ -678,36 +847,36 @@ function times(a: number, b: number): number {
 }
 
 /** StringStringEntryProto: key=1, value=2. */
-function readStringEntry(r: Reader, end: number): { key: string; value: string } {
+function* readStringEntry(r: Reader, end: number): Step<{ key: string; value: string }> {
   let key = "";
   let value = "";
   while (r.pos < end) {
-    const f = r.tag(end);
+    const f = yield* r.tag(end);
     if (f === 1) {
       r.expect(LEN, "StringStringEntryProto.key");
-      key = r.string(end, "an external_data key");
+      key = yield* r.string(end, "an external_data key");
     } else if (f === 2) {
       r.expect(LEN, "StringStringEntryProto.value");
-      value = r.string(end, "an external_data value");
+      value = yield* r.string(end, "an external_data value");
     } else {
-      r.skip(end, `StringStringEntryProto field ${f}`);
+      yield* r.skip(end, `StringStringEntryProto field ${f}`);
     }
   }
   return { key, value };
 }
 
-function readValueInfo(r: Reader, end: number, kind: string): RawValueInfo {
+function* readValueInfo(r: Reader, end: number, kind: string): Step<RawValueInfo> {
   const v: RawValueInfo = { name: "", elemType: undefined, otherKind: undefined, shape: undefined };
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 1) {
       r.expect(LEN, "ValueInfoProto.name");
-      v.name = r.string(end, `a graph ${kind} name`);
+      v.name = yield* r.string(end, `a graph ${kind} name`);
     } else if (field === 2) {
       r.expect(LEN, "ValueInfoProto.type");
-      readType(r, r.lengthEnd(end, `the type of a graph ${kind}`), v);
+      yield* readType(r, yield* r.lengthEnd(end, `the type of a graph ${kind}`), v);
     } else {
-      r.skip(end, `ValueInfoProto field ${field}`);
+      yield* r.skip(end, `ValueInfoProto field ${field}`);
     }
   }
   return v;
@@ -721,68 +890,68 @@ const NON_TENSOR_KINDS: Readonly<Record<number, string>> = {
   9: "an optional",
 };
 
-function readType(r: Reader, end: number, v: RawValueInfo): void {
+function* readType(r: Reader, end: number, v: RawValueInfo): Step<void> {
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 1) {
       r.expect(LEN, "TypeProto.tensor_type");
-      readTensorType(r, r.lengthEnd(end, "a tensor type"), v);
+      yield* readTensorType(r, yield* r.lengthEnd(end, "a tensor type"), v);
     } else {
       const other = NON_TENSOR_KINDS[field];
       if (other !== undefined) v.otherKind = other;
-      r.skip(end, `TypeProto field ${field}`);
+      yield* r.skip(end, `TypeProto field ${field}`);
     }
   }
 }
 
-function readTensorType(r: Reader, end: number, v: RawValueInfo): void {
+function* readTensorType(r: Reader, end: number, v: RawValueInfo): Step<void> {
   // A tensor_type that is present but empty still makes this a tensor (of undefined type).
   v.elemType ??= 0;
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 1) {
       r.expect(VARINT, "TypeProto.Tensor.elem_type");
-      v.elemType = r.varint(end);
+      v.elemType = yield* r.varint(end);
     } else if (field === 2) {
       r.expect(LEN, "TypeProto.Tensor.shape");
-      v.shape = readShape(r, r.lengthEnd(end, "a tensor shape"), v.shape ?? []);
+      v.shape = yield* readShape(r, yield* r.lengthEnd(end, "a tensor shape"), v.shape ?? []);
     } else {
-      r.skip(end, `TypeProto.Tensor field ${field}`);
+      yield* r.skip(end, `TypeProto.Tensor field ${field}`);
     }
   }
 }
 
-function readShape(r: Reader, end: number, dims: number[]): number[] {
+function* readShape(r: Reader, end: number, dims: number[]): Step<number[]> {
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 1) {
       r.expect(LEN, "TensorShapeProto.dim");
-      dims.push(readDim(r, r.lengthEnd(end, "a shape dimension")));
+      dims.push(yield* readDim(r, yield* r.lengthEnd(end, "a shape dimension")));
     } else {
-      r.skip(end, `TensorShapeProto field ${field}`);
+      yield* r.skip(end, `TensorShapeProto field ${field}`);
     }
   }
   return dims;
 }
 
 /** One dimension: its dim_value, or -1 when it is symbolic (dim_param) or left unset. */
-function readDim(r: Reader, end: number): number {
+function* readDim(r: Reader, end: number): Step<number> {
   let dim = -1;
   while (r.pos < end) {
-    const field = r.tag(end);
+    const field = yield* r.tag(end);
     if (field === 1) {
       r.expect(VARINT, "Dimension.dim_value");
-      const value = r.int64(end);
+      const value = yield* r.int64(end);
       // Some exporters write -1 for "dynamic"; any negative value can only mean that.
       if (value < 0n) dim = -1;
       else if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid(`a dimension of ${value} is out of range`);
       else dim = Number(value);
     } else if (field === 2) {
       r.expect(LEN, "Dimension.dim_param");
-      r.skip(end, "Dimension.dim_param");
+      yield* r.skip(end, "Dimension.dim_param");
       dim = -1;
     } else {
-      r.skip(end, `Dimension field ${field}`);
+      yield* r.skip(end, `Dimension field ${field}`);
     }
   }
   return dim;
