@@ -33,6 +33,11 @@ const reply = (m: ChildReply) => process.send?.(m);
 
 // The agent is the only reason to live: without it nobody reads the results.
 process.on("disconnect", () => process.exit(0));
+// Signals to the whole process group (Ctrl-C in a terminal, systemd's default KillMode, a
+// harness's kill(-pid)) are the agent's to act on: a draining agent still needs its sessions to
+// finish the calls in flight, and it ends them itself (or they see it go, above).
+process.on("SIGTERM", () => undefined);
+process.on("SIGINT", () => undefined);
 
 process.on("message", (m: ChildRequest) => {
   void (async () => {
