@@ -105,8 +105,8 @@ export class ModelCache {
     opts: ModelCacheOptions = {},
   ) {
     this.retries = opts.retries ?? 5;
-    this.retryBaseMs = opts.retryBaseMs ?? 500;
-    this.retryMaxMs = opts.retryMaxMs ?? 15_000;
+    this.retryBaseMs = opts.retryBaseMs ?? 200;
+    this.retryMaxMs = opts.retryMaxMs ?? 5_000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
     this.inUse = opts.inUse ?? (() => false);
     this.now = opts.now ?? Date.now;
