@@ -6,7 +6,9 @@
 // at most its last unflushed batch.
 //
 // `usageReport` answers GET /v1/usage from those rows: counts, errors and compute-milliseconds
-// per model and version, for billing.
+// per model and version, for billing. Compute is the node's session time (compute_ms), failed
+// calls that ran included (a call stopped at its deadline costs what it ran); rows without it
+// (written before the column, generations) count their infer_ms.
 
 import { sql } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
@@ -16,8 +18,8 @@ import { log } from "./log.js";
 export const FLUSH_MS = 500;
 const FLUSH_ROWS = 200;
 const MAX_BUFFERED = 20_000;
-/** D1 binds at most 100 parameters per statement; a row has 16 (with the token counts). */
-const ROWS_PER_STATEMENT = 6;
+/** D1 binds at most 100 parameters per statement; a row has 17 (with the token counts and compute). */
+const ROWS_PER_STATEMENT = 5;
 
 export type UsageEvent = typeof usageEvents.$inferInsert;
 
@@ -84,7 +86,7 @@ export interface UsageRow {
   errors: number;
   /** Of those, 5xx. */
   serverErrors: number;
-  /** Sum of node inference time, ms (what compute is billed on). */
+  /** Sum of the nodes' session time, ms (what compute is billed on), failed calls that ran included. */
   computeMs: number;
   /** Sum of time spent queued in regions, ms. */
   queueMs: number;
@@ -122,7 +124,7 @@ export async function usageReport(
            COUNT(*) AS calls,
            SUM(u.status >= 400) AS errors,
            SUM(u.status >= 500) AS server_errors,
-           SUM(u.infer_ms) AS compute_ms,
+           SUM(COALESCE(u.compute_ms, u.infer_ms)) AS compute_ms,
            SUM(u.queue_ms) AS queue_ms,
            SUM(u.edge_ms) AS edge_ms,
            SUM(u.matched = 0) AS mismatches,

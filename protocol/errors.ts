@@ -6,6 +6,8 @@ export const ERROR_STATUS = {
   bad_request: 400,
   invalid_json: 400,
   invalid_tensor: 400,
+  /** The inputs match the signature, but the model's graph cannot compute with them. */
+  input_rejected: 400,
   invalid_model_file: 400,
   unauthorized: 401,
   forbidden: 403,
@@ -37,6 +39,8 @@ export const ERROR_DESCRIPTIONS: Record<ErrorCode, string> = {
   bad_request: "The request is wrong (a parameter or a field of the body); the message says which and how.",
   invalid_json: "The body is not valid JSON.",
   invalid_tensor: "An inference input does not match the model's signature (name, datatype, shape, data).",
+  input_rejected:
+    "The inputs match the model's signature, but its graph cannot compute with them (e.g. dynamic dimensions that do not agree inside it, an index out of range); the message names the operator. Do not retry unchanged.",
   invalid_model_file: "An uploaded file is not an ONNX model the mesh can read.",
   unauthorized: "Missing, unknown or revoked API key (or a wrong admin token or signature).",
   forbidden: "The key lacks the scope the route needs.",

@@ -46,11 +46,17 @@ export interface Timing {
   loadMs: number;
   inferMs: number;
   regionMs: number;
+  /** Session time the node spent on the call (its share of a batch): what usage bills. */
+  computeMs?: number;
 }
 
 export type RegionInferResponse =
   | { ok: true; outputs: WireTensor[]; node: string; timing: Timing }
-  | { ok: false; code: ErrorCode; message: string };
+  /**
+   * computeMs: what a call that failed after it ran still cost on its node (a deadline's stop
+   * included), for usage.
+   */
+  | { ok: false; code: ErrorCode; message: string; computeMs?: number };
 
 // ---------------------------------------------------------------- generation (streams)
 
@@ -473,10 +479,16 @@ export function parseRegionInferResponse(v: unknown): RegionInferResponse {
       ok: true,
       outputs: tensors(o, "outputs"),
       node: str(o, "node"),
-      timing: { queueMs: num(t, "queueMs"), loadMs: num(t, "loadMs"), inferMs: num(t, "inferMs"), regionMs: num(t, "regionMs") },
+      timing: {
+        queueMs: num(t, "queueMs"),
+        loadMs: num(t, "loadMs"),
+        inferMs: num(t, "inferMs"),
+        regionMs: num(t, "regionMs"),
+        ...(t.computeMs !== undefined && t.computeMs !== null ? { computeMs: num(t, "computeMs") } : {}),
+      },
     };
   }
-  return { ok: false, code: code(o), message: str(o, "message") };
+  return { ok: false, code: code(o), message: str(o, "message"), ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}) };
 }
 
 export function parseNodeMessage(v: unknown): NodeToRouter {

@@ -21,6 +21,8 @@ export interface RouterConfig {
   /** Time to finish in-flight calls on SIGTERM. */
   drainTimeoutMs: number;
   maxQueuePerModel: number;
+  /** Bytes of queued inputs the region holds at most (a model's queue: a quarter); past it, no_capacity. */
+  maxQueuedBytes: number;
   /** A model with no call for this long drops to its keep-warm floor. */
   idleTtlMs: number;
   warmIntervalMs: number;
@@ -48,6 +50,7 @@ export const ROUTER_DEFAULTS = {
   pingIntervalMs: 5_000,
   drainTimeoutMs: 30_000,
   maxQueuePerModel: 256,
+  maxQueuedBytes: 512 * 1024 * 1024,
   idleTtlMs: 5 * 60_000,
   warmIntervalMs: 1_000,
   policyIntervalMs: 2_000,
@@ -113,6 +116,7 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     pingIntervalMs: int(env, "PING_INTERVAL_MS", ROUTER_DEFAULTS.pingIntervalMs, 100),
     drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", ROUTER_DEFAULTS.drainTimeoutMs, 0),
     maxQueuePerModel: int(env, "MAX_QUEUE_PER_MODEL", ROUTER_DEFAULTS.maxQueuePerModel, 1),
+    maxQueuedBytes: int(env, "MAX_QUEUED_BYTES", ROUTER_DEFAULTS.maxQueuedBytes, 1024),
     idleTtlMs: int(env, "IDLE_TTL_MS", ROUTER_DEFAULTS.idleTtlMs, 100),
     warmIntervalMs: int(env, "WARM_INTERVAL_MS", ROUTER_DEFAULTS.warmIntervalMs, 50),
     policyIntervalMs: int(env, "POLICY_INTERVAL_MS", ROUTER_DEFAULTS.policyIntervalMs, 100),

@@ -6,6 +6,13 @@
 // frame; a cancel is confirmed by an error 'cancelled'), not when the router stops waiting: at
 // the deadline the caller gets its 504 at once and the node is told to cancel, but the slot
 // stays taken until the node confirms, so the router never sends work to a node still busy.
+//
+// What a call cost is the node's to say (computeMs on its result or error frame), a call stopped
+// at its deadline included. So the node is told a deadline a little before the caller's (the
+// reserve: a tenth of the time, at most 250 ms): it stops there and its confirmation, with the
+// compute it spent, reaches the router before the caller's deadline, and the 504 carries it.
+// A confirmation that does not come within the reserve leaves the router its own measure (the
+// time since it sent the call), and the slot still waits for the node's word.
 
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
@@ -29,6 +36,8 @@ export class NodeCallError extends Error {
     message: string,
     /** True when the node is known not to have run the call (it may be retried elsewhere). */
     readonly retryable: boolean,
+    /** What the call cost on the node before it failed (session time), when it ran at all. */
+    readonly computeMs?: number,
   ) {
     super(message);
     this.name = "NodeCallError";
@@ -42,11 +51,24 @@ export interface NodeCallResult {
   computeMs?: number;
 }
 
+/** The most of a call's time kept back for the node's confirmation of a stop at its deadline. */
+export const CONFIRM_RESERVE_MAX_MS = 250;
+
+/** How much earlier than the caller's deadline the node is told to stop (see the header). */
+export function confirmReserveMs(timeoutMs: number): number {
+  return Math.min(CONFIRM_RESERVE_MAX_MS, Math.floor(Math.max(0, timeoutMs) / 10));
+}
+
 interface PendingCall {
   key: string;
+  /** Called once when the node says the call ended (or its socket went): the slot is free. */
+  onEnd?: () => void;
+  sentAt: number;
   resolve: (r: NodeCallResult) => void;
   reject: (e: NodeCallError) => void;
   timer: ReturnType<typeof setTimeout>;
+  /** At the node's own deadline: the cancel that makes sure it stops. */
+  stopTimer: ReturnType<typeof setTimeout>;
   /** The caller was answered (deadline); the slot waits for the node's word that the call ended. */
   abandoned: boolean;
 }
@@ -226,29 +248,37 @@ export class NodeLink implements NodeState {
 
   /**
    * Runs a call on the node. `call.sha256` is the model's bytes as the edge named them (the
-   * node refuses other bytes); the node is told the absolute deadline and stops there itself.
+   * node refuses other bytes); the node is told an absolute deadline, the reserve before the
+   * caller's, and stops there itself. `call.onEnd` hears when the slot frees (the node's word).
    */
   infer(
     key: string,
     inputs: WireTensor[],
     outputs: string[] | undefined,
     timeoutMs: number,
-    call: { sha256: string; requestId?: string },
+    call: { sha256: string; requestId?: string; onEnd?: () => void },
   ): Promise<NodeCallResult> {
     const id = String(++this.nextId);
     this.inflight++;
     this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
-    const deadline = Date.now() + Math.max(1, timeoutMs);
+    const budget = Math.max(1, timeoutMs);
+    const nodeBudget = Math.max(1, budget - confirmReserveMs(budget));
+    const sentAt = performance.now();
+    const deadline = Date.now() + nodeBudget;
     return new Promise<NodeCallResult>((resolve, reject) => {
+      // The node stops itself at its deadline; the cancel makes sure (a clock that differs).
+      const stopTimer = setTimeout(() => {
+        if (this.calls.has(id) && this.open) this.send({ t: "cancel", id });
+      }, nodeBudget);
       const timer = setTimeout(() => {
         const pending = this.calls.get(id);
         if (!pending || pending.abandoned) return;
-        // The caller hears now; the slot stays taken until the node confirms the end.
+        // The node did not confirm within the reserve: the caller hears now, billed the time the
+        // call has held the node; the slot stays taken until the node confirms the end.
         pending.abandoned = true;
-        if (this.open) this.send({ t: "cancel", id });
-        reject(new NodeCallError("deadline_exceeded", `node ${this.id} did not answer within the deadline`, false));
-      }, Math.max(1, timeoutMs));
-      this.calls.set(id, { key, resolve, reject, timer, abandoned: false });
+        reject(new NodeCallError("deadline_exceeded", `node ${this.id} did not answer within the deadline`, false, performance.now() - sentAt));
+      }, budget);
+      this.calls.set(id, { key, resolve, reject, timer, stopTimer, abandoned: false, sentAt, ...(call.onEnd ? { onEnd: call.onEnd } : {}) });
       this.send({
         t: "infer",
         id,
@@ -292,11 +322,14 @@ export class NodeLink implements NodeState {
         this.calls.delete(msg.id);
         this.callEnded(call.key);
         clearTimeout(call.timer);
+        clearTimeout(call.stopTimer);
+        // The slot is free before the caller hears: whoever counts it frees it first.
+        call.onEnd?.();
         // A call whose caller was answered at the deadline: this frame only frees the slot.
         if (!call.abandoned) {
           if (msg.t === "result") call.resolve({ outputs: msg.outputs, inferMs: msg.inferMs, ...(msg.computeMs !== undefined ? { computeMs: msg.computeMs } : {}) });
           // A node that says it does not hold the model did not run the call.
-          else call.reject(new NodeCallError(msg.code, msg.message, msg.code === "node_error"));
+          else call.reject(new NodeCallError(msg.code, msg.message, msg.code === "node_error", msg.computeMs));
         }
         this.onChange();
         return;
@@ -361,6 +394,8 @@ export class NodeLink implements NodeState {
     const pending = this.calls.size;
     for (const [id, call] of this.calls) {
       clearTimeout(call.timer);
+      clearTimeout(call.stopTimer);
+      call.onEnd?.();
       if (!call.abandoned) call.reject(new NodeCallError("node_error", `node ${this.id} went away (${reason})`, true));
       this.calls.delete(id);
     }

@@ -16,6 +16,13 @@
 // account waits, no account takes a slot past its weighted share of the node's or the region's
 // slots (unless no one within their share can use that slot); an account alone may use them
 // all. A full region still admits an account under its share of MAX_INFLIGHT.
+//
+// A call's slot (its count in `running` and its account's hold in the ledger) is freed when the
+// node says the call ended, not when its caller is answered: a call answered at its deadline
+// still holds the slot while the node stops it. Queues are bounded in bytes of inputs as well as
+// in calls (MAX_QUEUED_BYTES for the region, a quarter of it per model); a call alone in an
+// empty queue is always let in, so no call is refused forever for its size. A call that failed
+// after it ran carries what it cost on the node (CallFailed.computeMs), so usage bills it.
 
 import { MeshError } from "../protocol/errors.js";
 import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
@@ -28,6 +35,32 @@ import { WARM_POLICY_DEFAULTS, warmAction, type ModelPolicy, type WarmPolicyConf
 
 const FORGET_AFTER_MS = 60 * 60_000;
 
+/** A call that failed after it ran on a node: the error, and the compute it cost there. */
+export class CallFailed extends MeshError {
+  constructor(
+    code: MeshError["code"],
+    message: string,
+    readonly computeMs: number,
+  ) {
+    super(code, message);
+  }
+}
+
+/** The compute a failed call cost, for the region's answer; absent when it never ran. */
+export function computeMsOf(err: unknown): { computeMs: number } | Record<string, never> {
+  return err instanceof CallFailed ? { computeMs: err.computeMs } : {};
+}
+
+/** Bytes of a call's inputs, as the queue's bound counts them. */
+export function inputBytes(inputs: readonly WireTensor[]): number {
+  let n = 0;
+  for (const t of inputs) {
+    if (Array.isArray(t.data)) for (const v of t.data as string[]) n += Buffer.byteLength(v);
+    else n += (t.data as ArrayBufferView).byteLength;
+  }
+  return n;
+}
+
 export interface ScheduledResult {
   outputs: WireTensor[];
   node: string;
@@ -39,6 +72,8 @@ export interface SchedulerConfig {
   maxInflight: number;
   /** Calls queued for one model past this are refused with 503. */
   maxQueuePerModel: number;
+  /** Bytes of queued inputs the region holds at most, a model's queue a quarter (default none). */
+  maxQueuedBytes?: number;
   warm: WarmPolicyConfig;
   /** Per-account shares of slots and admission while accounts contend (default on). */
   fairShare?: boolean;
@@ -71,6 +106,8 @@ interface Queued {
   arrivedAt: number;
   loadMs: number;
   attempts: number;
+  /** Bytes of its inputs, counted against the queue's byte bound while it waits. */
+  bytes: number;
   exclude: Set<string>;
   timer: ReturnType<typeof setTimeout>;
   reject: (e: MeshError) => void;
@@ -89,6 +126,9 @@ export class Scheduler {
   /** The newest reference seen per model, so the warm policy can load without a call. */
   private readonly refs = new Map<string, ModelRef>();
   queued = 0;
+  /** Bytes of inputs waiting, in the region and per model. */
+  queuedBytes = 0;
+  private readonly modelBytes = new Map<string, number>();
   running = 0;
   /** Streams placed on a node and not ended yet. */
   streaming = 0;
@@ -145,8 +185,8 @@ export class Scheduler {
     return s;
   }
 
-  /** Throws no_capacity when the region or the model's queue is full. */
-  private admit(ref: ModelRef): Queued[] {
+  /** Throws no_capacity when the region or the model's queue is full (in calls or in bytes). */
+  private admit(ref: ModelRef, bytes = 0): Queued[] {
     const key = ref.key;
     // A full region still lets in an account under its share of MAX_INFLIGHT, so a hog that
     // filled it cannot shut the others out (at most twice MAX_INFLIGHT in all).
@@ -158,6 +198,17 @@ export class Scheduler {
     if (queue.length >= this.config.maxQueuePerModel) {
       throw new MeshError("no_capacity", `too many calls queued for this model (${queue.length})`, { "retry-after": "1" });
     }
+    const maxBytes = this.config.maxQueuedBytes;
+    if (maxBytes !== undefined && bytes > 0) {
+      const mine = this.modelBytes.get(key) ?? 0;
+      // Only when something already waits: a call alone is let in whatever its size.
+      if (this.queuedBytes > 0 && this.queuedBytes + bytes > maxBytes) {
+        throw new MeshError("no_capacity", `region's queue is full (${this.queuedBytes} bytes of inputs waiting)`, { "retry-after": "1" });
+      }
+      if (mine > 0 && mine + bytes > Math.floor(maxBytes / 4)) {
+        throw new MeshError("no_capacity", `too many bytes queued for this model (${mine})`, { "retry-after": "1" });
+      }
+    }
     this.queues.set(key, queue);
     this.refs.set(key, ref);
     this.statsFor(key).arrival(Date.now());
@@ -167,8 +218,9 @@ export class Scheduler {
   submit(req: RegionInferRequest, arrivedAt: number): Promise<ScheduledResult> {
     const key = req.model.key;
     let queue: Queued[];
+    const bytes = inputBytes(req.inputs);
     try {
-      queue = this.admit(req.model);
+      queue = this.admit(req.model, bytes);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -181,6 +233,7 @@ export class Scheduler {
         arrivedAt,
         loadMs: 0,
         attempts: 0,
+        bytes,
         exclude: new Set(),
         resolve: (r) => {
           this.served++;
@@ -214,6 +267,7 @@ export class Scheduler {
       arrivedAt,
       loadMs: 0,
       attempts: 0,
+      bytes: 0,
       exclude: new Set(exclude),
       stream: { waiter, announced: false },
       reject: (e) => {
@@ -305,6 +359,8 @@ export class Scheduler {
     if (front) q.unshift(item);
     else q.push(item);
     this.queued++;
+    this.queuedBytes += item.bytes;
+    this.modelBytes.set(item.key, (this.modelBytes.get(item.key) ?? 0) + item.bytes);
     this.fair.wait(item.stream ? "stream" : "call", item.account, 1);
   }
 
@@ -314,6 +370,10 @@ export class Scheduler {
     if (!q || i < 0) return false;
     q.splice(i, 1);
     this.queued--;
+    this.queuedBytes -= item.bytes;
+    const left = (this.modelBytes.get(key) ?? 0) - item.bytes;
+    if (left > 0) this.modelBytes.set(key, left);
+    else this.modelBytes.delete(key);
     this.fair.wait(item.stream ? "stream" : "call", item.account, -1);
     if (q.length === 0) this.queues.delete(key);
     return true;
@@ -480,27 +540,30 @@ export class Scheduler {
     const req = item.req!;
     this.running++;
     this.fair.hold("call", item.account, node.id, 1);
-    node.infer(key, req.inputs, req.outputs, remaining, { sha256: req.model.sha256, requestId: req.requestId }).then(
-      ({ outputs, inferMs }) => {
-        this.running--;
-        this.fair.hold("call", item.account, node.id, -1);
+    // The slot is the node's until it says the call ended: a caller answered at the deadline
+    // does not free it (the NodeLink calls this once, on the node's frame or its socket's close).
+    const onEnd = () => {
+      this.running--;
+      this.fair.hold("call", item.account, node.id, -1);
+    };
+    node.infer(key, req.inputs, req.outputs, remaining, { sha256: req.model.sha256, requestId: req.requestId, onEnd }).then(
+      ({ outputs, inferMs, computeMs }) => {
         clearTimeout(item.timer);
         this.statsFor(key).completed(queueMs, inferMs);
         item.resolve!({
           outputs,
           node: node.id,
-          timing: { queueMs, loadMs: item.loadMs, inferMs, regionMs: performance.now() - item.arrivedAt },
+          timing: { queueMs, loadMs: item.loadMs, inferMs, regionMs: performance.now() - item.arrivedAt, ...(computeMs !== undefined ? { computeMs } : {}) },
         });
         this.pump(key);
       },
       (err: NodeCallError) => {
-        this.running--;
-        this.fair.hold("call", item.account, node.id, -1);
         // Retry while any node can take it: another one, or this one when it is still up (it
         // answered that it lacked the model, e.g. just after an eviction it had not yet reported).
         const canRetry = [...this.nodes.values()].some((n) => n.available);
         if (err.retryable && item.attempts === 0 && canRetry && Date.now() < req.deadline) {
-          // The node went away (or never had the model): nothing ran there; try another once.
+          // The node said it did not have the model: nothing ran there; try another once. (A node
+          // that went away mid-call is not retryable: it may have run it.)
           item.attempts++;
           item.exclude.add(node.id);
           const q = this.queues.get(key) ?? [];
@@ -512,6 +575,8 @@ export class Scheduler {
         clearTimeout(item.timer);
         if (err.retryable) {
           item.reject(new MeshError("no_capacity", `the call could not be completed: ${err.message}`, { "retry-after": "1" }));
+        } else if (err.computeMs !== undefined) {
+          item.reject(new CallFailed(err.code, err.message, err.computeMs));
         } else {
           item.reject(new MeshError(err.code, err.message));
         }
@@ -572,5 +637,6 @@ export class Scheduler {
 export const SCHEDULER_DEFAULTS: SchedulerConfig = {
   maxInflight: 1_024,
   maxQueuePerModel: 256,
+  maxQueuedBytes: 512 * 1024 * 1024,
   warm: WARM_POLICY_DEFAULTS,
 };

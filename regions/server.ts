@@ -27,7 +27,7 @@ import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
 import { startReportPublisher } from "./report-publisher.js";
 import { startPolicyReader } from "./policy-reader.js";
-import { Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
+import { computeMsOf, Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
 import { usedMb } from "./placement.js";
 import { STREAM_SOCKET_PATH, StreamHub } from "./streams.js";
 
@@ -49,6 +49,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     {
       maxInflight: config.maxInflight,
       maxQueuePerModel: config.maxQueuePerModel,
+      maxQueuedBytes: config.maxQueuedBytes,
       warm: { ...SCHEDULER_DEFAULTS.warm, idleTtlMs: config.idleTtlMs },
       fairShare: config.fairShare,
       accountWeights: config.accountWeights,
@@ -212,7 +213,8 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
             ? new MeshError("bad_request", err.message)
             : new MeshError("internal_error", "internal error");
       if (e.code === "internal_error") log("error", "call failed", { requestId, error: String(err) });
-      answer = { ok: false, code: e.code, message: e.message };
+      // A call that ran before it failed (a deadline's stop included) says what it cost.
+      answer = { ok: false, code: e.code, message: e.message, ...computeMsOf(err) };
       status = ERROR_STATUS[e.code];
     }
     return new Response(codec.encode(answer), { status, headers: { "content-type": MSGPACK_CONTENT_TYPE } });

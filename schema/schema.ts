@@ -126,6 +126,12 @@ export const usageEvents = sqliteTable(
     edgeMs: integer("edge_ms").notNull(),
     queueMs: integer("queue_ms").notNull(),
     inferMs: integer("infer_ms").notNull(),
+    /**
+     * Session time the node spent on the call, ms rounded up: what compute is billed on, a call
+     * stopped at its deadline or failed in the runtime included. Null on rows written before it
+     * existed and on generations (their infer_ms is what they cost).
+     */
+    computeMs: integer("compute_ms"),
     /** For a shadow copy: the version whose call it shadowed (null for a caller's call). */
     shadowOf: integer("shadow_of"),
     /** For a shadow copy: 1 when its outputs matched the served call's, 0 when not, null unknown. */

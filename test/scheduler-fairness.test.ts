@@ -1,17 +1,22 @@
 // Fairness between accounts in the region's scheduler (regions/scheduler.ts, regions/fairness.ts)
 // with fake nodes: the scheduler's own code decides, the nodes only count slots and hold calls
 // until the test ends them. Issue 10, item 7: one account must not starve another.
+// Issue 11: a call's slot is the node's until the node confirms the call ended (a caller answered
+// at its deadline does not free it), and queues are bounded in bytes of inputs.
 
 import { afterEach, describe, expect, it } from "vitest";
 import type { MeshError } from "../protocol/errors.js";
 import type { ModelRef, RegionInferRequest } from "../protocol/messages.js";
-import type { NodeLink } from "../regions/node-link.js";
+import type { WireTensor } from "../protocol/tensor.js";
+import { NodeCallError, type NodeLink } from "../regions/node-link.js";
 import { ConfigError, routerConfigFromEnv } from "../regions/config.js";
-import { Scheduler, SCHEDULER_DEFAULTS, type SchedulerConfig, type StreamWaiter } from "../regions/scheduler.js";
+import { CallFailed, inputBytes, Scheduler, SCHEDULER_DEFAULTS, type SchedulerConfig, type StreamWaiter } from "../regions/scheduler.js";
 
 interface Held {
   account: string;
   finish(yielded?: boolean): void;
+  /** As the NodeLink does at the caller's deadline: the caller hears, the node still computes. */
+  timeOut?(computeMs: number): void;
 }
 
 /** A node with the given models warm: it counts slots and keeps calls until finished. */
@@ -37,14 +42,21 @@ class FakeNode {
     for (const m of models) this.warm.set(m, { memoryMb: 1, lastUsed: 0 });
   }
 
-  infer(key: string): Promise<{ outputs: []; inferMs: number }> {
+  infer(key: string, _inputs?: unknown, _outputs?: unknown, _timeoutMs?: number, call?: { onEnd?: () => void }): Promise<{ outputs: []; inferMs: number; computeMs: number }> {
     this.inflight++;
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
+      let abandoned = false;
       this.calls.push({
         account: this.accountOf(key),
+        // The node's word that the call ended: the slot frees (for a timed-out call, only this).
         finish: () => {
           this.inflight--;
-          resolve({ outputs: [], inferMs: 1 });
+          call?.onEnd?.();
+          if (!abandoned) resolve({ outputs: [], inferMs: 1, computeMs: 1 });
+        },
+        timeOut: (computeMs) => {
+          abandoned = true;
+          reject(new NodeCallError("deadline_exceeded", "the call ran past its deadline and was stopped", false, computeMs));
         },
       });
     });
@@ -253,6 +265,108 @@ describe("admission", () => {
     for (let i = 0; i < 9; i++) void t2.call("a");
     await tick();
     expect(t2.failed).toEqual([]);
+  });
+});
+
+describe("slots follow the node's word", () => {
+  const tick = () => new Promise((r) => setImmediate(r));
+
+  it("a call answered at its deadline keeps its region slot while the node still runs it: no new call is let in on it", async () => {
+    const t = setup({ slots: 1, accounts: ["a"], config: { maxInflight: 1, fairShare: false } });
+    void t.call("a");
+    await tick();
+    expect(t.running("a")).toBe(1);
+    const held = t.nodes[0]!.calls[0]!;
+    held.timeOut!(1_000);
+    await tick();
+    // The caller heard its 504, with what the node said it spent.
+    expect(t.failed).toHaveLength(1);
+    expect(t.failed[0]).toBeInstanceOf(CallFailed);
+    expect(t.failed[0]).toMatchObject({ code: "deadline_exceeded", computeMs: 1_000 });
+    // The node still computes: the region is still full (before, `running` dropped at the deadline and this got in).
+    expect(t.s.running).toBe(1);
+    void t.call("a");
+    await tick();
+    expect(t.failed.map((e) => e.code)).toEqual(["deadline_exceeded", "no_capacity"]);
+    // The node confirms the stop: now the slot is free and the next call runs.
+    t.nodes[0]!.calls.splice(0, 1);
+    held.finish();
+    await tick();
+    expect(t.s.running).toBe(0);
+    void t.call("a");
+    await tick();
+    expect(t.running("a")).toBe(1);
+    expect(t.failed).toHaveLength(2);
+  });
+
+  it("the fair-share ledger counts a timed-out call against its account until the node confirms", async () => {
+    const t = setup({ slots: 2, accounts: ["a", "b"] });
+    void t.call("a");
+    void t.call("b");
+    await tick();
+    // a's call times out; the node still runs it, so a still holds one of the two slots.
+    const aHeld = t.nodes[0]!.calls.find((c) => c.account === "a")!;
+    aHeld.timeOut!(50);
+    await tick();
+    void t.call("a"); // waits first...
+    await tick();
+    void t.call("b"); // ...but b holds no more than a, and a's stopped call still runs
+    await tick();
+    await t.finishCall("b");
+    // The freed slot goes to b: a holds one (its stopped call). Before, a's count dropped at the
+    // deadline, so the tie went to a's older call and a held both slots.
+    expect(t.running("b")).toBe(1);
+    expect(t.running("a")).toBe(1);
+  });
+});
+
+describe("queues bounded in bytes", () => {
+  const tick = () => new Promise((r) => setImmediate(r));
+  const tensor = (bytes: number): WireTensor[] => [{ name: "x", datatype: "UINT8", shape: [bytes], data: new Uint8Array(bytes) }];
+
+  it("the region's queue and a model's queue hold at most their bytes; a call alone always gets in; bytes come back when calls leave", async () => {
+    // No node holds anything: every call waits (for a load that never finishes).
+    const s = new Scheduler({ ...SCHEDULER_DEFAULTS, maxQueuedBytes: 1_000 });
+    schedulers.push(s);
+    const failed: MeshError[] = [];
+    const submit = (model: string, bytes: number, deadlineMs = DEADLINE_MS) => {
+      const p = s.submit({ requestId: "r", model: ref("a", model), inputs: tensor(bytes), deadline: Date.now() + deadlineMs }, performance.now());
+      p.catch((e: MeshError) => failed.push(e));
+    };
+    expect(inputBytes(tensor(300))).toBe(300);
+    expect(inputBytes([{ name: "s", datatype: "BYTES", shape: [2], data: ["hé", "x"] }])).toBe(4);
+    // A model's queue: a quarter (250 bytes), but a call alone in it gets in whatever its size.
+    submit("m1", 300);
+    await tick();
+    expect(failed).toEqual([]);
+    submit("m1", 10);
+    await tick();
+    expect(failed.map((e) => [e.code, e.headers["retry-after"]])).toEqual([["no_capacity", "1"]]);
+    expect(failed[0]!.message).toMatch(/bytes queued for this model/);
+    // Other models fill the region to 900 bytes; the next is past 1,000.
+    submit("m2", 300);
+    submit("m3", 300);
+    await tick();
+    expect(failed).toHaveLength(1);
+    expect(s.queuedBytes).toBe(900);
+    submit("m4", 200);
+    await tick();
+    expect(failed).toHaveLength(2);
+    expect(failed[1]!.message).toMatch(/region's queue is full/);
+    // A call that leaves the queue (its deadline) gives its bytes back.
+    submit("m5", 1, 30);
+    await tick();
+    expect(s.queuedBytes).toBe(901);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(s.queuedBytes).toBe(900);
+    expect(failed.at(-1)!.code).toBe("deadline_exceeded");
+  });
+
+  it("MAX_QUEUED_BYTES: 512 MiB by default, at least 1 KiB", () => {
+    const base = { MESH_REGION: "x", MESH_SECRET: "s".repeat(16), NODE_TOKEN: "t".repeat(16) };
+    expect(routerConfigFromEnv(base).maxQueuedBytes).toBe(512 * 1024 * 1024);
+    expect(routerConfigFromEnv({ ...base, MAX_QUEUED_BYTES: "4096" }).maxQueuedBytes).toBe(4_096);
+    for (const bad of ["100", "1.5", "lots"]) expect(() => routerConfigFromEnv({ ...base, MAX_QUEUED_BYTES: bad })).toThrow(ConfigError);
   });
 });
 

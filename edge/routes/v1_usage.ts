@@ -1,5 +1,6 @@
 // GET /v1/usage: what the account's calls cost, per model and version, for billing: calls,
-// errors, compute-milliseconds (node inference time), queue time and the edge's mean time, plus
+// errors, compute-milliseconds (the nodes' session time, failed calls that ran included: one
+// stopped at its deadline costs what it ran), queue time and the edge's mean time, plus
 // the shadow copies each version ran. Rows are written in batches after each call (usage.ts), so
 // a call shows here within about a second.
 
@@ -38,7 +39,7 @@ const UsageRowSchema = z.object({
   calls: z.number().describe("Callers' calls this version served."),
   errors: z.number().describe("Of those, answered 4xx or 5xx."),
   serverErrors: z.number().describe("Of those, 5xx."),
-  computeMs: z.number().describe("Sum of node inference time, ms."),
+  computeMs: z.number().describe("Sum of the nodes' session time, ms, failed calls that ran included (a call stopped at its deadline is billed what it ran)."),
   queueMs: z.number().describe("Sum of time queued in regions, ms."),
   meanEdgeMs: z.number().describe("Mean time at the edge before forwarding, ms."),
   shadow: z.object({ calls: z.number(), errors: z.number(), computeMs: z.number(), mismatches: z.number() }).describe("Shadow copies this version ran."),

@@ -104,7 +104,10 @@ interface CallPlan {
   shadowOf: number | null;
 }
 
-function usageRow(c: AppContext, plan: CallPlan, version: number, status: number, region: string | null, node: string | null, t: { queueMs: number; inferMs: number }, edgeMs: number): UsageEvent {
+/** A call's times for its usage row; computeMs is the node's word on what it cost, when it ran. */
+type UsageTimes = { queueMs: number; inferMs: number; computeMs?: number };
+
+function usageRow(c: AppContext, plan: CallPlan, version: number, status: number, region: string | null, node: string | null, t: UsageTimes, edgeMs: number): UsageEvent {
   const key = c.get("key");
   return {
     requestId: plan.requestId,
@@ -117,22 +120,24 @@ function usageRow(c: AppContext, plan: CallPlan, version: number, status: number
     status,
     edgeMs: Math.round(edgeMs),
     queueMs: Math.round(t.queueMs),
-    // Compute is billed in whole milliseconds, rounded up (a call that ran costs at least 1).
     inferMs: Math.ceil(t.inferMs),
+    // Compute is billed in whole milliseconds, rounded up (a call that ran costs at least 1); a
+    // failed call that ran (stopped at its deadline, refused by the runtime) is billed what it spent.
+    computeMs: t.computeMs !== undefined ? Math.ceil(t.computeMs) : null,
     shadowOf: plan.shadowOf,
     matched: null,
     createdAt: plan.startedAt,
   };
 }
 
-const NO_TIME = { queueMs: 0, inferMs: 0 };
+const NO_TIME: UsageTimes = { queueMs: 0, inferMs: 0 };
 
 /** Forwards one call to a region; never throws (the outcome says, with its usage row). */
 async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
   const { model, version, parsed } = plan;
   const config = c.get("config");
   const colo = callerLocation(c.req.raw, config.localMode).colo;
-  const usage = (region: string | null, node: string | null, status: number, t: { queueMs: number; inferMs: number }, edgeMs: number) =>
+  const usage = (region: string | null, node: string | null, status: number, t: UsageTimes, edgeMs: number) =>
     usageRow(c, plan, version.version, status, region, node, t, edgeMs);
   let edgeMs = 0;
   try {
@@ -158,7 +163,8 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
     if (!response.ok) {
       const status = ERROR_STATUS[response.code];
       if (plan.shadowOf === null) recordCall(region, colo, total, null, status, model.accountId);
-      return { ok: false, region, error: new MeshError(response.code, publicMessage(response.message)), usage: usage(region, null, status, NO_TIME, edgeMs) };
+      const spent = response.computeMs !== undefined ? { ...NO_TIME, computeMs: response.computeMs } : NO_TIME;
+      return { ok: false, region, error: new MeshError(response.code, publicMessage(response.message)), usage: usage(region, null, status, spent, edgeMs) };
     }
     const t = response.timing;
     if (plan.shadowOf === null) recordCall(region, colo, total, roundTripMs - t.regionMs, 200, model.accountId);
@@ -309,6 +315,8 @@ async function infer(c: AppContext) {
       `queue;dur=${t.queueMs.toFixed(2)}`,
       `load;dur=${t.loadMs.toFixed(2)}`,
       `infer;dur=${t.inferMs.toFixed(2)}`,
+      // The session time the node billed (its share of a batch): what usage counts.
+      ...(t.computeMs !== undefined ? [`compute;dur=${t.computeMs.toFixed(2)}`] : []),
       `total;dur=${result.total}`,
     ].join(", "),
   );
@@ -370,7 +378,7 @@ const INFER_HEADERS = {
   "x-mesh-route": "How the version was chosen: `named` (by the caller), `split` (traffic rule) or `latest`.",
   "x-mesh-region": "The region that ran the call.",
   "x-mesh-node": "The node that ran the call.",
-  "server-timing": "edge, network, region, queue, load, infer, total (ms).",
+  "server-timing": "edge, network, region, queue, load, infer, compute (billed), total (ms).",
   "x-ratelimit-limit": "The key's sustained rate, calls per second.",
   "x-ratelimit-remaining": "Calls the key could make at once right now.",
 };
