@@ -1,12 +1,22 @@
 // The edge's Redis clients (Upstash REST through fetch), built once per isolate from config.
 //
-// `redisFor` is the general client (one retry). `sharedStoreFor` is for the call path's shared
-// layers (key and model cache, rate limiter, quota counters): no retry, a short per-request
-// timeout, and a breaker that skips Redis for a while after a failure, so an unreachable Redis
-// costs a call at most one timeout per breaker window instead of one per lookup.
+// `redisFor` is the general client (one retry, REDIS_TIMEOUT_MS per request, both attempts
+// included). `sharedStoreFor` is for the call path's shared layers (key and model cache, rate
+// limiter, quota counters): no retry, a short per-request timeout, and a breaker that skips
+// Redis for a while after a failure, so an unreachable Redis costs a call at most one timeout
+// per breaker window instead of one per lookup.
+//
+// Every request of both clients is bounded: a Redis that accepts the connection and never
+// answers must not hold a caller (or the region-state refresh) forever. The timeout is a signal
+// *function*, so each request gets a fresh one and the client throws when it fires, which every
+// caller already treats as Redis unreachable (a fixed signal would make the client answer the
+// string "Aborted" as if it were the result).
 
 import { Redis } from "@upstash/redis/cloudflare";
 import type { EdgeConfig } from "./env.js";
+
+/** How long one general Redis request (region reports, latency lists, keep-warm policies) may take. */
+export const REDIS_TIMEOUT_MS = 2_000;
 
 let client: { url: string; redis: Redis } | null = null;
 
@@ -15,7 +25,13 @@ export function redisFor(config: EdgeConfig): Redis | null {
   if (!client || client.url !== config.redis.url) {
     client = {
       url: config.redis.url,
-      redis: new Redis({ url: config.redis.url, token: config.redis.token, enableTelemetry: false, retry: { retries: 1 } }),
+      redis: new Redis({
+        url: config.redis.url,
+        token: config.redis.token,
+        enableTelemetry: false,
+        retry: { retries: 1 },
+        signal: () => AbortSignal.timeout(REDIS_TIMEOUT_MS),
+      }),
     };
   }
   return client.redis;

@@ -1,24 +1,30 @@
 // Reads the keep-warm policies the edge writes to Redis (PUT /v1/models/{m} {"keepWarm", ...})
-// so the warm policy can hold a model warm before any call for it reaches this region.
+// so the warm policy can hold a model warm before any call for it reaches this region. Each read
+// is bounded (routerRedis) and skipped while the last is still in flight (startPeriodic).
 
-import { Redis } from "@upstash/redis";
 import type { OipDatatype } from "../protocol/datatypes.js";
 import type { Logger } from "../protocol/log.js";
 import { MODEL_POLICIES_KEY, type ModelPolicyRecord } from "../protocol/region-report.js";
 import { artifactUrl } from "../protocol/signing.js";
+import { routerRedis, startPeriodic, type RedisConfig } from "./redis-client.js";
 import type { Scheduler } from "./scheduler.js";
 
 const URL_TTL_MS = 15 * 60_000;
 
+/** What the reader needs of a Redis client (tests pass a fake). */
+export interface PolicyStore {
+  hgetall<T extends Record<string, unknown>>(key: string): Promise<T | null>;
+}
+
 export function startPolicyReader(
   region: string,
-  redis: { url: string; token: string },
+  redis: RedisConfig | PolicyStore,
   secret: string,
   intervalMs: number,
   scheduler: Scheduler,
   log: Logger,
-): { stop(): void; readNow(): Promise<void> } {
-  const client = new Redis({ url: redis.url, token: redis.token, enableTelemetry: false, retry: { retries: 0 } });
+): { stop(): void; readNow(): Promise<void>; readonly skipped: number } {
+  const client: PolicyStore = "hgetall" in redis ? redis : routerRedis(redis);
   let failing = false;
   const read = async () => {
     try {
@@ -53,8 +59,13 @@ export function startPolicyReader(
       failing = true;
     }
   };
-  const timer = setInterval(() => void read(), intervalMs);
-  timer.unref();
-  void read();
-  return { stop: () => clearInterval(timer), readNow: read };
+  const loop = startPeriodic(read, intervalMs);
+  void loop.runNow();
+  return {
+    stop: () => void loop.stop(),
+    readNow: () => loop.runNow(),
+    get skipped() {
+      return loop.skipped;
+    },
+  };
 }

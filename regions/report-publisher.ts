@@ -1,19 +1,27 @@
 // Publishes the region's state to Redis every interval (through @upstash/redis, so the same
 // code talks to Upstash in production and to the local stand-in here). The key expires, so a
-// region that stops publishing vanishes from the edge's view by itself.
+// region that stops publishing vanishes from the edge's view by itself. Each request is bounded
+// (routerRedis) and a tick is skipped while the last is still in flight (startPeriodic), so a
+// Redis that stops answering costs one stuck request at a time, and publishing resumes by itself.
 
-import { Redis } from "@upstash/redis";
 import type { Logger } from "../protocol/log.js";
 import { REGION_REPORT_TTL_S, regionReportKey, type RegionReport } from "../protocol/region-report.js";
+import { routerRedis, startPeriodic, type RedisConfig } from "./redis-client.js";
+
+/** What the publisher needs of a Redis client (tests pass a fake). */
+export interface ReportStore {
+  set(key: string, value: RegionReport, opts: { ex: number }): Promise<unknown>;
+  del(key: string): Promise<unknown>;
+}
 
 export function startReportPublisher(
-  redis: { url: string; token: string },
+  redis: RedisConfig | ReportStore,
   region: string,
   intervalMs: number,
   build: () => RegionReport,
   log: Logger,
-): { stop(): Promise<void>; publishNow(): Promise<void> } {
-  const client = new Redis({ url: redis.url, token: redis.token, enableTelemetry: false, retry: { retries: 0 } });
+): { stop(): Promise<void>; publishNow(): Promise<void>; readonly skipped: number } {
+  const client: ReportStore = "set" in redis ? redis : routerRedis(redis);
   let failing = false;
   const publish = async () => {
     try {
@@ -25,12 +33,15 @@ export function startReportPublisher(
       failing = true;
     }
   };
-  const timer = setInterval(() => void publish(), intervalMs);
-  timer.unref();
+  const loop = startPeriodic(publish, intervalMs);
   return {
-    publishNow: publish,
+    publishNow: () => loop.runNow(),
+    get skipped() {
+      return loop.skipped;
+    },
     async stop() {
-      clearInterval(timer);
+      // A publish still in flight would land after the delete and leave a "healthy" report.
+      await loop.stop();
       // Leave no stale "healthy" report behind a stopped router.
       await client.del(regionReportKey(region)).catch(() => undefined);
     },
