@@ -234,6 +234,7 @@ class RouterSocket {
   ) {
     ws.on("message", (data) => {
       const f = this.codec.decode(data as Buffer) as RegionToEdge;
+      if (f.t === "pong") return; // the answer to an edge's liveness ping: this bench sends none
       const l = this.lines.get(f.sid);
       if (!l) return;
       if (f.t === "token") l.tl.token(f.text);

@@ -12,6 +12,13 @@
 //
 // Local mode: the configured distance to the region becomes real delay on this hop (the
 // upgrade costs a round trip, each frame half of one each way), as on the /v1/infer hop.
+//
+// Liveness: a socket whose region went silent (a half-open TCP connection, a stopped router)
+// would leave its streams waiting for tokens forever, since nothing on this side times out once
+// a stream has heard from the region. A Worker cannot send or see WebSocket pings, so the edge
+// sends a `ping` frame every PING_INTERVAL_MS and the region answers `pong`; any frame counts as
+// an answer. After PING_MISSES intervals with nothing heard the socket is shut, and its streams
+// fail with a region_error that says why (or move to the next region if they heard nothing yet).
 
 import { createCodec } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
@@ -21,6 +28,10 @@ import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 
 export const REGION_STREAM_PATH = "/v1/streams";
 const OPEN_TIMEOUT_MS = 5_000;
+/** How often the edge asks a region's stream socket whether it is still there. */
+export const PING_INTERVAL_MS = 5_000;
+/** Ping intervals in a row with no frame from the region before the socket counts as dead. */
+export const PING_MISSES = 2;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -31,6 +42,9 @@ export class RegionChannel {
   private readonly codec = createCodec();
   private closeListeners: ((reason: string) => void)[] = [];
   open = true;
+  /** Ping intervals since the region last sent anything. */
+  private missed = 0;
+  private readonly pinger: ReturnType<typeof setInterval>;
 
   private constructor(
     readonly region: string,
@@ -50,12 +64,25 @@ export class RegionChannel {
         this.shutdown(`bad frame from region ${region}: ${(err as Error).message}`);
         return;
       }
-      const deliver = () => this.handlers.get(frame.sid)?.(frame);
+      this.missed = 0;
+      if (frame.t === "pong") return;
+      const f = frame;
+      const deliver = () => this.handlers.get(f.sid)?.(f);
       if (this.delayMs > 0) setTimeout(deliver, this.delayMs);
       else deliver();
     });
     ws.addEventListener("close", (e: CloseEvent) => this.shutdown(`region ${region} closed the stream socket (${e.code})`));
     ws.addEventListener("error", () => this.shutdown(`stream socket to region ${region} failed`));
+    this.pinger = setInterval(() => this.ping(), PING_INTERVAL_MS);
+  }
+
+  private ping(): void {
+    if (this.missed >= PING_MISSES) {
+      this.shutdown(`region ${this.region} stopped answering on the stream socket (${this.missed} pings unanswered)`);
+      return;
+    }
+    this.missed++;
+    this.send({ t: "ping" });
   }
 
   /** Opens a signed stream socket to `region`; throws MeshError when it cannot be had. */
@@ -133,6 +160,7 @@ export class RegionChannel {
   private shutdown(reason: string): void {
     if (!this.open) return;
     this.open = false;
+    clearInterval(this.pinger);
     try {
       this.ws.close(1000, "done");
     } catch {

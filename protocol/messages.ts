@@ -126,13 +126,16 @@ export type EdgeToRegion =
       window: number;
     }
   | { t: "credit"; sid: string; n: number }
-  | { t: "cancel"; sid: string };
+  | { t: "cancel"; sid: string }
+  // Liveness: the edge cannot see WebSocket pings, so it asks with a frame and the region answers.
+  | { t: "ping" };
 
 export type RegionToEdge =
   | { t: "progress"; sid: string; stage: ProgressStage; position?: number; bytes?: number; total?: number; node?: string }
   | { t: "token"; sid: string; i: number; text: string; id: number }
   | { t: "done"; sid: string; reason: FinishReason; tokens: number; promptTokens: number; node: string; timing: StreamTiming }
-  | { t: "error"; sid: string; code: ErrorCode; message: string };
+  | { t: "error"; sid: string; code: ErrorCode; message: string }
+  | { t: "pong" };
 
 // ---------------------------------------------------------------- node <-> router (WebSocket)
 
@@ -390,6 +393,8 @@ export function parseEdgeToRegion(v: unknown): EdgeToRegion {
       return { t: "credit", sid: str(o, "sid", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };
     case "cancel":
       return { t: "cancel", sid: str(o, "sid", 128) };
+    case "ping":
+      return { t: "ping" };
     default:
       throw new MessageError(`unknown frame type ${frameType(o.t)}`);
   }
@@ -434,6 +439,8 @@ export function parseRegionToEdge(v: unknown): RegionToEdge {
     }
     case "error":
       return { t: "error", sid: str(o, "sid", 128), code: code(o), message: str(o, "message") };
+    case "pong":
+      return { t: "pong" };
     default:
       throw new MessageError(`unknown frame type ${frameType(o.t)}`);
   }

@@ -67,6 +67,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       stallWhenContendedMs: config.streamStallWhenContendedMs,
       maxStreamsPerSocket: config.maxStreamsPerSocket,
       maxBufferedBytes: 16 * 2 ** 20,
+      pingIntervalMs: config.pingIntervalMs,
     },
     (level, msg, extra) => log(level, msg, extra),
     (frame) => authority.generate(frame, STREAM_SOCKET_PATH),

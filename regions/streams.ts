@@ -15,6 +15,12 @@
 // The signed upgrade only opens the socket: each generate frame carries its own grant, checked
 // (checkGrant) before its request is even decoded; a frame that fails gets an `error` frame
 // and the socket stays open. Frames are handled in arrival order, grant checks included.
+//
+// Liveness both ways: the router pings each edge socket (WebSocket pings, which workerd answers
+// by itself) every `pingIntervalMs` and terminates one from which neither a pong nor any frame
+// came back for two intervals, so a half-open socket's streams are cancelled on their nodes
+// instead of holding slots until their stall bound. The edge cannot see WebSocket pings, so it
+// sends `ping` frames, answered here at once with `pong` (ahead of frames waiting for grant checks).
 
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
@@ -47,7 +53,13 @@ export interface StreamHubConfig {
   maxStreamsPerSocket: number;
   /** An edge socket with more than this waiting to be written is cut (it cannot be ours). */
   maxBufferedBytes: number;
+  /** How often each edge socket is pinged; one silent for PING_MISSES intervals is terminated. */
+  pingIntervalMs?: number;
 }
+
+const DEFAULT_PING_INTERVAL_MS = 5_000;
+/** Silent ping intervals in a row before an edge socket is terminated (one late pong is not death). */
+const PING_MISSES = 2;
 
 export interface StreamHubStats {
   sockets: number;
@@ -140,7 +152,21 @@ class EdgeSocket {
     private readonly hub: StreamHub,
     readonly ws: WebSocket,
   ) {
+    // Ping intervals in a row with neither a pong nor a frame from the edge.
+    let missed = 0;
+    ws.on("pong", () => (missed = 0));
+    const pinger = setInterval(() => {
+      if (missed >= PING_MISSES) {
+        hub.log("warn", "edge stream socket stopped answering pings; terminating it", { streams: this.streams.size });
+        ws.terminate();
+        return;
+      }
+      missed++;
+      ws.ping();
+    }, hub.config.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS);
+    ws.on("close", () => clearInterval(pinger));
     ws.on("message", (data, isBinary) => {
+      missed = 0;
       let frame: EdgeToRegion;
       try {
         if (!isBinary) throw new Error("stream frames are binary msgpack");
@@ -150,6 +176,7 @@ class EdgeSocket {
         ws.close(CLOSE.protocolError, "bad frame");
         return;
       }
+      if (frame.t === "ping") return this.send({ t: "pong" });
       this.inbox = this.inbox.then(() => this.authorize(frame)).then(
         (f) => {
           if (f) this.handle(f);
