@@ -93,6 +93,12 @@ export interface MeshHandle {
   /** Stops and restarts redis-server (the Upstash REST endpoint stays up). */
   stopRedis(): Promise<void>;
   startRedis(): Promise<void>;
+  /**
+   * Freezes redis-server (SIGSTOP) and thaws it (SIGCONT): while frozen it still accepts
+   * connections and answers nothing, the way a hung Redis looks to its clients.
+   */
+  pauseRedis(): void;
+  resumeRedis(): void;
   stop(): Promise<void>;
 }
 
@@ -203,10 +209,19 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
   const started = Date.now();
   const step = (msg: string) => progress(`[mesh +${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 
+  const signalRedis = (signal: NodeJS.Signals) => {
+    try {
+      if (redis) process.kill(redis.pid, signal);
+    } catch {
+      // already gone (stopRedis)
+    }
+  };
   const stop = async () => {
     await Promise.all(processes.filter((p) => p.name.startsWith("node-")).map((p) => killTree(p)));
     await Promise.all(processes.filter((p) => !p.name.startsWith("node-")).map((p) => killTree(p)));
     await rest?.close();
+    // A frozen redis-server (pauseRedis) would sit out SIGTERM until its kill timer.
+    signalRedis("SIGCONT");
     await redis?.stop();
   };
 
@@ -371,6 +386,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         // Same port, so the REST endpoint (and everything behind it) reconnects by itself.
         redis = await startRedisServer({ port: redisInfo.port });
       },
+      pauseRedis: () => signalRedis("SIGSTOP"),
+      resumeRedis: () => signalRedis("SIGCONT"),
       stop,
     };
 

@@ -34,6 +34,8 @@ function track(child: ChildProcess): void {
 export interface RedisServerHandle {
   host: string;
   port: number;
+  /** The redis-server process (tests freeze it with SIGSTOP to play a Redis that never answers). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -158,7 +160,7 @@ async function launch(binary: string, port: number, dir: string, cleanup: () => 
     return stopping;
   };
 
-  return { host: HOST, port, stop };
+  return { host: HOST, port, pid: child.pid!, stop };
 }
 
 /**
