@@ -1,11 +1,13 @@
 // Picks the region for a call and forwards it there, signed and time-limited, as msgpack.
 // The choice: the region with the lowest expected time for this caller and model (latency
 // model), among those the model may use (data residency) whose report is fresh and healthy;
-// a small exploration share tries the runner-up to keep its estimate honest. A region that
-// cannot be reached, or that says it did not run the call, is skipped and the call goes once
-// to the next best within the caller's deadline. Nothing is retried after a region began
-// running a call. Each try is signed for its region alone: the region's secret signs the call
-// (body hash, nonce) and the artifact URL inside it.
+// a small exploration share tries the runner-up to keep its estimate honest. At most once: the
+// call goes to the next best region (once, within the caller's deadline) only when the first
+// answered that it refused the call before any node got it (notStarted). A lost connection is
+// not proof of that (workerd reports a refused connection and a reset after the region read
+// the call with the same error), so it ends the call with region_error and sets the region
+// aside in this isolate for a few seconds. Each try is signed for its region alone: the
+// region's secret signs the call (body hash, nonce) and the artifact URL inside it.
 
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
@@ -42,7 +44,8 @@ export function rankRegions(
   random = Math.random,
   now = Date.now(),
 ): RankedRegion[] {
-  const candidates = config.regions.filter((r) => !allowed || allowed.includes(r.name));
+  // A region whose connection was just lost is left out until its report can say more.
+  const candidates = config.regions.filter((r) => (!allowed || allowed.includes(r.name)) && !((lostRegions.get(r.name) ?? 0) > now));
   const scored = candidates.map((region) => {
     const report = usableReport(state, region.name, now);
     return {
@@ -72,6 +75,16 @@ export interface ForwardResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How long a region whose connection was lost is left out of this isolate's rankings. */
+export const LOST_REGION_MS = 5_000;
+/** Region name → until when it is left out (this isolate only; reports catch up after). */
+const lostRegions = new Map<string, number>();
+
+/** Tests: forget the regions set aside. */
+export function resetLostRegions(): void {
+  lostRegions.clear();
+}
+
 /** A call before its region is chosen: the artifact URL is signed for the region that gets it. */
 export type UnsignedInferRequest = Omit<RegionInferRequest, "model"> & { model: Omit<ModelRef, "artifactUrl"> };
 
@@ -84,14 +97,9 @@ export async function forwardInfer(
   const path = "/v1/infer";
   let lastError = "no region is available for this model";
   let attempts = 0;
-  // Two tries: the best region, then the next best. With a single region (a model kept in one
-  // place) the second try goes to the same region, but only after a connection failure: a
-  // pooled keep-alive connection to a router that restarted fails before anything runs.
-  const tries = ranked.slice(0, 2);
-  let connectFailed = false;
-  if (tries.length === 1) tries.push(tries[0]!);
-  for (const [i, { region }] of tries.entries()) {
-    if (i === 1 && tries[1] === tries[0] && !connectFailed) break;
+  // Two tries at most: the best region, then the next best, and the second only when the
+  // first said it did not start the call.
+  for (const { region } of ranked.slice(0, 2)) {
     const remaining = request.deadline - Date.now();
     if (remaining <= 0) break;
     attempts++;
@@ -103,6 +111,7 @@ export async function forwardInfer(
     const headers = await signRequest(signingSecret(config, region.name), "POST", path, body);
     const started = Date.now();
     let res: Response;
+    let bytes: Uint8Array;
     try {
       if (simulated > 0) await sleep(simulated / 2);
       res = await fetch(region.url + path, {
@@ -111,18 +120,19 @@ export async function forwardInfer(
         headers: { ...headers, "content-type": MSGPACK_CONTENT_TYPE, "x-request-id": request.requestId },
         signal: AbortSignal.timeout(Math.max(1, request.deadline - Date.now())),
       });
+      bytes = new Uint8Array(await res.arrayBuffer());
     } catch (err) {
       const name = (err as Error).name;
       if (name === "TimeoutError" || name === "AbortError") {
         throw new MeshError("deadline_exceeded", `region ${region.name} did not answer within the deadline`);
       }
-      // Could not connect: nothing ran there, the next region may take it.
-      lastError = `region ${region.name} unreachable`;
-      connectFailed = true;
-      log("warn", request.requestId, "region unreachable; trying the next", { region: region.name, error: String(err) });
-      continue;
+      // workerd reports a refused connection and one lost after the region read the call alike
+      // ("Network connection lost."), so this is no proof that nothing ran: not re-sent. The
+      // region is set aside in this isolate for a moment, so the next calls go elsewhere.
+      lostRegions.set(region.name, Date.now() + LOST_REGION_MS);
+      log("warn", request.requestId, "connection to region lost; not re-sent, it may have run the call", { region: region.name, error: String(err) });
+      throw new MeshError("region_error", `the connection to region ${region.name} was lost before it answered; the call may have run there, so it was not sent elsewhere`);
     }
-    const bytes = new Uint8Array(await res.arrayBuffer());
     if (simulated > 0) await sleep(simulated / 2);
     const roundTripMs = Date.now() - started;
     let response: RegionInferResponse;
@@ -134,8 +144,9 @@ export async function forwardInfer(
     }
     // A region's message may carry node paths and runtime internals: scrubbed here, where it enters.
     if (!response.ok) response = { ...response, message: regionMessage(request.requestId, response.message, { region: region.name }) };
-    // The region says it did not run the call (no node, saturated, draining): next region.
-    if (!response.ok && response.code === "no_capacity") {
+    // The region says it refused the call before any node got it (no node, saturated,
+    // draining): the only answer after which the call goes to the next region.
+    if (!response.ok && response.notStarted) {
       lastError = `region ${region.name}: ${response.message}`;
       continue;
     }

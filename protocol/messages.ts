@@ -55,8 +55,10 @@ export type RegionInferResponse =
   /**
    * computeMs: what a call that failed after it ran still cost on its node (a deadline's stop
    * included), for usage.
+   * notStarted: the region refused the call before handing it to any node (draining, no node,
+   * queue full), so the edge may send it to another region. Absent: it may have run.
    */
-  | { ok: false; code: ErrorCode; message: string; computeMs?: number };
+  | { ok: false; code: ErrorCode; message: string; computeMs?: number; notStarted?: true };
 
 // ---------------------------------------------------------------- generation (streams)
 
@@ -178,6 +180,8 @@ export type NodeToRouter =
       gen?: { active: number; tokens: number };
       /** The node process's memory, MiB. */
       mem?: ProcessMemory;
+      /** Calls the node has started running since it started (absent from older nodes). */
+      runs?: number;
     }
   /** The node finishes what it has and takes nothing new. */
   | { t: "draining" }
@@ -495,7 +499,7 @@ export function parseRegionInferResponse(v: unknown): RegionInferResponse {
       },
     };
   }
-  return { ok: false, code: code(o), message: str(o, "message"), ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}) };
+  return { ok: false, code: code(o), message: str(o, "message"), ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}), ...(o.notStarted === true ? { notStarted: true as const } : {}) };
 }
 
 export function parseNodeMessage(v: unknown): NodeToRouter {
@@ -527,6 +531,7 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
         warm: warmList(o),
         ...(gen ? { gen: { active: count(gen, "active"), tokens: count(gen, "tokens") } } : {}),
         ...(o.mem !== undefined && o.mem !== null ? { mem: memory(o.mem) } : {}),
+        ...(o.runs !== undefined && o.runs !== null ? { runs: count(o, "runs", Number.MAX_SAFE_INTEGER) } : {}),
       };
     }
     case "draining":

@@ -124,6 +124,8 @@ export class NodeLink implements NodeState {
   /** From heartbeats: the node's generation counters and process memory. */
   gen: { active: number; tokens: number } | null = null;
   mem: ProcessMemory | null = null;
+  /** From heartbeats: calls the node has started since it started (to count executions). */
+  runs: number | null = null;
   /** Download progress of a model load (the scheduler passes it to streams waiting for it). */
   onLoadProgress: (key: string, bytes: number, total: number) => void = () => undefined;
 
@@ -370,6 +372,7 @@ export class NodeLink implements NodeState {
         this.utilisation = msg.utilisation;
         if (msg.gen) this.gen = msg.gen;
         if (msg.mem) this.mem = msg.mem;
+        if (msg.runs !== undefined) this.runs = msg.runs;
         return;
       }
       case "draining":
@@ -396,7 +399,8 @@ export class NodeLink implements NodeState {
       clearTimeout(call.timer);
       clearTimeout(call.stopTimer);
       call.onEnd?.();
-      if (!call.abandoned) call.reject(new NodeCallError("node_error", `node ${this.id} went away (${reason})`, true));
+      // The node may have started it: not retryable, so it is never run a second time elsewhere.
+      if (!call.abandoned) call.reject(new NodeCallError("node_error", `node ${this.id} went away during the call (${reason})`, false));
       this.calls.delete(id);
     }
     for (const [id, s] of this.streamCalls) {

@@ -6,6 +6,7 @@
 
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
+import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
@@ -18,11 +19,13 @@ import {
   MAX_INFER_BODY_BYTES,
   parseNodeMessage,
   parseRegionInferRequest,
+  type RegionInferRequest,
   type RegionInferResponse,
 } from "../protocol/messages.js";
 import type { RegionReport } from "../protocol/region-report.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
 import { EdgeAuthority } from "./authority.js";
+import { IdempotentCalls, type StoredAnswer } from "./idempotency.js";
 import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
 import { startReportPublisher } from "./report-publisher.js";
@@ -58,6 +61,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   );
   scheduler.start(config.warmIntervalMs);
   const codec = createCodec();
+  const idempotent = new IdempotentCalls();
   let draining = false;
   const authority = new EdgeAuthority(config.meshSecretPrevious ? [config.meshSecret, config.meshSecretPrevious] : [config.meshSecret]);
   const hub = new StreamHub(
@@ -176,6 +180,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
           tokens: n.gen?.tokens ?? 0,
           rssMb: n.mem?.rssMb ?? null,
           heapUsedMb: n.mem?.heapUsedMb ?? null,
+          runs: n.runs,
         })),
     });
   });
@@ -194,19 +199,8 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       return envelope(requestId, err);
     }
     // From here on the caller is the edge: it reads msgpack, whatever happens.
-    let answer: RegionInferResponse;
-    let status = 200;
-    try {
-      if (draining) throw new MeshError("no_capacity", "region is draining", { "retry-after": "1" });
-      // No node to run it (all gone, e.g. right after a router restart, before nodes reconnect):
-      // say so now, so the edge takes the call to the next region instead of it waiting here.
-      if (![...scheduler.nodes.values()].some((n) => n.available)) {
-        throw new MeshError("no_capacity", "region has no node available", { "retry-after": "1" });
-      }
-      const req = parseRegionInferRequest(codec.decode(body));
-      const result = await scheduler.submit(req, arrivedAt);
-      answer = { ok: true, ...result };
-    } catch (err) {
+    const respond = (a: StoredAnswer) => new Response(a.body as Uint8Array<ArrayBuffer>, { status: a.status, headers: { "content-type": MSGPACK_CONTENT_TYPE } });
+    const failure = (err: unknown): StoredAnswer => {
       const e =
         err instanceof MeshError
           ? err
@@ -214,11 +208,44 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
             ? new MeshError("bad_request", err.message)
             : new MeshError("internal_error", "internal error");
       if (e.code === "internal_error") log("error", "call failed", { requestId, error: String(err) });
+      // no_capacity is only ever a refusal before any node got the call (here, or the
+      // scheduler's admission, or a queue emptied when the last node left): the edge may take
+      // it elsewhere. Every other failure may follow a run, and must not be repeated.
+      const notStarted = e.code === "no_capacity";
       // A call that ran before it failed (a deadline's stop included) says what it cost.
-      answer = { ok: false, code: e.code, message: e.message, ...computeMsOf(err) };
-      status = ERROR_STATUS[e.code];
+      const answer: RegionInferResponse = { ok: false, code: e.code, message: e.message, ...computeMsOf(err), ...(notStarted ? { notStarted: true as const } : {}) };
+      return { status: ERROR_STATUS[e.code], body: codec.encode(answer), notStarted };
+    };
+    let req: RegionInferRequest;
+    try {
+      req = parseRegionInferRequest(codec.decode(body));
+    } catch (err) {
+      return respond(failure(err));
     }
-    return new Response(codec.encode(answer), { status, headers: { "content-type": MSGPACK_CONTENT_TYPE } });
+    // The request id is the idempotency key (within the account): a repeat joins the call or
+    // gets its stored answer, byte for byte, instead of running it again.
+    const fingerprint = createHash("sha256")
+      .update(codec.encode([req.model.key, req.model.sha256, req.inputs, req.outputs ?? null]))
+      .digest("base64");
+    const outcome = await idempotent.call(req.model.account, req.requestId, fingerprint, async () => {
+      try {
+        if (draining) throw new MeshError("no_capacity", "region is draining", { "retry-after": "1" });
+        // No node to run it (all gone, e.g. right after a router restart, before nodes reconnect):
+        // say so now, so the edge takes the call to the next region instead of it waiting here.
+        if (![...scheduler.nodes.values()].some((n) => n.available)) {
+          throw new MeshError("no_capacity", "region has no node available", { "retry-after": "1" });
+        }
+        const result = await scheduler.submit(req, arrivedAt);
+        return { status: 200, body: codec.encode({ ok: true, ...result } satisfies RegionInferResponse), notStarted: false };
+      } catch (err) {
+        return failure(err);
+      }
+    });
+    if (outcome.kind === "conflict") {
+      return respond(failure(new MeshError("bad_request", "this request id was already used for a different call; use a new id")));
+    }
+    if (outcome.shared) log("info", "repeated request id answered without running it again", { requestId });
+    return respond(outcome.answer);
   });
 
   app.notFound((c) => envelope("-", new MeshError("not_found", `no route for ${c.req.method} ${c.req.path}`)));

@@ -1,0 +1,185 @@
+// Unit tests for forwardInfer (edge/region-client.ts) with a fake fetch: the call goes to a
+// second region only when the first answered that it refused the call before any node got it
+// (notStarted); a lost connection, before or after the answer began, ends the call with
+// region_error and sets the region aside for a moment (workerd reports a refused connection and
+// a reset after sending with the same error, so neither proves the call did not run).
+
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { createCodec } from "../protocol/codec.js";
+import { MeshError } from "../protocol/errors.js";
+import type { RegionInferRequest, RegionInferResponse } from "../protocol/messages.js";
+
+// Imported by path at run time: the Worker's files are type-checked against workers-types
+// (edge/tsconfig.json), which this Node project does not load; so its types are restated here.
+type RegionConfig = { name: string; url: string; lat: number; lon: number };
+type RankedRegion = { region: RegionConfig; estimate: { totalMs: number }; reported: boolean };
+type UnsignedInferRequest = Omit<RegionInferRequest, "model"> & { model: Omit<RegionInferRequest["model"], "artifactUrl"> };
+type RegionState = { reports: Map<string, unknown>; lastRedisOk: number; redis: "ok" | "unreachable" | "not_configured" };
+interface RegionClient {
+  forwardInfer(config: unknown, ranked: RankedRegion[], request: UnsignedInferRequest, colo: string): Promise<{ region: string; response: RegionInferResponse; attempts: number }>;
+  rankRegions(config: unknown, state: RegionState, caller: { colo: string; lat: number | null; lon: number | null }, modelKey: string, allowed: string[] | null, random: () => number, now: number): RankedRegion[];
+  LOST_REGION_MS: number;
+  resetLostRegions(): void;
+}
+let client: RegionClient;
+beforeAll(async () => {
+  client = (await import(/* @vite-ignore */ "../edge/region-client.js" as string)) as RegionClient;
+});
+const forwardInfer: RegionClient["forwardInfer"] = (...a) => client.forwardInfer(...a);
+const rankRegions: RegionClient["rankRegions"] = (...a) => client.rankRegions(...a);
+
+const codec = createCodec();
+const west: RegionConfig = { name: "us-west", url: "http://west.test", lat: 37.34, lon: -121.89 };
+const seoul: RegionConfig = { name: "ap-seoul", url: "http://seoul.test", lat: 37.57, lon: 126.98 };
+
+const config = {
+  adminToken: "admin",
+  regionSecrets: { "us-west": { current: "secret-west", previous: null }, "ap-seoul": { current: "secret-seoul", previous: null } },
+  publicOrigin: "http://edge.test",
+  regions: [west, seoul],
+  redis: null,
+  inferTimeoutMs: 10_000,
+  localMode: false,
+  simulatedRtt: {},
+  explorationShare: 0,
+  defaultRateLimit: { perSecond: 10, burst: 10 },
+  authFailureLimit: { perSecond: 10, burst: 10 },
+};
+
+const ranked: RankedRegion[] = [west, seoul].map((region) => ({
+  region,
+  estimate: { totalMs: 1 },
+  reported: true,
+}));
+
+const request = (): UnsignedInferRequest => ({
+  requestId: "req-1",
+  model: { key: "m@1", account: "acct", name: "m", version: 1, sha256: "ab".repeat(32), size: 10, signature: { inputs: [], outputs: [] } },
+  inputs: [],
+  deadline: Date.now() + 5_000,
+});
+
+const okAnswer: RegionInferResponse = { ok: true, outputs: [], node: "n1", timing: { queueMs: 0, loadMs: 0, inferMs: 1, regionMs: 1 } };
+const answer = (a: RegionInferResponse, status = 200) => new Response(codec.encode(a), { status });
+
+/** workerd's error for a refused connection and for a reset after sending alike (checked against workerd). */
+const lost = () => Object.assign(new Error("Network connection lost."), { remote: true, retryable: true });
+
+/** A fake fetch answering per region (by URL host), recording which regions were called. */
+function fakeFetch(byHost: Record<string, () => Promise<Response>>) {
+  const calls: string[] = [];
+  const fn = vi.fn(async (url: string | URL | Request) => {
+    const host = new URL(String(url)).hostname;
+    calls.push(host);
+    const h = byHost[host];
+    if (!h) throw new Error(`no fake for ${host}`);
+    return h();
+  });
+  vi.stubGlobal("fetch", fn);
+  return calls;
+}
+
+/** A response whose headers arrived but whose body is cut off by a reset. */
+function resetMidBody(): Response {
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new Uint8Array([0x82]));
+      c.error(lost());
+    },
+  });
+  return new Response(body, { status: 200 });
+}
+
+async function rejection(p: Promise<unknown>): Promise<MeshError> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(MeshError);
+  return err as MeshError;
+}
+
+const noReports = (): RegionState => ({ reports: new Map(), lastRedisOk: 0, redis: "not_configured" });
+
+describe("forwardInfer: re-sent only on proof the call did not start", () => {
+  beforeEach(() => client.resetLostRegions());
+  afterEach(() => vi.unstubAllGlobals());
+
+  it("a region that answers notStarted: the call goes to the next region", async () => {
+    const calls = fakeFetch({
+      "west.test": async () => answer({ ok: false, code: "no_capacity", message: "region is draining", notStarted: true }, 503),
+      "seoul.test": async () => answer(okAnswer),
+    });
+    const r = await forwardInfer(config, ranked, request(), "SJC");
+    expect(calls).toEqual(["west.test", "seoul.test"]);
+    expect(r).toMatchObject({ region: "ap-seoul", attempts: 2, response: { ok: true } });
+  });
+
+  it("both regions refuse before dispatch: no_region_available, each tried once", async () => {
+    const calls = fakeFetch({
+      "west.test": async () => answer({ ok: false, code: "no_capacity", message: "no node", notStarted: true }, 503),
+      "seoul.test": async () => answer({ ok: false, code: "no_capacity", message: "queue full", notStarted: true }, 503),
+    });
+    const err = await rejection(forwardInfer(config, ranked, request(), "SJC"));
+    expect(err.code).toBe("no_region_available");
+    expect(calls).toEqual(["west.test", "seoul.test"]);
+  });
+
+  it("a lost connection before any answer (a refused connection looks the same in workerd): region_error, no other region, and the region is set aside", async () => {
+    const calls = fakeFetch({
+      "west.test": async () => {
+        throw lost();
+      },
+      "seoul.test": async () => answer(okAnswer),
+    });
+    const err = await rejection(forwardInfer(config, ranked, request(), "SJC"));
+    expect(err.code).toBe("region_error");
+    expect(err.message).toMatch(/may have run/);
+    expect(calls).toEqual(["west.test"]);
+    // The next calls in this isolate rank us-west out for a few seconds, then back in.
+    const now = Date.now();
+    const names = (at: number) => rankRegions(config, noReports(), { colo: "SJC", lat: null, lon: null }, "m@1", null, () => 1, at).map((r) => r.region.name);
+    expect(names(now)).toEqual(["ap-seoul"]);
+    expect(names(now + client.LOST_REGION_MS + 1)).toContain("us-west");
+  });
+
+  it("a reset after the answer began: region_error, not re-sent", async () => {
+    const calls = fakeFetch({
+      "west.test": async () => resetMidBody(),
+      "seoul.test": async () => answer(okAnswer),
+    });
+    const err = await rejection(forwardInfer(config, ranked, request(), "SJC"));
+    expect(err.code).toBe("region_error");
+    expect(calls).toEqual(["west.test"]);
+  });
+
+  it("a failure without notStarted (the call may have run) goes back to the caller as it is", async () => {
+    const calls = fakeFetch({
+      "west.test": async () => answer({ ok: false, code: "node_error", message: "node went away during the call" }, 502),
+      "seoul.test": async () => answer(okAnswer),
+    });
+    const r = await forwardInfer(config, ranked, request(), "SJC");
+    expect(calls).toEqual(["west.test"]);
+    expect(r.response).toMatchObject({ ok: false, code: "node_error" });
+    // So is a no_capacity that does not say notStarted (a region of an older version).
+    const again = fakeFetch({
+      "west.test": async () => answer({ ok: false, code: "no_capacity", message: "full" }, 503),
+      "seoul.test": async () => answer(okAnswer),
+    });
+    const r2 = await forwardInfer(config, ranked, request(), "SJC");
+    expect(again).toEqual(["west.test"]);
+    expect(r2.response).toMatchObject({ ok: false, code: "no_capacity" });
+  });
+
+  it("a region that does not answer by the deadline: deadline_exceeded, not re-sent", async () => {
+    const calls = fakeFetch({
+      "west.test": async () => {
+        throw Object.assign(new Error("The operation was aborted due to timeout"), { name: "TimeoutError" });
+      },
+      "seoul.test": async () => answer(okAnswer),
+    });
+    const err = await rejection(forwardInfer(config, ranked, request(), "SJC"));
+    expect(err.code).toBe("deadline_exceeded");
+    expect(calls).toEqual(["west.test"]);
+  });
+});
