@@ -85,6 +85,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
       batchers.delete(sha);
       answered.delete(sha);
       await runtime.unload(sha);
+      // Loaded until now: the disk cache's LRU counts this as its last use.
+      cache.touch(sha);
     }
   };
   runtime.onLost = (sha) => {

@@ -176,6 +176,20 @@ export class ModelCache {
     }
   }
 
+  /**
+   * Marks a version used now (its session was just unloaded: it was in use until this moment),
+   * in memory and in its files' mtime, which stands for the last use after a restart.
+   */
+  touch(sha256: string): void {
+    const e = this.entries.get(sha256);
+    if (!e) return;
+    e.lastUsed = this.now();
+    const dir = join(this.dir, sha256);
+    void readdir(dir)
+      .then((names) => Promise.all(names.map((n) => utimes(join(dir, n), new Date(), new Date()))))
+      .catch(() => undefined);
+  }
+
   private usedBytes(): number {
     let n = this.reservedBytes;
     for (const e of this.entries.values()) n += e.bytes;

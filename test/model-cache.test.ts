@@ -231,6 +231,14 @@ describe("the disk cache's byte budget", () => {
     expect(requests).toBe(before);
     await fetchOf(cache, 4);
     expect(await present(dir)).toEqual(shas(0, 2, 4));
+    // 0's session is unloaded now (the agent touches it then): it was in use until this moment,
+    // so 2 and then 4 are older and go first.
+    loaded.delete(sha(files[0]!));
+    cache.touch(sha(files[0]!));
+    await fetchOf(cache, 3);
+    expect(await present(dir)).toEqual(shas(0, 3, 4));
+    await fetchOf(cache, 1);
+    expect(await present(dir)).toEqual(shas(0, 1, 3));
   });
 
   it("a version held by a load in progress is never evicted; with everything held, a new one fails clearly", async () => {
