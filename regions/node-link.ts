@@ -67,8 +67,10 @@ interface PendingCall {
   resolve: (r: NodeCallResult) => void;
   reject: (e: NodeCallError) => void;
   timer: ReturnType<typeof setTimeout>;
-  /** At the node's own deadline: the cancel that makes sure it stops. */
+  /** Just past the node's own deadline: the cancel that makes sure it stops. */
   stopTimer: ReturnType<typeof setTimeout>;
+  /** That cancel went: a 'cancelled' from the node is then the deadline's stop, not the caller's. */
+  stopping: boolean;
   /** The caller was answered (deadline); the slot waits for the node's word that the call ended. */
   abandoned: boolean;
 }
@@ -268,10 +270,17 @@ export class NodeLink implements NodeState {
     const sentAt = performance.now();
     const deadline = Date.now() + nodeBudget;
     return new Promise<NodeCallResult>((resolve, reject) => {
-      // The node stops itself at its deadline; the cancel makes sure (a clock that differs).
-      const stopTimer = setTimeout(() => {
-        if (this.calls.has(id) && this.open) this.send({ t: "cancel", id });
-      }, nodeBudget);
+      // The node stops itself at its deadline; the cancel, half the reserve later, makes sure
+      // (a clock that differs, a node that missed it).
+      const stopTimer = setTimeout(
+        () => {
+          const pending = this.calls.get(id);
+          if (!pending || !this.open) return;
+          pending.stopping = true;
+          this.send({ t: "cancel", id });
+        },
+        nodeBudget + Math.floor((budget - nodeBudget) / 2),
+      );
       const timer = setTimeout(() => {
         const pending = this.calls.get(id);
         if (!pending || pending.abandoned) return;
@@ -280,7 +289,7 @@ export class NodeLink implements NodeState {
         pending.abandoned = true;
         reject(new NodeCallError("deadline_exceeded", `node ${this.id} did not answer within the deadline`, false, performance.now() - sentAt));
       }, budget);
-      this.calls.set(id, { key, resolve, reject, timer, stopTimer, abandoned: false, sentAt, ...(call.onEnd ? { onEnd: call.onEnd } : {}) });
+      this.calls.set(id, { key, resolve, reject, timer, stopTimer, stopping: false, abandoned: false, sentAt, ...(call.onEnd ? { onEnd: call.onEnd } : {}) });
       this.send({
         t: "infer",
         id,
@@ -331,6 +340,8 @@ export class NodeLink implements NodeState {
         if (!call.abandoned) {
           if (msg.t === "result") call.resolve({ outputs: msg.outputs, inferMs: msg.inferMs, ...(msg.computeMs !== undefined ? { computeMs: msg.computeMs } : {}) });
           // A node that says it does not hold the model did not run the call.
+          // A cancel the router sent at the deadline is the deadline's stop to the caller.
+          else if (msg.code === "cancelled" && call.stopping) call.reject(new NodeCallError("deadline_exceeded", "the call ran past its deadline and was stopped", false, msg.computeMs));
           else call.reject(new NodeCallError(msg.code, msg.message, msg.code === "node_error", msg.computeMs));
         }
         this.onChange();

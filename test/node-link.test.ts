@@ -69,6 +69,14 @@ describe("NodeLink call slots", () => {
     expect(ended).toBe(1);
   });
 
+  it("a node that answers the router's stop cancel with 'cancelled' has its caller told deadline_exceeded, not cancelled", async () => {
+    const { link, sent } = fakeLink();
+    const call = link.infer("m@1", x, undefined, 200, { sha256 });
+    while (!sent.some((f) => f.t === "cancel")) await sleep(5);
+    link.handle({ t: "error", id: (sent[0] as { id: string }).id, code: "cancelled", message: "cancelled", computeMs: 185 });
+    await expect(call).rejects.toMatchObject({ code: "deadline_exceeded", computeMs: 185 });
+  });
+
   it("a node silent past the reserve: the caller hears at its deadline, billed the time the call held the node, and the slot waits for the node's word", async () => {
     const { link, sent } = fakeLink();
     let ended = 0;
