@@ -2,12 +2,14 @@
 // bytes (the graph's inputs and outputs are read from the file; anything that is not ONNX is
 // refused), list and show them, set the warm policy, and delete a version (refused while an
 // alias or a traffic rule names it). Versions are immutable and their numbers never reused.
+// Files too big for one body come in parts (multipart uploads, edge/uploads.ts) and end as a
+// version through the same insert.
 
 import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { checkExternalData, OnnxParseError, readOnnxSignature } from "../../protocol/onnx-signature.js";
+import { checkExternalData, OnnxParseError, readOnnxSignature, type OnnxModelInfo } from "../../protocol/onnx-signature.js";
 import { sha256Hex } from "../../protocol/signing.js";
 import { models, modelVersions } from "../../schema/schema.js";
 import { randomId } from "../api-keys.js";
@@ -16,13 +18,26 @@ import { limitBody, parseBody, requireKey } from "../middleware.js";
 import { evictModel, MODEL_NAME_RE, requireModel, type ModelInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
 import { ruleVersions } from "../traffic.js";
+import {
+  completeUpload,
+  createUpload,
+  describeUpload,
+  discardUpload,
+  listParts,
+  listUploads,
+  MAX_PART_BYTES,
+  MIN_PART_BYTES,
+  NO_BUNDLE_FILES,
+  partLength,
+  putPart,
+  requireUpload,
+  uploadLimits,
+} from "../uploads.js";
 import { publishWarmPolicy } from "../warm-policies.js";
 import { log } from "../log.js";
 
 export const MAX_MODEL_BYTES = 100 * 1024 * 1024;
 const MAX_REPLICAS = 16;
-/** The files uploaded alongside a single-file version: none. */
-const NO_BUNDLE_FILES: ReadonlySet<string> = new Set();
 
 export function artifactKey(sha256: string): string {
   return `artifacts/${sha256}.onnx`;
@@ -94,6 +109,71 @@ export const ModelSchema = z.object({
   traffic: z.unknown().nullable().describe("The traffic rule (see PUT /v1/models/{m}/traffic), or null."),
   versions: z.array(VersionSchema).describe("Live versions, newest first."),
 });
+
+/**
+ * Records a new version of `model` whose bytes are already at artifactKey(sha256), and answers
+ * as the upload routes do. Both the single-body upload and a completed multipart upload end here.
+ */
+async function recordVersion(c: AppContext, accountId: string, model: ModelInfo, file: { sha256: string; size: number; info: OnnxModelInfo }) {
+  const { sha256, size, info } = file;
+  const signature = { inputs: info.inputs, outputs: info.outputs };
+  // One statement picks the next number and inserts it, so concurrent uploads cannot collide.
+  const row = await c.env.DB.prepare(
+    `INSERT INTO model_versions (id, model_id, version, sha256, size, runtime, signature)
+     SELECT ?1, ?2, COALESCE(MAX(version), 0) + 1, ?3, ?4, 'onnx', ?5 FROM model_versions WHERE model_id = ?2
+     RETURNING version, created_at`,
+  )
+    .bind(randomId("ver_"), model.id, sha256, size, JSON.stringify(signature))
+    .first<{ version: number; created_at: number }>();
+  if (!row) throw new MeshError("internal_error", "the version was not recorded");
+  await evictModel(services(c), accountId, model.name);
+  // `latest` moved: the warm replicas follow it.
+  if (model.keepWarm > 0 || model.replicas !== null) await republishWarmPolicy(c, accountId, model.name);
+  return {
+    model: model.name,
+    version: row.version,
+    sha256,
+    size,
+    runtime: "onnx",
+    irVersion: info.irVersion,
+    opsetVersion: info.opsetVersion,
+    inputs: info.inputs,
+    outputs: info.outputs,
+    createdAt: row.created_at,
+  };
+}
+
+const VersionCreatedSchema = z.object({
+  model: z.string(),
+  version: z.number(),
+  sha256: z.string(),
+  size: z.number(),
+  runtime: z.string(),
+  irVersion: z.number(),
+  opsetVersion: z.number(),
+  inputs: z.array(TensorSpecSchema),
+  outputs: z.array(TensorSpecSchema),
+  createdAt: z.number(),
+});
+const Sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, "must be the file's sha256 as 64 lowercase hex digits");
+const CreateUploadSchema = z
+  .object({
+    size: z.number().int().min(1).describe("The file's length in bytes."),
+    partSize: z.number().int().min(MIN_PART_BYTES).max(MAX_PART_BYTES).optional().describe("Bytes per part (every part but the last); default 16 MiB, or more when the file needs over 10,000 parts."),
+    sha256: Sha256Schema.optional().describe("The whole file's sha256: completion refuses a file that does not match it, and it lets a client find its upload again to resume."),
+  })
+  .strict();
+const UploadSchema = z.object({
+  uploadId: z.string(),
+  model: z.string(),
+  size: z.number(),
+  partSize: z.number(),
+  parts: z.number().describe("How many parts: ceil(size / partSize)."),
+  sha256: z.string().nullable(),
+  createdAt: z.number(),
+  expiresAt: z.number().describe("Past this (ms since the epoch) the upload and its parts are gone."),
+});
+const PartSchema = z.object({ partNumber: z.number(), size: z.number(), etag: z.string() });
 
 export function registerV1Models(app: Hono<AppEnv>): void {
   const manage = requireKey("manage");
@@ -186,34 +266,73 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     // Content-addressed: the artifact is stored before the version row exists, so a version
     // never points at missing bytes; a failed insert leaves at most an unreferenced object.
     await c.env.ARTIFACTS.put(artifactKey(sha256), bytes, { sha256, httpMetadata: { contentType: "application/octet-stream" } });
-    const signature = { inputs: info.inputs, outputs: info.outputs };
-    // One statement picks the next number and inserts it, so concurrent uploads cannot collide.
-    const row = await c.env.DB.prepare(
-      `INSERT INTO model_versions (id, model_id, version, sha256, size, runtime, signature)
-       SELECT ?1, ?2, COALESCE(MAX(version), 0) + 1, ?3, ?4, 'onnx', ?5 FROM model_versions WHERE model_id = ?2
-       RETURNING version, created_at`,
-    )
-      .bind(randomId("ver_"), model.id, sha256, bytes.length, JSON.stringify(signature))
-      .first<{ version: number; created_at: number }>();
-    if (!row) throw new MeshError("internal_error", "the version was not recorded");
-    await evictModel(services(c), accountId, model.name);
-    // `latest` moved: the warm replicas follow it.
-    if (model.keepWarm > 0 || model.replicas !== null) await republishWarmPolicy(c, accountId, model.name);
-    return c.json(
-      {
-        model: model.name,
-        version: row.version,
-        sha256,
-        size: bytes.length,
-        runtime: "onnx",
-        irVersion: info.irVersion,
-        opsetVersion: info.opsetVersion,
-        inputs: info.inputs,
-        outputs: info.outputs,
-        createdAt: row.created_at,
-      },
-      201,
-    );
+    return c.json(await recordVersion(c, accountId, model, { sha256, size: bytes.length, info }), 201);
+  });
+
+  // Multipart uploads (edge/uploads.ts): create, send parts (again after a failure: a part sent
+  // twice is replaced), look at what arrived, complete into a version, or abort.
+  app.post("/v1/models/:m/uploads", manage, limitBody(16 * 1024), async (c) => {
+    const accountId = c.get("key").accountId;
+    const model = await requireModel(services(c), accountId, c.req.param("m"));
+    const body = await parseBody(c, CreateUploadSchema);
+    const record = await createUpload(c.env.ARTIFACTS, uploadLimits(c.env), { accountId, modelId: model.id, model: model.name }, body);
+    return c.json(describeUpload(record), 201);
+  });
+
+  app.get("/v1/models/:m/uploads", manage, async (c) => {
+    const accountId = c.get("key").accountId;
+    const model = await requireModel(services(c), accountId, c.req.param("m"));
+    const uploads = await listUploads(c.env.ARTIFACTS, accountId, model.id);
+    return c.json({ uploads: uploads.map(describeUpload) });
+  });
+
+  app.get("/v1/models/:m/uploads/:id", manage, async (c) => {
+    const accountId = c.get("key").accountId;
+    const model = await requireModel(services(c), accountId, c.req.param("m"));
+    const { record } = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
+    return c.json({ ...describeUpload(record), received: await listParts(c.env.ARTIFACTS, record) });
+  });
+
+  app.put("/v1/models/:m/uploads/:id/parts/:n", manage, limitBody(MAX_PART_BYTES), async (c) => {
+    const accountId = c.get("key").accountId;
+    const model = await requireModel(services(c), accountId, c.req.param("m"));
+    const { record } = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
+    const ref = c.req.param("n");
+    const n = /^[0-9]{1,5}$/.test(ref) ? Number(ref) : 0;
+    if (n < 1 || n > record.parts) throw new MeshError("bad_request", `parts are numbered 1 to ${record.parts}`);
+    const want = partLength(record, n);
+    const declared = c.req.header("content-length");
+    let body: ReadableStream | ArrayBuffer;
+    if (declared !== undefined && c.req.raw.body) {
+      // Streamed straight into R2: the part is never held in the Worker's memory.
+      if (Number(declared) !== want) throw new MeshError("bad_request", `part ${n} must be ${want} bytes, not ${declared}`);
+      body = c.req.raw.body;
+    } else {
+      // No length announced (chunked): R2 needs one, so the part (at most MAX_PART_BYTES) is read first.
+      body = await c.req.arrayBuffer();
+      if (body.byteLength !== want) throw new MeshError("bad_request", `part ${n} must be ${want} bytes, not ${body.byteLength}`);
+    }
+    return c.json(await putPart(c.env.ARTIFACTS, record, n, body));
+  });
+
+  app.post("/v1/models/:m/uploads/:id/complete", manage, async (c) => {
+    const accountId = c.get("key").accountId;
+    const model = await requireModel(services(c), accountId, c.req.param("m"));
+    const found = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
+    const file = await completeUpload(c.env.ARTIFACTS, found, artifactKey);
+    const version = await recordVersion(c, accountId, model, file);
+    // The bytes are at their content address now; the upload's own objects go.
+    c.executionCtx.waitUntil(discardUpload(c.env.ARTIFACTS, { ...found.record, assembled: true }));
+    return c.json(version, 201);
+  });
+
+  app.delete("/v1/models/:m/uploads/:id", manage, async (c) => {
+    const accountId = c.get("key").accountId;
+    const model = await requireModel(services(c), accountId, c.req.param("m"));
+    const { record } = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
+    if (record.completingUntil > Date.now()) throw new MeshError("conflict", `upload '${record.id}' is being completed`);
+    await discardUpload(c.env.ARTIFACTS, record);
+    return c.json({ uploadId: record.id, aborted: true });
   });
 
   // Deleting a version: one statement that only deletes when no alias and no traffic rule names
@@ -317,21 +436,80 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     responses: {
       201: {
         description: "The version and the signature read from the file.",
-        schema: z.object({
-          model: z.string(),
-          version: z.number(),
-          sha256: z.string(),
-          size: z.number(),
-          runtime: z.string(),
-          irVersion: z.number(),
-          opsetVersion: z.number(),
-          inputs: z.array(TensorSpecSchema),
-          outputs: z.array(TensorSpecSchema),
-          createdAt: z.number(),
-        }),
+        schema: VersionCreatedSchema,
       },
     },
     errors: ["model_not_found", "invalid_model_file", "unsupported_media_type"],
+  });
+  const U = { ...M, id: "The upload id (upl_...), from POST /v1/models/{m}/uploads." };
+  describeRoute({
+    method: "post",
+    path: "/v1/models/{m}/uploads",
+    tag: "Models",
+    auth: "manage",
+    summary: "Start a multipart upload (files of any size)",
+    description:
+      "For files too big for one body (`POST .../versions` takes at most 100 MB): send the size, then the file in parts (`PUT .../uploads/{id}/parts/{n}`), then `POST .../complete`. Every part but the last is `partSize` bytes (5-64 MiB). An upload expires 24 h after it starts; an account has at most `MAX_OPEN_UPLOADS` open (409 above), a file at most `MAX_UPLOAD_BYTES` (413). `npm run upload` does all of it, with resume.",
+    params: M,
+    body: { schema: CreateUploadSchema, maxBytes: 16 * 1024, example: { size: 734003200, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" } },
+    responses: { 201: { description: "The upload: how many parts of what size to send.", schema: UploadSchema } },
+    errors: ["model_not_found", "payload_too_large", "conflict"],
+  });
+  describeRoute({
+    method: "get",
+    path: "/v1/models/{m}/uploads",
+    tag: "Models",
+    auth: "manage",
+    summary: "The model's open uploads",
+    description: "Oldest first; a client resuming finds its upload here by `size` and `sha256`.",
+    params: M,
+    responses: { 200: { description: "Open uploads.", schema: z.object({ uploads: z.array(UploadSchema) }) } },
+    errors: ["model_not_found"],
+  });
+  describeRoute({
+    method: "get",
+    path: "/v1/models/{m}/uploads/{id}",
+    tag: "Models",
+    auth: "manage",
+    summary: "An upload and the parts it has received (to resume)",
+    params: U,
+    responses: { 200: { description: "The upload; `received` lists the parts stored so far.", schema: UploadSchema.extend({ received: z.array(PartSchema) }) } },
+    errors: ["model_not_found", "not_found"],
+  });
+  describeRoute({
+    method: "put",
+    path: "/v1/models/{m}/uploads/{id}/parts/{n}",
+    tag: "Models",
+    auth: "manage",
+    summary: "Send one part of an upload",
+    description: "Part `n` (1-based) is bytes `(n-1)*partSize` onward of the file, exactly `partSize` long except the last. Sending a part again replaces it (retry a part whose request failed).",
+    params: { ...U, n: "The part number, 1 to `parts`." },
+    body: { contentType: "application/octet-stream", maxBytes: MAX_PART_BYTES, description: "The part's bytes." },
+    responses: { 200: { description: "Stored.", schema: PartSchema } },
+    errors: ["model_not_found", "not_found", "bad_request", "payload_too_large", "conflict"],
+  });
+  describeRoute({
+    method: "post",
+    path: "/v1/models/{m}/uploads/{id}/complete",
+    tag: "Models",
+    auth: "manage",
+    summary: "Complete an upload into a new version",
+    description:
+      "Assembles the parts, reads the file back as a stream (sha256 and signature; the same checks as `POST .../versions`) and records the version. A refused file (400 `invalid_model_file`) leaves nothing behind; any other failure leaves the upload to complete again.",
+    params: U,
+    responses: { 201: { description: "The version, as `POST /v1/models/{m}/versions` answers.", schema: VersionCreatedSchema } },
+    errors: ["model_not_found", "not_found", "bad_request", "invalid_model_file", "conflict"],
+  });
+  describeRoute({
+    method: "delete",
+    path: "/v1/models/{m}/uploads/{id}",
+    tag: "Models",
+    auth: "manage",
+    summary: "Abort an upload",
+    description: "Its parts and everything else it stored are removed.",
+    params: U,
+    responses: { 200: { description: "Aborted.", schema: z.object({ uploadId: z.string(), aborted: z.literal(true) }) } },
+    errors: ["model_not_found", "not_found", "conflict"],
   });
   describeRoute({
     method: "delete",
