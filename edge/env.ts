@@ -34,6 +34,9 @@ export interface Env {
   /** Failed authentications allowed per client address (per isolate): sustained per second, and at once. */
   AUTH_FAILURES_PER_SECOND?: string;
   AUTH_FAILURES_BURST?: string;
+  /** Multipart uploads: the largest file (bytes, default 50 GiB) and how many an account may have open (default 8). */
+  MAX_UPLOAD_BYTES?: string;
+  MAX_OPEN_UPLOADS?: string;
 }
 
 export interface RegionConfig {
