@@ -18,6 +18,8 @@ import { parseRange } from "../edge/routes/internal_artifacts.js";
 import { artifactUrl } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { call, expectError } from "./helpers/mesh-client.js";
+import { fp32, RegionHarness, rowsOf } from "./helpers/region-harness.js";
+import { encodeModel, OnnxType } from "../scripts/onnx-writer.js";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -323,6 +325,67 @@ describe("Range parsing of the artifact route", () => {
     expect(parseRange("bytes=100-", 100)).toBe("unsatisfiable");
     expect(parseRange("bytes=-0", 100)).toBe("unsatisfiable");
   });
+});
+
+/** y = x + sum(w), with w `n` floats that are all 0 but the first (`seed`): a file of about 4n bytes whose answer says which it is. */
+function weightModel(n: number, seed: number): Uint8Array {
+  const w = new Float32Array(n);
+  w[0] = seed;
+  return encodeModel({
+    graph: {
+      name: "weights",
+      nodes: [
+        { opType: "ReduceSum", inputs: ["w"], outputs: ["s"] },
+        { opType: "Add", inputs: ["x", "s"], outputs: ["y"] },
+      ],
+      inputs: [{ name: "x", elemType: OnnxType.FLOAT, shape: [1, 1] }],
+      outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [1, 1] }],
+      initializers: [{ name: "w", elemType: OnnxType.FLOAT, dims: [n], values: new Uint8Array(w.buffer) }],
+    },
+  });
+}
+
+describe("a real node keeps its disk cache to MODEL_CACHE_BYTES", () => {
+  let h: RegionHarness;
+  beforeAll(async () => {
+    h = await RegionHarness.create("cache-region");
+    await h.startRouter();
+    // One model held at a time, so the versions before it are on disk but not loaded.
+    await h.startNode("cache-node", { MODEL_CACHE_BYTES: "3MiB", MAX_MODELS: "1" });
+  }, 120_000);
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it("a new version evicts the least recently used one on disk, which loads again when called; one over the budget fails clearly", async () => {
+    // About 1.03 MiB each: two fit in 3 MiB, three do not.
+    const [a, b, c] = await Promise.all([1, 2, 3].map((seed) => h.addModel(`w${seed}`, 1, weightModel(270_000, seed))));
+    const cacheRoot = join(h.dir, "cache");
+    const onDisk = async () => {
+      const [nodeDir] = await readdir(cacheRoot);
+      return (await readdir(join(cacheRoot, nodeDir!))).filter((n) => n !== ".partial").sort();
+    };
+    const answer = async (ref: typeof a, want: number) => {
+      const r = await h.infer(ref, [fp32("x", [[10]])], { deadlineMs: 60_000 });
+      expect(r.response.ok, JSON.stringify(r.response)).toBe(true);
+      if (r.response.ok) expect(rowsOf(r.response.outputs[0]!)).toEqual([[10 + want]]);
+    };
+    await answer(a!, 1);
+    await answer(b!, 2);
+    expect(await onDisk()).toEqual([a!.sha256, b!.sha256].sort());
+    await answer(c!, 3);
+    expect(await onDisk()).toEqual([b!.sha256, c!.sha256].sort());
+    const served = h.artifactHits.served;
+    await answer(a!, 1);
+    expect(h.artifactHits.served).toBe(served + 1);
+    expect(await onDisk()).toEqual([a!.sha256, c!.sha256].sort());
+
+    const big = await h.addModel("w-big", 1, weightModel(800_000, 4));
+    const r = await h.infer(big, [fp32("x", [[10]])], { deadlineMs: 60_000 });
+    expect(r.response.ok).toBe(false);
+    if (!r.response.ok) expect(r.response.message).toMatch(/the model's file takes 3\.1 MiB, more than this node's whole model cache \(MODEL_CACHE_BYTES, 3\.0 MiB\)/);
+    expect(await onDisk()).toEqual([a!.sha256, c!.sha256].sort());
+  }, 180_000);
 });
 
 async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
