@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { mkdtemp, readdir, readFile, rm, stat, utimes } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -260,6 +260,17 @@ describe("the disk cache's byte budget", () => {
     expect(await readdir(join(dir, ".partial"))).toEqual([]);
   });
 
+  it("downloads running at once each reserve their room: together they never overshoot the budget", async () => {
+    await filesServer();
+    const dir = await tempDir();
+    let clock = 1_000;
+    const cache = new ModelCache(dir, { budgetBytes: 2500, now: () => clock++ });
+    for (const i of [0, 1]) await fetchOf(cache, i);
+    await Promise.all([fetchOf(cache, 2), fetchOf(cache, 3)]);
+    expect(await present(dir)).toEqual(shas(2, 3));
+    expect(cache.stats().usedBytes).toBe(2000);
+  });
+
   it("a file bigger than the whole budget fails its load with a clear message and fetches nothing", async () => {
     await filesServer();
     const cache = new ModelCache(await tempDir(), { budgetBytes: 2000 });
@@ -285,10 +296,17 @@ describe("the disk cache's byte budget", () => {
     const before = requests;
     expect((await fetchOf(again, 0)).cached).toBe(true);
     expect(requests).toBe(before);
+    // A partial download left by a process that died an hour ago goes at start; a fresh one stays.
+    const stale = join(dir, ".partial", `${"d".repeat(64)}.onnx.part-dead`);
+    const fresh = join(dir, ".partial", `${"e".repeat(64)}.onnx.part-live`);
+    await writeFile(stale, "x");
+    await writeFile(fresh, "x");
+    await utimes(stale, t - 7200, t - 7200);
     // Restarted with room for two: the oldest (1) goes at start.
     const smaller = new ModelCache(dir, { budgetBytes: 2000 });
     expect(await smaller.ready).toMatchObject({ versions: 2, usedBytes: 2000 });
     expect(await present(dir)).toEqual(shas(0, 2));
+    expect(await readdir(join(dir, ".partial"))).toEqual([`${"e".repeat(64)}.onnx.part-live`]);
   });
 
   it("without MODEL_CACHE_BYTES the budget is what is cached plus 80% of the disk's free space", async () => {
