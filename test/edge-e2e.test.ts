@@ -579,6 +579,10 @@ describe("one security suite over every route in /openapi.json", () => {
             const wrongShape = await send(auth, "[1,2,3]");
             expect(wrongShape.status, `${what}: ${JSON.stringify(wrongShape.body)}`).toBe(400);
             expectErr(wrongShape, 400, wrongShape.body.code);
+          } else if (path.includes("/uploads/")) {
+            // A part of a multipart upload: the placeholder {id} names no upload.
+            expectErr(await send(auth, "not a model"), 404, "not_found");
+            expectErr(await send(auth, "{}", "application/json"), 415, "unsupported_media_type");
           } else {
             expectErr(await send(auth, "not a model"), 400, "invalid_model_file");
             expectErr(await send(auth, "{}", "application/json"), 415, "unsupported_media_type");

@@ -110,6 +110,13 @@ export const ModelSchema = z.object({
   versions: z.array(VersionSchema).describe("Live versions, newest first."),
 });
 
+function requireOctetStream(c: AppContext): void {
+  const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+  if (type !== "application/octet-stream") {
+    throw new MeshError("unsupported_media_type", "send the file's bytes as the raw body with 'Content-Type: application/octet-stream'");
+  }
+}
+
 /**
  * Records a new version of `model` whose bytes are already at artifactKey(sha256), and answers
  * as the upload routes do. Both the single-body upload and a completed multipart upload end here.
@@ -245,10 +252,7 @@ export function registerV1Models(app: Hono<AppEnv>): void {
   app.post("/v1/models/:m/versions", manage, limitBody(MAX_MODEL_BYTES), async (c) => {
     const accountId = c.get("key").accountId;
     const model = await requireModel(services(c), accountId, c.req.param("m"));
-    const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-    if (type !== "application/octet-stream") {
-      throw new MeshError("unsupported_media_type", "upload the .onnx file as the raw body with 'Content-Type: application/octet-stream'");
-    }
+    requireOctetStream(c);
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     if (bytes.length === 0) throw new MeshError("invalid_model_file", "the body is empty: send the .onnx file's bytes");
     let info;
@@ -294,6 +298,11 @@ export function registerV1Models(app: Hono<AppEnv>): void {
   });
 
   app.put("/v1/models/:m/uploads/:id/parts/:n", manage, limitBody(MAX_PART_BYTES), async (c) => {
+    requireOctetStream(c);
+    // No length announced (chunked): R2 needs one, so the part is read first; limitBody stops
+    // it at MAX_PART_BYTES (413) before anything else is looked at.
+    const declared = c.req.header("content-length");
+    const buffered = declared === undefined || !c.req.raw.body ? await c.req.arrayBuffer() : null;
     const accountId = c.get("key").accountId;
     const model = await requireModel(services(c), accountId, c.req.param("m"));
     const { record } = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
@@ -301,18 +310,10 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     const n = /^[0-9]{1,5}$/.test(ref) ? Number(ref) : 0;
     if (n < 1 || n > record.parts) throw new MeshError("bad_request", `parts are numbered 1 to ${record.parts}`);
     const want = partLength(record, n);
-    const declared = c.req.header("content-length");
-    let body: ReadableStream | ArrayBuffer;
-    if (declared !== undefined && c.req.raw.body) {
-      // Streamed straight into R2: the part is never held in the Worker's memory.
-      if (Number(declared) !== want) throw new MeshError("bad_request", `part ${n} must be ${want} bytes, not ${declared}`);
-      body = c.req.raw.body;
-    } else {
-      // No length announced (chunked): R2 needs one, so the part (at most MAX_PART_BYTES) is read first.
-      body = await c.req.arrayBuffer();
-      if (body.byteLength !== want) throw new MeshError("bad_request", `part ${n} must be ${want} bytes, not ${body.byteLength}`);
-    }
-    return c.json(await putPart(c.env.ARTIFACTS, record, n, body));
+    const got = buffered ? buffered.byteLength : Number(declared);
+    if (got !== want) throw new MeshError("bad_request", `part ${n} must be ${want} bytes, not ${got}`);
+    // With a Content-Length the body streams straight into R2: the part is never held in memory.
+    return c.json(await putPart(c.env.ARTIFACTS, record, n, buffered ?? c.req.raw.body!));
   });
 
   app.post("/v1/models/:m/uploads/:id/complete", manage, async (c) => {
@@ -322,7 +323,11 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     const file = await completeUpload(c.env.ARTIFACTS, found, artifactKey);
     const version = await recordVersion(c, accountId, model, file);
     // The bytes are at their content address now; the upload's own objects go.
-    c.executionCtx.waitUntil(discardUpload(c.env.ARTIFACTS, { ...found.record, assembled: true }));
+    c.executionCtx.waitUntil(
+      discardUpload(c.env.ARTIFACTS, { ...found.record, assembled: true }).catch((err) =>
+        log("warn", c.get("requestId"), "a completed upload's parts were not all removed", { upload: found.record.id, error: String(err) }),
+      ),
+    );
     return c.json(version, 201);
   });
 
