@@ -17,8 +17,8 @@
 // and the socket stays open. Frames are handled in arrival order, grant checks included.
 //
 // Liveness both ways: the router pings each edge socket (WebSocket pings, which workerd answers
-// by itself) every `pingIntervalMs` and terminates one from which neither a pong nor any frame
-// came back for two intervals, so a half-open socket's streams are cancelled on their nodes
+// by itself) every `pingIntervalMs` and terminates one that answered neither of its last two
+// pings with a pong or any frame, so a half-open socket's streams are cancelled on their nodes
 // instead of holding slots until their stall bound. The edge cannot see WebSocket pings, so it
 // sends `ping` frames, answered here at once with `pong` (ahead of frames waiting for grant checks).
 
