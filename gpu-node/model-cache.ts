@@ -67,6 +67,8 @@ interface Entry {
 class Retryable extends Error {}
 
 const SHA = /^[0-9a-f]{64}$/;
+/** Connection errors that say nothing is there to download from (see attempt()). */
+const NOWHERE = new Set(["ECONNREFUSED", "ENOTFOUND", "ERR_INVALID_URL"]);
 /** Partial files untouched this long belong to a download that died with its process. */
 const STALE_PARTIAL_MS = 60 * 60_000;
 
@@ -365,6 +367,12 @@ export class ModelCache {
       try {
         res = await fetch(url, { signal: ac.signal, headers: state.bytes > 0 ? { range: `bytes=${state.bytes}-` } : {} });
       } catch (err) {
+        // Nowhere to connect before a byte came (nothing listens, no such host, a port fetch
+        // refuses): a wrong origin or the edge down; the load fails now (the router may place it
+        // elsewhere) instead of waiting out the back-off. After bytes came, it is a cut.
+        const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+        const nowhere = NOWHERE.has(cause?.code ?? "") || cause?.message === "bad port";
+        if (nowhere && state.bytes === 0) throw new Error(`artifact download failed: ${causeOf(err)}`);
         throw new Retryable(`connection failed: ${causeOf(err)}`);
       }
       if (res.status === 206 && state.bytes > 0) {

@@ -182,6 +182,40 @@ describe("downloads", () => {
     expect(await readdir(join(dir, ".partial"))).toEqual([]);
   });
 
+  it("nothing listening fails the download at once; a connection refused after bytes came is a cut, resumed", async () => {
+    const cache = new ModelCache(await tempDir(), { budgetBytes: 1024 * 1024, retryBaseMs: 60_000 });
+    // A port nothing listens on: with a minute of back-off, only an immediate failure passes in time.
+    const closed = await serve(() => undefined);
+    const port = new URL(closed).port;
+    const s = servers.pop()!;
+    await new Promise((r) => s.close(r));
+    await expect(cache.get(`http://127.0.0.1:${port}/artifact`, "f".repeat(64), 10, () => undefined)).rejects.toThrow(/ECONNREFUSED/);
+
+    // The server goes away after the first cut and comes back on the same port.
+    const data = randomBytes(200_000);
+    const seen: (string | null)[] = [];
+    let server: Server | null = null;
+    const handler = rangeServer(data, seen, (res) => {
+      res.writeHead(200, { "content-length": data.length });
+      res.write(data.subarray(0, 50_000), () => {
+        res.socket?.destroy();
+        server!.close();
+        server!.closeAllConnections();
+      });
+    });
+    server = createServer(handler);
+    await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+    const at = (server.address() as AddressInfo).port;
+    const quick = new ModelCache(await tempDir(), { budgetBytes: 1024 * 1024, retryBaseMs: 50, retries: 20 });
+    const got = quick.get(`http://127.0.0.1:${at}/artifact`, sha(data), data.length, () => undefined);
+    await waitFor(() => !server!.listening);
+    const again = createServer(handler);
+    servers.push(again);
+    await new Promise<void>((r) => again.listen(at, "127.0.0.1", r));
+    expect(sha(await readFile((await got).path))).toBe(sha(data));
+    expect(seen.at(-1)).toMatch(/^bytes=[1-9]\d*-$/);
+  });
+
   it("an HTTP 401 (an expired URL) is not retried", async () => {
     let requests = 0;
     const url = await serve((_req, res) => {
@@ -377,7 +411,9 @@ describe("a real node keeps its disk cache to MODEL_CACHE_BYTES", () => {
 
   it("a new version evicts the least recently used one on disk, which loads again when called; one over the budget fails clearly", async () => {
     // About 1.03 MiB each: two fit in 3 MiB, three do not.
-    const [a, b, c] = await Promise.all([1, 2, 3].map((seed) => h.addModel(`w${seed}`, 1, weightModel(270_000, seed))));
+    const a = await h.addModel("w1", 1, weightModel(270_000, 1));
+    const b = await h.addModel("w2", 1, weightModel(270_000, 2));
+    const c = await h.addModel("w3", 1, weightModel(270_000, 3));
     const cacheRoot = join(h.dir, "cache");
     const onDisk = async () => {
       const [nodeDir] = await readdir(cacheRoot);
@@ -388,21 +424,21 @@ describe("a real node keeps its disk cache to MODEL_CACHE_BYTES", () => {
       expect(r.response.ok, JSON.stringify(r.response)).toBe(true);
       if (r.response.ok) expect(rowsOf(r.response.outputs[0]!)).toEqual([[10 + want]]);
     };
-    await answer(a!, 1);
-    await answer(b!, 2);
-    expect(await onDisk()).toEqual([a!.sha256, b!.sha256].sort());
-    await answer(c!, 3);
-    expect(await onDisk()).toEqual([b!.sha256, c!.sha256].sort());
+    await answer(a, 1);
+    await answer(b, 2);
+    expect(await onDisk()).toEqual([a.sha256, b.sha256].sort());
+    await answer(c, 3);
+    expect(await onDisk()).toEqual([b.sha256, c.sha256].sort());
     const served = h.artifactHits.served;
-    await answer(a!, 1);
+    await answer(a, 1);
     expect(h.artifactHits.served).toBe(served + 1);
-    expect(await onDisk()).toEqual([a!.sha256, c!.sha256].sort());
+    expect(await onDisk()).toEqual([a.sha256, c.sha256].sort());
 
     const big = await h.addModel("w-big", 1, weightModel(800_000, 4));
     const r = await h.infer(big, [fp32("x", [[10]])], { deadlineMs: 60_000 });
     expect(r.response.ok).toBe(false);
     if (!r.response.ok) expect(r.response.message).toMatch(/the model's file takes 3\.1 MiB, more than this node's whole model cache \(MODEL_CACHE_BYTES, 3\.0 MiB\)/);
-    expect(await onDisk()).toEqual([a!.sha256, c!.sha256].sort());
+    expect(await onDisk()).toEqual([a.sha256, c.sha256].sort());
   }, 180_000);
 });
 
