@@ -216,6 +216,23 @@ describe("downloads", () => {
     expect(seen.at(-1)).toMatch(/^bytes=[1-9]\d*-$/);
   });
 
+  it("a download that stalls is cut after the idle timeout and resumed", async () => {
+    const data = randomBytes(300_000);
+    const seen: (string | null)[] = [];
+    // The first answer sends a third and then nothing, holding the connection open.
+    const url = await serve(
+      rangeServer(data, seen, (res) => {
+        res.writeHead(200, { "content-length": data.length });
+        res.write(data.subarray(0, 100_000));
+      }),
+    );
+    const cache = new ModelCache(await tempDir(), { budgetBytes: 1024 * 1024, retryBaseMs: 1, idleTimeoutMs: 300 });
+    const art = await cache.get(url, sha(data), data.length, () => undefined);
+    expect(sha(await readFile(art.path))).toBe(sha(data));
+    expect(seen.length).toBe(2);
+    expect(seen[1]).toMatch(/^bytes=[1-9]\d*-$/);
+  });
+
   it("an HTTP 401 (an expired URL) is not retried", async () => {
     let requests = 0;
     const url = await serve((_req, res) => {
