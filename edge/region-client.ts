@@ -58,7 +58,11 @@ export function rankRegions(
   const byTime = (a: { estimate: Estimate }, b: { estimate: Estimate }) => a.estimate.totalMs - b.estimate.totalMs;
   const usable = scored.filter((s) => s.usable).sort(byTime);
   if (usable.length === 0) {
-    // Nothing fresh to go on: every allowed region that has not said it is unhealthy, by prior.
+    // Redis answers and no allowed region has a fresh report saying it can run the call: they
+    // are down (a stopped router deletes its report), and a call sent blind to a closed port
+    // could only fail (a lost connection is not re-sent), so there is nothing to try.
+    if (state.redis === "ok") return [];
+    // Nothing fresh to go on (no Redis): every allowed region that has not said it is unhealthy, by prior.
     return scored.filter((s) => !s.reported).sort(byTime);
   }
   if (usable.length > 1 && random() < config.explorationShare) [usable[0], usable[1]] = [usable[1]!, usable[0]!];

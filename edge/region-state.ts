@@ -10,6 +10,7 @@ import { log } from "./log.js";
 import { redisFor } from "./redis.js";
 
 const REFRESH_MS = 1_000;
+const AWAIT_REFRESH_MS = 2 * REFRESH_MS;
 /** How long last-known reports keep steering calls after Redis stopped answering. */
 export const LAST_KNOWN_MAX_MS = 60_000;
 const RTT_KEY = "mesh:rtt";
@@ -85,11 +86,16 @@ async function refresh(config: EdgeConfig): Promise<void> {
 /** The current view, refreshed in the background when older than a second. */
 export async function regionState(config: EdgeConfig, waitUntil: (p: Promise<unknown>) => void): Promise<RegionState> {
   if (Date.now() - fetchedAt > REFRESH_MS && !refreshing) {
+    const age = Date.now() - fetchedAt;
     fetchedAt = Date.now();
     refreshing = refresh(config).finally(() => {
       refreshing = null;
     });
-    if (state.lastRedisOk === 0 && state.redis !== "unreachable") await refreshing;
+    // A view older than AWAIT_REFRESH_MS (an isolate that sat idle) may still show a region that
+    // has stopped since, and a call sent to a closed port is lost, not re-sent (at most once):
+    // such a call waits for the fresh view. A stopping router answers "draining" for longer
+    // than that (regions/server.ts), so every edge learns of it before its port closes.
+    if ((state.lastRedisOk === 0 || age > AWAIT_REFRESH_MS) && state.redis !== "unreachable") await refreshing;
     else waitUntil(refreshing);
   }
   return state;

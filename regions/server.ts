@@ -36,6 +36,8 @@ import { STREAM_SOCKET_PATH, StreamHub } from "./streams.js";
 
 export const NODE_SOCKET_PATH = "/v1/nodes";
 const HELLO_TIMEOUT_MS = 5_000;
+/** How long a draining router keeps answering "draining" before it closes its port. */
+const DRAIN_NOTICE_MS = 2_500;
 
 export interface RouterHandle {
   url: string;
@@ -409,8 +411,12 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     async close() {
       draining = true;
       await publisher?.publishNow(); // tell the edge at once
+      // Keep answering "draining" (notStarted, so the edge takes the call elsewhere) until edges
+      // have read that report (they refresh every second): a closed port is no proof that a
+      // call did not run, so a call sent to it would fail instead of moving.
+      const noticeUntil = Date.now() + Math.min(DRAIN_NOTICE_MS, config.drainTimeoutMs);
       const until = Date.now() + config.drainTimeoutMs;
-      while (scheduler.inflight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      while ((scheduler.inflight > 0 || Date.now() < noticeUntil) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       scheduler.stop();
       policies?.stop();
       hub.closeAll(CLOSE.restart, "router restarting");

@@ -101,6 +101,20 @@ async function rejection(p: Promise<unknown>): Promise<MeshError> {
 
 const noReports = (): RegionState => ({ reports: new Map(), lastRedisOk: 0, redis: "not_configured" });
 
+describe("rankRegions without reports", () => {
+  const at = (redis: RegionState["redis"]): RegionState => ({ reports: new Map(), lastRedisOk: redis === "ok" ? Date.now() : 0, redis });
+  const sjc = { colo: "SJC", lat: null, lon: null };
+  beforeEach(() => client.resetLostRegions());
+
+  it("with Redis answering, a region without a fresh report is down: nothing to try (a call sent blind could only fail)", () => {
+    expect(rankRegions(config, at("ok"), sjc, "m@1", null, () => 1, Date.now())).toEqual([]);
+  });
+
+  it("without Redis, every allowed region by prior", () => {
+    expect(rankRegions(config, at("not_configured"), sjc, "m@1", null, () => 1, Date.now()).map((r) => r.region.name)).toEqual(["us-west", "ap-seoul"]);
+  });
+});
+
 describe("forwardInfer: re-sent only on proof the call did not start", () => {
   beforeEach(() => client.resetLostRegions());
   afterEach(() => vi.unstubAllGlobals());

@@ -367,7 +367,12 @@ describe("region failure", () => {
           `back in ap-seoul ${backAt - restartedAt} ms after the restart began; slowest call after the restart began: ` +
           slowest(all.filter((s) => s.start >= restartedAt), restartedAt) + `; slowest during the outage: ${slowest(during, stopAt)}`,
       );
-      expect(failedNotInFlight, describeShots(failedNotInFlight)).toEqual([]);
+      // At most once: a call sent to the killed router after the signal, before the edge set it
+      // aside, fails with region_error (a lost connection is no proof it did not run, so it is
+      // not re-sent); at most one per caller. A drained router (SIGTERM) says so instead.
+      const lost = failedNotInFlight.filter((s) => signal === "SIGKILL" && s.status === 502 && s.code === "region_error");
+      expect(failedNotInFlight.filter((s) => !lost.includes(s)), describeShots(failedNotInFlight)).toEqual([]);
+      expect(lost.length, describeShots(lost)).toBeLessThanOrEqual(4);
       expect(during.length).toBeGreaterThanOrEqual(20);
       // Calls still landing in ap-seoul after the signal can only be the first few (a draining
       // router finishing what it took, or the signal not delivered yet).
