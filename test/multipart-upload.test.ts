@@ -4,10 +4,12 @@
 // answers through a real node; another account cannot see, feed, complete or abort it; a part
 // over the limit is 413; a model with external data is refused and leaves nothing in R2; abort
 // removes an upload; the per-account count and size bounds hold; and `npm run upload` (the CLI,
-// spawned) resumes an upload begun elsewhere and completes it.
+// spawned) resumes an upload begun elsewhere, sends again a part whose connection was cut, and
+// completes it.
 
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import http from "node:http";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -221,9 +223,11 @@ describe("multipart uploads", () => {
       { method: "PUT", announceOnly: true },
     );
     expectError(over, 413, "payload_too_large");
-    expectError(await part("big-mlp", id, 1, new Uint8Array(MiB)), 400, "bad_request");
-    expectError(await part("big-mlp", id, 3, new Uint8Array(MiB)), 400, "bad_request");
-    expectError(await part("big-mlp", id, 0, new Uint8Array(MiB)), 400, "bad_request");
+    // Small bodies: the edge answers from the path and Content-Length without reading them
+    // (and would reset a large one mid-send).
+    expectError(await part("big-mlp", id, 1, new Uint8Array(10)), 400, "bad_request");
+    expectError(await part("big-mlp", id, 3, new Uint8Array(10)), 400, "bad_request");
+    expectError(await part("big-mlp", id, 0, new Uint8Array(10)), 400, "bad_request");
     expect((await api(`/v1/models/big-mlp/uploads/${id}`, { method: "DELETE" })).status).toBe(200);
   });
 
@@ -268,6 +272,7 @@ describe("multipart uploads", () => {
   });
 
   it("bounds an account's open uploads and an upload's size", async () => {
+    for (const u of (await api("/v1/models/big-mlp/uploads")).body.uploads) await api(`/v1/models/big-mlp/uploads/${u.uploadId}`, { method: "DELETE" });
     expectError(await api("/v1/models/big-mlp/uploads", { json: { size: MAX_UPLOAD + 1 } }), 413, "payload_too_large");
     const ids: string[] = [];
     for (let i = 0; i < MAX_OPEN; i++) {
@@ -280,7 +285,7 @@ describe("multipart uploads", () => {
     expect((await api("/v1/models/big-mlp/uploads", { json: { size: 10 } })).status).toBe(201);
   });
 
-  it("npm run upload resumes an upload begun elsewhere and completes it", async () => {
+  it("npm run upload resumes an upload begun elsewhere, sends a cut part again, and completes it", async () => {
     // Same model, one bit of W1 changed: other bytes, other sha256.
     const bytes = big.bytes.slice();
     const mid = bytes.length >> 1; // inside W1
@@ -292,17 +297,48 @@ describe("multipart uploads", () => {
     const created = await api("/v1/models/big-mlp/uploads", { json: { size: bytes.length, partSize: PART, sha256: sha256(bytes) } });
     for (const n of [1, 2]) expect((await part("big-mlp", created.body.uploadId, n, slice(bytes, n))).status).toBe(200);
 
-    const child = spawn(process.execPath, ["--import", "tsx", "scripts/upload.ts", file, "--model", "big-mlp", "--edge", E, "--key", mesh.apiKey, "--part-size", "5"], {
-      stdio: ["ignore", "pipe", "pipe"],
+    // The CLI talks to the edge through a proxy that cuts its first attempt at part 4 mid-body.
+    const cut = 4;
+    const attempts = new Map<number, number>();
+    const proxy = http.createServer((req, res) => {
+      const n = Number(/\/parts\/(\d+)$/.exec(req.url ?? "")?.[1] ?? 0);
+      if (n) attempts.set(n, (attempts.get(n) ?? 0) + 1);
+      const upstream = http.request(`${E}${req.url}`, { method: req.method, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      });
+      upstream.on("error", () => res.destroy());
+      if (n === cut && attempts.get(n) === 1) {
+        let seen = 0;
+        req.on("data", (d: Buffer) => {
+          seen += d.length;
+          upstream.write(d);
+          if (seen > PART / 2) {
+            upstream.destroy();
+            req.socket.destroy();
+          }
+        });
+      } else req.pipe(upstream);
     });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    const via = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
     let out = "";
     let err = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (err += d));
-    const code = await new Promise<number | null>((res) => child.on("exit", res));
-    expect(code, err).toBe(0);
+    try {
+      const child = spawn(process.execPath, ["--import", "tsx", "scripts/upload.ts", file, "--model", "big-mlp", "--edge", via, "--key", mesh.apiKey, "--part-size", "5"], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      child.stdout.on("data", (d) => (out += d));
+      child.stderr.on("data", (d) => (err += d));
+      const code = await new Promise<number | null>((res) => child.on("exit", res));
+      expect(code, err).toBe(0);
+    } finally {
+      proxy.close();
+    }
     const version = JSON.parse(out);
     expect(version).toMatchObject({ model: "big-mlp", version: 2, sha256: sha256(bytes), size: bytes.length, uploadId: created.body.uploadId, partsSent: created.body.parts - 2 });
+    // It resumed (parts 1 and 2 were never sent again) and sent the cut part a second time.
+    expect([attempts.get(1), attempts.get(2), attempts.get(cut)]).toEqual([undefined, undefined, 2]);
     const x = Array.from({ length: IN }, (_, i) => (i % 3) / 2);
     const answer = await api("/v2/models/big-mlp/versions/2/infer", { json: { inputs: [{ name: "x", datatype: "FP32", shape: [1, IN], data: x }] } });
     expect(answer.status, JSON.stringify(answer.body).slice(0, 300)).toBe(200);
