@@ -58,10 +58,10 @@ export function rankRegions(
   const byTime = (a: { estimate: Estimate }, b: { estimate: Estimate }) => a.estimate.totalMs - b.estimate.totalMs;
   const usable = scored.filter((s) => s.usable).sort(byTime);
   if (usable.length === 0) {
-    // Redis answers and no allowed region has a fresh report saying it can run the call: they
-    // are down (a stopped router deletes its report), and a call sent blind to a closed port
-    // could only fail (a lost connection is not re-sent), so there is nothing to try.
-    if (state.redis === "ok") return [];
+    // Reports flow (Redis answers and some region's report is fresh) but no allowed region has
+    // one saying it can run the call: they are down (a stopped router deletes its report), and
+    // a call sent blind to a closed port could only fail (a lost connection is not re-sent).
+    if (state.redis === "ok" && config.regions.some((r) => usableReport(state, r.name, now))) return [];
     // Nothing fresh to go on (no Redis): every allowed region that has not said it is unhealthy, by prior.
     return scored.filter((s) => !s.reported).sort(byTime);
   }

@@ -106,8 +106,16 @@ describe("rankRegions without reports", () => {
   const sjc = { colo: "SJC", lat: null, lon: null };
   beforeEach(() => client.resetLostRegions());
 
-  it("with Redis answering, a region without a fresh report is down: nothing to try (a call sent blind could only fail)", () => {
-    expect(rankRegions(config, at("ok"), sjc, "m@1", null, () => 1, Date.now())).toEqual([]);
+  it("while reports flow, a region without a fresh report is down: not tried blind (a call sent to a closed port could only fail)", () => {
+    const now = Date.now();
+    const westReport = { region: "us-west", updatedAt: now, healthy: true, nodes: [{}] };
+    const state: RegionState = { reports: new Map([["us-west", westReport]]), lastRedisOk: now, redis: "ok" };
+    // A model kept in ap-seoul, whose router stopped (its report deleted): nothing to try.
+    expect(rankRegions(config, state, sjc, "m@1", ["ap-seoul"], () => 1, now)).toEqual([]);
+  });
+
+  it("with Redis answering but no report anywhere (e.g. Redis just restarted), every allowed region by prior", () => {
+    expect(rankRegions(config, at("ok"), sjc, "m@1", null, () => 1, Date.now()).map((r) => r.region.name)).toEqual(["us-west", "ap-seoul"]);
   });
 
   it("without Redis, every allowed region by prior", () => {
