@@ -30,8 +30,9 @@ export const DEFAULT_MAX_OPEN_UPLOADS = 8;
 export const UPLOAD_TTL_MS = 24 * 60 * 60 * 1000;
 /** How long one complete() holds an upload against a second, concurrent one. */
 const COMPLETE_LEASE_MS = 15 * 60 * 1000;
-/** Copying the verified object to its content address: ranged reads of this size, one part each. */
-const COPY_PART_BYTES = 256 * 1024 * 1024;
+/** Copying the verified object to its content address: ranged reads of (at least) this size, one part each, this many at once. */
+const COPY_PART_BYTES = 16 * 1024 * 1024;
+const COPY_CONCURRENCY = 4;
 /** Files uploaded alongside a single-file version: none (bundles will bring their own). */
 export const NO_BUNDLE_FILES: ReadonlySet<string> = new Set();
 
@@ -223,7 +224,8 @@ export interface VerifiedFile {
 /**
  * Completes an upload: R2 assembles the parts, the file is read back once as a stream (sha256
  * and ONNX signature together), refused files are deleted with everything else of the upload,
- * and an accepted one is copied to `destKey(sha256)` (unless those bytes are there already).
+ * and an accepted one is copied to `destKey(sha256)` (unless those bytes are there already;
+ * when the client announced the sha256, the copy runs while the file is verified).
  * The upload's own objects are removed by discardUpload once the version is recorded.
  */
 export async function completeUpload(
@@ -249,6 +251,10 @@ export async function completeUpload(
       u = { ...u, assembled: true };
       await bucket.put(recordKey(u), JSON.stringify(u));
     }
+    // With a sha256 announced, the copy to that content address runs beside the verification,
+    // into a multipart upload completed only once the file proved to be those bytes: a file
+    // that lies about its hash never touches the object at the address it named.
+    const announced = u.sha256 !== null && !(await bucket.head(destKey(u.sha256))) ? await startCopy(bucket, stagingKey(u), destKey(u.sha256), u.size) : null;
     let verified: VerifiedFile;
     try {
       verified = await verifyObject(bucket, stagingKey(u), u.size);
@@ -258,12 +264,13 @@ export async function completeUpload(
       // A tenant's file must not read other files on the node: a single-file version brings none.
       checkExternalData(verified.info, NO_BUNDLE_FILES);
     } catch (err) {
+      await announced?.abort();
       if (!(err instanceof OnnxParseError)) throw err;
       await discardUpload(bucket, u);
       throw new MeshError("invalid_model_file", err.message);
     }
-    const dest = destKey(verified.sha256);
-    if (!(await bucket.head(dest))) await copyObject(bucket, stagingKey(u), dest, u.size, verified.sha256);
+    if (announced) await announced.complete();
+    else if (!(await bucket.head(destKey(verified.sha256)))) await (await startCopy(bucket, stagingKey(u), destKey(verified.sha256), u.size)).complete();
     return verified;
   } catch (err) {
     // Not refused for its content: the upload stays, and complete may be called again.
@@ -301,34 +308,47 @@ export async function verifyObject(bucket: R2Bucket, key: string, size: number):
 }
 
 /**
- * Copies an object within the bucket (the binding has no copy): ranged reads streamed into a
- * multipart upload, so no part is ever held in memory. R2 checks the result's sha256 on a
- * single put; for parts, the bytes were just hashed and R2 checksums each part.
+ * Starts copying an object within the bucket (the binding has no copy): ranged reads streamed
+ * into the parts of a multipart upload at `to`, a few at once, never held in memory. Nothing
+ * appears at `to` until complete(); abort() drops what was copied.
  */
-async function copyObject(bucket: R2Bucket, from: string, to: string, size: number, sha256: string): Promise<void> {
-  if (size <= COPY_PART_BYTES) {
-    const obj = await bucket.get(from);
-    if (!obj) throw new MeshError("internal_error", "the assembled upload is missing");
-    const sized = new FixedLengthStream(size);
-    const piping = obj.body.pipeTo(sized.writable);
-    await Promise.all([bucket.put(to, sized.readable, { sha256, httpMetadata: { contentType: "application/octet-stream" } }), piping]);
-    return;
-  }
+async function startCopy(bucket: R2Bucket, from: string, to: string, size: number): Promise<{ complete(): Promise<void>; abort(): Promise<void> }> {
+  const partSize = Math.max(COPY_PART_BYTES, Math.ceil(size / MAX_PARTS / MIN_PART_BYTES) * MIN_PART_BYTES);
+  const count = Math.ceil(size / partSize);
   const upload = await bucket.createMultipartUpload(to, { httpMetadata: { contentType: "application/octet-stream" } });
-  try {
-    const parts: R2UploadedPart[] = [];
-    for (let offset = 0, n = 1; offset < size; offset += COPY_PART_BYTES, n++) {
-      const length = Math.min(COPY_PART_BYTES, size - offset);
+  const parts: R2UploadedPart[] = [];
+  let next = 1;
+  let stopped = false;
+  const copyParts = async () => {
+    while (!stopped && next <= count) {
+      const n = next++;
+      const offset = (n - 1) * partSize;
+      const length = Math.min(partSize, size - offset);
       const obj = await bucket.get(from, { range: { offset, length } });
       if (!obj) throw new MeshError("internal_error", "the assembled upload is missing");
+      // uploadPart needs a stream of known length; a ranged body is one, made explicit here.
       const sized = new FixedLengthStream(length);
-      const piping = obj.body.pipeTo(sized.writable);
-      const [part] = await Promise.all([upload.uploadPart(n, sized.readable), piping]);
+      const [part] = await Promise.all([upload.uploadPart(n, sized.readable), obj.body.pipeTo(sized.writable)]);
       parts.push(part);
     }
-    await upload.complete(parts);
-  } catch (err) {
+  };
+  const copying = Promise.all(Array.from({ length: Math.min(COPY_CONCURRENCY, count) }, copyParts));
+  copying.catch(() => undefined); // observed by complete() or abort()
+  const abort = async () => {
+    stopped = true; // parts in flight finish; no new one starts
+    await copying.catch(() => undefined);
     await upload.abort().catch(() => undefined);
-    throw err;
-  }
+  };
+  return {
+    abort,
+    async complete() {
+      try {
+        await copying;
+        await upload.complete(parts.sort((a, b) => a.partNumber - b.partNumber));
+      } catch (err) {
+        await abort();
+        throw err;
+      }
+    },
+  };
 }

@@ -144,7 +144,9 @@ async function createModel(name: string, key = mesh.apiKey): Promise<void> {
 }
 
 async function uploadAll(model: string, bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const created = await api(`/v1/models/${model}/uploads`, { json: { size: bytes.length, partSize: PART } });
+  // The sha256 announced: completion then copies to that address while it verifies, and must
+  // drop that copy too when it refuses the file.
+  const created = await api(`/v1/models/${model}/uploads`, { json: { size: bytes.length, partSize: PART, sha256: sha256(bytes) } });
   expect(created.status, JSON.stringify(created.body)).toBe(201);
   for (let n = 1; n <= created.body.parts; n++) expect((await part(model, created.body.uploadId, n, slice(bytes, n))).status).toBe(200);
   return created.body.uploadId;
