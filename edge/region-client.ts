@@ -146,6 +146,11 @@ export async function forwardInfer(
       log("error", request.requestId, "region answered garbage", { region: region.name, status: res.status });
       throw new MeshError("region_error", `region ${region.name} gave an invalid answer`);
     }
+    // A repeated request id answered from the first call's result: this call ran nothing, so
+    // it carries no compute to bill (the first call's usage row has it).
+    if (res.headers.get("x-mesh-repeat") === "1") {
+      response = response.ok ? { ...response, timing: { ...response.timing, computeMs: 0 } } : { ...response, ...(response.computeMs !== undefined ? { computeMs: 0 } : {}) };
+    }
     // A region's message may carry node paths and runtime internals: scrubbed here, where it enters.
     if (!response.ok) response = { ...response, message: regionMessage(request.requestId, response.message, { region: region.name }) };
     // The region says it refused the call before any node got it (no node, saturated,

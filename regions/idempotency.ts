@@ -13,6 +13,9 @@ export interface IdempotencyLimits {
   ttlMs: number;
 }
 
+/** Set on an answer given to a repeat (it ran nothing): the edge bills no compute for it. */
+export const REPEAT_HEADER = "x-mesh-repeat";
+
 export const IDEMPOTENCY_DEFAULTS: IdempotencyLimits = { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 5 * 60_000 };
 
 /** One answer as it goes back on the wire: the same bytes for every caller of the id. */

@@ -25,7 +25,7 @@ import {
 import type { RegionReport } from "../protocol/region-report.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
 import { EdgeAuthority } from "./authority.js";
-import { IdempotentCalls, type StoredAnswer } from "./idempotency.js";
+import { IdempotentCalls, REPEAT_HEADER, type StoredAnswer } from "./idempotency.js";
 import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
 import { startReportPublisher } from "./report-publisher.js";
@@ -201,7 +201,13 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       return envelope(requestId, err);
     }
     // From here on the caller is the edge: it reads msgpack, whatever happens.
-    const respond = (a: StoredAnswer) => new Response(a.body as Uint8Array<ArrayBuffer>, { status: a.status, headers: { "content-type": MSGPACK_CONTENT_TYPE } });
+    const respond = (a: StoredAnswer, repeat = false) =>
+      new Response(a.body as Uint8Array<ArrayBuffer>, {
+        status: a.status,
+        // A repeat's answer is the first call's, byte for byte; the header tells the edge that
+        // this one ran nothing (so it bills no compute for it).
+        headers: { "content-type": MSGPACK_CONTENT_TYPE, ...(repeat ? { [REPEAT_HEADER]: "1" } : {}) },
+      });
     const failure = (err: unknown): StoredAnswer => {
       const e =
         err instanceof MeshError
@@ -247,7 +253,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       return respond(failure(new MeshError("bad_request", "this request id was already used for a different call; use a new id")));
     }
     if (outcome.shared) log("info", "repeated request id answered without running it again", { requestId });
-    return respond(outcome.answer);
+    return respond(outcome.answer, outcome.shared);
   });
 
   app.notFound((c) => envelope("-", new MeshError("not_found", `no route for ${c.req.method} ${c.req.path}`)));

@@ -154,6 +154,10 @@ describe("at-most-once execution", () => {
     expect(a.headers.get("x-mesh-region")).toBe(WEST);
     expect(b.body).toEqual(a.body);
     expect(b.headers.get("x-mesh-node")).toBe(a.headers.get("x-mesh-node"));
+    // Compute is billed once: the repeat's answer says it cost nothing.
+    const compute = (x: Answer) => Number(/compute;dur=([\d.]+)/.exec(x.headers.get("server-timing") ?? "")?.[1] ?? NaN);
+    expect([compute(a), compute(b)].sort((x, y) => x - y)).toEqual([0, expect.any(Number)]);
+    expect(Math.max(compute(a), compute(b))).toBeGreaterThan(0);
     // One run for the pair, one for the probe.
     expect(await settledRuns(WEST, "SJC", before + 2)).toBe(before + 2);
 

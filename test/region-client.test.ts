@@ -193,6 +193,15 @@ describe("forwardInfer: re-sent only on proof the call did not start", () => {
     expect(r2.response).toMatchObject({ ok: false, code: "no_capacity" });
   });
 
+  it("an answer the region gave a repeated request id (x-mesh-repeat) carries no compute: the first call's row bills it", async () => {
+    const ran = { ...okAnswer, timing: { ...okAnswer.timing, computeMs: 42 } };
+    fakeFetch({ "west.test": async () => new Response(codec.encode(ran), { status: 200, headers: { "x-mesh-repeat": "1" } }) });
+    const r = await forwardInfer(config, ranked, request(), "SJC");
+    expect(r.response).toMatchObject({ ok: true, timing: { computeMs: 0 } });
+    fakeFetch({ "west.test": async () => answer(ran) });
+    expect((await forwardInfer(config, ranked, request(), "SJC")).response).toMatchObject({ ok: true, timing: { computeMs: 42 } });
+  });
+
   it("a region that does not answer by the deadline: deadline_exceeded, not re-sent", async () => {
     const calls = fakeFetch({
       "west.test": async () => {
