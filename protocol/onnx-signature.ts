@@ -138,6 +138,11 @@ class Reader {
   private base = 0;
   constructor(readonly size: number) {}
 
+  /** How many bytes of the file it holds now. */
+  get held(): number {
+    return this.buf.length;
+  }
+
   /** The next chunk of the file. Keeps only what lies at or after `pos`. */
   feed(chunk: Uint8Array): void {
     const held = this.base + this.buf.length; // file offset of chunk[0]
@@ -376,6 +381,11 @@ export class OnnxSignatureReader {
           : err;
       throw this.failure;
     }
+  }
+
+  /** Bytes of the file held between pushes (what a field being read needs, and the opening): never the weights. */
+  get heldBytes(): number {
+    return this.r.held + this.head.length;
   }
 
   /** The signature, once every byte was pushed. */

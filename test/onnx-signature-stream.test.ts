@@ -176,6 +176,15 @@ describe("OnnxSignatureReader (streaming) gives exactly the whole-buffer reader'
     });
     const whole = outcome(() => readOnnxSignature(bytes));
     expect(whole).toMatchObject({ ok: { outputs: [{ name: "y" }] } });
+    // Between chunks it holds at most a few bytes of the field it is in, never weights.
+    const reader = new OnnxSignatureReader(bytes.length);
+    let most = 0;
+    for (let at = 0; at < bytes.length; at += 1 << 20) {
+      reader.push(bytes.subarray(at, at + (1 << 20)));
+      most = Math.max(most, reader.heldBytes);
+    }
+    expect(reader.end()).toEqual((whole as { ok: unknown }).ok);
+    expect(most).toBeLessThan(1024);
     for (const [seed, max] of [
       [5, 1 << 20],
       [6, 4 << 20],
