@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ModelCache } from "../gpu-node/model-cache.js";
 import { nodeConfigFromEnv } from "../gpu-node/config.js";
-import { parseRange } from "../edge/routes/internal_artifacts.js";
+import { parseRange } from "../protocol/http-range.js";
 import { artifactUrl } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { call, expectError } from "./helpers/mesh-client.js";
