@@ -128,6 +128,8 @@ export class NodeLink implements NodeState {
   mem: ProcessMemory | null = null;
   /** From heartbeats: calls the node has started since it started (to count executions). */
   runs: number | null = null;
+  /** Heartbeats received on this socket: a count read after N more has seen every run before. */
+  heartbeats = 0;
   /** Download progress of a model load (the scheduler passes it to streams waiting for it). */
   onLoadProgress: (key: string, bytes: number, total: number) => void = () => undefined;
 
@@ -384,6 +386,7 @@ export class NodeLink implements NodeState {
         if (msg.gen) this.gen = msg.gen;
         if (msg.mem) this.mem = msg.mem;
         if (msg.runs !== undefined) this.runs = msg.runs;
+        this.heartbeats++;
         return;
       }
       case "draining":

@@ -183,6 +183,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
           rssMb: n.mem?.rssMb ?? null,
           heapUsedMb: n.mem?.heapUsedMb ?? null,
           runs: n.runs,
+          heartbeats: n.heartbeats,
         })),
     });
   });

@@ -3,10 +3,8 @@
 // clear error before its deadline; the same request id sent twice at once runs once and both
 // callers get the same answer. Executions are counted on the nodes themselves: every node
 // reports in its heartbeats how many calls it has started (`runs`), which the router shows in
-// /v1/streams/stats. To read a counter after a call without sleeping, a probe call is sent
-// behind it and the test waits until the probe shows up: heartbeats are in order, so any run
-// dispatched before the probe is counted by then (per node: so the node-kill case, which needs
-// two nodes in us-west, runs first and leaves one).
+// /v1/streams/stats with the number of heartbeats it has had. A count is read once every node
+// has sent two more heartbeats, so it includes every run dispatched before (no sleeping).
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -49,28 +47,37 @@ function infer(n: number, colo: string, headers: Record<string, string> = {}): P
   });
 }
 
-/** Calls started by each node of a region, from the nodes' heartbeats. */
-async function runs(region: string): Promise<Map<string, number>> {
+interface NodeCount {
+  runs: number;
+  heartbeats: number;
+}
+
+/** Calls started by each node of a region, and heartbeats its router has had from it. */
+async function counts(region: string): Promise<Map<string, NodeCount>> {
   const stats = (await streamStats(mesh.regions[region]!, mesh.regionSecrets[region]!)) as unknown as {
-    nodes: { id: string; runs: number | null }[];
+    nodes: { id: string; runs: number | null; heartbeats: number }[];
   };
-  return new Map(stats.nodes.map((n) => [n.id, n.runs ?? 0]));
+  return new Map(stats.nodes.map((n) => [n.id, { runs: n.runs ?? 0, heartbeats: n.heartbeats }]));
+}
+async function runs(region: string): Promise<Map<string, number>> {
+  return new Map([...(await counts(region))].map(([id, c]) => [id, c.runs]));
 }
 const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
 
 /**
- * Sends a fast probe call to `region` (from `colo`) and waits until the region's nodes have
- * counted `expectedAtLeast` runs in all; returns the count then (a re-run shows as one more).
+ * Runs counted in `region` once every node has sent two more heartbeats than now: a node counts
+ * a call when it receives it, so the count then includes every call dispatched before this was
+ * called (a re-run included: the router sends it before it answers the caller).
  */
-async function settledRuns(region: string, colo: string, expectedAtLeast: number): Promise<number> {
-  const probe = await infer(1, colo);
-  expect(probe.status, JSON.stringify(probe.body)).toBe(200);
-  expect(probe.headers.get("x-mesh-region")).toBe(region);
-  return waitUntil(`${region}'s nodes count the probe`, 15_000, async () => {
-    const n = total(await runs(region));
-    return n >= expectedAtLeast ? n : undefined;
+async function settledCounts(region: string): Promise<Map<string, number>> {
+  const now = await counts(region);
+  return waitUntil(`two more heartbeats from ${region}'s nodes`, 15_000, async () => {
+    const later = await counts(region);
+    const fresh = [...now].every(([id, c]) => !later.has(id) || later.get(id)!.heartbeats >= c.heartbeats + 2);
+    return fresh ? new Map([...later].map(([id, c]) => [id, c.runs])) : undefined;
   });
 }
+const settledRuns = async (region: string) => total(await settledCounts(region));
 
 /** Waits until `region`'s running node (its counter past `before`) shows up; returns its id. */
 async function runningNode(region: string, before: Map<string, number>): Promise<string> {
@@ -125,7 +132,7 @@ afterAll(async () => {
 
 describe("at-most-once execution", () => {
   it("a node killed mid-call: the call is not run again on the region's other node, and the caller gets node_error before its deadline", async () => {
-    const before = await runs(WEST);
+    const before = await settledCounts(WEST);
     expect(before.size).toBe(2);
     const started = Date.now();
     const answer = infer(slowN * 2, "SJC");
@@ -137,16 +144,15 @@ describe("at-most-once execution", () => {
     expect(Date.now() - started).toBeLessThan(DEADLINE_MS);
     expect(a.status, `the call ended ${a.status} (200: it was run again on the other node)`).toBe(502);
     expectError(a, 502, "node_error");
-    // The survivor ran nothing but the probe (before the fix it ran the call again and the
-    // caller got a 200 after two runs).
+    // The survivor ran nothing (before the fix it ran the call again and the caller got a 200
+    // after two runs).
     const survivor = [...before.keys()].find((id) => id !== node)!;
     await waitUntil("the dead node gone from the router", 15_000, async () => ((await runs(WEST)).has(node) ? undefined : true));
-    const after = await settledRuns(WEST, "SJC", before.get(survivor)! + 1);
-    expect(after).toBe(before.get(survivor)! + 1);
+    expect(await settledRuns(WEST)).toBe(before.get(survivor)!);
   }, 120_000);
 
   it("the same request id sent twice at once: one execution, two identical answers", async () => {
-    const before = total(await runs(WEST));
+    const before = await settledRuns(WEST);
     const id = `dup-${Date.now()}`;
     const [a, b] = await Promise.all([infer(slowN, "SJC", { "x-request-id": id }), infer(slowN, "SJC", { "x-request-id": id })]);
     expect(a.status, JSON.stringify(a.body).slice(0, 300)).toBe(200);
@@ -158,8 +164,8 @@ describe("at-most-once execution", () => {
     const compute = (x: Answer) => Number(/compute;dur=([\d.]+)/.exec(x.headers.get("server-timing") ?? "")?.[1] ?? NaN);
     expect([compute(a), compute(b)].sort((x, y) => x - y)).toEqual([0, expect.any(Number)]);
     expect(Math.max(compute(a), compute(b))).toBeGreaterThan(0);
-    // One run for the pair, one for the probe.
-    expect(await settledRuns(WEST, "SJC", before + 2)).toBe(before + 2);
+    // One run for the pair.
+    expect(await settledRuns(WEST)).toBe(before + 1);
 
     // The same id again after it finished: the stored answer, no run.
     const c = await infer(slowN, "SJC", { "x-request-id": id });
@@ -168,12 +174,12 @@ describe("at-most-once execution", () => {
     // The same id for a different call is refused, not answered with the first call's result.
     const other = await infer(1, "SJC", { "x-request-id": id });
     expectError(other, 400, "bad_request");
-    expect(await settledRuns(WEST, "SJC", before + 3)).toBe(before + 3);
+    expect(await settledRuns(WEST)).toBe(before + 1);
   }, 120_000);
 
   it("a router killed 1 s into a call: the call is not re-run in the other region, and the caller gets region_error before its deadline", async () => {
-    const westBefore = await runs(WEST);
-    const seoulBefore = total(await runs(SEOUL));
+    const westBefore = await settledCounts(WEST);
+    const seoulBefore = await settledRuns(SEOUL);
     const started = Date.now();
     const answer = infer(slowN, "SJC");
     await runningNode(WEST, westBefore);
@@ -187,14 +193,11 @@ describe("at-most-once execution", () => {
     expect(a.status, `the call ended ${a.status} (200: it was run again in ap-seoul)`).toBe(502);
     expectError(a, 502, "region_error");
     expect(a.body.error).toMatch(/may have run/);
-    // ap-seoul ran only the probe.
-    expect(await settledRuns(SEOUL, "ICN", seoulBefore + 1)).toBe(seoulBefore + 1);
+    // ap-seoul ran nothing.
+    expect(await settledRuns(SEOUL)).toBe(seoulBefore);
     // Back up: us-west's node reconnects and its counter shows the one run it did.
     await mesh.startRouter(WEST);
-    const westAfter = await waitUntil("us-west's node back with its count", 30_000, async () => {
-      const m = await runs(WEST);
-      return m.size > 0 && [...m.values()].every((n) => n > 0) ? m : undefined;
-    });
-    expect(total(westAfter)).toBe(total(westBefore) + 1);
+    await waitUntil("us-west's node back", 30_000, async () => ((await counts(WEST)).size > 0 ? true : undefined));
+    expect(await settledRuns(WEST)).toBe(total(westBefore) + 1);
   }, 120_000);
 });
