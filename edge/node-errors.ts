@@ -7,36 +7,10 @@
 // logs the original with the request id and hands on the scrubbed text. Nodes scrub their own
 // messages too; this is the edge's own line, not a trust in theirs. Pure except for the log.
 
+import { publicMessage } from "../protocol/public-message.js";
 import { log } from "./log.js";
 
-/** Long enough for onnxruntime's useful part ("... Input shape:{1,4}, requested shape:{5}"). */
-const MAX_PUBLIC_CHARS = 300;
-
-/** The scrubbed text a caller may read (pure). */
-export function publicMessage(message: string): string {
-  const m = message
-    // Stack lines ("    at fn (file:1:2)", "at file:1:2", "at fn (native)"), before whitespace is
-    // collapsed; only lines of that shape, so "at most 64 streams" stays.
-    .replace(/(^|\n)[ \t]*at [^\n]*(?::\d+(?::\d+)?\)?|\((?:native|<anonymous>)\))[ \t]*(?=\n|$)/g, "")
-    .replace(/\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w*\s*:?\s*/g, "")
-    // C++ signatures (onnxruntime::ReshapeHelper::ReshapeHelper(const ...&, bool)) and qualified names.
-    .replace(/[\w:~<>]*::[\w~<>]+\([^)]*\)(\s*const)?\s*/g, "")
-    .replace(/\b\w+(?:::\w+)+/g, "")
-    // Source references with any directory before them (reshape_helper.h:91, /src/x.cc:12:3),
-    // and the CamelCase function name onnxruntime prints right after one.
-    .replace(/(?:[^\s:'"`]*[\\/])?[\w.-]+\.(?:cc|cpp|cxx|c|h|hpp|hh|cu|cuh|py|js|mjs|cjs|ts)(?::\d+)+(?:\s+[A-Za-z_][a-z0-9_]*[A-Z]\w*(?=\s))?/g, "")
-    // URLs (a signed artifact URL, an internal router address).
-    .replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s'"`]+/gi, "(a URL)")
-    // Absolute paths, with or without a drive letter, and home-relative ones.
-    .replace(/(^|[\s'"`(=:[,])(?:[A-Za-z]:)?(?:~|(?=[\\/]))(?:[\\/][^\s'"`,()[\]]+)+/g, "$1(a path)")
-    // Addresses with a port (ECONNREFUSED 10.0.0.7:4001).
-    .replace(/\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\blocalhost:\d+\b|\[[0-9a-f:]+\](?::\d+)?/gi, "(an address)")
-    .replace(/\s+/g, " ")
-    .replace(/\s+([.,:;])/g, "$1")
-    .trim();
-  if (m === "") return "the model failed on the node";
-  return m.length > MAX_PUBLIC_CHARS ? `${m.slice(0, MAX_PUBLIC_CHARS)}...` : m;
-}
+export { publicMessage };
 
 /**
  * A message that came from a region, ready for the caller: scrubbed, with the original logged

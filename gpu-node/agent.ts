@@ -22,7 +22,7 @@ import type { GenerateSession } from "./generate.js";
 import { Generations, TokenizerCache } from "./generation.js";
 import { formatBytes, ModelCache, type HeldArtifact } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
-import { publicMessage } from "./public-errors.js";
+import { publicMessage } from "../protocol/public-message.js";
 import { runErrorCode } from "./run-errors.js";
 import { SessionProcessError } from "./session-process.js";
 import type { WireTensor } from "../protocol/tensor.js";

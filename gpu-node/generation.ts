@@ -14,7 +14,7 @@ import type { FinishReason, NodeToRouter, RouterToNode, TokenizerRef } from "../
 import { loadTokenizer, TokenizerError, type Tokenizer } from "../protocol/tokenizer.js";
 import { generate, GenerateError, type GenerateFinish, type GenerateSession } from "./generate.js";
 import type { ModelCache } from "./model-cache.js";
-import { publicMessage } from "./public-errors.js";
+import { publicMessage } from "../protocol/public-message.js";
 
 type GenerateFrame = Extract<RouterToNode, { t: "generate" }>;
 type Send = (msg: NodeToRouter) => void;
