@@ -81,7 +81,7 @@ const settledRuns = async (region: string) => total(await settledCounts(region))
 
 /** Waits until `region`'s running node (its counter past `before`) shows up; returns its id. */
 async function runningNode(region: string, before: Map<string, number>): Promise<string> {
-  return waitUntil(`the slow call running in ${region}`, 15_000, async () => {
+  return waitUntil(`the slow call running in ${region}`, 30_000, async () => {
     for (const [id, n] of await runs(region)) if (n > (before.get(id) ?? 0)) return id;
     return undefined;
   });
@@ -108,7 +108,16 @@ beforeAll(async () => {
     headers: { "content-type": "application/octet-stream" },
   });
   expect(up.status, JSON.stringify(up.body)).toBe(201);
-  // Warm in both regions, then calibrate on us-west (the machine is shared: measure here).
+  // Warm on every node (two replicas per region; ap-seoul has one node), so no call waits for a
+  // load and a re-run would find the other us-west node ready; then calibrate on us-west.
+  const put = await call(`${mesh.edge}/v1/models/${MODEL}`, { key: mesh.apiKey, method: "PUT", json: { keepWarm: 2 } });
+  expect(put.status, JSON.stringify(put.body)).toBe(200);
+  const key = `${created.body.id}@1`;
+  await waitUntil("spin warm on both us-west nodes and in ap-seoul", 120_000, async () => {
+    const [w, s] = await Promise.all([mesh.regionStatus(WEST), mesh.regionStatus(SEOUL)]);
+    const replicas = (r: typeof w) => r.models.find((m) => m.key === key)?.replicas ?? 0;
+    return replicas(w) >= 2 && replicas(s) >= 1 ? true : undefined;
+  }, 250);
   for (const colo of ["SJC", "ICN"]) {
     const warm = await infer(1, colo);
     expect(warm.status, JSON.stringify(warm.body)).toBe(200);
