@@ -42,6 +42,11 @@ export interface ExternalDataRef {
   where: string;
   /** The file it names (its `location` entry), or null when it names none. */
   location: string | null;
+  /** Its `offset` and `length` entries (null when absent or not a plain decimal integer). */
+  offset: number | null;
+  length: number | null;
+  /** The bytes its dims and element type need (null when the type has no fixed width): the length read when none is given. */
+  bytes: number | null;
 }
 
 /**
@@ -492,10 +497,26 @@ function* parseModel(r: Reader): Step<OnnxModelInfo> {
  * other accounts') files may be, so nothing else may ever be named. Names are compared exactly
  * and must be plain relative paths, so "./x", "a/../x" or "/x" never match a bundle file.
  */
-export function checkExternalData(info: Pick<OnnxModelInfo, "externalData">, ownFiles: ReadonlySet<string>): void {
+export function checkExternalData(info: Pick<OnnxModelInfo, "externalData">, ownFiles: ReadonlySet<string> | ReadonlyMap<string, number>): void {
   for (const ref of info.externalData) {
     const loc = ref.location;
-    if (loc !== null && ownFiles.has(loc) && isPlainRelativePath(loc)) continue;
+    if (loc !== null && ownFiles.has(loc) && isPlainRelativePath(loc)) {
+      // A bundle's files come with their sizes: a read must lie inside the file it names, so a
+      // tensor never reads past its end (onnxruntime would fail the load, or map what is not there).
+      const size = ownFiles instanceof Map ? (ownFiles.get(loc) as number) : null;
+      if (size === null) continue;
+      const tensor = ref.tensor === "" ? "a tensor" : `tensor '${clip(ref.tensor)}'`;
+      const offset = ref.offset ?? 0;
+      const length = ref.length ?? ref.bytes;
+      if (length === null) throw unsupported(`${tensor} (${ref.where}) reads from '${clip(loc)}' without a length, and its type has no fixed width`);
+      if (offset + length > size) {
+        throw invalid(`${tensor} (${ref.where}) reads bytes ${offset} to ${offset + length} of '${clip(loc)}', which has ${size} bytes`);
+      }
+      if (ref.bytes !== null && length !== ref.bytes) {
+        throw invalid(`${tensor} (${ref.where}) reads ${length} bytes of '${clip(loc)}' but its dims need ${ref.bytes}`);
+      }
+      continue;
+    }
     const tensor = ref.tensor === "" ? "a tensor" : `tensor '${clip(ref.tensor)}'`;
     const names = loc === null ? "but names no file" : `from file '${clip(loc)}'`;
     const allowed =
@@ -775,10 +796,13 @@ interface TensorState {
   /** data_location is EXTERNAL (or anything but DEFAULT), or an external_data entry is present. */
   external: boolean;
   location: string | null;
+  /** The external_data `offset` / `length` entries; NaN when present but not a plain integer. */
+  offset: number | null;
+  length: number | null;
 }
 
 function newTensor(): TensorState {
-  return { name: "", elemType: 0, elements: 1, dataBytes: 0, strings: 0, external: false, location: null };
+  return { name: "", elemType: 0, elements: 1, dataBytes: 0, strings: 0, external: false, location: null, offset: null, length: null };
 }
 
 /** Reads one TensorProto occurrence into `t`; never decodes the data, only measures it. */
@@ -805,6 +829,8 @@ function* readTensor(r: Reader, end: number, t: TensorState): Step<void> {
       t.external = true;
       const entry = yield* readStringEntry(r, yield* r.lengthEnd(end, "an external_data entry"));
       if (entry.key === "location") t.location = entry.value;
+      else if (entry.key === "offset") t.offset = decimal(entry.value);
+      else if (entry.key === "length") t.length = decimal(entry.value);
     } else if (field === 14) {
       r.expect(VARINT, "TensorProto.data_location");
       if ((yield* r.varint(end)) !== 0) t.external = true; // 1 = EXTERNAL; any other non-default value is no better
@@ -832,7 +858,9 @@ function* readTensor(r: Reader, end: number, t: TensorState): Step<void> {
  */
 function checkTensor(t: TensorState, walk: Walk, where: string): string {
   if (t.external) {
-    walk.external.push({ tensor: t.name, where, location: t.location });
+    const width = ELEM_BYTES[t.elemType];
+    if (Number.isNaN(t.offset) || Number.isNaN(t.length)) throw invalid(`tensor '${clip(t.name)}' (${where}) has an external_data offset or length that is not a byte count`);
+    walk.external.push({ tensor: t.name, where, location: t.location, offset: t.offset, length: t.length, bytes: width === undefined ? null : times(t.elements, width) });
     return t.name; // its size is the external file's business, and the reference is refused anyway
   }
   const label = t.name === "" ? `a tensor (${where})` : `tensor '${clip(t.name)}' (${where})`;
@@ -854,6 +882,14 @@ function dimOf(v: bigint): number {
 
 function times(a: number, b: number): number {
   return Math.min(a * b, Number.MAX_VALUE);
+}
+
+/** Bytes per element of the fixed-width ONNX element types (strings and sub-byte types have none). */
+const ELEM_BYTES: Readonly<Record<number, number>> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2, 17: 1, 18: 1, 19: 1, 20: 1 };
+
+/** An external_data offset or length: a plain decimal integer (NaN otherwise, refused by the caller). */
+function decimal(v: string): number {
+  return /^[0-9]{1,16}$/.test(v) ? Number(v) : Number.NaN;
 }
 
 /** StringStringEntryProto: key=1, value=2. */

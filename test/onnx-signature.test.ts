@@ -454,10 +454,10 @@ describe("readOnnxSignature finds every external-data reference (a hostile uploa
 
   it("counts data_location EXTERNAL without a location, and external_data entries without the flag", () => {
     const flagOnly = model({ nodes: [constant({ name: "k", elemType: OnnxType.UINT8, dims: [8], rawFields: new Uint8Array([0x70, 0x01]) })] });
-    expect(readOnnxSignature(flagOnly).externalData).toEqual([{ tensor: "k", where: "attribute 'value' of node 'c'", location: null }]);
+    expect(readOnnxSignature(flagOnly).externalData).toMatchObject([{ tensor: "k", where: "attribute 'value' of node 'c'", location: null }]);
     expect(refusedFor(flagOnly)).toMatch(/but names no file/);
     const entriesOnly = model({ nodes: [constant(ext("k", { external: { location: victim, markExternal: false } }))] });
-    expect(readOnnxSignature(entriesOnly).externalData).toEqual([{ tensor: "k", where: "attribute 'value' of node 'c'", location: victim }]);
+    expect(readOnnxSignature(entriesOnly).externalData).toMatchObject([{ tensor: "k", where: "attribute 'value' of node 'c'", location: victim }]);
   });
 
   it("lets a bundle name its own files exactly, and nothing else", () => {
@@ -468,6 +468,42 @@ describe("readOnnxSignature finds every external-data reference (a hostile uploa
       const info = readOnnxSignature(externalDataModel(sneaky, 8));
       expect(() => checkExternalData(info, new Set([sneaky])), sneaky).toThrow(OnnxParseError);
     }
+  });
+
+  it("checks a bundle file's reads against its size: offset + length inside the file, the length what the dims need", () => {
+    const sized = (location: string, length: number, offset = 0) => readOnnxSignature(externalDataModel(location, length, offset));
+    expect(sized("weights.bin", 8).externalData).toEqual([{ tensor: "w", where: "initializer", location: "weights.bin", offset: 0, length: 8, bytes: 8 }]);
+    expect(() => checkExternalData(sized("weights.bin", 8), new Map([["weights.bin", 8]]))).not.toThrow();
+    expect(() => checkExternalData(sized("weights.bin", 8, 4), new Map([["weights.bin", 12]]))).not.toThrow();
+    expect(() => checkExternalData(sized("weights.bin", 8, 4), new Map([["weights.bin", 11]]))).toThrow(/reads bytes 4 to 12 of 'weights.bin', which has 11 bytes/);
+    expect(() => checkExternalData(sized("weights.bin", 8), new Map([["other.bin", 100]]))).toThrow(/a version may only read files uploaded with it/);
+    // A length that disagrees with the tensor's dims (onnxruntime would refuse or misread it).
+    const short = readOnnxSignature(
+      encodeModel({
+        graph: {
+          name: "short",
+          nodes: [{ opType: "Identity", inputs: ["w"], outputs: ["y"] }],
+          inputs: [],
+          outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [4] }],
+          initializers: [{ name: "w", elemType: OnnxType.FLOAT, dims: [4], external: { location: "weights.bin", offset: 0, length: 8 } }],
+        },
+      }),
+    );
+    expect(() => checkExternalData(short, new Map([["weights.bin", 100]]))).toThrow(/reads 8 bytes of 'weights.bin' but its dims need 16/);
+    // No length: the dims' bytes are what is read.
+    const noLength = readOnnxSignature(
+      encodeModel({
+        graph: {
+          name: "nolength",
+          nodes: [{ opType: "Identity", inputs: ["w"], outputs: ["y"] }],
+          inputs: [],
+          outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [4] }],
+          initializers: [{ name: "w", elemType: OnnxType.FLOAT, dims: [4], external: { location: "weights.bin" } }],
+        },
+      }),
+    );
+    expect(() => checkExternalData(noLength, new Map([["weights.bin", 16]]))).not.toThrow();
+    expect(() => checkExternalData(noLength, new Map([["weights.bin", 15]]))).toThrow(/reads bytes 0 to 16/);
   });
 
   it("refuses EPContext nodes, whose ep_cache_context may name a file next to the model", () => {
