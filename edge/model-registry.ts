@@ -7,6 +7,7 @@
 
 import { and, desc, eq, isNull } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
+import type { BundleFile } from "../protocol/messages.js";
 import type { ModelSignature } from "../protocol/datatypes.js";
 import { MeshError } from "../protocol/errors.js";
 import { aliases, modelVersions, models, trafficRules } from "../schema/schema.js";
@@ -28,6 +29,8 @@ export interface VersionInfo {
   runtime: string;
   signature: ModelSignature;
   createdAt: number;
+  /** A bundle's data files; absent for a single-file version. */
+  files?: BundleFile[];
 }
 
 export interface ModelInfo {
@@ -102,6 +105,7 @@ async function loadModel(db: DrizzleD1Database, accountId: string, name: string)
       runtime: v.runtime,
       signature: v.signature as ModelSignature,
       createdAt: v.createdAt,
+      ...(v.files ? { files: v.files } : {}),
     })),
     aliases: Object.fromEntries(aliasRows.map((a) => [a.name, a.version])),
     traffic: parsedRule?.success ? parsedRule.data : null,

@@ -11,9 +11,9 @@
 
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
-import { parseRegionInferResponse, type ModelRef, type RegionInferRequest, type RegionInferResponse } from "../protocol/messages.js";
+import { parseRegionInferResponse, type BundleFile, type ModelRef, type RegionInferRequest, type RegionInferResponse } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
-import { downloadUrl } from "./download-urls.js";
+import { bundleFileRefs, downloadUrl } from "./download-urls.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
 import { estimate, type Estimate } from "./latency-model.js";
@@ -90,7 +90,7 @@ export function resetLostRegions(): void {
 }
 
 /** A call before its region is chosen: the artifact URL is signed for the region that gets it. */
-export type UnsignedInferRequest = Omit<RegionInferRequest, "model"> & { model: Omit<ModelRef, "artifactUrl"> };
+export type UnsignedInferRequest = Omit<RegionInferRequest, "model"> & { model: Omit<ModelRef, "artifactUrl" | "files"> & { files?: BundleFile[] } };
 
 export async function forwardInfer(
   config: EdgeConfig,
@@ -111,7 +111,9 @@ export async function forwardInfer(
     // everything downstream (measurements included) sees it exactly as it would a real one.
     const simulated = config.localMode ? (config.simulatedRtt[colo]?.[region.name] ?? 0) : 0;
     const artifactUrl = await downloadUrl(config, region.name, "artifact", request.model.sha256);
-    const body = codec.encode({ ...request, model: { ...request.model, artifactUrl } } satisfies RegionInferRequest);
+    const { files: bundle, ...model } = request.model;
+    const files = bundle ? await bundleFileRefs(config, region.name, bundle) : undefined;
+    const body = codec.encode({ ...request, model: { ...model, artifactUrl, ...(files ? { files } : {}) } } satisfies RegionInferRequest);
     const headers = await signRequest(signingSecret(config, region.name), "POST", path, body);
     const started = Date.now();
     let res: Response;

@@ -10,6 +10,13 @@
 // objects are what a client lists to resume; the account is in every key, so another
 // account's upload id names nothing (404); counting an account's open uploads is one list.
 // No migration, and no write to the shared database per part.
+//
+// Bundles (a graph plus its ONNX external-data files) reuse the same uploads: a data file is an
+// upload of kind "file", completed by its sha256 alone (no ONNX reading) into the same content
+// address as artifacts, plus a small marker bundle-files/{account}/{sha256} saying this account
+// uploaded those bytes and their size. The graph's upload then names its files {name: sha256};
+// completion looks the markers up (only the account's own files can be named) and refuses a
+// graph whose external references name anything else or read past a file's end.
 
 import { MeshError } from "../protocol/errors.js";
 import { checkExternalData, OnnxParseError, OnnxSignatureReader, type OnnxModelInfo } from "../protocol/onnx-signature.js";
@@ -33,7 +40,7 @@ const COMPLETE_LEASE_MS = 15 * 60 * 1000;
 /** Copying the verified object to its content address: ranged reads of (at least) this size, one part each, this many at once. */
 const COPY_PART_BYTES = 16 * 1024 * 1024;
 const COPY_CONCURRENCY = 4;
-/** Files uploaded alongside a single-file version: none (bundles will bring their own). */
+/** Files uploaded alongside a single-file version: none. */
 export const NO_BUNDLE_FILES: ReadonlySet<string> = new Set();
 
 export const UPLOAD_ID_RE = /^upl_[A-Za-z0-9]{16}$/;
@@ -51,6 +58,10 @@ export interface UploadRecord {
   r2UploadId: string;
   createdAt: number;
   expiresAt: number;
+  /** "file": a bundle's data file (completed by sha256 alone); absent or "model": a graph, completed into a version. */
+  kind?: "model" | "file";
+  /** A graph's bundle files, name to sha256 (each a completed "file" upload of the account). */
+  files?: Record<string, string>;
   /** Set once R2 assembled the parts (the multipart upload is gone; the staging object holds the file). */
   assembled: boolean;
   /** A complete() in progress holds the upload until then (ms). */
@@ -82,7 +93,18 @@ export function partLength(u: Pick<UploadRecord, "size" | "partSize" | "parts">,
 }
 
 export function describeUpload(u: UploadRecord) {
-  return { uploadId: u.id, model: u.model, size: u.size, partSize: u.partSize, parts: u.parts, sha256: u.sha256, createdAt: u.createdAt, expiresAt: u.expiresAt };
+  return {
+    uploadId: u.id,
+    model: u.model,
+    kind: u.kind ?? "model",
+    ...(u.files ? { files: u.files } : {}),
+    size: u.size,
+    partSize: u.partSize,
+    parts: u.parts,
+    sha256: u.sha256,
+    createdAt: u.createdAt,
+    expiresAt: u.expiresAt,
+  };
 }
 
 async function readRecord(bucket: R2Bucket, accountId: string, id: string): Promise<{ record: UploadRecord; etag: string } | null> {
@@ -137,8 +159,9 @@ export async function createUpload(
   bucket: R2Bucket,
   limits: UploadLimits,
   owner: { accountId: string; modelId: string; model: string },
-  req: { size: number; partSize?: number | undefined; sha256?: string | undefined },
+  req: { size: number; partSize?: number | undefined; sha256?: string | undefined; kind?: "model" | "file" | undefined; files?: Record<string, string> | undefined },
 ): Promise<UploadRecord> {
+  if (req.kind === "file" && req.files) throw new MeshError("bad_request", "a data file ('kind': 'file') names no 'files'; the graph's upload does");
   if (req.size > limits.maxUploadBytes) throw new MeshError("payload_too_large", `the file is ${req.size} bytes; uploads take at most ${limits.maxUploadBytes}`);
   const partSize = req.partSize ?? Math.max(DEFAULT_PART_BYTES, Math.ceil(req.size / MAX_PARTS / (1024 * 1024)) * 1024 * 1024);
   if (partSize < MIN_PART_BYTES || partSize > MAX_PART_BYTES) throw new MeshError("bad_request", `'partSize' must be ${MIN_PART_BYTES} to ${MAX_PART_BYTES} bytes`);
@@ -160,6 +183,8 @@ export async function createUpload(
     partSize,
     parts,
     sha256: req.sha256 ?? null,
+    ...(req.kind === "file" ? { kind: "file" as const } : {}),
+    ...(req.files && Object.keys(req.files).length > 0 ? { files: req.files } : {}),
     r2UploadId: multipart.uploadId,
     createdAt: now,
     expiresAt: now + UPLOAD_TTL_MS,
@@ -218,7 +243,27 @@ export async function putPart(bucket: R2Bucket, u: UploadRecord, n: number, body
 export interface VerifiedFile {
   sha256: string;
   size: number;
-  info: OnnxModelInfo;
+  /** The graph's signature; null for a bundle's data file (not ONNX, never parsed). */
+  info: OnnxModelInfo | null;
+}
+
+const bundleFileKey = (accountId: string, sha256: string) => `bundle-files/${accountId}/${sha256}`;
+
+/** Notes that `accountId` uploaded a data file with these bytes: only such files can join its bundles. */
+export async function recordBundleFile(bucket: R2Bucket, accountId: string, file: { sha256: string; size: number }): Promise<void> {
+  await bucket.put(bundleFileKey(accountId, file.sha256), "", { customMetadata: { size: String(file.size) } });
+}
+
+/** A graph upload's files with their sizes; a sha256 the account never uploaded as a data file is refused. */
+export async function bundleFiles(bucket: R2Bucket, accountId: string, files: Record<string, string>): Promise<{ name: string; sha256: string; size: number }[]> {
+  const out: { name: string; sha256: string; size: number }[] = [];
+  for (const [name, sha256] of Object.entries(files)) {
+    const head = await bucket.head(bundleFileKey(accountId, sha256));
+    const size = Number(head?.customMetadata?.size);
+    if (!head || !Number.isSafeInteger(size)) throw new MeshError("bad_request", `bundle file '${name}': no data file with sha256 ${sha256} was uploaded by this account (upload it first with 'kind': 'file')`);
+    out.push({ name, sha256, size });
+  }
+  return out;
 }
 
 /**
@@ -232,7 +277,9 @@ export async function completeUpload(
   bucket: R2Bucket,
   found: { record: UploadRecord; etag: string },
   destKey: (sha256: string) => string,
+  ownFiles: ReadonlyMap<string, number> = new Map(),
 ): Promise<VerifiedFile> {
+  const dataFile = found.record.kind === "file";
   let u = found.record;
   const now = Date.now();
   if (u.completingUntil > now) throw new MeshError("conflict", `upload '${u.id}' is already being completed`);
@@ -257,12 +304,13 @@ export async function completeUpload(
     const announced = u.sha256 !== null && !(await bucket.head(destKey(u.sha256))) ? await startCopy(bucket, stagingKey(u), destKey(u.sha256), u.size) : null;
     let verified: VerifiedFile;
     try {
-      verified = await verifyObject(bucket, stagingKey(u), u.size);
+      verified = await verifyObject(bucket, stagingKey(u), u.size, !dataFile);
       if (u.sha256 !== null && u.sha256 !== verified.sha256) {
         throw new OnnxParseError(`the assembled file's sha256 is ${verified.sha256}, not the ${u.sha256} announced when the upload was created (a part was damaged or sent for another file)`);
       }
-      // A tenant's file must not read other files on the node: a single-file version brings none.
-      checkExternalData(verified.info, NO_BUNDLE_FILES);
+      // A tenant's file must not read other files on the node: a single-file version brings
+      // none, a bundle only its own files, each read within its size.
+      if (verified.info) checkExternalData(verified.info, ownFiles.size > 0 ? ownFiles : NO_BUNDLE_FILES);
     } catch (err) {
       await announced?.abort();
       if (!(err instanceof OnnxParseError)) throw err;
@@ -281,20 +329,20 @@ export async function completeUpload(
   }
 }
 
-/** One pass over the stored object: sha256 (crypto.DigestStream) and the ONNX signature. */
-export async function verifyObject(bucket: R2Bucket, key: string, size: number): Promise<VerifiedFile> {
+/** One pass over the stored object: sha256 (crypto.DigestStream) and, for a graph, the ONNX signature. */
+export async function verifyObject(bucket: R2Bucket, key: string, size: number, onnx = true): Promise<VerifiedFile> {
   const obj = await bucket.get(key);
   if (!obj) throw new MeshError("internal_error", "the assembled upload is missing");
   if (obj.size !== size) throw new OnnxParseError(`the assembled file has ${obj.size} bytes, not the ${size} announced`);
   const digest = new crypto.DigestStream("SHA-256");
   const hash = digest.getWriter();
-  const sig = new OnnxSignatureReader(size);
+  const sig = onnx ? new OnnxSignatureReader(size) : null;
   const reader = obj.body.getReader();
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      sig.push(value); // throws at the first sign of a bad file: the rest is never read
+      sig?.push(value); // throws at the first sign of a bad file: the rest is never read
       await hash.write(value);
     }
   } catch (err) {
@@ -302,7 +350,7 @@ export async function verifyObject(bucket: R2Bucket, key: string, size: number):
     await hash.abort().catch(() => undefined);
     throw err;
   }
-  const info = sig.end();
+  const info = sig ? sig.end() : null;
   await hash.close();
   return { sha256: toHex(await digest.digest), size, info };
 }

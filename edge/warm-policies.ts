@@ -28,6 +28,7 @@ export async function publishWarmPolicy(config: EdgeConfig, model: ModelInfo): P
       size: latest.size,
       signature: latest.signature,
       artifactBase: config.publicOrigin,
+      ...(latest.files ? { files: latest.files } : {}),
       regions: model.regions,
     };
     p.hset(MODEL_POLICIES_KEY, { [key]: record });

@@ -20,7 +20,7 @@ import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
 import type { GenerateSession } from "./generate.js";
 import { Generations, TokenizerCache } from "./generation.js";
-import { formatBytes, ModelCache, type HeldArtifact } from "./model-cache.js";
+import { formatBytes, ModelCache, versionKey, type HeldArtifact } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
 import { publicMessage } from "../protocol/public-message.js";
 import { runErrorCode } from "./run-errors.js";
@@ -72,6 +72,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
   const modelLimitMb = Math.min(memoryBudgetMb, config.modelMemoryLimitMb ?? memoryBudgetMb);
   /** The sha256 each model key was loaded with; sessions and batchers are held by sha256. */
   const keyToSha = new Map<string, string>();
+  /** The graph's sha256 each key was loaded with: what calls name (for a bundle keyToSha holds its versionKey). */
+  const keyGraph = new Map<string, string>();
   const keysOf = (sha: string) => [...keyToSha].filter(([, s]) => s === sha).map(([k]) => k);
   /** Models (by sha256) that have answered a call here: their graph runs (run-errors.ts). */
   const answered = new Set<string>();
@@ -81,6 +83,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
   const dropKey = async (key: string) => {
     const sha = keyToSha.get(key);
     keyToSha.delete(key);
+    keyGraph.delete(key);
     if (sha && keysOf(sha).length === 0) {
       batchers.delete(sha);
       answered.delete(sha);
@@ -92,7 +95,10 @@ export function startAgent(config: NodeConfig): AgentHandle {
   runtime.onLost = (sha) => {
     batchers.delete(sha);
     answered.delete(sha);
-    for (const key of keysOf(sha)) keyToSha.delete(key);
+    for (const key of keysOf(sha)) {
+      keyToSha.delete(key);
+      keyGraph.delete(key);
+    }
   };
 
   let ws: WebSocket | null = null;
@@ -128,7 +134,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
   const generations = new Generations({
     session(key, sha256): GenerateSession | undefined {
       const have = keyToSha.get(key);
-      if (!have || have !== sha256) return undefined;
+      if (!have || keyGraph.get(key) !== sha256) return undefined;
       const s = runtime.session(have);
       if (!s) return undefined;
       return {
@@ -258,14 +264,23 @@ export function startAgent(config: NodeConfig): AgentHandle {
           const started = performance.now();
           // A generative model's tokenizer comes along (its own failure shows at generation).
           if (msg.tokenizer) void tokenizers.get(msg.tokenizer).catch((err: Error) => log("warn", "tokenizer prefetch failed", { key: msg.key, error: err.message }));
-          const art = (held = await cache.acquire(msg.url, msg.sha256, msg.size, (bytes, total) =>
-            send({ t: "load_progress", key: msg.key, bytes, total }),
+          // A bundle's data files land next to its graph, in a directory of its own (versionKey).
+          const files = msg.files ?? [];
+          const art = (held = await cache.acquire(
+            msg.url,
+            msg.sha256,
+            msg.size,
+            (bytes, total) => send({ t: "load_progress", key: msg.key, bytes, total }),
+            "onnx",
+            files,
           ));
           // From the disk cache there was no download to report: say the bytes are all here.
-          if (art.cached) send({ t: "load_progress", key: msg.key, bytes: msg.size, total: msg.size });
+          const bytes = msg.size + files.reduce((n, f) => n + f.size, 0);
+          if (art.cached) send({ t: "load_progress", key: msg.key, bytes, total: bytes });
           const loadStarted = performance.now();
           if (config.simulatedLoadMs > 0) await new Promise((r) => setTimeout(r, config.simulatedLoadMs));
-          const sha = msg.sha256;
+          // Sessions are keyed like the cache's directories: the same graph with other weights is another session.
+          const sha = versionKey(msg.sha256, files);
           const otherMb = runtime.usedMb(sha);
           const limitMb = Math.min(modelLimitMb, memoryBudgetMb - otherMb);
           if (!runtime.has(sha) && limitMb < 1) {
@@ -279,6 +294,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
           // A key loaded again with other bytes: the old bytes go unless another key holds them.
           if (keyToSha.has(msg.key) && keyToSha.get(msg.key) !== sha) await dropKey(msg.key);
           keyToSha.set(msg.key, sha);
+          keyGraph.set(msg.key, msg.sha256);
           if (!batchers.has(sha)) {
             const run = async (inputs: WireTensor[], outputs: string[] | undefined, signal: AbortSignal): Promise<RunResult> => {
               runStarted();
@@ -339,7 +355,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
       send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
       return;
     }
-    if (have !== msg.sha256) {
+    if (keyGraph.get(msg.key) !== msg.sha256) {
       // Not the bytes the router vouches for under this key: never answer with them.
       log("warn", "call refused: sha256 differs from the loaded model", { id: msg.id, requestId: msg.requestId, key: msg.key, expected: msg.sha256, loaded: have });
       send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is loaded here with other bytes than the call names` });
@@ -361,7 +377,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     const timer = setTimeout(() => batcher.cancel(msg.id, new DeadlineError()), remaining);
     try {
       const { outputs, computeMs } = await batcher.submit(msg.id, msg.inputs, msg.outputs);
-      answered.add(msg.sha256);
+      answered.add(have);
       send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started, computeMs });
     } catch (err) {
       const computeMs = err instanceof SessionProcessError ? err.computeMs : 0;
@@ -385,7 +401,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
       } else {
         const raw = (err as Error).message;
         // The caller's input (4xx, not retried) or the model's failure (500): run-errors.ts.
-        const code = runErrorCode(raw, answered.has(msg.sha256));
+        const code = runErrorCode(raw, answered.has(have));
         log("info", "call failed in the runtime", { id: msg.id, requestId: msg.requestId, key: msg.key, code, error: raw });
         send({ t: "error", id: msg.id, code, message: publicMessage(raw), computeMs });
       }

@@ -17,10 +17,34 @@
 // versions are removed to make room; never a version whose session is loaded (`inUse`), nor one
 // held by a download or load in progress (`acquire` ... `release`). Versions found on disk at
 // start are indexed, their files' newest mtime standing for their last use; a use touches it.
+//
+// A bundle (a graph plus its external-data files) is one version directory: each data file is
+// downloaded like the graph (running hash, size bound, resume) and renamed in under its bundle
+// name next to model.onnx, so onnxruntime finds its external data there and nowhere else. The
+// directory is named by versionKey: the graph's sha256 alone for a single file, a hash of the
+// graph's and every file's name and sha256 for a bundle, so the same graph with other weights
+// never shares a directory (or a session) with it.
 
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, stat, statfs, utimes, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { BUNDLE_FILE_NAME_RE } from "../protocol/messages.js";
+
+/** A bundle's data file as the cache fetches it (BundleFileRef). */
+export interface BundleFile {
+  name: string;
+  sha256: string;
+  size: number;
+  url: string;
+}
+
+/** The version directory's name: the graph's sha256, or for a bundle a hash over the graph and its files. */
+export function versionKey(sha256: string, files: readonly Pick<BundleFile, "name" | "sha256">[] = []): string {
+  if (files.length === 0) return sha256;
+  const h = createHash("sha256").update(`bundle\n${sha256}\n`);
+  for (const f of [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) h.update(`${f.name}\n${f.sha256}\n`);
+  return h.digest("hex");
+}
 
 export interface FetchedArtifact {
   path: string;
@@ -142,17 +166,29 @@ export class ModelCache {
     return { path: held.path, cached: held.cached, downloadMs: held.downloadMs };
   }
 
-  /** Like `get`, and the version is not evicted until `release()`: hold it from download to the end of the load. */
+  /**
+   * Like `get`, and the version is not evicted until `release()`: hold it from download to the
+   * end of the load. `files`: a bundle's data files, fetched into the same directory; the
+   * version is then known (holds, inUse, eviction) by versionKey(sha256, files).
+   */
   async acquire(
     url: string,
-    sha256: string,
+    graphSha256: string,
     size: number,
     onProgress: (bytes: number, total: number) => void,
     ext = "onnx",
+    files: readonly BundleFile[] = [],
   ): Promise<HeldArtifact> {
-    if (!SHA.test(sha256)) throw new Error("bad sha256");
+    if (!SHA.test(graphSha256)) throw new Error("bad sha256");
     if (!/^[a-z]{1,8}$/.test(ext)) throw new Error("bad file kind");
     if (!Number.isSafeInteger(size) || size < 0) throw new Error("bad artifact size");
+    for (const f of files) {
+      // Checked where the frame is parsed too; here because this is what writes the path.
+      if (!BUNDLE_FILE_NAME_RE.test(f.name) || f.name === `model.${ext}` || !SHA.test(f.sha256) || !Number.isSafeInteger(f.size) || f.size < 0) {
+        throw new Error("bad bundle file");
+      }
+    }
+    const sha256 = versionKey(graphSha256, files);
     this.holds.set(sha256, (this.holds.get(sha256) ?? 0) + 1);
     let released = false;
     const release = () => {
@@ -168,7 +204,8 @@ export class ModelCache {
       const id = `${sha256}.${ext}`;
       let p = this.inflight.get(id);
       if (!p) {
-        p = this.fetchOnce(url, sha256, size, onProgress, ext).finally(() => this.inflight.delete(id));
+        const all = [...files, { name: `model.${ext}`, sha256: graphSha256, size, url }];
+        p = this.fetchOnce(sha256, all, onProgress).finally(() => this.inflight.delete(id));
         this.inflight.set(id, p);
       }
       return { ...(await p), release };
@@ -283,41 +320,60 @@ export class ModelCache {
     }
   }
 
-  private async fetchOnce(
-    url: string,
-    sha256: string,
-    size: number,
-    onProgress: (bytes: number, total: number) => void,
-    ext: string,
-  ): Promise<FetchedArtifact> {
+  /**
+   * Makes `key`'s directory hold every one of `files` (the graph last), downloading those not
+   * there at their size; the room for all of them is reserved at once.
+   */
+  private async fetchOnce(key: string, files: readonly BundleFile[], onProgress: (bytes: number, total: number) => void): Promise<FetchedArtifact> {
     await this.ready;
-    await this.removing.get(sha256);
-    const path = this.pathFor(sha256, ext);
-    const existing = await stat(path).catch(() => null);
-    if (existing && existing.size === size) {
+    await this.removing.get(key);
+    const dir = join(this.dir, key);
+    const path = join(dir, files[files.length - 1]!.name);
+    const missing: BundleFile[] = [];
+    for (const f of files) {
+      const existing = await stat(join(dir, f.name)).catch(() => null);
+      if (existing && existing.size === f.size) continue;
+      // A file of the wrong size under this name is damage, not a model: it goes.
+      if (existing) await rm(join(dir, f.name), { force: true });
+      missing.push(f);
+    }
+    if (missing.length === 0) {
       const now = this.now();
-      await utimes(path, new Date(), new Date()).catch(() => undefined);
-      const e = this.entries.get(sha256);
+      await Promise.all(files.map((f) => utimes(join(dir, f.name), new Date(), new Date()).catch(() => undefined)));
+      const e = this.entries.get(key);
       if (e) e.lastUsed = now;
-      else this.entries.set(sha256, { bytes: (await dirUsage(dirname(path))).bytes, lastUsed: now });
+      else this.entries.set(key, { bytes: (await dirUsage(dir)).bytes, lastUsed: now });
       return { path, cached: true, downloadMs: 0 };
     }
-    // A file of the wrong size under this name is damage, not a model: it goes.
-    if (existing) await rm(path, { force: true });
 
-    await this.evictFor(size, sha256, true);
+    const total = missing.reduce((n, f) => n + f.size, 0);
+    // What is left of the version counts as it is on disk now; the missing files are reserved.
+    const present = this.entries.get(key);
+    if (present) present.bytes = (await dirUsage(dir)).bytes;
+    await this.evictFor(total, key, true);
     const started = performance.now();
-    const tmp = join(this.dir, ".partial", `${sha256}.${ext}.part-${randomBytes(4).toString("hex")}`);
     try {
-      const hash = await this.download(url, size, tmp, onProgress);
-      const got = hash.digest("hex");
-      if (got !== sha256) throw new Error(`artifact hash mismatch: expected ${sha256}, got ${got}`);
-      await mkdir(dirname(path), { recursive: true });
-      await rename(tmp, path);
-      this.entries.set(sha256, { bytes: (await dirUsage(dirname(path))).bytes, lastUsed: this.now() });
+      let done = 0;
+      for (const f of missing) {
+        const tmp = join(this.dir, ".partial", `${key}.${f.name}.part-${randomBytes(4).toString("hex")}`);
+        try {
+          const hash = await this.download(f.url, f.size, tmp, (bytes) => onProgress(done + bytes, total));
+          const got = hash.digest("hex");
+          if (got !== f.sha256) throw new Error(`artifact hash mismatch: expected ${f.sha256}, got ${got}`);
+          await mkdir(dir, { recursive: true });
+          await rename(tmp, join(dir, f.name));
+        } finally {
+          await rm(tmp, { force: true });
+        }
+        done += f.size;
+      }
+      this.entries.set(key, { bytes: (await dirUsage(dir)).bytes, lastUsed: this.now() });
+    } catch (err) {
+      // Files that did arrive stay (a retry resumes after them) and count against the budget.
+      if ((await stat(dir).catch(() => null)) !== null) this.entries.set(key, { bytes: (await dirUsage(dir)).bytes, lastUsed: this.now() });
+      throw err;
     } finally {
-      this.reservedBytes -= size;
-      await rm(tmp, { force: true });
+      this.reservedBytes -= total;
     }
     return { path, cached: false, downloadMs: performance.now() - started };
   }

@@ -23,7 +23,25 @@ export interface ModelRef {
   signature: ModelSignature;
   /** Generative models: the tokenizer.json shipped with the version. */
   tokenizer?: TokenizerRef;
+  /** A bundle's data files (ONNX external data), written next to the graph under their names. */
+  files?: BundleFileRef[];
 }
+
+/** One data file of a bundle: its name beside the graph, and where to fetch it (sha-checked). */
+export interface BundleFileRef {
+  name: string;
+  sha256: string;
+  size: number;
+  url: string;
+}
+
+/** A bundle file as a version records it (no URL: that is signed per region). */
+export type BundleFile = Omit<BundleFileRef, "url">;
+
+/** At most this many data files per bundle. */
+export const MAX_BUNDLE_FILES = 64;
+/** A bundle file's name: a plain file name (no '/', '\\', ':' or '..'), as the graph's `location` names it. */
+export const BUNDLE_FILE_NAME_RE = /^(?!\.\.?$)[A-Za-z0-9._-]{1,128}$/;
 
 /** A version's tokenizer.json: fetched through a signed URL and sha-checked like the artifact. */
 export interface TokenizerRef {
@@ -205,7 +223,7 @@ export type RouterToNode =
   | { t: "welcome"; region: string }
   /** Answers the node's "draining": every frame the router sent before it has arrived. */
   | { t: "drain_ack" }
-  | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature; tokenizer?: TokenizerRef }
+  | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature; tokenizer?: TokenizerRef; files?: BundleFileRef[] }
   | { t: "unload"; key: string }
   | { t: "cancel"; id: string }
   /**
@@ -324,6 +342,21 @@ function finishReason(o: Rec): FinishReason {
   const r = o.reason;
   if (r !== "length" && r !== "stop" && r !== "cancelled") throw new MessageError("'reason' must be length, stop or cancelled");
   return r;
+}
+
+/** A bundle's file list; names checked here, so the node never writes outside the version's directory. */
+export function parseBundleFiles(v: unknown): BundleFileRef[] {
+  if (!Array.isArray(v) || v.length > MAX_BUNDLE_FILES) throw new MessageError(`'files' must be a list of at most ${MAX_BUNDLE_FILES}`);
+  const seen = new Set<string>();
+  return v.map((f) => {
+    const o = rec(f, "file");
+    const name = str(o, "name", 128);
+    const sha256 = str(o, "sha256", 64);
+    if (!BUNDLE_FILE_NAME_RE.test(name) || name === "model.onnx" || seen.has(name)) throw new MessageError("a bundle file's 'name' must be a distinct plain file name");
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new MessageError("a bundle file's 'sha256' must be 64 hex digits");
+    seen.add(name);
+    return { name, sha256, size: count(o, "size"), url: str(o, "url") };
+  });
 }
 
 export function parseTokenizerRef(v: unknown): TokenizerRef {
@@ -467,6 +500,7 @@ export function parseModelRef(v: unknown): ModelRef {
     artifactUrl: str(o, "artifactUrl"),
     signature: signature(o.signature),
     ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
+    ...(o.files !== undefined && o.files !== null ? { files: parseBundleFiles(o.files) } : {}),
   };
 }
 
@@ -597,6 +631,7 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         size: num(o, "size"),
         signature: signature(o.signature),
         ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
+    ...(o.files !== undefined && o.files !== null ? { files: parseBundleFiles(o.files) } : {}),
       };
     case "unload":
       return { t: "unload", key: str(o, "key") };

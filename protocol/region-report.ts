@@ -76,6 +76,8 @@ export interface ModelPolicyRecord {
   signature: { inputs: { name: string; datatype: string; shape: number[] }[]; outputs: { name: string; datatype: string; shape: number[] }[] };
   /** The edge origin the artifact is downloaded from (routers sign the URL themselves). */
   artifactBase: string;
+  /** A bundle's data files (downloaded from artifactBase by sha256 like the artifact). */
+  files?: { name: string; sha256: string; size: number }[];
   /** Regions allowed to hold the model (data residency); null = all. */
   regions: string[] | null;
 }

@@ -20,6 +20,7 @@ import type { ErrorCode } from "../protocol/errors.js";
 import type { ModelSignature } from "../protocol/datatypes.js";
 import type {
   Accelerator,
+  BundleFileRef,
   GenerateParams,
   NodeToRouter,
   ProcessMemory,
@@ -171,6 +172,7 @@ export class NodeLink implements NodeState {
     signature: ModelSignature,
     reserveMb: number,
     tokenizer?: TokenizerRef,
+    files?: BundleFileRef[],
   ): Promise<{ loadMs: number }> {
     if (this.warm.has(key)) return Promise.resolve({ loadMs: 0 });
     const existing = this.loads.get(key);
@@ -184,7 +186,7 @@ export class NodeLink implements NodeState {
     });
     this.loads.set(key, { promise, resolve, reject });
     this.loading.set(key, reserveMb);
-    this.send({ t: "load", key, url, sha256, size, signature, ...(tokenizer ? { tokenizer } : {}) });
+    this.send({ t: "load", key, url, sha256, size, signature, ...(tokenizer ? { tokenizer } : {}), ...(files?.length ? { files } : {}) });
     return promise;
   }
 

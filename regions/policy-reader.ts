@@ -37,6 +37,10 @@ export function startPolicyReader(
         seen.add(key);
         // Signed for this region with its own secret: the edge serves it to this region's nodes only.
         const url = await artifactUrl(secret, p.artifactBase, region, p.sha256, Date.now() + URL_TTL_MS);
+        // A bundle's data files are served like artifacts, by sha256: each gets its own signed URL.
+        const files = Array.isArray(p.files)
+          ? await Promise.all(p.files.map(async (f) => ({ ...f, url: await artifactUrl(secret, p.artifactBase, region, f.sha256, Date.now() + URL_TTL_MS) })))
+          : undefined;
         scheduler.policies.set(key, {
           keepWarm: Math.max(0, Math.floor(Number(p.keepWarm) || 0)),
           replicas: p.replicas === null || p.replicas === undefined ? null : Math.max(0, Math.floor(Number(p.replicas))),
@@ -48,6 +52,7 @@ export function startPolicyReader(
             sha256: p.sha256,
             size: p.size,
             artifactUrl: url,
+            ...(files ? { files } : {}),
             signature: p.signature as { inputs: { name: string; datatype: OipDatatype; shape: number[] }[]; outputs: { name: string; datatype: OipDatatype; shape: number[] }[] },
           },
         });

@@ -479,7 +479,9 @@ export class Scheduler {
   }
 
   private startLoad(key: string, ref: ModelRef, maxEvictValue = Infinity): boolean {
-    const memoryMb = estimateMemoryMb(ref.size);
+    // A bundle's weights are mostly in its data files: they count as much as the graph.
+    const bytes = ref.size + (ref.files ?? []).reduce((n, f) => n + f.size, 0);
+    const memoryMb = estimateMemoryMb(bytes);
     const plan = planLoad(this.nodes.values(), key, memoryMb, this.valueOf, this.protect, undefined, maxEvictValue);
     if (!plan) return false;
     const node = plan.node as NodeLink;
@@ -490,9 +492,9 @@ export class Scheduler {
     }
     this.loads++;
     const started = performance.now();
-    this.loadProgress.set(key, { bytes: 0, total: ref.size, node: node.id });
-    this.noteLoadProgress(key, 0, ref.size, node.id);
-    node.load(key, ref.artifactUrl, ref.sha256, ref.size, ref.signature, memoryMb, ref.tokenizer).then(
+    this.loadProgress.set(key, { bytes: 0, total: bytes, node: node.id });
+    this.noteLoadProgress(key, 0, bytes, node.id);
+    node.load(key, ref.artifactUrl, ref.sha256, ref.size, ref.signature, memoryMb, ref.tokenizer, ref.files).then(
       () => {
         if (this.loadProgress.get(key)?.node === node.id) this.loadProgress.delete(key);
         const loadMs = performance.now() - started;

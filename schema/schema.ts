@@ -85,6 +85,11 @@ export const modelVersions = sqliteTable(
     /** Generative models: sha256 of the version's tokenizer.json (in R2 by hash); set once. */
     tokenizerSha256: text("tokenizer_sha256"),
     tokenizerSize: integer("tokenizer_size"),
+    /**
+     * A bundle's data files (ONNX external data), each written next to the graph under its name
+     * on the node; null for a single-file version. The bytes are in R2 by sha256 like artifacts.
+     */
+    files: text("files", { mode: "json" }).$type<{ name: string; sha256: string; size: number }[]>(),
   },
   (t) => [uniqueIndex("model_versions_model_version_idx").on(t.modelId, t.version)],
 );

@@ -1,4 +1,4 @@
-// npm run upload -- <model.onnx> --model <name> [--edge URL] [--key K] [--part-size MiB] [--create]
+// npm run upload -- <model.onnx> --model <name> [--file name=path ...] [--edge URL] [--key K] [--part-size MiB] [--create]
 //
 // Uploads a model file of any size as a new version through the edge's multipart upload routes
 // (POST /v1/models/{m}/uploads, PUT .../parts/{n}, POST .../complete), with a progress bar on
@@ -6,6 +6,10 @@
 // re-run with the same file finds its open upload by size and sha256 and sends only the parts
 // the edge lacks. Prints the new version (the edge's answer, plus uploadId and partsSent) as
 // JSON on stdout. --edge and --key default to the local mesh's .mesh/local.json.
+//
+// A bundle (a graph whose weights are ONNX external data): each `--file name=path` is uploaded
+// first the same way as a data file (kind "file"), then the graph naming them {name: sha256};
+// `name` is what the graph's external-data `location` says (e.g. model.onnx.data).
 
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
@@ -20,6 +24,8 @@ interface Options {
   key: string;
   partSize: number | undefined;
   create: boolean;
+  /** A bundle's data files: the name the graph uses, and the local path. */
+  files: { name: string; path: string }[];
 }
 
 interface Upload {
@@ -28,6 +34,7 @@ interface Upload {
   partSize: number;
   parts: number;
   sha256: string | null;
+  kind?: "model" | "file";
 }
 
 /** How often one part is tried before the command gives up (a re-run still resumes). */
@@ -46,16 +53,23 @@ class ApiError extends Error {
 }
 
 function usage(why: string): never {
-  process.stderr.write(`${why}\nusage: npm run upload -- <model.onnx> --model <name> [--edge URL] [--key K] [--part-size MiB] [--create]\n`);
+  process.stderr.write(`${why}\nusage: npm run upload -- <model.onnx> --model <name> [--file name=path ...] [--edge URL] [--key K] [--part-size MiB] [--create]\n`);
   process.exit(2);
 }
 
 async function parseArgs(argv: string[]): Promise<Options> {
   let file: string | undefined;
   const flags: Record<string, string | true> = {};
+  const files: Options["files"] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--create") flags.create = true;
+    else if (a === "--file") {
+      const v = argv[++i] ?? "";
+      const eq = v.indexOf("=");
+      if (eq < 1 || eq === v.length - 1) usage("--file takes name=path (name as the graph's external-data location names it)");
+      files.push({ name: v.slice(0, eq), path: v.slice(eq + 1) });
+    }
     else if (a.startsWith("--")) {
       const v = argv[++i];
       if (v === undefined) usage(`${a} needs a value`);
@@ -73,7 +87,7 @@ async function parseArgs(argv: string[]): Promise<Options> {
   if (!edge || !key) usage(`--edge and --key are required (no local mesh at ${localPath})`);
   const mib = typeof flags["part-size"] === "string" ? Number(flags["part-size"]) : undefined;
   if (mib !== undefined && !(mib > 0)) usage("--part-size is in MiB, e.g. 16");
-  return { file, model: flags.model, edge: edge.replace(/\/+$/, ""), key, partSize: mib === undefined ? undefined : Math.round(mib * 1024 * 1024), create: flags.create === true };
+  return { file, model: flags.model, edge: edge.replace(/\/+$/, ""), key, partSize: mib === undefined ? undefined : Math.round(mib * 1024 * 1024), create: flags.create === true, files };
 }
 
 async function api<T>(o: Options, method: string, path: string, body?: unknown): Promise<T> {
@@ -167,23 +181,23 @@ async function putPart(o: Options, u: Upload, n: number, bytes: Uint8Array<Array
   await answer(res);
 }
 
-async function main(): Promise<void> {
-  const o = await parseArgs(process.argv.slice(2));
-  const size = (await stat(o.file)).size;
+/** Uploads one file (resuming an open upload of the same bytes) and completes it; the edge's answer. */
+async function sendFile(o: Options, path: string, kind: "model" | "file", files?: Record<string, string>): Promise<Record<string, unknown>> {
+  const size = (await stat(path)).size;
   const m = encodeURIComponent(o.model);
-  const sha256 = await sha256File(o.file, size, new Progress(`hashing ${basename(o.file)}`, size));
-
-  if (o.create) {
-    try {
-      await api(o, "POST", "/v1/models", { name: o.model });
-    } catch (err) {
-      if (!(err instanceof ApiError && err.code === "conflict")) throw err;
-    }
-  }
+  const sha256 = await sha256File(path, size, new Progress(`hashing ${basename(path)}`, size));
   // An open upload of the same bytes: resume it.
   const open_ = (await api<{ uploads: Upload[] }>(o, "GET", `/v1/models/${m}/uploads`)).uploads;
-  let u = open_.find((x) => x.size === size && x.sha256 === sha256 && (o.partSize === undefined || x.partSize === o.partSize));
-  if (!u) u = await api<Upload>(o, "POST", `/v1/models/${m}/uploads`, { size, sha256, ...(o.partSize ? { partSize: o.partSize } : {}) });
+  let u = open_.find((x) => x.size === size && x.sha256 === sha256 && (x.kind ?? "model") === kind && (o.partSize === undefined || x.partSize === o.partSize));
+  if (!u) {
+    u = await api<Upload>(o, "POST", `/v1/models/${m}/uploads`, {
+      size,
+      sha256,
+      ...(o.partSize ? { partSize: o.partSize } : {}),
+      ...(kind === "file" ? { kind } : {}),
+      ...(files ? { files } : {}),
+    });
+  }
   const upload = u;
   const received = (await api<{ received: Array<{ partNumber: number; size: number }> }>(o, "GET", `/v1/models/${m}/uploads/${upload.uploadId}`)).received;
   const have = new Set(received.map((p) => p.partNumber));
@@ -192,8 +206,8 @@ async function main(): Promise<void> {
   const already = received.reduce((s, p) => s + p.size, 0);
   if (have.size > 0) process.stderr.write(`resuming upload ${upload.uploadId}: ${have.size} of ${upload.parts} parts already at the edge\n`);
 
-  const bar = new Progress(`uploading ${basename(o.file)}`, size, already);
-  const fh = await open(o.file, "r");
+  const bar = new Progress(`uploading ${basename(path)}`, size, already);
+  const fh = await open(path, "r");
   try {
     let next = 0;
     const worker = async () => {
@@ -222,8 +236,24 @@ async function main(): Promise<void> {
   }
   bar.done();
   process.stderr.write("completing (the edge reads the file back to check it)...\n");
-  const version = await api<Record<string, unknown>>(o, "POST", `/v1/models/${m}/uploads/${upload.uploadId}/complete`);
-  process.stdout.write(JSON.stringify({ ...version, uploadId: upload.uploadId, partsSent: todo.length }, null, 2) + "\n");
+  const done = await api<Record<string, unknown>>(o, "POST", `/v1/models/${m}/uploads/${upload.uploadId}/complete`);
+  return { ...done, uploadId: upload.uploadId, partsSent: todo.length };
+}
+
+async function main(): Promise<void> {
+  const o = await parseArgs(process.argv.slice(2));
+  if (o.create) {
+    try {
+      await api(o, "POST", "/v1/models", { name: o.model });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === "conflict")) throw err;
+    }
+  }
+  // A bundle's data files first: the graph's upload names them by sha256.
+  const files: Record<string, string> = {};
+  for (const f of o.files) files[f.name] = String((await sendFile(o, f.path, "file")).sha256);
+  const version = await sendFile(o, o.file, "model", o.files.length > 0 ? files : undefined);
+  process.stdout.write(JSON.stringify(version, null, 2) + "\n");
 }
 
 main().catch((err: unknown) => {

@@ -12,7 +12,7 @@ import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ModelCache } from "../gpu-node/model-cache.js";
+import { ModelCache, versionKey } from "../gpu-node/model-cache.js";
 import { nodeConfigFromEnv } from "../gpu-node/config.js";
 import { parseRange } from "../protocol/http-range.js";
 import { artifactUrl } from "../protocol/signing.js";
@@ -292,6 +292,39 @@ describe("the disk cache's byte budget", () => {
     expect(await present(dir)).toEqual(shas(0, 3, 4));
     await fetchOf(cache, 1);
     expect(await present(dir)).toEqual(shas(0, 1, 3));
+  });
+
+  it("a bundle's files land next to its graph in one directory, counted together; other weights are another directory; a lost file alone is fetched again", async () => {
+    await filesServer();
+    const dir = await tempDir();
+    const cache = new ModelCache(dir, { budgetBytes: 3000 });
+    const file = (name: string, i: number) => ({ name, sha256: sha(files[i]!), size: 1000, url: `${url}?sha=${sha(files[i]!)}` });
+    const bundle = [file("a.bin", 1), file("b.bin", 2)];
+    const got = await cache.acquire(`${url}?sha=${sha(files[0]!)}`, sha(files[0]!), 1000, () => undefined, "onnx", bundle);
+    got.release();
+    const key = versionKey(sha(files[0]!), bundle);
+    expect(key).not.toBe(sha(files[0]!));
+    expect(got.path).toBe(join(dir, key, "model.onnx"));
+    expect((await readdir(join(dir, key))).sort()).toEqual(["a.bin", "b.bin", "model.onnx"]);
+    expect(await readFile(join(dir, key, "b.bin"))).toEqual(files[2]);
+    expect(cache.stats()).toMatchObject({ usedBytes: 3000, versions: 1 });
+    // A lost data file: only it is fetched again.
+    await rm(join(dir, key, "a.bin"));
+    const before = requests;
+    const refetched = await cache.acquire(`${url}?sha=${sha(files[0]!)}`, sha(files[0]!), 1000, () => undefined, "onnx", bundle);
+    refetched.release();
+    expect(refetched.cached).toBe(false);
+    expect(requests - before).toBe(1);
+    expect(await readFile(join(dir, key, "a.bin"))).toEqual(files[1]);
+    expect(cache.stats()).toMatchObject({ usedBytes: 3000, versions: 1 });
+    // The same graph with other weights: another directory, and the first bundle makes room for it.
+    const other = [file("a.bin", 3), file("b.bin", 4)];
+    await (await cache.acquire(`${url}?sha=${sha(files[0]!)}`, sha(files[0]!), 1000, () => undefined, "onnx", other)).release();
+    expect((await readdir(dir)).filter((n) => n !== ".partial")).toEqual([versionKey(sha(files[0]!), other)]);
+    // Names that would leave the directory are refused before anything is fetched.
+    for (const name of ["../x", "a/b", "model.onnx", ""]) {
+      await expect(cache.acquire(`${url}?sha=${sha(files[0]!)}`, sha(files[0]!), 1000, () => undefined, "onnx", [{ ...file("x", 1), name }])).rejects.toThrow(/bad bundle file/);
+    }
   });
 
   it("a version held by a load in progress is never evicted; with everything held, a new one fails clearly", async () => {

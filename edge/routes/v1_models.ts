@@ -3,12 +3,17 @@
 // refused), list and show them, set the warm policy, and delete a version (refused while an
 // alias or a traffic rule names it). Versions are immutable and their numbers never reused.
 // Files too big for one body come in parts (multipart uploads, edge/uploads.ts) and end as a
-// version through the same insert.
+// version through the same insert. A bundle (graph plus ONNX external-data files) is uploaded
+// the same way: each data file as an upload of kind "file", then the graph naming them.
+// Why this shape: it reuses the multipart code whole (parts, resume, streaming verification and
+// the copy to a content address) and adds only a kind and a name-to-sha256 map; a data file is
+// content-addressed like an artifact, so the node fetches it through the same signed URLs.
 
 import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
+import { BUNDLE_FILE_NAME_RE, MAX_BUNDLE_FILES, type BundleFile } from "../../protocol/messages.js";
 import { checkExternalData, OnnxParseError, readOnnxSignature, type OnnxModelInfo } from "../../protocol/onnx-signature.js";
 import { sha256Hex } from "../../protocol/signing.js";
 import { models, modelVersions } from "../../schema/schema.js";
@@ -19,6 +24,7 @@ import { evictModel, MODEL_NAME_RE, requireModel, type ModelInfo } from "../mode
 import { describeRoute } from "../openapi.js";
 import { ruleVersions } from "../traffic.js";
 import {
+  bundleFiles,
   completeUpload,
   createUpload,
   describeUpload,
@@ -30,6 +36,7 @@ import {
   NO_BUNDLE_FILES,
   partLength,
   putPart,
+  recordBundleFile,
   requireUpload,
   uploadLimits,
 } from "../uploads.js";
@@ -121,16 +128,16 @@ function requireOctetStream(c: AppContext): void {
  * Records a new version of `model` whose bytes are already at artifactKey(sha256), and answers
  * as the upload routes do. Both the single-body upload and a completed multipart upload end here.
  */
-async function recordVersion(c: AppContext, accountId: string, model: ModelInfo, file: { sha256: string; size: number; info: OnnxModelInfo }) {
+async function recordVersion(c: AppContext, accountId: string, model: ModelInfo, file: { sha256: string; size: number; info: OnnxModelInfo }, files: BundleFile[] = []) {
   const { sha256, size, info } = file;
   const signature = { inputs: info.inputs, outputs: info.outputs };
   // One statement picks the next number and inserts it, so concurrent uploads cannot collide.
   const row = await c.env.DB.prepare(
-    `INSERT INTO model_versions (id, model_id, version, sha256, size, runtime, signature)
-     SELECT ?1, ?2, COALESCE(MAX(version), 0) + 1, ?3, ?4, 'onnx', ?5 FROM model_versions WHERE model_id = ?2
+    `INSERT INTO model_versions (id, model_id, version, sha256, size, runtime, signature, files)
+     SELECT ?1, ?2, COALESCE(MAX(version), 0) + 1, ?3, ?4, 'onnx', ?5, ?6 FROM model_versions WHERE model_id = ?2
      RETURNING version, created_at`,
   )
-    .bind(randomId("ver_"), model.id, sha256, size, JSON.stringify(signature))
+    .bind(randomId("ver_"), model.id, sha256, size, JSON.stringify(signature), files.length > 0 ? JSON.stringify(files) : null)
     .first<{ version: number; created_at: number }>();
   if (!row) throw new MeshError("internal_error", "the version was not recorded");
   await evictModel(services(c), accountId, model.name);
@@ -146,6 +153,7 @@ async function recordVersion(c: AppContext, accountId: string, model: ModelInfo,
     opsetVersion: info.opsetVersion,
     inputs: info.inputs,
     outputs: info.outputs,
+    ...(files.length > 0 ? { files } : {}),
     createdAt: row.created_at,
   };
 }
@@ -160,6 +168,7 @@ const VersionCreatedSchema = z.object({
   opsetVersion: z.number(),
   inputs: z.array(TensorSpecSchema),
   outputs: z.array(TensorSpecSchema),
+  files: z.array(z.object({ name: z.string(), sha256: z.string(), size: z.number() })).optional().describe("A bundle's data files."),
   createdAt: z.number(),
 });
 const Sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, "must be the file's sha256 as 64 lowercase hex digits");
@@ -168,11 +177,22 @@ const CreateUploadSchema = z
     size: z.number().int().min(1).describe("The file's length in bytes."),
     partSize: z.number().int().min(MIN_PART_BYTES).max(MAX_PART_BYTES).optional().describe("Bytes per part (every part but the last); default 16 MiB, or more when the file needs over 10,000 parts."),
     sha256: Sha256Schema.optional().describe("The whole file's sha256: completion refuses a file that does not match it, and it lets a client find its upload again to resume."),
+    kind: z.enum(["model", "file"]).optional().describe("'file': a bundle's data file (ONNX external data), completed by its sha256 alone; default 'model': a graph, completed into a version."),
+    files: z
+      .record(
+        z.string().regex(BUNDLE_FILE_NAME_RE, "bundle file names are plain file names (letters, digits, '.', '_', '-')").refine((n) => n !== "model.onnx", "'model.onnx' is the graph's own name"),
+        Sha256Schema,
+      )
+      .refine((f) => Object.keys(f).length <= MAX_BUNDLE_FILES, `at most ${MAX_BUNDLE_FILES} files`)
+      .optional()
+      .describe("A bundle's data files, as the graph's external-data `location`s name them, to the sha256 of a data file this account uploaded."),
   })
   .strict();
 const UploadSchema = z.object({
   uploadId: z.string(),
   model: z.string(),
+  kind: z.enum(["model", "file"]),
+  files: z.record(z.string(), z.string()).optional(),
   size: z.number(),
   partSize: z.number(),
   parts: z.number().describe("How many parts: ceil(size / partSize)."),
@@ -260,7 +280,7 @@ export function registerV1Models(app: Hono<AppEnv>): void {
       info = readOnnxSignature(bytes);
       // A tenant's file must not read other files on the node (another version's, another
       // account's): a single-file upload brings no files of its own, so it may name none.
-      // Bundles (issue 11) will pass the names of the files uploaded with the version.
+      // Bundles name their files through a multipart upload (`files`), never here.
       checkExternalData(info, NO_BUNDLE_FILES);
     } catch (err) {
       if (err instanceof OnnxParseError) throw new MeshError("invalid_model_file", err.message);
@@ -279,6 +299,8 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     const accountId = c.get("key").accountId;
     const model = await requireModel(services(c), accountId, c.req.param("m"));
     const body = await parseBody(c, CreateUploadSchema);
+    // Named files must exist now (the graph's completion looks them up again).
+    if (body.files) await bundleFiles(c.env.ARTIFACTS, accountId, body.files);
     const record = await createUpload(c.env.ARTIFACTS, uploadLimits(c.env), { accountId, modelId: model.id, model: model.name }, body);
     return c.json(describeUpload(record), 201);
   });
@@ -320,14 +342,26 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     const accountId = c.get("key").accountId;
     const model = await requireModel(services(c), accountId, c.req.param("m"));
     const found = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
-    const file = await completeUpload(c.env.ARTIFACTS, found, artifactKey);
-    const version = await recordVersion(c, accountId, model, file);
+    // The bytes are at their content address once completed; the upload's own objects go.
+    const discard = () =>
+      c.executionCtx.waitUntil(
+        discardUpload(c.env.ARTIFACTS, { ...found.record, assembled: true }).catch((err) =>
+          log("warn", c.get("requestId"), "a completed upload's parts were not all removed", { upload: found.record.id, error: String(err) }),
+        ),
+      );
+    if (found.record.kind === "file") {
+      // A bundle's data file: at its content address like an artifact, and noted as the account's.
+      const data = await completeUpload(c.env.ARTIFACTS, found, artifactKey);
+      await recordBundleFile(c.env.ARTIFACTS, accountId, data);
+      discard();
+      return c.json({ kind: "file", sha256: data.sha256, size: data.size }, 201);
+    }
+    const files = found.record.files ? await bundleFiles(c.env.ARTIFACTS, accountId, found.record.files) : [];
+    const file = await completeUpload(c.env.ARTIFACTS, found, artifactKey, new Map(files.map((f) => [f.name, f.size])));
+    if (!file.info) throw new MeshError("internal_error", "the graph was not read");
+    const version = await recordVersion(c, accountId, model, { ...file, info: file.info }, files);
     // The bytes are at their content address now; the upload's own objects go.
-    c.executionCtx.waitUntil(
-      discardUpload(c.env.ARTIFACTS, { ...found.record, assembled: true }).catch((err) =>
-        log("warn", c.get("requestId"), "a completed upload's parts were not all removed", { upload: found.record.id, error: String(err) }),
-      ),
-    );
+    discard();
     return c.json(version, 201);
   });
 

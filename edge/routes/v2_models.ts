@@ -152,6 +152,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
         sha256: version.sha256,
         size: version.size,
         signature: version.signature,
+        ...(version.files ? { files: version.files } : {}),
       },
       inputs: parsed.inputs,
       ...(parsed.outputs ? { outputs: parsed.outputs } : {}),
