@@ -2,7 +2,9 @@
 // model over the Open Inference Protocol's JSON API, with no auth, routing, queueing or
 // hops, i.e. what someone would write by hand around onnxruntime-node. It validates and
 // converts tensors with the same code the mesh uses (protocol/tensor.ts, gpu-node's
-// OnnxRuntime), so the difference to the mesh is the mesh itself.
+// ort-tensors.ts), and runs the session in-process on its event loop, as a hand-written server
+// would: the mesh runs it in a session child process (isolation, deadlines, memory bounds), and
+// that cost is part of what this baseline shows.
 //
 // Run: node --import tsx bench/plain-http-server.ts <model.onnx> [model-name] [port]
 // Prints `LISTENING <port>` on stdout once ready. Exits on SIGTERM/SIGINT, or when its stdin
@@ -10,9 +12,9 @@
 
 import { readFile } from "node:fs/promises";
 import http from "node:http";
-import { availableParallelism } from "node:os";
 import { basename } from "node:path";
-import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
+import * as ort from "onnxruntime-node";
+import { fromOrt, toOrt } from "../gpu-node/ort-tensors.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
 import { parseInferRequest, TensorError, toJsonTensor } from "../protocol/tensor.js";
 
@@ -27,10 +29,7 @@ const MAX_BODY = 8 * 1024 * 1024;
 
 const bytes = await readFile(modelPath);
 const signature = readOnnxSignature(bytes);
-// One session child with every core, as a node runs a model by default (gpu-node/config.ts).
-const runtime = new OnnxRuntime({ executionProviders: ["cpu"], workersPerModel: 1, threadsPerWorker: availableParallelism(), loadTimeoutMs: 120_000 });
-const KEY = `${modelName}@1`;
-await runtime.load(KEY, modelPath, 1 << 20);
+const session = await ort.InferenceSession.create(modelPath, { executionProviders: ["cpu"], graphOptimizationLevel: "all" });
 
 const inferPath = `/v2/models/${modelName}/infer`;
 
@@ -67,7 +66,9 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
     if (err instanceof TensorError || err instanceof SyntaxError) return send(res, 400, { error: err.message });
     throw err;
   }
-  const { outputs } = await runtime.run(KEY, parsed.inputs, parsed.outputs);
+  const fetches = parsed.outputs ?? [...session.outputNames];
+  const result = await session.run(Object.fromEntries(parsed.inputs.map((t) => [t.name, toOrt(t)])), fetches);
+  const outputs = fetches.map((name) => fromOrt(name, result[name]));
   res.setHeader("server-timing", `infer;dur=${(performance.now() - started).toFixed(3)}`);
   send(res, 200, {
     model_name: modelName,
@@ -92,7 +93,7 @@ function shutdown(code = 0): void {
   closing = true;
   server.closeAllConnections();
   server.close(() => {
-    void runtime.releaseAll().finally(() => process.exit(code));
+    void session.release().finally(() => process.exit(code));
   });
   // Never hang on the way out.
   setTimeout(() => process.exit(code), 2_000).unref();
