@@ -91,11 +91,23 @@ async function parseArgs(argv: string[]): Promise<Options> {
 }
 
 async function api<T>(o: Options, method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${o.edge}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${o.key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const send = () =>
+    fetch(`${o.edge}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${o.key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  let res: Response;
+  try {
+    res = await send();
+  } catch (err) {
+    // A kept-alive connection closed as the request went out on it (seen on the call right after
+    // a completion of tens of seconds): sent again once, except a completion, whose repeat could
+    // find its upload already turned into a version (a re-run of the command says so plainly).
+    if (path.endsWith("/complete")) throw err;
+    await sleep(250);
+    res = await send();
+  }
   return (await answer(res)) as T;
 }
 
