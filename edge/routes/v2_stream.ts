@@ -109,7 +109,12 @@ function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId:
 // ---------------------------------------------------------------------------------------------
 // POST .../generate_stream (SSE) and POST .../generate
 
-async function generateStream(c: AppContext) {
+/**
+ * What the SSE and plain generate routes share before their first frame: the request read, its
+ * model resolved, a place among the account's running streams (released by the caller when the
+ * generation ends) and the quota charged.
+ */
+async function openHttpGeneration(c: AppContext) {
   const input = parseGenerateInput(await readJson(c.req.raw));
   const t = await target(c, c.get("key"), c.req.param("m")!, c.req.param("v"));
   // Counted with the account's socket requests (its running cap) until it ends.
@@ -122,6 +127,11 @@ async function generateStream(c: AppContext) {
   }
   const requestId = c.get("requestId");
   const pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
+  return { input, t, release, requestId, pool };
+}
+
+async function generateStream(c: AppContext) {
+  const { input, t, release, requestId, pool } = await openHttpGeneration(c);
   const encoder = new TextEncoder();
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   // Credit granted to the region and not yet arrived: with the queue, never above the window.
@@ -182,18 +192,7 @@ async function generateStream(c: AppContext) {
 }
 
 async function generateWhole(c: AppContext) {
-  const input = parseGenerateInput(await readJson(c.req.raw));
-  const t = await target(c, c.get("key"), c.req.param("m")!, c.req.param("v"));
-  // Counted with the account's socket requests (its running cap) until it ends.
-  const release = sockets.holdStream(c.get("key").accountId);
-  try {
-    await chargeQuota(c);
-  } catch (err) {
-    release();
-    throw err;
-  }
-  const requestId = c.get("requestId");
-  const pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
+  const { input, t, release, requestId, pool } = await openHttpGeneration(c);
   const parts: string[] = [];
   let last: StreamEvent | null = null;
   const gen: Generation = new Generation(plan(c, t, input, { requestId, id: input.id ?? requestId, window: GENERATE_LIMITS.maxWindow, pool }), (ev) => {
