@@ -28,7 +28,7 @@ export interface Env {
   SIMULATED_RTT?: string;
   /** Share of calls sent to the second-best region to keep its estimate fresh (0..0.5). */
   EXPLORATION_SHARE?: string;
-  /** Default per-key rate limit: sustained requests per second, and the burst on top. */
+  /** Default rate limit of an account (shared by all its keys): sustained requests per second, and the burst on top. */
   KEY_RATE_PER_SECOND?: string;
   KEY_RATE_BURST?: string;
   /** Failed authentications allowed per client address (per isolate): sustained per second, and at once. */

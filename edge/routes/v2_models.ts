@@ -194,7 +194,9 @@ async function runShadows(c: AppContext, body: unknown, served: CallPlan, served
       const startedAt = Date.now();
       const plan: CallPlan = {
         ...served,
-        requestId: `${served.requestId}.shadow-v${n}`.slice(0, 64),
+        // Cut the served id, not the suffix: a shadow must never share the served call's id,
+        // which regions treat as an idempotency key.
+        requestId: `${served.requestId.slice(0, 64 - `.shadow-v${n}`.length)}.shadow-v${n}`,
         startedAt,
         deadline: startedAt + c.get("config").inferTimeoutMs,
         shadowOf: served.version.version,
