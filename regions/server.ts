@@ -48,6 +48,33 @@ export interface RouterHandle {
   close(): Promise<void>;
 }
 
+/** The Node request behind a Hono context on @hono/node-server (its bindings carry it). */
+function incomingOf(env: unknown): IncomingMessage | undefined {
+  return (env as { incoming?: IncomingMessage } | undefined)?.incoming;
+}
+
+/**
+ * Reads and drops what a refused caller is still sending, up to 64 MiB or 500 ms, then closes:
+ * the caller reads the refusal instead of a reset, and nothing is held.
+ */
+function discardThenClose(incoming: IncomingMessage): void {
+  let bytes = 0;
+  const close = () => {
+    clearTimeout(timer);
+    incoming.off("data", onData);
+    incoming.socket?.destroySoon?.();
+  };
+  const timer = setTimeout(close, 500);
+  timer.unref();
+  const onData = (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes > 64 * 2 ** 20) close();
+  };
+  incoming.on("data", onData);
+  incoming.once("end", () => clearTimeout(timer));
+  incoming.resume();
+}
+
 export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const log = makeLogger("router", { region: config.region });
   const scheduler = new Scheduler(
@@ -131,10 +158,10 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   };
 
   const app = new Hono();
-  // A GET refused for carrying a body closes the connection (Node would otherwise read and
-  // discard all of it to keep the connection). A refused POST is answered at once and its body
-  // is never buffered: the server discards at most 64 MiB or 500 ms of it, so the caller can
-  // read the answer, then closes (@hono/node-server's drain).
+  // A refused call is answered at once and its body is never buffered: the server discards at
+  // most 64 MiB or 500 ms of it, so the caller can read the answer, then closes
+  // (@hono/node-server does this for a POST; a GET with a body gets the same, below: closing
+  // at once would reset the connection under the answer while the caller is still sending).
   const envelope = (requestId: string, err: MeshError, close = false) =>
     new Response(JSON.stringify(errorBody(err.code, err.message, requestId)), {
       status: err.status,
@@ -145,19 +172,21 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   app.get("/healthz", (c) => c.json({ status: draining ? "draining" : "ok" }));
 
   /** A signed GET: no body, headers checked; null when it may go on, else the refusal. */
-  const refusedGet = async (req: Request, path: string): Promise<Response | null> => {
+  const refusedGet = async (req: Request, path: string, incoming?: IncomingMessage): Promise<Response | null> => {
     try {
       authority.refuseBody(req);
       await authority.verify("GET", path, (name) => req.headers.get(name));
       return null;
     } catch (err) {
       if (!(err instanceof MeshError)) throw err;
-      return envelope("-", err, true);
+      if (!incoming) return envelope("-", err, true);
+      if (!incoming.readableEnded) discardThenClose(incoming);
+      return envelope("-", err);
     }
   };
 
   app.get("/v1/status", async (c) => {
-    const refused = await refusedGet(c.req.raw, "/v1/status");
+    const refused = await refusedGet(c.req.raw, "/v1/status", incomingOf(c.env));
     if (refused) return refused;
     return c.json(report());
   });
@@ -166,7 +195,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   // and generation counters from its heartbeats (tests use it to see a stalled reader stop
   // the producer without memory growing anywhere).
   app.get("/v1/streams/stats", async (c) => {
-    const refused = await refusedGet(c.req.raw, "/v1/streams/stats");
+    const refused = await refusedGet(c.req.raw, "/v1/streams/stats", incomingOf(c.env));
     if (refused) return refused;
     const m = process.memoryUsage();
     return c.json({
