@@ -23,7 +23,7 @@ import { artifactUrl, signRequest, tokenizerUrl, urlRegion, verifyUrl } from "..
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { makeDemoMatmul } from "../scripts/make-demo-models.js";
-import { call, expectError, type Answer } from "./helpers/mesh-client.js";
+import { call, expectError, parseRawAnswer, type Answer } from "./helpers/mesh-client.js";
 import { fp32, RegionHarness } from "./helpers/region-harness.js";
 import { RegionStream, rssMb, streamStats } from "./helpers/stream-client.js";
 
@@ -109,24 +109,9 @@ function pushChunked(url: string, method: string, headers: Record<string, string
     });
     socket.on("error", () => undefined); // EPIPE/ECONNRESET once the server closes: expected
     socket.on("close", () => {
-      const text = Buffer.concat(chunks).toString("utf8");
-      const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
-      if (!m) return reject(new Error(`no HTTP response after ${sent} bytes: ${text.slice(0, 200)}`));
-      const [head, ...rest] = text.split("\r\n\r\n");
-      const h = new Headers();
-      for (const line of head!.split("\r\n").slice(1)) {
-        const i = line.indexOf(":");
-        if (i > 0) h.append(line.slice(0, i).trim(), line.slice(i + 1).trim());
-      }
-      let payload = rest.join("\r\n\r\n");
-      if (/chunked/i.test(h.get("transfer-encoding") ?? "")) payload = payload.replace(/(^|\r\n)[0-9a-f]+\r\n/gi, "").replace(/\r\n$/, "");
-      let body: unknown = payload;
-      try {
-        body = JSON.parse(payload);
-      } catch {
-        /* not JSON */
-      }
-      resolve({ answer: { status: Number(m[1]), headers: h, body }, sent });
+      const answer = parseRawAnswer(Buffer.concat(chunks).toString("utf8"));
+      if (!answer) return reject(new Error(`no HTTP response after ${sent} bytes: ${Buffer.concat(chunks).toString("utf8").slice(0, 200)}`));
+      resolve({ answer, sent });
     });
     const head = [`${method} ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, "Transfer-Encoding: chunked"];
     for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);

@@ -57,6 +57,30 @@ export function expectClose(actual: number[], expected: number[], tol = 1e-5): v
  * the body is sent and closes (as it should for an oversize body): fetch reports that as a
  * reset write instead of the response.
  */
+/** An HTTP/1.1 answer read off a raw socket (status, headers, a small JSON or text body); null when there is none. */
+export function parseRawAnswer(text: string): Answer | null {
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+  if (!m) return null;
+  const [head, ...rest] = text.split("\r\n\r\n");
+  const h = new Headers();
+  for (const line of head!.split("\r\n").slice(1)) {
+    const i = line.indexOf(":");
+    if (i > 0) h.append(line.slice(0, i).trim(), line.slice(i + 1).trim());
+  }
+  let payload = rest.join("\r\n\r\n");
+  if (/chunked/i.test(h.get("transfer-encoding") ?? "")) {
+    // Enough for a small JSON body in one or a few chunks.
+    payload = payload.replace(/(^|\r\n)[0-9a-f]+\r\n/gi, "").replace(/\r\n$/, "");
+  }
+  let body: unknown = payload;
+  try {
+    body = JSON.parse(payload);
+  } catch {
+    /* leave as text */
+  }
+  return { status: Number(m[1]), headers: h, body };
+}
+
 export async function rawPost(
   url: string,
   headers: Record<string, string>,
@@ -75,27 +99,9 @@ export async function rawPost(
     });
     socket.on("error", () => undefined); // EPIPE/ECONNRESET while writing: read what came back
     socket.on("close", () => {
-      const text = Buffer.concat(chunks).toString("utf8");
-      const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
-      if (!m) return reject(new Error(`no HTTP response: ${text.slice(0, 200)}`));
-      const [head, ...rest] = text.split("\r\n\r\n");
-      const h = new Headers();
-      for (const line of head!.split("\r\n").slice(1)) {
-        const i = line.indexOf(":");
-        if (i > 0) h.append(line.slice(0, i).trim(), line.slice(i + 1).trim());
-      }
-      let payload = rest.join("\r\n\r\n");
-      if (/chunked/i.test(h.get("transfer-encoding") ?? "")) {
-        // Enough for a small JSON body in one or a few chunks.
-        payload = payload.replace(/(^|\r\n)[0-9a-f]+\r\n/gi, "").replace(/\r\n$/, "");
-      }
-      let parsed: unknown = payload;
-      try {
-        parsed = JSON.parse(payload);
-      } catch {
-        /* leave as text */
-      }
-      resolve({ status: Number(m[1]), headers: h, body: parsed });
+      const answer = parseRawAnswer(Buffer.concat(chunks).toString("utf8"));
+      if (!answer) return reject(new Error(`no HTTP response: ${Buffer.concat(chunks).toString("utf8").slice(0, 200)}`));
+      resolve(answer);
     });
     const head = [`${opts.method ?? "POST"} ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, `Content-Length: ${body.length}`, "Connection: close"];
     for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
