@@ -1,13 +1,59 @@
-// Tests run in Node; end-to-end tests start the real mesh (workerd through wrangler, routers,
-// node agents, redis-server) as child processes, so they get long timeouts and run one file at a time.
+// Two projects. `unit`: tests of one module's logic (fakes allowed, no mesh processes, no fixed
+// ports), run in parallel. `e2e`: everything that starts the real parts (workerd through
+// Miniflare, routers, node agents, redis-server, Chromium) as child processes; they get long
+// timeouts and run one file at a time, after the units, so that on a 2-core machine one mesh
+// does not starve another's heartbeats. A new test file is end-to-end unless listed here.
 import { defineConfig } from "vitest/config";
+
+const UNIT = [
+  "batcher",
+  "belady",
+  "decoder-engine-units",
+  "detokenizer",
+  "edge-layered-cache",
+  "edge-limits",
+  "edge-traffic",
+  "generate",
+  "idempotency",
+  "latency-histogram",
+  "latency-model",
+  "node-link",
+  "onnx-signature-stream",
+  "onnx-signature",
+  "placement",
+  "protocol-codec",
+  "protocol-signing",
+  "protocol-tensor",
+  "region-client",
+  "run-errors",
+  "scheduler-fairness",
+  "trace-context",
+  "uploads-state",
+].map((n) => `test/${n}.test.ts`);
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
-    testTimeout: 60_000,
-    hookTimeout: 120_000,
-    fileParallelism: false,
     reporters: ["default"],
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: UNIT,
+          testTimeout: 60_000,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/**/*.test.ts"],
+          exclude: UNIT,
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });
