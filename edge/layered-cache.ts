@@ -55,7 +55,8 @@ export type CacheOutcome = "fresh" | "stale" | "shared" | "loaded";
 
 export class LayeredCache<V> {
   private readonly entries = new Map<string, Stamped<V>>();
-  private readonly loading = new Map<string, Promise<Stamped<V>>>();
+  /** Loads under way, with when each started: a caller joins one only while its read is young enough. */
+  private readonly loading = new Map<string, { p: Promise<Stamped<V>>; startedAt: number }>();
   private readonly evictedAt = new Map<string, number>();
   private readonly positive: Ages;
   private readonly negative: Ages;
@@ -124,10 +125,16 @@ export class LayeredCache<V> {
   }
 
   private reload(key: string, load: () => Promise<V | null>, ctx: LookupContext<V>, haveCheckedAt: number): Promise<Stamped<V>> {
+    const now = this.now();
     const pending = this.loading.get(key);
-    if (pending) return pending;
-    const p = this.fetch(key, load, ctx, haveCheckedAt).finally(() => this.loading.delete(key));
-    this.loading.set(key, p);
+    // A load that started more than a bound ago (a slow read) would answer with a read older
+    // than the bound: start another instead of joining it.
+    const bound = Math.min(this.positive.maxAgeMs, this.negative.maxAgeMs);
+    if (pending && now - pending.startedAt < bound) return pending.p;
+    const p = this.fetch(key, load, ctx, haveCheckedAt).finally(() => {
+      if (this.loading.get(key)?.p === p) this.loading.delete(key);
+    });
+    this.loading.set(key, { p, startedAt: now });
     return p;
   }
 
