@@ -6,24 +6,15 @@ import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { percentile } from "../protocol/percentile.js";
+
+export { percentile };
 
 /** bench/results/, next to this file. */
 export const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "results");
 
 // ---------------------------------------------------------------------------------------------
 // Percentiles
-
-/**
- * The p-th percentile (0..100) of an ascending array, nearest-rank method: the smallest sample
- * with at least p% of the samples at or below it. NaN for an empty array.
- */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  if (p <= 0) return sorted[0]!;
-  if (p >= 100) return sorted[sorted.length - 1]!;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
-}
 
 export interface Summary {
   count: number;

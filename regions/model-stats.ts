@@ -2,15 +2,14 @@
 // linear-regression trend of the rate (as in 120n's capacity predictor) to see a rise coming,
 // and recent queue and inference times for percentiles in the region report.
 
+import { percentile as nearestRank } from "../protocol/percentile.js";
+
 const BUCKET_MS = 1_000;
 const TREND_BUCKETS = 10;
 const SAMPLES = 512;
 
-export function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i]!;
-}
+/** Nearest rank, 0 for no samples (a report's figures are numbers). */
+export const percentile = (sorted: readonly number[], p: number): number => nearestRank(sorted, p, 0);
 
 class Ring {
   private readonly buf: number[] = [];
