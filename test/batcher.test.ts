@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "../gpu-node/batcher.js";
 import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
 import type { WireTensor } from "../protocol/tensor.js";
@@ -195,5 +195,31 @@ describe("batcher races (fake runs)", () => {
     expect((await p).ok).toBe(false);
     expect((await q).ok).toBe(false);
     expect((await x).ok).toBe(false);
+  });
+
+  it("runs at most two batches of a model at once by default, and starts a waiting one as soon as one ends", async () => {
+    let now = 0;
+    let peak = 0;
+    const ends: (() => void)[] = [];
+    const fake = (_inputs: WireTensor[]) =>
+      new Promise<RunResult>((resolve) => {
+        peak = Math.max(peak, ++now);
+        ends.push(() => {
+          now--;
+          resolve({ outputs: [], computeMs: 1 });
+        });
+      });
+    const b = new Batcher(fake, { windowMs: 0, maxBatch: 64 });
+    // Four shapes that cannot share a batch: four batches, of which two may run.
+    const calls = [1, 2, 3, 4].map((w) => b.submit(`c${w}`, [{ name: "x", datatype: "FP32", shape: [1, w], data: new Float32Array(w) }]));
+    await vi.waitFor(() => expect(ends.length).toBe(2));
+    expect(b.queued).toBe(2);
+    ends.shift()!();
+    await vi.waitFor(() => expect(ends.length).toBe(2));
+    while (ends.length > 0) ends.shift()!();
+    await vi.waitFor(() => expect(ends.length).toBe(1));
+    ends.shift()!();
+    await Promise.all(calls);
+    expect(peak).toBe(2);
   });
 });
