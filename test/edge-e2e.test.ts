@@ -356,7 +356,8 @@ describe("traffic rules", () => {
       method: "PUT",
       json: { split: [{ version: 1, weight: 50 }, { version: 2, weight: 50 }] },
     });
-    await sleep(BOUND_MS); // both isolates on the 50/50 split
+    // Both isolates on the 50/50 split (each sees it within the bound).
+    await firstYes(performance.now(), async () => (await dryRun(A)).body.route === "split" && (await dryRun(B)).body.route === "split", BOUND_MS * 4);
     const seen = new Set<string>();
     for (let i = 0; i < 24; i++) {
       const versions = new Set<string>();
@@ -455,10 +456,12 @@ describe("quotas", () => {
     expectError(limited, 429, "rate_limited");
     const retry = Number(limited.headers.get("retry-after"));
     expect(Number.isInteger(retry) && retry >= 1).toBe(true);
-    await sleep(300); // A's count reaches Redis; B has never seen the key
-    expectError(await call(`${B}/v2/models/demo-mlp`, { key }), 429, "rate_limited");
-    await sleep(retry * 1000);
-    expect((await call(`${A}/v2/models/demo-mlp`, { key })).status).toBe(200);
+    // B has never seen the key: it refuses once A's count reaches Redis (flushed every 250 ms).
+    let fromB: Answer | undefined;
+    await firstYes(performance.now(), async () => (fromB = await call(`${B}/v2/models/demo-mlp`, { key })).status === 429, 5_000, 50);
+    expectError(fromB!, 429, "rate_limited");
+    // Tokens come back with time: A passes again after about Retry-After.
+    await firstYes(performance.now(), async () => (await call(`${A}/v2/models/demo-mlp`, { key })).status === 200, retry * 1000 + 5_000, 200);
   });
 
   it("a key may not be looser than its account", async () => {
