@@ -34,7 +34,7 @@ export const ERROR_STATUS = {
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
-/** What each code means, for the API reference (README "Errors" and /openapi.json). */
+/** What each code means, for the API reference (docs/api.md "Errors" and /openapi.json). */
 export const ERROR_DESCRIPTIONS: Record<ErrorCode, string> = {
   bad_request: "The request is wrong (a parameter or a field of the body); the message says which and how.",
   invalid_json: "The body is not valid JSON.",

@@ -1,4 +1,4 @@
-// End to end through the real parts: the edge in workerd (wrangler dev, local D1 and R2), two
+// End to end through the real parts: the edge in workerd (through Miniflare, local D1 and R2), two
 // region routers, node agents running onnxruntime-node, redis-server behind the Upstash REST
 // stand-in. One mesh is booted for the file, exactly as `npm start` boots it.
 
