@@ -96,6 +96,14 @@ export class LatencyHistogram {
 // ("SJC:143") plus one per colo for errors ("SJC:e"), each a count raised with HINCRBY. A hash
 // holds at most colos x (BUCKETS + 1) fields, however many calls it counts.
 
+/**
+ * The histogram hash of one region's minute, for one account's calls (`account`) or for
+ * everyone's (null: the operator's view). The older per-sample lists (mesh:lat:...) just expire.
+ */
+export function latencyKey(region: string, minuteStart: number, account: string | null): string {
+  return `mesh:lath:${region}:${minuteStart}:${account === null ? "*" : `a:${account}`}`;
+}
+
 /** The hash field a call is counted in: its colo and its latency's bucket, or the colo's errors. */
 export function histogramField(colo: string, ms: number, ok: boolean): string {
   return ok ? `${colo}:${bucketOf(ms)}` : `${colo}:e`;

@@ -7,7 +7,7 @@
 
 import { REGION_REPORT_STALE_MS, regionReportKey, type RegionReport } from "../protocol/region-report.js";
 import type { EdgeConfig } from "./env.js";
-import { histogramField } from "./latency-histogram.js";
+import { histogramField, latencyKey } from "./latency-histogram.js";
 import { log } from "./log.js";
 import { redisFor } from "./redis.js";
 
@@ -24,14 +24,6 @@ const LATENCY_TTL_S = 2 * 3600;
  * makes (regions x views x colos x buckets touched), a bound only for a long Redis outage.
  */
 const PENDING_FIELDS_MAX = 20_000;
-
-/**
- * The histogram hash of one region's minute, for one account's calls (`account`) or for
- * everyone's (null: the operator's view). The older per-sample lists (mesh:lat:...) just expire.
- */
-export function latencyKey(region: string, minuteStart: number, account: string | null): string {
-  return `mesh:lath:${region}:${minuteStart}:${account === null ? "*" : `a:${account}`}`;
-}
 
 export interface RegionState {
   reports: Map<string, RegionReport>;
