@@ -140,8 +140,7 @@ async function main(): Promise<void> {
   err(`[bench] regions-report${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
   tmp = await mkdtemp(join(os.tmpdir(), "mesh-regions-bench-"));
   err("[bench] starting the mesh (not timed)");
-  // No nodes: the report reads Redis and the regions' reports, not models.
-  mesh = await startMesh({ stateDir: join(tmp, "mesh"), progress: err, regions: DEFAULT_REGIONS.map((r) => ({ ...r, nodes: 0 })) });
+  mesh = await startMesh({ stateDir: join(tmp, "mesh"), progress: err });
   pool = new RespPool({ host: "127.0.0.1", port: mesh.redis.port, size: 1 });
   const regions = DEFAULT_REGIONS.map((r) => r.name);
   const url = new URL("/v1/regions", mesh.edge);
