@@ -36,6 +36,13 @@ export function bucketValue(i: number): number {
   return MIN_MS * 2 ** ((i + 0.5) / SUB_BUCKETS);
 }
 
+/** A histogram's occupied buckets only: what a cache keeps (a few hundred bytes, not 3 KB). */
+export interface SparseHistogram {
+  buckets: Uint16Array;
+  counts: Float64Array;
+  errors: number;
+}
+
 export interface HistogramSummary {
   p50: number;
   p95: number;
@@ -60,6 +67,26 @@ export class LatencyHistogram {
     if (!(i >= 0 && i < BUCKETS && n > 0)) return;
     this.counts[i] = this.counts[i]! + n;
     this.ok += n;
+  }
+
+  addSparse(s: SparseHistogram): this {
+    for (let k = 0; k < s.buckets.length; k++) this.addBucket(s.buckets[k]!, s.counts[k]!);
+    this.errors += s.errors;
+    return this;
+  }
+
+  toSparse(): SparseHistogram {
+    let used = 0;
+    for (let i = 0; i < BUCKETS; i++) if (this.counts[i]! > 0) used++;
+    const buckets = new Uint16Array(used);
+    const counts = new Float64Array(used);
+    for (let i = 0, k = 0; i < BUCKETS; i++) {
+      if (this.counts[i]! > 0) {
+        buckets[k] = i;
+        counts[k++] = this.counts[i]!;
+      }
+    }
+    return { buckets, counts, errors: this.errors };
   }
 
   merge(other: LatencyHistogram): this {
@@ -93,8 +120,13 @@ export class LatencyHistogram {
 
 // ---------------------------------------------------------------------------------------------
 // As a Redis hash: one hash per (region, minute, view), one field per caller colo and bucket
-// ("SJC:143") plus one per colo for errors ("SJC:e"), each a count raised with HINCRBY. A hash
-// holds at most colos x (BUCKETS + 1) fields, however many calls it counts.
+// ("SJC:143") plus one per colo for errors ("SJC:e"), each a count raised with HINCRBY, and the
+// hash's total ("n", raised last in each write) so a reader can tell with one HGET whether the
+// hash changed since it last read it. A hash holds at most colos x (BUCKETS + 1) + 1 fields,
+// however many calls it counts.
+
+/** The field holding a hash's total count (calls counted in it, errors included). */
+export const TOTAL_FIELD = "n";
 
 /**
  * The histogram hash of one region's minute, for one account's calls (`account`) or for
@@ -116,7 +148,7 @@ export function histogramsByColo(hash: Record<string, unknown> | null | undefine
   for (const [field, raw] of Object.entries(hash)) {
     const sep = field.lastIndexOf(":");
     const n = Number(raw);
-    if (sep <= 0 || !Number.isFinite(n) || n <= 0) continue;
+    if (sep <= 0 || !Number.isFinite(n) || n <= 0) continue; // also TOTAL_FIELD
     const colo = field.slice(0, sep);
     const bucket = field.slice(sep + 1);
     let h = out.get(colo);

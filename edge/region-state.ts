@@ -7,7 +7,7 @@
 
 import { REGION_REPORT_STALE_MS, regionReportKey, type RegionReport } from "../protocol/region-report.js";
 import type { EdgeConfig } from "./env.js";
-import { histogramField, latencyKey } from "./latency-histogram.js";
+import { histogramField, latencyKey, TOTAL_FIELD } from "./latency-histogram.js";
 import { log } from "./log.js";
 import { redisFor } from "./redis.js";
 
@@ -57,9 +57,15 @@ async function refresh(config: EdgeConfig): Promise<void> {
     p.mget(...config.regions.map((r) => regionReportKey(r.name)));
     p.hgetall(RTT_KEY);
     if (dirty.length) p.hset(RTT_KEY, Object.fromEntries(dirty.map(([k, v]) => [k, Math.round(v.ms * 100) / 100])));
-    // One HINCRBY per (hash, field) touched since the last refresh, however many calls it counts.
+    // One HINCRBY per (hash, field) touched since the last refresh, however many calls it
+    // counts; the hash's total last, so a reader that sees it sees the counts it sums.
     for (const [key, fields] of batch) {
-      for (const [field, n] of fields) p.hincrby(key, field, n);
+      let total = 0;
+      for (const [field, n] of fields) {
+        p.hincrby(key, field, n);
+        total += n;
+      }
+      p.hincrby(key, TOTAL_FIELD, total);
       p.expire(key, LATENCY_TTL_S);
     }
     const [reports, rtts] = (await p.exec()) as [(RegionReport | null)[], Record<string, number> | null, ...unknown[]];

@@ -10,8 +10,10 @@ import {
   histogramField,
   histogramsByColo,
   LatencyHistogram,
+  latencyKey,
   MIN_MS,
   SUB_BUCKETS,
+  TOTAL_FIELD,
 } from "../edge/latency-histogram.js";
 
 /** mulberry32, seeded. */
@@ -111,6 +113,10 @@ describe("percentiles", () => {
     b.errors = 3;
     both.errors = 5;
     expect(new LatencyHistogram().merge(a).merge(b).summary()).toEqual(both.summary());
+    // The sparse form a cache keeps adds up the same, in the occupied buckets only.
+    const sa = a.toSparse();
+    expect(sa.buckets.length).toBeLessThan(BUCKETS);
+    expect(new LatencyHistogram().addSparse(sa).addSparse(b.toSparse()).summary()).toEqual(both.summary());
   });
 });
 
@@ -139,9 +145,15 @@ describe("as a Redis hash", () => {
     }
   });
 
-  it("ignores what it does not understand (missing hash, odd fields, bad counts)", () => {
+  it("keys a hash per region, minute and view: everyone's apart from each account's", () => {
+    expect(latencyKey("us-west", 60_000, null)).not.toBe(latencyKey("us-west", 60_000, "acct-1"));
+    expect(latencyKey("us-west", 60_000, "acct-1")).not.toBe(latencyKey("us-west", 120_000, "acct-1"));
+    expect(latencyKey("us-west", 60_000, "acct-1")).not.toBe(latencyKey("ap-seoul", 60_000, "acct-1"));
+  });
+
+  it("ignores what it does not understand (missing hash, the total, odd fields, bad counts)", () => {
     expect(histogramsByColo(null).size).toBe(0);
-    const read = histogramsByColo({ "SJC:10": 2, "SJC:x": 5, "SJC:9999": 1, nocolon: 3, "ICN:3": "abc", "ICN:4": -1 });
+    const read = histogramsByColo({ "SJC:10": 2, [TOTAL_FIELD]: 2, "SJC:x": 5, "SJC:9999": 1, nocolon: 3, "ICN:3": "abc", "ICN:4": -1 });
     expect([...read.keys()]).toEqual(["SJC"]);
     expect(read.get("SJC")!.summary().count).toBe(2);
   });

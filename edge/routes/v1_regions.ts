@@ -14,7 +14,7 @@ import { models } from "../../schema/schema.js";
 import type { AppContext, AppEnv } from "../context.js";
 import { authorize, bearer, isAdminToken } from "../middleware.js";
 import { redisFor } from "../redis.js";
-import { histogramsByColo, LatencyHistogram, latencyKey } from "../latency-histogram.js";
+import { histogramsByColo, LatencyHistogram, latencyKey, TOTAL_FIELD, type SparseHistogram } from "../latency-histogram.js";
 import { allRtts, regionState, usableReport } from "../region-state.js";
 import type { LatencySummary, MinutePoint, RegionView, RegionsView } from "../regions-view.js";
 import { MeshError } from "../../protocol/errors.js";
@@ -22,42 +22,86 @@ import { htmlPage } from "../page-security.js";
 import { statusPageHtml } from "../status-page.js";
 
 const HOUR_MINUTES = 60;
+/** Views (the operator's, accounts') whose minutes an isolate keeps; the least recent goes first. */
+const VIEWS_CACHED = 32;
+
+/** One region's minute as this isolate last read it: its total, its point, its colos' histograms. */
+interface Minute {
+  /** Calls counted in what was read (errors included): re-read when the hash's total differs. */
+  n: number;
+  point: LatencySummary;
+  byColo: Map<string, SparseHistogram>;
+}
+
+/** view ("*" or an account) -> hash key -> minute. Bounded: VIEWS_CACHED views x regions x 60. */
+const minuteCache = new Map<string, Map<string, Minute>>();
+
+function readMinute(hash: Record<string, unknown> | null): Minute | null {
+  const byColo = histogramsByColo(hash);
+  const all = new LatencyHistogram();
+  for (const h of byColo.values()) all.merge(h);
+  const point = all.summary();
+  if (point.count === 0) return null;
+  return { n: point.count, point, byColo: new Map([...byColo].map(([colo, h]) => [colo, h.toSparse()])) };
+}
 
 /**
- * Per region and minute, the histograms per caller colo this view may see: the account's own
- * calls' hash, or everyone's (operator). One HGETALL per region and minute, each hash bounded
- * by colos x buckets, so the report costs the same at any traffic.
+ * Per region and minute of the last hour, what this view may see: the account's own calls'
+ * hash, or everyone's (operator). A report asks Redis for each hash's total (one HGET each) and
+ * reads whole only the hashes that changed since this isolate last read them (the current
+ * minute, mostly): its cost does not grow with traffic. Each hash is itself bounded by colos x
+ * buckets, so even a first read of the hour is bounded.
  */
 async function latencyHistory(c: AppContext, regions: string[], now: number, account: string | null) {
   const redis = redisFor(c.get("config"));
   const minuteNow = now - (now % 60_000);
   const minutes = Array.from({ length: HOUR_MINUTES }, (_, i) => minuteNow - (HOUR_MINUTES - 1 - i) * 60_000);
-  const out = new Map<string, Map<number, Map<string, LatencyHistogram>>>();
+  const out = new Map<string, Map<number, Minute>>();
   if (!redis) return { minutes, out, ok: false };
+  const view = account ?? "*";
+  // Shared by concurrent reports of the same view: each only adds what it read.
+  const cached = minuteCache.get(view) ?? new Map<string, Minute>();
   try {
-    const p = redis.pipeline();
-    for (const r of regions) for (const m of minutes) p.hgetall(latencyKey(r, m, account));
-    const hashes = (await p.exec()) as (Record<string, unknown> | null)[];
+    const keys = regions.flatMap((r) => minutes.map((m) => latencyKey(r, m, account)));
+    const totals = redis.pipeline();
+    for (const k of keys) totals.hget(k, TOTAL_FIELD);
+    const ns = (await totals.exec()) as unknown[];
+    const changed = keys.filter((k, i) => {
+      const n = Number(ns[i] ?? 0) || 0;
+      if (n <= 0) cached.delete(k);
+      return n > 0 && cached.get(k)?.n !== n;
+    });
+    if (changed.length) {
+      const reads = redis.pipeline();
+      for (const k of changed) reads.hgetall(k);
+      const hashes = (await reads.exec()) as (Record<string, unknown> | null)[];
+      changed.forEach((k, i) => {
+        const minute = readMinute(hashes[i] ?? null);
+        if (minute) cached.set(k, minute);
+        else cached.delete(k);
+      });
+    }
+    // What fell out of the hour goes.
+    const live = new Set(keys);
+    for (const k of cached.keys()) if (!live.has(k)) cached.delete(k);
     let i = 0;
     for (const r of regions) {
-      const byMinute = new Map<number, Map<string, LatencyHistogram>>();
+      const byMinute = new Map<number, Minute>();
       for (const m of minutes) {
-        const byColo = histogramsByColo(hashes[i++]);
-        if (byColo.size) byMinute.set(m, byColo);
+        const minute = cached.get(keys[i++]!);
+        if (minute) byMinute.set(m, minute);
       }
       out.set(r, byMinute);
     }
     return { minutes, out, ok: true };
   } catch {
     return { minutes, out, ok: false };
+  } finally {
+    minuteCache.delete(view); // re-inserted as the most recent
+    minuteCache.set(view, cached);
+    while (minuteCache.size > VIEWS_CACHED) minuteCache.delete(minuteCache.keys().next().value!);
   }
 }
-
-const mergeAll = (hs: Iterable<LatencyHistogram>) => {
-  const sum = new LatencyHistogram();
-  for (const h of hs) sum.merge(h);
-  return sum;
-};
 
 /** The view for one account (`account` set) or the operator's global one (null). */
 async function buildView(c: AppContext, account: string | null): Promise<RegionsView> {
@@ -75,7 +119,7 @@ async function buildView(c: AppContext, account: string | null): Promise<Regions
   // The colos this account called from: the only round trips it may see (others' colos
   // would tell it where other tenants' callers are).
   const myColos = new Set<string>();
-  for (const byMinute of history.out.values()) for (const byColo of byMinute.values()) for (const colo of byColo.keys()) myColos.add(colo);
+  for (const byMinute of history.out.values()) for (const minute of byMinute.values()) for (const colo of minute.byColo.keys()) myColos.add(colo);
   const rtts = allRtts();
   let stale = state.redis !== "ok";
   const regions: RegionView[] = config.regions.map((region) => {
@@ -89,19 +133,23 @@ async function buildView(c: AppContext, account: string | null): Promise<Regions
           ? "healthy"
           : "unhealthy";
     if (health === "stale" || (report && now - report.updatedAt > REGION_REPORT_STALE_MS)) stale = true;
-    const byMinute = history.out.get(region.name) ?? new Map();
+    const byMinute = history.out.get(region.name) ?? new Map<number, Minute>();
     const coloHours = new Map<string, LatencyHistogram>();
     const points: MinutePoint[] = [];
-    for (const [t, minuteByColo] of byMinute) {
-      points.push({ t, ...mergeAll(minuteByColo.values()).summary() });
-      for (const [colo, h] of minuteByColo) {
-        const hour = coloHours.get(colo);
-        if (hour) hour.merge(h);
-        else coloHours.set(colo, new LatencyHistogram().merge(h));
+    for (const [t, minute] of byMinute) {
+      points.push({ t, ...minute.point });
+      for (const [colo, h] of minute.byColo) {
+        let hour = coloHours.get(colo);
+        if (!hour) coloHours.set(colo, (hour = new LatencyHistogram()));
+        hour.addSparse(h);
       }
     }
+    const hour = new LatencyHistogram();
     const byColo: Record<string, LatencySummary> = {};
-    for (const [colo, h] of coloHours) byColo[colo] = h.summary();
+    for (const [colo, h] of coloHours) {
+      byColo[colo] = h.summary();
+      hour.merge(h);
+    }
     const own = (report?.models ?? []).filter((m) => myModels.has(m.key.split("@")[0] ?? ""));
     const warmModels = own
       .filter((m) => m.replicas > 0)
@@ -117,7 +165,7 @@ async function buildView(c: AppContext, account: string | null): Promise<Regions
       health,
       measuredAt: report?.updatedAt ?? null,
       nodes: report?.nodes.length ?? 0,
-      latency: { ...mergeAll(coloHours.values()).summary(), byColo },
+      latency: { ...hour.summary(), byColo },
       history: points,
     };
     if (account === null) {
