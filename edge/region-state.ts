@@ -1,9 +1,9 @@
 // What this isolate knows about the regions, refreshed from Redis at most once a second and
 // never on the hot path once a first answer came back (stale-while-revalidate): the regions'
 // reports, the measured edge-to-region round trips (EWMA per colo and region), and per-call
-// latencies counted into per-minute histograms (edge/latency-histogram.ts) whose counts are
-// added to Redis with HINCRBY at each refresh, for the latency reports. When Redis is unreachable the
-// edge keeps routing on its last known reports for LAST_KNOWN_MAX_MS and says so.
+// latencies counted into per-minute histograms (edge/latency-histogram.ts), added to Redis with
+// HINCRBY at each refresh for the latency reports. When Redis is unreachable the edge keeps
+// routing on its last known reports for LAST_KNOWN_MAX_MS and says so.
 
 import { REGION_REPORT_STALE_MS, regionReportKey, type RegionReport } from "../protocol/region-report.js";
 import type { EdgeConfig } from "./env.js";
