@@ -22,18 +22,25 @@ import { htmlPage } from "../page-security.js";
 import { statusPageHtml } from "../status-page.js";
 
 const HOUR_MINUTES = 60;
-/** Views (the operator's, accounts') whose minutes an isolate keeps; the least recent goes first. */
+/**
+ * What an isolate keeps of the views it reported (the operator's, accounts'), the least recent
+ * going first: at most this many views, and this many occupied buckets in all (~10 bytes each,
+ * so ~10 MB; an hour of 2 regions with callers in 50 colos, ~100 buckets in use each, is 600,000).
+ */
 const VIEWS_CACHED = 32;
+const BUCKETS_CACHED = 1_000_000;
 
 /** One region's minute as this isolate last read it: its total, its point, its colos' histograms. */
 interface Minute {
   /** Calls counted in what was read (errors included): re-read when the hash's total differs. */
   n: number;
+  /** Occupied buckets held, over all colos (the cache's measure). */
+  size: number;
   point: LatencySummary;
   byColo: Map<string, SparseHistogram>;
 }
 
-/** view ("*" or an account) -> hash key -> minute. Bounded: VIEWS_CACHED views x regions x 60. */
+/** view ("*" or an account) -> hash key -> minute; bounded by VIEWS_CACHED and BUCKETS_CACHED. */
 const minuteCache = new Map<string, Map<string, Minute>>();
 
 function readMinute(hash: Record<string, unknown> | null): Minute | null {
@@ -42,7 +49,10 @@ function readMinute(hash: Record<string, unknown> | null): Minute | null {
   for (const h of byColo.values()) all.merge(h);
   const point = all.summary();
   if (point.count === 0) return null;
-  return { n: point.count, point, byColo: new Map([...byColo].map(([colo, h]) => [colo, h.toSparse()])) };
+  const sparse = new Map([...byColo].map(([colo, h]) => [colo, h.toSparse()]));
+  let size = 0;
+  for (const h of sparse.values()) size += h.buckets.length + 1;
+  return { n: point.count, size, point, byColo: sparse };
 }
 
 /**
@@ -99,7 +109,13 @@ async function latencyHistory(c: AppContext, regions: string[], now: number, acc
   } finally {
     minuteCache.delete(view); // re-inserted as the most recent
     minuteCache.set(view, cached);
-    while (minuteCache.size > VIEWS_CACHED) minuteCache.delete(minuteCache.keys().next().value!);
+    let held = 0;
+    for (const minutes of minuteCache.values()) for (const m of minutes.values()) held += m.size;
+    for (const [v, minutes] of minuteCache) {
+      if (v === view || (minuteCache.size <= VIEWS_CACHED && held <= BUCKETS_CACHED)) break;
+      for (const m of minutes.values()) held -= m.size;
+      minuteCache.delete(v);
+    }
   }
 }
 
