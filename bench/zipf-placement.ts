@@ -31,7 +31,7 @@
 // a most loads/min the cluster can begin; when the calls to models that cannot stay warm need
 // more, no placement keeps up. The ceiling is the highest rate that is not load-bound.
 //
-// Run: npm run bench:placement              (~1 min: 6 scenarios x 4 policies, 10 virtual min each)
+// Run: npm run bench:placement              (~1-2 min: 7 scenarios x 4 policies + the optimum, 10 virtual min each)
 //      npx tsx bench/zipf-placement.ts --s 1.2 --rate 100 --minutes 5 --seed 7
 //      (also --models --nodes --per-node --slots --service-ms --cold-ms --warmup-minutes)
 //
