@@ -661,7 +661,7 @@ function scenario(setup: Setup, s: number, atCeiling = false): Scenario {
 // ---------------------------------------------------------------------------------------------
 // Report
 
-const pct = (v: number, d = 1) => `${fmt(v * 100, d)}%`;
+const pct = (v: number, d = 1) => (Number.isFinite(v) ? `${fmt(v * 100, d)}%` : "-");
 const times = (v: number, d = 2) => (Number.isFinite(v) ? `${fmt(v, d)}x` : v === Infinity ? "inf" : "-");
 const passMiss = (ok: boolean) => (ok ? "PASS" : "MISS");
 
