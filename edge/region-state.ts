@@ -1,11 +1,13 @@
 // What this isolate knows about the regions, refreshed from Redis at most once a second and
 // never on the hot path once a first answer came back (stale-while-revalidate): the regions'
-// reports, the measured edge-to-region round trips (EWMA per colo and region), and a buffer of
-// per-call latencies flushed to Redis for the latency reports. When Redis is unreachable the
-// edge keeps routing on its last known reports for LAST_KNOWN_MAX_MS and says so.
+// reports, the measured edge-to-region round trips (EWMA per colo and region), and per-call
+// latencies counted into per-minute histograms (edge/latency-histogram.ts), added to Redis with
+// HINCRBY at each refresh for the latency reports. When Redis is unreachable the edge keeps
+// routing on its last known reports for LAST_KNOWN_MAX_MS and says so.
 
 import { REGION_REPORT_STALE_MS, regionReportKey, type RegionReport } from "../protocol/region-report.js";
 import type { EdgeConfig } from "./env.js";
+import { histogramField, latencyKey, TOTAL_FIELD } from "./latency-histogram.js";
 import { log } from "./log.js";
 import { redisFor } from "./redis.js";
 
@@ -15,13 +17,13 @@ const AWAIT_REFRESH_MS = 2 * REFRESH_MS;
 export const LAST_KNOWN_MAX_MS = 60_000;
 const RTT_KEY = "mesh:rtt";
 const RTT_ALPHA = 0.2;
-/** Per-minute latency lists live two hours; a minute keeps at most this many samples. */
+/** Per-minute latency histograms live two hours (the report reads the last one). */
 const LATENCY_TTL_S = 2 * 3600;
-const LATENCY_MAX_PER_MINUTE = 5_000;
-
-export function latencyKey(region: string, minuteStart: number): string {
-  return `mesh:lat:${region}:${minuteStart}`;
-}
+/**
+ * Counts not yet written, at most this many (hash, field) pairs: far above what one second
+ * makes (regions x views x colos x buckets touched), a bound only for a long Redis outage.
+ */
+const PENDING_FIELDS_MAX = 20_000;
 
 export interface RegionState {
   reports: Map<string, RegionReport>;
@@ -32,7 +34,9 @@ export interface RegionState {
 
 const state: RegionState = { reports: new Map(), lastRedisOk: 0, redis: "not_configured" };
 const rtt = new Map<string, { ms: number; n: number; dirty: boolean }>();
-let pendingLatency: { region: string; minute: number; entry: string }[] = [];
+/** Latency counts to add to Redis: hash key -> field -> count. */
+let pendingLatency = new Map<string, Map<string, number>>();
+let pendingFields = 0;
 let fetchedAt = 0;
 let refreshing: Promise<void> | null = null;
 
@@ -45,21 +49,23 @@ async function refresh(config: EdgeConfig): Promise<void> {
     return;
   }
   const batch = pendingLatency;
-  pendingLatency = [];
+  pendingLatency = new Map();
+  pendingFields = 0;
   const dirty = [...rtt].filter(([, v]) => v.dirty);
   try {
     const p = redis.pipeline();
     p.mget(...config.regions.map((r) => regionReportKey(r.name)));
     p.hgetall(RTT_KEY);
     if (dirty.length) p.hset(RTT_KEY, Object.fromEntries(dirty.map(([k, v]) => [k, Math.round(v.ms * 100) / 100])));
-    const lists = new Set<string>();
-    for (const l of batch) {
-      const key = latencyKey(l.region, l.minute);
-      p.rpush(key, l.entry);
-      lists.add(key);
-    }
-    for (const key of lists) {
-      p.ltrim(key, -LATENCY_MAX_PER_MINUTE, -1);
+    // One HINCRBY per (hash, field) touched since the last refresh, however many calls it
+    // counts; the hash's total last, so a reader that sees it sees the counts it sums.
+    for (const [key, fields] of batch) {
+      let total = 0;
+      for (const [field, n] of fields) {
+        p.hincrby(key, field, n);
+        total += n;
+      }
+      p.hincrby(key, TOTAL_FIELD, total);
       p.expire(key, LATENCY_TTL_S);
     }
     const [reports, rtts] = (await p.exec()) as [(RegionReport | null)[], Record<string, number> | null, ...unknown[]];
@@ -79,7 +85,7 @@ async function refresh(config: EdgeConfig): Promise<void> {
     if (state.redis !== "unreachable") log("warn", "-", "Redis unreachable: routing on last known region reports", { error: String(err) });
     state.redis = "unreachable";
     // Keep what did not get written, bounded, for the next try.
-    pendingLatency = batch.slice(-10_000).concat(pendingLatency);
+    for (const [key, fields] of batch) for (const [field, n] of fields) countLatency(key, field, n);
   }
 }
 
@@ -128,9 +134,23 @@ export function allRtts(): Record<string, Record<string, number>> {
   return out;
 }
 
+function countLatency(key: string, field: string, n: number): void {
+  let fields = pendingLatency.get(key);
+  const cur = fields?.get(field);
+  if (fields && cur !== undefined) {
+    fields.set(field, cur + n);
+    return;
+  }
+  if (pendingFields >= PENDING_FIELDS_MAX) return;
+  if (!fields) pendingLatency.set(key, (fields = new Map()));
+  fields.set(field, n);
+  pendingFields++;
+}
+
 /**
- * One finished call: its round trip refines the estimate; its latency goes to the reports,
- * tagged with the calling account so GET /v1/regions can show a key only its own account's.
+ * One finished call: its round trip refines the estimate; its latency is counted in the
+ * minute's histograms, everyone's and its account's, so GET /v1/regions can show a key only
+ * its own account's calls.
  */
 export function recordCall(region: string, colo: string, totalMs: number, rttMs: number | null, status: number, account = ""): void {
   if (rttMs !== null && rttMs >= 0) {
@@ -144,7 +164,8 @@ export function recordCall(region: string, colo: string, totalMs: number, rttMs:
     }
   }
   const now = Date.now();
-  if (pendingLatency.length < 50_000) {
-    pendingLatency.push({ region, minute: now - (now % 60_000), entry: `${colo}|${Math.round(totalMs * 10) / 10}|${status}|${account}` });
-  }
+  const minute = now - (now % 60_000);
+  const field = histogramField(colo, totalMs, status < 500);
+  countLatency(latencyKey(region, minute, null), field, 1);
+  if (account) countLatency(latencyKey(region, minute, account), field, 1);
 }
