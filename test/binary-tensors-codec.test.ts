@@ -16,7 +16,7 @@ import {
 import type { ModelSignature, OipDatatype } from "../protocol/datatypes.js";
 import { MeshError } from "../protocol/errors.js";
 import { parseInferRequest, TensorError, toHalfBits, type TensorData, type WireTensor } from "../protocol/tensor.js";
-import { acceptsGzip, readBody } from "../edge/middleware.js";
+import { acceptsGzip, readBody } from "../edge/content-encoding.js";
 
 const enc = new TextEncoder();
 
@@ -318,7 +318,7 @@ describe("which outputs come back binary", () => {
 describe("compressed request bodies", () => {
   const json = enc.encode(JSON.stringify({ inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] }));
   const req = (body: Uint8Array, encoding?: string) =>
-    new Request("http://edge/v2/models/m/infer", { method: "POST", body, headers: encoding ? { "content-encoding": encoding } : {} });
+    new Request("http://edge/v2/models/m/infer", { method: "POST", body: Buffer.from(body), headers: encoding ? { "content-encoding": encoding } : {} });
   const code = async (p: Promise<unknown>) => {
     try {
       await p;

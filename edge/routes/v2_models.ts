@@ -18,7 +18,8 @@ import { parseInferRequest, TensorError, toJsonTensor, type ParsedInferRequest, 
 import { services, waitUntilOf, type AppContext, type AppEnv } from "../context.js";
 import { callerLocation } from "../geo.js";
 import { log } from "../log.js";
-import { chargeQuota, encodingHeaders, limitBody, readBody, requireKey } from "../middleware.js";
+import { encodingHeaders, readBody } from "../content-encoding.js";
+import { chargeQuota, limitBody, requireKey } from "../middleware.js";
 import { modelKey, requireModel, resolveVersion, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
 import { forwardInfer, rankRegions, type RankedRegion, type UnsignedInferRequest } from "../region-client.js";
@@ -372,7 +373,7 @@ async function infer(c: AppContext) {
   const answer = encodeInferResponse(head, result.outputs, asBinary);
   const size = typeof answer.body === "string" ? answer.body.length : answer.body.byteLength;
   return c.body(answer.body, 200, {
-    ...encodingHeaders(c, size),
+    ...encodingHeaders(c.req.header("accept-encoding"), size),
     ...(answer.headerLength === undefined
       ? { "content-type": "application/json" }
       : { "content-type": "application/octet-stream", [INFERENCE_HEADER]: String(answer.headerLength) }),
