@@ -49,6 +49,18 @@ export async function readBody(req: Request, maxBytes: number): Promise<Uint8Arr
 /** Answers at least this large are gzipped for a caller that accepts it; smaller ones gain nothing. */
 export const COMPRESS_MIN_BYTES = 1024;
 
+/**
+ * The caller's own Accept-Encoding. The Workers runtime (Cloudflare and workerd alike) rewrites
+ * the header a Worker sees to `br, gzip` and keeps what the caller sent in
+ * `request.cf.clientAcceptEncoding`; outside the runtime (unit tests) the header is the caller's.
+ */
+export function clientAcceptEncoding(req: Request): string | undefined {
+  const cf = (req as { cf?: { clientAcceptEncoding?: unknown } }).cf;
+  if (cf && typeof cf.clientAcceptEncoding === "string") return cf.clientAcceptEncoding;
+  if (cf) return undefined; // in the runtime with no client value: the caller sent none
+  return req.headers.get("accept-encoding") ?? undefined;
+}
+
 /** True when an Accept-Encoding header takes gzip (q > 0, by name or by `*`). */
 export function acceptsGzip(header: string | undefined): boolean {
   if (!header) return false;

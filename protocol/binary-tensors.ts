@@ -69,7 +69,8 @@ function typedView(datatype: Exclude<OipDatatype, "BYTES">, bytes: Uint8Array, a
   let offset = bytes.byteOffset + at;
   if (offset % width !== 0) {
     // A typed array cannot start at an unaligned offset; the copy is this tensor's only one.
-    buffer = bytes.slice(at, at + len).buffer;
+    // Uint8Array's slice, not the argument's: a Node Buffer's slice is a view of a shared pool.
+    buffer = Uint8Array.prototype.slice.call(bytes, at, at + len).buffer;
     offset = 0;
   }
   const count = len / width;

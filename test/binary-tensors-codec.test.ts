@@ -16,7 +16,7 @@ import {
 import type { ModelSignature, OipDatatype } from "../protocol/datatypes.js";
 import { MeshError } from "../protocol/errors.js";
 import { parseInferRequest, TensorError, toHalfBits, type TensorData, type WireTensor } from "../protocol/tensor.js";
-import { acceptsGzip, readBody } from "../edge/content-encoding.js";
+import { acceptsGzip, clientAcceptEncoding, readBody } from "../edge/content-encoding.js";
 
 const enc = new TextEncoder();
 
@@ -354,5 +354,12 @@ describe("compressed request bodies", () => {
     expect(acceptsGzip("*;q=0.1, gzip;q=0")).toBe(false);
     expect(acceptsGzip("identity")).toBe(false);
     expect(acceptsGzip(undefined)).toBe(false);
+  });
+
+  it("reads the caller's Accept-Encoding from request.cf in the runtime (which rewrites the header)", () => {
+    const inRuntime = (cf: object) => Object.assign(new Request("http://edge/", { headers: { "accept-encoding": "br, gzip" } }), { cf });
+    expect(clientAcceptEncoding(inRuntime({ clientAcceptEncoding: "identity" }))).toBe("identity");
+    expect(clientAcceptEncoding(inRuntime({}))).toBeUndefined();
+    expect(clientAcceptEncoding(new Request("http://edge/", { headers: { "accept-encoding": "gzip" } }))).toBe("gzip");
   });
 });

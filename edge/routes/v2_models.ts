@@ -18,7 +18,7 @@ import { parseInferRequest, TensorError, toJsonTensor, type ParsedInferRequest, 
 import { services, waitUntilOf, type AppContext, type AppEnv } from "../context.js";
 import { callerLocation } from "../geo.js";
 import { log } from "../log.js";
-import { encodingHeaders, readBody } from "../content-encoding.js";
+import { clientAcceptEncoding, encodingHeaders, readBody } from "../content-encoding.js";
 import { chargeQuota, limitBody, requireKey } from "../middleware.js";
 import { modelKey, requireModel, resolveVersion, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
@@ -373,7 +373,7 @@ async function infer(c: AppContext) {
   const answer = encodeInferResponse(head, result.outputs, asBinary);
   const size = typeof answer.body === "string" ? answer.body.length : answer.body.byteLength;
   return c.body(answer.body, 200, {
-    ...encodingHeaders(c.req.header("accept-encoding"), size),
+    ...encodingHeaders(clientAcceptEncoding(c.req.raw), size),
     ...(answer.headerLength === undefined
       ? { "content-type": "application/json" }
       : { "content-type": "application/octet-stream", [INFERENCE_HEADER]: String(answer.headerLength) }),
