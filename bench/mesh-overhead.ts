@@ -1,14 +1,18 @@
-// What the mesh costs over running the model yourself. One run, one machine, the demo-mlp
-// model with a [1,4] FP32 input, three ways:
+// What the mesh costs over running the model yourself. One run, one machine, four cases: a
+// small tensor (demo-mlp, x FP32 [1,4]) and a large one (demo-matmul, a FP32 [64,1024] times
+// b [1024,1]), each as OIP JSON and as Triton's binary tensor data extension (binary inputs,
+// binary outputs). Each case three ways:
 //
 //   direct      in-process onnxruntime-node session.run (the floor)
 //   plain-http  a single-process Node HTTP server around the same model, in its own process
-//               (bench/plain-http-server.ts), same OIP JSON in and out
+//               (bench/plain-http-server.ts), same OIP JSON (or binary) in and out
 //   mesh        the whole local mesh through the edge: workerd -> region router -> node agent
 //
 // Each gets a latency phase (sequential calls) and a throughput phase (16 concurrent callers).
 // HTTP variants use keep-alive connections; every answer must be 200 with outputs equal to the
-// direct result. The mesh's Server-Timing header says where its time goes.
+// direct result. The mesh's Server-Timing header says where its time goes. Ratios are against
+// plain-http in the same run (the issue's goals: p50 <= 2x, p99 <= 3x, throughput >= 1/3, and
+// for the large tensor in binary >= 1/2 of plain-http's tensor bytes per second).
 //
 // Run: npm run bench            (full: ~2000 sequential calls / ~6 s at c=16 per variant)
 //      npx tsx bench/mesh-overhead.ts --quick   (smoke run, small counts)
@@ -17,13 +21,14 @@
 // bench/results/mesh-overhead-latest.json. Targets are informational: exit 0 unless it crashed.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { ROOT, startMesh, type MeshHandle } from "../local/mesh.js";
-import { makeDemoModels } from "../scripts/make-demo-models.js";
+import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../protocol/binary-tensors.js";
+import { makeDemoMatmul, makeDemoModels, DEMO_MATMUL_NAME } from "../scripts/make-demo-models.js";
 import {
   fmt,
   fmtSigned,
@@ -40,10 +45,6 @@ import {
 } from "./stats.js";
 
 const QUICK = process.argv.includes("--quick");
-const MODEL = "demo-mlp";
-const INPUT = [1, 2, 3, 4];
-const SHAPE = [1, 4];
-const OUTPUT_NAMES = ["logits", "probs"] as const;
 const CONCURRENCY = 16;
 
 const LATENCY: PhaseOptions = QUICK
@@ -54,9 +55,10 @@ const THROUGHPUT: PhaseOptions = QUICK
   : { warmup: 4 * CONCURRENCY, maxCalls: 200_000, maxMs: 6_000, concurrency: CONCURRENCY };
 
 const TARGETS = {
-  meshP50OverheadMs: 3,
-  meshP99OverheadMs: 10,
-  meshThroughputShareOfPlainHttp: 1 / 3,
+  p50VsPlain: 2,
+  p99VsPlain: 3,
+  throughputShareOfPlain: 1 / 3,
+  largeBinaryBytesShareOfPlain: 1 / 2,
 };
 
 const SERVER_TIMING_KEYS = ["edge", "network", "region", "queue", "load", "infer", "total"] as const;
@@ -71,8 +73,8 @@ const say = (line = "") => process.stdout.write(line + "\n");
 
 let tmpDir: string | null = null;
 let meshStarting: Promise<MeshHandle> | null = null;
-let plainChild: ChildProcess | null = null;
-let directSession: ort.InferenceSession | null = null;
+const plainChildren: ChildProcess[] = [];
+const directSessions: ort.InferenceSession[] = [];
 let keepTmp = false;
 const agents: http.Agent[] = [];
 
@@ -80,7 +82,7 @@ let cleanupPromise: Promise<void> | null = null;
 function cleanup(): Promise<void> {
   cleanupPromise ??= (async () => {
     for (const a of agents) a.destroy();
-    await stopPlainServer();
+    await stopPlainServers();
     if (meshStarting) {
       // A mesh still starting is stopped once it is up (a failed start stops itself).
       const mesh = await meshStarting.catch(() => null);
@@ -90,8 +92,7 @@ function cleanup(): Promise<void> {
         await mesh.stop().catch((e: unknown) => err(`[bench] mesh stop failed: ${String(e)}`));
       }
     }
-    await directSession?.release().catch(() => undefined);
-    directSession = null;
+    for (const s of directSessions.splice(0)) await s.release().catch(() => undefined);
     if (tmpDir && !keepTmp) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
     else if (tmpDir) err(`[bench] kept ${tmpDir} (mesh logs under mesh/logs/)`);
   })();
@@ -109,11 +110,64 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Cases
+
+type Size = "small" | "large";
+
+interface BenchCase {
+  id: string;
+  size: Size;
+  binary: boolean;
+  model: string;
+  inputs: { name: string; shape: number[]; data: Float32Array }[];
+  outputNames: string[];
+  /** Input tensor bytes per call (the large case's bytes per second count these). */
+  tensorBytes: number;
+}
+
+function pseudo(n: number, seed: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => (((i * 7919 + seed) % 17) - 8) / 8);
+}
+
+const SMALL_INPUTS = [{ name: "x", shape: [1, 4], data: Float32Array.from([1, 2, 3, 4]) }];
+const LARGE_INPUTS = [
+  { name: "a", shape: [64, 1024], data: pseudo(64 * 1024, 1) },
+  { name: "b", shape: [1024, 1], data: pseudo(1024, 2) },
+];
+const MODELS: Record<Size, { model: string; inputs: BenchCase["inputs"]; outputNames: string[] }> = {
+  small: { model: "demo-mlp", inputs: SMALL_INPUTS, outputNames: ["logits", "probs"] },
+  large: { model: DEMO_MATMUL_NAME, inputs: LARGE_INPUTS, outputNames: ["y"] },
+};
+const CASES: BenchCase[] = (["small", "large"] as const).flatMap((size) =>
+  [false, true].map((binary) => ({
+    id: `${size}-${binary ? "binary" : "json"}`,
+    size,
+    binary,
+    ...MODELS[size],
+    tensorBytes: MODELS[size].inputs.reduce((n, t) => n + t.data.byteLength, 0),
+  })),
+);
+
+/** The request body and headers of a case: OIP JSON, or binary inputs asking for binary outputs. */
+function requestOf(c: BenchCase): { body: Buffer; headers: Record<string, string> } {
+  if (!c.binary) {
+    const json = { inputs: c.inputs.map((t) => ({ name: t.name, datatype: "FP32", shape: t.shape, data: Array.from(t.data) })) };
+    return { body: Buffer.from(JSON.stringify(json)), headers: { "content-type": "application/json" } };
+  }
+  const { body, headerLength } = encodeInferRequest(
+    { parameters: { binary_data_output: true } },
+    c.inputs.map((t) => ({ name: t.name, datatype: "FP32" as const, shape: t.shape, data: t.data, binary: true })),
+  );
+  return { body: Buffer.from(body.buffer, body.byteOffset, body.byteLength), headers: { "content-type": "application/octet-stream", [INFERENCE_HEADER]: String(headerLength) } };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Output checking against the direct result
 
-type Expected = Record<(typeof OUTPUT_NAMES)[number], Float32Array>;
+type Expected = Record<string, Float32Array>;
 
 function sameFloat32(got: unknown, want: Float32Array): boolean {
+  if (got instanceof Float32Array) return got.length === want.length && got.every((v, i) => Object.is(v, want[i]));
   if (!Array.isArray(got) || got.length !== want.length) return false;
   for (let i = 0; i < want.length; i++) {
     const v = got[i];
@@ -122,26 +176,21 @@ function sameFloat32(got: unknown, want: Float32Array): boolean {
   return true;
 }
 
-interface OipJsonResponse {
-  outputs?: { name?: unknown; datatype?: unknown; shape?: unknown; data?: unknown }[];
-}
-
-/** Throws unless an OIP JSON answer carries exactly the direct run's outputs. */
-function checkOipAnswer(text: string, expected: Expected): void {
-  let body: OipJsonResponse;
+/** Throws unless an answer (JSON or binary) carries exactly the direct run's outputs. */
+function checkAnswer(r: HttpAnswer, expected: Expected, binary: boolean): void {
+  const headerLength = r.headers[INFERENCE_HEADER];
+  if (binary !== (typeof headerLength === "string")) throw new Error(`answer is ${binary ? "not binary" : "binary"}: ${r.body.toString("utf8", 0, 120)}`);
+  let outputs: { name: string; datatype: string; data: unknown }[];
   try {
-    body = JSON.parse(text) as OipJsonResponse;
+    outputs = decodeInferResponse(r.body, typeof headerLength === "string" ? headerLength : null).outputs;
   } catch {
-    throw new Error(`answer is not JSON: ${text.slice(0, 120)}`);
+    throw new Error(`answer does not decode: ${r.body.toString("utf8", 0, 120)}`);
   }
-  for (const name of OUTPUT_NAMES) {
-    const out = body.outputs?.find((o) => o.name === name);
+  for (const [name, want] of Object.entries(expected)) {
+    const out = outputs.find((o) => o.name === name);
     if (!out) throw new Error(`answer has no output '${name}'`);
     if (out.datatype !== "FP32") throw new Error(`output '${name}' is ${String(out.datatype)}, not FP32`);
-    if (JSON.stringify(out.shape) !== "[1,3]") throw new Error(`output '${name}' has shape ${JSON.stringify(out.shape)}`);
-    if (!sameFloat32(out.data, expected[name])) {
-      throw new Error(`output '${name}' differs from direct: ${JSON.stringify(out.data)} vs [${Array.from(expected[name])}]`);
-    }
+    if (!sameFloat32(out.data, want)) throw new Error(`output '${name}' differs from direct`);
   }
 }
 
@@ -152,7 +201,7 @@ function checkOipAnswer(text: string, expected: Expected): void {
 interface HttpAnswer {
   status: number;
   headers: http.IncomingHttpHeaders;
-  text: string;
+  body: Buffer;
 }
 
 function keepAliveAgent(): http.Agent {
@@ -170,12 +219,12 @@ function post(agent: http.Agent, url: URL, headers: Record<string, string>, body
         port: url.port,
         path: url.pathname,
         method: "POST",
-        headers: { ...headers, "content-type": "application/json", "content-length": String(body.length) },
+        headers: { "content-type": "application/json", ...headers, "content-length": String(body.length) },
       },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString("utf8") }));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
         res.on("error", reject);
       },
     );
@@ -221,16 +270,12 @@ async function measure(
   return { latency, throughput };
 }
 
-function oipBody(): Buffer {
-  return Buffer.from(JSON.stringify({ inputs: [{ name: "x", datatype: "FP32", shape: SHAPE, data: INPUT }] }));
-}
-
-async function startPlainServer(modelPath: string): Promise<string> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bench/plain-http-server.ts"), modelPath, MODEL], {
+async function startPlainServer(modelPath: string, model: string): Promise<string> {
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bench/plain-http-server.ts"), modelPath, model], {
     cwd: ROOT,
     stdio: ["pipe", "pipe", "inherit"],
   });
-  plainChild = child;
+  plainChildren.push(child);
   return new Promise((resolve, reject) => {
     let buf = "";
     const timer = setTimeout(() => reject(new Error("plain-http server did not start within 30 s")), 30_000);
@@ -249,15 +294,15 @@ async function startPlainServer(modelPath: string): Promise<string> {
   });
 }
 
-async function stopPlainServer(): Promise<void> {
-  const child = plainChild;
-  plainChild = null;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
-  await exited;
-  clearTimeout(t);
+async function stopPlainServers(): Promise<void> {
+  for (const child of plainChildren.splice(0)) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGTERM");
+    const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    await exited;
+    clearTimeout(t);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,47 +312,57 @@ async function main(): Promise<void> {
   const machine = machineInfo();
   err(`[bench] mesh-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
   tmpDir = await mkdtemp(join(os.tmpdir(), "mesh-bench-"));
-  const files = await makeDemoModels(join(tmpDir, "models"));
-  const modelFile = files.find((f) => f.name === MODEL && f.version === "1");
-  if (!modelFile) throw new Error(`makeDemoModels wrote no ${MODEL} v1`);
+  const files = [...(await makeDemoModels(join(tmpDir, "models"))), await makeDemoMatmul(join(tmpDir, "models"))];
+  const pathOf = (model: string) => {
+    const f = files.find((x) => x.name === model && x.version === "1");
+    if (!f) throw new Error(`no ${model} v1 was written`);
+    return f.path;
+  };
 
-  // --- direct ---------------------------------------------------------------------------------
-  // Same session options as the node agent (gpu-node/onnx-runtime.ts) on a CPU machine.
-  directSession = await ort.InferenceSession.create(modelFile.path, { executionProviders: ["cpu"], graphOptimizationLevel: "all" });
-  const session = directSession;
-  const inputData = Float32Array.from(INPUT);
-  const runDirect = async () => session.run({ x: new ort.Tensor("float32", inputData, SHAPE) }, [...OUTPUT_NAMES]);
-  const first = await runDirect();
-  const expected = Object.fromEntries(OUTPUT_NAMES.map((n) => [n, first[n]!.data as Float32Array])) as Expected;
-  err(`[bench] direct result: logits [${Array.from(expected.logits).map((v) => v.toFixed(4))}], probs [${Array.from(expected.probs).map((v) => v.toFixed(4))}]`);
-  const direct = await measure("direct", async () => {
-    const r = await runDirect();
-    for (const n of OUTPUT_NAMES) {
-      const d = r[n]?.data as Float32Array | undefined;
-      if (!d || d.length !== expected[n].length || d.some((v, i) => v !== expected[n][i])) throw new Error(`direct output '${n}' changed`);
-    }
-  });
+  // --- direct: per tensor size (JSON or binary is a wire matter; the run is the same) -----------
+  const expected = {} as Record<Size, Expected>;
+  const direct = {} as Record<Size, VariantResult>;
+  for (const size of ["small", "large"] as const) {
+    const { model, inputs, outputNames } = MODELS[size];
+    // Same session options as the node agent (gpu-node/onnx-runtime.ts) on a CPU machine.
+    const session = await ort.InferenceSession.create(pathOf(model), { executionProviders: ["cpu"], graphOptimizationLevel: "all" });
+    directSessions.push(session);
+    const run = () => session.run(Object.fromEntries(inputs.map((t) => [t.name, new ort.Tensor("float32", t.data, t.shape)])), outputNames);
+    const first = await run();
+    const want = Object.fromEntries(outputNames.map((n) => [n, first[n]!.data as Float32Array]));
+    expected[size] = want;
+    direct[size] = await measure(`direct ${size}`, async () => {
+      const r = await run();
+      for (const n of outputNames) if (!sameFloat32(r[n]?.data, want[n]!)) throw new Error(`direct output '${n}' changed`);
+    });
+  }
 
   // --- plain-http -----------------------------------------------------------------------------
-  const body = oipBody();
-  err("[bench] starting the plain-http server (separate process)");
-  const plainBase = await startPlainServer(modelFile.path);
-  const plainUrl = new URL(`/v2/models/${MODEL}/infer`, plainBase);
-  const plainAgent = keepAliveAgent();
-  const plain = await measure("plain-http", async () => {
-    const r = await post(plainAgent, plainUrl, {}, body);
-    if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.text.slice(0, 200)}`);
-    checkOipAnswer(r.text, expected);
-  });
-  plainAgent.destroy();
-  await stopPlainServer();
+  err("[bench] starting the plain-http servers (separate processes)");
+  const plainBase = {
+    small: await startPlainServer(pathOf(MODELS.small.model), MODELS.small.model),
+    large: await startPlainServer(pathOf(MODELS.large.model), MODELS.large.model),
+  };
+  const plain: Record<string, VariantResult> = {};
+  for (const c of CASES) {
+    const url = new URL(`/v2/models/${c.model}/infer`, plainBase[c.size]);
+    const agent = keepAliveAgent();
+    const { body, headers } = requestOf(c);
+    plain[c.id] = await measure(`plain-http ${c.id}`, async () => {
+      const r = await post(agent, url, headers, body);
+      if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.body.toString("utf8", 0, 200)}`);
+      checkAnswer(r, expected[c.size], c.binary);
+    });
+    agent.destroy();
+  }
+  await stopPlainServers();
 
   // --- mesh -----------------------------------------------------------------------------------
   // A mesh that fails to start or answer still leaves the other variants reported (exit 1).
   let meshRun: MeshRun | null = null;
   let meshError: string | null = null;
   try {
-    meshRun = await measureMesh(body, expected);
+    meshRun = await measureMesh(expected, await readFile(pathOf(DEMO_MATMUL_NAME)));
   } catch (e) {
     if (signalled) throw new Error("interrupted");
     meshError = e instanceof Error ? e.message : String(e);
@@ -317,8 +372,9 @@ async function main(): Promise<void> {
   // An interrupted run reports nothing (and leaves mesh-overhead-latest.json alone).
   if (signalled) throw new Error("interrupted");
   const finishedAt = new Date();
-  report({ startedAt, finishedAt, machine, direct, plain, meshRun, meshError });
-  const written = await writeResults("mesh-overhead", resultJson({ startedAt, finishedAt, machine, direct, plain, meshRun, meshError }), undefined, startedAt);
+  const facts: RunFacts = { startedAt, finishedAt, machine, direct, plain, meshRun, meshError };
+  report(facts);
+  const written = await writeResults("mesh-overhead", resultJson(facts), undefined, startedAt);
   say();
   say(`results: ${written.file}`);
   say(`         ${written.latest}`);
@@ -327,61 +383,67 @@ async function main(): Promise<void> {
 
 type TimingKey = (typeof SERVER_TIMING_KEYS)[number] | (typeof CLIENT_KEYS)[number];
 
-interface MeshRun {
+interface MeshCaseRun {
   result: VariantResult;
-  startMs: number;
   coldFirstCallMs: number;
-  coldTiming: Record<string, number>;
-  regionsSeen: Record<string, number>;
   timing: { latency: Record<TimingKey, Summary>; throughput: Record<TimingKey, Summary> };
 }
 
-async function measureMesh(body: Buffer, expected: Expected): Promise<MeshRun> {
+interface MeshRun {
+  startMs: number;
+  cases: Record<string, MeshCaseRun>;
+  regionsSeen: Record<string, number>;
+}
+
+async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer): Promise<MeshRun> {
   if (signalled) throw new Error("interrupted");
   err("[bench] starting the mesh (not timed)");
   const meshStart = performance.now();
   meshStarting = startMesh({ stateDir: join(tmpDir!, "mesh"), progress: err });
   const mesh = await meshStarting;
   const startMs = performance.now() - meshStart;
-  const meshUrl = new URL(`/v2/models/${MODEL}/infer`, mesh.edge);
   const meshHeaders = { authorization: `Bearer ${mesh.apiKey}` };
-  const meshAgent = keepAliveAgent();
+  // demo-matmul is not one of the models the mesh deploys: upload it as a user would.
+  const admin = keepAliveAgent();
+  const created = await post(admin, new URL("/v1/models", mesh.edge), meshHeaders, Buffer.from(JSON.stringify({ name: DEMO_MATMUL_NAME })));
+  if (created.status !== 201) throw new Error(`creating ${DEMO_MATMUL_NAME}: HTTP ${created.status} ${created.body.toString("utf8", 0, 200)}`);
+  const uploaded = await post(admin, new URL(`/v1/models/${DEMO_MATMUL_NAME}/versions`, mesh.edge), { ...meshHeaders, "content-type": "application/octet-stream" }, matmulBytes);
+  if (uploaded.status !== 201) throw new Error(`uploading ${DEMO_MATMUL_NAME}: HTTP ${uploaded.status} ${uploaded.body.toString("utf8", 0, 200)}`);
+  admin.destroy();
   const regionsSeen: Record<string, number> = {};
-  const samples = { latency: [] as Record<string, number>[], throughput: [] as Record<string, number>[] };
-  const meshCall = async () => {
-    const r = await post(meshAgent, meshUrl, meshHeaders, body);
-    if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.text.slice(0, 200)}`);
-    checkOipAnswer(r.text, expected);
-    const region = String(r.headers["x-mesh-region"] ?? "?");
-    regionsSeen[region] = (regionsSeen[region] ?? 0) + 1;
-    return parseServerTiming(r.headers["server-timing"]);
-  };
-  // The first call loads the model on a node; time it, then warm every path (phase warm-up).
-  const cold0 = performance.now();
-  const coldTiming = await meshCall();
-  const coldFirstCallMs = performance.now() - cold0;
-  err(`[bench] mesh: first (cold) call ${fmt(coldFirstCallMs, 1)} ms, Server-Timing ${JSON.stringify(coldTiming)}`);
-  for (const k of Object.keys(regionsSeen)) delete regionsSeen[k];
-  const result = await measure("mesh", meshCall, (phase) => (v, ms) => {
-    const t = v as Record<string, number>;
-    t.client = ms;
-    // Time outside the edge's own total: client, wrangler's dev proxy, sockets.
-    if (t.total !== undefined) t.outside = ms - t.total;
-    samples[phase].push(t);
-  });
-  meshAgent.destroy();
-  const summarizeTimings = (phase: "latency" | "throughput") =>
-    Object.fromEntries(
-      [...SERVER_TIMING_KEYS, ...CLIENT_KEYS].map((k) => [k, summarize(samples[phase].map((t) => t[k]).filter((x): x is number => x !== undefined && Number.isFinite(x)))]),
-    ) as Record<TimingKey, Summary>;
-  return {
-    result,
-    startMs,
-    coldFirstCallMs,
-    coldTiming,
-    regionsSeen,
-    timing: { latency: summarizeTimings("latency"), throughput: summarizeTimings("throughput") },
-  };
+  const cases: Record<string, MeshCaseRun> = {};
+  for (const c of CASES) {
+    const url = new URL(`/v2/models/${c.model}/infer`, mesh.edge);
+    const agent = keepAliveAgent();
+    const { body, headers } = requestOf(c);
+    const samples = { latency: [] as Record<string, number>[], throughput: [] as Record<string, number>[] };
+    const meshCall = async () => {
+      const r = await post(agent, url, { ...meshHeaders, ...headers }, body);
+      if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.body.toString("utf8", 0, 200)}`);
+      checkAnswer(r, expected[c.size], c.binary);
+      const region = String(r.headers["x-mesh-region"] ?? "?");
+      regionsSeen[region] = (regionsSeen[region] ?? 0) + 1;
+      return parseServerTiming(r.headers["server-timing"]);
+    };
+    // The first call of a model loads it on a node; time it, then warm every path (phase warm-up).
+    const cold0 = performance.now();
+    await meshCall();
+    const coldFirstCallMs = performance.now() - cold0;
+    const result = await measure(`mesh ${c.id}`, meshCall, (phase) => (v, ms) => {
+      const t = v as Record<string, number>;
+      t.client = ms;
+      // Time outside the edge's own total: client, wrangler's dev proxy, sockets.
+      if (t.total !== undefined) t.outside = ms - t.total;
+      samples[phase].push(t);
+    });
+    agent.destroy();
+    const summarizeTimings = (phase: "latency" | "throughput") =>
+      Object.fromEntries(
+        [...SERVER_TIMING_KEYS, ...CLIENT_KEYS].map((k) => [k, summarize(samples[phase].map((t) => t[k]).filter((x): x is number => x !== undefined && Number.isFinite(x)))]),
+      ) as Record<TimingKey, Summary>;
+    cases[c.id] = { result, coldFirstCallMs, timing: { latency: summarizeTimings("latency"), throughput: summarizeTimings("throughput") } };
+  }
+  return { startMs, cases, regionsSeen };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,35 +453,52 @@ interface RunFacts {
   startedAt: Date;
   finishedAt: Date;
   machine: ReturnType<typeof machineInfo>;
-  direct: VariantResult;
-  plain: VariantResult;
+  direct: Record<Size, VariantResult>;
+  plain: Record<string, VariantResult>;
   meshRun: MeshRun | null;
   meshError: string | null;
 }
 
-function variantsOf(f: RunFacts): [string, VariantResult][] {
-  return [["direct", f.direct], ["plain-http", f.plain], ...(f.meshRun ? [["mesh", f.meshRun.result] as [string, VariantResult]] : [])];
+interface Row {
+  p50Ms: number;
+  p99Ms: number;
+  callsPerSec: number;
+  p50VsPlain: number;
+  p99VsPlain: number;
+  throughputVsPlain: number;
+  p50VsDirect: number;
+  /** Input tensor bytes per second at c=16. */
+  tensorBytesPerSec: number;
+  errors: number;
 }
 
-function comparisons(f: RunFacts) {
-  const d = f.direct.latency.latency;
-  const dTput = f.direct.throughput.okPerSec;
+function rowOf(v: VariantResult, plain: VariantResult, direct: VariantResult, c: BenchCase): Row {
+  const l = v.latency.latency;
+  return {
+    p50Ms: l.p50,
+    p99Ms: l.p99,
+    callsPerSec: v.throughput.okPerSec,
+    p50VsPlain: ratio(l.p50, plain.latency.latency.p50),
+    p99VsPlain: ratio(l.p99, plain.latency.latency.p99),
+    throughputVsPlain: ratio(v.throughput.okPerSec, plain.throughput.okPerSec),
+    p50VsDirect: ratio(l.p50, direct.latency.latency.p50),
+    tensorBytesPerSec: v.throughput.okPerSec * c.tensorBytes,
+    errors: v.latency.errors + v.throughput.errors + v.latency.warmupErrors + v.throughput.warmupErrors,
+  };
+}
+
+function comparisons(f: RunFacts): Record<string, Record<string, Row>> {
   return Object.fromEntries(
-    variantsOf(f).map(([name, v]) => {
-      const l = v.latency.latency;
+    CASES.map((c) => {
+      const plain = f.plain[c.id]!;
+      const direct = f.direct[c.size];
+      const mesh = f.meshRun?.cases[c.id];
       return [
-        name,
+        c.id,
         {
-          p50Ms: l.p50,
-          p99Ms: l.p99,
-          p50Ratio: ratio(l.p50, d.p50),
-          p99Ratio: ratio(l.p99, d.p99),
-          p50OverheadMs: l.p50 - d.p50,
-          p99OverheadMs: l.p99 - d.p99,
-          callsPerSec: v.throughput.okPerSec,
-          throughputRatio: ratio(v.throughput.okPerSec, dTput),
-          errors: v.latency.errors + v.throughput.errors,
-          warmupErrors: v.latency.warmupErrors + v.throughput.warmupErrors,
+          direct: rowOf(direct, plain, direct, c),
+          "plain-http": rowOf(plain, plain, direct, c),
+          ...(mesh ? { mesh: rowOf(mesh.result, plain, direct, c) } : {}),
         },
       ];
     }),
@@ -427,75 +506,88 @@ function comparisons(f: RunFacts) {
 }
 
 function targetsOf(f: RunFacts) {
-  const c = comparisons(f).mesh;
-  const share = f.meshRun ? ratio(f.meshRun.result.throughput.okPerSec, f.plain.throughput.okPerSec) : NaN;
-  const p50 = c?.p50OverheadMs ?? NaN;
-  const p99 = c?.p99OverheadMs ?? NaN;
-  return {
-    meshP50OverheadMs: { label: "mesh p50 overhead over direct", target: TARGETS.meshP50OverheadMs, actual: p50, pass: p50 < TARGETS.meshP50OverheadMs, text: `${fmt(p50, 3)} ms (target < ${TARGETS.meshP50OverheadMs} ms)` },
-    meshP99OverheadMs: { label: "mesh p99 overhead over direct", target: TARGETS.meshP99OverheadMs, actual: p99, pass: p99 < TARGETS.meshP99OverheadMs, text: `${fmt(p99, 3)} ms (target < ${TARGETS.meshP99OverheadMs} ms)` },
-    meshThroughputShareOfPlainHttp: {
-      label: "mesh throughput share of plain-http",
-      target: TARGETS.meshThroughputShareOfPlainHttp,
-      actual: share,
-      pass: share >= TARGETS.meshThroughputShareOfPlainHttp,
-      text: `${fmt(share * 100, 1)}% (target >= ${fmt(TARGETS.meshThroughputShareOfPlainHttp * 100, 1)}%)`,
-    },
+  const comp = comparisons(f);
+  const out: Record<string, { label: string; target: number; actual: number; pass: boolean; text: string }> = {};
+  for (const c of CASES) {
+    const m = comp[c.id]!.mesh;
+    const p50 = m?.p50VsPlain ?? NaN;
+    const p99 = m?.p99VsPlain ?? NaN;
+    const tput = m?.throughputVsPlain ?? NaN;
+    out[`${c.id}.p50`] = { label: `${c.id}: mesh p50 / plain p50`, target: TARGETS.p50VsPlain, actual: p50, pass: p50 <= TARGETS.p50VsPlain, text: `${fmt(p50, 2)}x (target <= ${TARGETS.p50VsPlain}x)` };
+    out[`${c.id}.p99`] = { label: `${c.id}: mesh p99 / plain p99`, target: TARGETS.p99VsPlain, actual: p99, pass: p99 <= TARGETS.p99VsPlain, text: `${fmt(p99, 2)}x (target <= ${TARGETS.p99VsPlain}x)` };
+    out[`${c.id}.throughput`] = {
+      label: `${c.id}: mesh throughput / plain`,
+      target: TARGETS.throughputShareOfPlain,
+      actual: tput,
+      pass: tput >= TARGETS.throughputShareOfPlain,
+      text: `${fmt(tput * 100, 1)}% (target >= ${fmt(TARGETS.throughputShareOfPlain * 100, 1)}%)`,
+    };
+  }
+  const lb = comp["large-binary"]!.mesh?.throughputVsPlain ?? NaN;
+  out["large-binary.bytes"] = {
+    label: "large-binary: mesh tensor bytes/s / plain",
+    target: TARGETS.largeBinaryBytesShareOfPlain,
+    actual: lb,
+    pass: lb >= TARGETS.largeBinaryBytesShareOfPlain,
+    text: `${fmt(lb * 100, 1)}% (target >= ${fmt(TARGETS.largeBinaryBytesShareOfPlain * 100, 1)}%)`,
   };
+  return out;
 }
+
+const mb = (bytesPerSec: number) => fmt(bytesPerSec / 1e6, 1);
 
 function report(f: RunFacts): void {
   const comp = comparisons(f);
-  const rows = Object.entries(comp).map(([name, c]) => [
-    name,
-    fmt(c.p50Ms, 3),
-    fmt(c.p99Ms, 3),
-    fmt(c.p50Ratio, 1) + "x",
-    fmt(c.p99Ratio, 1) + "x",
-    name === "direct" ? "-" : fmtSigned(c.p50OverheadMs, 3),
-    name === "direct" ? "-" : fmtSigned(c.p99OverheadMs, 3),
-    fmt(c.callsPerSec, 0),
-    fmt(c.throughputRatio, 3) + "x",
-    String(c.errors + c.warmupErrors),
-  ]);
-  if (!f.meshRun) rows.push(["mesh", "FAILED", "", "", "", "", "", "", "", ""]);
+  const rows: string[][] = [];
+  for (const c of CASES) {
+    for (const [variant, r] of Object.entries(comp[c.id]!)) {
+      rows.push([
+        c.id,
+        variant,
+        fmt(r.p50Ms, 3),
+        fmt(r.p99Ms, 3),
+        fmt(r.callsPerSec, 0),
+        variant === "plain-http" ? "1x" : fmt(r.p50VsPlain, 2) + "x",
+        variant === "plain-http" ? "1x" : fmt(r.p99VsPlain, 2) + "x",
+        variant === "plain-http" ? "1x" : fmt(r.throughputVsPlain, 3) + "x",
+        c.size === "large" ? mb(r.tensorBytesPerSec) : "-",
+        String(r.errors),
+      ]);
+    }
+    if (!f.meshRun) rows.push([c.id, "mesh", "FAILED", "", "", "", "", "", "", ""]);
+  }
   const { machine } = f;
   say();
-  say(`mesh-overhead${QUICK ? " (--quick)" : ""}: ${MODEL}, input x FP32 [${SHAPE}], ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
-  say(`latency: c=1, ${LATENCY.warmup} warm-up + up to ${LATENCY.maxCalls} calls / ${LATENCY.maxMs / 1000} s; throughput: c=${CONCURRENCY}, up to ${THROUGHPUT.maxMs / 1000} s`);
+  say(`mesh-overhead${QUICK ? " (--quick)" : ""}: small = demo-mlp x FP32 [1,4]; large = demo-matmul a FP32 [64,1024] x b [1024,1]; ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
+  say(`latency: c=1, ${LATENCY.warmup} warm-up + up to ${LATENCY.maxCalls} calls / ${LATENCY.maxMs / 1000} s; throughput: c=${CONCURRENCY}, up to ${THROUGHPUT.maxMs / 1000} s; binary = binary inputs and outputs`);
   say();
-  say(formatTable(["variant", "p50 ms", "p99 ms", "p50 vs direct", "p99 vs direct", "+p50 ms", "+p99 ms", "calls/s (c=16)", "calls/s vs direct", "errors"], rows));
+  say(formatTable(["case", "variant", "p50 ms", "p99 ms", "calls/s (c=16)", "p50 vs plain", "p99 vs plain", "calls/s vs plain", "tensor MB/s", "errors"], rows));
   say();
-  const targets = targetsOf(f);
   if (f.meshRun) {
-    const m = comp.mesh!;
-    say(`mesh overhead over direct: p50 ${fmtSigned(m.p50OverheadMs, 3)} ms, p99 ${fmtSigned(m.p99OverheadMs, 3)} ms`);
-    say(`mesh throughput = ${fmt(targets.meshThroughputShareOfPlainHttp.actual * 100, 1)}% of plain-http (${fmt(m.callsPerSec, 0)} vs ${fmt(f.plain.throughput.okPerSec, 0)} calls/s)`);
-    say();
-    const { latency: tl, throughput: tt } = f.meshRun.timing;
-    say("mesh Server-Timing per part, ms (edge and total are whole ms: workerd's clock only moves across I/O);");
-    say("'outside edge total' = client-measured minus total, per call (client, wrangler's dev proxy, sockets):");
+    say("mesh Server-Timing per part, p50 ms at c=1 (edge and total are whole ms: workerd's clock only moves across I/O):");
     say(
       formatTable(
-        ["part", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16"],
-        [...SERVER_TIMING_KEYS, ...CLIENT_KEYS].map((k) => [
-          k === "client" ? "client-measured" : k === "outside" ? "outside edge total" : k,
-          fmt(tl[k].p50, 2),
-          fmt(tl[k].p99, 2),
-          fmt(tt[k].p50, 2),
-          fmt(tt[k].p99, 2),
-        ]),
+        ["case", ...SERVER_TIMING_KEYS, "client", "outside"],
+        CASES.map((c) => {
+          const t = f.meshRun!.cases[c.id]!.timing.latency;
+          return [c.id, ...[...SERVER_TIMING_KEYS, ...CLIENT_KEYS].map((k) => fmt(t[k].p50, 2))];
+        }),
       ),
     );
     const regions = Object.entries(f.meshRun.regionsSeen).map(([k, v]) => `${k} x${v}`).join(", ") || "-";
-    say(`regions that answered (warm-up included): ${regions}; cold first call ${fmt(f.meshRun.coldFirstCallMs, 1)} ms`);
+    say(`regions that answered (warm-up included): ${regions}`);
   } else {
     say(`mesh: FAILED: ${f.meshError}`);
   }
   say();
   say("targets (informational):");
-  for (const t of Object.values(targets)) say(`  ${t.pass ? "PASS" : f.meshRun ? "MISS" : "n/a "}  ${t.label}: ${f.meshRun ? t.text : "mesh failed"}`);
-  const errorSamples = variantsOf(f).flatMap(([name, v]) => [...v.latency.errorSamples, ...v.throughput.errorSamples].map((e) => `${name}: ${e}`));
+  for (const t of Object.values(targetsOf(f))) say(`  ${t.pass ? "PASS" : f.meshRun ? "MISS" : "n/a "}  ${t.label}: ${f.meshRun ? t.text : "mesh failed"}`);
+  const all: [string, VariantResult][] = [
+    ...Object.entries(f.direct).map(([k, v]) => [`direct ${k}`, v] as [string, VariantResult]),
+    ...Object.entries(f.plain).map(([k, v]) => [`plain-http ${k}`, v] as [string, VariantResult]),
+    ...Object.entries(f.meshRun?.cases ?? {}).map(([k, v]) => [`mesh ${k}`, v.result] as [string, VariantResult]),
+  ];
+  const errorSamples = all.flatMap(([name, v]) => [...v.latency.errorSamples, ...v.throughput.errorSamples].map((e) => `${name}: ${e}`));
   if (errorSamples.length) {
     say();
     say("error samples:");
@@ -514,39 +606,46 @@ function resultJson(f: RunFacts) {
     okPerSec: round(p.okPerSec, 1),
     latencyMs: Object.fromEntries(Object.entries(p.latency).map(([k, v]) => [k, k === "count" ? v : round(v, 4)])),
   });
+  const variantJson = (v: VariantResult) => ({ latency: phaseJson(v.latency), throughput: phaseJson(v.throughput) });
   const summaryJson = (s: Record<string, Summary>) =>
     Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { count: v.count, p50: round(v.p50, 3), p99: round(v.p99, 3), mean: round(v.mean, 3) }]));
-  const roundAll = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number.isInteger(v) ? v : round(v, 4)]));
-  const targets = targetsOf(f);
+  const roundAll = (o: object) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "number" && !Number.isInteger(v) ? round(v, 4) : v]));
   return {
     bench: "mesh-overhead",
     quick: QUICK,
     startedAt: f.startedAt.toISOString(),
     finishedAt: f.finishedAt.toISOString(),
     machine: f.machine,
-    model: { name: MODEL, version: 1, input: { name: "x", datatype: "FP32", shape: SHAPE, data: INPUT } },
+    cases: CASES.map((c) => ({ id: c.id, model: c.model, binary: c.binary, inputs: c.inputs.map((t) => ({ name: t.name, datatype: "FP32", shape: t.shape })), tensorBytes: c.tensorBytes })),
     config: {
       latency: LATENCY,
       throughput: THROUGHPUT,
       order: ["direct", "plain-http", "mesh"],
       client: "node:http keep-alive agent in the bench process",
-      plainHttp: "bench/plain-http-server.ts in its own node process",
+      plainHttp: "bench/plain-http-server.ts in its own node process, one per model",
+      binary: "binary cases send every input binary and ask binary_data_output: true",
     },
-    variants: Object.fromEntries(variantsOf(f).map(([k, v]) => [k, { latency: phaseJson(v.latency), throughput: phaseJson(v.throughput) }])),
-    comparison: Object.fromEntries(Object.entries(comparisons(f)).map(([k, c]) => [k, roundAll(c)])),
+    variants: {
+      direct: Object.fromEntries(Object.entries(f.direct).map(([k, v]) => [k, variantJson(v)])),
+      "plain-http": Object.fromEntries(Object.entries(f.plain).map(([k, v]) => [k, variantJson(v)])),
+      mesh: Object.fromEntries(Object.entries(f.meshRun?.cases ?? {}).map(([k, v]) => [k, variantJson(v.result)])),
+    },
+    comparison: Object.fromEntries(Object.entries(comparisons(f)).map(([k, rows]) => [k, Object.fromEntries(Object.entries(rows).map(([v, r]) => [v, roundAll(r)]))])),
     mesh: f.meshRun
       ? {
           ok: true,
           startMs: round(f.meshRun.startMs, 0),
-          coldFirstCallMs: round(f.meshRun.coldFirstCallMs, 1),
-          coldFirstCallServerTiming: f.meshRun.coldTiming,
           regionsAnswered: f.meshRun.regionsSeen,
-          throughputShareOfPlainHttp: round(targets.meshThroughputShareOfPlainHttp.actual, 4),
-          serverTimingMs: { latency: summaryJson(f.meshRun.timing.latency), throughput: summaryJson(f.meshRun.timing.throughput) },
+          cases: Object.fromEntries(
+            Object.entries(f.meshRun.cases).map(([k, v]) => [
+              k,
+              { coldFirstCallMs: round(v.coldFirstCallMs, 1), serverTimingMs: { latency: summaryJson(v.timing.latency), throughput: summaryJson(v.timing.throughput) } },
+            ]),
+          ),
         }
       : { ok: false, error: f.meshError },
     targets: Object.fromEntries(
-      Object.entries(targets).map(([k, t]) => [k, { description: t.label, target: round(t.target, 4), actual: round(t.actual, 4), pass: t.pass }]),
+      Object.entries(targetsOf(f)).map(([k, t]) => [k, { description: t.label, target: round(t.target, 4), actual: round(t.actual, 4), pass: t.pass }]),
     ),
   };
 }

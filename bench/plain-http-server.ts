@@ -4,7 +4,8 @@
 // converts tensors with the same code the mesh uses (protocol/tensor.ts, gpu-node's
 // ort-tensors.ts), and runs the session in-process on its event loop, as a hand-written server
 // would: the mesh runs it in a session child process (isolation, deadlines, memory bounds), and
-// that cost is part of what this baseline shows.
+// that cost is part of what this baseline shows. It speaks the binary tensor data extension
+// with the mesh's codec (protocol/binary-tensors.ts), so binary calls have a baseline too.
 //
 // Run: node --import tsx bench/plain-http-server.ts <model.onnx> [model-name] [port]
 // Prints `LISTENING <port>` on stdout once ready. Exits on SIGTERM/SIGINT, or when its stdin
@@ -16,7 +17,8 @@ import { basename } from "node:path";
 import * as ort from "onnxruntime-node";
 import { fromOrt, toOrt } from "../gpu-node/ort-tensors.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
-import { parseInferRequest, TensorError, toJsonTensor } from "../protocol/tensor.js";
+import { BinaryFramingError, BinaryInputs, binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER, splitBinaryBody } from "../protocol/binary-tensors.js";
+import { parseInferRequest, TensorError } from "../protocol/tensor.js";
 
 const modelPath = process.argv[2];
 if (!modelPath) {
@@ -39,7 +41,7 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-async function readBody(req: http.IncomingMessage): Promise<string> {
+async function readBody(req: http.IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -47,7 +49,7 @@ async function readBody(req: http.IncomingMessage): Promise<string> {
     if (size > MAX_BODY) throw new TensorError("request body too large");
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
 }
 
 async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -60,22 +62,31 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
   }
   const started = performance.now();
   let parsed;
+  let asBinary;
   try {
-    parsed = parseInferRequest(JSON.parse(await readBody(req)), signature);
+    const body = await readBody(req);
+    const headerLength = req.headers[INFERENCE_HEADER];
+    const { json, binary } = typeof headerLength === "string" ? splitBinaryBody(body, headerLength) : { json: body.toString("utf8"), binary: undefined };
+    const head: unknown = JSON.parse(json);
+    parsed = parseInferRequest(head, signature, binary ? new BinaryInputs(binary) : undefined);
+    asBinary = binaryOutputChoice(head);
   } catch (err) {
-    if (err instanceof TensorError || err instanceof SyntaxError) return send(res, 400, { error: err.message });
+    if (err instanceof TensorError || err instanceof SyntaxError || err instanceof BinaryFramingError) return send(res, 400, { error: err.message });
     throw err;
   }
   const fetches = parsed.outputs ?? [...session.outputNames];
   const result = await session.run(Object.fromEntries(parsed.inputs.map((t) => [t.name, toOrt(t)])), fetches);
   const outputs = fetches.map((name) => fromOrt(name, result[name]));
   res.setHeader("server-timing", `infer;dur=${(performance.now() - started).toFixed(3)}`);
-  send(res, 200, {
-    model_name: modelName,
-    model_version: "1",
-    ...(parsed.id !== undefined ? { id: parsed.id } : {}),
-    outputs: outputs.map(toJsonTensor),
+  const answer = encodeInferResponse({ model_name: modelName, model_version: "1", ...(parsed.id !== undefined ? { id: parsed.id } : {}) }, outputs, asBinary);
+  const payload = typeof answer.body === "string" ? Buffer.from(answer.body) : answer.body;
+  res.writeHead(200, {
+    "content-length": payload.byteLength,
+    ...(answer.headerLength === undefined
+      ? { "content-type": "application/json" }
+      : { "content-type": "application/octet-stream", [INFERENCE_HEADER]: String(answer.headerLength) }),
   });
+  res.end(payload);
 }
 
 const server = http.createServer((req, res) => {

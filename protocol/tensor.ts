@@ -191,6 +191,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/**
+ * The binary part of a request (protocol/binary-tensors.ts): hands out each binary input's data
+ * in the JSON's order, validated against its datatype and element count; `finish` refuses bytes
+ * left over.
+ */
+export interface BinaryTail {
+  take(name: string, datatype: OipDatatype, count: number, size: unknown): TensorData;
+  finish(): void;
+}
+
 export interface ParsedInferRequest {
   id?: string;
   inputs: WireTensor[];
@@ -206,6 +216,7 @@ export interface ParsedInferRequest {
 export function parseInferRequest(
   body: unknown,
   signature: { inputs: TensorSpec[]; outputs: TensorSpec[] },
+  binary?: BinaryTail,
 ): ParsedInferRequest {
   if (!isRecord(body)) throw new TensorError("request body must be a JSON object with an 'inputs' array");
   const { id, inputs, outputs } = body;
@@ -217,7 +228,7 @@ export function parseInferRequest(
   const parsed: WireTensor[] = [];
   for (const [i, raw] of inputs.entries()) {
     if (!isRecord(raw)) throw new TensorError(`inputs[${i}] must be an object`);
-    const { name, datatype, shape, data } = raw;
+    const { name, datatype, shape, data, parameters } = raw;
     if (typeof name !== "string") throw new TensorError(`inputs[${i}].name must be a string`);
     const spec = specs.get(name);
     if (!spec) {
@@ -244,9 +255,19 @@ export function parseInferRequest(
         throw new TensorError(`input '${name}': dimension ${k} is ${d}, the model expects ${want}`);
       }
     });
+    const count = elementCount(dims);
+    // Binary tensor data extension: the data follows the JSON, `binary_data_size` bytes of it.
+    const binarySize = isRecord(parameters) ? parameters.binary_data_size : undefined;
+    if (binarySize !== undefined) {
+      if (data !== undefined) throw new TensorError(`input '${name}': give either 'data' or parameters.binary_data_size, not both`);
+      if (!binary) {
+        throw new TensorError(`input '${name}' names binary_data_size, but the request has no binary part (send Inference-Header-Content-Length)`);
+      }
+      parsed.push({ name, datatype, shape: dims, data: binary.take(name, datatype, count, binarySize) });
+      continue;
+    }
     const flat: unknown[] = [];
     flatten(data, flat, 0);
-    const count = elementCount(dims);
     if (flat.length !== count) {
       throw new TensorError(
         `input '${name}': shape [${dims}] needs ${count} elements, data has ${flat.length}`,
@@ -254,6 +275,7 @@ export function parseInferRequest(
     }
     parsed.push({ name, datatype, shape: dims, data: encodeTensorData(name, datatype, flat) });
   }
+  binary?.finish();
   const missing = [...specs.keys()].filter((n) => !seen.has(n));
   if (missing.length) throw new TensorError(`missing input(s): ${missing.join(", ")}`);
 

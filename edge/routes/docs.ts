@@ -8,7 +8,7 @@ import type { AppEnv } from "../context.js";
 import { docsPageHtml } from "../docs-page.js";
 import { describeRoute, openApiDocument } from "../openapi.js";
 import { htmlPage } from "../page-security.js";
-import { SERVER_NAME, SERVER_VERSION } from "./health.js";
+import { SERVER_EXTENSIONS, SERVER_NAME, SERVER_VERSION } from "./health.js";
 
 const INFO = {
   title: "inference mesh",
@@ -71,7 +71,10 @@ export function registerDocs(app: Hono<AppEnv>): void {
     auth: "none",
     summary: "Server metadata",
     responses: {
-      200: { description: `name '${SERVER_NAME}', version, extensions.`, schema: z.object({ name: z.string(), version: z.string(), extensions: z.array(z.string()) }) },
+      200: {
+        description: `name '${SERVER_NAME}', version, and the extensions the mesh speaks: ${SERVER_EXTENSIONS.map((e) => `\`${e}\``).join(", ")}.`,
+        schema: z.object({ name: z.string(), version: z.string(), extensions: z.array(z.string()) }),
+      },
     },
   });
   // internal_artifacts.ts: for nodes only, through URLs the edge signed.

@@ -7,6 +7,11 @@ import { regionState } from "../region-state.js";
 
 export const SERVER_NAME = "inference-mesh";
 export const SERVER_VERSION = "0.1.0";
+/**
+ * The OIP/Triton extensions the mesh speaks, as `GET /v2` reports them: only what is true end
+ * to end (Triton clients switch to binary tensors on seeing `binary_tensor_data`).
+ */
+export const SERVER_EXTENSIONS = ["binary_tensor_data"] as const;
 
 export function registerHealth(app: Hono<AppEnv>): void {
   app.get("/v2/health/live", (c) => c.json({ live: true }));
@@ -16,5 +21,5 @@ export function registerHealth(app: Hono<AppEnv>): void {
     const ready = readyRegions(config, await regionState(config, waitUntilOf(c))).length > 0;
     return c.json({ ready }, ready ? 200 : 503);
   });
-  app.get("/v2", (c) => c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] }));
+  app.get("/v2", (c) => c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: SERVER_EXTENSIONS }));
 }

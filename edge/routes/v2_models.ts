@@ -13,11 +13,13 @@ import type { Hono } from "hono";
 import { z } from "zod";
 import { ERROR_STATUS, MeshError } from "../../protocol/errors.js";
 import { type Timing } from "../../protocol/messages.js";
-import { parseInferRequest, TensorError, toJsonTensor, type JsonTensor, type ParsedInferRequest } from "../../protocol/tensor.js";
+import { BinaryFramingError, BinaryInputs, binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER, splitBinaryBody } from "../../protocol/binary-tensors.js";
+import { parseInferRequest, TensorError, toJsonTensor, type ParsedInferRequest, type WireTensor } from "../../protocol/tensor.js";
 import { services, waitUntilOf, type AppContext, type AppEnv } from "../context.js";
 import { callerLocation } from "../geo.js";
 import { log } from "../log.js";
-import { chargeQuota, limitBody, readJson, requireKey } from "../middleware.js";
+import { clientAcceptEncoding, encodingHeaders, readBody } from "../content-encoding.js";
+import { chargeQuota, limitBody, requireKey } from "../middleware.js";
 import { modelKey, requireModel, resolveVersion, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
 import { forwardInfer, rankRegions, type RankedRegion, type UnsignedInferRequest } from "../region-client.js";
@@ -85,7 +87,7 @@ async function rankFor(c: AppContext, model: ModelInfo, version: VersionInfo): P
 }
 
 type Outcome = (
-  | { ok: true; region: string; node: string; outputs: JsonTensor[]; timing: Timing; roundTripMs: number; total: number }
+  | { ok: true; region: string; node: string; outputs: WireTensor[]; timing: Timing; roundTripMs: number; total: number }
   | { ok: false; region: string | null; error: MeshError }
 ) & {
   /** The call's usage row, for the caller of runCall to record (a shadow's, after comparing). */
@@ -173,7 +175,8 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
       ok: true,
       region,
       node: response.node,
-      outputs: response.outputs.map(toJsonTensor),
+      // Typed arrays as they came: JSON numbers only for the outputs the caller wants as JSON.
+      outputs: response.outputs,
       timing: t,
       roundTripMs,
       total,
@@ -187,7 +190,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
 }
 
 /** Runs the shadow copies of a call once its own answer is in; logs and records the comparison. */
-async function runShadows(c: AppContext, body: unknown, served: CallPlan, servedOutcome: Promise<Outcome>, versions: number[]): Promise<void> {
+async function runShadows(c: AppContext, body: InferBody, served: CallPlan, servedOutcome: Promise<Outcome>, versions: number[]): Promise<void> {
   const primary = await servedOutcome;
   await Promise.all(
     versions.map(async (n) => {
@@ -209,7 +212,7 @@ async function runShadows(c: AppContext, body: unknown, served: CallPlan, served
       } else {
         let parsed: ParsedInferRequest | null = null;
         try {
-          parsed = parseInferRequest(body, version.signature);
+          parsed = parseWith(body, version.signature);
         } catch (err) {
           if (!(err instanceof TensorError)) throw err;
           outcome = failed(new MeshError("invalid_tensor", err.message));
@@ -220,7 +223,7 @@ async function runShadows(c: AppContext, body: unknown, served: CallPlan, served
         }
       }
       outcome ??= failed(new MeshError("internal_error", "internal error"));
-      const comparison = primary.ok && outcome.ok ? compareOutputs(primary.outputs, outcome.outputs) : null;
+      const comparison = primary.ok && outcome.ok ? compareOutputs(primary.outputs.map(toJsonTensor), outcome.outputs.map(toJsonTensor)) : null;
       log(outcome.ok ? "info" : "warn", served.requestId, "shadow call", {
         model: served.model.name,
         served: served.version.version,
@@ -235,19 +238,59 @@ async function runShadows(c: AppContext, body: unknown, served: CallPlan, served
   );
 }
 
+/** A call's body: the JSON object, and the binary part after it when the caller sent one. */
+interface InferBody {
+  json: unknown;
+  binary?: Uint8Array;
+}
+
+/**
+ * Reads a call's body (decompressed, bounded): plain JSON, or with Inference-Header-Content-Length
+ * (Triton's binary tensor data extension) a JSON header and the tensors' bytes after it.
+ */
+async function readInferBody(c: AppContext): Promise<InferBody> {
+  const bytes = await readBody(c.req.raw, MAX_INFER_BODY);
+  const headerLength = c.req.header(INFERENCE_HEADER);
+  let text: string;
+  let binary: Uint8Array | undefined;
+  if (headerLength === undefined) {
+    text = new TextDecoder().decode(bytes);
+  } else {
+    try {
+      ({ json: text, binary } = splitBinaryBody(bytes, headerLength));
+    } catch (err) {
+      if (err instanceof BinaryFramingError) throw new MeshError("bad_request", err.message);
+      throw err;
+    }
+  }
+  if (text.length === 0) return { json: {}, ...(binary ? { binary } : {}) };
+  try {
+    return { json: JSON.parse(text), ...(binary ? { binary } : {}) };
+  } catch {
+    throw new MeshError("invalid_json", headerLength === undefined ? "request body is not valid JSON" : "the request's JSON header (Inference-Header-Content-Length bytes) is not valid JSON");
+  }
+}
+
+/** parseInferRequest with a fresh reader of the binary part (a shadow parses the same body again). */
+function parseWith(body: InferBody, signature: VersionInfo["signature"]): ParsedInferRequest {
+  return parseInferRequest(body.json, signature, body.binary ? new BinaryInputs(body.binary) : undefined);
+}
+
 async function infer(c: AppContext) {
   const s = services(c);
   const key = c.get("key");
   const requestId = c.get("requestId");
   const model = await requireModel(s, key.accountId, c.req.param("m")!);
-  const body = await readJson(c.req.raw);
-  const oipId = typeof body === "object" && body !== null ? (body as { id?: unknown }).id : undefined;
+  const body = await readInferBody(c);
+  const oipId = typeof body.json === "object" && body.json !== null ? (body.json as { id?: unknown }).id : undefined;
   const { version, via } = routeVersion(model, c.req.param("v"), stickyKey(c.req.header("x-mesh-sticky"), oipId));
   const versionHeaders = { "x-mesh-version": String(version.version), "x-mesh-route": via };
   for (const [k, v] of Object.entries(versionHeaders)) c.header(k, v);
   let parsed: ParsedInferRequest;
+  let asBinary: (name: string) => boolean;
   try {
-    parsed = parseInferRequest(body, version.signature);
+    parsed = parseWith(body, version.signature);
+    asBinary = binaryOutputChoice(body.json);
   } catch (err) {
     if (!(err instanceof TensorError)) throw err;
     recordUsage(
@@ -326,11 +369,14 @@ async function infer(c: AppContext) {
   c.header("x-mesh-region", result.region);
   c.header("x-mesh-node", result.node);
   c.header("x-mesh-colo", callerLocation(c.req.raw, c.get("config").localMode).colo);
-  return c.json({
-    model_name: model.name,
-    model_version: String(version.version),
-    ...(parsed.id !== undefined ? { id: parsed.id } : {}),
-    outputs: result.outputs,
+  const head = { model_name: model.name, model_version: String(version.version), ...(parsed.id !== undefined ? { id: parsed.id } : {}) };
+  const answer = encodeInferResponse(head, result.outputs, asBinary);
+  const size = typeof answer.body === "string" ? answer.body.length : answer.body.byteLength;
+  return c.body(answer.body, 200, {
+    ...encodingHeaders(clientAcceptEncoding(c.req.raw), size),
+    ...(answer.headerLength === undefined
+      ? { "content-type": "application/json" }
+      : { "content-type": "application/octet-stream", [INFERENCE_HEADER]: String(answer.headerLength) }),
   });
 }
 
@@ -342,14 +388,25 @@ const JsonTensorSchema = z.object({
   name: z.string(),
   datatype: z.string().describe("An OIP datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES."),
   shape: z.array(z.number().int().min(0)),
-  data: z.array(z.unknown()).describe("Row-major, flat or nested."),
+  data: z.array(z.unknown()).optional().describe("Row-major, flat or nested. Absent when the tensor is binary (`parameters.binary_data_size`)."),
+  parameters: z
+    .object({ binary_data_size: z.number().int().min(0).optional() })
+    .optional()
+    .describe("Binary tensor data extension: the tensor's data is this many bytes after the JSON (docs/binary-tensors.md)."),
 });
 
 export const InferRequestSchema = z.object({
   id: z.string().optional().describe("Echoed in the answer; also the sticky key of a split when `x-mesh-sticky` is absent."),
   inputs: z.array(JsonTensorSchema).min(1),
-  outputs: z.array(z.object({ name: z.string() })).optional().describe("A subset of the model's outputs (default: all)."),
-  parameters: z.record(z.string(), z.unknown()).optional(),
+  outputs: z
+    .array(z.object({ name: z.string(), parameters: z.object({ binary_data: z.boolean().optional() }).optional() }))
+    .optional()
+    .describe("A subset of the model's outputs (default: all); `parameters.binary_data: true` returns one in binary."),
+  parameters: z
+    .object({ binary_data_output: z.boolean().optional() })
+    .catchall(z.unknown())
+    .optional()
+    .describe("`binary_data_output: true` returns every output in binary unless the output says otherwise."),
 });
 
 export const InferResponseSchema = z.object({
@@ -382,9 +439,15 @@ const INFER_HEADERS = {
   "x-mesh-region": "The region that ran the call.",
   "x-mesh-node": "The node that ran the call.",
   "server-timing": "edge, network, region, queue, load, infer, compute (billed), total (ms).",
+  "inference-header-content-length": "On a binary answer (`application/octet-stream`): the length of its JSON part; the outputs' bytes follow.",
+  "content-encoding": "`gzip` when the caller accepts it and the answer is 1 KiB or more.",
+  vary: "`Accept-Encoding`.",
   "x-ratelimit-limit": "The key's sustained rate, calls per second.",
   "x-ratelimit-remaining": "Calls the key could make at once right now.",
 };
+
+const BINARY_NOTE =
+  "Inputs and outputs may travel as raw bytes (Triton's binary tensor data extension: `Inference-Header-Content-Length`, `binary_data_size`, `binary_data`, `binary_data_output`); bodies may be gzip or deflate compressed.";
 
 function describeV2(base: string, versioned: boolean): void {
   const params: Record<string, string> = { m: "Model name." };
@@ -416,13 +479,18 @@ function describeV2(base: string, versioned: boolean): void {
     auth: "infer",
     summary: versioned ? "Inference on a named version (number or alias)" : "Inference (the model's split, else `latest`)",
     description: versioned
-      ? "Runs the call on exactly the version named. Shadow copies of the model's traffic rule still apply."
-      : "The version comes from the model's traffic rule (weighted split, sticky per `x-mesh-sticky` or the OIP `id`), else `latest`.",
+      ? "Runs the call on exactly the version named. Shadow copies of the model's traffic rule still apply. " + BINARY_NOTE
+      : "The version comes from the model's traffic rule (weighted split, sticky per `x-mesh-sticky` or the OIP `id`), else `latest`. " +
+        BINARY_NOTE,
     params,
     headers: {
       "x-mesh-sticky": "Sticky key for a split: the same key keeps landing on the same version while the split is unchanged.",
       "x-mesh-timeout-ms": "Shortens the call's deadline (default and maximum INFER_TIMEOUT_MS).",
       "x-mesh-dry-run": "`1`: do everything up to forwarding and answer what would have happened (a measurement aid; no compute).",
+      "inference-header-content-length":
+        "Triton's binary tensor data extension: the body is this many bytes of JSON, then the binary inputs' data in order (docs/binary-tensors.md).",
+      "content-encoding": "`gzip` or `deflate`: the body is compressed (the size limit applies to it decompressed too).",
+      "accept-encoding": "`gzip`: answers of 1 KiB or more come back gzipped.",
     },
     body: { schema: InferRequestSchema, maxBytes: MAX_INFER_BODY, example: { id: "a1", inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] } },
     responses: {
@@ -430,6 +498,7 @@ function describeV2(base: string, versioned: boolean): void {
     },
     errors: [
       "invalid_tensor",
+      "unsupported_media_type",
       "model_not_found",
       "version_not_found",
       "quota_exceeded",
