@@ -4,12 +4,14 @@
 // as produced), then exactly one of `done` or `error` per request.
 
 import { MeshError, type ErrorCode } from "../protocol/errors.js";
-import { GENERATE_LIMITS, type FinishReason, type GenerateParams, type ProgressStage } from "../protocol/messages.js";
+import { GENERATE_LIMITS, type ChatMessage, type FinishReason, type GenerateParams, type ProgressStage } from "../protocol/messages.js";
 
 export interface GenerateInput {
   /** The caller's id of the request (WebSocket: names the request on the socket). */
   id?: string;
   prompt: string;
+  /** A chat for the node to render with the bundle's chat template (then `prompt` is ""). */
+  chat?: ChatMessage[];
   params: GenerateParams;
 }
 
