@@ -302,10 +302,12 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     const model = await requireModel(services(c), accountId, c.req.param("m"));
     requireOctetStream(c);
     const named = headerFiles(c);
-    // Named files must have been uploaded by this account (POST .../files or a 'file' upload).
-    const files = named ? await bundleFiles(c.env.ARTIFACTS, accountId, named) : [];
+    // Read whole before any refusal that needs storage: an answer sent while the caller is still
+    // sending its body resets the connection under it.
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     if (bytes.length === 0) throw new MeshError("invalid_model_file", "the body is empty: send the .onnx file's bytes");
+    // Named files must have been uploaded by this account (POST .../files or a 'file' upload).
+    const files = named ? await bundleFiles(c.env.ARTIFACTS, accountId, named) : [];
     let info;
     try {
       info = readOnnxSignature(bytes);
