@@ -212,6 +212,39 @@ describe("the openai client against the mesh (demo-chat)", () => {
     expect(body.error.request_id).toBe(raw.headers.get("x-request-id"));
   });
 
+  it("usage records each call with the prompt and completion tokens its answer reported", async () => {
+    // A copy of demo-chat under another name: its usage rows are this test's alone.
+    const name = "oa-usage";
+    expect((await call(`${mesh.edge}/v1/models`, { key: mesh.apiKey, json: { name } })).status).toBe(201);
+    const chat = mesh.models.find((m) => m.name === "demo-chat")!;
+    const up = await call(`${mesh.edge}/v1/models/${name}/versions`, { key: mesh.apiKey, body: await readFile(chat.file), headers: { "content-type": "application/octet-stream" } });
+    expect(up.status).toBe(201);
+    const tok = await call(`${mesh.edge}/v1/models/${name}/versions/1/tokenizer`, {
+      key: mesh.apiKey,
+      method: "PUT",
+      body: await readFile(join(dir, "models", CHAR_TOKENIZER_FILE)),
+      headers: { "content-type": "application/json" },
+    });
+    expect(tok.status).toBe(200);
+    const a = await client.chat.completions.create({ model: name, messages: [{ role: "user", content: "Count the stars." }], max_tokens: 7, temperature: 0 });
+    const stream = await client.completions.create({ model: name, prompt: "The river", max_tokens: 5, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let b: OpenAI.CompletionUsage | undefined;
+    for await (const ch of stream) if (ch.usage) b = ch.usage;
+    expect(b).toMatchObject({ prompt_tokens: 9, completion_tokens: 5 });
+    const row = await waitUntil(
+      "usage rows",
+      30_000,
+      async () => {
+        const u = await call(`${mesh.edge}/v1/usage?model=${name}`, { key: mesh.apiKey });
+        const r = (u.body.models as { calls: number; promptTokens: number; completionTokens: number }[] | undefined)?.[0];
+        return r && r.calls === 2 ? r : undefined;
+      },
+      250,
+    );
+    expect(row.promptTokens).toBe(a.usage!.prompt_tokens + b!.prompt_tokens);
+    expect(row.completionTokens).toBe(a.usage!.completion_tokens + b!.completion_tokens);
+  });
+
   it("a revoked key: 401 invalid_api_key", async () => {
     const made = await call(`${mesh.edge}/v1/keys`, { key: mesh.apiKey, json: { name: "openai-revoke", scopes: ["infer"] } });
     expect(made.status, JSON.stringify(made.body)).toBe(201);
