@@ -328,4 +328,20 @@ describe.skipIf(!HAS_TINY)("a generative bundle (tiny-gpt): Hugging Face files b
     const again = await client.chat.completions.create({ model: name, messages: messages as OpenAI.ChatCompletionMessageParam[], max_tokens: 8, temperature: 0 });
     expect(again.choices[0]!.message.content).toBe(answer.choices[0]!.message.content);
   });
+
+  // startMesh deploys the bundle only from this checkout's models/tiny-gpt/ (TINY_GPT_DIR feeds the cases above).
+  it.skipIf(!existsSync(join(ROOT, "models", "tiny-gpt", "model.onnx")))("the tiny-gpt startMesh deploys (as npm start does): a streamed greedy chat is the non-streamed text", async () => {
+    expect(mesh.models.map((m) => m.name)).toContain("tiny-gpt");
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: "user", content: "In the beginning" }];
+    const whole = await client.chat.completions.create({ model: "tiny-gpt", messages, max_tokens: 16, temperature: 0 });
+    const stream = await client.chat.completions.create({ model: "tiny-gpt", messages, max_tokens: 16, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = "";
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    for await (const ch of stream) {
+      text += ch.choices[0]?.delta.content ?? "";
+      if (ch.usage) usage = ch.usage;
+    }
+    expect(text).toBe(whole.choices[0]!.message.content);
+    expect(usage).toEqual(whole.usage);
+  });
 });
