@@ -8,10 +8,10 @@
 // signed for the region that gets it: its download URLs (on PUBLIC_ORIGIN) and its grant.
 
 import { MeshError, ERROR_STATUS } from "../protocol/errors.js";
-import type { GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } from "../protocol/messages.js";
+import type { ChatMessage, GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } from "../protocol/messages.js";
 import type { KeyRecord } from "./api-keys.js";
 import type { Services } from "./context.js";
-import { downloadUrl } from "./download-urls.js";
+import { bundleFileRefs, downloadUrl } from "./download-urls.js";
 import type { RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
 import { log } from "./log.js";
@@ -32,12 +32,15 @@ export interface GenerationPlan {
   key: KeyRecord;
   model: ModelInfo;
   version: VersionInfo;
-  tokenizer: TokenizerInfo;
+  /** An uploaded tokenizer; null: the node uses the tokenizer.json in the version's bundle. */
+  tokenizer: TokenizerInfo | null;
   /** Unique per generation (the region and node name it in their logs). */
   requestId: string;
   /** The caller's id of the request, echoed in every event. */
   id: string;
   prompt: string;
+  /** Sent instead of the prompt: the node renders it with the bundle's chat template. */
+  chat?: ChatMessage[];
   params: GenerateParams;
   /** Tokens the region may send before the first credit. */
   window: number;
@@ -106,9 +109,11 @@ export class Generation {
   private async requestFor(region: RegionConfig): Promise<RegionGenerateRequest> {
     const p = this.plan;
     const config = p.services.config;
-    const [artifactUrl, tokenizerUrl] = await Promise.all([
+    const [artifactUrl, tokenizerUrl, files] = await Promise.all([
       downloadUrl(config, region.name, "artifact", p.version.sha256),
-      downloadUrl(config, region.name, "tokenizer", p.tokenizer.sha256),
+      p.tokenizer ? downloadUrl(config, region.name, "tokenizer", p.tokenizer.sha256) : null,
+      // The bundle's files (data, tokenizer, configs) go with the version, as for calls.
+      p.version.files ? bundleFileRefs(config, region.name, p.version.files) : null,
     ]);
     const model: ModelRef = {
       key: modelKey(p.model, p.version),
@@ -119,9 +124,10 @@ export class Generation {
       size: p.version.size,
       artifactUrl,
       signature: p.version.signature,
-      tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl },
+      ...(p.tokenizer && tokenizerUrl ? { tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl } } : {}),
+      ...(files ? { files } : {}),
     };
-    return { requestId: p.requestId, model, prompt: p.prompt, params: p.params, deadline: p.deadline };
+    return { requestId: p.requestId, model, prompt: p.prompt, ...(p.chat ? { chat: p.chat } : {}), params: p.params, deadline: p.deadline };
   }
 
   private async tryNext(lastError: string): Promise<void> {

@@ -1,5 +1,6 @@
 // The edge Worker: the public HTTPS API (Open Inference Protocol data plane under /v2, control
-// plane under /v1) and the internal artifact route, assembled from one file per route group.
+// plane under /v1, the OpenAI-compatible surface under /openai/v1) and the internal artifact
+// route, assembled from one file per route group.
 
 import { Hono } from "hono";
 import type { AppEnv } from "./context.js";
@@ -18,6 +19,7 @@ import { registerV2Models } from "./routes/v2_models.js";
 import { registerPlayground } from "./routes/playground.js";
 import { registerV1Tokenizers } from "./routes/v1_tokenizers.js";
 import { registerV2Stream } from "./routes/v2_stream.js";
+import { registerOpenAI } from "./routes/openai.js";
 
 export function createApp(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
@@ -27,6 +29,7 @@ export function createApp(): Hono<AppEnv> {
   registerHealth(app);
   registerV2Models(app);
   registerV2Stream(app);
+  registerOpenAI(app);
   registerV1Tokenizers(app);
   registerPlayground(app);
   registerV1Accounts(app);

@@ -47,6 +47,8 @@ export interface RouteDoc {
   errors?: ErrorCode[];
   /** Left out of the document (internal routes); still counted as described. */
   internal?: boolean;
+  /** The error body's shape: the mesh's envelope (default) or OpenAI's (the /openai/v1 surface). */
+  errorShape?: "mesh" | "openai";
 }
 
 const routes = new Map<string, RouteDoc>();
@@ -77,6 +79,18 @@ export const ErrorBodySchema = z
     requestId: z.string().describe("Also in the `x-request-id` header; quote it when asking about a call."),
   })
   .describe("The one error envelope of every route.");
+
+export const OpenAIErrorBodySchema = z
+  .object({
+    error: z.object({
+      message: z.string(),
+      type: z.string().describe("invalid_request_error, permission_error, requests, insufficient_quota or server_error."),
+      param: z.string().nullable().describe("The request field at fault, when one is."),
+      code: z.string().nullable().describe("invalid_api_key, model_not_found, rate_limit_exceeded, insufficient_quota, or the mesh's code."),
+      request_id: z.string().describe("The mesh's request id (also in `x-request-id`)."),
+    }),
+  })
+  .describe("OpenAI's error shape, on the /openai/v1 routes.");
 
 const COMMON_ERRORS: Record<Auth, ErrorCode[]> = {
   infer: ["unauthorized", "forbidden", "rate_limited", "internal_error"],
@@ -123,7 +137,7 @@ function errorResponses(doc: RouteDoc) {
     out[String(status)] = {
       description: list.map((c) => `\`${c}\`: ${ERROR_DESCRIPTIONS[c]}`).join("\n\n"),
       headers: headerObjects({ ...RESPONSE_HEADERS, ...(retry ? { "retry-after": "Seconds to wait before trying again." } : {}) }),
-      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+      content: { "application/json": { schema: { $ref: doc.errorShape === "openai" ? "#/components/schemas/OpenAIError" : "#/components/schemas/Error" } } },
     };
   }
   return out;
@@ -204,7 +218,7 @@ export function openApiDocument(info: OpenApiInfo, serverUrl?: string): Record<s
     tags: [...new Set(sorted.map((d) => d.tag))].map((name) => ({ name })),
     paths,
     components: {
-      schemas: { Error: jsonSchema(ErrorBodySchema, "output") },
+      schemas: { Error: jsonSchema(ErrorBodySchema, "output"), OpenAIError: jsonSchema(OpenAIErrorBodySchema, "output") },
       securitySchemes: {
         apiKey: { type: "http", scheme: "bearer", description: "An API key: `Authorization: Bearer mesh_...`. Scopes: `infer`, `manage`." },
         adminToken: { type: "http", scheme: "bearer", description: "The operator's ADMIN_TOKEN." },

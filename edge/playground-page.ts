@@ -55,7 +55,7 @@ const SCRIPT = `
   }
   try { localStorage.removeItem("mesh.playground.key"); } catch (e) { /* where older pages kept it */ }
   keyInput.value = (function () { try { return sessionStorage.getItem("mesh.playground.key"); } catch (e) { return null; } })() || "";
-  modelInput.value = params.get("model") || localStorage.getItem("mesh.playground.model") || "demo-chat";
+  modelInput.value = params.get("model") || localStorage.getItem("mesh.playground.model") || "tiny-gpt";
 
   function setState(s) { document.body.setAttribute("data-state", s); $("go").disabled = s === "streaming" || s === "connecting"; $("stop").disabled = s !== "streaming" && s !== "connecting"; }
   function status(text, bad) { var el = $("status"); el.textContent = text; el.className = bad ? "bad" : ""; }

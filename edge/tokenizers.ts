@@ -58,12 +58,13 @@ export function noteTokenizer(modelId: string, version: number, info: TokenizerI
 /**
  * Whether a signature is that of a decoder language model the node's token loop can run
  * (the same rules as gpu-node/generate.ts's languageModelIo): one INT64 token-id input of rank
- * 2 (plus optional attention_mask and position_ids), logits of rank 3 in a float type. Returns
- * the problem, or null, and the vocabulary size the logits declare (null when dynamic).
+ * 2 (plus optional attention_mask and position_ids, and a KV cache's past_key_values.* in the
+ * Hugging Face export layout), logits of rank 3 in a float type. Returns the problem, or null,
+ * and the vocabulary size the logits declare (null when dynamic).
  */
 export function generativeSignature(sig: ModelSignature): { problem: string | null; vocab: number | null } {
   const extras = ["attention_mask", "position_ids"];
-  const ids = sig.inputs.filter((t) => !extras.includes(t.name));
+  const ids = sig.inputs.filter((t) => !extras.includes(t.name) && !t.name.startsWith("past_key_values."));
   const input = ids.find((t) => t.name === "input_ids") ?? (ids.length === 1 ? ids[0] : undefined);
   if (!input || ids.length !== 1) {
     return { problem: `a generative model takes one token-id input (input_ids) besides attention_mask and position_ids; this one takes ${sig.inputs.map((t) => t.name).join(", ") || "none"}`, vocab: null };

@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { signRequest } from "../protocol/signing.js";
 import type { RegionReport } from "../protocol/region-report.js";
 import { makeCharModel, DEMO_CHAT_NAME } from "../scripts/make-char-model.js";
+import { TINY_GPT_NAME, tinyGptBundle } from "../scripts/make-demo-models.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { freePort } from "./free-port.js";
 import { REDIS_INSTALL_HINT, redisServerOnPath, startRedisServer, type RedisServerHandle } from "./redis-server.js";
@@ -47,6 +48,13 @@ export interface MeshOptions {
   regionNodeEnv?: Record<string, Record<string, string>>;
   /** Deploy the demo account and models (default true). */
   demo?: boolean;
+  /** With the demo: the character bigram demo-chat (default true; tests compare against it). */
+  demoChat?: boolean;
+  /**
+   * With the demo: the tiny-gpt bundle (graph plus Hugging Face files) from this directory;
+   * default models/tiny-gpt/ when it is there, false for none.
+   */
+  tinyGpt?: string | false;
   /** Extra vars for the edge Worker (e.g. SIMULATED_RTT, EXPLORATION_SHARE). */
   edgeVars?: Record<string, string>;
   /**
@@ -418,7 +426,38 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         handle.models.push({ name: f.name, version: uploaded.version, file: f.path });
         step(`deployed ${f.name} v${uploaded.version}`);
       }
-      // The generative demo: a character bigram language model with its tokenizer.json.
+      // The generative demo: tiny-gpt, a bundle whose Hugging Face files (tokenizer, chat
+      // template, configs) go up first and are named by the version (x-mesh-files).
+      const tiny = opts.tinyGpt === false ? null : tinyGptBundle(opts.tinyGpt ?? join(ROOT, "models", TINY_GPT_NAME));
+      if (tiny) {
+        await jsonFetch(edge + "/v1/models", {
+          method: "POST",
+          token: handle.apiKey,
+          body: JSON.stringify({ name: TINY_GPT_NAME }),
+          headers: { "content-type": "application/json" },
+        });
+        const named: Record<string, string> = {};
+        for (const f of tiny.files) {
+          const up = (await jsonFetch(`${edge}/v1/models/${TINY_GPT_NAME}/files`, {
+            method: "POST",
+            token: handle.apiKey,
+            body: await readFile(f.path),
+            headers: { "content-type": "application/octet-stream" },
+          })) as { sha256: string };
+          named[f.name] = up.sha256;
+        }
+        const v = (await jsonFetch(`${edge}/v1/models/${TINY_GPT_NAME}/versions`, {
+          method: "POST",
+          token: handle.apiKey,
+          body: await readFile(tiny.graph),
+          headers: { "content-type": "application/octet-stream", "x-mesh-files": JSON.stringify(named) },
+        })) as { version: number };
+        handle.models.push({ name: TINY_GPT_NAME, version: v.version, file: tiny.graph });
+        step(`deployed ${TINY_GPT_NAME} v${v.version} with ${tiny.files.map((f) => f.name).join(", ")}`);
+      }
+    }
+    if (opts.demo !== false && opts.demoChat !== false) {
+      // The older generative demo: a character bigram language model with an uploaded tokenizer.json.
       const chat = await makeCharModel(join(stateDir, "models"));
       await jsonFetch(edge + "/v1/models", {
         method: "POST",

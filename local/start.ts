@@ -1,6 +1,8 @@
 // `npm start`: boots the local mesh, prints what to call, and stops everything on Ctrl-C.
 
-import { startMesh } from "./mesh.js";
+import { join } from "node:path";
+import { TINY_GPT_NAME, tinyGptBundle } from "../scripts/make-demo-models.js";
+import { ROOT, startMesh } from "./mesh.js";
 
 const say = (line: string) => process.stdout.write(line + "\n");
 // A closed pipe (`npm start | tee` after Ctrl-C) must not crash the launcher before it cleans up.
@@ -24,7 +26,8 @@ process.on("uncaughtException", (err) => {
 });
 
 try {
-  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787) });
+  // tiny-gpt is the demo's generative model; demo-chat (the character bigram) only stands in without it.
+  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)) });
 } catch (err) {
   say(`[mesh] failed to start: ${(err as Error).message}`);
   process.exit(1);
@@ -41,5 +44,11 @@ say(`  curl -s ${mesh.edge}/v2/models/demo-mlp/infer \\`);
 say(`    -H "Authorization: Bearer ${mesh.apiKey}" \\`);
 say(`    -H "Content-Type: application/json" \\`);
 say(`    -d '${body}'`);
+say("");
+const chatModel = mesh.models.some((m) => m.name === TINY_GPT_NAME) ? TINY_GPT_NAME : "demo-chat";
+say(`  curl -s ${mesh.edge}/openai/v1/chat/completions \\`);
+say(`    -H "Authorization: Bearer ${mesh.apiKey}" \\`);
+say(`    -H "Content-Type: application/json" \\`);
+say(`    -d '${JSON.stringify({ model: chatModel, messages: [{ role: "user", content: "Tell me about the river." }], max_tokens: 60 })}'`);
 say("");
 say("[mesh] Ctrl-C stops everything.");

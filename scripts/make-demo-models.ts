@@ -7,6 +7,7 @@
 //
 // Run: npx tsx scripts/make-demo-models.ts [dir]   (default dir: .mesh/models)
 
+import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -257,4 +258,20 @@ if (runAsMain) {
   const dir = process.argv[2] ?? ".mesh/models";
   const files = await makeDemoModels(dir);
   for (const f of files) console.log(`${f.name} v${f.version} -> ${path.relative(process.cwd(), f.path)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tiny-gpt: the demo generative model (a small GPT-style decoder with a KV cache, trained by
+// scripts of helper `model`), served as a bundle: the graph plus its Hugging Face files.
+
+export const TINY_GPT_NAME = "tiny-gpt";
+/** The bundle's files beside model.onnx that go up with it (those present are sent). */
+export const TINY_GPT_FILES = ["tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json", "special_tokens_map.json"] as const;
+
+/** The tiny-gpt bundle under `dir` (default models/tiny-gpt/ in the repository), or null when it is not there. */
+export function tinyGptBundle(dir: string): { graph: string; files: { name: string; path: string }[] } | null {
+  const graph = path.join(dir, "model.onnx");
+  if (!existsSync(graph) || !existsSync(path.join(dir, "tokenizer.json"))) return null;
+  const files = TINY_GPT_FILES.map((name) => ({ name, path: path.join(dir, name) })).filter((f) => existsSync(f.path));
+  return { graph, files };
 }

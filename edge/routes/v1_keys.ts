@@ -21,7 +21,7 @@ export const RateLimitSchema = z
 const CreateKeySchema = z
   .object({
     name: z.string().max(128).default("").describe("For telling keys apart in lists."),
-    scopes: z.array(z.enum(SCOPES)).min(1).default(["infer"]).describe("`infer`: the /v2 data plane; `manage`: the /v1 control plane."),
+    scopes: z.array(z.enum(SCOPES)).min(1).default(["infer"]).describe("`infer`: the /v2 data plane and /openai/v1; `manage`: the /v1 control plane."),
     rateLimit: RateLimitSchema.optional().describe("A limit of this key's own, checked on top of the account's (so only ever tighter); refused here when looser than the account's is now."),
   })
   .strict();

@@ -8,6 +8,10 @@
 // Why this shape: it reuses the multipart code whole (parts, resume, streaming verification and
 // the copy to a content address) and adds only a kind and a name-to-sha256 map; a data file is
 // content-addressed like an artifact, so the node fetches it through the same signed URLs.
+// Small files (a bundle's tokenizer.json, its configs) may instead go up in one body
+// (`POST .../files`), and a single-body version names its bundle files in `x-mesh-files`.
+// A bundle's Hugging Face files (edge/generative-bundle.ts) are checked before the version is
+// recorded: a version with a tokenizer.json generates text without an uploaded tokenizer.
 
 import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import type { Hono } from "hono";
@@ -19,6 +23,8 @@ import { sha256Hex } from "../../protocol/signing.js";
 import { models, modelVersions } from "../../schema/schema.js";
 import { randomId } from "../api-keys.js";
 import { services, type AppContext, type AppEnv } from "../context.js";
+import { checkGenerativeFiles, GENERATIVE_FILES } from "../generative-bundle.js";
+import { MAX_TOKENIZER_BYTES } from "../tokenizers.js";
 import { limitBody, parseBody, requireKey } from "../middleware.js";
 import { evictModel, MODEL_NAME_RE, requireModel, type ModelInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
@@ -68,6 +74,7 @@ export function describe(model: ModelInfo) {
       runtime: v.runtime,
       inputs: v.signature.inputs,
       outputs: v.signature.outputs,
+      ...(v.files ? { files: v.files } : {}),
       createdAt: v.createdAt,
     })),
   };
@@ -84,6 +91,14 @@ const ModelNameSchema = z
   .regex(MODEL_NAME_RE, "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit");
 
 const CreateModelSchema = z.object({ name: ModelNameSchema }).strict();
+
+/** A bundle's files as a graph upload names them: plain file names to the sha256 of a file this account uploaded. */
+const BundleFilesSchema = z
+  .record(
+    z.string().regex(BUNDLE_FILE_NAME_RE, "bundle file names are plain file names (letters, digits, '.', '_', '-')").refine((n) => n !== "model.onnx", "'model.onnx' is the graph's own name"),
+    z.string().regex(/^[0-9a-f]{64}$/, "must be the file's sha256 as 64 lowercase hex digits"),
+  )
+  .refine((f) => Object.keys(f).length <= MAX_BUNDLE_FILES, `at most ${MAX_BUNDLE_FILES} files`);
 
 const WarmPolicySchema = z
   .object({
@@ -102,6 +117,7 @@ const VersionSchema = z.object({
   runtime: z.string(),
   inputs: z.array(TensorSpecSchema),
   outputs: z.array(TensorSpecSchema),
+  files: z.array(z.object({ name: z.string(), sha256: z.string(), size: z.number() })).optional().describe("A bundle's files (ONNX data, tokenizer and configs)."),
   createdAt: z.number(),
 });
 export const ModelSchema = z.object({
@@ -116,6 +132,24 @@ export const ModelSchema = z.object({
   traffic: z.unknown().nullable().describe("The traffic rule (see PUT /v1/models/{m}/traffic), or null."),
   versions: z.array(VersionSchema).describe("Live versions, newest first."),
 });
+
+/** A single-body version's bundle files, from its `x-mesh-files` header (a JSON object); none when absent. */
+function headerFiles(c: AppContext): Record<string, string> | null {
+  const raw = c.req.header("x-mesh-files");
+  if (raw === undefined || raw.trim() === "") return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    throw new MeshError("bad_request", "'x-mesh-files' must be a JSON object of file names to sha256");
+  }
+  const parsed = BundleFilesSchema.safeParse(json);
+  if (!parsed.success) throw new MeshError("bad_request", `'x-mesh-files': ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  return parsed.data;
+}
+
+/** At most this many bytes in one body of `POST .../files` (a tokenizer.json at its largest). */
+export const MAX_SMALL_FILE_BYTES = MAX_TOKENIZER_BYTES;
 
 function requireOctetStream(c: AppContext): void {
   const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
@@ -178,13 +212,7 @@ const CreateUploadSchema = z
     partSize: z.number().int().min(MIN_PART_BYTES).max(MAX_PART_BYTES).optional().describe("Bytes per part (every part but the last); default 16 MiB, or more when the file needs over 10,000 parts."),
     sha256: Sha256Schema.optional().describe("The whole file's sha256: completion refuses a file that does not match it, and it lets a client find its upload again to resume."),
     kind: z.enum(["model", "file"]).optional().describe("'file': a bundle's data file (ONNX external data), completed by its sha256 alone; default 'model': a graph, completed into a version."),
-    files: z
-      .record(
-        z.string().regex(BUNDLE_FILE_NAME_RE, "bundle file names are plain file names (letters, digits, '.', '_', '-')").refine((n) => n !== "model.onnx", "'model.onnx' is the graph's own name"),
-        Sha256Schema,
-      )
-      .refine((f) => Object.keys(f).length <= MAX_BUNDLE_FILES, `at most ${MAX_BUNDLE_FILES} files`)
-      .optional()
+    files: BundleFilesSchema.optional()
       .describe("A bundle's data files, as the graph's external-data `location`s name them, to the sha256 of a data file this account uploaded."),
   })
   .strict();
@@ -273,24 +301,47 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     const accountId = c.get("key").accountId;
     const model = await requireModel(services(c), accountId, c.req.param("m"));
     requireOctetStream(c);
+    const named = headerFiles(c);
+    // Read whole before any refusal that needs storage: an answer sent while the caller is still
+    // sending its body resets the connection under it.
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     if (bytes.length === 0) throw new MeshError("invalid_model_file", "the body is empty: send the .onnx file's bytes");
+    // Named files must have been uploaded by this account (POST .../files or a 'file' upload).
+    const files = named ? await bundleFiles(c.env.ARTIFACTS, accountId, named) : [];
     let info;
     try {
       info = readOnnxSignature(bytes);
       // A tenant's file must not read other files on the node (another version's, another
-      // account's): a single-file upload brings no files of its own, so it may name none.
-      // Bundles name their files through a multipart upload (`files`), never here.
-      checkExternalData(info, NO_BUNDLE_FILES);
+      // account's): a version may read only the files it names, each within its size.
+      checkExternalData(info, files.length > 0 ? new Map(files.map((f) => [f.name, f.size])) : NO_BUNDLE_FILES);
     } catch (err) {
       if (err instanceof OnnxParseError) throw new MeshError("invalid_model_file", err.message);
       throw err;
     }
+    await checkGenerativeFiles(c.env.ARTIFACTS, files, artifactKey);
     const sha256 = await sha256Hex(bytes);
     // Content-addressed: the artifact is stored before the version row exists, so a version
     // never points at missing bytes; a failed insert leaves at most an unreferenced object.
     await c.env.ARTIFACTS.put(artifactKey(sha256), bytes, { sha256, httpMetadata: { contentType: "application/octet-stream" } });
-    return c.json(await recordVersion(c, accountId, model, { sha256, size: bytes.length, info }), 201);
+    return c.json(await recordVersion(c, accountId, model, { sha256, size: bytes.length, info }, files), 201);
+  });
+
+  // A small bundle file in one body (a tokenizer.json, a config): stored at its content address
+  // and noted as the account's, as a completed upload of kind 'file' is. Checked for its shape
+  // when a version names it (the name decides what it must be).
+  app.post("/v1/models/:m/files", manage, limitBody(MAX_SMALL_FILE_BYTES), async (c) => {
+    const accountId = c.get("key").accountId;
+    await requireModel(services(c), accountId, c.req.param("m"));
+    const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+    if (type !== "application/octet-stream" && type !== "application/json") {
+      throw new MeshError("unsupported_media_type", "send the file's bytes as the raw body with 'Content-Type: application/octet-stream' (or application/json)");
+    }
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    if (bytes.length === 0) throw new MeshError("bad_request", "the body is empty: send the file's bytes");
+    const sha256 = await sha256Hex(bytes);
+    await c.env.ARTIFACTS.put(artifactKey(sha256), bytes, { sha256, httpMetadata: { contentType: "application/octet-stream" } });
+    await recordBundleFile(c.env.ARTIFACTS, accountId, { sha256, size: bytes.length });
+    return c.json({ kind: "file", sha256, size: bytes.length }, 201);
   });
 
   // Multipart uploads (edge/uploads.ts): create, send parts (again after a failure: a part sent
@@ -299,8 +350,9 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     const accountId = c.get("key").accountId;
     const model = await requireModel(services(c), accountId, c.req.param("m"));
     const body = await parseBody(c, CreateUploadSchema);
-    // Named files must exist now (the graph's completion looks them up again).
-    if (body.files) await bundleFiles(c.env.ARTIFACTS, accountId, body.files);
+    // Named files must exist now (the graph's completion looks them up again), the Hugging Face
+    // ones of the right shape (refused now rather than after the graph's parts went up).
+    if (body.files) await checkGenerativeFiles(c.env.ARTIFACTS, await bundleFiles(c.env.ARTIFACTS, accountId, body.files), artifactKey);
     const record = await createUpload(c.env.ARTIFACTS, uploadLimits(c.env), { accountId, modelId: model.id, model: model.name }, body);
     return c.json(describeUpload(record), 201);
   });
@@ -357,6 +409,7 @@ export function registerV1Models(app: Hono<AppEnv>): void {
       return c.json({ kind: "file", sha256: data.sha256, size: data.size }, 201);
     }
     const files = found.record.files ? await bundleFiles(c.env.ARTIFACTS, accountId, found.record.files) : [];
+    await checkGenerativeFiles(c.env.ARTIFACTS, files, artifactKey);
     const file = await completeUpload(c.env.ARTIFACTS, found, artifactKey, new Map(files.map((f) => [f.name, f.size])));
     if (!file.info) throw new MeshError("internal_error", "the graph was not read");
     const version = await recordVersion(c, accountId, model, { ...file, info: file.info }, files);
@@ -469,8 +522,12 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     tag: "Models",
     auth: "manage",
     summary: "Upload a new immutable version (the raw .onnx file)",
-    description: "The next number (1, 2, 3 ...); `latest` follows it unless an alias `latest` pins another.",
+    description:
+      "The next number (1, 2, 3 ...); `latest` follows it unless an alias `latest` pins another. " +
+      "A bundle names its files in `x-mesh-files` (each uploaded first with `POST .../files` or an upload of kind `file`); with a `tokenizer.json` among them the version generates text (see /openai/v1). " +
+      `Hugging Face files are checked by name: ${Object.keys(GENERATIVE_FILES).join(", ")} (JSON of their format, bounded).`,
     params: M,
+    headers: { "x-mesh-files": 'A bundle\'s files: a JSON object of file names to sha256, e.g. {"tokenizer.json":"<sha256>"}.' },
     body: { contentType: "application/octet-stream", maxBytes: MAX_MODEL_BYTES, description: "The ONNX file's bytes." },
     responses: {
       201: {
@@ -479,6 +536,18 @@ export function registerV1Models(app: Hono<AppEnv>): void {
       },
     },
     errors: ["model_not_found", "invalid_model_file", "unsupported_media_type"],
+  });
+  describeRoute({
+    method: "post",
+    path: "/v1/models/{m}/files",
+    tag: "Models",
+    auth: "manage",
+    summary: "Upload a small bundle file in one body (tokenizer.json, configs)",
+    description: "Stored by its sha256 for this account; a version names it in `x-mesh-files` (or an upload's `files`). Larger files: an upload of kind `file`.",
+    params: M,
+    body: { contentType: "application/octet-stream", maxBytes: MAX_SMALL_FILE_BYTES, description: "The file's bytes (application/json is accepted too)." },
+    responses: { 201: { description: "The file's content address.", schema: z.object({ kind: z.literal("file"), sha256: z.string(), size: z.number() }) } },
+    errors: ["model_not_found", "payload_too_large", "unsupported_media_type"],
   });
   const U = { ...M, id: "The upload id (upl_...), from POST /v1/models/{m}/uploads." };
   describeRoute({

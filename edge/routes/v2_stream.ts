@@ -46,6 +46,7 @@ import { DEFAULT_WS_WINDOW, ID_RE, parseGenerateInput, sseEvent, type GenerateIn
 import { sharedStoreFor } from "../redis.js";
 import { messageSize, SOCKET_LEASE_MS, SocketLease, SocketRegistry, STREAM_LIMITS, Strikes } from "../stream-limits.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "../tokenizers.js";
+import { bundleTokenizer } from "../generative-bundle.js";
 
 export const MAX_GENERATE_BODY = 256 * 1024;
 /** Tokens an SSE stream lets the region run ahead of the reader (beyond the socket's buffers). */
@@ -58,23 +59,28 @@ export const MSGPACK_PROTOCOL = "mesh.v1.msgpack";
 /** This isolate's open generation sockets: the per-key and per-account caps count them. */
 const sockets = new SocketRegistry();
 
-interface Target {
+export interface Target {
   model: ModelInfo;
   version: VersionInfo;
-  tokenizer: TokenizerInfo;
+  /** An uploaded tokenizer; null when the version's bundle carries its own tokenizer.json. */
+  tokenizer: TokenizerInfo | null;
 }
 
-/** The model, version and tokenizer a generation runs on; 4xx when it cannot be one. */
-async function target(c: AppContext, key: KeyRecord, name: string, ref: string | undefined): Promise<Target> {
+/**
+ * The model, version and tokenizer a generation runs on (no `ref`: the traffic split picks the
+ * version); 4xx when it cannot be one. A bundle's own tokenizer.json comes before an uploaded one.
+ */
+export async function generationTarget(c: AppContext, key: KeyRecord, name: string, ref: string | undefined): Promise<Target> {
   const model = await requireModel(services(c), key.accountId, name);
   const { version } = routeVersion(model, ref, null);
   const { problem } = generativeSignature(version.signature);
   if (problem) throw new MeshError("bad_request", `model '${model.name}' version ${version.version} cannot generate text: ${problem}`);
+  if (bundleTokenizer(version)) return { model, version, tokenizer: null };
   const tokenizer = await versionTokenizer(c.get("db"), model.id, version.version);
   if (!tokenizer) {
     throw new MeshError(
       "bad_request",
-      `model '${model.name}' version ${version.version} has no tokenizer: upload its tokenizer.json with PUT /v1/models/${model.name}/versions/${version.version}/tokenizer`,
+      `model '${model.name}' version ${version.version} has no tokenizer: upload its tokenizer.json with PUT /v1/models/${model.name}/versions/${version.version}/tokenizer, or put one in the version's bundle`,
     );
   }
   return { model, version, tokenizer };
@@ -97,6 +103,7 @@ function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId:
     requestId: opts.requestId,
     id: opts.id,
     prompt: input.prompt,
+    ...(input.chat ? { chat: input.chat } : {}),
     params: input.params,
     window: opts.window,
     caller: callerLocation(c.req.raw, c.get("config").localMode),
@@ -109,14 +116,29 @@ function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId:
 // ---------------------------------------------------------------------------------------------
 // POST .../generate_stream (SSE) and POST .../generate
 
+/** A generation opened over HTTP, before its first frame (see openHttpGeneration). */
+export interface OpenedGeneration {
+  input: GenerateInput;
+  t: Target;
+  release: () => void;
+  requestId: string;
+  pool: ChannelPool;
+}
+
 /**
- * What the SSE and plain generate routes share before their first frame: the request read, its
- * model resolved, a place among the account's running streams (released by the caller when the
+ * What the HTTP generation routes (SSE, plain generate, the OpenAI surface) share before their
+ * first frame: the model resolved, the request (`inputFor` may depend on the version: a chat
+ * template), a place among the account's running streams (released by the caller when the
  * generation ends) and the quota charged.
  */
-async function openHttpGeneration(c: AppContext) {
-  const input = parseGenerateInput(await readJson(c.req.raw));
-  const t = await target(c, c.get("key"), c.req.param("m")!, c.req.param("v"));
+export async function openHttpGeneration(
+  c: AppContext,
+  name: string,
+  ref: string | undefined,
+  inputFor: (t: Target) => GenerateInput | Promise<GenerateInput>,
+): Promise<OpenedGeneration> {
+  const t = await generationTarget(c, c.get("key"), name, ref);
+  const input = await inputFor(t);
   // Counted with the account's socket requests (its running cap) until it ends.
   const release = sockets.holdStream(c.get("key").accountId);
   try {
@@ -130,8 +152,22 @@ async function openHttpGeneration(c: AppContext) {
   return { input, t, release, requestId, pool };
 }
 
+/** The KServe routes' request: read before the model is looked up (a bad body is a 400 first). */
+async function openKserve(c: AppContext): Promise<OpenedGeneration> {
+  const input = parseGenerateInput(await readJson(c.req.raw));
+  return openHttpGeneration(c, c.req.param("m")!, c.req.param("v"), () => input);
+}
+
 async function generateStream(c: AppContext) {
-  const { input, t, release, requestId, pool } = await openHttpGeneration(c);
+  return sseGeneration(c, await openKserve(c), sseEvent);
+}
+
+/**
+ * Streams an opened generation as Server-Sent Events, each event written by `write` (which may
+ * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled.
+ */
+export async function sseGeneration(c: AppContext, opened: OpenedGeneration, write: (ev: StreamEvent) => string): Promise<Response> {
+  const { input, t, release, requestId, pool } = opened;
   const encoder = new TextEncoder();
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   // Credit granted to the region and not yet arrived: with the queue, never above the window.
@@ -147,7 +183,8 @@ async function generateStream(c: AppContext) {
   const gen: Generation = new Generation(plan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool }), (ev) => {
     if (closed) return;
     if (ev.type === "token") outstanding = Math.max(0, outstanding - 1);
-    controller.enqueue(encoder.encode(sseEvent(ev)));
+    const text = write(ev);
+    if (text) controller.enqueue(encoder.encode(text));
     if (ev.type === "done" || ev.type === "error") {
       closed = true;
       controller.close();
@@ -192,7 +229,24 @@ async function generateStream(c: AppContext) {
 }
 
 async function generateWhole(c: AppContext) {
-  const { input, t, release, requestId, pool } = await openHttpGeneration(c);
+  const opened = await openKserve(c);
+  const { text, end } = await gatherGeneration(c, opened);
+  return c.json({
+    model_name: end.model_name,
+    model_version: end.model_version,
+    ...(opened.input.id !== undefined ? { id: opened.input.id } : {}),
+    text_output: text,
+    finish_reason: end.finish_reason,
+    usage: { prompt_tokens: end.prompt_tokens, completion_tokens: end.tokens },
+  });
+}
+
+/**
+ * Runs an opened generation to its end at full speed and gives its whole text with its `done`
+ * event (an error ends as a thrown MeshError); sets the x-mesh-* and Server-Timing headers.
+ */
+export async function gatherGeneration(c: AppContext, opened: OpenedGeneration): Promise<{ text: string; end: Extract<StreamEvent, { type: "done" }> }> {
+  const { input, t, release, requestId, pool } = opened;
   const parts: string[] = [];
   let last: StreamEvent | null = null;
   const gen: Generation = new Generation(plan(c, t, input, { requestId, id: input.id ?? requestId, window: GENERATE_LIMITS.maxWindow, pool }), (ev) => {
@@ -221,14 +275,7 @@ async function generateWhole(c: AppContext) {
     "Server-Timing",
     [`queue;dur=${tm.queue_ms}`, `load;dur=${tm.load_ms}`, `ttft;dur=${tm.ttft_ms}`, `infer;dur=${tm.gen_ms}`, `total;dur=${tm.total_ms}`].join(", "),
   );
-  return c.json({
-    model_name: end.model_name,
-    model_version: end.model_version,
-    ...(input.id !== undefined ? { id: input.id } : {}),
-    text_output: parts.join(""),
-    finish_reason: end.finish_reason,
-    usage: { prompt_tokens: end.prompt_tokens, completion_tokens: end.tokens },
-  });
+  return { text: parts.join(""), end };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,7 +309,7 @@ async function streamSocket(c: AppContext) {
   // Refuse a socket for a model that cannot generate now, before upgrading (a clear 4xx).
   const name = c.req.param("m")!;
   const ref = c.req.param("v");
-  await target(c, key, name, ref);
+  await generationTarget(c, key, name, ref);
   // The socket caps: this isolate's count, then every isolate's (leases in Redis), then this
   // isolate's again (others may have opened while Redis answered); register at once after it.
   sockets.checkOpen(key.id, key.accountId);
@@ -484,7 +531,7 @@ class CallerSocket {
 
   /** The rest of a generate once its key checked: model, quota, then the region. */
   private async run(id: string, slot: Running, key: KeyRecord, input: GenerateInput, window: number): Promise<void> {
-    const t = await target(this.c, key, this.model, this.ref);
+    const t = await generationTarget(this.c, key, this.model, this.ref);
     if (!this.open) return;
     if (slot.cancelled) {
       this.running.delete(id);
@@ -547,6 +594,8 @@ const GenerateRequestSchema = z.object({
       max_tokens: z.number().int().min(0).max(GENERATE_LIMITS.maxTokens).optional().describe("Most tokens to generate (default 64)."),
       temperature: z.number().min(0).max(GENERATE_LIMITS.maxTemperature).optional().describe("0 = greedy (default 1)."),
       top_k: z.number().int().min(0).optional().describe("Sample among the k most likely tokens (0 = all)."),
+      top_p: z.number().gt(0).max(1).optional().describe("Nucleus sampling: the most likely tokens whose probabilities reach top_p (1 = off, the default)."),
+      repetition_penalty: z.number().gt(0).max(GENERATE_LIMITS.maxRepetitionPenalty).optional().describe("Above 1 makes tokens already in the context less likely (1 = off, the default)."),
       seed: z.number().int().min(0).max(0xffffffff).optional().describe("Same seed, prompt and parameters: same text."),
       stop: z.union([z.string(), z.array(z.string())]).optional().describe("Stop sequences (not included in the text)."),
     })

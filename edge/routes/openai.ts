@@ -1,0 +1,241 @@
+// The OpenAI-compatible surface for generative models (key scope `infer`), under /openai/v1 so
+// the control plane keeps /v1:
+//
+//   POST /openai/v1/chat/completions   a chat, answered whole or (stream: true) as SSE chunks
+//   POST /openai/v1/completions        a prompt, the same two ways
+//   GET  /openai/v1/models[/{model}]   the account's generative models
+//
+// `model` is `<model>` or `<model>:<version or alias>`; without a version the traffic split
+// picks one, as everywhere. Everything but the request and answer shapes is the mesh's own:
+// the generation opens, streams and gathers through v2_stream.ts's functions (key, rate limit,
+// running-stream cap, quota, usage in tokens, region choice, credit at the reader's pace, a
+// reader that goes away cancels the node's generation). Chats: a version whose bundle has a
+// chat template (tokenizer_config.json) gets the messages and renders them on the node; any
+// other generative model gets a plain "role: content" prompt written here (openai-format.ts).
+// Errors on this surface are OpenAI's shape ({"error":{"message","type","param","code"}}),
+// with the mesh's request id in it and in x-request-id.
+
+import { asc, eq } from "drizzle-orm";
+import { Hono } from "hono";
+import { z } from "zod";
+import { MeshError } from "../../protocol/errors.js";
+import { GENERATE_LIMITS } from "../../protocol/messages.js";
+import { models } from "../../schema/schema.js";
+import type { AppContext, AppEnv } from "../context.js";
+import { hasChatTemplate } from "../generative-bundle.js";
+import { limitBody, onError, readJson, requireKey } from "../middleware.js";
+import {
+  chatCompletionBody,
+  completionBody,
+  openAIErrorBody,
+  OpenAIParamError,
+  parseChatRequest,
+  parseCompletionRequest,
+  plainChatPrompt,
+  sseChunkWriter,
+  type ResponseHead,
+} from "../openai-format.js";
+import { describeRoute } from "../openapi.js";
+import { artifactKey } from "./v1_models.js";
+import { gatherGeneration, generationTarget, MAX_GENERATE_BODY, openHttpGeneration, sseGeneration, type OpenedGeneration } from "./v2_stream.js";
+
+export const OPENAI_BASE = "/openai/v1";
+/** Most models /models lists (an account with more names the rest by GET /v1/models). */
+const MAX_LISTED = 500;
+
+function head(prefix: string, opened: OpenedGeneration): ResponseHead {
+  return { id: `${prefix}-${opened.requestId}`, created: Math.floor(Date.now() / 1000), model: `${opened.t.model.name}:${opened.t.version.version}` };
+}
+
+async function chatCompletions(c: AppContext) {
+  const req = parseChatRequest(await readJson(c.req.raw));
+  const opened = await openHttpGeneration(c, req.name, req.ref, async (t) => {
+    if (t.tokenizer === null && (await hasChatTemplate(c.env.ARTIFACTS, t.version, artifactKey))) {
+      return { prompt: "", chat: req.messages, params: req.params };
+    }
+    const prompt = plainChatPrompt(req.messages);
+    if (prompt.length > GENERATE_LIMITS.maxPromptChars) throw new OpenAIParamError("messages", `the chat, written as one prompt, is longer than ${GENERATE_LIMITS.maxPromptChars} characters`);
+    return { prompt, params: req.params };
+  });
+  const h = head("chatcmpl", opened);
+  if (req.stream) return sseGeneration(c, opened, sseChunkWriter("chat", h, req.includeUsage, opened.requestId));
+  const { text, end } = await gatherGeneration(c, opened);
+  return c.json(chatCompletionBody(h, text, end));
+}
+
+async function completions(c: AppContext) {
+  const req = parseCompletionRequest(await readJson(c.req.raw));
+  const opened = await openHttpGeneration(c, req.name, req.ref, () => ({ prompt: req.prompt, params: req.params }));
+  const h = head("cmpl", opened);
+  if (req.stream) return sseGeneration(c, opened, sseChunkWriter("completion", h, req.includeUsage, opened.requestId));
+  const { text, end } = await gatherGeneration(c, opened);
+  return c.json(completionBody(h, text, end));
+}
+
+/** A model as /models lists it, or null when it cannot generate (no version, no tokenizer, not a decoder). */
+async function modelEntry(c: AppContext, name: string, ref?: string) {
+  try {
+    const t = await generationTarget(c, c.get("key"), name, ref);
+    return { id: ref === undefined ? t.model.name : `${t.model.name}:${ref}`, object: "model" as const, created: Math.floor(t.model.createdAt / 1000), owned_by: t.model.accountId };
+  } catch (err) {
+    if (err instanceof MeshError && err.status < 500) return null;
+    throw err;
+  }
+}
+
+async function listModels(c: AppContext) {
+  const rows = await c
+    .get("db")
+    .select({ name: models.name })
+    .from(models)
+    .where(eq(models.accountId, c.get("key").accountId))
+    .orderBy(asc(models.name))
+    .limit(MAX_LISTED);
+  const data = [];
+  for (const r of rows) {
+    const entry = await modelEntry(c, r.name);
+    if (entry) data.push(entry);
+  }
+  return c.json({ object: "list", data });
+}
+
+async function retrieveModel(c: AppContext) {
+  const raw = c.req.param("model")!;
+  const i = raw.indexOf(":");
+  const entry = await modelEntry(c, i < 0 ? raw : raw.slice(0, i), i < 0 ? undefined : raw.slice(i + 1));
+  if (!entry) throw new MeshError("model_not_found", `no generative model '${raw}' in this account`);
+  return c.json(entry);
+}
+
+/** Every error on this surface, in OpenAI's shape: the mesh's own handler decides code and status (and logs). */
+async function openAIOnError(err: Error, c: AppContext): Promise<Response> {
+  const requestId = c.get("requestId");
+  const mesh = err instanceof MeshError ? err : await meshErrorOf(await onError(err, c));
+  const headers: Record<string, string> = { "content-type": "application/json", "x-request-id": requestId, ...mesh.headers };
+  return new Response(JSON.stringify(openAIErrorBody(mesh, requestId)), { status: mesh.status, headers });
+}
+
+async function meshErrorOf(res: Response): Promise<MeshError> {
+  const body = (await res.json()) as { error: string; code: ConstructorParameters<typeof MeshError>[0] };
+  return new MeshError(body.code, body.error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas and registration
+
+const Sampling = {
+  model: z.string().describe("`<model>` or `<model>:<version or alias>` (without one, the traffic split picks the version)."),
+  max_tokens: z.number().int().min(1).max(GENERATE_LIMITS.maxTokens).optional().describe("Most tokens to generate (default 256)."),
+  max_completion_tokens: z.number().int().min(1).max(GENERATE_LIMITS.maxTokens).optional().describe("The same, under its newer name (wins over max_tokens)."),
+  temperature: z.number().min(0).max(GENERATE_LIMITS.maxTemperature).optional().describe("0 = greedy (default 1)."),
+  top_p: z.number().gt(0).max(1).optional().describe("Nucleus sampling (default 1 = off)."),
+  top_k: z.number().int().min(0).optional().describe("Not OpenAI's: sample among the k most likely tokens (0 = all)."),
+  repetition_penalty: z.number().gt(0).max(GENERATE_LIMITS.maxRepetitionPenalty).optional().describe("Not OpenAI's: above 1 makes repeats less likely (default 1 = off)."),
+  n: z.literal(1).optional().describe("Only 1."),
+  stop: z.union([z.string(), z.array(z.string())]).optional().describe(`Up to ${GENERATE_LIMITS.maxStop} stop sequences (not included in the text).`),
+  seed: z.number().int().min(0).max(0xffffffff).optional().describe("Same seed, prompt and parameters: same text."),
+  stream: z.boolean().optional().describe("Server-Sent Events in OpenAI's chunk format, ending with `data: [DONE]`."),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).optional().describe("include_usage: a last chunk with empty choices and the usage."),
+};
+const ChatRequestSchema = z.object({
+  ...Sampling,
+  messages: z
+    .array(z.object({ role: z.string(), content: z.union([z.string(), z.array(z.object({ type: z.literal("text"), text: z.string() }))]) }))
+    .min(1)
+    .max(GENERATE_LIMITS.maxChatMessages),
+});
+const CompletionRequestSchema = z.object({ ...Sampling, prompt: z.string().min(1).max(GENERATE_LIMITS.maxPromptChars) });
+const UsageSchema = z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int(), total_tokens: z.number().int() });
+const Finish = z.enum(["stop", "length"]);
+const ChatResponseSchema = z.object({
+  id: z.string(),
+  object: z.literal("chat.completion"),
+  created: z.number().int(),
+  model: z.string().describe("`<model>:<version>` that ran."),
+  choices: z.array(z.object({ index: z.number(), message: z.object({ role: z.literal("assistant"), content: z.string(), refusal: z.null() }), logprobs: z.null(), finish_reason: Finish })),
+  usage: UsageSchema,
+});
+const CompletionResponseSchema = z.object({
+  id: z.string(),
+  object: z.literal("text_completion"),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(z.object({ index: z.number(), text: z.string(), logprobs: z.null(), finish_reason: Finish })),
+  usage: UsageSchema,
+});
+const ModelEntrySchema = z.object({ id: z.string(), object: z.literal("model"), created: z.number().int(), owned_by: z.string() });
+
+const ERRORS = ["bad_request", "model_not_found", "version_not_found", "quota_exceeded", "region_error", "node_error", "no_region_available", "no_capacity", "deadline_exceeded"] as const;
+const SHAPE =
+  "Errors are OpenAI's shape: `{\"error\":{\"message\",\"type\",\"param\",\"code\",\"request_id\"}}` (401 `invalid_api_key`, 404 `model_not_found`, 400 `invalid_request_error`, 429 `rate_limit_exceeded` / `insufficient_quota`); the statuses below are the mesh's codes.";
+
+export function registerOpenAI(app: Hono<AppEnv>): void {
+  const oa = new Hono<AppEnv>();
+  oa.onError(openAIOnError);
+  const auth = requireKey("infer");
+  oa.post("/chat/completions", auth, limitBody(MAX_GENERATE_BODY), chatCompletions);
+  oa.post("/completions", auth, limitBody(MAX_GENERATE_BODY), completions);
+  oa.get("/models", auth, listModels);
+  oa.get("/models/:model", auth, retrieveModel);
+  oa.all("*", (c) => {
+    throw new OpenAIParamError(null, `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, "not_found");
+  });
+  app.route(OPENAI_BASE, oa);
+
+  const streamed = { 200: { description: "The answer (JSON), or with `stream: true` an event stream of chunks ending with `data: [DONE]`." } };
+  describeRoute({
+    method: "post",
+    path: `${OPENAI_BASE}/chat/completions`,
+    tag: "OpenAI",
+    errorShape: "openai",
+    auth: "infer",
+    summary: "Chat completion (OpenAI-compatible)",
+    description:
+      "The messages go to the node, which renders the version's chat template (tokenizer_config.json in its bundle); a model without one gets `role: content` lines and `assistant:`. " +
+      "Tools, logprobs, penalties, JSON modes and n > 1 are refused (400 naming the parameter); other unknown fields are ignored. " +
+      SHAPE,
+    headers: { "x-mesh-timeout-ms": "Deadline for the first token (default and maximum INFER_TIMEOUT_MS)." },
+    body: {
+      schema: ChatRequestSchema,
+      maxBytes: MAX_GENERATE_BODY,
+      example: { model: "tiny-gpt", messages: [{ role: "user", content: "Tell me about the sea." }], max_tokens: 40, temperature: 0.8, seed: 1 },
+    },
+    responses: { 200: { ...streamed[200], schema: ChatResponseSchema } },
+    errors: [...ERRORS],
+  });
+  describeRoute({
+    method: "post",
+    path: `${OPENAI_BASE}/completions`,
+    tag: "OpenAI",
+    errorShape: "openai",
+    auth: "infer",
+    summary: "Text completion (OpenAI-compatible, legacy)",
+    description: "One prompt (a list of one string is that string). " + SHAPE,
+    headers: { "x-mesh-timeout-ms": "Deadline for the first token (default and maximum INFER_TIMEOUT_MS)." },
+    body: { schema: CompletionRequestSchema, maxBytes: MAX_GENERATE_BODY, example: { model: "tiny-gpt", prompt: "The river", max_tokens: 40, temperature: 0 } },
+    responses: { 200: { ...streamed[200], schema: CompletionResponseSchema } },
+    errors: [...ERRORS],
+  });
+  describeRoute({
+    method: "get",
+    path: `${OPENAI_BASE}/models`,
+    tag: "OpenAI",
+    errorShape: "openai",
+    auth: "infer",
+    summary: "The account's generative models (OpenAI-compatible)",
+    description: `Models whose version (latest, or the traffic split's) can generate: a decoder graph with a tokenizer. At most ${MAX_LISTED}, by name. ` + SHAPE,
+    responses: { 200: { description: "The list.", schema: z.object({ object: z.literal("list"), data: z.array(ModelEntrySchema) }) } },
+  });
+  describeRoute({
+    method: "get",
+    path: `${OPENAI_BASE}/models/{model}`,
+    tag: "OpenAI",
+    errorShape: "openai",
+    auth: "infer",
+    summary: "One generative model (OpenAI-compatible)",
+    params: { model: "`<model>` or `<model>:<version or alias>`." },
+    description: SHAPE,
+    responses: { 200: { description: "The model.", schema: ModelEntrySchema } },
+    errors: ["model_not_found"],
+  });
+}
