@@ -46,6 +46,8 @@ export interface GenerationPlan {
   startedAt: number;
   deadline: number;
   pool: ChannelPool;
+  /** The edge's span (W3C traceparent), sent inside the signed request. */
+  traceparent?: string;
 }
 
 let sidCounter = 0;
@@ -121,7 +123,7 @@ export class Generation {
       signature: p.version.signature,
       tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl },
     };
-    return { requestId: p.requestId, model, prompt: p.prompt, params: p.params, deadline: p.deadline };
+    return { requestId: p.requestId, model, prompt: p.prompt, params: p.params, deadline: p.deadline, ...(p.traceparent ? { traceparent: p.traceparent } : {}) };
   }
 
   private async tryNext(lastError: string): Promise<void> {

@@ -11,6 +11,7 @@ import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
+import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 import type { z } from "zod";
 import { verifyKey, type KeyRecord, type Scope } from "./api-keys.js";
 import { services, type AppContext, type AppEnv } from "./context.js";
@@ -36,6 +37,11 @@ export function init(): MiddlewareHandler<AppEnv> {
     c.set("requestId", requestId);
     c.set("startedAt", Date.now());
     c.header("x-request-id", requestId);
+    // W3C trace context: the edge's span, under the caller's trace (a new one when the caller
+    // sent none or a malformed one); regions get it with the call, the caller gets it back.
+    const trace = spanFrom(c.req.header("traceparent"));
+    c.set("trace", trace);
+    c.header("traceparent", formatTraceparent(trace));
     c.set("config", loadConfig(c.env));
     c.set("db", drizzle(c.env.DB));
     await next();

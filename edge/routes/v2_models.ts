@@ -27,6 +27,7 @@ import { publicMessage } from "../node-errors.js";
 import { compareOutputs } from "../shadow.js";
 import { pickShadows, stickyKey } from "../traffic.js";
 import { recordUsage, type UsageEvent } from "../usage.js";
+import { formatTraceparent } from "../../protocol/trace-context.js";
 
 export const MAX_INFER_BODY = 8 * 1024 * 1024;
 const PLATFORM = "onnxruntime_onnx";
@@ -102,6 +103,8 @@ interface CallPlan {
   startedAt: number;
   /** Set for a shadow copy: the version whose call it copies. */
   shadowOf: number | null;
+  /** The edge's span (W3C traceparent): the region and node open theirs under it. */
+  traceparent?: string;
 }
 
 /** A call's times for its usage row; computeMs is the node's word on what it cost, when it ran. */
@@ -159,7 +162,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
       deadline: plan.deadline,
     };
     edgeMs = Date.now() - plan.startedAt;
-    const { response, region, roundTripMs } = await forwardInfer(config, plan.ranked, request, colo);
+    const { response, region, roundTripMs } = await forwardInfer(config, plan.ranked, request, colo, plan.traceparent);
     const total = Date.now() - plan.startedAt;
     if (!response.ok) {
       const status = ERROR_STATUS[response.code];
@@ -181,7 +184,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
     };
   } catch (err) {
     const error = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
-    if (!(err instanceof MeshError)) log("error", plan.requestId, "call failed", { error: String(err) });
+    if (!(err instanceof MeshError)) log("error", plan.requestId, "call failed", { traceparent: plan.traceparent, error: String(err) });
     return { ok: false, region: null, error, usage: usage(null, null, error.status, NO_TIME, edgeMs || Date.now() - plan.startedAt) };
   }
 }
@@ -291,6 +294,7 @@ async function infer(c: AppContext) {
     deadline: deadlineFor(c),
     startedAt: c.get("startedAt"),
     shadowOf: null,
+    traceparent: formatTraceparent(c.get("trace")),
   };
   const outcome = runCall(c, plan).then((o) => {
     recordUsage(s.db, o.usage, s.waitUntil);
@@ -312,12 +316,13 @@ async function infer(c: AppContext) {
   c.header(
     "Server-Timing",
     [
-      `edge;dur=${edgeMs}`,
+      `edge;dur=${edgeMs};desc="${c.get("trace").spanId}"`,
       `network;dur=${networkMs.toFixed(2)}`,
-      `region;dur=${t.regionMs.toFixed(2)}`,
+      // A phase a span measured names it (desc: its span id in the response's trace).
+      `region;dur=${t.regionMs.toFixed(2)}${t.trace ? `;desc="${t.trace.router}"` : ""}`,
       `queue;dur=${t.queueMs.toFixed(2)}`,
       `load;dur=${t.loadMs.toFixed(2)}`,
-      `infer;dur=${t.inferMs.toFixed(2)}`,
+      `infer;dur=${t.inferMs.toFixed(2)}${t.trace?.node ? `;desc="${t.trace.node}"` : ""}`,
       // The session time the node billed (its share of a batch): what usage counts.
       ...(t.computeMs !== undefined ? [`compute;dur=${t.computeMs.toFixed(2)}`] : []),
       `total;dur=${result.total}`,
