@@ -193,19 +193,25 @@ export function errorResponse(requestId: string, code: ErrorCode, message: strin
   });
 }
 
+/** The edge's span for an error answer built outside the handler's context (when init ran). */
+function traceHeader(c: AppContext): Record<string, string> {
+  const t = c.get("trace");
+  return t ? { traceparent: formatTraceparent(t) } : {};
+}
+
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
   const requestId = c.get("requestId") ?? newRequestId();
-  if (err instanceof MeshError) return errorResponse(requestId, err.code, err.message, err.headers);
+  if (err instanceof MeshError) return errorResponse(requestId, err.code, err.message, { ...err.headers, ...traceHeader(c) });
   if (err instanceof ConfigError) {
     log("error", requestId, err.message);
-    return errorResponse(requestId, "internal_error", "the edge is misconfigured; the operator has been told");
+    return errorResponse(requestId, "internal_error", "the edge is misconfigured; the operator has been told", traceHeader(c));
   }
   log("error", requestId, "unhandled error", { error: String(err), stack: (err as Error).stack?.split("\n").slice(0, 5) });
-  return errorResponse(requestId, "internal_error", "internal error");
+  return errorResponse(requestId, "internal_error", "internal error", traceHeader(c));
 };
 
 export const notFound: NotFoundHandler<AppEnv> = (c) =>
-  errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`);
+  errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, traceHeader(c));
 
 /** Validates a parsed body against its schema; the first few problems become one 400 message. */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, what = "body"): z.infer<S> {

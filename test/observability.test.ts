@@ -10,28 +10,13 @@ import { freePort } from "../local/free-port.js";
 import { NodeMetrics, type NodeMetricsSource } from "../gpu-node/metrics.js";
 import { MAX_MODEL_SERIES, ModelLabels, OTHER_MODEL, refuseMetrics } from "../protocol/metrics-endpoint.js";
 import type { ModelRef, WarmModel } from "../protocol/messages.js";
+import { sample, scrape as scrapeWith } from "./helpers/metrics-text.js";
 import { fp32, RegionHarness } from "./helpers/region-harness.js";
 
 const TOKEN = randomBytes(24).toString("base64url");
 const NODE = "obs-1";
 
-/** Sum of the samples of `name` whose labels include `labels` (exposition text format). */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  let sum: number | undefined;
-  for (const line of text.split("\n")) {
-    if (line.startsWith("#")) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have: Record<string, string> = {};
-    for (const [, k, v] of (m[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) have[k!] = v!;
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum = (sum ?? 0) + Number(m[3]);
-  }
-  return sum;
-}
-
-async function scrape(url: string, token: string | null = TOKEN): Promise<Response> {
-  return fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
-}
+const scrape = (url: string, token: string | null = TOKEN) => scrapeWith(url, token);
 
 let h: RegionHarness;
 let mlp: ModelRef;
