@@ -87,4 +87,29 @@ describe("metrics of the mesh npm start boots", () => {
     expect(n.status).toBe(200);
     expect(sample(await n.text(), "mesh_node_calls_total", { node: "us-west-node-1" })).toBe(nodeBefore + 3);
   });
+
+  it("a generation: in the caller's trace, and counted as a stream with its tokens on the router and the node", async () => {
+    const router = mesh.metrics.targets["router-us-west"]!;
+    const node = mesh.metrics.targets["node-us-west-node-1"]!;
+    const read = async (url: string) => (await scrape(url, mesh.metrics.token)).text();
+    const [r0, n0] = [await read(router), await read(node)];
+    const a = await call(`${mesh.edge}/v2/models/demo-chat/generate`, {
+      key: mesh.apiKey,
+      json: { text_input: "The river", parameters: { max_tokens: 12, seed: 1 } },
+      headers: { traceparent: PARENT },
+    });
+    expect(a.status, JSON.stringify(a.body)).toBe(200);
+    expect(parseTraceparent(a.headers.get("traceparent"))?.traceId).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
+    const tokens = a.body.usage.completion_tokens as number;
+    expect(tokens).toBeGreaterThan(0);
+    const [r1, n1] = [await read(router), await read(node)];
+    const delta = (before: string, after: string, name: string, labels: Record<string, string> = {}) => (sample(after, name, labels) ?? 0) - (sample(before, name, labels) ?? 0);
+    expect(delta(r0, r1, "mesh_router_streams_started_total")).toBe(1);
+    expect(delta(r0, r1, "mesh_router_calls_total", { kind: "stream" })).toBe(1);
+    expect(delta(r0, r1, "mesh_router_tokens_relayed_total")).toBe(tokens);
+    expect(delta(r0, r1, "mesh_router_latency_seconds_count", { phase: "total" })).toBe(1);
+    expect(delta(n0, n1, "mesh_node_streams_started_total")).toBe(1);
+    // The node may have chosen one token more than it sent (held for credit that never came).
+    expect(delta(n0, n1, "mesh_node_tokens_generated_total")).toBeGreaterThanOrEqual(tokens);
+  });
 });
