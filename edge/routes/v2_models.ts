@@ -386,7 +386,7 @@ const INFER_HEADERS = {
   "x-mesh-route": "How the version was chosen: `named` (by the caller), `split` (traffic rule) or `latest`.",
   "x-mesh-region": "The region that ran the call.",
   "x-mesh-node": "The node that ran the call.",
-  "server-timing": "edge, network, region, queue, load, infer, compute (billed), total (ms).",
+  "server-timing": "edge, network, region, queue, load, infer, compute (billed), total (ms); edge, region and infer name their span in `desc`.",
   "x-ratelimit-limit": "The key's sustained rate, calls per second.",
   "x-ratelimit-remaining": "Calls the key could make at once right now.",
 };
