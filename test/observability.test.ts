@@ -7,7 +7,10 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../local/free-port.js";
+import { nodeConfigFromEnv } from "../gpu-node/config.js";
 import { NodeMetrics, type NodeMetricsSource } from "../gpu-node/metrics.js";
+import { routerConfigFromEnv } from "../regions/config.js";
+import { startRouter } from "../regions/server.js";
 import { MAX_MODEL_SERIES, ModelLabels, OTHER_MODEL, refuseMetrics } from "../protocol/metrics-endpoint.js";
 import type { ModelRef, WarmModel } from "../protocol/messages.js";
 import { sample, scrape as scrapeWith } from "./helpers/metrics-text.js";
@@ -118,6 +121,28 @@ describe("trace context through the region", () => {
     const a = await h.infer(mlp, [fp32("x", [[1, 2, 3, 4]])], { headers: { traceparent: "00-not-a-trace-01" } });
     expect(a.response.ok).toBe(true);
     if (a.response.ok) expect(a.response.timing.trace?.node).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
+
+describe("metrics configuration", () => {
+  it("a router without METRICS_TOKEN: /metrics is off (404 in the envelope)", async () => {
+    const router = await startRouter(routerConfigFromEnv({ MESH_REGION: "no-metrics", PORT: "0", MESH_SECRET: TOKEN, NODE_TOKEN: TOKEN, DRAIN_TIMEOUT_MS: "0" }));
+    try {
+      const res = await scrape(`${router.url}/metrics`);
+      expect(res.status).toBe(404);
+      expect(((await res.json()) as { code: string }).code).toBe("not_found");
+    } finally {
+      await router.close();
+    }
+  });
+
+  it("a node with NODE_METRICS_PORT needs METRICS_TOKEN; without the port there is no listener", () => {
+    const base = { ROUTER_URL: "ws://127.0.0.1:1/v1/nodes", NODE_TOKEN: TOKEN };
+    expect(() => nodeConfigFromEnv({ ...base, NODE_METRICS_PORT: "9464" })).toThrow(/METRICS_TOKEN/);
+    expect(() => nodeConfigFromEnv({ ...base, NODE_METRICS_PORT: "x", METRICS_TOKEN: TOKEN })).toThrow(/NODE_METRICS_PORT/);
+    expect(nodeConfigFromEnv({ ...base, METRICS_TOKEN: TOKEN }).metrics).toBeNull();
+    expect(nodeConfigFromEnv({ ...base, NODE_METRICS_PORT: "0", METRICS_TOKEN: TOKEN }).metrics).toEqual({ host: "127.0.0.1", port: 0, token: TOKEN });
+    expect(() => routerConfigFromEnv({ MESH_REGION: "r", MESH_SECRET: TOKEN, NODE_TOKEN: TOKEN, METRICS_TOKEN: "short" })).toThrow(/METRICS_TOKEN/);
   });
 });
 
