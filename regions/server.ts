@@ -243,6 +243,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     } catch (err) {
       if (!(err instanceof MeshError)) throw err;
       log("warn", "refused call", { requestId, traceparent, code: err.code, reason: err.message });
+      metrics.failed("infer", err.code);
       return envelope(requestId, err);
     }
     // From here on the caller is the edge: it reads msgpack, whatever happens.

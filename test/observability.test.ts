@@ -55,14 +55,18 @@ describe("/metrics after traffic", () => {
     }
     const code = badCodes[0]!;
     expect(badCodes).toEqual([code, code]);
+    // An unsigned call: refused from its headers, counted as an unauthorized error.
+    const unsigned = await fetch(`${h.routerUrl}/v1/infer`, { method: "POST", body: "x", signal: AbortSignal.timeout(10_000) });
+    expect(unsigned.status).toBe(401);
 
     const r = await scrape(`${h.routerUrl}/metrics`);
     expect(r.status).toBe(200);
     expect(r.headers.get("content-type")).toMatch(/^text\/plain/);
     const router = await r.text();
     const model = { model: mlp.key };
-    expect(sample(router, "mesh_router_calls_total", { kind: "infer", region: "obs-region" })).toBe(good + bad);
+    expect(sample(router, "mesh_router_calls_total", { kind: "infer", region: "obs-region" })).toBe(good + bad + 1);
     expect(sample(router, "mesh_router_errors_total", { kind: "infer", code })).toBe(bad);
+    expect(sample(router, "mesh_router_errors_total", { kind: "infer", code: "unauthorized" })).toBe(1);
     expect(sample(router, "mesh_router_latency_seconds_count", { ...model, phase: "total" })).toBe(good);
     expect(sample(router, "mesh_router_latency_seconds_count", { ...model, phase: "queue" })).toBe(good);
     expect(sample(router, "mesh_router_loads_total")).toBe(1);
