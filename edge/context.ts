@@ -6,6 +6,7 @@ import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { Context } from "hono";
 import type { KeyRecord } from "./api-keys.js";
 import type { EdgeConfig, Env } from "./env.js";
+import type { TraceContext } from "../protocol/trace-context.js";
 
 export interface Vars {
   requestId: string;
@@ -13,6 +14,8 @@ export interface Vars {
   config: EdgeConfig;
   db: DrizzleD1Database;
   key: KeyRecord;
+  /** The edge's span for this request, under the caller's traceparent when it sent a valid one. */
+  trace: TraceContext;
 }
 
 export type AppEnv = { Bindings: Env; Variables: Vars };

@@ -49,6 +49,8 @@ export interface GenerationPlan {
   startedAt: number;
   deadline: number;
   pool: ChannelPool;
+  /** The edge's span (W3C traceparent), sent inside the signed request. */
+  traceparent?: string;
 }
 
 let sidCounter = 0;
@@ -127,7 +129,7 @@ export class Generation {
       ...(p.tokenizer && tokenizerUrl ? { tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl } } : {}),
       ...(files ? { files } : {}),
     };
-    return { requestId: p.requestId, model, prompt: p.prompt, ...(p.chat ? { chat: p.chat } : {}), params: p.params, deadline: p.deadline };
+    return { requestId: p.requestId, model, prompt: p.prompt, ...(p.chat ? { chat: p.chat } : {}), params: p.params, deadline: p.deadline, ...(p.traceparent ? { traceparent: p.traceparent } : {}) };
   }
 
   private async tryNext(lastError: string): Promise<void> {

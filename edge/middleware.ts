@@ -11,6 +11,7 @@ import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
+import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 import type { z } from "zod";
 import { verifyKey, type KeyRecord, type Scope } from "./api-keys.js";
 import { services, type AppContext, type AppEnv } from "./context.js";
@@ -36,6 +37,11 @@ export function init(): MiddlewareHandler<AppEnv> {
     c.set("requestId", requestId);
     c.set("startedAt", Date.now());
     c.header("x-request-id", requestId);
+    // W3C trace context: the edge's span, under the caller's trace (a new one when the caller
+    // sent none or a malformed one); regions get it with the call, the caller gets it back.
+    const trace = spanFrom(c.req.header("traceparent"));
+    c.set("trace", trace);
+    c.header("traceparent", formatTraceparent(trace));
     c.set("config", loadConfig(c.env));
     c.set("db", drizzle(c.env.DB));
     await next();
@@ -187,19 +193,25 @@ export function errorResponse(requestId: string, code: ErrorCode, message: strin
   });
 }
 
+/** The edge's span for an error answer built outside the handler's context (when init ran). */
+function traceHeader(c: AppContext): Record<string, string> {
+  const t = c.get("trace");
+  return t ? { traceparent: formatTraceparent(t) } : {};
+}
+
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
   const requestId = c.get("requestId") ?? newRequestId();
-  if (err instanceof MeshError) return errorResponse(requestId, err.code, err.message, err.headers);
+  if (err instanceof MeshError) return errorResponse(requestId, err.code, err.message, { ...err.headers, ...traceHeader(c) });
   if (err instanceof ConfigError) {
     log("error", requestId, err.message);
-    return errorResponse(requestId, "internal_error", "the edge is misconfigured; the operator has been told");
+    return errorResponse(requestId, "internal_error", "the edge is misconfigured; the operator has been told", traceHeader(c));
   }
   log("error", requestId, "unhandled error", { error: String(err), stack: (err as Error).stack?.split("\n").slice(0, 5) });
-  return errorResponse(requestId, "internal_error", "internal error");
+  return errorResponse(requestId, "internal_error", "internal error", traceHeader(c));
 };
 
 export const notFound: NotFoundHandler<AppEnv> = (c) =>
-  errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`);
+  errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, traceHeader(c));
 
 /** Validates a parsed body against its schema; the first few problems become one 400 message. */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, what = "body"): z.infer<S> {

@@ -102,6 +102,7 @@ const COMMON_ERRORS: Record<Auth, ErrorCode[]> = {
 
 const RESPONSE_HEADERS: Record<string, string> = {
   "x-request-id": "The call's id (the caller's own `x-request-id` when it sent a valid one).",
+  traceparent: "The edge's span (W3C Trace Context): in the caller's trace when the request carried a valid `traceparent`, else in a new one.",
 };
 
 function jsonSchema(schema: z.ZodType, io: "input" | "output"): Record<string, unknown> {

@@ -97,6 +97,8 @@ export async function forwardInfer(
   ranked: RankedRegion[],
   request: UnsignedInferRequest,
   colo: string,
+  /** The edge's span (W3C traceparent), sent to the region with the call. */
+  traceparent?: string,
 ): Promise<ForwardResult> {
   const path = "/v1/infer";
   let lastError = "no region is available for this model";
@@ -123,7 +125,7 @@ export async function forwardInfer(
       res = await fetch(region.url + path, {
         method: "POST",
         body,
-        headers: { ...headers, "content-type": MSGPACK_CONTENT_TYPE, "x-request-id": request.requestId },
+        headers: { ...headers, "content-type": MSGPACK_CONTENT_TYPE, "x-request-id": request.requestId, ...(traceparent ? { traceparent } : {}) },
         signal: AbortSignal.timeout(Math.max(1, request.deadline - Date.now())),
       });
       bytes = new Uint8Array(await res.arrayBuffer());

@@ -26,6 +26,8 @@ import { publicMessage } from "../protocol/public-message.js";
 import { runErrorCode } from "./run-errors.js";
 import { SessionProcessError } from "./session-process.js";
 import type { WireTensor } from "../protocol/tensor.js";
+import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
+import { NodeMetrics } from "./metrics.js";
 
 /** A socket that stayed up this long resets the back-off. */
 const STABLE_AFTER_MS = 10_000;
@@ -50,6 +52,8 @@ export interface AgentHandle {
   drain(): Promise<void>;
   /** Resolves when the agent has stopped for good (drained, or refused by the router). */
   done: Promise<{ reason: string }>;
+  /** Its Prometheus metrics (gpu-node/metrics.ts serves them when configured). */
+  metrics: NodeMetrics;
 }
 
 export function startAgent(config: NodeConfig): AgentHandle {
@@ -93,6 +97,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     }
   };
   runtime.onLost = (sha) => {
+    keysOf(sha).forEach(() => metrics.unloaded("lost"));
     batchers.delete(sha);
     answered.delete(sha);
     for (const key of keysOf(sha)) {
@@ -130,6 +135,14 @@ export function startAgent(config: NodeConfig): AgentHandle {
     return u;
   };
   const queued = () => [...batchers.values()].reduce((n, b) => n + b.queued, 0);
+  const metrics = new NodeMetrics(config.nodeId, {
+    warm,
+    inflight: () => inflight,
+    queued,
+    runs: () => runs,
+    streamsActive: () => generations.active,
+    tokens: () => generations.tokens,
+  });
   const tokenizers = new TokenizerCache(cache);
   const generations = new Generations({
     session(key, sha256): GenerateSession | undefined {
@@ -316,9 +329,11 @@ export function startAgent(config: NodeConfig): AgentHandle {
           const loadMs = performance.now() - loadStarted;
           log("info", "model loaded", { key: msg.key, sha256: sha, memoryMb, cached: art.cached, downloadMs: Math.round(art.downloadMs), loadMs: Math.round(loadMs), totalMs: Math.round(performance.now() - started) });
           send({ t: "loaded", key: msg.key, loadMs, downloadMs: art.downloadMs, cached: art.cached, memoryMb });
+          metrics.loaded(art.downloadMs, loadMs);
         } catch (err) {
           const raw = (err as Error).message;
           log("warn", "model load failed", { key: msg.key, sha256: msg.sha256, error: raw });
+          metrics.loadFailed();
           send({ t: "load_failed", key: msg.key, message: err instanceof LoadRefused ? raw : publicMessage(raw) });
         } finally {
           held?.release();
@@ -326,6 +341,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
         return;
       }
       case "unload":
+        if (keyToSha.has(msg.key)) metrics.unloaded("router");
         await dropKey(msg.key);
         log("info", "model unloaded", { key: msg.key });
         return;
@@ -341,6 +357,9 @@ export function startAgent(config: NodeConfig): AgentHandle {
           send({ t: "error", id: msg.id, code: "node_error", message: "the node takes no more generations now" });
           return;
         }
+        // The node's span for this generation, under the router's: in the logs with the request.
+        log("debug", "generation started", { id: msg.id, requestId: msg.requestId, key: msg.key, traceparent: formatTraceparent(spanFrom(msg.traceparent)) });
+        metrics.streamStarted();
         generations.start(msg, send);
         return;
       case "infer":
@@ -348,7 +367,13 @@ export function startAgent(config: NodeConfig): AgentHandle {
     }
   };
 
-  const infer = async (msg: Extract<RouterToNode, { t: "infer" }>, send: (m: NodeToRouter) => void) => {
+  const infer = async (msg: Extract<RouterToNode, { t: "infer" }>, sendFrame: (m: NodeToRouter) => void) => {
+    // The node's span, under the router's: logged with the call and echoed in its result.
+    const traceparent = formatTraceparent(spanFrom(msg.traceparent));
+    const send = (m: NodeToRouter) => {
+      if (m.t === "error") metrics.failed(m.code);
+      sendFrame(m);
+    };
     const have = keyToSha.get(msg.key);
     const batcher = have ? batchers.get(have) : undefined;
     if (!have || !batcher) {
@@ -357,7 +382,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     }
     if (keyGraph.get(msg.key) !== msg.sha256) {
       // Not the bytes the router vouches for under this key: never answer with them.
-      log("warn", "call refused: sha256 differs from the loaded model", { id: msg.id, requestId: msg.requestId, key: msg.key, expected: msg.sha256, loaded: have });
+      log("warn", "call refused: sha256 differs from the loaded model", { id: msg.id, requestId: msg.requestId, traceparent, key: msg.key, expected: msg.sha256, loaded: have });
       send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is loaded here with other bytes than the call names` });
       return;
     }
@@ -378,7 +403,10 @@ export function startAgent(config: NodeConfig): AgentHandle {
     try {
       const { outputs, computeMs } = await batcher.submit(msg.id, msg.inputs, msg.outputs);
       answered.add(have);
-      send({ t: "result", id: msg.id, outputs, inferMs: performance.now() - started, computeMs });
+      const inferMs = performance.now() - started;
+      metrics.served(msg.key, inferMs, computeMs);
+      log("debug", "call served", { id: msg.id, requestId: msg.requestId, traceparent, key: msg.key });
+      send({ t: "result", id: msg.id, outputs, inferMs, computeMs, traceparent });
     } catch (err) {
       const computeMs = err instanceof SessionProcessError ? err.computeMs : 0;
       if (err instanceof DeadlineError) {
@@ -389,20 +417,20 @@ export function startAgent(config: NodeConfig): AgentHandle {
         // Checked in the session child (session-child.ts): a frame over the limit would cost the connection.
         send({ t: "error", id: msg.id, code: "payload_too_large", message: err.message, computeMs });
       } else if (err instanceof SessionProcessError && err.kind === "too_big") {
-        log("warn", "call stopped: over the model's memory limit", { id: msg.id, requestId: msg.requestId, key: msg.key, error: err.message });
+        log("warn", "call stopped: over the model's memory limit", { id: msg.id, requestId: msg.requestId, traceparent, key: msg.key, error: err.message });
         send({ t: "error", id: msg.id, code: "inference_failed", message: err.message, computeMs });
       } else if (err instanceof SessionProcessError && err.kind === "unavailable") {
         // Nothing ran: node_error lets the router place the call elsewhere.
         send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
       } else if (err instanceof SessionProcessError && err.kind === "crashed") {
         // It ran, and its input may be what killed the session: not to be retried elsewhere.
-        log("warn", "call failed: session process died", { id: msg.id, requestId: msg.requestId, key: msg.key, error: err.message });
+        log("warn", "call failed: session process died", { id: msg.id, requestId: msg.requestId, traceparent, key: msg.key, error: err.message });
         send({ t: "error", id: msg.id, code: "inference_failed", message: "the model's session stopped during the call", computeMs });
       } else {
         const raw = (err as Error).message;
         // The caller's input (4xx, not retried) or the model's failure (500): run-errors.ts.
         const code = runErrorCode(raw, answered.has(have));
-        log("info", "call failed in the runtime", { id: msg.id, requestId: msg.requestId, key: msg.key, code, error: raw });
+        log("info", "call failed in the runtime", { id: msg.id, requestId: msg.requestId, traceparent, key: msg.key, code, error: raw });
         send({ t: "error", id: msg.id, code, message: publicMessage(raw), computeMs });
       }
     } finally {
@@ -417,6 +445,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     provider,
     connected,
     done,
+    metrics,
     async drain() {
       draining = true;
       if (reconnectTimer) clearTimeout(reconnectTimer);

@@ -44,6 +44,12 @@ export interface NodeConfig {
   reconnectMinMs: number;
   reconnectMaxMs: number;
   drainTimeoutMs: number;
+  /**
+   * The metrics listener (GET /metrics): NODE_METRICS_PORT unset or empty = off, 0 = a free
+   * port (logged), else that port; on NODE_METRICS_HOST (default 127.0.0.1). It needs
+   * METRICS_TOKEN, the bearer token a scrape must present.
+   */
+  metrics: { host: string; port: number; token: string } | null;
 }
 
 export class ConfigError extends Error {}
@@ -64,6 +70,15 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min} (got '${raw}')`);
   return n;
+}
+
+function metricsListener(env: NodeJS.ProcessEnv): NodeConfig["metrics"] {
+  if (env.NODE_METRICS_PORT === undefined || env.NODE_METRICS_PORT === "") return null;
+  const port = int(env, "NODE_METRICS_PORT", 0, 0);
+  if (port > 65_535) throw new ConfigError("NODE_METRICS_PORT must be a port number (0: any free port)");
+  const token = env.METRICS_TOKEN ?? "";
+  if (token.length < 16) throw new ConfigError("NODE_METRICS_PORT needs METRICS_TOKEN (16+ characters): /metrics is never served without credentials");
+  return { host: env.NODE_METRICS_HOST || "127.0.0.1", port, token };
 }
 
 export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeConfig {
@@ -99,9 +114,10 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
     reconnectMinMs: int(env, "RECONNECT_MIN_MS", 250, 1),
     reconnectMaxMs: int(env, "RECONNECT_MAX_MS", 10_000, 1),
     drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", 30_000, 0),
+    metrics: metricsListener(env),
   };
 }
 
 export function printableConfig(c: NodeConfig): Record<string, unknown> {
-  return { ...c, nodeToken: "***" };
+  return { ...c, nodeToken: "***", metrics: c.metrics ? { ...c.metrics, token: "***" } : null };
 }

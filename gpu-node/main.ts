@@ -4,6 +4,7 @@ import { makeLogger } from "../protocol/log.js";
 import { exitWhenParentDies } from "../local/parent-watch.js";
 import { startAgent } from "./agent.js";
 import { ConfigError, nodeConfigFromEnv, printableConfig } from "./config.js";
+import { serveMetrics } from "./metrics.js";
 
 const log = makeLogger("node");
 let config;
@@ -18,6 +19,16 @@ try {
 }
 log("info", "starting", { config: printableConfig(config) });
 const agent = startAgent(config);
+if (config.metrics) {
+  try {
+    const { url } = await serveMetrics(agent.metrics, config.metrics);
+    log("info", "metrics listening", { url });
+  } catch (err) {
+    // Configured and not possible (port taken): a configuration error, as at start.
+    log("error", "metrics listener failed to start", { error: (err as Error).message });
+    process.exit(2);
+  }
+}
 void agent.done.then(({ reason }) => process.exit(reason === "unauthorized" ? 3 : 0));
 let stopping = false;
 const shutdown = (why: string) => {

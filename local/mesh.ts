@@ -86,6 +86,11 @@ export interface MeshHandle {
   /** Each region's own secret (its router holds only that one; the edge holds them all). */
   regionSecrets: Record<string, string>;
   nodeToken: string;
+  /**
+   * Prometheus scraping (docs/observability.md): the bearer token every router and node asks
+   * for, and each one's /metrics URL by process name (router-<region>, node-<id>).
+   */
+  metrics: { token: string; targets: Record<string, string> };
   apiKey: string;
   accountId: string;
   models: DemoModel[];
@@ -245,6 +250,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const regionSecrets = Object.fromEntries(regions.map((r) => [r.name, secret()]));
     const nodeToken = secret();
     const redisToken = secret();
+    const metricsToken = secret();
+    const metricsTargets: Record<string, string> = {};
 
     step("starting redis-server");
     redis = await startRedisServer({});
@@ -256,6 +263,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const regionUrls: Record<string, string> = {};
     const regionPorts = await Promise.all(regions.map(() => freePort()));
     regions.forEach((r, i) => (regionUrls[r.name] = `http://127.0.0.1:${regionPorts[i]}`));
+    for (const r of regions) metricsTargets[`router-${r.name}`] = `${regionUrls[r.name]}/metrics`;
     const spawnRouter = (name: string) =>
       spawnLogged(
         `router-${name}`,
@@ -268,6 +276,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           NODE_TOKEN: nodeToken,
           REDIS_URL: redisInfo.url,
           REDIS_TOKEN: redisToken,
+          METRICS_TOKEN: metricsToken,
           ...opts.routerEnv,
         },
         logDir,
@@ -335,6 +344,9 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     };
 
     const startNode = async (region: string, id: string, env: Record<string, string> = {}): Promise<ProcessInfo> => {
+      // Every node serves /metrics on a port of its own (the same token as the routers').
+      const metricsPort = env.NODE_METRICS_PORT ?? String(await freePort());
+      metricsTargets[`node-${id}`] = `http://127.0.0.1:${metricsPort}/metrics`;
       const p = spawnLogged(
         `node-${id}`,
         process.execPath,
@@ -344,6 +356,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ROUTER_URL: regionUrls[region]!.replace(/^http/, "ws") + "/v1/nodes",
           NODE_TOKEN: nodeToken,
           MODEL_CACHE_DIR: join(stateDir, "cache", id),
+          METRICS_TOKEN: metricsToken,
+          NODE_METRICS_PORT: metricsPort,
           ...opts.nodeEnv,
           ...opts.regionNodeEnv?.[region],
           ...env,
@@ -371,6 +385,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       adminToken,
       regionSecrets,
       nodeToken,
+      metrics: { token: metricsToken, targets: metricsTargets },
       apiKey: "",
       accountId: "",
       models: [],
@@ -493,6 +508,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           accountId: handle.accountId,
           models: handle.models.map((m) => ({ name: m.name, version: m.version })),
           logs: logDir,
+          metrics: { token: metricsToken, targets: metricsTargets },
           pid: process.pid,
         },
         null,

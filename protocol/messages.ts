@@ -5,6 +5,7 @@ import type { ErrorCode } from "./errors.js";
 import { isErrorCode } from "./errors.js";
 import { isOipDatatype, type ModelSignature, type TensorSpec } from "./datatypes.js";
 import type { TensorData, WireTensor } from "./tensor.js";
+import { parseTraceparent } from "./trace-context.js";
 
 // ---------------------------------------------------------------- edge -> region (HTTP)
 
@@ -66,6 +67,14 @@ export interface Timing {
   regionMs: number;
   /** Session time the node spent on the call (its share of a batch): what usage bills. */
   computeMs?: number;
+  /** The spans (ids, within the caller's trace) of the router and, when it echoed one, the node. */
+  trace?: SpanIds;
+}
+
+/** Span ids (16 hex) of the hops past the edge that handled a call (trace-context.ts). */
+export interface SpanIds {
+  router: string;
+  node?: string;
 }
 
 export type RegionInferResponse =
@@ -127,6 +136,8 @@ export interface RegionGenerateRequest {
   params: GenerateParams;
   /** Absolute deadline (ms since epoch) for the first token: queue, load and first step. */
   deadline: number;
+  /** The edge's span (W3C traceparent), signed with the request. */
+  traceparent?: string;
 }
 
 export type FinishReason = "length" | "stop" | "cancelled";
@@ -224,7 +235,7 @@ export type NodeToRouter =
   | { t: "loaded"; key: string; loadMs: number; downloadMs: number; cached: boolean; memoryMb: number }
   | { t: "load_failed"; key: string; message: string }
   /** computeMs: the session time the call spent (its share of a batch); what usage bills. */
-  | { t: "result"; id: string; outputs: WireTensor[]; inferMs: number; computeMs?: number }
+  | { t: "result"; id: string; outputs: WireTensor[]; inferMs: number; computeMs?: number; traceparent?: string }
   /** Ends a call as `result` does: the node sends exactly one of the two per infer, a cancel included. */
   | { t: "error"; id: string; code: ErrorCode; message: string; computeMs?: number }
   /** One generated token; the node sends one only against credit the router granted. */
@@ -246,15 +257,16 @@ export type RouterToNode =
   /**
    * sha256: the bytes the router expects under `key` (the node refuses a call when it holds
    * other bytes); deadline: the call's absolute deadline, ms since the epoch (the node stops
-   * the call there); requestId: for the node's logs only.
+   * the call there); requestId: for the node's logs only; traceparent: the router's span (the
+   * node's result echoes the node's own span within the same trace).
    */
-  | { t: "infer"; id: string; key: string; sha256: string; inputs: WireTensor[]; outputs?: string[]; deadline: number; requestId?: string }
+  | { t: "infer"; id: string; key: string; sha256: string; inputs: WireTensor[]; outputs?: string[]; deadline: number; requestId?: string; traceparent?: string }
   /**
    * Starts a generation; `credit` tokens may be sent before the next `credit` frame. No
    * `tokenizer`: use the loaded version's bundle files (tokenizer.json beside the graph). `chat`:
    * render it with the bundle's chat template and ignore `prompt`.
    */
-  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; chat?: ChatMessage[]; params: GenerateParams; tokenizer?: TokenizerRef; credit: number }
+  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; chat?: ChatMessage[]; params: GenerateParams; tokenizer?: TokenizerRef; credit: number; requestId?: string; traceparent?: string }
   | { t: "credit"; id: string; n: number };
 
 // ---------------------------------------------------------------- validation
@@ -316,6 +328,22 @@ function tensor(v: unknown): WireTensor {
     (Array.isArray(data) && data.every((s) => typeof s === "string"));
   if (!ok) throw new MessageError("'data' must be a typed array or an array of strings");
   return { name: str(o, "name"), datatype, shape: shape(o.shape), data: data as TensorData };
+}
+/** An optional W3C traceparent field, spread into the parsed message; a malformed one is refused. */
+function traceparent(o: Rec): { traceparent?: string } {
+  const v = o.traceparent;
+  if (v === undefined || v === null) return {};
+  if (typeof v !== "string" || !parseTraceparent(v)) throw new MessageError("'traceparent' must be a W3C traceparent");
+  return { traceparent: v };
+}
+function spanIds(v: unknown): SpanIds {
+  const o = rec(v, "trace");
+  const id = (k: string) => {
+    const s = str(o, k, 16);
+    if (!/^[0-9a-f]{16}$/.test(s)) throw new MessageError(`'trace.${k}' must be a span id`);
+    return s;
+  };
+  return { router: id("router"), ...(o.node !== undefined && o.node !== null ? { node: id("node") } : {}) };
 }
 function tensors(o: Rec, k: string): WireTensor[] {
   return arr(o, k, 1024).map(tensor);
@@ -449,6 +477,7 @@ export function parseRegionGenerateRequest(v: unknown): RegionGenerateRequest {
     ...optChat(o),
     params: parseGenerateParams(o.params),
     deadline: num(o, "deadline"),
+    ...traceparent(o),
   };
 }
 
@@ -587,6 +616,7 @@ export function parseRegionInferResponse(v: unknown): RegionInferResponse {
         inferMs: num(t, "inferMs"),
         regionMs: num(t, "regionMs"),
         ...(t.computeMs !== undefined && t.computeMs !== null ? { computeMs: num(t, "computeMs") } : {}),
+        ...(t.trace !== undefined && t.trace !== null ? { trace: spanIds(t.trace) } : {}),
       },
     };
   }
@@ -647,6 +677,7 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
         outputs: tensors(o, "outputs"),
         inferMs: num(o, "inferMs"),
         ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}),
+        ...traceparent(o),
       };
     case "error":
       return {
@@ -705,6 +736,7 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         sha256: str(o, "sha256", 64),
         deadline: num(o, "deadline"),
         ...(o.requestId !== undefined && o.requestId !== null ? { requestId: str(o, "requestId", 128) } : {}),
+        ...traceparent(o),
       };
     }
     case "generate":
@@ -718,6 +750,8 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
         credit: count(o, "credit", GENERATE_LIMITS.maxWindow),
         sha256: str(o, "sha256", 64),
+        ...(o.requestId !== undefined && o.requestId !== null ? { requestId: str(o, "requestId", 128) } : {}),
+        ...traceparent(o),
       };
     case "credit":
       return { t: "credit", id: str(o, "id", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };

@@ -40,6 +40,8 @@ export interface RouterConfig {
   fairShare: boolean;
   /** Account id -> weight in those shares (absent: 1). */
   accountWeights: Record<string, number>;
+  /** Bearer token GET /metrics requires (METRICS_TOKEN); null: /metrics is off (404). */
+  metricsToken: string | null;
 }
 
 export const ROUTER_DEFAULTS = {
@@ -126,9 +128,10 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     streamStallWhenContendedMs: int(env, "STREAM_STALL_WHEN_CONTENDED_MS", ROUTER_DEFAULTS.streamStallWhenContendedMs, 100),
     fairShare: flag(env, "FAIR_SHARE", ROUTER_DEFAULTS.fairShare),
     accountWeights: weights(env, "ACCOUNT_WEIGHTS"),
+    metricsToken: env.METRICS_TOKEN ? secret(env, "METRICS_TOKEN") : null,
   };
 }
 
 export function printableConfig(c: RouterConfig): Record<string, unknown> {
-  return { ...c, meshSecret: "***", meshSecretPrevious: c.meshSecretPrevious ? "***" : null, nodeToken: "***", redis: c.redis ? { url: c.redis.url, token: "***" } : null };
+  return { ...c, meshSecret: "***", meshSecretPrevious: c.meshSecretPrevious ? "***" : null, nodeToken: "***", metricsToken: c.metricsToken ? "***" : null, redis: c.redis ? { url: c.redis.url, token: "***" } : null };
 }

@@ -51,6 +51,8 @@ export interface NodeCallResult {
   inferMs: number;
   /** Session time the node spent on the call (absent from older nodes). */
   computeMs?: number;
+  /** The node's span (W3C traceparent) when it echoed one. */
+  traceparent?: string;
 }
 
 /** The most of a call's time kept back for the node's confirmation of a stop at its deadline. */
@@ -219,6 +221,8 @@ export class NodeLink implements NodeState {
     handlers: NodeStreamHandlers,
     /** The model's bytes as the edge named them: the node refuses to run other bytes. */
     sha256: string,
+    /** For the node's logs: the request id and the router's span (W3C traceparent). */
+    trace: { requestId?: string; traceparent?: string } = {},
   ): NodeStream {
     const id = String(++this.nextId);
     this.streams++;
@@ -234,6 +238,8 @@ export class NodeLink implements NodeState {
       params,
       ...(tokenizer ? { tokenizer } : {}),
       credit,
+      ...(trace.requestId ? { requestId: trace.requestId } : {}),
+      ...(trace.traceparent ? { traceparent: trace.traceparent } : {}),
     });
     const w = this.warm.get(key);
     if (w) w.lastUsed = Date.now();
@@ -277,7 +283,7 @@ export class NodeLink implements NodeState {
     inputs: WireTensor[],
     outputs: string[] | undefined,
     timeoutMs: number,
-    call: { sha256: string; requestId?: string; onEnd?: () => void },
+    call: { sha256: string; requestId?: string; traceparent?: string; onEnd?: () => void },
   ): Promise<NodeCallResult> {
     const id = String(++this.nextId);
     this.inflight++;
@@ -316,6 +322,7 @@ export class NodeLink implements NodeState {
         ...(outputs ? { outputs } : {}),
         deadline,
         ...(call.requestId ? { requestId: call.requestId } : {}),
+        ...(call.traceparent ? { traceparent: call.traceparent } : {}),
       });
       const w = this.warm.get(key);
       if (w) w.lastUsed = Date.now();
@@ -355,7 +362,7 @@ export class NodeLink implements NodeState {
         call.onEnd?.();
         // A call whose caller was answered at the deadline: this frame only frees the slot.
         if (!call.abandoned) {
-          if (msg.t === "result") call.resolve({ outputs: msg.outputs, inferMs: msg.inferMs, ...(msg.computeMs !== undefined ? { computeMs: msg.computeMs } : {}) });
+          if (msg.t === "result") call.resolve({ outputs: msg.outputs, inferMs: msg.inferMs, ...(msg.computeMs !== undefined ? { computeMs: msg.computeMs } : {}), ...(msg.traceparent ? { traceparent: msg.traceparent } : {}) });
           // A node that says it does not hold the model did not run the call.
           // A cancel the router sent at the deadline is the deadline's stop to the caller.
           else if (msg.code === "cancelled" && call.stopping) call.reject(new NodeCallError("deadline_exceeded", "the call ran past its deadline and was stopped", false, msg.computeMs));

@@ -65,6 +65,8 @@ export interface ScheduledResult {
   outputs: WireTensor[];
   node: string;
   timing: Timing;
+  /** The node's span (W3C traceparent) when it echoed one. */
+  nodeTraceparent?: string;
 }
 
 export interface SchedulerConfig {
@@ -113,6 +115,8 @@ interface Queued {
   reject: (e: MeshError) => void;
   /** A call (infer) ... */
   req?: RegionInferRequest;
+  /** ... with the router's span for it (W3C traceparent), passed to the node ... */
+  traceparent?: string;
   resolve?: (r: ScheduledResult) => void;
   /** ... or a stream, with whether it has been told it waits. */
   stream?: { waiter: StreamWaiter; announced: boolean };
@@ -139,6 +143,9 @@ export class Scheduler {
   served = 0;
   failed = 0;
   loads = 0;
+  /** Loads that failed, and idle replicas the warm policy unloaded (metrics.ts reads these). */
+  loadFailures = 0;
+  idleUnloads = 0;
   evictions = 0;
   /** EWMA of load durations: what the edge expects a cold start here to cost. */
   coldStartMs: number | null = null;
@@ -215,7 +222,7 @@ export class Scheduler {
     return queue;
   }
 
-  submit(req: RegionInferRequest, arrivedAt: number): Promise<ScheduledResult> {
+  submit(req: RegionInferRequest, arrivedAt: number, traceparent?: string): Promise<ScheduledResult> {
     const key = req.model.key;
     let queue: Queued[];
     const bytes = inputBytes(req.inputs);
@@ -230,6 +237,7 @@ export class Scheduler {
         account: req.model.account,
         deadline: req.deadline,
         req,
+        ...(traceparent ? { traceparent } : {}),
         arrivedAt,
         loadMs: 0,
         attempts: 0,
@@ -506,6 +514,7 @@ export class Scheduler {
       },
       (err: NodeCallError) => {
         if (this.loadProgress.get(key)?.node === node.id) this.loadProgress.delete(key);
+        this.loadFailures++;
         this.log("warn", "model load failed", { node: node.id, key, error: err.message });
         if (!err.retryable) {
           // The file itself does not load: fail the waiting calls now instead of at their deadline.
@@ -548,14 +557,15 @@ export class Scheduler {
       this.running--;
       this.fair.hold("call", item.account, node.id, -1);
     };
-    node.infer(key, req.inputs, req.outputs, remaining, { sha256: req.model.sha256, requestId: req.requestId, onEnd }).then(
-      ({ outputs, inferMs, computeMs }) => {
+    node.infer(key, req.inputs, req.outputs, remaining, { sha256: req.model.sha256, requestId: req.requestId, ...(item.traceparent ? { traceparent: item.traceparent } : {}), onEnd }).then(
+      ({ outputs, inferMs, computeMs, traceparent }) => {
         clearTimeout(item.timer);
         this.statsFor(key).completed(queueMs, inferMs);
         item.resolve!({
           outputs,
           node: node.id,
           timing: { queueMs, loadMs: item.loadMs, inferMs, regionMs: performance.now() - item.arrivedAt, ...(computeMs !== undefined ? { computeMs } : {}) },
+          ...(traceparent ? { nodeTraceparent: traceparent } : {}),
         });
         this.pump(key);
       },
@@ -629,6 +639,7 @@ export class Scheduler {
         const node = this.nodes.get(action.nodeId);
         if (node) {
           node.unload(key);
+          this.idleUnloads++;
           this.log("info", "unloaded idle replica", { key, node: node.id });
         }
       }

@@ -33,6 +33,9 @@ import { startPolicyReader } from "./policy-reader.js";
 import { computeMsOf, Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
 import { usedMb } from "./placement.js";
 import { STREAM_SOCKET_PATH, StreamHub } from "./streams.js";
+import { RouterMetrics } from "./metrics.js";
+import { refuseMetrics } from "../protocol/metrics-endpoint.js";
+import { formatTraceparent, parseTraceparent, spanFrom } from "../protocol/trace-context.js";
 
 export const NODE_SOCKET_PATH = "/v1/nodes";
 const HELLO_TIMEOUT_MS = 5_000;
@@ -106,6 +109,8 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     (frame) => authority.generate(frame, STREAM_SOCKET_PATH),
   );
   const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
+  const metrics = new RouterMetrics(config.region, scheduler, hub);
+  hub.metrics = metrics;
 
   const report = (): RegionReport => {
     const nodes = [...scheduler.nodes.values()].filter((n) => n.open);
@@ -217,9 +222,19 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     });
   });
 
+  // Prometheus scrapes (METRICS_TOKEN as a bearer token; off without one): docs/observability.md.
+  app.get("/metrics", async (c) => {
+    const refused = refuseMetrics(c.req.header("authorization"), config.metricsToken);
+    if (refused) return envelope("-", refused);
+    return c.body(await metrics.expose(), 200, { "content-type": metrics.registry.contentType });
+  });
+
   app.post("/v1/infer", async (c) => {
     const arrivedAt = performance.now();
     const requestId = c.req.header("x-request-id") ?? "-";
+    // The router's span, under the edge's (a new trace when it sent none or a malformed one).
+    const span = spanFrom(c.req.header("traceparent"));
+    const traceparent = formatTraceparent(span);
     let body: Uint8Array;
     try {
       const req = c.req.raw;
@@ -227,7 +242,8 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       body = await authority.readBody(req, signed, MAX_INFER_BODY_BYTES);
     } catch (err) {
       if (!(err instanceof MeshError)) throw err;
-      log("warn", "refused call", { requestId, code: err.code, reason: err.message });
+      log("warn", "refused call", { requestId, traceparent, code: err.code, reason: err.message });
+      metrics.failed("infer", err.code);
       return envelope(requestId, err);
     }
     // From here on the caller is the edge: it reads msgpack, whatever happens.
@@ -245,7 +261,8 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
           : err instanceof Error && (err.name === "CodecError" || err.name === "MessageError")
             ? new MeshError("bad_request", err.message)
             : new MeshError("internal_error", "internal error");
-      if (e.code === "internal_error") log("error", "call failed", { requestId, error: String(err) });
+      if (e.code === "internal_error") log("error", "call failed", { requestId, traceparent, error: String(err) });
+      metrics.failed("infer", e.code);
       // no_capacity is only ever a refusal before any node got the call (here, or the
       // scheduler's admission, or a queue emptied when the last node left): the edge may take
       // it elsewhere. Every other failure may follow a run, and must not be repeated.
@@ -273,8 +290,14 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
         if (![...scheduler.nodes.values()].some((n) => n.available)) {
           throw new MeshError("no_capacity", "region has no node available", { "retry-after": "1" });
         }
-        const result = await scheduler.submit(req, arrivedAt);
-        return { status: 200, body: codec.encode({ ok: true, ...result } satisfies RegionInferResponse), notStarted: false };
+        const { nodeTraceparent, ...result } = await scheduler.submit(req, arrivedAt, traceparent);
+        const t = result.timing;
+        metrics.served("infer", req.model.key, { queueMs: t.queueMs, loadMs: t.loadMs, inferMs: t.inferMs, totalMs: t.regionMs });
+        // The node's span counts only when it is in this trace (so the edge can name it).
+        const node = parseTraceparent(nodeTraceparent);
+        const trace = { router: span.spanId, ...(node?.traceId === span.traceId ? { node: node.spanId } : {}) };
+        log("debug", "call served", { requestId, traceparent, node: result.node, nodeTraceparent });
+        return { status: 200, body: codec.encode({ ok: true, ...result, timing: { ...t, trace } } satisfies RegionInferResponse), notStarted: false };
       } catch (err) {
         return failure(err);
       }
@@ -282,7 +305,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     if (outcome.kind === "conflict") {
       return respond(failure(new MeshError("bad_request", "this request id was already used for a different call; use a new id")));
     }
-    if (outcome.shared) log("info", "repeated request id answered without running it again", { requestId });
+    if (outcome.shared) log("info", "repeated request id answered without running it again", { requestId, traceparent });
     return respond(outcome.answer, outcome.shared);
   });
 

@@ -36,6 +36,8 @@ import {
 } from "../protocol/messages.js";
 import type { NodeCallError, NodeLink, NodeStream } from "./node-link.js";
 import type { Scheduler, StreamProgress } from "./scheduler.js";
+import type { RouterMetrics } from "./metrics.js";
+import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 
 export const STREAM_SOCKET_PATH = "/v1/streams";
 
@@ -92,6 +94,8 @@ class RelayStream {
   stalledSince = 0;
   /** The scheduler asked it to give its slot to another account (counted until it ends). */
   yielded = false;
+  /** The router's span for this stream (W3C traceparent), under the edge's when it sent one. */
+  readonly traceparent: string;
 
   constructor(
     readonly sid: string,
@@ -100,12 +104,15 @@ class RelayStream {
     readonly arrivedAt: number,
   ) {
     this.pendingCredit = window;
+    this.traceparent = formatTraceparent(spanFrom(req.traceparent));
   }
 }
 
 export class StreamHub {
   private readonly sockets = new Set<EdgeSocket>();
   tokensRelayed = 0;
+  /** Where stream starts, outcomes and timings are counted (set by the server). */
+  metrics: RouterMetrics | null = null;
 
   constructor(
     readonly scheduler: Scheduler,
@@ -203,6 +210,7 @@ class EdgeSocket {
   }
 
   private fail(st: RelayStream, code: ErrorCode, message: string): void {
+    if (!st.silent) this.hub.metrics?.failed("stream", code);
     this.sendFor(st, { t: "error", sid: st.sid, code, message });
     st.silent = true;
   }
@@ -263,6 +271,7 @@ class EdgeSocket {
     }
     const st = new RelayStream(sid, req, window, arrivedAt);
     this.streams.set(sid, st);
+    this.hub.metrics?.streamStarted();
     this.submit(st);
   }
 
@@ -287,7 +296,7 @@ class EdgeSocket {
       if (st.state === "queued") st.ticket = ticket;
     } catch (err) {
       const e = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
-      if (e.code === "internal_error") this.hub.log("error", "stream submit failed", { requestId: st.req.requestId, error: String(err) });
+      if (e.code === "internal_error") this.hub.log("error", "stream submit failed", { requestId: st.req.requestId, traceparent: st.traceparent, error: String(err) });
       st.state = "finished";
       this.fail(st, e.code, e.message);
       this.forget(st);
@@ -317,6 +326,7 @@ class EdgeSocket {
         if (st.state !== "running") return;
         const now = performance.now();
         this.hub.scheduler.streamEnded(st.req.model, node.id, f.reason === "cancelled" ? "cancelled" : "served", st.queueMs, f.genMs, st.yielded);
+        if (f.reason !== "cancelled") this.hub.metrics?.served("stream", key, { queueMs: st.queueMs, loadMs: st.loadMs, inferMs: f.genMs, totalMs: now - st.arrivedAt });
         this.sendFor(st, {
           t: "done",
           sid: st.sid,
@@ -356,7 +366,7 @@ class EdgeSocket {
         this.fail(st, err.retryable ? "node_error" : err.code, err.message);
         this.forget(st);
       },
-    }, st.req.model.sha256);
+    }, st.req.model.sha256, { requestId: st.req.requestId, traceparent: st.traceparent });
     // The first token is due by the call's deadline; after it, the stall bound applies.
     this.clearTimer(st);
     st.timer = setTimeout(() => {
@@ -401,7 +411,7 @@ class EdgeSocket {
         this.stallCheckIn(st, Math.min(1_000, stallTimeoutMs - stalled));
         return;
       }
-      this.hub.log("info", "cancelling a stream whose reader stalled", { requestId: st.req.requestId, tokens: st.tokens, yielded: st.yielded });
+      this.hub.log("info", "cancelling a stream whose reader stalled", { requestId: st.req.requestId, traceparent: st.traceparent, tokens: st.tokens, yielded: st.yielded });
       this.fail(st, "deadline_exceeded", why);
       st.nodeStream?.cancel();
     }, Math.max(1, ms));

@@ -29,6 +29,7 @@ import { publicMessage } from "../node-errors.js";
 import { compareOutputs } from "../shadow.js";
 import { pickShadows, stickyKey } from "../traffic.js";
 import { recordUsage, type UsageEvent } from "../usage.js";
+import { formatTraceparent } from "../../protocol/trace-context.js";
 
 export const MAX_INFER_BODY = 8 * 1024 * 1024;
 const PLATFORM = "onnxruntime_onnx";
@@ -104,6 +105,8 @@ interface CallPlan {
   startedAt: number;
   /** Set for a shadow copy: the version whose call it copies. */
   shadowOf: number | null;
+  /** The edge's span (W3C traceparent): the region and node open theirs under it. */
+  traceparent?: string;
 }
 
 /** A call's times for its usage row; computeMs is the node's word on what it cost, when it ran. */
@@ -161,7 +164,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
       deadline: plan.deadline,
     };
     edgeMs = Date.now() - plan.startedAt;
-    const { response, region, roundTripMs } = await forwardInfer(config, plan.ranked, request, colo);
+    const { response, region, roundTripMs } = await forwardInfer(config, plan.ranked, request, colo, plan.traceparent);
     const total = Date.now() - plan.startedAt;
     if (!response.ok) {
       const status = ERROR_STATUS[response.code];
@@ -184,7 +187,7 @@ async function runCall(c: AppContext, plan: CallPlan): Promise<Outcome> {
     };
   } catch (err) {
     const error = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
-    if (!(err instanceof MeshError)) log("error", plan.requestId, "call failed", { error: String(err) });
+    if (!(err instanceof MeshError)) log("error", plan.requestId, "call failed", { traceparent: plan.traceparent, error: String(err) });
     return { ok: false, region: null, error, usage: usage(null, null, error.status, NO_TIME, edgeMs || Date.now() - plan.startedAt) };
   }
 }
@@ -334,6 +337,7 @@ async function infer(c: AppContext) {
     deadline: deadlineFor(c),
     startedAt: c.get("startedAt"),
     shadowOf: null,
+    traceparent: formatTraceparent(c.get("trace")),
   };
   const outcome = runCall(c, plan).then((o) => {
     recordUsage(s.db, o.usage, s.waitUntil);
@@ -355,12 +359,13 @@ async function infer(c: AppContext) {
   c.header(
     "Server-Timing",
     [
-      `edge;dur=${edgeMs}`,
+      `edge;dur=${edgeMs};desc="${c.get("trace").spanId}"`,
       `network;dur=${networkMs.toFixed(2)}`,
-      `region;dur=${t.regionMs.toFixed(2)}`,
+      // A phase a span measured names it (desc: its span id in the response's trace).
+      `region;dur=${t.regionMs.toFixed(2)}${t.trace ? `;desc="${t.trace.router}"` : ""}`,
       `queue;dur=${t.queueMs.toFixed(2)}`,
       `load;dur=${t.loadMs.toFixed(2)}`,
-      `infer;dur=${t.inferMs.toFixed(2)}`,
+      `infer;dur=${t.inferMs.toFixed(2)}${t.trace?.node ? `;desc="${t.trace.node}"` : ""}`,
       // The session time the node billed (its share of a batch): what usage counts.
       ...(t.computeMs !== undefined ? [`compute;dur=${t.computeMs.toFixed(2)}`] : []),
       `total;dur=${result.total}`,
@@ -438,7 +443,7 @@ const INFER_HEADERS = {
   "x-mesh-route": "How the version was chosen: `named` (by the caller), `split` (traffic rule) or `latest`.",
   "x-mesh-region": "The region that ran the call.",
   "x-mesh-node": "The node that ran the call.",
-  "server-timing": "edge, network, region, queue, load, infer, compute (billed), total (ms).",
+  "server-timing": "edge, network, region, queue, load, infer, compute (billed), total (ms); edge, region and infer name their span in `desc`.",
   "inference-header-content-length": "On a binary answer (`application/octet-stream`): the length of its JSON part; the outputs' bytes follow.",
   "content-encoding": "`gzip` when the caller accepts it and the answer is 1 KiB or more.",
   vary: "`Accept-Encoding`.",

@@ -47,6 +47,7 @@ import { sharedStoreFor } from "../redis.js";
 import { messageSize, SOCKET_LEASE_MS, SocketLease, SocketRegistry, STREAM_LIMITS, Strikes } from "../stream-limits.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "../tokenizers.js";
 import { bundleTokenizer } from "../generative-bundle.js";
+import { formatTraceparent } from "../../protocol/trace-context.js";
 
 export const MAX_GENERATE_BODY = 256 * 1024;
 /** Tokens an SSE stream lets the region run ahead of the reader (beyond the socket's buffers). */
@@ -110,6 +111,7 @@ function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId:
     startedAt,
     deadline: deadlineFrom(c, startedAt),
     pool: opts.pool,
+    traceparent: formatTraceparent(c.get("trace")),
   };
 }
 

@@ -58,6 +58,8 @@ export interface InferOptions {
   requestId?: string;
   /** Client-side bound on the HTTP exchange (default deadline + 10 s), so nothing hangs. */
   timeoutMs?: number;
+  /** Extra request headers (e.g. a traceparent), besides the signature's. */
+  headers?: Record<string, string>;
 }
 
 export interface InferAnswer {
@@ -456,6 +458,7 @@ export class RegionHarness {
       ...(await signRequest(this.secret, "POST", "/v1/infer", body)),
       "content-type": MSGPACK_CONTENT_TYPE,
       "x-request-id": requestId,
+      ...opts.headers,
     };
     const res = await fetch(`${this.routerUrl}/v1/infer`, {
       method: "POST",
