@@ -270,7 +270,7 @@ class RouterSocket {
         requestId: `bench-${sid}`,
         model,
         prompt: PROMPT,
-        params: { maxTokens: p.max_tokens, temperature: p.temperature, topK: p.top_k, seed: p.seed, stop: [] },
+        params: { maxTokens: p.max_tokens, temperature: p.temperature, topK: p.top_k, topP: 1, repetitionPenalty: 1, seed: p.seed, stop: [] },
         deadline: Date.now() + 60_000,
       };
       const bytes = this.codec.encode(req);

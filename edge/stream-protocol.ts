@@ -18,7 +18,7 @@ export const DEFAULT_MAX_TOKENS = 64;
 export const DEFAULT_WS_WINDOW = 256;
 export const ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
-const PARAMETERS = ["max_tokens", "temperature", "top_k", "seed", "stop"] as const;
+const PARAMETERS = ["max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop"] as const;
 
 function bad(message: string): MeshError {
   return new MeshError("bad_request", message);
@@ -62,6 +62,12 @@ export function parseGenerateInput(body: unknown): GenerateInput {
     stop = list as string[];
   }
   const seed = p.seed === undefined || p.seed === null ? undefined : intIn(p.seed, "seed", 0, 0xffffffff);
+  const topP = p.top_p ?? 1;
+  if (typeof topP !== "number" || !(topP > 0 && topP <= 1)) throw bad("'parameters.top_p' must be a number above 0 and at most 1 (1 = off)");
+  const repetitionPenalty = p.repetition_penalty ?? 1;
+  if (typeof repetitionPenalty !== "number" || !(repetitionPenalty > 0 && repetitionPenalty <= L.maxRepetitionPenalty)) {
+    throw bad(`'parameters.repetition_penalty' must be a number above 0 and at most ${L.maxRepetitionPenalty} (1 = off)`);
+  }
   return {
     ...(id !== undefined ? { id } : {}),
     prompt,
@@ -69,6 +75,8 @@ export function parseGenerateInput(body: unknown): GenerateInput {
       maxTokens: p.max_tokens === undefined ? DEFAULT_MAX_TOKENS : intIn(p.max_tokens, "max_tokens", 0, L.maxTokens),
       temperature,
       topK: p.top_k === undefined ? 0 : intIn(p.top_k, "top_k", 0, L.maxTopK),
+      topP,
+      repetitionPenalty,
       ...(seed !== undefined ? { seed } : {}),
       stop,
     },

@@ -144,6 +144,11 @@ export class Generations {
         send({ t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });
         return;
       }
+      if (!msg.tokenizer) {
+        // A bundle's own tokenizer (no separately uploaded one): not served by this loop yet.
+        send({ t: "error", id: msg.id, code: "bad_request", message: `model ${msg.key} has no uploaded tokenizer` });
+        return;
+      }
       let tokenizer: Tokenizer;
       try {
         tokenizer = await this.deps.tokenizers.get(msg.tokenizer);

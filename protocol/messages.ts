@@ -87,9 +87,19 @@ export interface GenerateParams {
   temperature: number;
   /** 0 = all tokens. */
   topK: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches this; 1 = off. */
+  topP: number;
+  /** Divides (positive logits) or multiplies (negative) the scores of tokens already in the context; 1 = off. */
+  repetitionPenalty: number;
   /** Absent: the node draws one (the text is then not reproducible). */
   seed?: number;
   stop: string[];
+}
+
+/** One chat message; the node renders a list of them through the bundle's chat template. */
+export interface ChatMessage {
+  role: string;
+  content: string;
 }
 
 export const GENERATE_LIMITS = {
@@ -99,6 +109,10 @@ export const GENERATE_LIMITS = {
   maxStopChars: 64,
   maxTemperature: 5,
   maxTopK: 1_000_000,
+  maxRepetitionPenalty: 10,
+  /** Messages in one chat; their contents together are bounded by maxPromptChars. */
+  maxChatMessages: 256,
+  maxRoleChars: 64,
   /** Tokens a stream may have produced and not yet had taken by its reader (the credit window). */
   maxWindow: 1_024,
 } as const;
@@ -106,7 +120,10 @@ export const GENERATE_LIMITS = {
 export interface RegionGenerateRequest {
   requestId: string;
   model: ModelRef;
+  /** Empty when `chat` is given. */
   prompt: string;
+  /** A chat for the node to render with the bundle's chat template (add_generation_prompt); replaces `prompt`. */
+  chat?: ChatMessage[];
   params: GenerateParams;
   /** Absolute deadline (ms since epoch) for the first token: queue, load and first step. */
   deadline: number;
@@ -232,8 +249,12 @@ export type RouterToNode =
    * the call there); requestId: for the node's logs only.
    */
   | { t: "infer"; id: string; key: string; sha256: string; inputs: WireTensor[]; outputs?: string[]; deadline: number; requestId?: string }
-  /** Starts a generation; `credit` tokens may be sent before the next `credit` frame. */
-  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; params: GenerateParams; tokenizer: TokenizerRef; credit: number }
+  /**
+   * Starts a generation; `credit` tokens may be sent before the next `credit` frame. No
+   * `tokenizer`: use the loaded version's bundle files (tokenizer.json beside the graph). `chat`:
+   * render it with the bundle's chat template and ignore `prompt`.
+   */
+  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; chat?: ChatMessage[]; params: GenerateParams; tokenizer?: TokenizerRef; credit: number }
   | { t: "credit"; id: string; n: number };
 
 // ---------------------------------------------------------------- validation
@@ -379,13 +400,44 @@ export function parseGenerateParams(v: unknown): GenerateParams {
     return x;
   });
   const seed = optCount(o, "seed", 0xffffffff);
+  // Older senders have neither: both mean "off".
+  const topP = o.topP === undefined || o.topP === null ? 1 : num(o, "topP");
+  if (!(topP > 0 && topP <= 1)) throw new MessageError("'topP' must be above 0 and at most 1");
+  const repetitionPenalty = o.repetitionPenalty === undefined || o.repetitionPenalty === null ? 1 : num(o, "repetitionPenalty");
+  if (!(repetitionPenalty > 0 && repetitionPenalty <= L.maxRepetitionPenalty)) {
+    throw new MessageError(`'repetitionPenalty' must be above 0 and at most ${L.maxRepetitionPenalty}`);
+  }
   return {
     maxTokens: count(o, "maxTokens", L.maxTokens),
     temperature,
     topK: count(o, "topK", L.maxTopK),
+    topP,
+    repetitionPenalty,
     ...(seed !== undefined ? { seed } : {}),
     stop,
   };
+}
+
+/** A chat's messages: at most maxChatMessages, short roles, contents together within maxPromptChars. */
+export function parseChat(v: unknown): ChatMessage[] {
+  const L = GENERATE_LIMITS;
+  if (!Array.isArray(v) || v.length === 0 || v.length > L.maxChatMessages) {
+    throw new MessageError(`'chat' must be a list of 1 to ${L.maxChatMessages} messages`);
+  }
+  let chars = 0;
+  return v.map((m) => {
+    const o = rec(m, "chat message");
+    const role = str(o, "role", L.maxRoleChars);
+    if (role.length === 0) throw new MessageError("a chat message's 'role' must not be empty");
+    const content = str(o, "content", L.maxPromptChars);
+    chars += content.length;
+    if (chars > L.maxPromptChars) throw new MessageError(`a chat's contents must total at most ${L.maxPromptChars} characters`);
+    return { role, content };
+  });
+}
+
+function optChat(o: Rec): { chat?: ChatMessage[] } {
+  return o.chat === undefined || o.chat === null ? {} : { chat: parseChat(o.chat) };
 }
 
 export function parseRegionGenerateRequest(v: unknown): RegionGenerateRequest {
@@ -394,6 +446,7 @@ export function parseRegionGenerateRequest(v: unknown): RegionGenerateRequest {
     requestId: str(o, "requestId", 128),
     model: parseModelRef(o.model),
     prompt: str(o, "prompt", GENERATE_LIMITS.maxPromptChars),
+    ...optChat(o),
     params: parseGenerateParams(o.params),
     deadline: num(o, "deadline"),
   };
@@ -408,8 +461,12 @@ function stage(o: Rec): ProgressStage {
 /** The method a generate frame's grant is signed under (with the stream socket's path). */
 export const GENERATE_GRANT_METHOD = "GENERATE";
 
-/** A generate request's bytes: a prompt at its longest (4 bytes a character) and its model reference. */
-export const MAX_GENERATE_REQUEST_BYTES = GENERATE_LIMITS.maxPromptChars * 4 + 256 * 1024;
+/**
+ * A generate request's bytes: a prompt (or a chat's contents) at its longest (4 bytes a
+ * character), a chat's roles and framing, and its model reference with its bundle files.
+ */
+export const MAX_GENERATE_REQUEST_BYTES =
+  GENERATE_LIMITS.maxPromptChars * 4 + GENERATE_LIMITS.maxChatMessages * (GENERATE_LIMITS.maxRoleChars * 4 + 32) + 256 * 1024;
 
 export function parseEdgeToRegion(v: unknown): EdgeToRegion {
   const o = rec(v, "frame");
@@ -656,8 +713,9 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         id: str(o, "id", 128),
         key: str(o, "key"),
         prompt: str(o, "prompt", GENERATE_LIMITS.maxPromptChars),
+        ...optChat(o),
         params: parseGenerateParams(o.params),
-        tokenizer: parseTokenizerRef(o.tokenizer),
+        ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
         credit: count(o, "credit", GENERATE_LIMITS.maxWindow),
         sha256: str(o, "sha256", 64),
       };

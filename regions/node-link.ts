@@ -21,6 +21,7 @@ import type { ModelSignature } from "../protocol/datatypes.js";
 import type {
   Accelerator,
   BundleFileRef,
+  ChatMessage,
   GenerateParams,
   NodeToRouter,
   ProcessMemory,
@@ -209,9 +210,11 @@ export class NodeLink implements NodeState {
    */
   generate(
     key: string,
-    prompt: string,
+    /** `chat`, when given, replaces the prompt (the node renders the bundle's chat template). */
+    input: { prompt: string; chat?: ChatMessage[] | undefined },
     params: GenerateParams,
-    tokenizer: TokenizerRef,
+    /** Absent: the node uses the tokenizer in the loaded version's bundle. */
+    tokenizer: TokenizerRef | undefined,
     credit: number,
     handlers: NodeStreamHandlers,
     /** The model's bytes as the edge named them: the node refuses to run other bytes. */
@@ -221,7 +224,17 @@ export class NodeLink implements NodeState {
     this.streams++;
     this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
     this.streamCalls.set(id, { key, handlers });
-    this.send({ t: "generate", id, key, sha256, prompt, params, tokenizer, credit });
+    this.send({
+      t: "generate",
+      id,
+      key,
+      sha256,
+      prompt: input.prompt,
+      ...(input.chat ? { chat: input.chat } : {}),
+      params,
+      ...(tokenizer ? { tokenizer } : {}),
+      credit,
+    });
     const w = this.warm.get(key);
     if (w) w.lastUsed = Date.now();
     return {

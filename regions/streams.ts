@@ -252,7 +252,8 @@ class EdgeSocket {
       this.send({ t: "error", sid, code: "bad_request", message: `stream ${sid} is already open on this socket` });
       return;
     }
-    if (!req.model.tokenizer) {
+    // A tokenizer uploaded with the version, or one in its bundle (tokenizer.json beside the graph).
+    if (!req.model.tokenizer && !req.model.files?.some((f) => f.name === "tokenizer.json")) {
       this.send({ t: "error", sid, code: "bad_request", message: `model version ${req.model.key} has no tokenizer` });
       return;
     }
@@ -302,7 +303,7 @@ class EdgeSocket {
     st.nodeCredit = st.pendingCredit;
     st.pendingCredit = 0;
     const key = st.req.model.key;
-    st.nodeStream = node.generate(key, st.req.prompt, st.req.params, st.req.model.tokenizer!, st.nodeCredit, {
+    st.nodeStream = node.generate(key, { prompt: st.req.prompt, chat: st.req.chat }, st.req.params, st.req.model.tokenizer, st.nodeCredit, {
       token: (f) => {
         if (st.state !== "running") return;
         st.tokens++;

@@ -213,7 +213,7 @@ describe("item 3: every request on a stream socket carries its own grant", () =>
       requestId: "grant-test",
       model: await modelRef(WEST, "demo-chat", { tokenizer: true }),
       prompt: "The river",
-      params: { maxTokens: 4, temperature: 0, topK: 0, stop: [] },
+      params: { maxTokens: 4, temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, stop: [] },
       deadline: Date.now() + 60_000,
     };
     // The control: a request the edge signed runs (this also warms the model).

@@ -73,7 +73,7 @@ function harness(opts: { withSession?: boolean } = {}) {
         key: "chat",
         sha256: "c".repeat(64),
         prompt: "The river",
-        params: { maxTokens: 64, temperature: 0.8, topK: 0, stop: [], seed: 1, ...params },
+        params: { maxTokens: 64, temperature: 0.8, topK: 0, topP: 1, repetitionPenalty: 1, stop: [], seed: 1, ...params },
         tokenizer: tokenizerRef,
         credit,
       },
