@@ -30,6 +30,8 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Tokens of context the model sees at each step, the most recent ones (default 256). */
   maxContext?: number;
+  /** The prompt already tokenized (a rendered chat, say); `prompt` is then not encoded. */
+  promptIds?: readonly number[];
 }
 
 export interface GeneratedToken {
@@ -220,7 +222,7 @@ export async function* generate(
   const o = resolveOptions(opts);
   const io = languageModelIo(session);
   const rng = mulberry32(o.seed);
-  let context = tokenizer.encode(prompt);
+  let context = opts.promptIds ? [...opts.promptIds] : tokenizer.encode(prompt);
   if (context.length === 0) throw new GenerateError("the prompt encodes to no tokens; the model needs at least one to continue from");
   const allowed = (id: number): boolean => tokenizer.idToToken(id) !== undefined;
   const detokenizer = new IncrementalDetokenizer((ids) => tokenizer.decode(ids));
