@@ -131,7 +131,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
   const queued = () => [...batchers.values()].reduce((n, b) => n + b.queued, 0);
   const tokenizers = new TokenizerFiles(cache);
   const generations = new Generations({
-    generator(key, sha256) {
+    async generator(key, sha256) {
       const have = keyToSha.get(key);
       if (!have || keyGraph.get(key) !== sha256) return undefined;
       return runtime.generator(have);

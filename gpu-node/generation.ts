@@ -41,10 +41,11 @@ interface Running {
 
 export interface GenerationDeps {
   /**
-   * The session child that runs a model's generations, or undefined when the model is not
-   * loaded here, or loaded with other bytes than `sha256` (the router's word for what the key names).
+   * The session child that runs a model's generations (once one is up, when they are all being
+   * replaced), or undefined when the model is not loaded here, or loaded with other bytes than
+   * `sha256` (the router's word for what the key names).
    */
-  generator(key: string, sha256: string): SessionProcess | undefined;
+  generator(key: string, sha256: string): Promise<SessionProcess | undefined> | SessionProcess | undefined;
   tokenizers: TokenizerFiles;
   /** Local mode only: extra time per token, to simulate a bigger model. */
   simulatedTokenMs: number;
@@ -86,8 +87,8 @@ export class Generations {
         return;
       }
     }
+    const proc = await this.deps.generator(msg.key, msg.sha256);
     if (g.cancelled) return this.finish(msg.id, g, { t: "done", id: msg.id, reason: "cancelled", tokens: 0, promptTokens: 0, genMs: performance.now() - g.started });
-    const proc = this.deps.generator(msg.key, msg.sha256);
     if (!proc) {
       // Nothing ran: the router may place the stream on another node.
       this.finish(msg.id, g, { t: "error", id: msg.id, code: "node_error", message: `model ${msg.key} is not loaded on this node` });

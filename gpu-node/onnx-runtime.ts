@@ -50,10 +50,17 @@ class ModelPool {
   /** The child that takes this model's generations: the same one while it lives, so they batch. */
   private generator: SessionProcess | null = null;
 
-  genWorker(): SessionProcess | undefined {
-    if (this.closed) return undefined;
+  private readonly genWaiters: ((w: SessionProcess | undefined) => void)[] = [];
+
+  /**
+   * The generation child; while every child is being replaced (they died), the first
+   * replacement. Undefined once the model is closed (unloaded, or lost when none would reload).
+   */
+  genWorker(): Promise<SessionProcess | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
     if (!this.generator?.alive) this.generator = this.workers.find((w) => w.alive) ?? null;
-    return this.generator ?? undefined;
+    if (this.generator) return Promise.resolve(this.generator);
+    return new Promise((resolve) => this.genWaiters.push(resolve));
   }
 
   get inputNames(): string[] {
@@ -74,6 +81,7 @@ class ModelPool {
   add(w: SessionProcess): void {
     this.workers.push(w);
     w.onGenStats = this.genTokens;
+    for (const resolve of this.genWaiters.splice(0)) resolve(w);
     w.onDeath = () => {
       if (!w.busy) this.replace(w); // a busy one is replaced when its run settles
     };
@@ -148,6 +156,7 @@ class ModelPool {
     for (const w of this.workers) w.kill();
     this.idle.length = 0;
     for (const waiter of this.waiters.splice(0)) waiter.reject(new SessionProcessError("unavailable", "the model was unloaded"));
+    for (const resolve of this.genWaiters.splice(0)) resolve(undefined);
   }
 }
 
@@ -239,10 +248,11 @@ export class OnnxRuntime {
   }
 
   /** The child that runs a model's generations (they run inside it: child-generations.ts). */
-  generator(sha256: string): SessionProcess | undefined {
+  generator(sha256: string): Promise<SessionProcess | undefined> {
     const m = this.models.get(sha256);
-    if (m) m.lastUsed = Date.now();
-    return m?.genWorker();
+    if (!m) return Promise.resolve(undefined);
+    m.lastUsed = Date.now();
+    return m.genWorker();
   }
 
   async unload(sha256: string): Promise<void> {

@@ -14,7 +14,7 @@ import { GENERATE_GRANT_METHOD, type ChatMessage, type GenerateParams, type Mode
 import { signRequest } from "../protocol/signing.js";
 import { DecodeEngine, DecodeLoop } from "../gpu-node/decoder/index.js";
 import { makeTextSide, type TextSide } from "../gpu-node/text-side.js";
-import { RegionHarness, ROOT, waitUntil } from "./helpers/region-harness.js";
+import { harnessPids, RegionHarness, ROOT, waitUntil } from "./helpers/region-harness.js";
 import { RegionStream, streamStats } from "./helpers/stream-client.js";
 
 const BUNDLE = join(ROOT, "models", "tiny-gpt");
@@ -170,5 +170,29 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
     const nextEnd = await s.end(next, 60_000);
     expect(nextEnd.t).toBe("done");
     expect(await nodeTokens()).toBe(afterCancel + nextEnd.tokens);
+  }, 120_000);
+
+  it("a session child killed mid-generation ends its stream with a clear error, and the model serves again", async () => {
+    const sid = await start({ prompt: "The river" }, { ...greedy(400), temperature: 1, seed: 11 }, 2);
+    await waitUntil("stalled at its credit", 30_000, () => (tokensOf(sid).length === 2 ? true : undefined));
+    // The model's session children (the agent marks them with the version they hold).
+    const children: number[] = [];
+    for (const pid of await harnessPids(h.id)) {
+      const env = await readFile(`/proc/${pid}/environ`, "latin1").catch(() => "");
+      if (env.includes("MESH_SESSION_SHA256=")) children.push(pid);
+    }
+    expect(children.length).toBeGreaterThan(0);
+    for (const pid of children) process.kill(pid, "SIGKILL");
+    const end = await s.end(sid, 30_000);
+    expect(end).toMatchObject({ t: "error", code: "inference_failed" });
+    expect(end.message).toMatch(/session stopped during the generation/);
+    // The node replaces its children (or reloads the model): a new stream runs and is right.
+    const again = await waitUntil("the model generates again", 60_000, async () => {
+      const next = await start({ prompt: "Once upon a time" }, greedy(10));
+      const e = await s.end(next, 60_000);
+      return e.t === "done" ? next : undefined;
+    }, 500);
+    const ref = await alone(side.encodePrompt("Once upon a time"), greedy(10));
+    expect(tokensOf(again).map((t) => t.id)).toEqual(ref.ids);
   }, 120_000);
 });
