@@ -138,6 +138,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     },
     tokenizers,
     simulatedTokenMs: config.simulatedTokenMs,
+    onActive: (d) => (d > 0 ? runStarted() : runEnded()),
   });
   runtime.onGenTokens = (n) => generations.counted(n);
   let reconnectTimer: ReturnType<typeof setTimeout> | null = null;

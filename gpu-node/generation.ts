@@ -47,8 +47,10 @@ export interface GenerationDeps {
    */
   generator(key: string, sha256: string): Promise<SessionProcess | undefined> | SessionProcess | undefined;
   tokenizers: TokenizerFiles;
-  /** Local mode only: extra time per token, to simulate a bigger model. */
+  /** Local mode only: extra time per token, to simulate a bigger model (plain models). */
   simulatedTokenMs: number;
+  /** A generation started (+1) or ended (-1): the node counts the time with any running as busy. */
+  onActive?: (delta: 1 | -1) => void;
 }
 
 export class Generations {
@@ -71,6 +73,7 @@ export class Generations {
     }
     const g: Running = { proc: null, send, cancelled: false, pendingCredit: 0, started: performance.now() };
     this.running.set(msg.id, g);
+    this.deps.onActive?.(1);
     void this.begin(msg, g).catch((err: Error) => {
       this.log("warn", "generation failed to start", { id: msg.id, key: msg.key, error: err.message });
       this.finish(msg.id, g, { t: "error", id: msg.id, code: "inference_failed", message: publicMessage(err.message) });
@@ -138,6 +141,7 @@ export class Generations {
   private finish(id: string, g: Running, frame: NodeToRouter): void {
     if (this.running.get(id) !== g) return;
     this.running.delete(id);
+    this.deps.onActive?.(-1);
     g.send(frame);
   }
 

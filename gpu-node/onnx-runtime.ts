@@ -10,12 +10,9 @@
 // Generations of a model all go to one of its children (genWorker), so the decode engine there
 // batches them; its KV caches count in the model's memory (SessionProcess.memoryBytes).
 
-import * as ort from "onnxruntime-node";
 import { makeLogger } from "../protocol/log.js";
 import type { WireTensor } from "../protocol/tensor.js";
-import type { GenerateSession } from "./generate.js";
 import { gpuMemoryOfPid } from "./accelerator.js";
-import { fromOrt, toOrt } from "./ort-tensors.js";
 import { SessionProcess, SessionProcessError, type RunOutcome, type SessionOptions } from "./session-process.js";
 
 export { InferenceError } from "./ort-tensors.js";
