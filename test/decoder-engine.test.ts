@@ -9,7 +9,7 @@ import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, parseDecoderConfig, type EngineEvent, type EngineOptions, type SamplingParams } from "../gpu-node/decoder/index.js";
 import { gather, KvBatch, paddedMask, type KvShape } from "../gpu-node/decoder/kv-cache.js";
-import { chooseFromScores, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
+import { chooseFromScores, keepTopK, keepTopP, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
 import { mulberry32 } from "../gpu-node/generate.js";
 
 const MODEL_DIR = path.resolve(import.meta.dirname, "../models/tiny-gpt");
@@ -292,6 +292,29 @@ describe("decode engine, pure parts", () => {
     expect(counts[3]! / counts[2]!).toBeLessThan(1.5);
     // probabilities .1 .2 .3 .4: top-p 0.6 keeps 4 and 3 (0.7 >= 0.6), never 1 or 2.
     for (let i = 0; i < 200; i++) expect(chooseFromScores(Float64Array.from([Math.log(1), Math.log(2), Math.log(3), Math.log(4)]), 1, 0, 0.6, rng)).toBeGreaterThanOrEqual(2);
+  });
+
+  it("top-k and top-p keep what a full sort by (weight desc, id asc) keeps, ties included", () => {
+    const rng = mulberry32(9);
+    const kept = (w: Float64Array) => [...w.keys()].filter((i) => w[i]! > 0);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + Math.floor(rng() * 300);
+      // Few distinct values, so ties are common; some zeros.
+      const w = Float64Array.from({ length: n }, () => Math.floor(rng() * 6) / 5);
+      const order = [...w.keys()].filter((i) => w[i]! > 0).sort((a, b) => w[b]! - w[a]! || a - b);
+      const k = 1 + Math.floor(rng() * 20);
+      const byK = Float64Array.from(w);
+      keepTopK(byK, k);
+      expect(kept(byK)).toEqual(order.slice(0, k).sort((a, b) => a - b));
+      const p = 0.05 + rng() * 0.9;
+      const total = order.reduce((m, i) => m + w[i]!, 0);
+      let mass = 0;
+      let m = 0;
+      while (m < order.length && mass < p * total) mass += w[order[m++]!]!;
+      const byP = Float64Array.from(w);
+      keepTopP(byP, p);
+      expect(kept(byP)).toEqual(order.slice(0, Math.max(1, m)).sort((a, b) => a - b));
+    }
   });
 
   it("the repetition penalty divides positive and multiplies negative scores of ids seen", () => {
