@@ -108,6 +108,8 @@ export function chooseFromScores(s: Float64Array, temperature: number, topK: num
   if (best < 0) throw new DecoderError("the model gave no token a usable logit");
   if (temperature === 0) return best;
 
+  // Top-k on the scores (the order is the weights' order), so only k weights need an exp.
+  if (topK > 0 && topK < V) keepTopK(s, topK, -Infinity);
   // Softmax weights relative to the best score; ids outside top-k / top-p get weight 0.
   const max = s[best]!;
   const w = s; // reuse the buffer: s is not needed after this
@@ -116,7 +118,6 @@ export function chooseFromScores(s: Float64Array, temperature: number, topK: num
   } else {
     for (let i = 0; i < V; i++) w[i] = s[i] === -Infinity ? 0 : Math.exp((s[i]! - max) / temperature);
   }
-  if (topK > 0 && topK < V) keepTopK(w, topK);
   if (topP < 1) keepTopP(w, topP);
 
   let total = 0;
@@ -134,27 +135,27 @@ export function chooseFromScores(s: Float64Array, temperature: number, topK: num
   return last;
 }
 
-/** Scratch space for the positive weights (one engine runs on one thread). */
+/** Scratch space for the kept values (one engine runs on one thread). */
 let scratch = new Float64Array(0);
 
-/** Copies the positive weights into scratch; returns how many there are. */
-function positives(w: Float64Array): number {
+/** Copies the values above `removed` into scratch; returns how many there are. */
+function present(w: Float64Array, removed: number): number {
   if (scratch.length < w.length) scratch = new Float64Array(w.length);
   let n = 0;
-  for (let i = 0; i < w.length; i++) if (w[i]! > 0) scratch[n++] = w[i]!;
+  for (let i = 0; i < w.length; i++) if (w[i]! > removed) scratch[n++] = w[i]!;
   return n;
 }
 
 /**
- * Zeroes every weight below `cutoff`, and all but the first (lowest-id) `keepAtCutoff` of
- * those equal to it: the tie-break toward the lower id.
+ * Sets to `removed` every value below `cutoff`, and all but the first (lowest-id)
+ * `keepAtCutoff` of those equal to it: the tie-break toward the lower id.
  */
-function cut(w: Float64Array, cutoff: number, keepAtCutoff: number): void {
+function cut(w: Float64Array, cutoff: number, keepAtCutoff: number, removed: number): void {
   for (let i = 0; i < w.length; i++) {
     const x = w[i]!;
     if (x > cutoff) continue;
     if (x === cutoff && keepAtCutoff > 0) keepAtCutoff--;
-    else w[i] = 0;
+    else w[i] = removed;
   }
 }
 
@@ -185,14 +186,17 @@ function kthLargest(a: Float64Array, n: number, k: number): number {
   return a[target]!;
 }
 
-/** Zeroes all but the k heaviest weights (ties broken toward the lower id), in O(vocab). */
-export function keepTopK(w: Float64Array, k: number): void {
-  const n = positives(w);
+/**
+ * Keeps the k largest values (ties broken toward the lower id), in O(vocab); the others become
+ * `removed` (0 for weights, -Infinity for scores), as do values already at or below it.
+ */
+export function keepTopK(w: Float64Array, k: number, removed = 0): void {
+  const n = present(w, removed);
   if (n <= k) return;
   const cutoff = kthLargest(scratch, n, k);
   let above = 0;
   for (let i = 0; i < w.length; i++) if (w[i]! > cutoff) above++;
-  cut(w, cutoff, k - above);
+  cut(w, cutoff, k - above, removed);
 }
 
 /**
@@ -201,7 +205,7 @@ export function keepTopK(w: Float64Array, k: number): void {
  * A native numeric sort of the positive weights finds the cut-off; after top-k they are few.
  */
 export function keepTopP(w: Float64Array, p: number): void {
-  const n = positives(w);
+  const n = present(w, 0);
   let total = 0;
   for (let i = 0; i < n; i++) total += scratch[i]!;
   if (total === 0) return;
@@ -219,5 +223,5 @@ export function keepTopP(w: Float64Array, p: number): void {
   const cutoff = sorted[at]!;
   let atCutoff = 0;
   for (let i = at; i < n && sorted[i] === cutoff; i++) atCutoff++;
-  cut(w, cutoff, atCutoff);
+  cut(w, cutoff, atCutoff, 0);
 }
