@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, parseDecoderConfig, type EngineEvent, type EngineOptions, type SamplingParams } from "../gpu-node/decoder/index.js";
+import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, parseDecoderConfig, type DecoderSession, type EngineEvent, type EngineOptions, type SamplingParams } from "../gpu-node/decoder/index.js";
 import { gather, KvBatch, paddedMask, type KvShape } from "../gpu-node/decoder/kv-cache.js";
 import { chooseFromScores, keepTopK, keepTopP, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
 import { mulberry32 } from "../gpu-node/generate.js";
@@ -115,14 +115,28 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
     const specs = [
       { id: "a", ids: prompt(12, 11, vocab), maxTokens: 30, joinAt: 0, p: GREEDY },
       { id: "b", ids: prompt(150, 12, vocab), maxTokens: 8, joinAt: 0, p: sample(1) },
+      // c, f and g arrive together and are prefilled in one left-padded run (3 x 20 <= 64).
       { id: "c", ids: prompt(3, 13, vocab), maxTokens: 25, joinAt: 4, p: sample(2) },
+      { id: "f", ids: prompt(20, 16, vocab), maxTokens: 9, joinAt: 4, p: sample(4) },
+      { id: "g", ids: prompt(7, 17, vocab), maxTokens: 14, joinAt: 4, p: GREEDY },
       { id: "d", ids: prompt(60, 14, vocab), maxTokens: 12, joinAt: 9, p: GREEDY },
       { id: "e", ids: prompt(1, 15, vocab), maxTokens: 5, joinAt: 15, p: sample(3) },
     ];
     const expected = new Map<string, number[]>();
     for (const s of specs) expected.set(s.id, await alone(s.ids, { ...s.p, maxTokens: s.maxTokens }));
 
-    const e = engine({ prefillChunk: 64 });
+    // The session, recording the shape of each run's input_ids.
+    const shapes: string[] = [];
+    const recording: DecoderSession = {
+      inputNames: session.inputNames,
+      outputNames: session.outputNames,
+      inputMetadata: session.inputMetadata,
+      run: ((feeds: Record<string, ort.Tensor>, fetches: string[]) => {
+        shapes.push(feeds["input_ids"]!.dims.join("x"));
+        return session.run(feeds, fetches);
+      }) as DecoderSession["run"],
+    };
+    const e = DecodeEngine.create(recording, configJson, generationJson, { prefillChunk: 64 });
     const events: EngineEvent[] = [];
     let maxRows = 0;
     for (let step = 0; step < 200 && (e.hasWork || specs.some((s) => s.joinAt >= step)); step++) {
@@ -131,6 +145,10 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
       maxRows = Math.max(maxRows, e.streams);
     }
     expect(maxRows).toBeGreaterThanOrEqual(3);
+    expect(shapes).toContain("3x20"); // c, f, g prefilled together
+    expect(shapes.filter((x) => x === "1x64")).toHaveLength(2); // b's 150 tokens: 64 + 64 + 22
+    expect(shapes).toContain("1x22");
+    expect(shapes.some((x) => /^[4-9]x1$/.test(x))).toBe(true); // decode steps batched
     for (const s of specs) {
       expect(tokensOf(events, s.id), s.id).toEqual(expected.get(s.id));
       expect(events.filter((x) => x.type === "done" && x.id === s.id)).toEqual([{ type: "done", id: s.id, reason: "length", tokens: s.maxTokens, promptTokens: s.ids.length }]);
