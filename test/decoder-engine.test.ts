@@ -11,6 +11,7 @@ import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, pars
 import { gather, KvBatch, paddedMask, type KvShape } from "../gpu-node/decoder/kv-cache.js";
 import { chooseFromScores, keepTopK, keepTopP, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
 import { mulberry32 } from "../gpu-node/generate.js";
+import { fromHalfBits } from "../protocol/tensor.js";
 
 const MODEL_DIR = path.resolve(import.meta.dirname, "../models/tiny-gpt");
 const haveModel = existsSync(path.join(MODEL_DIR, "model.onnx"));
@@ -47,8 +48,9 @@ async function alone(ids: number[], params: SamplingParams, opts: EngineOptions 
 }
 
 /** Greedy without a cache: every step runs the model on the whole context (empty past). */
-async function greedyNoCache(ids: number[], n: number): Promise<number[]> {
+async function greedyNoCache(ids: number[], n: number, s: ort.InferenceSession = session): Promise<number[]> {
   const config = parseDecoderConfig(configJson);
+  const kvType = detectLayout(s, config).kvType;
   const context = [...ids];
   const out: number[] = [];
   for (let step = 0; step < n; step++) {
@@ -57,11 +59,14 @@ async function greedyNoCache(ids: number[], n: number): Promise<number[]> {
       input_ids: new ort.Tensor("int64", BigInt64Array.from(context, BigInt), [1, T]),
       attention_mask: new ort.Tensor("int64", new BigInt64Array(T).fill(1n), [1, T]),
     };
-    if (session.inputNames.includes("position_ids")) feeds["position_ids"] = new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]);
+    if (s.inputNames.includes("position_ids")) feeds["position_ids"] = new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]);
     for (let l = 0; l < config.numLayers; l++) {
-      for (const kv of ["key", "value"]) feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor("float32", new Float32Array(0), [1, config.numKvHeads, 0, config.headDim]);
+      for (const kv of ["key", "value"]) {
+        feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor(kvType, kvType === "float16" ? new Uint16Array(0) : new Float32Array(0), [1, config.numKvHeads, 0, config.headDim]);
+      }
     }
-    const logits = (await session.run(feeds, ["logits"]))["logits"]!.data as Float32Array;
+    const t = (await s.run(feeds, ["logits"]))["logits"]!;
+    const logits = t.type === "float16" ? Array.from(t.data as Uint16Array, fromHalfBits) : (t.data as Float32Array);
     const V = config.vocabSize;
     let best = 0;
     for (let j = 1; j < V; j++) if (logits[(T - 1) * V + j]! > logits[(T - 1) * V + best]!) best = j;
@@ -239,6 +244,27 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
     expect(() => f.add("too-long", prompt(max + 1, 43, vocab), { maxTokens: 1 })).toThrow(DecoderError);
     expect(() => f.add("empty", [], { maxTokens: 1 })).toThrow(DecoderError);
     expect(() => f.add("bad-id", [vocab], { maxTokens: 1 })).toThrow(DecoderError);
+  });
+
+  it.skipIf(!existsSync(path.join(MODEL_DIR, "model_fp16.onnx")))("runs the float16 export: a half-size cache, cached greedy equal to full-context greedy, batched equal to alone", async () => {
+    const half = await ort.InferenceSession.create(path.join(MODEL_DIR, "model_fp16.onnx"), { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    try {
+      const make = () => DecodeEngine.create(half, configJson, generationJson);
+      expect(make().layout.kvType).toBe("float16");
+      expect(make().kvBytesPerToken).toBe(engine().kvBytesPerToken / 2);
+      const ids = prompt(140, 71, vocab);
+      const e = make();
+      e.add("h", ids, { ...GREEDY, maxTokens: 10 });
+      const solo = tokensOf(await drain(e), "h");
+      expect(solo).toEqual(await greedyNoCache(ids, 10, half));
+      const f = make();
+      f.add("h", ids, { ...GREEDY, maxTokens: 10 });
+      f.add("other", prompt(9, 72, vocab), { maxTokens: 30, temperature: 1, seed: 1, stopTokenIds: [] });
+      expect(tokensOf(await drain(f), "h")).toEqual(solo);
+      expect(f.kvBytes).toBe(0);
+    } finally {
+      await half.release();
+    }
   });
 
   it("cancel frees the stream's cache at once, also during a step, and the others carry on unchanged", async () => {
