@@ -121,7 +121,8 @@ export class DecodeEngine {
   }
 
   get hasWork(): boolean {
-    return this.order.some((s) => s.credit > 0 || s.sampler.params.maxTokens === s.emitted);
+    // A stream asking for 0 tokens needs no credit to be told it is done.
+    return this.order.some((s) => s.credit > 0 || s.sampler.params.maxTokens === 0);
   }
 
   get streams(): number {
