@@ -267,6 +267,37 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
     }
   });
 
+  it("a failed run ends the streams in it with an error event and frees their cache; the engine carries on", async () => {
+    let failNext = false;
+    const flaky: DecoderSession = {
+      inputNames: session.inputNames,
+      outputNames: session.outputNames,
+      inputMetadata: session.inputMetadata,
+      run: ((feeds: Record<string, ort.Tensor>, fetches: string[]) => {
+        if (failNext) {
+          failNext = false;
+          return Promise.reject(new Error("device lost"));
+        }
+        return session.run(feeds, fetches);
+      }) as DecoderSession["run"],
+    };
+    const e = DecodeEngine.create(flaky, configJson, generationJson);
+    e.add("a", prompt(5, 81, vocab), { ...GREEDY, maxTokens: 20 });
+    e.add("b", prompt(6, 82, vocab), { ...GREEDY, maxTokens: 20 });
+    const events = [...(await e.step()), ...(await e.step())];
+    failNext = true;
+    events.push(...(await e.step()));
+    expect(events.filter((x) => x.type === "error")).toEqual([
+      { type: "error", id: "a", message: "device lost" },
+      { type: "error", id: "b", message: "device lost" },
+    ]);
+    expect(e.streams).toBe(0);
+    expect(e.kvBytes).toBe(0);
+    const c = prompt(7, 83, vocab);
+    e.add("c", c, { ...GREEDY, maxTokens: 6 });
+    expect(tokensOf(await drain(e), "c")).toEqual(await alone(c, { ...GREEDY, maxTokens: 6 }));
+  });
+
   it("cancel frees the stream's cache at once, also during a step, and the others carry on unchanged", async () => {
     const a = prompt(30, 51, vocab);
     const expectedA = await alone(a, { ...GREEDY, maxTokens: 12 });

@@ -9,7 +9,7 @@
 import * as ort from "onnxruntime-node";
 import { fromHalfBits } from "../../protocol/tensor.js";
 import { DecoderError, detectLayout, parseDecoderConfig, type DecoderConfig, type DecoderLayout, type DecoderSession } from "./config.js";
-import { bytesPerToken, gather, KvBatch, paddedMask, type KvRowRef, type KvShape } from "./kv-cache.js";
+import { bytesPerToken, gather, KvBatch, paddedMask, type KvArray, type KvRowRef, type KvShape } from "./kv-cache.js";
 import { resolveSampling, Sampler, type SamplingParams } from "./sampler.js";
 
 export interface EngineOptions {
@@ -240,8 +240,8 @@ export class DecodeEngine {
         throw new DecoderError(`'${p.key}' has shape [${d.join(", ")}]; expected [${rows}, ${this.shape.heads}, past, ${this.shape.headDim}]`);
       }
       total = d[2]!;
-      keys.push(k.data as Float32Array | Uint16Array);
-      values.push(v.data as Float32Array | Uint16Array);
+      keys.push(kvArray(k));
+      values.push(kvArray(v));
     }
     return { logits, kv: new KvBatch(this.shape, keys, values, rows, total, pads) };
   }
@@ -352,6 +352,16 @@ export class DecodeEngine {
     this.batchRows = want;
     for (const s of want) s.kv = null;
   }
+}
+
+/**
+ * A present output's data as the cache keeps it: Float32Array, or float16 as Uint16Array bits
+ * (onnxruntime gives a Float16Array where the platform has one; same bits, other view).
+ */
+function kvArray(t: ort.Tensor): KvArray {
+  const d = t.data as ArrayBufferView & { length: number };
+  if (d instanceof Float32Array || d instanceof Uint16Array) return d;
+  return new Uint16Array(d.buffer, d.byteOffset, d.length);
 }
 
 /** Row `r` of logits [rows, seq, V] flattened (r counts rows of V), as float32. */
