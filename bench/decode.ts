@@ -7,6 +7,9 @@
 // 2. Tokens/s with 1, 4, 16 and 64 concurrent streams, all in one decode batch, against one
 //    stream (goal: >= 4x at 16). Prefill is included: streams are added at once and drained.
 //
+// Each figure is given twice: by wall-clock time and by the CPU time this process used
+// (process.cpuUsage, all threads), which moves far less on a machine shared with other work.
+//
 // Run: npx tsx bench/decode.ts [--model models/tiny-gpt] [--threads 1] [--tokens 24]
 // Prints tables, writes bench/results/decode-<ISO>.json and decode-latest.json.
 
@@ -45,30 +48,46 @@ function prompt(n: number, seed: number): number[] {
 
 const median = (xs: number[]) => summarize(xs).p50;
 
+/** Wall and CPU milliseconds of fn. */
+async function timed(fn: () => Promise<void>): Promise<{ wall: number; cpu: number }> {
+  const c = process.cpuUsage();
+  const t = performance.now();
+  await fn();
+  const used = process.cpuUsage(c);
+  return { wall: performance.now() - t, cpu: (used.user + used.system) / 1000 };
+}
+
+interface Pair {
+  wall: number;
+  cpu: number;
+}
+const medianPair = (xs: Pair[]): Pair => ({ wall: median(xs.map((x) => x.wall)), cpu: median(xs.map((x) => x.cpu)) });
+
 /** ms per decode step of one stream, its prompt prefilled first (not timed). */
-async function cachedPerToken(context: number): Promise<number> {
-  const runs: number[] = [];
+async function cachedPerToken(context: number): Promise<Pair> {
+  const runs: Pair[] = [];
   for (let r = 0; r < REPEATS; r++) {
     const e = DecodeEngine.create(session, configJson, undefined, { prefillChunk: 512 });
     e.add("s", prompt(context, r + 1), { maxTokens: TOKENS + 1, temperature: 0, stopTokenIds: [] });
     await e.step(); // prefill + first token + one decode step
-    const t = performance.now();
     let steps = 0;
-    while (e.hasWork) {
-      await e.step();
-      steps++;
-    }
-    runs.push((performance.now() - t) / steps);
+    const t = await timed(async () => {
+      while (e.hasWork) {
+        await e.step();
+        steps++;
+      }
+    });
+    runs.push({ wall: t.wall / steps, cpu: t.cpu / steps });
   }
-  return median(runs);
+  return medianPair(runs);
 }
 
 /** ms per token re-running the whole context each time (empty past), as a cache-less loop does. */
-async function noCachePerToken(context: number): Promise<number> {
-  const runs: number[] = [];
+async function noCachePerToken(context: number): Promise<Pair> {
+  const runs: Pair[] = [];
   for (let r = 0; r < REPEATS; r++) {
     const ids = prompt(context, r + 1);
-    const t = performance.now();
+    const t = await timed(async () => {
     for (let k = 0; k < TOKENS; k++) {
       const T = ids.length;
       const feeds: Record<string, ort.Tensor> = {
@@ -85,23 +104,25 @@ async function noCachePerToken(context: number): Promise<number> {
       for (let j = 1; j < V; j++) if (logits[(T - 1) * V + j]! > logits[(T - 1) * V + best]!) best = j;
       ids.push(best);
     }
-    runs.push((performance.now() - t) / TOKENS);
+    });
+    runs.push({ wall: t.wall / TOKENS, cpu: t.cpu / TOKENS });
   }
-  return median(runs);
+  return medianPair(runs);
 }
 
 /** Tokens/s of n streams added at once (prompt 16, TOKENS*2 tokens each), drained to the end. */
-async function throughput(n: number): Promise<{ tokensPerSec: number; maxBatch: number }> {
-  const runs: number[] = [];
+async function throughput(n: number): Promise<Pair> {
+  const runs: Pair[] = [];
   for (let r = 0; r < REPEATS; r++) {
     const e = DecodeEngine.create(session, configJson);
     for (let i = 0; i < n; i++) e.add(`s${i}`, prompt(16, 100 + i), { maxTokens: TOKENS * 2, temperature: 0.8, topK: 40, topP: 0.95, seed: i, stopTokenIds: [] });
     let tokens = 0;
-    const t = performance.now();
-    while (e.hasWork) for (const ev of await e.step()) if (ev.type === "token") tokens++;
-    runs.push(tokens / ((performance.now() - t) / 1000));
+    const t = await timed(async () => {
+      while (e.hasWork) for (const ev of await e.step()) if (ev.type === "token") tokens++;
+    });
+    runs.push({ wall: tokens / (t.wall / 1000), cpu: tokens / (t.cpu / 1000) });
   }
-  return { tokensPerSec: median(runs), maxBatch: n };
+  return medianPair(runs);
 }
 
 // Warm-up: the first runs of a session pay for allocations.
@@ -113,24 +134,28 @@ const LONG = Math.min(480, config.maxPositions - TOKENS - 2);
 const cached = { short: await cachedPerToken(SHORT), long: await cachedPerToken(LONG) };
 const nocache = { short: await noCachePerToken(SHORT), long: await noCachePerToken(LONG) };
 
-console.log(`\ntiny-gpt (${config.numLayers} layers, ${config.numKvHeads} heads x ${config.headDim}, vocab ${config.vocabSize}), ${THREADS} intra-op thread(s), ${TOKENS} tokens a run, median of ${REPEATS}\n`);
+console.log(`\ntiny-gpt (${config.numLayers} layers, ${config.numKvHeads} heads x ${config.headDim}, vocab ${config.vocabSize}), ${THREADS} intra-op thread(s), ${TOKENS} tokens a run, median of ${REPEATS}; wall / CPU time\n`);
+const both = (p: Pair, digits = 3) => `${fmt(p.wall, digits)} / ${fmt(p.cpu, digits)}`;
+const ratios = (a: Pair, b: Pair) => `${fmt(ratio(a.wall, b.wall))} / ${fmt(ratio(a.cpu, b.cpu))}`;
 printTable(
   ["context", "cached ms/token", "no-cache ms/token", "no-cache / cached", `cached / cached@${SHORT}`],
   [
-    [String(SHORT), fmt(cached.short, 3), fmt(nocache.short, 3), fmt(ratio(nocache.short, cached.short)), "1.00"],
-    [String(LONG), fmt(cached.long, 3), fmt(nocache.long, 3), fmt(ratio(nocache.long, cached.long)), fmt(ratio(cached.long, cached.short))],
+    [String(SHORT), both(cached.short), both(nocache.short), ratios(nocache.short, cached.short), "1.00 / 1.00"],
+    [String(LONG), both(cached.long), both(nocache.long), ratios(nocache.long, cached.long), ratios(cached.long, cached.short)],
   ],
 );
 
 const levels = [1, 4, 16, 64];
-const tput: Record<number, number> = {};
-for (const n of levels) tput[n] = (await throughput(n)).tokensPerSec;
+const tput: Record<number, Pair> = {};
+for (const n of levels) tput[n] = await throughput(n);
 console.log("");
 printTable(
   ["streams", "tokens/s", "vs 1 stream"],
-  levels.map((n) => [String(n), fmt(tput[n]!, 0), fmt(ratio(tput[n]!, tput[1]!))]),
+  levels.map((n) => [String(n), both(tput[n]!, 0), ratios(tput[n]!, tput[1]!)]),
 );
 
+const pair = (p: Pair, digits = 4) => ({ wall: round(p.wall, digits), cpu: round(p.cpu, digits) });
+const pairRatio = (a: Pair, b: Pair) => ({ wall: round(ratio(a.wall, b.wall)), cpu: round(ratio(a.cpu, b.cpu)) });
 const written = await writeResults("decode", {
   bench: "decode",
   machine: machineInfo(),
@@ -140,12 +165,12 @@ const written = await writeResults("decode", {
   repeats: REPEATS,
   perToken: {
     contexts: [SHORT, LONG],
-    cachedMs: { short: round(cached.short, 4), long: round(cached.long, 4) },
-    noCacheMs: { short: round(nocache.short, 4), long: round(nocache.long, 4) },
-    cachedLongOverShort: round(ratio(cached.long, cached.short)),
-    noCacheOverCached: { short: round(ratio(nocache.short, cached.short)), long: round(ratio(nocache.long, cached.long)) },
+    cachedMs: { short: pair(cached.short), long: pair(cached.long) },
+    noCacheMs: { short: pair(nocache.short), long: pair(nocache.long) },
+    cachedLongOverShort: pairRatio(cached.long, cached.short),
+    noCacheOverCached: { short: pairRatio(nocache.short, cached.short), long: pairRatio(nocache.long, cached.long) },
   },
-  throughput: levels.map((n) => ({ streams: n, tokensPerSec: round(tput[n]!, 1), vsOne: round(ratio(tput[n]!, tput[1]!)) })),
+  throughput: levels.map((n) => ({ streams: n, tokensPerSec: pair(tput[n]!, 1), vsOne: pairRatio(tput[n]!, tput[1]!) })),
 });
 console.log(`\nwrote ${written.latest}`);
 await session.release();
