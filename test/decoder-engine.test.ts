@@ -162,6 +162,22 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
     expect(e.kvBytes).toBe(0);
   });
 
+  it("a long prompt is prefilled a chunk per step while the batch keeps decoding a token per step", async () => {
+    const e = engine({ prefillChunk: 64 });
+    e.add("running", prompt(8, 91, vocab), { ...GREEDY, maxTokens: 40 });
+    await e.step();
+    e.add("long", prompt(300, 92, vocab), { ...GREEDY, maxTokens: 3 });
+    // 300 tokens = 5 chunks; "running" gets one token in each of those steps.
+    for (let i = 0; i < 5; i++) {
+      const events = await e.step();
+      expect(tokensOf(events, "running"), `step ${i}`).toHaveLength(1);
+      expect(tokensOf(events, "long")).toHaveLength(i < 4 ? 0 : 2); // its first token, then a decode step with the batch
+    }
+    e.cancel("running");
+    e.cancel("long");
+    expect(e.kvBytes).toBe(0);
+  });
+
   it("a DecodeLoop runs the engine until every stream has ended or waits for credit", async () => {
     const e = engine();
     const events: EngineEvent[] = [];
