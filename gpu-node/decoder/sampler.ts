@@ -108,28 +108,29 @@ export function chooseFromScores(s: Float64Array, temperature: number, topK: num
   if (best < 0) throw new DecoderError("the model gave no token a usable logit");
   if (temperature === 0) return best;
 
-  // Top-k on the scores (the order is the weights' order), so only k weights need an exp.
+  // Top-k on the scores (the order is the weights' order); then only the ids left (k of them,
+  // or every usable one) are weighed, trimmed to top-p and drawn from, in ascending id order.
   if (topK > 0 && topK < V) keepTopK(s, topK, -Infinity);
-  // Softmax weights relative to the best score; ids outside top-k / top-p get weight 0.
+  const ids: number[] = [];
+  for (let i = 0; i < V; i++) if (s[i]! > -Infinity) ids.push(i);
   const max = s[best]!;
-  const w = s; // reuse the buffer: s is not needed after this
-  if (max === Infinity) {
-    for (let i = 0; i < V; i++) w[i] = s[i] === Infinity ? 1 : 0;
-  } else {
-    for (let i = 0; i < V; i++) w[i] = s[i] === -Infinity ? 0 : Math.exp((s[i]! - max) / temperature);
+  const w = new Float64Array(ids.length);
+  for (let j = 0; j < ids.length; j++) {
+    const x = s[ids[j]!]!;
+    w[j] = max === Infinity ? (x === Infinity ? 1 : 0) : Math.exp((x - max) / temperature);
   }
   if (topP < 1) keepTopP(w, topP);
 
   let total = 0;
-  for (let i = 0; i < V; i++) total += w[i]!;
+  for (let j = 0; j < w.length; j++) total += w[j]!;
   let u = rng() * total;
   let last = best;
-  for (let i = 0; i < V; i++) {
-    const x = w[i]!;
+  for (let j = 0; j < w.length; j++) {
+    const x = w[j]!;
     if (x === 0) continue;
-    last = i;
+    last = ids[j]!;
     u -= x;
-    if (u < 0) return i;
+    if (u < 0) return last;
   }
   // Rounding can leave u a hair above zero: take the last id with any weight.
   return last;
