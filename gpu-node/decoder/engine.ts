@@ -1,6 +1,7 @@
 // The decode engine: many generation streams over one KV-cache decoder session. A stream's prompt
-// is prefilled on its own, at most `prefillChunk` tokens a run, so a long prompt is spread over
-// several step() calls instead of stalling everyone; then the stream joins the decode batch, where
+// is prefilled at most `prefillChunk` tokens a run (short prompts that arrive together share one
+// left-padded run), so a long prompt is spread over several step() calls instead of stalling
+// everyone; then the stream joins the decode batch, where
 // one run per step() advances every stream by one token (left-padded caches, a mask of 0 on the
 // padding, each stream's own position ids). Streams leave the batch when they end, are cancelled,
 // or run out of credit (they keep their cache and rejoin when granted more). It deals in token
