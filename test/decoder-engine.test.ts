@@ -7,10 +7,11 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, parseDecoderConfig, type EngineEvent, type EngineOptions, type SamplingParams } from "../gpu-node/decoder/index.js";
+import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, parseDecoderConfig, type DecoderSession, type EngineEvent, type EngineOptions, type SamplingParams } from "../gpu-node/decoder/index.js";
 import { gather, KvBatch, paddedMask, type KvShape } from "../gpu-node/decoder/kv-cache.js";
-import { chooseFromScores, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
+import { chooseFromScores, keepTopK, keepTopP, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
 import { mulberry32 } from "../gpu-node/generate.js";
+import { fromHalfBits } from "../protocol/tensor.js";
 
 const MODEL_DIR = path.resolve(import.meta.dirname, "../models/tiny-gpt");
 const haveModel = existsSync(path.join(MODEL_DIR, "model.onnx"));
@@ -47,8 +48,9 @@ async function alone(ids: number[], params: SamplingParams, opts: EngineOptions 
 }
 
 /** Greedy without a cache: every step runs the model on the whole context (empty past). */
-async function greedyNoCache(ids: number[], n: number): Promise<number[]> {
+async function greedyNoCache(ids: number[], n: number, s: ort.InferenceSession = session): Promise<number[]> {
   const config = parseDecoderConfig(configJson);
+  const kvType = detectLayout(s, config).kvType;
   const context = [...ids];
   const out: number[] = [];
   for (let step = 0; step < n; step++) {
@@ -57,11 +59,14 @@ async function greedyNoCache(ids: number[], n: number): Promise<number[]> {
       input_ids: new ort.Tensor("int64", BigInt64Array.from(context, BigInt), [1, T]),
       attention_mask: new ort.Tensor("int64", new BigInt64Array(T).fill(1n), [1, T]),
     };
-    if (session.inputNames.includes("position_ids")) feeds["position_ids"] = new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]);
+    if (s.inputNames.includes("position_ids")) feeds["position_ids"] = new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]);
     for (let l = 0; l < config.numLayers; l++) {
-      for (const kv of ["key", "value"]) feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor("float32", new Float32Array(0), [1, config.numKvHeads, 0, config.headDim]);
+      for (const kv of ["key", "value"]) {
+        feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor(kvType, kvType === "float16" ? new Uint16Array(0) : new Float32Array(0), [1, config.numKvHeads, 0, config.headDim]);
+      }
     }
-    const logits = (await session.run(feeds, ["logits"]))["logits"]!.data as Float32Array;
+    const t = (await s.run(feeds, ["logits"]))["logits"]!;
+    const logits = t.type === "float16" ? Array.from(t.data as Uint16Array, fromHalfBits) : (t.data as Float32Array);
     const V = config.vocabSize;
     let best = 0;
     for (let j = 1; j < V; j++) if (logits[(T - 1) * V + j]! > logits[(T - 1) * V + best]!) best = j;
@@ -115,14 +120,28 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
     const specs = [
       { id: "a", ids: prompt(12, 11, vocab), maxTokens: 30, joinAt: 0, p: GREEDY },
       { id: "b", ids: prompt(150, 12, vocab), maxTokens: 8, joinAt: 0, p: sample(1) },
+      // c, f and g arrive together and are prefilled in one left-padded run (3 x 20 <= 64).
       { id: "c", ids: prompt(3, 13, vocab), maxTokens: 25, joinAt: 4, p: sample(2) },
+      { id: "f", ids: prompt(20, 16, vocab), maxTokens: 9, joinAt: 4, p: sample(4) },
+      { id: "g", ids: prompt(7, 17, vocab), maxTokens: 14, joinAt: 4, p: GREEDY },
       { id: "d", ids: prompt(60, 14, vocab), maxTokens: 12, joinAt: 9, p: GREEDY },
       { id: "e", ids: prompt(1, 15, vocab), maxTokens: 5, joinAt: 15, p: sample(3) },
     ];
     const expected = new Map<string, number[]>();
     for (const s of specs) expected.set(s.id, await alone(s.ids, { ...s.p, maxTokens: s.maxTokens }));
 
-    const e = engine({ prefillChunk: 64 });
+    // The session, recording the shape of each run's input_ids.
+    const shapes: string[] = [];
+    const recording: DecoderSession = {
+      inputNames: session.inputNames,
+      outputNames: session.outputNames,
+      inputMetadata: session.inputMetadata,
+      run: ((feeds: Record<string, ort.Tensor>, fetches: string[]) => {
+        shapes.push(feeds["input_ids"]!.dims.join("x"));
+        return session.run(feeds, fetches);
+      }) as DecoderSession["run"],
+    };
+    const e = DecodeEngine.create(recording, configJson, generationJson, { prefillChunk: 64 });
     const events: EngineEvent[] = [];
     let maxRows = 0;
     for (let step = 0; step < 200 && (e.hasWork || specs.some((s) => s.joinAt >= step)); step++) {
@@ -131,11 +150,31 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
       maxRows = Math.max(maxRows, e.streams);
     }
     expect(maxRows).toBeGreaterThanOrEqual(3);
+    expect(shapes).toContain("3x20"); // c, f, g prefilled together
+    expect(shapes.filter((x) => x === "1x64")).toHaveLength(2); // b's 150 tokens: 64 + 64 + 22
+    expect(shapes).toContain("1x22");
+    expect(shapes.some((x) => /^[4-9]x1$/.test(x))).toBe(true); // decode steps batched
     for (const s of specs) {
       expect(tokensOf(events, s.id), s.id).toEqual(expected.get(s.id));
       expect(events.filter((x) => x.type === "done" && x.id === s.id)).toEqual([{ type: "done", id: s.id, reason: "length", tokens: s.maxTokens, promptTokens: s.ids.length }]);
     }
     expect(e.streams).toBe(0);
+    expect(e.kvBytes).toBe(0);
+  });
+
+  it("a long prompt is prefilled a chunk per step while the batch keeps decoding a token per step", async () => {
+    const e = engine({ prefillChunk: 64 });
+    e.add("running", prompt(8, 91, vocab), { ...GREEDY, maxTokens: 40 });
+    await e.step();
+    e.add("long", prompt(300, 92, vocab), { ...GREEDY, maxTokens: 3 });
+    // 300 tokens = 5 chunks; "running" gets one token in each of those steps.
+    for (let i = 0; i < 5; i++) {
+      const events = await e.step();
+      expect(tokensOf(events, "running"), `step ${i}`).toHaveLength(1);
+      expect(tokensOf(events, "long")).toHaveLength(i < 4 ? 0 : 2); // its first token, then a decode step with the batch
+    }
+    e.cancel("running");
+    e.cancel("long");
     expect(e.kvBytes).toBe(0);
   });
 
@@ -223,6 +262,58 @@ describe.skipIf(!haveModel)("decode engine on tiny-gpt", () => {
     expect(() => f.add("bad-id", [vocab], { maxTokens: 1 })).toThrow(DecoderError);
   });
 
+  it.skipIf(!existsSync(path.join(MODEL_DIR, "model_fp16.onnx")))("runs the float16 export: a half-size cache, cached greedy equal to full-context greedy, batched equal to alone", async () => {
+    const half = await ort.InferenceSession.create(path.join(MODEL_DIR, "model_fp16.onnx"), { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    try {
+      const make = () => DecodeEngine.create(half, configJson, generationJson);
+      expect(make().layout.kvType).toBe("float16");
+      expect(make().kvBytesPerToken).toBe(engine().kvBytesPerToken / 2);
+      const ids = prompt(140, 71, vocab);
+      const e = make();
+      e.add("h", ids, { ...GREEDY, maxTokens: 10 });
+      const solo = tokensOf(await drain(e), "h");
+      expect(solo).toEqual(await greedyNoCache(ids, 10, half));
+      const f = make();
+      f.add("h", ids, { ...GREEDY, maxTokens: 10 });
+      f.add("other", prompt(9, 72, vocab), { maxTokens: 30, temperature: 1, seed: 1, stopTokenIds: [] });
+      expect(tokensOf(await drain(f), "h")).toEqual(solo);
+      expect(f.kvBytes).toBe(0);
+    } finally {
+      await half.release();
+    }
+  });
+
+  it("a failed run ends the streams in it with an error event and frees their cache; the engine carries on", async () => {
+    let failNext = false;
+    const flaky: DecoderSession = {
+      inputNames: session.inputNames,
+      outputNames: session.outputNames,
+      inputMetadata: session.inputMetadata,
+      run: ((feeds: Record<string, ort.Tensor>, fetches: string[]) => {
+        if (failNext) {
+          failNext = false;
+          return Promise.reject(new Error("device lost"));
+        }
+        return session.run(feeds, fetches);
+      }) as DecoderSession["run"],
+    };
+    const e = DecodeEngine.create(flaky, configJson, generationJson);
+    e.add("a", prompt(5, 81, vocab), { ...GREEDY, maxTokens: 20 });
+    e.add("b", prompt(6, 82, vocab), { ...GREEDY, maxTokens: 20 });
+    const events = [...(await e.step()), ...(await e.step())];
+    failNext = true;
+    events.push(...(await e.step()));
+    expect(events.filter((x) => x.type === "error")).toEqual([
+      { type: "error", id: "a", message: "device lost" },
+      { type: "error", id: "b", message: "device lost" },
+    ]);
+    expect(e.streams).toBe(0);
+    expect(e.kvBytes).toBe(0);
+    const c = prompt(7, 83, vocab);
+    e.add("c", c, { ...GREEDY, maxTokens: 6 });
+    expect(tokensOf(await drain(e), "c")).toEqual(await alone(c, { ...GREEDY, maxTokens: 6 }));
+  });
+
   it("cancel frees the stream's cache at once, also during a step, and the others carry on unchanged", async () => {
     const a = prompt(30, 51, vocab);
     const expectedA = await alone(a, { ...GREEDY, maxTokens: 12 });
@@ -292,6 +383,29 @@ describe("decode engine, pure parts", () => {
     expect(counts[3]! / counts[2]!).toBeLessThan(1.5);
     // probabilities .1 .2 .3 .4: top-p 0.6 keeps 4 and 3 (0.7 >= 0.6), never 1 or 2.
     for (let i = 0; i < 200; i++) expect(chooseFromScores(Float64Array.from([Math.log(1), Math.log(2), Math.log(3), Math.log(4)]), 1, 0, 0.6, rng)).toBeGreaterThanOrEqual(2);
+  });
+
+  it("top-k and top-p keep what a full sort by (weight desc, id asc) keeps, ties included", () => {
+    const rng = mulberry32(9);
+    const kept = (w: Float64Array) => [...w.keys()].filter((i) => w[i]! > 0);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + Math.floor(rng() * 300);
+      // Few distinct values, so ties are common; some zeros.
+      const w = Float64Array.from({ length: n }, () => Math.floor(rng() * 6) / 5);
+      const order = [...w.keys()].filter((i) => w[i]! > 0).sort((a, b) => w[b]! - w[a]! || a - b);
+      const k = 1 + Math.floor(rng() * 20);
+      const byK = Float64Array.from(w);
+      keepTopK(byK, k);
+      expect(kept(byK)).toEqual(order.slice(0, k).sort((a, b) => a - b));
+      const p = 0.05 + rng() * 0.9;
+      const total = order.reduce((m, i) => m + w[i]!, 0);
+      let mass = 0;
+      let m = 0;
+      while (m < order.length && mass < p * total) mass += w[order[m++]!]!;
+      const byP = Float64Array.from(w);
+      keepTopP(byP, p);
+      expect(kept(byP)).toEqual(order.slice(0, Math.max(1, m)).sort((a, b) => a - b));
+    }
   });
 
   it("the repetition penalty divides positive and multiplies negative scores of ids seen", () => {

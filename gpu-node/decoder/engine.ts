@@ -1,6 +1,7 @@
 // The decode engine: many generation streams over one KV-cache decoder session. A stream's prompt
-// is prefilled on its own, at most `prefillChunk` tokens a run, so a long prompt is spread over
-// several step() calls instead of stalling everyone; then the stream joins the decode batch, where
+// is prefilled at most `prefillChunk` tokens a run (short prompts that arrive together share one
+// left-padded run), so a long prompt is spread over several step() calls instead of stalling
+// everyone; then the stream joins the decode batch, where
 // one run per step() advances every stream by one token (left-padded caches, a mask of 0 on the
 // padding, each stream's own position ids). Streams leave the batch when they end, are cancelled,
 // or run out of credit (they keep their cache and rejoin when granted more). It deals in token
@@ -9,7 +10,7 @@
 import * as ort from "onnxruntime-node";
 import { fromHalfBits } from "../../protocol/tensor.js";
 import { DecoderError, detectLayout, parseDecoderConfig, type DecoderConfig, type DecoderLayout, type DecoderSession } from "./config.js";
-import { bytesPerToken, gather, KvBatch, paddedMask, type KvShape } from "./kv-cache.js";
+import { bytesPerToken, gather, KvBatch, paddedMask, type KvArray, type KvRowRef, type KvShape } from "./kv-cache.js";
 import { resolveSampling, Sampler, type SamplingParams } from "./sampler.js";
 
 export interface EngineOptions {
@@ -37,8 +38,11 @@ interface Stream {
   emitted: number;
   credit: number;
   sampler: Sampler;
-  /** The stream's own cache while it is outside the batch (prefilling, paused, waiting). */
-  kv: KvBatch | null;
+  /**
+   * Its cache while it is outside the decode batch (prefilling, paused, waiting): a row of the
+   * batch its prefill ran in, or of its own one-row copy.
+   */
+  kv: KvRowRef | null;
   prefilled: boolean;
   gone: boolean;
 }
@@ -118,7 +122,8 @@ export class DecodeEngine {
   }
 
   get hasWork(): boolean {
-    return this.order.some((s) => s.credit > 0 || s.sampler.params.maxTokens === s.emitted);
+    // A stream asking for 0 tokens needs no credit to be told it is done.
+    return this.order.some((s) => s.credit > 0 || s.sampler.params.maxTokens === 0);
   }
 
   get streams(): number {
@@ -126,8 +131,12 @@ export class DecodeEngine {
   }
 
   get kvBytes(): number {
-    let n = this.batch?.bytes ?? 0;
-    for (const s of this.order) n += s.kv?.bytes ?? 0;
+    // Streams prefilled together share one batch until each is copied out: count it once.
+    const held = new Set<KvBatch>();
+    if (this.batch) held.add(this.batch);
+    for (const s of this.order) if (s.kv) held.add(s.kv.batch);
+    let n = 0;
+    for (const b of held) n += b.bytes;
     return n;
   }
 
@@ -141,8 +150,8 @@ export class DecodeEngine {
         // maxTokens 0: nothing to compute.
         if (s.sampler.params.maxTokens === 0) this.finish(s, "length", events);
       }
-      const next = this.order.find((s) => !s.prefilled && s.credit > 0);
-      if (next) await this.prefill(next, events);
+      const group = this.prefillGroup();
+      if (group.length > 0) await this.prefill(group, events);
       this.relayout();
       if (this.batchRows.length > 0) await this.decode(events);
     } finally {
@@ -232,32 +241,68 @@ export class DecodeEngine {
         throw new DecoderError(`'${p.key}' has shape [${d.join(", ")}]; expected [${rows}, ${this.shape.heads}, past, ${this.shape.headDim}]`);
       }
       total = d[2]!;
-      keys.push(k.data as Float32Array | Uint16Array);
-      values.push(v.data as Float32Array | Uint16Array);
+      keys.push(kvArray(k));
+      values.push(kvArray(v));
     }
     return { logits, kv: new KvBatch(this.shape, keys, values, rows, total, pads) };
   }
 
-  /** One chunk of a stream's prompt; after the last one, its first token. */
-  private async prefill(s: Stream, events: EngineEvent[]): Promise<void> {
-    const from = s.cached;
-    const n = Math.min(this.prefillChunk, s.context.length - from);
-    const past = s.kv ?? KvBatch.empty(this.shape);
-    const ids = BigInt64Array.from(s.context.slice(from, from + n), BigInt);
-    const positions = BigInt64Array.from({ length: n }, (_, i) => BigInt(from + i));
-    const mask = paddedMask([0], from + n);
+  /**
+   * Who is prefilled next, in arrival order among streams with credit: the first one alone when
+   * it is part-way through its prompt or its prompt is longer than a chunk (one chunk of it);
+   * else it and the fresh streams after it whose whole prompts fit, left-padded, in one chunk's
+   * tokens (rows x longest prompt <= prefillChunk), so many short prompts cost one run.
+   */
+  private prefillGroup(): Stream[] {
+    const queue = this.order.filter((s) => !s.prefilled && s.credit > 0);
+    const first = queue[0];
+    if (!first) return [];
+    if (first.cached > 0 || first.context.length > this.prefillChunk) return [first];
+    const group = [first];
+    let longest = first.context.length;
+    for (const s of queue.slice(1)) {
+      const l = Math.max(longest, s.context.length);
+      if (s.cached > 0 || l * (group.length + 1) > this.prefillChunk || group.length >= this.maxBatch) break;
+      group.push(s);
+      longest = l;
+    }
+    return group;
+  }
+
+  /**
+   * One prefill run: the next chunk of one stream's prompt after its cache, or the whole prompts
+   * of several fresh streams, left-padded (mask 0 and position 0 on the padding). A stream whose
+   * prompt is done samples its first token from its last column's logits.
+   */
+  private async prefill(group: Stream[], events: EngineEvent[]): Promise<void> {
+    const n = group.length;
+    const from = n === 1 ? group[0]!.cached : 0;
+    const lengths = group.map((s) => Math.min(this.prefillChunk, s.context.length - from));
+    const L = Math.max(...lengths);
+    const pads = lengths.map((l) => L - l);
+    const ids = new BigInt64Array(n * L);
+    const positions = new BigInt64Array(n * L);
+    group.forEach((s, r) => {
+      for (let j = pads[r]!; j < L; j++) {
+        ids[r * L + j] = BigInt(s.context[from + j - pads[r]!]!);
+        positions[r * L + j] = BigInt(from + j - pads[r]!);
+      }
+    });
+    const past = n === 1 && group[0]!.kv ? group[0]!.kv.batch : KvBatch.empty(this.shape, n);
     let result;
     try {
-      result = await this.run(this.feeds(ids, 1, n, mask, positions, past), 1, [0]);
+      result = await this.run(this.feeds(ids, n, L, paddedMask(pads, from + L), positions, past), n, pads);
     } catch (err) {
-      return this.fail([s], err, events);
+      return this.fail(group, err, events);
     }
-    if (s.gone) return; // cancelled during the run
-    s.kv = result.kv;
-    s.cached = from + n;
-    if (s.cached < s.context.length) return;
-    s.prefilled = true;
-    this.sampleAndTake(s, result.logits, n - 1, events);
+    group.forEach((s, r) => {
+      if (s.gone) return; // cancelled during the run
+      s.kv = { batch: result.kv, row: r };
+      s.cached = from + lengths[r]!;
+      if (s.cached < s.context.length) return;
+      s.prefilled = true;
+      this.sampleAndTake(s, result.logits, r * L + L - 1, events);
+    });
   }
 
   /** One token for every stream in the batch. */
@@ -298,16 +343,26 @@ export class DecodeEngine {
     const oldRow = new Map(oldRows.map((s, i) => [s, i]));
     const wanted = new Set(want);
     for (const s of oldRows) {
-      if (!s.gone && !wanted.has(s) && old) s.kv = gather(this.shape, [{ batch: old, row: oldRow.get(s)! }]);
+      if (!s.gone && !wanted.has(s) && old) s.kv = { batch: gather(this.shape, [{ batch: old, row: oldRow.get(s)! }]), row: 0 };
     }
     const refs = want.map((s) => {
       const r = oldRow.get(s);
-      return r !== undefined && old ? { batch: old, row: r } : { batch: s.kv!, row: 0 };
+      return r !== undefined && old ? { batch: old, row: r } : s.kv!;
     });
     this.batch = want.length > 0 ? gather(this.shape, refs) : null;
     this.batchRows = want;
     for (const s of want) s.kv = null;
   }
+}
+
+/**
+ * A present output's data as the cache keeps it: Float32Array, or float16 as Uint16Array bits
+ * (onnxruntime gives a Float16Array where the platform has one; same bits, other view).
+ */
+function kvArray(t: ort.Tensor): KvArray {
+  const d = t.data as ArrayBufferView & { length: number };
+  if (d instanceof Float32Array || d instanceof Uint16Array) return d;
+  return new Uint16Array(d.buffer, d.byteOffset, d.length);
 }
 
 /** Row `r` of logits [rows, seq, V] flattened (r counts rows of V), as float32. */

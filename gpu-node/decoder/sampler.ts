@@ -108,92 +108,121 @@ export function chooseFromScores(s: Float64Array, temperature: number, topK: num
   if (best < 0) throw new DecoderError("the model gave no token a usable logit");
   if (temperature === 0) return best;
 
-  // Softmax weights relative to the best score; ids outside top-k / top-p get weight 0.
+  // Top-k on the scores (the order is the weights' order); then only the ids left (k of them,
+  // or every usable one) are weighed, trimmed to top-p and drawn from, in ascending id order.
+  if (topK > 0 && topK < V) keepTopK(s, topK, -Infinity);
+  const ids: number[] = [];
+  for (let i = 0; i < V; i++) if (s[i]! > -Infinity) ids.push(i);
   const max = s[best]!;
-  const w = s; // reuse the buffer: s is not needed after this
-  if (max === Infinity) {
-    for (let i = 0; i < V; i++) w[i] = s[i] === Infinity ? 1 : 0;
-  } else {
-    for (let i = 0; i < V; i++) w[i] = s[i] === -Infinity ? 0 : Math.exp((s[i]! - max) / temperature);
+  const w = new Float64Array(ids.length);
+  for (let j = 0; j < ids.length; j++) {
+    const x = s[ids[j]!]!;
+    w[j] = max === Infinity ? (x === Infinity ? 1 : 0) : Math.exp((x - max) / temperature);
   }
-  if (topK > 0 && topK < V) keepTopK(w, topK);
   if (topP < 1) keepTopP(w, topP);
 
   let total = 0;
-  for (let i = 0; i < V; i++) total += w[i]!;
+  for (let j = 0; j < w.length; j++) total += w[j]!;
   let u = rng() * total;
   let last = best;
-  for (let i = 0; i < V; i++) {
-    const x = w[i]!;
+  for (let j = 0; j < w.length; j++) {
+    const x = w[j]!;
     if (x === 0) continue;
-    last = i;
+    last = ids[j]!;
     u -= x;
-    if (u < 0) return i;
+    if (u < 0) return last;
   }
   // Rounding can leave u a hair above zero: take the last id with any weight.
   return last;
 }
 
-/** Ids ordered by weight, heaviest first, the lower id first on a tie. */
-function byWeight(w: Float64Array, ids: number[]): number[] {
-  return ids.sort((a, b) => w[b]! - w[a]! || a - b);
+/** Scratch space for the kept values (one engine runs on one thread). */
+let scratch = new Float64Array(0);
+
+/** Copies the values above `removed` into scratch; returns how many there are. */
+function present(w: Float64Array, removed: number): number {
+  if (scratch.length < w.length) scratch = new Float64Array(w.length);
+  let n = 0;
+  for (let i = 0; i < w.length; i++) if (w[i]! > removed) scratch[n++] = w[i]!;
+  return n;
 }
 
 /**
- * Zeroes all but the k heaviest weights (ties broken toward the lower id). Only ids above a
- * threshold are sorted; the threshold is lowered until at least k ids are above it, which
- * means the k heaviest are among them.
+ * Sets to `removed` every value below `cutoff`, and all but the first (lowest-id)
+ * `keepAtCutoff` of those equal to it: the tie-break toward the lower id.
  */
-function keepTopK(w: Float64Array, k: number): void {
-  let max = 0;
-  let nonzero = 0;
+function cut(w: Float64Array, cutoff: number, keepAtCutoff: number, removed: number): void {
   for (let i = 0; i < w.length; i++) {
-    if (w[i]! > 0) nonzero++;
-    if (w[i]! > max) max = w[i]!;
+    const x = w[i]!;
+    if (x > cutoff) continue;
+    if (x === cutoff && keepAtCutoff > 0) keepAtCutoff--;
+    else w[i] = removed;
   }
-  if (nonzero <= k) return;
-  let candidates: number[] = [];
-  for (let threshold = max * 1e-2; ; threshold *= 1e-2) {
-    candidates = [];
-    for (let i = 0; i < w.length; i++) if (w[i]! > 0 && w[i]! >= threshold) candidates.push(i);
-    if (candidates.length >= k || threshold < Number.MIN_VALUE) break;
-  }
-  const kept = new Uint8Array(w.length);
-  for (const id of byWeight(w, candidates).slice(0, k)) kept[id] = 1;
-  for (let i = 0; i < w.length; i++) if (!kept[i]) w[i] = 0;
 }
 
-/**
- * Zeroes all but the nucleus: the heaviest ids whose share of the total first reaches p (at
- * least one). Only ids above a threshold are sorted; the threshold is lowered until the ids
- * above it already hold share p, which means the nucleus lies among them.
- */
-function keepTopP(w: Float64Array, p: number): void {
-  let total = 0;
-  let max = 0;
-  for (let i = 0; i < w.length; i++) {
-    total += w[i]!;
-    if (w[i]! > max) max = w[i]!;
-  }
-  if (total === 0) return;
-  let candidates: number[] = [];
-  for (let threshold = max * 1e-3; ; threshold *= 1e-3) {
-    candidates = [];
-    let mass = 0;
-    for (let i = 0; i < w.length; i++) {
-      if (w[i]! > 0 && w[i]! >= threshold) {
-        candidates.push(i);
-        mass += w[i]!;
+/** The k-th largest (1-based) of a[0..n), by quickselect; reorders a. */
+function kthLargest(a: Float64Array, n: number, k: number): number {
+  let lo = 0;
+  let hi = n - 1;
+  const target = k - 1; // index in descending order
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >>> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! > pivot) i++;
+      while (a[j]! < pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
       }
     }
-    if (mass >= p * total || threshold < Number.MIN_VALUE) break;
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else return a[target]!;
   }
-  const kept = new Uint8Array(w.length);
+  return a[target]!;
+}
+
+/**
+ * Keeps the k largest values (ties broken toward the lower id), in O(vocab); the others become
+ * `removed` (0 for weights, -Infinity for scores), as do values already at or below it.
+ */
+export function keepTopK(w: Float64Array, k: number, removed = 0): void {
+  const n = present(w, removed);
+  if (n <= k) return;
+  const cutoff = kthLargest(scratch, n, k);
+  let above = 0;
+  for (let i = 0; i < w.length; i++) if (w[i]! > cutoff) above++;
+  cut(w, cutoff, k - above, removed);
+}
+
+/**
+ * Zeroes all but the nucleus: the heaviest weights, in the order (weight descending, id
+ * ascending), up to the first at which their share of the total reaches p (at least one).
+ * A native numeric sort of the positive weights finds the cut-off; after top-k they are few.
+ */
+export function keepTopP(w: Float64Array, p: number): void {
+  const n = present(w, 0);
+  let total = 0;
+  for (let i = 0; i < n; i++) total += scratch[i]!;
+  if (total === 0) return;
+  const sorted = scratch.subarray(0, n).sort();
   let mass = 0;
-  for (const id of byWeight(w, candidates)) {
-    kept[id] = 1;
-    mass += w[id]!;
-    if (mass >= p * total) break;
+  let at = -1;
+  for (let i = n - 1; i >= 0; i--) {
+    mass += sorted[i]!;
+    if (mass >= p * total) {
+      at = i;
+      break;
+    }
   }
-  for (let i = 0; i < w.length; i++) if (!kept[i]) w[i] = 0;
+  if (at < 0) return; // rounding: everything is needed
+  const cutoff = sorted[at]!;
+  let atCutoff = 0;
+  for (let i = at; i < n && sorted[i] === cutoff; i++) atCutoff++;
+  cut(w, cutoff, atCutoff, 0);
 }
