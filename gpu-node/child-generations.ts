@@ -11,6 +11,11 @@
 // the bundle's tokenizer.json or the uploaded one the agent fetched, each token's text comes from
 // token-text.ts (never half a UTF-8 character; stop sequences held back), eos ids stop.
 //
+// Memory: a KV stream is admitted only if its cache at full length (prompt + maxTokens, within the
+// model's context) fits, with the others', in the KV budget the agent gives (the model's memory
+// bound less what the load took); otherwise it fails at once as `busy` (the router may place it
+// elsewhere) rather than growing the child past its bound, which would end every stream in it.
+//
 // Credit: a token frame goes out only against the router's credit. The engine is granted
 // credit so that it computes no more than the router allowed, plus the tokens held back (their
 // frames are not sent yet), so a stream whose reader stops reading stops computing.
@@ -46,7 +51,7 @@ export type GenRequest =
 export type GenReply =
   | { t: "gen_token"; id: string; i: number; text: string; tokenId: number }
   | { t: "gen_done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number }
-  | { t: "gen_failed"; id: string; message: string; known: boolean }
+  | { t: "gen_failed"; id: string; message: string; known: boolean; busy?: boolean }
   /** Tokens computed since the child started, and KV cache bytes held now. */
   | { t: "gen_stats"; tokens: number; kvBytes: number };
 
@@ -68,6 +73,8 @@ interface Stream {
   detok?: IncrementalDetokenizer;
   window?: StopWindow;
   engineCredit: number;
+  /** KV path: the bytes its cache may reach, reserved at admission. */
+  reservedKv: number;
   /** Plain path. */
   abort?: AbortController;
   wake?: (() => void) | null;
@@ -82,12 +89,15 @@ export class ChildGenerations {
   private statsTimer: ReturnType<typeof setTimeout> | null = null;
   private lastStats = { tokens: -1, kvBytes: -1 };
   private kvEngine: DecodeEngine | null = null;
+  private reservedKv = 0;
 
   constructor(
     private readonly session: ort.InferenceSession,
     /** The graph's file: a bundle's files (tokenizer.json, config.json ...) are beside it. */
     private readonly modelPath: string,
     private readonly reply: (m: GenReply) => void,
+    /** Bytes the KV caches of all streams together may take (Infinity: unbounded). */
+    private readonly kvBudgetBytes = Infinity,
   ) {}
 
   handle(m: GenRequest): void {
@@ -151,7 +161,7 @@ export class ChildGenerations {
       this.reply({ t: "gen_failed", id: m.id, message: `generation ${m.id} is already running`, known: true });
       return;
     }
-    const s: Stream = { id: m.id, started: performance.now(), promptTokens: 0, credit: m.credit, sent: 0, queue: [], ending: null, engineCredit: 0 };
+    const s: Stream = { id: m.id, started: performance.now(), promptTokens: 0, credit: m.credit, sent: 0, queue: [], ending: null, engineCredit: 0, reservedKv: 0 };
     this.streams.set(m.id, s);
     try {
       const side = await this.textSide(m);
@@ -162,6 +172,14 @@ export class ChildGenerations {
       if (isKvDecoder(this.session)) {
         const { engine, loop } = await this.kv();
         if (this.streams.get(m.id) !== s) return;
+        const need = Math.min(ids.length + p.maxTokens, engine.config.maxPositions + 1) * engine.kvBytesPerToken;
+        if (this.reservedKv + need > this.kvBudgetBytes) {
+          const mib = (b: number) => Math.round((b / 2 ** 20) * 10) / 10;
+          this.fail(s, `no memory left on this node for this generation's KV cache (${mib(need)} MiB; ${mib(this.kvBudgetBytes - this.reservedKv)} MiB free)`, true, true);
+          return;
+        }
+        s.reservedKv = need;
+        this.reservedKv += need;
         s.detok = new IncrementalDetokenizer((x) => side.tokenizer.decode(x, { skipSpecialTokens: true }));
         s.window = new StopWindow(p.stop);
         s.engineCredit = s.credit;
@@ -257,18 +275,25 @@ export class ChildGenerations {
     this.end(s, "cancelled");
   }
 
-  private end(s: Stream, reason: FinishReason): void {
-    if (this.streams.get(s.id) !== s) return;
+  /** Forgets a stream and gives back its KV reservation. */
+  private drop(s: Stream): boolean {
+    if (this.streams.get(s.id) !== s) return false;
     this.streams.delete(s.id);
+    this.reservedKv -= s.reservedKv;
+    s.reservedKv = 0;
+    return true;
+  }
+
+  private end(s: Stream, reason: FinishReason): void {
+    if (!this.drop(s)) return;
     this.reply({ t: "gen_done", id: s.id, reason, tokens: s.sent, promptTokens: s.promptTokens, genMs: performance.now() - s.started });
     this.stats();
   }
 
-  private fail(s: Stream, message: string, known: boolean): void {
-    if (this.streams.get(s.id) !== s) return;
-    this.streams.delete(s.id);
+  private fail(s: Stream, message: string, known: boolean, busy = false): void {
+    if (!this.drop(s)) return;
     this.kvEngine?.cancel(s.id);
-    this.reply({ t: "gen_failed", id: s.id, message: message.slice(0, 2_000), known });
+    this.reply({ t: "gen_failed", id: s.id, message: message.slice(0, 2_000), known, ...(busy ? { busy } : {}) });
     this.stats();
   }
 

@@ -122,6 +122,8 @@ export class Generations {
       case "gen_done":
         return this.finish(id, g, { t: "done", id, reason: e.reason, tokens: e.tokens, promptTokens: e.promptTokens, genMs: e.genMs });
       case "gen_failed":
+        // No room for its KV cache here now: node_error lets the router place it elsewhere.
+        if (e.busy) return this.finish(id, g, { t: "error", id, code: "node_error", message: e.message.slice(0, 500) });
         if (!e.known) this.log("warn", "generation failed", { id, key: msg.key, error: e.message });
         // Known failures say what is wrong with the model or request; the rest (onnxruntime's)
         // may name node files and sources: those go to the log, not the caller.

@@ -31,6 +31,8 @@ function answerBytes(outputs: WireTensor[]): number {
 
 let session: ort.InferenceSession | null = null;
 let generations: ChildGenerations | null = null;
+/** This process's memory before any model: what the load adds is measured from it. */
+const startRss = process.memoryUsage().rss;
 
 const reply = (m: ChildReply) => process.send?.(m);
 
@@ -59,7 +61,9 @@ process.on("message", (m: ChildRequest) => {
           intraOpNumThreads: m.threads,
           interOpNumThreads: 1,
         });
-        generations = new ChildGenerations(session, m.path, reply);
+        // The KV caches get what the model's memory bound leaves after the load.
+        const loaded = process.memoryUsage().rss - startRss;
+        generations = new ChildGenerations(session, m.path, reply, m.memoryLimitBytes !== undefined ? Math.max(0, m.memoryLimitBytes - loaded) : Infinity);
         reply({ t: "loaded", inputNames: [...session.inputNames], outputNames: [...session.outputNames], rssBytes: process.memoryUsage().rss });
       } catch (err) {
         reply({ t: "load_failed", message: String((err as Error).message ?? err) });

@@ -20,7 +20,8 @@ import type { WireTensor } from "../protocol/tensor.js";
 import type { GenReply, GenRequest } from "./child-generations.js";
 
 export type ChildRequest =
-  | { t: "load"; path: string; threads: number; executionProviders: string[] }
+  /** memoryLimitBytes: the model's bound, of which the child's generations keep their KV caches within what the load leaves. */
+  | { t: "load"; path: string; threads: number; executionProviders: string[]; memoryLimitBytes?: number }
   | { t: "run"; id: number; inputs: WireTensor[]; outputs?: string[] }
   | GenRequest;
 
@@ -193,7 +194,13 @@ export class SessionProcess {
         if (m.t === "ready") {
           this.baseRss = this.rss = m.rssBytes;
           this.startPolling();
-          child.send({ t: "load", path: opts.path, threads: opts.threads, executionProviders: opts.executionProviders } satisfies ChildRequest);
+          child.send({
+            t: "load",
+            path: opts.path,
+            threads: opts.threads,
+            executionProviders: opts.executionProviders,
+            ...(Number.isFinite(opts.memoryLimitBytes) ? { memoryLimitBytes: opts.memoryLimitBytes } : {}),
+          } satisfies ChildRequest);
         } else if (m.t === "loaded") {
           this.rss = Math.max(this.rss, m.rssBytes);
           this.inputNames = m.inputNames;

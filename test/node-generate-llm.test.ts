@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
 import { GENERATE_GRANT_METHOD, type ChatMessage, type GenerateParams, type ModelRef, type RegionGenerateRequest } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
+import { ChildGenerations, type GenReply } from "../gpu-node/child-generations.js";
 import { DecodeEngine, DecodeLoop } from "../gpu-node/decoder/index.js";
 import { makeTextSide, type TextSide } from "../gpu-node/text-side.js";
 import { harnessPids, RegionHarness, ROOT, waitUntil } from "./helpers/region-harness.js";
@@ -195,4 +196,25 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
     const ref = await alone(side.encodePrompt("Once upon a time"), greedy(10));
     expect(tokensOf(again).map((t) => t.id)).toEqual(ref.ids);
   }, 120_000);
+
+  it("a stream whose KV cache would not fit the child's budget fails at once as busy, and one that fits runs", async () => {
+    // The child's generations in this process (the same class the session child runs).
+    const perToken = DecodeEngine.create(session, config, genConfig).kvBytesPerToken;
+    const replies: GenReply[] = [];
+    const gens = new ChildGenerations(session, join(BUNDLE, "model.onnx"), (m) => replies.push(m), perToken * 100);
+    gens.handle({ t: "gen", id: "big", prompt: "The river", params: greedy(200), credit: 1_000 });
+    gens.handle({ t: "gen", id: "small", prompt: "The river", params: greedy(20), credit: 1_000 });
+    const ended = (id: string) => replies.find((r) => (r.t === "gen_done" || r.t === "gen_failed") && r.id === id);
+    await waitUntil("both ended", 30_000, () => (ended("big") && ended("small") ? true : undefined));
+    expect(ended("big")).toMatchObject({ t: "gen_failed", busy: true, known: true });
+    expect((ended("big") as { message: string }).message).toMatch(/no memory left on this node for this generation's KV cache/);
+    const ref = await alone(side.encodePrompt("The river"), greedy(20));
+    expect(ended("small")).toMatchObject({ t: "gen_done", tokens: ref.ids.length });
+    expect(replies.filter((r) => r.t === "gen_token" && r.id === "small").map((r) => (r as { tokenId: number }).tokenId)).toEqual(ref.ids);
+    // With room for its cache, the same stream runs.
+    const roomy = new ChildGenerations(session, join(BUNDLE, "model.onnx"), (m) => replies.push(m), perToken * 210);
+    roomy.handle({ t: "gen", id: "big2", prompt: "The river", params: greedy(200), credit: 1_000 });
+    await waitUntil("big2 ended", 60_000, () => ended("big2"));
+    expect(ended("big2")).toMatchObject({ t: "gen_done" });
+  }, 90_000);
 });
