@@ -18,8 +18,7 @@ import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type NodeToRouter, type Rou
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
-import type { GenerateSession } from "./generate.js";
-import { Generations, TokenizerCache } from "./generation.js";
+import { Generations, TokenizerFiles } from "./generation.js";
 import { formatBytes, ModelCache, versionKey, type HeldArtifact } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
 import { publicMessage } from "../protocol/public-message.js";
@@ -143,29 +142,18 @@ export function startAgent(config: NodeConfig): AgentHandle {
     streamsActive: () => generations.active,
     tokens: () => generations.tokens,
   });
-  const tokenizers = new TokenizerCache(cache);
+  const tokenizers = new TokenizerFiles(cache);
   const generations = new Generations({
-    session(key, sha256): GenerateSession | undefined {
+    async generator(key, sha256) {
       const have = keyToSha.get(key);
       if (!have || keyGraph.get(key) !== sha256) return undefined;
-      const s = runtime.session(have);
-      if (!s) return undefined;
-      return {
-        inputNames: s.inputNames,
-        outputNames: s.outputNames,
-        run: (async (feeds: Parameters<typeof s.run>[0], fetches: Parameters<typeof s.run>[1]) => {
-          runStarted();
-          try {
-            return await s.run(feeds, fetches as never);
-          } finally {
-            runEnded();
-          }
-        }) as GenerateSession["run"],
-      };
+      return runtime.generator(have);
     },
     tokenizers,
     simulatedTokenMs: config.simulatedTokenMs,
+    onActive: (d) => (d > 0 ? runStarted() : runEnded()),
   });
+  runtime.onGenTokens = (n) => generations.counted(n);
   let reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   let drainAcked: (() => void) | null = null;
   let resolveDone!: (r: { reason: string }) => void;

@@ -5,10 +5,12 @@
 //
 // The generator yields each token as soon as it is chosen, except where the text so far ends in
 // the beginning of a stop sequence: those tokens are held until it is clear whether the stop
-// sequence follows (then they are dropped with it) or not (then they are yielded).
+// sequence follows (then they are dropped with it) or not (then they are yielded). Text and
+// stop sequences are token-text.ts's, shared with the KV-cache path in the session child.
 
 import * as ort from "onnxruntime-node";
 import { fromHalfBits } from "../protocol/tensor.js";
+import { IncrementalDetokenizer, StopWindow } from "./token-text.js";
 import type { Tokenizer } from "./tokenizer.js";
 
 export interface GenerateOptions {
@@ -28,6 +30,8 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Tokens of context the model sees at each step, the most recent ones (default 256). */
   maxContext?: number;
+  /** The prompt already tokenized (a rendered chat, say); `prompt` is then not encoded. */
+  promptIds?: readonly number[];
 }
 
 export interface GeneratedToken {
@@ -203,20 +207,6 @@ export function chooseToken(logits: ArrayLike<number>, temperature: number, topK
   return pool[pool.length - 1]!;
 }
 
-/** Length of the longest suffix of text that is a proper prefix of some stop sequence. */
-function partialStopLength(text: string, stop: readonly string[]): number {
-  let longest = 0;
-  for (const s of stop) {
-    for (let n = Math.min(s.length - 1, text.length); n > longest; n--) {
-      if (text.endsWith(s.slice(0, n))) {
-        longest = n;
-        break;
-      }
-    }
-  }
-  return longest;
-}
-
 /**
  * Generates up to maxTokens tokens after prompt, yielding each one as it is chosen. Stops early
  * at a stop sequence or stop token id, and throws the signal's reason (an AbortError by
@@ -232,16 +222,12 @@ export async function* generate(
   const o = resolveOptions(opts);
   const io = languageModelIo(session);
   const rng = mulberry32(o.seed);
-  let context = tokenizer.encode(prompt);
+  let context = opts.promptIds ? [...opts.promptIds] : tokenizer.encode(prompt);
   if (context.length === 0) throw new GenerateError("the prompt encodes to no tokens; the model needs at least one to continue from");
   const allowed = (id: number): boolean => tokenizer.idToToken(id) !== undefined;
-  const maxStop = o.stop.reduce((m, s) => Math.max(m, s.length), 0);
-
-  let generated = ""; // text of every chosen token so far
-  let emittedLength = 0; // how much of it has been yielded
-  const held: { id: number; start: number; end: number }[] = []; // chosen, not yet yielded
+  const detokenizer = new IncrementalDetokenizer((ids) => tokenizer.decode(ids));
+  const window = new StopWindow(o.stop);
   let index = 0;
-  let previousId: number | null = null;
   let finish: GenerateFinish = "length";
 
   const checkAbort = (): void => {
@@ -268,52 +254,20 @@ export async function* generate(
       break;
     }
     context.push(id);
-
-    // The token's text: what it adds to the decoded text, so decoders that join tokens (with
-    // spaces, for one) stream exactly what decode() of the whole sequence gives.
-    const text =
-      previousId === null
-        ? tokenizer.decode([id])
-        : tokenizer.decode([previousId, id]).slice(tokenizer.decode([previousId]).length);
-    previousId = id;
-    const start = generated.length;
-    generated += text;
-    held.push({ id, start, end: generated.length });
-
-    if (maxStop > 0) {
-      // A stop sequence can only have just been completed within the last maxStop - 1 + text.length characters.
-      let cut = -1;
-      const from = Math.max(emittedLength, start - maxStop + 1);
-      for (const s of o.stop) {
-        const at = generated.indexOf(s, from);
-        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
-      }
-      if (cut >= 0) {
-        // Yield what comes before the stop text (a token it starts inside is cut short), then end.
-        for (const [k, h] of held.entries()) {
-          if (h.start >= cut) break;
-          if (k > 0) checkAbort();
-          yield { token: generated.slice(h.start, Math.min(h.end, cut)), id: h.id, index: index++ };
-        }
-        return "stop";
-      }
-    }
-
-    // Yield every held token that ends before a possible start of a stop sequence.
-    const safeEnd = generated.length - partialStopLength(generated, o.stop);
-    while (held.length > 0 && held[0]!.end <= safeEnd) {
-      const h = held.shift()!;
-      emittedLength = h.end;
-      yield { token: generated.slice(h.start, h.end), id: h.id, index: index++ };
+    // The token's text: what it adds to the decoded text (token-text.ts), held back while it may start a stop sequence.
+    const pieces = window.push(id, detokenizer.push(id));
+    for (const [k, p] of pieces.entries()) {
       // The consumer may abort while holding a token: stop before yielding the next one.
-      if (held.length > 0) checkAbort();
+      if (k > 0) checkAbort();
+      yield { token: p.text, id: p.id, index: index++ };
     }
+    if (window.stopped) return "stop";
   }
 
   // No stop sequence followed: the held tokens are ordinary text after all.
-  for (const h of held) {
+  for (const p of window.finish()) {
     checkAbort();
-    yield { token: generated.slice(h.start, h.end), id: h.id, index: index++ };
+    yield { token: p.text, id: p.id, index: index++ };
   }
   return finish;
 }

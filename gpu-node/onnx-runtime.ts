@@ -6,13 +6,13 @@
 // is loaded in the background and the model keeps serving from the others meanwhile. A model
 // whose replacement fails to load is dropped (onLost), so the router learns from the next
 // heartbeat that the node no longer holds it.
+//
+// Generations of a model all go to one of its children (genWorker), so the decode engine there
+// batches them; its KV caches count in the model's memory (SessionProcess.memoryBytes).
 
-import * as ort from "onnxruntime-node";
 import { makeLogger } from "../protocol/log.js";
 import type { WireTensor } from "../protocol/tensor.js";
-import type { GenerateSession } from "./generate.js";
 import { gpuMemoryOfPid } from "./accelerator.js";
-import { fromOrt, toOrt } from "./ort-tensors.js";
 import { SessionProcess, SessionProcessError, type RunOutcome, type SessionOptions } from "./session-process.js";
 
 export { InferenceError } from "./ort-tensors.js";
@@ -41,7 +41,24 @@ class ModelPool {
     readonly sha256: string,
     readonly opts: SessionOptions,
     private readonly lost: (why: Error) => void,
+    private readonly genTokens: (n: number) => void,
   ) {}
+
+  /** The child that takes this model's generations: the same one while it lives, so they batch. */
+  private generator: SessionProcess | null = null;
+
+  private readonly genWaiters: ((w: SessionProcess | undefined) => void)[] = [];
+
+  /**
+   * The generation child; while every child is being replaced (they died), the first
+   * replacement. Undefined once the model is closed (unloaded, or lost when none would reload).
+   */
+  genWorker(): Promise<SessionProcess | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    if (!this.generator?.alive) this.generator = this.workers.find((w) => w.alive) ?? null;
+    if (this.generator) return Promise.resolve(this.generator);
+    return new Promise((resolve) => this.genWaiters.push(resolve));
+  }
 
   get inputNames(): string[] {
     return this.workers[0]?.inputNames ?? [];
@@ -60,6 +77,8 @@ class ModelPool {
 
   add(w: SessionProcess): void {
     this.workers.push(w);
+    w.onGenStats = this.genTokens;
+    for (const resolve of this.genWaiters.splice(0)) resolve(w);
     w.onDeath = () => {
       if (!w.busy) this.replace(w); // a busy one is replaced when its run settles
     };
@@ -134,6 +153,7 @@ class ModelPool {
     for (const w of this.workers) w.kill();
     this.idle.length = 0;
     for (const waiter of this.waiters.splice(0)) waiter.reject(new SessionProcessError("unavailable", "the model was unloaded"));
+    for (const resolve of this.genWaiters.splice(0)) resolve(undefined);
   }
 }
 
@@ -144,6 +164,8 @@ export class OnnxRuntime {
   private readonly log = makeLogger("node");
   /** A model the node could not keep (its sessions died and would not reload). */
   onLost: (sha256: string, why: Error) => void = () => undefined;
+  /** Tokens computed by generations in any child (the node's token counter). */
+  onGenTokens: (n: number) => void = () => undefined;
 
   constructor(private readonly opts: RuntimeOptions) {}
 
@@ -204,7 +226,7 @@ export class OnnxRuntime {
       this.models.delete(sha256);
       this.log("warn", "model lost: its session would not reload", { sha256, error: why.message });
       this.onLost(sha256, why);
-    });
+    }, (n) => this.onGenTokens(n));
     pool.add(first);
     for (const r of rest) if (r.status === "fulfilled") pool.add(r.value);
     if (this.opts.executionProviders.includes("cuda")) {
@@ -222,19 +244,12 @@ export class OnnxRuntime {
     return m.run(inputs, outputs, signal);
   }
 
-  /**
-   * What the token loop needs of a session, its steps run in the model's children. A step is
-   * short, so a cancelled generation stops between steps rather than by killing a child.
-   */
-  session(sha256: string): GenerateSession | undefined {
+  /** The child that runs a model's generations (they run inside it: child-generations.ts). */
+  generator(sha256: string): Promise<SessionProcess | undefined> {
     const m = this.models.get(sha256);
-    if (!m) return undefined;
-    const run = async (feeds: Record<string, ort.Tensor>, fetches: readonly string[]) => {
-      const inputs = Object.entries(feeds).map(([name, t]) => fromOrt(name, t));
-      const { outputs } = await m.run(inputs, [...fetches]);
-      return Object.fromEntries(outputs.map((o) => [o.name, toOrt(o)]));
-    };
-    return { inputNames: m.inputNames, outputNames: m.outputNames, run: run as unknown as GenerateSession["run"] };
+    if (!m) return Promise.resolve(undefined);
+    m.lastUsed = Date.now();
+    return m.genWorker();
   }
 
   async unload(sha256: string): Promise<void> {

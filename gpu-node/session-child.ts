@@ -2,11 +2,13 @@
 // (gpu-node/session-process.ts) and talks to it over the IPC channel. onnxruntime's create()
 // and run() block this process's thread, never the agent's, and the agent can SIGKILL it to
 // stop a run that is past its deadline or cancelled, or a load that grows past its memory
-// bound. Messages are those of session-process.ts (ChildRequest / ChildReply).
+// bound. Messages are those of session-process.ts (ChildRequest / ChildReply). Generations run
+// here too, beside the model (child-generations.ts): the agent forwards their frames.
 
 import * as ort from "onnxruntime-node";
 import { MAX_FRAME_BYTES } from "../protocol/messages.js";
 import type { WireTensor } from "../protocol/tensor.js";
+import { ChildGenerations, type GenRequest } from "./child-generations.js";
 import { fromOrt, toOrt } from "./ort-tensors.js";
 import type { ChildReply, ChildRequest } from "./session-process.js";
 
@@ -28,6 +30,9 @@ function answerBytes(outputs: WireTensor[]): number {
 }
 
 let session: ort.InferenceSession | null = null;
+let generations: ChildGenerations | null = null;
+/** This process's memory before any model: what the load adds is measured from it. */
+const startRss = process.memoryUsage().rss;
 
 const reply = (m: ChildReply) => process.send?.(m);
 
@@ -39,7 +44,14 @@ process.on("disconnect", () => process.exit(0));
 process.on("SIGTERM", () => undefined);
 process.on("SIGINT", () => undefined);
 
+const isGen = (m: ChildRequest): m is GenRequest => m.t === "gen" || m.t === "gen_credit" || m.t === "gen_cancel";
+
 process.on("message", (m: ChildRequest) => {
+  if (isGen(m)) {
+    if (generations) generations.handle(m);
+    else if (m.t === "gen") reply({ t: "gen_failed", id: m.id, message: "no session loaded in this worker", known: true });
+    return;
+  }
   void (async () => {
     if (m.t === "load") {
       try {
@@ -49,6 +61,9 @@ process.on("message", (m: ChildRequest) => {
           intraOpNumThreads: m.threads,
           interOpNumThreads: 1,
         });
+        // The KV caches get what the model's memory bound leaves after the load.
+        const loaded = process.memoryUsage().rss - startRss;
+        generations = new ChildGenerations(session, m.path, reply, m.memoryLimitBytes !== undefined ? Math.max(0, m.memoryLimitBytes - loaded) : Infinity);
         reply({ t: "loaded", inputNames: [...session.inputNames], outputNames: [...session.outputNames], rssBytes: process.memoryUsage().rss });
       } catch (err) {
         reply({ t: "load_failed", message: String((err as Error).message ?? err) });

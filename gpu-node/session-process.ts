@@ -17,10 +17,13 @@ import { fork, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import type { WireTensor } from "../protocol/tensor.js";
+import type { GenReply, GenRequest } from "./child-generations.js";
 
 export type ChildRequest =
-  | { t: "load"; path: string; threads: number; executionProviders: string[] }
-  | { t: "run"; id: number; inputs: WireTensor[]; outputs?: string[] };
+  /** memoryLimitBytes: the model's bound, of which the child's generations keep their KV caches within what the load leaves. */
+  | { t: "load"; path: string; threads: number; executionProviders: string[]; memoryLimitBytes?: number }
+  | { t: "run"; id: number; inputs: WireTensor[]; outputs?: string[] }
+  | GenRequest;
 
 export type ChildReply =
   | { t: "ready"; rssBytes: number }
@@ -28,7 +31,11 @@ export type ChildReply =
   | { t: "load_failed"; message: string }
   | { t: "result"; id: number; outputs: WireTensor[]; computeMs: number }
   /** kind too_large: the answer would not fit a frame (the message is the node's own). */
-  | { t: "failed"; id: number; message: string; computeMs: number; kind?: "too_large" };
+  | { t: "failed"; id: number; message: string; computeMs: number; kind?: "too_large" }
+  | GenReply;
+
+/** What a generation's owner hears: the child's replies for it, or that the child is gone. */
+export type GenEvent = Exclude<GenReply, { t: "gen_stats" }> | { t: "gen_lost"; id: string; why: SessionProcessError };
 
 /**
  * Why a load or run did not give a result. "unavailable": the call never started (no session
@@ -109,6 +116,15 @@ export class SessionProcess {
   private exited = false;
   /** Called once when the child dies by itself (a crash) or is killed for memory. */
   onDeath: (why: SessionProcessError) => void = () => undefined;
+  /** Generations running in the child, by id: each hears its replies. */
+  private readonly gens = new Map<string, (e: GenEvent) => void>();
+  /** Tokens the child's generations computed, and the KV cache bytes it holds (its gen_stats). */
+  genTokens = 0;
+  kvBytes = 0;
+  /** Memory above the baseline when the load finished: the floor under KV growth. */
+  private loadedBytes = 0;
+  /** Called on each gen_stats (the owner sums tokens across children). */
+  onGenStats: (tokensDelta: number) => void = () => undefined;
 
   private constructor(
     private readonly child: ChildProcess,
@@ -127,9 +143,16 @@ export class SessionProcess {
     return this.current !== null;
   }
 
-  /** The session's memory now: the child's RSS above what it had before the load. */
+  /**
+   * The session's memory now: the child's RSS above what it had before the load, and at least
+   * the load's memory plus the KV caches its generations hold (RSS lags what was just allocated).
+   */
   get memoryBytes(): number {
-    return Math.max(0, this.rss - this.baseRss);
+    return Math.max(0, this.rss - this.baseRss, this.loadedBytes + this.kvBytes);
+  }
+
+  get generations(): number {
+    return this.gens.size;
   }
 
   /** Forks a child and loads the model in it; the child is gone again when this rejects. */
@@ -171,11 +194,18 @@ export class SessionProcess {
         if (m.t === "ready") {
           this.baseRss = this.rss = m.rssBytes;
           this.startPolling();
-          child.send({ t: "load", path: opts.path, threads: opts.threads, executionProviders: opts.executionProviders } satisfies ChildRequest);
+          child.send({
+            t: "load",
+            path: opts.path,
+            threads: opts.threads,
+            executionProviders: opts.executionProviders,
+            ...(Number.isFinite(opts.memoryLimitBytes) ? { memoryLimitBytes: opts.memoryLimitBytes } : {}),
+          } satisfies ChildRequest);
         } else if (m.t === "loaded") {
           this.rss = Math.max(this.rss, m.rssBytes);
           this.inputNames = m.inputNames;
           this.outputNames = m.outputNames;
+          this.loadedBytes = Math.max(0, this.rss - this.baseRss);
           if (this.memoryBytes > opts.memoryLimitBytes) {
             this.kill();
             done(this.tooBig());
@@ -196,6 +226,10 @@ export class SessionProcess {
         const w = this.current;
         this.current = null;
         if (w) w.reject(new SessionProcessError(why.kind, why.message, performance.now() - w.started));
+        const gens = [...this.gens];
+        this.gens.clear();
+        this.kvBytes = 0;
+        for (const [id, on] of gens) on({ t: "gen_lost", id, why });
         if (why.kind === "crashed" || why.kind === "too_big") this.onDeath(why);
       });
       child.on("error", () => undefined); // 'exit' follows
@@ -227,6 +261,19 @@ export class SessionProcess {
   }
 
   private onRunReply(m: ChildReply): void {
+    if (m.t === "gen_stats") {
+      const delta = m.tokens - this.genTokens;
+      this.genTokens = m.tokens;
+      this.kvBytes = m.kvBytes;
+      if (delta > 0) this.onGenStats(delta);
+      return;
+    }
+    if (m.t === "gen_token" || m.t === "gen_done" || m.t === "gen_failed") {
+      const on = this.gens.get(m.id);
+      if (m.t !== "gen_token") this.gens.delete(m.id);
+      on?.(m);
+      return;
+    }
     if (m.t !== "result" && m.t !== "failed") return;
     const w = this.current;
     if (!w || w.id !== m.id) return;
@@ -266,6 +313,27 @@ export class SessionProcess {
       signal?.addEventListener("abort", onAbort, { once: true });
       this.child.send({ t: "run", id, inputs, ...(outputs ? { outputs } : {}) } satisfies ChildRequest);
     });
+  }
+
+  /**
+   * Starts a generation in the child; `on` hears its tokens and its end (gen_done, gen_failed,
+   * or gen_lost when the child dies first). Credit and cancel go by the same id.
+   */
+  generate(req: Extract<GenRequest, { t: "gen" }>, on: (e: GenEvent) => void): void {
+    if (this.exited) {
+      on({ t: "gen_lost", id: req.id, why: new SessionProcessError("unavailable", "the session process is gone") });
+      return;
+    }
+    this.gens.set(req.id, on);
+    this.child.send(req satisfies ChildRequest);
+  }
+
+  genCredit(id: string, n: number): void {
+    if (this.gens.has(id) && !this.exited) this.child.send({ t: "gen_credit", id, n } satisfies ChildRequest);
+  }
+
+  genCancel(id: string): void {
+    if (this.gens.has(id) && !this.exited) this.child.send({ t: "gen_cancel", id } satisfies ChildRequest);
   }
 
   /** Ends the child now (SIGKILL); a run in progress rejects with kind "aborted". */

@@ -1,6 +1,6 @@
-// The pieces of streaming in-process, without sockets: the node's generation loop under credit
-// (gpu-node/generation.ts, with the real demo-chat model in onnxruntime), the stream frames'
-// validators (protocol/messages.ts), and the edge's request parsing and model checks.
+// The pieces of streaming without sockets: the node's generations under credit
+// (gpu-node/generation.ts driving the real demo-chat model in a real session child), the stream
+// frames' validators (protocol/messages.ts), and the edge's request parsing and model checks.
 
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -23,8 +23,9 @@ import {
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
 import { loadTokenizer, type Tokenizer } from "../protocol/tokenizer.js";
 import { generateText } from "../gpu-node/generate.js";
-import { Generations, TokenizerCache } from "../gpu-node/generation.js";
+import { Generations, TokenizerFiles } from "../gpu-node/generation.js";
 import { ModelCache } from "../gpu-node/model-cache.js";
+import { SessionProcess } from "../gpu-node/session-process.js";
 import { parseGenerateInput } from "../edge/stream-protocol.js";
 import { generativeSignature } from "../edge/tokenizers.js";
 import { makeCharModel } from "../scripts/make-char-model.js";
@@ -35,6 +36,8 @@ let session: ort.InferenceSession;
 let tokenizer: Tokenizer;
 let tokRef: TokenizerRef;
 let modelPath: string;
+/** The model's session child, where the generations run. */
+let proc: SessionProcess;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "stream-units-"));
@@ -49,9 +52,11 @@ beforeAll(async () => {
   await mkdir(dirname(cache.pathFor(sha256, "json")), { recursive: true });
   await writeFile(cache.pathFor(sha256, "json"), text);
   tokRef = { sha256, size: Buffer.byteLength(text), url: "http://127.0.0.1:9/unused" };
+  proc = await SessionProcess.start({ path: modelPath, threads: 1, executionProviders: ["cpu"], memoryLimitBytes: 2 ** 30, loadTimeoutMs: 30_000 });
 });
 
 afterAll(async () => {
+  proc?.kill();
   await session?.release();
   await rm(dir, { recursive: true, force: true });
 });
@@ -61,10 +66,12 @@ type Frame = NodeToRouter;
 function harness(opts: { withSession?: boolean } = {}) {
   const frames: Frame[] = [];
   const gens = new Generations({
-    session: (key) => (opts.withSession === false || key !== "chat" ? undefined : session),
-    tokenizers: new TokenizerCache(new ModelCache(join(dir, "cache"))),
+    generator: (key) => (opts.withSession === false || key !== "chat" ? undefined : proc),
+    tokenizers: new TokenizerFiles(new ModelCache(join(dir, "cache"))),
     simulatedTokenMs: 0,
   });
+  // The node's token counter: what the child reports computing (the agent wires it the same way).
+  proc.onGenStats = (n) => gens.counted(n);
   const start = (id: string, params: Partial<Extract<RouterToNode, { t: "generate" }>["params"]>, credit: number, tokenizerRef = tokRef) =>
     gens.start(
       {
@@ -95,11 +102,12 @@ describe("the node's generation loop", () => {
     expect(h.tokens("a")).toHaveLength(3);
     expect(h.gens.active).toBe(1);
     // The fourth token is chosen and held: the loop computes nothing further while it waits.
-    expect(h.gens.tokens).toBe(4);
+    await waitUntil("the held token counted", 5_000, () => (h.gens.tokens === 4 ? true : undefined));
     await settle();
     expect(h.gens.tokens).toBe(4);
     h.gens.credit("a", 2);
     await waitUntil("five tokens", 5_000, () => (h.tokens("a").length === 5 ? true : undefined));
+    await waitUntil("the next held token counted", 5_000, () => (h.gens.tokens === 6 ? true : undefined));
     await settle();
     expect(h.tokens("a")).toHaveLength(5);
     expect(h.gens.tokens).toBe(6);

@@ -219,6 +219,42 @@ export class RegionHarness {
     return this.model(name, version, signature);
   }
 
+  /**
+   * Serves a bundle directory as `name@version`: `graph` is its ONNX file, `files` the others
+   * (tokenizer.json, config.json ...), each under a signed URL, as the edge sends a bundle.
+   */
+  async addBundle(name: string, version: number, dir: string, graph: string, files: string[]): Promise<ModelRef> {
+    const k = `${name}@${version}`;
+    const cached = this.refs.get(k);
+    if (cached) return cached;
+    const serve = async (path: string) => {
+      const bytes = await readFile(path);
+      const sha256 = createHash("sha256").update(bytes).digest("hex");
+      this.artifacts.set(sha256, path);
+      return { bytes, sha256 };
+    };
+    const g = await serve(join(dir, graph));
+    const info = readOnnxSignature(g.bytes);
+    const ref: ModelRef = {
+      key: k,
+      account: "acct-test",
+      name,
+      version,
+      sha256: g.sha256,
+      size: g.bytes.length,
+      artifactUrl: await this.artifactUrl(g.sha256),
+      signature: { inputs: info.inputs, outputs: info.outputs },
+      files: await Promise.all(
+        files.map(async (f) => {
+          const { bytes, sha256 } = await serve(join(dir, f));
+          return { name: f, sha256, size: bytes.length, url: await this.artifactUrl(sha256) };
+        }),
+      ),
+    };
+    this.refs.set(k, ref);
+    return ref;
+  }
+
   // ------------------------------------------------------------------ processes
 
   private spawnChild(name: string, kind: Child["kind"], script: string, env: Record<string, string>): Child {
