@@ -12,6 +12,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import * as ort from "onnxruntime-node";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
+import { float16Value } from "../scripts/onnx-writer.js";
 
 const dir = path.resolve("models/tiny-gpt");
 const readJson = (name: string): Record<string, unknown> => JSON.parse(readFileSync(path.join(dir, name), "utf8"));
@@ -32,9 +33,16 @@ const H = config.num_key_value_heads;
 const D = config.head_dim;
 const V = config.vocab_size;
 
-let session: ort.InferenceSession;
+/** A session and the float type of its past/present/logits. */
+interface Runner {
+  session: ort.InferenceSession;
+  float: "float32" | "float16";
+}
+let fp32: Runner;
+let fp16: Runner;
 beforeAll(async () => {
-  session = await ort.InferenceSession.create(path.join(dir, "model.onnx"));
+  fp32 = { session: await ort.InferenceSession.create(path.join(dir, "model.onnx")), float: "float32" };
+  fp16 = { session: await ort.InferenceSession.create(path.join(dir, "model_fp16.onnx")), float: "float16" };
 });
 
 const i64 = (rows: number[][]): ort.Tensor =>
@@ -45,14 +53,18 @@ interface Cache {
   mask: number[][]; // [B, P]
 }
 
-const emptyCache = (batch: number): Cache => ({
-  past: Array.from({ length: 2 * L }, () => new ort.Tensor("float32", new Float32Array(0), [batch, H, 0, D])),
+const emptyCache = (run: Runner, batch: number): Cache => ({
+  past: Array.from({ length: 2 * L }, () =>
+    run.float === "float32"
+      ? new ort.Tensor("float32", new Float32Array(0), [batch, H, 0, D])
+      : new ort.Tensor("float16", new Uint16Array(0), [batch, H, 0, D]),
+  ),
   mask: Array.from({ length: batch }, () => []),
 });
 
 /** One model call: appends `ids` (same length for each row; `valid` 0 marks left padding) to the
  * cache; position ids are the cumulative mask minus one, clamped at 0, as Hugging Face does. */
-async function step(cache: Cache, ids: number[][], valid: number[][]): Promise<{ logits: Float32Array; cache: Cache }> {
+async function step(run: Runner, cache: Cache, ids: number[][], valid: number[][]): Promise<{ logits: Float32Array; cache: Cache }> {
   const mask = cache.mask.map((row, b) => [...row, ...valid[b]!]);
   const T = ids[0]!.length;
   const positions = mask.map((row) => {
@@ -65,10 +77,12 @@ async function step(cache: Cache, ids: number[][], valid: number[][]): Promise<{
     feeds[`past_key_values.${i}.key`] = cache.past[2 * i]!;
     feeds[`past_key_values.${i}.value`] = cache.past[2 * i + 1]!;
   }
-  const out = await session.run(feeds);
+  const out = await run.session.run(feeds);
   const past: ort.Tensor[] = [];
   for (let i = 0; i < L; i++) past.push(out[`present.${i}.key`]!, out[`present.${i}.value`]!);
-  return { logits: out.logits!.data as Float32Array, cache: { past, mask } };
+  const raw = out.logits!.data as Float32Array | Uint16Array;
+  const logits = raw instanceof Float32Array ? raw : Float32Array.from(raw, float16Value);
+  return { logits, cache: { past, mask } };
 }
 
 const argmax = (logits: Float32Array, offset: number): number => {
@@ -79,26 +93,26 @@ const argmax = (logits: Float32Array, offset: number): number => {
 
 /** Greedy with the KV cache: prefill with past = 0, then one token per call. Rows of a batch
  * are left-padded to a common length. */
-async function greedyCached(prompts: number[][], n: number): Promise<number[][]> {
+async function greedyCached(prompts: number[][], n: number, run = fp32): Promise<number[][]> {
   const width = Math.max(...prompts.map((p) => p.length));
   const ids = prompts.map((p) => [...Array<number>(width - p.length).fill(0), ...p]);
   const valid = prompts.map((p) => [...Array<number>(width - p.length).fill(0), ...p.map(() => 1)]);
-  let r = await step(emptyCache(prompts.length), ids, valid);
+  let r = await step(run, emptyCache(run, prompts.length), ids, valid);
   const out: number[][] = prompts.map(() => []);
   for (let k = 0; k < n; k++) {
     const T = r.logits.length / prompts.length / V;
     const next = prompts.map((_, b) => argmax(r.logits, (b * T + T - 1) * V));
     next.forEach((t, b) => out[b]!.push(t));
-    if (k + 1 < n) r = await step(r.cache, next.map((t) => [t]), next.map(() => [1]));
+    if (k + 1 < n) r = await step(run, r.cache, next.map((t) => [t]), next.map(() => [1]));
   }
   return out;
 }
 
 /** Greedy without a cache: every step re-runs the whole context from an empty past. */
-async function greedyFull(prompt: number[], n: number): Promise<number[]> {
+async function greedyFull(prompt: number[], n: number, run = fp32): Promise<number[]> {
   const ids = [...prompt];
   for (let k = 0; k < n; k++) {
-    const r = await step(emptyCache(1), [ids], [ids.map(() => 1)]);
+    const r = await step(run, emptyCache(run, 1), [ids], [ids.map(() => 1)]);
     ids.push(argmax(r.logits, (ids.length - 1) * V));
   }
   return ids.slice(prompt.length);
@@ -139,7 +153,8 @@ describe("tiny-gpt tokenizer", () => {
 });
 
 describe("tiny-gpt ONNX graph", () => {
-  it("has the contract's KV-cache inputs and outputs", () => {
+  it.each(["float32", "float16"] as const)("has the contract's KV-cache inputs and outputs (%s)", (float) => {
+    const session = (float === "float32" ? fp32 : fp16).session;
     const past = Array.from({ length: L }, (_, i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]).flat();
     const present = Array.from({ length: L }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
     expect([...session.inputNames]).toEqual(["input_ids", "attention_mask", "position_ids", ...past]);
@@ -152,16 +167,16 @@ describe("tiny-gpt ONNX graph", () => {
     expect(shape("input_ids")).toEqual({ type: "int64", shape: ["batch_size", "sequence_length"] });
     expect(shape("attention_mask")).toEqual({ type: "int64", shape: ["batch_size", "total_sequence_length"] });
     expect(shape("position_ids")).toEqual({ type: "int64", shape: ["batch_size", "sequence_length"] });
-    expect(shape("past_key_values.0.key")).toEqual({ type: "float32", shape: ["batch_size", H, "past_sequence_length", D] });
-    expect(shape("logits")).toEqual({ type: "float32", shape: ["batch_size", "sequence_length", V] });
-    expect(shape(`present.${L - 1}.value`)).toEqual({ type: "float32", shape: ["batch_size", H, "total_sequence_length", D] });
+    expect(shape("past_key_values.0.key")).toEqual({ type: float, shape: ["batch_size", H, "past_sequence_length", D] });
+    expect(shape("logits")).toEqual({ type: float, shape: ["batch_size", "sequence_length", V] });
+    expect(shape(`present.${L - 1}.value`)).toEqual({ type: float, shape: ["batch_size", H, "total_sequence_length", D] });
     expect(config.hidden_size).toBe(H * D);
     expect(config.num_attention_heads).toBe(H);
   });
 
   it("prefills with an empty past and returns presents of the prompt's length", async () => {
     const prompt = tokenizer.encode("In the beginning God").ids;
-    const r = await step(emptyCache(1), [prompt], [prompt.map(() => 1)]);
+    const r = await step(fp32, emptyCache(fp32, 1), [prompt], [prompt.map(() => 1)]);
     expect(r.logits.length).toBe(prompt.length * V);
     expect(r.cache.past[0]!.dims).toEqual([1, H, prompt.length, D]);
     expect([...r.logits].every(Number.isFinite)).toBe(true);
@@ -184,6 +199,28 @@ describe("tiny-gpt ONNX graph", () => {
     const [short, long] = [prompts[0]!, prompts[2]!].map((t) => tokenizer.encode(t, { add_special_tokens: false }).ids);
     const alone = [(await greedyCached([short!], 10))[0], (await greedyCached([long!], 10))[0]];
     expect(await greedyCached([short!, long!], 10)).toEqual(alone);
+  });
+
+  it("the float16 variant, decoding through its float16 cache, stays close to float32", async () => {
+    const prompt = tokenizer.encode(prompts[1]!, { add_special_tokens: false }).ids;
+    const continuation = await greedyFull(prompt, 8);
+    // Feed the float32 continuation through the float16 cache one token at a time and compare
+    // each step's logits with float32 over the same context, relative to the logits' range.
+    let r = await step(fp16, emptyCache(fp16, 1), [prompt], [prompt.map(() => 1)]);
+    const context = [...prompt];
+    let worst = 0;
+    for (const token of continuation) {
+      const full = await step(fp32, emptyCache(fp32, 1), [context], [context.map(() => 1)]);
+      const want = full.logits.subarray((context.length - 1) * V);
+      const got = r.logits.subarray(r.logits.length - V);
+      const scale = Math.max(...want.map(Math.abs));
+      for (let i = 0; i < V; i++) worst = Math.max(worst, Math.abs(want[i]! - got[i]!) / scale);
+      context.push(token);
+      r = await step(fp16, r.cache, [[token]], [[1]]);
+    }
+    expect(worst).toBeLessThan(0.02);
+    expect(r.cache.past[0]!.type).toBe("float16");
+    expect(r.cache.past[0]!.dims).toEqual([1, H, context.length, D]);
   });
 });
 
