@@ -123,7 +123,7 @@ describe("tiny-gpt tokenizer", () => {
     for (const [text, ids] of KNOWN_IDS) expect(tokenizer.encode(text, { add_special_tokens: false }).ids, text).toEqual(ids);
   });
 
-  it("round-trips the held-out chapters and stays well under a byte per token", () => {
+  it("round-trips the held-out chapters at over 3 characters a token", () => {
     const text = readFileSync("scripts/tiny-gpt/heldout.txt", "utf8");
     const ids = tokenizer.encode(text, { add_special_tokens: false }).ids;
     expect(tokenizer.decode(ids)).toBe(text);

@@ -479,13 +479,14 @@ def main():
     ap.add_argument("--work", default="/tmp/tiny-gpt-build", help="scratch: corpus ids for check-tokenizer.ts")
     ap.add_argument("--heldout", default="scripts/tiny-gpt/heldout.txt")
     ap.add_argument("--vocab", type=int, default=2048)
-    ap.add_argument("--d", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
+    # Small on purpose: it must learn in minutes on a shared 2-core CPU (see README).
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--max-pos", type=int, default=512)
     ap.add_argument("--block", type=int, default=128, help="training window (tokens)")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--minutes", type=float, default=8.0, help="training wall-time cap")
     ap.add_argument("--max-steps", type=int, default=100000)
     ap.add_argument("--threads", type=int, default=1, help="one thread: on a busy shared CPU, more spin-wait")
@@ -534,6 +535,7 @@ def main():
         stats.update(steps=steps, seconds=round(secs), tokens_seen=steps * args.batch * args.block,
                      heldout_loss=round(evaluate(model, heldout_ids, args.block), 4))
         log(f"trained {steps} steps in {secs:.0f}s, held-out loss {stats['heldout_loss']}")
+        torch.save(model.state_dict(), os.path.join(args.work, "model.pt"))
         for p in ["In the beginning", "And Jesus said unto them,"]:
             log(f"  {p!r} -> {sample(model, tok, tok.encode(p), 40, {EOT})!r}")
         chat = f"<|im_start|>user\nThe LORD is my shepherd<|im_end|>\n<|im_start|>assistant\n"
