@@ -326,7 +326,7 @@ describe("the router's check of the edge's authority (regions/authority.ts)", ()
         tokenizer: { sha256: "b".repeat(64), size: 1, url: "https://edge/internal/tokenizers/bb" },
       },
       prompt: "hi",
-      params: { maxTokens: 4, temperature: 0, topK: 0, stop: [] },
+      params: { maxTokens: 4, temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, stop: [] },
       deadline: Date.now() + 60_000,
     };
     const frame = async (r: unknown, grantFor: unknown = r, secret = SECRET, now = Date.now()) => ({
