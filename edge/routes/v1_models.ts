@@ -9,6 +9,7 @@
 // the copy to a content address) and adds only a kind and a name-to-sha256 map; a data file is
 // content-addressed like an artifact, so the node fetches it through the same signed URLs.
 
+import { artifactKey } from "../../protocol/presign.js";
 import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import type { Hono } from "hono";
 import { z } from "zod";
@@ -46,9 +47,8 @@ import { log } from "../log.js";
 export const MAX_MODEL_BYTES = 100 * 1024 * 1024;
 const MAX_REPLICAS = 16;
 
-export function artifactKey(sha256: string): string {
-  return `artifacts/${sha256}.onnx`;
-}
+// Where an artifact lives in the bucket is shared with the routers, which presign URLs for it.
+export { artifactKey };
 
 export function describe(model: ModelInfo) {
   return {
