@@ -21,6 +21,7 @@ import type { ModelSignature } from "../protocol/datatypes.js";
 import type {
   Accelerator,
   BundleFileRef,
+  DiskUsage,
   GenerateParams,
   NodeToRouter,
   ProcessMemory,
@@ -28,7 +29,7 @@ import type {
   TokenizerRef,
   WarmModel,
 } from "../protocol/messages.js";
-import type { NodeState } from "./placement.js";
+import { diskRoom, type NodeState } from "./placement.js";
 import type { WireTensor } from "../protocol/tensor.js";
 
 export class NodeCallError extends Error {
@@ -131,6 +132,10 @@ export class NodeLink implements NodeState {
   runs: number | null = null;
   /** Heartbeats received on this socket: a count read after N more has seen every run before. */
   heartbeats = 0;
+  /** From heartbeats: the model cache's disk use and the disk's free space (null until reported). */
+  disk: DiskUsage | null = null;
+  /** Bytes of loads sent since the last disk reading: the node may not count them yet. */
+  private readonly loadBytesSinceDisk = new Map<string, number>();
   /** Download progress of a model load (the scheduler passes it to streams waiting for it). */
   onLoadProgress: (key: string, bytes: number, total: number) => void = () => undefined;
 
@@ -149,6 +154,14 @@ export class NodeLink implements NodeState {
   ) {
     this.codec = createCodec(framing);
     for (const w of warm) this.warm.set(w.key, w);
+  }
+
+  /** Bytes of new model files this node can take on disk now (placement.ts); undefined: not reported. */
+  get diskRoomBytes(): number | undefined {
+    if (!this.disk) return undefined;
+    let pending = 0;
+    for (const b of this.loadBytesSinceDisk.values()) pending += b;
+    return Math.max(0, diskRoom(this.disk) - pending);
   }
 
   get available(): boolean {
@@ -186,6 +199,7 @@ export class NodeLink implements NodeState {
     });
     this.loads.set(key, { promise, resolve, reject });
     this.loading.set(key, reserveMb);
+    this.loadBytesSinceDisk.set(key, size + (files ?? []).reduce((n, f) => n + f.size, 0));
     this.send({ t: "load", key, url, sha256, size, signature, ...(tokenizer ? { tokenizer } : {}), ...(files?.length ? { files } : {}) });
     return promise;
   }
@@ -388,6 +402,11 @@ export class NodeLink implements NodeState {
         if (msg.gen) this.gen = msg.gen;
         if (msg.mem) this.mem = msg.mem;
         if (msg.runs !== undefined) this.runs = msg.runs;
+        if (msg.disk) {
+          this.disk = msg.disk;
+          // The node reserves a load's bytes when its download starts; loads still pending may not be in this reading yet.
+          for (const key of [...this.loadBytesSinceDisk.keys()]) if (!this.loads.has(key)) this.loadBytesSinceDisk.delete(key);
+        }
         this.heartbeats++;
         return;
       }

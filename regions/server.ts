@@ -126,6 +126,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
         utilisation: Math.round(n.utilisation * 1000) / 1000,
         draining: n.draining,
         warm: [...n.warm.keys()],
+        disk: n.disk,
       })),
       warm: [...new Set(usable.flatMap((n) => [...n.warm.keys()]))],
       inflight: scheduler.inflight,
