@@ -405,7 +405,10 @@ export class NodeLink implements NodeState {
         if (msg.disk) {
           this.disk = msg.disk;
           // The node reserves a load's bytes when its download starts; loads still pending may not be in this reading yet.
+          const pending = this.loadBytesSinceDisk.size;
           for (const key of [...this.loadBytesSinceDisk.keys()]) if (!this.loads.has(key)) this.loadBytesSinceDisk.delete(key);
+          // Room came back (a finished load no longer counted twice): a load placement passed over may fit now.
+          if (this.loadBytesSinceDisk.size < pending) this.onChange();
         }
         this.heartbeats++;
         return;
