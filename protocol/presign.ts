@@ -68,9 +68,26 @@ async function signature(creds: S3Credentials, host: string, path: string, param
   const canonicalRequest = ["GET", path, canonicalQuery(params), `host:${host}`, "", "host", "UNSIGNED-PAYLOAD"].join("\n");
   const digest = toHex(await crypto.subtle.digest("SHA-256", encoder.encode(canonicalRequest)));
   const stringToSign = [ALGORITHM, amzDate, scope, digest].join("\n");
-  let key = await hmac(`AWS4${creds.secretAccessKey}`, day);
-  for (const part of [creds.region, "s3", "aws4_request"]) key = await hmac(key, part);
-  return toHex(await hmac(key, stringToSign));
+  const key = await signingKey(creds, day);
+  return toHex(new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(stringToSign))));
+}
+
+// The derived key depends only on the secret, the day and the region: made once a day, not per URL.
+const signingKeys = new Map<string, Promise<CryptoKey>>();
+
+function signingKey(creds: S3Credentials, day: string): Promise<CryptoKey> {
+  const id = `${creds.secretAccessKey}\n${day}\n${creds.region}`;
+  let key = signingKeys.get(id);
+  if (!key) {
+    key = (async () => {
+      let k = await hmac(`AWS4${creds.secretAccessKey}`, day);
+      for (const part of [creds.region, "s3", "aws4_request"]) k = await hmac(k, part);
+      return crypto.subtle.importKey("raw", k as Uint8Array<ArrayBuffer>, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    })();
+    if (signingKeys.size > 64) signingKeys.clear();
+    signingKeys.set(id, key);
+  }
+  return key;
 }
 
 /** `YYYYMMDDTHHMMSSZ` of a time. */
