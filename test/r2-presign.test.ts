@@ -63,6 +63,28 @@ describe("which URL a node gets", () => {
     expect(() => routerConfigFromEnv({ ...router, R2_ACCESS_KEY_ID: "read-only-key-id" })).toThrow(RouterConfigError);
   });
 
+  it("the edge's calls: a presigned R2 URL when R2 credentials are configured, else the region-signed edge route", async () => {
+    // Imported by path at run time, as in region-client.test.ts: the Worker's files are type-checked
+    // against workers-types (edge/tsconfig.json), which this Node project does not load.
+    type DownloadUrls = {
+      downloadUrl(config: unknown, region: string, kind: "artifact" | "tokenizer", sha256: string): Promise<string>;
+      bundleFileRefs(config: unknown, region: string, files: { name: string; sha256: string; size: number }[]): Promise<{ url: string }[]>;
+    };
+    const urls = (await import(/* @vite-ignore */ "../edge/download-urls.js" as string)) as DownloadUrls;
+    const base = { regionSecrets: { "us-west": { current: "west-secret-0123456789", previous: null } }, publicOrigin: "https://edge.example" };
+    const r2 = readR2Presign(R2_VARS, () => false, fail)!;
+    const presigned = new URL(await urls.downloadUrl({ ...base, r2 }, "us-west", "artifact", SHA));
+    expect(presigned.origin + presigned.pathname).toBe(`https://acct123.r2.cloudflarestorage.com/mesh-artifacts/${artifactKey(SHA)}`);
+    expect(presigned.searchParams.get("X-Amz-Expires")).toBe("3600");
+    expect(await verifyPresignedGet(r2.credentials, presigned, presigned.host)).toEqual({ ok: true });
+    const [file] = await urls.bundleFileRefs({ ...base, r2 }, "us-west", [{ name: "w.bin", sha256: "cd".repeat(32), size: 4 }]);
+    expect(new URL(file!.url).pathname).toBe(`/mesh-artifacts/${artifactKey("cd".repeat(32))}`);
+    expect(new URL(await urls.downloadUrl({ ...base, r2 }, "us-west", "tokenizer", SHA)).pathname).toBe(`/mesh-artifacts/tokenizers/${SHA}.json`);
+    const signed = new URL(await urls.downloadUrl({ ...base, r2: null }, "us-west", "artifact", SHA));
+    expect(signed.origin + signed.pathname).toBe(`https://edge.example/internal/artifacts/${SHA}`);
+    expect(signed.searchParams.get("region")).toBe("us-west");
+  });
+
   it("a router's keep-warm loads get presigned URLs when it has R2 credentials, region-signed edge URLs otherwise", async () => {
     const record: ModelPolicyRecord = {
       keepWarm: 1,
