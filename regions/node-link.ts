@@ -134,7 +134,12 @@ export class NodeLink implements NodeState {
   heartbeats = 0;
   /** From heartbeats: the model cache's disk use and the disk's free space (null until reported). */
   disk: DiskUsage | null = null;
-  /** Bytes of loads sent since the last disk reading: the node may not count them yet. */
+  /**
+   * Bytes of loads sent to the node, kept until the first disk reading after the load ended:
+   * counted on top of the reading, since the node may not count them in it yet. Conservative: a
+   * download's reservation in the reading is counted twice meanwhile, which matters only on a
+   * nearly full disk (a load there waits for the next heartbeat, never overfills it).
+   */
   private readonly loadBytesSinceDisk = new Map<string, number>();
   /** Download progress of a model load (the scheduler passes it to streams waiting for it). */
   onLoadProgress: (key: string, bytes: number, total: number) => void = () => undefined;
@@ -404,7 +409,7 @@ export class NodeLink implements NodeState {
         if (msg.runs !== undefined) this.runs = msg.runs;
         if (msg.disk) {
           this.disk = msg.disk;
-          // The node reserves a load's bytes when its download starts; loads still pending may not be in this reading yet.
+          // A load that ended before this reading is in it (its files on disk, pinned while loaded).
           const pending = this.loadBytesSinceDisk.size;
           for (const key of [...this.loadBytesSinceDisk.keys()]) if (!this.loads.has(key)) this.loadBytesSinceDisk.delete(key);
           // Room came back (a finished load no longer counted twice): a load placement passed over may fit now.
