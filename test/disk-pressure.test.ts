@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelCache } from "../gpu-node/model-cache.js";
+import { parseNodeMessage } from "../protocol/messages.js";
 import { diskRoom, planLoad, type NodeState } from "../regions/placement.js";
 import { fp32, RegionHarness, rowsOf, waitUntil } from "./helpers/region-harness.js";
 import { weightModel } from "./helpers/weight-models.js";
@@ -34,6 +35,17 @@ describe("diskRoom and planLoad", () => {
     expect(planLoad([cramped, roomy], "m", 1, () => 0, undefined, undefined, Infinity, 2 * MiB)?.node.id).toBe("roomy");
     expect(planLoad([cramped], "m", 1, () => 0, undefined, undefined, Infinity, 2 * MiB)).toBeUndefined();
     expect(planLoad([node("old", {})], "m", 1, () => 0, undefined, undefined, Infinity, 2 * MiB)?.node.id).toBe("old");
+  });
+});
+
+describe("the heartbeat's disk figures on the wire", () => {
+  const beat = { t: "heartbeat", inflight: 0, queued: 0, utilisation: 0, warm: [] };
+  it("are kept when whole numbers of bytes, absent from older nodes, and refused otherwise", () => {
+    const disk = { cacheBudgetBytes: 10, cacheUsedBytes: 4, cachePinnedBytes: 1, freeBytes: 2 ** 40 };
+    expect(parseNodeMessage({ ...beat, disk })).toMatchObject({ disk });
+    expect(parseNodeMessage(beat)).not.toHaveProperty("disk");
+    expect(() => parseNodeMessage({ ...beat, disk: { ...disk, freeBytes: -1 } })).toThrow();
+    expect(() => parseNodeMessage({ ...beat, disk: { ...disk, cacheUsedBytes: "4" } })).toThrow();
   });
 });
 
