@@ -1,6 +1,8 @@
 // The Worker's bindings and its configuration, validated once per isolate: a misconfigured
 // deployment fails every call with one clear log line instead of failing oddly deep inside.
 
+import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
+
 export interface Env {
   DB: D1Database;
   ARTIFACTS: R2Bucket;
@@ -37,6 +39,17 @@ export interface Env {
   /** Multipart uploads: the largest file (bytes, default 50 GiB) and how many an account may have open (default 8). */
   MAX_UPLOAD_BYTES?: string;
   MAX_OPEN_UPLOADS?: string;
+  /**
+   * R2's S3-compatible API, for presigned artifact URLs (nodes then download straight from R2):
+   * the account endpoint (https://<account>.r2.cloudflarestorage.com), the bucket the ARTIFACTS
+   * binding names, and an R2 API token's key pair (secrets; Object Read only is enough). All
+   * four or none; none keeps the edge-served /internal/artifacts route. Local mode only: an
+   * endpoint of PUBLIC_ORIGIN + "/r2" makes the edge the stand-in that serves those URLs.
+   */
+  R2_S3_ENDPOINT?: string;
+  R2_BUCKET?: string;
+  R2_ACCESS_KEY_ID?: string;
+  R2_SECRET_ACCESS_KEY?: string;
 }
 
 export interface RegionConfig {
@@ -69,7 +82,10 @@ export interface EdgeConfig {
   defaultRateLimit: { perSecond: number; burst: number };
   /** Failed authentications per client address before 429 (middleware.ts). */
   authFailureLimit: { perSecond: number; burst: number };
+  /** Presigned R2 URLs for artifacts (download-urls.ts); null: the region-signed edge route. */
+  r2: R2PresignConfig | null;
 }
+
 
 export class ConfigError extends Error {}
 
@@ -138,6 +154,8 @@ export function loadConfig(env: Env): EdgeConfig {
     explorationShare,
     defaultRateLimit: { perSecond: ratePerSecond, burst: rateBurst },
     authFailureLimit: { perSecond: failPerSecond, burst: failBurst },
+    // The stand-in is for local mode only: in production the bytes must not go through the Worker.
+    r2: readR2Presign(env, (origin) => localMode && origin === publicOrigin, fail),
   };
   cached = { source: env, config };
   return config;

@@ -14,7 +14,7 @@
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
 import { makeLogger } from "../protocol/log.js";
-import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
+import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type DiskUsage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
@@ -181,6 +181,18 @@ export function startAgent(config: NodeConfig): AgentHandle {
     const send = (msg: NodeToRouter) => {
       if (socket.readyState === WebSocket.OPEN) socket.send(codec.encode(msg), { binary: config.framing === "msgpack" });
     };
+    // The disk figures need a statfs: each heartbeat sends the last reading and starts the next.
+    let disk: DiskUsage | undefined;
+    let diskReading = false;
+    const readDisk = () => {
+      if (diskReading) return;
+      diskReading = true;
+      cache.ready
+        .then(() => cache.diskUsage())
+        .then((d) => (disk = d), () => undefined)
+        .finally(() => (diskReading = false));
+    };
+    readDisk();
     const heartbeat = setInterval(() => {
       const m = process.memoryUsage();
       send({
@@ -192,7 +204,9 @@ export function startAgent(config: NodeConfig): AgentHandle {
         gen: { active: generations.active, tokens: generations.tokens },
         mem: { rssMb: mib(m.rss), heapUsedMb: mib(m.heapUsed) },
         runs,
+        ...(disk ? { disk } : {}),
       });
+      readDisk();
     }, config.heartbeatMs);
 
     socket.on("unexpected-response", (_req, res) => {

@@ -17,6 +17,9 @@
 // versions are removed to make room; never a version whose session is loaded (`inUse`), nor one
 // held by a download or load in progress (`acquire` ... `release`). Versions found on disk at
 // start are indexed, their files' newest mtime standing for their last use; a use touches it.
+// The filesystem's free space counts too: a download that would not fit on the disk, even after
+// evicting, is refused before it starts; and the node reports both (diskUsage) in its heartbeat
+// so the router places a load only where it fits.
 //
 // A bundle (a graph plus its external-data files) is one version directory: each data file is
 // downloaded like the graph (running hash, size bound, resume) and renamed in under its bundle
@@ -28,7 +31,8 @@
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, stat, statfs, utimes, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { BUNDLE_FILE_NAME_RE } from "../protocol/messages.js";
+import { BUNDLE_FILE_NAME_RE, type DiskUsage } from "../protocol/messages.js";
+import { formatBytes } from "../protocol/region-report.js";
 
 /** A bundle's data file as the cache fetches it (BundleFileRef). */
 export interface BundleFile {
@@ -96,16 +100,7 @@ const NOWHERE = new Set(["ECONNREFUSED", "ENOTFOUND", "ERR_INVALID_URL"]);
 /** Partial files untouched this long belong to a download that died with its process. */
 const STALE_PARTIAL_MS = 60 * 60_000;
 
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
+export { formatBytes };
 
 export class ModelCache {
   private readonly inflight = new Map<string, Promise<FetchedArtifact>>();
@@ -147,6 +142,18 @@ export class ModelCache {
 
   stats(): CacheStats {
     return { budgetBytes: this.budget, usedBytes: this.usedBytes(), versions: this.entries.size, budgetSource: this.budgetSource };
+  }
+
+  /**
+   * What the node's heartbeat reports of the disk: the cache's budget, use and the part of it
+   * that cannot be evicted now, and the filesystem's free space (statfs), so the router places
+   * a load only where its files fit.
+   */
+  async diskUsage(): Promise<DiskUsage> {
+    const freeBytes = await this.freeDiskBytes();
+    let pinned = this.reservedBytes;
+    for (const [sha, e] of this.entries) if (!this.evictable(sha)) pinned += e.bytes;
+    return { cacheBudgetBytes: this.budget, cacheUsedBytes: this.usedBytes(), cachePinnedBytes: pinned, freeBytes };
   }
 
   /**
@@ -235,6 +242,11 @@ export class ModelCache {
     return n;
   }
 
+  private async freeDiskBytes(): Promise<number> {
+    const fs = await statfs(this.dir);
+    return fs.bavail * fs.bsize;
+  }
+
   private evictable(sha256: string): boolean {
     return !this.holds.has(sha256) && !this.inUse(sha256);
   }
@@ -282,6 +294,10 @@ export class ModelCache {
         `the model's file takes ${formatBytes(size)}, more than this node's whole model cache (MODEL_CACHE_BYTES, ${formatBytes(this.budget)})`,
       );
     }
+    // The filesystem may have less room than the budget (other files, a budget set too high):
+    // evict until the bytes fit on disk as well, or refuse now rather than fail mid-download.
+    // Read before the victims are chosen, so choosing and reserving stay one synchronous step.
+    const diskFree = reserve ? await this.freeDiskBytes() : Infinity;
     const now = this.now();
     const candidates: [string, Entry][] = [];
     for (const [sha, e] of this.entries) {
@@ -292,16 +308,23 @@ export class ModelCache {
     }
     candidates.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
     let free = this.budget - this.usedBytes();
+    let freed = 0;
     const victims: string[] = [];
     for (const [sha, e] of candidates) {
-      if (free >= size) break;
+      if (free >= size && diskFree + freed >= size) break;
       victims.push(sha);
       free += e.bytes;
+      freed += e.bytes;
     }
     if (free < size) {
       if (!reserve) return; // At start nothing is in use; a configured budget below the loaded set cannot happen.
       throw new Error(
         `this node's model cache (MODEL_CACHE_BYTES, ${formatBytes(this.budget)}) is full of models in use; ${formatBytes(size)} more do not fit`,
+      );
+    }
+    if (diskFree + freed < size) {
+      throw new Error(
+        `the disk under this node's model cache has ${formatBytes(diskFree)} free and ${formatBytes(freed)} to evict; the model's ${formatBytes(size)} do not fit`,
       );
     }
     const removals: Promise<void>[] = [];

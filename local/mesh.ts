@@ -62,6 +62,11 @@ export interface MeshOptions {
    * colos of one deployment); their URLs are in `edges` after the first. Default 0.
    */
   extraEdges?: number;
+  /**
+   * Artifacts through presigned R2 URLs served by the edge's local stand-in (default true, what
+   * `npm start` runs); false: the region-signed /internal/artifacts route, as without R2 credentials.
+   */
+  r2Presign?: boolean;
 }
 
 export interface DemoModel {
@@ -99,6 +104,8 @@ export interface MeshHandle {
   /** Starts one more node agent in a region (tests use this for kill/replace). */
   startNode(region: string, id: string, env?: Record<string, string>): Promise<ProcessInfo>;
   regionStatus(region: string): Promise<RegionReport>;
+  /** The stand-in's R2 S3 settings (the edge's and routers' R2_* variables); null with r2Presign false. */
+  r2: { endpoint: string; bucket: string; accessKeyId: string; secretAccessKey: string } | null;
   /** Stops a region's router (SIGTERM drains it; SIGKILL kills it). */
   stopRouter(region: string, signal?: NodeJS.Signals): Promise<void>;
   /** Starts a region's router again on its port; its nodes reconnect by themselves. */
@@ -252,6 +259,16 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const redisToken = secret();
     const metricsToken = secret();
     const metricsTargets: Record<string, string> = {};
+    // The edge's port is needed now: routers sign keep-warm URLs for its R2 stand-in.
+    const edgePort = await portOr(opts.edgePort);
+    // What a read-only R2 API token would be in production; the edge stands in for R2's S3 endpoint.
+    const r2 =
+      opts.r2Presign === false
+        ? null
+        : { endpoint: `http://127.0.0.1:${edgePort}/r2`, bucket: "inference-mesh-artifacts", accessKeyId: `local-${randomBytes(8).toString("hex")}`, secretAccessKey: secret() };
+    const r2Env: Record<string, string> = r2
+      ? { R2_S3_ENDPOINT: r2.endpoint, R2_BUCKET: r2.bucket, R2_ACCESS_KEY_ID: r2.accessKeyId, R2_SECRET_ACCESS_KEY: r2.secretAccessKey }
+      : {};
 
     step("starting redis-server");
     redis = await startRedisServer({});
@@ -277,6 +294,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           REDIS_URL: redisInfo.url,
           REDIS_TOKEN: redisToken,
           METRICS_TOKEN: metricsToken,
+          ...r2Env,
           ...opts.routerEnv,
         },
         logDir,
@@ -293,7 +311,6 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const wranglerEnv = { WRANGLER_SEND_METRICS: "false", CI: "1", NO_COLOR: "1" };
     step("applying D1 migrations");
     await runToEnd("d1-migrations", process.execPath, [wrangler, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], wranglerEnv, logDir);
-    const edgePort = await portOr(opts.edgePort);
     const regionsVar = JSON.stringify(regions.map((r) => ({ name: r.name, url: regionUrls[r.name], lat: r.lat, lon: r.lon })));
     const edgeVars: Record<string, string> = {
       ADMIN_TOKEN: adminToken,
@@ -309,6 +326,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       // calls a second); deployments keep the edge's own default (100/s, burst 200).
       KEY_RATE_PER_SECOND: "100000",
       KEY_RATE_BURST: "100000",
+      ...r2Env,
       ...opts.edgeVars,
     };
     const varsFile = join(stateDir, "edge-vars.json");
@@ -393,6 +411,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       processes,
       startNode,
       regionStatus: statusOf,
+      r2,
       async stopRouter(region, signal = "SIGTERM") {
         const p = processes.find((x) => x.name === `router-${region}` && x.child.exitCode === null && x.child.signalCode === null);
         if (p) await killTree(p, signal);

@@ -228,6 +228,8 @@ export type NodeToRouter =
       mem?: ProcessMemory;
       /** Calls the node has started running since it started (absent from older nodes). */
       runs?: number;
+      /** The model cache's disk use and the disk's free space (absent from older nodes): placement checks a load fits. */
+      disk?: DiskUsage;
     }
   /** The node finishes what it has and takes nothing new. */
   | { t: "draining" }
@@ -245,6 +247,18 @@ export type NodeToRouter =
 export interface ProcessMemory {
   rssMb: number;
   heapUsedMb: number;
+}
+
+/** A node's model cache on disk (gpu-node/model-cache.ts), bytes. */
+export interface DiskUsage {
+  /** What the cache may hold: MODEL_CACHE_BYTES, or from the disk's free space at start. */
+  cacheBudgetBytes: number;
+  /** Cached versions plus the room reserved by downloads in progress. */
+  cacheUsedBytes: number;
+  /** Of those, what cannot be evicted now: loaded versions, loads and downloads in progress. */
+  cachePinnedBytes: number;
+  /** Free space on the cache's filesystem for the node's user (statfs). */
+  freeBytes: number;
 }
 
 export type RouterToNode =
@@ -386,6 +400,11 @@ function optCount(o: Rec, k: string, max?: number): number | undefined {
 function memory(v: unknown): ProcessMemory {
   const m = rec(v, "mem");
   return { rssMb: num(m, "rssMb"), heapUsedMb: num(m, "heapUsedMb") };
+}
+function diskUsage(v: unknown): DiskUsage {
+  const d = rec(v, "disk");
+  const n = (k: string) => count(d, k, Number.MAX_SAFE_INTEGER);
+  return { cacheBudgetBytes: n("cacheBudgetBytes"), cacheUsedBytes: n("cacheUsedBytes"), cachePinnedBytes: n("cachePinnedBytes"), freeBytes: n("freeBytes") };
 }
 function finishReason(o: Rec): FinishReason {
   const r = o.reason;
@@ -653,6 +672,7 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
         ...(gen ? { gen: { active: count(gen, "active"), tokens: count(gen, "tokens") } } : {}),
         ...(o.mem !== undefined && o.mem !== null ? { mem: memory(o.mem) } : {}),
         ...(o.runs !== undefined && o.runs !== null ? { runs: count(o, "runs", Number.MAX_SAFE_INTEGER) } : {}),
+        ...(o.disk !== undefined && o.disk !== null ? { disk: diskUsage(o.disk) } : {}),
       };
     }
     case "draining":

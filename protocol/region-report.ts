@@ -1,6 +1,8 @@
 // What a region publishes about itself to Redis every second, and what the edge routes on.
 // The key expires, so a region that dies disappears from the edge's view on its own.
 
+import type { DiskUsage } from "./messages.js";
+
 export const REGION_REPORT_PREFIX = "mesh:region:";
 export const REGION_REPORT_TTL_S = 5;
 /** A report older than this is treated as absent. */
@@ -17,6 +19,8 @@ export interface NodeReport {
   utilisation: number;
   draining: boolean;
   warm: string[];
+  /** The node's model cache and disk, from its last heartbeat (null: not reported yet). */
+  disk?: DiskUsage | null;
 }
 
 export interface Percentiles {
@@ -80,4 +84,16 @@ export interface ModelPolicyRecord {
   files?: { name: string; sha256: string; size: number }[];
   /** Regions allowed to hold the model (data residency); null = all. */
   regions: string[] | null;
+}
+
+/** A byte count as messages and logs print it (1.5 MiB). */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }

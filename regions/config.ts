@@ -1,6 +1,8 @@
 // The region router's configuration, read from the environment once and validated, with the
 // defaults in one place; main.ts prints it (secrets masked) at start-up.
 
+import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
+
 export interface RouterConfig {
   region: string;
   host: string;
@@ -42,6 +44,12 @@ export interface RouterConfig {
   accountWeights: Record<string, number>;
   /** Bearer token GET /metrics requires (METRICS_TOKEN); null: /metrics is off (404). */
   metricsToken: string | null;
+  /**
+   * R2_S3_ENDPOINT, R2_BUCKET, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY (the edge's R2 API token,
+   * read-only is enough): keep-warm loads get presigned R2 URLs like the edge's calls do. Null:
+   * this router signs edge URLs with its region secret (the edge serves both kinds).
+   */
+  r2: R2PresignConfig | null;
 }
 
 export const ROUTER_DEFAULTS = {
@@ -129,9 +137,21 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
     fairShare: flag(env, "FAIR_SHARE", ROUTER_DEFAULTS.fairShare),
     accountWeights: weights(env, "ACCOUNT_WEIGHTS"),
     metricsToken: env.METRICS_TOKEN ? secret(env, "METRICS_TOKEN") : null,
+    // Any origin may be the edge's local stand-in: a router cannot tell, and a wrong one only fails the node's download.
+    r2: readR2Presign(env, () => true, (msg) => {
+      throw new ConfigError(msg);
+    }),
   };
 }
 
 export function printableConfig(c: RouterConfig): Record<string, unknown> {
-  return { ...c, meshSecret: "***", meshSecretPrevious: c.meshSecretPrevious ? "***" : null, nodeToken: "***", metricsToken: c.metricsToken ? "***" : null, redis: c.redis ? { url: c.redis.url, token: "***" } : null };
+  return {
+    ...c,
+    meshSecret: "***",
+    meshSecretPrevious: c.meshSecretPrevious ? "***" : null,
+    nodeToken: "***",
+    metricsToken: c.metricsToken ? "***" : null,
+    redis: c.redis ? { url: c.redis.url, token: "***" } : null,
+    r2: c.r2 ? { endpoint: c.r2.endpoint.href, bucket: c.r2.bucket, accessKeyId: c.r2.credentials.accessKeyId, secretAccessKey: "***" } : null,
+  };
 }

@@ -22,6 +22,7 @@ import type {
   Accelerator,
   BundleFileRef,
   ChatMessage,
+  DiskUsage,
   GenerateParams,
   NodeToRouter,
   ProcessMemory,
@@ -29,7 +30,7 @@ import type {
   TokenizerRef,
   WarmModel,
 } from "../protocol/messages.js";
-import type { NodeState } from "./placement.js";
+import { diskRoom, type NodeState } from "./placement.js";
 import type { WireTensor } from "../protocol/tensor.js";
 
 export class NodeCallError extends Error {
@@ -134,6 +135,15 @@ export class NodeLink implements NodeState {
   runs: number | null = null;
   /** Heartbeats received on this socket: a count read after N more has seen every run before. */
   heartbeats = 0;
+  /** From heartbeats: the model cache's disk use and the disk's free space (null until reported). */
+  disk: DiskUsage | null = null;
+  /**
+   * Bytes of loads sent to the node, kept until the first disk reading after the load ended:
+   * counted on top of the reading, since the node may not count them in it yet. Conservative: a
+   * download's reservation in the reading is counted twice meanwhile, which matters only on a
+   * nearly full disk (a load there waits for the next heartbeat, never overfills it).
+   */
+  private readonly loadBytesSinceDisk = new Map<string, number>();
   /** Download progress of a model load (the scheduler passes it to streams waiting for it). */
   onLoadProgress: (key: string, bytes: number, total: number) => void = () => undefined;
 
@@ -152,6 +162,14 @@ export class NodeLink implements NodeState {
   ) {
     this.codec = createCodec(framing);
     for (const w of warm) this.warm.set(w.key, w);
+  }
+
+  /** Bytes of new model files this node can take on disk now (placement.ts); undefined: not reported. */
+  get diskRoomBytes(): number | undefined {
+    if (!this.disk) return undefined;
+    let pending = 0;
+    for (const b of this.loadBytesSinceDisk.values()) pending += b;
+    return Math.max(0, diskRoom(this.disk) - pending);
   }
 
   get available(): boolean {
@@ -189,6 +207,7 @@ export class NodeLink implements NodeState {
     });
     this.loads.set(key, { promise, resolve, reject });
     this.loading.set(key, reserveMb);
+    this.loadBytesSinceDisk.set(key, size + (files ?? []).reduce((n, f) => n + f.size, 0));
     this.send({ t: "load", key, url, sha256, size, signature, ...(tokenizer ? { tokenizer } : {}), ...(files?.length ? { files } : {}) });
     return promise;
   }
@@ -408,6 +427,14 @@ export class NodeLink implements NodeState {
         if (msg.gen) this.gen = msg.gen;
         if (msg.mem) this.mem = msg.mem;
         if (msg.runs !== undefined) this.runs = msg.runs;
+        if (msg.disk) {
+          this.disk = msg.disk;
+          // A load that ended before this reading is in it (its files on disk, pinned while loaded).
+          const pending = this.loadBytesSinceDisk.size;
+          for (const key of [...this.loadBytesSinceDisk.keys()]) if (!this.loads.has(key)) this.loadBytesSinceDisk.delete(key);
+          // Room came back (a finished load no longer counted twice): a load placement passed over may fit now.
+          if (this.loadBytesSinceDisk.size < pending) this.onChange();
+        }
         this.heartbeats++;
         return;
       }

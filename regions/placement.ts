@@ -1,7 +1,11 @@
 // Where a call or a model load goes, as pure functions over a snapshot of the nodes, so the
 // choice is unit-tested and replayed in bench/ without sockets. A call goes to a node holding
 // the model warm with a free slot and the least in flight. A load goes to the node where it
-// fits at the least cost: free memory first, else evicting the least valuable idle models.
+// fits at the least cost: free memory first, else evicting the least valuable idle models, and
+// only on a node whose disk can take the model's files (its cache budget and the filesystem's
+// free space, from its heartbeats).
+
+import type { DiskUsage } from "../protocol/messages.js";
 
 export interface NodeState {
   id: string;
@@ -20,6 +24,8 @@ export interface NodeState {
   /** Generations running, and how many the node runs at once (absent: it runs none). */
   streams?: number;
   streamSlots?: number;
+  /** Bytes of new model files the node can take on disk now (diskRoom, less loads it may not count yet); absent: unknown, not checked. */
+  diskRoomBytes?: number | undefined;
 }
 
 export interface LoadPlan {
@@ -30,6 +36,17 @@ export interface LoadPlan {
 /** What the node will hold once the file is in onnxruntime; the node reports the real figure. */
 export function estimateMemoryMb(artifactBytes: number): number {
   return Math.max(1, Math.ceil((artifactBytes * 1.5) / 2 ** 20));
+}
+
+/**
+ * Bytes of new files a node's model cache can take, evicting whatever is not pinned: no more
+ * than its budget leaves beside the pinned versions, and no more than the filesystem's free
+ * space plus what eviction would free. (A load of files the node has cached needs no room; the
+ * router does not know which those are, so such a load may be refused on a full node: safe.)
+ */
+export function diskRoom(d: DiskUsage): number {
+  const evictable = Math.max(0, d.cacheUsedBytes - d.cachePinnedBytes);
+  return Math.max(0, Math.min(d.cacheBudgetBytes - d.cachePinnedBytes, d.freeBytes + evictable));
 }
 
 export function usedMb(n: NodeState): number {
@@ -74,11 +91,14 @@ export function planLoad(
   exclude?: ReadonlySet<string>,
   /** Only evict models worth less than this (a speculative load must not push out better ones). */
   maxEvictValue = Infinity,
+  /** The model's files on disk (graph plus data files): a node without that room is passed over. */
+  diskBytes = 0,
 ): LoadPlan | undefined {
   let best: { plan: LoadPlan; cost: number } | undefined;
   for (const n of nodes) {
     if (!n.available || n.warm.has(key) || n.loading.has(key) || exclude?.has(n.id)) continue;
     if (memoryMb > n.memoryBudgetMb) continue;
+    if (n.diskRoomBytes !== undefined && diskBytes > n.diskRoomBytes) continue;
     let free = n.memoryBudgetMb - usedMb(n);
     let count = n.warm.size + n.loading.size;
     const fits = () => free >= memoryMb && (n.maxModels === 0 || count < n.maxModels);

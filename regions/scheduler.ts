@@ -25,6 +25,7 @@
 // after it ran carries what it cost on the node (CallFailed.computeMs), so usage bills it.
 
 import { MeshError } from "../protocol/errors.js";
+import { formatBytes } from "../protocol/region-report.js";
 import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
 import type { WireTensor } from "../protocol/tensor.js";
 import { ModelStats } from "./model-stats.js";
@@ -490,8 +491,11 @@ export class Scheduler {
     // A bundle's weights are mostly in its data files: they count as much as the graph.
     const bytes = ref.size + (ref.files ?? []).reduce((n, f) => n + f.size, 0);
     const memoryMb = estimateMemoryMb(bytes);
-    const plan = planLoad(this.nodes.values(), key, memoryMb, this.valueOf, this.protect, undefined, maxEvictValue);
-    if (!plan) return false;
+    const plan = planLoad(this.nodes.values(), key, memoryMb, this.valueOf, this.protect, undefined, maxEvictValue, bytes);
+    if (!plan) {
+      this.failIfNoDiskEverFits(key, bytes);
+      return false;
+    }
     const node = plan.node as NodeLink;
     for (const victim of plan.evict) {
       node.unload(victim);
@@ -528,6 +532,24 @@ export class Scheduler {
       },
     );
     return true;
+  }
+
+  /**
+   * When the model's files are larger than the model cache of every node in the region that
+   * reported one, no eviction will ever make room: the waiting calls fail now with why, instead
+   * of at their deadline. A node not yet reporting its disk keeps the calls waiting.
+   */
+  private failIfNoDiskEverFits(key: string, bytes: number): void {
+    const usable = [...this.nodes.values()].filter((n) => n.available);
+    if (usable.length === 0 || usable.some((n) => !n.disk || n.disk.cacheBudgetBytes >= bytes)) return;
+    const largest = Math.max(...usable.map((n) => n.disk!.cacheBudgetBytes));
+    const message = `the model's files take ${formatBytes(bytes)}, more than the model cache of any node in this region (MODEL_CACHE_BYTES, ${formatBytes(largest)} at most)`;
+    this.log("warn", "model larger than every node's disk cache", { key, bytes, largestCacheBytes: largest });
+    for (const item of [...(this.queues.get(key) ?? [])]) {
+      this.dequeue(key, item);
+      clearTimeout(item.timer);
+      item.reject(new MeshError("inference_failed", message));
+    }
   }
 
   private dispatch(item: Queued, node: NodeLink): void {

@@ -131,6 +131,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
         utilisation: Math.round(n.utilisation * 1000) / 1000,
         draining: n.draining,
         warm: [...n.warm.keys()],
+        disk: n.disk,
       })),
       warm: [...new Set(usable.flatMap((n) => [...n.warm.keys()]))],
       inflight: scheduler.inflight,
@@ -458,7 +459,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     : null;
   // Keep-warm URLs are signed with the previous secret while a rotation runs: the edge learns
   // the new one only after the routers do (README, Security).
-  const policies = config.redis ? startPolicyReader(config.region, config.redis, config.meshSecretPrevious ?? config.meshSecret, config.policyIntervalMs, scheduler, log) : null;
+  const policies = config.redis ? startPolicyReader(config.region, config.redis, config.meshSecretPrevious ?? config.meshSecret, config.policyIntervalMs, scheduler, log, config.r2) : null;
   await publisher?.publishNow();
   log("info", "router listening", { url, nodeSocket: url.replace(/^http/, "ws") + NODE_SOCKET_PATH });
 

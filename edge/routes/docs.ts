@@ -89,6 +89,17 @@ export function registerDocs(app: Hono<AppEnv>): void {
     errors: ["not_found"],
     internal: true,
   });
+  // internal_artifacts.ts: the local stand-in for R2's S3 endpoint (local mode only), presigned URLs.
+  describeRoute({
+    method: "get",
+    path: "/r2/*",
+    tag: "Internal",
+    auth: "signed",
+    summary: "Local stand-in for R2's S3 endpoint: /r2/{bucket}/{key} through a SigV4 presigned URL",
+    responses: { 200: { description: "The object's bytes (206 for a Range).", contentType: "application/octet-stream" } },
+    errors: ["forbidden", "not_found"],
+    internal: true,
+  });
   // v1_regions.ts
   describeRoute({
     method: "get",

@@ -13,6 +13,7 @@
 // A bundle's Hugging Face files (edge/generative-bundle.ts) are checked before the version is
 // recorded: a version with a tokenizer.json generates text without an uploaded tokenizer.
 
+import { artifactKey } from "../../protocol/presign.js";
 import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import type { Hono } from "hono";
 import { z } from "zod";
@@ -52,9 +53,8 @@ import { log } from "../log.js";
 export const MAX_MODEL_BYTES = 100 * 1024 * 1024;
 const MAX_REPLICAS = 16;
 
-export function artifactKey(sha256: string): string {
-  return `artifacts/${sha256}.onnx`;
-}
+// Where an artifact lives in the bucket is shared with the routers, which presign URLs for it.
+export { artifactKey };
 
 export function describe(model: ModelInfo) {
   return {
