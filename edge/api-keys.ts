@@ -56,7 +56,6 @@ const cache = new LayeredCache<KeyRecord>({
   maxEntries: 50_000,
 });
 
-export const keyCacheStats = cache.stats;
 
 export interface KeyServices {
   db: DrizzleD1Database;
@@ -116,9 +115,4 @@ export async function verifyKey(s: KeyServices, key: string): Promise<KeyRecord 
 /** After a revocation (or a change to a key's limits): this isolate and Redis forget it now. */
 export function evictKey(s: KeyServices, hash: string): Promise<void> {
   return cache.evict(hash, lookupContext(s));
-}
-
-/** For tests: forget everything this isolate holds. */
-export function clearKeyCache(): void {
-  cache.clear();
 }

@@ -82,10 +82,6 @@ export class Generation {
     this.finished = new Promise((r) => (this.resolveFinished = r));
   }
 
-  get done(): boolean {
-    return this.ended;
-  }
-
   /**
    * Sends the request to the best region that takes it. Resolves once it is on a region's
    * socket; throws MeshError (and emits nothing) when no region could be reached at all.

@@ -53,7 +53,6 @@ const cache = new LayeredCache<ModelInfo>({
   maxEntries: 20_000,
 });
 
-export const modelCacheStats = cache.stats;
 
 export interface RegistryServices {
   db: DrizzleD1Database;
@@ -164,9 +163,4 @@ export function routeVersion(model: ModelInfo, ref: string | undefined, sticky: 
 
 export function modelKey(model: ModelInfo, version: VersionInfo): string {
   return `${model.id}@${version.version}`;
-}
-
-/** For tests: forget everything this isolate holds. */
-export function clearModelCache(): void {
-  cache.clear();
 }

@@ -5,7 +5,7 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, existsSync } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -544,8 +544,4 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
 
 export function localJsonPath(stateDir = join(ROOT, ".mesh")): string {
   return join(stateDir, "local.json");
-}
-
-export function meshExists(stateDir = join(ROOT, ".mesh")): boolean {
-  return existsSync(localJsonPath(stateDir));
 }

@@ -780,15 +780,12 @@ export function parseRouterMessage(v: unknown): RouterToNode {
   }
 }
 
-/** Close codes used on the node socket (RFC 6455 and the registered 4xxx application range). */
+/** Close codes the mesh sends on the node socket (RFC 6455); ws itself closes an oversize frame with 1009. */
 export const CLOSE = {
   normal: 1000,
   goingAway: 1001,
   protocolError: 1002,
-  tooBig: 1009,
-  internalError: 1011,
   restart: 1012,
-  unauthorized: 4401,
 } as const;
 
 /** Bounds on what a socket or body may carry; msgpack decoding has no quotas of its own. */

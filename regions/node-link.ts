@@ -176,10 +176,6 @@ export class NodeLink implements NodeState {
     return this.open && !this.unresponsive && !this.draining;
   }
 
-  isLoading(key: string): boolean {
-    return this.loads.has(key);
-  }
-
   private send(msg: RouterToNode): void {
     this.ws.send(this.codec.encode(msg), { binary: this.framing === "msgpack" });
   }
