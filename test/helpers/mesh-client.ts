@@ -32,6 +32,36 @@ export async function call(
 }
 
 /** Asserts the one error shape: {error: string, code, requestId}, and the id matches the header. */
+/** OpenAI's error codes on /openai/v1 (edge/openai-format.ts) for the mesh codes they stand for. */
+const FROM_OPENAI: Record<string, string> = {
+  invalid_api_key: "unauthorized",
+  insufficient_permissions: "forbidden",
+  rate_limit_exceeded: "rate_limited",
+  insufficient_quota: "quota_exceeded",
+};
+
+/**
+ * The mesh error code of an answer in either error shape: the mesh's envelope, or OpenAI's
+ * `{"error": {"code", "request_id", ...}}` on the OpenAI surface (mapped back to the mesh's code).
+ */
+export function errorCodeOf(a: Answer): string | undefined {
+  const e = a.body?.error;
+  if (e && typeof e === "object") return FROM_OPENAI[e.code] ?? e.code ?? undefined;
+  return a.body?.code;
+}
+
+/** expectError for either error shape (see errorCodeOf): routes under /openai/v1 answer in OpenAI's. */
+export function expectAnyError(a: Answer, status: number, code: string): void {
+  const e = a.body?.error;
+  if (!(e && typeof e === "object")) return expectError(a, status, code);
+  expect(a.status, JSON.stringify(a.body)).toBe(status);
+  expect(errorCodeOf(a)).toBe(code);
+  expect(typeof e.message).toBe("string");
+  expect(typeof e.type).toBe("string");
+  if (a.headers.get("x-request-id")) expect(e.request_id).toBe(a.headers.get("x-request-id"));
+  expect(JSON.stringify(a.body)).not.toMatch(/at .*\.(ts|js):\d+/);
+}
+
 export function expectError(a: Answer, status: number, code: string): void {
   expect(a.status, JSON.stringify(a.body)).toBe(status);
   expect(Object.keys(a.body).sort()).toEqual(["code", "error", "requestId"]);
