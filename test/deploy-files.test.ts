@@ -6,7 +6,7 @@
 // --dry-run` builds the Worker's bundle offline.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -51,9 +51,19 @@ function bareEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? scratch, MESH_PARENT_PID: String(process.pid), ...extra };
 }
 
-function startBin(bin: string, env: NodeJS.ProcessEnv): { child: ChildProcess; exit: Promise<number | null>; output: () => string } {
+/** The bin as npm installs it: a symlink in a .bin directory, run through its shebang. */
+function linkedBin(bin: string, name: string): string {
+  const dir = join(scratch, ".bin");
+  mkdirSync(dir, { recursive: true });
+  const link = join(dir, name);
+  if (!existsSync(link)) symlinkSync(bin, link);
+  return link;
+}
+
+function startBin(bin: string, env: NodeJS.ProcessEnv, viaLink = false): { child: ChildProcess; exit: Promise<number | null>; output: () => string } {
   // From a directory outside the checkout: an installed bin must not depend on the cwd.
-  const child = spawn(process.execPath, [bin], { cwd: scratch, env, stdio: ["ignore", "pipe", "pipe"] });
+  const [cmd, args] = viaLink ? [linkedBin(bin, bin.endsWith("mesh-router.js") ? "mesh-router" : "mesh-node"), []] : [process.execPath, [bin]];
+  const child = spawn(cmd, args, { cwd: scratch, env, stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
   let text = "";
   child.stdout!.on("data", (b: Buffer) => (text += b.toString()));
@@ -63,14 +73,14 @@ function startBin(bin: string, env: NodeJS.ProcessEnv): { child: ChildProcess; e
 }
 
 describe("bins", () => {
-  it("mesh-router without configuration exits 2 naming the missing setting", async () => {
-    const r = startBin(ROUTER_BIN, bareEnv());
+  it("mesh-router without configuration exits 2 naming the missing setting (run as npm links it)", async () => {
+    const r = startBin(ROUTER_BIN, bareEnv(), true);
     expect(await r.exit).toBe(2);
     expect(r.output()).toContain("MESH_REGION must be");
   });
 
-  it("mesh-node without configuration exits 2 naming the missing setting", async () => {
-    const r = startBin(NODE_BIN, bareEnv());
+  it("mesh-node without configuration exits 2 naming the missing setting (run as npm links it)", async () => {
+    const r = startBin(NODE_BIN, bareEnv(), true);
     expect(await r.exit).toBe(2);
     expect(r.output()).toContain("ROUTER_URL must be");
   });
