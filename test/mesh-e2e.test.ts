@@ -160,7 +160,7 @@ describe("control plane", () => {
     expectError(await call(`${mesh.edge}/v1/models`, { key: mesh.apiKey, json: { name: "fresh-model" } }), 409, "conflict");
     expectError(await call(`${mesh.edge}/v1/models`, { key: mesh.apiKey, json: { name: "../bad name" } }), 400, "bad_request");
     const list = await call(`${mesh.edge}/v1/models`, { key: mesh.apiKey });
-    expect(list.body.models.map((m: { name: string }) => m.name).sort()).toEqual(["demo-chat", "demo-mlp", "demo-types", "fresh-model"]);
+    expect(list.body.models.map((m: { name: string }) => m.name).sort()).toEqual(["demo-chat", "demo-mlp", "demo-types", "fresh-model", "tiny-gpt"]);
     // A model without versions answers clearly instead of hanging or crashing.
     expectError(await infer("fresh-model", mlpBody(X)), 404, "version_not_found");
   });
