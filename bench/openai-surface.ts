@@ -92,6 +92,8 @@ interface StreamSample {
   ttftMs: number;
   /** From the request to the last token. */
   lastMs: number;
+  /** fetch+SSE only: from the request to the response's headers (the edge has picked a node and the stream is open). */
+  headersMs?: number;
   gaps: number[];
   text: string;
 }
@@ -101,7 +103,7 @@ class Timeline {
   private first = 0;
   private readonly gaps: number[] = [];
   private text = "";
-  constructor(private readonly sentAt = performance.now()) {}
+  constructor(readonly sentAt = performance.now()) {}
   token(text: string): void {
     if (text === "") return;
     const now = performance.now();
@@ -184,6 +186,7 @@ async function viaFetch(edge: string, key: string, i: number): Promise<StreamSam
     body: JSON.stringify({ model: MODEL, messages: messagesFor(i), max_tokens: MAX_TOKENS, temperature: 0, stream: true }),
   });
   if (!res.ok || !res.body) throw new Error(`chat/completions ${res.status}: ${await res.text()}`);
+  const headersMs = performance.now() - tl.sentAt;
   const decoder = new TextDecoder();
   let buf = "";
   for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -198,7 +201,7 @@ async function viaFetch(edge: string, key: string, i: number): Promise<StreamSam
       tl.token(chunk.choices?.[0]?.delta?.content ?? "");
     }
   }
-  return tl.sample();
+  return { ...tl.sample(), headersMs };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,6 +239,8 @@ interface Measured {
   ttft: Summary;
   itl: Summary;
   last: Summary;
+  /** fetch+SSE only (NaN otherwise). */
+  headers: Summary;
   /** Share of gaps under BURST_MS: tokens that came in the same read as the one before. */
   burstShare: number;
   streams: number;
@@ -249,6 +254,7 @@ function measured(s: Samples): Measured {
     ttft: summarize(s.streams.map((x) => x.ttftMs)),
     itl: summarize(s.streams.flatMap((x) => x.gaps)),
     last: summarize(s.streams.map((x) => x.lastMs)),
+    headers: summarize(s.streams.flatMap((x) => (x.headersMs === undefined ? [] : [x.headersMs]))),
     burstShare: ratio(s.streams.reduce((n, x) => n + x.gaps.filter((g) => g < BURST_MS).length, 0), s.streams.reduce((n, x) => n + x.gaps.length, 0)),
     streams: s.streams.length,
     tokens: s.streams.reduce((n, x) => n + x.gaps.length + 1, 0),
@@ -358,6 +364,10 @@ async function main(): Promise<void> {
   const oneBase = levels[0]!.by.get("in-process")!;
   const addedP50 = { ttft: oneOpenai.ttft.p50 - oneBase.ttft.p50, itl: oneOpenai.itl.p50 - oneBase.itl.p50 };
   say();
+  for (const lv of levels) {
+    const f = lv.by.get("fetch+SSE")!;
+    say(`fetch+SSE at ${lv.streams}: response headers at p50 ${fmt(f.headers.p50)} ms (p99 ${fmt(f.headers.p99)}), first token at p50 ${fmt(f.ttft.p50)} ms`);
+  }
   say(`goal (at most 2 ms added at p50, 1 stream, openai client): TTFT ${fmtSigned(addedP50.ttft)} ms, ITL ${fmtSigned(addedP50.itl, 3)} ms, last token ${fmtSigned(oneOpenai.last.p50 - oneBase.last.p50)} ms`);
 
   const json = (m: Measured) => ({
@@ -368,6 +378,7 @@ async function main(): Promise<void> {
     ttftMs: { p50: round(m.ttft.p50), p90: round(m.ttft.p90), p99: round(m.ttft.p99), mean: round(m.ttft.mean), max: round(m.ttft.max) },
     itlMs: { p50: round(m.itl.p50, 4), p90: round(m.itl.p90, 4), p99: round(m.itl.p99, 4), mean: round(m.itl.mean, 4), max: round(m.itl.max, 4) },
     lastTokenMs: { p50: round(m.last.p50), p99: round(m.last.p99) },
+    headersMs: { p50: round(m.headers.p50), p99: round(m.headers.p99) },
     burstShare: round(m.burstShare),
   });
   const written = await writeResults("openai-surface", {
