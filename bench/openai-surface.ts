@@ -160,7 +160,11 @@ class InProcess {
     } else if (e.type === "done") {
       for (const p of s.window.finish()) s.tl.token(p.text);
       this.streams.delete(e.id);
-      s.done(s.tl.sample());
+      try {
+        s.done(s.tl.sample());
+      } catch (x) {
+        s.fail(x as Error);
+      }
     } else {
       this.streams.delete(e.id);
       s.fail(new Error(e.message));
