@@ -9,6 +9,7 @@ const UNIT = [
   "batcher",
   "belady",
   "binary-tensors-codec",
+  "decode-loop",
   "decoder-engine",
   "edge-layered-cache",
   "edge-limits",

@@ -24,6 +24,9 @@ export class DecodeLoop {
     if (this.active || !this.engine.hasWork) return;
     this.active = this.loop().finally(() => {
       this.active = null;
+      // A stream added after the loop's last check but before this ran (from a continuation of
+      // the event that ended the last stream) found the loop still active and did not start it.
+      this.kick();
     });
   }
 
