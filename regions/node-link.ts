@@ -164,6 +164,11 @@ export class NodeLink implements NodeState {
     for (const w of warm) this.warm.set(w.key, w);
   }
 
+  /** The node's model cache budget (placement.ts); undefined: not reported. */
+  get diskBudgetBytes(): number | undefined {
+    return this.disk?.cacheBudgetBytes;
+  }
+
   /** Bytes of new model files this node can take on disk now (placement.ts); undefined: not reported. */
   get diskRoomBytes(): number | undefined {
     if (!this.disk) return undefined;

@@ -26,6 +26,8 @@ export interface NodeState {
   streamSlots?: number;
   /** Bytes of new model files the node can take on disk now (diskRoom, less loads it may not count yet); absent: unknown, not checked. */
   diskRoomBytes?: number | undefined;
+  /** The node's whole model cache budget: a model larger than it never fits there; absent: unknown. */
+  diskBudgetBytes?: number | undefined;
 }
 
 export interface LoadPlan {
@@ -98,24 +100,29 @@ export function planLoad(
   for (const n of nodes) {
     if (!n.available || n.warm.has(key) || n.loading.has(key) || exclude?.has(n.id)) continue;
     if (memoryMb > n.memoryBudgetMb) continue;
-    if (n.diskRoomBytes !== undefined && diskBytes > n.diskRoomBytes) continue;
+    if (n.diskBudgetBytes !== undefined && diskBytes > n.diskBudgetBytes) continue;
     let free = n.memoryBudgetMb - usedMb(n);
     let count = n.warm.size + n.loading.size;
+    // Short of disk: the room counts loaded models' files as pinned, and unloading one unpins
+    // them (the router does not know their sizes). So a node short of disk is passed over only
+    // when nothing on it can be unloaded; otherwise the plan unloads at least one model, and the
+    // node's own cache refuses the download cleanly if that still was not enough.
+    const diskShort = n.diskRoomBytes !== undefined && diskBytes > n.diskRoomBytes;
     const fits = () => free >= memoryMb && (n.maxModels === 0 || count < n.maxModels);
     const evict: string[] = [];
     let cost = 0;
-    if (!fits()) {
+    if (!fits() || diskShort) {
       const candidates = [...n.warm]
         .filter(([k]) => (n.modelInflight.get(k) ?? 0) === 0 && !protect(n, k) && valueOf(k) < maxEvictValue)
         .sort(([ka, a], [kb, b]) => valueOf(ka) - valueOf(kb) || a.lastUsed - b.lastUsed);
       for (const [k, w] of candidates) {
-        if (fits()) break;
+        if (fits() && (!diskShort || evict.length > 0)) break;
         evict.push(k);
         free += w.memoryMb;
         count--;
         cost += valueOf(k) + 1;
       }
-      if (!fits()) continue;
+      if (!fits() || (diskShort && evict.length === 0)) continue;
     }
     // Ties: less busy, then more room left.
     const score = cost * 1e6 + n.inflight * 1e3 - Math.min(999, free - memoryMb) / 1e3;
