@@ -8,7 +8,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { parseTraceparent } from "../protocol/trace-context.js";
 import { call, mlpBody, type Answer } from "./helpers/mesh-client.js";
@@ -102,8 +102,14 @@ describe("metrics of the mesh npm start boots", () => {
     expect(parseTraceparent(a.headers.get("traceparent"))?.traceId).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
     const tokens = a.body.usage.completion_tokens as number;
     expect(tokens).toBeGreaterThan(0);
-    const [r1, n1] = [await read(router), await read(node)];
     const delta = (before: string, after: string, name: string, labels: Record<string, string> = {}) => (sample(after, name, labels) ?? 0) - (sample(before, name, labels) ?? 0);
+    const r1 = await read(router);
+    // The node's token count comes from its session child's reports (every 50 ms): poll for it.
+    let n1 = "";
+    await vi.waitFor(async () => {
+      n1 = await read(node);
+      expect(delta(n0, n1, "mesh_node_tokens_generated_total")).toBeGreaterThanOrEqual(tokens);
+    }, { timeout: 5_000, interval: 100 });
     expect(delta(r0, r1, "mesh_router_streams_started_total")).toBe(1);
     expect(delta(r0, r1, "mesh_router_calls_total", { kind: "stream" })).toBe(1);
     expect(delta(r0, r1, "mesh_router_tokens_relayed_total")).toBe(tokens);
