@@ -32,6 +32,7 @@ import type { RegionsView } from "../edge/regions-view.js";
 import { DEFAULT_REGIONS, startMesh, type MeshHandle } from "../local/mesh.js";
 import { RespPool, type RespArg } from "../local/resp-client.js";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { mulberry32 } from "../protocol/prng.js";
 
 const QUICK = process.argv.includes("--quick");
 const ROUNDS = QUICK ? 2 : 3;
@@ -46,16 +47,7 @@ const TARGET_RATIO = 1.25;
 const err = (line: string) => process.stderr.write(line + "\n");
 const say = (line = "") => process.stdout.write(line + "\n");
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 interface Hour {
   /** HINCRBY commands (key, field, count), then EXPIRE per key. */

@@ -43,6 +43,7 @@ import { ModelStats } from "../regions/model-stats.js";
 import { beladyReplay, type BeladyResult } from "./belady.js";
 import { WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { mulberry32 } from "../protocol/prng.js";
 
 // ---------------------------------------------------------------------------------------------
 // Setup (all overridable from the command line; printed with the results)
@@ -109,17 +110,7 @@ const say = (line = "") => process.stdout.write(line + "\n");
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness
 
-/** mulberry32: small, fast, good enough for a replay. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 /** P(rank k) ∝ k^-s, k = 1..n; returns the probabilities (index 0 = rank 1). */
 function zipfProbabilities(n: number, s: number): number[] {

@@ -9,6 +9,7 @@
 // stop sequences are token-text.ts's, shared with the KV-cache path in the session child.
 
 import * as ort from "onnxruntime-node";
+import { mulberry32 } from "../protocol/prng.js";
 import { fromHalfBits } from "../protocol/tensor.js";
 import { IncrementalDetokenizer, StopWindow } from "./token-text.js";
 import type { Tokenizer } from "./tokenizer.js";
@@ -55,17 +56,8 @@ export class GenerateError extends Error {
 export const DEFAULT_MAX_TOKENS = 64;
 export const DEFAULT_MAX_CONTEXT = 256;
 
-/** mulberry32: a small, fast 32-bit PRNG; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG (protocol/prng.ts), exported here for the decoder and tests that import it from the token loop. */
+export { mulberry32 };
 
 export interface LanguageModelIo {
   /** The token id input. */

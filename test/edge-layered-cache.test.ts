@@ -6,20 +6,11 @@
 
 import { describe, expect, it } from "vitest";
 import { LayeredCache, type SharedLayer, type Stamped } from "../edge/layered-cache.js";
+import { mulberry32 } from "../protocol/prng.js";
 
 /** The positive entries' bound in these tests. */
 const MAX_AGE_MS = 1500;
 
-/** mulberry32: a small seeded PRNG, so the property test's schedules replay. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function setup(opts: { shared?: boolean } = {}) {
   let now = 1_000_000;

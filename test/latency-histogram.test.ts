@@ -2,6 +2,7 @@
 // bucket edges, percentiles against exact nearest-rank ones on seeded data (off by at most the
 // width of the bucket the exact value falls in), merging, and the Redis hash form.
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "../protocol/prng.js";
 import {
   BUCKETS,
   bucketBounds,
@@ -16,17 +17,7 @@ import {
   TOTAL_FIELD,
 } from "../edge/latency-histogram.js";
 
-/** mulberry32, seeded. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 /** Nearest-rank percentile of a sorted array (what the report computed from raw samples). */
 const exact = (sorted: number[], p: number) => sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1]!;
