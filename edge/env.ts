@@ -6,6 +6,8 @@ import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
 export interface Env {
   DB: D1Database;
   ARTIFACTS: R2Bucket;
+  /** The static assets (wrangler.toml [assets]): the browser pages scripts/build-pages.ts built. */
+  ASSETS: Fetcher;
   /** Operator token for POST /v1/accounts. */
   ADMIN_TOKEN: string;
   /**
