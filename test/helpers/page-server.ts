@@ -15,6 +15,8 @@ import { buildPages, type BuiltPages } from "../../scripts/build-pages.js";
 export interface PageServer {
   base: string;
   built: BuiltPages;
+  /** The node:http server, for a test that also answers WebSocket upgrades. */
+  server: Server;
   close(): Promise<void>;
 }
 
@@ -60,6 +62,7 @@ export async function startPageServer(api: (req: IncomingMessage) => Promise<Res
   return {
     base: origin,
     built,
+    server,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
