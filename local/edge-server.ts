@@ -11,22 +11,14 @@
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Log, LogLevel, Miniflare } from "miniflare";
+import { EDGE_ASSETS } from "./edge-assets.js";
 import { exitWhenParentDies } from "./parent-watch.js";
 
 // Must match wrangler.toml: wrangler keys local D1 state by database_id.
 const D1_DATABASE_ID = "00000000-0000-0000-0000-000000000000";
 const R2_BUCKET = "inference-mesh-artifacts";
 const COMPATIBILITY_DATE = "2026-04-01";
-// wrangler.toml [assets]: the browser pages, which wrangler's [build] step (scripts/build-pages.ts)
-// wrote before it bundled. The Worker runs first for every path and reads them through ASSETS.
-const ASSETS = {
-  directory: join(dirname(fileURLToPath(import.meta.url)), "..", "build", "assets"),
-  binding: "ASSETS",
-  routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true },
-  assetConfig: { html_handling: "none" as const, not_found_handling: "none" as const },
-};
 
 const need = (name: string): string => {
   const v = process.env[name];
@@ -51,7 +43,8 @@ const worker = {
   d1Databases: { DB: D1_DATABASE_ID },
   r2Buckets: { ARTIFACTS: R2_BUCKET },
   bindings: vars,
-  assets: ASSETS,
+  // wrangler.toml [assets]: the browser pages, read by the Worker through ASSETS.
+  assets: EDGE_ASSETS,
 };
 const mf = new Miniflare({
   host: "127.0.0.1",
