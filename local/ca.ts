@@ -111,8 +111,7 @@ export async function issueHostCert(ca: LocalCa, name: string, hosts: string[]):
 /** A positive 64-bit serial: unique per certificate, which TLS clients expect of one issuer. */
 function randomSerial(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
-  bytes[0] &= 0x7f;
-  bytes[0] |= 0x10;
+  bytes[0] = (bytes[0]! & 0x7f) | 0x10;
   return Buffer.from(bytes).toString("hex");
 }
 
