@@ -27,7 +27,7 @@ process.on("uncaughtException", (err) => {
 
 try {
   // tiny-gpt is the demo's generative model; demo-chat (the character bigram) only stands in without it.
-  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)) });
+  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)), tls: process.env.MESH_TLS === "1" });
 } catch (err) {
   say(`[mesh] failed to start: ${(err as Error).message}`);
   process.exit(1);

@@ -452,6 +452,12 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     ? serve({ fetch: app.fetch, port: config.port, hostname: config.host, createServer: createHttpsServer, serverOptions: { cert: config.tls.cert, key: config.tls.key } })
     : serve({ fetch: app.fetch, port: config.port, hostname: config.host });
   server.on("upgrade", onUpgrade);
+  // A client that does not trust this certificate aborts the handshake (alert: unknown CA, bad
+  // certificate): counted and logged here, since that client never gets far enough to say so.
+  server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: { remoteAddress?: string }) => {
+    metrics.tlsHandshakeFailed();
+    log("warn", "TLS handshake failed", { remote: socket.remoteAddress, code: err.code, error: err.message.slice(0, 200) });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
     server.once("error", reject);
