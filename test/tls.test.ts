@@ -5,8 +5,9 @@
 //
 // Real parts: certificates from the openssl CLI (local/ca.ts), router and node agent processes,
 // a whole mesh with MESH_TLS (`startMesh({ tls: true })`: workerd, redis-server, onnxruntime).
-// A refusal is seen where it happens: the router counts handshakes its clients aborted
-// (mesh_router_tls_handshake_failures_total) and never lists the node.
+// A refusal is seen on the router's side: it counts the handshakes a node aborted
+// (mesh_router_tls_handshake_failures_total) and never lists that node; the edge answers
+// region_error for a router it would not talk to, and that router never saw the call.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -275,15 +276,17 @@ describe("MESH_TLS mesh: edge -> router over https/wss with the local CA, node -
       MODEL_CACHE_DIR: join(dir, "cache", "impostor-node"),
     });
     await waitUntil("impostor's node", 30_000, async () => ((await routerStatus(url, foreign, mesh.regionSecrets[REGION]!)).nodes.length > 0 ? true : undefined), 100);
-    const before = await tlsFailures(url, foreign);
-    // Calls until the edge has seen the impostor's report and tried it: none is answered by it.
-    const refused = await waitUntil("the edge's handshake refused", 60_000, async () => {
+    // Calls until the edge has seen the impostor's healthy report and tried it: it says the
+    // connection failed (workerd refused the certificate), and none of its calls reached the
+    // impostor's HTTP layer (an unanswerable call would still count there as failed).
+    const refused = await waitUntil("the edge to try the impostor", 60_000, async () => {
       const a = await call(`${mesh.edge}/v2/models/demo-mlp/infer`, { key: mesh.apiKey, json: mlpBody([[1, 2, 3, 4]]) });
       expect(a.status).not.toBe(200);
-      return (await tlsFailures(url, foreign)) > before ? a : undefined;
+      return a.body?.code === "region_error" ? a : undefined;
     }, 200);
-    expect(refused.body).toMatchObject({ error: expect.any(String), code: expect.any(String), requestId: expect.any(String) });
-    const served = (await routerStatus(url, foreign, mesh.regionSecrets[REGION]!)).served;
-    expect(served).toBe(0);
+    expect(refused.status).toBe(502);
+    expect(refused.body).toMatchObject({ error: expect.any(String), requestId: expect.any(String) });
+    const seen = await routerStatus(url, foreign, mesh.regionSecrets[REGION]!);
+    expect(seen.served + seen.failed).toBe(0);
   });
 });
