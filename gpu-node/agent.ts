@@ -1,7 +1,8 @@
 // The node agent: keeps one WebSocket to its region's router (token at connect, msgpack frames),
 // loads models when asked (download, verify, onnxruntime), runs calls and answers on the same
 // socket. Reconnects with jittered exponential back-off, and stops for good after an auth
-// refusal: retrying a wrong token only floods the router's logs.
+// refusal: retrying a wrong token only floods the router's logs. A router whose TLS certificate
+// it does not trust (MESH_CA_FILE, public CAs) is logged as such and retried, token unsent.
 //
 // Models run in session child processes (gpu-node/onnx-runtime.ts), so this loop only moves
 // frames: pongs, cancels and credits are answered during any run or load. Sessions are held

@@ -38,6 +38,7 @@ const body = JSON.stringify({ id: "hello", inputs: [{ name: "x", datatype: "FP32
 say("");
 say(`[mesh] ready: edge ${mesh.edge}, regions ${Object.entries(mesh.regions).map(([k, v]) => `${k}=${v}`).join(" ")}`);
 say(`[mesh] facts for scripts: ${mesh.stateDir}/local.json   logs: ${mesh.stateDir}/logs/`);
+if (mesh.caFile) say(`[mesh] routers serve HTTPS/WSS; their CA: ${mesh.caFile} (curl --cacert)`);
 say("[mesh] try it:");
 say("");
 say(`  curl -s ${mesh.edge}/v2/models/demo-mlp/infer \\`);
