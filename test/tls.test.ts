@@ -141,7 +141,7 @@ describe("plain HTTP only on loopback or in local mode (config, validated once)"
     expect(loadConfig(env("http://127.0.0.1:8701")).regions).toHaveLength(1);
   });
 
-  it("a router process without certificates on a non-loopback address exits 2 at start", async () => {
+  it("a router process without certificates on a non-loopback address exits 2 at start", { timeout: 120_000 }, async () => {
     const c = spawnTsx("regions/main.ts", { MESH_REGION: "tls-r", MESH_SECRET: SECRET, NODE_TOKEN: TOKEN, HOST: "0.0.0.0", PORT: "0" });
     expect(await exitOf(c)).toBe(2);
   });
@@ -163,7 +163,7 @@ describe("node <-> router over WSS (real processes)", () => {
       ROUTER_TLS_KEY: trusted.certs.router!.keyFile,
       DRAIN_TIMEOUT_MS: "0",
     });
-    await waitUntil("router on https", 30_000, async () => ((await fetch(`${url}/healthz`, trusting(trusted))).ok ? true : undefined), 100);
+    await waitUntil("router on https", 90_000, async () => ((await fetch(`${url}/healthz`, trusting(trusted))).ok ? true : undefined), 100);
   });
 
   const startNode = (id: string, ca: LocalCa) =>
@@ -215,7 +215,7 @@ describe("MESH_TLS mesh: edge -> router over https/wss with the local CA, node -
       nodeEnv: { MESH_EXECUTION_PROVIDER: "cpu" },
       progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l),
     });
-  }, 240_000);
+  }, 400_000);
 
   afterAll(async () => {
     await mesh?.stop();
@@ -266,7 +266,7 @@ describe("MESH_TLS mesh: edge -> router over https/wss with the local CA, node -
       ROUTER_TLS_KEY: foreign.certs.router!.keyFile,
       DRAIN_TIMEOUT_MS: "0",
     });
-    await waitUntil("impostor up", 30_000, async () => ((await fetch(`${url}/healthz`, trusting(foreign))).ok ? true : undefined), 100);
+    await waitUntil("impostor up", 90_000, async () => ((await fetch(`${url}/healthz`, trusting(foreign))).ok ? true : undefined), 100);
     spawnTsx("gpu-node/main.ts", {
       NODE_ID: "impostor-node",
       ROUTER_URL: `${url.replace(/^https/, "wss")}/v1/nodes`,
