@@ -182,19 +182,19 @@ describe("node <-> router over WSS (real processes)", () => {
     await expect(fetch(url.replace(/^https/, "http") + "/healthz", { signal: AbortSignal.timeout(5_000) })).rejects.toThrow();
   });
 
-  it("a node that does not trust the router's certificate is refused, and keeps retrying without crashing", async () => {
+  it("a node that does not trust the router's certificate is refused, and keeps retrying without crashing", { timeout: 120_000 }, async () => {
     const before = await tlsFailures(url, trusted);
     const node = startNode("untrusting", foreign);
     // Three aborted handshakes: the node tried, refused, backed off and tried again.
-    await waitUntil("the node's handshakes refused", 30_000, async () => ((await tlsFailures(url, trusted)) >= before + 3 ? true : undefined), 100);
+    await waitUntil("the node's handshakes refused", 90_000, async () => ((await tlsFailures(url, trusted)) >= before + 3 ? true : undefined), 100);
     expect(node.exitCode).toBeNull();
     expect((await routerStatus(url, trusted)).nodes.map((n) => n.id)).not.toContain("untrusting");
     await stopChild(node);
   });
 
-  it("a node given the router's CA is served", async () => {
+  it("a node given the router's CA is served", { timeout: 120_000 }, async () => {
     startNode("trusting", trusted);
-    const s = await waitUntil("node connected", 30_000, async () => {
+    const s = await waitUntil("node connected", 90_000, async () => {
       const st = await routerStatus(url, trusted);
       return st.nodes.some((n) => n.id === "trusting") ? st : undefined;
     }, 100);
@@ -242,7 +242,7 @@ describe("MESH_TLS mesh: edge -> router over https/wss with the local CA, node -
     expect((text.match(/"type":"token"/g) ?? []).length).toBe(8);
   });
 
-  it("a router whose certificate comes from another CA is refused by the edge", async () => {
+  it("a router whose certificate comes from another CA is refused by the edge", { timeout: 240_000 }, async () => {
     const url = mesh.regions[REGION]!;
     // The mesh's node goes first (it would be refused too, and count among the handshakes
     // below), then its router, deleting its report.
@@ -275,7 +275,7 @@ describe("MESH_TLS mesh: edge -> router over https/wss with the local CA, node -
       MESH_EXECUTION_PROVIDER: "cpu",
       MODEL_CACHE_DIR: join(dir, "cache", "impostor-node"),
     });
-    await waitUntil("impostor's node", 30_000, async () => ((await routerStatus(url, foreign, mesh.regionSecrets[REGION]!)).nodes.length > 0 ? true : undefined), 100);
+    await waitUntil("impostor's node", 90_000, async () => ((await routerStatus(url, foreign, mesh.regionSecrets[REGION]!)).nodes.length > 0 ? true : undefined), 100);
     // Calls until the edge has seen the impostor's healthy report and tried it: it says the
     // connection failed (workerd refused the certificate), and none of its calls reached the
     // impostor's HTTP layer (an unanswerable call would still count there as failed).
