@@ -25,6 +25,7 @@ const UNIT = [
   "onnx-signature",
   "openai-format",
   "placement",
+  "plaintext",
   "protocol-codec",
   "protocol-signing",
   "protocol-tensor",

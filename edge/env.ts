@@ -1,6 +1,7 @@
 // The Worker's bindings and its configuration, validated once per isolate: a misconfigured
 // deployment fails every call with one clear log line instead of failing oddly deep inside.
 
+import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
 
 export interface Env {
@@ -110,6 +111,11 @@ export function loadConfig(env: Env): EdgeConfig {
     const o = (r ?? {}) as Record<string, unknown>;
     if (typeof o.name !== "string" || !/^[a-z0-9-]{1,32}$/.test(o.name)) fail(`REGIONS[${i}].name must be a short lowercase name`);
     if (typeof o.url !== "string" || !/^https?:\/\//.test(o.url)) fail(`REGIONS[${i}].url must be an http(s) URL`);
+    // The Worker verifies an https router's certificate (public CAs in production); plain http
+    // would carry signed calls in clear, so only a router on this machine or a one-machine mesh may.
+    if ((o.url as string).startsWith("http://") && !plaintextAllowed(new URL(o.url as string).hostname, env.MESH_LOCAL === "1")) {
+      fail(`REGIONS[${i}].url must be https:// (http:// only for a router on this machine or with MESH_LOCAL=1)`);
+    }
     const lat = Number(o.lat ?? 0);
     const lon = Number(o.lon ?? 0);
     return { name: o.name as string, url: (o.url as string).replace(/\/$/, ""), lat, lon };

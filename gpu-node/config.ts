@@ -1,14 +1,23 @@
 // The node agent's configuration, from the environment, validated once; main.ts prints it.
 
+import { readFileSync } from "node:fs";
 import { availableParallelism, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
+import { plaintextAllowed } from "../protocol/plaintext.js";
 
 export type ProviderChoice = "auto" | "cpu" | "cuda";
 
 export interface NodeConfig {
   nodeId: string;
-  /** ws(s)://router/v1/nodes */
+  /** ws(s)://router/v1/nodes; ws:// only to a loopback router or with MESH_LOCAL=1. */
   routerUrl: string;
+  /**
+   * MESH_CA_FILE: a PEM CA (bundle) trusted besides the public CAs, for the router's wss://
+   * certificate and https artifact downloads; null: public CAs only.
+   */
+  ca: { file: string; pem: string } | null;
+  /** MESH_LOCAL=1: part of a one-machine mesh (ws:// allowed to any address). */
+  localMode: boolean;
   nodeToken: string;
   cacheDir: string;
   /** Disk bytes the model cache may hold (MODEL_CACHE_BYTES); null: what is cached at start plus 80% of the disk's free space. */
@@ -81,9 +90,35 @@ function metricsListener(env: NodeJS.ProcessEnv): NodeConfig["metrics"] {
   return { host: env.NODE_METRICS_HOST || "127.0.0.1", port, token };
 }
 
+function caFile(env: NodeJS.ProcessEnv): NodeConfig["ca"] {
+  const file = env.MESH_CA_FILE ?? "";
+  if (!file) return null;
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(`MESH_CA_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`MESH_CA_FILE: ${file} holds no PEM certificate`);
+  return { file, pem };
+}
+
 export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeConfig {
   const routerUrl = env.ROUTER_URL ?? "";
-  if (!/^wss?:\/\//.test(routerUrl)) throw new ConfigError("ROUTER_URL must be the router's ws:// or wss:// node socket URL");
+  let parsed: URL | null = null;
+  try {
+    parsed = new URL(routerUrl);
+  } catch {
+    parsed = null;
+  }
+  if (!parsed || (parsed.protocol !== "ws:" && parsed.protocol !== "wss:")) throw new ConfigError("ROUTER_URL must be the router's ws:// or wss:// node socket URL");
+  if (env.MESH_LOCAL !== undefined && env.MESH_LOCAL !== "" && env.MESH_LOCAL !== "0" && env.MESH_LOCAL !== "1") throw new ConfigError("MESH_LOCAL must be 0 or 1");
+  const localMode = env.MESH_LOCAL === "1";
+  if (parsed.protocol === "ws:" && !plaintextAllowed(parsed.hostname, localMode)) {
+    throw new ConfigError(
+      `ROUTER_URL must be wss:// for a router on ${parsed.hostname}: ws:// (no TLS) is for a router on this machine (loopback) or a one-machine mesh with MESH_LOCAL=1 (docs/deploy.md, TLS)`,
+    );
+  }
   const nodeToken = env.NODE_TOKEN ?? "";
   if (nodeToken.length < 16) throw new ConfigError("NODE_TOKEN must be set (16+ characters)");
   const ep = (env.MESH_EXECUTION_PROVIDER ?? "auto").toLowerCase();
@@ -93,6 +128,8 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
   return {
     nodeId: env.NODE_ID ?? `${hostname()}-${process.pid}`,
     routerUrl,
+    ca: caFile(env),
+    localMode,
     nodeToken,
     cacheDir: env.MODEL_CACHE_DIR ?? join(tmpdir(), "inference-mesh-cache"),
     modelCacheBytes: bytes(env, "MODEL_CACHE_BYTES", 1024 * 1024),
@@ -119,5 +156,5 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
 }
 
 export function printableConfig(c: NodeConfig): Record<string, unknown> {
-  return { ...c, nodeToken: "***", metrics: c.metrics ? { ...c.metrics, token: "***" } : null };
+  return { ...c, ca: c.ca?.file ?? null, nodeToken: "***", metrics: c.metrics ? { ...c.metrics, token: "***" } : null };
 }

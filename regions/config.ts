@@ -1,12 +1,23 @@
 // The region router's configuration, read from the environment once and validated, with the
 // defaults in one place; main.ts prints it (secrets masked) at start-up.
 
+import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
+import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
 
 export interface RouterConfig {
   region: string;
   host: string;
   port: number;
+  /**
+   * ROUTER_TLS_CERT and ROUTER_TLS_KEY (PEM files, read once at start; a renewed certificate
+   * needs a restart): the port serves HTTPS and WSS. Null: plain HTTP, which is refused at
+   * start unless HOST is a loopback address or MESH_LOCAL=1 (protocol/plaintext.ts).
+   */
+  tls: RouterTls | null;
+  /** MESH_LOCAL=1: part of a one-machine mesh (plain HTTP allowed on any address). */
+  localMode: boolean;
   /** This region's own secret (the edge holds one per region): verifies the edge's signed calls and grants, signs this region's keep-warm artifact URLs. */
   meshSecret: string;
   /** During a rotation, the secret being replaced: still accepted, and still used for the URLs this router signs until the edge knows the new one. */
@@ -50,6 +61,14 @@ export interface RouterConfig {
    * this router signs edge URLs with its region secret (the edge serves both kinds).
    */
   r2: R2PresignConfig | null;
+}
+
+export interface RouterTls {
+  certFile: string;
+  keyFile: string;
+  /** PEM: the certificate chain (leaf first) and its private key. */
+  cert: string;
+  key: string;
 }
 
 export const ROUTER_DEFAULTS = {
@@ -110,13 +129,52 @@ function secret(env: NodeJS.ProcessEnv, name: string): string {
   return v;
 }
 
+function readPem(name: string, path: string, what: RegExp): string {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (!what.test(text)) throw new ConfigError(`${name}: ${path} is not a PEM file of the expected kind`);
+  return text;
+}
+
+/** Both files or neither; the key must match the certificate (checked now, not at the first client). */
+function routerTls(env: NodeJS.ProcessEnv, host: string, localMode: boolean): RouterTls | null {
+  const certFile = env.ROUTER_TLS_CERT ?? "";
+  const keyFile = env.ROUTER_TLS_KEY ?? "";
+  if (!certFile && !keyFile) {
+    if (!plaintextAllowed(host, localMode)) {
+      throw new ConfigError(
+        `ROUTER_TLS_CERT and ROUTER_TLS_KEY must be set: a router listening on ${host} serves HTTPS/WSS only ` +
+          "(plain HTTP is for a router bound to loopback, or a one-machine mesh with MESH_LOCAL=1; docs/deploy.md, TLS)",
+      );
+    }
+    return null;
+  }
+  if (!certFile || !keyFile) throw new ConfigError("ROUTER_TLS_CERT and ROUTER_TLS_KEY go together: set both PEM file paths, or neither");
+  const cert = readPem("ROUTER_TLS_CERT", certFile, /-----BEGIN CERTIFICATE-----/);
+  const key = readPem("ROUTER_TLS_KEY", keyFile, /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new ConfigError(`ROUTER_TLS_CERT/ROUTER_TLS_KEY: ${(err as Error).message} (does the key belong to the certificate?)`);
+  }
+  return { certFile, keyFile, cert, key };
+}
+
 export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): RouterConfig {
   const region = env.MESH_REGION ?? "";
   if (!/^[a-z0-9-]{1,32}$/.test(region)) throw new ConfigError("MESH_REGION must be a short lowercase name such as us-west");
+  const host = env.HOST || ROUTER_DEFAULTS.host;
+  const localMode = flag(env, "MESH_LOCAL", false);
   return {
     region,
-    host: env.HOST ?? ROUTER_DEFAULTS.host,
+    host,
     port: int(env, "PORT", ROUTER_DEFAULTS.port, 0),
+    tls: routerTls(env, host, localMode),
+    localMode,
     meshSecret: secret(env, "MESH_SECRET"),
     meshSecretPrevious: env.MESH_SECRET_PREVIOUS ? secret(env, "MESH_SECRET_PREVIOUS") : null,
     nodeToken: secret(env, "NODE_TOKEN"),
@@ -147,6 +205,7 @@ export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Route
 export function printableConfig(c: RouterConfig): Record<string, unknown> {
   return {
     ...c,
+    tls: c.tls ? { certFile: c.tls.certFile, keyFile: c.tls.keyFile } : null,
     meshSecret: "***",
     meshSecretPrevious: c.meshSecretPrevious ? "***" : null,
     nodeToken: "***",
