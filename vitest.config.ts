@@ -25,6 +25,7 @@ const UNIT = [
   "onnx-signature",
   "openai-format",
   "placement",
+  "prefix-cache",
   "protocol-codec",
   "protocol-signing",
   "protocol-tensor",
