@@ -24,6 +24,7 @@ const UNIT = [
   "onnx-signature-stream",
   "onnx-signature",
   "openai-format",
+  "affinity-choice",
   "placement",
   "prefix-cache",
   "protocol-codec",
