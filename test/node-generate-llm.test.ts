@@ -56,11 +56,11 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
   });
 
   /** Sends a generate under a fresh grant; `window` is the stream's credit. */
-  async function start(input: { prompt: string } | { chat: ChatMessage[] }, params: GenerateParams, window = 64): Promise<string> {
+  async function start(input: { prompt: string } | { chat: ChatMessage[] }, params: GenerateParams, window = 64, account?: string): Promise<string> {
     const sid = `g${++n}`;
     const req: RegionGenerateRequest = {
       requestId: `llm-${sid}`,
-      model,
+      model: account ? { ...model, account } : model,
       prompt: "prompt" in input ? input.prompt : "",
       ...("chat" in input ? { chat: input.chat } : {}),
       params,
@@ -130,6 +130,35 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
     const ref = await alone(ids, params);
     expect(end).toMatchObject({ t: "done", promptTokens: ids.length, tokens: ref.ids.length });
     expect(tokensOf(sid).map((t) => t.id)).toEqual(ref.ids);
+  }, 90_000);
+
+  it("a follow-up chat turn reuses the first turn's KV cache kept on the node, with the tokens a fresh engine gives; another account reuses nothing", async () => {
+    const first = [
+      { role: "system", content: "You are a storyteller. ".repeat(12) + "Answer in a few words." },
+      { role: "user", content: "Tell me about the river and the old mill." },
+    ];
+    const sid1 = await start({ chat: first }, greedy(30));
+    const end1 = await s.end(sid1, 60_000);
+    expect(end1).toMatchObject({ t: "done" });
+    expect(end1.cachedTokens).toBeUndefined();
+    const answer = tokensOf(sid1).map((t) => t.text).join("");
+    const followUp = [...first, { role: "assistant", content: answer }, { role: "user", content: "And then?" }];
+    const params = greedy(20);
+    const sid2 = await start({ chat: followUp }, params);
+    const end2 = await s.end(sid2, 60_000);
+    const ids = side.encodePrompt("", followUp);
+    const ref = await alone(ids, params);
+    expect(end2).toMatchObject({ t: "done", promptTokens: ids.length });
+    // At least the first turn's whole prompt came from the kept cache (its answer too, when it re-tokenizes the same).
+    expect(end2.cachedTokens).toBeGreaterThanOrEqual(side.encodePrompt("", first).length);
+    expect(end2.cachedTokens).toBeLessThan(ids.length);
+    expect(tokensOf(sid2).map((t) => t.id)).toEqual(ref.ids);
+    // The same follow-up from another account: nothing of the first account's cache is reused.
+    const sid3 = await start({ chat: followUp }, params, 64, "another-account");
+    const end3 = await s.end(sid3, 60_000);
+    expect(end3).toMatchObject({ t: "done" });
+    expect(end3.cachedTokens).toBeUndefined();
+    expect(tokensOf(sid3).map((t) => t.id)).toEqual(ref.ids);
   }, 90_000);
 
   it("concurrent streams on one node share its decode batch and each gets its alone-text", async () => {
