@@ -10,6 +10,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
+import { conversationKey } from "../protocol/conversation-key.js";
 import { GENERATE_GRANT_METHOD, type ChatMessage, type GenerateParams, type ModelRef, type RegionGenerateRequest } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
 import { ChildGenerations, type GenReply } from "../gpu-node/child-generations.js";
@@ -224,6 +225,26 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
     const ref = await alone(side.encodePrompt("Once upon a time"), greedy(10));
     expect(tokensOf(again).map((t) => t.id)).toEqual(ref.ids);
   }, 120_000);
+
+  it("the child reports a kept conversation's key, and evicts kept caches before refusing a stream for memory", async () => {
+    const perToken = DecodeEngine.create(session, config, genConfig).kvBytesPerToken;
+    const replies: GenReply[] = [];
+    const gens = new ChildGenerations(session, join(BUNDLE, "model.onnx"), (m) => replies.push(m), perToken * 260);
+    const ended = (id: string) => replies.find((r) => (r.t === "gen_done" || r.t === "gen_failed") && r.id === id);
+    const chat = [{ role: "user", content: "Tell me about the river and the old mill, and the king of the town." }];
+    gens.handle({ t: "gen", id: "turn1", prompt: "", chat, params: greedy(20), credit: 1_000, account: "acct", key: "tiny@1" });
+    await waitUntil("turn1 ended", 30_000, () => ended("turn1"));
+    const answer = replies.filter((r) => r.t === "gen_token" && r.id === "turn1").map((r) => (r as { text: string }).text).join("");
+    const key = await conversationKey("acct", "tiny@1", [...chat, { role: "assistant", content: answer }]);
+    const stats = await waitUntil("the kept conversation reported", 10_000, () =>
+      replies.find((r): r is Extract<GenReply, { t: "gen_stats" }> => r.t === "gen_stats" && !!r.conversations?.some((c) => c.key === key)),
+    );
+    expect(stats.kvBytes).toBeGreaterThan(0); // the kept cache counts as the child's KV memory
+    // A stream that needs nearly the whole budget: the kept cache gives way, the stream runs.
+    gens.handle({ t: "gen", id: "big", prompt: "The river", params: greedy(240), credit: 1_000, account: "acct", key: "tiny@1" });
+    await waitUntil("big ended", 60_000, () => ended("big"));
+    expect(ended("big")).toMatchObject({ t: "gen_done" });
+  }, 90_000);
 
   it("a stream whose KV cache would not fit the child's budget fails at once as busy, and one that fits runs", async () => {
     // The child's generations in this process (the same class the session child runs).
