@@ -4,9 +4,11 @@
 //
 // A real router and two node agents (test/helpers/region-harness.ts), each with the tiny-gpt
 // bundle warm and two stream slots. Each round starts four conversations at once (distinct long
-// system prompts, so only a conversation's own cache can help it), then sends their follow-ups
-// at once in a shuffled order (conversations do not continue in the order they began). Rounds
-// alternate between the two modes so load on the shared machine hits both alike.
+// system prompts, so only a conversation's own cache can help it; the router spreads them over
+// both nodes), then sends their follow-ups one at a time in a shuffled order (conversations do
+// not continue in the order they began). Without the key the router places a follow-up on the
+// least busy node, which holds its conversation about half the time. Rounds alternate between
+// the two modes so load on the shared machine hits both alike.
 //
 // TTFT is the region's own figure (done.timing.ttftMs: arrival at the router to the first token
 // leaving it). A hit is a follow-up whose node reused a kept cache (done.cachedTokens > 0).
@@ -75,7 +77,8 @@ async function main(): Promise<void> {
 
     // Both nodes warm: concurrent streams beyond one node's slots make the router load a second replica.
     await waitUntil("tiny-gpt warm on both nodes", 120_000, async () => {
-      await Promise.all(Array.from({ length: 4 }, () => run([{ role: "user", content: "warm up" }], greedy(8))));
+      // More streams than the warm node's slots can take soon (queue > slots) start a load elsewhere.
+      await Promise.all(Array.from({ length: 10 }, () => run([{ role: "user", content: "warm up" }], greedy(48))));
       const rep = await h.status();
       return (rep.models.find((m) => m.key === model.key)?.replicas ?? 0) >= 2 ? true : undefined;
     }, 200);
@@ -104,14 +107,13 @@ async function main(): Promise<void> {
         const held = new Set(((await h.status()).affinity ?? []).map((c) => c.key));
         return keys.every((k) => held.has(k)) ? true : undefined;
       }, 50);
-      const order = shuffle([...follow.keys()], rng);
-      const results = await Promise.all(
-        order.map(async (i) => {
-          const chat = follow[i]!;
-          const key = mode === "affinity" ? await followUpKey(model.account, model.key, chat) : undefined;
-          return { i, ...(await run(chat, greedy(16), key)) };
-        }),
-      );
+      // One at a time: on this shared machine, concurrent prefills would mostly measure each other.
+      const results = [];
+      for (const i of shuffle([...follow.keys()], rng)) {
+        const chat = follow[i]!;
+        const key = mode === "affinity" ? await followUpKey(model.account, model.key, chat) : undefined;
+        results.push({ i, ...(await run(chat, greedy(16), key)) });
+      }
       for (const { i, end } of results) {
         samples[mode].push({
           ttftMs: end.timing.ttftMs,
