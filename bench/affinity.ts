@@ -128,8 +128,8 @@ async function main(): Promise<void> {
     process.stdout.write("\n");
     s.close();
 
-    const sum = (m: Mode) => {
-      const xs = samples[m];
+    const sum = (m: Mode, pick: (x: Sample) => boolean = () => true) => {
+      const xs = samples[m].filter(pick);
       return {
         followUpTtft: summarize(xs.map((x) => x.ttftMs)),
         firstTurnTtft: summarize(xs.map((x) => x.firstTtftMs)),
@@ -139,10 +139,10 @@ async function main(): Promise<void> {
         samples: xs.length,
       };
     };
-    const res = { affinity: sum("affinity"), without: sum("without") };
+    const res = { affinity: sum("affinity"), without: sum("without"), withoutMisses: sum("without", (x) => !x.hit), withoutHits: sum("without", (x) => x.hit) };
     const base = res.without.followUpTtft;
-    const row = (m: Mode, r: { followUpTtft: Summary; firstTurnTtft: Summary; hitRate: number; meanPromptTokens: number; meanCachedTokens: number }) => [
-      m === "affinity" ? "with affinity" : "without",
+    const row = (label: string, r: { followUpTtft: Summary; firstTurnTtft: Summary; hitRate: number; meanPromptTokens: number; meanCachedTokens: number }) => [
+      label,
       fmt(r.followUpTtft.p50),
       fmt(r.followUpTtft.p90),
       fmt(ratio(r.followUpTtft.p50, base.p50)),
@@ -153,7 +153,13 @@ async function main(): Promise<void> {
     console.log(`\nfollow-up turn TTFT, ${ROUNDS} rounds x ${CONVERSATIONS} conversations per mode, 2 nodes x 2 stream slots, first prompt ~${FIRST_PROMPT_TOKENS} tokens`);
     printTable(
       ["follow-up placed", "TTFT p50 ms", "TTFT p90 ms", "p50 vs without", "p50 vs its first turn", "cache hits", "cached / prompt tokens"],
-      [row("affinity", res.affinity), row("without", res.without)],
+      [
+        row("with affinity", res.affinity),
+        row("without", res.without),
+        // The two halves of "without": what reuse alone is worth, placement aside.
+        row("  without, missed", res.withoutMisses),
+        row("  without, hit by chance", res.withoutHits),
+      ],
     );
     const out = await writeResults("affinity", {
       machine: machineInfo(),
@@ -163,7 +169,8 @@ async function main(): Promise<void> {
       ...res,
       ratios: {
         followUpP50AffinityVsWithout: round(ratio(res.affinity.followUpTtft.p50, base.p50)),
-        followUpP95AffinityVsWithout: round(ratio(res.affinity.followUpTtft.p90, base.p90)),
+        followUpP90AffinityVsWithout: round(ratio(res.affinity.followUpTtft.p90, base.p90)),
+        followUpP50AffinityVsMiss: round(ratio(res.affinity.followUpTtft.p50, res.withoutMisses.followUpTtft.p50)),
       },
     });
     console.log(`\nresults: ${out.file}`);
