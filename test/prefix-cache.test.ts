@@ -103,6 +103,29 @@ describe.skipIf(!haveModel)("prefix reuse on tiny-gpt", () => {
     expect((await generate(e, "c", base, 8, again)).tokens).toEqual(first.tokens);
   });
 
+  it("caches kept from a shared, left-padded decode batch (and one that stopped in its prefill) are each stream's own", async () => {
+    const e = engine();
+    const cache = new PrefixCache(shapeOf(e));
+    const specs = [
+      { id: "s1", ids: prompt(30, 31, vocab), n: 12 },
+      { id: "s2", ids: prompt(90, 32, vocab), n: 5 },
+      { id: "s3", ids: prompt(12, 33, vocab), n: 1 }, // done right after its prefill: its cache is the prompt's
+    ];
+    for (const sp of specs) e.add(sp.id, sp.ids, { ...GREEDY, maxTokens: sp.n });
+    const events: EngineEvent[] = [];
+    while (e.hasWork) events.push(...(await e.step()));
+    for (const sp of specs) {
+      const done = events.find((x): x is Extract<EngineEvent, { type: "done" }> => x.type === "done" && x.id === sp.id)!;
+      const tokens = events.filter((x): x is Extract<EngineEvent, { type: "token" }> => x.type === "token" && x.id === sp.id).map((x) => x.token);
+      expect(done.kept!.ids).toEqual([...sp.ids, ...tokens.slice(0, -1)]);
+      cache.put(sp.id, done.kept!);
+      const next = [...sp.ids, ...tokens, ...prompt(10, 40, vocab)];
+      const hit = cache.match(sp.id, next)!;
+      expect(hit.length).toBe(done.kept!.ids.length);
+      expect((await generate(e, `${sp.id}-next`, next, 8, hit)).tokens).toEqual((await generate(engine(false), `${sp.id}-fresh`, next, 8)).tokens);
+    }
+  });
+
   it("a prefix that leaves nothing to run, or of another shape, is refused", () => {
     const e = engine();
     const shape = shapeOf(e);
