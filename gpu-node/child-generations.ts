@@ -16,7 +16,8 @@
 // bound less what the load took); otherwise it fails at once as `busy` (the router may place it
 // elsewhere) rather than growing the child past its bound, which would end every stream in it.
 //
-// Prefix reuse (conversation affinity): the engine hands back each finished KV stream's cache,
+// Prefix reuse (conversation affinity): the engine hands back each finished KV stream's cache
+// (an end by a stop sequence included),
 // which is kept in a PrefixCache under the calling account; a later prompt of the same account
 // that starts with those ids (the conversation's next turn) prefills only the rest. Kept caches
 // count against the same KV budget and are evicted (least recently used) before a stream is
@@ -269,9 +270,12 @@ export class ChildGenerations {
       const pieces = s.window.push(e.token, s.detok.push(e.token));
       s.queue.push(...pieces);
       if (s.window.stopped) {
-        // A stop sequence: the engine does not know text; the stream leaves it here.
-        this.kvEngine?.cancel(s.id);
+        // A stop sequence: the engine does not know text; the stream leaves it here, and its
+        // cache is kept as for an end the engine saw (the answer is the text before the stop).
+        const kept = this.kvEngine?.stopAndKeep(s.id);
         s.ending = "stop";
+        for (const p of s.queue) s.text += p.text;
+        if (kept) this.keep(s, kept);
       }
       this.flush(s);
     } else if (e.type === "done") {

@@ -226,7 +226,7 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
     expect(tokensOf(again).map((t) => t.id)).toEqual(ref.ids);
   }, 120_000);
 
-  it("the child reports a kept conversation's key, and evicts kept caches before refusing a stream for memory", async () => {
+  it("the child reports a kept conversation's key (an answer cut by a stop sequence too), and evicts kept caches before refusing a stream for memory", async () => {
     const perToken = DecodeEngine.create(session, config, genConfig).kvBytesPerToken;
     const replies: GenReply[] = [];
     const gens = new ChildGenerations(session, join(BUNDLE, "model.onnx"), (m) => replies.push(m), perToken * 260);
@@ -240,6 +240,15 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
       replies.find((r): r is Extract<GenReply, { t: "gen_stats" }> => r.t === "gen_stats" && !!r.conversations?.some((c) => c.key === key)),
     );
     expect(stats.kvBytes).toBeGreaterThan(0); // the kept cache counts as the child's KV memory
+    // An answer cut by a text stop sequence is kept too, keyed by the text the client got.
+    const stop = answer.slice(Math.floor(answer.length / 2), Math.floor(answer.length / 2) + 3);
+    expect(answer.indexOf(stop)).toBeGreaterThan(0);
+    gens.handle({ t: "gen", id: "cut", prompt: "", chat, params: { ...greedy(20), stop: [stop] }, credit: 1_000, account: "acct2", key: "tiny@1" });
+    await waitUntil("cut ended", 30_000, () => ended("cut"));
+    const cutText = replies.filter((r) => r.t === "gen_token" && r.id === "cut").map((r) => (r as { text: string }).text).join("");
+    expect(cutText).toBe(answer.slice(0, answer.indexOf(stop)));
+    const cutKey = await conversationKey("acct2", "tiny@1", [...chat, { role: "assistant", content: cutText }]);
+    await waitUntil("the cut conversation reported", 10_000, () => (replies.some((r) => r.t === "gen_stats" && !!r.conversations?.some((c) => c.key === cutKey)) ? true : undefined));
     // A stream that needs nearly the whole budget: the kept cache gives way, the stream runs.
     gens.handle({ t: "gen", id: "big", prompt: "The river", params: greedy(240), credit: 1_000, account: "acct", key: "tiny@1" });
     await waitUntil("big ended", 60_000, () => ended("big"));

@@ -148,6 +148,19 @@ export class DecodeEngine {
     return true;
   }
 
+  /**
+   * Ends a stream now as cancel() does, but hands back its cache as a `done` would (keepDone on,
+   * between steps): for a caller that ends a stream for its own reasons (a text stop sequence)
+   * and still wants the cache kept.
+   */
+  stopAndKeep(id: string): KeptCache | undefined {
+    const s = this.streamsById.get(id);
+    if (!s) return undefined;
+    const kept = this.keepDone && !this.stepping ? this.keptOf(s) : undefined;
+    this.cancel(id);
+    return kept;
+  }
+
   get hasWork(): boolean {
     // A stream asking for 0 tokens needs no credit to be told it is done.
     return this.order.some((s) => s.credit > 0 || s.sampler.params.maxTokens === 0);
