@@ -7,6 +7,7 @@
 // Usage (prompt and generated tokens) is recorded when the generation ends. The request is
 // signed for the region that gets it: its download URLs (on PUBLIC_ORIGIN) and its grant.
 
+import { followUpKey } from "../protocol/conversation-key.js";
 import { MeshError, ERROR_STATUS } from "../protocol/errors.js";
 import type { ChatMessage, GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } from "../protocol/messages.js";
 import type { KeyRecord } from "./api-keys.js";
@@ -69,6 +70,8 @@ export class Generation {
   /** Regions still to try, best first (the first two of the ranking). */
   private candidates: RegionConfig[] = [];
   region: string | null = null;
+  /** A follow-up chat turn's conversation key: regions and nodes that keep its KV cache are preferred. */
+  private affinity: string | undefined;
   tokens = 0;
   firstTokenAt = 0;
   /** Resolves when the generation has ended (done or error sent to the sink). */
@@ -91,7 +94,8 @@ export class Generation {
     const s = p.services;
     const state = await regionState(s.config, s.waitUntil);
     const key = modelKey(p.model, p.version);
-    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions);
+    this.affinity = await followUpKey(p.key.accountId, key, p.chat);
+    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions, undefined, undefined, this.affinity);
     if (ranked.length === 0) {
       throw new MeshError(
         "no_region_available",
@@ -125,7 +129,16 @@ export class Generation {
       ...(p.tokenizer && tokenizerUrl ? { tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl } } : {}),
       ...(files ? { files } : {}),
     };
-    return { requestId: p.requestId, model, prompt: p.prompt, ...(p.chat ? { chat: p.chat } : {}), params: p.params, deadline: p.deadline, ...(p.traceparent ? { traceparent: p.traceparent } : {}) };
+    return {
+      requestId: p.requestId,
+      model,
+      prompt: p.prompt,
+      ...(p.chat ? { chat: p.chat } : {}),
+      params: p.params,
+      deadline: p.deadline,
+      ...(p.traceparent ? { traceparent: p.traceparent } : {}),
+      ...(this.affinity ? { affinity: this.affinity } : {}),
+    };
   }
 
   private async tryNext(lastError: string): Promise<void> {
@@ -238,6 +251,7 @@ export class Generation {
             ...this.doneBase(),
             finish_reason: f.reason,
             prompt_tokens: f.promptTokens,
+            ...(f.cachedTokens ? { cached_tokens: f.cachedTokens } : {}),
             tokens: f.tokens,
             node: f.node || null,
             timing: this.timing(f.timing.queueMs, f.timing.loadMs, f.timing.genMs),

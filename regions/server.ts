@@ -32,7 +32,7 @@ import { NodeLink } from "./node-link.js";
 import { startReportPublisher } from "./report-publisher.js";
 import { startPolicyReader } from "./policy-reader.js";
 import { computeMsOf, Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
-import { usedMb } from "./placement.js";
+import { regionConversations, usedMb } from "./placement.js";
 import { STREAM_SOCKET_PATH, StreamHub } from "./streams.js";
 import { RouterMetrics } from "./metrics.js";
 import { refuseMetrics } from "../protocol/metrics-endpoint.js";
@@ -161,6 +161,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       loads: scheduler.loads,
       evictions: scheduler.evictions,
       coldStartMs: scheduler.coldStartMs === null ? null : Math.round(scheduler.coldStartMs),
+      affinity: regionConversations(usable),
     };
   };
 

@@ -291,6 +291,7 @@ class EdgeSocket {
           },
         },
         st.excluded,
+        st.req.affinity,
       );
       // start() may have run already, inside submitStream.
       if (st.state === "queued") st.ticket = ticket;
@@ -312,7 +313,7 @@ class EdgeSocket {
     st.nodeCredit = st.pendingCredit;
     st.pendingCredit = 0;
     const key = st.req.model.key;
-    st.nodeStream = node.generate(key, { prompt: st.req.prompt, chat: st.req.chat }, st.req.params, st.req.model.tokenizer, st.nodeCredit, {
+    st.nodeStream = node.generate(key, { prompt: st.req.prompt, chat: st.req.chat, account: st.req.model.account }, st.req.params, st.req.model.tokenizer, st.nodeCredit, {
       token: (f) => {
         if (st.state !== "running") return;
         st.tokens++;
@@ -333,6 +334,7 @@ class EdgeSocket {
           reason: f.reason,
           tokens: f.tokens,
           promptTokens: f.promptTokens,
+          ...(f.cachedTokens ? { cachedTokens: f.cachedTokens } : {}),
           node: node.id,
           timing: {
             queueMs: st.queueMs,
