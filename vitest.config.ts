@@ -26,6 +26,7 @@ const UNIT = [
   "openai-format",
   "placement",
   "protocol-codec",
+  "protocol-frame-stream",
   "protocol-signing",
   "protocol-tensor",
   "region-client",
