@@ -35,6 +35,10 @@ import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, t
 import { syntheticText } from "./synthetic-node.js";
 
 const QUICK = process.argv.includes("--quick");
+/** --router-only: skip the edge sweeps (for profiling the router). */
+const ROUTER_ONLY = process.argv.includes("--router-only");
+/** BENCH_CPU_PROF_DIR: the router writes a V8 CPU profile there at the end (bench/cpu-profile.mjs). */
+const PROFILE_DIR = process.env.BENCH_CPU_PROF_DIR;
 const STEP_MS = 20;
 const TOKENS = QUICK ? 20 : 40;
 const NODES = 2;
@@ -314,7 +318,12 @@ async function main(): Promise<void> {
     demoChat: false,
     tinyGpt: false,
     nodeEnv: { NODE_STREAMS: "0", MESH_EXECUTION_PROVIDER: "cpu" },
-    routerEnv: { MAX_STREAMS_PER_SOCKET: "4096", MAX_INFLIGHT: "16384", MAX_QUEUE_PER_MODEL: "8192" },
+    routerEnv: {
+      MAX_STREAMS_PER_SOCKET: "4096",
+      MAX_INFLIGHT: "16384",
+      MAX_QUEUE_PER_MODEL: "8192",
+      ...(PROFILE_DIR ? { NODE_OPTIONS: `--import ${join(process.cwd(), "bench/cpu-profile.mjs")}`, BENCH_CPU_PROF_NAME: "router" } : {}),
+    },
     // The per-key request rate would refuse a level's burst of generate requests: not what is measured.
     edgeVars: { EXPLORATION_SHARE: "0", KEY_RATE_PER_SECOND: "100000", KEY_RATE_BURST: "100000" },
     progress: (l) => err(l),
@@ -397,14 +406,18 @@ async function main(): Promise<void> {
     return { start: (i, seed) => ss[i % ss.length]!.generate(`r${sid++}`, ref, seed), close: () => ss.forEach((s) => s.close()) };
   });
   err("[bench] edge: WebSocket callers, 32 streams per socket");
-  const viaEdge = await sweep("edge ws", EDGE_LEVELS, async (n) => {
+  const viaEdge = await sweep("edge ws", ROUTER_ONLY ? [] : EDGE_LEVELS, async (n) => {
     // Socket k belongs to account k % ACCOUNTS: the streams spread evenly over the accounts.
     const ss = await socketsOf(n, Math.min(32, Math.ceil(n / ACCOUNTS)), (k) => EdgeSocket.open(wsUrl, keys[k % ACCOUNTS]!));
     return { start: (i, seed) => ss[i % ss.length]!.generate(`e${sid++}`, seed), close: () => ss.forEach((s) => s.close()) };
   });
   err("[bench] edge: SSE callers, one request per stream");
-  const viaSse = await sweep("edge sse", SSE_LEVELS, async () => ({ start: (i, seed) => sse(mesh.edge, keys[i % ACCOUNTS]!, "synth", seed), close: () => undefined }));
+  const viaSse = await sweep("edge sse", ROUTER_ONLY ? [] : SSE_LEVELS, async () => ({ start: (i, seed) => sse(mesh.edge, keys[i % ACCOUNTS]!, "synth", seed), close: () => undefined }));
 
+  if (PROFILE_DIR) {
+    for (const p of mesh.processes) if (p.name === `router-${REGION}`) p.child.kill("SIGUSR2");
+    await new Promise((r) => setTimeout(r, 2_000));
+  }
   say();
   say(`Stream capacity: synthetic nodes (${NODES}, ${STEP_MS} ms per token, no model), ${TOKENS} tokens per stream, every text checked`);
   say();
@@ -413,7 +426,8 @@ async function main(): Promise<void> {
   say(formatTable(["path", "streams", "ttft p50", "ttft p99", "itl p50", "itl p99", "itl p99 / 1 stream", "errors"], [...rows("router", viaRouter), ...rows("edge ws", viaEdge), ...rows("edge sse", viaSse)]));
   say();
   const verdict = (s: { rows: Level[]; carried: number }) => {
-    const last = s.rows.at(-1)!;
+    const last = s.rows.at(-1);
+    if (!last) return "not measured";
     return last.p99Ratio >= 2 || last.errors > 0 ? `${s.carried} (doubled or failed at ${last.streams})` : `at least ${s.carried} (the largest level tried)`;
   };
   say(`Streams carried before p99 ITL doubles: router ${verdict(viaRouter)}; edge isolate (WebSocket) ${verdict(viaEdge)}; edge isolate (SSE) ${verdict(viaSse)}.`);

@@ -90,6 +90,8 @@ interface EdgeLink {
   readonly open: boolean;
   /** Bytes written and not yet handed to the kernel. */
   readonly bufferedAmount: number;
+  /** Past its buffer's high-water mark: what waits is not being taken (a drain follows). */
+  readonly congested: boolean;
   write(bytes: Uint8Array): void;
   close(code: number, reason: string): void;
   terminate(): void;
@@ -102,6 +104,9 @@ function socketLink(ws: WebSocket): EdgeLink {
     },
     get bufferedAmount() {
       return ws.bufferedAmount;
+    },
+    get congested() {
+      return ws.bufferedAmount > 0;
     },
     write: (bytes) => ws.send(bytes, { binary: true }),
     close: (code, reason) => ws.close(code, reason),
@@ -116,6 +121,9 @@ function responseLink(res: ServerResponse): EdgeLink {
     },
     get bufferedAmount() {
       return res.writableLength;
+    },
+    get congested() {
+      return res.writableNeedDrain;
     },
     write: (bytes) => void res.write(frameBytes(bytes)),
     close: () => res.end(),
@@ -297,12 +305,12 @@ class EdgeSocket {
   }
 
   /**
-   * Self-credit (streamed HTTP): while nothing waits in the response's buffer, the node's
+   * Self-credit (streamed HTTP): while the response's buffer is under its high-water mark, the node's
    * credit is raised back to the window once half of it is used (one credit frame per half
-   * window, not one per token). A response that backs up gets nothing until it drains.
+   * window, not one per token). A response that backs up (a write over the mark) gets nothing until it drains.
    */
   private topUp(st: RelayStream): void {
-    if (!this.selfCredit || st.state !== "running" || this.link.bufferedAmount > 0) return;
+    if (!this.selfCredit || st.state !== "running" || this.link.congested) return;
     const n = st.window - st.nodeCredit;
     if (n < Math.max(1, st.window >> 1)) return;
     st.nodeCredit += n;
