@@ -14,7 +14,8 @@
 //
 // The signed upgrade only opens the socket: each generate frame carries its own grant, checked
 // (checkGrant) before its request is even decoded; a frame that fails gets an `error` frame
-// and the socket stays open. Frames are handled in arrival order, grant checks included.
+// and the socket stays open. A stream's frames are handled in arrival order (a credit or cancel
+// waits for its generate's grant check); different streams' grant checks run side by side.
 //
 // Liveness both ways: the router pings each edge socket (WebSocket pings, which workerd answers
 // by itself) every `pingIntervalMs` and terminates one that answered neither of its last two
@@ -235,8 +236,14 @@ export class StreamHub {
 class EdgeSocket {
   readonly streams = new Map<string, RelayStream>();
   private readonly codec = createCodec();
-  /** Frames wait here for the grant checks of the generate frames before them. */
-  private inbox: Promise<void> = Promise.resolve();
+  /**
+   * Streams whose generate frame's grant is being checked: their later frames (credit, cancel)
+   * wait for it, so a stream's frames are handled in arrival order. Other streams' frames do
+   * not wait: one socket's grant checks run side by side, because in one queue a burst of N
+   * stream starts cost N checks end to end (the 512th start waited seconds, and the running
+   * streams' tokens queued behind the checks' turns of the event loop).
+   */
+  private readonly checking = new Map<string, Promise<void>>();
 
   constructor(
     private readonly hub: StreamHub,
@@ -276,12 +283,24 @@ class EdgeSocket {
         return;
       }
       if (frame.t === "ping") return this.send({ t: "pong" });
-      this.inbox = this.inbox.then(() => this.authorize(frame)).then(
-        (f) => {
-          if (f) this.handle(f);
-        },
-        (err: unknown) => hub.log("error", "edge stream frame failed", { error: String(err) }),
-      );
+      const failed = (err: unknown) => hub.log("error", "edge stream frame failed", { error: String(err) });
+      const before = this.checking.get(frame.sid);
+      if (frame.t === "generate") {
+        const done: Promise<void> = (before ?? Promise.resolve())
+          .then(() => this.authorize(frame))
+          .then((f) => {
+            if (f) this.handle(f);
+          })
+          .catch(failed)
+          .finally(() => {
+            if (this.checking.get(frame.sid) === done) this.checking.delete(frame.sid);
+          });
+        this.checking.set(frame.sid, done);
+      } else if (before) {
+        void before.then(() => this.handle(frame)).catch(failed);
+      } else {
+        this.handle(frame);
+      }
     });
     ws.on("error", (err) => hub.log("warn", "edge stream socket error", { error: err.message }));
   }
