@@ -29,6 +29,7 @@ const UNIT = [
   "plaintext",
   "prefix-cache",
   "protocol-codec",
+  "protocol-frame-stream",
   "protocol-signing",
   "protocol-tensor",
   "region-client",

@@ -20,7 +20,7 @@ import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js"
 import { regionMessage } from "./node-errors.js";
 import { rankRegions } from "./region-client.js";
 import { regionState } from "./region-state.js";
-import type { ChannelPool, RegionChannel } from "./stream-client.js";
+import type { ChannelSource, StreamChannel } from "./stream-client.js";
 import type { StreamEvent } from "./stream-protocol.js";
 import type { TokenizerInfo } from "./tokenizers.js";
 import { recordUsage } from "./usage.js";
@@ -49,7 +49,8 @@ export interface GenerationPlan {
   /** When the request reached the edge (ms since epoch), and its first-token deadline. */
   startedAt: number;
   deadline: number;
-  pool: ChannelPool;
+  /** Where the channel to a region comes from: the caller's socket pool, or one HTTP request per generation. */
+  pool: ChannelSource;
   /** The edge's span (W3C traceparent), sent inside the signed request. */
   traceparent?: string;
 }
@@ -57,7 +58,7 @@ export interface GenerationPlan {
 let sidCounter = 0;
 
 export class Generation {
-  private channel: RegionChannel | null = null;
+  private channel: StreamChannel | null = null;
   private readonly sid = `g${(++sidCounter).toString(36)}`;
   private heard = false;
   /** When the request left for a region (ms since epoch): the edge's own share of the time. */
@@ -145,7 +146,7 @@ export class Generation {
     while (this.candidates.length > 0 && !this.cancelled) {
       const region = this.candidates.shift()!;
       if (Date.now() >= this.plan.deadline) throw new MeshError("deadline_exceeded", "the call's deadline passed before a region took it");
-      let ch: RegionChannel;
+      let ch: StreamChannel;
       try {
         ch = await this.plan.pool.get(region, this.plan.deadline);
       } catch (err) {
@@ -160,7 +161,10 @@ export class Generation {
       this.channel = ch;
       this.region = region.name;
       ch.register(this.sid, (f) => this.onFrame(f));
-      ch.onClose((reason) => this.onChannelClosed(reason));
+      // Only the channel this generation is on now: one it left (for the next region) may close later.
+      ch.onClose((reason) => {
+        if (this.channel === ch) this.onChannelClosed(reason);
+      });
       ch.send({ t: "generate", sid: this.sid, ...signed, window: this.plan.window + this.pendingCredit });
       this.sentAt ||= Date.now();
       this.pendingCredit = 0;
