@@ -2,7 +2,8 @@
 
 import { join } from "node:path";
 import { TINY_GPT_NAME, tinyGptBundle } from "../scripts/make-demo-models.js";
-import { ROOT, startMesh } from "./mesh.js";
+import { simulatedRttVar } from "./link-table.js";
+import { DEFAULT_REGIONS, ROOT, startMesh } from "./mesh.js";
 
 const say = (line: string) => process.stdout.write(line + "\n");
 // A closed pipe (`npm start | tee` after Ctrl-C) must not crash the launcher before it cleans up.
@@ -27,7 +28,14 @@ process.on("uncaughtException", (err) => {
 
 try {
   // tiny-gpt is the demo's generative model; demo-chat (the character bigram) only stands in without it.
-  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)) });
+  mesh = await startMesh({
+    progress: say,
+    edgePort: Number(process.env.EDGE_PORT ?? 8787),
+    demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)),
+    // One machine: the link table's round trips become delay on the edge-to-region hop, so the
+    // latency model measures the configured geography instead of ~1 ms of loopback.
+    edgeVars: { SIMULATED_RTT: simulatedRttVar(DEFAULT_REGIONS.map((r) => r.name)) },
+  });
 } catch (err) {
   say(`[mesh] failed to start: ${(err as Error).message}`);
   process.exit(1);
