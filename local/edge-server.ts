@@ -8,6 +8,9 @@
 // EDGE_EXTRA_PORTS (comma-separated): one more copy of the Worker per port, each in its own
 // isolate (its own memory, caches and limiters) over the same D1, R2 and Redis, the way two
 // Cloudflare colos see one deployment. Tests use it to prove bounds across isolates.
+// The multi-host mode (local/topology.ts) runs one per colo, each on the colo's own network
+// namespace: EDGE_HOST (default 127.0.0.1) is the address to listen on there, and EDGE_CF (JSON)
+// the `request.cf` its callers get (their colo and coordinates).
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -44,11 +47,11 @@ const worker = {
   bindings: vars,
 };
 const mf = new Miniflare({
-  host: "127.0.0.1",
+  host: process.env.EDGE_HOST || "127.0.0.1",
   port: Number(need("EDGE_PORT")),
   // Offline: no lookup of a real `request.cf`; a local caller looks like it is in San Jose
   // (in local mode callers may name another colo with x-mesh-colo).
-  cf: { colo: "SJC", country: "US", latitude: "37.36", longitude: "-121.93" },
+  cf: process.env.EDGE_CF ? (JSON.parse(process.env.EDGE_CF) as Record<string, string>) : { colo: "SJC", country: "US", latitude: "37.36", longitude: "-121.93" },
   d1Persist: join(persist, "v3", "d1"),
   r2Persist: join(persist, "v3", "r2"),
   log: new Log(LogLevel.WARN),

@@ -67,6 +67,24 @@ export interface MeshOptions {
    * `npm start` runs); false: the region-signed /internal/artifacts route, as without R2 credentials.
    */
   r2Presign?: boolean;
+  /**
+   * Multi-host mode (local/topology.ts): each region's router and nodes, and an edge per colo,
+   * run on hosts of their own (network namespaces), the edge reaching each region over its
+   * colo's link. Absent: everything on this host, over loopback.
+   */
+  hosts?: HostLayout;
+}
+
+/** Where the parts of the mesh run when they do not all share this host (MeshOptions.hosts). */
+export interface HostLayout {
+  /** The argv prefix that runs a command on a host (e.g. ["ip", "netns", "exec", ns]). */
+  exec(host: string): string[];
+  /** Address every host reaches this host at: Redis's REST endpoint listens there. */
+  servicesAddress: string;
+  /** Each region's host, and its address from this host (the launcher's probes, metrics). */
+  regions: Record<string, { host: string; address: string }>;
+  /** One edge per colo, on its own host; `regionAddress`: each region as that colo reaches it (its own link). */
+  colos: { colo: string; lat: number; lon: number; host: string; address: string; regionAddress: Record<string, string> }[];
 }
 
 export interface DemoModel {
@@ -85,6 +103,8 @@ export interface MeshHandle {
   edge: string;
   /** Every edge isolate's URL: `edge` first, then the extra copies (see MeshOptions.extraEdges). */
   edges: string[];
+  /** Multi-host mode: each colo's edge, as this host reaches it (`edge` is the first colo's). */
+  colos: Record<string, string>;
   regions: Record<string, string>;
   redis: { url: string; token: string; port: number };
   adminToken: string;
@@ -155,9 +175,11 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
   throw new Error(`${what} not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ""}${child ? `; see ${child.log}` : ""}`);
 }
 
-function spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string>, logDir: string): ProcessInfo {
+function spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string>, logDir: string, on: string[] = []): ProcessInfo {
   const log = join(logDir, `${name}.log`);
   const out = createWriteStream(log, { flags: "a" });
+  // `on` runs it on another host (`ip netns exec <ns>` execs the command: the same pid).
+  if (on.length) [cmd, args] = [on[0]!, [...on.slice(1), cmd, ...args]];
   // Own process group, so stop() reaches the whole tree (wrangler starts workerd underneath).
   const child = spawn(cmd, args, {
     cwd: ROOT,
@@ -223,6 +245,9 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
   const stateDir = resolve(opts.stateDir ?? join(ROOT, ".mesh"));
   const progress = opts.progress ?? (() => undefined);
   const regions = opts.regions ?? DEFAULT_REGIONS;
+  const hosts = opts.hosts;
+  // Distance is real there; a simulated delay on top would count it twice.
+  if (hosts && opts.edgeVars?.SIMULATED_RTT) throw new Error("SIMULATED_RTT is for the one-machine mode; the multi-host mode's links carry the delay");
   const processes: ProcessInfo[] = [];
   let redis: RedisServerHandle | null = null;
   let rest: UpstashRestServer | null = null;
@@ -260,26 +285,28 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const metricsToken = secret();
     const metricsTargets: Record<string, string> = {};
     // The edge's port is needed now: routers sign keep-warm URLs for its R2 stand-in.
-    const edgePort = await portOr(opts.edgePort);
+    // Multi-host: every colo's edge has a host of its own, so all of them take the same port.
+    const edgePort = hosts ? (opts.edgePort ?? 8787) : await portOr(opts.edgePort);
+    const edgeOrigin = `http://${hosts?.colos[0]!.address ?? "127.0.0.1"}:${edgePort}`;
     // What a read-only R2 API token would be in production; the edge stands in for R2's S3 endpoint.
     const r2 =
       opts.r2Presign === false
         ? null
-        : { endpoint: `http://127.0.0.1:${edgePort}/r2`, bucket: "inference-mesh-artifacts", accessKeyId: `local-${randomBytes(8).toString("hex")}`, secretAccessKey: secret() };
+        : { endpoint: `${edgeOrigin}/r2`, bucket: "inference-mesh-artifacts", accessKeyId: `local-${randomBytes(8).toString("hex")}`, secretAccessKey: secret() };
     const r2Env: Record<string, string> = r2
       ? { R2_S3_ENDPOINT: r2.endpoint, R2_BUCKET: r2.bucket, R2_ACCESS_KEY_ID: r2.accessKeyId, R2_SECRET_ACCESS_KEY: r2.secretAccessKey }
       : {};
 
     step("starting redis-server");
     redis = await startRedisServer({});
-    rest = await startUpstashRestServer({ redisHost: redis.host, redisPort: redis.port, token: redisToken });
+    rest = await startUpstashRestServer({ redisHost: redis.host, redisPort: redis.port, token: redisToken, host: hosts?.servicesAddress });
     const redisInfo = { url: rest.url, token: redisToken, port: redis.port };
     step(`redis-server on :${redis.port}, Upstash REST endpoint ${rest.url}`);
 
     // Regions first: the edge's REGIONS config needs their URLs.
     const regionUrls: Record<string, string> = {};
     const regionPorts = await Promise.all(regions.map(() => freePort()));
-    regions.forEach((r, i) => (regionUrls[r.name] = `http://127.0.0.1:${regionPorts[i]}`));
+    regions.forEach((r, i) => (regionUrls[r.name] = `http://${hosts?.regions[r.name]!.address ?? "127.0.0.1"}:${regionPorts[i]}`));
     for (const r of regions) metricsTargets[`router-${r.name}`] = `${regionUrls[r.name]}/metrics`;
     const spawnRouter = (name: string) =>
       spawnLogged(
@@ -289,6 +316,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         {
           MESH_REGION: name,
           PORT: new URL(regionUrls[name]!).port,
+          // On a host of its own it serves its links and its nodes (loopback) alike.
+          ...(hosts ? { HOST: "0.0.0.0" } : {}),
           MESH_SECRET: regionSecrets[name]!,
           NODE_TOKEN: nodeToken,
           REDIS_URL: redisInfo.url,
@@ -298,6 +327,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ...opts.routerEnv,
         },
         logDir,
+        hosts?.exec(hosts.regions[name]!.host),
       );
     const waitRouter = (name: string, p: ProcessInfo) =>
       waitFor(`router ${name}`, 30_000, async () => ((await fetch(regionUrls[name] + "/healthz")).ok ? true : undefined), p);
@@ -316,7 +346,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       ADMIN_TOKEN: adminToken,
       REGION_SECRETS: JSON.stringify(regionSecrets),
       // Nodes download from the edge's configured origin, never from a caller's Host.
-      PUBLIC_ORIGIN: `http://127.0.0.1:${edgePort}`,
+      PUBLIC_ORIGIN: edgeOrigin,
       REDIS_URL: redisInfo.url,
       REDIS_TOKEN: redisToken,
       REGIONS: regionsVar,
@@ -335,24 +365,29 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const buildDir = join(stateDir, "edge-build");
     step("bundling the edge Worker");
     await runToEnd("edge-bundle", process.execPath, [wrangler, "deploy", "--dry-run", "--outdir", buildDir], wranglerEnv, logDir);
-    const extraPorts = await Promise.all(Array.from({ length: opts.extraEdges ?? 0 }, () => freePort()));
-    const edgeProc = spawnLogged(
-      "edge",
-      process.execPath,
-      [...TSX, join(ROOT, "local/edge-server.ts")],
-      {
-        EDGE_BUNDLE: join(buildDir, "index.js"),
-        EDGE_PORT: String(edgePort),
-        EDGE_PERSIST: persist,
-        EDGE_VARS: varsFile,
-        EDGE_EXTRA_PORTS: extraPorts.join(","),
-      },
-      logDir,
-    );
-    processes.push(edgeProc);
-    const edge = `http://127.0.0.1:${edgePort}`;
-    const edges = [edge, ...extraPorts.map((p) => `http://127.0.0.1:${p}`)];
-    step(`starting the edge (workerd) on ${edge}`);
+    const extraPorts = hosts ? [] : await Promise.all(Array.from({ length: opts.extraEdges ?? 0 }, () => freePort()));
+    const edgeEnv = { EDGE_BUNDLE: join(buildDir, "index.js"), EDGE_PORT: String(edgePort), EDGE_PERSIST: persist, EDGE_VARS: varsFile, EDGE_EXTRA_PORTS: extraPorts.join(",") };
+    const edgeProcs: ProcessInfo[] = [];
+    const colos: Record<string, string> = {};
+    if (!hosts) edgeProcs.push(spawnLogged("edge", process.execPath, [...TSX, join(ROOT, "local/edge-server.ts")], edgeEnv, logDir));
+    // Multi-host: an edge per colo on the colo's host (as Cloudflare runs the Worker in every
+    // colo), each over the same D1, R2 and Redis; its REGIONS name each region at its address on
+    // this colo's own link, so every call to a region crosses that link.
+    for (const c of hosts?.colos ?? []) {
+      const file = join(stateDir, `edge-vars-${c.colo}.json`);
+      const vars = { ...edgeVars, REGIONS: JSON.stringify(regions.map((r) => ({ name: r.name, url: `http://${c.regionAddress[r.name]}:${new URL(regionUrls[r.name]!).port}`, lat: r.lat, lon: r.lon }))) };
+      await writeFile(file, JSON.stringify(vars), { mode: 0o600 });
+      const cf = { colo: c.colo, country: "XX", latitude: String(c.lat), longitude: String(c.lon) };
+      edgeProcs.push(
+        spawnLogged(`edge-${c.colo}`, process.execPath, [...TSX, join(ROOT, "local/edge-server.ts")], { ...edgeEnv, EDGE_VARS: file, EDGE_HOST: "0.0.0.0", EDGE_CF: JSON.stringify(cf) }, logDir, hosts!.exec(c.host)),
+      );
+      colos[c.colo] = `http://${c.address}:${edgePort}`;
+    }
+    processes.push(...edgeProcs);
+    const edgeProc = edgeProcs[0]!;
+    const edge = edgeOrigin;
+    const edges = hosts ? Object.values(colos) : [edge, ...extraPorts.map((p) => `http://127.0.0.1:${p}`)];
+    step(`starting the edge (workerd) on ${hosts ? Object.entries(colos).map(([c, u]) => `${c} ${u}`).join(", ") : edge}`);
 
     const statusOf = async (region: string): Promise<RegionReport> => {
       const headers = await signRequest(regionSecrets[region]!, "GET", "/v1/status");
@@ -364,6 +399,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const startNode = async (region: string, id: string, env: Record<string, string> = {}): Promise<ProcessInfo> => {
       // Every node serves /metrics on a port of its own (the same token as the routers').
       const metricsPort = env.NODE_METRICS_PORT ?? String(await freePort());
+      // (Multi-host: on the region's host, where only its loopback reaches it.)
       metricsTargets[`node-${id}`] = `http://127.0.0.1:${metricsPort}/metrics`;
       const p = spawnLogged(
         `node-${id}`,
@@ -371,7 +407,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         [...TSX, join(ROOT, "gpu-node/main.ts")],
         {
           NODE_ID: id,
-          ROUTER_URL: regionUrls[region]!.replace(/^http/, "ws") + "/v1/nodes",
+          // Multi-host: the node shares its router's host and reaches it over that host's loopback.
+          ROUTER_URL: (hosts ? `http://127.0.0.1:${new URL(regionUrls[region]!).port}` : regionUrls[region]!).replace(/^http/, "ws") + "/v1/nodes",
           NODE_TOKEN: nodeToken,
           MODEL_CACHE_DIR: join(stateDir, "cache", id),
           METRICS_TOKEN: metricsToken,
@@ -381,6 +418,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ...env,
         },
         logDir,
+        hosts?.exec(hosts.regions[region]!.host),
       );
       processes.push(p);
       await waitFor(`node ${id}`, 30_000, async () => ((await statusOf(region)).nodes.some((n) => n.id === id) ? true : undefined), p);
@@ -392,12 +430,13 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     await Promise.all(regions.flatMap((r) => Array.from({ length: r.nodes }, (_, k) => startNode(r.name, `${r.name}-node-${k + 1}`))));
     step(`nodes connected: ${regions.map((r) => `${r.name} x${r.nodes}`).join(", ")}`);
 
-    for (const e of edges) await waitFor("edge", 60_000, async () => ((await fetch(e + "/v2/health/ready")).ok ? true : undefined), edgeProc);
+    for (const [i, e] of edges.entries()) await waitFor("edge", 60_000, async () => ((await fetch(e + "/v2/health/ready")).ok ? true : undefined), edgeProcs[i] ?? edgeProc);
     step(`edge ready${edges.length > 1 ? ` (${edges.length} isolates: ${edges.join(", ")})` : ""}`);
 
     const handle: MeshHandle = {
       edge,
       edges,
+      colos,
       regions: regionUrls,
       redis: redisInfo,
       adminToken,
@@ -520,6 +559,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       JSON.stringify(
         {
           edge,
+          ...(hosts ? { colos: Object.fromEntries(hosts.colos.map((c) => [c.colo, { namespace: c.host, url: colos[c.colo], fromNamespace: `http://127.0.0.1:${edgePort}` }])) } : {}),
           regions: regionUrls,
           redis: { url: redisInfo.url, token: redisToken },
           adminToken,
