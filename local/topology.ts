@@ -49,7 +49,10 @@ export interface Topology {
   exec(ns: string): string[];
   /** The link's current figures. */
   link(colo: string, region: string): LinkState;
-  /** Changes a link at run time: round trip, jitter, loss, or cut (up: false) and restore. */
+  /**
+   * Changes a link at run time: round trip, jitter, loss, or cut (up: false: both ends set down,
+   * and nothing crosses) and restore. For a link that silently eats packets, set loss 1.
+   */
   setLink(colo: string, region: string, change: Partial<LinkState>): Promise<void>;
   /** Removes every namespace, link and bridge it made (idempotent). */
   destroy(): Promise<void>;
@@ -294,8 +297,15 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
       },
       async setLink(colo, region, change) {
         const s = stateOf(colo, region);
+        const wasUp = s.up;
         Object.assign(s, change);
         await apply(colo, region, s, "change");
+        // A cut is `ip link set ... down` on both ends, as a failed link looks to its hosts: the
+        // route goes, new connections fail at once, established ones hear nothing more.
+        if (s.up !== wasUp) {
+          ip(["-n", colos[colo]!.ns, "link", "set", s.ends[0], s.up ? "up" : "down"]);
+          ip(["-n", regions[region]!.ns, "link", "set", s.ends[1], s.up ? "up" : "down"]);
+        }
       },
       destroy,
     };
