@@ -141,7 +141,9 @@ suite("multi-host faults", () => {
     }
     const back = await until("ICN", "ap-seoul", 5, 60_000);
     expectClear(back.shots);
-    say(`link restored: traffic back in ap-seoul after ${back.ms} ms`);
+    // (The settled run counts above take a few seconds, so the 5 s that ICN's edge sets a lost
+    // region aside may be over by now: the bench measures the return from the restore itself.)
+    say(`link restored: 5 calls in a row in ap-seoul, the first started ${back.ms} ms after the first try`);
   }, 240_000);
 
   it("5% loss on the link: calls still answered (TCP retransmits) or refused clearly, none run twice", async () => {
