@@ -48,6 +48,12 @@ export interface MeshOptions {
   regionNodeEnv?: Record<string, Record<string, string>>;
   /** Deploy the demo account and models (default true). */
   demo?: boolean;
+  /**
+   * With the demo: hold demo-mlp warm in every region (keep-warm floor 1) and wait until it is,
+   * so a first call from any colo goes by distance rather than to wherever a cold start was
+   * already paid (npm start sets it; default false).
+   */
+  demoWarm?: boolean;
   /** With the demo: the character bigram demo-chat (default true; tests compare against it). */
   demoChat?: boolean;
   /**
@@ -528,6 +534,11 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         handle.models.push({ name: TINY_GPT_NAME, version: v.version, file: tiny.graph });
         step(`deployed ${TINY_GPT_NAME} v${v.version} with ${tiny.files.map((f) => f.name).join(", ")}`);
       }
+    }
+    if (opts.demo !== false && opts.demoWarm) {
+      await jsonFetch(edge + "/v1/models/demo-mlp", { method: "PUT", token: handle.apiKey, body: JSON.stringify({ keepWarm: 1 }), headers: { "content-type": "application/json" } });
+      for (const r of regions) await waitFor(`demo-mlp warm in ${r.name}`, 60_000, async () => ((await statusOf(r.name)).warm.length > 0 ? true : undefined));
+      step(`demo-mlp warm in ${regions.map((r) => r.name).join(", ")}`);
     }
     if (opts.demo !== false && opts.demoChat !== false) {
       // The older generative demo: a character bigram language model with an uploaded tokenizer.json.

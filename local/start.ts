@@ -33,7 +33,7 @@ process.on("uncaughtException", (err) => {
 
 try {
   // tiny-gpt is the demo's generative model; demo-chat (the character bigram) only stands in without it.
-  const common = { progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)) };
+  const common = { progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)), demoWarm: true };
   if (multiHost) {
     const why = multiHostUnavailable();
     if (why) throw new Error(`--hosts needs network namespaces: ${why}. Plain \`npm start\` runs the one-machine mode.`);

@@ -21,7 +21,8 @@ let dir: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mesh-geo-"));
-  mesh = await startMesh({ stateDir: dir, tinyGpt: false, demoChat: false, edgeVars: { SIMULATED_RTT: simulatedRttVar(REGIONS) } });
+  // As npm start: the link table as SIMULATED_RTT, demo-mlp warm in both regions.
+  mesh = await startMesh({ stateDir: dir, tinyGpt: false, demoChat: false, demoWarm: true, edgeVars: { SIMULATED_RTT: simulatedRttVar(REGIONS) } });
 }, 180_000);
 
 afterAll(async () => {
