@@ -93,10 +93,7 @@ async function until(colo: string, region: string, n: number, boundMs: number): 
 suite("multi-host faults", () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "mesh-faults-"));
-    h = await startHostsMesh({ stateDir: dir, tinyGpt: false, progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l) });
-    const put = await call(`${h.mesh.edge}/v1/models/demo-mlp`, { key: h.mesh.apiKey, method: "PUT", json: { keepWarm: 1 } });
-    expect(put.status, JSON.stringify(put.body)).toBe(200);
-    for (const r of REGIONS) await waitUntil(`demo-mlp warm in ${r}`, 60_000, async () => ((await h.mesh.regionStatus(r)).warm.length > 0 ? true : undefined), 200);
+    h = await startHostsMesh({ stateDir: dir, tinyGpt: false, demoWarm: true, progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l) });
     // ICN's edge has measured both links before the faults start.
     await until("ICN", "ap-seoul", 5, 60_000);
   }, 240_000);

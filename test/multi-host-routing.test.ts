@@ -37,11 +37,8 @@ const rttSeen = async (colo: string, region: string) => {
 suite("multi-host routing", () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "mesh-hosts-"));
-    h = await startHostsMesh({ stateDir: dir, tinyGpt: false, demoChat: false, progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l) });
-    // Warm in both regions, so routing weighs the links and not a cold start.
-    const put = await call(`${h.mesh.edge}/v1/models/demo-mlp`, { key: h.mesh.apiKey, method: "PUT", json: { keepWarm: 1 } });
-    expect(put.status, JSON.stringify(put.body)).toBe(200);
-    for (const r of REGIONS) await waitUntil(`demo-mlp warm in ${r}`, 60_000, async () => ((await h.mesh.regionStatus(r)).warm.length > 0 ? true : undefined), 200);
+    // demoWarm: demo-mlp warm in both regions, so routing weighs the links and not a cold start.
+    h = await startHostsMesh({ stateDir: dir, tinyGpt: false, demoChat: false, demoWarm: true, progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l) });
   }, 240_000);
 
   afterAll(async () => {
