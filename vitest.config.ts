@@ -20,6 +20,7 @@ const UNIT = [
   "idempotency",
   "latency-histogram",
   "latency-model",
+  "link-table",
   "node-link",
   "onnx-signature-stream",
   "onnx-signature",

@@ -134,7 +134,7 @@ export function loadConfig(env: Env): EdgeConfig {
   const localMode = env.MESH_LOCAL === "1";
   let simulatedRtt: Record<string, Record<string, number>> = {};
   if (env.SIMULATED_RTT) {
-    if (!localMode) fail("SIMULATED_RTT is for local mode only (MESH_LOCAL=1)");
+    if (!localMode) fail("SIMULATED_RTT is for the one-machine local mode only (MESH_LOCAL=1): across real hosts the network's own delay is what the edge measures");
     try {
       simulatedRtt = JSON.parse(env.SIMULATED_RTT);
     } catch {

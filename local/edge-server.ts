@@ -12,6 +12,9 @@
 // the public ones (workerd's network service `trustedCertificates`), so https/wss region URLs
 // signed by a local CA (local/ca.ts) work here the way public certificates work at Cloudflare;
 // a router certificate from any other CA is refused, as in production.
+// The multi-host mode (local/topology.ts) runs one per colo, each on the colo's own network
+// namespace: EDGE_HOST (default 127.0.0.1) is the address to listen on there, and EDGE_CF (JSON)
+// the `request.cf` its callers get (their colo and coordinates).
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -66,11 +69,11 @@ const worker = {
   ...outbound,
 };
 const mf = new Miniflare({
-  host: "127.0.0.1",
+  host: process.env.EDGE_HOST || "127.0.0.1",
   port: Number(need("EDGE_PORT")),
   // Offline: no lookup of a real `request.cf`; a local caller looks like it is in San Jose
   // (in local mode callers may name another colo with x-mesh-colo).
-  cf: { colo: "SJC", country: "US", latitude: "37.36", longitude: "-121.93" },
+  cf: process.env.EDGE_CF ? (JSON.parse(process.env.EDGE_CF) as Record<string, string>) : { colo: "SJC", country: "US", latitude: "37.36", longitude: "-121.93" },
   d1Persist: join(persist, "v3", "d1"),
   r2Persist: join(persist, "v3", "r2"),
   log: new Log(LogLevel.WARN),

@@ -50,6 +50,12 @@ export interface MeshOptions {
   regionNodeEnv?: Record<string, Record<string, string>>;
   /** Deploy the demo account and models (default true). */
   demo?: boolean;
+  /**
+   * With the demo: hold demo-mlp warm in every region (keep-warm floor 1) and wait until it is,
+   * so a first call from any colo goes by distance rather than to wherever a cold start was
+   * already paid (npm start sets it; default false).
+   */
+  demoWarm?: boolean;
   /** With the demo: the character bigram demo-chat (default true; tests compare against it). */
   demoChat?: boolean;
   /**
@@ -74,6 +80,24 @@ export interface MeshOptions {
    * <stateDir>/tls); nodes and the edge trust that CA only (besides public CAs). `MESH_TLS=1 npm start`.
    */
   tls?: boolean;
+  /**
+   * Multi-host mode (local/topology.ts): each region's router and nodes, and an edge per colo,
+   * run on hosts of their own (network namespaces), the edge reaching each region over its
+   * colo's link. Absent: everything on this host, over loopback.
+   */
+  hosts?: HostLayout;
+}
+
+/** Where the parts of the mesh run when they do not all share this host (MeshOptions.hosts). */
+export interface HostLayout {
+  /** The argv prefix that runs a command on a host (e.g. ["ip", "netns", "exec", ns]). */
+  exec(host: string): string[];
+  /** Address every host reaches this host at: Redis's REST endpoint listens there. */
+  servicesAddress: string;
+  /** Each region's host, and its address from this host (the launcher's probes, metrics). */
+  regions: Record<string, { host: string; address: string }>;
+  /** One edge per colo, on its own host; `regionAddress`: each region as that colo reaches it (its own link). */
+  colos: { colo: string; lat: number; lon: number; host: string; address: string; regionAddress: Record<string, string> }[];
 }
 
 export interface DemoModel {
@@ -92,6 +116,8 @@ export interface MeshHandle {
   edge: string;
   /** Every edge isolate's URL: `edge` first, then the extra copies (see MeshOptions.extraEdges). */
   edges: string[];
+  /** Multi-host mode: each colo's edge, as this host reaches it (`edge` is the first colo's). */
+  colos: Record<string, string>;
   regions: Record<string, string>;
   redis: { url: string; token: string; port: number };
   adminToken: string;
@@ -164,9 +190,11 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
   throw new Error(`${what} not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ""}${child ? `; see ${child.log}` : ""}`);
 }
 
-function spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string>, logDir: string): ProcessInfo {
+function spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string>, logDir: string, on: string[] = []): ProcessInfo {
   const log = join(logDir, `${name}.log`);
   const out = createWriteStream(log, { flags: "a" });
+  // `on` runs it on another host (`ip netns exec <ns>` execs the command: the same pid).
+  if (on.length) [cmd, args] = [on[0]!, [...on.slice(1), cmd, ...args]];
   // Own process group, so stop() reaches the whole tree (wrangler starts workerd underneath).
   const child = spawn(cmd, args, {
     cwd: ROOT,
@@ -232,6 +260,9 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
   const stateDir = resolve(opts.stateDir ?? join(ROOT, ".mesh"));
   const progress = opts.progress ?? (() => undefined);
   const regions = opts.regions ?? DEFAULT_REGIONS;
+  const hosts = opts.hosts;
+  // Distance is real there; a simulated delay on top would count it twice.
+  if (hosts && opts.edgeVars?.SIMULATED_RTT) throw new Error("SIMULATED_RTT is for the one-machine mode; the multi-host mode's links carry the delay");
   const processes: ProcessInfo[] = [];
   let redis: RedisServerHandle | null = null;
   let rest: UpstashRestServer | null = null;
@@ -269,27 +300,34 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const metricsToken = secret();
     const metricsTargets: Record<string, string> = {};
     // The edge's port is needed now: routers sign keep-warm URLs for its R2 stand-in.
-    const edgePort = await portOr(opts.edgePort);
+    // Multi-host: every colo's edge has a host of its own, so all of them take the same port.
+    const edgePort = hosts ? (opts.edgePort ?? 8787) : await portOr(opts.edgePort);
+    const edgeOrigin = `http://${hosts?.colos[0]!.address ?? "127.0.0.1"}:${edgePort}`;
     // What a read-only R2 API token would be in production; the edge stands in for R2's S3 endpoint.
     const r2 =
       opts.r2Presign === false
         ? null
-        : { endpoint: `http://127.0.0.1:${edgePort}/r2`, bucket: "inference-mesh-artifacts", accessKeyId: `local-${randomBytes(8).toString("hex")}`, secretAccessKey: secret() };
+        : { endpoint: `${edgeOrigin}/r2`, bucket: "inference-mesh-artifacts", accessKeyId: `local-${randomBytes(8).toString("hex")}`, secretAccessKey: secret() };
     const r2Env: Record<string, string> = r2
       ? { R2_S3_ENDPOINT: r2.endpoint, R2_BUCKET: r2.bucket, R2_ACCESS_KEY_ID: r2.accessKeyId, R2_SECRET_ACCESS_KEY: r2.secretAccessKey }
       : {};
 
     step("starting redis-server");
     redis = await startRedisServer({});
-    rest = await startUpstashRestServer({ redisHost: redis.host, redisPort: redis.port, token: redisToken });
+    rest = await startUpstashRestServer({ redisHost: redis.host, redisPort: redis.port, token: redisToken, host: hosts?.servicesAddress });
     const redisInfo = { url: rest.url, token: redisToken, port: redis.port };
     step(`redis-server on :${redis.port}, Upstash REST endpoint ${rest.url}`);
 
     // Regions first: the edge's REGIONS config needs their URLs.
     const regionUrls: Record<string, string> = {};
     const regionPorts = await Promise.all(regions.map(() => freePort()));
-    regions.forEach((r, i) => (regionUrls[r.name] = `${opts.tls ? "https" : "http"}://127.0.0.1:${regionPorts[i]}`));
-    const ca = opts.tls ? await makeLocalCa(join(stateDir, "tls"), regions.map((r) => ({ name: `router-${r.name}`, hosts: ["127.0.0.1", "localhost"] }))) : null;
+    regions.forEach((r, i) => (regionUrls[r.name] = `${opts.tls ? "https" : "http"}://${hosts?.regions[r.name]!.address ?? "127.0.0.1"}:${regionPorts[i]}`));
+    // A router's certificate names every address it is reached at: loopback (its nodes, this
+    // launcher in the one-machine mode), its host's address, and its end of each colo's link.
+    const routerNames = (name: string) => [
+      ...new Set(["127.0.0.1", "localhost", ...(hosts ? [hosts.regions[name]!.address, ...hosts.colos.map((c) => c.regionAddress[name]!)] : [])]),
+    ];
+    const ca = opts.tls ? await makeLocalCa(join(stateDir, "tls"), regions.map((r) => ({ name: `router-${r.name}`, hosts: routerNames(r.name) }))) : null;
     if (ca) step(`local CA ${ca.caFile}: routers serve HTTPS/WSS`);
     // This launcher's own calls to the routers trust the local CA like the nodes and the edge do.
     const regionDispatcher = ca ? { dispatcher: new Agent({ connect: { ca: await readFile(ca.caFile, "utf8") } }) } : {};
@@ -303,6 +341,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         {
           MESH_REGION: name,
           PORT: new URL(regionUrls[name]!).port,
+          // On a host of its own it serves its links and its nodes (loopback) alike.
+          ...(hosts ? { HOST: "0.0.0.0" } : {}),
           MESH_SECRET: regionSecrets[name]!,
           NODE_TOKEN: nodeToken,
           ...(ca ? { ROUTER_TLS_CERT: ca.certs[`router-${name}`]!.certFile, ROUTER_TLS_KEY: ca.certs[`router-${name}`]!.keyFile } : {}),
@@ -313,6 +353,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ...opts.routerEnv,
         },
         logDir,
+        hosts?.exec(hosts.regions[name]!.host),
       );
     const waitRouter = (name: string, p: ProcessInfo) =>
       waitFor(`router ${name}`, 30_000, async () => ((await fetch(regionUrls[name] + "/healthz", regionDispatcher as RequestInit)).ok ? true : undefined), p);
@@ -331,7 +372,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       ADMIN_TOKEN: adminToken,
       REGION_SECRETS: JSON.stringify(regionSecrets),
       // Nodes download from the edge's configured origin, never from a caller's Host.
-      PUBLIC_ORIGIN: `http://127.0.0.1:${edgePort}`,
+      PUBLIC_ORIGIN: edgeOrigin,
       REDIS_URL: redisInfo.url,
       REDIS_TOKEN: redisToken,
       REGIONS: regionsVar,
@@ -350,25 +391,29 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const buildDir = join(stateDir, "edge-build");
     step("bundling the edge Worker");
     await runToEnd("edge-bundle", process.execPath, [wrangler, "deploy", "--dry-run", "--outdir", buildDir], wranglerEnv, logDir);
-    const extraPorts = await Promise.all(Array.from({ length: opts.extraEdges ?? 0 }, () => freePort()));
-    const edgeProc = spawnLogged(
-      "edge",
-      process.execPath,
-      [...TSX, join(ROOT, "local/edge-server.ts")],
-      {
-        EDGE_BUNDLE: join(buildDir, "index.js"),
-        EDGE_PORT: String(edgePort),
-        EDGE_PERSIST: persist,
-        EDGE_VARS: varsFile,
-        EDGE_EXTRA_PORTS: extraPorts.join(","),
-        ...caEnv,
-      },
-      logDir,
-    );
-    processes.push(edgeProc);
-    const edge = `http://127.0.0.1:${edgePort}`;
-    const edges = [edge, ...extraPorts.map((p) => `http://127.0.0.1:${p}`)];
-    step(`starting the edge (workerd) on ${edge}`);
+    const extraPorts = hosts ? [] : await Promise.all(Array.from({ length: opts.extraEdges ?? 0 }, () => freePort()));
+    const edgeEnv = { EDGE_BUNDLE: join(buildDir, "index.js"), EDGE_PORT: String(edgePort), EDGE_PERSIST: persist, EDGE_VARS: varsFile, EDGE_EXTRA_PORTS: extraPorts.join(","), ...caEnv };
+    const edgeProcs: ProcessInfo[] = [];
+    const colos: Record<string, string> = {};
+    if (!hosts) edgeProcs.push(spawnLogged("edge", process.execPath, [...TSX, join(ROOT, "local/edge-server.ts")], edgeEnv, logDir));
+    // Multi-host: an edge per colo on the colo's host (as Cloudflare runs the Worker in every
+    // colo), each over the same D1, R2 and Redis; its REGIONS name each region at its address on
+    // this colo's own link, so every call to a region crosses that link.
+    for (const c of hosts?.colos ?? []) {
+      const file = join(stateDir, `edge-vars-${c.colo}.json`);
+      const vars = { ...edgeVars, REGIONS: JSON.stringify(regions.map((r) => ({ name: r.name, url: `${opts.tls ? "https" : "http"}://${c.regionAddress[r.name]}:${new URL(regionUrls[r.name]!).port}`, lat: r.lat, lon: r.lon }))) };
+      await writeFile(file, JSON.stringify(vars), { mode: 0o600 });
+      const cf = { colo: c.colo, country: "XX", latitude: String(c.lat), longitude: String(c.lon) };
+      edgeProcs.push(
+        spawnLogged(`edge-${c.colo}`, process.execPath, [...TSX, join(ROOT, "local/edge-server.ts")], { ...edgeEnv, EDGE_VARS: file, EDGE_HOST: "0.0.0.0", EDGE_CF: JSON.stringify(cf) }, logDir, hosts!.exec(c.host)),
+      );
+      colos[c.colo] = `http://${c.address}:${edgePort}`;
+    }
+    processes.push(...edgeProcs);
+    const edgeProc = edgeProcs[0]!;
+    const edge = edgeOrigin;
+    const edges = hosts ? Object.values(colos) : [edge, ...extraPorts.map((p) => `http://127.0.0.1:${p}`)];
+    step(`starting the edge (workerd) on ${hosts ? Object.entries(colos).map(([c, u]) => `${c} ${u}`).join(", ") : edge}`);
 
     const statusOf = async (region: string): Promise<RegionReport> => {
       const headers = await signRequest(regionSecrets[region]!, "GET", "/v1/status");
@@ -380,6 +425,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const startNode = async (region: string, id: string, env: Record<string, string> = {}): Promise<ProcessInfo> => {
       // Every node serves /metrics on a port of its own (the same token as the routers').
       const metricsPort = env.NODE_METRICS_PORT ?? String(await freePort());
+      // (Multi-host: on the region's host, where only its loopback reaches it.)
       metricsTargets[`node-${id}`] = `http://127.0.0.1:${metricsPort}/metrics`;
       const p = spawnLogged(
         `node-${id}`,
@@ -387,7 +433,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         [...TSX, join(ROOT, "gpu-node/main.ts")],
         {
           NODE_ID: id,
-          ROUTER_URL: regionUrls[region]!.replace(/^http/, "ws") + "/v1/nodes",
+          // Multi-host: the node shares its router's host and reaches it over that host's loopback.
+          ROUTER_URL: (hosts ? `${opts.tls ? "https" : "http"}://127.0.0.1:${new URL(regionUrls[region]!).port}` : regionUrls[region]!).replace(/^http/, "ws") + "/v1/nodes",
           NODE_TOKEN: nodeToken,
           MODEL_CACHE_DIR: join(stateDir, "cache", id),
           ...caEnv,
@@ -398,6 +445,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ...env,
         },
         logDir,
+        hosts?.exec(hosts.regions[region]!.host),
       );
       processes.push(p);
       await waitFor(`node ${id}`, 30_000, async () => ((await statusOf(region)).nodes.some((n) => n.id === id) ? true : undefined), p);
@@ -409,12 +457,13 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     await Promise.all(regions.flatMap((r) => Array.from({ length: r.nodes }, (_, k) => startNode(r.name, `${r.name}-node-${k + 1}`))));
     step(`nodes connected: ${regions.map((r) => `${r.name} x${r.nodes}`).join(", ")}`);
 
-    for (const e of edges) await waitFor("edge", 60_000, async () => ((await fetch(e + "/v2/health/ready")).ok ? true : undefined), edgeProc);
+    for (const [i, e] of edges.entries()) await waitFor("edge", 60_000, async () => ((await fetch(e + "/v2/health/ready")).ok ? true : undefined), edgeProcs[i] ?? edgeProc);
     step(`edge ready${edges.length > 1 ? ` (${edges.length} isolates: ${edges.join(", ")})` : ""}`);
 
     const handle: MeshHandle = {
       edge,
       edges,
+      colos,
       regions: regionUrls,
       redis: redisInfo,
       adminToken,
@@ -508,6 +557,11 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         step(`deployed ${TINY_GPT_NAME} v${v.version} with ${tiny.files.map((f) => f.name).join(", ")}`);
       }
     }
+    if (opts.demo !== false && opts.demoWarm) {
+      await jsonFetch(edge + "/v1/models/demo-mlp", { method: "PUT", token: handle.apiKey, body: JSON.stringify({ keepWarm: 1 }), headers: { "content-type": "application/json" } });
+      for (const r of regions) await waitFor(`demo-mlp warm in ${r.name}`, 60_000, async () => ((await statusOf(r.name)).warm.length > 0 ? true : undefined));
+      step(`demo-mlp warm in ${regions.map((r) => r.name).join(", ")}`);
+    }
     if (opts.demo !== false && opts.demoChat !== false) {
       // The older generative demo: a character bigram language model with an uploaded tokenizer.json.
       const chat = await makeCharModel(join(stateDir, "models"));
@@ -538,6 +592,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       JSON.stringify(
         {
           edge,
+          ...(hosts ? { colos: Object.fromEntries(hosts.colos.map((c) => [c.colo, { namespace: c.host, url: colos[c.colo], fromNamespace: `http://127.0.0.1:${edgePort}` }])) } : {}),
           regions: regionUrls,
           redis: { url: redisInfo.url, token: redisToken },
           adminToken,

@@ -1,0 +1,287 @@
+// The mesh on the multi-host topology (local/topology.ts: a network namespace per colo and per
+// region, links with the link table's delay): what crossing real links costs and how routing
+// and failover behave on them. Phases, all in one run:
+//
+//   1. overhead   from inside each colo's namespace, sequential calls to its edge for a copy of
+//                 demo-mlp restricted to the colo's nearest region (so every call crosses that
+//                 one link), against the baseline: a plain HTTP echo in the region's namespace,
+//                 called across the same link from the same namespace. Added latency = mesh
+//                 minus echo, p50/p99, and the ratio mesh / echo.
+//   2. accuracy   the best region in hindsight per colo: p50 of calls forced to each region
+//                 (copies restricted by data residency); then demo-mlp with the edge choosing,
+//                 from every colo at once: share of calls in the best region.
+//   3. failover   steady calls from ICN; the ICN <-> ap-seoul link cut (both ends down): time
+//                 until calls are answered from us-west, calls that failed meanwhile; the link
+//                 restored: time until calls are back in ap-seoul. Ratios against ICN's link
+//                 round trip.
+//
+// Needs root, iproute2, /dev/net/tun (or netem). Run: npx tsx bench/multi-host.ts [--quick]
+// Prints tables, writes bench/results/multi-host-<ISO>.json and multi-host-latest.json.
+//
+// The bench also runs as its own prober inside a namespace (`--probe <url> <n> [<auth>]`):
+// sequential keep-alive calls, their latencies as one JSON line on stdout.
+
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { nearestRegion } from "../local/link-table.js";
+import { multiHostUnavailable, startHostsMesh, type HostsMesh } from "../local/topology.js";
+import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+
+const SELF = fileURLToPath(import.meta.url);
+const BODY = JSON.stringify({ inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] });
+
+if (process.argv[2] === "--probe") {
+  const [url, n, auth] = [process.argv[3]!, Number(process.argv[4]), process.argv[5]];
+  const ms: number[] = [];
+  const regions: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    const res = await fetch(url, { method: "POST", body: BODY, headers: { "content-type": "application/json", ...(auth ? { authorization: auth } : {}) } });
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new Error(`probe: ${url} answered ${res.status}`);
+    ms.push(performance.now() - t);
+    const r = res.headers.get("x-mesh-region");
+    if (r) regions[r] = (regions[r] ?? 0) + 1;
+  }
+  process.stdout.write(JSON.stringify({ ms, regions }) + "\n");
+  process.exit(0);
+}
+
+const QUICK = process.argv.includes("--quick");
+const N_OVERHEAD = QUICK ? 60 : 300;
+const N_ORACLE = QUICK ? 20 : 60;
+const N_MIXED = QUICK ? 60 : 200;
+const REGIONS = ["us-west", "ap-seoul"];
+const COLOS = ["ICN", "SJC"];
+const DEADLINE_MS = 4_000;
+const say = (line: string) => process.stdout.write(line + "\n");
+
+const why = multiHostUnavailable();
+if (why) {
+  say(`[multi-host] cannot run here: ${why}`);
+  process.exit(0);
+}
+
+let h: HostsMesh | null = null;
+let dir = "";
+const cleanup = async () => {
+  await h?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+};
+process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
+const watchdog = setTimeout(() => {
+  say("[multi-host] watchdog: took too long, stopping");
+  void cleanup().then(() => process.exit(1));
+}, 20 * 60_000);
+
+async function json(url: string, init: RequestInit & { key: string }): Promise<any> {
+  const res = await fetch(url, { ...init, headers: { authorization: `Bearer ${init.key}`, ...(init.headers as Record<string, string>) } });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${url} -> ${res.status} ${text.slice(0, 200)}`);
+  return JSON.parse(text);
+}
+
+/** Runs this file's prober inside `ns`. */
+function probe(ns: string, url: string, n: number, auth?: string): { ms: number[]; regions: Record<string, number> } {
+  const out = execFileSync("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", SELF, "--probe", url, String(n), ...(auth ? [auth] : [])], {
+    encoding: "utf8",
+    timeout: 300_000,
+  });
+  return JSON.parse(out.trim().split("\n").at(-1)!);
+}
+
+interface Shot {
+  ok: boolean;
+  region: string | null;
+  code: string | null;
+  start: number;
+  end: number;
+}
+async function shoot(mesh: HostsMesh["mesh"], colo: string, model: string): Promise<Shot> {
+  const start = Date.now();
+  try {
+    const res = await fetch(`${mesh.colos[colo]}/v2/models/${model}/infer`, {
+      method: "POST",
+      body: BODY,
+      headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json", "x-mesh-timeout-ms": String(DEADLINE_MS) },
+      signal: AbortSignal.timeout(DEADLINE_MS + 5_000),
+    });
+    const text = await res.text();
+    const code = res.status === 200 ? null : ((JSON.parse(text) as { code?: string }).code ?? String(res.status));
+    return { ok: res.status === 200, region: res.headers.get("x-mesh-region"), code, start, end: Date.now() };
+  } catch (err) {
+    return { ok: false, region: null, code: `client:${(err as Error).name}`, start, end: Date.now() };
+  }
+}
+
+try {
+  dir = await mkdtemp(join(tmpdir(), "mesh-bench-hosts-"));
+  say(`[multi-host] starting the mesh on a multi-host topology (${COLOS.join(", ")} x ${REGIONS.join(", ")})...`);
+  h = await startHostsMesh({ stateDir: dir, tinyGpt: false, demoChat: false, colos: COLOS });
+  const { mesh, topology } = h;
+  const key = mesh.apiKey;
+  say(`[multi-host] links: ${topology.mode}`);
+
+  // Copies of demo-mlp restricted to one region each (forced calls), all held warm.
+  const file = mesh.models.find((m) => m.name === "demo-mlp")!.file;
+  const models = ["demo-mlp", ...REGIONS.map((r) => `mlp-${r}`)];
+  for (const r of REGIONS) {
+    const name = `mlp-${r}`;
+    await json(`${mesh.edge}/v1/models`, { key, method: "POST", body: JSON.stringify({ name }), headers: { "content-type": "application/json" } });
+    await json(`${mesh.edge}/v1/models/${name}/versions`, { key, method: "POST", body: await readFile(file), headers: { "content-type": "application/octet-stream" } });
+    await json(`${mesh.edge}/v1/models/${name}`, { key, method: "PUT", body: JSON.stringify({ regions: [r], keepWarm: 1 }), headers: { "content-type": "application/json" } });
+  }
+  await json(`${mesh.edge}/v1/models/demo-mlp`, { key, method: "PUT", body: JSON.stringify({ keepWarm: 1 }), headers: { "content-type": "application/json" } });
+  const until = Date.now() + 120_000;
+  for (const r of REGIONS) {
+    for (;;) {
+      const warm = (await mesh.regionStatus(r)).warm.length;
+      if (warm >= 2) break;
+      if (Date.now() > until) throw new Error(`models not warm in ${r}`);
+      await new Promise((res) => setTimeout(res, 250));
+    }
+  }
+  // Warm-up: every colo's edge measures both links (not counted).
+  for (const colo of COLOS) for (const m of models) for (let i = 0; i < 10; i++) await shoot(mesh, colo, m);
+
+  // 1. overhead --------------------------------------------------------------------------------
+  say("[multi-host] 1/3 overhead: mesh vs a plain HTTP echo across the same link");
+  const overhead: Record<string, { region: string; linkRttMs: number; echo: Summary; mesh: Summary }> = {};
+  for (const colo of COLOS) {
+    const region = nearestRegion(colo, REGIONS)!;
+    const ns = topology.regions[region]!.ns;
+    const port = 18000 + Math.floor(Math.random() * 1000);
+    // The echo: a plain Node HTTP server on the region's host, answering a small body.
+    const echo = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", `require("http").createServer((q,s)=>{q.resume();q.on("end",()=>s.end('{"ok":true}'))}).listen(${port},"0.0.0.0",()=>console.log("up"))`], { stdio: ["ignore", "pipe", "inherit"] });
+    await new Promise<void>((res) => echo.stdout!.once("data", () => res()));
+    try {
+      const base = probe(topology.colos[colo]!.ns, `http://${topology.regionAddressFrom(colo, region)}:${port}/`, N_OVERHEAD);
+      const m = probe(topology.colos[colo]!.ns, `http://127.0.0.1:${new URL(mesh.edge).port}/v2/models/mlp-${region}/infer`, N_OVERHEAD, `Bearer ${key}`);
+      overhead[colo] = { region, linkRttMs: topology.link(colo, region).rttMs, echo: summarize(base.ms), mesh: summarize(m.ms) };
+    } finally {
+      echo.kill("SIGTERM");
+    }
+  }
+
+  // 2. accuracy --------------------------------------------------------------------------------
+  say("[multi-host] 2/3 accuracy: best region in hindsight, then the edge choosing");
+  const oracle: Record<string, Record<string, Summary>> = {};
+  for (const colo of COLOS) {
+    oracle[colo] = {};
+    for (const r of REGIONS) {
+      const ms: number[] = [];
+      for (let i = 0; i < N_ORACLE; i++) {
+        const s = await shoot(mesh, colo, `mlp-${r}`);
+        if (s.ok) ms.push(s.end - s.start);
+      }
+      oracle[colo]![r] = summarize(ms);
+    }
+  }
+  const best = Object.fromEntries(COLOS.map((c) => [c, REGIONS.reduce((a, b) => (oracle[c]![b]!.p50 < oracle[c]![a]!.p50 ? b : a))]));
+  const mixed: Record<string, { shots: Shot[] }> = {};
+  await Promise.all(
+    COLOS.map(async (colo) => {
+      const shots: Shot[] = [];
+      for (let i = 0; i < N_MIXED; i++) shots.push(await shoot(mesh, colo, "demo-mlp"));
+      mixed[colo] = { shots };
+    }),
+  );
+
+  // 3. failover --------------------------------------------------------------------------------
+  say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link cut, then restored");
+  const steady: Shot[] = [];
+  let stop = false;
+  const loop = (async () => {
+    while (!stop) steady.push(await shoot(mesh, "ICN", "demo-mlp"));
+  })();
+  const waitFor = async (pred: (s: Shot) => boolean, after: number, boundMs: number) => {
+    const t = Date.now() + boundMs;
+    for (;;) {
+      const hit = steady.find((s) => s.start >= after && pred(s));
+      if (hit) return hit;
+      if (Date.now() > t) return null;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  };
+  await waitFor((s) => s.region === "ap-seoul", 0, 30_000);
+  const cutAt = Date.now();
+  await topology.setLink("ICN", "ap-seoul", { up: false });
+  const moved = await waitFor((s) => s.ok && s.region === "us-west", cutAt, 60_000);
+  const movedAt = moved ? moved.end : NaN;
+  await new Promise((res) => setTimeout(res, 2_000));
+  const restoredAt = Date.now();
+  await topology.setLink("ICN", "ap-seoul", { up: true });
+  const back = await waitFor((s) => s.ok && s.region === "ap-seoul", restoredAt, 120_000);
+  stop = true;
+  await loop;
+  const outage = steady.filter((s) => s.start >= cutAt && s.start < (moved?.start ?? Infinity));
+  const failed = outage.filter((s) => !s.ok);
+
+  // Report --------------------------------------------------------------------------------------
+  const icnRtt = topology.link("ICN", "ap-seoul").rttMs;
+  const failover = {
+    linkRttMs: icnRtt,
+    moveMs: movedAt - cutAt,
+    moveOverLinkRtt: ratio(movedAt - cutAt, icnRtt),
+    callsFailedWhileMoving: failed.length,
+    failureCodes: failed.reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {}),
+    returnMs: back ? back.end - restoredAt : NaN,
+    returnOverLinkRtt: back ? ratio(back.end - restoredAt, icnRtt) : NaN,
+    deadlineMs: DEADLINE_MS,
+  };
+  const accuracy = Object.fromEntries(
+    COLOS.map((c) => {
+      const shots = mixed[c]!.shots;
+      const inBest = shots.filter((s) => s.ok && s.region === best[c]).length;
+      return [c, { best: best[c], share: inBest / shots.length, calls: shots.length, failed: shots.filter((s) => !s.ok).length, oracleP50: Object.fromEntries(REGIONS.map((r) => [r, round(oracle[c]![r]!.p50)])) }];
+    }),
+  );
+  say("");
+  say(`Multi-host mesh (${topology.mode} links) — ${machineInfo().cpus} CPUs, node ${process.version}${QUICK ? ", --quick" : ""}`);
+  say("");
+  say("Overhead: the mesh's added latency on top of the link's own round trip (plain HTTP echo across the same link, same namespace)");
+  say(
+    formatTable(
+      ["colo", "region", "link RTT", "echo p50", "mesh p50", "added p50", "echo p99", "mesh p99", "added p99", "mesh/echo p50"],
+      Object.entries(overhead).map(([c, o]) => [c, o.region, fmt(o.linkRttMs, 0), fmt(o.echo.p50), fmt(o.mesh.p50), fmt(o.mesh.p50 - o.echo.p50), fmt(o.echo.p99), fmt(o.mesh.p99), fmt(o.mesh.p99 - o.echo.p99), fmt(ratio(o.mesh.p50, o.echo.p50))]),
+    ),
+  );
+  say("");
+  say("Routing accuracy against the best region in hindsight (p50 of calls forced to each region)");
+  say(
+    formatTable(
+      ["colo", ...REGIONS.map((r) => `forced ${r} p50`), "best", "share in best", "failed"],
+      COLOS.map((c) => [c, ...REGIONS.map((r) => fmt(oracle[c]![r]!.p50)), best[c]!, `${fmt(accuracy[c]!.share * 100, 1)}%`, String(accuracy[c]!.failed)]),
+    ),
+  );
+  say("");
+  say("Failover: ICN <-> ap-seoul link cut (both ends down) under steady calls from ICN");
+  say(
+    formatTable(
+      ["link RTT", "moved after ms", "moved / RTT", "failed while moving", "codes", "back after restore ms", "back / RTT"],
+      [[fmt(icnRtt, 0), fmt(failover.moveMs, 0), fmt(failover.moveOverLinkRtt, 1), String(failover.callsFailedWhileMoving), JSON.stringify(failover.failureCodes), fmt(failover.returnMs, 0), fmt(failover.returnOverLinkRtt, 1)]],
+    ),
+  );
+  const out = await writeResults("multi-host", {
+    machine: machineInfo(),
+    quick: QUICK,
+    links: topology.mode,
+    linkTable: Object.fromEntries(COLOS.map((c) => [c, Object.fromEntries(REGIONS.map((r) => [r, topology.link(c, r)]))])),
+    overhead: Object.fromEntries(
+      Object.entries(overhead).map(([c, o]) => [c, { ...o, addedP50Ms: round(o.mesh.p50 - o.echo.p50), addedP99Ms: round(o.mesh.p99 - o.echo.p99), meshOverEchoP50: round(ratio(o.mesh.p50, o.echo.p50)) }]),
+    ),
+    accuracy,
+    failover,
+  });
+  say("");
+  say(`[multi-host] wrote ${out.file}`);
+} catch (err) {
+  say(`[multi-host] failed: ${(err as Error).stack ?? err}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(watchdog);
+  await cleanup();
+}
