@@ -8,6 +8,8 @@
 // EDGE_EXTRA_PORTS (comma-separated): one more copy of the Worker per port, each in its own
 // isolate (its own memory, caches and limiters) over the same D1, R2 and Redis, the way two
 // Cloudflare colos see one deployment. Tests use it to prove bounds across isolates.
+// EDGE_INSPECTOR_PORT (optional, benches only): the first isolate's V8 inspector on that port,
+// path /edge, so bench/mesh-overhead.ts --profile can take its CPU profile.
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -43,8 +45,10 @@ const worker = {
   r2Buckets: { ARTIFACTS: R2_BUCKET },
   bindings: vars,
 };
+const inspectorPort = process.env.EDGE_INSPECTOR_PORT ? Number(process.env.EDGE_INSPECTOR_PORT) : undefined;
 const mf = new Miniflare({
   host: "127.0.0.1",
+  ...(inspectorPort ? { inspectorPort } : {}),
   port: Number(need("EDGE_PORT")),
   // Offline: no lookup of a real `request.cf`; a local caller looks like it is in San Jose
   // (in local mode callers may name another colo with x-mesh-colo).
@@ -53,7 +57,7 @@ const mf = new Miniflare({
   r2Persist: join(persist, "v3", "r2"),
   log: new Log(LogLevel.WARN),
   workers: [
-    { name: "edge", ...worker },
+    { name: "edge", ...worker, ...(inspectorPort ? { unsafeInspectorProxy: true } : {}) },
     // Extra copies answer on their own sockets, straight to their isolate.
     ...extraPorts.map((port, i) => ({ name: `edge-${i + 2}`, ...worker, unsafeDirectSockets: [{ host: "127.0.0.1", port }] })),
   ],
