@@ -18,8 +18,8 @@
 //      npx tsx bench/mesh-overhead.ts --quick   (smoke run, small counts)
 //      npx tsx bench/mesh-overhead.ts --profile (mesh only: CPU ms per call in each process,
 //          Redis commands per call, and each process's hottest functions per case, from V8 CPU
-//          profiles: --cpu-prof for the Node processes, the inspector for workerd; see
-//          bench/process-profile.ts; writes bench/results/mesh-profile-*.json)
+//          profiles: bench/cpu-profile-preload.cjs in the Node processes, the inspector for
+//          workerd; see bench/process-profile.ts; writes bench/results/mesh-profile-*.json)
 //
 // Prints a table and writes bench/results/mesh-overhead-<timestamp>.json and
 // bench/results/mesh-overhead-latest.json. Targets are informational: exit 0 unless it crashed.
@@ -494,7 +494,8 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
   const profDir = join(tmpDir!, "cpu-prof");
   const inspectorPort = await freePort();
   // Inherited by every process the mesh starts (not by this one: Node reads it at start).
-  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --cpu-prof --cpu-prof-dir=${profDir} --cpu-prof-interval=500`.trim();
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --require ${join(ROOT, "bench/cpu-profile-preload.cjs")}`.trim();
+  process.env.MESH_CPU_PROF_DIR = profDir;
   process.env.EDGE_INSPECTOR_PORT = String(inspectorPort);
   const roots: Record<string, number> = {};
   let redisPort = 0;

@@ -2,7 +2,7 @@
 // --profile): CPU time read from /proc for each process tree (edge: Miniflare's node and its
 // workerd; router; node agent and its session children), Redis commands from INFO
 // commandstats, and V8 CPU profiles summarised by self time per function within a time window.
-// Node processes write their profiles with --cpu-prof at exit; workerd's isolate is profiled
+// Node processes write their profiles at exit (bench/cpu-profile-preload.cjs); workerd's isolate is profiled
 // through its V8 inspector (Miniflare's inspector proxy, local/edge-server.ts
 // EDGE_INSPECTOR_PORT), over the Chrome DevTools Protocol. CPU time, unlike wall time, does not
 // grow when other work shares the machine, so the per-call figures hold on a busy 2-core box.
@@ -145,7 +145,7 @@ export function selfTimes(profiles: readonly CpuProfile[], from: number, to: num
   return { sampledMs: sampled, busyMs: busy, top: list };
 }
 
-/** The .cpuprofile files Node's --cpu-prof wrote into `dir`, by the pid in their names. */
+/** The .cpuprofile files bench/cpu-profile-preload.cjs wrote into `dir`, by the pid in their names. */
 export function readNodeProfiles(dir: string): Map<number, CpuProfile> {
   const out = new Map<number, CpuProfile>();
   let files: string[] = [];
@@ -155,7 +155,7 @@ export function readNodeProfiles(dir: string): Map<number, CpuProfile> {
     return out;
   }
   for (const f of files) {
-    const m = /^CPU\.\d+\.\d+\.(\d+)\.\d+\.\d+\.cpuprofile$/.exec(f);
+    const m = /^CPU\.(\d+)\.cpuprofile$/.exec(f);
     if (m) out.set(Number(m[1]), JSON.parse(readFileSync(`${dir}/${f}`, "utf8")) as CpuProfile);
   }
   return out;
