@@ -54,10 +54,14 @@ const QUICK = process.argv.includes("--quick");
 const PROFILE = process.argv.includes("--profile");
 const CONCURRENCY = 16;
 
-const LATENCY: PhaseOptions = QUICK || PROFILE
+const LATENCY: PhaseOptions = PROFILE
+  ? { warmup: 20, maxCalls: 400, maxMs: 4_000, concurrency: 1 }
+  : QUICK
   ? { warmup: 20, maxCalls: 200, maxMs: 1_500, concurrency: 1 }
   : { warmup: 200, maxCalls: 2_000, maxMs: 8_000, concurrency: 1 };
-const THROUGHPUT: PhaseOptions = QUICK || PROFILE
+const THROUGHPUT: PhaseOptions = PROFILE
+  ? { warmup: 2 * CONCURRENCY, maxCalls: 5_000, maxMs: 3_000, concurrency: CONCURRENCY }
+  : QUICK
   ? { warmup: 2 * CONCURRENCY, maxCalls: 3_000, maxMs: 1_000, concurrency: CONCURRENCY }
   : { warmup: 4 * CONCURRENCY, maxCalls: 200_000, maxMs: 6_000, concurrency: CONCURRENCY };
 
@@ -484,8 +488,11 @@ function partOf(root: string, row: { comm: string; cmdline: string }): string {
 interface CaseProfile {
   calls: number;
   wallMs: number;
+  /** Net of what the idle mesh spends in the same time. */
   cpuMsPerCall: Record<string, number>;
   redisPerCall: Record<string, number>;
+  /** As measured, idle spending included. */
+  rawCpuMsPerCall: Record<string, number>;
   /** Per part: busy CPU ms per call in the profile, and the hottest functions (ms per call). */
   hot: Record<string, { busyMsPerCall: number; top: SelfTime[] }>;
 }
@@ -508,6 +515,9 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
     for (const [pid, part] of pids) pidParts.set(pid, part);
     return cpuMs;
   };
+  /** What the mesh spends with no calls (reports, heartbeats, memory polls), per second. */
+  let idle = { cpuMsPerS: {} as Record<string, number>, redisPerS: {} as Record<string, number> };
+  const IDLE_MS = 5_000;
   const probe: CaseProbe = {
     async started(mesh) {
       for (const p of mesh.processes) if (p.child.pid !== undefined && p.child.exitCode === null) roots[p.name] = p.child.pid;
@@ -520,6 +530,20 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
       } catch (e) {
         err(`[bench] no CPU profile of workerd: ${String(e)}`);
       }
+      err(`[bench] measuring the idle mesh for ${IDLE_MS / 1000} s`);
+      const cpu0 = snapshot();
+      const bench0 = process.cpuUsage();
+      const redis0 = redisCommandCounts(redisPort);
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      const s = (performance.now() - t0) / 1000;
+      const cpu1 = snapshot();
+      const bench1 = process.cpuUsage(bench0);
+      const redis1 = redisCommandCounts(redisPort);
+      idle = {
+        cpuMsPerS: { ...Object.fromEntries(Object.keys(cpu1).map((k) => [k, (cpu1[k]! - (cpu0[k] ?? 0)) / s])), "bench client + Upstash REST": (bench1.user + bench1.system) / 1000 / s },
+        redisPerS: Object.fromEntries(Object.keys(redis1).map((k) => [k, (redis1[k]! - (redis0[k] ?? 0)) / s])),
+      };
     },
     before(id) {
       open.set(id, { from: monotonicMicros(), cpu: snapshot(), bench: process.cpuUsage(), redis: redisCommandCounts(redisPort), wall: performance.now() });
@@ -556,17 +580,20 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
       const s = selfTimes(profiles, d.from, d.to, 8);
       hot[part] = { busyMsPerCall: per(s.busyMs), top: s.top.map((t) => ({ ...t, ms: per(t.ms) })) };
     }
+    const s = d.wallMs / 1000;
     cases[c.id] = {
       calls: d.calls,
       wallMs: d.wallMs,
-      cpuMsPerCall: Object.fromEntries(Object.entries(d.cpuMs).map(([k, v]) => [k, per(v)])),
-      redisPerCall: Object.fromEntries(Object.entries(d.redis).map(([k, v]) => [k, per(v)])),
+      cpuMsPerCall: Object.fromEntries(Object.entries(d.cpuMs).map(([k, v]) => [k, Math.max(0, per(v - (idle.cpuMsPerS[k] ?? 0) * s))])),
+      redisPerCall: Object.fromEntries(Object.entries(d.redis).map(([k, v]) => [k, Math.max(0, per(v - (idle.redisPerS[k] ?? 0) * s))]).filter(([, v]) => (v as number) >= 0.005)),
+      rawCpuMsPerCall: Object.fromEntries(Object.entries(d.cpuMs).map(([k, v]) => [k, per(v)])),
       hot,
     };
   }
 
   say();
-  say(`mesh-overhead --profile: CPU ms per call in each process (from /proc), over both phases of each case (c=1 then c=${CONCURRENCY}); ${machine.cpus} CPUs (${machine.cpuModel})`);
+  say(`mesh-overhead --profile: CPU ms per call in each process (from /proc), over both phases of each case (c=1 then c=${CONCURRENCY}), less what the idle mesh spends in the same time; ${machine.cpus} CPUs (${machine.cpuModel})`);
+  say(`idle mesh, CPU ms per s: ${PARTS.map((k) => `${k} ${fmt(idle.cpuMsPerS[k], 1)}`).join(", ")}`);
   say(
     formatTable(
       ["case", "calls", ...PARTS, "all parts", "c=1 p50 ms"],
@@ -578,7 +605,7 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
     ),
   );
   say();
-  say("Redis commands per call (INFO commandstats):");
+  say("Redis commands per call, less the idle mesh's (INFO commandstats):");
   for (const c of CASES) {
     const r = cases[c.id]!.redisPerCall;
     say(`  ${c.id}: ${Object.entries(r).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ") || "none"}`);
@@ -591,7 +618,7 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
       for (const t of h.top) say(`    ${fmt(t.ms, 4)}  ${fmt(t.share * 100, 1)}%  ${t.fn}`);
     }
   }
-  const written = await writeResults("mesh-profile", { bench: "mesh-overhead --profile", startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine, latency: LATENCY, throughput: THROUGHPUT, cases }, undefined, startedAt);
+  const written = await writeResults("mesh-profile", { bench: "mesh-overhead --profile", startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine, latency: LATENCY, throughput: THROUGHPUT, idleMs: IDLE_MS, idle, cases }, undefined, startedAt);
   say();
   say(`results: ${written.file}`);
 }
