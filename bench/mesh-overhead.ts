@@ -16,6 +16,10 @@
 //
 // Run: npm run bench            (full: ~2000 sequential calls / ~6 s at c=16 per variant)
 //      npx tsx bench/mesh-overhead.ts --quick   (smoke run, small counts)
+//      npx tsx bench/mesh-overhead.ts --profile (mesh only: CPU ms per call in each process,
+//          Redis commands per call, and each process's hottest functions per case, from V8 CPU
+//          profiles: bench/cpu-profile-preload.cjs in the Node processes, the inspector for
+//          workerd; see bench/process-profile.ts; writes bench/results/mesh-profile-*.json)
 //
 // Prints a table and writes bench/results/mesh-overhead-<timestamp>.json and
 // bench/results/mesh-overhead-latest.json. Targets are informational: exit 0 unless it crashed.
@@ -26,7 +30,9 @@ import http from "node:http";
 import os from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { freePort } from "../local/free-port.js";
 import { ROOT, startMesh, type MeshHandle } from "../local/mesh.js";
+import { cpuByPart, InspectorProfiler, monotonicMicros, pidsMatching, readNodeProfiles, redisCommandCounts, selfTimes, type CpuProfile, type SelfTime } from "./process-profile.js";
 import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../protocol/binary-tensors.js";
 import { makeDemoMatmul, makeDemoModels, DEMO_MATMUL_NAME } from "../scripts/make-demo-models.js";
 import {
@@ -45,12 +51,17 @@ import {
 } from "./stats.js";
 
 const QUICK = process.argv.includes("--quick");
+const PROFILE = process.argv.includes("--profile");
 const CONCURRENCY = 16;
 
-const LATENCY: PhaseOptions = QUICK
+const LATENCY: PhaseOptions = PROFILE
+  ? { warmup: 20, maxCalls: 400, maxMs: 4_000, concurrency: 1 }
+  : QUICK
   ? { warmup: 20, maxCalls: 200, maxMs: 1_500, concurrency: 1 }
   : { warmup: 200, maxCalls: 2_000, maxMs: 8_000, concurrency: 1 };
-const THROUGHPUT: PhaseOptions = QUICK
+const THROUGHPUT: PhaseOptions = PROFILE
+  ? { warmup: 2 * CONCURRENCY, maxCalls: 5_000, maxMs: 3_000, concurrency: CONCURRENCY }
+  : QUICK
   ? { warmup: 2 * CONCURRENCY, maxCalls: 3_000, maxMs: 1_000, concurrency: CONCURRENCY }
   : { warmup: 4 * CONCURRENCY, maxCalls: 200_000, maxMs: 6_000, concurrency: CONCURRENCY };
 
@@ -337,6 +348,8 @@ async function main(): Promise<void> {
     });
   }
 
+  if (PROFILE) return profileMesh(startedAt, machine, expected, await readFile(pathOf(DEMO_MATMUL_NAME)));
+
   // --- plain-http -----------------------------------------------------------------------------
   err("[bench] starting the plain-http servers (separate processes)");
   const plainBase = {
@@ -395,7 +408,14 @@ interface MeshRun {
   regionsSeen: Record<string, number>;
 }
 
-async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer): Promise<MeshRun> {
+/** Hooks around each mesh case (the --profile mode's measurements). */
+interface CaseProbe {
+  started(mesh: MeshHandle): Promise<void>;
+  before(caseId: string): void;
+  after(caseId: string, calls: number): void;
+}
+
+async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer, probe?: CaseProbe): Promise<MeshRun> {
   if (signalled) throw new Error("interrupted");
   err("[bench] starting the mesh (not timed)");
   const meshStart = performance.now();
@@ -410,6 +430,7 @@ async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer
   const uploaded = await post(admin, new URL(`/v1/models/${DEMO_MATMUL_NAME}/versions`, mesh.edge), { ...meshHeaders, "content-type": "application/octet-stream" }, matmulBytes);
   if (uploaded.status !== 201) throw new Error(`uploading ${DEMO_MATMUL_NAME}: HTTP ${uploaded.status} ${uploaded.body.toString("utf8", 0, 200)}`);
   admin.destroy();
+  await probe?.started(mesh);
   const regionsSeen: Record<string, number> = {};
   const cases: Record<string, MeshCaseRun> = {};
   for (const c of CASES) {
@@ -417,7 +438,9 @@ async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer
     const agent = keepAliveAgent();
     const { body, headers } = requestOf(c);
     const samples = { latency: [] as Record<string, number>[], throughput: [] as Record<string, number>[] };
+    let calls = 0;
     const meshCall = async () => {
+      calls++;
       const r = await post(agent, url, { ...meshHeaders, ...headers }, body);
       if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.body.toString("utf8", 0, 200)}`);
       checkAnswer(r, expected[c.size], c.binary);
@@ -429,6 +452,8 @@ async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer
     const cold0 = performance.now();
     await meshCall();
     const coldFirstCallMs = performance.now() - cold0;
+    probe?.before(c.id);
+    calls = 0;
     const result = await measure(`mesh ${c.id}`, meshCall, (phase) => (v, ms) => {
       const t = v as Record<string, number>;
       t.client = ms;
@@ -436,6 +461,7 @@ async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer
       if (t.total !== undefined) t.outside = ms - t.total;
       samples[phase].push(t);
     });
+    probe?.after(c.id, calls);
     agent.destroy();
     const summarizeTimings = (phase: "latency" | "throughput") =>
       Object.fromEntries(
@@ -444,6 +470,157 @@ async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer
     cases[c.id] = { result, coldFirstCallMs, timing: { latency: summarizeTimings("latency"), throughput: summarizeTimings("throughput") } };
   }
   return { startMs, cases, regionsSeen };
+}
+
+// ---------------------------------------------------------------------------------------------
+// --profile: where each process of the mesh spends CPU per call, and on what
+
+const PARTS = ["edge workerd", "edge Miniflare (node)", "router", "node agent", "node session child", "redis-server", "bench client + Upstash REST"] as const;
+
+function partOf(root: string, row: { comm: string; cmdline: string }): string {
+  if (root === "edge") return row.comm === "workerd" ? "edge workerd" : "edge Miniflare (node)";
+  if (root.startsWith("router-")) return "router";
+  if (root.startsWith("node-")) return row.cmdline.includes("session-child") ? "node session child" : "node agent";
+  if (root === "redis") return "redis-server";
+  return root;
+}
+
+interface CaseProfile {
+  calls: number;
+  wallMs: number;
+  /** Net of what the idle mesh spends in the same time. */
+  cpuMsPerCall: Record<string, number>;
+  redisPerCall: Record<string, number>;
+  /** As measured, idle spending included. */
+  rawCpuMsPerCall: Record<string, number>;
+  /** Per part: busy CPU ms per call in the profile, and the hottest functions (ms per call). */
+  hot: Record<string, { busyMsPerCall: number; top: SelfTime[] }>;
+}
+
+async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineInfo>, expected: Record<Size, Expected>, matmul: Buffer): Promise<void> {
+  const profDir = join(tmpDir!, "cpu-prof");
+  const inspectorPort = await freePort();
+  // Inherited by every process the mesh starts (not by this one: Node reads it at start).
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --require ${join(ROOT, "bench/cpu-profile-preload.cjs")}`.trim();
+  process.env.MESH_CPU_PROF_DIR = profDir;
+  process.env.EDGE_INSPECTOR_PORT = String(inspectorPort);
+  const roots: Record<string, number> = {};
+  let redisPort = 0;
+  let edgeProfiler: InspectorProfiler | null = null;
+  const pidParts = new Map<number, string>();
+  const open = new Map<string, { from: number; cpu: Record<string, number>; bench: NodeJS.CpuUsage; redis: Record<string, number>; wall: number }>();
+  const done = new Map<string, { from: number; to: number; calls: number; wallMs: number; cpuMs: Record<string, number>; redis: Record<string, number> }>();
+  const snapshot = () => {
+    const { cpuMs, pids } = cpuByPart(roots, partOf);
+    for (const [pid, part] of pids) pidParts.set(pid, part);
+    return cpuMs;
+  };
+  /** What the mesh spends with no calls (reports, heartbeats, memory polls), per second. */
+  let idle = { cpuMsPerS: {} as Record<string, number>, redisPerS: {} as Record<string, number> };
+  const IDLE_MS = 5_000;
+  const probe: CaseProbe = {
+    async started(mesh) {
+      for (const p of mesh.processes) if (p.child.pid !== undefined && p.child.exitCode === null) roots[p.name] = p.child.pid;
+      redisPort = mesh.redis.port;
+      const redisPid = pidsMatching("redis-server", String(redisPort))[0];
+      if (redisPid !== undefined) roots.redis = redisPid;
+      try {
+        edgeProfiler = await InspectorProfiler.connect(`ws://127.0.0.1:${inspectorPort}/edge`);
+        await edgeProfiler.start();
+      } catch (e) {
+        err(`[bench] no CPU profile of workerd: ${String(e)}`);
+      }
+      err(`[bench] measuring the idle mesh for ${IDLE_MS / 1000} s`);
+      const cpu0 = snapshot();
+      const bench0 = process.cpuUsage();
+      const redis0 = redisCommandCounts(redisPort);
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      const s = (performance.now() - t0) / 1000;
+      const cpu1 = snapshot();
+      const bench1 = process.cpuUsage(bench0);
+      const redis1 = redisCommandCounts(redisPort);
+      idle = {
+        cpuMsPerS: { ...Object.fromEntries(Object.keys(cpu1).map((k) => [k, (cpu1[k]! - (cpu0[k] ?? 0)) / s])), "bench client + Upstash REST": (bench1.user + bench1.system) / 1000 / s },
+        redisPerS: Object.fromEntries(Object.keys(redis1).map((k) => [k, (redis1[k]! - (redis0[k] ?? 0)) / s])),
+      };
+    },
+    before(id) {
+      open.set(id, { from: monotonicMicros(), cpu: snapshot(), bench: process.cpuUsage(), redis: redisCommandCounts(redisPort), wall: performance.now() });
+    },
+    after(id, calls) {
+      const o = open.get(id)!;
+      const cpu = snapshot();
+      const bench = process.cpuUsage(o.bench);
+      const redis = redisCommandCounts(redisPort);
+      const cpuMs = Object.fromEntries(Object.keys(cpu).map((k) => [k, cpu[k]! - (o.cpu[k] ?? 0)]));
+      cpuMs["bench client + Upstash REST"] = (bench.user + bench.system) / 1000;
+      const redisDelta = Object.fromEntries(Object.keys(redis).map((k) => [k, redis[k]! - (o.redis[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+      done.set(id, { from: o.from, to: monotonicMicros(), calls, wallMs: performance.now() - o.wall, cpuMs, redis: redisDelta });
+    },
+  };
+  const run = await measureMesh(expected, matmul, probe);
+  const edgeProfile: CpuProfile | null = edgeProfiler ? await (edgeProfiler as InspectorProfiler).stop().catch(() => null) : null;
+  // Node writes its profiles when a process exits: stop the mesh now, then read them.
+  const mesh = await meshStarting!;
+  meshStarting = null;
+  await mesh.stop();
+  const nodeProfiles = readNodeProfiles(profDir);
+  const profilesOf = (part: string): CpuProfile[] =>
+    part === "edge workerd" ? (edgeProfile ? [edgeProfile] : []) : [...nodeProfiles].filter(([pid]) => pidParts.get(pid) === part).map(([, p]) => p);
+
+  const cases: Record<string, CaseProfile> = {};
+  for (const c of CASES) {
+    const d = done.get(c.id)!;
+    const per = (v: number) => v / d.calls;
+    const hot: CaseProfile["hot"] = {};
+    for (const part of PARTS) {
+      const profiles = profilesOf(part);
+      if (profiles.length === 0) continue;
+      const s = selfTimes(profiles, d.from, d.to, 8);
+      hot[part] = { busyMsPerCall: per(s.busyMs), top: s.top.map((t) => ({ ...t, ms: per(t.ms) })) };
+    }
+    const s = d.wallMs / 1000;
+    cases[c.id] = {
+      calls: d.calls,
+      wallMs: d.wallMs,
+      cpuMsPerCall: Object.fromEntries(Object.entries(d.cpuMs).map(([k, v]) => [k, Math.max(0, per(v - (idle.cpuMsPerS[k] ?? 0) * s))])),
+      redisPerCall: Object.fromEntries(Object.entries(d.redis).map(([k, v]) => [k, Math.max(0, per(v - (idle.redisPerS[k] ?? 0) * s))]).filter(([, v]) => (v as number) >= 0.005)),
+      rawCpuMsPerCall: Object.fromEntries(Object.entries(d.cpuMs).map(([k, v]) => [k, per(v)])),
+      hot,
+    };
+  }
+
+  say();
+  say(`mesh-overhead --profile: CPU ms per call in each process (from /proc), over both phases of each case (c=1 then c=${CONCURRENCY}), less what the idle mesh spends in the same time; ${machine.cpus} CPUs (${machine.cpuModel})`);
+  say(`idle mesh, CPU ms per s: ${PARTS.map((k) => `${k} ${fmt(idle.cpuMsPerS[k], 1)}`).join(", ")}`);
+  say(
+    formatTable(
+      ["case", "calls", ...PARTS, "all parts", "c=1 p50 ms"],
+      CASES.map((c) => {
+        const p = cases[c.id]!;
+        const total = Object.values(p.cpuMsPerCall).reduce((a, b) => a + b, 0);
+        return [c.id, String(p.calls), ...PARTS.map((k) => fmt(p.cpuMsPerCall[k], 3)), fmt(total, 3), fmt(run.cases[c.id]!.result.latency.latency.p50, 2)];
+      }),
+    ),
+  );
+  say();
+  say("Redis commands per call, less the idle mesh's (INFO commandstats):");
+  for (const c of CASES) {
+    const r = cases[c.id]!.redisPerCall;
+    say(`  ${c.id}: ${Object.entries(r).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ") || "none"}`);
+  }
+  for (const c of CASES) {
+    say();
+    say(`hottest functions, ${c.id} (self CPU ms per call; share of the process's busy time):`);
+    for (const [part, h] of Object.entries(cases[c.id]!.hot)) {
+      say(`  ${part} (profiled busy ${fmt(h.busyMsPerCall, 3)} ms/call):`);
+      for (const t of h.top) say(`    ${fmt(t.ms, 4)}  ${fmt(t.share * 100, 1)}%  ${t.fn}`);
+    }
+  }
+  const written = await writeResults("mesh-profile", { bench: "mesh-overhead --profile", startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine, latency: LATENCY, throughput: THROUGHPUT, idleMs: IDLE_MS, idle, cases }, undefined, startedAt);
+  say();
+  say(`results: ${written.file}`);
 }
 
 // ---------------------------------------------------------------------------------------------

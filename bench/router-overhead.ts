@@ -43,6 +43,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
+import { unpackAnswer } from "../protocol/binary-tensors.js";
 import { parseRegionInferResponse, type ModelRef, type RegionInferRequest } from "../protocol/messages.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
 import type { RegionReport } from "../protocol/region-report.js";
@@ -414,7 +415,7 @@ async function setupRouter(framing: Framing, secrets: Secrets, ref: ModelRef, ex
     const started = performance.now();
     const res = await post(via, url, { ...headers, "content-type": MSGPACK_CONTENT_TYPE, "x-request-id": request.requestId }, body);
     const e2eMs = performance.now() - started;
-    const answer = parseRegionInferResponse(codec.decode(res.body));
+    const answer = unpackAnswer(parseRegionInferResponse(codec.decode(res.body)));
     if (!answer.ok) throw new Error(`HTTP ${res.status} ${answer.code}: ${answer.message}`);
     if (res.status !== 200) throw new Error(`HTTP ${res.status} with an ok answer`);
     for (const n of OUTPUT_NAMES) {

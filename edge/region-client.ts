@@ -9,10 +9,12 @@
 // aside in this isolate for a few seconds. Each try is signed for its region alone: the
 // region's secret signs the call (body hash, nonce) and the artifact URL inside it.
 
+import { packTensor, unpackAnswer } from "../protocol/binary-tensors.js";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
 import { parseRegionInferResponse, type BundleFile, type ModelRef, type RegionInferRequest, type RegionInferResponse } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
+import type { WireTensor } from "../protocol/tensor.js";
 import { bundleFileRefs, downloadUrl } from "./download-urls.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";
@@ -73,7 +75,8 @@ export function rankRegions(
 
 export interface ForwardResult {
   region: string;
-  response: RegionInferResponse;
+  /** Outputs unpacked: typed arrays (views of the region's answer where aligned). */
+  response: RegionInferResponse<WireTensor>;
   /** Round trip from the edge to the region and back, ms (simulated distance included). */
   roundTripMs: number;
   attempts: number;
@@ -92,7 +95,10 @@ export function resetLostRegions(): void {
 }
 
 /** A call before its region is chosen: the artifact URL is signed for the region that gets it. */
-export type UnsignedInferRequest = Omit<RegionInferRequest, "model"> & { model: Omit<ModelRef, "artifactUrl" | "files"> & { files?: BundleFile[] } };
+export type UnsignedInferRequest = Omit<RegionInferRequest, "model" | "inputs"> & {
+  model: Omit<ModelRef, "artifactUrl" | "files"> & { files?: BundleFile[] };
+  inputs: WireTensor[];
+};
 
 export async function forwardInfer(
   config: EdgeConfig,
@@ -117,7 +123,8 @@ export async function forwardInfer(
     const artifactUrl = await downloadUrl(config, region.name, "artifact", request.model.sha256);
     const { files: bundle, ...model } = request.model;
     const files = bundle ? await bundleFileRefs(config, region.name, bundle) : undefined;
-    const body = codec.encode({ ...request, model: { ...model, artifactUrl, ...(files ? { files } : {}) } } satisfies RegionInferRequest);
+    // Inputs packed (their bytes, views of the typed arrays): the region forwards them unread.
+    const body = codec.encode({ ...request, inputs: request.inputs.map(packTensor), model: { ...model, artifactUrl, ...(files ? { files } : {}) } } satisfies RegionInferRequest);
     const headers = await signRequest(signingSecret(config, region.name), "POST", path, body);
     const started = Date.now();
     let res: Response;
@@ -145,9 +152,9 @@ export async function forwardInfer(
     }
     if (simulated > 0) await sleep(simulated / 2);
     const roundTripMs = Date.now() - started;
-    let response: RegionInferResponse;
+    let response: RegionInferResponse<WireTensor>;
     try {
-      response = parseRegionInferResponse(codec.decode(bytes));
+      response = unpackAnswer(parseRegionInferResponse(codec.decode(bytes)));
     } catch {
       log("error", request.requestId, "region answered garbage", { region: region.name, status: res.status });
       throw new MeshError("region_error", `region ${region.name} gave an invalid answer`);

@@ -27,7 +27,8 @@ import { MAX_HEARTBEAT_CONVERSATIONS } from "../protocol/messages.js";
 import { publicMessage } from "../protocol/public-message.js";
 import { runErrorCode } from "./run-errors.js";
 import { SessionProcessError } from "./session-process.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import { TensorError, type WireTensor } from "../protocol/tensor.js";
+import { packTensor, toWireTensor } from "../protocol/binary-tensors.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 import { NodeMetrics } from "./metrics.js";
 
@@ -429,6 +430,16 @@ export function startAgent(config: NodeConfig): AgentHandle {
       send({ t: "error", id: msg.id, code: "bad_request", message: "'outputs' names an output more than once" });
       return;
     }
+    // Packed inputs (their sizes checked with the frame) become typed arrays here, views of the
+    // frame where aligned: the first place past the edge that reads the values.
+    let inputs: WireTensor[];
+    try {
+      inputs = msg.inputs.map(toWireTensor);
+    } catch (err) {
+      if (!(err instanceof TensorError)) throw err;
+      send({ t: "error", id: msg.id, code: "invalid_tensor", message: err.message });
+      return;
+    }
     const remaining = msg.deadline - Date.now();
     if (remaining <= 0) {
       send({ t: "error", id: msg.id, code: "deadline_exceeded", message: "the call's deadline passed before it could run" });
@@ -440,12 +451,13 @@ export function startAgent(config: NodeConfig): AgentHandle {
     // At the deadline the call is settled as failed; a run it has alone is killed (batcher).
     const timer = setTimeout(() => batcher.cancel(msg.id, new DeadlineError()), remaining);
     try {
-      const { outputs, computeMs } = await batcher.submit(msg.id, msg.inputs, msg.outputs);
+      const { outputs, computeMs } = await batcher.submit(msg.id, inputs, msg.outputs);
       answered.add(have);
       const inferMs = performance.now() - started;
       metrics.served(msg.key, inferMs, computeMs);
       log("debug", "call served", { id: msg.id, requestId: msg.requestId, traceparent, key: msg.key });
-      send({ t: "result", id: msg.id, outputs, inferMs, computeMs, traceparent });
+      // Packed: the router forwards the bytes to the edge without reading them.
+      send({ t: "result", id: msg.id, outputs: outputs.map(packTensor), inferMs, computeMs, traceparent });
     } catch (err) {
       const computeMs = err instanceof SessionProcessError ? err.computeMs : 0;
       if (err instanceof DeadlineError) {

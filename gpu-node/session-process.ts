@@ -84,6 +84,12 @@ export interface RunOutcome {
 const CHILD = fileURLToPath(new URL(`./session-child${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const POLL_MS = 20;
+/**
+ * An idle child's memory does not grow, so it is read this seldom: polling every child every
+ * 20 ms cost each node agent about a quarter of a CPU with five models loaded
+ * (bench/mesh-overhead.ts --profile: open, fstat, read and close of /proc/<pid>/status).
+ */
+const IDLE_POLL_MS = 1_000;
 
 /** A process's resident memory from /proc, bytes; null where there is no /proc. */
 export async function rssOf(pid: number): Promise<number | null> {
@@ -245,8 +251,14 @@ export class SessionProcess {
 
   private startPolling(): void {
     let reading = false;
+    let lastRead = 0;
     this.poller = setInterval(() => {
       if (reading || this.exited) return;
+      // Loading (no outputs known yet), running or generating: memory can grow; watch it closely.
+      const active = this.outputNames.length === 0 || this.current !== null || this.gens.size > 0;
+      const now = performance.now();
+      if (!active && now - lastRead < IDLE_POLL_MS) return;
+      lastRead = now;
       reading = true;
       void rssOf(this.pid)
         .then((rss) => {

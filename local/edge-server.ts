@@ -15,6 +15,8 @@
 // The multi-host mode (local/topology.ts) runs one per colo, each on the colo's own network
 // namespace: EDGE_HOST (default 127.0.0.1) is the address to listen on there, and EDGE_CF (JSON)
 // the `request.cf` its callers get (their colo and coordinates).
+// EDGE_INSPECTOR_PORT (optional, benches only): the first isolate's V8 inspector on that port,
+// path /edge, so bench/mesh-overhead.ts --profile can take its CPU profile.
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -68,8 +70,10 @@ const worker = {
   assets: EDGE_ASSETS,
   ...outbound,
 };
+const inspectorPort = process.env.EDGE_INSPECTOR_PORT ? Number(process.env.EDGE_INSPECTOR_PORT) : undefined;
 const mf = new Miniflare({
   host: process.env.EDGE_HOST || "127.0.0.1",
+  ...(inspectorPort ? { inspectorPort } : {}),
   port: Number(need("EDGE_PORT")),
   // Offline: no lookup of a real `request.cf`; a local caller looks like it is in San Jose
   // (in local mode callers may name another colo with x-mesh-colo).
@@ -78,7 +82,7 @@ const mf = new Miniflare({
   r2Persist: join(persist, "v3", "r2"),
   log: new Log(LogLevel.WARN),
   workers: [
-    { name: "edge", ...worker },
+    { name: "edge", ...worker, ...(inspectorPort ? { unsafeInspectorProxy: true } : {}) },
     // Extra copies answer on their own sockets, straight to their isolate.
     ...extraPorts.map((port, i) => ({ name: `edge-${i + 2}`, ...worker, unsafeDirectSockets: [{ host: "127.0.0.1", port }] })),
   ],

@@ -5,10 +5,13 @@
 // row-major, no padding; BOOL one byte (0 or 1); FP16/BF16 their 16 raw bits; BYTES each
 // element a 4-byte little-endian length then its bytes. Binary tensors become the typed arrays
 // the mesh already moves (msgpack carries them as bytes), so a tensor that arrives binary is
-// never turned into JSON numbers on its way to the node and back. Pure TS: the Worker uses it.
+// never turned into JSON numbers on its way to the node and back. Past the edge, tensors travel
+// packed in the same layout (PackedTensor): the router checks their sizes and forwards the bytes
+// it received without building typed arrays. Pure TS: the Worker uses it.
 
 import type { OipDatatype } from "./datatypes.js";
-import { TensorError, toJsonTensor, type BinaryTail, type JsonTensor, type TensorData, type WireTensor } from "./tensor.js";
+import type { RegionInferResponse } from "./messages.js";
+import { elementCount, TensorError, toJsonTensor, type BinaryTail, type JsonTensor, type TensorData, type WireTensor } from "./tensor.js";
 
 /** The header that gives the JSON part's length, on requests and responses alike. */
 export const INFERENCE_HEADER = "inference-header-content-length";
@@ -293,4 +296,82 @@ export function decodeInferResponse(body: Uint8Array, headerLength: string | nul
   });
   tail.finish();
   return { json: parsed, outputs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed tensors: the hops past the edge (edge -> region -> node and back)
+
+/**
+ * A tensor whose data travels as this extension's bytes for it: little-endian elements, BYTES
+ * length-prefixed. A router needs only its size, so it forwards the bytes it decoded without
+ * making typed arrays of them or touching an element: one memcpy per hop at most (msgpack
+ * carries a Uint8Array as `bin`, decoded as a view, or from Node as a typed-array extension,
+ * decoded as one aligned copy, which the node then views as its datatype without another).
+ */
+export interface PackedTensor {
+  name: string;
+  datatype: OipDatatype;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+/** A tensor in its packed form: the bytes are a view of the typed array (strings are encoded). */
+export function packTensor(t: WireTensor): PackedTensor {
+  return { name: t.name, datatype: t.datatype, shape: t.shape, bytes: tensorBytes(t) };
+}
+
+/** A tensor as the hops carry it: packed, or (from older edges and nodes) typed data. */
+export type CarriedTensor = WireTensor | PackedTensor;
+
+export function isPacked(t: CarriedTensor): t is PackedTensor {
+  return (t as PackedTensor).bytes !== undefined;
+}
+
+/** A carried tensor's data bytes in the packed layout (a view; strings are encoded). */
+export function carriedBytes(t: CarriedTensor): Uint8Array {
+  return isPacked(t) ? t.bytes : tensorBytes(t);
+}
+
+/** Typed data from a carried tensor (see unpackTensor); typed data as it is. */
+export function toWireTensor(t: CarriedTensor): WireTensor {
+  return isPacked(t) ? unpackTensor(t) : t;
+}
+
+/** A region's answer with its outputs as typed data (where a caller reads them: the edge, tests). */
+export function unpackAnswer(r: RegionInferResponse): RegionInferResponse<WireTensor> {
+  return r.ok ? { ...r, outputs: r.outputs.map(toWireTensor) } : r;
+}
+
+/**
+ * Why a packed tensor's bytes cannot be its shape's elements, or null when they can: the exact
+ * byte count for fixed-size datatypes; for BYTES, length prefixes that fill the bytes with
+ * exactly as many elements as the shape holds. Reads no element's value otherwise.
+ */
+export function packedSizeError(t: PackedTensor): string | null {
+  if (!t.shape.every((d) => Number.isInteger(d) && d >= 0)) return `tensor '${t.name}': shape must be non-negative integers`;
+  const count = elementCount(t.shape);
+  const len = t.bytes.byteLength;
+  if (t.datatype !== "BYTES") {
+    const want = count * ELEMENT_BYTES[t.datatype];
+    return len === want ? null : `tensor '${t.name}' (${t.datatype}, shape [${t.shape}]) needs ${want} bytes, it has ${len}`;
+  }
+  const view = new DataView(t.bytes.buffer, t.bytes.byteOffset, len);
+  let p = 0;
+  for (let i = 0; i < count; i++) {
+    if (p + 4 > len) return `tensor '${t.name}' (BYTES): its bytes end inside element ${i} of ${count}`;
+    p += 4 + view.getUint32(p, true);
+    if (p > len) return `tensor '${t.name}' (BYTES): element ${i} runs past its bytes`;
+  }
+  return p === len ? null : `tensor '${t.name}' (BYTES): ${count} elements take ${p} bytes, it has ${len}`;
+}
+
+/**
+ * A packed tensor as typed data for the runtime (or a caller): a view of its bytes when they are
+ * aligned for the datatype, else one copy; BYTES decoded as UTF-8. Throws TensorError when the
+ * bytes do not fit the shape.
+ */
+export function unpackTensor(t: PackedTensor): WireTensor {
+  const tail = new BinaryInputs(t.bytes);
+  const data = tail.take(t.name, t.datatype, elementCount(t.shape), t.bytes.byteLength);
+  return { name: t.name, datatype: t.datatype, shape: t.shape, data };
 }

@@ -5,6 +5,7 @@ import type { ErrorCode } from "./errors.js";
 import { isErrorCode } from "./errors.js";
 import { isOipDatatype, type ModelSignature, type TensorSpec } from "./datatypes.js";
 import type { TensorData, WireTensor } from "./tensor.js";
+import { packedSizeError, type CarriedTensor, type PackedTensor } from "./binary-tensors.js";
 import { parseTraceparent } from "./trace-context.js";
 import { CONVERSATION_KEY_RE } from "./conversation-key.js";
 
@@ -55,7 +56,8 @@ export interface TokenizerRef {
 export interface RegionInferRequest {
   requestId: string;
   model: ModelRef;
-  inputs: WireTensor[];
+  /** Packed by the edge (binary-tensors.ts): the router forwards them to the node unread. */
+  inputs: CarriedTensor[];
   outputs?: string[];
   /** Absolute deadline (ms since epoch); the region answers deadline_exceeded past it. */
   deadline: number;
@@ -78,8 +80,9 @@ export interface SpanIds {
   node?: string;
 }
 
-export type RegionInferResponse =
-  | { ok: true; outputs: WireTensor[]; node: string; timing: Timing }
+/** T: packed as the node sent them (the router's view), or typed once the edge unpacked them. */
+export type RegionInferResponse<T extends CarriedTensor = CarriedTensor> =
+  | { ok: true; outputs: T[]; node: string; timing: Timing }
   /**
    * computeMs: what a call that failed after it ran still cost on its node (a deadline's stop
    * included), for usage.
@@ -247,7 +250,7 @@ export type NodeToRouter =
   | { t: "loaded"; key: string; loadMs: number; downloadMs: number; cached: boolean; memoryMb: number }
   | { t: "load_failed"; key: string; message: string }
   /** computeMs: the session time the call spent (its share of a batch); what usage bills. */
-  | { t: "result"; id: string; outputs: WireTensor[]; inferMs: number; computeMs?: number; traceparent?: string }
+  | { t: "result"; id: string; outputs: CarriedTensor[]; inferMs: number; computeMs?: number; traceparent?: string }
   /** Ends a call as `result` does: the node sends exactly one of the two per infer, a cancel included. */
   | { t: "error"; id: string; code: ErrorCode; message: string; computeMs?: number }
   /** One generated token; the node sends one only against credit the router granted. */
@@ -294,7 +297,7 @@ export type RouterToNode =
    * the call there); requestId: for the node's logs only; traceparent: the router's span (the
    * node's result echoes the node's own span within the same trace).
    */
-  | { t: "infer"; id: string; key: string; sha256: string; inputs: WireTensor[]; outputs?: string[]; deadline: number; requestId?: string; traceparent?: string }
+  | { t: "infer"; id: string; key: string; sha256: string; inputs: CarriedTensor[]; outputs?: string[]; deadline: number; requestId?: string; traceparent?: string }
   /**
    * Starts a generation; `credit` tokens may be sent before the next `credit` frame. No
    * `tokenizer`: use the loaded version's bundle files (tokenizer.json beside the graph). `chat`:
@@ -352,10 +355,22 @@ function tensorSpec(v: unknown): TensorSpec {
   if (!isOipDatatype(datatype)) throw new MessageError("'datatype' is not an OIP datatype");
   return { name: str(o, "name"), datatype, shape: shape(o.shape) };
 }
-function tensor(v: unknown): WireTensor {
+/**
+ * A tensor on a hop. Packed (`bytes`): only its size is checked against its shape, the bytes
+ * stay a view of the frame (the router forwards them as they came). Typed (`data`): older edges
+ * and nodes send typed arrays or strings.
+ */
+function tensor(v: unknown): CarriedTensor {
   const o = rec(v, "tensor");
   const datatype = o.datatype;
   if (!isOipDatatype(datatype)) throw new MessageError("'datatype' is not an OIP datatype");
+  if (o.bytes !== undefined) {
+    if (!(o.bytes instanceof Uint8Array)) throw new MessageError("'bytes' must be binary");
+    const packed: PackedTensor = { name: str(o, "name"), datatype, shape: shape(o.shape), bytes: o.bytes };
+    const wrong = packedSizeError(packed);
+    if (wrong) throw new MessageError(wrong);
+    return packed;
+  }
   const data = o.data;
   const ok =
     (ArrayBuffer.isView(data) && !(data instanceof DataView)) ||
@@ -379,7 +394,7 @@ function spanIds(v: unknown): SpanIds {
   };
   return { router: id("router"), ...(o.node !== undefined && o.node !== null ? { node: id("node") } : {}) };
 }
-function tensors(o: Rec, k: string): WireTensor[] {
+function tensors(o: Rec, k: string): CarriedTensor[] {
   return arr(o, k, 1024).map(tensor);
 }
 function names(o: Rec, k: string): string[] | undefined {

@@ -31,7 +31,7 @@ import type {
   WarmModel,
 } from "../protocol/messages.js";
 import { diskRoom, type NodeState } from "./placement.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { CarriedTensor } from "../protocol/binary-tensors.js";
 
 export class NodeCallError extends Error {
   constructor(
@@ -48,7 +48,7 @@ export class NodeCallError extends Error {
 }
 
 export interface NodeCallResult {
-  outputs: WireTensor[];
+  outputs: CarriedTensor[];
   inferMs: number;
   /** Session time the node spent on the call (absent from older nodes). */
   computeMs?: number;
@@ -304,7 +304,7 @@ export class NodeLink implements NodeState {
    */
   infer(
     key: string,
-    inputs: WireTensor[],
+    inputs: CarriedTensor[],
     outputs: string[] | undefined,
     timeoutMs: number,
     call: { sha256: string; requestId?: string; traceparent?: string; onEnd?: () => void },

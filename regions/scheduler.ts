@@ -27,7 +27,7 @@
 import { MeshError } from "../protocol/errors.js";
 import { formatBytes } from "../protocol/region-report.js";
 import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import { isPacked, type CarriedTensor } from "../protocol/binary-tensors.js";
 import { ModelStats } from "./model-stats.js";
 import { NodeCallError, type NodeLink } from "./node-link.js";
 import { FairShare, slotsOf, type SlotKind } from "./fairness.js";
@@ -53,17 +53,18 @@ export function computeMsOf(err: unknown): { computeMs: number } | Record<string
 }
 
 /** Bytes of a call's inputs, as the queue's bound counts them. */
-export function inputBytes(inputs: readonly WireTensor[]): number {
+export function inputBytes(inputs: readonly CarriedTensor[]): number {
   let n = 0;
   for (const t of inputs) {
-    if (Array.isArray(t.data)) for (const v of t.data as string[]) n += Buffer.byteLength(v);
+    if (isPacked(t)) n += t.bytes.byteLength;
+    else if (Array.isArray(t.data)) for (const v of t.data as string[]) n += Buffer.byteLength(v);
     else n += (t.data as ArrayBufferView).byteLength;
   }
   return n;
 }
 
 export interface ScheduledResult {
-  outputs: WireTensor[];
+  outputs: CarriedTensor[];
   node: string;
   timing: Timing;
   /** The node's span (W3C traceparent) when it echoed one. */

@@ -13,6 +13,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
+import { carriedBytes } from "../protocol/binary-tensors.js";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { ERROR_STATUS, MeshError, errorBody } from "../protocol/errors.js";
 import { makeLogger } from "../protocol/log.js";
@@ -108,6 +109,18 @@ function discardThenClose(incoming: IncomingMessage): void {
   incoming.on("data", onData);
   incoming.once("end", () => clearTimeout(timer));
   incoming.resume();
+}
+
+/**
+ * What a call is, for telling a repeat of its request id from another call: the model's bytes,
+ * each input's name, type, shape and data bytes, the outputs asked for. The tensors' bytes are
+ * hashed where they lie (views of the body), not re-encoded.
+ */
+function callFingerprint(req: RegionInferRequest): string {
+  const hash = createHash("sha256");
+  hash.update(JSON.stringify([req.model.key, req.model.sha256, req.outputs ?? null, req.inputs.map((t) => [t.name, t.datatype, t.shape])]));
+  for (const t of req.inputs) hash.update(carriedBytes(t));
+  return hash.digest("base64");
 }
 
 export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
@@ -313,9 +326,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     }
     // The request id is the idempotency key (within the account): a repeat joins the call or
     // gets its stored answer, byte for byte, instead of running it again.
-    const fingerprint = createHash("sha256")
-      .update(codec.encode([req.model.key, req.model.sha256, req.inputs, req.outputs ?? null]))
-      .digest("base64");
+    const fingerprint = callFingerprint(req);
     const outcome = await idempotent.call(req.model.account, req.requestId, fingerprint, async () => {
       try {
         if (draining) throw new MeshError("no_capacity", "region is draining", { "retry-after": "1" });

@@ -10,9 +10,14 @@ import {
   decodeInferResponse,
   encodeInferRequest,
   encodeInferResponse,
+  packedSizeError,
+  packTensor,
   splitBinaryBody,
   tensorBytes,
+  unpackTensor,
 } from "../protocol/binary-tensors.js";
+import { createCodec } from "../protocol/codec.js";
+import { parseRegionInferRequest, parseRouterMessage, MessageError } from "../protocol/messages.js";
 import type { ModelSignature, OipDatatype } from "../protocol/datatypes.js";
 import { MeshError } from "../protocol/errors.js";
 import { parseInferRequest, TensorError, toHalfBits, type TensorData, type WireTensor } from "../protocol/tensor.js";
@@ -212,6 +217,52 @@ describe("every datatype as raw bytes", () => {
     const sig: ModelSignature = { inputs: [{ name: "x", datatype: "FP32", shape: [-1, 4] }], outputs: [] };
     const { body, headerLength } = encodeInferRequest({}, [{ name: "x", datatype: "FP32", shape: [0, 4], data: new Float32Array(0), binary: true }]);
     expect(parseBinary(body, headerLength, sig).inputs[0]!.data).toEqual(new Float32Array(0));
+  });
+});
+
+describe("packed tensors past the edge (edge -> region -> node and back)", () => {
+  const model = {
+    key: "m@1", account: "acct", name: "m", version: 1, sha256: "a".repeat(64), size: 1, artifactUrl: "https://x/y",
+    signature: { inputs: [], outputs: [] },
+  };
+
+  for (const c of CASES) {
+    it(`${c.datatype}: packs to the extension's bytes and unpacks to the same typed data`, () => {
+      const packed = packTensor({ name: "x", datatype: c.datatype, shape: [3], data: c.data });
+      expect(Array.from(packed.bytes)).toEqual(c.bytes);
+      expect(packedSizeError(packed)).toBeNull();
+      expect(unpackTensor(packed).data).toEqual(c.data);
+    });
+  }
+
+  it("a router hands the node the very bytes the edge packed, forwarded unread", () => {
+    const edge = createCodec();
+    const router = createCodec();
+    const a = new Float32Array(64 * 1024).map((_, i) => Math.fround(Math.sin(i)));
+    const body = edge.encode({ requestId: "r", model, inputs: [packTensor({ name: "a", datatype: "FP32", shape: [64, 1024], data: a })], deadline: 1 });
+    const req = parseRegionInferRequest(router.decode(body));
+    const t = req.inputs[0]!;
+    if (!("bytes" in t)) throw new Error("expected a packed tensor");
+    // The router holds the bytes as they came (no typed array, no per-element work).
+    expect(Buffer.from(t.bytes).equals(Buffer.from(a.buffer))).toBe(true);
+    const frame = router.encode({ t: "infer", id: "1", key: "m@1", sha256: "a".repeat(64), inputs: req.inputs, deadline: 1 });
+    const msg = parseRouterMessage(createCodec().decode(frame));
+    if (msg.t !== "infer") throw new Error("expected infer");
+    const got = unpackTensor(msg.inputs[0] as Parameters<typeof unpackTensor>[0]);
+    expect(got.data).toBeInstanceOf(Float32Array);
+    expect(Buffer.from((got.data as Float32Array).buffer, (got.data as Float32Array).byteOffset, a.byteLength).equals(Buffer.from(a.buffer))).toBe(true);
+  });
+
+  it("a router refuses packed bytes that do not fit the shape and datatype, without reading values", () => {
+    const bad = (t: object) => () => parseRegionInferRequest({ requestId: "r", model, inputs: [t], deadline: 1 });
+    expect(bad({ name: "a", datatype: "FP32", shape: [2, 2], bytes: new Uint8Array(12) })).toThrow(MessageError);
+    expect(bad({ name: "a", datatype: "FP32", shape: [2, 2], bytes: new Uint8Array(12) })).toThrow(/needs 16 bytes, it has 12/);
+    expect(bad({ name: "a", datatype: "FP32", shape: [-1], bytes: new Uint8Array(4) })).toThrow(/non-negative/);
+    expect(bad({ name: "a", datatype: "FP32", shape: [1], bytes: [1, 2, 3, 4] })).toThrow(/'bytes' must be binary/);
+    // BYTES: the length prefixes must give exactly the shape's elements.
+    expect(bad({ name: "s", datatype: "BYTES", shape: [2], bytes: new Uint8Array([1, 0, 0, 0, 0x61]) })).toThrow(/end inside element 1 of 2/);
+    expect(bad({ name: "s", datatype: "BYTES", shape: [1], bytes: new Uint8Array([9, 0, 0, 0, 0x61]) })).toThrow(/runs past/);
+    expect(bad({ name: "s", datatype: "BYTES", shape: [1], bytes: new Uint8Array([1, 0, 0, 0, 0x61, 0]) })).toThrow(/take 5 bytes, it has 6/);
   });
 });
 

@@ -16,6 +16,7 @@ import {
   type RouterToNode,
 } from "../protocol/messages.js";
 import type { WireTensor } from "../protocol/tensor.js";
+import { toWireTensor, type CarriedTensor } from "../protocol/binary-tensors.js";
 
 const model: ModelRef = {
   key: "m-1@3",
@@ -55,7 +56,9 @@ function request(): RegionInferRequest {
 }
 
 /** Asserts a decoded tensor has the same typed-array class and contents as the original. */
-function expectSameTensor(got: WireTensor, want: WireTensor): void {
+function expectSameTensor(carried: CarriedTensor, expected: CarriedTensor): void {
+  const got = toWireTensor(carried);
+  const want = toWireTensor(expected);
   expect(got.name).toBe(want.name);
   expect(got.datatype).toBe(want.datatype);
   expect(got.shape).toEqual(want.shape);
@@ -101,7 +104,7 @@ describe("createCodec: round trips", () => {
     expect(parsed.inputs).toHaveLength(req.inputs.length);
     req.inputs.forEach((t, i) => expectSameTensor(parsed.inputs[i]!, t));
     // -0 survives as -0 inside a Float64Array.
-    expect(Object.is((parsed.inputs[6]!.data as Float64Array)[1], -0)).toBe(true);
+    expect(Object.is((toWireTensor(parsed.inputs[6]!).data as Float64Array)[1], -0)).toBe(true);
   });
 
   it("without outputs the field stays absent; null outputs read as absent", () => {
@@ -258,7 +261,7 @@ describe("createCodec(\"json\") (the benchmark's framing)", () => {
     const codec = createCodec("json");
     const req = request();
     // JSON has no -0 (nor NaN/Infinity): keep to values it can spell.
-    req.inputs = req.inputs.map((t) => (t.data instanceof Float64Array ? { ...t, data: new Float64Array([Math.PI, 0]) } : t));
+    req.inputs = (req.inputs as WireTensor[]).map((t) => (t.data instanceof Float64Array ? { ...t, data: new Float64Array([Math.PI, 0]) } : t));
     const parsed = parseRegionInferRequest(codec.decode(codec.encode(req)));
     expect(parsed.model).toEqual(req.model);
     req.inputs.forEach((t, i) => expectSameTensor(parsed.inputs[i]!, t));

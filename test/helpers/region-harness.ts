@@ -23,6 +23,7 @@ import { readOnnxSignature } from "../../protocol/onnx-signature.js";
 import type { RegionReport } from "../../protocol/region-report.js";
 import { signRequest, signUrl, verifyUrl } from "../../protocol/signing.js";
 import type { WireTensor } from "../../protocol/tensor.js";
+import { unpackAnswer } from "../../protocol/binary-tensors.js";
 import { freePort } from "../../local/free-port.js";
 import { makeDemoMatmul, makeDemoModels, type DemoModelFile } from "../../scripts/make-demo-models.js";
 
@@ -64,7 +65,7 @@ export interface InferOptions {
 
 export interface InferAnswer {
   status: number;
-  response: RegionInferResponse;
+  response: RegionInferResponse<WireTensor>;
 }
 
 /** Polls `probe` until it returns something other than undefined, or throws after timeoutMs. */
@@ -504,7 +505,7 @@ export class RegionHarness {
     });
     const bytes = new Uint8Array(await res.arrayBuffer());
     if ((res.headers.get("content-type") ?? "").startsWith(MSGPACK_CONTENT_TYPE)) {
-      return { status: res.status, response: parseRegionInferResponse(this.codec.decode(bytes)) };
+      return { status: res.status, response: unpackAnswer(parseRegionInferResponse(this.codec.decode(bytes))) };
     }
     // Refusals before the body is read (401, 413) come in the JSON error envelope.
     const text = new TextDecoder().decode(bytes);
