@@ -3,12 +3,13 @@
 // Bearer <key>` and applies the rate limits (the account's, shared by all its keys, and the
 // key's own when it has one); failed authentications are limited per client address;
 // `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds bodies;
-// `parseBody` validates one against its zod schema; `onError`/`notFound` turn everything into
-// the one error envelope.
+// `meshValidationHook` turns a route schema's refusal (@hono/zod-openapi validators) into the
+// envelope's 400; `onError`/`notFound` turn everything into the one error envelope.
 
 import { drizzle } from "drizzle-orm/d1";
 import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
@@ -202,6 +203,12 @@ function traceHeader(c: AppContext): Record<string, string> {
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
   const requestId = c.get("requestId") ?? newRequestId();
   if (err instanceof MeshError) return errorResponse(requestId, err.code, err.message, { ...err.headers, ...traceHeader(c) });
+  if (err instanceof HTTPException) {
+    // Hono's own refusals before a route's schema sees the body (@hono/zod-openapi's JSON
+    // validator): 415 for a body that is not application/json, 400 for JSON that does not parse.
+    const mapped = httpExceptionError(err.status);
+    return errorResponse(requestId, mapped.code, mapped.message, traceHeader(c));
+  }
   if (err instanceof ConfigError) {
     log("error", requestId, err.message);
     return errorResponse(requestId, "internal_error", "the edge is misconfigured; the operator has been told", traceHeader(c));
@@ -213,20 +220,64 @@ export const onError: ErrorHandler<AppEnv> = (err, c) => {
 export const notFound: NotFoundHandler<AppEnv> = (c) =>
   errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, traceHeader(c));
 
-/** Validates a parsed body against its schema; the first few problems become one 400 message. */
+const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
+
+/**
+ * Before a route's JSON validator: the body is read as JSON whatever its Content-Type says (as
+ * the edge always has: `curl -d` sends form-urlencoded, `fetch` with a string text/plain), and
+ * an empty body is `{}`. @hono/zod-openapi would otherwise answer 415, or parse nothing.
+ */
+export function jsonBody(): MiddlewareHandler<AppEnv> {
+  return async function jsonBody(c, next) {
+    const bytes = new Uint8Array(await c.req.raw.arrayBuffer());
+    const type = c.req.header("content-type");
+    if (bytes.length === 0 || !type || !JSON_TYPE.test(type)) {
+      const headers = new Headers(c.req.raw.headers);
+      headers.set("content-type", "application/json");
+      headers.delete("content-length");
+      c.req.raw = new Request(c.req.raw, { headers, body: bytes.length === 0 ? "{}" : bytes });
+    } else {
+      c.req.raw = new Request(c.req.raw, { body: bytes });
+    }
+    await next();
+  };
+}
+
+/** A zod refusal as one 400 message: the first few problems, each with its path under `what`. */
+export function zodProblems(error: z.ZodError, what = "body"): string {
+  return error.issues
+    .slice(0, 3)
+    .map((i) => {
+      const path = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("") : "";
+      return `${what}${path}: ${i.message}`;
+    })
+    .join("; ");
+}
+
+/** Validates a parsed value against its schema (400 bad_request naming the first problems). */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, what = "body"): z.infer<S> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
-  const problems = r.error.issues.slice(0, 3).map((i) => {
-    const path = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("") : "";
-    return `${what}${path}: ${i.message}`;
-  });
-  throw new MeshError("bad_request", problems.join("; "));
+  throw new MeshError("bad_request", zodProblems(r.error, what));
 }
 
-/** Reads and validates a JSON body (invalid JSON: 400 invalid_json; wrong shape: 400 bad_request). */
-export async function parseBody<S extends z.ZodType>(c: AppContext, schema: S): Promise<z.infer<S>> {
-  return validate(schema, await readJson(c.req.raw));
+const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", param: "path", header: "header" };
+
+/**
+ * The OpenAPIHono defaultHook: a request its route's schema refuses is 400 bad_request in the
+ * one envelope, with the same message `validate` writes (the schema and the check are one).
+ */
+export function meshValidationHook(result: { success: true } | { success: false; error: z.ZodError; target: string }): void {
+  if (!result.success) throw new MeshError("bad_request", zodProblems(result.error, TARGET_NAMES[result.target] ?? result.target));
+}
+
+function httpExceptionError(status: number): { code: ErrorCode; message: string } {
+  if (status === 415) return { code: "unsupported_media_type", message: "this route takes a JSON body: send 'content-type: application/json'" };
+  if (status === 413) return { code: "payload_too_large", message: "request body is too large" };
+  if (status === 400) return { code: "invalid_json", message: "request body is not valid JSON" };
+  if (status === 401) return { code: "unauthorized", message: "unauthorized" };
+  if (status === 404) return { code: "not_found", message: "not found" };
+  return { code: "internal_error", message: "internal error" };
 }
 
 /** Parses a JSON body with the envelope's error for bad JSON. */
