@@ -5,8 +5,8 @@
 
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "./context.js";
-import { init, meshValidationHook, notFound, onError } from "./middleware.js";
-import type { MeshApp } from "./openapi.js";
+import { init, notFound, onError } from "./middleware.js";
+import { meshValidationHook, type MeshApp } from "./openapi.js";
 import { registerDocs } from "./routes/docs.js";
 import { registerHealth } from "./routes/health.js";
 import { registerInternalArtifacts } from "./routes/internal_artifacts.js";

@@ -3,8 +3,8 @@
 // Bearer <key>` and applies the rate limits (the account's, shared by all its keys, and the
 // key's own when it has one); failed authentications are limited per client address;
 // `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds bodies;
-// `meshValidationHook` turns a route schema's refusal (@hono/zod-openapi validators) into the
-// envelope's 400; `onError`/`notFound` turn everything into the one error envelope.
+// `onError`/`notFound` turn everything into the one error envelope (a route schema's refusal
+// is turned into it by openapi.ts's hook).
 
 import { drizzle } from "drizzle-orm/d1";
 import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
@@ -13,7 +13,6 @@ import { HTTPException } from "hono/http-exception";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
-import type { z } from "zod";
 import { verifyKey, type KeyRecord, type Scope } from "./api-keys.js";
 import { services, type AppContext, type AppEnv } from "./context.js";
 import { ConfigError, loadConfig } from "./env.js";
@@ -219,57 +218,6 @@ export const onError: ErrorHandler<AppEnv> = (err, c) => {
 
 export const notFound: NotFoundHandler<AppEnv> = (c) =>
   errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, traceHeader(c));
-
-const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
-
-/**
- * Before a route's JSON validator: the body is read as JSON whatever its Content-Type says (as
- * the edge always has: `curl -d` sends form-urlencoded, `fetch` with a string text/plain), and
- * an empty body is `{}`. @hono/zod-openapi would otherwise answer 415, or parse nothing.
- */
-export function jsonBody(): MiddlewareHandler<AppEnv> {
-  return async function jsonBody(c, next) {
-    const bytes = new Uint8Array(await c.req.raw.arrayBuffer());
-    const type = c.req.header("content-type");
-    if (bytes.length === 0 || !type || !JSON_TYPE.test(type)) {
-      const headers = new Headers(c.req.raw.headers);
-      headers.set("content-type", "application/json");
-      headers.delete("content-length");
-      c.req.raw = new Request(c.req.raw, { headers, body: bytes.length === 0 ? "{}" : bytes });
-    } else {
-      c.req.raw = new Request(c.req.raw, { body: bytes });
-    }
-    await next();
-  };
-}
-
-/** A zod refusal as one 400 message: the first few problems, each with its path under `what`. */
-export function zodProblems(error: z.ZodError, what = "body"): string {
-  return error.issues
-    .slice(0, 3)
-    .map((i) => {
-      const path = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("") : "";
-      return `${what}${path}: ${i.message}`;
-    })
-    .join("; ");
-}
-
-/** Validates a parsed value against its schema (400 bad_request naming the first problems). */
-export function validate<S extends z.ZodType>(schema: S, value: unknown, what = "body"): z.infer<S> {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  throw new MeshError("bad_request", zodProblems(r.error, what));
-}
-
-const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", param: "path", header: "header" };
-
-/**
- * The OpenAPIHono defaultHook: a request its route's schema refuses is 400 bad_request in the
- * one envelope, with the same message `validate` writes (the schema and the check are one).
- */
-export function meshValidationHook(result: { success: true } | { success: false; error: z.ZodError; target: string }): void {
-  if (!result.success) throw new MeshError("bad_request", zodProblems(result.error, TARGET_NAMES[result.target] ?? result.target));
-}
 
 function httpExceptionError(status: number): { code: ErrorCode; message: string } {
   if (status === 415) return { code: "unsupported_media_type", message: "this route takes a JSON body: send 'content-type: application/json'" };

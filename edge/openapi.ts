@@ -13,9 +13,8 @@ import { createRoute } from "@hono/zod-openapi";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import { z } from "zod";
-import { ERROR_DESCRIPTIONS, ERROR_STATUS, type ErrorCode } from "../protocol/errors.js";
+import { ERROR_DESCRIPTIONS, ERROR_STATUS, MeshError, type ErrorCode } from "../protocol/errors.js";
 import type { AppEnv } from "./context.js";
-import { jsonBody } from "./middleware.js";
 
 /** The edge's app: Hono with @hono/zod-openapi's validated routes. */
 export type MeshApp = OpenAPIHono<AppEnv>;
@@ -74,6 +73,50 @@ export function describeRoute(doc: RouteDoc): RouteDoc {
 
 export function describedRoutes(): RouteDoc[] {
   return [...routes.values()];
+}
+
+const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
+
+/**
+ * Before a route's JSON validator: the body is read as JSON whatever its Content-Type says (as
+ * the edge always has: `curl -d` sends form-urlencoded, `fetch` with a string text/plain), and
+ * an empty body is `{}`. @hono/zod-openapi would otherwise answer 415, or parse nothing.
+ */
+export function jsonBody(): MiddlewareHandler<AppEnv> {
+  return async function jsonBody(c, next) {
+    const bytes = new Uint8Array(await c.req.raw.arrayBuffer());
+    const type = c.req.header("content-type");
+    if (bytes.length === 0 || !type || !JSON_TYPE.test(type)) {
+      const headers = new Headers(c.req.raw.headers);
+      headers.set("content-type", "application/json");
+      headers.delete("content-length");
+      c.req.raw = new Request(c.req.raw, { headers, body: bytes.length === 0 ? "{}" : bytes });
+    } else {
+      c.req.raw = new Request(c.req.raw, { body: bytes });
+    }
+    await next();
+  };
+}
+
+/** A zod refusal as one 400 message: the first few problems, each with its path under `what`. */
+export function zodProblems(error: z.ZodError, what = "body"): string {
+  return error.issues
+    .slice(0, 3)
+    .map((i) => {
+      const path = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("") : "";
+      return `${what}${path}: ${i.message}`;
+    })
+    .join("; ");
+}
+
+const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", param: "path", header: "header" };
+
+/**
+ * The OpenAPIHono defaultHook: a request its route's schema refuses is 400 bad_request in the
+ * one envelope, with the same message `validate` writes (the schema and the check are one).
+ */
+export function meshValidationHook(result: { success: true } | { success: false; error: z.ZodError; target: string }): void {
+  if (!result.success) throw new MeshError("bad_request", zodProblems(result.error, TARGET_NAMES[result.target] ?? result.target));
 }
 
 /** A described route that is also validated: what runs before its schemas check the request. */

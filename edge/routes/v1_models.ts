@@ -27,6 +27,7 @@ import { checkGenerativeFiles, GENERATIVE_FILES } from "../generative-bundle.js"
 import { MAX_TOKENIZER_BYTES } from "../tokenizers.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { evictModel, MODEL_NAME_RE, requireModel, type ModelInfo } from "../model-registry.js";
+import { TensorSpecSchema } from "../infer-request.js";
 import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
 import { ruleVersions } from "../traffic.js";
 import {
@@ -108,7 +109,6 @@ const WarmPolicySchema = z
   .strict()
   .refine((b) => Object.keys(b).length > 0, "send 'keepWarm', 'replicas' and/or 'regions'");
 
-const TensorSpecSchema = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });
 const VersionSchema = z.object({
   version: z.number().int(),
   sha256: z.string(),
@@ -198,7 +198,7 @@ const VersionCreatedSchema = z.object({
   size: z.number(),
   runtime: z.string(),
   irVersion: z.number(),
-  opsetVersion: z.number(),
+  opsetVersion: z.number().nullable().describe("The default (ai.onnx) domain's opset; null when the graph imports none."),
   inputs: z.array(TensorSpecSchema),
   outputs: z.array(TensorSpecSchema),
   files: z.array(z.object({ name: z.string(), sha256: z.string(), size: z.number() })).optional().describe("A bundle's data files."),
