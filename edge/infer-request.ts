@@ -8,7 +8,7 @@
 import { z } from "zod";
 import type { TensorSpec } from "../protocol/datatypes.js";
 import { parseInferRequest, TensorError, type BinaryTail, type ParsedInferRequest } from "../protocol/tensor.js";
-import { zodProblems } from "./openapi.js";
+import { zodProblems } from "./zod-problems.js";
 
 /** A model input or output as its signature declares it (-1: any size). */
 export const TensorSpecSchema = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });

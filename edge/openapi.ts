@@ -15,6 +15,7 @@ import type { MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { ERROR_DESCRIPTIONS, ERROR_STATUS, MeshError, type ErrorCode } from "../protocol/errors.js";
 import type { AppEnv } from "./context.js";
+import { zodProblems } from "./zod-problems.js";
 
 /** The edge's app: Hono with @hono/zod-openapi's validated routes. */
 export type MeshApp = OpenAPIHono<AppEnv>;
@@ -96,17 +97,6 @@ export function jsonBody(): MiddlewareHandler<AppEnv> {
     }
     await next();
   };
-}
-
-/** A zod refusal as one 400 message: the first few problems, each with its path under `what`. */
-export function zodProblems(error: z.ZodError, what = "body"): string {
-  return error.issues
-    .slice(0, 3)
-    .map((i) => {
-      const path = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("") : "";
-      return `${what}${path}: ${i.message}`;
-    })
-    .join("; ");
 }
 
 const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", param: "path", header: "header" };

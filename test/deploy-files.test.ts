@@ -40,7 +40,8 @@ function envFile(path: string, withCommented = false): Record<string, string> {
 function envNames(path: string): string[] {
   const src = readFileSync(join(ROOT, path), "utf8");
   const names = new Set<string>();
-  for (const re of [/env\.([A-Z][A-Z0-9_]+)/g, /env\["([A-Z][A-Z0-9_]+)"\]/g, /env, "([A-Z][A-Z0-9_]+)"/g, /"(R2_[A-Z0-9_]+)"/g]) {
+  // env.NAME in code, and a field of a config table (protocol/config-schema.ts): int("NAME", ...).
+  for (const re of [/env\.([A-Z][A-Z0-9_]+)/g, /env\["([A-Z][A-Z0-9_]+)"\]/g, /\b(?:int|num|flag|text|oneOf|matching|secret|bytes|json)\("([A-Z][A-Z0-9_]+)"/g, /"(R2_[A-Z0-9_]+)"/g]) {
     for (const m of src.matchAll(re)) names.add(m[1]!);
   }
   return [...names].sort();
