@@ -45,7 +45,6 @@ import {
   putPart,
   recordBundleFile,
   requireUpload,
-  uploadLimits,
 } from "../uploads.js";
 import { publishWarmPolicy } from "../warm-policies.js";
 import { log } from "../log.js";
@@ -395,7 +394,7 @@ export function registerV1Models(app: MeshApp): void {
       // Named files must exist now (the graph's completion looks them up again), the Hugging Face
       // ones of the right shape (refused now rather than after the graph's parts went up).
       if (body.files) await checkGenerativeFiles(c.env.ARTIFACTS, await bundleFiles(c.env.ARTIFACTS, accountId, body.files), artifactKey);
-      const record = await createUpload(c.env.ARTIFACTS, uploadLimits(c.env), { accountId, modelId: model.id, model: model.name }, body);
+      const record = await createUpload(c.env.ARTIFACTS, c.get("config").uploads, { accountId, modelId: model.id, model: model.name }, body);
       return c.json(describeUpload(record), 201);
     },
   );
