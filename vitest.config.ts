@@ -29,6 +29,7 @@ const UNIT = [
   "protocol-signing",
   "protocol-tensor",
   "region-client",
+  "request-schemas",
   "run-errors",
   "scheduler-fairness",
   "tiny-gpt-model",
