@@ -3,7 +3,7 @@
 // body and query are both what @hono/zod-openapi's validators check (before the handler runs;
 // the handler reads the result with `c.req.valid("json" | "query")`) and what `openApiDocument`
 // writes into the OpenAPI 3.1 document (served at /openapi.json, rendered at /docs). A refusal
-// becomes the one error envelope through the app's defaultHook (middleware.ts). Routes whose
+// becomes the one error envelope through the app's defaultHook (`meshValidationHook`, below). Routes whose
 // body cannot go through a JSON validator (binary or compressed bodies, OpenAI's error shape,
 // WebSocket upgrades) are described with `describeRoute` and validate with the same schema
 // object inside the handler. A unit test checks that every route the app registers is
@@ -103,7 +103,7 @@ const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", par
 
 /**
  * The OpenAPIHono defaultHook: a request its route's schema refuses is 400 bad_request in the
- * one envelope, with the same message `validate` writes (the schema and the check are one).
+ * one envelope, naming the first problems (`body.name: ...`), before the handler runs.
  */
 export function meshValidationHook(result: { success: true } | { success: false; error: z.ZodError; target: string }): void {
   if (!result.success) throw new MeshError("bad_request", zodProblems(result.error, TARGET_NAMES[result.target] ?? result.target));
