@@ -52,8 +52,8 @@ const str = (env: EnvVars, name: string): string | undefined => (typeof env[name
 const RegionSchema = z.object({
   name: z.string().regex(/^[a-z0-9-]{1,32}$/),
   url: z.string().regex(/^https?:\/\//),
-  lat: z.unknown(),
-  lon: z.unknown(),
+  lat: z.unknown().optional(),
+  lon: z.unknown().optional(),
 });
 
 /** REGIONS: JSON array of regions, [{"name": "us-west", "url": "http://...", "lat": 37.3, "lon": -121.9}]. */
