@@ -7,6 +7,7 @@ import { defineConfig } from "vitest/config";
 
 const UNIT = [
   "batcher",
+  "config-schema",
   "belady",
   "binary-tensors-codec",
   "decode-loop",
