@@ -9,7 +9,7 @@ import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { accounts, apiKeys, usageEvents } from "../../schema/schema.js";
 import { newApiKey, randomId } from "../api-keys.js";
-import type { AppContext, AppEnv } from "../context.js";
+import type { AppContext } from "../context.js";
 import { log } from "../log.js";
 import { monthStart, raiseMonthlyCount } from "../quota.js";
 import { sharedStoreFor } from "../redis.js";

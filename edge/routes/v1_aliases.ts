@@ -5,7 +5,7 @@
 
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { services, type AppEnv } from "../context.js";
+import { services } from "../context.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { ALIAS_NAME_RE, evictModel, requireModel, resolveVersion } from "../model-registry.js";
 import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";

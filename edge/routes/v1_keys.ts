@@ -6,7 +6,7 @@ import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { accounts, apiKeys } from "../../schema/schema.js";
 import { evictKey, newApiKey, randomId, REVOCATION_BOUND_MS, SCOPES } from "../api-keys.js";
-import { services, type AppEnv } from "../context.js";
+import { services } from "../context.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
 

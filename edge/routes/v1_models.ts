@@ -22,7 +22,7 @@ import { checkExternalData, OnnxParseError, readOnnxSignature, type OnnxModelInf
 import { sha256Hex } from "../../protocol/signing.js";
 import { models, modelVersions } from "../../schema/schema.js";
 import { randomId } from "../api-keys.js";
-import { services, type AppContext, type AppEnv } from "../context.js";
+import { services, type AppContext } from "../context.js";
 import { checkGenerativeFiles, GENERATIVE_FILES } from "../generative-bundle.js";
 import { MAX_TOKENIZER_BYTES } from "../tokenizers.js";
 import { limitBody, requireKey } from "../middleware.js";

@@ -9,7 +9,7 @@ import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { trafficRules } from "../../schema/schema.js";
 import { REVOCATION_BOUND_MS } from "../api-keys.js";
-import { services, type AppEnv } from "../context.js";
+import { services } from "../context.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { evictModel, requireModel } from "../model-registry.js";
 import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";

@@ -6,7 +6,7 @@
 
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { services, type AppEnv } from "../context.js";
+import { services } from "../context.js";
 import { requireKey } from "../middleware.js";
 import { findModel } from "../model-registry.js";
 import { meshRoute, type MeshApp } from "../openapi.js";
