@@ -26,6 +26,7 @@ const UNIT = [
   "onnx-signature",
   "openai-format",
   "placement",
+  "plaintext",
   "protocol-codec",
   "protocol-signing",
   "protocol-tensor",

@@ -18,6 +18,7 @@ import {
   type ConfigOf,
   type EnvVars,
 } from "../protocol/config-schema.js";
+import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign } from "../protocol/presign.js";
 import { DEFAULT_MAX_OPEN_UPLOADS, DEFAULT_MAX_UPLOAD_BYTES } from "./uploads.js";
 
@@ -49,6 +50,8 @@ const fail = (msg: string): never => {
 };
 const str = (env: EnvVars, name: string): string | undefined => (typeof env[name] === "string" && env[name] !== "" ? (env[name] as string) : undefined);
 
+const localMode = (env: EnvVars) => env.MESH_LOCAL === "1";
+
 const RegionSchema = z.object({
   name: z.string().regex(/^[a-z0-9-]{1,32}$/),
   url: z.string().regex(/^https?:\/\//),
@@ -71,6 +74,11 @@ function readRegions(env: EnvVars): RegionConfig[] {
       fail(got.error.issues[0]?.path[0] === "name" ? `REGIONS[${i}].name must be a short lowercase name` : `REGIONS[${i}].url must be an http(s) URL`);
     }
     const o = got.data!;
+    // The Worker verifies an https router's certificate (public CAs in production); plain http
+    // would carry signed calls in clear, so only a router on this machine or a one-machine mesh may.
+    if (o.url.startsWith("http://") && !plaintextAllowed(new URL(o.url).hostname, localMode(env))) {
+      fail(`REGIONS[${i}].url must be https:// (http:// only for a router on this machine or with MESH_LOCAL=1)`);
+    }
     return { name: o.name, url: o.url.replace(/\/$/, ""), lat: Number(o.lat ?? 0), lon: Number(o.lon ?? 0) };
   });
 }
@@ -87,7 +95,6 @@ function readPublicOrigin(env: EnvVars): string {
   return fail("PUBLIC_ORIGIN must be the edge's public origin, like https://api.example.com (no path)");
 }
 
-const localMode = (env: EnvVars) => env.MESH_LOCAL === "1";
 const RttSchema = z.record(z.string(), z.record(z.string(), z.number()));
 
 const EDGE_FIELDS = {

@@ -19,6 +19,7 @@ import { registerV1Traffic } from "./routes/v1_traffic.js";
 import { registerV1Usage } from "./routes/v1_usage.js";
 import { registerV2Models } from "./routes/v2_models.js";
 import { registerPlayground } from "./routes/playground.js";
+import { registerPageFiles } from "./routes/pages.js";
 import { registerV1Tokenizers } from "./routes/v1_tokenizers.js";
 import { registerV2Stream } from "./routes/v2_stream.js";
 import { registerOpenAI } from "./routes/openai.js";
@@ -43,6 +44,7 @@ export function createApp(): MeshApp {
   registerV1Usage(app);
   registerInternalArtifacts(app);
   registerDocs(app);
+  registerPageFiles(app);
   return app;
 }
 

@@ -1,7 +1,8 @@
 // The node agent: keeps one WebSocket to its region's router (token at connect, msgpack frames),
 // loads models when asked (download, verify, onnxruntime), runs calls and answers on the same
 // socket. Reconnects with jittered exponential back-off, and stops for good after an auth
-// refusal: retrying a wrong token only floods the router's logs.
+// refusal: retrying a wrong token only floods the router's logs. A router whose TLS certificate
+// it does not trust (MESH_CA_FILE, public CAs) is logged as such and retried, token unsent.
 //
 // Models run in session child processes (gpu-node/onnx-runtime.ts), so this loop only moves
 // frames: pongs, cancels and credits are answered during any run or load. Sessions are held
@@ -11,6 +12,7 @@
 // deadline or on cancel, its session child killed when it is running. A model's memory is
 // measured after its load and bounded during it; answers over the frame limit fail alone.
 
+import { rootCertificates } from "node:tls";
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
 import { makeLogger } from "../protocol/log.js";
@@ -27,6 +29,23 @@ import { SessionProcessError } from "./session-process.js";
 import type { WireTensor } from "../protocol/tensor.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 import { NodeMetrics } from "./metrics.js";
+
+/**
+ * What Node calls a certificate it does not accept (ws passes the TLS error through): the
+ * router is not who the node was told to trust, so it says so plainly, and keeps retrying
+ * (a router whose certificate is being fixed comes back without anyone restarting nodes).
+ */
+const CERT_ERRORS = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_SIGNATURE_FAILURE",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
 
 /** A socket that stayed up this long resets the back-off. */
 const STABLE_AFTER_MS = 10_000;
@@ -175,6 +194,9 @@ export function startAgent(config: NodeConfig): AgentHandle {
       headers: { authorization: `Bearer ${config.nodeToken}` },
       maxPayload: MAX_FRAME_BYTES,
       perMessageDeflate: false,
+      // wss://: the public CAs plus MESH_CA_FILE's; the token is sent only once the router's
+      // certificate (and its name) checked out.
+      ...(config.ca ? { ca: [...rootCertificates, config.ca.pem] } : {}),
     });
     ws = socket;
     let openedAt = 0;
@@ -260,7 +282,20 @@ export function startAgent(config: NodeConfig): AgentHandle {
       log("info", "disconnected; reconnecting", { code, inMs: delay });
       reconnectTimer = setTimeout(connect, delay);
     });
-    socket.on("error", (err) => log("debug", "socket error", { error: err.message }));
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code && CERT_ERRORS.has(err.code)) {
+        log("error", "router's TLS certificate is not trusted; not connecting (retrying with back-off)", {
+          url: config.routerUrl,
+          code: err.code,
+          error: err.message,
+          trusted: config.ca ? `public CAs and ${config.ca.file}` : "public CAs only (MESH_CA_FILE names a private CA)",
+        });
+      } else if (err.code === "EPROTO" || err.code === "ECONNRESET") {
+        log("warn", "router connection failed", { url: config.routerUrl, code: err.code, error: err.message });
+      } else {
+        log("debug", "socket error", { error: err.message });
+      }
+    });
   };
 
   const handle = async (msg: RouterToNode, send: (m: NodeToRouter) => void) => {

@@ -2,9 +2,11 @@
 // (NODE_FIELDS, through protocol/config-schema.ts); main.ts prints it. A new setting is one line
 // in NODE_FIELDS.
 
+import { readFileSync } from "node:fs";
 import { availableParallelism, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { bytes, computed, ConfigError, configSchema, int, matching, oneOf, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
+import { bytes, computed, ConfigError, configSchema, flag, int, oneOf, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
+import { plaintextAllowed } from "../protocol/plaintext.js";
 
 export { ConfigError };
 
@@ -20,11 +22,50 @@ function metricsListener(env: EnvVars): { host: string; port: number; token: str
 }
 
 const WORKERS_PER_MODEL = int("NODE_WORKERS_PER_MODEL", 1, 1);
+const LOCAL_MODE = flag("MESH_LOCAL", false);
+
+/** ROUTER_URL: ws(s)://router/v1/nodes; ws:// only to a loopback router or with MESH_LOCAL=1. */
+function routerUrl(env: EnvVars): string {
+  const raw = typeof env.ROUTER_URL === "string" ? env.ROUTER_URL : "";
+  let parsed: URL | null = null;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    parsed = null;
+  }
+  if (!parsed || (parsed.protocol !== "ws:" && parsed.protocol !== "wss:")) throw new ConfigError("ROUTER_URL must be the router's ws:// or wss:// node socket URL");
+  if (parsed.protocol === "ws:" && !plaintextAllowed(parsed.hostname, value(LOCAL_MODE, env))) {
+    throw new ConfigError(
+      `ROUTER_URL must be wss:// for a router on ${parsed.hostname}: ws:// (no TLS) is for a router on this machine (loopback) or a one-machine mesh with MESH_LOCAL=1 (docs/deploy.md, TLS)`,
+    );
+  }
+  return raw;
+}
+
+function caFile(env: EnvVars): { file: string; pem: string } | null {
+  const file = typeof env.MESH_CA_FILE === "string" ? env.MESH_CA_FILE : "";
+  if (!file) return null;
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(`MESH_CA_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`MESH_CA_FILE: ${file} holds no PEM certificate`);
+  return { file, pem };
+}
 
 const NODE_FIELDS = {
   nodeId: computed((env) => (typeof env.NODE_ID === "string" && env.NODE_ID ? env.NODE_ID : `${hostname()}-${process.pid}`)),
-  /** ws(s)://router/v1/nodes */
-  routerUrl: matching("ROUTER_URL", /^wss?:\/\//, "ROUTER_URL must be the router's ws:// or wss:// node socket URL"),
+  /** ws(s)://router/v1/nodes; ws:// only to a loopback router or with MESH_LOCAL=1. */
+  routerUrl: computed(routerUrl),
+  /**
+   * MESH_CA_FILE: a PEM CA (bundle) trusted besides the public CAs, for the router's wss://
+   * certificate and https artifact downloads; null: public CAs only.
+   */
+  ca: computed(caFile),
+  /** MESH_LOCAL=1: part of a one-machine mesh (ws:// allowed to any address). */
+  localMode: LOCAL_MODE,
   nodeToken: secret("NODE_TOKEN"),
   cacheDir: text("MODEL_CACHE_DIR", join(tmpdir(), "inference-mesh-cache")),
   /** Disk bytes the model cache may hold (MODEL_CACHE_BYTES); null: what is cached at start plus 80% of the disk's free space. */
@@ -80,5 +121,5 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
 }
 
 export function printableConfig(c: NodeConfig): Record<string, unknown> {
-  return { ...c, nodeToken: "***", metrics: c.metrics ? { ...c.metrics, token: "***" } : null };
+  return { ...c, ca: c.ca?.file ?? null, nodeToken: "***", metrics: c.metrics ? { ...c.metrics, token: "***" } : null };
 }

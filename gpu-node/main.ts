@@ -1,5 +1,7 @@
 // Entry point of a node agent process: config from the environment, SIGTERM/SIGINT drain.
 
+import { rootCertificates } from "node:tls";
+import { Agent, setGlobalDispatcher } from "undici";
 import { makeLogger } from "../protocol/log.js";
 import { exitWhenParentDies } from "../local/parent-watch.js";
 import { startAgent } from "./agent.js";
@@ -18,6 +20,9 @@ try {
   throw err;
 }
 log("info", "starting", { config: printableConfig(config) });
+// MESH_CA_FILE also covers this process's fetches (artifact and tokenizer downloads from an
+// https edge or stand-in signed by the same CA); the router socket gets it in agent.ts.
+if (config.ca) setGlobalDispatcher(new Agent({ connect: { ca: [...rootCertificates, config.ca.pem] } }));
 const agent = startAgent(config);
 if (config.metrics) {
   try {

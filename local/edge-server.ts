@@ -8,10 +8,15 @@
 // EDGE_EXTRA_PORTS (comma-separated): one more copy of the Worker per port, each in its own
 // isolate (its own memory, caches and limiters) over the same D1, R2 and Redis, the way two
 // Cloudflare colos see one deployment. Tests use it to prove bounds across isolates.
+// MESH_CA_FILE (optional, PEM): a CA the Worker's outbound fetches and WebSockets trust besides
+// the public ones (workerd's network service `trustedCertificates`), so https/wss region URLs
+// signed by a local CA (local/ca.ts) work here the way public certificates work at Cloudflare;
+// a router certificate from any other CA is refused, as in production.
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
+import { EDGE_ASSETS } from "./edge-assets.js";
 import { exitWhenParentDies } from "./parent-watch.js";
 
 // Must match wrangler.toml: wrangler keys local D1 state by database_id.
@@ -34,6 +39,20 @@ const extraPorts = (process.env.EDGE_EXTRA_PORTS ?? "")
   .split(",")
   .filter(Boolean)
   .map((p) => Number(p));
+const caFile = process.env.MESH_CA_FILE;
+// Miniflare's own default outbound, with the local CA added: public and private addresses
+// (routers listen on loopback or a namespace's address), browser CAs still trusted.
+const outbound = caFile
+  ? {
+      outboundService: {
+        network: {
+          allow: ["public", "private", "240.0.0.0/4"],
+          deny: [],
+          tlsOptions: { trustBrowserCas: true, trustedCertificates: [readFileSync(caFile, "utf8")] },
+        },
+      },
+    }
+  : {};
 const worker = {
   modules: true,
   scriptPath: need("EDGE_BUNDLE"),
@@ -42,6 +61,9 @@ const worker = {
   d1Databases: { DB: D1_DATABASE_ID },
   r2Buckets: { ARTIFACTS: R2_BUCKET },
   bindings: vars,
+  // wrangler.toml [assets]: the browser pages, read by the Worker through ASSETS.
+  assets: EDGE_ASSETS,
+  ...outbound,
 };
 const mf = new Miniflare({
   host: "127.0.0.1",

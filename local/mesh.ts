@@ -9,11 +9,13 @@ import { createWriteStream } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Agent } from "undici";
 import { signRequest } from "../protocol/signing.js";
 import type { RegionReport } from "../protocol/region-report.js";
 import { makeCharModel, DEMO_CHAT_NAME } from "../scripts/make-char-model.js";
 import { TINY_GPT_NAME, tinyGptBundle } from "../scripts/make-demo-models.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
+import { makeLocalCa } from "./ca.js";
 import { freePort } from "./free-port.js";
 import { REDIS_INSTALL_HINT, redisServerOnPath, startRedisServer, type RedisServerHandle } from "./redis-server.js";
 import { startUpstashRestServer, type UpstashRestServer } from "./upstash-rest-server.js";
@@ -67,6 +69,11 @@ export interface MeshOptions {
    * `npm start` runs); false: the region-signed /internal/artifacts route, as without R2 credentials.
    */
   r2Presign?: boolean;
+  /**
+   * Routers on HTTPS/WSS with certificates from a CA made at start (local/ca.ts, in
+   * <stateDir>/tls); nodes and the edge trust that CA only (besides public CAs). `MESH_TLS=1 npm start`.
+   */
+  tls?: boolean;
 }
 
 export interface DemoModel {
@@ -106,6 +113,8 @@ export interface MeshHandle {
   regionStatus(region: string): Promise<RegionReport>;
   /** The stand-in's R2 S3 settings (the edge's and routers' R2_* variables); null with r2Presign false. */
   r2: { endpoint: string; bucket: string; accessKeyId: string; secretAccessKey: string } | null;
+  /** With MeshOptions.tls: the local CA's certificate (PEM file) that signed every router's; else null. */
+  caFile: string | null;
   /** Stops a region's router (SIGTERM drains it; SIGKILL kills it). */
   stopRouter(region: string, signal?: NodeJS.Signals): Promise<void>;
   /** Starts a region's router again on its port; its nodes reconnect by themselves. */
@@ -279,7 +288,12 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     // Regions first: the edge's REGIONS config needs their URLs.
     const regionUrls: Record<string, string> = {};
     const regionPorts = await Promise.all(regions.map(() => freePort()));
-    regions.forEach((r, i) => (regionUrls[r.name] = `http://127.0.0.1:${regionPorts[i]}`));
+    regions.forEach((r, i) => (regionUrls[r.name] = `${opts.tls ? "https" : "http"}://127.0.0.1:${regionPorts[i]}`));
+    const ca = opts.tls ? await makeLocalCa(join(stateDir, "tls"), regions.map((r) => ({ name: `router-${r.name}`, hosts: ["127.0.0.1", "localhost"] }))) : null;
+    if (ca) step(`local CA ${ca.caFile}: routers serve HTTPS/WSS`);
+    // This launcher's own calls to the routers trust the local CA like the nodes and the edge do.
+    const regionDispatcher = ca ? { dispatcher: new Agent({ connect: { ca: await readFile(ca.caFile, "utf8") } }) } : {};
+    const caEnv: Record<string, string> = ca ? { MESH_CA_FILE: ca.caFile } : {};
     for (const r of regions) metricsTargets[`router-${r.name}`] = `${regionUrls[r.name]}/metrics`;
     const spawnRouter = (name: string) =>
       spawnLogged(
@@ -291,6 +305,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           PORT: new URL(regionUrls[name]!).port,
           MESH_SECRET: regionSecrets[name]!,
           NODE_TOKEN: nodeToken,
+          ...(ca ? { ROUTER_TLS_CERT: ca.certs[`router-${name}`]!.certFile, ROUTER_TLS_KEY: ca.certs[`router-${name}`]!.keyFile } : {}),
           REDIS_URL: redisInfo.url,
           REDIS_TOKEN: redisToken,
           METRICS_TOKEN: metricsToken,
@@ -300,7 +315,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         logDir,
       );
     const waitRouter = (name: string, p: ProcessInfo) =>
-      waitFor(`router ${name}`, 30_000, async () => ((await fetch(regionUrls[name] + "/healthz")).ok ? true : undefined), p);
+      waitFor(`router ${name}`, 30_000, async () => ((await fetch(regionUrls[name] + "/healthz", regionDispatcher as RequestInit)).ok ? true : undefined), p);
     const routerProcs = regions.map((r) => spawnRouter(r.name));
     processes.push(...routerProcs);
     step(`starting routers: ${regions.map((r) => `${r.name} ${regionUrls[r.name]}`).join(", ")}`);
@@ -346,6 +361,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
         EDGE_PERSIST: persist,
         EDGE_VARS: varsFile,
         EDGE_EXTRA_PORTS: extraPorts.join(","),
+        ...caEnv,
       },
       logDir,
     );
@@ -356,7 +372,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
 
     const statusOf = async (region: string): Promise<RegionReport> => {
       const headers = await signRequest(regionSecrets[region]!, "GET", "/v1/status");
-      const res = await fetch(regionUrls[region] + "/v1/status", { headers });
+      const res = await fetch(regionUrls[region] + "/v1/status", { headers, ...regionDispatcher } as RequestInit);
       if (!res.ok) throw new Error(`status ${res.status}`);
       return (await res.json()) as RegionReport;
     };
@@ -374,6 +390,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ROUTER_URL: regionUrls[region]!.replace(/^http/, "ws") + "/v1/nodes",
           NODE_TOKEN: nodeToken,
           MODEL_CACHE_DIR: join(stateDir, "cache", id),
+          ...caEnv,
           METRICS_TOKEN: metricsToken,
           NODE_METRICS_PORT: metricsPort,
           ...opts.nodeEnv,
@@ -412,6 +429,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       startNode,
       regionStatus: statusOf,
       r2,
+      caFile: ca?.caFile ?? null,
       async stopRouter(region, signal = "SIGTERM") {
         const p = processes.find((x) => x.name === `router-${region}` && x.child.exitCode === null && x.child.signalCode === null);
         if (p) await killTree(p, signal);
@@ -528,6 +546,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           models: handle.models.map((m) => ({ name: m.name, version: m.version })),
           logs: logDir,
           metrics: { token: metricsToken, targets: metricsTargets },
+          ...(ca ? { caFile: ca.caFile } : {}),
           pid: process.pid,
         },
         null,

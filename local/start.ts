@@ -27,7 +27,7 @@ process.on("uncaughtException", (err) => {
 
 try {
   // tiny-gpt is the demo's generative model; demo-chat (the character bigram) only stands in without it.
-  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)) });
+  mesh = await startMesh({ progress: say, edgePort: Number(process.env.EDGE_PORT ?? 8787), demoChat: !tinyGptBundle(join(ROOT, "models", TINY_GPT_NAME)), tls: process.env.MESH_TLS === "1" });
 } catch (err) {
   say(`[mesh] failed to start: ${(err as Error).message}`);
   process.exit(1);
@@ -38,6 +38,7 @@ const body = JSON.stringify({ id: "hello", inputs: [{ name: "x", datatype: "FP32
 say("");
 say(`[mesh] ready: edge ${mesh.edge}, regions ${Object.entries(mesh.regions).map(([k, v]) => `${k}=${v}`).join(" ")}`);
 say(`[mesh] facts for scripts: ${mesh.stateDir}/local.json   logs: ${mesh.stateDir}/logs/`);
+if (mesh.caFile) say(`[mesh] routers serve HTTPS/WSS; their CA: ${mesh.caFile} (curl --cacert)`);
 say("[mesh] try it:");
 say("");
 say(`  curl -s ${mesh.edge}/v2/models/demo-mlp/infer \\`);

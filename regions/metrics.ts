@@ -39,6 +39,7 @@ export class RouterMetrics {
   private readonly errors: Counter<"kind" | "code">;
   private readonly latency: Histogram<"model" | "phase">;
   private readonly streamsStarted: Counter;
+  private readonly tlsFailures: Counter;
   private readonly queueDepth: Gauge<"model">;
   private readonly warmReplicas: Gauge<"model">;
 
@@ -53,6 +54,11 @@ export class RouterMetrics {
       help: "Served calls and streams per model: queue wait, load wait, run (infer; a stream's generation) and total time in the region.",
       labelNames: ["model", "phase"],
       buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    });
+    this.tlsFailures = new Counter({
+      name: "mesh_router_tls_handshake_failures_total",
+      help: "TLS handshakes that failed (with ROUTER_TLS_CERT): most often a node or edge that does not trust this router's certificate.",
       registers: [registry],
     });
     this.streamsStarted = new Counter({ name: "mesh_router_streams_started_total", help: "Streams the edge opened here (accepted requests).", registers: [registry] });
@@ -103,6 +109,10 @@ export class RouterMetrics {
   }
 
   /** A call or stream was accepted into the region (streams only: calls are counted at their answer). */
+  tlsHandshakeFailed(): void {
+    this.tlsFailures.inc();
+  }
+
   streamStarted(): void {
     this.streamsStarted.inc();
   }

@@ -7,6 +7,7 @@
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { createHash } from "node:crypto";
+import { createServer as createHttpsServer } from "node:https";
 import type { IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
@@ -445,14 +446,24 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     ws.on("error", (err) => log("warn", "node socket error", { node: link?.id, error: err.message }));
   };
 
-  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host });
+  // With a certificate the one port serves HTTPS and, through the same upgrade handler, WSS
+  // (node sockets, the edge's stream sockets, /metrics alike): nothing is left in clear.
+  const server = config.tls
+    ? serve({ fetch: app.fetch, port: config.port, hostname: config.host, createServer: createHttpsServer, serverOptions: { cert: config.tls.cert, key: config.tls.key } })
+    : serve({ fetch: app.fetch, port: config.port, hostname: config.host });
   server.on("upgrade", onUpgrade);
+  // A client that does not trust this certificate aborts the handshake (alert: unknown CA, bad
+  // certificate): counted and logged here, since that client never gets far enough to say so.
+  server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: { remoteAddress?: string }) => {
+    metrics.tlsHandshakeFailed();
+    log("warn", "TLS handshake failed", { remote: socket.remoteAddress, code: err.code, error: err.message.slice(0, 200) });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
     server.once("error", reject);
   });
   const port = (server.address() as AddressInfo).port;
-  const url = `http://${config.host}:${port}`;
+  const url = `${config.tls ? "https" : "http"}://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
 
   const publisher = config.redis
     ? startReportPublisher(config.redis, config.region, config.reportIntervalMs, report, log)

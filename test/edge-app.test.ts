@@ -1,11 +1,10 @@
 // The edge app in-process (Hono's app.request, no workerd): every registered route is in the
-// OpenAPI document, the document is well-formed and lists every error code, /docs is one
-// self-contained page, and errors outside any handler still come back in the one envelope.
-// The same app runs in real workerd in the end-to-end tests.
+// OpenAPI document, the document is well-formed and lists every error code, and errors outside
+// any handler still come back in the one envelope. The same app runs in real workerd in the
+// end-to-end tests; the reference page (/docs) drawing this document is in pages.test.ts.
 
 import { beforeAll, describe, expect, it } from "vitest";
 import { ERROR_STATUS } from "../protocol/errors.js";
-import { collectPageErrors, launchBrowser } from "./helpers/browser.js";
 
 // Imported by path at run time: the Worker's files are type-checked against workers-types
 // (edge/tsconfig.json), which this Node project does not load.
@@ -77,44 +76,6 @@ describe("the OpenAPI document", () => {
       }
     }
   });
-
-  it("/docs is one self-contained page: the spec inside, nothing from elsewhere", async () => {
-    const res = await app.request("/docs", {}, env);
-    expect(res.status).toBe(200);
-    const html = await res.text();
-    expect(html).toContain('id="spec"');
-    expect(html).toContain("/v1/models/{m}/traffic");
-    expect(html).not.toMatch(/<(script|link|img)[^>]+(src|href)="(https?:)?\/\//i);
-    expect(html).not.toMatch(/<\/script>[^]*"openapi"/); // the spec cannot close its script early
-  });
-});
-
-describe("the reference page in a real browser", () => {
-  it("renders every operation and every error code, with no errors, and filters", async () => {
-    const spec = (await (await app.request("/openapi.json", {}, env)).json()) as any;
-    const operations = Object.values<any>(spec.paths).reduce((n, ops) => n + Object.keys(ops).length, 0);
-    const html = await (await app.request("/docs", {}, env)).text();
-    const browser = await launchBrowser();
-    try {
-      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-      const errors = collectPageErrors(page);
-      // Offline by construction: any request the page makes for anything is refused.
-      await page.route("**/*", (route) => route.abort());
-      await page.setContent(html);
-      expect(await page.locator("details.op").count()).toBe(operations);
-      expect(await page.locator("#codes tbody tr").count()).toBe(Object.keys(ERROR_STATUS).length);
-      await page.locator("#putV1ModelsMTraffic > summary").click();
-      expect(await page.locator("details.op[open]").textContent()).toContain("weights sum to 100");
-      if (process.env.MESH_SCREENSHOTS) await page.screenshot({ path: process.env.MESH_SCREENSHOTS, fullPage: false });
-      await page.fill("#filter", "aliases");
-      const visible = await page.locator("details.op:visible").count();
-      expect(visible).toBeGreaterThan(0);
-      expect(visible).toBeLessThan(operations);
-      expect(errors).toEqual([]);
-    } finally {
-      await browser.close();
-    }
-  }, 60_000);
 });
 
 describe("routes validate with the schemas they document", () => {

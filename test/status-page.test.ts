@@ -1,18 +1,16 @@
-// The status page (edge/status-page.ts) in real headless Chromium, without the real edge: a tiny
-// node:http server serves the page at /status and a canned GET /v1/regions (edge/regions-view.ts
-// shape) that wants the bearer key `test-key`, with the headers the edge sends (its nonce CSP,
-// edge/page-security.ts), so the page is proven to work under them. The end-to-end version runs
-// against the mesh.
+// The status page (edge/pages/status/) in real headless Chromium, without the real edge: the
+// page as built (scripts/build-pages.ts) and served through the Worker's page code with its CSP
+// (test/helpers/page-server.ts), and a canned GET /v1/regions (edge/regions-view.ts shape) that
+// wants the bearer key `test-key`, so the page is proven to work under its headers. The
+// end-to-end version runs against the mesh (security-edge.test.ts).
 import { mkdir } from "node:fs/promises";
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
-import { newNonce, pageSecurityHeaders } from "../edge/page-security.js";
-import { statusPageHtml } from "../edge/status-page.js";
 import type { MinutePoint, RegionsView } from "../edge/regions-view.js";
-import { freePort } from "../local/free-port.js";
 import { collectPageErrors, launchBrowser } from "./helpers/browser.js";
+import { startPageServer, type PageServer } from "./helpers/page-server.js";
 
 const KEY = "test-key";
 const ARTIFACTS = join(process.cwd(), "test-artifacts");
@@ -105,65 +103,36 @@ function cannedView(): RegionsView {
   };
 }
 
-let server: Server;
+let server: PageServer;
 let base = "";
 let browser: Browser;
 const authHeaders: (string | undefined)[] = [];
 
-function handle(req: IncomingMessage): { status: number; type: string; body: string; headers?: Record<string, string> } {
+function api(req: IncomingMessage): Response {
   const url = new URL(req.url ?? "/", "http://localhost");
-  if (req.method === "GET" && url.pathname === "/status") {
-    const nonce = newNonce();
-    return { status: 200, type: "text/html; charset=utf-8", body: statusPageHtml(nonce), headers: pageSecurityHeaders(nonce) };
-  }
+  const json = (status: number, body: unknown): Response =>
+    new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", "cache-control": "no-store" } });
   if (req.method === "GET" && url.pathname === "/v1/regions") {
     authHeaders.push(req.headers.authorization);
-    if (req.headers.authorization !== `Bearer ${KEY}`) {
-      return {
-        status: 401,
-        type: "application/json",
-        body: JSON.stringify({ error: "missing or unknown API key", code: "unauthorized", requestId: "req_test" }),
-      };
-    }
-    return { status: 200, type: "application/json", body: JSON.stringify(cannedView()) };
+    if (req.headers.authorization !== `Bearer ${KEY}`) return json(401, { error: "missing or unknown API key", code: "unauthorized", requestId: "req_test" });
+    return json(200, cannedView());
   }
-  return { status: 404, type: "application/json", body: JSON.stringify({ error: "not found", code: "not_found", requestId: "req_test" }) };
+  return json(404, { error: "not found", code: "not_found", requestId: "req_test" });
 }
 
 beforeAll(async () => {
   await mkdir(ARTIFACTS, { recursive: true });
-  const port = await freePort();
-  server = createServer((req, res) => {
-    const a = handle(req);
-    res.writeHead(a.status, { "content-type": a.type, "cache-control": "no-store", ...a.headers });
-    res.end(a.body);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => resolve());
-  });
-  base = `http://127.0.0.1:${port}`;
+  server = await startPageServer(api);
+  base = server.base;
   browser = await launchBrowser();
 });
 
 afterAll(async () => {
   await browser?.close();
-  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  await server?.close();
 });
 
 describe("status page", () => {
-  it("is one self-contained page", () => {
-    const html = statusPageHtml("n0nce");
-    expect(html.startsWith("<!doctype html>")).toBe(true);
-    expect(html).not.toMatch(/<script[^>]+src=/i);
-    expect(html).not.toMatch(/<link[^>]+rel="stylesheet"/i);
-    expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
-    // Every inline script and style carries the nonce; nothing runs from an attribute.
-    expect(html.match(/<script(?![^>]*nonce="n0nce")/gi)).toBeNull();
-    expect(html.match(/<style(?![^>]*nonce="n0nce")/gi)).toBeNull();
-    expect(html).not.toMatch(/\son[a-z]+="/i);
-  });
-
   it("draws regions, map, chart and stale state from /v1/regions", async () => {
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
     const page = await context.newPage();

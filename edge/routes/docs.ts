@@ -1,13 +1,12 @@
 // GET /openapi.json (the whole public API as OpenAPI 3.1, built from the zod schemas each route
-// file keeps beside its handlers) and GET /docs (the reference page, self-contained). Also the
+// file keeps beside its handlers) and GET /docs (the reference page, drawn in the browser from /openapi.json: edge/pages/docs/). Also the
 // descriptions of routes whose files describe nothing themselves (health, regions, status).
 
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../context.js";
-import { docsPageHtml } from "../docs-page.js";
 import { describeRoute, openApiDocument } from "../openapi.js";
-import { htmlPage } from "../page-security.js";
+import { pageHandler } from "./pages.js";
 import { SERVER_EXTENSIONS, SERVER_NAME, SERVER_VERSION } from "./health.js";
 
 const INFO = {
@@ -28,7 +27,7 @@ function spec(): Record<string, unknown> {
 
 export function registerDocs(app: Hono<AppEnv>): void {
   app.get("/openapi.json", (c) => c.json(spec()));
-  app.get("/docs", () => htmlPage((nonce) => docsPageHtml(spec(), nonce)));
+  app.get("/docs", pageHandler("docs"));
 
   describeRoute({
     method: "get",
@@ -43,7 +42,7 @@ export function registerDocs(app: Hono<AppEnv>): void {
     path: "/docs",
     tag: "Reference",
     auth: "none",
-    summary: "The API reference page (self-contained HTML)",
+    summary: "The API reference page (HTML; draws /openapi.json)",
     responses: { 200: { description: "HTML.", contentType: "text/html" } },
   });
 

@@ -1,14 +1,13 @@
-// GET /playground: the page to try a generative model by hand (edge/playground-page.ts). No key
+// GET /playground: the page to try a generative model by hand (edge/pages/playground/). No key
 // to load it; the page asks for one and uses it on the stream route.
 
 import type { Hono } from "hono";
 import type { AppEnv } from "../context.js";
 import { describeRoute } from "../openapi.js";
-import { htmlPage } from "../page-security.js";
-import { playgroundPageHtml } from "../playground-page.js";
+import { pageHandler } from "./pages.js";
 
 export function registerPlayground(app: Hono<AppEnv>): void {
-  app.get("/playground", () => htmlPage(playgroundPageHtml));
+  app.get("/playground", pageHandler("playground"));
   describeRoute({
     method: "get",
     path: "/playground",

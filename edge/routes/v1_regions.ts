@@ -18,8 +18,7 @@ import { histogramsByColo, LatencyHistogram, latencyKey, TOTAL_FIELD, type Spars
 import { allRtts, regionState, usableReport } from "../region-state.js";
 import type { LatencySummary, MinutePoint, RegionView, RegionsView } from "../regions-view.js";
 import { MeshError } from "../../protocol/errors.js";
-import { htmlPage } from "../page-security.js";
-import { statusPageHtml } from "../status-page.js";
+import { pageHandler } from "./pages.js";
 
 const HOUR_MINUTES = 60;
 /**
@@ -219,5 +218,5 @@ export function registerV1Regions(app: Hono<AppEnv>): void {
     return c.json(await buildView(c, key.accountId));
   });
   // The page itself holds no data; it asks /v1/regions with the key the person gives it.
-  app.get("/status", () => htmlPage(statusPageHtml));
+  app.get("/status", pageHandler("status"));
 }
