@@ -7,6 +7,7 @@
 // Usage (prompt and generated tokens) is recorded when the generation ends. The request is
 // signed for the region that gets it: its download URLs (on PUBLIC_ORIGIN) and its grant.
 
+import { followUpKey } from "../protocol/conversation-key.js";
 import { MeshError, ERROR_STATUS } from "../protocol/errors.js";
 import type { ChatMessage, GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } from "../protocol/messages.js";
 import type { KeyRecord } from "./api-keys.js";
@@ -19,7 +20,7 @@ import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js"
 import { regionMessage } from "./node-errors.js";
 import { rankRegions } from "./region-client.js";
 import { regionState } from "./region-state.js";
-import type { ChannelPool, RegionChannel } from "./stream-client.js";
+import type { ChannelSource, StreamChannel } from "./stream-client.js";
 import type { StreamEvent } from "./stream-protocol.js";
 import type { TokenizerInfo } from "./tokenizers.js";
 import { recordUsage } from "./usage.js";
@@ -48,7 +49,8 @@ export interface GenerationPlan {
   /** When the request reached the edge (ms since epoch), and its first-token deadline. */
   startedAt: number;
   deadline: number;
-  pool: ChannelPool;
+  /** Where the channel to a region comes from: the caller's socket pool, or one HTTP request per generation. */
+  pool: ChannelSource;
   /** The edge's span (W3C traceparent), sent inside the signed request. */
   traceparent?: string;
 }
@@ -56,7 +58,7 @@ export interface GenerationPlan {
 let sidCounter = 0;
 
 export class Generation {
-  private channel: RegionChannel | null = null;
+  private channel: StreamChannel | null = null;
   private readonly sid = `g${(++sidCounter).toString(36)}`;
   private heard = false;
   /** When the request left for a region (ms since epoch): the edge's own share of the time. */
@@ -69,6 +71,8 @@ export class Generation {
   /** Regions still to try, best first (the first two of the ranking). */
   private candidates: RegionConfig[] = [];
   region: string | null = null;
+  /** A follow-up chat turn's conversation key: regions and nodes that keep its KV cache are preferred. */
+  private affinity: string | undefined;
   tokens = 0;
   firstTokenAt = 0;
   /** Resolves when the generation has ended (done or error sent to the sink). */
@@ -91,7 +95,8 @@ export class Generation {
     const s = p.services;
     const state = await regionState(s.config, s.waitUntil);
     const key = modelKey(p.model, p.version);
-    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions);
+    this.affinity = await followUpKey(p.key.accountId, key, p.chat);
+    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions, undefined, undefined, this.affinity);
     if (ranked.length === 0) {
       throw new MeshError(
         "no_region_available",
@@ -125,14 +130,23 @@ export class Generation {
       ...(p.tokenizer && tokenizerUrl ? { tokenizer: { sha256: p.tokenizer.sha256, size: p.tokenizer.size, url: tokenizerUrl } } : {}),
       ...(files ? { files } : {}),
     };
-    return { requestId: p.requestId, model, prompt: p.prompt, ...(p.chat ? { chat: p.chat } : {}), params: p.params, deadline: p.deadline, ...(p.traceparent ? { traceparent: p.traceparent } : {}) };
+    return {
+      requestId: p.requestId,
+      model,
+      prompt: p.prompt,
+      ...(p.chat ? { chat: p.chat } : {}),
+      params: p.params,
+      deadline: p.deadline,
+      ...(p.traceparent ? { traceparent: p.traceparent } : {}),
+      ...(this.affinity ? { affinity: this.affinity } : {}),
+    };
   }
 
   private async tryNext(lastError: string): Promise<void> {
     while (this.candidates.length > 0 && !this.cancelled) {
       const region = this.candidates.shift()!;
       if (Date.now() >= this.plan.deadline) throw new MeshError("deadline_exceeded", "the call's deadline passed before a region took it");
-      let ch: RegionChannel;
+      let ch: StreamChannel;
       try {
         ch = await this.plan.pool.get(region, this.plan.deadline);
       } catch (err) {
@@ -147,7 +161,10 @@ export class Generation {
       this.channel = ch;
       this.region = region.name;
       ch.register(this.sid, (f) => this.onFrame(f));
-      ch.onClose((reason) => this.onChannelClosed(reason));
+      // Only the channel this generation is on now: one it left (for the next region) may close later.
+      ch.onClose((reason) => {
+        if (this.channel === ch) this.onChannelClosed(reason);
+      });
       ch.send({ t: "generate", sid: this.sid, ...signed, window: this.plan.window + this.pendingCredit });
       this.sentAt ||= Date.now();
       this.pendingCredit = 0;
@@ -238,6 +255,7 @@ export class Generation {
             ...this.doneBase(),
             finish_reason: f.reason,
             prompt_tokens: f.promptTokens,
+            ...(f.cachedTokens ? { cached_tokens: f.cachedTokens } : {}),
             tokens: f.tokens,
             node: f.node || null,
             timing: this.timing(f.timing.queueMs, f.timing.loadMs, f.timing.genMs),

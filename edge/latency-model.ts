@@ -2,7 +2,9 @@
 //   round trip + queue wait + (cold start if the model is not warm there) + inference.
 // The round trip starts from a prior (great-circle distance at fiber speed times a routing
 // factor) and is replaced by what the edge measured on real calls (an EWMA per colo and
-// region). Queue, warmth and inference come from the region's own report. Pure functions.
+// region). Queue, warmth and inference come from the region's own report. A follow-up chat turn
+// whose conversation's KV cache a region keeps (its report's `affinity`) expects that region to
+// skip the prefill the cache covers: that saving is taken off its time. Pure functions.
 
 import type { ModelReport, RegionReport } from "../protocol/region-report.js";
 import type { RegionConfig } from "./env.js";
@@ -20,15 +22,28 @@ const UNKNOWN_RTT_MS = 150;
 
 // A report lists every model of the region; estimating runs on every call for every region,
 // so each report is indexed once (reports are replaced, not mutated, on refresh).
-const indexes = new WeakMap<RegionReport, { models: Map<string, ModelReport>; warm: Set<string> }>();
+const indexes = new WeakMap<RegionReport, { models: Map<string, ModelReport>; warm: Set<string>; affinity: Map<string, number> | null }>();
 
 function indexOf(report: RegionReport) {
   let ix = indexes.get(report);
   if (!ix) {
-    ix = { models: new Map((report.models ?? []).map((m) => [m.key, m])), warm: new Set(report.warm) };
+    ix = { models: new Map((report.models ?? []).map((m) => [m.key, m])), warm: new Set(report.warm), affinity: null };
     indexes.set(report, ix);
   }
   return ix;
+}
+
+/** The prefill ms a follow-up of conversation `key` saves in the region; 0 when it keeps no cache of it. */
+function savedPrefillMs(report: RegionReport, key: string): number {
+  const ix = indexOf(report);
+  if (!ix.affinity) {
+    // Built on first use only: most calls are not follow-ups. Reports come from Redis unchecked.
+    ix.affinity = new Map();
+    if (Array.isArray(report.affinity)) {
+      for (const c of report.affinity) if (c && typeof c.key === "string" && typeof c.savedMs === "number" && c.savedMs > 0) ix.affinity.set(c.key, c.savedMs);
+    }
+  }
+  return ix.affinity.get(key) ?? 0;
 }
 
 export function priorRttMs(caller: CallerLocation, region: RegionConfig): number {
@@ -45,6 +60,8 @@ export interface Estimate {
   coldMs: number;
   inferMs: number;
   warm: boolean;
+  /** Prefill time the region's kept conversation cache saves this follow-up (already taken off totalMs). */
+  savedMs: number;
 }
 
 export function estimate(
@@ -53,6 +70,8 @@ export function estimate(
   report: RegionReport | undefined,
   modelKey: string,
   measuredRttMs: number | undefined,
+  /** A follow-up chat turn's conversation key (protocol/conversation-key.ts). */
+  affinity?: string,
 ): Estimate {
   const rttMs = measuredRttMs ?? priorRttMs(caller, region);
   const ix = report ? indexOf(report) : undefined;
@@ -66,5 +85,7 @@ export function estimate(
     queueMs += ((report.queued + 1) / Math.max(1, report.capacity.slots)) * inferMs;
   }
   const coldMs = warm ? 0 : (report?.coldStartMs ?? DEFAULT_COLD_START_MS);
-  return { region: region.name, totalMs: rttMs + queueMs + coldMs + inferMs, rttMs, queueMs, coldMs, inferMs, warm };
+  // Never more than the inference time it is part of: a saving cannot make a region look free.
+  const savedMs = affinity && report && warm ? Math.min(inferMs, savedPrefillMs(report, affinity)) : 0;
+  return { region: region.name, totalMs: rttMs + queueMs + coldMs + inferMs - savedMs, rttMs, queueMs, coldMs, inferMs, warm, savedMs };
 }

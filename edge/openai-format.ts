@@ -204,10 +204,17 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** OpenAI's field: prompt tokens served from a cache (conversation affinity); only when some were. */
+  prompt_tokens_details?: { cached_tokens: number };
 }
 
 export function usageOf(end: Extract<StreamEvent, { type: "done" }>): Usage {
-  return { prompt_tokens: end.prompt_tokens, completion_tokens: end.tokens, total_tokens: end.prompt_tokens + end.tokens };
+  return {
+    prompt_tokens: end.prompt_tokens,
+    completion_tokens: end.tokens,
+    total_tokens: end.prompt_tokens + end.tokens,
+    ...(end.cached_tokens ? { prompt_tokens_details: { cached_tokens: end.cached_tokens } } : {}),
+  };
 }
 
 /** What every body and chunk of one response names. */

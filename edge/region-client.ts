@@ -43,6 +43,8 @@ export function rankRegions(
   allowed: string[] | null,
   random = Math.random,
   now = Date.now(),
+  /** A follow-up chat turn's conversation key: regions that keep its cache gain the prefill it saves. */
+  affinity?: string,
 ): RankedRegion[] {
   // A region whose connection was just lost is left out until its report can say more.
   const candidates = config.regions.filter((r) => (!allowed || allowed.includes(r.name)) && !((lostRegions.get(r.name) ?? 0) > now));
@@ -50,7 +52,7 @@ export function rankRegions(
     const report = usableReport(state, region.name, now);
     return {
       region,
-      estimate: estimate(caller, region, report, modelKey, measuredRtt(caller.colo, region.name)),
+      estimate: estimate(caller, region, report, modelKey, measuredRtt(caller.colo, region.name), affinity),
       reported: !!report,
       usable: !!report && report.healthy && report.nodes.length > 0,
     };

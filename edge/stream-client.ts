@@ -22,8 +22,9 @@
 // streams fail with a region_error that says why (or move to the next region if they heard
 // nothing yet), instead of waiting for tokens that never come.
 
-import { createCodec } from "../protocol/codec.js";
-import { MeshError } from "../protocol/errors.js";
+import { createCodec, type Codec } from "../protocol/codec.js";
+import { FRAME_STREAM_CONTENT_TYPE, FrameSplitter } from "../protocol/frame-stream.js";
+import { ERROR_STATUS, MeshError, type ErrorCode } from "../protocol/errors.js";
 import { GENERATE_GRANT_METHOD, parseRegionToEdge, type EdgeToRegion, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
@@ -39,7 +40,31 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export type FrameHandler = (frame: RegionToEdge) => void;
 
-export class RegionChannel {
+/** What a Generation needs of its way to a region: a stream socket, or one streamed HTTP request. */
+export interface StreamChannel {
+  readonly region: string;
+  readonly open: boolean;
+  register(sid: string, handler: FrameHandler): void;
+  unregister(sid: string): void;
+  sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }>;
+  send(frame: EdgeToRegion): void;
+  onClose(listener: (reason: string) => void): void;
+  close(): void;
+}
+
+/** Where a Generation gets its channel to a region from. */
+export interface ChannelSource {
+  get(region: RegionConfig, deadline: number): Promise<StreamChannel>;
+  closeAll(): void;
+}
+
+/** A generate request as bytes with its own grant, signed now (fresh, single-use). */
+async function signGenerate(codec: Codec, secret: string, req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
+  const bytes = codec.encode(req);
+  return { req: bytes, grant: await signRequest(secret, GENERATE_GRANT_METHOD, REGION_STREAM_PATH, bytes) };
+}
+
+export class RegionChannel implements StreamChannel {
   private readonly handlers = new Map<string, FrameHandler>();
   private readonly codec = createCodec();
   private closeListeners: ((reason: string) => void)[] = [];
@@ -130,9 +155,8 @@ export class RegionChannel {
   }
 
   /** A generate request as bytes with its own grant, signed now (fresh, single-use), for a generate frame. */
-  async sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
-    const bytes = this.codec.encode(req);
-    return { req: bytes, grant: await signRequest(this.secret, GENERATE_GRANT_METHOD, REGION_STREAM_PATH, bytes) };
+  sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
+    return signGenerate(this.codec, this.secret, req);
   }
 
   send(frame: EdgeToRegion): void {
@@ -175,7 +199,7 @@ export class RegionChannel {
 }
 
 /** A caller connection's sockets to regions: opened on first use, shared by its generations. */
-export class ChannelPool {
+export class ChannelPool implements ChannelSource {
   private readonly channels = new Map<string, Promise<RegionChannel>>();
   private closed = false;
 
@@ -213,6 +237,210 @@ export class ChannelPool {
   closeAll(): void {
     this.closed = true;
     for (const p of this.channels.values()) p.then((ch) => ch.close(), () => undefined);
+    this.channels.clear();
+  }
+}
+
+/**
+ * One generation over one streamed HTTP request (`POST /v1/streams`, for HTTP callers: SSE, the
+ * OpenAI surface, plain generate). A WebSocket would be this request's alone anyway (a Worker
+ * cannot share one across requests), and its upgrade is a round trip and a signature more
+ * before the request can go out; here the signed generate frame is the request's body, and
+ * the region's frames come back length-prefixed in the response body, read as they arrive.
+ *
+ * Credit: nothing goes up once the request is sent. The region keeps the node's credit topped
+ * up while its response drains; this side reads the response only while the generation has
+ * credit (the caller's window, as on a socket), so a caller that stops reading stops the reads
+ * here, TCP backs up to the region, and the region stops granting the node credit. Cancel
+ * aborts the request (the region cancels the generation when it sees the request close).
+ * Liveness: the region sends `pong` frames every ping interval; PING_MISSES intervals with no
+ * frame at all shut the channel, as for a socket.
+ */
+export class HttpRegionChannel implements StreamChannel {
+  private readonly codec = createCodec();
+  private handler: FrameHandler | null = null;
+  private sid: string | null = null;
+  private closeListeners: ((reason: string) => void)[] = [];
+  private readonly abort = new AbortController();
+  open = true;
+  private missed = 0;
+  private pinger: ReturnType<typeof setInterval> | null = null;
+  /** Tokens the reader may still be sent; reads stop at 0 until credit comes. */
+  private credit = 0;
+  private wake: (() => void) | null = null;
+
+  constructor(
+    readonly region: string,
+    private readonly secret: string,
+    private readonly url: string,
+    /** Simulated one-way delay, ms (local mode). */
+    private readonly delayMs: number,
+  ) {}
+
+  register(sid: string, handler: FrameHandler): void {
+    this.sid = sid;
+    this.handler = handler;
+  }
+
+  unregister(sid: string): void {
+    if (this.sid === sid) this.handler = null;
+  }
+
+  sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
+    return signGenerate(this.codec, this.secret, req);
+  }
+
+  send(frame: EdgeToRegion): void {
+    if (!this.open) return;
+    if (frame.t === "generate") {
+      this.credit = frame.window;
+      void this.run(frame);
+    } else if (frame.t === "credit") {
+      this.credit += frame.n;
+      this.wake?.();
+    } else if (frame.t === "cancel") {
+      this.shutdown("cancelled by the edge");
+    }
+  }
+
+  private async run(frame: Extract<EdgeToRegion, { t: "generate" }>): Promise<void> {
+    if (this.delayMs > 0) await sleep(this.delayMs);
+    let res: Response;
+    try {
+      res = await fetch(this.url + REGION_STREAM_PATH, {
+        method: "POST",
+        headers: { "content-type": FRAME_STREAM_CONTENT_TYPE },
+        body: this.codec.encode(frame),
+        signal: this.abort.signal,
+      });
+    } catch (err) {
+      this.shutdown(`region ${this.region} unreachable (${(err as Error).name})`);
+      return;
+    }
+    if (!this.open) return void res.body?.cancel().catch(() => undefined);
+    if (res.status !== 200 || !res.body) {
+      // The router answers a refusal with the error envelope: its code is what the edge tells.
+      let code: ErrorCode = res.status === 503 ? "no_capacity" : "region_error";
+      let message = `region ${this.region} refused the streamed generation (${res.status})`;
+      try {
+        const body = JSON.parse(await boundedText(res, REFUSAL_MAX_BYTES)) as { code?: string; error?: string };
+        if (body && typeof body.error === "string" && typeof body.code === "string" && body.code in ERROR_STATUS) {
+          code = body.code as ErrorCode;
+          message = body.error.slice(0, 500);
+        }
+      } catch {
+        /* not the envelope */
+      }
+      if (this.delayMs > 0) await sleep(this.delayMs);
+      this.deliver({ t: "error", sid: frame.sid, code, message });
+      this.shutdown(message);
+      return;
+    }
+    this.pinger = setInterval(() => {
+      if (this.missed >= PING_MISSES) this.shutdown(`region ${this.region} stopped answering on the stream (${this.missed} ping intervals silent)`);
+      else this.missed++;
+    }, PING_INTERVAL_MS);
+    const reader = res.body.getReader();
+    const splitter = new FrameSplitter();
+    try {
+      for (;;) {
+        // The caller's window: no credit, no reading (TCP tells the region to stop).
+        while (this.credit <= 0 && this.open) await new Promise<void>((r) => (this.wake = r));
+        this.wake = null;
+        if (!this.open) return;
+        const { value, done } = await reader.read();
+        if (done) break;
+        for (const bytes of splitter.push(value)) {
+          const f = parseRegionToEdge(this.codec.decode(bytes));
+          this.missed = 0;
+          if (f.t === "pong") continue;
+          if (f.t === "token") this.credit--;
+          if (this.delayMs > 0) setTimeout(() => this.deliver(f), this.delayMs);
+          else this.deliver(f);
+        }
+      }
+      if (splitter.pending > 0) throw new Error("the stream ended inside a frame");
+      this.shutdown(`region ${this.region} ended the stream`);
+    } catch (err) {
+      this.shutdown(this.open ? `bad stream from region ${this.region}: ${(err as Error).message}` : "closed");
+    }
+  }
+
+  private deliver(f: RegionToEdge): void {
+    if (f.t !== "pong" && f.sid === this.sid) this.handler?.(f);
+  }
+
+  onClose(listener: (reason: string) => void): void {
+    if (!this.open) listener("closed");
+    else this.closeListeners.push(listener);
+  }
+
+  close(): void {
+    this.shutdown("closed by the edge");
+  }
+
+  private shutdown(reason: string): void {
+    if (!this.open) return;
+    this.open = false;
+    if (this.pinger) clearInterval(this.pinger);
+    this.abort.abort();
+    this.wake?.();
+    // Frames delayed in local mode land before the close.
+    const notify = () => {
+      const listeners = this.closeListeners;
+      this.closeListeners = [];
+      for (const l of listeners) l(reason);
+    };
+    if (this.delayMs > 0) setTimeout(notify, this.delayMs);
+    else notify();
+  }
+}
+
+/** A refusal's error envelope is small; more than this is not one, and is not read. */
+const REFUSAL_MAX_BYTES = 16 * 1024;
+
+/** A response body as text, reading no more than `max` bytes (throws past it). */
+async function boundedText(res: Response, max: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      throw new Error("refusal body too large");
+    }
+    chunks.push(value);
+  }
+  const decoder = new TextDecoder();
+  return chunks.map((c, i) => decoder.decode(c, { stream: i < chunks.length - 1 })).join("");
+}
+
+/** HTTP generations' channels: a fresh streamed request per generation, nothing to open first. */
+export class HttpChannelSource implements ChannelSource {
+  private readonly channels = new Set<HttpRegionChannel>();
+  private closed = false;
+
+  constructor(
+    private readonly config: EdgeConfig,
+    private readonly colo: string,
+  ) {}
+
+  async get(region: RegionConfig): Promise<StreamChannel> {
+    if (this.closed) throw new MeshError("cancelled", "the caller went away");
+    const delayMs = this.config.localMode ? (this.config.simulatedRtt[this.colo]?.[region.name] ?? 0) / 2 : 0;
+    const ch = new HttpRegionChannel(region.name, signingSecret(this.config, region.name), region.url, delayMs);
+    this.channels.add(ch);
+    ch.onClose(() => this.channels.delete(ch));
+    return ch;
+  }
+
+  closeAll(): void {
+    this.closed = true;
+    for (const ch of this.channels) ch.close();
     this.channels.clear();
   }
 }

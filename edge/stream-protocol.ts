@@ -123,6 +123,8 @@ export type StreamEvent =
       model_version: string;
       finish_reason: FinishReason;
       prompt_tokens: number;
+      /** Of the prompt tokens, those the node reused from a kept KV cache (a follow-up turn); absent: none. */
+      cached_tokens?: number;
       tokens: number;
       region: string | null;
       node: string | null;

@@ -23,6 +23,7 @@ import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.
 import { Generations, TokenizerFiles } from "./generation.js";
 import { formatBytes, ModelCache, versionKey, type HeldArtifact } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
+import { MAX_HEARTBEAT_CONVERSATIONS } from "../protocol/messages.js";
 import { publicMessage } from "../protocol/public-message.js";
 import { runErrorCode } from "./run-errors.js";
 import { SessionProcessError } from "./session-process.js";
@@ -227,6 +228,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
         mem: { rssMb: mib(m.rss), heapUsedMb: mib(m.heapUsed) },
         runs,
         ...(disk ? { disk } : {}),
+        affinity: runtime.conversations(MAX_HEARTBEAT_CONVERSATIONS),
       });
       readDisk();
     }, config.heartbeatMs);

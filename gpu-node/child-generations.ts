@@ -16,6 +16,15 @@
 // bound less what the load took); otherwise it fails at once as `busy` (the router may place it
 // elsewhere) rather than growing the child past its bound, which would end every stream in it.
 //
+// Prefix reuse (conversation affinity): the engine hands back each finished KV stream's cache
+// (an end by a stop sequence included),
+// which is kept in a PrefixCache under the calling account; a later prompt of the same account
+// that starts with those ids (the conversation's next turn) prefills only the rest. Kept caches
+// count against the same KV budget and are evicted (least recently used) before a stream is
+// refused for memory. A chat turn's entry is also named by its conversation key (the chat plus
+// the answer sent, protocol/conversation-key.ts), which the node reports so routers can send
+// the next turn here.
+//
 // Credit: a token frame goes out only against the router's credit. The engine is granted
 // credit so that it computes no more than the router allowed, plus the tokens held back (their
 // frames are not sent yet), so a stream whose reader stops reading stops computing.
@@ -23,8 +32,9 @@
 import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import type * as ort from "onnxruntime-node";
+import { conversationKey } from "../protocol/conversation-key.js";
 import type { ChatMessage, FinishReason, GenerateParams } from "../protocol/messages.js";
-import { DecodeEngine, DecodeLoop, DecoderError, isKvDecoder, type EngineEvent } from "./decoder/index.js";
+import { DecodeEngine, DecodeLoop, DecoderError, isKvDecoder, PrefixCache, type EngineEvent } from "./decoder/index.js";
 import { generate, GenerateError, type GenerateFinish } from "./generate.js";
 import { loadBundleTextSide, makeTextSide, type TextSide } from "./text-side.js";
 import { IncrementalDetokenizer, StopWindow, type TextPiece } from "./token-text.js";
@@ -41,6 +51,9 @@ export type GenRequest =
       /** An uploaded tokenizer.json the agent fetched (sha-checked); absent: the bundle's own. */
       tokenizer?: { sha256: string; path: string };
       credit: number;
+      /** The calling account and the version's key: a kept cache is reused only by the same account (absent: nothing is kept). */
+      account?: string;
+      key?: string;
       /** Local mode only: extra time per token, to simulate a bigger model (plain path). */
       simulatedTokenMs?: number;
     }
@@ -50,13 +63,22 @@ export type GenRequest =
 /** Child -> agent. `known` failures say what is wrong with the model or request; the rest may name files. */
 export type GenReply =
   | { t: "gen_token"; id: string; i: number; text: string; tokenId: number }
-  | { t: "gen_done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number }
+  /** cachedTokens: prompt tokens taken from a kept cache instead of prefilled (KV path). */
+  | { t: "gen_done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number; cachedTokens?: number }
   | { t: "gen_failed"; id: string; message: string; known: boolean; busy?: boolean }
-  /** Tokens computed since the child started, and KV cache bytes held now. */
-  | { t: "gen_stats"; tokens: number; kvBytes: number };
+  /**
+   * Tokens computed since the child started, and KV cache bytes held now (kept caches included).
+   * conversations: the conversation keys of kept caches, most recently used first, with the
+   * prefill time each saves a follow-up (its tokens at the measured prefill ms/token).
+   */
+  | { t: "gen_stats"; tokens: number; kvBytes: number; conversations?: { key: string; savedMs: number }[] };
 
 const STATS_EVERY_MS = 50;
 const MAX_UPLOADED_TOKENIZERS = 16;
+/** Conversation keys a child reports at most (the heartbeat carries them to the router). */
+export const MAX_REPORTED_CONVERSATIONS = 64;
+/** Kept caches' bytes at most when the child has no KV budget (local runs, tests). */
+const UNBOUNDED_KEEP_BYTES = 256 * 2 ** 20;
 
 interface Stream {
   id: string;
@@ -75,6 +97,12 @@ interface Stream {
   engineCredit: number;
   /** KV path: the bytes its cache may reach, reserved at admission. */
   reservedKv: number;
+  /** KV path: who may reuse its cache, the chat it answers and the text sent, for its conversation key. */
+  account?: string;
+  key?: string;
+  chat?: ChatMessage[];
+  text: string;
+  cachedTokens: number;
   /** Plain path. */
   abort?: AbortController;
   wake?: (() => void) | null;
@@ -87,9 +115,11 @@ export class ChildGenerations {
   private engine: Promise<{ engine: DecodeEngine; loop: DecodeLoop }> | null = null;
   private computed = 0;
   private statsTimer: ReturnType<typeof setTimeout> | null = null;
-  private lastStats = { tokens: -1, kvBytes: -1 };
+  private lastStats = { tokens: -1, kvBytes: -1, conversations: "" };
   private kvEngine: DecodeEngine | null = null;
   private reservedKv = 0;
+  /** Finished streams' caches, for prefix reuse; made with the engine. */
+  private prefixes: PrefixCache | null = null;
 
   constructor(
     private readonly session: ort.InferenceSession,
@@ -138,8 +168,10 @@ export class ChildGenerations {
           throw new DecoderError(`${name}: ${(err as Error).message}`);
         }
       };
-      const engine = DecodeEngine.create(this.session, await json("config.json", true), await json("generation_config.json", false));
+      const engine = DecodeEngine.create(this.session, await json("config.json", true), await json("generation_config.json", false), { keepDone: true });
       this.kvEngine = engine;
+      const c = engine.config;
+      this.prefixes = new PrefixCache({ layers: c.numLayers, heads: c.numKvHeads, headDim: c.headDim, type: engine.layout.kvType });
       const loop = new DecodeLoop(
         engine,
         (e) => this.onEngineEvent(e),
@@ -161,7 +193,22 @@ export class ChildGenerations {
       this.reply({ t: "gen_failed", id: m.id, message: `generation ${m.id} is already running`, known: true });
       return;
     }
-    const s: Stream = { id: m.id, started: performance.now(), promptTokens: 0, credit: m.credit, sent: 0, queue: [], ending: null, engineCredit: 0, reservedKv: 0 };
+    const s: Stream = {
+      id: m.id,
+      started: performance.now(),
+      promptTokens: 0,
+      credit: m.credit,
+      sent: 0,
+      queue: [],
+      ending: null,
+      engineCredit: 0,
+      reservedKv: 0,
+      text: "",
+      cachedTokens: 0,
+      ...(m.account ? { account: m.account } : {}),
+      ...(m.key ? { key: m.key } : {}),
+      ...(m.chat ? { chat: m.chat } : {}),
+    };
     this.streams.set(m.id, s);
     try {
       const side = await this.textSide(m);
@@ -173,6 +220,10 @@ export class ChildGenerations {
         const { engine, loop } = await this.kv();
         if (this.streams.get(m.id) !== s) return;
         const need = Math.min(ids.length + p.maxTokens, engine.config.maxPositions + 1) * engine.kvBytesPerToken;
+        // Looked up before making room: the match holds its own copy (or share) of the entry.
+        const prefix = s.account ? this.prefixes?.match(s.account, ids) : null;
+        // Kept caches give way to live streams.
+        this.prefixes?.shrinkTo(this.kvBudgetBytes - this.reservedKv - need);
         if (this.reservedKv + need > this.kvBudgetBytes) {
           const mib = (b: number) => Math.round((b / 2 ** 20) * 10) / 10;
           this.fail(s, `no memory left on this node for this generation's KV cache (${mib(need)} MiB; ${mib(this.kvBudgetBytes - this.reservedKv)} MiB free)`, true, true);
@@ -196,7 +247,9 @@ export class ChildGenerations {
             stopTokenIds: [...new Set([...engine.config.eosTokenIds, ...side.stopTokenIds])],
           },
           s.credit,
+          prefix ?? undefined,
         );
+        s.cachedTokens = prefix?.length ?? 0;
         loop.kick();
         this.stats();
       } else {
@@ -217,14 +270,20 @@ export class ChildGenerations {
       const pieces = s.window.push(e.token, s.detok.push(e.token));
       s.queue.push(...pieces);
       if (s.window.stopped) {
-        // A stop sequence: the engine does not know text; the stream leaves it here.
-        this.kvEngine?.cancel(s.id);
+        // A stop sequence: the engine does not know text; the stream leaves it here, and its
+        // cache is kept as for an end the engine saw (the answer is the text before the stop).
+        const kept = this.kvEngine?.stopAndKeep(s.id);
         s.ending = "stop";
+        for (const p of s.queue) s.text += p.text;
+        if (kept) this.keep(s, kept);
       }
       this.flush(s);
     } else if (e.type === "done") {
       s.queue.push(...s.window.finish());
       s.ending = e.reason;
+      // Everything the engine made is in the queue now: the answer's full text is known.
+      for (const p of s.queue) s.text += p.text;
+      if (e.kept) this.keep(s, e.kept);
       this.flush(s);
     } else {
       this.fail(s, e.message, true);
@@ -237,6 +296,7 @@ export class ChildGenerations {
     while (s.queue.length > 0 && s.credit > 0) {
       const p = s.queue.shift()!;
       s.credit--;
+      if (!s.ending) s.text += p.text;
       this.reply({ t: "gen_token", id: s.id, i: s.sent++, text: p.text, tokenId: p.id });
     }
     if (s.ending && s.queue.length === 0) {
@@ -286,7 +346,15 @@ export class ChildGenerations {
 
   private end(s: Stream, reason: FinishReason): void {
     if (!this.drop(s)) return;
-    this.reply({ t: "gen_done", id: s.id, reason, tokens: s.sent, promptTokens: s.promptTokens, genMs: performance.now() - s.started });
+    this.reply({
+      t: "gen_done",
+      id: s.id,
+      reason,
+      tokens: s.sent,
+      promptTokens: s.promptTokens,
+      genMs: performance.now() - s.started,
+      ...(s.cachedTokens > 0 ? { cachedTokens: s.cachedTokens } : {}),
+    });
     this.stats();
   }
 
@@ -297,15 +365,39 @@ export class ChildGenerations {
     this.stats();
   }
 
-  /** Tokens and KV bytes to the agent, at most every STATS_EVERY_MS, and only when they changed. */
+  /**
+   * Keeps a finished stream's cache for its account's later prompts, if the KV budget has room
+   * beside the live streams' reservations (its own included until it ends: a little early is
+   * fine). A chat turn's entry gets its conversation key once hashed.
+   */
+  private keep(s: Stream, kept: NonNullable<Extract<EngineEvent, { type: "done" }>["kept"]>): void {
+    const cache = this.prefixes;
+    if (!cache || !s.account) return;
+    const room = Math.min(Number.isFinite(this.kvBudgetBytes) ? this.kvBudgetBytes : UNBOUNDED_KEEP_BYTES, this.kvBudgetBytes - this.reservedKv);
+    if (kept.kv.bytes > room) return;
+    const entry = cache.put(s.account, kept);
+    cache.shrinkTo(room);
+    if (s.chat && s.key) {
+      const answered = [...s.chat, { role: "assistant", content: s.text }];
+      void conversationKey(s.account, s.key, answered).then((k) => {
+        entry.conversation = k;
+        this.stats();
+      });
+    }
+  }
+
+  /** Tokens, KV bytes and kept conversations to the agent, at most every STATS_EVERY_MS, and only when they changed. */
   private stats(): void {
     if (this.statsTimer) return;
     const send = () => {
       this.statsTimer = null;
-      const now = { tokens: this.computed, kvBytes: this.kvEngine?.kvBytes ?? 0 };
-      if (now.tokens === this.lastStats.tokens && now.kvBytes === this.lastStats.kvBytes) return;
-      this.lastStats = now;
-      this.reply({ t: "gen_stats", ...now });
+      const perToken = this.kvEngine?.prefillMsPerToken ?? 0;
+      const conversations = (this.prefixes?.conversations(MAX_REPORTED_CONVERSATIONS) ?? []).map((c) => ({ key: c.key, savedMs: Math.round(c.tokens * perToken * 100) / 100 }));
+      const convSig = conversations.map((c) => c.key).join();
+      const now = { tokens: this.computed, kvBytes: (this.kvEngine?.kvBytes ?? 0) + (this.prefixes?.bytes ?? 0) };
+      if (now.tokens === this.lastStats.tokens && now.kvBytes === this.lastStats.kvBytes && convSig === this.lastStats.conversations) return;
+      this.lastStats = { ...now, conversations: convSig };
+      this.reply({ t: "gen_stats", ...now, ...(this.prefixes ? { conversations } : {}) });
     };
     this.statsTimer = setTimeout(send, STATS_EVERY_MS);
   }

@@ -107,6 +107,7 @@ export class Generations {
         params: msg.params,
         ...(tokenizer ? { tokenizer } : {}),
         credit: msg.credit + g.pendingCredit,
+        ...(msg.account ? { account: msg.account, key: msg.key } : {}),
         ...(this.deps.simulatedTokenMs > 0 ? { simulatedTokenMs: this.deps.simulatedTokenMs } : {}),
       },
       (e) => this.onChild(msg, g, e),
@@ -120,7 +121,7 @@ export class Generations {
         g.send({ t: "token", id, i: e.i, text: e.text, tokenId: e.tokenId });
         return;
       case "gen_done":
-        return this.finish(id, g, { t: "done", id, reason: e.reason, tokens: e.tokens, promptTokens: e.promptTokens, genMs: e.genMs });
+        return this.finish(id, g, { t: "done", id, reason: e.reason, tokens: e.tokens, promptTokens: e.promptTokens, genMs: e.genMs, ...(e.cachedTokens ? { cachedTokens: e.cachedTokens } : {}) });
       case "gen_failed":
         // No room for its KV cache here now: node_error lets the router place it elsewhere.
         if (e.busy) return this.finish(id, g, { t: "error", id, code: "node_error", message: e.message.slice(0, 500) });

@@ -190,6 +190,13 @@ export class OnnxRuntime {
     return n;
   }
 
+  /** Conversation keys whose caches the children keep, for the heartbeat (most recent first per child). */
+  conversations(limit: number): { key: string; savedMs: number }[] {
+    const out: { key: string; savedMs: number }[] = [];
+    for (const m of this.models.values()) for (const w of m.workers) if (w.alive) out.push(...w.conversations);
+    return out.slice(0, limit);
+  }
+
   /** pids of a model's session children (tests and logs). */
   pids(sha256: string): number[] {
     return this.models.get(sha256)?.workers.map((w) => w.pid) ?? [];

@@ -121,6 +121,8 @@ export class SessionProcess {
   /** Tokens the child's generations computed, and the KV cache bytes it holds (its gen_stats). */
   genTokens = 0;
   kvBytes = 0;
+  /** Conversation keys of the caches its generations kept (most recent first), from its gen_stats. */
+  conversations: { key: string; savedMs: number }[] = [];
   /** Memory above the baseline when the load finished: the floor under KV growth. */
   private loadedBytes = 0;
   /** Called on each gen_stats (the owner sums tokens across children). */
@@ -265,6 +267,7 @@ export class SessionProcess {
       const delta = m.tokens - this.genTokens;
       this.genTokens = m.tokens;
       this.kvBytes = m.kvBytes;
+      if (m.conversations) this.conversations = m.conversations;
       if (delta > 0) this.onGenStats(delta);
       return;
     }

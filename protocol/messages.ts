@@ -6,6 +6,7 @@ import { isErrorCode } from "./errors.js";
 import { isOipDatatype, type ModelSignature, type TensorSpec } from "./datatypes.js";
 import type { TensorData, WireTensor } from "./tensor.js";
 import { parseTraceparent } from "./trace-context.js";
+import { CONVERSATION_KEY_RE } from "./conversation-key.js";
 
 // ---------------------------------------------------------------- edge -> region (HTTP)
 
@@ -138,6 +139,12 @@ export interface RegionGenerateRequest {
   deadline: number;
   /** The edge's span (W3C traceparent), signed with the request. */
   traceparent?: string;
+  /**
+   * A follow-up chat turn: the conversation key of its messages before the last user turn
+   * (protocol/conversation-key.ts). The router prefers the node that kept that conversation's
+   * KV cache.
+   */
+  affinity?: string;
 }
 
 export type FinishReason = "length" | "stop" | "cancelled";
@@ -181,7 +188,8 @@ export type EdgeToRegion =
 export type RegionToEdge =
   | { t: "progress"; sid: string; stage: ProgressStage; position?: number; bytes?: number; total?: number; node?: string }
   | { t: "token"; sid: string; i: number; text: string; id: number }
-  | { t: "done"; sid: string; reason: FinishReason; tokens: number; promptTokens: number; node: string; timing: StreamTiming }
+  /** cachedTokens: prompt tokens the node reused from a kept KV cache instead of computing them. */
+  | { t: "done"; sid: string; reason: FinishReason; tokens: number; promptTokens: number; node: string; timing: StreamTiming; cachedTokens?: number }
   | { t: "error"; sid: string; code: ErrorCode; message: string }
   | { t: "pong" };
 
@@ -230,6 +238,8 @@ export type NodeToRouter =
       runs?: number;
       /** The model cache's disk use and the disk's free space (absent from older nodes): placement checks a load fits. */
       disk?: DiskUsage;
+      /** Conversation keys whose KV caches the node keeps, with the prefill ms each saves a follow-up (at most MAX_HEARTBEAT_CONVERSATIONS). */
+      affinity?: ConversationHeld[];
     }
   /** The node finishes what it has and takes nothing new. */
   | { t: "draining" }
@@ -242,7 +252,17 @@ export type NodeToRouter =
   | { t: "error"; id: string; code: ErrorCode; message: string; computeMs?: number }
   /** One generated token; the node sends one only against credit the router granted. */
   | { t: "token"; id: string; i: number; text: string; tokenId: number }
-  | { t: "done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number };
+  | { t: "done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number; cachedTokens?: number };
+
+/** A kept conversation cache as nodes and regions report it. */
+export interface ConversationHeld {
+  key: string;
+  /** Prefill time a follow-up saves by reusing it, ms. */
+  savedMs: number;
+}
+
+/** Conversation keys one heartbeat (or one region report) names at most. */
+export const MAX_HEARTBEAT_CONVERSATIONS = 256;
 
 export interface ProcessMemory {
   rssMb: number;
@@ -280,7 +300,7 @@ export type RouterToNode =
    * `tokenizer`: use the loaded version's bundle files (tokenizer.json beside the graph). `chat`:
    * render it with the bundle's chat template and ignore `prompt`.
    */
-  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; chat?: ChatMessage[]; params: GenerateParams; tokenizer?: TokenizerRef; credit: number; requestId?: string; traceparent?: string }
+  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; chat?: ChatMessage[]; params: GenerateParams; tokenizer?: TokenizerRef; credit: number; requestId?: string; traceparent?: string; account?: string }
   | { t: "credit"; id: string; n: number };
 
 // ---------------------------------------------------------------- validation
@@ -483,6 +503,28 @@ export function parseChat(v: unknown): ChatMessage[] {
   });
 }
 
+/** A list of kept conversations, bounded: from a heartbeat or a region report. */
+export function parseConversations(v: unknown): ConversationHeld[] {
+  if (!Array.isArray(v) || v.length > MAX_HEARTBEAT_CONVERSATIONS) throw new MessageError(`'affinity' must be an array of at most ${MAX_HEARTBEAT_CONVERSATIONS}`);
+  return v.map((x) => {
+    const c = rec(x, "affinity entry");
+    const key = str(c, "key", 64);
+    if (!CONVERSATION_KEY_RE.test(key)) throw new MessageError("'affinity[].key' must be a conversation key");
+    return { key, savedMs: Math.max(0, num(c, "savedMs")) };
+  });
+}
+
+function optAffinity(o: Rec): { affinity?: string } {
+  if (o.affinity === undefined || o.affinity === null) return {};
+  const k = str(o, "affinity", 64);
+  if (!CONVERSATION_KEY_RE.test(k)) throw new MessageError("'affinity' must be a conversation key");
+  return { affinity: k };
+}
+
+function optCached(o: Rec): { cachedTokens?: number } {
+  return o.cachedTokens === undefined || o.cachedTokens === null ? {} : { cachedTokens: count(o, "cachedTokens") };
+}
+
 function optChat(o: Rec): { chat?: ChatMessage[] } {
   return o.chat === undefined || o.chat === null ? {} : { chat: parseChat(o.chat) };
 }
@@ -497,6 +539,7 @@ export function parseRegionGenerateRequest(v: unknown): RegionGenerateRequest {
     params: parseGenerateParams(o.params),
     deadline: num(o, "deadline"),
     ...traceparent(o),
+    ...optAffinity(o),
   };
 }
 
@@ -577,6 +620,7 @@ export function parseRegionToEdge(v: unknown): RegionToEdge {
           genMs: num(t, "genMs"),
           regionMs: num(t, "regionMs"),
         },
+        ...optCached(o),
       };
     }
     case "error":
@@ -673,6 +717,7 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
         ...(o.mem !== undefined && o.mem !== null ? { mem: memory(o.mem) } : {}),
         ...(o.runs !== undefined && o.runs !== null ? { runs: count(o, "runs", Number.MAX_SAFE_INTEGER) } : {}),
         ...(o.disk !== undefined && o.disk !== null ? { disk: diskUsage(o.disk) } : {}),
+        ...(o.affinity !== undefined && o.affinity !== null ? { affinity: parseConversations(o.affinity) } : {}),
       };
     }
     case "draining":
@@ -717,6 +762,7 @@ export function parseNodeMessage(v: unknown): NodeToRouter {
         tokens: count(o, "tokens"),
         promptTokens: count(o, "promptTokens"),
         genMs: num(o, "genMs"),
+        ...optCached(o),
       };
     default:
       throw new MessageError(`unknown frame type ${frameType(o.t)}`);
@@ -772,6 +818,7 @@ export function parseRouterMessage(v: unknown): RouterToNode {
         sha256: str(o, "sha256", 64),
         ...(o.requestId !== undefined && o.requestId !== null ? { requestId: str(o, "requestId", 128) } : {}),
         ...traceparent(o),
+        ...(o.account !== undefined && o.account !== null ? { account: str(o, "account", 128) } : {}),
       };
     case "credit":
       return { t: "credit", id: str(o, "id", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };

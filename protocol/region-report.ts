@@ -1,7 +1,7 @@
 // What a region publishes about itself to Redis every second, and what the edge routes on.
 // The key expires, so a region that dies disappears from the edge's view on its own.
 
-import type { DiskUsage } from "./messages.js";
+import type { ConversationHeld, DiskUsage } from "./messages.js";
 
 export const REGION_REPORT_PREFIX = "mesh:region:";
 export const REGION_REPORT_TTL_S = 5;
@@ -59,7 +59,16 @@ export interface RegionReport {
   evictions: number;
   /** Recent time to make a model warm (download + load), EWMA, ms; null before the first load. */
   coldStartMs: number | null;
+  /**
+   * Conversation keys whose KV caches the region's nodes keep, with the prefill ms a follow-up
+   * saves there (at most MAX_REGION_CONVERSATIONS; absent from older routers). The edge counts
+   * the saving in its choice of region for a follow-up turn.
+   */
+  affinity?: ConversationHeld[];
 }
+
+/** Conversation keys one region report names at most (its size stays small). */
+export const MAX_REGION_CONVERSATIONS = 1_024;
 
 export function regionReportKey(region: string): string {
   return REGION_REPORT_PREFIX + region;

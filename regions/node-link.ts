@@ -135,6 +135,8 @@ export class NodeLink implements NodeState {
   runs: number | null = null;
   /** Heartbeats received on this socket: a count read after N more has seen every run before. */
   heartbeats = 0;
+  /** From heartbeats: conversation keys whose KV caches the node keeps, and the prefill ms each saves. */
+  conversations: ReadonlyMap<string, number> = new Map();
   /** From heartbeats: the model cache's disk use and the disk's free space (null until reported). */
   disk: DiskUsage | null = null;
   /**
@@ -233,7 +235,7 @@ export class NodeLink implements NodeState {
   generate(
     key: string,
     /** `chat`, when given, replaces the prompt (the node renders the bundle's chat template). */
-    input: { prompt: string; chat?: ChatMessage[] | undefined },
+    input: { prompt: string; chat?: ChatMessage[] | undefined; account?: string },
     params: GenerateParams,
     /** Absent: the node uses the tokenizer in the loaded version's bundle. */
     tokenizer: TokenizerRef | undefined,
@@ -255,6 +257,8 @@ export class NodeLink implements NodeState {
       sha256,
       prompt: input.prompt,
       ...(input.chat ? { chat: input.chat } : {}),
+      // Whose kept KV caches the generation may reuse (and under whom its own is kept).
+      ...(input.account ? { account: input.account } : {}),
       params,
       ...(tokenizer ? { tokenizer } : {}),
       credit,
@@ -428,6 +432,7 @@ export class NodeLink implements NodeState {
         if (msg.gen) this.gen = msg.gen;
         if (msg.mem) this.mem = msg.mem;
         if (msg.runs !== undefined) this.runs = msg.runs;
+        if (msg.affinity) this.conversations = new Map(msg.affinity.map((c) => [c.key, c.savedMs]));
         if (msg.disk) {
           this.disk = msg.disk;
           // A load that ended before this reading is in it (its files on disk, pinned while loaded).

@@ -5,7 +5,8 @@
 // only on a node whose disk can take the model's files (its cache budget and the filesystem's
 // free space, from its heartbeats).
 
-import type { DiskUsage } from "../protocol/messages.js";
+import type { ConversationHeld, DiskUsage } from "../protocol/messages.js";
+import { MAX_REGION_CONVERSATIONS } from "../protocol/region-report.js";
 
 export interface NodeState {
   id: string;
@@ -24,6 +25,8 @@ export interface NodeState {
   /** Generations running, and how many the node runs at once (absent: it runs none). */
   streams?: number;
   streamSlots?: number;
+  /** Conversation keys whose KV caches the node keeps (absent: none reported). */
+  conversations?: ReadonlyMap<string, number>;
   /** Bytes of new model files the node can take on disk now (diskRoom, less loads it may not count yet); absent: unknown, not checked. */
   diskRoomBytes?: number | undefined;
   /** The node's whole model cache budget: a model larger than it never fits there; absent: unknown. */
@@ -67,13 +70,30 @@ export function pickWarm(nodes: Iterable<NodeState>, key: string, exclude?: Read
   return best;
 }
 
-/** A node to run a generation of `key`: warm, with a free stream slot, the fewest streams first. */
-export function pickWarmForStream(nodes: Iterable<NodeState>, key: string, exclude?: ReadonlySet<string>): NodeState | undefined {
+/**
+ * How much busier than the least busy candidate a node that keeps the conversation's cache may
+ * be and still get its follow-up: a share of its stream slots (at least one stream), so affinity
+ * never piles a conversation's turns onto a node that is already the region's bottleneck.
+ */
+export const AFFINITY_SLACK = 0.25;
+
+/**
+ * A node to run a generation of `key`: warm, with a free stream slot, the fewest streams first;
+ * a follow-up chat turn (`affinity`, its conversation key) goes to a node that keeps that
+ * conversation's KV cache unless that node is markedly busier than the least busy one.
+ */
+export function pickWarmForStream(nodes: Iterable<NodeState>, key: string, exclude?: ReadonlySet<string>, affinity?: string): NodeState | undefined {
   let best: NodeState | undefined;
+  let holder: NodeState | undefined;
   for (const n of nodes) {
     const streams = n.streams ?? 0;
     if (!n.available || !n.warm.has(key) || streams >= (n.streamSlots ?? 0) || exclude?.has(n.id)) continue;
     if (!best || streams < (best.streams ?? 0)) best = n;
+    if (affinity && n.conversations?.has(affinity) && (!holder || streams < (holder.streams ?? 0))) holder = n;
+  }
+  if (holder && best) {
+    const slack = Math.max(1, Math.floor((holder.streamSlots ?? 0) * AFFINITY_SLACK));
+    if ((holder.streams ?? 0) - (best.streams ?? 0) <= slack) return holder;
   }
   return best;
 }
@@ -129,4 +149,22 @@ export function planLoad(
     if (!best || score < best.cost) best = { plan: { node: n, evict }, cost: score };
   }
   return best?.plan;
+}
+
+/**
+ * The conversations a region's nodes keep, for its report: each key once with the largest
+ * saving any node offers, at most `limit` (the nodes list their most recent first, so the
+ * first entries of each node are kept when the list is cut).
+ */
+export function regionConversations(nodes: readonly NodeState[], limit = MAX_REGION_CONVERSATIONS): ConversationHeld[] {
+  const out = new Map<string, number>();
+  const lists = nodes.map((n) => [...(n.conversations ?? new Map<string, number>())]);
+  for (let i = 0; out.size < limit && lists.some((l) => i < l.length); i++) {
+    for (const l of lists) {
+      const c = l[i];
+      if (!c || (out.size >= limit && !out.has(c[0]))) continue;
+      out.set(c[0], Math.max(c[1], out.get(c[0]) ?? 0));
+    }
+  }
+  return [...out].map(([key, savedMs]) => ({ key, savedMs }));
 }

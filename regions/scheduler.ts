@@ -119,8 +119,8 @@ interface Queued {
   /** ... with the router's span for it (W3C traceparent), passed to the node ... */
   traceparent?: string;
   resolve?: (r: ScheduledResult) => void;
-  /** ... or a stream, with whether it has been told it waits. */
-  stream?: { waiter: StreamWaiter; announced: boolean };
+  /** ... or a stream, with whether it has been told it waits, and its conversation key (a follow-up turn). */
+  stream?: { waiter: StreamWaiter; announced: boolean; affinity?: string };
 }
 
 export class Scheduler {
@@ -266,7 +266,7 @@ export class Scheduler {
    * told of progress while it waits and gets start() once placed, or fail() at the deadline.
    * `exclude` names nodes not to use (a retry after one failed before its first token).
    */
-  submitStream(ref: ModelRef, deadline: number, arrivedAt: number, waiter: StreamWaiter, exclude?: Iterable<string>): { cancel(): void } {
+  submitStream(ref: ModelRef, deadline: number, arrivedAt: number, waiter: StreamWaiter, exclude?: Iterable<string>, affinity?: string): { cancel(): void } {
     const key = ref.key;
     const queue = this.admit(ref);
     const item: Queued = {
@@ -278,7 +278,7 @@ export class Scheduler {
       attempts: 0,
       bytes: 0,
       exclude: new Set(exclude),
-      stream: { waiter, announced: false },
+      stream: { waiter, announced: false, ...(affinity ? { affinity } : {}) },
       reject: (e) => {
         this.failed++;
         waiter.fail(e);
@@ -437,7 +437,7 @@ export class Scheduler {
         const fits = [...this.nodes.values()].filter((n) =>
           withinShares ? this.fair.allows(kind, item.account, n, regionSlots[kind]) : !this.loadingForOthers(n, item.account),
         );
-        const node = item.stream ? pickWarmForStream(fits, key, item.exclude) : (pickWarm(fits, key, item.exclude) ?? pickWarm(fits, key));
+        const node = item.stream ? pickWarmForStream(fits, key, item.exclude, item.stream.affinity) : (pickWarm(fits, key, item.exclude) ?? pickWarm(fits, key));
         if (node) {
           const rank = this.fair.rank(kind, item.account);
           if (!best || rank < best.rank || (rank === best.rank && item.arrivedAt < best.item.arrivedAt)) best = { item, node: node as NodeLink, rank };

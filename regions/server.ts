@@ -5,10 +5,11 @@
 // validated.
 
 import { serve } from "@hono/node-server";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import { createHash } from "node:crypto";
 import { createServer as createHttpsServer } from "node:https";
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
@@ -18,8 +19,10 @@ import { makeLogger } from "../protocol/log.js";
 import {
   CLOSE,
   MAX_INFER_BODY_BYTES,
+  parseEdgeToRegion,
   parseNodeMessage,
   parseRegionInferRequest,
+  type RegionGenerateRequest,
   type RegionInferRequest,
   type RegionInferResponse,
 } from "../protocol/messages.js";
@@ -32,7 +35,7 @@ import { NodeLink } from "./node-link.js";
 import { startReportPublisher } from "./report-publisher.js";
 import { startPolicyReader } from "./policy-reader.js";
 import { computeMsOf, Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
-import { usedMb } from "./placement.js";
+import { regionConversations, usedMb } from "./placement.js";
 import { STREAM_SOCKET_PATH, StreamHub } from "./streams.js";
 import { RouterMetrics } from "./metrics.js";
 import { refuseMetrics } from "../protocol/metrics-endpoint.js";
@@ -53,6 +56,34 @@ export interface RouterHandle {
 }
 
 /** The Node request behind a Hono context on @hono/node-server (its bindings carry it). */
+/** The edge's stream frames (a generate carries a prompt at most), on a socket or as a POST body. */
+const STREAM_FRAME_BYTES = 1024 * 1024;
+
+/** A body of at most `max` bytes, refused with payload_too_large as soon as it passes that. */
+async function readCapped(req: Request, max: number): Promise<Uint8Array> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (req.body) {
+    const reader = req.body.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
+      chunks.push(value);
+    }
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const ch of chunks) {
+    body.set(ch, at);
+    at += ch.length;
+  }
+  return body;
+}
+
 function incomingOf(env: unknown): IncomingMessage | undefined {
   return (env as { incoming?: IncomingMessage } | undefined)?.incoming;
 }
@@ -161,6 +192,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       loads: scheduler.loads,
       evictions: scheduler.evictions,
       coldStartMs: scheduler.coldStartMs === null ? null : Math.round(scheduler.coldStartMs),
+      affinity: regionConversations(usable),
     };
   };
 
@@ -311,12 +343,42 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
     return respond(outcome.answer, outcome.shared);
   });
 
+  // A streamed HTTP generation (regions/streams.ts): the body is one generate frame with its own
+  // grant, read with the socket frames' bound and checked like them; the answer streams frames.
+  app.post(STREAM_SOCKET_PATH, async (c) => {
+    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+    let frame: { sid: string; req: RegionGenerateRequest; window: number };
+    try {
+      if (!outgoing) throw new MeshError("internal_error", "no response to stream on");
+      const body = await readCapped(c.req.raw, STREAM_FRAME_BYTES);
+      const parsed = parseEdgeToRegion(codec.decode(body));
+      if (parsed.t !== "generate") throw new MeshError("bad_request", "a streamed generation's body is one generate frame");
+      const req = await authority.generate(parsed, STREAM_SOCKET_PATH);
+      if (draining) throw new MeshError("no_capacity", "region is draining", { "retry-after": "1" });
+      frame = { sid: parsed.sid, req, window: parsed.window };
+    } catch (err) {
+      const e =
+        err instanceof MeshError
+          ? err
+          : err instanceof Error && (err.name === "CodecError" || err.name === "MessageError")
+            ? new MeshError("bad_request", err.message)
+            : new MeshError("internal_error", "internal error");
+      if (e.code === "internal_error") log("error", "streamed generation refused", { error: String(err) });
+      else log("warn", "refused a streamed generation", { code: e.code, reason: e.message });
+      const incoming = incomingOf(c.env);
+      if (incoming && !incoming.readableEnded) discardThenClose(incoming);
+      return envelope("-", e);
+    }
+    hub.acceptHttp(frame, outgoing!);
+    return RESPONSE_ALREADY_SENT;
+  });
+
   app.notFound((c) => envelope("-", new MeshError("not_found", `no route for ${c.req.method} ${c.req.path}`)));
 
   // --- node sockets
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxFrameBytes });
   // The edge's stream sockets: frames are small (a prompt at most), so the bound is tight.
-  const streamWss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024, perMessageDeflate: false });
+  const streamWss = new WebSocketServer({ noServer: true, maxPayload: STREAM_FRAME_BYTES, perMessageDeflate: false });
 
   const refuseUpgrade = (socket: Duplex, status: number, message: string) => {
     const code = status === 401 ? "unauthorized" : status === 503 ? "no_capacity" : "not_found";

@@ -14,16 +14,30 @@
 //
 // The signed upgrade only opens the socket: each generate frame carries its own grant, checked
 // (checkGrant) before its request is even decoded; a frame that fails gets an `error` frame
-// and the socket stays open. Frames are handled in arrival order, grant checks included.
+// and the socket stays open. A stream's frames are handled in arrival order (a credit or cancel
+// waits for its generate's grant check); different streams' grant checks run side by side.
 //
 // Liveness both ways: the router pings each edge socket (WebSocket pings, which workerd answers
 // by itself) every `pingIntervalMs` and terminates one that answered neither of its last two
 // pings with a pong or any frame, so a half-open socket's streams are cancelled on their nodes
 // instead of holding slots until their stall bound. The edge cannot see WebSocket pings, so it
 // sends `ping` frames, answered here at once with `pong` (ahead of frames waiting for grant checks).
+//
+// Streamed HTTP (`POST /v1/streams`, acceptHttp): one generation per request, its body the same
+// signed generate frame, its response body the same frames, length-prefixed
+// (protocol/frame-stream.ts). The edge uses it for HTTP callers (SSE, the OpenAI surface): a
+// Worker cannot share a socket across requests, so each of those paid a WebSocket upgrade (a
+// round trip, a signature, a socket) before its request went out. With no frames the other way,
+// credit comes from the response itself: the router tops the node's credit up to the window
+// while the response's buffer is empty, and stops when it backs up (TCP backpressure from the
+// edge, which stops reading when its caller does), so a stalled reader still stops the node
+// and the stall bound still ends the stream. Cancel is the edge closing the request. A `pong`
+// frame goes out every ping interval so the edge can tell a silent region from a slow model.
 
+import type { ServerResponse } from "node:http";
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
+import { FRAME_STREAM_CONTENT_TYPE, frameBytes } from "../protocol/frame-stream.js";
 import { MeshError, type ErrorCode } from "../protocol/errors.js";
 import type { Logger } from "../protocol/log.js";
 import {
@@ -72,6 +86,52 @@ export interface StreamHubStats {
   tokensRelayed: number;
 }
 
+/** Where an EdgeSocket's frames go: a stream socket, or one streamed HTTP response. */
+interface EdgeLink {
+  readonly open: boolean;
+  /** Bytes written and not yet handed to the kernel. */
+  readonly bufferedAmount: number;
+  /** Past its buffer's high-water mark: what waits is not being taken (a drain follows). */
+  readonly congested: boolean;
+  write(bytes: Uint8Array): void;
+  close(code: number, reason: string): void;
+  terminate(): void;
+}
+
+function socketLink(ws: WebSocket): EdgeLink {
+  return {
+    get open() {
+      return ws.readyState === ws.OPEN;
+    },
+    get bufferedAmount() {
+      return ws.bufferedAmount;
+    },
+    get congested() {
+      return ws.bufferedAmount > 0;
+    },
+    write: (bytes) => ws.send(bytes, { binary: true }),
+    close: (code, reason) => ws.close(code, reason),
+    terminate: () => ws.terminate(),
+  };
+}
+
+function responseLink(res: ServerResponse): EdgeLink {
+  return {
+    get open() {
+      return !res.destroyed && !res.writableEnded;
+    },
+    get bufferedAmount() {
+      return res.writableLength;
+    },
+    get congested() {
+      return res.writableNeedDrain;
+    },
+    write: (bytes) => void res.write(frameBytes(bytes)),
+    close: () => res.end(),
+    terminate: () => res.destroy(),
+  };
+}
+
 class RelayStream {
   state: "queued" | "running" | "finished" = "queued";
   /** Credit the edge granted before a node took the stream. */
@@ -100,7 +160,8 @@ class RelayStream {
   constructor(
     readonly sid: string,
     readonly req: RegionGenerateRequest,
-    window: number,
+    /** The credit window the edge asked for (what self-credit keeps the node's credit at). */
+    readonly window: number,
     readonly arrivedAt: number,
   ) {
     this.pendingCredit = window;
@@ -122,12 +183,35 @@ export class StreamHub {
   ) {}
 
   accept(ws: WebSocket): void {
-    const s = new EdgeSocket(this, ws);
+    const s = new EdgeSocket(this, socketLink(ws), false);
     this.sockets.add(s);
+    s.listen(ws);
     ws.on("close", () => {
       this.sockets.delete(s);
       s.closed();
     });
+  }
+
+  /**
+   * A streamed HTTP generation (POST /v1/streams): `frame`'s grant already checked, answered on
+   * `res` as length-prefixed frames until it ends; the request closing early cancels it.
+   */
+  acceptHttp(frame: { sid: string; req: RegionGenerateRequest; window: number }, res: ServerResponse): void {
+    const s = new EdgeSocket(this, responseLink(res), true);
+    this.sockets.add(s);
+    // Each token is its own small write: sent now, not held for the next (Nagle).
+    res.socket?.setNoDelay(true);
+    res.writeHead(200, { "content-type": FRAME_STREAM_CONTENT_TYPE, "cache-control": "no-store" });
+    res.flushHeaders();
+    // One pong per interval tells the edge the region is alive while a model is slow.
+    const pinger = setInterval(() => s.pong(), this.config.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS);
+    res.on("drain", () => s.drained());
+    res.on("close", () => {
+      clearInterval(pinger);
+      this.sockets.delete(s);
+      s.closed();
+    });
+    s.generateNow(frame);
   }
 
   stats(): StreamHubStats {
@@ -135,7 +219,7 @@ export class StreamHub {
     let running = 0;
     let bufferedBytes = 0;
     for (const s of this.sockets) {
-      bufferedBytes += s.ws.bufferedAmount;
+      bufferedBytes += s.link.bufferedAmount;
       for (const st of s.streams.values()) {
         if (st.state === "queued") queued++;
         else if (st.state === "running") running++;
@@ -145,20 +229,35 @@ export class StreamHub {
   }
 
   closeAll(code: number, reason: string): void {
-    for (const s of this.sockets) s.ws.close(code, reason);
+    for (const s of this.sockets) s.link.close(code, reason);
   }
 }
 
 class EdgeSocket {
   readonly streams = new Map<string, RelayStream>();
   private readonly codec = createCodec();
-  /** Frames wait here for the grant checks of the generate frames before them. */
-  private inbox: Promise<void> = Promise.resolve();
+  /**
+   * Streams whose generate frame's grant is being checked: their later frames (credit, cancel)
+   * wait for it, so a stream's frames are handled in arrival order. Other streams' frames do
+   * not wait: one socket's grant checks run side by side, because in one queue a burst of N
+   * stream starts cost N checks end to end (the 512th start waited seconds, and the running
+   * streams' tokens queued behind the checks' turns of the event loop).
+   */
+  private readonly checking = new Map<string, Promise<void>>();
 
   constructor(
     private readonly hub: StreamHub,
-    readonly ws: WebSocket,
-  ) {
+    readonly link: EdgeLink,
+    /**
+     * A streamed HTTP generation: no credit frames come, so the router grants the node credit
+     * itself while the response drains; the response ends with its one stream.
+     */
+    private readonly selfCredit: boolean,
+  ) {}
+
+  /** Takes frames from a stream socket, and pings it. */
+  listen(ws: WebSocket): void {
+    const hub = this.hub;
     // Ping intervals in a row with neither a pong nor a frame from the edge.
     let missed = 0;
     ws.on("pong", () => (missed = 0));
@@ -184,25 +283,68 @@ class EdgeSocket {
         return;
       }
       if (frame.t === "ping") return this.send({ t: "pong" });
-      this.inbox = this.inbox.then(() => this.authorize(frame)).then(
-        (f) => {
-          if (f) this.handle(f);
-        },
-        (err: unknown) => hub.log("error", "edge stream frame failed", { error: String(err) }),
-      );
+      const failed = (err: unknown) => hub.log("error", "edge stream frame failed", { error: String(err) });
+      const before = this.checking.get(frame.sid);
+      if (frame.t === "generate") {
+        const done: Promise<void> = (before ?? Promise.resolve())
+          .then(() => this.authorize(frame))
+          .then((f) => {
+            if (f) this.handle(f);
+          })
+          .catch(failed)
+          .finally(() => {
+            if (this.checking.get(frame.sid) === done) this.checking.delete(frame.sid);
+          });
+        this.checking.set(frame.sid, done);
+      } else if (before) {
+        void before.then(() => this.handle(frame)).catch(failed);
+      } else {
+        this.handle(frame);
+      }
     });
     ws.on("error", (err) => hub.log("warn", "edge stream socket error", { error: err.message }));
   }
 
+  /** A streamed HTTP generation's one request, its grant checked. */
+  generateNow(frame: { sid: string; req: RegionGenerateRequest; window: number }): void {
+    this.generate(frame.sid, frame.req, frame.window);
+    if (this.streams.size === 0) this.link.close(CLOSE.normal, "done"); // refused: the error frame is the answer
+  }
+
+  pong(): void {
+    this.send({ t: "pong" });
+  }
+
+  /** The HTTP response took what was buffered: the streams it held back may run on. */
+  drained(): void {
+    for (const st of this.streams.values()) {
+      this.topUp(st);
+      this.armStall(st);
+    }
+  }
+
+  /**
+   * Self-credit (streamed HTTP): while the response's buffer is under its high-water mark, the node's
+   * credit is raised back to the window once half of it is used (one credit frame per half
+   * window, not one per token). A response that backs up (a write over the mark) gets nothing until it drains.
+   */
+  private topUp(st: RelayStream): void {
+    if (!this.selfCredit || st.state !== "running" || this.link.congested) return;
+    const n = st.window - st.nodeCredit;
+    if (n < Math.max(1, st.window >> 1)) return;
+    st.nodeCredit += n;
+    st.nodeStream!.credit(n);
+  }
+
   private send(frame: RegionToEdge): void {
-    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (!this.link.open) return;
     // Credit bounds what streams send; a socket this far behind is not honouring it.
-    if (this.ws.bufferedAmount > this.hub.config.maxBufferedBytes) {
-      this.hub.log("warn", "edge stream socket too far behind; closing", { buffered: this.ws.bufferedAmount });
-      this.ws.terminate();
+    if (this.link.bufferedAmount > this.hub.config.maxBufferedBytes) {
+      this.hub.log("warn", "edge stream socket too far behind; closing", { buffered: this.link.bufferedAmount });
+      this.link.terminate();
       return;
     }
-    this.ws.send(this.codec.encode(frame), { binary: true });
+    this.link.write(this.codec.encode(frame));
   }
 
   private sendFor(st: RelayStream, frame: RegionToEdge): void {
@@ -291,6 +433,7 @@ class EdgeSocket {
           },
         },
         st.excluded,
+        st.req.affinity,
       );
       // start() may have run already, inside submitStream.
       if (st.state === "queued") st.ticket = ticket;
@@ -312,7 +455,7 @@ class EdgeSocket {
     st.nodeCredit = st.pendingCredit;
     st.pendingCredit = 0;
     const key = st.req.model.key;
-    st.nodeStream = node.generate(key, { prompt: st.req.prompt, chat: st.req.chat }, st.req.params, st.req.model.tokenizer, st.nodeCredit, {
+    st.nodeStream = node.generate(key, { prompt: st.req.prompt, chat: st.req.chat, account: st.req.model.account }, st.req.params, st.req.model.tokenizer, st.nodeCredit, {
       token: (f) => {
         if (st.state !== "running") return;
         st.tokens++;
@@ -320,6 +463,7 @@ class EdgeSocket {
         this.hub.tokensRelayed++;
         if (st.tokens === 1) st.firstTokenAt = performance.now();
         this.sendFor(st, { t: "token", sid: st.sid, i: f.i, text: f.text, id: f.tokenId });
+        this.topUp(st);
         this.armStall(st);
       },
       done: (f) => {
@@ -333,6 +477,7 @@ class EdgeSocket {
           reason: f.reason,
           tokens: f.tokens,
           promptTokens: f.promptTokens,
+          ...(f.cachedTokens ? { cachedTokens: f.cachedTokens } : {}),
           node: node.id,
           timing: {
             queueMs: st.queueMs,
@@ -450,6 +595,8 @@ class EdgeSocket {
   private forget(st: RelayStream): void {
     this.clearTimer(st);
     if (this.streams.get(st.sid) === st) this.streams.delete(st.sid);
+    // A streamed HTTP generation's response ends with its stream.
+    if (this.selfCredit && this.streams.size === 0) this.link.close(CLOSE.normal, "done");
   }
 
   /** The edge went away: every stream of this socket is cancelled (nobody reads them now). */

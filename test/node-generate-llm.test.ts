@@ -10,6 +10,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
+import { conversationKey } from "../protocol/conversation-key.js";
 import { GENERATE_GRANT_METHOD, type ChatMessage, type GenerateParams, type ModelRef, type RegionGenerateRequest } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
 import { ChildGenerations, type GenReply } from "../gpu-node/child-generations.js";
@@ -56,11 +57,11 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
   });
 
   /** Sends a generate under a fresh grant; `window` is the stream's credit. */
-  async function start(input: { prompt: string } | { chat: ChatMessage[] }, params: GenerateParams, window = 64): Promise<string> {
+  async function start(input: { prompt: string } | { chat: ChatMessage[] }, params: GenerateParams, window = 64, account?: string): Promise<string> {
     const sid = `g${++n}`;
     const req: RegionGenerateRequest = {
       requestId: `llm-${sid}`,
-      model,
+      model: account ? { ...model, account } : model,
       prompt: "prompt" in input ? input.prompt : "",
       ...("chat" in input ? { chat: input.chat } : {}),
       params,
@@ -132,6 +133,35 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
     expect(tokensOf(sid).map((t) => t.id)).toEqual(ref.ids);
   }, 90_000);
 
+  it("a follow-up chat turn reuses the first turn's KV cache kept on the node, with the tokens a fresh engine gives; another account reuses nothing", async () => {
+    const first = [
+      { role: "system", content: "You are a storyteller. ".repeat(12) + "Answer in a few words." },
+      { role: "user", content: "Tell me about the river and the old mill." },
+    ];
+    const sid1 = await start({ chat: first }, greedy(30));
+    const end1 = await s.end(sid1, 60_000);
+    expect(end1).toMatchObject({ t: "done" });
+    expect(end1.cachedTokens).toBeUndefined();
+    const answer = tokensOf(sid1).map((t) => t.text).join("");
+    const followUp = [...first, { role: "assistant", content: answer }, { role: "user", content: "And then?" }];
+    const params = greedy(20);
+    const sid2 = await start({ chat: followUp }, params);
+    const end2 = await s.end(sid2, 60_000);
+    const ids = side.encodePrompt("", followUp);
+    const ref = await alone(ids, params);
+    expect(end2).toMatchObject({ t: "done", promptTokens: ids.length });
+    // At least the first turn's whole prompt came from the kept cache (its answer too, when it re-tokenizes the same).
+    expect(end2.cachedTokens).toBeGreaterThanOrEqual(side.encodePrompt("", first).length);
+    expect(end2.cachedTokens).toBeLessThan(ids.length);
+    expect(tokensOf(sid2).map((t) => t.id)).toEqual(ref.ids);
+    // The same follow-up from another account: nothing of the first account's cache is reused.
+    const sid3 = await start({ chat: followUp }, params, 64, "another-account");
+    const end3 = await s.end(sid3, 60_000);
+    expect(end3).toMatchObject({ t: "done" });
+    expect(end3.cachedTokens).toBeUndefined();
+    expect(tokensOf(sid3).map((t) => t.id)).toEqual(ref.ids);
+  }, 90_000);
+
   it("concurrent streams on one node share its decode batch and each gets its alone-text", async () => {
     const prompts = ["Once upon a time", "The king said to the people of the town that", "A"];
     const params = prompts.map((_, i) => greedy(30 + 5 * i));
@@ -195,6 +225,35 @@ describe.skipIf(!present)("a KV-cache LLM bundle generating on a real node", () 
     const ref = await alone(side.encodePrompt("Once upon a time"), greedy(10));
     expect(tokensOf(again).map((t) => t.id)).toEqual(ref.ids);
   }, 120_000);
+
+  it("the child reports a kept conversation's key (an answer cut by a stop sequence too), and evicts kept caches before refusing a stream for memory", async () => {
+    const perToken = DecodeEngine.create(session, config, genConfig).kvBytesPerToken;
+    const replies: GenReply[] = [];
+    const gens = new ChildGenerations(session, join(BUNDLE, "model.onnx"), (m) => replies.push(m), perToken * 260);
+    const ended = (id: string) => replies.find((r) => (r.t === "gen_done" || r.t === "gen_failed") && r.id === id);
+    const chat = [{ role: "user", content: "Tell me about the river and the old mill, and the king of the town." }];
+    gens.handle({ t: "gen", id: "turn1", prompt: "", chat, params: greedy(20), credit: 1_000, account: "acct", key: "tiny@1" });
+    await waitUntil("turn1 ended", 30_000, () => ended("turn1"));
+    const answer = replies.filter((r) => r.t === "gen_token" && r.id === "turn1").map((r) => (r as { text: string }).text).join("");
+    const key = await conversationKey("acct", "tiny@1", [...chat, { role: "assistant", content: answer }]);
+    const stats = await waitUntil("the kept conversation reported", 10_000, () =>
+      replies.find((r): r is Extract<GenReply, { t: "gen_stats" }> => r.t === "gen_stats" && !!r.conversations?.some((c) => c.key === key)),
+    );
+    expect(stats.kvBytes).toBeGreaterThan(0); // the kept cache counts as the child's KV memory
+    // An answer cut by a text stop sequence is kept too, keyed by the text the client got.
+    const stop = answer.slice(Math.floor(answer.length / 2), Math.floor(answer.length / 2) + 3);
+    expect(answer.indexOf(stop)).toBeGreaterThan(0);
+    gens.handle({ t: "gen", id: "cut", prompt: "", chat, params: { ...greedy(20), stop: [stop] }, credit: 1_000, account: "acct2", key: "tiny@1" });
+    await waitUntil("cut ended", 30_000, () => ended("cut"));
+    const cutText = replies.filter((r) => r.t === "gen_token" && r.id === "cut").map((r) => (r as { text: string }).text).join("");
+    expect(cutText).toBe(answer.slice(0, answer.indexOf(stop)));
+    const cutKey = await conversationKey("acct2", "tiny@1", [...chat, { role: "assistant", content: cutText }]);
+    await waitUntil("the cut conversation reported", 10_000, () => (replies.some((r) => r.t === "gen_stats" && !!r.conversations?.some((c) => c.key === cutKey)) ? true : undefined));
+    // A stream that needs nearly the whole budget: the kept cache gives way, the stream runs.
+    gens.handle({ t: "gen", id: "big", prompt: "The river", params: greedy(240), credit: 1_000, account: "acct", key: "tiny@1" });
+    await waitUntil("big ended", 60_000, () => ended("big"));
+    expect(ended("big")).toMatchObject({ t: "gen_done" });
+  }, 90_000);
 
   it("a stream whose KV cache would not fit the child's budget fails at once as busy, and one that fits runs", async () => {
     // The child's generations in this process (the same class the session child runs).

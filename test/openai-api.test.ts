@@ -342,6 +342,15 @@ describe.skipIf(!HAS_TINY)("a generative bundle (tiny-gpt): Hugging Face files b
       if (ch.usage) usage = ch.usage;
     }
     expect(text).toBe(whole.choices[0]!.message.content);
-    expect(usage).toEqual(whole.usage);
+    // The same prompt again reuses the first answer's kept KV cache on the node (conversation
+    // affinity): the counts are the same, the cached share is said on top.
+    expect({ ...usage, prompt_tokens_details: undefined }).toEqual({ ...whole.usage, prompt_tokens_details: undefined });
+    // A follow-up turn (the answer sent back, a new question) goes to the node that kept the
+    // conversation and reuses its prompt's cache.
+    const followUp: OpenAI.ChatCompletionMessageParam[] = [...messages, { role: "assistant", content: whole.choices[0]!.message.content ?? "" }, { role: "user", content: "And then?" }];
+    const next = await client.chat.completions.create({ model: "tiny-gpt", messages: followUp, max_tokens: 8, temperature: 0 });
+    const cached = next.usage?.prompt_tokens_details?.cached_tokens ?? 0;
+    expect(cached).toBeGreaterThanOrEqual(whole.usage!.prompt_tokens - 1);
+    expect(cached).toBeLessThan(next.usage!.prompt_tokens);
   });
 });

@@ -17,7 +17,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
-import { GENERATE_GRANT_METHOD, type ModelRef, type RegionGenerateRequest, type RegionInferRequest } from "../protocol/messages.js";
+import { FRAME_STREAM_CONTENT_TYPE, FrameSplitter } from "../protocol/frame-stream.js";
+import { GENERATE_GRANT_METHOD, parseRegionToEdge, type ModelRef, type RegionGenerateRequest, type RegionInferRequest, type RegionToEdge } from "../protocol/messages.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
 import { artifactUrl, signRequest, tokenizerUrl, urlRegion, verifyUrl } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
@@ -285,6 +286,30 @@ describe("item 3: every request on a stream socket carries its own grant", () =>
     } finally {
       other.close();
     }
+    expect(await relayed()).toBe(before);
+  });
+
+  it("the streamed HTTP form (POST /v1/streams) checks the same grant: a signed one streams its frames; replayed, missing or oversized runs nothing", async () => {
+    const post = (body: Uint8Array<ArrayBuffer>) =>
+      fetch(`${mesh.regions[WEST]!}/v1/streams`, { method: "POST", body, headers: { "content-type": FRAME_STREAM_CONTENT_TYPE } });
+    const bytes = codec.encode({ ...base, deadline: Date.now() + 60_000 });
+    const grant = await sign(bytes);
+    const frame = (g: Record<string, string>) => codec.encode({ t: "generate", sid: "h1", req: bytes, grant: g, window: 32 });
+    const res = await post(frame(grant));
+    expect(res.status).toBe(200);
+    const splitter = new FrameSplitter();
+    const frames: RegionToEdge[] = [];
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) for (const f of splitter.push(chunk)) frames.push(parseRegionToEdge(codec.decode(f)));
+    expect(frames.filter((f) => f.t === "token")).toHaveLength(4);
+    expect(frames.at(-1)).toMatchObject({ t: "done", sid: "h1", tokens: 4 });
+    const before = await relayed();
+    for (const g of [grant, {}]) {
+      const refused = await post(frame(g));
+      expect(refused.status).toBe(401);
+      expect(await refused.json()).toMatchObject({ code: "unauthorized" });
+    }
+    const big = await post(new Uint8Array(2 * 1024 * 1024));
+    expect(big.status).toBe(413);
     expect(await relayed()).toBe(before);
   });
 

@@ -145,7 +145,12 @@ const ChatRequestSchema = z.object({
     .max(GENERATE_LIMITS.maxChatMessages),
 });
 const CompletionRequestSchema = z.object({ ...Sampling, prompt: z.string().min(1).max(GENERATE_LIMITS.maxPromptChars) });
-const UsageSchema = z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int(), total_tokens: z.number().int() });
+const UsageSchema = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int() }).optional().describe("A follow-up chat turn: prompt tokens the node reused from the conversation's kept KV cache."),
+});
 const Finish = z.enum(["stop", "length"]);
 const ChatResponseSchema = z.object({
   id: z.string(),

@@ -41,7 +41,7 @@ import { log } from "../log.js";
 import { authorize, chargeQuota, limitBody, readJson, requireKey } from "../middleware.js";
 import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
-import { ChannelPool } from "../stream-client.js";
+import { ChannelPool, HttpChannelSource, type ChannelSource } from "../stream-client.js";
 import { DEFAULT_WS_WINDOW, GenerateRequestSchema, ID_RE, parseGenerateInput, sseEvent, type GenerateInput, type StreamEvent } from "../stream-protocol.js";
 import { sharedStoreFor } from "../redis.js";
 import { messageSize, SOCKET_LEASE_MS, SocketLease, SocketRegistry, STREAM_LIMITS, Strikes } from "../stream-limits.js";
@@ -93,7 +93,7 @@ function deadlineFrom(c: AppContext, startedAt: number): number {
   return startedAt + (Number.isFinite(asked) && asked > 0 ? Math.min(asked, max) : max);
 }
 
-function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId: string; id: string; window: number; pool: ChannelPool }): GenerationPlan {
+function plan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId: string; id: string; window: number; pool: ChannelSource }): GenerationPlan {
   const startedAt = Date.now();
   return {
     services: services(c),
@@ -124,7 +124,7 @@ export interface OpenedGeneration {
   t: Target;
   release: () => void;
   requestId: string;
-  pool: ChannelPool;
+  pool: ChannelSource;
 }
 
 /**
@@ -150,7 +150,8 @@ export async function openHttpGeneration(
     throw err;
   }
   const requestId = c.get("requestId");
-  const pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
+  // One streamed HTTP request to the region per generation: no socket upgrade before it (see HttpRegionChannel).
+  const pool = new HttpChannelSource(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
   return { input, t, release, requestId, pool };
 }
 

@@ -10,7 +10,7 @@
 import * as ort from "onnxruntime-node";
 import { fromHalfBits } from "../../protocol/tensor.js";
 import { DecoderError, detectLayout, parseDecoderConfig, type DecoderConfig, type DecoderLayout, type DecoderSession } from "./config.js";
-import { bytesPerToken, gather, KvBatch, paddedMask, type KvArray, type KvRowRef, type KvShape } from "./kv-cache.js";
+import { bytesPerToken, gather, headOf, KvBatch, paddedMask, type KvArray, type KvRowRef, type KvShape } from "./kv-cache.js";
 import { resolveSampling, Sampler, type SamplingParams } from "./sampler.js";
 
 export interface EngineOptions {
@@ -18,11 +18,28 @@ export interface EngineOptions {
   maxBatch?: number;
   /** Prompt tokens per prefill run (default 128). */
   prefillChunk?: number;
+  /**
+   * Hand each finished stream's cache (prompt and generated ids, one-row copy) to the caller
+   * on its `done` event, for prefix reuse (prefix-cache.ts). Off: the cache is simply freed.
+   */
+  keepDone?: boolean;
+}
+
+/** A cache a new stream starts from: the KV of its prompt's first `length` ids (a one-row batch of exactly that many). */
+export interface KvPrefix {
+  kv: KvBatch;
+  length: number;
+}
+
+/** A finished stream's cache: the ids whose KV it holds (context less the last, un-run token) and that KV. */
+export interface KeptCache {
+  ids: number[];
+  kv: KvBatch;
 }
 
 export type EngineEvent =
   | { type: "token"; id: string; token: number; index: number }
-  | { type: "done"; id: string; reason: "stop" | "length"; tokens: number; promptTokens: number }
+  | { type: "done"; id: string; reason: "stop" | "length"; tokens: number; promptTokens: number; kept?: KeptCache }
   | { type: "error"; id: string; message: string };
 
 export const DEFAULT_MAX_BATCH = 64;
@@ -51,6 +68,9 @@ export class DecodeEngine {
   readonly maxBatch: number;
   readonly prefillChunk: number;
   readonly kvBytesPerToken: number;
+  readonly keepDone: boolean;
+  /** Prefill time per prompt token (EWMA over prefill runs, ms); 0 before the first run. */
+  prefillMsPerToken = 0;
   private readonly shape: KvShape;
   private readonly streamsById = new Map<string, Stream>();
   /** Arrival order: prefill and batch places are given in it. */
@@ -72,14 +92,20 @@ export class DecodeEngine {
   ) {
     this.maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
     this.prefillChunk = opts.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
+    this.keepDone = opts.keepDone ?? false;
     if (!Number.isSafeInteger(this.maxBatch) || this.maxBatch < 1) throw new DecoderError("maxBatch must be an integer >= 1");
     if (!Number.isSafeInteger(this.prefillChunk) || this.prefillChunk < 1) throw new DecoderError("prefillChunk must be an integer >= 1");
     this.shape = { layers: config.numLayers, heads: config.numKvHeads, headDim: config.headDim, type: layout.kvType };
     this.kvBytesPerToken = bytesPerToken(this.shape);
   }
 
-  /** Queues a stream; see the module header. credit: tokens it may emit before a grant(). */
-  add(id: string, promptIds: readonly number[], params: SamplingParams, credit = Infinity): void {
+  /**
+   * Queues a stream; see the module header. credit: tokens it may emit before a grant().
+   * prefix: the KV of the prompt's first ids, computed earlier (the caller vouches that they
+   * are these ids); only the rest of the prompt is prefilled. At least one prompt id must be
+   * left to run, since its logits give the first token.
+   */
+  add(id: string, promptIds: readonly number[], params: SamplingParams, credit = Infinity, prefix?: KvPrefix): void {
     if (this.streamsById.has(id)) throw new DecoderError(`a stream '${id}' is already running`);
     if (promptIds.length === 0) throw new DecoderError("the prompt has no tokens; the model needs at least one to continue from");
     if (promptIds.length > this.config.maxPositions) {
@@ -89,17 +115,18 @@ export class DecodeEngine {
       if (!Number.isSafeInteger(t) || t < 0 || t >= this.config.vocabSize) throw new DecoderError(`token id ${t} is outside the vocabulary (${this.config.vocabSize})`);
     }
     if (!(credit >= 0)) throw new DecoderError("credit must be >= 0");
+    if (prefix && prefix.length > 0) this.checkPrefix(prefix, promptIds.length);
     const sampler = new Sampler(resolveSampling(params, this.config.eosTokenIds), this.config.vocabSize);
     sampler.observe(promptIds);
     const s: Stream = {
       id,
       promptTokens: promptIds.length,
       context: [...promptIds],
-      cached: 0,
+      cached: prefix?.length ?? 0,
       emitted: 0,
       credit,
       sampler,
-      kv: null,
+      kv: prefix && prefix.length > 0 ? { batch: prefix.kv, row: 0 } : null,
       prefilled: false,
       gone: false,
     };
@@ -119,6 +146,19 @@ export class DecodeEngine {
     this.remove(s);
     if (!this.stepping) this.relayout();
     return true;
+  }
+
+  /**
+   * Ends a stream now as cancel() does, but hands back its cache as a `done` would (keepDone on,
+   * between steps): for a caller that ends a stream for its own reasons (a text stop sequence)
+   * and still wants the cache kept.
+   */
+  stopAndKeep(id: string): KeptCache | undefined {
+    const s = this.streamsById.get(id);
+    if (!s) return undefined;
+    const kept = this.keepDone && !this.stepping ? this.keptOf(s) : undefined;
+    this.cancel(id);
+    return kept;
   }
 
   get hasWork(): boolean {
@@ -168,9 +208,33 @@ export class DecodeEngine {
     this.order = this.order.filter((x) => x !== s);
   }
 
+  private checkPrefix(p: KvPrefix, promptLength: number): void {
+    const b = p.kv;
+    const sh = b.shape;
+    if (!Number.isSafeInteger(p.length) || p.length >= promptLength) throw new DecoderError(`a reused prefix of ${p.length} ids must leave at least one of the prompt's ${promptLength} to run`);
+    if (b.rows !== 1 || b.pastLength !== p.length || b.pads[0] !== 0) throw new DecoderError("a reused prefix must be one unpadded row of exactly its length");
+    if (sh.layers !== this.shape.layers || sh.heads !== this.shape.heads || sh.headDim !== this.shape.headDim || sh.type !== this.shape.type) {
+      throw new DecoderError("a reused prefix has another model's cache shape");
+    }
+  }
+
   private finish(s: Stream, reason: "stop" | "length", events: EngineEvent[]): void {
-    events.push({ type: "done", id: s.id, reason, tokens: s.emitted, promptTokens: s.promptTokens });
+    const kept = this.keepDone ? this.keptOf(s) : undefined;
+    events.push({ type: "done", id: s.id, reason, tokens: s.emitted, promptTokens: s.promptTokens, ...(kept ? { kept } : {}) });
     this.remove(s);
+  }
+
+  /** A copy of a finishing stream's cache: its own row, or its row of the decode batch. */
+  private keptOf(s: Stream): KeptCache | undefined {
+    let ref = s.kv;
+    if (!ref) {
+      const row = this.batchRows.indexOf(s);
+      if (row < 0 || !this.batch) return undefined;
+      ref = { batch: this.batch, row };
+    }
+    const n = Math.min(s.cached, ref.batch.length(ref.row));
+    if (n <= 0) return undefined;
+    return { ids: s.context.slice(0, n), kv: headOf(this.shape, ref, n) };
   }
 
   private fail(streams: Stream[], err: unknown, events: EngineEvent[]): void {
@@ -290,11 +354,14 @@ export class DecodeEngine {
     });
     const past = n === 1 && group[0]!.kv ? group[0]!.kv.batch : KvBatch.empty(this.shape, n);
     let result;
+    const t0 = performance.now();
     try {
       result = await this.run(this.feeds(ids, n, L, paddedMask(pads, from + L), positions, past), n, pads);
     } catch (err) {
       return this.fail(group, err, events);
     }
+    const perToken = (performance.now() - t0) / lengths.reduce((a, b) => a + b, 0);
+    this.prefillMsPerToken = this.prefillMsPerToken === 0 ? perToken : 0.8 * this.prefillMsPerToken + 0.2 * perToken;
     group.forEach((s, r) => {
       if (s.gone) return; // cancelled during the run
       s.kv = { batch: result.kv, row: r };

@@ -7,3 +7,6 @@ export { DecodeEngine, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK } from "./engine
 export type { EngineEvent, EngineOptions } from "./engine.js";
 export { DecodeLoop } from "./loop.js";
 export type { SamplingParams } from "./sampler.js";
+export type { KeptCache, KvPrefix } from "./engine.js";
+export { commonPrefix, PrefixCache } from "./prefix-cache.js";
+export type { PrefixCacheOptions, PrefixEntry, PrefixMatch } from "./prefix-cache.js";

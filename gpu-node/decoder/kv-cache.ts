@@ -111,3 +111,25 @@ export function gather(shape: KvShape, refs: readonly KvRowRef[]): KvBatch {
   }
   return new KvBatch(shape, keys, values, B, P, pads);
 }
+
+/**
+ * A one-row batch (no padding) holding the first `n` real entries of a row: how a kept cache
+ * is stored (exactly its tokens) and how a reused prefix is handed to a new stream (only the
+ * part its prompt shares). Always a copy, so the source may be freed or reused independently.
+ */
+export function headOf(shape: KvShape, ref: KvRowRef, n: number): KvBatch {
+  const { batch, row } = ref;
+  if (!(n >= 0 && n <= batch.length(row))) throw new RangeError(`headOf: ${n} entries asked of a row of ${batch.length(row)}`);
+  const { heads: H, headDim: D } = shape;
+  const sp = batch.pastLength;
+  const sPad = batch.pads[row]!;
+  const copy = (src: KvArray): KvArray => {
+    const out = allocate(shape.type, H * n * D);
+    for (let h = 0; h < H; h++) {
+      const from = ((row * H + h) * sp + sPad) * D;
+      out.set(src.subarray(from, from + n * D), h * n * D);
+    }
+    return out;
+  };
+  return new KvBatch(shape, batch.keys.map(copy), batch.values.map(copy), 1, n, [0]);
+}
