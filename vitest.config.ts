@@ -7,6 +7,7 @@ import { defineConfig } from "vitest/config";
 
 const UNIT = [
   "batcher",
+  "config-schema",
   "belady",
   "binary-tensors-codec",
   "decode-loop",
@@ -34,6 +35,7 @@ const UNIT = [
   "protocol-signing",
   "protocol-tensor",
   "region-client",
+  "request-schemas",
   "run-errors",
   "scheduler-fairness",
   "tiny-gpt-model",

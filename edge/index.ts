@@ -1,10 +1,12 @@
 // The edge Worker: the public HTTPS API (Open Inference Protocol data plane under /v2, control
 // plane under /v1, the OpenAI-compatible surface under /openai/v1) and the internal artifact
-// route, assembled from one file per route group.
+// route, assembled from one file per route group. A request a route's schema refuses is 400 in
+// the one envelope (meshValidationHook), before its handler runs.
 
-import { Hono } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "./context.js";
 import { init, notFound, onError } from "./middleware.js";
+import { meshValidationHook, type MeshApp } from "./openapi.js";
 import { registerDocs } from "./routes/docs.js";
 import { registerHealth } from "./routes/health.js";
 import { registerInternalArtifacts } from "./routes/internal_artifacts.js";
@@ -22,8 +24,8 @@ import { registerV1Tokenizers } from "./routes/v1_tokenizers.js";
 import { registerV2Stream } from "./routes/v2_stream.js";
 import { registerOpenAI } from "./routes/openai.js";
 
-export function createApp(): Hono<AppEnv> {
-  const app = new Hono<AppEnv>();
+export function createApp(): MeshApp {
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: meshValidationHook });
   app.use("*", init());
   app.onError(onError);
   app.notFound(notFound);

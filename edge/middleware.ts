@@ -3,16 +3,16 @@
 // Bearer <key>` and applies the rate limits (the account's, shared by all its keys, and the
 // key's own when it has one); failed authentications are limited per client address;
 // `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds bodies;
-// `parseBody` validates one against its zod schema; `onError`/`notFound` turn everything into
-// the one error envelope.
+// `onError`/`notFound` turn everything into the one error envelope (a route schema's refusal
+// is turned into it by openapi.ts's hook).
 
 import { drizzle } from "drizzle-orm/d1";
 import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqualString } from "../protocol/signing.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
-import type { z } from "zod";
 import { verifyKey, type KeyRecord, type Scope } from "./api-keys.js";
 import { services, type AppContext, type AppEnv } from "./context.js";
 import { ConfigError, loadConfig } from "./env.js";
@@ -202,6 +202,12 @@ function traceHeader(c: AppContext): Record<string, string> {
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
   const requestId = c.get("requestId") ?? newRequestId();
   if (err instanceof MeshError) return errorResponse(requestId, err.code, err.message, { ...err.headers, ...traceHeader(c) });
+  if (err instanceof HTTPException) {
+    // Hono's own refusals before a route's schema sees the body (@hono/zod-openapi's JSON
+    // validator): 415 for a body that is not application/json, 400 for JSON that does not parse.
+    const mapped = httpExceptionError(err.status);
+    return errorResponse(requestId, mapped.code, mapped.message, traceHeader(c));
+  }
   if (err instanceof ConfigError) {
     log("error", requestId, err.message);
     return errorResponse(requestId, "internal_error", "the edge is misconfigured; the operator has been told", traceHeader(c));
@@ -213,20 +219,13 @@ export const onError: ErrorHandler<AppEnv> = (err, c) => {
 export const notFound: NotFoundHandler<AppEnv> = (c) =>
   errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, traceHeader(c));
 
-/** Validates a parsed body against its schema; the first few problems become one 400 message. */
-export function validate<S extends z.ZodType>(schema: S, value: unknown, what = "body"): z.infer<S> {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  const problems = r.error.issues.slice(0, 3).map((i) => {
-    const path = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("") : "";
-    return `${what}${path}: ${i.message}`;
-  });
-  throw new MeshError("bad_request", problems.join("; "));
-}
-
-/** Reads and validates a JSON body (invalid JSON: 400 invalid_json; wrong shape: 400 bad_request). */
-export async function parseBody<S extends z.ZodType>(c: AppContext, schema: S): Promise<z.infer<S>> {
-  return validate(schema, await readJson(c.req.raw));
+function httpExceptionError(status: number): { code: ErrorCode; message: string } {
+  if (status === 415) return { code: "unsupported_media_type", message: "this route takes a JSON body: send 'content-type: application/json'" };
+  if (status === 413) return { code: "payload_too_large", message: "request body is too large" };
+  if (status === 400) return { code: "invalid_json", message: "request body is not valid JSON" };
+  if (status === 401) return { code: "unauthorized", message: "unauthorized" };
+  if (status === 404) return { code: "not_found", message: "not found" };
+  return { code: "internal_error", message: "internal error" };
 }
 
 /** Parses a JSON body with the envelope's error for bad JSON. */

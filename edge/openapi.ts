@@ -1,10 +1,24 @@
-// The public API's description: each route file describes its routes (zod schemas beside the
-// handlers) with `describeRoute`, and `openApiDocument` turns them into an OpenAPI 3.1 document
-// (served at /openapi.json, rendered at /docs). A unit test checks that every route the app
-// registers is described here, so the document cannot drift from the code by omission.
+// The public API's description and its validation, from one definition per route. A route file
+// registers each route with `app.openapi(meshRoute({...}), handler)`: the zod schemas of its
+// body and query are both what @hono/zod-openapi's validators check (before the handler runs;
+// the handler reads the result with `c.req.valid("json" | "query")`) and what `openApiDocument`
+// writes into the OpenAPI 3.1 document (served at /openapi.json, rendered at /docs). A refusal
+// becomes the one error envelope through the app's defaultHook (`meshValidationHook`, below). Routes whose
+// body cannot go through a JSON validator (binary or compressed bodies, OpenAI's error shape,
+// WebSocket upgrades) are described with `describeRoute` and validate with the same schema
+// object inside the handler. A unit test checks that every route the app registers is
+// described here, so the document cannot drift from the code by omission.
 
+import { createRoute } from "@hono/zod-openapi";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
 import { z } from "zod";
-import { ERROR_DESCRIPTIONS, ERROR_STATUS, type ErrorCode } from "../protocol/errors.js";
+import { ERROR_DESCRIPTIONS, ERROR_STATUS, MeshError, type ErrorCode } from "../protocol/errors.js";
+import type { AppEnv } from "./context.js";
+import { zodProblems } from "./zod-problems.js";
+
+/** The edge's app: Hono with @hono/zod-openapi's validated routes. */
+export type MeshApp = OpenAPIHono<AppEnv>;
 
 export type Method = "get" | "post" | "put" | "patch" | "delete";
 
@@ -60,6 +74,84 @@ export function describeRoute(doc: RouteDoc): RouteDoc {
 
 export function describedRoutes(): RouteDoc[] {
   return [...routes.values()];
+}
+
+const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
+
+/**
+ * Before a route's JSON validator: the body is read as JSON whatever its Content-Type says (as
+ * the edge always has: `curl -d` sends form-urlencoded, `fetch` with a string text/plain), and
+ * an empty body is `{}`. @hono/zod-openapi would otherwise answer 415, or parse nothing.
+ */
+export function jsonBody(): MiddlewareHandler<AppEnv> {
+  return async function jsonBody(c, next) {
+    const bytes = new Uint8Array(await c.req.raw.arrayBuffer());
+    const type = c.req.header("content-type");
+    if (bytes.length === 0 || !type || !JSON_TYPE.test(type)) {
+      const headers = new Headers(c.req.raw.headers);
+      headers.set("content-type", "application/json");
+      headers.delete("content-length");
+      c.req.raw = new Request(c.req.raw, { headers, body: bytes.length === 0 ? "{}" : bytes });
+    } else {
+      c.req.raw = new Request(c.req.raw, { body: bytes });
+    }
+    await next();
+  };
+}
+
+const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", param: "path", header: "header" };
+
+/**
+ * The OpenAPIHono defaultHook: a request its route's schema refuses is 400 bad_request in the
+ * one envelope, naming the first problems (`body.name: ...`), before the handler runs.
+ */
+export function meshValidationHook(result: { success: true } | { success: false; error: z.ZodError; target: string }): void {
+  if (!result.success) throw new MeshError("bad_request", zodProblems(result.error, TARGET_NAMES[result.target] ?? result.target));
+}
+
+/** A described route that is also validated: what runs before its schemas check the request. */
+export interface RouteDef extends RouteDoc {
+  /** In order, before validation (auth, then the body limit): no key is 401 and an oversize body 413 whatever the body says. */
+  middleware?: MiddlewareHandler<AppEnv>[];
+}
+
+type JsonBodyOf<D> = D extends { body: { schema: infer S extends z.ZodType } }
+  ? D extends { body: { contentType: string } }
+    ? {}
+    : { body: { content: { "application/json": { schema: S } }; required: true } }
+  : {};
+type QueryOf<D> = D extends { query: infer Q extends z.ZodObject } ? { query: Q } : {};
+
+/** What `meshRoute` hands `app.openapi`: typed so `c.req.valid` knows the body and query. */
+export type MeshRouteConfig<D extends RouteDef> = {
+  method: D["method"];
+  path: D["path"];
+  middleware: MiddlewareHandler<AppEnv>[];
+  request: JsonBodyOf<D> & QueryOf<D>;
+  responses: Record<number, { description: string }>;
+};
+
+/**
+ * Describes a route (for /openapi.json) and returns its @hono/zod-openapi config, whose
+ * validators check the same schema objects: a JSON body (required, application/json) and the
+ * query. Responses are given without schemas here: the document's responses come from `doc`.
+ */
+export function meshRoute<const D extends RouteDef>(doc: D): MeshRouteConfig<D> {
+  const { middleware, ...described } = doc;
+  describeRoute(described);
+  const json = doc.body?.schema && (doc.body.contentType ?? "application/json") === "application/json" ? doc.body.schema : undefined;
+  const config = createRoute({
+    method: described.method,
+    path: described.path,
+    // The body is normalised to JSON after the route's own middleware (auth, body limit).
+    middleware: [...(middleware ?? []), ...(json ? [jsonBody()] : [])],
+    request: {
+      ...(json ? { body: { content: { "application/json": { schema: json } }, required: true } } : {}),
+      ...(doc.query ? { query: doc.query } : {}),
+    },
+    responses: Object.fromEntries(Object.entries(doc.responses).map(([status, r]) => [status, { description: r.description }])),
+  });
+  return config as unknown as MeshRouteConfig<D>;
 }
 
 /** /v1/models/{m} -> /v1/models/:m (how Hono writes it). */

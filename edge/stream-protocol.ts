@@ -1,8 +1,10 @@
 // What callers of the generation routes send and get (WebSocket, SSE and the plain generate
 // route share it): the KServe generate extension's `text_input` / `parameters` in, and one
 // event shape out: `progress` (why the first token is not here yet), `token` (one per token,
-// as produced), then exactly one of `done` or `error` per request.
+// as produced), then exactly one of `done` or `error` per request. The request's schema is
+// both what /openapi.json documents and what every generate request is checked with.
 
+import { z } from "zod";
 import { MeshError, type ErrorCode } from "../protocol/errors.js";
 import { GENERATE_LIMITS, type ChatMessage, type FinishReason, type GenerateParams, type ProgressStage } from "../protocol/messages.js";
 
@@ -21,66 +23,83 @@ export const DEFAULT_WS_WINDOW = 256;
 export const ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 const PARAMETERS = ["max_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop"] as const;
+const L = GENERATE_LIMITS;
 
-function bad(message: string): MeshError {
-  return new MeshError("bad_request", message);
-}
+/** A number schema whose every refusal says the one message (what the caller should send). */
+const numIn = (error: string, checks: (n: z.ZodNumber, error: string) => z.ZodNumber) => checks(z.number({ error }), error);
+const intIn = (name: string, min: number, max: number) =>
+  numIn(`'parameters.${name}' must be an integer from ${min} to ${max}`, (n, error) => n.int({ error }).min(min, { error }).max(max, { error }));
+const STOP_ERROR = `'parameters.stop' must be a string or a list of at most ${L.maxStop} non-empty strings of at most ${L.maxStopChars} characters`;
+const StopSchema = z.string({ error: STOP_ERROR }).min(1, { error: STOP_ERROR }).max(L.maxStopChars, { error: STOP_ERROR });
+const ID_ERROR = "'id' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'";
+const PROMPT_ERROR = "'text_input' must be a non-empty string";
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
+/**
+ * The KServe generate request (the HTTP routes' body; a WebSocket `generate` message carries
+ * the same fields). /openapi.json documents it, and parseGenerateInput checks with it.
+ */
+export const GenerateRequestSchema = z.object(
+  {
+    id: z.string({ error: ID_ERROR }).regex(ID_RE, { error: ID_ERROR }).optional().describe("Echoed in every event (SSE: defaults to the request id)."),
+    text_input: z
+      .string({ error: PROMPT_ERROR })
+      .min(1, { error: PROMPT_ERROR })
+      .max(L.maxPromptChars, { error: `'text_input' is longer than ${L.maxPromptChars} characters` })
+      .describe(`The prompt (at most ${L.maxPromptChars} characters).`),
+    parameters: z
+      .strictObject(
+        {
+          max_tokens: intIn("max_tokens", 0, L.maxTokens).optional().describe(`Most tokens to generate (default ${DEFAULT_MAX_TOKENS}).`),
+          temperature: numIn(`'parameters.temperature' must be a number from 0 to ${L.maxTemperature} (0 = greedy)`, (n, error) => n.min(0, { error }).max(L.maxTemperature, { error }))
+            .nullish()
+            .describe("0 = greedy (default 1)."),
+          top_k: intIn("top_k", 0, L.maxTopK).optional().describe("Sample among the k most likely tokens (0 = all)."),
+          top_p: numIn("'parameters.top_p' must be a number above 0 and at most 1 (1 = off)", (n, error) => n.gt(0, { error }).max(1, { error }))
+            .nullish()
+            .describe("Nucleus sampling: the most likely tokens whose probabilities reach top_p (1 = off, the default)."),
+          repetition_penalty: numIn(`'parameters.repetition_penalty' must be a number above 0 and at most ${L.maxRepetitionPenalty} (1 = off)`, (n, error) =>
+            n.gt(0, { error }).max(L.maxRepetitionPenalty, { error }),
+          )
+            .nullish()
+            .describe("Above 1 makes tokens already in the context less likely (1 = off, the default)."),
+          seed: intIn("seed", 0, 0xffffffff).nullish().describe("Same seed, prompt and parameters: same text."),
+          stop: z
+            .union([StopSchema, z.array(StopSchema, { error: STOP_ERROR }).max(L.maxStop, { error: STOP_ERROR })], { error: STOP_ERROR })
+            .nullish()
+            .describe("Stop sequences (not included in the text)."),
+        },
+        {
+          error: (iss) =>
+            iss.code === "unrecognized_keys"
+              ? `unknown parameter${iss.keys.length > 1 ? "s" : ""} ${iss.keys.map((k) => `'${k}'`).join(", ")} (known: ${PARAMETERS.join(", ")})`
+              : "'parameters' must be an object",
+        },
+      )
+      .nullish(),
+  },
+  { error: "the request must be a JSON object with 'text_input'" },
+);
 
-function intIn(v: unknown, name: string, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) throw bad(`'parameters.${name}' must be an integer from ${min} to ${max}`);
-  return v;
-}
-
-/** Checks a generate request body (or WebSocket message) and resolves the parameters' defaults. */
+/**
+ * Checks a generate request body (or WebSocket message) with GenerateRequestSchema and resolves
+ * the parameters' defaults. The first problem is the 400's message (each field says its own).
+ */
 export function parseGenerateInput(body: unknown): GenerateInput {
-  if (!isRecord(body)) throw bad("the request must be a JSON object with 'text_input'");
-  const L = GENERATE_LIMITS;
-  const prompt = body.text_input;
-  if (typeof prompt !== "string" || prompt.length === 0) throw bad("'text_input' must be a non-empty string");
-  if (prompt.length > L.maxPromptChars) throw bad(`'text_input' is longer than ${L.maxPromptChars} characters`);
-  let id: string | undefined;
-  if (body.id !== undefined) {
-    if (typeof body.id !== "string" || !ID_RE.test(body.id)) throw bad("'id' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'");
-    id = body.id;
-  }
-  const p = body.parameters ?? {};
-  if (!isRecord(p)) throw bad("'parameters' must be an object");
-  const unknown = Object.keys(p).filter((k) => !(PARAMETERS as readonly string[]).includes(k));
-  if (unknown.length > 0) throw bad(`unknown parameter${unknown.length > 1 ? "s" : ""} ${unknown.map((k) => `'${k}'`).join(", ")} (known: ${PARAMETERS.join(", ")})`);
-  const temperature = p.temperature ?? 1;
-  if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0 || temperature > L.maxTemperature) {
-    throw bad(`'parameters.temperature' must be a number from 0 to ${L.maxTemperature} (0 = greedy)`);
-  }
-  let stop: string[] = [];
-  if (p.stop !== undefined && p.stop !== null) {
-    const list = typeof p.stop === "string" ? [p.stop] : p.stop;
-    if (!Array.isArray(list) || list.length > L.maxStop || !list.every((s) => typeof s === "string" && s.length > 0 && s.length <= L.maxStopChars)) {
-      throw bad(`'parameters.stop' must be a string or a list of at most ${L.maxStop} non-empty strings of at most ${L.maxStopChars} characters`);
-    }
-    stop = list as string[];
-  }
-  const seed = p.seed === undefined || p.seed === null ? undefined : intIn(p.seed, "seed", 0, 0xffffffff);
-  const topP = p.top_p ?? 1;
-  if (typeof topP !== "number" || !(topP > 0 && topP <= 1)) throw bad("'parameters.top_p' must be a number above 0 and at most 1 (1 = off)");
-  const repetitionPenalty = p.repetition_penalty ?? 1;
-  if (typeof repetitionPenalty !== "number" || !(repetitionPenalty > 0 && repetitionPenalty <= L.maxRepetitionPenalty)) {
-    throw bad(`'parameters.repetition_penalty' must be a number above 0 and at most ${L.maxRepetitionPenalty} (1 = off)`);
-  }
+  const r = GenerateRequestSchema.safeParse(body);
+  if (!r.success) throw new MeshError("bad_request", r.error.issues[0]?.message ?? "invalid generate request");
+  const { id, text_input: prompt } = r.data;
+  const p = r.data.parameters ?? {};
   return {
     ...(id !== undefined ? { id } : {}),
     prompt,
     params: {
-      maxTokens: p.max_tokens === undefined ? DEFAULT_MAX_TOKENS : intIn(p.max_tokens, "max_tokens", 0, L.maxTokens),
-      temperature,
-      topK: p.top_k === undefined ? 0 : intIn(p.top_k, "top_k", 0, L.maxTopK),
-      topP,
-      repetitionPenalty,
-      ...(seed !== undefined ? { seed } : {}),
-      stop,
+      maxTokens: p.max_tokens ?? DEFAULT_MAX_TOKENS,
+      temperature: p.temperature ?? 1,
+      topK: p.top_k ?? 0,
+      topP: p.top_p ?? 1,
+      repetitionPenalty: p.repetition_penalty ?? 1,
+      ...(p.seed !== undefined && p.seed !== null ? { seed: p.seed } : {}),
+      stop: p.stop === undefined || p.stop === null ? [] : typeof p.stop === "string" ? [p.stop] : p.stop,
     },
   };
 }

@@ -21,7 +21,6 @@
 import { MeshError } from "../protocol/errors.js";
 import { checkExternalData, OnnxParseError, OnnxSignatureReader, type OnnxModelInfo } from "../protocol/onnx-signature.js";
 import { toHex } from "../protocol/signing.js";
-import type { Env } from "./env.js";
 import { randomId } from "./key-format.js";
 
 /** A part is one request body: R2 wants every part but the last at least 5 MiB, all the same size. */
@@ -71,14 +70,6 @@ export interface UploadRecord {
 export interface UploadLimits {
   maxUploadBytes: number;
   maxOpenUploads: number;
-}
-
-export function uploadLimits(env: Env): UploadLimits {
-  const num = (v: string | undefined, dflt: number) => {
-    const n = v === undefined || v === "" ? dflt : Number(v);
-    return Number.isSafeInteger(n) && n > 0 ? n : dflt;
-  };
-  return { maxUploadBytes: num(env.MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES), maxOpenUploads: num(env.MAX_OPEN_UPLOADS, DEFAULT_MAX_OPEN_UPLOADS) };
 }
 
 const prefixOf = (accountId: string, id: string) => `uploads/${accountId}/${id}/`;

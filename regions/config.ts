@@ -1,75 +1,15 @@
-// The region router's configuration, read from the environment once and validated, with the
-// defaults in one place; main.ts prints it (secrets masked) at start-up.
+// The region router's configuration, read from the environment once and validated by one zod
+// schema (ROUTER_FIELDS, through protocol/config-schema.ts), with the defaults in one place;
+// main.ts prints it (secrets masked) at start-up. A new setting is one line in ROUTER_FIELDS.
 
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
+import { z } from "zod";
+import { computed, ConfigError, configSchema, flag, int, json, matching, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
 import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
 
-export interface RouterConfig {
-  region: string;
-  host: string;
-  port: number;
-  /**
-   * ROUTER_TLS_CERT and ROUTER_TLS_KEY (PEM files, read once at start; a renewed certificate
-   * needs a restart): the port serves HTTPS and WSS. Null: plain HTTP, which is refused at
-   * start unless HOST is a loopback address or MESH_LOCAL=1 (protocol/plaintext.ts).
-   */
-  tls: RouterTls | null;
-  /** MESH_LOCAL=1: part of a one-machine mesh (plain HTTP allowed on any address). */
-  localMode: boolean;
-  /** This region's own secret (the edge holds one per region): verifies the edge's signed calls and grants, signs this region's keep-warm artifact URLs. */
-  meshSecret: string;
-  /** During a rotation, the secret being replaced: still accepted, and still used for the URLs this router signs until the edge knows the new one. */
-  meshSecretPrevious: string | null;
-  /** Nodes present this at connect. */
-  nodeToken: string;
-  redis: { url: string; token: string } | null;
-  /** How often the region report goes to Redis. */
-  reportIntervalMs: number;
-  /** Calls waiting or running in the region past this are refused with no_capacity. */
-  maxInflight: number;
-  /** A node that does not answer a ping within this is taken out of rotation. */
-  pingIntervalMs: number;
-  /** Time to finish in-flight calls on SIGTERM. */
-  drainTimeoutMs: number;
-  maxQueuePerModel: number;
-  /** Bytes of queued inputs the region holds at most (a model's queue: a quarter); past it, no_capacity. */
-  maxQueuedBytes: number;
-  /** A model with no call for this long drops to its keep-warm floor. */
-  idleTtlMs: number;
-  warmIntervalMs: number;
-  /** How often keep-warm policies are read from Redis. */
-  policyIntervalMs: number;
-  /** Largest node frame accepted; larger ones close the socket with 1009. */
-  maxFrameBytes: number;
-  /** A stream whose reader takes no token for this long is cancelled. */
-  streamStallTimeoutMs: number;
-  /** Streams one edge stream socket may hold open at once. */
-  maxStreamsPerSocket: number;
-  /** A stalled stream is cancelled after this instead while other accounts wait for a slot. */
-  streamStallWhenContendedMs: number;
-  /** Per-account shares of slots and of MAX_INFLIGHT while accounts contend (fairness.ts). */
-  fairShare: boolean;
-  /** Account id -> weight in those shares (absent: 1). */
-  accountWeights: Record<string, number>;
-  /** Bearer token GET /metrics requires (METRICS_TOKEN); null: /metrics is off (404). */
-  metricsToken: string | null;
-  /**
-   * R2_S3_ENDPOINT, R2_BUCKET, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY (the edge's R2 API token,
-   * read-only is enough): keep-warm loads get presigned R2 URLs like the edge's calls do. Null:
-   * this router signs edge URLs with its region secret (the edge serves both kinds).
-   */
-  r2: R2PresignConfig | null;
-}
-
-export interface RouterTls {
-  certFile: string;
-  keyFile: string;
-  /** PEM: the certificate chain (leaf first) and its private key. */
-  cert: string;
-  key: string;
-}
+export { ConfigError };
 
 export const ROUTER_DEFAULTS = {
   host: "127.0.0.1",
@@ -90,44 +30,16 @@ export const ROUTER_DEFAULTS = {
   fairShare: true,
 } as const;
 
-export class ConfigError extends Error {}
-
-function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min} (got '${raw}')`);
-  return n;
+export interface RouterTls {
+  certFile: string;
+  keyFile: string;
+  /** PEM: the certificate chain (leaf first) and its private key. */
+  cert: string;
+  key: string;
 }
 
-function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  if (raw !== "0" && raw !== "1") throw new ConfigError(`${name} must be 0 or 1 (got '${raw}')`);
-  return raw === "1";
-}
-
-function weights(env: NodeJS.ProcessEnv, name: string): Record<string, number> {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return {};
-  let v: unknown;
-  try {
-    v = JSON.parse(raw);
-  } catch {
-    v = null;
-  }
-  const ok =
-    typeof v === "object" && v !== null && !Array.isArray(v) &&
-    Object.values(v).every((w) => typeof w === "number" && Number.isFinite(w) && w > 0 && w <= 1000);
-  if (!ok) throw new ConfigError(`${name} must be a JSON object of account id -> weight (a number above 0, at most 1000)`);
-  return v as Record<string, number>;
-}
-
-function secret(env: NodeJS.ProcessEnv, name: string): string {
-  const v = env[name];
-  if (!v || v.length < 16) throw new ConfigError(`${name} must be set (16+ characters)`);
-  return v;
-}
+const HOST = text("HOST", ROUTER_DEFAULTS.host);
+const LOCAL_MODE = flag("MESH_LOCAL", false);
 
 function readPem(name: string, path: string, what: RegExp): string {
   let text: string;
@@ -141,11 +53,12 @@ function readPem(name: string, path: string, what: RegExp): string {
 }
 
 /** Both files or neither; the key must match the certificate (checked now, not at the first client). */
-function routerTls(env: NodeJS.ProcessEnv, host: string, localMode: boolean): RouterTls | null {
-  const certFile = env.ROUTER_TLS_CERT ?? "";
-  const keyFile = env.ROUTER_TLS_KEY ?? "";
+function routerTls(env: EnvVars): RouterTls | null {
+  const host = value(HOST, env);
+  const certFile = typeof env.ROUTER_TLS_CERT === "string" ? env.ROUTER_TLS_CERT : "";
+  const keyFile = typeof env.ROUTER_TLS_KEY === "string" ? env.ROUTER_TLS_KEY : "";
   if (!certFile && !keyFile) {
-    if (!plaintextAllowed(host, localMode)) {
+    if (!plaintextAllowed(host, value(LOCAL_MODE, env))) {
       throw new ConfigError(
         `ROUTER_TLS_CERT and ROUTER_TLS_KEY must be set: a router listening on ${host} serves HTTPS/WSS only ` +
           "(plain HTTP is for a router bound to loopback, or a one-machine mesh with MESH_LOCAL=1; docs/deploy.md, TLS)",
@@ -164,42 +77,82 @@ function routerTls(env: NodeJS.ProcessEnv, host: string, localMode: boolean): Ro
   return { certFile, keyFile, cert, key };
 }
 
-export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): RouterConfig {
-  const region = env.MESH_REGION ?? "";
-  if (!/^[a-z0-9-]{1,32}$/.test(region)) throw new ConfigError("MESH_REGION must be a short lowercase name such as us-west");
-  const host = env.HOST || ROUTER_DEFAULTS.host;
-  const localMode = flag(env, "MESH_LOCAL", false);
-  return {
-    region,
-    host,
-    port: int(env, "PORT", ROUTER_DEFAULTS.port, 0),
-    tls: routerTls(env, host, localMode),
-    localMode,
-    meshSecret: secret(env, "MESH_SECRET"),
-    meshSecretPrevious: env.MESH_SECRET_PREVIOUS ? secret(env, "MESH_SECRET_PREVIOUS") : null,
-    nodeToken: secret(env, "NODE_TOKEN"),
-    redis: env.REDIS_URL && env.REDIS_TOKEN ? { url: env.REDIS_URL, token: env.REDIS_TOKEN } : null,
-    reportIntervalMs: int(env, "REPORT_INTERVAL_MS", ROUTER_DEFAULTS.reportIntervalMs, 100),
-    maxInflight: int(env, "MAX_INFLIGHT", ROUTER_DEFAULTS.maxInflight, 1),
-    pingIntervalMs: int(env, "PING_INTERVAL_MS", ROUTER_DEFAULTS.pingIntervalMs, 100),
-    drainTimeoutMs: int(env, "DRAIN_TIMEOUT_MS", ROUTER_DEFAULTS.drainTimeoutMs, 0),
-    maxQueuePerModel: int(env, "MAX_QUEUE_PER_MODEL", ROUTER_DEFAULTS.maxQueuePerModel, 1),
-    maxQueuedBytes: int(env, "MAX_QUEUED_BYTES", ROUTER_DEFAULTS.maxQueuedBytes, 1024),
-    idleTtlMs: int(env, "IDLE_TTL_MS", ROUTER_DEFAULTS.idleTtlMs, 100),
-    warmIntervalMs: int(env, "WARM_INTERVAL_MS", ROUTER_DEFAULTS.warmIntervalMs, 50),
-    policyIntervalMs: int(env, "POLICY_INTERVAL_MS", ROUTER_DEFAULTS.policyIntervalMs, 100),
-    maxFrameBytes: int(env, "MAX_FRAME_BYTES", ROUTER_DEFAULTS.maxFrameBytes, 1024),
-    streamStallTimeoutMs: int(env, "STREAM_STALL_TIMEOUT_MS", ROUTER_DEFAULTS.streamStallTimeoutMs, 100),
-    maxStreamsPerSocket: int(env, "MAX_STREAMS_PER_SOCKET", ROUTER_DEFAULTS.maxStreamsPerSocket, 1),
-    streamStallWhenContendedMs: int(env, "STREAM_STALL_WHEN_CONTENDED_MS", ROUTER_DEFAULTS.streamStallWhenContendedMs, 100),
-    fairShare: flag(env, "FAIR_SHARE", ROUTER_DEFAULTS.fairShare),
-    accountWeights: weights(env, "ACCOUNT_WEIGHTS"),
-    metricsToken: env.METRICS_TOKEN ? secret(env, "METRICS_TOKEN") : null,
+const ROUTER_FIELDS = {
+  region: matching("MESH_REGION", /^[a-z0-9-]{1,32}$/, "MESH_REGION must be a short lowercase name such as us-west"),
+  host: HOST,
+  port: int("PORT", ROUTER_DEFAULTS.port, 0),
+  /**
+   * ROUTER_TLS_CERT and ROUTER_TLS_KEY (PEM files, read once at start; a renewed certificate
+   * needs a restart): the port serves HTTPS and WSS. Null: plain HTTP, which is refused at
+   * start unless HOST is a loopback address or MESH_LOCAL=1 (protocol/plaintext.ts).
+   */
+  tls: computed(routerTls),
+  /** MESH_LOCAL=1: part of a one-machine mesh (plain HTTP allowed on any address). */
+  localMode: LOCAL_MODE,
+  /** This region's own secret (the edge holds one per region): verifies the edge's signed calls and grants, signs this region's keep-warm artifact URLs. */
+  meshSecret: secret("MESH_SECRET"),
+  /** During a rotation, the secret being replaced: still accepted, and still used for the URLs this router signs until the edge knows the new one. */
+  meshSecretPrevious: secret("MESH_SECRET_PREVIOUS", true),
+  /** Nodes present this at connect. */
+  nodeToken: secret("NODE_TOKEN"),
+  redis: computed((env): { url: string; token: string } | null =>
+    typeof env.REDIS_URL === "string" && env.REDIS_URL && typeof env.REDIS_TOKEN === "string" && env.REDIS_TOKEN ? { url: env.REDIS_URL, token: env.REDIS_TOKEN } : null,
+  ),
+  /** How often the region report goes to Redis. */
+  reportIntervalMs: int("REPORT_INTERVAL_MS", ROUTER_DEFAULTS.reportIntervalMs, 100),
+  /** Calls waiting or running in the region past this are refused with no_capacity. */
+  maxInflight: int("MAX_INFLIGHT", ROUTER_DEFAULTS.maxInflight, 1),
+  /** A node that does not answer a ping within this is taken out of rotation. */
+  pingIntervalMs: int("PING_INTERVAL_MS", ROUTER_DEFAULTS.pingIntervalMs, 100),
+  /** Time to finish in-flight calls on SIGTERM. */
+  drainTimeoutMs: int("DRAIN_TIMEOUT_MS", ROUTER_DEFAULTS.drainTimeoutMs, 0),
+  maxQueuePerModel: int("MAX_QUEUE_PER_MODEL", ROUTER_DEFAULTS.maxQueuePerModel, 1),
+  /** Bytes of queued inputs the region holds at most (a model's queue: a quarter); past it, no_capacity. */
+  maxQueuedBytes: int("MAX_QUEUED_BYTES", ROUTER_DEFAULTS.maxQueuedBytes, 1024),
+  /** A model with no call for this long drops to its keep-warm floor. */
+  idleTtlMs: int("IDLE_TTL_MS", ROUTER_DEFAULTS.idleTtlMs, 100),
+  warmIntervalMs: int("WARM_INTERVAL_MS", ROUTER_DEFAULTS.warmIntervalMs, 50),
+  /** How often keep-warm policies are read from Redis. */
+  policyIntervalMs: int("POLICY_INTERVAL_MS", ROUTER_DEFAULTS.policyIntervalMs, 100),
+  /** Largest node frame accepted; larger ones close the socket with 1009. */
+  maxFrameBytes: int("MAX_FRAME_BYTES", ROUTER_DEFAULTS.maxFrameBytes, 1024),
+  /** A stream whose reader takes no token for this long is cancelled. */
+  streamStallTimeoutMs: int("STREAM_STALL_TIMEOUT_MS", ROUTER_DEFAULTS.streamStallTimeoutMs, 100),
+  /** Streams one edge stream socket may hold open at once. */
+  maxStreamsPerSocket: int("MAX_STREAMS_PER_SOCKET", ROUTER_DEFAULTS.maxStreamsPerSocket, 1),
+  /** A stalled stream is cancelled after this instead while other accounts wait for a slot. */
+  streamStallWhenContendedMs: int("STREAM_STALL_WHEN_CONTENDED_MS", ROUTER_DEFAULTS.streamStallWhenContendedMs, 100),
+  /** Per-account shares of slots and of MAX_INFLIGHT while accounts contend (fairness.ts). */
+  fairShare: flag("FAIR_SHARE", ROUTER_DEFAULTS.fairShare),
+  /** Account id -> weight in those shares (absent: 1). */
+  accountWeights: json(
+    "ACCOUNT_WEIGHTS",
+    z.record(z.string(), z.number().gt(0).max(1000)),
+    {},
+    "ACCOUNT_WEIGHTS must be a JSON object of account id -> weight (a number above 0, at most 1000)",
+  ),
+  /** Bearer token GET /metrics requires (METRICS_TOKEN); null: /metrics is off (404). */
+  metricsToken: secret("METRICS_TOKEN", true),
+  /**
+   * R2_S3_ENDPOINT, R2_BUCKET, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY (the edge's R2 API token,
+   * read-only is enough): keep-warm loads get presigned R2 URLs like the edge's calls do. Null:
+   * this router signs edge URLs with its region secret (the edge serves both kinds).
+   */
+  r2: computed((env): R2PresignConfig | null =>
     // Any origin may be the edge's local stand-in: a router cannot tell, and a wrong one only fails the node's download.
-    r2: readR2Presign(env, () => true, (msg) => {
+    readR2Presign(env as Record<string, string | undefined>, () => true, (msg) => {
       throw new ConfigError(msg);
     }),
-  };
+  ),
+};
+
+/** The router's configuration: one field of ROUTER_FIELDS per setting. */
+export type RouterConfig = ConfigOf<typeof ROUTER_FIELDS>;
+
+const RouterConfigSchema = configSchema(ROUTER_FIELDS);
+
+export function routerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): RouterConfig {
+  return readConfig(RouterConfigSchema, env);
 }
 
 export function printableConfig(c: RouterConfig): Record<string, unknown> {

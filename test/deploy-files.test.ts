@@ -1,7 +1,8 @@
 // The deploy path's files (docs/deploy.md) against the code they describe: the mesh-router and
 // mesh-node executables start from any directory and refuse a missing configuration clearly;
 // the env examples name every variable the config parsers read, parse as they stand, and run
-// a router and a node that find each other and drain on SIGTERM; the systemd units give the
+// a router and a node that find each other and drain on SIGTERM; the Worker's generated Env type
+// is current with wrangler.toml and deploy/edge.env.example; the systemd units give the
 // drain time to finish; the container files name only what exists; and `npm run deploy:edge --
 // --dry-run` builds the Worker's bundle offline.
 
@@ -40,7 +41,8 @@ function envFile(path: string, withCommented = false): Record<string, string> {
 function envNames(path: string): string[] {
   const src = readFileSync(join(ROOT, path), "utf8");
   const names = new Set<string>();
-  for (const re of [/env\.([A-Z][A-Z0-9_]+)/g, /env\["([A-Z][A-Z0-9_]+)"\]/g, /env, "([A-Z][A-Z0-9_]+)"/g, /"(R2_[A-Z0-9_]+)"/g]) {
+  // env.NAME in code, and a field of a config table (protocol/config-schema.ts): int("NAME", ...).
+  for (const re of [/env\.([A-Z][A-Z0-9_]+)/g, /env\["([A-Z][A-Z0-9_]+)"\]/g, /\b(?:int|num|flag|text|oneOf|matching|secret|bytes|json)\("([A-Z][A-Z0-9_]+)"/g, /\bstr\(env, "([A-Z][A-Z0-9_]+)"\)/g, /"(R2_[A-Z0-9_]+)"/g]) {
     for (const m of src.matchAll(re)) names.add(m[1]!);
   }
   return [...names].sort();
@@ -124,10 +126,12 @@ describe("env examples", () => {
   const cases = [
     { file: "deploy/router.env.example", parsers: ["regions/config.ts", "protocol/presign.ts"] },
     { file: "deploy/node.env.example", parsers: ["gpu-node/config.ts"] },
+    // The Worker's: its secrets and optional settings there, the rest in wrangler.toml's [vars].
+    { file: "deploy/edge.env.example", parsers: ["edge/env.ts", "protocol/presign.ts"], also: ["REGIONS", "INFER_TIMEOUT_MS", "PUBLIC_ORIGIN"] },
   ];
-  for (const { file, parsers } of cases) {
+  for (const { file, parsers, also = [] } of cases) {
     it(`${file} names every variable ${parsers.join(" and ")} read`, () => {
-      const named = Object.keys(envFile(file, true));
+      const named = [...Object.keys(envFile(file, true)), ...also];
       const read = parsers.flatMap(envNames);
       expect(read.length).toBeGreaterThan(10);
       expect(read.filter((n) => !named.includes(n))).toEqual([]);
@@ -143,6 +147,25 @@ describe("env examples", () => {
     expect(node.nodeId).not.toBe("");
     expect(node.metrics).toBeNull();
   });
+});
+
+describe("the Worker's Env type", () => {
+  it("edge/worker-configuration.d.ts is what `npm run types:edge` (wrangler types) writes now", () => {
+    // Written next to the real one (its import of ./index is relative), under a name of its own.
+    const out = `edge/worker-configuration.check-${process.pid}-${Date.now()}.d.ts`;
+    try {
+      const r = spawnSync(
+        process.execPath,
+        [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "types", out, "--include-runtime=false", "--strict-vars=false", "--env-file", "deploy/edge.env.example"],
+        { cwd: ROOT, encoding: "utf8", env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_COLOR: "1" }, timeout: 60_000 },
+      );
+      expect(r.status, r.stderr + r.stdout).toBe(0);
+      const fresh = readFileSync(join(ROOT, out), "utf8").replace(out, "edge/worker-configuration.d.ts");
+      expect(fresh, "run `npm run types:edge` and commit edge/worker-configuration.d.ts").toBe(readFileSync(join(ROOT, "edge/worker-configuration.d.ts"), "utf8"));
+    } finally {
+      rmSync(join(ROOT, out), { force: true });
+    }
+  }, 90_000);
 });
 
 describe("systemd units", () => {

@@ -657,4 +657,21 @@ describe("one security suite over every route in /openapi.json", () => {
     expect(docs.body).toContain("/v1/models/{m}/traffic");
     expect(docs.body).not.toMatch(/(src|href)="https?:/);
   });
+
+  it("the data plane refuses what /openapi.json's request schemas refuse, before a node sees it", async () => {
+    const x = { name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] };
+    for (const body of [
+      { inputs: [{ ...x, data: 5 }] }, // data must be an array
+      { id: 7, inputs: [x] },
+      { inputs: [x], outputs: [{ name: "probs", parameters: { binary_data: "yes" } }] },
+      { inputs: [x], parameters: { binary_data_output: 1 } },
+    ]) {
+      const a = await infer(A, body);
+      expect({ body, status: a.status, code: a.body?.code }).toEqual({ body, status: 400, code: "invalid_tensor" });
+    }
+    for (const body of [{ text_input: "" }, { text_input: "hi", parameters: { top_k: -1 } }, { text_input: "hi", id: "has space" }]) {
+      const a = await call(`${A}/v2/models/demo-mlp/generate`, { key: mesh.apiKey, json: body });
+      expect({ body, status: a.status, code: a.body?.code }).toEqual({ body, status: 400, code: "bad_request" });
+    }
+  });
 });

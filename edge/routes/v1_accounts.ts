@@ -5,17 +5,16 @@
 // replacement.
 
 import { and, eq, gte, isNull, ne, sql } from "drizzle-orm";
-import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { accounts, apiKeys, usageEvents } from "../../schema/schema.js";
 import { newApiKey, randomId } from "../api-keys.js";
-import type { AppContext, AppEnv } from "../context.js";
+import type { AppContext } from "../context.js";
 import { log } from "../log.js";
 import { monthStart, raiseMonthlyCount } from "../quota.js";
 import { sharedStoreFor } from "../redis.js";
-import { limitBody, parseBody, requireAdmin } from "../middleware.js";
-import { describeRoute } from "../openapi.js";
+import { limitBody, requireAdmin } from "../middleware.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
 import { RateLimitSchema } from "./v1_keys.js";
 
 const LimitsFields = {
@@ -61,75 +60,81 @@ async function seedQuotaCount(c: AppContext, accountId: string): Promise<void> {
   );
 }
 
-export function registerV1Accounts(app: Hono<AppEnv>): void {
-  app.post("/v1/accounts", requireAdmin(), limitBody(16 * 1024), async (c) => {
-    const body = await parseBody(c, CreateAccountSchema);
-    const accountId = randomId("acc_");
-    const keyId = randomId("key_");
-    const { key, hash, start } = await newApiKey();
-    const scopes = ["infer", "manage"];
-    const db = c.get("db");
-    // D1 has no interactive transactions; a batch is atomic.
-    await db.batch([
-      db.insert(accounts).values({
-        id: accountId,
-        name: body.name,
-        monthlyRequestQuota: body.monthlyRequests ?? null,
-        ratePerSecond: body.rateLimit?.perSecond ?? null,
-        rateBurst: body.rateLimit?.burst ?? null,
-      }),
-      db.insert(apiKeys).values({ id: keyId, accountId, name: "first key", hash, start, scopes }),
-    ]);
-    return c.json(
-      { accountId, name: body.name, monthlyRequests: body.monthlyRequests ?? null, rateLimit: body.rateLimit ?? null, apiKey: { id: keyId, key, start, scopes } },
-      201,
-    );
-  });
-
-  app.patch("/v1/accounts/:id", requireAdmin(), limitBody(16 * 1024), async (c) => {
-    const body = await parseBody(c, UpdateAccountSchema);
-    const set: Partial<typeof accounts.$inferInsert> = {};
-    if (body.name !== undefined) set.name = body.name;
-    if (body.monthlyRequests !== undefined) set.monthlyRequestQuota = body.monthlyRequests;
-    if (body.rateLimit !== undefined) {
-      set.ratePerSecond = body.rateLimit?.perSecond ?? null;
-      set.rateBurst = body.rateLimit?.burst ?? null;
-    }
-    const row = await c.get("db").update(accounts).set(set).where(eq(accounts.id, c.req.param("id"))).returning().get();
-    if (!row) throw new MeshError("not_found", "no such account");
-    if (typeof body.monthlyRequests === "number") await seedQuotaCount(c, row.id);
-    return c.json({
-      accountId: row.id,
-      name: row.name,
-      monthlyRequests: row.monthlyRequestQuota,
-      rateLimit: row.ratePerSecond !== null && row.rateBurst !== null ? { perSecond: row.ratePerSecond, burst: row.rateBurst } : null,
-    });
-  });
-
-  describeRoute({
-    method: "post",
-    path: "/v1/accounts",
-    tag: "Operator",
-    auth: "admin",
-    summary: "Create an account and its first key",
-    body: { schema: CreateAccountSchema, maxBytes: 16 * 1024, example: { name: "acme", monthlyRequests: 1000000, rateLimit: { perSecond: 100, burst: 200 } } },
-    responses: {
-      201: {
-        description: "The account and its first key (scopes infer and manage; `key` shown this once).",
-        schema: AccountSchema.extend({ apiKey: z.object({ id: z.string(), key: z.string(), start: z.string(), scopes: z.array(z.string()) }) }),
+export function registerV1Accounts(app: MeshApp): void {
+  app.openapi(
+    meshRoute({
+      method: "post",
+      path: "/v1/accounts",
+      tag: "Operator",
+      auth: "admin",
+      summary: "Create an account and its first key",
+      body: { schema: CreateAccountSchema, maxBytes: 16 * 1024, example: { name: "acme", monthlyRequests: 1000000, rateLimit: { perSecond: 100, burst: 200 } } },
+      responses: {
+        201: {
+          description: "The account and its first key (scopes infer and manage; `key` shown this once).",
+          schema: AccountSchema.extend({ apiKey: z.object({ id: z.string(), key: z.string(), start: z.string(), scopes: z.array(z.string()) }) }),
+        },
       },
+      middleware: [requireAdmin(), limitBody(16 * 1024)],
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const accountId = randomId("acc_");
+      const keyId = randomId("key_");
+      const { key, hash, start } = await newApiKey();
+      const scopes = ["infer", "manage"];
+      const db = c.get("db");
+      // D1 has no interactive transactions; a batch is atomic.
+      await db.batch([
+        db.insert(accounts).values({
+          id: accountId,
+          name: body.name,
+          monthlyRequestQuota: body.monthlyRequests ?? null,
+          ratePerSecond: body.rateLimit?.perSecond ?? null,
+          rateBurst: body.rateLimit?.burst ?? null,
+        }),
+        db.insert(apiKeys).values({ id: keyId, accountId, name: "first key", hash, start, scopes }),
+      ]);
+      return c.json(
+        { accountId, name: body.name, monthlyRequests: body.monthlyRequests ?? null, rateLimit: body.rateLimit ?? null, apiKey: { id: keyId, key, start, scopes } },
+        201,
+      );
     },
-  });
-  describeRoute({
-    method: "patch",
-    path: "/v1/accounts/{id}",
-    tag: "Operator",
-    auth: "admin",
-    summary: "Change an account's name, quota or rate limit",
-    description: "Every edge applies the new limits within the revocation bound.",
-    params: { id: "The account's id (`acc_...`)." },
-    body: { schema: UpdateAccountSchema, maxBytes: 16 * 1024, example: { monthlyRequests: 5000 } },
-    responses: { 200: { description: "The account as it is now.", schema: AccountSchema } },
-    errors: ["not_found"],
-  });
+  );
+
+  app.openapi(
+    meshRoute({
+      method: "patch",
+      path: "/v1/accounts/{id}",
+      tag: "Operator",
+      auth: "admin",
+      summary: "Change an account's name, quota or rate limit",
+      description: "Every edge applies the new limits within the revocation bound.",
+      params: { id: "The account's id (`acc_...`)." },
+      body: { schema: UpdateAccountSchema, maxBytes: 16 * 1024, example: { monthlyRequests: 5000 } },
+      responses: { 200: { description: "The account as it is now.", schema: AccountSchema } },
+      errors: ["not_found"],
+      middleware: [requireAdmin(), limitBody(16 * 1024)],
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const set: Partial<typeof accounts.$inferInsert> = {};
+      if (body.name !== undefined) set.name = body.name;
+      if (body.monthlyRequests !== undefined) set.monthlyRequestQuota = body.monthlyRequests;
+      if (body.rateLimit !== undefined) {
+        set.ratePerSecond = body.rateLimit?.perSecond ?? null;
+        set.rateBurst = body.rateLimit?.burst ?? null;
+      }
+      const row = await c.get("db").update(accounts).set(set).where(eq(accounts.id, c.req.param("id"))).returning().get();
+      if (!row) throw new MeshError("not_found", "no such account");
+      if (typeof body.monthlyRequests === "number") await seedQuotaCount(c, row.id);
+      return c.json({
+        accountId: row.id,
+        name: row.name,
+        monthlyRequests: row.monthlyRequestQuota,
+        rateLimit: row.ratePerSecond !== null && row.rateBurst !== null ? { perSecond: row.ratePerSecond, burst: row.rateBurst } : null,
+      });
+    },
+  );
+
 }

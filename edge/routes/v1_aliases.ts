@@ -3,13 +3,12 @@
 // named `latest` pins what `latest` means; deleting it lets `latest` follow the newest upload
 // again. Every edge sees a switch within the revocation bound (model-registry.ts), whole.
 
-import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { services, type AppEnv } from "../context.js";
-import { limitBody, parseBody, requireKey } from "../middleware.js";
+import { services } from "../context.js";
+import { limitBody, requireKey } from "../middleware.js";
 import { ALIAS_NAME_RE, evictModel, requireModel, resolveVersion } from "../model-registry.js";
-import { describeRoute } from "../openapi.js";
+import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
 import { REVOCATION_BOUND_MS } from "../api-keys.js";
 import { republishWarmPolicy } from "./v1_models.js";
 
@@ -27,8 +26,9 @@ function aliasName(raw: string): string {
   return raw;
 }
 
-export function registerV1Aliases(app: Hono<AppEnv>): void {
+export function registerV1Aliases(app: MeshApp): void {
   const manage = requireKey("manage");
+  const params = { m: "Model name.", alias: "Alias name, e.g. `prod` (`latest` pins what `latest` means)." };
 
   app.get("/v1/models/:m/aliases", manage, async (c) => {
     const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m"));
@@ -36,25 +36,45 @@ export function registerV1Aliases(app: Hono<AppEnv>): void {
     return c.json({ model: model.name, aliases: model.aliases, latest });
   });
 
-  app.put("/v1/models/:m/aliases/:alias", manage, limitBody(1024), async (c) => {
-    const s = services(c);
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(s, accountId, c.req.param("m"));
-    const alias = aliasName(c.req.param("alias"));
-    const { version } = await parseBody(c, SetAliasSchema);
-    const row = await c.env.DB.prepare(
-      `INSERT INTO aliases (model_id, name, version, updated_at)
-       SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM model_versions WHERE model_id = ?1 AND version = ?3 AND deleted_at IS NULL)
-       ON CONFLICT (model_id, name) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
-       RETURNING version, updated_at`,
-    )
-      .bind(model.id, alias, version, Date.now())
-      .first<{ version: number; updated_at: number }>();
-    if (!row) throw new MeshError("version_not_found", `model '${model.name}' has no version '${version}'`);
-    await evictModel(s, accountId, model.name);
-    if (alias === "latest") await republishWarmPolicy(c, accountId, model.name);
-    return c.json({ model: model.name, alias, version: row.version, updatedAt: row.updated_at, everywhereBy: row.updated_at + REVOCATION_BOUND_MS });
-  });
+  app.openapi(
+    meshRoute({
+      method: "put",
+      path: "/v1/models/{m}/aliases/{alias}",
+      tag: "Versions and traffic",
+      auth: "manage",
+      summary: "Point an alias at a version (create or switch)",
+      description: `Atomic; every edge serves the new version for calls that start more than ${REVOCATION_BOUND_MS} ms later.`,
+      params,
+      body: { schema: SetAliasSchema, maxBytes: 1024, example: { version: 2 } },
+      responses: {
+        200: {
+          description: "The alias as it is now.",
+          schema: z.object({ model: z.string(), alias: z.string(), version: z.number(), updatedAt: z.number(), everywhereBy: z.number() }),
+        },
+      },
+      errors: ["model_not_found", "version_not_found"],
+      middleware: [manage, limitBody(1024)],
+    }),
+    async (c) => {
+      const s = services(c);
+      const accountId = c.get("key").accountId;
+      const model = await requireModel(s, accountId, c.req.param("m"));
+      const alias = aliasName(c.req.param("alias"));
+      const { version } = c.req.valid("json");
+      const row = await c.env.DB.prepare(
+        `INSERT INTO aliases (model_id, name, version, updated_at)
+         SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM model_versions WHERE model_id = ?1 AND version = ?3 AND deleted_at IS NULL)
+         ON CONFLICT (model_id, name) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
+         RETURNING version, updated_at`,
+      )
+        .bind(model.id, alias, version, Date.now())
+        .first<{ version: number; updated_at: number }>();
+      if (!row) throw new MeshError("version_not_found", `model '${model.name}' has no version '${version}'`);
+      await evictModel(s, accountId, model.name);
+      if (alias === "latest") await republishWarmPolicy(c, accountId, model.name);
+      return c.json({ model: model.name, alias, version: row.version, updatedAt: row.updated_at, everywhereBy: row.updated_at + REVOCATION_BOUND_MS });
+    },
+  );
 
   app.delete("/v1/models/:m/aliases/:alias", manage, async (c) => {
     const s = services(c);
@@ -70,7 +90,6 @@ export function registerV1Aliases(app: Hono<AppEnv>): void {
     return c.json({ model: model.name, alias, deleted: true });
   });
 
-  const params = { m: "Model name.", alias: "Alias name, e.g. `prod` (`latest` pins what `latest` means)." };
   describeRoute({
     method: "get",
     path: "/v1/models/{m}/aliases",
@@ -80,23 +99,6 @@ export function registerV1Aliases(app: Hono<AppEnv>): void {
     params: { m: "Model name." },
     responses: { 200: { description: "Alias -> version.", schema: AliasesSchema } },
     errors: ["model_not_found"],
-  });
-  describeRoute({
-    method: "put",
-    path: "/v1/models/{m}/aliases/{alias}",
-    tag: "Versions and traffic",
-    auth: "manage",
-    summary: "Point an alias at a version (create or switch)",
-    description: `Atomic; every edge serves the new version for calls that start more than ${REVOCATION_BOUND_MS} ms later.`,
-    params,
-    body: { schema: SetAliasSchema, maxBytes: 1024, example: { version: 2 } },
-    responses: {
-      200: {
-        description: "The alias as it is now.",
-        schema: z.object({ model: z.string(), alias: z.string(), version: z.number(), updatedAt: z.number(), everywhereBy: z.number() }),
-      },
-    },
-    errors: ["model_not_found", "version_not_found"],
   });
   describeRoute({
     method: "delete",

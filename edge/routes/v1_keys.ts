@@ -2,14 +2,13 @@
 // is refused at once by this isolate and Redis, and by every isolate within REVOCATION_BOUND_MS.
 
 import { and, desc, eq, isNull } from "drizzle-orm";
-import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { accounts, apiKeys } from "../../schema/schema.js";
 import { evictKey, newApiKey, randomId, REVOCATION_BOUND_MS, SCOPES } from "../api-keys.js";
-import { services, type AppEnv } from "../context.js";
-import { limitBody, parseBody, requireKey } from "../middleware.js";
-import { describeRoute } from "../openapi.js";
+import { services } from "../context.js";
+import { limitBody, requireKey } from "../middleware.js";
+import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
 
 export const RateLimitSchema = z
   .object({
@@ -40,35 +39,47 @@ const CreatedKeySchema = KeySchema.omit({ createdAt: true, revokedAt: true }).ex
   key: z.string().describe("The key itself: shown this once, never again."),
 });
 
-export function registerV1Keys(app: Hono<AppEnv>): void {
+export function registerV1Keys(app: MeshApp): void {
   const manage = requireKey("manage");
 
-  app.post("/v1/keys", manage, limitBody(16 * 1024), async (c) => {
-    const body = await parseBody(c, CreateKeySchema);
-    const db = c.get("db");
-    const accountId = c.get("key").accountId;
-    if (body.rateLimit) {
-      const account = await db.select({ perSecond: accounts.ratePerSecond, burst: accounts.rateBurst }).from(accounts).where(eq(accounts.id, accountId)).get();
-      const cap = account?.perSecond != null && account.burst != null ? { perSecond: account.perSecond, burst: account.burst } : c.get("config").defaultRateLimit;
-      if (body.rateLimit.perSecond > cap.perSecond || body.rateLimit.burst > cap.burst) {
-        throw new MeshError("bad_request", `'rateLimit' may not exceed the account's (${cap.perSecond}/s, burst ${cap.burst})`);
+  app.openapi(
+    meshRoute({
+      method: "post",
+      path: "/v1/keys",
+      tag: "Keys",
+      auth: "manage",
+      summary: "Create an API key",
+      body: { schema: CreateKeySchema, maxBytes: 16 * 1024, example: { name: "ci", scopes: ["infer"], rateLimit: { perSecond: 10, burst: 20 } } },
+      responses: { 201: { description: "The new key; `key` is shown this once.", schema: CreatedKeySchema } },
+      middleware: [manage, limitBody(16 * 1024)],
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const db = c.get("db");
+      const accountId = c.get("key").accountId;
+      if (body.rateLimit) {
+        const account = await db.select({ perSecond: accounts.ratePerSecond, burst: accounts.rateBurst }).from(accounts).where(eq(accounts.id, accountId)).get();
+        const cap = account?.perSecond != null && account.burst != null ? { perSecond: account.perSecond, burst: account.burst } : c.get("config").defaultRateLimit;
+        if (body.rateLimit.perSecond > cap.perSecond || body.rateLimit.burst > cap.burst) {
+          throw new MeshError("bad_request", `'rateLimit' may not exceed the account's (${cap.perSecond}/s, burst ${cap.burst})`);
+        }
       }
-    }
-    const id = randomId("key_");
-    const { key, hash, start } = await newApiKey();
-    const scopes = [...new Set(body.scopes)];
-    await db.insert(apiKeys).values({
-      id,
-      accountId,
-      name: body.name,
-      hash,
-      start,
-      scopes,
-      ratePerSecond: body.rateLimit?.perSecond ?? null,
-      rateBurst: body.rateLimit?.burst ?? null,
-    });
-    return c.json({ id, name: body.name, key, start, scopes, rateLimit: body.rateLimit ?? null }, 201);
-  });
+      const id = randomId("key_");
+      const { key, hash, start } = await newApiKey();
+      const scopes = [...new Set(body.scopes)];
+      await db.insert(apiKeys).values({
+        id,
+        accountId,
+        name: body.name,
+        hash,
+        start,
+        scopes,
+        ratePerSecond: body.rateLimit?.perSecond ?? null,
+        rateBurst: body.rateLimit?.burst ?? null,
+      });
+      return c.json({ id, name: body.name, key, start, scopes, rateLimit: body.rateLimit ?? null }, 201);
+    },
+  );
 
   app.get("/v1/keys", manage, async (c) => {
     const rows = await c
@@ -107,15 +118,6 @@ export function registerV1Keys(app: Hono<AppEnv>): void {
     return c.json({ id, revokedAt, refusedEverywhereBy: revokedAt + REVOCATION_BOUND_MS });
   });
 
-  describeRoute({
-    method: "post",
-    path: "/v1/keys",
-    tag: "Keys",
-    auth: "manage",
-    summary: "Create an API key",
-    body: { schema: CreateKeySchema, maxBytes: 16 * 1024, example: { name: "ci", scopes: ["infer"], rateLimit: { perSecond: 10, burst: 20 } } },
-    responses: { 201: { description: "The new key; `key` is shown this once.", schema: CreatedKeySchema } },
-  });
   describeRoute({
     method: "get",
     path: "/v1/keys",

@@ -15,7 +15,6 @@
 
 import { artifactKey } from "../../protocol/presign.js";
 import { and, desc, eq, isNull, sql } from "drizzle-orm";
-import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { BUNDLE_FILE_NAME_RE, MAX_BUNDLE_FILES, type BundleFile } from "../../protocol/messages.js";
@@ -23,12 +22,13 @@ import { checkExternalData, OnnxParseError, readOnnxSignature, type OnnxModelInf
 import { sha256Hex } from "../../protocol/signing.js";
 import { models, modelVersions } from "../../schema/schema.js";
 import { randomId } from "../api-keys.js";
-import { services, type AppContext, type AppEnv } from "../context.js";
+import { services, type AppContext } from "../context.js";
 import { checkGenerativeFiles, GENERATIVE_FILES } from "../generative-bundle.js";
 import { MAX_TOKENIZER_BYTES } from "../tokenizers.js";
-import { limitBody, parseBody, requireKey } from "../middleware.js";
+import { limitBody, requireKey } from "../middleware.js";
 import { evictModel, MODEL_NAME_RE, requireModel, type ModelInfo } from "../model-registry.js";
-import { describeRoute } from "../openapi.js";
+import { TensorSpecSchema } from "../infer-request.js";
+import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
 import { ruleVersions } from "../traffic.js";
 import {
   bundleFiles,
@@ -45,7 +45,6 @@ import {
   putPart,
   recordBundleFile,
   requireUpload,
-  uploadLimits,
 } from "../uploads.js";
 import { publishWarmPolicy } from "../warm-policies.js";
 import { log } from "../log.js";
@@ -109,7 +108,6 @@ const WarmPolicySchema = z
   .strict()
   .refine((b) => Object.keys(b).length > 0, "send 'keepWarm', 'replicas' and/or 'regions'");
 
-const TensorSpecSchema = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });
 const VersionSchema = z.object({
   version: z.number().int(),
   sha256: z.string(),
@@ -199,7 +197,7 @@ const VersionCreatedSchema = z.object({
   size: z.number(),
   runtime: z.string(),
   irVersion: z.number(),
-  opsetVersion: z.number(),
+  opsetVersion: z.number().nullable().describe("The default (ai.onnx) domain's opset; null when the graph imports none."),
   inputs: z.array(TensorSpecSchema),
   outputs: z.array(TensorSpecSchema),
   files: z.array(z.object({ name: z.string(), sha256: z.string(), size: z.number() })).optional().describe("A bundle's data files."),
@@ -230,24 +228,38 @@ const UploadSchema = z.object({
 });
 const PartSchema = z.object({ partNumber: z.number(), size: z.number(), etag: z.string() });
 
-export function registerV1Models(app: Hono<AppEnv>): void {
+export function registerV1Models(app: MeshApp): void {
   const manage = requireKey("manage");
+  const M = { m: "Model name." };
 
-  app.post("/v1/models", manage, limitBody(16 * 1024), async (c) => {
-    const body = await parseBody(c, CreateModelSchema);
-    const accountId = c.get("key").accountId;
-    const id = randomId("mdl_");
-    const inserted = await c
-      .get("db")
-      .insert(models)
-      .values({ id, accountId, name: body.name })
-      .onConflictDoNothing()
-      .returning({ id: models.id })
-      .get();
-    if (!inserted) throw new MeshError("conflict", `model '${body.name}' already exists`);
-    await evictModel(services(c), accountId, body.name);
-    return c.json({ id, name: body.name }, 201);
-  });
+  app.openapi(
+    meshRoute({
+      method: "post",
+      path: "/v1/models",
+      tag: "Models",
+      auth: "manage",
+      summary: "Create a model (no versions yet)",
+      body: { schema: CreateModelSchema, maxBytes: 16 * 1024, example: { name: "my-model" } },
+      responses: { 201: { description: "Created.", schema: z.object({ id: z.string(), name: z.string() }) } },
+      errors: ["conflict"],
+      middleware: [manage, limitBody(16 * 1024)],
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const accountId = c.get("key").accountId;
+      const id = randomId("mdl_");
+      const inserted = await c
+        .get("db")
+        .insert(models)
+        .values({ id, accountId, name: body.name })
+        .onConflictDoNothing()
+        .returning({ id: models.id })
+        .get();
+      if (!inserted) throw new MeshError("conflict", `model '${body.name}' already exists`);
+      await evictModel(services(c), accountId, body.name);
+      return c.json({ id, name: body.name }, 201);
+    },
+  );
 
   app.get("/v1/models", manage, async (c) => {
     const db = c.get("db");
@@ -272,30 +284,44 @@ export function registerV1Models(app: Hono<AppEnv>): void {
   // Warm policy: {"keepWarm": n} is a floor of replicas per region; {"replicas": n} pins the
   // count (null hands it back to traffic). Stored in D1, then published to the routers.
   // Data residency: {"regions": [...]} restricts the model to those regions (null: any).
-  app.put("/v1/models/:m", manage, limitBody(16 * 1024), async (c) => {
-    const accountId = c.get("key").accountId;
-    const db = c.get("db");
-    const s = services(c);
-    const model = await requireModel(s, accountId, c.req.param("m"));
-    const body = await parseBody(c, WarmPolicySchema);
-    const update: { keepWarm?: number; replicas?: number | null; regions?: string[] | null } = {};
-    if (body.keepWarm !== undefined) update.keepWarm = body.keepWarm;
-    if (body.replicas !== undefined) update.replicas = body.replicas;
-    if (body.regions !== undefined) {
-      const known = c.get("config").regions.map((r) => r.name);
-      const r = body.regions;
-      if (r !== null && !r.every((x) => known.includes(x))) {
-        throw new MeshError("bad_request", `'regions' must be null or a non-empty list of: ${known.join(", ")}`);
+  app.openapi(
+    meshRoute({
+      method: "put",
+      path: "/v1/models/{m}",
+      tag: "Models",
+      auth: "manage",
+      summary: "Set the warm policy and data residency",
+      params: M,
+      body: { schema: WarmPolicySchema, maxBytes: 16 * 1024, example: { keepWarm: 1 } },
+      responses: { 200: { description: "The model, and whether the routers were told.", schema: ModelSchema.extend({ policyPublished: z.boolean() }) } },
+      errors: ["model_not_found"],
+      middleware: [manage, limitBody(16 * 1024)],
+    }),
+    async (c) => {
+      const accountId = c.get("key").accountId;
+      const db = c.get("db");
+      const s = services(c);
+      const model = await requireModel(s, accountId, c.req.param("m"));
+      const body = c.req.valid("json");
+      const update: { keepWarm?: number; replicas?: number | null; regions?: string[] | null } = {};
+      if (body.keepWarm !== undefined) update.keepWarm = body.keepWarm;
+      if (body.replicas !== undefined) update.replicas = body.replicas;
+      if (body.regions !== undefined) {
+        const known = c.get("config").regions.map((r) => r.name);
+        const r = body.regions;
+        if (r !== null && !r.every((x) => known.includes(x))) {
+          throw new MeshError("bad_request", `'regions' must be null or a non-empty list of: ${known.join(", ")}`);
+        }
+        update.regions = r === null ? null : [...new Set(r)];
       }
-      update.regions = r === null ? null : [...new Set(r)];
-    }
-    await db.update(models).set(update).where(eq(models.id, model.id));
-    await evictModel(s, accountId, model.name);
-    const fresh = await requireModel(s, accountId, model.name);
-    const applied = await publishWarmPolicy(c.get("config"), fresh);
-    if (!applied) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
-    return c.json({ ...describe(fresh), policyPublished: applied });
-  });
+      await db.update(models).set(update).where(eq(models.id, model.id));
+      await evictModel(s, accountId, model.name);
+      const fresh = await requireModel(s, accountId, model.name);
+      const applied = await publishWarmPolicy(c.get("config"), fresh);
+      if (!applied) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
+      return c.json({ ...describe(fresh), policyPublished: applied });
+    },
+  );
 
   app.post("/v1/models/:m/versions", manage, limitBody(MAX_MODEL_BYTES), async (c) => {
     const accountId = c.get("key").accountId;
@@ -346,16 +372,32 @@ export function registerV1Models(app: Hono<AppEnv>): void {
 
   // Multipart uploads (edge/uploads.ts): create, send parts (again after a failure: a part sent
   // twice is replaced), look at what arrived, complete into a version, or abort.
-  app.post("/v1/models/:m/uploads", manage, limitBody(16 * 1024), async (c) => {
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(services(c), accountId, c.req.param("m"));
-    const body = await parseBody(c, CreateUploadSchema);
-    // Named files must exist now (the graph's completion looks them up again), the Hugging Face
-    // ones of the right shape (refused now rather than after the graph's parts went up).
-    if (body.files) await checkGenerativeFiles(c.env.ARTIFACTS, await bundleFiles(c.env.ARTIFACTS, accountId, body.files), artifactKey);
-    const record = await createUpload(c.env.ARTIFACTS, uploadLimits(c.env), { accountId, modelId: model.id, model: model.name }, body);
-    return c.json(describeUpload(record), 201);
-  });
+  app.openapi(
+    meshRoute({
+      method: "post",
+      path: "/v1/models/{m}/uploads",
+      tag: "Models",
+      auth: "manage",
+      summary: "Start a multipart upload (files of any size)",
+      description:
+        "For files too big for one body (`POST .../versions` takes at most 100 MB): send the size, then the file in parts (`PUT .../uploads/{id}/parts/{n}`), then `POST .../complete`. Every part but the last is `partSize` bytes (5-64 MiB). An upload expires 24 h after it starts; an account has at most `MAX_OPEN_UPLOADS` open (409 above), a file at most `MAX_UPLOAD_BYTES` (413). `npm run upload` does all of it, with resume.",
+      params: M,
+      body: { schema: CreateUploadSchema, maxBytes: 16 * 1024, example: { size: 734003200, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" } },
+      responses: { 201: { description: "The upload: how many parts of what size to send.", schema: UploadSchema } },
+      errors: ["model_not_found", "payload_too_large", "conflict"],
+      middleware: [manage, limitBody(16 * 1024)],
+    }),
+    async (c) => {
+      const accountId = c.get("key").accountId;
+      const model = await requireModel(services(c), accountId, c.req.param("m"));
+      const body = c.req.valid("json");
+      // Named files must exist now (the graph's completion looks them up again), the Hugging Face
+      // ones of the right shape (refused now rather than after the graph's parts went up).
+      if (body.files) await checkGenerativeFiles(c.env.ARTIFACTS, await bundleFiles(c.env.ARTIFACTS, accountId, body.files), artifactKey);
+      const record = await createUpload(c.env.ARTIFACTS, c.get("config").uploads, { accountId, modelId: model.id, model: model.name }, body);
+      return c.json(describeUpload(record), 201);
+    },
+  );
 
   app.get("/v1/models/:m/uploads", manage, async (c) => {
     const accountId = c.get("key").accountId;
@@ -471,17 +513,6 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     return c.json({ model: model.name, version, deleted: true });
   });
 
-  const M = { m: "Model name." };
-  describeRoute({
-    method: "post",
-    path: "/v1/models",
-    tag: "Models",
-    auth: "manage",
-    summary: "Create a model (no versions yet)",
-    body: { schema: CreateModelSchema, maxBytes: 16 * 1024, example: { name: "my-model" } },
-    responses: { 201: { description: "Created.", schema: z.object({ id: z.string(), name: z.string() }) } },
-    errors: ["conflict"],
-  });
   describeRoute({
     method: "get",
     path: "/v1/models",
@@ -503,17 +534,6 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     summary: "A model: versions, aliases, traffic rule, warm policy",
     params: M,
     responses: { 200: { description: "The model.", schema: ModelSchema } },
-    errors: ["model_not_found"],
-  });
-  describeRoute({
-    method: "put",
-    path: "/v1/models/{m}",
-    tag: "Models",
-    auth: "manage",
-    summary: "Set the warm policy and data residency",
-    params: M,
-    body: { schema: WarmPolicySchema, maxBytes: 16 * 1024, example: { keepWarm: 1 } },
-    responses: { 200: { description: "The model, and whether the routers were told.", schema: ModelSchema.extend({ policyPublished: z.boolean() }) } },
     errors: ["model_not_found"],
   });
   describeRoute({
@@ -550,19 +570,6 @@ export function registerV1Models(app: Hono<AppEnv>): void {
     errors: ["model_not_found", "payload_too_large", "unsupported_media_type"],
   });
   const U = { ...M, id: "The upload id (upl_...), from POST /v1/models/{m}/uploads." };
-  describeRoute({
-    method: "post",
-    path: "/v1/models/{m}/uploads",
-    tag: "Models",
-    auth: "manage",
-    summary: "Start a multipart upload (files of any size)",
-    description:
-      "For files too big for one body (`POST .../versions` takes at most 100 MB): send the size, then the file in parts (`PUT .../uploads/{id}/parts/{n}`), then `POST .../complete`. Every part but the last is `partSize` bytes (5-64 MiB). An upload expires 24 h after it starts; an account has at most `MAX_OPEN_UPLOADS` open (409 above), a file at most `MAX_UPLOAD_BYTES` (413). `npm run upload` does all of it, with resume.",
-    params: M,
-    body: { schema: CreateUploadSchema, maxBytes: 16 * 1024, example: { size: 734003200, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" } },
-    responses: { 201: { description: "The upload: how many parts of what size to send.", schema: UploadSchema } },
-    errors: ["model_not_found", "payload_too_large", "conflict"],
-  });
   describeRoute({
     method: "get",
     path: "/v1/models/{m}/uploads",

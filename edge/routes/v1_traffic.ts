@@ -5,15 +5,14 @@
 // edge within the revocation bound.
 
 import { eq } from "drizzle-orm";
-import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { trafficRules } from "../../schema/schema.js";
 import { REVOCATION_BOUND_MS } from "../api-keys.js";
-import { services, type AppEnv } from "../context.js";
-import { limitBody, parseBody, requireKey } from "../middleware.js";
+import { services } from "../context.js";
+import { limitBody, requireKey } from "../middleware.js";
 import { evictModel, requireModel } from "../model-registry.js";
-import { describeRoute } from "../openapi.js";
+import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
 import { ruleVersions, TrafficRuleSchema } from "../traffic.js";
 
 const RuleResponseSchema = z.object({
@@ -23,8 +22,9 @@ const RuleResponseSchema = z.object({
   everywhereBy: z.number().nullable().describe("updatedAt + the bound: every edge follows the rule for calls that start after this."),
 });
 
-export function registerV1Traffic(app: Hono<AppEnv>): void {
+export function registerV1Traffic(app: MeshApp): void {
   const manage = requireKey("manage");
+  const params = { m: "Model name." };
 
   app.get("/v1/models/:m/traffic", manage, async (c) => {
     const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m"));
@@ -32,31 +32,53 @@ export function registerV1Traffic(app: Hono<AppEnv>): void {
     return c.json({ model: model.name, rule: model.traffic, updatedAt: row?.updatedAt ?? null, everywhereBy: row ? row.updatedAt + REVOCATION_BOUND_MS : null });
   });
 
-  app.put("/v1/models/:m/traffic", manage, limitBody(16 * 1024), async (c) => {
-    const s = services(c);
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(s, accountId, c.req.param("m"));
-    const rule = await parseBody(c, TrafficRuleSchema);
-    const versions = ruleVersions(rule);
-    const now = Date.now();
-    const row = await c.env.DB.prepare(
-      `INSERT INTO traffic_rules (model_id, rule, updated_at)
-       SELECT ?1, ?2, ?3 WHERE (
-         SELECT COUNT(*) FROM model_versions
-         WHERE model_id = ?1 AND deleted_at IS NULL AND version IN (SELECT value FROM json_each(?4))) = ?5
-       ON CONFLICT (model_id) DO UPDATE SET rule = excluded.rule, updated_at = excluded.updated_at
-       RETURNING updated_at`,
-    )
-      .bind(model.id, JSON.stringify(rule), now, JSON.stringify(versions), versions.length)
-      .first<{ updated_at: number }>();
-    if (!row) {
-      const live = new Set(model.versions.map((v) => v.version));
-      const missing = versions.filter((v) => !live.has(v));
-      throw new MeshError("version_not_found", `model '${model.name}' has no version ${missing.length ? missing.join(", ") : "named in the rule"}`);
-    }
-    await evictModel(s, accountId, model.name);
-    return c.json({ model: model.name, rule, updatedAt: row.updated_at, everywhereBy: row.updated_at + REVOCATION_BOUND_MS });
-  });
+  app.openapi(
+    meshRoute({
+      method: "put",
+      path: "/v1/models/{m}/traffic",
+      tag: "Versions and traffic",
+      auth: "manage",
+      summary: "Set the traffic rule: weighted split and shadow copies",
+      description:
+        "`split` applies to calls that name no version (`POST /v2/models/{m}/infer`); a call that names a version or alias gets exactly that. " +
+        "`shadow` copies a share of all the model's calls to another version after the caller's answer is ready: compared and logged, never returned, never waited for. " +
+        "Versions in a rule cannot be deleted (409).",
+      params,
+      body: {
+        schema: TrafficRuleSchema,
+        maxBytes: 16 * 1024,
+        example: { split: [{ version: 1, weight: 90 }, { version: 2, weight: 10 }], shadow: [{ version: 3, percent: 5 }] },
+      },
+      responses: { 200: { description: "The rule as it is now.", schema: RuleResponseSchema } },
+      errors: ["model_not_found", "version_not_found"],
+      middleware: [manage, limitBody(16 * 1024)],
+    }),
+    async (c) => {
+      const s = services(c);
+      const accountId = c.get("key").accountId;
+      const model = await requireModel(s, accountId, c.req.param("m"));
+      const rule = c.req.valid("json");
+      const versions = ruleVersions(rule);
+      const now = Date.now();
+      const row = await c.env.DB.prepare(
+        `INSERT INTO traffic_rules (model_id, rule, updated_at)
+         SELECT ?1, ?2, ?3 WHERE (
+           SELECT COUNT(*) FROM model_versions
+           WHERE model_id = ?1 AND deleted_at IS NULL AND version IN (SELECT value FROM json_each(?4))) = ?5
+         ON CONFLICT (model_id) DO UPDATE SET rule = excluded.rule, updated_at = excluded.updated_at
+         RETURNING updated_at`,
+      )
+        .bind(model.id, JSON.stringify(rule), now, JSON.stringify(versions), versions.length)
+        .first<{ updated_at: number }>();
+      if (!row) {
+        const live = new Set(model.versions.map((v) => v.version));
+        const missing = versions.filter((v) => !live.has(v));
+        throw new MeshError("version_not_found", `model '${model.name}' has no version ${missing.length ? missing.join(", ") : "named in the rule"}`);
+      }
+      await evictModel(s, accountId, model.name);
+      return c.json({ model: model.name, rule, updatedAt: row.updated_at, everywhereBy: row.updated_at + REVOCATION_BOUND_MS });
+    },
+  );
 
   app.delete("/v1/models/:m/traffic", manage, async (c) => {
     const s = services(c);
@@ -68,7 +90,6 @@ export function registerV1Traffic(app: Hono<AppEnv>): void {
     return c.json({ model: model.name, rule: null, updatedAt: Date.now(), everywhereBy: Date.now() + REVOCATION_BOUND_MS });
   });
 
-  const params = { m: "Model name." };
   describeRoute({
     method: "get",
     path: "/v1/models/{m}/traffic",
@@ -78,25 +99,6 @@ export function registerV1Traffic(app: Hono<AppEnv>): void {
     params,
     responses: { 200: { description: "The rule (null: none; calls that name no version go to `latest`).", schema: RuleResponseSchema } },
     errors: ["model_not_found"],
-  });
-  describeRoute({
-    method: "put",
-    path: "/v1/models/{m}/traffic",
-    tag: "Versions and traffic",
-    auth: "manage",
-    summary: "Set the traffic rule: weighted split and shadow copies",
-    description:
-      "`split` applies to calls that name no version (`POST /v2/models/{m}/infer`); a call that names a version or alias gets exactly that. " +
-      "`shadow` copies a share of all the model's calls to another version after the caller's answer is ready: compared and logged, never returned, never waited for. " +
-      "Versions in a rule cannot be deleted (409).",
-    params,
-    body: {
-      schema: TrafficRuleSchema,
-      maxBytes: 16 * 1024,
-      example: { split: [{ version: 1, weight: 90 }, { version: 2, weight: 10 }], shadow: [{ version: 3, percent: 5 }] },
-    },
-    responses: { 200: { description: "The rule as it is now.", schema: RuleResponseSchema } },
-    errors: ["model_not_found", "version_not_found"],
   });
   describeRoute({
     method: "delete",

@@ -4,13 +4,12 @@
 // the shadow copies each version ran. Rows are written in batches after each call (usage.ts), so
 // a call shows here within about a second.
 
-import type { Hono } from "hono";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { services, type AppEnv } from "../context.js";
-import { requireKey, validate } from "../middleware.js";
+import { services } from "../context.js";
+import { requireKey } from "../middleware.js";
 import { findModel } from "../model-registry.js";
-import { describeRoute } from "../openapi.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
 import { usageReport } from "../usage.js";
 
 const MAX_RANGE_MS = 400 * 24 * 3600 * 1000;
@@ -54,38 +53,41 @@ const UsageResponseSchema = z.object({
   totals: z.object({ calls: z.number(), errors: z.number(), computeMs: z.number(), shadowCalls: z.number() }),
 });
 
-export function registerV1Usage(app: Hono<AppEnv>): void {
-  app.get("/v1/usage", requireKey("manage"), async (c) => {
-    const q = validate(UsageQuerySchema, c.req.query(), "query");
-    const now = Date.now();
-    const d = new Date(now);
-    const from = q.from ?? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
-    const to = q.to ?? now + 1;
-    if (!(from < to)) throw new MeshError("bad_request", "'from' must be before 'to'");
-    if (to - from > MAX_RANGE_MS) throw new MeshError("bad_request", "ask for at most 400 days at a time");
-    const accountId = c.get("key").accountId;
-    let modelId: string | null = null;
-    if (q.model !== undefined) {
-      const model = await findModel(services(c), accountId, q.model);
-      if (!model) throw new MeshError("model_not_found", `model '${q.model}' not found`);
-      modelId = model.id;
-    }
-    const models = await usageReport(c.get("db"), accountId, from, to, modelId);
-    const totals = models.reduce(
-      (t, r) => ({ calls: t.calls + r.calls, errors: t.errors + r.errors, computeMs: t.computeMs + r.computeMs, shadowCalls: t.shadowCalls + r.shadow.calls }),
-      { calls: 0, errors: 0, computeMs: 0, shadowCalls: 0 },
-    );
-    return c.json({ from, to, models, totals });
-  });
+export function registerV1Usage(app: MeshApp): void {
+  app.openapi(
+    meshRoute({
+      method: "get",
+      path: "/v1/usage",
+      tag: "Usage",
+      auth: "manage",
+      summary: "Calls, errors and compute-milliseconds per model and version",
+      query: UsageQuerySchema,
+      responses: { 200: { description: "Usage in [from, to).", schema: UsageResponseSchema } },
+      errors: ["bad_request", "model_not_found"],
+      middleware: [requireKey("manage")],
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const now = Date.now();
+      const d = new Date(now);
+      const from = q.from ?? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+      const to = q.to ?? now + 1;
+      if (!(from < to)) throw new MeshError("bad_request", "'from' must be before 'to'");
+      if (to - from > MAX_RANGE_MS) throw new MeshError("bad_request", "ask for at most 400 days at a time");
+      const accountId = c.get("key").accountId;
+      let modelId: string | null = null;
+      if (q.model !== undefined) {
+        const model = await findModel(services(c), accountId, q.model);
+        if (!model) throw new MeshError("model_not_found", `model '${q.model}' not found`);
+        modelId = model.id;
+      }
+      const models = await usageReport(c.get("db"), accountId, from, to, modelId);
+      const totals = models.reduce(
+        (t, r) => ({ calls: t.calls + r.calls, errors: t.errors + r.errors, computeMs: t.computeMs + r.computeMs, shadowCalls: t.shadowCalls + r.shadow.calls }),
+        { calls: 0, errors: 0, computeMs: 0, shadowCalls: 0 },
+      );
+      return c.json({ from, to, models, totals });
+    },
+  );
 
-  describeRoute({
-    method: "get",
-    path: "/v1/usage",
-    tag: "Usage",
-    auth: "manage",
-    summary: "Calls, errors and compute-milliseconds per model and version",
-    query: UsageQuerySchema,
-    responses: { 200: { description: "Usage in [from, to).", schema: UsageResponseSchema } },
-    errors: ["bad_request", "model_not_found"],
-  });
 }

@@ -14,7 +14,8 @@ import { z } from "zod";
 import { ERROR_STATUS, MeshError } from "../../protocol/errors.js";
 import { type Timing } from "../../protocol/messages.js";
 import { BinaryFramingError, BinaryInputs, binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER, splitBinaryBody } from "../../protocol/binary-tensors.js";
-import { parseInferRequest, TensorError, toJsonTensor, type ParsedInferRequest, type WireTensor } from "../../protocol/tensor.js";
+import { TensorError, toJsonTensor, type ParsedInferRequest, type WireTensor } from "../../protocol/tensor.js";
+import { checkInferRequest, InferRequestSchema, JsonTensorSchema, TensorSpecSchema } from "../infer-request.js";
 import { services, waitUntilOf, type AppContext, type AppEnv } from "../context.js";
 import { callerLocation } from "../geo.js";
 import { log } from "../log.js";
@@ -274,9 +275,12 @@ async function readInferBody(c: AppContext): Promise<InferBody> {
   }
 }
 
-/** parseInferRequest with a fresh reader of the binary part (a shadow parses the same body again). */
+/**
+ * checkInferRequest (InferRequestSchema, then the signature's typed fast path) with a fresh
+ * reader of the binary part (a shadow checks the same body again, against its own version).
+ */
 function parseWith(body: InferBody, signature: VersionInfo["signature"]): ParsedInferRequest {
-  return parseInferRequest(body.json, signature, body.binary ? new BinaryInputs(body.binary) : undefined);
+  return checkInferRequest(body.json, signature, body.binary ? new BinaryInputs(body.binary) : undefined);
 }
 
 async function infer(c: AppContext) {
@@ -387,32 +391,6 @@ async function infer(c: AppContext) {
 
 // ---------------------------------------------------------------------------------------------
 // Schemas and registration
-
-const TensorSpecSchema = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });
-const JsonTensorSchema = z.object({
-  name: z.string(),
-  datatype: z.string().describe("An OIP datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES."),
-  shape: z.array(z.number().int().min(0)),
-  data: z.array(z.unknown()).optional().describe("Row-major, flat or nested. Absent when the tensor is binary (`parameters.binary_data_size`)."),
-  parameters: z
-    .object({ binary_data_size: z.number().int().min(0).optional() })
-    .optional()
-    .describe("Binary tensor data extension: the tensor's data is this many bytes after the JSON (docs/binary-tensors.md)."),
-});
-
-export const InferRequestSchema = z.object({
-  id: z.string().optional().describe("Echoed in the answer; also the sticky key of a split when `x-mesh-sticky` is absent."),
-  inputs: z.array(JsonTensorSchema).min(1),
-  outputs: z
-    .array(z.object({ name: z.string(), parameters: z.object({ binary_data: z.boolean().optional() }).optional() }))
-    .optional()
-    .describe("A subset of the model's outputs (default: all); `parameters.binary_data: true` returns one in binary."),
-  parameters: z
-    .object({ binary_data_output: z.boolean().optional() })
-    .catchall(z.unknown())
-    .optional()
-    .describe("`binary_data_output: true` returns every output in binary unless the output says otherwise."),
-});
 
 export const InferResponseSchema = z.object({
   model_name: z.string(),

@@ -42,7 +42,7 @@ import { authorize, chargeQuota, limitBody, readJson, requireKey } from "../midd
 import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "../model-registry.js";
 import { describeRoute } from "../openapi.js";
 import { ChannelPool, HttpChannelSource, type ChannelSource } from "../stream-client.js";
-import { DEFAULT_WS_WINDOW, ID_RE, parseGenerateInput, sseEvent, type GenerateInput, type StreamEvent } from "../stream-protocol.js";
+import { DEFAULT_WS_WINDOW, GenerateRequestSchema, ID_RE, parseGenerateInput, sseEvent, type GenerateInput, type StreamEvent } from "../stream-protocol.js";
 import { sharedStoreFor } from "../redis.js";
 import { messageSize, SOCKET_LEASE_MS, SocketLease, SocketRegistry, STREAM_LIMITS, Strikes } from "../stream-limits.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "../tokenizers.js";
@@ -588,22 +588,6 @@ class CallerSocket {
 
 // ---------------------------------------------------------------------------------------------
 // Schemas and registration
-
-const GenerateRequestSchema = z.object({
-  id: z.string().optional().describe("Echoed in every event (SSE: defaults to the request id)."),
-  text_input: z.string().min(1).describe(`The prompt (at most ${GENERATE_LIMITS.maxPromptChars} characters).`),
-  parameters: z
-    .object({
-      max_tokens: z.number().int().min(0).max(GENERATE_LIMITS.maxTokens).optional().describe("Most tokens to generate (default 64)."),
-      temperature: z.number().min(0).max(GENERATE_LIMITS.maxTemperature).optional().describe("0 = greedy (default 1)."),
-      top_k: z.number().int().min(0).optional().describe("Sample among the k most likely tokens (0 = all)."),
-      top_p: z.number().gt(0).max(1).optional().describe("Nucleus sampling: the most likely tokens whose probabilities reach top_p (1 = off, the default)."),
-      repetition_penalty: z.number().gt(0).max(GENERATE_LIMITS.maxRepetitionPenalty).optional().describe("Above 1 makes tokens already in the context less likely (1 = off, the default)."),
-      seed: z.number().int().min(0).max(0xffffffff).optional().describe("Same seed, prompt and parameters: same text."),
-      stop: z.union([z.string(), z.array(z.string())]).optional().describe("Stop sequences (not included in the text)."),
-    })
-    .optional(),
-});
 
 const GenerateResponseSchema = z.object({
   model_name: z.string(),

@@ -1,0 +1,58 @@
+// The Open Inference Protocol's inference request as the edge takes it: one zod schema that
+// /openapi.json documents and the infer route checks every call against, then the typed fast
+// path (protocol/tensor.ts) for what depends on the model's signature. The schema checks the
+// request's shape (fields, types, shapes, binary sizes) but not each element of `data`: walking
+// a [64, 1024] tensor through zod costs about a third on top of today's check, while the fast
+// path checks every element against its datatype anyway (bench/validation.ts measures both).
+
+import { z } from "zod";
+import type { TensorSpec } from "../protocol/datatypes.js";
+import { parseInferRequest, TensorError, type BinaryTail, type ParsedInferRequest } from "../protocol/tensor.js";
+import { zodProblems } from "./zod-problems.js";
+
+/** A model input or output as its signature declares it (-1: any size). */
+export const TensorSpecSchema = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });
+
+/** An array whose elements the fast path checks (documented as an array; zod does not walk it). */
+const TensorDataSchema = z
+  .custom<unknown[]>((v) => Array.isArray(v), "must be an array (row-major, flat or nested)")
+  .meta({ type: "array", description: "Row-major, flat or nested. Absent when the tensor is binary (`parameters.binary_data_size`)." });
+
+export const JsonTensorSchema = z.object({
+  name: z.string(),
+  datatype: z.string().describe("An OIP datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, BF16, FP32, FP64, BYTES."),
+  shape: z.array(z.number().int().min(0)),
+  data: TensorDataSchema.optional(),
+  parameters: z
+    .object({ binary_data_size: z.number().int().min(0).optional() })
+    .optional()
+    .describe("Binary tensor data extension: the tensor's data is this many bytes after the JSON (docs/binary-tensors.md)."),
+});
+
+export const InferRequestSchema = z.object({
+  id: z.string().optional().describe("Echoed in the answer; also the sticky key of a split when `x-mesh-sticky` is absent."),
+  inputs: z.array(JsonTensorSchema).min(1, "must list at least one input"),
+  outputs: z
+    .array(z.object({ name: z.string(), parameters: z.object({ binary_data: z.boolean().optional() }).optional() }))
+    .optional()
+    .describe("A subset of the model's outputs (default: all); `parameters.binary_data: true` returns one in binary."),
+  parameters: z
+    .object({ binary_data_output: z.boolean().optional() })
+    .catchall(z.unknown())
+    .optional()
+    .describe("`binary_data_output: true` returns every output in binary unless the output says otherwise."),
+});
+
+export type InferRequestBody = z.infer<typeof InferRequestSchema>;
+
+/**
+ * Checks a call's JSON against InferRequestSchema, then against the model's signature (every
+ * input once, datatype, shape, element count and each element's value, binary parts). Throws
+ * TensorError (400 invalid_tensor) with a message the caller can act on.
+ */
+export function checkInferRequest(json: unknown, signature: { inputs: TensorSpec[]; outputs: TensorSpec[] }, binary?: BinaryTail): ParsedInferRequest {
+  const r = InferRequestSchema.safeParse(json);
+  if (!r.success) throw new TensorError(zodProblems(r.error, "body"));
+  // The fast path reads the original object: zod's output is a copy the call does not need.
+  return parseInferRequest(json, signature, binary);
+}

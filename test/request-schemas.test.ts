@@ -1,0 +1,122 @@
+// The infer and generate requests' schemas (what /openapi.json documents) against the checks
+// the routes run: every body the schema refuses is refused by the route's check, in a table of
+// known cases and in seeded random mutations of a valid body; a body the schema takes gets past
+// the schema (the infer route then checks it against the model's signature). Pure logic.
+
+import { describe, expect, it } from "vitest";
+import { checkInferRequest, InferRequestSchema } from "../edge/infer-request.js";
+import { GenerateRequestSchema, parseGenerateInput } from "../edge/stream-protocol.js";
+import { MeshError } from "../protocol/errors.js";
+import { mulberry32 } from "../protocol/prng.js";
+import { TensorError } from "../protocol/tensor.js";
+
+const SIGNATURE = {
+  inputs: [{ name: "x", datatype: "FP32" as const, shape: [-1, 4] }],
+  outputs: [{ name: "y", datatype: "FP32" as const, shape: [-1, 2] }],
+};
+const VALID_INFER = { id: "a1", inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }], outputs: [{ name: "y" }], parameters: { binary_data_output: false } };
+const VALID_GENERATE = { id: "g1", text_input: "The river", parameters: { max_tokens: 5, temperature: 0.5, top_k: 3, top_p: 0.9, repetition_penalty: 1.1, seed: 7, stop: ["\n"] } };
+
+/** Junk values a mutation puts in place of a field (each wrong somewhere in both schemas). */
+const JUNK: unknown[] = [null, -1, 1.5, 2 ** 40, "", "x", "has space", true, [], [1, "a"], {}, { a: 1 }, "x".repeat(40_000)];
+
+function clone<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+/** Every path to a field or element of a JSON value. */
+function paths(v: unknown, at: (string | number)[] = []): (string | number)[][] {
+  const out: (string | number)[][] = at.length ? [at] : [];
+  if (Array.isArray(v)) v.forEach((x, i) => out.push(...paths(x, [...at, i])));
+  else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...at, k]));
+  return out;
+}
+
+function mutate(base: unknown, rand: () => number): unknown {
+  const body = clone(base) as Record<string, unknown>;
+  const all = paths(body);
+  const p = all[Math.floor(rand() * all.length)]!;
+  let parent: any = body;
+  for (const k of p.slice(0, -1)) parent = parent[k];
+  const last = p[p.length - 1]!;
+  const r = rand();
+  if (r < 0.15 && !Array.isArray(parent)) delete parent[last];
+  else if (r < 0.25 && !Array.isArray(parent)) parent[`extra${Math.floor(rand() * 3)}`] = JUNK[Math.floor(rand() * JUNK.length)];
+  else parent[last] = clone(JUNK[Math.floor(rand() * JUNK.length)]);
+  return body;
+}
+
+function inferRefuses(body: unknown): boolean {
+  try {
+    checkInferRequest(body, SIGNATURE);
+    return false;
+  } catch (err) {
+    if (err instanceof TensorError) return true;
+    throw err;
+  }
+}
+
+function generateRefuses(body: unknown): boolean {
+  try {
+    parseGenerateInput(body);
+    return false;
+  } catch (err) {
+    if (err instanceof MeshError && err.code === "bad_request") return true;
+    throw err;
+  }
+}
+
+describe("InferRequestSchema is what the infer route checks", () => {
+  it("takes the documented example and the route's check does too", () => {
+    expect(InferRequestSchema.safeParse(VALID_INFER).success).toBe(true);
+    expect(checkInferRequest(VALID_INFER, SIGNATURE).inputs[0]!.data).toEqual(new Float32Array([1, 2, 3, 4]));
+  });
+
+  it("every body it refuses in the table is refused, with the field named", () => {
+    const refused: [unknown, RegExp][] = [
+      [[1, 2, 3], /body/],
+      [{}, /inputs/],
+      [{ inputs: [] }, /at least one input/],
+      [{ id: 5, inputs: VALID_INFER.inputs }, /id/],
+      [{ inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: 5 }] }, /data/],
+      [{ inputs: [{ name: "x", datatype: "FP32", shape: [1, -4], data: [1, 2, 3, 4] }] }, /shape/],
+      [{ inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], parameters: { binary_data_size: "4" } }] }, /binary_data_size/],
+      [{ ...VALID_INFER, outputs: [{ name: "y", parameters: { binary_data: "yes" } }] }, /binary_data/],
+      [{ ...VALID_INFER, parameters: { binary_data_output: 1 } }, /binary_data_output/],
+    ];
+    for (const [body, message] of refused) {
+      expect(InferRequestSchema.safeParse(body).success, JSON.stringify(body)).toBe(false);
+      expect(() => checkInferRequest(body, SIGNATURE), JSON.stringify(body)).toThrow(message);
+    }
+  });
+
+  it("seeded mutations: whatever the schema refuses, the check refuses", () => {
+    const rand = mulberry32(12);
+    let refusedBySchema = 0;
+    for (let i = 0; i < 800; i++) {
+      const body = mutate(VALID_INFER, rand);
+      if (!InferRequestSchema.safeParse(body).success) {
+        refusedBySchema++;
+        expect(inferRefuses(body), JSON.stringify(body).slice(0, 300)).toBe(true);
+      }
+    }
+    expect(refusedBySchema).toBeGreaterThan(200);
+  });
+});
+
+describe("GenerateRequestSchema is what parseGenerateInput checks", () => {
+  it("takes the documented example; refuses exactly what the check refuses", () => {
+    expect(GenerateRequestSchema.safeParse(VALID_GENERATE).success).toBe(true);
+    expect(parseGenerateInput(VALID_GENERATE).params).toMatchObject({ maxTokens: 5, topK: 3, seed: 7, stop: ["\n"] });
+    const rand = mulberry32(34);
+    let refusedBySchema = 0;
+    for (let i = 0; i < 800; i++) {
+      const body = mutate(VALID_GENERATE, rand);
+      const schemaRefuses = !GenerateRequestSchema.safeParse(body).success;
+      refusedBySchema += schemaRefuses ? 1 : 0;
+      // One check: the route refuses a body exactly when the schema does.
+      expect(generateRefuses(body), JSON.stringify(body).slice(0, 300)).toBe(schemaRefuses);
+    }
+    expect(refusedBySchema).toBeGreaterThan(200);
+  });
+});
