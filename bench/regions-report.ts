@@ -30,7 +30,7 @@ import { join } from "node:path";
 import { bucketOf, BUCKETS, latencyKey, TOTAL_FIELD } from "../edge/latency-histogram.js";
 import type { RegionsView } from "../edge/regions-view.js";
 import { DEFAULT_REGIONS, startMesh, type MeshHandle } from "../local/mesh.js";
-import { RespPool, type RespArg } from "../local/resp-client.js";
+import { Redis } from "ioredis";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
 import { mulberry32 } from "../protocol/prng.js";
 
@@ -51,7 +51,7 @@ const prng = mulberry32;
 
 interface Hour {
   /** HINCRBY commands (key, field, count), then EXPIRE per key. */
-  commands: RespArg[][];
+  commands: (string | number)[][];
   keys: string[];
   /** Calls written per view (operator: all; account: its own), over the hour. */
   calls: { operator: number; account: number };
@@ -63,7 +63,7 @@ interface Hour {
 function makeHour(level: number, regions: string[], account: string, minutes: number[]): Hour {
   const rand = prng(level * 7919);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-  const commands: RespArg[][] = [];
+  const commands: (string | number)[][] = [];
   const keys: string[] = [];
   const calls = { operator: 0, account: 0 };
   const fields = { operator: 0, account: 0 };
@@ -139,7 +139,7 @@ async function reports(url: URL, token: string, n: number, wantCalls: (v: Region
 
 let tmp: string | null = null;
 let mesh = null as MeshHandle | null;
-let pool = null as RespPool | null;
+let redis = null as Redis | null;
 
 async function main(): Promise<void> {
   const startedAt = new Date();
@@ -148,7 +148,7 @@ async function main(): Promise<void> {
   tmp = await mkdtemp(join(os.tmpdir(), "mesh-regions-bench-"));
   err("[bench] starting the mesh (not timed)");
   mesh = await startMesh({ stateDir: join(tmp, "mesh"), progress: err });
-  pool = new RespPool({ host: "127.0.0.1", port: mesh.redis.port, size: 1 });
+  redis = new Redis({ host: "127.0.0.1", port: mesh.redis.port, protocol: 2 });
   const regions = DEFAULT_REGIONS.map((r) => r.name);
   const url = new URL("/v1/regions", mesh.edge);
 
@@ -167,10 +167,10 @@ async function main(): Promise<void> {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const level of LEVELS) {
       // Written afresh each time (the hour moves on): the previous level's hashes go first.
-      for (const h of hours.values()) await pool.pipeline(h.keys.map((k) => ["DEL", k]));
+      for (const h of hours.values()) await redis.pipeline(h.keys.map((k) => ["del", k])).exec();
       const hour = hourFrom(level);
       hours.set(level, hour);
-      for (let i = 0; i < hour.commands.length; i += 5_000) await pool.pipeline(hour.commands.slice(i, i + 5_000));
+      for (let i = 0; i < hour.commands.length; i += 5_000) await redis.pipeline(hour.commands.slice(i, i + 5_000).map(([name, ...args]) => [String(name).toLowerCase(), ...args])).exec();
       // The window is 60 of the 62 minutes written: the per-minute count is fixed, so the sum is known.
       const want = (v: RegionsView, share: number) => v.regions.every((r) => r.latency.count === BASE_PER_MINUTE * level * share * 60);
       err(`[bench] round ${round}/${ROUNDS}, ${level}x (${perHour(level).toLocaleString("en-US")} calls in the hour): ${REPORTS_PER_ROUND} reports per view`);
@@ -252,7 +252,7 @@ try {
   process.stderr.write(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 } finally {
-  await pool?.close().catch(() => undefined);
+  redis?.disconnect();
   await mesh?.stop().catch(() => undefined);
   if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
 }
