@@ -21,6 +21,7 @@ const UNIT = [
   "latency-histogram",
   "latency-model",
   "node-link",
+  "onnx-signature-crosscheck",
   "onnx-signature-stream",
   "onnx-signature",
   "openai-format",
