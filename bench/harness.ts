@@ -28,6 +28,8 @@ export interface BenchChild {
 export interface Bench {
   /** The run's own temp folder (removed at the end unless the run failed or keep() was called). */
   readonly tmpDir: string;
+  /** True once Ctrl-C (SIGINT/SIGTERM) or the watchdog stopped the run: long loops end early. */
+  readonly interrupted: boolean;
   /** Keeps the temp folder, e.g. for the logs of a run that went wrong. */
   keep(): void;
   /** Runs `stop` at cleanup; the last registered stops first. */
@@ -54,6 +56,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
   const stops: (() => unknown)[] = [];
   const children = new Set<BenchChild>();
   let keepTmp = false;
+  let interrupted = false;
 
   const stopChild = async (c: BenchChild, graceMs = 5_000): Promise<void> => {
     children.delete(c);
@@ -85,6 +88,9 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
 
   const bench: Bench = {
     tmpDir,
+    get interrupted() {
+      return interrupted;
+    },
     keep: () => void (keepTmp = true),
     defer: (stop) => void stops.push(stop),
     startMesh(meshOpts = {}) {
@@ -121,10 +127,9 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
   process.once("exit", () => {
     for (const c of children) c.proc.kill("SIGKILL");
   });
-  let signalled = false;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (signalled) return;
-    signalled = true;
+    if (interrupted) return;
+    interrupted = true;
     err(`\n[bench] ${sig}: cleaning up...`);
     void cleanup().finally(() => process.exit(130));
   };
@@ -135,6 +140,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
       ? null
       : setTimeout(() => {
           err(`[bench] watchdog: still running after ${opts.watchdogMs! / 1000} s; stopping`);
+          interrupted = true;
           keepTmp = true;
           void cleanup().finally(() => process.exit(1));
         }, opts.watchdogMs);
@@ -143,8 +149,11 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
   try {
     await main(bench);
   } catch (e) {
-    err(`[bench] ${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    keepTmp = true;
+    // An interrupted run fails by design ("interrupted"); its cleanup already decides.
+    if (!interrupted) {
+      err(`[bench] ${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      keepTmp = true;
+    }
     process.exitCode = 1;
   } finally {
     if (watchdog) clearTimeout(watchdog);

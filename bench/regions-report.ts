@@ -23,14 +23,12 @@
 //
 // Prints a table and writes bench/results/regions-report-<timestamp>.json and -latest.json.
 
-import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import os from "node:os";
-import { join } from "node:path";
 import { bucketOf, BUCKETS, latencyKey, TOTAL_FIELD } from "../edge/latency-histogram.js";
 import type { RegionsView } from "../edge/regions-view.js";
-import { DEFAULT_REGIONS, startMesh, type MeshHandle } from "../local/mesh.js";
+import { DEFAULT_REGIONS } from "../local/mesh.js";
 import { Redis } from "ioredis";
+import { err, runBench, say, type Bench } from "./harness.js";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
 import { mulberry32 } from "../protocol/prng.js";
 
@@ -44,8 +42,6 @@ const LEVELS = [1, 10, 100] as const;
 const COLOS = ["SJC", "ICN", "FRA"] as const;
 const TARGET_RATIO = 1.25;
 
-const err = (line: string) => process.stderr.write(line + "\n");
-const say = (line = "") => process.stdout.write(line + "\n");
 
 const prng = mulberry32;
 
@@ -137,18 +133,15 @@ async function reports(url: URL, token: string, n: number, wantCalls: (v: Region
   return { cold, warm: out };
 }
 
-let tmp: string | null = null;
-let mesh = null as MeshHandle | null;
-let redis = null as Redis | null;
-
-async function main(): Promise<void> {
+async function main(b: Bench): Promise<void> {
   const startedAt = new Date();
   const machine = machineInfo();
   err(`[bench] regions-report${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
-  tmp = await mkdtemp(join(os.tmpdir(), "mesh-regions-bench-"));
   err("[bench] starting the mesh (not timed)");
-  mesh = await startMesh({ stateDir: join(tmp, "mesh"), progress: err });
-  redis = new Redis({ host: "127.0.0.1", port: mesh.redis.port, protocol: 2 });
+  const mesh = await b.startMesh();
+  const redis = new Redis({ host: "127.0.0.1", port: mesh.redis.port, protocol: 2 });
+  b.defer(() => redis.disconnect());
+  b.defer(() => agent.destroy());
   const regions = DEFAULT_REGIONS.map((r) => r.name);
   const url = new URL("/v1/regions", mesh.edge);
 
@@ -157,7 +150,7 @@ async function main(): Promise<void> {
   const hourFrom = (level: number) => {
     const now = Date.now();
     const minuteNow = now - (now % 60_000);
-    return makeHour(level, regions, mesh!.accountId, Array.from({ length: 62 }, (_, i) => minuteNow - (59 - i) * 60_000));
+    return makeHour(level, regions, mesh.accountId, Array.from({ length: 62 }, (_, i) => minuteNow - (59 - i) * 60_000));
   };
   const hours = new Map<number, Hour>();
   const perHour = (l: number) => BASE_PER_MINUTE * l * 60 * regions.length;
@@ -246,13 +239,4 @@ async function main(): Promise<void> {
   say(`results: ${written.file}`);
 }
 
-try {
-  await main();
-} catch (e) {
-  process.stderr.write(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exitCode = 1;
-} finally {
-  redis?.disconnect();
-  await mesh?.stop().catch(() => undefined);
-  if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-}
+await runBench("regions-report", main);
