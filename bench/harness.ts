@@ -79,7 +79,8 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
           err(`[bench] cleanup step failed: ${String(e)}`);
         }
       }
-      await Promise.all([...children].map((c) => stopChild(c)));
+      // Last started first, one at a time: a router's nodes (started after it) drain before it goes.
+      for (const c of [...children].reverse()) await stopChild(c);
       if (!keepTmp) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
       else err(`[bench] kept ${tmpDir} (logs under mesh/logs/ and logs/)`);
     })();
@@ -118,6 +119,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
       closeSync(fd);
       const child = { name: childName, proc, log };
       children.add(child);
+      proc.once("exit", () => children.delete(child));
       return child;
     },
     stopChild,
