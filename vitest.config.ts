@@ -23,6 +23,7 @@ const UNIT = [
   "latency-model",
   "link-table",
   "node-link",
+  "onnx-signature-crosscheck",
   "onnx-signature-stream",
   "onnx-signature",
   "openai-format",

@@ -9,13 +9,12 @@
 // Run: npx tsx bench/artifact-urls.ts [--rounds N]   (default 4 downloads per kind)
 
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelCache } from "../gpu-node/model-cache.js";
-import { startMesh } from "../local/mesh.js";
 import { artifactKey, presignObject, type R2PresignConfig } from "../protocol/presign.js";
 import { artifactUrl } from "../protocol/signing.js";
 import { encodeModel, OnnxType } from "../scripts/onnx-writer.js";
+import { runBench } from "./harness.js";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults } from "./stats.js";
 
 const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] || 4) || 4;
@@ -32,9 +31,8 @@ async function timeEach(n: number, f: () => Promise<unknown>): Promise<number[]>
   return out;
 }
 
-const stateDir = await mkdtemp(join(tmpdir(), "bench-artifact-urls-"));
-const mesh = await startMesh({ stateDir, regions: [{ name: REGION, lat: 37.34, lon: -121.89, nodes: 1 }], progress: (l) => console.error(l) });
-try {
+await runBench("artifact-urls", async (b) => {
+  const mesh = await b.startMesh({ regions: [{ name: REGION, lat: 37.34, lon: -121.89, nodes: 1 }] });
   const r2: R2PresignConfig = {
     endpoint: new URL(mesh.r2!.endpoint),
     bucket: mesh.r2!.bucket,
@@ -68,7 +66,7 @@ try {
   if (!up.sha256) throw new Error(`upload failed: ${JSON.stringify(up)}`);
 
   const download = async (url: string) => {
-    const dir = await mkdtemp(join(tmpdir(), "bench-artifact-cache-"));
+    const dir = await mkdtemp(join(b.tmpDir, "cache-"));
     try {
       await new ModelCache(dir, { budgetBytes: 256 * 1024 * 1024 }).get(url, up.sha256, up.size, () => undefined);
     } finally {
@@ -106,7 +104,4 @@ try {
     note: "Locally the edge (workerd) is also the R2 stand-in: the download ratio compares the stand-in's SigV4 check and serving with the edge route's, not R2 with a Worker.",
   });
   console.log(`results: ${saved.file}`);
-} finally {
-  await mesh.stop();
-  await rm(stateDir, { recursive: true, force: true });
-}
+});

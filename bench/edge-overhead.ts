@@ -21,11 +21,8 @@
 // Prints a table and writes bench/results/edge-overhead-<timestamp>.json and -latest.json.
 // The target is informational: warm key check + routing under 1 ms p50 inside the Worker.
 
-import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import os from "node:os";
-import { join } from "node:path";
-import { startMesh, type MeshHandle } from "../local/mesh.js";
+import { err, runBench, say, type Bench } from "./harness.js";
 import { fmt, machineInfo, printTable, round, runPhase, summarize, writeResults, type Summary } from "./stats.js";
 
 const QUICK = process.argv.includes("--quick");
@@ -34,8 +31,6 @@ const TARGET_WARM_P50_MS = 1;
 const MODEL = "demo-mlp";
 const BODY = Buffer.from(JSON.stringify({ inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] }));
 
-const err = (line: string) => process.stderr.write(line + "\n");
-const say = (line = "") => process.stdout.write(line + "\n");
 
 interface HttpAnswer {
   status: number;
@@ -100,16 +95,13 @@ async function pairs(edge: string, n: number, warmup: number, keyFor: (i: number
   return out;
 }
 
-let tmp: string | null = null;
-let mesh: MeshHandle | null = null;
-
-async function main(): Promise<void> {
+async function main(b: Bench): Promise<void> {
   const startedAt = new Date();
   const machine = machineInfo();
   err(`[bench] edge-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
-  tmp = await mkdtemp(join(os.tmpdir(), "mesh-edge-bench-"));
   err("[bench] starting the mesh (not timed)");
-  mesh = await startMesh({ stateDir: join(tmp, "mesh"), progress: err });
+  const mesh = await b.startMesh();
+  b.defer(() => agent.destroy());
   const edge = mesh.edge;
 
   // Cold keys: minted up front (they exist in D1; no isolate and no Redis entry has seen them).
@@ -127,7 +119,7 @@ async function main(): Promise<void> {
   const edgeTiming: number[] = [];
   const full = await runPhase(
     async () => {
-      const r = await request(inferUrl, "POST", { authorization: `Bearer ${mesh!.apiKey}`, "content-type": "application/json" }, BODY);
+      const r = await request(inferUrl, "POST", { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" }, BODY);
       if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.text.slice(0, 200)}`);
       const m = /edge;dur=([0-9.]+)/.exec(String(r.headers["server-timing"] ?? ""));
       if (m) edgeTiming.push(Number(m[1]));
@@ -137,7 +129,7 @@ async function main(): Promise<void> {
   if (full.errors) throw new Error(`whole calls failed: ${full.errorSamples.join("; ")}`);
 
   err(`[bench] warm: ${N.warm} pairs (no-op, dry run with the same key)`);
-  const warm = await pairs(edge, N.warm, N.warmup, () => mesh!.apiKey);
+  const warm = await pairs(edge, N.warm, N.warmup, () => mesh.apiKey);
   err(`[bench] cold: ${N.cold} pairs (no-op, dry run with a key never used before)`);
   const cold = await pairs(edge, N.cold, 0, (i) => coldKeys[i]!);
 
@@ -203,15 +195,6 @@ async function main(): Promise<void> {
   say(`         ${written.latest}`);
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (e) {
-  exitCode = 1;
-  err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-} finally {
-  agent.destroy();
-  await (mesh as MeshHandle | null)?.stop().catch(() => undefined);
-  if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-}
-process.exit(exitCode);
+await runBench("edge-overhead", main);
+// Keep-alive sockets (and the mesh's stopped children's pipes) would keep the event loop alive.
+process.exit();

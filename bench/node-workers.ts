@@ -12,8 +12,8 @@
 // Run: npx tsx bench/node-workers.ts [--seconds 4]. Prints tables, writes
 // bench/results/node-workers-<ISO>.json and node-workers-latest.json.
 
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { availableParallelism, tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
@@ -22,6 +22,7 @@ import type { WireTensor } from "../protocol/tensor.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { fp32, RegionHarness } from "../test/helpers/region-harness.js";
 import { spinModel } from "../test/helpers/slow-models.js";
+import { runBench, type Bench } from "./harness.js";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
 
 const arg = (name: string, dflt: number) => {
@@ -70,8 +71,8 @@ function slowLoop(call: () => Promise<unknown>): { stop(): Promise<void> } {
   };
 }
 
-async function main(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "bench-node-workers-"));
+async function main(b: Bench): Promise<void> {
+  const dir = b.tmpDir;
   const mlpPath = (await makeDemoModels(dir)).find((f) => f.name === "demo-mlp" && f.version === "1")!.path;
   const spinPath = join(dir, "spin.onnx");
   await writeFile(spinPath, spinModel(SIZE));
@@ -114,6 +115,8 @@ async function main(): Promise<void> {
 
   // ---------------------------------------------------------------- 2. through router and node
   const h = await RegionHarness.create("bench-node-workers");
+  let closed = false;
+  b.defer(() => closed || h.close()); // when the phase below did not get to it
   let meshAlone: Summary;
   let meshBeside: Summary;
   try {
@@ -132,6 +135,7 @@ async function main(): Promise<void> {
     meshBeside = summarize(await fastLoop(fastMesh, ms));
     await slowMesh.stop();
   } finally {
+    closed = true;
     await h.close();
   }
 
@@ -164,7 +168,6 @@ async function main(): Promise<void> {
   const oneWide = await throughput(1, CORES);
   const many = await throughput(CORES, 1);
 
-  await rm(dir, { recursive: true, force: true });
 
   console.log(`\nnode-workers: ${CORES} cores, slow call ~${Math.round(per * slowN)} ms (spin n=${slowN}), ${SECONDS} s per phase\n`);
   console.log("1. fast model (demo-mlp) latency, ms; ratio = p99 against the same runtime's fast model alone");
@@ -215,4 +218,4 @@ async function main(): Promise<void> {
   console.log(`\nresults: ${written.file}`);
 }
 
-await main();
+await runBench("node-workers", main);

@@ -23,14 +23,12 @@
 //
 // Prints a table and writes bench/results/regions-report-<timestamp>.json and -latest.json.
 
-import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import os from "node:os";
-import { join } from "node:path";
 import { bucketOf, BUCKETS, latencyKey, TOTAL_FIELD } from "../edge/latency-histogram.js";
 import type { RegionsView } from "../edge/regions-view.js";
-import { DEFAULT_REGIONS, startMesh, type MeshHandle } from "../local/mesh.js";
-import { RespPool, type RespArg } from "../local/resp-client.js";
+import { DEFAULT_REGIONS } from "../local/mesh.js";
+import { Redis } from "ioredis";
+import { err, runBench, say, type Bench } from "./harness.js";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
 import { mulberry32 } from "../protocol/prng.js";
 
@@ -44,14 +42,12 @@ const LEVELS = [1, 10, 100] as const;
 const COLOS = ["SJC", "ICN", "FRA"] as const;
 const TARGET_RATIO = 1.25;
 
-const err = (line: string) => process.stderr.write(line + "\n");
-const say = (line = "") => process.stdout.write(line + "\n");
 
 const prng = mulberry32;
 
 interface Hour {
   /** HINCRBY commands (key, field, count), then EXPIRE per key. */
-  commands: RespArg[][];
+  commands: (string | number)[][];
   keys: string[];
   /** Calls written per view (operator: all; account: its own), over the hour. */
   calls: { operator: number; account: number };
@@ -63,7 +59,7 @@ interface Hour {
 function makeHour(level: number, regions: string[], account: string, minutes: number[]): Hour {
   const rand = prng(level * 7919);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-  const commands: RespArg[][] = [];
+  const commands: (string | number)[][] = [];
   const keys: string[] = [];
   const calls = { operator: 0, account: 0 };
   const fields = { operator: 0, account: 0 };
@@ -137,18 +133,15 @@ async function reports(url: URL, token: string, n: number, wantCalls: (v: Region
   return { cold, warm: out };
 }
 
-let tmp: string | null = null;
-let mesh = null as MeshHandle | null;
-let pool = null as RespPool | null;
-
-async function main(): Promise<void> {
+async function main(b: Bench): Promise<void> {
   const startedAt = new Date();
   const machine = machineInfo();
   err(`[bench] regions-report${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
-  tmp = await mkdtemp(join(os.tmpdir(), "mesh-regions-bench-"));
   err("[bench] starting the mesh (not timed)");
-  mesh = await startMesh({ stateDir: join(tmp, "mesh"), progress: err });
-  pool = new RespPool({ host: "127.0.0.1", port: mesh.redis.port, size: 1 });
+  const mesh = await b.startMesh();
+  const redis = new Redis({ host: "127.0.0.1", port: mesh.redis.port, protocol: 2 });
+  b.defer(() => redis.disconnect());
+  b.defer(() => agent.destroy());
   const regions = DEFAULT_REGIONS.map((r) => r.name);
   const url = new URL("/v1/regions", mesh.edge);
 
@@ -157,7 +150,7 @@ async function main(): Promise<void> {
   const hourFrom = (level: number) => {
     const now = Date.now();
     const minuteNow = now - (now % 60_000);
-    return makeHour(level, regions, mesh!.accountId, Array.from({ length: 62 }, (_, i) => minuteNow - (59 - i) * 60_000));
+    return makeHour(level, regions, mesh.accountId, Array.from({ length: 62 }, (_, i) => minuteNow - (59 - i) * 60_000));
   };
   const hours = new Map<number, Hour>();
   const perHour = (l: number) => BASE_PER_MINUTE * l * 60 * regions.length;
@@ -167,10 +160,10 @@ async function main(): Promise<void> {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const level of LEVELS) {
       // Written afresh each time (the hour moves on): the previous level's hashes go first.
-      for (const h of hours.values()) await pool.pipeline(h.keys.map((k) => ["DEL", k]));
+      for (const h of hours.values()) await redis.pipeline(h.keys.map((k) => ["del", k])).exec();
       const hour = hourFrom(level);
       hours.set(level, hour);
-      for (let i = 0; i < hour.commands.length; i += 5_000) await pool.pipeline(hour.commands.slice(i, i + 5_000));
+      for (let i = 0; i < hour.commands.length; i += 5_000) await redis.pipeline(hour.commands.slice(i, i + 5_000).map(([name, ...args]) => [String(name).toLowerCase(), ...args])).exec();
       // The window is 60 of the 62 minutes written: the per-minute count is fixed, so the sum is known.
       const want = (v: RegionsView, share: number) => v.regions.every((r) => r.latency.count === BASE_PER_MINUTE * level * share * 60);
       err(`[bench] round ${round}/${ROUNDS}, ${level}x (${perHour(level).toLocaleString("en-US")} calls in the hour): ${REPORTS_PER_ROUND} reports per view`);
@@ -246,13 +239,4 @@ async function main(): Promise<void> {
   say(`results: ${written.file}`);
 }
 
-try {
-  await main();
-} catch (e) {
-  process.stderr.write(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exitCode = 1;
-} finally {
-  await pool?.close().catch(() => undefined);
-  await mesh?.stop().catch(() => undefined);
-  if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-}
+await runBench("regions-report", main);

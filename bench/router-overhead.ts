@@ -32,15 +32,12 @@
 // Every process it starts listens on 127.0.0.1 only and is stopped at the end (also on error
 // and SIGINT/SIGTERM; children also exit by themselves when this process dies).
 
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
-import { openSync, closeSync, readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { unpackAnswer } from "../protocol/binary-tensors.js";
@@ -63,8 +60,8 @@ import {
   type PhaseResult,
   type Summary,
 } from "./stats.js";
+import { err, runBench, say, type Bench, type BenchChild } from "./harness.js";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const QUICK = process.argv.includes("--quick");
 const MODEL = "demo-mlp";
 const MODEL_KEY = "bench-demo-mlp@1";
@@ -91,103 +88,29 @@ const BIG_LATENCY: PhaseOptions = QUICK
   ? { warmup: 10, maxCalls: 100, maxMs: 1_000, concurrency: 1 }
   : { warmup: 50, maxCalls: 1_000, maxMs: 4_000, concurrency: 1 };
 
-const err = (line: string) => process.stderr.write(line + "\n");
-const say = (line = "") => process.stdout.write(line + "\n");
 
 // ---------------------------------------------------------------------------------------------
-// Cleanup: every child is stopped at the end, on error, and on SIGINT/SIGTERM.
+// Cleanup (children, temp folder, Ctrl-C): bench/harness.ts; what only this bench holds is
+// handed to it in main().
 
-interface Child {
-  name: string;
-  proc: ChildProcess;
-  log: string;
-}
+type Child = BenchChild;
 
-const children = new Set<Child>();
-let tmpDir: string | null = null;
-let keepTmp = false;
+/** This run's harness; loops check `bench.interrupted` to stop early on Ctrl-C. */
+let bench: Bench;
 let artifactServer: http.Server | null = null;
 let directSession: ort.InferenceSession | null = null;
 const agents: http.Agent[] = [];
 
-async function stopChild(c: Child, graceMs = 5_000): Promise<void> {
-  const p = c.proc;
-  children.delete(c);
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise<void>((r) => p.once("exit", () => r()));
-  p.kill("SIGTERM");
-  const t = setTimeout(() => p.kill("SIGKILL"), graceMs);
-  await exited;
-  clearTimeout(t);
-}
-
-let cleanupPromise: Promise<void> | null = null;
-function cleanup(): Promise<void> {
-  cleanupPromise ??= (async () => {
-    for (const a of agents) a.destroy();
-    // Nodes first (they drain), then routers.
-    const all = [...children];
-    await Promise.all(all.filter((c) => c.name.startsWith("node")).map((c) => stopChild(c)));
-    await Promise.all(all.filter((c) => !c.name.startsWith("node")).map((c) => stopChild(c)));
-    if (artifactServer) {
-      const s = artifactServer;
-      artifactServer = null;
-      s.closeAllConnections();
-      await new Promise<void>((r) => s.close(() => r()));
-    }
-    await directSession?.release().catch(() => undefined);
-    directSession = null;
-    if (tmpDir && !keepTmp) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
-    else if (tmpDir) err(`[bench] kept ${tmpDir} (process logs under logs/)`);
-  })();
-  return cleanupPromise;
-}
-
-// Last resort if we exit without cleanup (an uncaught error): no child outlives the bench.
-process.once("exit", () => {
-  for (const c of children) {
-    try {
-      c.proc.kill("SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
-});
-
-let signalled = false;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    if (signalled) return;
-    signalled = true;
-    err(`\n[bench] ${sig}: cleaning up...`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
 function spawnTsx(name: string, script: string, env: Record<string, string>): Child {
-  const log = join(tmpDir!, "logs", `${name}.log`);
-  const fd = openSync(log, "a");
-  const base = { ...process.env };
   // No Redis: the router runs without reports or policies.
-  delete base.REDIS_URL;
-  delete base.REDIS_TOKEN;
-  const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, script)], {
-    cwd: ROOT,
-    env: { ...base, MESH_PARENT_PID: String(process.pid), ...env },
-    stdio: ["ignore", fd, fd],
-  });
-  closeSync(fd);
-  const c = { name, proc, log };
-  children.add(c);
-  proc.once("exit", () => children.delete(c));
-  return c;
+  return bench.spawnTsx(name, script, [], { REDIS_URL: undefined, REDIS_TOKEN: undefined, ...env });
 }
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, child?: Child): Promise<T> {
   const until = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < until) {
-    if (signalled) throw new Error("interrupted");
+    if (bench.interrupted) throw new Error("interrupted");
     if (child && (child.proc.exitCode !== null || child.proc.signalCode !== null)) {
       throw new Error(`${what}: ${child.name} exited (${child.proc.exitCode ?? child.proc.signalCode}); see ${child.log}`);
     }
@@ -354,7 +277,7 @@ interface RouterSetup {
 
 /** A router and its nodes up, the model warm on both nodes (as far as the scheduler goes). */
 async function setupRouter(framing: Framing, secrets: Secrets, ref: ModelRef, expected: Record<Size, Expected>, downloads: () => number): Promise<RouterSetup> {
-  if (signalled) throw new Error("interrupted");
+  if (bench.interrupted) throw new Error("interrupted");
   const downloadsBefore = downloads();
   const t0 = performance.now();
   const port = await freePort();
@@ -379,7 +302,7 @@ async function setupRouter(framing: Framing, secrets: Secrets, ref: ModelRef, ex
       NODE_ID: `bench-${framing}-node-${i + 1}`,
       ROUTER_URL: base.replace(/^http/, "ws") + "/v1/nodes",
       NODE_TOKEN: secrets.nodeToken,
-      MODEL_CACHE_DIR: join(tmpDir!, "cache", `${framing}-${i + 1}`),
+      MODEL_CACHE_DIR: join(bench.tmpDir, "cache", `${framing}-${i + 1}`),
       MEMORY_BUDGET_MB: "4096",
       MESH_EXECUTION_PROVIDER: "cpu",
       NODE_SLOTS: String(NODE_SLOTS),
@@ -459,8 +382,8 @@ async function setupRouter(framing: Framing, secrets: Secrets, ref: ModelRef, ex
     downloads: downloads() - downloadsBefore,
     stop: async () => {
       agent.destroy();
-      await Promise.all(nodes.map((n) => stopChild(n)));
-      await stopChild(router);
+      await Promise.all(nodes.map((n) => bench.stopChild(n)));
+      await bench.stopChild(router);
     },
   };
 }
@@ -481,7 +404,7 @@ async function measureRouters(setups: RouterSetup[]): Promise<{ runs: RouterRun[
   const order: string[] = [];
   for (const [i, [phase, size, opts, what]] of phases.entries()) {
     for (const r of i % 2 === 0 ? setups : [...setups].reverse()) {
-      if (signalled) throw new Error("interrupted");
+      if (bench.interrupted) throw new Error("interrupted");
       const name = `router/${r.framing}`;
       order.push(`${phase}:${r.framing}`);
       err(`[bench] ${name}: ${what}`);
@@ -745,13 +668,23 @@ function resultJson(f: Facts) {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
+async function main(b: Bench): Promise<void> {
+  bench = b;
+  b.defer(async () => {
+    for (const a of agents) a.destroy();
+    if (artifactServer) {
+      const s = artifactServer;
+      artifactServer = null;
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+    await directSession?.release().catch(() => undefined);
+    directSession = null;
+  });
   const startedAt = new Date();
   const machine = machineInfo();
   err(`[bench] router-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
-  tmpDir = await mkdtemp(join(os.tmpdir(), "router-bench-"));
-  await mkdir(join(tmpDir, "logs"), { recursive: true });
-  const files = await makeDemoModels(join(tmpDir, "models"));
+  const files = await makeDemoModels(join(b.tmpDir, "models"));
   const modelFile = files.find((f) => f.name === MODEL && f.version === "1");
   if (!modelFile) throw new Error(`makeDemoModels wrote no ${MODEL} v1`);
   const bytes = await readFile(modelFile.path);
@@ -804,14 +737,5 @@ async function main(): Promise<void> {
   say(`         ${written.latest}`);
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (e) {
-  exitCode = 1;
-  keepTmp = !signalled; // the logs help after a failure, not after Ctrl-C
-  err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-} finally {
-  await cleanup();
-}
-process.exit(signalled ? 130 : exitCode);
+await runBench("router-overhead", main);
+process.exit();

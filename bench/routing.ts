@@ -37,10 +37,9 @@
 // are informational: exit 0 unless it crashed. Bounded: every phase has a call count and a time
 // limit, the whole run a watchdog; the mesh is stopped at the end, on error and on SIGINT.
 
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import os from "node:os";
-import { join } from "node:path";
-import { startMesh, type MeshHandle } from "../local/mesh.js";
+import { readFile } from "node:fs/promises";
+import type { MeshHandle } from "../local/mesh.js";
+import { err, runBench, say, type Bench } from "./harness.js";
 import { fmt, formatTable, machineInfo, ratio, round, runPhase, summarize, writeResults, type PhaseResult, type Summary } from "./stats.js";
 
 const QUICK = process.argv.includes("--quick");
@@ -79,50 +78,13 @@ const WATCHDOG_MS = 9 * 60_000;
 
 const TARGETS = { oracleShare: 0.98, moveMs: 10_000 };
 
-const err = (line: string) => process.stderr.write(line + "\n");
-const say = (line = "") => process.stdout.write(line + "\n");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
-// Cleanup: the mesh is stopped at the end, on error, on SIGINT/SIGTERM and by the watchdog.
+// Cleanup (the mesh at the end, on error, on SIGINT/SIGTERM and by the watchdog): bench/harness.ts.
 
-let tmpDir: string | null = null;
-let meshStarting: Promise<MeshHandle> | null = null;
-let keepTmp = false;
-let cleanupPromise: Promise<void> | null = null;
-let signalled = false;
-
-function cleanup(): Promise<void> {
-  cleanupPromise ??= (async () => {
-    if (meshStarting) {
-      const mesh = await meshStarting.catch(() => null);
-      meshStarting = null;
-      if (mesh) {
-        err("[bench] stopping the mesh");
-        await mesh.stop().catch((e: unknown) => err(`[bench] mesh stop failed: ${String(e)}`));
-      }
-    }
-    if (tmpDir && !keepTmp) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
-    else if (tmpDir) err(`[bench] kept ${tmpDir} (mesh logs under mesh/logs/)`);
-  })();
-  return cleanupPromise;
-}
-
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    if (signalled) return;
-    signalled = true;
-    err(`\n[bench] ${sig}: cleaning up...`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-const watchdog = setTimeout(() => {
-  err(`[bench] watchdog: still running after ${WATCHDOG_MS / 1000} s; stopping`);
-  keepTmp = true;
-  void cleanup().finally(() => process.exit(1));
-}, WATCHDOG_MS);
-watchdog.unref();
+/** This run's harness; loops check `bench.interrupted` to stop early on Ctrl-C or the watchdog. */
+let bench: Bench;
 
 // ---------------------------------------------------------------------------------------------
 // Calls
@@ -146,7 +108,7 @@ const BODY = JSON.stringify({ inputs: [{ name: "x", datatype: "FP32", shape: [1,
 function caller(mesh: MeshHandle) {
   /** One call; throws unless it answered 200 with outputs. */
   return async (colo: Colo, model = MODEL): Promise<Answer> => {
-    if (signalled) throw new Error("interrupted");
+    if (bench.interrupted) throw new Error("interrupted");
     const t0 = performance.now();
     const res = await fetch(`${mesh.edge}/v2/models/${model}/infer`, {
       method: "POST",
@@ -181,7 +143,7 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
-    if (signalled) throw new Error("interrupted");
+    if (bench.interrupted) throw new Error("interrupted");
     try {
       const v = await probe();
       if (v !== undefined && v !== false) return v;
@@ -204,7 +166,7 @@ function steadyTraffic(call: ReturnType<typeof caller>) {
   let stopped = false;
   const loops = COLOS.flatMap((colo) =>
     Array.from({ length: WORKERS_PER_COLO }, async () => {
-      while (!stopped && !signalled) {
+      while (!stopped && !bench.interrupted) {
         const start = Date.now();
         try {
           const a = await call(colo);
@@ -377,18 +339,13 @@ async function failoverPhase(mesh: MeshHandle, call: ReturnType<typeof caller>, 
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
+async function main(b: Bench): Promise<void> {
+  bench = b;
   const startedAt = new Date();
   const machine = machineInfo();
   err(`[bench] routing${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}, exploration ${EXPLORATION}`);
-  tmpDir = await mkdtemp(join(os.tmpdir(), "mesh-bench-routing-"));
   err("[bench] starting the mesh (not timed)");
-  meshStarting = startMesh({
-    stateDir: join(tmpDir, "mesh"),
-    progress: err,
-    edgeVars: { SIMULATED_RTT: JSON.stringify(SIMULATED_RTT), EXPLORATION_SHARE: String(EXPLORATION) },
-  });
-  const mesh = await meshStarting;
+  const mesh = await b.startMesh({ edgeVars: { SIMULATED_RTT: JSON.stringify(SIMULATED_RTT), EXPLORATION_SHARE: String(EXPLORATION) } });
   const call = caller(mesh);
 
   // --- warm-up: demo-mlp warm in both regions; the oracle copies warm in theirs -------------
@@ -417,12 +374,12 @@ async function main(): Promise<void> {
   const mixed = await mixedPhase(call, oracle);
   const failovers: FailoverRun[] = [];
   for (const signal of ["SIGTERM", "SIGKILL"] as const) {
-    if (signalled) throw new Error("interrupted");
+    if (bench.interrupted) throw new Error("interrupted");
     failovers.push(await failoverPhase(mesh, call, oracle, signal));
     // Let the region settle (reports fresh, traffic back) before the next phase.
     await sleep(2_000);
   }
-  if (signalled) throw new Error("interrupted");
+  if (bench.interrupted) throw new Error("interrupted");
   const finishedAt = new Date();
   const facts = { startedAt, finishedAt, machine, oracle, mixed, failovers, warmupErrors };
   report(facts);
@@ -687,15 +644,5 @@ function resultJson(f: Facts) {
   };
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (e) {
-  exitCode = 1;
-  if (!signalled) keepTmp = true;
-  if (!signalled) err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(signalled ? 130 : exitCode);
+await runBench("routing", main, { watchdogMs: WATCHDOG_MS });
+process.exit();

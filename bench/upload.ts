@@ -13,12 +13,11 @@
 // and upload-latest.json.
 
 import { createHash } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
-import { startMesh, type MeshHandle } from "../local/mesh.js";
+import type { MeshHandle } from "../local/mesh.js";
 import { encodeModel, OnnxType } from "../scripts/onnx-writer.js";
+import { err, runBench, say } from "./harness.js";
 import { fmt, machineInfo, printTable, round, writeResults } from "./stats.js";
 
 const QUICK = process.argv.includes("--quick");
@@ -29,8 +28,6 @@ const PART = 16 * 1024 * 1024;
 const CONCURRENCY = 3;
 const SINGLE_BODY_MAX = 100 * 1024 * 1024;
 
-const say = (line = "") => process.stdout.write(line + "\n");
-const err = (line: string) => process.stderr.write(line + "\n");
 
 /** A model of about `mb` MB: one MatMul whose weights are the bulk (pseudo-random, so nothing compresses them). */
 function model(mb: number, seed: number): Uint8Array<ArrayBuffer> {
@@ -98,113 +95,98 @@ async function singleBody(mesh: MeshHandle, name: string, bytes: Uint8Array<Arra
   return (performance.now() - t0) / 1000;
 }
 
-async function main(): Promise<void> {
+await runBench("upload", async (b) => {
   const startedAt = new Date();
-  const dir = await mkdtemp(join(tmpdir(), "bench-upload-"));
-  let mesh: MeshHandle | undefined;
-  let plain: Miniflare | undefined;
-  try {
-    err(`generating ${ROUNDS} models of ~${MB} MB`);
-    const files = Array.from({ length: ROUNDS }, (_, i) => model(MB, 11 + i));
-    const size = files[0]!.length;
-    err("starting the mesh");
-    mesh = await startMesh({ stateDir: join(dir, "mesh"), progress: (l) => process.env.BENCH_VERBOSE && err(l) });
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
-    plain = new Miniflare({
-      host: "127.0.0.1",
-      port,
-      modules: true,
-      // The trivial route: the request body streamed into one R2 put.
-      script: `export default { async fetch(req, env) { await env.B.put(new URL(req.url).pathname.slice(1), req.body); return new Response("{}"); } }`,
-      r2Buckets: ["B"],
-      r2Persist: join(dir, "plain-r2"),
-      cf: { colo: "SJC" }, // offline: no lookup of a real request.cf
-      log: new Log(LogLevel.WARN),
-    });
-    await plain.ready;
-    const create = await fetch(`${mesh.edge}/v1/models`, { method: "POST", headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" }, body: JSON.stringify({ name: "bench-upload" }) });
-    await must(create, "create model");
+  err(`generating ${ROUNDS} models of ~${MB} MB`);
+  const files = Array.from({ length: ROUNDS }, (_, i) => model(MB, 11 + i));
+  const size = files[0]!.length;
+  err("starting the mesh");
+  const mesh = await b.startMesh({ progress: (l) => process.env.BENCH_VERBOSE && err(l) });
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const plain = new Miniflare({
+    host: "127.0.0.1",
+    port,
+    modules: true,
+    // The trivial route: the request body streamed into one R2 put.
+    script: `export default { async fetch(req, env) { await env.B.put(new URL(req.url).pathname.slice(1), req.body); return new Response("{}"); } }`,
+    r2Buckets: ["B"],
+    r2Persist: join(b.tmpDir, "plain-r2"),
+    cf: { colo: "SJC" }, // offline: no lookup of a real request.cf
+    log: new Log(LogLevel.WARN),
+  });
+  b.defer(() => plain.dispose());
+  await plain.ready;
+  const create = await fetch(`${mesh.edge}/v1/models`, { method: "POST", headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" }, body: JSON.stringify({ name: "bench-upload" }) });
+  await must(create, "create model");
 
-    const singleBodyFailures: string[] = [];
-    const rows: Record<string, number[]> = { plainPut: [], multipart: [], multipartParts: [], multipartComplete: [], singleBody: [] };
-    for (let r = 0; r < ROUNDS; r++) {
-      const bytes = files[r]!;
-      err(`round ${r + 1}/${ROUNDS}`);
-      const t0 = performance.now();
-      await must(await fetch(`http://127.0.0.1:${port}/obj-${r}`, { method: "PUT", body: bytes }), "plain put");
-      rows.plainPut!.push((performance.now() - t0) / 1000);
-      const m = await multipart(mesh, "bench-upload", bytes);
-      rows.multipart!.push(m.seconds);
-      rows.multipartParts!.push(m.partsSeconds);
-      rows.multipartComplete!.push(m.completeSeconds);
-      if (size <= SINGLE_BODY_MAX) {
-        // Other bytes than the multipart round's (its artifact exists now, so the put would be the same work anyway).
-        const other = bytes.slice();
-        other[other.length >> 1] = other[other.length >> 1]! ^ 1;
-        try {
-          rows.singleBody!.push(await singleBody(mesh, "bench-upload", other));
-        } catch (e) {
-          // Kept as a finding: the whole body in Worker memory is what multipart avoids.
-          singleBodyFailures.push((e as Error).message + ((e as Error).cause ? ` (${String((e as Error).cause)})` : ""));
-          err(`single-body upload failed: ${singleBodyFailures.at(-1)}`);
-        }
+  const singleBodyFailures: string[] = [];
+  const rows: Record<string, number[]> = { plainPut: [], multipart: [], multipartParts: [], multipartComplete: [], singleBody: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    const bytes = files[r]!;
+    err(`round ${r + 1}/${ROUNDS}`);
+    const t0 = performance.now();
+    await must(await fetch(`http://127.0.0.1:${port}/obj-${r}`, { method: "PUT", body: bytes }), "plain put");
+    rows.plainPut!.push((performance.now() - t0) / 1000);
+    const m = await multipart(mesh, "bench-upload", bytes);
+    rows.multipart!.push(m.seconds);
+    rows.multipartParts!.push(m.partsSeconds);
+    rows.multipartComplete!.push(m.completeSeconds);
+    if (size <= SINGLE_BODY_MAX) {
+      // Other bytes than the multipart round's (its artifact exists now, so the put would be the same work anyway).
+      const other = bytes.slice();
+      other[other.length >> 1] = other[other.length >> 1]! ^ 1;
+      try {
+        rows.singleBody!.push(await singleBody(mesh, "bench-upload", other));
+      } catch (e) {
+        // Kept as a finding: the whole body in Worker memory is what multipart avoids.
+        singleBodyFailures.push((e as Error).message + ((e as Error).cause ? ` (${String((e as Error).cause)})` : ""));
+        err(`single-body upload failed: ${singleBodyFailures.at(-1)}`);
       }
     }
-
-    const median = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[xs.length >> 1]!);
-    const mbps = (s: number) => size / 1e6 / s;
-    const plainS = median(rows.plainPut!);
-    const table: string[][] = [];
-    const line = (label: string, key: string, note: string) => {
-      const s = median(rows[key]!);
-      if (Number.isNaN(s)) return table.push([label, "-", "-", "-", note]);
-      return table.push([label, fmt(s, 2), fmt(mbps(s), 1), fmt(s / plainS, 2), note]);
-    };
-    say();
-    say(`upload of a ${fmt(size / 1e6, 1)} MB model, median of ${ROUNDS} round(s), ${CONCURRENCY} parts in flight, parts of ${PART / 1024 / 1024} MiB`);
-    line("plain R2 put (trivial Worker route)", "plainPut", "one request, body streamed into bucket.put");
-    line("multipart upload, whole", "multipart", "create + parts + complete");
-    line("  of which parts", "multipartParts", "bodies streamed into uploadPart");
-    line("  of which complete", "multipartComplete", "assemble, read back (sha256 + signature), copy to content address");
-    line(
-      "single-body upload (POST .../versions)",
-      "singleBody",
-      size > SINGLE_BODY_MAX ? "not possible over 100 MB" : `whole file in Worker memory${singleBodyFailures.length ? `; ${singleBodyFailures.length} of ${ROUNDS} failed` : ""}`,
-    );
-    printTable(["path", "seconds", "MB/s", "x plain put", "what"], table, ["left", "right", "right", "right", "left"]);
-
-    const written = await writeResults(
-      "upload",
-      {
-        bench: "upload",
-        quick: QUICK,
-        startedAt: startedAt.toISOString(),
-        finishedAt: new Date().toISOString(),
-        machine: machineInfo(),
-        bytes: size,
-        rounds: ROUNDS,
-        partBytes: PART,
-        concurrency: CONCURRENCY,
-        seconds: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, v.map((x) => round(x, 3))])),
-        medianMBps: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(mbps(median(v)), 2)])),
-        singleBodyFailures,
-        ratioToPlainPut: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(median(v) / plainS, 3)])),
-      },
-      undefined,
-      startedAt,
-    );
-    say();
-    say(`results: ${written.file}`);
-  } finally {
-    await plain?.dispose().catch(() => undefined);
-    await mesh?.stop().catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
   }
-}
 
-try {
-  await main();
-} catch (e) {
-  err(`bench failed: ${(e as Error).stack ?? e}`);
-  process.exitCode = 1;
-}
+  const median = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[xs.length >> 1]!);
+  const mbps = (s: number) => size / 1e6 / s;
+  const plainS = median(rows.plainPut!);
+  const table: string[][] = [];
+  const line = (label: string, key: string, note: string) => {
+    const s = median(rows[key]!);
+    if (Number.isNaN(s)) return table.push([label, "-", "-", "-", note]);
+    return table.push([label, fmt(s, 2), fmt(mbps(s), 1), fmt(s / plainS, 2), note]);
+  };
+  say();
+  say(`upload of a ${fmt(size / 1e6, 1)} MB model, median of ${ROUNDS} round(s), ${CONCURRENCY} parts in flight, parts of ${PART / 1024 / 1024} MiB`);
+  line("plain R2 put (trivial Worker route)", "plainPut", "one request, body streamed into bucket.put");
+  line("multipart upload, whole", "multipart", "create + parts + complete");
+  line("  of which parts", "multipartParts", "bodies streamed into uploadPart");
+  line("  of which complete", "multipartComplete", "assemble, read back (sha256 + signature), copy to content address");
+  line(
+    "single-body upload (POST .../versions)",
+    "singleBody",
+    size > SINGLE_BODY_MAX ? "not possible over 100 MB" : `whole file in Worker memory${singleBodyFailures.length ? `; ${singleBodyFailures.length} of ${ROUNDS} failed` : ""}`,
+  );
+  printTable(["path", "seconds", "MB/s", "x plain put", "what"], table, ["left", "right", "right", "right", "left"]);
+
+  const written = await writeResults(
+    "upload",
+    {
+      bench: "upload",
+      quick: QUICK,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      machine: machineInfo(),
+      bytes: size,
+      rounds: ROUNDS,
+      partBytes: PART,
+      concurrency: CONCURRENCY,
+      seconds: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, v.map((x) => round(x, 3))])),
+      medianMBps: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(mbps(median(v)), 2)])),
+      singleBodyFailures,
+      ratioToPlainPut: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(median(v) / plainS, 3)])),
+    },
+    undefined,
+    startedAt,
+  );
+  say();
+  say(`results: ${written.file}`);
+});

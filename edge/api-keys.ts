@@ -12,7 +12,8 @@
 
 import { eq } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import { sha256Hex, timingSafeEqualString } from "../protocol/signing.js";
+import { timingSafeEqual } from "hono/utils/buffer";
+import { sha256Hex } from "../protocol/signing.js";
 import { accounts, apiKeys } from "../schema/schema.js";
 import type { EdgeConfig } from "./env.js";
 import { plausibleKey } from "./key-format.js";
@@ -103,12 +104,12 @@ async function loadKey(db: DrizzleD1Database, hash: string): Promise<KeyRecord |
 /** The key's record, or null for anything that is not a live key of ours. */
 export async function verifyKey(s: KeyServices, key: string): Promise<KeyRecord | null> {
   // Keys that cannot be ours are refused without a lookup (and without caching junk).
-  if (!plausibleKey(key)) return null;
+  if (!(await plausibleKey(key))) return null;
   const hash = await sha256Hex(key);
   const record = await cache.get(hash, () => loadKey(s.db, hash), lookupContext(s));
   // The lookup was by hash; compare it again in constant time, so nothing about the answer
   // depends on how much of a presented key matched a stored one.
-  if (!record || !timingSafeEqualString(record.hash, hash)) return null;
+  if (!record || !(await timingSafeEqual(record.hash, hash))) return null;
   return record;
 }
 

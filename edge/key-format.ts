@@ -6,7 +6,8 @@
 // per-address limit on failed authentications (middleware.ts) bounds those. Only sha256 of a
 // key is ever stored.
 
-import { sha256Hex, timingSafeEqualString } from "../protocol/signing.js";
+import { timingSafeEqual } from "hono/utils/buffer";
+import { sha256Hex } from "../protocol/signing.js";
 
 export const KEY_PREFIX = "mesh_";
 const KEY_BODY_CHARS = 32;
@@ -58,10 +59,10 @@ export function keyChecksum(body: string): string {
 }
 
 /** True when `key` could be one of ours (format and checksum); no lookup. */
-export function plausibleKey(key: string): boolean {
+export async function plausibleKey(key: string): Promise<boolean> {
   if (key.length !== KEY_LENGTH || !KEY_RE.test(key)) return false;
   const body = key.slice(KEY_PREFIX.length, KEY_PREFIX.length + KEY_BODY_CHARS);
-  return timingSafeEqualString(keyChecksum(body), key.slice(KEY_PREFIX.length + KEY_BODY_CHARS));
+  return timingSafeEqual(keyChecksum(body), key.slice(KEY_PREFIX.length + KEY_BODY_CHARS));
 }
 
 /** A new key (shown to its owner once), its hash (stored) and its start (for display). */

@@ -11,7 +11,7 @@ import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
-import { timingSafeEqualString } from "../protocol/signing.js";
+import { timingSafeEqual } from "hono/utils/buffer";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 import { verifyKey, type KeyRecord, type Scope } from "./api-keys.js";
 import { services, type AppContext, type AppEnv } from "./context.js";
@@ -159,8 +159,8 @@ export async function chargeQuota(c: AppContext): Promise<void> {
 }
 
 /** True when `token` is the operator's admin token (constant time). */
-export function isAdminToken(c: AppContext, token: string): boolean {
-  return timingSafeEqualString(token, c.get("config").adminToken);
+export function isAdminToken(c: AppContext, token: string): Promise<boolean> {
+  return timingSafeEqual(token, c.get("config").adminToken);
 }
 
 export function requireAdmin(): MiddlewareHandler<AppEnv> {
@@ -168,7 +168,7 @@ export function requireAdmin(): MiddlewareHandler<AppEnv> {
     const token = bearer(c.req.header("authorization"));
     if (!token) throw new MeshError("unauthorized", "this route needs the operator's admin token");
     refuseIfFailing(c);
-    if (!isAdminToken(c, token)) {
+    if (!(await isAdminToken(c, token))) {
       // A guessed admin token is a failed authentication like a guessed key.
       await noteFailure(c);
       throw new MeshError("unauthorized", "this route needs the operator's admin token");

@@ -129,18 +129,19 @@ export async function serveMetrics(metrics: NodeMetrics, listen: { host: string;
       res.end(body);
     };
     const path = (req.url ?? "").split("?")[0] ?? "";
-    const refused =
+    const refusal =
       req.method === "GET" && path === "/metrics"
         ? refuseMetrics(req.headers.authorization, listen.token)
-        : new MeshError("not_found", `no route for ${req.method ?? "?"} ${path.slice(0, 100)}`);
-    if (refused) {
-      answer(ERROR_STATUS[refused.code], JSON.stringify(errorBody(refused.code, refused.message, "-")), { "content-type": "application/json", ...refused.headers });
-      return;
-    }
-    metrics.expose().then(
-      (text) => answer(200, text, { "content-type": metrics.registry.contentType }),
-      (err: Error) => answer(500, JSON.stringify(errorBody("internal_error", `metrics failed: ${err.message}`, "-")), { "content-type": "application/json" }),
-    );
+        : Promise.resolve(new MeshError("not_found", `no route for ${req.method ?? "?"} ${path.slice(0, 100)}`));
+    refusal
+      .then(async (refused) => {
+        if (refused) {
+          answer(ERROR_STATUS[refused.code], JSON.stringify(errorBody(refused.code, refused.message, "-")), { "content-type": "application/json", ...refused.headers });
+          return;
+        }
+        answer(200, await metrics.expose(), { "content-type": metrics.registry.contentType });
+      })
+      .catch((err: Error) => answer(500, JSON.stringify(errorBody("internal_error", `metrics failed: ${err.message}`, "-")), { "content-type": "application/json" }));
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;

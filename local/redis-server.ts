@@ -6,7 +6,7 @@ import { accessSync, constants as fsConstants, mkdtempSync, rmSync } from "node:
 import os from "node:os";
 import path from "node:path";
 import { freePort } from "./free-port.js";
-import { RespConnection } from "./resp-client.js";
+import { Redis } from "ioredis";
 
 export const REDIS_INSTALL_HINT =
   "redis-server not found on PATH: install it with 'apt-get install redis-server' (Debian/Ubuntu) or 'brew install redis' (macOS)";
@@ -180,11 +180,22 @@ async function waitForPing(
     const failure = spawnError();
     if (failure) throw failure;
     if (hasExited()) throw new Error("process exited before answering PING");
-    let conn: RespConnection | null = null;
+    // One attempt per poll: this loop does the retrying, and says why it gave up.
+    const conn = new Redis({
+      host: HOST,
+      port,
+      protocol: 2,
+      lazyConnect: true,
+      connectTimeout: 1000,
+      retryStrategy: () => null,
+      maxRetriesPerRequest: 0,
+      enableReadyCheck: false,
+    });
+    conn.on("error", () => undefined); // reported through the rejected commands below
     try {
-      conn = await RespConnection.connect(HOST, port, { timeoutMs: 1000 });
-      const [pong, info] = await conn.pipeline([["PING"], ["INFO", "server"]]);
-      // LOADING and similar errors mean "up but not ready": keep polling.
+      await conn.connect();
+      // LOADING and similar errors reject: "up but not ready", keep polling.
+      const [pong, info] = await Promise.all([conn.ping(), conn.info("server")]);
       if (pong !== "PONG") {
         lastError = `PING answered ${String(pong)}`;
       } else {
@@ -196,7 +207,7 @@ async function waitForPing(
       if (err instanceof PortTakenError) throw err;
       lastError = err instanceof Error ? err.message : String(err);
     } finally {
-      await conn?.close();
+      conn.disconnect();
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

@@ -4,17 +4,17 @@
 // exist only for the models the process holds now, at most MAX_MODEL_SERIES of them).
 
 import { MeshError } from "./errors.js";
-import { timingSafeEqualString } from "./signing.js";
+import { timingSafeEqual } from "hono/utils/buffer";
 
 /** Per-model series a process keeps at most; further models share the label value "other". */
 export const MAX_MODEL_SERIES = 200;
 export const OTHER_MODEL = "other";
 
 /** Why a scrape is refused (the caller answers it with the error envelope), or null: serve it. */
-export function refuseMetrics(authorization: string | null | undefined, token: string | null): MeshError | null {
+export async function refuseMetrics(authorization: string | null | undefined, token: string | null): Promise<MeshError | null> {
   if (!token) return new MeshError("not_found", "metrics are off here (METRICS_TOKEN is not set)");
   const given = /^Bearer\s+(\S+)$/i.exec((authorization ?? "").trim())?.[1] ?? "";
-  if (!given || !timingSafeEqualString(given, token)) {
+  if (!given || !(await timingSafeEqual(given, token))) {
     return new MeshError("unauthorized", "a valid metrics token is required (Authorization: Bearer <METRICS_TOKEN>)", { "www-authenticate": "Bearer" });
   }
   return null;

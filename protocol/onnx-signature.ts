@@ -16,6 +16,11 @@
 // subgraph nesting, tensors that declare far more elements than they carry, signature size.
 // Two other ways out are refused outright: EPContext nodes (precompiled graphs that may live in
 // another file) and files onnxruntime would read as its own ORT format instead of ONNX.
+//
+// Hand-written on purpose, while the models themselves are written with onnx-proto: a protobuf
+// library decodes a whole message into memory (every weight copied into the Worker's 128 MB),
+// and cannot pause mid-message for the next chunk of a stream. test/onnx-signature-crosscheck
+// holds this reader to onnx-proto's full decode on every model the repository makes.
 
 import type { ModelSignature, OipDatatype, TensorSpec } from "./datatypes.js";
 import { ONNX_ELEM_TO_OIP } from "./datatypes.js";

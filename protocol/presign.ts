@@ -7,7 +7,8 @@
 // Only what a GET of one object needs is implemented: one signed header (`host`), an unsigned
 // payload, path-style URLs (https://<account>.r2.cloudflarestorage.com/<bucket>/<key>).
 
-import { timingSafeEqualString, toHex } from "./signing.js";
+import { timingSafeEqual } from "hono/utils/buffer";
+import { toHex } from "./signing.js";
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -151,7 +152,7 @@ export async function verifyPresignedGet(creds: S3Credentials, url: URL, host: s
   if (path === null) return { ok: false, reason: "malformed path" };
   const params = [...q.entries()].filter(([k]) => k !== "X-Amz-Signature");
   const want = await signature(creds, host, path, params, date);
-  return timingSafeEqualString(want, sig) ? { ok: true } : { ok: false, reason: "bad signature" };
+  return (await timingSafeEqual(want, sig)) ? { ok: true } : { ok: false, reason: "bad signature" };
 }
 
 // ---------------------------------------------------------------- R2 configuration

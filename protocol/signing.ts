@@ -5,6 +5,11 @@
 // only its own (plus the previous one during a rotation). The receiver checks the HMAC in
 // constant time, refuses stale stamps and, with a NonceLedger, a second use of a nonce.
 
+// Secrets and digests are compared with Hono's timingSafeEqual (hono/utils/buffer): WebCrypto
+// only, so the Worker and Node share it, and constant time: it compares the SHA-256 of both
+// sides, so not even the length of the secret shows.
+import { timingSafeEqual } from "hono/utils/buffer";
+
 const encoder = new TextEncoder();
 const keyCache = new Map<string, Promise<CryptoKey>>();
 
@@ -37,16 +42,6 @@ function fromHex(hex: string): Uint8Array<ArrayBuffer> | null {
 export async function sha256Hex(data: Uint8Array | ArrayBuffer | string): Promise<string> {
   const bytes = typeof data === "string" ? encoder.encode(data) : data;
   return toHex(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-}
-
-/** Constant-time comparison of two strings (the time depends only on their lengths). */
-export function timingSafeEqualString(a: string, b: string): boolean {
-  const ab = encoder.encode(a);
-  const bb = encoder.encode(b);
-  let diff = ab.length ^ bb.length;
-  const n = Math.max(ab.length, bb.length);
-  for (let i = 0; i < n; i++) diff |= (ab[i] ?? 0) ^ (bb[i] ?? 0);
-  return diff === 0;
 }
 
 /** True when any of `secrets` made `mac` over `input` (crypto.subtle.verify compares in constant time). */
@@ -147,7 +142,7 @@ export async function verifyRequest(
 /** True when `body` is exactly the body the signature covers. */
 export async function bodyMatches(signed: SignedRequest, body: Uint8Array): Promise<boolean> {
   if (body.length !== signed.bodyLength) return false;
-  return timingSafeEqualString(body.length > 0 ? await sha256Hex(body) : EMPTY_SHA256, signed.bodySha256);
+  return timingSafeEqual(body.length > 0 ? await sha256Hex(body) : EMPTY_SHA256, signed.bodySha256);
 }
 
 /**

@@ -28,7 +28,7 @@ import {
   type RegionInferResponse,
 } from "../protocol/messages.js";
 import type { RegionReport } from "../protocol/region-report.js";
-import { timingSafeEqualString } from "../protocol/signing.js";
+import { timingSafeEqual } from "hono/utils/buffer";
 import { EdgeAuthority } from "./authority.js";
 import { IdempotentCalls, REPEAT_HEADER, type StoredAnswer } from "./idempotency.js";
 import type { RouterConfig } from "./config.js";
@@ -271,7 +271,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
 
   // Prometheus scrapes (METRICS_TOKEN as a bearer token; off without one): docs/observability.md.
   app.get("/metrics", async (c) => {
-    const refused = refuseMetrics(c.req.header("authorization"), config.metricsToken);
+    const refused = await refuseMetrics(c.req.header("authorization"), config.metricsToken);
     if (refused) return envelope("-", refused);
     return c.body(await metrics.expose(), 200, { "content-type": metrics.registry.contentType });
   });
@@ -427,9 +427,16 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       return;
     }
     if (path !== NODE_SOCKET_PATH) return refuseUpgrade(socket, 404, "no such socket");
+    void onNodeUpgrade(req, socket, head).catch((err: unknown) => {
+      log("error", "node socket upgrade failed", { error: String(err) });
+      socket.destroy();
+    });
+  };
+
+  const onNodeUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const auth = req.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(auth)?.[1] ?? "";
-    if (!token || !timingSafeEqualString(token, config.nodeToken)) {
+    if (!token || !(await timingSafeEqual(token, config.nodeToken))) {
       log("warn", "refused node without a valid token", { remote: req.socket.remoteAddress });
       return refuseUpgrade(socket, 401, "a valid node token is required");
     }

@@ -1,7 +1,13 @@
 // Builds ONNX model files (serialized ModelProto) from a small plain description, so the demo
 // models and test fixtures are generated from code instead of checked in as opaque binaries,
-// and without Python's onnx package. A minimal protobuf encoder plus builders for the handful
-// of ONNX messages a small graph needs. Field numbers follow onnx/onnx.proto.
+// and without Python's onnx package. The messages are onnx-proto's (ONNX's own onnx.proto
+// compiled by protobufjs) and so is the encoding; this file only maps the plain description
+// onto them. protobufjs copies each byte field once, when the model is finished, so a model
+// with a 100 MB initializer is not copied once per nesting level.
+import protobuf from "protobufjs/minimal.js";
+import onnxProto from "onnx-proto";
+
+const { onnx } = onnxProto;
 
 /** ONNX TensorProto.DataType values. */
 export const OnnxType = {
@@ -22,182 +28,6 @@ export const OnnxType = {
   COMPLEX128: 15,
   BFLOAT16: 16,
 } as const;
-
-// ---------------------------------------------------------------------------------------------
-// Protobuf encoding
-
-/**
- * Accumulates one message. Scalars go into a growing scratch buffer; large byte fields and
- * nested messages are kept as references and only copied once, by finish(), so a model with
- * a 100 MB initializer is not copied once per nesting level.
- */
-export class ProtoWriter {
-  private readonly parts: Uint8Array[] = [];
-  private scratch = new Uint8Array(64);
-  private used = 0;
-  private flushed = 0;
-
-  /** Encoded size so far, in bytes. */
-  get length(): number {
-    return this.flushed + this.used;
-  }
-
-  private ensure(n: number): void {
-    if (this.used + n <= this.scratch.length) return;
-    const next = new Uint8Array(Math.max(this.scratch.length * 2, this.used + n));
-    next.set(this.scratch.subarray(0, this.used));
-    this.scratch = next;
-  }
-
-  private byte(b: number): void {
-    this.ensure(1);
-    this.scratch[this.used++] = b;
-  }
-
-  /** Closes the scratch buffer so a referenced chunk can follow it in order. */
-  private flush(): void {
-    if (this.used === 0) return;
-    this.parts.push(this.scratch.subarray(0, this.used));
-    this.flushed += this.used;
-    this.scratch = new Uint8Array(64);
-    this.used = 0;
-  }
-
-  /** Raw varint; negative numbers are written as 64-bit two's complement (10 bytes), as int64 requires. */
-  varint(value: number | bigint): void {
-    if (typeof value === "number" && value >= 0 && value <= 0x7fffffff && Number.isInteger(value)) {
-      let v = value;
-      while (v >= 0x80) {
-        this.byte((v & 0x7f) | 0x80);
-        v >>>= 7;
-      }
-      this.byte(v);
-      return;
-    }
-    if (typeof value === "number" && !Number.isSafeInteger(value)) {
-      throw new RangeError(`varint value ${value} is not a safe integer`);
-    }
-    let v = BigInt.asUintN(64, BigInt(value));
-    while (v >= 0x80n) {
-      this.byte(Number(v & 0x7fn) | 0x80);
-      v >>= 7n;
-    }
-    this.byte(Number(v));
-  }
-
-  tag(field: number, wireType: number): void {
-    this.varint(field * 8 + wireType);
-  }
-
-  uint64Field(field: number, value: number | bigint): void {
-    this.tag(field, 0);
-    this.varint(value);
-  }
-
-  /** int64/int32/enum/bool fields all share the varint wire type. */
-  int64Field(field: number, value: number | bigint): void {
-    this.uint64Field(field, value);
-  }
-
-  fixed32Field(field: number, bits: number): void {
-    this.tag(field, 5);
-    this.ensure(4);
-    new DataView(this.scratch.buffer, this.scratch.byteOffset).setUint32(this.used, bits >>> 0, true);
-    this.used += 4;
-  }
-
-  floatField(field: number, value: number): void {
-    this.tag(field, 5);
-    this.ensure(4);
-    new DataView(this.scratch.buffer, this.scratch.byteOffset).setFloat32(this.used, value, true);
-    this.used += 4;
-  }
-
-  fixed64Field(field: number, value: bigint): void {
-    this.tag(field, 1);
-    this.ensure(8);
-    new DataView(this.scratch.buffer, this.scratch.byteOffset).setBigUint64(this.used, BigInt.asUintN(64, value), true);
-    this.used += 8;
-  }
-
-  doubleField(field: number, value: number): void {
-    this.tag(field, 1);
-    this.ensure(8);
-    new DataView(this.scratch.buffer, this.scratch.byteOffset).setFloat64(this.used, value, true);
-    this.used += 8;
-  }
-
-  /** Length-delimited bytes, kept by reference until finish(). */
-  bytesField(field: number, bytes: Uint8Array): void {
-    this.tag(field, 2);
-    this.varint(bytes.length);
-    if (bytes.length <= 256) {
-      this.ensure(bytes.length);
-      this.scratch.set(bytes, this.used);
-      this.used += bytes.length;
-      return;
-    }
-    this.flush();
-    this.parts.push(bytes);
-    this.flushed += bytes.length;
-  }
-
-  /** Bytes appended as they are, already encoded fields (or deliberately broken ones, in tests). */
-  raw(bytes: Uint8Array): void {
-    this.flush();
-    this.parts.push(bytes);
-    this.flushed += bytes.length;
-  }
-
-  stringField(field: number, value: string): void {
-    this.bytesField(field, new TextEncoder().encode(value));
-  }
-
-  /** An embedded message: its length prefix, then its parts by reference. */
-  messageField(field: number, message: ProtoWriter): void {
-    message.flush();
-    this.tag(field, 2);
-    this.varint(message.length);
-    this.flush();
-    for (const part of message.parts) this.parts.push(part);
-    this.flushed += message.flushed;
-  }
-
-  /** A packed repeated varint field (one length-delimited run of varints). */
-  packedVarints(field: number, values: Iterable<number | bigint>): void {
-    const inner = new ProtoWriter();
-    for (const v of values) inner.varint(v);
-    this.messageField(field, inner);
-  }
-
-  /** A packed repeated float (fixed32) field. */
-  packedFloats(field: number, values: ArrayLike<number>): void {
-    const bytes = new Uint8Array(values.length * 4);
-    const view = new DataView(bytes.buffer);
-    for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true);
-    this.bytesField(field, bytes);
-  }
-
-  /** A packed repeated double (fixed64) field. */
-  packedDoubles(field: number, values: ArrayLike<number>): void {
-    const bytes = new Uint8Array(values.length * 8);
-    const view = new DataView(bytes.buffer);
-    for (let i = 0; i < values.length; i++) view.setFloat64(i * 8, values[i]!, true);
-    this.bytesField(field, bytes);
-  }
-
-  /** The encoded message as one contiguous buffer. */
-  finish(): Uint8Array {
-    this.flush();
-    const out = new Uint8Array(this.flushed);
-    let at = 0;
-    for (const part of this.parts) {
-      out.set(part, at);
-      at += part.length;
-    }
-    return out;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // FP16 helpers (Node 20 has no Float16Array; onnxruntime-node carries FP16 as Uint16Array bits)
@@ -384,190 +214,148 @@ export function rawTensorData(elemType: number, values: TensorValues): Uint8Arra
   return bytes;
 }
 
+/** int64 fields: protobufjs takes numbers, or Longs for what a double cannot hold. */
+function int64(v: number | bigint): number | protobuf.Long {
+  return typeof v === "number" ? v : Long.fromString(BigInt.asIntN(64, v).toString());
+}
+// protobufjs carries the "long" package it depends on; its typings only say "a constructor".
+const Long = protobuf.util.Long as unknown as { fromString(text: string): protobuf.Long };
+
+const utf8 = (text: string) => new TextEncoder().encode(text);
+
 /**
- * TensorProto: dims=1, data_type=2, string_data=6, name=8, raw_data=9, external_data=13
- * (StringStringEntryProto: key=1, value=2), data_location=14 (EXTERNAL = 1).
+ * TensorProto. `rawFields` (hand-made test files) are read as more TensorProto fields and
+ * merged in, as any reader of the appended bytes would; bytes that are not a valid TensorProto
+ * cannot be built this way (write those with a raw protobuf writer).
  */
-export function tensorProto(t: TensorDesc): ProtoWriter {
-  const w = new ProtoWriter();
-  for (const d of t.dims) w.int64Field(1, d);
-  w.int64Field(2, t.elemType);
-  w.stringField(8, t.name);
+function tensor(t: TensorDesc): InstanceType<typeof onnx.TensorProto> {
+  const m = onnx.TensorProto.create({ dims: t.dims.map(int64), dataType: t.elemType, name: t.name });
   if (t.external !== undefined) {
-    const entry = (key: string, value: string) => {
-      const e = new ProtoWriter();
-      e.stringField(1, key);
-      e.stringField(2, value);
-      w.messageField(13, e);
-    };
-    entry("location", t.external.location);
-    if (t.external.offset !== undefined) entry("offset", String(t.external.offset));
-    if (t.external.length !== undefined) entry("length", String(t.external.length));
-    if (t.external.markExternal !== false) w.int64Field(14, 1);
+    const entries: [string, string | number | bigint | undefined][] = [["location", t.external.location], ["offset", t.external.offset], ["length", t.external.length]];
+    m.externalData = entries.filter(([, v]) => v !== undefined).map(([key, v]) => onnx.StringStringEntryProto.create({ key, value: String(v) }));
+    if (t.external.markExternal !== false) m.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
   } else if (t.values !== undefined) {
-    if (t.elemType === OnnxType.STRING) {
-      // Strings cannot go in raw_data; each is one string_data entry.
-      for (const s of t.values as readonly string[]) w.stringField(6, s);
-    } else {
-      w.bytesField(9, rawTensorData(t.elemType, t.values));
-    }
+    // Strings cannot go in raw_data; each is one string_data entry.
+    if (t.elemType === OnnxType.STRING) m.stringData = (t.values as readonly string[]).map(utf8);
+    else m.rawData = rawTensorData(t.elemType, t.values);
   } else if (t.rawFields === undefined) {
     throw new Error(`tensor '${t.name}' needs values, external or rawFields`);
   }
-  if (t.rawFields !== undefined) w.raw(t.rawFields);
-  return w;
+  if (t.rawFields === undefined || t.rawFields.length === 0) return m;
+  const own = onnx.TensorProto.encode(m).finish();
+  const merged = new Uint8Array(own.length + t.rawFields.length);
+  merged.set(own);
+  merged.set(t.rawFields, own.length);
+  return onnx.TensorProto.decode(merged);
 }
 
-/** SparseTensorProto: values=1, indices=2, dims=3. */
-export function sparseTensorProto(t: SparseTensorDesc): ProtoWriter {
-  const w = new ProtoWriter();
-  w.messageField(1, tensorProto(t.values));
-  w.messageField(2, tensorProto(t.indices));
-  for (const d of t.dims) w.int64Field(3, d);
-  return w;
+function sparseTensor(t: SparseTensorDesc): InstanceType<typeof onnx.SparseTensorProto> {
+  return onnx.SparseTensorProto.create({ values: tensor(t.values), indices: tensor(t.indices), dims: t.dims.map(int64) });
 }
 
-/** ValueInfoProto: name=1, type=2 -> TypeProto.tensor_type=1 -> elem_type=1, shape=2 -> dim=1. */
-export function valueInfoProto(v: ValueInfoDesc): ProtoWriter {
-  const tensorType = new ProtoWriter();
-  tensorType.int64Field(1, v.elemType);
-  if (v.shape !== undefined) {
-    const shape = new ProtoWriter();
-    for (const d of v.shape) {
-      const dim = new ProtoWriter();
-      if (typeof d === "string") dim.stringField(2, d);
-      else if (d !== null) dim.int64Field(1, d);
-      shape.messageField(1, dim);
-    }
-    tensorType.messageField(2, shape);
-  }
-  const type = new ProtoWriter();
-  type.messageField(1, tensorType);
-  const w = new ProtoWriter();
-  w.stringField(1, v.name);
-  w.messageField(2, type);
-  return w;
+function valueInfo(v: ValueInfoDesc): InstanceType<typeof onnx.ValueInfoProto> {
+  const shape =
+    v.shape === undefined
+      ? null
+      : onnx.TensorShapeProto.create({
+          dim: v.shape.map((d) => onnx.TensorShapeProto.Dimension.create(typeof d === "string" ? { dimParam: d } : d === null ? {} : { dimValue: d })),
+        });
+  return onnx.ValueInfoProto.create({ name: v.name, type: { tensorType: { elemType: v.elemType, shape } } });
 }
 
-/** AttributeProto.AttributeType values. */
-const ATTR_TYPE = {
-  FLOAT: 1,
-  INT: 2,
-  STRING: 3,
-  TENSOR: 4,
-  GRAPH: 5,
-  FLOATS: 6,
-  INTS: 7,
-  STRINGS: 8,
-  TENSORS: 9,
-  GRAPHS: 10,
-  SPARSE_TENSOR: 11,
-} as const;
+const ATTR = onnx.AttributeProto.AttributeType;
 
-/**
- * AttributeProto: name=1, f=2, i=3, s=4, t=5, g=6, floats=7, ints=8, strings=9, tensors=10,
- * graphs=11, type=20, sparse_tensor=22.
- */
-export function attributeProto(a: AttributeDesc): ProtoWriter {
-  const w = new ProtoWriter();
-  w.stringField(1, a.name);
-  if ("f" in a) {
-    w.floatField(2, a.f);
-    w.int64Field(20, ATTR_TYPE.FLOAT);
-  } else if ("i" in a) {
-    w.int64Field(3, a.i);
-    w.int64Field(20, ATTR_TYPE.INT);
-  } else if ("s" in a) {
-    w.stringField(4, a.s);
-    w.int64Field(20, ATTR_TYPE.STRING);
-  } else if ("t" in a) {
-    w.messageField(5, tensorProto(a.t));
-    w.int64Field(20, ATTR_TYPE.TENSOR);
-  } else if ("floats" in a) {
-    for (const f of a.floats) w.floatField(7, f);
-    w.int64Field(20, ATTR_TYPE.FLOATS);
-  } else if ("ints" in a) {
-    for (const i of a.ints) w.int64Field(8, i);
-    w.int64Field(20, ATTR_TYPE.INTS);
-  } else if ("g" in a) {
-    w.messageField(6, graphProto(a.g));
-    w.int64Field(20, ATTR_TYPE.GRAPH);
-  } else if ("graphs" in a) {
-    for (const g of a.graphs) w.messageField(11, graphProto(g));
-    w.int64Field(20, ATTR_TYPE.GRAPHS);
-  } else if ("tensors" in a) {
-    for (const t of a.tensors) w.messageField(10, tensorProto(t));
-    w.int64Field(20, ATTR_TYPE.TENSORS);
-  } else if ("sparse" in a) {
-    w.messageField(22, sparseTensorProto(a.sparse));
-    w.int64Field(20, ATTR_TYPE.SPARSE_TENSOR);
-  } else {
-    for (const s of a.strings) w.stringField(9, s);
-    w.int64Field(20, ATTR_TYPE.STRINGS);
-  }
-  return w;
+function attribute(a: AttributeDesc): InstanceType<typeof onnx.AttributeProto> {
+  const m = onnx.AttributeProto.create({ name: a.name });
+  if ("f" in a) Object.assign(m, { f: a.f, type: ATTR.FLOAT });
+  else if ("i" in a) Object.assign(m, { i: int64(a.i), type: ATTR.INT });
+  else if ("s" in a) Object.assign(m, { s: utf8(a.s), type: ATTR.STRING });
+  else if ("t" in a) Object.assign(m, { t: tensor(a.t), type: ATTR.TENSOR });
+  else if ("floats" in a) Object.assign(m, { floats: a.floats, type: ATTR.FLOATS });
+  else if ("ints" in a) Object.assign(m, { ints: a.ints.map(int64), type: ATTR.INTS });
+  else if ("g" in a) Object.assign(m, { g: graph(a.g), type: ATTR.GRAPH });
+  else if ("graphs" in a) Object.assign(m, { graphs: a.graphs.map(graph), type: ATTR.GRAPHS });
+  else if ("tensors" in a) Object.assign(m, { tensors: a.tensors.map(tensor), type: ATTR.TENSORS });
+  else if ("sparse" in a) Object.assign(m, { sparseTensor: sparseTensor(a.sparse), type: ATTR.SPARSE_TENSOR });
+  else Object.assign(m, { strings: a.strings.map(utf8), type: ATTR.STRINGS });
+  return m;
 }
 
-/** NodeProto: input=1, output=2, name=3, op_type=4, attribute=5, domain=7. */
-export function nodeProto(n: NodeDesc): ProtoWriter {
-  const w = new ProtoWriter();
-  for (const i of n.inputs) w.stringField(1, i);
-  for (const o of n.outputs) w.stringField(2, o);
-  if (n.name !== undefined) w.stringField(3, n.name);
-  w.stringField(4, n.opType);
-  for (const a of n.attributes ?? []) w.messageField(5, attributeProto(a));
-  if (n.domain !== undefined) w.stringField(7, n.domain);
-  return w;
+function node(n: NodeDesc): InstanceType<typeof onnx.NodeProto> {
+  return onnx.NodeProto.create({
+    input: n.inputs,
+    output: n.outputs,
+    ...(n.name !== undefined ? { name: n.name } : {}),
+    opType: n.opType,
+    attribute: (n.attributes ?? []).map(attribute),
+    ...(n.domain !== undefined ? { domain: n.domain } : {}),
+  });
 }
 
-/** GraphProto: node=1, name=2, initializer=5, input=11, output=12, sparse_initializer=15. */
-export function graphProto(g: GraphDesc): ProtoWriter {
-  const w = new ProtoWriter();
-  for (const n of g.nodes) w.messageField(1, nodeProto(n));
-  w.stringField(2, g.name);
-  for (const t of g.initializers ?? []) w.messageField(5, tensorProto(t));
-  for (const t of g.sparseInitializers ?? []) w.messageField(15, sparseTensorProto(t));
-  for (const v of g.inputs) w.messageField(11, valueInfoProto(v));
-  for (const v of g.outputs) w.messageField(12, valueInfoProto(v));
-  return w;
+function graph(g: GraphDesc): InstanceType<typeof onnx.GraphProto> {
+  return onnx.GraphProto.create({
+    node: g.nodes.map(node),
+    name: g.name,
+    initializer: (g.initializers ?? []).map(tensor),
+    sparseInitializer: (g.sparseInitializers ?? []).map(sparseTensor),
+    input: g.inputs.map(valueInfo),
+    output: g.outputs.map(valueInfo),
+  });
 }
 
-function opsetProto(domain: string, version: number): ProtoWriter {
-  const opset = new ProtoWriter();
-  opset.stringField(1, domain);
-  opset.int64Field(2, version);
-  return opset;
+const opset = (domain: string, version: number) => onnx.OperatorSetIdProto.create({ domain, version });
+
+function fn(f: FunctionDesc): InstanceType<typeof onnx.FunctionProto> {
+  return onnx.FunctionProto.create({
+    name: f.name,
+    input: f.inputs,
+    output: f.outputs,
+    node: f.nodes.map(node),
+    opsetImport: [opset("", f.opsetVersion ?? 17)],
+    domain: f.domain,
+  });
 }
 
-/** FunctionProto: name=1, input=4, output=5, node=7, opset_import=9, domain=10. */
-export function functionProto(f: FunctionDesc): ProtoWriter {
-  const w = new ProtoWriter();
-  w.stringField(1, f.name);
-  for (const i of f.inputs) w.stringField(4, i);
-  for (const o of f.outputs) w.stringField(5, o);
-  for (const n of f.nodes) w.messageField(7, nodeProto(n));
-  w.messageField(9, opsetProto("", f.opsetVersion ?? 17));
-  w.stringField(10, f.domain);
-  return w;
+/** The ModelProto message for `desc` (without rawFields), e.g. to compare against a decoder. */
+export function modelProto(desc: ModelDesc): InstanceType<typeof onnx.ModelProto> {
+  const functions = desc.functions ?? [];
+  return onnx.ModelProto.create({
+    irVersion: desc.irVersion ?? 8,
+    producerName: desc.producerName ?? "inference-mesh",
+    ...(desc.producerVersion !== undefined ? { producerVersion: desc.producerVersion } : {}),
+    ...(desc.docString !== undefined ? { docString: desc.docString } : {}),
+    graph: graph(desc.graph),
+    // Each function's domain must be imported too, or onnxruntime refuses the nodes that call it.
+    opsetImport: [opset("", desc.opsetVersion ?? 17), ...[...new Set(functions.map((f) => f.domain))].map((d) => opset(d, 1))],
+    functions: functions.map(fn),
+  });
 }
 
 /**
- * ModelProto: ir_version=1, producer_name=2, producer_version=3, doc_string=6, graph=7,
- * opset_import=8 (OperatorSetIdProto: domain=1, version=2), functions=25.
+ * Under Node protobufjs hands back a Buffer, whose slice() is a view, not a copy as a
+ * Uint8Array's is: callers that slice the model and then reuse the slice would write into it.
  */
+const plain = (bytes: Uint8Array): Uint8Array => (Buffer.isBuffer(bytes) ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes);
+
 export function encodeModel(desc: ModelDesc): Uint8Array {
-  const w = new ProtoWriter();
-  w.int64Field(1, desc.irVersion ?? 8);
-  w.stringField(2, desc.producerName ?? "inference-mesh");
-  if (desc.producerVersion !== undefined) w.stringField(3, desc.producerVersion);
-  if (desc.docString !== undefined) w.stringField(6, desc.docString);
-  w.messageField(7, graphProto(desc.graph));
-  w.messageField(8, opsetProto("", desc.opsetVersion ?? 17));
-  // Each function's domain must be imported too, or onnxruntime refuses the nodes that call it.
-  for (const domain of new Set((desc.functions ?? []).map((f) => f.domain))) w.messageField(8, opsetProto(domain, 1));
-  for (const f of desc.functions ?? []) w.messageField(25, functionProto(f));
-  if (desc.rawFields !== undefined) w.raw(desc.rawFields);
-  return w.finish();
+  const bytes = plain(onnx.ModelProto.encode(modelProto(desc)).finish());
+  if (desc.rawFields === undefined) return bytes;
+  // Appended fields are read after (and merged with) the ones written above.
+  const out = new Uint8Array(bytes.length + desc.rawFields.length);
+  out.set(bytes);
+  out.set(desc.rawFields, bytes.length);
+  return out;
+}
+
+/** Encoded messages, for tests that splice them into hand-made (hostile) protobuf bytes. */
+export const tensorProto = (t: TensorDesc): Uint8Array => plain(onnx.TensorProto.encode(tensor(t)).finish());
+export const valueInfoProto = (v: ValueInfoDesc): Uint8Array => plain(onnx.ValueInfoProto.encode(valueInfo(v)).finish());
+export const attributeProto = (a: AttributeDesc): Uint8Array => plain(onnx.AttributeProto.encode(attribute(a)).finish());
+export const graphProto = (g: GraphDesc): Uint8Array => plain(onnx.GraphProto.encode(graph(g)).finish());
+
+/** The library's decoder, for cross-checking our streaming reader (protocol/onnx-signature.ts). */
+export function decodeModel(bytes: Uint8Array): InstanceType<typeof onnx.ModelProto> {
+  return onnx.ModelProto.decode(bytes);
 }
 
 /**

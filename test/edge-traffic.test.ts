@@ -98,17 +98,17 @@ describe("API key format", () => {
     expect(key.length).toBe(KEY_LENGTH);
     expect(hash).toMatch(/^[0-9a-f]{64}$/);
     expect(key.startsWith(start)).toBe(true);
-    expect(plausibleKey(key)).toBe(true);
+    expect(await plausibleKey(key)).toBe(true);
     const i = 10;
     const bad = key.slice(0, i) + (key[i] === "a" ? "b" : "a") + key.slice(i + 1);
-    expect(plausibleKey(bad)).toBe(false);
+    expect(await plausibleKey(bad)).toBe(false);
   });
 
-  it("refuses junk, and the dropped pre-checksum form (37 characters) too", () => {
-    expect(plausibleKey("mesh_" + "x".repeat(32))).toBe(false); // legacy form: no lookup any more
-    expect(plausibleKey("not-a-key")).toBe(false);
-    expect(plausibleKey("mesh_" + "x".repeat(100))).toBe(false);
-    expect(plausibleKey("mesh_" + "x".repeat(32) + "ab cd!")).toBe(false);
+  it("refuses junk, and the dropped pre-checksum form (37 characters) too", async () => {
+    expect(await plausibleKey("mesh_" + "x".repeat(32))).toBe(false); // legacy form: no lookup any more
+    expect(await plausibleKey("not-a-key")).toBe(false);
+    expect(await plausibleKey("mesh_" + "x".repeat(100))).toBe(false);
+    expect(await plausibleKey("mesh_" + "x".repeat(32) + "ab cd!")).toBe(false);
     expect(keyChecksum("a")).toHaveLength(6);
   });
 

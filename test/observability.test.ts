@@ -151,12 +151,12 @@ describe("metrics configuration", () => {
 });
 
 describe("metrics units", () => {
-  it("the credential check: off without a token (404), 401 without the right bearer token, else served", () => {
-    expect(refuseMetrics(`Bearer ${TOKEN}`, null)?.code).toBe("not_found");
-    expect(refuseMetrics(undefined, TOKEN)?.code).toBe("unauthorized");
-    expect(refuseMetrics(`Bearer ${TOKEN}x`, TOKEN)?.code).toBe("unauthorized");
-    expect(refuseMetrics(`Basic ${TOKEN}`, TOKEN)?.code).toBe("unauthorized");
-    expect(refuseMetrics(`bearer ${TOKEN}`, TOKEN)).toBeNull();
+  it("the credential check: off without a token (404), 401 without the right bearer token, else served", async () => {
+    expect((await refuseMetrics(`Bearer ${TOKEN}`, null))?.code).toBe("not_found");
+    expect((await refuseMetrics(undefined, TOKEN))?.code).toBe("unauthorized");
+    expect((await refuseMetrics(`Bearer ${TOKEN}x`, TOKEN))?.code).toBe("unauthorized");
+    expect((await refuseMetrics(`Basic ${TOKEN}`, TOKEN))?.code).toBe("unauthorized");
+    expect(await refuseMetrics(`bearer ${TOKEN}`, TOKEN)).toBeNull();
   });
 
   it("model label values are capped; past the cap models share 'other'", () => {

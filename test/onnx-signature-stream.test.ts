@@ -8,7 +8,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_STRING_BYTES, OnnxParseError, OnnxSignatureReader, readOnnxSignature } from "../protocol/onnx-signature.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
-import { attributeProto, encodeModel, externalDataModel, OnnxType, ProtoWriter, valueInfoProto, type TensorDesc } from "../scripts/onnx-writer.js";
+import { attributeProto, encodeModel, externalDataModel, OnnxType, valueInfoProto, type TensorDesc } from "../scripts/onnx-writer.js";
+import { ProtoWriter } from "./helpers/proto-writer.js";
 
 let dir: string;
 let corpus: Array<[string, Uint8Array]>;
@@ -88,7 +89,7 @@ async function buildCorpus(into: string): Promise<Array<[string, Uint8Array]>> {
   // Nodes whose name and op_type come after their attributes (the reader judges attributes
   // only once it knows them): an EPContext holding a bomb, a named node with external data,
   // and a node with a damaged attribute before its op_type.
-  const lateNode = (opType: string, attrs: ProtoWriter[], name = "late") => {
+  const lateNode = (opType: string, attrs: (ProtoWriter | Uint8Array)[], name = "late") => {
     const n = new ProtoWriter();
     for (const a of attrs) n.messageField(5, a);
     n.stringField(3, name);

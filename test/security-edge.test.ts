@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newApiKey } from "../edge/key-format.js";
 import type { RegionsView } from "../edge/regions-view.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
-import { RespConnection } from "../local/resp-client.js";
+import { Redis } from "ioredis";
 import { collectPageErrors, launchBrowser } from "./helpers/browser.js";
 import { call, expectError, mlpBody, type Answer } from "./helpers/mesh-client.js";
 
@@ -24,7 +24,7 @@ let mesh: MeshHandle;
 let dir: string;
 let E: string;
 let E2: string;
-let redis: RespConnection;
+let redis: Redis;
 let mlpBytes: Uint8Array<ArrayBuffer>;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -41,12 +41,12 @@ beforeAll(async () => {
   });
   E = mesh.edge;
   E2 = mesh.edges[1]!;
-  redis = await RespConnection.connect("127.0.0.1", mesh.redis.port);
+  redis = new Redis({ host: "127.0.0.1", port: mesh.redis.port, protocol: 2 });
   mlpBytes = new Uint8Array(await readFile(mesh.models.find((m) => m.name === "demo-mlp")!.file));
 });
 
 afterAll(async () => {
-  await redis?.close();
+  redis?.disconnect();
   await mesh?.stop();
   if (process.env.MESH_TEST_KEEP) say(`kept ${dir} (logs under logs/)`);
   else await rm(dir, { recursive: true, force: true });
@@ -90,7 +90,7 @@ async function deployMlp(key: string, name: string): Promise<void> {
 const probe = (key: string, headers: Record<string, string> = {}) => call(`${E}/v2/models/no-such-model`, { key, headers });
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
-const cached = async (key: string) => (await redis.command(["EXISTS", `mesh:key:${sha256(key)}`])) === 1;
+const cached = async (key: string) => (await redis.exists(`mesh:key:${sha256(key)}`)) === 1;
 
 function expect429(a: Answer, code = "rate_limited"): void {
   expectError(a, 429, code);
@@ -154,7 +154,7 @@ describe("made-up keys and failed authentications (item 11)", () => {
     const plausible = (await newApiKey()).key;
     expectError(await probe(plausible, { "x-mesh-client-ip": "10.2.0.1" }), 401, "unauthorized");
     await until("the well-formed unknown key's negative entry in Redis", () => cached(plausible));
-    const found = (await redis.pipeline(junk.map((k) => ["EXISTS", `mesh:key:${sha256(k)}`]))).filter((v) => v === 1).length;
+    const found = (await Promise.all(junk.map((k) => redis.exists(`mesh:key:${sha256(k)}`)))).filter((v) => v === 1).length;
     say(`${junk.length} junk keys: ${found} cache entries in Redis (a well-formed unknown key: 1)`);
     expect(found).toBe(0);
   });
@@ -367,13 +367,13 @@ describe("monthly quota (item 17)", () => {
     }
     const now = new Date();
     const counter = `mesh:quota:${acc.id}:${now.getUTCFullYear()}${String(now.getUTCMonth() + 1).padStart(2, "0")}`;
-    await until("both calls in the shared count", async () => String(await redis.command(["GET", counter])) === "2");
+    await until("both calls in the shared count", async () => (await redis.get(counter)) === "2");
     await until("both calls in the usage rows", async () => {
       const u = await call(`${E}/v1/usage?model=lost-mlp`, { key: acc.key });
       return u.body?.models?.[0]?.calls === 2;
     });
     // Redis loses the count (a restart, a flush); the other isolate never saw these calls.
-    await redis.command(["DEL", counter]);
+    await redis.del(counter);
     const patched = await call(`${E2}/v1/accounts/${acc.id}`, { method: "PATCH", key: mesh.adminToken, json: { monthlyRequests: 5 } });
     expect(patched.status, JSON.stringify(patched.body)).toBe(200);
     const fresh = await newKey(acc.key);

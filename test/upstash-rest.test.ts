@@ -1,13 +1,12 @@
 // The local Upstash REST stand-in (local/upstash-rest-server.ts) against a fresh redis-server,
 // driven by the unmodified @upstash/redis client (Node and Cloudflare builds) and by raw
-// fetch for the wire details the client hides; plus the RESP parser on awkward chunking.
+// fetch for the wire details the client hides.
 import { randomUUID } from "node:crypto";
 import { Redis } from "@upstash/redis";
 import { Redis as CloudflareRedis } from "@upstash/redis/cloudflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../local/free-port.js";
 import { startRedisServer, type RedisServerHandle } from "../local/redis-server.js";
-import { RespConnection, RespError, RespParser, encodeCommand, type RespValue } from "../local/resp-client.js";
 import { startUpstashRestServer, type UpstashRestServer } from "../local/upstash-rest-server.js";
 
 const TOKEN = `local-${randomUUID()}`;
@@ -320,116 +319,30 @@ describe("raw REST protocol", () => {
   });
 });
 
-describe("RESP parser", () => {
-  const sample = Buffer.concat([
-    Buffer.from("+OK\r\n-ERR boom here\r\n:-42\r\n:0\r\n$-1\r\n*-1\r\n*0\r\n$0\r\n\r\n"),
-    Buffer.from("$8\r\nab\r\ncd\r\n\r\n"), // payload contains CRLF
-    Buffer.from("*3\r\n:1\r\n*2\r\n$1\r\nx\r\n*1\r\n$-1\r\n+héllo\r\n"),
-    Buffer.from("$4\r\n"),
-    Buffer.from([0x00, 0xff, 0x0d, 0x0a]),
-    Buffer.from("\r\n"),
-  ]);
-  const expected: RespValue[] = [
-    "OK",
-    new RespError("ERR boom here"),
-    -42,
-    0,
-    null,
-    null,
-    [],
-    Buffer.alloc(0),
-    Buffer.from("ab\r\ncd\r\n"),
-    [1, [Buffer.from("x"), [null]], "héllo"],
-    Buffer.from([0x00, 0xff, 0x0d, 0x0a]),
-  ];
-
-  function parseInChunks(input: Buffer, sizes: (i: number) => number): RespValue[] {
-    const out: RespValue[] = [];
-    const parser = new RespParser((value) => out.push(value));
-    for (let pos = 0, i = 0; pos < input.length; i += 1) {
-      const size = Math.max(1, sizes(i));
-      parser.push(input.subarray(pos, pos + size));
-      pos += size;
-    }
-    return out;
-  }
-
-  it("parses everything in one chunk", () => {
-    expect(parseInChunks(sample, () => sample.length)).toEqual(expected);
+describe("connections to Redis", () => {
+  it("drops a blocking command's own connection when its caller hangs up", async () => {
+    const blockedClients = async () =>
+      String((await call("/", { body: ["CLIENT", "LIST"] })).json.result)
+        .split("\n")
+        .filter((line) => / cmd=blpop\b/.test(line)).length;
+    const abort = new AbortController();
+    const blocked = fetch(`${rest!.url}/`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify(["BLPOP", "hangup:never", 0]),
+      signal: abort.signal,
+    }).catch(() => "aborted");
+    while ((await blockedClients()) === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    abort.abort();
+    expect(await blocked).toBe("aborted");
+    while ((await blockedClients()) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect((await call("/", { body: ["PING"] })).json).toEqual({ result: "PONG" });
   });
 
-  it("parses byte by byte and at every split point", () => {
-    expect(parseInChunks(sample, () => 1)).toEqual(expected);
-    for (let split = 1; split < sample.length; split += 1) {
-      expect(parseInChunks(sample, (i) => (i === 0 ? split : sample.length))).toEqual(expected);
-    }
-    expect(parseInChunks(sample, (i) => (i % 5) + 1)).toEqual(expected);
-  });
-
-  it("assembles a large bulk string from many chunks", () => {
-    const payload = Buffer.alloc(3 * 1024 * 1024 + 17, 0xab);
-    const wire = Buffer.concat([Buffer.from(`*2\r\n$${payload.length}\r\n`), payload, Buffer.from("\r\n:7\r\n")]);
-    const [value] = parseInChunks(wire, () => 65_536);
-    expect(Array.isArray(value)).toBe(true);
-    const [bulk, n] = value as [Buffer, number];
-    expect(bulk.equals(payload)).toBe(true);
-    expect(n).toBe(7);
-  });
-
-  it("rejects malformed input", () => {
-    const parser = new RespParser(() => undefined);
-    expect(() => parser.push(Buffer.from("?what\r\n"))).toThrow(/unexpected RESP type/);
-    expect(() => new RespParser(() => undefined).push(Buffer.from(":12a\r\n"))).toThrow(/invalid integer/);
-    expect(() => new RespParser(() => undefined).push(Buffer.from("$3\r\nabcXY"))).toThrow(/CRLF/);
-  });
-
-  it("encodes commands as arrays of bulk strings", () => {
-    expect(encodeCommand(["SET", "k", 12, Buffer.from([0])]).toString("latin1")).toBe(
-      "*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$1\r\n\u0000\r\n",
-    );
-    expect(encodeCommand(["é"]).toString("utf8")).toBe("*1\r\n$2\r\né\r\n");
-  });
-});
-
-describe("RESP connection", () => {
-  it("pipelines many commands, keeping per-command errors and binary values", async () => {
-    const conn = await RespConnection.connect(redisServer!.host, redisServer!.port);
-    try {
-      const binary = Buffer.from([0, 1, 2, 0xff, 0x0d, 0x0a, 0x24]);
-      const replies = await conn.pipeline([
-        ["SET", "resp:bin", binary],
-        ["GET", "resp:bin"],
-        ["INCR", "resp:bin"],
-        ["GET", "resp:none"],
-      ]);
-      expect(replies[0]).toBe("OK");
-      expect(replies[1]).toEqual(binary);
-      expect(replies[2]).toBeInstanceOf(RespError);
-      expect((replies[2] as RespError).code).toBe("ERR");
-      expect(replies[3]).toBeNull();
-
-      const many = await Promise.all(Array.from({ length: 500 }, (_, i) => conn.command(["ECHO", `m${i}`])));
-      expect(many.map((v) => (v as Buffer).toString())).toEqual(Array.from({ length: 500 }, (_, i) => `m${i}`));
-    } finally {
-      await conn.close();
-    }
-  });
-
-  it("rejects commands in flight when the connection goes away", async () => {
-    const conn = await RespConnection.connect(redisServer!.host, redisServer!.port);
-    // Observe the outcome right away: the rejection happens inside close().
-    const outcome = conn.command(["BLPOP", "resp:never", 0]).then(
-      () => "resolved",
-      (err: Error) => err.message,
-    );
-    await conn.close();
-    expect(await outcome).toMatch(/closed/);
-    await expect(conn.command(["PING"])).rejects.toThrow(/closed/);
-    expect(conn.isOpen).toBe(false);
-  });
-
-  it("fails clearly when nothing listens", async () => {
+  it("fails clearly at startup when nothing listens", async () => {
     const port = await freePort();
-    await expect(RespConnection.connect("127.0.0.1", port)).rejects.toThrow(/cannot connect to redis/);
+    await expect(startUpstashRestServer({ redisPort: port, token: TOKEN })).rejects.toThrow(
+      new RegExp(`redis at 127.0.0.1:${port} is not usable`),
+    );
   });
 });

@@ -211,7 +211,7 @@ export function registerV1Regions(app: Hono<AppEnv>): void {
   app.get("/v1/regions", async (c) => {
     const token = bearer(c.req.header("authorization"));
     if (!token) throw new MeshError("unauthorized", "missing API key: send 'Authorization: Bearer <key>'");
-    if (isAdminToken(c, token)) return c.json(await buildView(c, null));
+    if (await isAdminToken(c, token)) return c.json(await buildView(c, null));
     const { key, limit, remaining } = await authorize(c, token, "infer");
     c.header("x-ratelimit-limit", String(limit));
     c.header("x-ratelimit-remaining", String(remaining));
