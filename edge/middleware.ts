@@ -30,6 +30,9 @@ function newRequestId(): string {
   return s;
 }
 
+/** Largest unread request body the edge reads to its end after answering (see init). */
+const DRAIN_MAX_BYTES = 64 * 1024;
+
 export function init(): MiddlewareHandler<AppEnv> {
   return async function init(c, next) {
     const given = c.req.header("x-request-id");
@@ -45,6 +48,15 @@ export function init(): MiddlewareHandler<AppEnv> {
     c.set("config", loadConfig(c.env));
     c.set("db", drizzle(c.env.DB));
     await next();
+    // An answer given before the body was read (a refused key, a wrong route): read the rest of a
+    // small body, so a caller's kept-alive connection stays usable for its next request. Seen:
+    // after a 401 with the body unread, the local workerd reset the reused connection (the
+    // caller's next fetch failed with ECONNRESET). A large body is left: the connection closes.
+    const raw = c.req.raw;
+    if (raw.body && !raw.bodyUsed && c.res.status !== 101) {
+      const length = Number(raw.headers.get("content-length") ?? NaN);
+      if (length <= DRAIN_MAX_BYTES) await raw.arrayBuffer().catch(() => undefined);
+    }
     // Cheap on every answer: no content sniffing of an API answer into HTML, and no URL of
     // ours (with whatever it carries) in another site's Referer. A 101's headers are the socket's.
     if (c.res.status !== 101) {
