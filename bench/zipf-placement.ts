@@ -38,8 +38,8 @@
 // Prints tables and writes bench/results/zipf-placement-<ISO>.json and -latest.json.
 // Targets are informational: exit 0 unless it crashed.
 
-import { pickWarm, planLoad, usedMb, type NodeState } from "../regions/placement.js";
-import { ModelStats } from "../regions/model-stats.js";
+import { pickWarm, planLoad, usedMb, waitForCheaperPlace, type NodeState } from "../regions/placement.js";
+import { keepValue, ModelStats } from "../regions/model-stats.js";
 import { beladyReplay, type BeladyResult } from "./belady.js";
 import { WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
@@ -356,19 +356,22 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
       return s;
     };
     const queueDepth = (key: string) => queues.get(key)?.length ?? 0;
-    const valueOf = (key: string) => (stats.get(key)?.rate ?? 0) + queueDepth(key) * 10;
+    const valueOf = (key: string) => keepValue(stats.get(key), queueDepth(key), q.now);
 
     // Whether a model fits on a node does not depend on which model it is (same size, no
     // keep-warm floors), only on the nodes it may go to; so once a model held nowhere found
     // no room, no model finds room until the epoch moves.
     let noRoomAt = -1;
-    const startLoad = (key: string, maxEvictValue = Infinity): boolean => {
+    const worth = (key: string) => stats.get(key)?.longRate(q.now) ?? 0;
+    const startLoad = (key: string, maxEvictValue = Infinity, waitedMs?: number): boolean => {
       if (noRoomAt === capacityEpoch) return false;
       const plan = planLoad(nodes, key, setup.modelMb, valueOf, undefined, undefined, maxEvictValue);
       if (!plan) {
         if (!nodes.some((n) => n.warm.has(key) || n.loading.has(key))) noRoomAt = capacityEpoch;
         return false;
       }
+      // The scheduler's demand path: a call's load may wait for a cheaper place (patience: one load).
+      if (waitedMs !== undefined && waitForCheaperPlace(nodes, plan, key, setup.modelMb, worth, waitedMs, setup.coldStartMs)) return false;
       beginLoad(plan.node as SimNode, key, plan.evict, () => pumpAll());
       return true;
     };
@@ -376,7 +379,7 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
       if (nodes.some((n) => n.loading.has(key))) return;
       const warm = nodes.filter((n) => n.available && n.warm.has(key));
       if (warm.length > 0 && queueDepth(key) <= warm.reduce((s, n) => s + n.slots, 0)) return;
-      startLoad(key);
+      startLoad(key, Infinity, q.now - queues.get(key)![0]!.arrivedAt);
     };
     const pump = (key: string) => {
       const qu = queues.get(key);

@@ -2,8 +2,8 @@
 // evicts, how many replicas the warm policy wants, and the traffic statistics behind it.
 
 import { describe, expect, it } from "vitest";
-import { ModelStats, percentile } from "../regions/model-stats.js";
-import { estimateMemoryMb, pickWarm, planLoad, usedMb, type NodeState } from "../regions/placement.js";
+import { KEEP_HALF_LIFE_MS, keepValue, ModelStats, percentile, QUEUED_CALL_VALUE } from "../regions/model-stats.js";
+import { estimateMemoryMb, pickWarm, planLoad, usedMb, waitForCheaperPlace, type NodeState } from "../regions/placement.js";
 import { desiredReplicas, WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 
 function node(id: string, over: Partial<NodeState> & { warmKeys?: [string, number, number][] } = {}): NodeState {
@@ -98,6 +98,66 @@ describe("planLoad", () => {
   });
 });
 
+describe("waitForCheaperPlace", () => {
+  const worth = (rates: Record<string, number>) => (k: string) => rates[k] ?? 0;
+  const rates = { hot: 5, tail: 0.01, oneOff: 0.006, mid: 1 };
+  // A full node: "hot" idle, "tail" loading (its place is evictable once its calls are done).
+  const full = () =>
+    node("a", {
+      memoryBudgetMb: 20,
+      warmKeys: [["hot", 10, 0]],
+      loading: new Map([["tail", 10]]),
+    });
+
+  it("a rare model's load waits for a rare model's place instead of evicting a hot one", () => {
+    const n = full();
+    const plan = planLoad([n], "oneOff", 10, worth(rates))!;
+    expect(plan.evict).toEqual(["hot"]);
+    expect(waitForCheaperPlace([n], plan, "oneOff", 10, worth(rates), 0, 2_000)).toBe(true);
+  });
+
+  it("also waits for a cheap model whose calls are still running", () => {
+    const n = node("a", { memoryBudgetMb: 20, warmKeys: [["hot", 10, 0], ["tail", 10, 0]], modelInflight: new Map([["tail", 1]]) });
+    const plan = planLoad([n], "oneOff", 10, worth(rates))!;
+    expect(plan.evict).toEqual(["hot"]);
+    expect(waitForCheaperPlace([n], plan, "oneOff", 10, worth(rates), 0, 2_000)).toBe(true);
+  });
+
+  it("takes the plan once the calls have waited a load's time (the tail's places grow)", () => {
+    const n = full();
+    const plan = planLoad([n], "oneOff", 10, worth(rates))!;
+    expect(waitForCheaperPlace([n], plan, "oneOff", 10, worth(rates), 2_000, 2_000)).toBe(false);
+  });
+
+  it("admits a model worth more than what it evicts (frequency admission)", () => {
+    const n = node("a", { memoryBudgetMb: 20, warmKeys: [["mid", 10, 0]], loading: new Map([["tail", 10]]) });
+    const plan = planLoad([n], "hot", 10, worth(rates))!;
+    expect(plan.evict).toEqual(["mid"]);
+    expect(waitForCheaperPlace([n], plan, "hot", 10, worth(rates), 0, 2_000)).toBe(false);
+  });
+
+  it("never waits when nothing cheaper will come free, nor when nothing is evicted", () => {
+    // Only hot models, all idle: waiting would never end; evict the cheapest.
+    const n = node("a", { memoryBudgetMb: 20, warmKeys: [["hot", 10, 0], ["mid", 10, 0]] });
+    const plan = planLoad([n], "oneOff", 10, worth(rates))!;
+    expect(plan.evict).toEqual(["mid"]);
+    expect(waitForCheaperPlace([n], plan, "oneOff", 10, worth(rates), 0, 2_000)).toBe(false);
+    const room = node("b", { memoryBudgetMb: 40, warmKeys: [["hot", 10, 0]], loading: new Map([["tail", 10]]) });
+    const free = planLoad([room], "oneOff", 10, worth(rates))!;
+    expect(free.evict).toEqual([]);
+    expect(waitForCheaperPlace([room], free, "oneOff", 10, worth(rates), 0, 2_000)).toBe(false);
+  });
+
+  it("a cheap place on a node too small for the model, or unavailable, is no reason to wait", () => {
+    const n = node("a", { memoryBudgetMb: 20, warmKeys: [["hot", 10, 0]] });
+    const small = node("s", { memoryBudgetMb: 5, loading: new Map([["tail", 5]]) });
+    const down = node("d", { available: false, loading: new Map([["tail", 10]]) });
+    const plan = planLoad([n, small, down], "oneOff", 10, worth(rates))!;
+    expect(plan.node.id).toBe("a");
+    expect(waitForCheaperPlace([n, small, down], plan, "oneOff", 10, worth(rates), 0, 2_000)).toBe(false);
+  });
+});
+
 describe("warm policy", () => {
   const now = 1_000_000;
   it("keeps the floor with no traffic, and the override exactly", () => {
@@ -137,6 +197,34 @@ describe("model stats", () => {
     s.tick(t);
     expect(s.rate).toBeGreaterThan(5);
     expect(s.trend()).toBeGreaterThan(3);
+  });
+
+  it("a long-run rate that tells a steady model from a one-off called a moment ago", () => {
+    // Fake time: a model called every 5 s for ten minutes, and a one-off called just now.
+    const steady = new ModelStats();
+    const oneOff = new ModelStats();
+    let t = 1_000_000;
+    for (let i = 0; i < 120; i++, t += 5_000) steady.arrival(t);
+    oneOff.arrival(t);
+    expect(steady.longRate(t)).toBeGreaterThan(0.15);
+    expect(steady.longRate(t)).toBeLessThan(0.25); // ~0.2/s
+    expect(oneOff.longRate(t)).toBeCloseTo(Math.LN2 / (KEEP_HALF_LIFE_MS / 1000), 6);
+    expect(steady.longRate(t)).toBeGreaterThan(20 * oneOff.longRate(t));
+    // The short EWMA, by contrast, ranks the one-off first just after its call.
+    steady.tick(t + 1_000);
+    oneOff.tick(t + 1_000);
+    expect(oneOff.rate).toBeGreaterThan(steady.rate);
+    // It halves every half-life without calls, and is continuous in time.
+    expect(steady.longRate(t + KEEP_HALF_LIFE_MS)).toBeCloseTo(steady.longRate(t) / 2, 6);
+    expect(new ModelStats().longRate(t)).toBe(0);
+  });
+
+  it("keep value: the long-run rate plus the calls waiting for the model", () => {
+    const s = new ModelStats();
+    s.arrival(10_000);
+    expect(keepValue(s, 0, 10_000)).toBeCloseTo(s.longRate(10_000), 9);
+    expect(keepValue(s, 3, 10_000)).toBeCloseTo(s.longRate(10_000) + 3 * QUEUED_CALL_VALUE, 9);
+    expect(keepValue(undefined, 0, 10_000)).toBe(0);
   });
 
   it("reports percentiles of queue and inference times", () => {
