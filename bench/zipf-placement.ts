@@ -38,7 +38,7 @@
 // Prints tables and writes bench/results/zipf-placement-<ISO>.json and -latest.json.
 // Targets are informational: exit 0 unless it crashed.
 
-import { pickWarm, planLoad, usedMb, waitForCheaperPlace, type NodeState } from "../regions/placement.js";
+import { pickWarm, planLoad, usedMb, waitForCheaperPlace, type LoadPlan, type NodeState } from "../regions/placement.js";
 import { keepValue, ModelStats } from "../regions/model-stats.js";
 import { beladyReplay, type BeladyResult } from "./belady.js";
 import { WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
@@ -297,8 +297,11 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
   // evictable (its last call ended, or a load finished); until then a failed plan is not
   // recomputed. Same outcome as the scheduler's re-planning on every change, far fewer sorts.
   let capacityEpoch = 0;
+  /** Bumped by every event and every change within one (a call started, a load begun). */
+  let version = 0;
 
   const run = (node: SimNode, call: Call) => {
+    version++;
     const now = q.now;
     const w = node.warm.get(call.key)!;
     w.lastUsed = now;
@@ -324,6 +327,7 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
   };
 
   const beginLoad = (node: SimNode, key: string, evict: readonly string[], onWarm: () => void) => {
+    version++;
     for (const v of evict) {
       node.warm.delete(v);
       if (inWindow(q.now)) evictions++;
@@ -362,10 +366,16 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
     // keep-warm floors), only on the nodes it may go to; so once a model held nowhere found
     // no room, no model finds room until the epoch moves.
     let noRoomAt = -1;
+    let planMemo: { version: number; plan: LoadPlan | undefined } | undefined;
     const worth = (key: string) => stats.get(key)?.longRate(q.now) ?? 0;
     const startLoad = (key: string, maxEvictValue = Infinity, waitedMs?: number): boolean => {
       if (noRoomAt === capacityEpoch) return false;
-      const plan = planLoad(nodes, key, setup.modelMb, valueOf, undefined, undefined, maxEvictValue);
+      // A model held nowhere gets the same plan as any other (same size, no floors), so one
+      // pump over many waiting models plans once while nothing changes between them.
+      const heldNowhere = maxEvictValue === Infinity && !nodes.some((n) => n.warm.has(key) || n.loading.has(key));
+      const memo = heldNowhere && planMemo?.version === version ? planMemo.plan : null;
+      const plan = memo !== null ? memo : planLoad(nodes, key, setup.modelMb, valueOf, undefined, undefined, maxEvictValue);
+      if (heldNowhere) planMemo = { version, plan };
       if (!plan) {
         if (!nodes.some((n) => n.warm.has(key) || n.loading.has(key))) noRoomAt = capacityEpoch;
         return false;
@@ -421,6 +431,7 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
         } else if (action.kind === "unload") {
           const victim = nodes.find((n) => n.id === action.nodeId);
           if (victim) {
+            version++;
             victim.warm.delete(key);
             capacityEpoch++;
             victim.epoch++;
@@ -503,6 +514,7 @@ function simulate(setup: Setup, arrivals: readonly Arrival[], policy: Policy): P
   const maxEvents = arrivals.length * 4 + 1_000_000;
   let events = 0;
   for (let ev = q.pop(); ev; ev = q.pop()) {
+    version++;
     ev.run();
     if (++events > maxEvents) throw new Error(`${policy}: replay did not settle after ${events} events`);
   }
