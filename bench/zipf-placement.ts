@@ -6,8 +6,10 @@
 //   mesh           the scheduler's call path over regions/placement.ts: calls queue per model,
 //                  go to `pickWarm` (a node holding the model warm with a free slot, least in
 //                  flight); when none can take them, one load per model is planned with
-//                  `planLoad`, whose value function is the scheduler's (ModelStats EWMA rate +
-//                  10 x queue depth; stats ticked every virtual second, as the warm timer does).
+//                  `planLoad`, whose value function is the scheduler's (keepValue: ModelStats'
+//                  2-minute long-run rate + 10 x queue depth; stats ticked every virtual second,
+//                  as the warm timer does), and a call's load waits for a cheaper place as the
+//                  scheduler's does (`waitForCheaperPlace`, patience one cold start).
 //                  The warm policy's pre-warming/scale-down is OFF in this row.
 //   mesh+warm      the same plus the scheduler's once-a-second warm policy (desiredReplicas from
 //                  regions/warm-policy.ts: pre-warm replicas, unload idle ones), replayed as in
@@ -804,8 +806,10 @@ function notes(head: Scenario, sSweep: readonly Scenario[], rateSweep: readonly 
       `(the cluster holds fewer distinct models) and the same model is loaded on several nodes.`,
   );
   out.push(
-    `value function: ModelStats' rate is an EWMA over ~5 s (alpha 0.2 per 1 s bucket); a tail model called every ~10 s reads as ~0 between calls, ` +
-      `so among rarely-called models planLoad falls back to least-recently-used (its tie-break).`,
+    `value function (keepValue): the long-run call rate (calls weighted 2^-age/2 min) + 10 per waiting call; a one-off called a moment ago reads 0.006/s, ` +
+      `below any model called every few minutes, so loading the tail evicts the tail. A call's load that would evict a model worth more than its own waits ` +
+      `(at most one cold start) for a cheaper model that is loading or running to come free (waitForCheaperPlace): at the ceiling the tail keeps to the places it holds ` +
+      `instead of evicting hot models that come back as loads. Belady's rule has no such admission (it loads on every miss), so the mesh can exceed 100% of it there.`,
   );
   // mesh+warm: judge where the cluster is not load-bound (at the lowest rate replayed).
   const calm = [...rateSweep].sort((a, b) => a.ratePerS - b.ratePerS)[0] ?? head;
@@ -965,7 +969,7 @@ async function main(): Promise<void> {
       machine: machineInfo(),
       setup: { ...setup, headlineS: HEADLINE_S, loadBandwidthCeilingPerS: ceiling, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true },
       policies: {
-        mesh: "regions/placement.ts pickWarm + planLoad via the scheduler's call path (queue per model, one load per model, valueOf = ModelStats rate + 10 x queue depth, stats ticked every second); warm policy off",
+        mesh: "regions/placement.ts pickWarm + planLoad via the scheduler's call path (queue per model, one load per model, valueOf = keepValue: 2-minute long-run rate + 10 x queue depth, stats ticked every second; a call's load waits up to one cold start for a cheaper place: waitForCheaperPlace); warm policy off",
         "mesh+warm": "mesh plus Scheduler.warmTick's desiredReplicas pre-warm / scale-down every virtual second",
         "round-robin": "next node in turn; cold-load there if not warm, evicting LRU idle models",
         "least-loaded": "fewest assigned unfinished calls (seeded random tie-break), ignoring warmth; cold-load there if not warm, evicting LRU idle models",
