@@ -158,6 +158,78 @@ describe("waitForCheaperPlace", () => {
   });
 });
 
+describe("one-offs on a full node (fake clock and loads)", () => {
+  /**
+   * Three places of 10 MB; two hot models called every second (five minutes of history first),
+   * and every `everyS` seconds `burst` one-offs at once; a load takes 2 s on the fake clock and a
+   * call is served as soon as its model is warm. Returns whether a hot model was ever evicted.
+   */
+  function replay(everyS: number, burst: number, wait: boolean): { hotEvicted: boolean; loads: number; waitingAtEnd: number } {
+    const stats = new Map<string, ModelStats>();
+    const statsFor = (k: string) => stats.get(k) ?? stats.set(k, new ModelStats()).get(k)!;
+    let now = 1_000_000;
+    for (let i = 0; i < 300; i++, now += 1_000) for (const k of ["h1", "h2"]) statsFor(k).arrival(now);
+    const warm = new Map([["h1", { memoryMb: 10, lastUsed: now }], ["h2", { memoryMb: 10, lastUsed: now }], ["t0", { memoryMb: 10, lastUsed: now }]]);
+    const loading = new Map<string, number>();
+    const n = node("a", { memoryBudgetMb: 30, warm, loading });
+    const value = (k: string) => keepValue(stats.get(k), 0, now);
+    const worth = (k: string) => stats.get(k)?.longRate(now) ?? 0;
+    const finishAt = new Map<string, number>();
+    const waiting: { key: string; since: number }[] = [];
+    let loads = 0;
+    let hotEvicted = false;
+    let next = 1;
+    for (let sec = 1; sec <= 60; sec++, now += 1_000) {
+      for (const k of ["h1", "h2"]) {
+        statsFor(k).arrival(now);
+        if (warm.has(k)) warm.get(k)!.lastUsed = now;
+      }
+      for (const [k, at] of finishAt) if (at <= now) (loading.delete(k), finishAt.delete(k), warm.set(k, { memoryMb: 10, lastUsed: now }));
+      if (sec % everyS === 0) {
+        for (let b = 0; b < burst; b++, next++) {
+          statsFor(`t${next}`).arrival(now);
+          waiting.push({ key: `t${next}`, since: now });
+        }
+      }
+      while (waiting.length > 0) {
+        const w = waiting[0]!;
+        const plan = planLoad([n], w.key, 10, value);
+        if (!plan || (wait && waitForCheaperPlace([n], plan, w.key, 10, worth, now - w.since, 2_000))) break;
+        for (const v of plan.evict) {
+          warm.delete(v);
+          if (v.startsWith("h")) hotEvicted = true;
+        }
+        loading.set(w.key, 10);
+        finishAt.set(w.key, now + 2_000);
+        loads++;
+        waiting.shift();
+      }
+    }
+    return { hotEvicted, loads, waitingAtEnd: waiting.length };
+  }
+
+  it("the long-run rate keeps the hot models: one-offs evict one-offs", () => {
+    const r = replay(3, 1, false); // one place keeps up with a one-off every 3 s
+    expect(r.hotEvicted).toBe(false);
+    expect(r.loads).toBe(20);
+  });
+
+  it("a one-off arriving while another loads waits for that place instead of evicting a hot model", () => {
+    const without = replay(5, 2, false);
+    expect(without.hotEvicted).toBe(true);
+    const withWait = replay(5, 2, true);
+    expect(withWait.hotEvicted).toBe(false);
+    expect(withWait.loads + withWait.waitingAtEnd).toBe(24); // every one-off loaded, or waiting its turn at the end
+    expect(withWait.waitingAtEnd).toBeLessThanOrEqual(1);
+  });
+
+  it("when the one-offs need more than their place, patience lets them take a hot model's", () => {
+    const r = replay(1, 1, true); // a one-off a second needs two places of 2 s loads
+    expect(r.hotEvicted).toBe(true);
+    expect(r.waitingAtEnd).toBeLessThanOrEqual(2);
+  });
+});
+
 describe("warm policy", () => {
   const now = 1_000_000;
   it("keeps the floor with no traffic, and the override exactly", () => {
