@@ -41,7 +41,7 @@
 // Targets are informational: exit 0 unless it crashed.
 
 import { pickWarm, planLoad, usedMb, waitForCheaperPlace, type LoadPlan, type NodeState } from "../regions/placement.js";
-import { keepValue, ModelStats } from "../regions/model-stats.js";
+import { KEEP_HALF_LIFE_MS, keepValue, ModelStats } from "../regions/model-stats.js";
 import { beladyReplay, type BeladyResult } from "./belady.js";
 import { WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
@@ -967,7 +967,7 @@ async function main(): Promise<void> {
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       machine: machineInfo(),
-      setup: { ...setup, headlineS: HEADLINE_S, loadBandwidthCeilingPerS: ceiling, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true },
+      setup: { ...setup, headlineS: HEADLINE_S, loadBandwidthCeilingPerS: ceiling, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true, meshKeepValueHalfLifeMs: KEEP_HALF_LIFE_MS, meshLoadPatienceMs: setup.coldStartMs },
       policies: {
         mesh: "regions/placement.ts pickWarm + planLoad via the scheduler's call path (queue per model, one load per model, valueOf = keepValue: 2-minute long-run rate + 10 x queue depth, stats ticked every second; a call's load waits up to one cold start for a cheaper place: waitForCheaperPlace); warm policy off",
         "mesh+warm": "mesh plus Scheduler.warmTick's desiredReplicas pre-warm / scale-down every virtual second",
