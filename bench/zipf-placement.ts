@@ -33,7 +33,7 @@
 // a most loads/min the cluster can begin; when the calls to models that cannot stay warm need
 // more, no placement keeps up. The ceiling is the highest rate that is not load-bound.
 //
-// Run: npm run bench:placement              (~1-2 min: 7 scenarios x 4 policies + the optimum, 10 virtual min each)
+// Run: npm run bench:placement              (4-15 min on the shared 2-core machine: 7 scenarios x 4 policies + the optimum, 10 virtual min each)
 //      npx tsx bench/zipf-placement.ts --s 1.2 --rate 100 --minutes 5 --seed 7
 //      (also --models --nodes --per-node --slots --service-ms --cold-ms --warmup-minutes)
 //
