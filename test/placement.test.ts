@@ -118,9 +118,21 @@ describe("waitForCheaperPlace", () => {
 
   it("also waits for a cheap model whose calls are still running", () => {
     const n = node("a", { memoryBudgetMb: 20, warmKeys: [["hot", 10, 0], ["tail", 10, 0]], modelInflight: new Map([["tail", 1]]) });
+    // Loads hold a third of the memory (a valuable model loading elsewhere): bandwidth is short.
+    const b = node("b", { memoryBudgetMb: 10, loading: new Map([["hot2", 10]]) });
+    const r = { ...rates, hot2: 50 };
+    const plan = planLoad([n, b], "oneOff", 10, worth(r))!;
+    expect(plan.evict).toEqual(["hot"]);
+    expect(waitForCheaperPlace([n, b], plan, "oneOff", 10, worth(r), 0, 2_000)).toBe(true);
+    // The patience is two thirds of 2 s there (full from half the memory loading).
+    expect(waitForCheaperPlace([n, b], plan, "oneOff", 10, worth(r), 1_400, 2_000)).toBe(false);
+  });
+
+  it("does not wait when no load holds memory: the nodes can afford the hot model's reload", () => {
+    const n = node("a", { memoryBudgetMb: 20, warmKeys: [["hot", 10, 0], ["tail", 10, 0]], modelInflight: new Map([["tail", 1]]) });
     const plan = planLoad([n], "oneOff", 10, worth(rates))!;
     expect(plan.evict).toEqual(["hot"]);
-    expect(waitForCheaperPlace([n], plan, "oneOff", 10, worth(rates), 0, 2_000)).toBe(true);
+    expect(waitForCheaperPlace([n], plan, "oneOff", 10, worth(rates), 0, 2_000)).toBe(false);
   });
 
   it("takes the plan once the calls have waited a load's time (the tail's places grow)", () => {
