@@ -778,8 +778,8 @@ function notes(head: Scenario, sSweep: readonly Scenario[], rateSweep: readonly 
     out.push(
       `the headline (${head.ratePerS} calls/s, s=${head.s}) is LOAD-BOUND: a load holds a model's memory for ${setup.coldStartMs} ms, so ${cap} places ` +
         `allow at most ${fmt(head.capacity.maxLoadsPerMin, 0)} loads/min, and the calls to models outside any top-K that fits need more than the memory left; ` +
-        `every policy runs at that ceiling (${POLICIES.map((p) => `${p} ${fmt(perMin(head, head.results[p]), 0)}/min`).join(", ")}), ` +
-        `calls queue behind loads and warm hits collapse. The cold-start comparison is then capped at ~1x by physics, not by placement: ` +
+        `loads run near that ceiling (${POLICIES.map((p) => `${p} ${fmt(perMin(head, head.results[p]), 0)}/min`).join(", ")}), ` +
+        `calls queue behind loads, and policies that load on every miss (the baselines, Belady's rule) collapse; the mesh holds its hot models because a rare model's load waits for a rare model's place. The cold-start comparison is then capped near 1x by physics, not by placement: ` +
         `this setup needs more memory, faster loads or less traffic; the rate sweep shows where placement matters.`,
     );
   }
