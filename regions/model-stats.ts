@@ -1,12 +1,25 @@
 // Per-model traffic as the router sees it: request rate and service time as EWMAs, a short
 // linear-regression trend of the rate (as in 120n's capacity predictor) to see a rise coming,
-// and recent queue and inference times for percentiles in the region report.
+// a long-memory rate that decides which models stay warm (keepValue), and recent queue and
+// inference times for percentiles in the region report.
 
 import { percentile as nearestRank } from "../protocol/percentile.js";
 
 const BUCKET_MS = 1_000;
 const TREND_BUCKETS = 10;
 const SAMPLES = 512;
+
+/**
+ * Half-life of the call count behind a model's keep value. Which model to evict is a guess at
+ * which is called again last, i.e. the lowest long-run rate. The 1 s EWMA (~5 s memory) cannot
+ * tell a model called every 5 s from a one-off called a moment ago (both read ~0.2/s just after
+ * a call), so loading Zipf's tail evicted the models just above it and they came back as loads
+ * (thrashing). Two minutes separates them at tens of calls/s and still follows a shift in
+ * popularity within a few minutes.
+ */
+export const KEEP_HALF_LIFE_MS = 120_000;
+/** What each call waiting for a model adds to its keep value (calls/s): waiting calls come first. */
+export const QUEUED_CALL_VALUE = 10;
 
 /** Nearest rank, 0 for no samples (a report's figures are numbers). */
 export const percentile = (sorted: readonly number[], p: number): number => nearestRank(sorted, p, 0);
@@ -45,8 +58,14 @@ export class ModelStats {
   private readonly queueMs = new Ring(SAMPLES);
   private readonly inferMs = new Ring(SAMPLES);
   calls = 0;
+  /** Calls, each weighted 2^(-age / half-life), as of `decayedAt`. */
+  private decayed = 0;
+  private decayedAt = 0;
 
-  constructor(private readonly alpha = 0.2) {}
+  constructor(
+    private readonly alpha = 0.2,
+    private readonly keepHalfLifeMs = KEEP_HALF_LIFE_MS,
+  ) {}
 
   /** Rolls the per-second buckets forward to `now` (also when no call came). */
   tick(now: number): void {
@@ -72,6 +91,22 @@ export class ModelStats {
     this.bucketCount++;
     this.calls++;
     this.lastCall = now;
+    this.decayed = this.decayedCount(now) + 1;
+    this.decayedAt = now;
+  }
+
+  private decayedCount(now: number): number {
+    if (this.decayed === 0) return 0;
+    return this.decayed * 2 ** (-Math.max(0, now - this.decayedAt) / this.keepHalfLifeMs);
+  }
+
+  /**
+   * Calls per second over the last few half-lives, exponentially weighted (a steady rate r
+   * reads r; one call reads ln 2 / half-life, 0.006/s at two minutes). Continuous in `now`,
+   * so two models' values compare at any instant, with no bucket boundary between them.
+   */
+  longRate(now: number): number {
+    return (this.decayedCount(now) * Math.LN2) / (this.keepHalfLifeMs / 1000);
   }
 
   completed(queueMs: number, inferMs: number): void {
@@ -108,4 +143,14 @@ export class ModelStats {
       inferMs: { p50: round(percentile(i, 50)), p95: round(percentile(i, 95)), p99: round(percentile(i, 99)) },
     };
   }
+}
+
+/**
+ * How much keeping `key` warm is worth, for planLoad's choice of what to evict (higher = keep)
+ * and the warm policy's bound on what a speculative load may evict: the long-run call rate,
+ * plus QUEUED_CALL_VALUE per call waiting for the model. The router and the placement replay
+ * (bench/zipf-placement.ts) both use this one function.
+ */
+export function keepValue(stats: ModelStats | undefined, queued: number, now: number): number {
+  return (stats?.longRate(now) ?? 0) + queued * QUEUED_CALL_VALUE;
 }

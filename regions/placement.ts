@@ -3,7 +3,8 @@
 // the model warm with a free slot and the least in flight. A load goes to the node where it
 // fits at the least cost: free memory first, else evicting the least valuable idle models, and
 // only on a node whose disk can take the model's files (its cache budget and the filesystem's
-// free space, from its heartbeats).
+// free space, from its heartbeats). When loads saturate the cluster, a load for a model worth
+// less than what it would evict waits for a cheaper place instead (waitForCheaperPlace).
 
 import type { ConversationHeld, DiskUsage } from "../protocol/messages.js";
 import { MAX_REGION_CONVERSATIONS } from "../protocol/region-report.js";
@@ -132,15 +133,20 @@ export function planLoad(
     const evict: string[] = [];
     let cost = 0;
     if (!fits() || diskShort) {
-      const candidates = [...n.warm]
-        .filter(([k]) => (n.modelInflight.get(k) ?? 0) === 0 && !protect(n, k) && valueOf(k) < maxEvictValue)
-        .sort(([ka, a], [kb, b]) => valueOf(ka) - valueOf(kb) || a.lastUsed - b.lastUsed);
-      for (const [k, w] of candidates) {
+      // Each value once (not once per comparison): the router plans a load per waiting model.
+      const candidates: { k: string; v: number; memoryMb: number; lastUsed: number }[] = [];
+      for (const [k, w] of n.warm) {
+        if ((n.modelInflight.get(k) ?? 0) !== 0 || protect(n, k)) continue;
+        const v = valueOf(k);
+        if (v < maxEvictValue) candidates.push({ k, v, memoryMb: w.memoryMb, lastUsed: w.lastUsed });
+      }
+      candidates.sort((a, b) => a.v - b.v || a.lastUsed - b.lastUsed);
+      for (const c of candidates) {
         if (fits() && (!diskShort || evict.length > 0)) break;
-        evict.push(k);
-        free += w.memoryMb;
+        evict.push(c.k);
+        free += c.memoryMb;
         count--;
-        cost += valueOf(k) + 1;
+        cost += c.v + 1;
       }
       if (!fits() || (diskShort && evict.length === 0)) continue;
     }
@@ -167,4 +173,54 @@ export function regionConversations(nodes: readonly NodeState[], limit = MAX_REG
     }
   }
   return [...out].map(([key, savedMs]) => ({ key, savedMs }));
+}
+
+/** waitForCheaperPlace's patience before the router has timed a load (then: its loads' EWMA). */
+export const LOAD_PATIENCE_MS = 2_000;
+
+/**
+ * Whether a load for calls waiting on `key` should wait rather than take `plan`: the plan
+ * evicts a model worth more than `key` (`worth`: long-run calls/s, queued calls not counted),
+ * and a cheaper place will come free soon, because a model worth less than that victim is
+ * loading or has calls running, and becomes evictable when they end. This is admission by
+ * frequency (as in TinyLFU) that still serves every call: a rare model's call waits for a
+ * rare model's place instead of evicting a hot model, which would come back as a load. When
+ * loads saturate the cluster, evicting hot models for the tail means fewer warm places, more
+ * misses and still more loads, until nearly every place holds a load (the collapse the
+ * placement replay showed at the load-bandwidth ceiling); waiting keeps the tail to the places
+ * it already holds. `patienceMs` (about one load time) bounds the extra wait: calls that have
+ * waited longer take the plan, so the tail's share of places grows when its loads need it. The
+ * patience scales with the share of memory held by loads (full from half): below the ceiling
+ * waiting bought ~0.2% of the optimum's warm hits and cost the tail a second cold start.
+ */
+export function waitForCheaperPlace(
+  nodes: Iterable<NodeState>,
+  plan: LoadPlan,
+  key: string,
+  memoryMb: number,
+  worth: (key: string) => number,
+  waitedMs: number,
+  patienceMs: number,
+): boolean {
+  if (plan.evict.length === 0) return false;
+  // The wait protects load bandwidth: with few places loading, evicting a hot model costs one
+  // more load the nodes have room for, and waiting would only add a cold start to the call. So
+  // the patience grows with the share of memory held by loads, full from half of it.
+  let budget = 0;
+  let loadingMb = 0;
+  for (const n of nodes) {
+    if (!n.available) continue;
+    budget += n.memoryBudgetMb;
+    for (const mb of n.loading.values()) loadingMb += mb;
+  }
+  if (waitedMs >= patienceMs * Math.min(1, budget > 0 ? (2 * loadingMb) / budget : 1)) return false;
+  let victimWorth = 0;
+  for (const k of plan.evict) victimWorth = Math.max(victimWorth, worth(k));
+  if (victimWorth <= worth(key)) return false;
+  for (const n of nodes) {
+    if (!n.available || memoryMb > n.memoryBudgetMb) continue;
+    for (const k of n.loading.keys()) if (k !== key && worth(k) < victimWorth) return true;
+    for (const [k, inflight] of n.modelInflight) if (inflight > 0 && n.warm.has(k) && worth(k) < victimWorth) return true;
+  }
+  return false;
 }

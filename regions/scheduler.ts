@@ -28,10 +28,10 @@ import { MeshError } from "../protocol/errors.js";
 import { formatBytes } from "../protocol/region-report.js";
 import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
 import { isPacked, type CarriedTensor } from "../protocol/binary-tensors.js";
-import { ModelStats } from "./model-stats.js";
+import { keepValue, ModelStats } from "./model-stats.js";
 import { NodeCallError, type NodeLink } from "./node-link.js";
 import { FairShare, slotsOf, type SlotKind } from "./fairness.js";
-import { estimateMemoryMb, pickWarm, pickWarmForStream, planLoad, type NodeState } from "./placement.js";
+import { estimateMemoryMb, LOAD_PATIENCE_MS, pickWarm, pickWarmForStream, planLoad, waitForCheaperPlace, type NodeState } from "./placement.js";
 import { WARM_POLICY_DEFAULTS, warmAction, type ModelPolicy, type WarmPolicyConfig } from "./warm-policy.js";
 
 const FORGET_AFTER_MS = 60 * 60_000;
@@ -459,10 +459,7 @@ export class Scheduler {
     return false;
   }
 
-  private valueOf = (key: string): number => {
-    const s = this.stats.get(key);
-    return (s?.rate ?? 0) + this.queueDepth(key) * 10;
-  };
+  private valueOf = (key: string): number => keepValue(this.stats.get(key), this.queueDepth(key), Date.now());
 
   private protect = (node: NodeState, key: string): boolean => {
     const floor = this.policies.get(key)?.keepWarm ?? 0;
@@ -485,10 +482,11 @@ export class Scheduler {
     const callSlots = warm.reduce((s, n) => s + n.slots, 0);
     const streamSlots = warm.reduce((s, n) => s + n.streamSlots, 0);
     if (warm.length > 0 && calls <= callSlots && streams <= streamSlots) return;
-    this.startLoad(key, ref);
+    this.startLoad(key, ref, Infinity, q.length > 0 ? performance.now() - q[0]!.arrivedAt : 0);
   }
 
-  private startLoad(key: string, ref: ModelRef, maxEvictValue = Infinity): boolean {
+  /** `waitedMs`: a load for waiting calls (how long the oldest has waited), which may wait for a cheaper place. */
+  private startLoad(key: string, ref: ModelRef, maxEvictValue = Infinity, waitedMs?: number): boolean {
     // A bundle's weights are mostly in its data files: they count as much as the graph.
     const bytes = ref.size + (ref.files ?? []).reduce((n, f) => n + f.size, 0);
     const memoryMb = estimateMemoryMb(bytes);
@@ -497,6 +495,9 @@ export class Scheduler {
       this.failIfNoDiskEverFits(key, bytes);
       return false;
     }
+    const now = Date.now();
+    const worth = (k: string) => this.stats.get(k)?.longRate(now) ?? 0;
+    if (waitedMs !== undefined && waitForCheaperPlace(this.nodes.values(), plan, key, memoryMb, worth, waitedMs, this.coldStartMs ?? LOAD_PATIENCE_MS)) return false;
     const node = plan.node as NodeLink;
     for (const victim of plan.evict) {
       node.unload(victim);
