@@ -111,17 +111,18 @@ interface Watched {
   startedAt: number;
   overdueAt: number;
 }
-/** Per region: the calls now out (this isolate), when one last answered, and a timeout's suspicion. */
+/** Per region: the calls now out (this isolate), when one last answered, when one last timed out, and until when that keeps it suspect. */
 interface RegionWatch {
   outstanding: Set<Watched>;
   answeredAt: number;
+  timedOutAt: number;
   suspectUntil: number;
 }
 const watches = new Map<string, RegionWatch>();
 
 function watchOf(region: string): RegionWatch {
   let w = watches.get(region);
-  if (!w) watches.set(region, (w = { outstanding: new Set(), answeredAt: 0, suspectUntil: 0 }));
+  if (!w) watches.set(region, (w = { outstanding: new Set(), answeredAt: 0, timedOutAt: 0, suspectUntil: 0 }));
   return w;
 }
 
@@ -132,14 +133,18 @@ export function overdueAt(startedAt: number, expectedMs: number): number {
 
 /**
  * Suspect: a call sent after the region last answered is overdue, or a call to it timed out
- * moments ago. A call that answers clears both (the region answers again), so one stuck call
- * on a dead pooled connection does not hold back a region that answers on fresh ones.
+ * moments ago. After a timeout and before the next answer, the region is probed one call at a
+ * time: any call out to it keeps it suspect, so while a link stays dead each round costs one
+ * call, not every call made in the first OVERDUE_FLOOR_MS of it. A call that answers clears it
+ * all (the region answers again), so one stuck call on a dead pooled connection does not hold
+ * back a region that answers on fresh ones.
  */
 export function isSuspect(region: string, now = Date.now()): boolean {
   const w = watches.get(region);
   if (!w) return false;
   if (w.suspectUntil > now) return true;
-  for (const c of w.outstanding) if (c.startedAt >= w.answeredAt && c.overdueAt <= now) return true;
+  const probing = w.timedOutAt > w.answeredAt;
+  for (const c of w.outstanding) if (c.startedAt >= w.answeredAt && (probing || c.overdueAt <= now)) return true;
   return false;
 }
 
@@ -167,7 +172,10 @@ export function watchCall(region: string, expectedMs: number, now = Date.now()):
     if (how === "answered") {
       w.answeredAt = at;
       w.suspectUntil = 0;
-    } else if (how === "timedOut") w.suspectUntil = Math.max(w.suspectUntil, at + TIMED_OUT_SUSPECT_MS);
+    } else if (how === "timedOut") {
+      w.timedOutAt = at;
+      w.suspectUntil = Math.max(w.suspectUntil, at + TIMED_OUT_SUSPECT_MS);
+    }
   };
   return { answered: () => end("answered"), timedOut: () => end("timedOut"), ended: () => end("ended") };
 }

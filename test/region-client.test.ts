@@ -289,6 +289,21 @@ describe("a silent region: overdue calls turn new calls away", () => {
     expect(client.isSuspect("us-west", Date.now() + 1)).toBe(false);
   });
 
+  it("after a timeout and until an answer, the region is probed one call at a time", () => {
+    const t0 = Date.now();
+    client.watchCall("us-west", 1, t0).timedOut();
+    const later = Date.now() + client.TIMED_OUT_SUSPECT_MS + 1;
+    expect(client.isSuspect("us-west", later)).toBe(false);
+    // The probe: suspect from the moment it is out, not only once overdue.
+    const probe = client.watchCall("us-west", 1000, later);
+    expect(client.isSuspect("us-west", later + 1)).toBe(true);
+    probe.answered();
+    // Answered: calls go there freely again, suspect only once overdue.
+    const next = client.watchCall("us-west", 1, Date.now() + 1);
+    expect(client.isSuspect("us-west", Date.now() + 2)).toBe(false);
+    next.ended();
+  });
+
   it("a region answering in time is never suspect", async () => {
     fakeFetch({ "west.test": async () => answer(okAnswer) });
     const t0 = Date.now();
