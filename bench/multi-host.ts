@@ -10,8 +10,10 @@
 //   2. accuracy   the best region in hindsight per colo: p50 of calls forced to each region
 //                 (copies restricted by data residency); then demo-mlp with the edge choosing,
 //                 from every colo at once: share of calls in the best region.
-//   3. failover   steady calls from ICN; the ICN <-> ap-seoul link cut (both ends down): time
-//                 until calls are answered from us-west, calls that failed meanwhile; the link
+//   3. failover   steady calls from ICN, one started every FAILOVER_TICK_MS whatever the others
+//                 do (many callers, as at a real colo: one caller waiting on a dead link must
+//                 not hide what the next callers get); the ICN <-> ap-seoul link cut (both ends
+//                 down): time until calls are answered from us-west, calls that failed meanwhile; the link
 //                 restored: time until calls are back in ap-seoul. Ratios against ICN's link
 //                 round trip.
 //
@@ -57,6 +59,8 @@ const N_MIXED = QUICK ? 60 : 200;
 const REGIONS = ["us-west", "ap-seoul"];
 const COLOS = ["ICN", "SJC"];
 const DEADLINE_MS = 4_000;
+/** Failover phase: a new call from ICN this often, not waiting for the ones still out. */
+const FAILOVER_TICK_MS = 50;
 const say = (line: string) => process.stdout.write(line + "\n");
 
 const why = multiHostUnavailable();
@@ -194,9 +198,17 @@ try {
   say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link cut, then restored");
   const steady: Shot[] = [];
   let stop = false;
+  const inFlight: Promise<void>[] = [];
   const loop = (async () => {
-    while (!stop) steady.push(await shoot(mesh, "ICN", "demo-mlp"));
+    while (!stop) {
+      inFlight.push(shoot(mesh, "ICN", "demo-mlp").then((s) => void steady.push(s)));
+      await new Promise((res) => setTimeout(res, FAILOVER_TICK_MS));
+    }
+    await Promise.all(inFlight);
   })();
+  /** The earliest-ending shot started after `after` that `pred` accepts (shots end out of order). */
+  const earliest = (pred: (s: Shot) => boolean, after: number) =>
+    steady.filter((s) => s.start >= after && pred(s)).reduce<Shot | null>((a, s) => (!a || s.end < a.end ? s : a), null);
   const waitFor = async (pred: (s: Shot) => boolean, after: number, boundMs: number) => {
     const t = Date.now() + boundMs;
     for (;;) {
@@ -209,16 +221,21 @@ try {
   await waitFor((s) => s.region === "ap-seoul", 0, 30_000);
   const cutAt = Date.now();
   await topology.setLink("ICN", "ap-seoul", { up: false });
-  const moved = await waitFor((s) => s.ok && s.region === "us-west", cutAt, 60_000);
-  const movedAt = moved ? moved.end : NaN;
+  const inWest = (s: Shot) => s.ok && s.region === "us-west";
+  await waitFor(inWest, cutAt, 60_000);
   await new Promise((res) => setTimeout(res, 2_000));
   const restoredAt = Date.now();
   await topology.setLink("ICN", "ap-seoul", { up: true });
-  const back = await waitFor((s) => s.ok && s.region === "ap-seoul", restoredAt, 120_000);
+  const inSeoul = (s: Shot) => s.ok && s.region === "ap-seoul";
+  await waitFor(inSeoul, restoredAt, 120_000);
   stop = true;
   await loop;
+  const moved = earliest(inWest, cutAt);
+  const movedAt = moved ? moved.end : NaN;
+  const back = earliest(inSeoul, restoredAt);
   const outage = steady.filter((s) => s.start >= cutAt && s.start < (moved?.start ?? Infinity));
   const failed = outage.filter((s) => !s.ok);
+  const whileCut = steady.filter((s) => s.start >= cutAt && s.start < restoredAt);
 
   // Report --------------------------------------------------------------------------------------
   const icnRtt = topology.link("ICN", "ap-seoul").rttMs;
@@ -227,6 +244,9 @@ try {
     moveMs: movedAt - cutAt,
     moveOverLinkRtt: ratio(movedAt - cutAt, icnRtt),
     callsFailedWhileMoving: failed.length,
+    callsWhileCut: whileCut.length,
+    callsFailedWhileCut: whileCut.filter((s) => !s.ok).length,
+    tickMs: FAILOVER_TICK_MS,
     failureCodes: failed.reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {}),
     returnMs: back ? back.end - restoredAt : NaN,
     returnOverLinkRtt: back ? ratio(back.end - restoredAt, icnRtt) : NaN,
@@ -258,11 +278,11 @@ try {
     ),
   );
   say("");
-  say("Failover: ICN <-> ap-seoul link cut (both ends down) under steady calls from ICN");
+  say(`Failover: ICN <-> ap-seoul link cut (both ends down) under steady calls from ICN (one started every ${FAILOVER_TICK_MS} ms)`);
   say(
     formatTable(
-      ["link RTT", "moved after ms", "moved / RTT", "failed while moving", "codes", "back after restore ms", "back / RTT"],
-      [[fmt(icnRtt, 0), fmt(failover.moveMs, 0), fmt(failover.moveOverLinkRtt, 1), String(failover.callsFailedWhileMoving), JSON.stringify(failover.failureCodes), fmt(failover.returnMs, 0), fmt(failover.returnOverLinkRtt, 1)]],
+      ["link RTT", "moved after ms", "moved / RTT", "failed while moving", "codes", "failed / calls while cut", "back after restore ms", "back / RTT"],
+      [[fmt(icnRtt, 0), fmt(failover.moveMs, 0), fmt(failover.moveOverLinkRtt, 1), String(failover.callsFailedWhileMoving), JSON.stringify(failover.failureCodes), `${failover.callsFailedWhileCut} / ${failover.callsWhileCut}`, fmt(failover.returnMs, 0), fmt(failover.returnOverLinkRtt, 1)]],
     ),
   );
   const out = await writeResults("multi-host", {
