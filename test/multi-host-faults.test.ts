@@ -1,5 +1,6 @@
 // Network faults on the multi-host topology (local/topology.ts): the ICN <-> ap-seoul link cut
-// mid-burst (both ends set down), 5% packet loss on it, and a stream across it when it is cut.
+// mid-burst (both ends set down), silent (every packet dropped), 5% packet loss on it, and a
+// stream across it when it is cut.
 // Every call is answered or refused with the one error shape before its deadline, none runs
 // twice (the nodes count the calls they start: /v1/streams/stats `runs`), traffic moves to
 // us-west while the link is down and returns when it is back. How long moving and returning
@@ -141,6 +142,27 @@ suite("multi-host faults", () => {
     // (The settled run counts above take a few seconds, so the 5 s that ICN's edge sets a lost
     // region aside may be over by now: the bench measures the return from the restore itself.)
     say(`link restored: 5 calls in a row in ap-seoul, the first started ${back.ms} ms after the first try`);
+  }, 240_000);
+
+  it("a silent link (every packet dropped, nothing lost): traffic leaves it though no connection fails, none run twice, and returns when it heals", async () => {
+    const runsBefore = await settledRuns();
+    let moved: { ms: number; shots: Shot[] };
+    try {
+      await h.topology.setLink("ICN", "ap-seoul", { loss: 1 });
+      // The call out on the link hears nothing until its deadline and is not re-sent; the edge
+      // then treats ap-seoul as suspect, so the next calls go to us-west.
+      moved = await until("ICN", "us-west", 5, 60_000);
+      expectClear(moved.shots);
+      say(`silent link: 5 calls in a row in us-west after ${moved.ms} ms; ${JSON.stringify(tally(moved.shots))}`);
+    } finally {
+      await h.topology.setLink("ICN", "ap-seoul", { loss: 0 });
+    }
+    const runsAfter = await settledRuns();
+    expect(runsAfter - runsBefore).toBeLessThanOrEqual(moved.shots.length);
+    expect(runsAfter - runsBefore).toBeGreaterThanOrEqual(moved.shots.filter((s) => s.a.status === 200).length);
+    const back = await until("ICN", "ap-seoul", 5, 60_000);
+    expectClear(back.shots);
+    say(`silent link healed: 5 calls in a row in ap-seoul after ${back.ms} ms`);
   }, 240_000);
 
   it("5% loss on the link: calls still answered (TCP retransmits) or refused clearly, none run twice", async () => {
