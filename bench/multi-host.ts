@@ -10,10 +10,13 @@
 //   2. accuracy   the best region in hindsight per colo: p50 of calls forced to each region
 //                 (copies restricted by data residency); then demo-mlp with the edge choosing,
 //                 from every colo at once: share of calls in the best region.
-//   3. failover   steady calls from ICN; the ICN <-> ap-seoul link cut (both ends down): time
-//                 until calls are answered from us-west, calls that failed meanwhile; the link
-//                 restored: time until calls are back in ap-seoul. Ratios against ICN's link
-//                 round trip.
+//   3. failover   steady calls from ICN, one started every FAILOVER_TICK_MS whatever the others
+//                 do (many callers, as at a real colo: one caller waiting on a dead link must
+//                 not hide what the next callers get); the ICN <-> ap-seoul link cut (both ends
+//                 down): time until calls are answered from us-west, calls that failed meanwhile; the link
+//                 restored: time until calls are back in ap-seoul. Then the same with the link
+//                 up but silent (loss 1: nothing is lost, calls hear nothing). Ratios against
+//                 ICN's link round trip.
 //
 // Needs root, iproute2, /dev/net/tun (or netem). Run: npx tsx bench/multi-host.ts [--quick]
 // Prints tables, writes bench/results/multi-host-<ISO>.json and multi-host-latest.json.
@@ -57,6 +60,14 @@ const N_MIXED = QUICK ? 60 : 200;
 const REGIONS = ["us-west", "ap-seoul"];
 const COLOS = ["ICN", "SJC"];
 const DEADLINE_MS = 4_000;
+/** Failover phase: a new call from ICN this often, not waiting for the ones still out. */
+const FAILOVER_TICK_MS = 50;
+/** Failover phase: how long a fault is held once traffic has moved (past DEADLINE_MS). */
+const FAULT_HOLD_MS = 6_000;
+/** Traffic has moved once a MOVED_WINDOW_MS window of calls is answered there at MOVED_SHARE; given up after MOVE_BOUND_MS. */
+const MOVED_WINDOW_MS = 1_000;
+const MOVED_SHARE = 0.9;
+const MOVE_BOUND_MS = 20_000;
 const say = (line: string) => process.stdout.write(line + "\n");
 
 const why = multiHostUnavailable();
@@ -191,47 +202,83 @@ try {
   );
 
   // 3. failover --------------------------------------------------------------------------------
-  say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link cut, then restored");
-  const steady: Shot[] = [];
-  let stop = false;
-  const loop = (async () => {
-    while (!stop) steady.push(await shoot(mesh, "ICN", "demo-mlp"));
-  })();
-  const waitFor = async (pred: (s: Shot) => boolean, after: number, boundMs: number) => {
-    const t = Date.now() + boundMs;
-    for (;;) {
-      const hit = steady.find((s) => s.start >= after && pred(s));
-      if (hit) return hit;
-      if (Date.now() > t) return null;
-      await new Promise((res) => setTimeout(res, 20));
-    }
+  // Twice: the link cut (both ends down: connections are lost, the edge hears it), then the link
+  // up but silent (every packet dropped: nothing is lost, calls just hear nothing).
+  type LinkChange = Parameters<typeof topology.setLink>[2];
+  const icnRtt = topology.link("ICN", "ap-seoul").rttMs;
+  const failoverRun = async (fault: LinkChange, heal: LinkChange) => {
+    const steady: Shot[] = [];
+    let stop = false;
+    const inFlight: Promise<void>[] = [];
+    const loop = (async () => {
+      while (!stop) {
+        inFlight.push(shoot(mesh, "ICN", "demo-mlp").then((s) => void steady.push(s)));
+        await new Promise((res) => setTimeout(res, FAILOVER_TICK_MS));
+      }
+      await Promise.all(inFlight);
+    })();
+    /**
+     * When traffic settled where `pred` says: the start of the first MOVED_WINDOW_MS window after
+     * `after` whose calls (all ended) `pred` accepts at MOVED_SHARE or more. A single answer from
+     * the other region proves nothing: the edge's exploration sends 2% of calls there anyway.
+     */
+    const settledAt = (pred: (s: Shot) => boolean, after: number): number | null => {
+      const sorted = steady.filter((s) => s.start >= after).sort((a, b) => a.start - b.start);
+      for (let i = 0; i < sorted.length; i++) {
+        const from = sorted[i]!.start;
+        const win = sorted.slice(i).filter((s) => s.start < from + MOVED_WINDOW_MS);
+        if (win.length < MOVED_WINDOW_MS / FAILOVER_TICK_MS / 2 || win[win.length - 1]!.start === sorted[sorted.length - 1]!.start) return null;
+        if (win.filter(pred).length >= MOVED_SHARE * win.length) return from;
+      }
+      return null;
+    };
+    const waitFor = async (pred: (s: Shot) => boolean, after: number, boundMs: number) => {
+      const t = Date.now() + boundMs;
+      for (;;) {
+        const at = settledAt(pred, after);
+        if (at !== null) return at;
+        if (Date.now() > t) return null;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    };
+    const inWest = (s: Shot) => s.ok && s.region === "us-west";
+    const inSeoul = (s: Shot) => s.ok && s.region === "ap-seoul";
+    await waitFor(inSeoul, Date.now(), 30_000);
+    const cutAt = Date.now();
+    await topology.setLink("ICN", "ap-seoul", fault);
+    await waitFor(inWest, cutAt, MOVE_BOUND_MS);
+    // Held past a deadline, so the calls stuck on the link end (and a silent region is probed) before it heals.
+    await new Promise((res) => setTimeout(res, FAULT_HOLD_MS));
+    const restoredAt = Date.now();
+    await topology.setLink("ICN", "ap-seoul", heal);
+    await waitFor(inSeoul, restoredAt, 120_000);
+    stop = true;
+    await loop;
+    const movedAt = settledAt(inWest, cutAt) ?? NaN;
+    const backAt = settledAt(inSeoul, restoredAt) ?? NaN;
+    const failed = steady.filter((s) => s.start >= cutAt && !(s.start >= movedAt) && s.start < restoredAt && !s.ok);
+    const whileCut = steady.filter((s) => s.start >= cutAt && s.start < restoredAt);
+    return {
+      linkRttMs: icnRtt,
+      moveMs: movedAt - cutAt,
+      moveOverLinkRtt: ratio(movedAt - cutAt, icnRtt),
+      callsFailedWhileMoving: failed.length,
+      callsWhileCut: whileCut.length,
+      callsFailedWhileCut: whileCut.filter((s) => !s.ok).length,
+      tickMs: FAILOVER_TICK_MS,
+      failureCodes: whileCut.filter((s) => !s.ok).reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {}),
+      returnMs: backAt - restoredAt,
+      returnOverLinkRtt: ratio(backAt - restoredAt, icnRtt),
+      deadlineMs: DEADLINE_MS,
+    };
   };
-  await waitFor((s) => s.region === "ap-seoul", 0, 30_000);
-  const cutAt = Date.now();
-  await topology.setLink("ICN", "ap-seoul", { up: false });
-  const moved = await waitFor((s) => s.ok && s.region === "us-west", cutAt, 60_000);
-  const movedAt = moved ? moved.end : NaN;
-  await new Promise((res) => setTimeout(res, 2_000));
-  const restoredAt = Date.now();
-  await topology.setLink("ICN", "ap-seoul", { up: true });
-  const back = await waitFor((s) => s.ok && s.region === "ap-seoul", restoredAt, 120_000);
-  stop = true;
-  await loop;
-  const outage = steady.filter((s) => s.start >= cutAt && s.start < (moved?.start ?? Infinity));
-  const failed = outage.filter((s) => !s.ok);
+  const baseLoss = topology.link("ICN", "ap-seoul").loss;
+  say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link cut, then restored");
+  const failover = await failoverRun({ up: false }, { up: true });
+  say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link silent (every packet dropped), then healed");
+  const silent = await failoverRun({ loss: 1 }, { loss: baseLoss });
 
   // Report --------------------------------------------------------------------------------------
-  const icnRtt = topology.link("ICN", "ap-seoul").rttMs;
-  const failover = {
-    linkRttMs: icnRtt,
-    moveMs: movedAt - cutAt,
-    moveOverLinkRtt: ratio(movedAt - cutAt, icnRtt),
-    callsFailedWhileMoving: failed.length,
-    failureCodes: failed.reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {}),
-    returnMs: back ? back.end - restoredAt : NaN,
-    returnOverLinkRtt: back ? ratio(back.end - restoredAt, icnRtt) : NaN,
-    deadlineMs: DEADLINE_MS,
-  };
   const accuracy = Object.fromEntries(
     COLOS.map((c) => {
       const shots = mixed[c]!.shots;
@@ -258,11 +305,16 @@ try {
     ),
   );
   say("");
-  say("Failover: ICN <-> ap-seoul link cut (both ends down) under steady calls from ICN");
+  say(`Failover: the ICN <-> ap-seoul link cut (both ends down) or silent (loss 1), under steady calls from ICN (one started every ${FAILOVER_TICK_MS} ms, ${DEADLINE_MS} ms deadline, fault held ${FAULT_HOLD_MS} ms after traffic moved)`);
   say(
     formatTable(
-      ["link RTT", "moved after ms", "moved / RTT", "failed while moving", "codes", "back after restore ms", "back / RTT"],
-      [[fmt(icnRtt, 0), fmt(failover.moveMs, 0), fmt(failover.moveOverLinkRtt, 1), String(failover.callsFailedWhileMoving), JSON.stringify(failover.failureCodes), fmt(failover.returnMs, 0), fmt(failover.returnOverLinkRtt, 1)]],
+      ["fault", "link RTT", "moved after ms", "moved / RTT", "failed while moving", "failed / calls while faulty", "codes", "back after heal ms", "back / RTT"],
+      (
+        [
+          ["cut", failover],
+          ["silent", silent],
+        ] as const
+      ).map(([name, f]) => [name, fmt(icnRtt, 0), fmt(f.moveMs, 0), fmt(f.moveOverLinkRtt, 1), String(f.callsFailedWhileMoving), `${f.callsFailedWhileCut} / ${f.callsWhileCut}`, JSON.stringify(f.failureCodes), fmt(f.returnMs, 0), fmt(f.returnOverLinkRtt, 1)]),
     ),
   );
   const out = await writeResults("multi-host", {
@@ -275,6 +327,7 @@ try {
     ),
     accuracy,
     failover,
+    silent,
   });
   say("");
   say(`[multi-host] wrote ${out.file}`);

@@ -18,7 +18,7 @@ import type { CallerLocation } from "./geo.js";
 import { log } from "./log.js";
 import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js";
 import { regionMessage } from "./node-errors.js";
-import { rankRegions } from "./region-client.js";
+import { rankRegions, watchCall, type CallWatch, type RankedRegion } from "./region-client.js";
 import { regionState } from "./region-state.js";
 import type { ChannelSource, StreamChannel } from "./stream-client.js";
 import type { StreamEvent } from "./stream-protocol.js";
@@ -69,7 +69,9 @@ export class Generation {
   private pendingCredit = 0;
   private silenceTimer: ReturnType<typeof setTimeout> | null = null;
   /** Regions still to try, best first (the first two of the ranking). */
-  private candidates: RegionConfig[] = [];
+  private candidates: RankedRegion[] = [];
+  /** The request out to a region until its first frame: overdue, it turns new calls away from that region. */
+  private watch: CallWatch | null = null;
   region: string | null = null;
   /** A follow-up chat turn's conversation key: regions and nodes that keep its KV cache are preferred. */
   private affinity: string | undefined;
@@ -104,7 +106,7 @@ export class Generation {
         { "retry-after": "1" },
       );
     }
-    this.candidates = ranked.slice(0, 2).map((r) => r.region);
+    this.candidates = ranked.slice(0, 2);
     await this.tryNext("no region is available for this model");
   }
 
@@ -144,7 +146,7 @@ export class Generation {
 
   private async tryNext(lastError: string): Promise<void> {
     while (this.candidates.length > 0 && !this.cancelled) {
-      const region = this.candidates.shift()!;
+      const { region, estimate: expected } = this.candidates.shift()!;
       if (Date.now() >= this.plan.deadline) throw new MeshError("deadline_exceeded", "the call's deadline passed before a region took it");
       let ch: StreamChannel;
       try {
@@ -166,6 +168,7 @@ export class Generation {
         if (this.channel === ch) this.onChannelClosed(reason);
       });
       ch.send({ t: "generate", sid: this.sid, ...signed, window: this.plan.window + this.pendingCredit });
+      this.watch = watchCall(region.name, expected.totalMs);
       this.sentAt ||= Date.now();
       this.pendingCredit = 0;
       this.armSilence();
@@ -179,7 +182,9 @@ export class Generation {
     if (this.silenceTimer) clearTimeout(this.silenceTimer);
     this.silenceTimer = setTimeout(
       () => {
-        if (!this.heard && !this.ended) this.fail(new MeshError("deadline_exceeded", `region ${this.region} did not answer within the deadline`));
+        if (this.heard || this.ended) return;
+        this.watch?.timedOut();
+        this.fail(new MeshError("deadline_exceeded", `region ${this.region} did not answer within the deadline`));
       },
       Math.max(1, this.plan.deadline - Date.now()) + SILENCE_GRACE_MS,
     );
@@ -223,6 +228,8 @@ export class Generation {
     // A region's message may carry node paths and runtime internals: scrubbed here, where it enters.
     if (f.t === "error") f = { ...f, message: regionMessage(this.plan.requestId, f.message, { region: this.region }) };
     const first = !this.heard;
+    // Any frame, a refusal included, says the region is not silent.
+    if (first) this.watch?.answered();
     if (f.t === "error" && f.code === "no_capacity" && first && this.candidates.length > 0 && !this.cancelled) {
       // The region did not take it: the next best may.
       this.detach();
@@ -287,6 +294,8 @@ export class Generation {
   }
 
   private detach(): void {
+    this.watch?.ended();
+    this.watch = null;
     this.channel?.unregister(this.sid);
     this.channel = null;
   }

@@ -6,8 +6,12 @@
 // answered that it refused the call before any node got it (notStarted). A lost connection is
 // not proof of that (workerd reports a refused connection and a reset after the region read
 // the call with the same error), so it ends the call with region_error and sets the region
-// aside in this isolate for a few seconds. Each try is signed for its region alone: the
-// region's secret signs the call (body hash, nonce) and the artifact URL inside it.
+// aside in this isolate for a few seconds. A silent region (a link that drops every packet, or
+// one slower than the deadline) loses no connection, so calls are also watched while they are
+// out: one outstanding far past its expected time makes its region suspect, ranked after the
+// others for new calls until a call to it answers again (the overdue call is not re-sent), and
+// one that times out keeps it suspect a moment longer. Each try is signed for its region alone:
+// the region's secret signs the call (body hash, nonce) and the artifact URL inside it.
 
 import { packTensor, unpackAnswer } from "../protocol/binary-tensors.js";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
@@ -59,7 +63,11 @@ export function rankRegions(
       usable: !!report && report.healthy && report.nodes.length > 0,
     };
   });
-  const byTime = (a: { estimate: Estimate }, b: { estimate: Estimate }) => a.estimate.totalMs - b.estimate.totalMs;
+  // A suspect region (a call to it long overdue, or just timed out) goes after every other:
+  // it is still tried when nothing else may take the call, so suspicion alone never refuses one.
+  const suspect = new Set(candidates.filter((r) => isSuspect(r.name, now)).map((r) => r.name));
+  const byTime = (a: { region: RegionConfig; estimate: Estimate }, b: { region: RegionConfig; estimate: Estimate }) =>
+    Number(suspect.has(a.region.name)) - Number(suspect.has(b.region.name)) || a.estimate.totalMs - b.estimate.totalMs;
   const usable = scored.filter((s) => s.usable).sort(byTime);
   if (usable.length === 0) {
     // Reports flow (Redis answers and some region's report is fresh) but no allowed region has
@@ -69,7 +77,7 @@ export function rankRegions(
     // Nothing fresh to go on (no Redis): every allowed region that has not said it is unhealthy, by prior.
     return scored.filter((s) => !s.reported).sort(byTime);
   }
-  if (usable.length > 1 && random() < config.explorationShare) [usable[0], usable[1]] = [usable[1]!, usable[0]!];
+  if (usable.length > 1 && !suspect.has(usable[1]!.region.name) && random() < config.explorationShare) [usable[0], usable[1]] = [usable[1]!, usable[0]!];
   return usable;
 }
 
@@ -89,9 +97,93 @@ export const LOST_REGION_MS = 5_000;
 /** Region name → until when it is left out (this isolate only; reports catch up after). */
 const lostRegions = new Map<string, number>();
 
-/** Tests: forget the regions set aside. */
+/**
+ * A call outstanding this much longer than its expected time (the estimate's round trip,
+ * queue and inference) is overdue, but never before OVERDUE_FLOOR_MS: jitter and a busy
+ * machine stretch short calls by a few times without meaning the region went silent.
+ */
+export const OVERDUE_FACTOR = 3;
+export const OVERDUE_FLOOR_MS = 500;
+/** How long a region stays suspect after a call to it timed out (deadline_exceeded). */
+export const TIMED_OUT_SUSPECT_MS = 2_000;
+
+interface Watched {
+  startedAt: number;
+  overdueAt: number;
+}
+/** Per region: the calls now out (this isolate), when one last answered, when one last timed out, and until when that keeps it suspect. */
+interface RegionWatch {
+  outstanding: Set<Watched>;
+  answeredAt: number;
+  timedOutAt: number;
+  suspectUntil: number;
+}
+const watches = new Map<string, RegionWatch>();
+
+function watchOf(region: string): RegionWatch {
+  let w = watches.get(region);
+  if (!w) watches.set(region, (w = { outstanding: new Set(), answeredAt: 0, timedOutAt: 0, suspectUntil: 0 }));
+  return w;
+}
+
+/** The moment a call expected to take `expectedMs` becomes overdue. */
+export function overdueAt(startedAt: number, expectedMs: number): number {
+  return startedAt + Math.max(OVERDUE_FLOOR_MS, OVERDUE_FACTOR * expectedMs);
+}
+
+/**
+ * Suspect: a call sent after the region last answered is overdue, or a call to it timed out
+ * moments ago. After a timeout and before the next answer, the region is probed one call at a
+ * time: any call out to it keeps it suspect, so while a link stays dead each round costs one
+ * call, not every call made in the first OVERDUE_FLOOR_MS of it. A call that answers clears it
+ * all (the region answers again), so one stuck call on a dead pooled connection does not hold
+ * back a region that answers on fresh ones.
+ */
+export function isSuspect(region: string, now = Date.now()): boolean {
+  const w = watches.get(region);
+  if (!w) return false;
+  if (w.suspectUntil > now) return true;
+  const probing = w.timedOutAt > w.answeredAt;
+  for (const c of w.outstanding) if (c.startedAt >= w.answeredAt && (probing || c.overdueAt <= now)) return true;
+  return false;
+}
+
+/** One call (or a stream waiting for its first frame) out to a region: say how it ended, once. */
+export interface CallWatch {
+  /** The region answered (any answer, failures included): it is not silent. */
+  answered(): void;
+  /** The call's deadline passed without an answer. */
+  timedOut(): void;
+  /** Ended otherwise (lost connection, cancelled): neither proof of life nor of silence. */
+  ended(): void;
+}
+
+/** Starts watching a call to `region` expected to take `expectedMs`. */
+export function watchCall(region: string, expectedMs: number, now = Date.now()): CallWatch {
+  const w = watchOf(region);
+  const c: Watched = { startedAt: now, overdueAt: overdueAt(now, expectedMs) };
+  w.outstanding.add(c);
+  let done = false;
+  const end = (how: "answered" | "timedOut" | "ended") => {
+    if (done) return;
+    done = true;
+    w.outstanding.delete(c);
+    const at = Date.now();
+    if (how === "answered") {
+      w.answeredAt = at;
+      w.suspectUntil = 0;
+    } else if (how === "timedOut") {
+      w.timedOutAt = at;
+      w.suspectUntil = Math.max(w.suspectUntil, at + TIMED_OUT_SUSPECT_MS);
+    }
+  };
+  return { answered: () => end("answered"), timedOut: () => end("timedOut"), ended: () => end("ended") };
+}
+
+/** Tests: forget the regions set aside and the calls watched. */
 export function resetLostRegions(): void {
   lostRegions.clear();
+  watches.clear();
 }
 
 /** A call before its region is chosen: the artifact URL is signed for the region that gets it. */
@@ -113,7 +205,7 @@ export async function forwardInfer(
   let attempts = 0;
   // Two tries at most: the best region, then the next best, and the second only when the
   // first said it did not start the call.
-  for (const { region } of ranked.slice(0, 2)) {
+  for (const { region, estimate: expected } of ranked.slice(0, 2)) {
     const remaining = request.deadline - Date.now();
     if (remaining <= 0) break;
     attempts++;
@@ -127,6 +219,8 @@ export async function forwardInfer(
     const body = codec.encode({ ...request, inputs: request.inputs.map(packTensor), model: { ...model, artifactUrl, ...(files ? { files } : {}) } } satisfies RegionInferRequest);
     const headers = await signRequest(signingSecret(config, region.name), "POST", path, body);
     const started = Date.now();
+    // Watched while it is out: overdue, it turns new calls away from this region (it is not re-sent).
+    const watch = watchCall(region.name, expected.totalMs, started);
     let res: Response;
     let bytes: Uint8Array;
     try {
@@ -138,14 +232,18 @@ export async function forwardInfer(
         signal: AbortSignal.timeout(Math.max(1, request.deadline - Date.now())),
       });
       bytes = new Uint8Array(await res.arrayBuffer());
+      watch.answered();
     } catch (err) {
       const name = (err as Error).name;
       if (name === "TimeoutError" || name === "AbortError") {
+        // Silent until the deadline: suspect a moment longer, so the next calls try elsewhere first.
+        watch.timedOut();
         throw new MeshError("deadline_exceeded", `region ${region.name} did not answer within the deadline`);
       }
       // workerd reports a refused connection and one lost after the region read the call alike
       // ("Network connection lost."), so this is no proof that nothing ran: not re-sent. The
       // region is set aside in this isolate for a moment, so the next calls go elsewhere.
+      watch.ended();
       lostRegions.set(region.name, Date.now() + LOST_REGION_MS);
       log("warn", request.requestId, "connection to region lost; not re-sent, it may have run the call", { region: region.name, error: String(err) });
       throw new MeshError("region_error", `the connection to region ${region.name} was lost before it answered; the call may have run there, so it was not sent elsewhere`);

@@ -1,5 +1,6 @@
 // Network faults on the multi-host topology (local/topology.ts): the ICN <-> ap-seoul link cut
-// mid-burst (both ends set down), 5% packet loss on it, and a stream across it when it is cut.
+// mid-burst (both ends set down), silent (every packet dropped), 5% packet loss on it, and a
+// stream across it when it is cut.
 // Every call is answered or refused with the one error shape before its deadline, none runs
 // twice (the nodes count the calls they start: /v1/streams/stats `runs`), traffic moves to
 // us-west while the link is down and returns when it is back. How long moving and returning
@@ -7,9 +8,10 @@
 //
 // Needs root, iproute2 and /dev/net/tun (or netem): skipped with the reason otherwise.
 
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Agent, setGlobalDispatcher } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { multiHostUnavailable, startHostsMesh, type HostsMesh } from "../local/topology.js";
 import { call, errorCodeOf, mlpBody, type Answer } from "./helpers/mesh-client.js";
@@ -94,6 +96,8 @@ suite("multi-host faults", () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "mesh-faults-"));
     h = await startHostsMesh({ stateDir: dir, tinyGpt: false, demoWarm: true, progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l) });
+    // Routers serve HTTPS with a local CA in this mode: the test's own calls to them (run counts) trust it.
+    if (h.mesh.caFile) setGlobalDispatcher(new Agent({ connect: { ca: await readFile(h.mesh.caFile, "utf8") } }));
     // ICN's edge has measured both links before the faults start.
     await until("ICN", "ap-seoul", 5, 60_000);
   }, 240_000);
@@ -141,6 +145,27 @@ suite("multi-host faults", () => {
     // (The settled run counts above take a few seconds, so the 5 s that ICN's edge sets a lost
     // region aside may be over by now: the bench measures the return from the restore itself.)
     say(`link restored: 5 calls in a row in ap-seoul, the first started ${back.ms} ms after the first try`);
+  }, 240_000);
+
+  it("a silent link (every packet dropped, nothing lost): traffic leaves it though no connection fails, none run twice, and returns when it heals", async () => {
+    const runsBefore = await settledRuns();
+    let moved: { ms: number; shots: Shot[] };
+    try {
+      await h.topology.setLink("ICN", "ap-seoul", { loss: 1 });
+      // The call out on the link hears nothing until its deadline and is not re-sent; the edge
+      // then treats ap-seoul as suspect, so the next calls go to us-west.
+      moved = await until("ICN", "us-west", 5, 60_000);
+      expectClear(moved.shots);
+      say(`silent link: 5 calls in a row in us-west after ${moved.ms} ms; ${JSON.stringify(tally(moved.shots))}`);
+    } finally {
+      await h.topology.setLink("ICN", "ap-seoul", { loss: 0 });
+    }
+    const runsAfter = await settledRuns();
+    expect(runsAfter - runsBefore).toBeLessThanOrEqual(moved.shots.length);
+    expect(runsAfter - runsBefore).toBeGreaterThanOrEqual(moved.shots.filter((s) => s.a.status === 200).length);
+    const back = await until("ICN", "ap-seoul", 5, 60_000);
+    expectClear(back.shots);
+    say(`silent link healed: 5 calls in a row in ap-seoul after ${back.ms} ms`);
   }, 240_000);
 
   it("5% loss on the link: calls still answered (TCP retransmits) or refused clearly, none run twice", async () => {

@@ -2,7 +2,9 @@
 // second region only when the first answered that it refused the call before any node got it
 // (notStarted); a lost connection, before or after the answer began, ends the call with
 // region_error and sets the region aside for a moment (workerd reports a refused connection and
-// a reset after sending with the same error, so neither proves the call did not run).
+// a reset after sending with the same error, so neither proves the call did not run). A call
+// outstanding far past its expected time makes its region suspect (ranked last) for new calls
+// until a call to it answers; time is the `now` the ranking is given, no sleeping.
 
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { createCodec } from "../protocol/codec.js";
@@ -19,7 +21,12 @@ interface RegionClient {
   forwardInfer(config: unknown, ranked: RankedRegion[], request: UnsignedInferRequest, colo: string): Promise<{ region: string; response: RegionInferResponse; attempts: number }>;
   rankRegions(config: unknown, state: RegionState, caller: { colo: string; lat: number | null; lon: number | null }, modelKey: string, allowed: string[] | null, random: () => number, now: number): RankedRegion[];
   LOST_REGION_MS: number;
+  OVERDUE_FLOOR_MS: number;
+  OVERDUE_FACTOR: number;
+  TIMED_OUT_SUSPECT_MS: number;
   resetLostRegions(): void;
+  isSuspect(region: string, now?: number): boolean;
+  watchCall(region: string, expectedMs: number, now?: number): { answered(): void; timedOut(): void; ended(): void };
 }
 let client: RegionClient;
 beforeAll(async () => {
@@ -212,5 +219,95 @@ describe("forwardInfer: re-sent only on proof the call did not start", () => {
     const err = await rejection(forwardInfer(config, ranked, request(), "SJC"));
     expect(err.code).toBe("deadline_exceeded");
     expect(calls).toEqual(["west.test"]);
+  });
+});
+
+describe("a silent region: overdue calls turn new calls away", () => {
+  beforeEach(() => client.resetLostRegions());
+  afterEach(() => vi.unstubAllGlobals());
+  const sjc = { colo: "SJC", lat: null, lon: null };
+  const names = (at: number, allowed: string[] | null = null) => rankRegions(config, noReports(), sjc, "m@1", allowed, () => 1, at).map((r) => r.region.name);
+  /** A fetch that hangs until its signal aborts (a link that drops every packet), then rejects as workerd does. */
+  const silent = (init?: RequestInit) =>
+    new Promise<Response>((_, reject) => {
+      init?.signal?.addEventListener("abort", () => reject(init.signal!.reason));
+    });
+
+  it("a call outstanding past max(floor, factor x expected): its region is ranked last for new calls, and the call is not re-sent", async () => {
+    const calls: string[] = [];
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async (url: string, init?: RequestInit) => {
+        calls.push(new URL(url).hostname);
+        return silent(init);
+      }),
+    );
+    const t0 = Date.now();
+    const pending = rejection(forwardInfer(config, ranked, { ...request(), deadline: Date.now() + 300 }, "SJC"));
+    await vi.waitFor(() => expect(calls).toEqual(["west.test"]));
+    // Expected 1 ms: overdue at the floor, not before.
+    expect(names(t0 + client.OVERDUE_FLOOR_MS - 50)).toEqual(["us-west", "ap-seoul"]);
+    expect(names(t0 + client.OVERDUE_FLOOR_MS + 50)).toEqual(["ap-seoul", "us-west"]);
+    // Suspect, not refused: a model that may only run there still goes there.
+    expect(names(t0 + client.OVERDUE_FLOOR_MS + 50, ["us-west"])).toEqual(["us-west"]);
+    const err = await pending;
+    expect(err.code).toBe("deadline_exceeded");
+    expect(calls).toEqual(["west.test"]);
+    // Timed out: suspect a little longer, then back in its place.
+    const ended = Date.now();
+    expect(client.isSuspect("us-west", ended + 10)).toBe(true);
+    expect(names(ended + client.TIMED_OUT_SUSPECT_MS + 1)).toEqual(["us-west", "ap-seoul"]);
+  });
+
+  it("the overdue point scales with the expected time: factor x expected above the floor", () => {
+    const t0 = 1_000_000;
+    client.watchCall("us-west", 400, t0);
+    expect(client.isSuspect("us-west", t0 + client.OVERDUE_FACTOR * 400 - 1)).toBe(false);
+    expect(client.isSuspect("us-west", t0 + client.OVERDUE_FACTOR * 400)).toBe(true);
+    expect(client.isSuspect("ap-seoul", t0 + 10_000)).toBe(false);
+  });
+
+  it("a call to the region that answers clears the suspicion, even while an older call is still stuck", () => {
+    const t0 = Date.now();
+    const stuck = client.watchCall("us-west", 1, t0 - 10_000);
+    expect(client.isSuspect("us-west", t0)).toBe(true);
+    client.watchCall("us-west", 1, t0 - 1).answered();
+    expect(client.isSuspect("us-west", t0 + 10_000)).toBe(false);
+    // A call sent after that answer and overdue in turn makes it suspect again.
+    client.watchCall("us-west", 1, t0 + 1);
+    expect(client.isSuspect("us-west", t0 + 1 + client.OVERDUE_FLOOR_MS)).toBe(true);
+    stuck.ended();
+  });
+
+  it("an answer also ends a timeout's suspicion; a call that ends otherwise leaves it as it was", () => {
+    const t0 = Date.now();
+    client.watchCall("us-west", 1, t0).timedOut();
+    expect(client.isSuspect("us-west", Date.now() + 1)).toBe(true);
+    client.watchCall("us-west", 1).ended();
+    expect(client.isSuspect("us-west", Date.now() + 1)).toBe(true);
+    client.watchCall("us-west", 1).answered();
+    expect(client.isSuspect("us-west", Date.now() + 1)).toBe(false);
+  });
+
+  it("after a timeout and until an answer, the region is probed one call at a time", () => {
+    const t0 = Date.now();
+    client.watchCall("us-west", 1, t0).timedOut();
+    const later = Date.now() + client.TIMED_OUT_SUSPECT_MS + 1;
+    expect(client.isSuspect("us-west", later)).toBe(false);
+    // The probe: suspect from the moment it is out, not only once overdue.
+    const probe = client.watchCall("us-west", 1000, later);
+    expect(client.isSuspect("us-west", later + 1)).toBe(true);
+    probe.answered();
+    // Answered: calls go there freely again, suspect only once overdue.
+    const next = client.watchCall("us-west", 1, Date.now() + 1);
+    expect(client.isSuspect("us-west", Date.now() + 2)).toBe(false);
+    next.ended();
+  });
+
+  it("a region answering in time is never suspect", async () => {
+    fakeFetch({ "west.test": async () => answer(okAnswer) });
+    const t0 = Date.now();
+    await forwardInfer(config, ranked, request(), "SJC");
+    expect(names(t0 + 60_000)).toEqual(["us-west", "ap-seoul"]);
   });
 });
