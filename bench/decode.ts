@@ -3,7 +3,7 @@
 //
 // 1. Per-token decode time at a short context (16) against a long one (480, near the model's
 //    512 positions): with the cache the step cost should stay close to flat. And both against a
-//    no-cache loop (the whole context re-run for each token, what gpu-node/generate.ts does).
+//    no-cache loop (the whole context re-run for each token, what gpu-node/full-context-generator.ts does).
 // 2. Tokens/s with 1, 4, 16 and 64 concurrent streams, all in one decode batch, against one
 //    stream (goal: >= 4x at 16). Prefill is included: streams are added at once and drained.
 //
@@ -17,7 +17,7 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { DecodeEngine, parseDecoderConfig } from "../gpu-node/decoder/index.js";
-import { mulberry32 } from "../gpu-node/generate.js";
+import { mulberry32 } from "../gpu-node/full-context-generator.js";
 import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults } from "./stats.js";
 
 const arg = (name: string, dflt: string) => {

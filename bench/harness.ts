@@ -112,7 +112,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
       const fd = openSync(log, "a");
       const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, script), ...args], {
         cwd: ROOT,
-        // MESH_PARENT_PID: mesh processes exit by themselves when this one dies (local/parent-watch.ts).
+        // MESH_PARENT_PID: mesh processes exit by themselves when this one dies (runtime/parent-watch.ts).
         env: { ...process.env, MESH_PARENT_PID: String(process.pid), ...env },
         stdio: ["ignore", fd, fd],
       });

@@ -4,7 +4,7 @@
 //
 // One run, one machine, the demo-chat model (scripts/make-char-model.ts), two regions:
 //
-//   floor          gpu-node/generate.ts in this process, same model file and tokenizer
+//   floor          gpu-node/full-context-generator.ts in this process, same model file and tokenizer
 //   mesh ws        WebSocket to the edge (workerd) -> region router -> node, one stream at a time
 //   mesh sse       Server-Sent Events, same path
 //   sweep          N concurrent streams of a model whose node takes PACE_MS per token (what a
@@ -31,7 +31,7 @@ import { createCodec } from "../protocol/codec.js";
 import { GENERATE_GRANT_METHOD, type EdgeToRegion, type ModelRef, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { signRequest, tokenizerUrl, artifactUrl } from "../protocol/signing.js";
 import { loadTokenizer, type Tokenizer } from "../protocol/tokenizer.js";
-import { generate, generateText } from "../gpu-node/generate.js";
+import { generate, generateText } from "../gpu-node/full-context-generator.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { makeCharModel } from "../scripts/make-char-model.js";
 import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";

@@ -57,7 +57,7 @@ export function noteTokenizer(modelId: string, version: number, info: TokenizerI
 
 /**
  * Whether a signature is that of a decoder language model the node's token loop can run
- * (the same rules as gpu-node/generate.ts's languageModelIo): one INT64 token-id input of rank
+ * (the same rules as gpu-node/full-context-generator.ts's languageModelIo): one INT64 token-id input of rank
  * 2 (plus optional attention_mask and position_ids, and a KV cache's past_key_values.* in the
  * Hugging Face export layout), logits of rank 3 in a float type. Returns the problem, or null,
  * and the vocabulary size the logits declare (null when dynamic).

@@ -20,7 +20,7 @@ import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type DiskUsage, type NodeTo
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
-import { Generations, TokenizerFiles } from "./generation.js";
+import { Generations, TokenizerFiles } from "./generation-relay.js";
 import { formatBytes, ModelCache, versionKey, type HeldArtifact } from "./model-cache.js";
 import { OnnxRuntime } from "./onnx-runtime.js";
 import { MAX_HEARTBEAT_CONVERSATIONS } from "../protocol/messages.js";

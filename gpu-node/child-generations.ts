@@ -35,7 +35,7 @@ import type * as ort from "onnxruntime-node";
 import { conversationKey } from "../protocol/conversation-key.js";
 import type { ChatMessage, FinishReason, GenerateParams } from "../protocol/messages.js";
 import { DecodeEngine, DecodeLoop, DecoderError, isKvDecoder, PrefixCache, type EngineEvent } from "./decoder/index.js";
-import { generate, GenerateError, type GenerateFinish } from "./generate.js";
+import { generate, GenerateError, type GenerateFinish } from "./full-context-generator.js";
 import { loadBundleTextSide, makeTextSide, type TextSide } from "./text-side.js";
 import { IncrementalDetokenizer, StopWindow, type TextPiece } from "./token-text.js";
 import { TokenizerError } from "./tokenizer.js";

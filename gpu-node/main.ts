@@ -3,7 +3,7 @@
 import { rootCertificates } from "node:tls";
 import { Agent, setGlobalDispatcher } from "undici";
 import { makeLogger } from "../protocol/log.js";
-import { exitWhenParentDies } from "../local/parent-watch.js";
+import { exitWhenParentDies } from "../runtime/parent-watch.js";
 import { startAgent } from "./agent.js";
 import { ConfigError, nodeConfigFromEnv, printableConfig } from "./config.js";
 import { serveMetrics } from "./metrics.js";

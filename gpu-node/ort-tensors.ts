@@ -1,6 +1,6 @@
 // Conversion between the mesh's wire tensors and onnxruntime's tensors, shared by the session
 // child (gpu-node/session-child.ts), which runs every model, and the agent, whose token loop
-// (gpu-node/generate.ts) builds onnxruntime tensors for each step.
+// (gpu-node/full-context-generator.ts) builds onnxruntime tensors for each step.
 
 import * as ort from "onnxruntime-node";
 import type { OipDatatype } from "../protocol/datatypes.js";

@@ -9,7 +9,7 @@
 //  - StopWindow: stop sequences on that text. Tokens whose text may be the start of a stop
 //    sequence are held until it is clear whether it follows (then they are dropped with it, a
 //    token it starts inside cut short) or not (then they go out).
-// Pure logic: no onnxruntime, no I/O (the session child and generate.ts both drive it).
+// Pure logic: no onnxruntime, no I/O (the session child and full-context-generator.ts both drive it).
 
 const REPLACEMENT = "\uFFFD";
 

@@ -22,7 +22,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { EDGE_ASSETS } from "./edge-assets.js";
-import { exitWhenParentDies } from "./parent-watch.js";
+import { exitWhenParentDies } from "../runtime/parent-watch.js";
 
 // Must match wrangler.toml: wrangler keys local D1 state by database_id.
 const D1_DATABASE_ID = "00000000-0000-0000-0000-000000000000";

@@ -2,7 +2,7 @@
 
 import { makeLogger } from "../protocol/log.js";
 import { ConfigError, printableConfig, routerConfigFromEnv } from "./config.js";
-import { exitWhenParentDies } from "../local/parent-watch.js";
+import { exitWhenParentDies } from "../runtime/parent-watch.js";
 import { startRouter } from "./server.js";
 
 const log = makeLogger("router");

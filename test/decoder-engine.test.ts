@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, parseDecoderConfig, type DecoderSession, type EngineEvent, type EngineOptions, type SamplingParams } from "../gpu-node/decoder/index.js";
 import { gather, KvBatch, paddedMask, type KvShape } from "../gpu-node/decoder/kv-cache.js";
 import { chooseFromScores, keepTopK, keepTopP, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
-import { mulberry32 } from "../gpu-node/generate.js";
+import { mulberry32 } from "../gpu-node/full-context-generator.js";
 import { fromHalfBits } from "../protocol/tensor.js";
 
 const MODEL_DIR = path.resolve(import.meta.dirname, "../models/tiny-gpt");

@@ -1,5 +1,5 @@
 // The pieces of streaming without sockets: the node's generations under credit
-// (gpu-node/generation.ts driving the real demo-chat model in a real session child), the stream
+// (gpu-node/generation-relay.ts driving the real demo-chat model in a real session child), the stream
 // frames' validators (protocol/messages.ts), and the edge's request parsing and model checks.
 
 import { createHash } from "node:crypto";
@@ -22,8 +22,8 @@ import {
 } from "../protocol/messages.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
 import { loadTokenizer, type Tokenizer } from "../protocol/tokenizer.js";
-import { generateText } from "../gpu-node/generate.js";
-import { Generations, TokenizerFiles } from "../gpu-node/generation.js";
+import { generateText } from "../gpu-node/full-context-generator.js";
+import { Generations, TokenizerFiles } from "../gpu-node/generation-relay.js";
 import { ModelCache } from "../gpu-node/model-cache.js";
 import { SessionProcess } from "../gpu-node/session-process.js";
 import { parseGenerateInput } from "../edge/stream-protocol.js";

@@ -5,7 +5,7 @@
 // (MESH_SIMULATED_TOKEN_MS, local mode) so a generation lasts long enough to be seen mid-way,
 // and 300 ms per model load, so a cold start is a real wait.
 //
-// The truth for every text is the same loop run in this process (gpu-node/generate.ts on the
+// The truth for every text is the same loop run in this process (gpu-node/full-context-generator.ts on the
 // same model file and tokenizer). No assertion is about speed: orderings and counts only, with
 // generous bounds so a bug fails instead of hanging.
 

@@ -35,7 +35,7 @@ import { MeshError } from "../../protocol/errors.js";
 import { GENERATE_LIMITS } from "../../protocol/messages.js";
 import type { KeyRecord } from "../api-keys.js";
 import { services, type AppContext, type AppEnv } from "../context.js";
-import { Generation, type GenerationPlan } from "../generation.js";
+import { Generation, type GenerationPlan } from "../generation-runner.js";
 import { callerLocation } from "../geo.js";
 import { log } from "../log.js";
 import { authorize, chargeQuota, limitBody, readJson, requireKey } from "../middleware.js";

@@ -4,7 +4,7 @@
 // draw from a seeded mulberry32 PRNG (one number per token), so the same seed, prompt and
 // parameters give the same tokens whatever else shares the batch.
 
-import { mulberry32 } from "../generate.js";
+import { mulberry32 } from "../full-context-generator.js";
 import { DecoderError } from "./config.js";
 
 export interface SamplingParams {

@@ -9,7 +9,7 @@ import WebSocket from "ws";
 import { createCodec } from "../../protocol/codec.js";
 import { signRequest } from "../../protocol/signing.js";
 import { loadTokenizer, type Tokenizer } from "../../protocol/tokenizer.js";
-import { generateText, type GenerateOptions } from "../../gpu-node/generate.js";
+import { generateText, type GenerateOptions } from "../../gpu-node/full-context-generator.js";
 
 export interface Received {
   ev: any;
