@@ -48,14 +48,16 @@ export function init(): MiddlewareHandler<AppEnv> {
     c.set("config", loadConfig(c.env));
     c.set("db", drizzle(c.env.DB));
     await next();
-    // An answer given before the body was read (a refused key, a wrong route): read the rest of a
-    // small body, so a caller's kept-alive connection stays usable for its next request. Seen:
-    // after a 401 with the body unread, the local workerd reset the reused connection (the
-    // caller's next fetch failed with ECONNRESET). A large body is left: the connection closes.
+    // An answer given before the body was read (a refused key, a wrong route): the rest of a
+    // small body is read after the answer has gone (waitUntil), so a caller's kept-alive
+    // connection stays usable for its next request. Seen: after a 401 with the body unread, the
+    // local workerd reset the reused connection (the caller's next fetch: ECONNRESET). Not for
+    // a 413 (the body was refused for its size, and may never come) nor a large body: there the
+    // connection closes.
     const raw = c.req.raw;
-    if (raw.body && !raw.bodyUsed && c.res.status !== 101) {
+    if (raw.body && !raw.bodyUsed && c.res.status !== 101 && c.res.status !== 413) {
       const length = Number(raw.headers.get("content-length") ?? NaN);
-      if (length <= DRAIN_MAX_BYTES) await raw.arrayBuffer().catch(() => undefined);
+      if (length <= DRAIN_MAX_BYTES) services(c).waitUntil(raw.arrayBuffer().catch(() => undefined));
     }
     // Cheap on every answer: no content sniffing of an API answer into HTML, and no URL of
     // ours (with whatever it carries) in another site's Referer. A 101's headers are the socket's.

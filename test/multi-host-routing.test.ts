@@ -2,14 +2,16 @@
 // namespace of its own, joined by links with the link table's delay. A caller's colo is the
 // host it calls from (the edge there); which region it lands in follows what the edge measured
 // over the links, not a table: a link made slow at run time moves that colo's traffic away,
-// and restoring it brings the traffic back.
+// and restoring it brings the traffic back. Every router's and node's /metrics, read where a
+// scraper would, holds the calls those hosts served.
 //
 // Needs root, iproute2 and /dev/net/tun (or netem): skipped with the reason otherwise.
 
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { nearestRegion } from "../local/link-table.js";
 import { multiHostUnavailable, startHostsMesh, type HostsMesh } from "../local/topology.js";
@@ -80,6 +82,41 @@ suite("multi-host routing", () => {
       expect(rtt).toBeLessThan(other.rttMs);
     });
   }
+
+  it("/metrics on every router (over its TLS link) and node (on its host) holds the calls those hosts served", async () => {
+    const { token, targets } = h.mesh.metrics;
+    const ca = h.mesh.caFile ? { dispatcher: new Agent({ connect: { ca: await readFile(h.mesh.caFile, "utf8") } }) } : {};
+    const sum = (text: string, name: string, labels = "") =>
+      text
+        .split("\n")
+        .filter((l) => l.startsWith(name) && (l[name.length] === " " || l[name.length] === "{") && l.includes(labels))
+        .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+    let routerCalls = 0;
+    let nodeCalls = 0;
+    for (const [name, url] of Object.entries(targets)) {
+      let text: string;
+      if (name.startsWith("router-")) {
+        // Routers serve HTTPS on their host's address, with a certificate from the mesh's CA.
+        expect(url.startsWith(h.mesh.caFile ? "https://" : "http://"), url).toBe(true);
+        const res = await fetch(url, { headers: { authorization: `Bearer ${token}` }, ...ca } as RequestInit);
+        expect(res.status, name).toBe(200);
+        const refused = await fetch(url, ca as RequestInit);
+        expect(refused.status, `${name} without the token`).toBe(401);
+        text = await res.text();
+        routerCalls += sum(text, "mesh_router_calls_total", 'kind="infer"');
+      } else {
+        // A node serves /metrics on its region host's loopback: read there, as a scraper on that host would.
+        const id = name.slice("node-".length);
+        const region = REGIONS.find((r) => id.startsWith(r))!;
+        text = execFileSync("ip", ["netns", "exec", h.topology.regions[region]!.ns, "curl", "-s", "-f", "-H", `authorization: Bearer ${token}`, url], { encoding: "utf8", timeout: 30_000 });
+        nodeCalls += sum(text, "mesh_node_calls_total");
+      }
+    }
+    say(`metrics: routers counted ${routerCalls} infer calls, nodes ${nodeCalls}`);
+    // The calls this file made so far (1 + 2 x CALLS), plus the launcher's warm-up calls.
+    expect(routerCalls).toBeGreaterThanOrEqual(1 + 2 * CALLS);
+    expect(nodeCalls).toBeGreaterThanOrEqual(1 + 2 * CALLS);
+  });
 
   it("a link made slow moves its colo's traffic to the other region, and back when it recovers", async () => {
     const before = h.topology.link("ICN", "ap-seoul");
