@@ -30,7 +30,13 @@ const say = (line: string) => process.stdout.write(`[multi-host-routing] ${line}
 let h: HostsMesh;
 let dir: string;
 
-const infer = (colo: string) => call(`${h.mesh.colos[colo]}/v2/models/demo-mlp/infer`, { key: h.mesh.apiKey, json: mlpBody([[1, 2, 3, 4]]) });
+/** Calls this file saw answered (the metrics test expects at least these). */
+let served = 0;
+const infer = async (colo: string) => {
+  const a = await call(`${h.mesh.colos[colo]}/v2/models/demo-mlp/infer`, { key: h.mesh.apiKey, json: mlpBody([[1, 2, 3, 4]]) });
+  if (a.status === 200) served++;
+  return a;
+};
 const rttSeen = async (colo: string, region: string) => {
   const view = (await call(`${h.mesh.colos[colo]}/v1/regions`, { key: h.mesh.apiKey })).body as RegionsView;
   return view.regions.find((r) => r.name === region)?.rttMs[colo];
@@ -57,6 +63,7 @@ suite("multi-host routing", () => {
       { encoding: "utf8", timeout: 30_000 },
     );
     expect(out).toMatch(/^HTTP\/1\.1 200/);
+    served++;
     expect(out.toLowerCase()).toMatch(/x-mesh-region: ap-seoul/);
   });
 
@@ -76,7 +83,8 @@ suite("multi-host routing", () => {
       // the other region's link.
       const link = h.topology.link(colo, expected);
       const other = h.topology.link(colo, REGIONS.find((r) => r !== expected)!);
-      const rtt = (await rttSeen(colo, expected))!;
+      // The edge shares its measurements through Redis in the background: polled, not read once.
+      const rtt = await waitUntil(`${colo}'s round trip to ${expected}`, 10_000, () => rttSeen(colo, expected), 200);
       say(`${colo} -> ${expected}: measured ${rtt} ms over a ${link.rttMs} ms link`);
       expect(rtt).toBeGreaterThanOrEqual(link.rttMs - 2 * link.jitterMs);
       expect(rtt).toBeLessThan(other.rttMs);
@@ -113,9 +121,10 @@ suite("multi-host routing", () => {
       }
     }
     say(`metrics: routers counted ${routerCalls} infer calls, nodes ${nodeCalls}`);
-    // The calls this file made so far (1 + 2 x CALLS), plus the launcher's warm-up calls.
-    expect(routerCalls).toBeGreaterThanOrEqual(1 + 2 * CALLS);
-    expect(nodeCalls).toBeGreaterThanOrEqual(1 + 2 * CALLS);
+    // Every call this file saw answered so far (the launcher's warm-up calls come on top).
+    expect(served).toBeGreaterThan(0);
+    expect(routerCalls).toBeGreaterThanOrEqual(served);
+    expect(nodeCalls).toBeGreaterThanOrEqual(served);
   });
 
   it("a link made slow moves its colo's traffic to the other region, and back when it recovers", async () => {
