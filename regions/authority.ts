@@ -54,25 +54,8 @@ export class EdgeAuthority {
       if (body.byteLength !== cap || !(await bodyMatches(signed, body))) throw new MeshError("unauthorized", "body does not match its signature");
       return body;
     }
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    if (req.body) {
-      const reader = req.body.getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        size += value.length;
-        // Stop reading here; the refusal closes the connection (the rest is never buffered).
-        if (size > cap) throw new MeshError("payload_too_large", `body larger than ${cap === max ? `${max} bytes` : "its signed length"}`);
-        chunks.push(value);
-      }
-    }
-    const body = new Uint8Array(size);
-    let at = 0;
-    for (const c of chunks) {
-      body.set(c, at);
-      at += c.length;
-    }
+    // Stop reading past the cap; the refusal closes the connection (the rest is never buffered).
+    const body = await readCapped(req, cap, `body larger than ${cap === max ? `${max} bytes` : "its signed length"}`);
     if (!(await bodyMatches(signed, body))) throw new MeshError("unauthorized", "body does not match its signature");
     return body;
   }
@@ -103,4 +86,32 @@ export class EdgeAuthority {
     if (req.deadline <= now) throw new MeshError("deadline_exceeded", "the request's deadline has passed");
     return req;
   }
+}
+
+/**
+ * A request body read chunk by chunk, refused with payload_too_large (`tooLarge`) as soon as it
+ * passes `cap` bytes, so an oversized body (chunked ones included) is never buffered whole.
+ */
+export async function readCapped(req: Request, cap: number, tooLarge = `body larger than ${cap} bytes`): Promise<Uint8Array> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > cap) throw new MeshError("payload_too_large", tooLarge);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (req.body) {
+    const reader = req.body.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > cap) throw new MeshError("payload_too_large", tooLarge);
+      chunks.push(value);
+    }
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    body.set(c, at);
+    at += c.length;
+  }
+  return body;
 }

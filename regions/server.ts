@@ -29,7 +29,7 @@ import {
 } from "../protocol/messages.js";
 import type { RegionReport } from "../protocol/region-report.js";
 import { timingSafeEqual } from "hono/utils/buffer";
-import { EdgeAuthority } from "./authority.js";
+import { EdgeAuthority, readCapped } from "./authority.js";
 import { IdempotentCalls, REPEAT_HEADER, type StoredAnswer } from "./idempotency.js";
 import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
@@ -59,31 +59,6 @@ export interface RouterHandle {
 /** The Node request behind a Hono context on @hono/node-server (its bindings carry it). */
 /** The edge's stream frames (a generate carries a prompt at most), on a socket or as a POST body. */
 const STREAM_FRAME_BYTES = 1024 * 1024;
-
-/** A body of at most `max` bytes, refused with payload_too_large as soon as it passes that. */
-async function readCapped(req: Request, max: number): Promise<Uint8Array> {
-  const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  if (req.body) {
-    const reader = req.body.getReader();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > max) throw new MeshError("payload_too_large", `body larger than ${max} bytes`);
-      chunks.push(value);
-    }
-  }
-  const body = new Uint8Array(size);
-  let at = 0;
-  for (const ch of chunks) {
-    body.set(ch, at);
-    at += ch.length;
-  }
-  return body;
-}
 
 function incomingOf(env: unknown): IncomingMessage | undefined {
   return (env as { incoming?: IncomingMessage } | undefined)?.incoming;
