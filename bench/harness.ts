@@ -12,6 +12,7 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
+import { useLocalAgent } from "../local/keep-alive.js";
 import { ROOT, startMesh, type MeshHandle, type MeshOptions } from "../local/mesh.js";
 
 /** Progress and diagnostics go to stderr, so stdout carries only the tables. */
@@ -52,6 +53,7 @@ export interface RunOptions {
  * sets a non-zero exit code; Ctrl-C cleans up and exits 130.
  */
 export async function runBench(name: string, main: (b: Bench) => Promise<void>, opts: RunOptions = {}): Promise<void> {
+  useLocalAgent(); // the bench's own fetches: local/keep-alive.ts says why
   const tmpDir = await mkdtemp(join(os.tmpdir(), `bench-${name}-`));
   const stops: (() => unknown)[] = [];
   const children = new Set<BenchChild>();

@@ -9,13 +9,13 @@ import { createWriteStream } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Agent } from "undici";
 import { signRequest } from "../protocol/signing.js";
 import type { RegionReport } from "../protocol/region-report.js";
 import { makeCharModel, DEMO_CHAT_NAME } from "../scripts/make-char-model.js";
 import { TINY_GPT_NAME, tinyGptBundle } from "../scripts/make-demo-models.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { makeLocalCa } from "./ca.js";
+import { localAgent } from "./keep-alive.js";
 import { freePort } from "./free-port.js";
 import { REDIS_INSTALL_HINT, redisServerOnPath, startRedisServer, type RedisServerHandle } from "./redis-server.js";
 import { startUpstashRestServer, type UpstashRestServer } from "./upstash-rest-server.js";
@@ -247,10 +247,13 @@ async function runToEnd(name: string, cmd: string, args: string[], env: Record<s
   if (code !== 0) throw new Error(`${name} failed (exit ${code}); see ${p.log}`);
 }
 
+/** The launcher's own calls into the mesh (local/keep-alive.ts says why not the default). */
+const launcherAgent = localAgent();
+
 async function jsonFetch(url: string, init: RequestInit & { token?: string } = {}): Promise<unknown> {
   const headers = new Headers(init.headers);
   if (init.token) headers.set("authorization", `Bearer ${init.token}`);
-  const res = await fetch(url, { ...init, headers });
+  const res = await fetch(url, { ...init, headers, dispatcher: launcherAgent } as RequestInit);
   const text = await res.text();
   if (!res.ok) throw new Error(`${init.method ?? "GET"} ${url} -> ${res.status}: ${text.slice(0, 300)}`);
   return JSON.parse(text);
@@ -330,7 +333,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const ca = opts.tls ? await makeLocalCa(join(stateDir, "tls"), regions.map((r) => ({ name: `router-${r.name}`, hosts: routerNames(r.name) }))) : null;
     if (ca) step(`local CA ${ca.caFile}: routers serve HTTPS/WSS`);
     // This launcher's own calls to the routers trust the local CA like the nodes and the edge do.
-    const regionDispatcher = ca ? { dispatcher: new Agent({ connect: { ca: await readFile(ca.caFile, "utf8") } }) } : {};
+    const regionDispatcher = ca ? { dispatcher: localAgent({ ca: await readFile(ca.caFile, "utf8") }) } : {};
     const caEnv: Record<string, string> = ca ? { MESH_CA_FILE: ca.caFile } : {};
     for (const r of regions) metricsTargets[`router-${r.name}`] = `${regionUrls[r.name]}/metrics`;
     const spawnRouter = (name: string) =>
@@ -457,7 +460,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     await Promise.all(regions.flatMap((r) => Array.from({ length: r.nodes }, (_, k) => startNode(r.name, `${r.name}-node-${k + 1}`))));
     step(`nodes connected: ${regions.map((r) => `${r.name} x${r.nodes}`).join(", ")}`);
 
-    for (const [i, e] of edges.entries()) await waitFor("edge", 60_000, async () => ((await fetch(e + "/v2/health/ready")).ok ? true : undefined), edgeProcs[i] ?? edgeProc);
+    for (const [i, e] of edges.entries()) await waitFor("edge", 60_000, async () => ((await fetch(e + "/v2/health/ready", { dispatcher: launcherAgent } as RequestInit)).ok ? true : undefined), edgeProcs[i] ?? edgeProc);
     step(`edge ready${edges.length > 1 ? ` (${edges.length} isolates: ${edges.join(", ")})` : ""}`);
 
     const handle: MeshHandle = {

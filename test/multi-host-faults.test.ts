@@ -11,7 +11,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Agent, setGlobalDispatcher } from "undici";
+import { useLocalAgent } from "../local/keep-alive.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { multiHostUnavailable, startHostsMesh, type HostsMesh } from "../local/topology.js";
 import { call, errorCodeOf, mlpBody, type Answer } from "./helpers/mesh-client.js";
@@ -97,7 +97,7 @@ suite("multi-host faults", () => {
     dir = await mkdtemp(join(tmpdir(), "mesh-faults-"));
     h = await startHostsMesh({ stateDir: dir, tinyGpt: false, demoWarm: true, progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l) });
     // Routers serve HTTPS with a local CA in this mode: the test's own calls to them (run counts) trust it.
-    if (h.mesh.caFile) setGlobalDispatcher(new Agent({ connect: { ca: await readFile(h.mesh.caFile, "utf8") } }));
+    if (h.mesh.caFile) useLocalAgent({ ca: await readFile(h.mesh.caFile, "utf8") });
     // ICN's edge has measured both links before the faults start.
     await until("ICN", "ap-seoul", 5, 60_000);
   }, 240_000);

@@ -11,8 +11,8 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { localAgent } from "../local/keep-alive.js";
 import { nearestRegion } from "../local/link-table.js";
 import { multiHostUnavailable, startHostsMesh, type HostsMesh } from "../local/topology.js";
 import type { RegionsView } from "../edge/regions-view.js";
@@ -93,7 +93,7 @@ suite("multi-host routing", () => {
 
   it("/metrics on every router (over its TLS link) and node (on its host) holds the calls those hosts served", async () => {
     const { token, targets } = h.mesh.metrics;
-    const ca = h.mesh.caFile ? { dispatcher: new Agent({ connect: { ca: await readFile(h.mesh.caFile, "utf8") } }) } : {};
+    const ca = h.mesh.caFile ? { dispatcher: localAgent({ ca: await readFile(h.mesh.caFile, "utf8") }) } : {};
     const sum = (text: string, name: string, labels = "") =>
       text
         .split("\n")
