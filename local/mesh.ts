@@ -16,6 +16,7 @@ import { TINY_GPT_NAME, tinyGptBundle } from "../scripts/make-demo-models.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { makeLocalCa } from "./ca.js";
 import { localAgent } from "./keep-alive.js";
+import { killGroupOnExit, signalGroup } from "./process-group.js";
 import { freePort } from "./free-port.js";
 import { REDIS_INSTALL_HINT, redisServerOnPath, startRedisServer, type RedisServerHandle } from "./redis-server.js";
 import { startUpstashRestServer, type UpstashRestServer } from "./upstash-rest-server.js";
@@ -202,43 +203,22 @@ function spawnLogged(name: string, cmd: string, args: string[], env: Record<stri
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
-  live.add(child);
-  child.once("exit", () => live.delete(child));
+  killGroupOnExit(child);
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
   return { name, child, log };
 }
 
-// Children run in their own process groups (so a terminal's Ctrl-C reaches the launcher only,
-// which then drains them in order). If the launcher exits anyway, they are killed on the way out.
-const live = new Set<ChildProcess>();
-process.once("exit", () => {
-  for (const child of live) {
-    try {
-      process.kill(-child.pid!, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
-});
-
 async function killTree(p: ProcessInfo, signal: NodeJS.Signals = "SIGTERM", graceMs = 8_000): Promise<void> {
   const { child } = p;
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  const signalGroup = (sig: NodeJS.Signals) => {
-    try {
-      process.kill(-child.pid!, sig);
-    } catch {
-      /* already gone */
-    }
-  };
-  signalGroup(signal);
-  const timer = setTimeout(() => signalGroup("SIGKILL"), graceMs);
+  signalGroup(child, signal);
+  const timer = setTimeout(() => signalGroup(child, "SIGKILL"), graceMs);
   await exited;
   clearTimeout(timer);
   // Grandchildren (workerd) may outlive their parent by a moment.
-  signalGroup("SIGKILL");
+  signalGroup(child, "SIGKILL");
 }
 
 async function runToEnd(name: string, cmd: string, args: string[], env: Record<string, string>, logDir: string): Promise<void> {

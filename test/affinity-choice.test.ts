@@ -7,27 +7,14 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseNodeMessage, parseRegionGenerateRequest, MessageError } from "../protocol/messages.js";
 import type { RegionReport } from "../protocol/region-report.js";
+import { fakeNode, fakeReport } from "./helpers/fakes.js";
 import { AFFINITY_SLACK, pickWarmForStream, regionConversations, type NodeState } from "../regions/placement.js";
 
 const K1 = "a".repeat(32);
 const K2 = "b".repeat(32);
 
 function node(id: string, streams: number, conversations: [string, number][] = [], over: Partial<NodeState> = {}): NodeState {
-  return {
-    id,
-    available: true,
-    inflight: 0,
-    slots: 4,
-    memoryBudgetMb: 100,
-    maxModels: 0,
-    warm: new Map([["m", { memoryMb: 10, lastUsed: 0 }]]),
-    loading: new Map(),
-    modelInflight: new Map(),
-    streams,
-    streamSlots: 16,
-    conversations: new Map(conversations),
-    ...over,
-  };
+  return fakeNode(id, { warm: new Map([["m", { memoryMb: 10, lastUsed: 0 }]]), streams, streamSlots: 16, conversations: new Map(conversations), ...over });
 }
 
 describe("router: a follow-up goes to the node that keeps its conversation", () => {
@@ -111,25 +98,7 @@ describe("edge: the region that keeps the conversation gains the prefill it save
   const far: RegionConfig = { name: "far", url: "http://far", lat: 0, lon: 0 };
   const caller: Caller = { colo: "X", lat: null, lon: null };
   const model = (inferP50: number) => ({ key: "m", replicas: 1, loading: 0, queued: 0, rate: 1, trend: 0, queueMs: { p50: 0, p95: 0, p99: 0 }, inferMs: { p50: inferP50, p95: inferP50, p99: inferP50 } });
-  function report(region: string, over: Partial<RegionReport> = {}): RegionReport {
-    return {
-      region,
-      updatedAt: Date.now(),
-      healthy: true,
-      nodes: [{ id: `${region}-1`, accelerator: "cpu", executionProvider: "cpu", inflight: 0, slots: 8, memoryBudgetMb: 1000, memoryUsedMb: 0, utilisation: 0, draining: false, warm: ["m"] }],
-      warm: ["m"],
-      inflight: 0,
-      queued: 0,
-      capacity: { slots: 8, freeSlots: 8, memoryMb: 1000, memoryUsedMb: 0 },
-      models: [model(200)],
-      served: 0,
-      failed: 0,
-      loads: 0,
-      evictions: 0,
-      coldStartMs: null,
-      ...over,
-    };
-  }
+  const report = (region: string, over: Partial<RegionReport> = {}): RegionReport => fakeReport(region, { models: [model(200)], ...over }, ["m"]);
   const config: EdgeConfig = { regions: [near, far], explorationShare: 0 };
   const state = (...reports: RegionReport[]): RegionState => ({ reports: new Map(reports.map((r) => [r.region, r])), lastRedisOk: Date.now(), redis: "ok" });
 

@@ -13,7 +13,7 @@ import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../pr
 import type { OipDatatype } from "../protocol/datatypes.js";
 import { encodeTensorData, toJsonTensor, type JsonTensor, type WireTensor } from "../protocol/tensor.js";
 import { DEMO_MLP_V1, DEMO_TYPES_CASES, referenceMlp } from "../scripts/make-demo-models.js";
-import { expectClose, expectError, type Answer } from "./helpers/mesh-client.js";
+import { DEMO_TYPES_VALUES, expectClose, expectError, type Answer } from "./helpers/mesh-client.js";
 
 let mesh: MeshHandle;
 let dir: string;
@@ -85,20 +85,7 @@ function decoded(r: Raw) {
 }
 
 // The demo-types model: one input and one output per datatype (identity, double, not).
-const VALUES: Record<string, unknown[]> = {
-  INT64: [1, -2, 3000000000],
-  INT32: [1, -2, 7],
-  UINT8: [0, 1, 255],
-  INT8: [-128, 0, 127],
-  UINT16: [0, 1, 65535],
-  INT16: [-32768, 0, 32767],
-  UINT32: [0, 1, 4294967295],
-  UINT64: [0, 1, 2 ** 40],
-  FP64: [0.1, -2.5, 1e100],
-  FP16: [1.5, -2, 0.25],
-  BOOL: [true, false, true],
-  BYTES: ["a", "héllo", ""],
-};
+const VALUES = DEMO_TYPES_VALUES;
 const typesInputs = (binary: (datatype: OipDatatype) => boolean): Input[] =>
   DEMO_TYPES_CASES.map((c) => ({
     name: c.input,

@@ -10,15 +10,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelCache } from "../gpu-node/model-cache.js";
 import { parseNodeMessage } from "../protocol/messages.js";
-import { diskRoom, planLoad, type NodeState } from "../regions/placement.js";
+import { diskRoom, planLoad } from "../regions/placement.js";
 import { fp32, RegionHarness, rowsOf, waitUntil } from "./helpers/region-harness.js";
 import { weightModel } from "./helpers/weight-models.js";
+import { fakeNode } from "./helpers/fakes.js";
 
 const MiB = 1024 * 1024;
 
-function node(id: string, over: Partial<NodeState> = {}): NodeState {
-  return { id, available: true, inflight: 0, slots: 4, memoryBudgetMb: 100, maxModels: 0, warm: new Map(), loading: new Map(), modelInflight: new Map(), ...over };
-}
+const node = fakeNode;
 
 describe("diskRoom and planLoad", () => {
   it("room is what the budget leaves beside pinned versions, and no more than free space plus what eviction frees", () => {

@@ -2,6 +2,7 @@
 
 import { beforeAll, describe, expect, it } from "vitest";
 import type { RegionReport } from "../protocol/region-report.js";
+import { fakeReport } from "./helpers/fakes.js";
 
 // Imported by path at run time: the Worker's files are type-checked against workers-types
 // (edge/tsconfig.json), which this Node project does not load.
@@ -34,25 +35,7 @@ const usWest: RegionConfig = { name: "us-west", url: "http://us", lat: 37.34, lo
 const seoul: RegionConfig = { name: "ap-seoul", url: "http://kr", lat: 37.57, lon: 126.98 };
 const at = (colo: string) => ({ colo, lat: COLOS[colo]![0], lon: COLOS[colo]![1] });
 
-function report(region: string, over: Partial<RegionReport> = {}): RegionReport {
-  return {
-    region,
-    updatedAt: Date.now(),
-    healthy: true,
-    nodes: [{ id: `${region}-1`, accelerator: "cpu", executionProvider: "cpu", inflight: 0, slots: 8, memoryBudgetMb: 1000, memoryUsedMb: 0, utilisation: 0, draining: false, warm: [] }],
-    warm: [],
-    inflight: 0,
-    queued: 0,
-    capacity: { slots: 8, freeSlots: 8, memoryMb: 1000, memoryUsedMb: 0 },
-    models: [],
-    served: 0,
-    failed: 0,
-    loads: 0,
-    evictions: 0,
-    coldStartMs: null,
-    ...over,
-  };
-}
+const report = (region: string, over: Partial<RegionReport> = {}): RegionReport => fakeReport(region, over);
 
 const config: EdgeConfig = { regions: [usWest, seoul], explorationShare: 0 };
 const stateOf = (...reports: RegionReport[]): RegionState => ({

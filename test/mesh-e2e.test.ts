@@ -10,7 +10,7 @@ import WebSocket from "ws";
 import { signRequest } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { DEMO_MLP_V1, DEMO_MLP_V2, DEMO_TYPES_CASES, referenceMlp } from "../scripts/make-demo-models.js";
-import { call, expectClose, expectError, mlpBody, rawPost, type Answer } from "./helpers/mesh-client.js";
+import { call, DEMO_TYPES_VALUES, expectClose, expectError, mlpBody, rawPost, type Answer } from "./helpers/mesh-client.js";
 
 let mesh: MeshHandle;
 let dir: string;
@@ -78,20 +78,7 @@ describe("inference through every layer", () => {
   });
 
   it("accepts every OIP datatype the model's inputs use, and returns the same datatypes", async () => {
-    const values: Record<string, unknown[]> = {
-      INT64: [1, -2, 3000000000],
-      INT32: [1, -2, 7],
-      UINT8: [0, 1, 255],
-      INT8: [-128, 0, 127],
-      UINT16: [0, 1, 65535],
-      INT16: [-32768, 0, 32767],
-      UINT32: [0, 1, 4294967295],
-      UINT64: [0, 1, 2 ** 40],
-      FP64: [0.1, -2.5, 1e100],
-      FP16: [1.5, -2, 0.25],
-      BOOL: [true, false, true],
-      BYTES: ["a", "héllo", ""],
-    };
+    const values = DEMO_TYPES_VALUES;
     const body = {
       inputs: DEMO_TYPES_CASES.map((c) => ({ name: c.input, datatype: c.datatype, shape: [3], data: values[c.datatype] })),
     };

@@ -18,6 +18,7 @@ import { parseRange } from "../protocol/http-range.js";
 import { artifactUrl } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { call, expectError } from "./helpers/mesh-client.js";
+import { cutFirstDownload } from "./helpers/cut-download.js";
 import { fp32, RegionHarness, rowsOf } from "./helpers/region-harness.js";
 import { weightModel } from "./helpers/weight-models.js";
 
@@ -537,19 +538,7 @@ describe("through the real edge", () => {
     const cutAt = Math.floor(model.length / 2);
     const seen: (string | null)[] = [];
     // A proxy in front of the edge: the first download is cut at half; later ones pass through.
-    const proxy = await serve(async (req, res) => {
-      seen.push(req.headers.range ?? null);
-      const upstream = await fetch(`${mesh.edge}${req.url!.replace(/^\/artifact/, "")}`, {
-        headers: req.headers.range ? { range: req.headers.range } : {},
-      });
-      const body = Buffer.from(await upstream.arrayBuffer());
-      const headers: Record<string, string> = { "content-length": String(body.length) };
-      const cr = upstream.headers.get("content-range");
-      if (cr) headers["content-range"] = cr;
-      res.writeHead(upstream.status, headers);
-      if (seen.length === 1) res.write(body.subarray(0, cutAt), () => res.socket?.destroy());
-      else res.end(body);
-    });
+    const proxy = await serve(cutFirstDownload((path) => `${mesh.edge}${path.replace(/^\/artifact/, "")}`, cutAt, seen));
     const cache = new ModelCache(await tempDir(), { budgetBytes: 64 * 1024 * 1024, retryBaseMs: 1 });
     const art = await cache.get(`${proxy}${url.pathname}${url.search}`, modelSha, model.length, () => undefined);
     expect(sha(await readFile(art.path))).toBe(modelSha);

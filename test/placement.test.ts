@@ -3,23 +3,13 @@
 
 import { describe, expect, it } from "vitest";
 import { KEEP_HALF_LIFE_MS, keepValue, ModelStats, percentile, QUEUED_CALL_VALUE } from "../regions/model-stats.js";
+import { fakeNode } from "./helpers/fakes.js";
 import { estimateMemoryMb, pickWarm, planLoad, usedMb, waitForCheaperPlace, type NodeState } from "../regions/placement.js";
 import { desiredReplicas, WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
 
 function node(id: string, over: Partial<NodeState> & { warmKeys?: [string, number, number][] } = {}): NodeState {
-  const warm = new Map((over.warmKeys ?? []).map(([k, mb, lastUsed]) => [k, { memoryMb: mb, lastUsed }]));
-  return {
-    id,
-    available: true,
-    inflight: 0,
-    slots: 4,
-    memoryBudgetMb: 100,
-    maxModels: 0,
-    warm,
-    loading: new Map(),
-    modelInflight: new Map(),
-    ...over,
-  };
+  const { warmKeys, ...rest } = over;
+  return fakeNode(id, { warm: new Map((warmKeys ?? []).map(([k, mb, lastUsed]) => [k, { memoryMb: mb, lastUsed }])), ...rest });
 }
 
 describe("pickWarm", () => {

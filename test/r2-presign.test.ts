@@ -21,6 +21,7 @@ import { startPolicyReader, type PolicyStore } from "../regions/policy-reader.js
 import type { Scheduler } from "../regions/scheduler.js";
 import { WebSocket } from "ws";
 import { call, expectError, mlpBody } from "./helpers/mesh-client.js";
+import { cutFirstDownload } from "./helpers/cut-download.js";
 import { waitUntil } from "./helpers/region-harness.js";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -249,17 +250,7 @@ describe("through the real mesh, with the edge as the local R2 stand-in", () => 
     const seen: (string | null)[] = [];
     // A proxy in front of the stand-in: the first download is cut at half; later ones pass through.
     // The signature names the endpoint's host, so the same URL path works through the proxy.
-    const server = createServer(async (req, res) => {
-      seen.push(req.headers.range ?? null);
-      const upstream = await fetch(`${mesh.edge}${req.url!}`, { headers: req.headers.range ? { range: req.headers.range } : {} });
-      const body = Buffer.from(await upstream.arrayBuffer());
-      const headers: Record<string, string> = { "content-length": String(body.length) };
-      const cr = upstream.headers.get("content-range");
-      if (cr) headers["content-range"] = cr;
-      res.writeHead(upstream.status, headers);
-      if (seen.length === 1) res.write(body.subarray(0, cutAt), () => res.socket?.destroy());
-      else res.end(body);
-    });
+    const server = createServer(cutFirstDownload((path) => `${mesh.edge}${path}`, cutAt, seen));
     servers.push(server);
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const proxy = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

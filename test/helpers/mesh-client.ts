@@ -77,6 +77,22 @@ export function mlpBody(rows: number[][], extra: Record<string, unknown> = {}) {
   return { inputs: [{ name: "x", datatype: "FP32", shape: [rows.length, 4], data: rows }], ...extra };
 }
 
+/** Three values per datatype for the demo-types model (one identity input per datatype), edges of each range included. */
+export const DEMO_TYPES_VALUES: Record<string, unknown[]> = {
+  INT64: [1, -2, 3000000000],
+  INT32: [1, -2, 7],
+  UINT8: [0, 1, 255],
+  INT8: [-128, 0, 127],
+  UINT16: [0, 1, 65535],
+  INT16: [-32768, 0, 32767],
+  UINT32: [0, 1, 4294967295],
+  UINT64: [0, 1, 2 ** 40],
+  FP64: [0.1, -2.5, 1e100],
+  FP16: [1.5, -2, 0.25],
+  BOOL: [true, false, true],
+  BYTES: ["a", "héllo", ""],
+};
+
 export function expectClose(actual: number[], expected: number[], tol = 1e-5): void {
   expect(actual.length).toBe(expected.length);
   actual.forEach((v, i) => expect(Math.abs(v - expected[i]!), `element ${i}: ${v} vs ${expected[i]}`).toBeLessThan(tol));

@@ -25,6 +25,7 @@ import { signRequest, signUrl, verifyUrl } from "../../protocol/signing.js";
 import type { WireTensor } from "../../protocol/tensor.js";
 import { unpackAnswer } from "../../protocol/binary-tensors.js";
 import { freePort } from "../../local/free-port.js";
+import { killGroupOnExit, signalGroup } from "../../local/process-group.js";
 import { makeDemoMatmul, makeDemoModels, type DemoModelFile } from "../../scripts/make-demo-models.js";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -96,17 +97,6 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-// Children of every harness in this process, killed on the way out whatever happens.
-const live = new Set<ChildProcess>();
-process.once("exit", () => {
-  for (const child of live) {
-    try {
-      process.kill(-child.pid!, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
-});
 
 const TSX = ["--import", "tsx"];
 
@@ -267,7 +257,7 @@ export class RegionHarness {
       detached: true, // own process group: signals reach the whole tree
     });
     if (child.pid === undefined) throw new Error(`could not start ${name}`);
-    live.add(child);
+    killGroupOnExit(child); // killed on the way out, whatever happens
     const c: Child = {
       name,
       kind,
@@ -278,9 +268,7 @@ export class RegionHarness {
       // 'close', not 'exit': by then stdout and stderr are read to the end, so every line the
       // child printed is in `lines`.
       exit: new Promise<ExitInfo>((res) => {
-        child.once("exit", () => live.delete(child));
         child.once("close", (code, signal) => {
-          live.delete(child);
           c.exited = { code, signal };
           res(c.exited);
         });
@@ -394,11 +382,7 @@ export class RegionHarness {
   kill(name: string, signal: NodeJS.Signals = "SIGTERM"): void {
     const c = this.child(name);
     if (c.exited) return;
-    try {
-      process.kill(-c.pid, signal);
-    } catch {
-      /* already gone */
-    }
+    signalGroup(c.child, signal);
   }
 
   /** The child's exit, bounded: throws if it is still running after timeoutMs. */
@@ -416,11 +400,7 @@ export class RegionHarness {
       await c.exit;
       clearTimeout(timer);
       // Anything left in the group (there should be nothing) goes too.
-      try {
-        process.kill(-c.pid, "SIGKILL");
-      } catch {
-        /* the group is empty */
-      }
+      signalGroup(c.child, "SIGKILL");
     };
     const all = [...this.children.values()];
     await Promise.all(all.filter((c) => c.kind === "node").map(stop));
