@@ -20,7 +20,7 @@ export interface QuotaRedis {
 }
 
 const SYNC_MS = 250;
-const COUNTER_KEY = (account: string, month: string) => `mesh:quota:${account}:${month}`;
+export const COUNTER_KEY = (account: string, month: string) => `mesh:quota:${account}:${month}`;
 /** Counters outlive their month by a week, for anyone reading them late. */
 const COUNTER_TTL_S = 38 * 24 * 3600;
 

@@ -8,10 +8,13 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Redis } from "@upstash/redis";
 import { newApiKey } from "../edge/key-format.js";
+import { COUNTER_KEY, monthOf } from "../edge/quota.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { encodeModel, OnnxType } from "../scripts/onnx-writer.js";
 import { DEMO_MLP_V1, DEMO_MLP_V2, referenceMlp } from "../scripts/make-demo-models.js";
+import { waitUntil } from "./helpers/region-harness.js";
 import { call, errorCodeOf, expectAnyError, expectClose, expectError, mlpBody, rawPost, type Answer } from "./helpers/mesh-client.js";
 
 /** The documented bound (edge/api-keys.ts REVOCATION_BOUND_MS), restated: the test is the spec. */
@@ -494,7 +497,10 @@ describe("quotas", () => {
     expectError(await infer(A, { inputs: [] }, { key, model: "q-model" }), 400, "invalid_tensor"); // not charged
     expect((await infer(A, mlpBody(X), { key, model: "q-model" })).status).toBe(200);
     expect((await infer(B, mlpBody(X), { key, model: "q-model" })).status).toBe(200); // counted across isolates
-    await sleep(600); // B's count reaches Redis (each isolate sends its counts every 250 ms)
+    // B's count reaches Redis (each isolate sends its counts every 250 ms): polled, not slept on.
+    const redis = new Redis({ url: mesh.redis.url, token: mesh.redis.token, enableTelemetry: false });
+    const counter = COUNTER_KEY(acct.body.accountId, monthOf(Date.now()));
+    await waitUntil("the isolates' counts in Redis", 10_000, async () => (Number(await redis.get(counter)) >= 3 ? true : undefined), 50);
     const spent = await infer(A, mlpBody(X), { key, model: "q-model" });
     expectError(spent, 429, "quota_exceeded");
     expect(Number(spent.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
