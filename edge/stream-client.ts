@@ -64,23 +64,92 @@ async function signGenerate(codec: Codec, secret: string, req: RegionGenerateReq
   return { req: bytes, grant: await signRequest(secret, GENERATE_GRANT_METHOD, REGION_STREAM_PATH, bytes) };
 }
 
-export class RegionChannel implements StreamChannel {
-  private readonly handlers = new Map<string, FrameHandler>();
-  private readonly codec = createCodec();
+/**
+ * The lifecycle both channels share, one implementation: open until shut, once, for one reason
+ * that every close listener hears; shut when PING_MISSES ping intervals in a row pass with no
+ * frame from the region. In local mode everything the region says (frames, and the close)
+ * arrives the simulated one-way delay late, so frames sent before a close land before it.
+ */
+abstract class ChannelLifecycle {
+  protected readonly codec = createCodec();
   private closeListeners: ((reason: string) => void)[] = [];
   open = true;
   /** Ping intervals since the region last sent anything. */
-  private missed = 0;
-  private readonly pinger: ReturnType<typeof setInterval>;
+  protected missed = 0;
+  private pinger: ReturnType<typeof setInterval> | null = null;
 
-  private constructor(
+  constructor(
     readonly region: string,
     /** This region's secret: signs each request's grant. */
     private readonly secret: string,
-    private readonly ws: WebSocket,
     /** Simulated one-way delay, ms (local mode). */
-    private readonly delayMs: number,
+    protected readonly delayMs: number,
+  ) {}
+
+  /** A generate request as bytes with its own grant, signed now (fresh, single-use), for a generate frame. */
+  sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
+    return signGenerate(this.codec, this.secret, req);
+  }
+
+  onClose(listener: (reason: string) => void): void {
+    if (!this.open) listener("closed");
+    else this.closeListeners.push(listener);
+  }
+
+  /** Closes the channel; the region cancels every generation still on it. */
+  close(): void {
+    this.shutdown("closed by the edge");
+  }
+
+  /** Runs `f` after the simulated one-way delay (local mode), at once otherwise. */
+  protected later(f: () => void): void {
+    if (this.delayMs > 0) setTimeout(f, this.delayMs);
+    else f();
+  }
+
+  /**
+   * Counts ping intervals from now on (a frame from the region resets the count) and shuts the
+   * channel once PING_MISSES pass silent; `ping` asks the region each interval (a socket: a
+   * streamed response's pongs come unasked).
+   */
+  protected watchLiveness(on: string, ping?: () => void): void {
+    if (!this.open) return;
+    this.pinger = setInterval(() => {
+      if (this.missed >= PING_MISSES) {
+        this.shutdown(`region ${this.region} stopped answering on the ${on} (${this.missed} ping intervals silent)`);
+        return;
+      }
+      this.missed++;
+      ping?.();
+    }, PING_INTERVAL_MS);
+  }
+
+  protected shutdown(reason: string): void {
+    if (!this.open) return;
+    this.open = false;
+    if (this.pinger) clearInterval(this.pinger);
+    this.release();
+    this.later(() => {
+      const listeners = this.closeListeners;
+      this.closeListeners = [];
+      for (const l of listeners) l(reason);
+    });
+  }
+
+  /** Lets go of what carries the channel (the socket, the request); called once, from shutdown. */
+  protected abstract release(): void;
+}
+
+export class RegionChannel extends ChannelLifecycle implements StreamChannel {
+  private readonly handlers = new Map<string, FrameHandler>();
+
+  private constructor(
+    region: string,
+    secret: string,
+    private readonly ws: WebSocket,
+    delayMs: number,
   ) {
+    super(region, secret, delayMs);
     ws.addEventListener("message", (e: MessageEvent) => {
       let frame: RegionToEdge;
       try {
@@ -94,22 +163,11 @@ export class RegionChannel implements StreamChannel {
       this.missed = 0;
       if (frame.t === "pong") return;
       const f = frame;
-      const deliver = () => this.handlers.get(f.sid)?.(f);
-      if (this.delayMs > 0) setTimeout(deliver, this.delayMs);
-      else deliver();
+      this.later(() => this.handlers.get(f.sid)?.(f));
     });
     ws.addEventListener("close", (e: CloseEvent) => this.shutdown(`region ${region} closed the stream socket (${e.code})`));
     ws.addEventListener("error", () => this.shutdown(`stream socket to region ${region} failed`));
-    this.pinger = setInterval(() => this.ping(), PING_INTERVAL_MS);
-  }
-
-  private ping(): void {
-    if (this.missed >= PING_MISSES) {
-      this.shutdown(`region ${this.region} stopped answering on the stream socket (${this.missed} pings unanswered)`);
-      return;
-    }
-    this.missed++;
-    this.send({ t: "ping" });
+    this.watchLiveness("stream socket", () => this.send({ t: "ping" }));
   }
 
   /** Opens a signed stream socket to `region`; throws MeshError when it cannot be had. */
@@ -154,11 +212,6 @@ export class RegionChannel implements StreamChannel {
     return this.handlers.size;
   }
 
-  /** A generate request as bytes with its own grant, signed now (fresh, single-use), for a generate frame. */
-  sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
-    return signGenerate(this.codec, this.secret, req);
-  }
-
   send(frame: EdgeToRegion): void {
     if (!this.open) return;
     const bytes = this.codec.encode(frame);
@@ -169,32 +222,15 @@ export class RegionChannel implements StreamChannel {
         this.shutdown(`write to region ${this.region} failed: ${(err as Error).message}`);
       }
     };
-    if (this.delayMs > 0) setTimeout(write, this.delayMs);
-    else write();
+    this.later(write);
   }
 
-  onClose(listener: (reason: string) => void): void {
-    if (!this.open) listener("closed");
-    else this.closeListeners.push(listener);
-  }
-
-  /** Closes the socket; the region cancels every generation still on it. */
-  close(): void {
-    this.shutdown("closed by the edge");
-  }
-
-  private shutdown(reason: string): void {
-    if (!this.open) return;
-    this.open = false;
-    clearInterval(this.pinger);
+  protected override release(): void {
     try {
       this.ws.close(1000, "done");
     } catch {
       /* already closed */
     }
-    const listeners = this.closeListeners;
-    this.closeListeners = [];
-    for (const l of listeners) l(reason);
   }
 }
 
@@ -256,26 +292,22 @@ export class ChannelPool implements ChannelSource {
  * Liveness: the region sends `pong` frames every ping interval; PING_MISSES intervals with no
  * frame at all shut the channel, as for a socket.
  */
-export class HttpRegionChannel implements StreamChannel {
-  private readonly codec = createCodec();
+export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel {
   private handler: FrameHandler | null = null;
   private sid: string | null = null;
-  private closeListeners: ((reason: string) => void)[] = [];
   private readonly abort = new AbortController();
-  open = true;
-  private missed = 0;
-  private pinger: ReturnType<typeof setInterval> | null = null;
   /** Tokens the reader may still be sent; reads stop at 0 until credit comes. */
   private credit = 0;
   private wake: (() => void) | null = null;
 
   constructor(
-    readonly region: string,
-    private readonly secret: string,
+    region: string,
+    secret: string,
     private readonly url: string,
-    /** Simulated one-way delay, ms (local mode). */
-    private readonly delayMs: number,
-  ) {}
+    delayMs: number,
+  ) {
+    super(region, secret, delayMs);
+  }
 
   register(sid: string, handler: FrameHandler): void {
     this.sid = sid;
@@ -284,10 +316,6 @@ export class HttpRegionChannel implements StreamChannel {
 
   unregister(sid: string): void {
     if (this.sid === sid) this.handler = null;
-  }
-
-  sign(req: RegionGenerateRequest): Promise<{ req: Uint8Array; grant: Record<string, string> }> {
-    return signGenerate(this.codec, this.secret, req);
   }
 
   send(frame: EdgeToRegion): void {
@@ -336,10 +364,7 @@ export class HttpRegionChannel implements StreamChannel {
       this.shutdown(message);
       return;
     }
-    this.pinger = setInterval(() => {
-      if (this.missed >= PING_MISSES) this.shutdown(`region ${this.region} stopped answering on the stream (${this.missed} ping intervals silent)`);
-      else this.missed++;
-    }, PING_INTERVAL_MS);
+    this.watchLiveness("stream");
     const reader = res.body.getReader();
     const splitter = new FrameSplitter();
     try {
@@ -355,8 +380,7 @@ export class HttpRegionChannel implements StreamChannel {
           this.missed = 0;
           if (f.t === "pong") continue;
           if (f.t === "token") this.credit--;
-          if (this.delayMs > 0) setTimeout(() => this.deliver(f), this.delayMs);
-          else this.deliver(f);
+          this.later(() => this.deliver(f));
         }
       }
       if (splitter.pending > 0) throw new Error("the stream ended inside a frame");
@@ -370,29 +394,9 @@ export class HttpRegionChannel implements StreamChannel {
     if (f.t !== "pong" && f.sid === this.sid) this.handler?.(f);
   }
 
-  onClose(listener: (reason: string) => void): void {
-    if (!this.open) listener("closed");
-    else this.closeListeners.push(listener);
-  }
-
-  close(): void {
-    this.shutdown("closed by the edge");
-  }
-
-  private shutdown(reason: string): void {
-    if (!this.open) return;
-    this.open = false;
-    if (this.pinger) clearInterval(this.pinger);
+  protected override release(): void {
     this.abort.abort();
     this.wake?.();
-    // Frames delayed in local mode land before the close.
-    const notify = () => {
-      const listeners = this.closeListeners;
-      this.closeListeners = [];
-      for (const l of listeners) l(reason);
-    };
-    if (this.delayMs > 0) setTimeout(notify, this.delayMs);
-    else notify();
   }
 }
 

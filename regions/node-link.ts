@@ -248,9 +248,9 @@ export class NodeLink implements NodeState {
   ): NodeStream {
     const id = String(++this.nextId);
     this.streams++;
-    this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
+    this.countModel(key, 1);
     this.streamCalls.set(id, { key, handlers });
-    this.send({
+    this.sendWork(trace, {
       t: "generate",
       id,
       key,
@@ -262,11 +262,7 @@ export class NodeLink implements NodeState {
       params,
       ...(tokenizer ? { tokenizer } : {}),
       credit,
-      ...(trace.requestId ? { requestId: trace.requestId } : {}),
-      ...(trace.traceparent ? { traceparent: trace.traceparent } : {}),
     });
-    const w = this.warm.get(key);
-    if (w) w.lastUsed = Date.now();
     return {
       id,
       credit: (n) => {
@@ -284,17 +280,31 @@ export class NodeLink implements NodeState {
     if (!s) return undefined;
     this.streamCalls.delete(id);
     this.streams--;
-    const n = (this.modelInflight.get(s.key) ?? 1) - 1;
-    if (n <= 0) this.modelInflight.delete(s.key);
-    else this.modelInflight.set(s.key, n);
+    this.countModel(s.key, -1);
     return s;
   }
 
   private callEnded(key: string): void {
     this.inflight--;
-    const n = (this.modelInflight.get(key) ?? 1) - 1;
+    this.countModel(key, -1);
+  }
+
+  /** Calls and streams running on the node, per model (a model with any is never evicted). */
+  private countModel(key: string, delta: 1 | -1): void {
+    const n = (this.modelInflight.get(key) ?? 0) + delta;
     if (n <= 0) this.modelInflight.delete(key);
     else this.modelInflight.set(key, n);
+  }
+
+  /** Sends a call or a generation, with its trace for the node's logs; its model counts as used now. */
+  private sendWork(trace: { requestId?: string | undefined; traceparent?: string | undefined }, frame: Extract<RouterToNode, { t: "infer" | "generate" }>): void {
+    this.send({
+      ...frame,
+      ...(trace.requestId ? { requestId: trace.requestId } : {}),
+      ...(trace.traceparent ? { traceparent: trace.traceparent } : {}),
+    });
+    const w = this.warm.get(frame.key);
+    if (w) w.lastUsed = Date.now();
   }
 
   /**
@@ -311,7 +321,7 @@ export class NodeLink implements NodeState {
   ): Promise<NodeCallResult> {
     const id = String(++this.nextId);
     this.inflight++;
-    this.modelInflight.set(key, (this.modelInflight.get(key) ?? 0) + 1);
+    this.countModel(key, 1);
     const budget = Math.max(1, timeoutMs);
     const nodeBudget = Math.max(1, budget - confirmReserveMs(budget));
     const sentAt = performance.now();
@@ -337,19 +347,7 @@ export class NodeLink implements NodeState {
         reject(new NodeCallError("deadline_exceeded", `node ${this.id} did not answer within the deadline`, false, performance.now() - sentAt));
       }, budget);
       this.calls.set(id, { key, resolve, reject, timer, stopTimer, stopping: false, abandoned: false, sentAt, ...(call.onEnd ? { onEnd: call.onEnd } : {}) });
-      this.send({
-        t: "infer",
-        id,
-        key,
-        sha256: call.sha256,
-        inputs,
-        ...(outputs ? { outputs } : {}),
-        deadline,
-        ...(call.requestId ? { requestId: call.requestId } : {}),
-        ...(call.traceparent ? { traceparent: call.traceparent } : {}),
-      });
-      const w = this.warm.get(key);
-      if (w) w.lastUsed = Date.now();
+      this.sendWork(call, { t: "infer", id, key, sha256: call.sha256, inputs, ...(outputs ? { outputs } : {}), deadline });
     });
   }
 

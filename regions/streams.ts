@@ -54,6 +54,8 @@ import type { RouterMetrics } from "./metrics.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 
 export const STREAM_SOCKET_PATH = "/v1/streams";
+/** The edge's stream frames (a generate carries a prompt at most), on a socket or as a POST body. */
+export const STREAM_FRAME_BYTES = 1024 * 1024;
 
 /** The request a generate frame's grant authorizes; throws MeshError when it does not check. */
 export type GrantChecker = (frame: Extract<EdgeToRegion, { t: "generate" }>) => Promise<RegionGenerateRequest>;
