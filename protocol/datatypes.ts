@@ -43,15 +43,6 @@ export const ONNX_ELEM_TO_OIP: Readonly<Record<number, OipDatatype>> = {
   16: "BF16",
 };
 
-/** A model input or output as the signature describes it; -1 marks a dynamic dimension. */
-export interface TensorSpec {
-  name: string;
-  datatype: OipDatatype;
-  shape: number[];
-}
-
-/** What a model file declares about itself, read from its graph at upload time. */
-export interface ModelSignature {
-  inputs: TensorSpec[];
-  outputs: TensorSpec[];
-}
+// A model's signature (TensorSpec, ModelSignature) is a wire message: its schema and types live
+// in messages.ts with the others. Re-exported as types only, so no module cycle at run time.
+export type { ModelSignature, TensorSpec } from "./messages.js";
