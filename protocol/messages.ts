@@ -8,7 +8,7 @@
 
 import { z } from "zod";
 import { isErrorCode, type ErrorCode } from "./errors.js";
-import { OIP_DATATYPES } from "./datatypes.js";
+import { isOipDatatype, OIP_DATATYPES } from "./datatypes.js";
 import type { TensorData } from "./tensor.js";
 import { packedSizeError, type CarriedTensor } from "./binary-tensors.js";
 import { parseTraceparent } from "./trace-context.js";
@@ -76,6 +76,21 @@ const map = <S extends z.core.$ZodLooseShape>(label: string, shape: S) => object
 /** msgpack `bin` (a Uint8Array, or a Node Buffer), of at most `max` bytes. */
 const binary = (error: string, max = Infinity) => z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.length <= max, { error });
 
+/**
+ * A typed fast path for a hot message or field. Node compiles every schema (COMPILE, below) and
+ * needs none; the Worker cannot compile, and zod's interpreter spends its time on per-field
+ * dispatch: 3 to 8 times the hand validators the schemas replaced (bench/wire-validation.ts). So
+ * where the edge pays per call or per token, a hand check accepts the usual well-formed value and
+ * builds it; anything else goes to the schema (z.INVALID), whose refusal is the one reported. A
+ * fast path may accept only what its schema accepts and must build what the schema builds:
+ * test/wire-schema.test.ts compares the two.
+ */
+const fastPath = <S extends z.ZodType>(schema: S, parse: (v: Record<string, unknown>) => z.output<S> | typeof z.INVALID): S =>
+  z.withParser(schema, (v) => (isMap(v) ? parse(v) : z.INVALID));
+const isStr = (v: unknown, max = 4096): v is string => typeof v === "string" && v.length <= max;
+const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= max;
+
 const HEX64 = /^[0-9a-f]{64}$/;
 const SPAN_ID = /^[0-9a-f]{16}$/;
 
@@ -121,13 +136,23 @@ const typedTensor = map("tensor", {
  * A tensor on a hop: packed when it has `bytes`, else typed. Tried packed first (today's
  * senders); the refusal is the one of the form the tensor claims to be.
  */
-const carriedTensor = z.union([packedTensor, typedTensor], {
+const carriedTensorSchema = z.union([packedTensor, typedTensor], {
   error: (iss) => {
     if (iss.code !== "invalid_union") return undefined;
     const packed = typeof iss.input === "object" && iss.input !== null && (iss.input as Record<string, unknown>).bytes !== undefined;
     return iss.errors[packed ? 0 : 1]?.[0]?.message;
   },
 });
+/** Fast path: a packed tensor, as every hop sends them now (typed data takes the schema). */
+function packedFast(v: unknown): CarriedTensor | typeof z.INVALID {
+  if (!isMap(v)) return z.INVALID;
+  const { name, datatype, shape, bytes } = v;
+  if (!isStr(name) || !isOipDatatype(datatype) || !(bytes instanceof Uint8Array)) return z.INVALID;
+  if (!Array.isArray(shape) || shape.length > 16 || !shape.every((d) => Number.isSafeInteger(d))) return z.INVALID;
+  const t = { name, datatype, shape: shape.slice() as number[], bytes };
+  return packedSizeError(t) === null ? t : z.INVALID;
+}
+const carriedTensor = fastPath(carriedTensorSchema, packedFast);
 const tensors = list(carriedTensor, 1024);
 /** Requested output names. */
 const names = list(z.string({ error: says("must be strings") }), 1024);
@@ -200,6 +225,7 @@ export type RegionInferRequest = z.infer<typeof regionInferRequestSchema>;
 
 /** Span ids (16 hex) of the hops past the edge that handled a call (trace-context.ts). */
 const spanId = str(16).regex(SPAN_ID, { error: (iss) => `'trace.${fieldOf(iss)}' must be a span id` });
+const isSpanId = (v: unknown): v is string => typeof v === "string" && SPAN_ID.test(v);
 const spanIdsSchema = map("trace", { router: spanId, node: opt(spanId) });
 export type SpanIds = z.infer<typeof spanIdsSchema>;
 
@@ -215,10 +241,31 @@ const timingSchema = map("timing", {
 });
 export type Timing = z.infer<typeof timingSchema>;
 
+/** Fast path: the answer the edge reads per call, packed outputs and no nulls. */
+function answerFast(v: Record<string, unknown>) {
+  const { ok, outputs, node, timing } = v;
+  if (ok !== true || !isStr(node) || !Array.isArray(outputs) || outputs.length > 1024 || !isMap(timing)) return z.INVALID;
+  const packed: CarriedTensor[] = [];
+  for (const o of outputs) {
+    const t = packedFast(o);
+    if (t === z.INVALID) return z.INVALID;
+    packed.push(t);
+  }
+  const { queueMs, loadMs, inferMs, regionMs, computeMs, trace } = timing;
+  if (!isNum(queueMs) || !isNum(loadMs) || !isNum(inferMs) || !isNum(regionMs) || (computeMs !== undefined && !isNum(computeMs))) return z.INVALID;
+  let spans: SpanIds | undefined;
+  if (trace !== undefined) {
+    if (!isMap(trace) || !isSpanId(trace.router) || (trace.node !== undefined && !isSpanId(trace.node))) return z.INVALID;
+    spans = { router: trace.router, ...(trace.node !== undefined ? { node: trace.node as string } : {}) };
+  }
+  const t: Timing = { queueMs, loadMs, inferMs, regionMs, ...(computeMs !== undefined ? { computeMs } : {}), ...(spans ? { trace: spans } : {}) };
+  return { ok: true as const, outputs: packed, node, timing: t };
+}
+
 const regionInferResponseSchema = z.discriminatedUnion(
   "ok",
   [
-    object({ ok: z.literal(true), outputs: tensors, node: str(), timing: timingSchema }),
+    fastPath(object({ ok: z.literal(true), outputs: tensors, node: str(), timing: timingSchema }), answerFast),
     object({
       ok: z.literal(false),
       code: errorCode,
@@ -409,7 +456,10 @@ export type EdgeToRegion = z.infer<typeof edgeToRegionSchema>;
 
 const regionToEdgeSchema = frames([
   frame("progress", { position: opt(count()), bytes: opt(count()), total: opt(count()), sid, stage: progressStage, node: opt(str(128)) }),
-  frame("token", { sid, i: count(), text: str(), id: count() }),
+  /** Fast path: one per token, read by the edge. */
+  fastPath(frame("token", { sid, i: count(), text: str(), id: count() }), ({ sid, i, text, id }) =>
+    isStr(sid, 128) && isCount(i) && isStr(text) && isCount(id) ? { t: "token" as const, sid, i, text, id } : z.INVALID,
+  ),
   /** cachedTokens: prompt tokens the node reused from a kept KV cache instead of computing them. */
   frame("done", { sid, reason: finishReason, tokens: count(), promptTokens: count(), node: str(128), timing: streamTimingSchema, cachedTokens: opt(count()) }),
   frame("error", { sid, code: errorCode, message: str() }),

@@ -142,11 +142,27 @@ describe("wire schemas: what a parsed message holds", () => {
 
 describe("wire schemas: compiled (Node) and interpreted (Worker) agree", () => {
   const codec = createCodec();
+  const SPAN = "b7ad6b7169203331";
+  const answer = { ok: true, outputs: [x], node: "n", timing: { queueMs: 0, loadMs: 0, inferMs: 1, regionMs: 2 } };
   const cases: [keyof typeof wireSchemas, (v: unknown) => unknown, unknown][] = [
     ["regionInferRequest", parseRegionInferRequest, inferRequest],
     ["regionInferRequest", parseRegionInferRequest, { ...inferRequest, inputs: [{ ...x, bytes: new Uint8Array(3) }] }],
     ["regionInferRequest", parseRegionInferRequest, { ...inferRequest, deadline: "soon" }],
     ["regionInferResponse", parseRegionInferResponse, { ok: false, code: "no_capacity", message: "full", notStarted: true }],
+    // The edge's fast paths (packed outputs, token frames) against the schema's own answer.
+    ["regionInferResponse", parseRegionInferResponse, answer],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, timing: { ...answer.timing, computeMs: 0.5, trace: { router: SPAN, node: SPAN } } }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, timing: { ...answer.timing, computeMs: null, trace: { router: SPAN, node: null } } }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, timing: { ...answer.timing, trace: { router: SPAN.toUpperCase() } } }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, outputs: [{ name: "y", datatype: "FP32", shape: [2], data: new Float32Array(2) }] }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, outputs: [{ ...x, shape: [2, 4] }] }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, outputs: [{ ...x, shape: [1.5, 4] }] }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, outputs: [{ ...x, datatype: "FP8" }] }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, node: 5 }],
+    ["regionInferResponse", parseRegionInferResponse, { ...answer, timing: { ...answer.timing, inferMs: Infinity } }],
+    ["regionToEdge", parseRegionToEdge, { t: "token", sid: "s".repeat(129), i: 0, text: "a", id: 1 }],
+    ["regionToEdge", parseRegionToEdge, { t: "token", sid: "s", i: -1, text: "a", id: 1 }],
+    ["regionToEdge", parseRegionToEdge, { t: "token", sid: "s", i: 0, text: "a", id: 1, extra: true }],
     ["regionInferResponse", parseRegionInferResponse, { ok: false, code: "kaboom", message: "x" }],
     ["regionGenerateRequest", parseRegionGenerateRequest, { ...generateRequest, chat: [{ role: "user", content: "hi" }], affinity: KEY, traceparent: TRACEPARENT }],
     ["regionGenerateRequest", parseRegionGenerateRequest, { ...generateRequest, params: { ...params, topP: 0 } }],
