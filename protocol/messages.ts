@@ -2,8 +2,8 @@
 // received, with its TypeScript type inferred from that schema (issue 12). msgpack has no schema,
 // so a decoded frame is `unknown` until one of the parse functions here has checked its shape.
 // A refusal is a MessageError whose message names the field and what it must be; those messages
-// are part of the wire (routers and nodes log them, close codes follow them), so the field
-// helpers below keep the wording the hand validators used. Unknown fields are dropped, not
+// reach the wire (a router answers a malformed request with one, as bad_request) and the logs,
+// so the field helpers below keep the wording the hand validators used. Unknown fields are dropped, not
 // refused: an older peer must keep reading a newer one's frames. Worker-safe (zod only).
 
 import { z } from "zod";
