@@ -43,6 +43,7 @@ const UNIT = [
   "token-text",
   "trace-context",
   "uploads-state",
+  "wire-schema",
 ].map((n) => `test/${n}.test.ts`);
 
 export default defineConfig({

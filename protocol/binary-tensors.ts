@@ -9,7 +9,7 @@
 // packed in the same layout (PackedTensor): the router checks their sizes and forwards the bytes
 // it received without building typed arrays. Pure TS: the Worker uses it.
 
-import type { OipDatatype } from "./datatypes.js";
+import { TYPED_ARRAY, type OipDatatype } from "./datatypes.js";
 import type { RegionInferResponse } from "./messages.js";
 import { elementCount, TensorError, toJsonTensor, type BinaryTail, type JsonTensor, type TensorData, type WireTensor } from "./tensor.js";
 
@@ -76,32 +76,9 @@ function typedView(datatype: Exclude<OipDatatype, "BYTES">, bytes: Uint8Array, a
     buffer = Uint8Array.prototype.slice.call(bytes, at, at + len).buffer;
     offset = 0;
   }
-  const count = len / width;
-  switch (datatype) {
-    case "BOOL":
-    case "UINT8":
-      return new Uint8Array(buffer, offset, count);
-    case "INT8":
-      return new Int8Array(buffer, offset, count);
-    case "UINT16":
-    case "FP16":
-    case "BF16":
-      return new Uint16Array(buffer, offset, count);
-    case "INT16":
-      return new Int16Array(buffer, offset, count);
-    case "UINT32":
-      return new Uint32Array(buffer, offset, count);
-    case "INT32":
-      return new Int32Array(buffer, offset, count);
-    case "FP32":
-      return new Float32Array(buffer, offset, count);
-    case "UINT64":
-      return new BigUint64Array(buffer, offset, count);
-    case "INT64":
-      return new BigInt64Array(buffer, offset, count);
-    case "FP64":
-      return new Float64Array(buffer, offset, count);
-  }
+  // All the constructors take (buffer, byteOffset, length); the union type cannot say so itself.
+  const Typed = TYPED_ARRAY[datatype] as new (buffer: ArrayBufferLike, byteOffset: number, length: number) => Exclude<TensorData, string[]>;
+  return new Typed(buffer, offset, len / width);
 }
 
 /** Reads BYTES elements (4-byte LE length + bytes each) that must fill `len` bytes exactly. */
@@ -232,20 +209,15 @@ export interface EncodedResponse {
   headerLength?: number;
 }
 
-/**
- * An inference response with the outputs `asBinary` picks in binary form and the rest as JSON.
- * `head` holds every field of the JSON object but `outputs` (model_name, id, ...).
- */
-export function encodeInferResponse(head: Record<string, unknown>, outputs: WireTensor[], asBinary: (name: string) => boolean): EncodedResponse {
-  const blocks: Uint8Array[] = [];
-  const shown: (JsonTensor | BinaryOutputHead)[] = outputs.map((t) => {
-    if (!asBinary(t.name)) return toJsonTensor(t);
-    const bytes = tensorBytes(t);
-    blocks.push(bytes);
-    return { name: t.name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: bytes.byteLength } };
-  });
-  const json = JSON.stringify({ ...head, outputs: shown });
-  if (blocks.length === 0) return { body: json };
+/** A tensor's head in the JSON part when its data follows in binary; its bytes go to `blocks`. */
+function binaryHead(t: WireTensor, blocks: Uint8Array[]): BinaryOutputHead {
+  const bytes = tensorBytes(t);
+  blocks.push(bytes);
+  return { name: t.name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: bytes.byteLength } };
+}
+
+/** The JSON part followed by the binary blocks, in order: the extension's body. */
+function binaryBody(json: string, blocks: readonly Uint8Array[]): { body: Uint8Array<ArrayBuffer>; headerLength: number } {
   const header = encoder.encode(json);
   const out = new Uint8Array(header.byteLength + blocks.reduce((n, b) => n + b.byteLength, 0));
   out.set(header, 0);
@@ -255,6 +227,17 @@ export function encodeInferResponse(head: Record<string, unknown>, outputs: Wire
     p += b.byteLength;
   }
   return { body: out, headerLength: header.byteLength };
+}
+
+/**
+ * An inference response with the outputs `asBinary` picks in binary form and the rest as JSON.
+ * `head` holds every field of the JSON object but `outputs` (model_name, id, ...).
+ */
+export function encodeInferResponse(head: Record<string, unknown>, outputs: WireTensor[], asBinary: (name: string) => boolean): EncodedResponse {
+  const blocks: Uint8Array[] = [];
+  const shown = outputs.map((t): JsonTensor | BinaryOutputHead => (asBinary(t.name) ? binaryHead(t, blocks) : toJsonTensor(t)));
+  const json = JSON.stringify({ ...head, outputs: shown });
+  return blocks.length === 0 ? { body: json } : binaryBody(json, blocks);
 }
 
 /**
@@ -268,19 +251,9 @@ export function encodeInferRequest(
   const blocks: Uint8Array[] = [];
   const shown = inputs.map(({ binary, ...t }) => {
     if (!binary) return { ...t, data: ArrayBuffer.isView(t.data) ? toJsonTensor(t as WireTensor).data : t.data };
-    const bytes = tensorBytes(t as WireTensor);
-    blocks.push(bytes);
-    return { name: t.name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: bytes.byteLength } };
+    return binaryHead(t as WireTensor, blocks);
   });
-  const header = encoder.encode(JSON.stringify({ ...head, inputs: shown }));
-  const out = new Uint8Array(header.byteLength + blocks.reduce((n, b) => n + b.byteLength, 0));
-  out.set(header, 0);
-  let p = header.byteLength;
-  for (const b of blocks) {
-    out.set(b, p);
-    p += b.byteLength;
-  }
-  return { body: out, headerLength: header.byteLength };
+  return binaryBody(JSON.stringify({ ...head, inputs: shown }), blocks);
 }
 
 /** The client's side: splits a binary response and turns its binary outputs into typed data. */

@@ -25,7 +25,32 @@ export function isOipDatatype(value: unknown): value is OipDatatype {
   return typeof value === "string" && (OIP_DATATYPES as readonly string[]).includes(value);
 }
 
-/** ONNX TensorProto.DataType enum value -> OIP datatype (undefined: no OIP equivalent). */
+/**
+ * The typed array that carries each fixed-size datatype on the wire and into the runtime: BOOL
+ * as bytes 0/1, FP16 and BF16 as their raw 16 bits (BYTES travels as strings). One table for
+ * every place that builds such an array (tensor.ts from JSON, binary-tensors.ts from bytes).
+ */
+export const TYPED_ARRAY = {
+  BOOL: Uint8Array,
+  UINT8: Uint8Array,
+  UINT16: Uint16Array,
+  UINT32: Uint32Array,
+  UINT64: BigUint64Array,
+  INT8: Int8Array,
+  INT16: Int16Array,
+  INT32: Int32Array,
+  INT64: BigInt64Array,
+  FP16: Uint16Array,
+  FP32: Float32Array,
+  FP64: Float64Array,
+  BF16: Uint16Array,
+} as const satisfies Record<Exclude<OipDatatype, "BYTES">, unknown>;
+
+/**
+ * ONNX TensorProto.DataType enum value -> OIP datatype (undefined: no OIP equivalent). Not the
+ * same table as onnx-signature.ts's ONNX_ELEM_NAMES, though the two look alike line by line: that
+ * one gives ONNX's own names (FLOAT, not FP32) for every element type, for error messages.
+ */
 export const ONNX_ELEM_TO_OIP: Readonly<Record<number, OipDatatype>> = {
   1: "FP32",
   2: "UINT8",
@@ -43,15 +68,6 @@ export const ONNX_ELEM_TO_OIP: Readonly<Record<number, OipDatatype>> = {
   16: "BF16",
 };
 
-/** A model input or output as the signature describes it; -1 marks a dynamic dimension. */
-export interface TensorSpec {
-  name: string;
-  datatype: OipDatatype;
-  shape: number[];
-}
-
-/** What a model file declares about itself, read from its graph at upload time. */
-export interface ModelSignature {
-  inputs: TensorSpec[];
-  outputs: TensorSpec[];
-}
+// A model's signature (TensorSpec, ModelSignature) is a wire message: its schema and types live
+// in messages.ts with the others. Re-exported as types only, so no module cycle at run time.
+export type { ModelSignature, TensorSpec } from "./messages.js";

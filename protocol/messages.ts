@@ -1,119 +1,294 @@
-// Every message the mesh's parts exchange, and a validator for each one received. msgpack has no
-// schema, so a decoded frame is `unknown` until one of these functions has checked its shape.
+// Every message the mesh's parts exchange, each defined once: a zod schema that validates it as
+// received, with its TypeScript type inferred from that schema (issue 12). msgpack has no schema,
+// so a decoded frame is `unknown` until one of the parse functions here has checked its shape.
+// A refusal is a MessageError whose message names the field and what it must be; those messages
+// reach the wire (a router answers a malformed request with one, as bad_request) and the logs,
+// so the field helpers below keep the wording the hand validators used. Unknown fields are dropped, not
+// refused: an older peer must keep reading a newer one's frames. Worker-safe (zod only).
 
-import type { ErrorCode } from "./errors.js";
-import { isErrorCode } from "./errors.js";
-import { isOipDatatype, type ModelSignature, type TensorSpec } from "./datatypes.js";
-import type { TensorData, WireTensor } from "./tensor.js";
-import { packedSizeError, type CarriedTensor, type PackedTensor } from "./binary-tensors.js";
+import { z } from "zod";
+import { isErrorCode, type ErrorCode } from "./errors.js";
+import { isOipDatatype, OIP_DATATYPES } from "./datatypes.js";
+import type { TensorData } from "./tensor.js";
+import { packedSizeError, type CarriedTensor } from "./binary-tensors.js";
 import { parseTraceparent } from "./trace-context.js";
 import { CONVERSATION_KEY_RE } from "./conversation-key.js";
 
+// ---------------------------------------------------------------- refusals and field helpers
+
+export class MessageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "MessageError";
+  }
+}
+
+/** The field an issue is about: the last name in its path (an array index is not a name). */
+function fieldOf(iss: { path?: PropertyKey[] | undefined }): string {
+  const path = iss.path ?? [];
+  for (let i = path.length - 1; i >= 0; i--) if (typeof path[i] === "string") return path[i] as string;
+  return "value";
+}
+/** One message for every issue a field's schema raises (its type and its checks alike). */
+const says = (what: string) => (iss: { path?: PropertyKey[] | undefined }) => `'${fieldOf(iss)}' ${what}`;
+
+const str = (max = 4096) => z.string({ error: says("must be a string") }).max(max);
+/** Finite: zod 4's number refuses NaN and ±Infinity; a msgpack int64 (BigInt) is not a number. */
+const num = () => z.number({ error: says("must be a number") });
+/** A safe integer from 0 to max. */
+const count = (max = Number.MAX_SAFE_INTEGER) => z.number({ error: says(`must be an integer from 0 to ${max}`) }).int().min(0).max(max);
+const bool = () => z.boolean({ error: says("must be a boolean") });
+/** At most `max` items; zod checks the length before it looks at an item, so a huge list costs nothing. */
+const list = <T extends z.ZodType>(item: T, max: number, error: string | ReturnType<typeof says> = says("must be an array")) =>
+  z.array(item, { error }).max(max);
+/** The schemas opt() made: objects drop their fields that came as null. */
+const OPTIONAL = new WeakSet<z.ZodType>();
+/**
+ * An optional field: absent or null (msgpack's nil, what an older peer may send for "none")
+ * reads as absent; anything else must pass `schema`.
+ */
+function opt<T extends z.ZodType>(schema: T) {
+  const o = schema
+    .nullish()
+    .transform((v): z.output<T> | undefined => (v === null ? undefined : v))
+    .optional();
+  OPTIONAL.add(o);
+  return o;
+}
+/**
+ * An object of `shape`. zod keeps a key that was present, so a null optional field would come out
+ * as a key holding undefined: removed here, so a parsed message has only the keys it means (the
+ * delete happens only when a peer sent a null, never on the usual path).
+ */
+function object<S extends z.core.$ZodLooseShape>(shape: S, error?: string) {
+  const schema = z.object(shape, error === undefined ? undefined : { error });
+  const optional = Object.keys(shape).filter((k) => OPTIONAL.has(shape[k] as z.ZodType));
+  if (optional.length === 0) return schema;
+  return schema.overwrite((v) => {
+    const o = v as Record<string, unknown>;
+    for (const k of optional) if (o[k] === undefined && k in o) delete o[k];
+    return v;
+  });
+}
+/** A nested map; `label` names it in the refusal ("accelerator must be a map"). */
+const map = <S extends z.core.$ZodLooseShape>(label: string, shape: S) => object(shape, `${label} must be a map`);
+
+/** msgpack `bin` (a Uint8Array, or a Node Buffer), of at most `max` bytes. */
+const binary = (error: string, max = Infinity) => z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.length <= max, { error });
+
+/**
+ * A typed fast path for a hot message or field. Node compiles every schema (COMPILE, below) and
+ * needs none; the Worker cannot compile, and zod's interpreter spends its time on per-field
+ * dispatch: 3 to 8 times the hand validators the schemas replaced (bench/wire-validation.ts). So
+ * where the edge pays per call or per token, a hand check accepts the usual well-formed value and
+ * builds it; anything else goes to the schema (z.INVALID), whose refusal is the one reported. A
+ * fast path may accept only what its schema accepts and must build what the schema builds:
+ * test/wire-schema.test.ts compares the two.
+ */
+const fastPath = <S extends z.ZodType>(schema: S, parse: (v: Record<string, unknown>) => z.output<S> | typeof z.INVALID): S =>
+  z.withParser(schema, (v) => (isMap(v) ? parse(v) : z.INVALID));
+const isStr = (v: unknown, max = 4096): v is string => typeof v === "string" && v.length <= max;
+const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= max;
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const SPAN_ID = /^[0-9a-f]{16}$/;
+
+const errorCode = z.custom<ErrorCode>(isErrorCode, { error: "'code' is not a known error code" });
+/** An optional W3C traceparent; a malformed one is refused rather than ignored (a peer's bug). */
+const traceparent = opt(z.string({ error: "'traceparent' must be a W3C traceparent" }).refine((v) => parseTraceparent(v) !== null, { error: "'traceparent' must be a W3C traceparent" }));
+const requestId = str(128);
+const sha256 = str(64);
+
+// ---------------------------------------------------------------- tensors and signatures
+
+const datatype = z.enum(OIP_DATATYPES, { error: "'datatype' is not an OIP datatype" });
+/** -1 marks a dynamic dimension in a signature; a tensor's own shape is checked against its bytes. */
+const shape = list(z.number({ error: "'shape' must be an array of integers" }).int().min(-1), 16, "'shape' must be an array of integers");
+
+/** A model input or output as the signature describes it; -1 marks a dynamic dimension. */
+const tensorSpecSchema = map("tensor spec", { name: str(), datatype, shape });
+export type TensorSpec = z.infer<typeof tensorSpecSchema>;
+
+/** What a model file declares about itself, read from its graph at upload time. */
+const modelSignatureSchema = map("signature", { inputs: list(tensorSpecSchema, 1024), outputs: list(tensorSpecSchema, 1024) });
+export type ModelSignature = z.infer<typeof modelSignatureSchema>;
+
+/**
+ * A packed tensor (binary-tensors.ts PackedTensor): only its size is checked against its shape,
+ * the bytes stay a view of the frame (the router forwards them as they came).
+ */
+const packedTensor = map("tensor", { name: str(), datatype, shape, bytes: binary("'bytes' must be binary") }).check((ctx) => {
+  const wrong = packedSizeError(ctx.value);
+  if (wrong) ctx.issues.push({ code: "custom", message: wrong, input: ctx.value });
+});
+function isTensorData(v: unknown): v is TensorData {
+  return (ArrayBuffer.isView(v) && !(v instanceof DataView)) || (Array.isArray(v) && v.every((s) => typeof s === "string"));
+}
+/** Typed data: what older edges and nodes send (typed arrays, or strings for BYTES). */
+const typedTensor = map("tensor", {
+  name: str(),
+  datatype,
+  shape,
+  data: z.custom<TensorData>(isTensorData, { error: "'data' must be a typed array or an array of strings" }),
+});
+/**
+ * A tensor on a hop: packed when it has `bytes`, else typed. Tried packed first (today's
+ * senders); the refusal is the one of the form the tensor claims to be.
+ */
+const carriedTensorSchema = z.union([packedTensor, typedTensor], {
+  error: (iss) => {
+    if (iss.code !== "invalid_union") return undefined;
+    const packed = typeof iss.input === "object" && iss.input !== null && (iss.input as Record<string, unknown>).bytes !== undefined;
+    return iss.errors[packed ? 0 : 1]?.[0]?.message;
+  },
+});
+/** Fast path: a packed tensor, as every hop sends them now (typed data takes the schema). */
+function packedFast(v: unknown): CarriedTensor | typeof z.INVALID {
+  if (!isMap(v)) return z.INVALID;
+  const { name, datatype, shape, bytes } = v;
+  if (!isStr(name) || !isOipDatatype(datatype) || !(bytes instanceof Uint8Array)) return z.INVALID;
+  if (!Array.isArray(shape) || shape.length > 16 || !shape.every((d) => Number.isSafeInteger(d))) return z.INVALID;
+  const t = { name, datatype, shape: shape.slice() as number[], bytes };
+  return packedSizeError(t) === null ? t : z.INVALID;
+}
+const carriedTensor = fastPath(carriedTensorSchema, packedFast);
+const tensors = list(carriedTensor, 1024);
+/** Requested output names. */
+const names = list(z.string({ error: says("must be strings") }), 1024);
+
 // ---------------------------------------------------------------- edge -> region (HTTP)
-
-/** What a region needs to load a model version on a node: where its bytes are and what they hash to. */
-export interface ModelRef {
-  /** Unique per (model, version) across the mesh, e.g. `<modelId>@<version>`. */
-  key: string;
-  /** The account that owns the model (and so made the call): fairness and limits per tenant. */
-  account: string;
-  name: string;
-  version: number;
-  sha256: string;
-  size: number;
-  /** Signed, time-limited URL the node downloads the artifact from. */
-  artifactUrl: string;
-  signature: ModelSignature;
-  /** Generative models: the tokenizer.json shipped with the version. */
-  tokenizer?: TokenizerRef;
-  /** A bundle's data files (ONNX external data), written next to the graph under their names. */
-  files?: BundleFileRef[];
-}
-
-/** One data file of a bundle: its name beside the graph, and where to fetch it (sha-checked). */
-export interface BundleFileRef {
-  name: string;
-  sha256: string;
-  size: number;
-  url: string;
-}
-
-/** A bundle file as a version records it (no URL: that is signed per region). */
-export type BundleFile = Omit<BundleFileRef, "url">;
 
 /** At most this many data files per bundle. */
 export const MAX_BUNDLE_FILES = 64;
 /** A bundle file's name: a plain file name (no '/', '\\', ':' or '..'), as the graph's `location` names it. */
 export const BUNDLE_FILE_NAME_RE = /^(?!\.\.?$)[A-Za-z0-9._-]{1,128}$/;
 
+/** One data file of a bundle: its name beside the graph, and where to fetch it (sha-checked). */
+const bundleFileRefSchema = map("file", {
+  // Checked here, so the node never writes outside the version's directory.
+  name: str(128).refine((n) => BUNDLE_FILE_NAME_RE.test(n) && n !== "model.onnx", { error: "a bundle file's 'name' must be a distinct plain file name" }),
+  sha256: sha256.regex(HEX64, { error: "a bundle file's 'sha256' must be 64 hex digits" }),
+  size: count(),
+  url: str(),
+});
+export type BundleFileRef = z.infer<typeof bundleFileRefSchema>;
+const bundleFiles = list(bundleFileRefSchema, MAX_BUNDLE_FILES, `'files' must be a list of at most ${MAX_BUNDLE_FILES}`).check((ctx) => {
+  const seen = new Set<string>();
+  for (const f of ctx.value) {
+    if (seen.has(f.name)) ctx.issues.push({ code: "custom", message: "a bundle file's 'name' must be a distinct plain file name", input: f.name });
+    seen.add(f.name);
+  }
+});
+
+/** A bundle file as a version records it (no URL: that is signed per region). */
+export type BundleFile = Omit<BundleFileRef, "url">;
+
 /** A version's tokenizer.json: fetched through a signed URL and sha-checked like the artifact. */
-export interface TokenizerRef {
-  sha256: string;
-  size: number;
-  url: string;
-}
+const tokenizerRefSchema = map("tokenizer", {
+  sha256: sha256.regex(HEX64, { error: "'tokenizer.sha256' must be 64 hex digits" }),
+  size: count(),
+  url: str(),
+});
+export type TokenizerRef = z.infer<typeof tokenizerRefSchema>;
 
-export interface RegionInferRequest {
-  requestId: string;
-  model: ModelRef;
+/** What a region needs to load a model version on a node: where its bytes are and what they hash to. */
+const modelRefSchema = map("model", {
+  /** Unique per (model, version) across the mesh, e.g. `<modelId>@<version>`. */
+  key: str(),
+  /** The account that owns the model (and so made the call): fairness and limits per tenant. */
+  account: str(128),
+  name: str(),
+  version: num(),
+  sha256,
+  size: num(),
+  /** Signed, time-limited URL the node downloads the artifact from. */
+  artifactUrl: str(),
+  signature: modelSignatureSchema,
+  /** Generative models: the tokenizer.json shipped with the version. */
+  tokenizer: opt(tokenizerRefSchema),
+  /** A bundle's data files (ONNX external data), written next to the graph under their names. */
+  files: opt(bundleFiles),
+});
+export type ModelRef = z.infer<typeof modelRefSchema>;
+
+const regionInferRequestSchema = map("request", {
+  requestId,
+  model: modelRefSchema,
   /** Packed by the edge (binary-tensors.ts): the router forwards them to the node unread. */
-  inputs: CarriedTensor[];
-  outputs?: string[];
+  inputs: tensors,
+  outputs: opt(names),
   /** Absolute deadline (ms since epoch); the region answers deadline_exceeded past it. */
-  deadline: number;
-}
-
-export interface Timing {
-  queueMs: number;
-  loadMs: number;
-  inferMs: number;
-  regionMs: number;
-  /** Session time the node spent on the call (its share of a batch): what usage bills. */
-  computeMs?: number;
-  /** The spans (ids, within the caller's trace) of the router and, when it echoed one, the node. */
-  trace?: SpanIds;
-}
+  deadline: num(),
+});
+export type RegionInferRequest = z.infer<typeof regionInferRequestSchema>;
 
 /** Span ids (16 hex) of the hops past the edge that handled a call (trace-context.ts). */
-export interface SpanIds {
-  router: string;
-  node?: string;
+const spanId = str(16).regex(SPAN_ID, { error: (iss) => `'trace.${fieldOf(iss)}' must be a span id` });
+const isSpanId = (v: unknown): v is string => typeof v === "string" && SPAN_ID.test(v);
+const spanIdsSchema = map("trace", { router: spanId, node: opt(spanId) });
+export type SpanIds = z.infer<typeof spanIdsSchema>;
+
+const timingSchema = map("timing", {
+  queueMs: num(),
+  loadMs: num(),
+  inferMs: num(),
+  regionMs: num(),
+  /** Session time the node spent on the call (its share of a batch): what usage bills. */
+  computeMs: opt(num()),
+  /** The spans (ids, within the caller's trace) of the router and, when it echoed one, the node. */
+  trace: opt(spanIdsSchema),
+});
+export type Timing = z.infer<typeof timingSchema>;
+
+/** Fast path: the answer the edge reads per call, packed outputs and no nulls. */
+function answerFast(v: Record<string, unknown>) {
+  const { ok, outputs, node, timing } = v;
+  if (ok !== true || !isStr(node) || !Array.isArray(outputs) || outputs.length > 1024 || !isMap(timing)) return z.INVALID;
+  const packed: CarriedTensor[] = [];
+  for (const o of outputs) {
+    const t = packedFast(o);
+    if (t === z.INVALID) return z.INVALID;
+    packed.push(t);
+  }
+  const { queueMs, loadMs, inferMs, regionMs, computeMs, trace } = timing;
+  if (!isNum(queueMs) || !isNum(loadMs) || !isNum(inferMs) || !isNum(regionMs) || (computeMs !== undefined && !isNum(computeMs))) return z.INVALID;
+  let spans: SpanIds | undefined;
+  if (trace !== undefined) {
+    if (!isMap(trace) || !isSpanId(trace.router) || (trace.node !== undefined && !isSpanId(trace.node))) return z.INVALID;
+    spans = { router: trace.router, ...(trace.node !== undefined ? { node: trace.node as string } : {}) };
+  }
+  const t: Timing = { queueMs, loadMs, inferMs, regionMs, ...(computeMs !== undefined ? { computeMs } : {}), ...(spans ? { trace: spans } : {}) };
+  return { ok: true as const, outputs: packed, node, timing: t };
 }
 
+const regionInferResponseSchema = z.discriminatedUnion(
+  "ok",
+  [
+    fastPath(object({ ok: z.literal(true), outputs: tensors, node: str(), timing: timingSchema }), answerFast),
+    object({
+      ok: z.literal(false),
+      code: errorCode,
+      message: str(),
+      /** What a call that failed after it ran still cost on its node (a deadline's stop included), for usage. */
+      computeMs: opt(num()),
+      /**
+       * The region refused the call before handing it to any node (draining, no node, queue
+       * full), so the edge may send it to another region. Absent: it may have run. Anything but
+       * true reads as absent.
+       */
+      notStarted: z.literal(true).optional().catch(undefined),
+    }),
+  ],
+  { error: (iss) => (iss.code === "invalid_union" ? "'ok' must be true or false" : "response must be a map") },
+);
+type RegionInferAnswer = z.infer<typeof regionInferResponseSchema>;
 /** T: packed as the node sent them (the router's view), or typed once the edge unpacked them. */
 export type RegionInferResponse<T extends CarriedTensor = CarriedTensor> =
-  | { ok: true; outputs: T[]; node: string; timing: Timing }
-  /**
-   * computeMs: what a call that failed after it ran still cost on its node (a deadline's stop
-   * included), for usage.
-   * notStarted: the region refused the call before handing it to any node (draining, no node,
-   * queue full), so the edge may send it to another region. Absent: it may have run.
-   */
-  | { ok: false; code: ErrorCode; message: string; computeMs?: number; notStarted?: true };
+  | (Omit<Extract<RegionInferAnswer, { ok: true }>, "outputs"> & { outputs: T[] })
+  | Extract<RegionInferAnswer, { ok: false }>;
 
 // ---------------------------------------------------------------- generation (streams)
-
-/** Sampling parameters of one generation, resolved (defaults applied) at the edge. */
-export interface GenerateParams {
-  maxTokens: number;
-  /** 0 = greedy. */
-  temperature: number;
-  /** 0 = all tokens. */
-  topK: number;
-  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches this; 1 = off. */
-  topP: number;
-  /** Divides (positive logits) or multiplies (negative) the scores of tokens already in the context; 1 = off. */
-  repetitionPenalty: number;
-  /** Absent: the node draws one (the text is then not reproducible). */
-  seed?: number;
-  stop: string[];
-}
-
-/** One chat message; the node renders a list of them through the bundle's chat template. */
-export interface ChatMessage {
-  role: string;
-  content: string;
-}
 
 export const GENERATE_LIMITS = {
   maxTokens: 4_096,
@@ -129,440 +304,94 @@ export const GENERATE_LIMITS = {
   /** Tokens a stream may have produced and not yet had taken by its reader (the credit window). */
   maxWindow: 1_024,
 } as const;
+const L = GENERATE_LIMITS;
 
-export interface RegionGenerateRequest {
-  requestId: string;
-  model: ModelRef;
+/** Older senders send neither topP nor repetitionPenalty: absent (or null) means 1, "off". */
+const offIsOne = (max: number, error: string) =>
+  num()
+    .nullish()
+    .transform((v) => v ?? 1)
+    .refine((v) => v > 0 && v <= max, { error });
+
+/**
+ * Sampling parameters of one generation, resolved (defaults applied) at the edge. Ranges are
+ * checked too: a frame that passed here is safe to hand to the generation loop.
+ */
+const generateParamsSchema = map("params", {
+  /** 0 = greedy. */
+  temperature: num().refine((t) => t >= 0 && t <= L.maxTemperature, { error: `'temperature' must be from 0 to ${L.maxTemperature}` }),
+  stop: list(
+    z.string({ error: `'stop' must hold non-empty strings of at most ${L.maxStopChars} characters` }).min(1).max(L.maxStopChars),
+    L.maxStop,
+  ),
+  /** Absent: the node draws one (the text is then not reproducible). */
+  seed: opt(count(0xffffffff)),
+  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches this; 1 = off. */
+  topP: offIsOne(1, "'topP' must be above 0 and at most 1"),
+  /** Divides (positive logits) or multiplies (negative) the scores of tokens already in the context; 1 = off. */
+  repetitionPenalty: offIsOne(L.maxRepetitionPenalty, `'repetitionPenalty' must be above 0 and at most ${L.maxRepetitionPenalty}`),
+  maxTokens: count(L.maxTokens),
+  /** 0 = all tokens. */
+  topK: count(L.maxTopK),
+});
+export type GenerateParams = z.infer<typeof generateParamsSchema>;
+
+/** One chat message; the node renders a list of them through the bundle's chat template. */
+const chatMessageSchema = map("chat message", {
+  role: str(L.maxRoleChars).min(1, { error: "a chat message's 'role' must not be empty" }),
+  content: str(L.maxPromptChars),
+});
+export type ChatMessage = z.infer<typeof chatMessageSchema>;
+
+/** A chat's messages: at most maxChatMessages, short roles, contents together within maxPromptChars. */
+const chatSchema = z
+  .array(chatMessageSchema, { error: `'chat' must be a list of 1 to ${L.maxChatMessages} messages` })
+  .min(1)
+  .max(L.maxChatMessages)
+  .check((ctx) => {
+    let chars = 0;
+    for (const m of ctx.value) chars += m.content.length;
+    if (chars > L.maxPromptChars) ctx.issues.push({ code: "custom", message: `a chat's contents must total at most ${L.maxPromptChars} characters`, input: chars });
+  });
+
+const conversationKey = (error: string) => str(64).regex(CONVERSATION_KEY_RE, { error });
+
+const regionGenerateRequestSchema = map("request", {
+  requestId,
+  model: modelRefSchema,
   /** Empty when `chat` is given. */
-  prompt: string;
+  prompt: str(L.maxPromptChars),
   /** A chat for the node to render with the bundle's chat template (add_generation_prompt); replaces `prompt`. */
-  chat?: ChatMessage[];
-  params: GenerateParams;
+  chat: opt(chatSchema),
+  params: generateParamsSchema,
   /** Absolute deadline (ms since epoch) for the first token: queue, load and first step. */
-  deadline: number;
+  deadline: num(),
   /** The edge's span (W3C traceparent), signed with the request. */
-  traceparent?: string;
+  traceparent,
   /**
    * A follow-up chat turn: the conversation key of its messages before the last user turn
    * (protocol/conversation-key.ts). The router prefers the node that kept that conversation's
    * KV cache.
    */
-  affinity?: string;
-}
+  affinity: opt(conversationKey("'affinity' must be a conversation key")),
+});
+export type RegionGenerateRequest = z.infer<typeof regionGenerateRequestSchema>;
 
-export type FinishReason = "length" | "stop" | "cancelled";
-export type ProgressStage = "queued" | "loading" | "running";
+const finishReason = z.enum(["length", "stop", "cancelled"], { error: "'reason' must be length, stop or cancelled" });
+export type FinishReason = z.infer<typeof finishReason>;
+const progressStage = z.enum(["queued", "loading", "running"], { error: "'stage' must be queued, loading or running" });
+export type ProgressStage = z.infer<typeof progressStage>;
 
-export interface StreamTiming {
-  queueMs: number;
-  loadMs: number;
+const streamTimingSchema = map("timing", {
+  queueMs: num(),
+  loadMs: num(),
   /** From the region's arrival of the request to its first token leaving the region. */
-  ttftMs: number;
+  ttftMs: num(),
   /** The node's generation time, first step to last token. */
-  genMs: number;
-  regionMs: number;
-}
-
-/**
- * The edge's side of a stream socket to a region (`GET /v1/streams`, signed at the upgrade):
- * msgpack binary frames, many streams per socket, each named by the edge (`sid`). `window` and
- * `credit` are end-to-end flow control: the region never sends a stream more tokens than the
- * edge has granted, and passes the grants on to the node, which pauses when it has none.
- */
-export type EdgeToRegion =
-  | {
-      t: "generate";
-      sid: string;
-      /**
-       * The RegionGenerateRequest as msgpack bytes, and its grant: the edge's signature headers
-       * (signRequest with method GENERATE on the stream path) over exactly these bytes. The
-       * request names account, model key, version, sha256, artifact and tokenizer URLs, request
-       * id and deadline; the router decodes the bytes only once the grant checks.
-       */
-      req: Uint8Array;
-      grant: Record<string, string>;
-      window: number;
-    }
-  | { t: "credit"; sid: string; n: number }
-  | { t: "cancel"; sid: string }
-  // Liveness: the edge cannot see WebSocket pings, so it asks with a frame and the region answers.
-  | { t: "ping" };
-
-export type RegionToEdge =
-  | { t: "progress"; sid: string; stage: ProgressStage; position?: number; bytes?: number; total?: number; node?: string }
-  | { t: "token"; sid: string; i: number; text: string; id: number }
-  /** cachedTokens: prompt tokens the node reused from a kept KV cache instead of computing them. */
-  | { t: "done"; sid: string; reason: FinishReason; tokens: number; promptTokens: number; node: string; timing: StreamTiming; cachedTokens?: number }
-  | { t: "error"; sid: string; code: ErrorCode; message: string }
-  | { t: "pong" };
-
-// ---------------------------------------------------------------- node <-> router (WebSocket)
-
-export interface Accelerator {
-  kind: "cpu" | "gpu";
-  name: string;
-  memoryMb: number;
-}
-
-export interface WarmModel {
-  key: string;
-  memoryMb: number;
-  lastUsed: number;
-}
-
-export type NodeToRouter =
-  | {
-      t: "hello";
-      nodeId: string;
-      accelerator: Accelerator;
-      executionProvider: string;
-      memoryBudgetMb: number;
-      /** Calls the node runs at once (batching gathers within this). */
-      slots: number;
-      /** Models held at once; 1 when the runtime must own the GPU alone (0 = memory decides). */
-      maxModels: number;
-      warm: WarmModel[];
-      /** Generations the node runs at once (separate from call slots); absent: none. */
-      streams?: number;
-    }
-  | {
-      t: "heartbeat";
-      inflight: number;
-      /** Calls waiting on the node (in a batch window). */
-      queued: number;
-      /** Share of the last interval spent running models, 0..1. */
-      utilisation: number;
-      warm: WarmModel[];
-      /** Generations running, and tokens produced since the node started. */
-      gen?: { active: number; tokens: number };
-      /** The node process's memory, MiB. */
-      mem?: ProcessMemory;
-      /** Calls the node has started running since it started (absent from older nodes). */
-      runs?: number;
-      /** The model cache's disk use and the disk's free space (absent from older nodes): placement checks a load fits. */
-      disk?: DiskUsage;
-      /** Conversation keys whose KV caches the node keeps, with the prefill ms each saves a follow-up (at most MAX_HEARTBEAT_CONVERSATIONS). */
-      affinity?: ConversationHeld[];
-    }
-  /** The node finishes what it has and takes nothing new. */
-  | { t: "draining" }
-  | { t: "load_progress"; key: string; bytes: number; total: number }
-  | { t: "loaded"; key: string; loadMs: number; downloadMs: number; cached: boolean; memoryMb: number }
-  | { t: "load_failed"; key: string; message: string }
-  /** computeMs: the session time the call spent (its share of a batch); what usage bills. */
-  | { t: "result"; id: string; outputs: CarriedTensor[]; inferMs: number; computeMs?: number; traceparent?: string }
-  /** Ends a call as `result` does: the node sends exactly one of the two per infer, a cancel included. */
-  | { t: "error"; id: string; code: ErrorCode; message: string; computeMs?: number }
-  /** One generated token; the node sends one only against credit the router granted. */
-  | { t: "token"; id: string; i: number; text: string; tokenId: number }
-  | { t: "done"; id: string; reason: FinishReason; tokens: number; promptTokens: number; genMs: number; cachedTokens?: number };
-
-/** A kept conversation cache as nodes and regions report it. */
-export interface ConversationHeld {
-  key: string;
-  /** Prefill time a follow-up saves by reusing it, ms. */
-  savedMs: number;
-}
-
-/** Conversation keys one heartbeat (or one region report) names at most. */
-export const MAX_HEARTBEAT_CONVERSATIONS = 256;
-
-export interface ProcessMemory {
-  rssMb: number;
-  heapUsedMb: number;
-}
-
-/** A node's model cache on disk (gpu-node/model-cache.ts), bytes. */
-export interface DiskUsage {
-  /** What the cache may hold: MODEL_CACHE_BYTES, or from the disk's free space at start. */
-  cacheBudgetBytes: number;
-  /** Cached versions plus the room reserved by downloads in progress. */
-  cacheUsedBytes: number;
-  /** Of those, what cannot be evicted now: loaded versions, loads and downloads in progress. */
-  cachePinnedBytes: number;
-  /** Free space on the cache's filesystem for the node's user (statfs). */
-  freeBytes: number;
-}
-
-export type RouterToNode =
-  | { t: "welcome"; region: string }
-  /** Answers the node's "draining": every frame the router sent before it has arrived. */
-  | { t: "drain_ack" }
-  | { t: "load"; key: string; url: string; sha256: string; size: number; signature: ModelSignature; tokenizer?: TokenizerRef; files?: BundleFileRef[] }
-  | { t: "unload"; key: string }
-  | { t: "cancel"; id: string }
-  /**
-   * sha256: the bytes the router expects under `key` (the node refuses a call when it holds
-   * other bytes); deadline: the call's absolute deadline, ms since the epoch (the node stops
-   * the call there); requestId: for the node's logs only; traceparent: the router's span (the
-   * node's result echoes the node's own span within the same trace).
-   */
-  | { t: "infer"; id: string; key: string; sha256: string; inputs: CarriedTensor[]; outputs?: string[]; deadline: number; requestId?: string; traceparent?: string }
-  /**
-   * Starts a generation; `credit` tokens may be sent before the next `credit` frame. No
-   * `tokenizer`: use the loaded version's bundle files (tokenizer.json beside the graph). `chat`:
-   * render it with the bundle's chat template and ignore `prompt`.
-   */
-  | { t: "generate"; id: string; key: string; sha256: string; prompt: string; chat?: ChatMessage[]; params: GenerateParams; tokenizer?: TokenizerRef; credit: number; requestId?: string; traceparent?: string; account?: string }
-  | { t: "credit"; id: string; n: number };
-
-// ---------------------------------------------------------------- validation
-
-export class MessageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "MessageError";
-  }
-}
-
-type Rec = Record<string, unknown>;
-
-function rec(v: unknown, what: string): Rec {
-  if (typeof v !== "object" || v === null || Array.isArray(v) || ArrayBuffer.isView(v)) {
-    throw new MessageError(`${what} must be a map`);
-  }
-  return v as Rec;
-}
-function str(o: Rec, k: string, max = 4096): string {
-  const v = o[k];
-  if (typeof v !== "string" || v.length > max) throw new MessageError(`'${k}' must be a string`);
-  return v;
-}
-function num(o: Rec, k: string): number {
-  const v = o[k];
-  if (typeof v !== "number" || !Number.isFinite(v)) throw new MessageError(`'${k}' must be a number`);
-  return v;
-}
-function bool(o: Rec, k: string): boolean {
-  const v = o[k];
-  if (typeof v !== "boolean") throw new MessageError(`'${k}' must be a boolean`);
-  return v;
-}
-function arr(o: Rec, k: string, max = 100_000): unknown[] {
-  const v = o[k];
-  if (!Array.isArray(v) || v.length > max) throw new MessageError(`'${k}' must be an array`);
-  return v;
-}
-function shape(v: unknown): number[] {
-  if (!Array.isArray(v) || v.length > 16 || !v.every((d) => typeof d === "number" && Number.isInteger(d) && d >= -1)) {
-    throw new MessageError("'shape' must be an array of integers");
-  }
-  return v as number[];
-}
-function tensorSpec(v: unknown): TensorSpec {
-  const o = rec(v, "tensor spec");
-  const datatype = o.datatype;
-  if (!isOipDatatype(datatype)) throw new MessageError("'datatype' is not an OIP datatype");
-  return { name: str(o, "name"), datatype, shape: shape(o.shape) };
-}
-/**
- * A tensor on a hop. Packed (`bytes`): only its size is checked against its shape, the bytes
- * stay a view of the frame (the router forwards them as they came). Typed (`data`): older edges
- * and nodes send typed arrays or strings.
- */
-function tensor(v: unknown): CarriedTensor {
-  const o = rec(v, "tensor");
-  const datatype = o.datatype;
-  if (!isOipDatatype(datatype)) throw new MessageError("'datatype' is not an OIP datatype");
-  if (o.bytes !== undefined) {
-    if (!(o.bytes instanceof Uint8Array)) throw new MessageError("'bytes' must be binary");
-    const packed: PackedTensor = { name: str(o, "name"), datatype, shape: shape(o.shape), bytes: o.bytes };
-    const wrong = packedSizeError(packed);
-    if (wrong) throw new MessageError(wrong);
-    return packed;
-  }
-  const data = o.data;
-  const ok =
-    (ArrayBuffer.isView(data) && !(data instanceof DataView)) ||
-    (Array.isArray(data) && data.every((s) => typeof s === "string"));
-  if (!ok) throw new MessageError("'data' must be a typed array or an array of strings");
-  return { name: str(o, "name"), datatype, shape: shape(o.shape), data: data as TensorData };
-}
-/** An optional W3C traceparent field, spread into the parsed message; a malformed one is refused. */
-function traceparent(o: Rec): { traceparent?: string } {
-  const v = o.traceparent;
-  if (v === undefined || v === null) return {};
-  if (typeof v !== "string" || !parseTraceparent(v)) throw new MessageError("'traceparent' must be a W3C traceparent");
-  return { traceparent: v };
-}
-function spanIds(v: unknown): SpanIds {
-  const o = rec(v, "trace");
-  const id = (k: string) => {
-    const s = str(o, k, 16);
-    if (!/^[0-9a-f]{16}$/.test(s)) throw new MessageError(`'trace.${k}' must be a span id`);
-    return s;
-  };
-  return { router: id("router"), ...(o.node !== undefined && o.node !== null ? { node: id("node") } : {}) };
-}
-function tensors(o: Rec, k: string): CarriedTensor[] {
-  return arr(o, k, 1024).map(tensor);
-}
-function names(o: Rec, k: string): string[] | undefined {
-  if (o[k] === undefined || o[k] === null) return undefined;
-  return arr(o, k, 1024).map((n) => {
-    if (typeof n !== "string") throw new MessageError(`'${k}' must be strings`);
-    return n;
-  });
-}
-function code(o: Rec): ErrorCode {
-  const c = o.code;
-  if (!isErrorCode(c)) throw new MessageError("'code' is not a known error code");
-  return c;
-}
-/** `t` as a short printable string; JSON.stringify alone throws on a BigInt (a msgpack int64). */
-function frameType(t: unknown): string {
-  try {
-    return String(JSON.stringify(t, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v))).slice(0, 40);
-  } catch {
-    return typeof t;
-  }
-}
-function warmList(o: Rec): WarmModel[] {
-  return arr(o, "warm", 10_000).map((w) => {
-    const r = rec(w, "warm model");
-    return { key: str(r, "key"), memoryMb: num(r, "memoryMb"), lastUsed: num(r, "lastUsed") };
-  });
-}
-
-function count(o: Rec, k: string, max = Number.MAX_SAFE_INTEGER): number {
-  const v = o[k];
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max) throw new MessageError(`'${k}' must be an integer from 0 to ${max}`);
-  return v;
-}
-function optCount(o: Rec, k: string, max?: number): number | undefined {
-  return o[k] === undefined || o[k] === null ? undefined : count(o, k, max);
-}
-function memory(v: unknown): ProcessMemory {
-  const m = rec(v, "mem");
-  return { rssMb: num(m, "rssMb"), heapUsedMb: num(m, "heapUsedMb") };
-}
-function diskUsage(v: unknown): DiskUsage {
-  const d = rec(v, "disk");
-  const n = (k: string) => count(d, k, Number.MAX_SAFE_INTEGER);
-  return { cacheBudgetBytes: n("cacheBudgetBytes"), cacheUsedBytes: n("cacheUsedBytes"), cachePinnedBytes: n("cachePinnedBytes"), freeBytes: n("freeBytes") };
-}
-function finishReason(o: Rec): FinishReason {
-  const r = o.reason;
-  if (r !== "length" && r !== "stop" && r !== "cancelled") throw new MessageError("'reason' must be length, stop or cancelled");
-  return r;
-}
-
-/** A bundle's file list; names checked here, so the node never writes outside the version's directory. */
-export function parseBundleFiles(v: unknown): BundleFileRef[] {
-  if (!Array.isArray(v) || v.length > MAX_BUNDLE_FILES) throw new MessageError(`'files' must be a list of at most ${MAX_BUNDLE_FILES}`);
-  const seen = new Set<string>();
-  return v.map((f) => {
-    const o = rec(f, "file");
-    const name = str(o, "name", 128);
-    const sha256 = str(o, "sha256", 64);
-    if (!BUNDLE_FILE_NAME_RE.test(name) || name === "model.onnx" || seen.has(name)) throw new MessageError("a bundle file's 'name' must be a distinct plain file name");
-    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new MessageError("a bundle file's 'sha256' must be 64 hex digits");
-    seen.add(name);
-    return { name, sha256, size: count(o, "size"), url: str(o, "url") };
-  });
-}
-
-export function parseTokenizerRef(v: unknown): TokenizerRef {
-  const o = rec(v, "tokenizer");
-  const sha256 = str(o, "sha256", 64);
-  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new MessageError("'tokenizer.sha256' must be 64 hex digits");
-  return { sha256, size: count(o, "size"), url: str(o, "url") };
-}
-
-/** Checks ranges too: a frame that passed here is safe to hand to the generation loop. */
-export function parseGenerateParams(v: unknown): GenerateParams {
-  const o = rec(v, "params");
-  const L = GENERATE_LIMITS;
-  const temperature = num(o, "temperature");
-  if (temperature < 0 || temperature > L.maxTemperature) throw new MessageError(`'temperature' must be from 0 to ${L.maxTemperature}`);
-  const stop = arr(o, "stop", L.maxStop).map((x) => {
-    if (typeof x !== "string" || x.length === 0 || x.length > L.maxStopChars) {
-      throw new MessageError(`'stop' must hold non-empty strings of at most ${L.maxStopChars} characters`);
-    }
-    return x;
-  });
-  const seed = optCount(o, "seed", 0xffffffff);
-  // Older senders have neither: both mean "off".
-  const topP = o.topP === undefined || o.topP === null ? 1 : num(o, "topP");
-  if (!(topP > 0 && topP <= 1)) throw new MessageError("'topP' must be above 0 and at most 1");
-  const repetitionPenalty = o.repetitionPenalty === undefined || o.repetitionPenalty === null ? 1 : num(o, "repetitionPenalty");
-  if (!(repetitionPenalty > 0 && repetitionPenalty <= L.maxRepetitionPenalty)) {
-    throw new MessageError(`'repetitionPenalty' must be above 0 and at most ${L.maxRepetitionPenalty}`);
-  }
-  return {
-    maxTokens: count(o, "maxTokens", L.maxTokens),
-    temperature,
-    topK: count(o, "topK", L.maxTopK),
-    topP,
-    repetitionPenalty,
-    ...(seed !== undefined ? { seed } : {}),
-    stop,
-  };
-}
-
-/** A chat's messages: at most maxChatMessages, short roles, contents together within maxPromptChars. */
-export function parseChat(v: unknown): ChatMessage[] {
-  const L = GENERATE_LIMITS;
-  if (!Array.isArray(v) || v.length === 0 || v.length > L.maxChatMessages) {
-    throw new MessageError(`'chat' must be a list of 1 to ${L.maxChatMessages} messages`);
-  }
-  let chars = 0;
-  return v.map((m) => {
-    const o = rec(m, "chat message");
-    const role = str(o, "role", L.maxRoleChars);
-    if (role.length === 0) throw new MessageError("a chat message's 'role' must not be empty");
-    const content = str(o, "content", L.maxPromptChars);
-    chars += content.length;
-    if (chars > L.maxPromptChars) throw new MessageError(`a chat's contents must total at most ${L.maxPromptChars} characters`);
-    return { role, content };
-  });
-}
-
-/** A list of kept conversations, bounded: from a heartbeat or a region report. */
-export function parseConversations(v: unknown): ConversationHeld[] {
-  if (!Array.isArray(v) || v.length > MAX_HEARTBEAT_CONVERSATIONS) throw new MessageError(`'affinity' must be an array of at most ${MAX_HEARTBEAT_CONVERSATIONS}`);
-  return v.map((x) => {
-    const c = rec(x, "affinity entry");
-    const key = str(c, "key", 64);
-    if (!CONVERSATION_KEY_RE.test(key)) throw new MessageError("'affinity[].key' must be a conversation key");
-    return { key, savedMs: Math.max(0, num(c, "savedMs")) };
-  });
-}
-
-function optAffinity(o: Rec): { affinity?: string } {
-  if (o.affinity === undefined || o.affinity === null) return {};
-  const k = str(o, "affinity", 64);
-  if (!CONVERSATION_KEY_RE.test(k)) throw new MessageError("'affinity' must be a conversation key");
-  return { affinity: k };
-}
-
-function optCached(o: Rec): { cachedTokens?: number } {
-  return o.cachedTokens === undefined || o.cachedTokens === null ? {} : { cachedTokens: count(o, "cachedTokens") };
-}
-
-function optChat(o: Rec): { chat?: ChatMessage[] } {
-  return o.chat === undefined || o.chat === null ? {} : { chat: parseChat(o.chat) };
-}
-
-export function parseRegionGenerateRequest(v: unknown): RegionGenerateRequest {
-  const o = rec(v, "request");
-  return {
-    requestId: str(o, "requestId", 128),
-    model: parseModelRef(o.model),
-    prompt: str(o, "prompt", GENERATE_LIMITS.maxPromptChars),
-    ...optChat(o),
-    params: parseGenerateParams(o.params),
-    deadline: num(o, "deadline"),
-    ...traceparent(o),
-    ...optAffinity(o),
-  };
-}
-
-function stage(o: Rec): ProgressStage {
-  const s = o.stage;
-  if (s !== "queued" && s !== "loading" && s !== "running") throw new MessageError("'stage' must be queued, loading or running");
-  return s;
-}
+  genMs: num(),
+  regionMs: num(),
+});
+export type StreamTiming = z.infer<typeof streamTimingSchema>;
 
 /** The method a generate frame's grant is signed under (with the stream socket's path). */
 export const GENERATE_GRANT_METHOD = "GENERATE";
@@ -574,273 +403,258 @@ export const GENERATE_GRANT_METHOD = "GENERATE";
 export const MAX_GENERATE_REQUEST_BYTES =
   GENERATE_LIMITS.maxPromptChars * 4 + GENERATE_LIMITS.maxChatMessages * (GENERATE_LIMITS.maxRoleChars * 4 + 32) + 256 * 1024;
 
-export function parseEdgeToRegion(v: unknown): EdgeToRegion {
-  const o = rec(v, "frame");
-  switch (o.t) {
-    case "generate": {
-      const req = o.req;
-      if (!(req instanceof Uint8Array) || req.length > MAX_GENERATE_REQUEST_BYTES) {
-        throw new MessageError(`'req' must be msgpack bytes of at most ${MAX_GENERATE_REQUEST_BYTES}`);
-      }
-      const g = rec(o.grant, "grant");
-      const grant: Record<string, string> = {};
-      const keys = Object.keys(g);
-      if (keys.length > 8) throw new MessageError("'grant' has too many fields");
-      for (const k of keys) grant[k] = str(g, k, 128);
-      return { t: "generate", sid: str(o, "sid", 128), req, grant, window: count(o, "window", GENERATE_LIMITS.maxWindow) };
-    }
-    case "credit":
-      return { t: "credit", sid: str(o, "sid", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };
-    case "cancel":
-      return { t: "cancel", sid: str(o, "sid", 128) };
-    case "ping":
-      return { t: "ping" };
-    default:
-      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
+/** `t` as a short printable string; JSON.stringify alone throws on a BigInt (a msgpack int64). */
+function frameType(t: unknown): string {
+  try {
+    return String(JSON.stringify(t, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v))).slice(0, 40);
+  } catch {
+    return typeof t;
   }
 }
+/** The frames of one direction of a socket, told apart by `t`. */
+function frames<const O extends readonly [z.ZodObject<{ t: z.ZodLiteral<string> }>, ...z.ZodObject<{ t: z.ZodLiteral<string> }>[]]>(options: O) {
+  return z.discriminatedUnion("t", options, {
+    error: (iss) => (iss.code === "invalid_union" ? `unknown frame type ${frameType((iss.input as { t?: unknown } | undefined)?.t)}` : "frame must be a map"),
+  });
+}
+/** A frame type: the literal `t` beside its fields. */
+const frame = <T extends string, S extends z.core.$ZodLooseShape>(t: T, shape: S) => object({ t: z.literal(t), ...shape });
+const sid = str(128);
 
-export function parseRegionToEdge(v: unknown): RegionToEdge {
-  const o = rec(v, "frame");
-  switch (o.t) {
-    case "progress": {
-      const position = optCount(o, "position");
-      const bytes = optCount(o, "bytes");
-      const total = optCount(o, "total");
-      return {
-        t: "progress",
-        sid: str(o, "sid", 128),
-        stage: stage(o),
-        ...(position !== undefined ? { position } : {}),
-        ...(bytes !== undefined ? { bytes } : {}),
-        ...(total !== undefined ? { total } : {}),
-        ...(typeof o.node === "string" ? { node: str(o, "node", 128) } : {}),
-      };
-    }
-    case "token":
-      return { t: "token", sid: str(o, "sid", 128), i: count(o, "i"), text: str(o, "text"), id: count(o, "id") };
-    case "done": {
-      const t = rec(o.timing, "timing");
-      return {
-        t: "done",
-        sid: str(o, "sid", 128),
-        reason: finishReason(o),
-        tokens: count(o, "tokens"),
-        promptTokens: count(o, "promptTokens"),
-        node: str(o, "node", 128),
-        timing: {
-          queueMs: num(t, "queueMs"),
-          loadMs: num(t, "loadMs"),
-          ttftMs: num(t, "ttftMs"),
-          genMs: num(t, "genMs"),
-          regionMs: num(t, "regionMs"),
-        },
-        ...optCached(o),
-      };
-    }
-    case "error":
-      return { t: "error", sid: str(o, "sid", 128), code: code(o), message: str(o, "message") };
-    case "pong":
-      return { t: "pong" };
-    default:
-      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
-  }
+/** The grant's signature headers: a few short strings (counted before any is read). */
+const grant = z
+  .custom<Record<string, unknown>>((v) => isMap(v) && Object.keys(v).length <= 8, {
+    error: (iss) => (isMap(iss.input) ? "'grant' has too many fields" : "grant must be a map"),
+  })
+  .pipe(z.record(z.string(), str(128)));
+
+/**
+ * The edge's side of a stream socket to a region (`GET /v1/streams`, signed at the upgrade):
+ * msgpack binary frames, many streams per socket, each named by the edge (`sid`). `window` and
+ * `credit` are end-to-end flow control: the region never sends a stream more tokens than the
+ * edge has granted, and passes the grants on to the node, which pauses when it has none.
+ */
+const edgeToRegionSchema = frames([
+  frame("generate", {
+    /**
+     * The RegionGenerateRequest as msgpack bytes, and its grant: the edge's signature headers
+     * (signRequest with method GENERATE on the stream path) over exactly these bytes. The
+     * request names account, model key, version, sha256, artifact and tokenizer URLs, request
+     * id and deadline; the router decodes the bytes only once the grant checks.
+     */
+    req: binary(`'req' must be msgpack bytes of at most ${MAX_GENERATE_REQUEST_BYTES}`, MAX_GENERATE_REQUEST_BYTES),
+    grant,
+    sid,
+    window: count(L.maxWindow),
+  }),
+  frame("credit", { sid, n: count(L.maxWindow) }),
+  frame("cancel", { sid }),
+  // Liveness: the edge cannot see WebSocket pings, so it asks with a frame and the region answers.
+  frame("ping", {}),
+]);
+export type EdgeToRegion = z.infer<typeof edgeToRegionSchema>;
+
+const regionToEdgeSchema = frames([
+  frame("progress", { position: opt(count()), bytes: opt(count()), total: opt(count()), sid, stage: progressStage, node: opt(str(128)) }),
+  /** Fast path: one per token, read by the edge. */
+  fastPath(frame("token", { sid, i: count(), text: str(), id: count() }), ({ sid, i, text, id }) =>
+    isStr(sid, 128) && isCount(i) && isStr(text) && isCount(id) ? { t: "token" as const, sid, i, text, id } : z.INVALID,
+  ),
+  /** cachedTokens: prompt tokens the node reused from a kept KV cache instead of computing them. */
+  frame("done", { sid, reason: finishReason, tokens: count(), promptTokens: count(), node: str(128), timing: streamTimingSchema, cachedTokens: opt(count()) }),
+  frame("error", { sid, code: errorCode, message: str() }),
+  frame("pong", {}),
+]);
+export type RegionToEdge = z.infer<typeof regionToEdgeSchema>;
+
+// ---------------------------------------------------------------- node <-> router (WebSocket)
+
+const acceleratorSchema = map("accelerator", {
+  kind: z.enum(["cpu", "gpu"], { error: "'accelerator.kind' must be cpu or gpu" }),
+  name: str(),
+  memoryMb: num(),
+});
+export type Accelerator = z.infer<typeof acceleratorSchema>;
+
+const warmModelSchema = map("warm model", { key: str(), memoryMb: num(), lastUsed: num() });
+export type WarmModel = z.infer<typeof warmModelSchema>;
+const warm = list(warmModelSchema, 10_000);
+
+/** Conversation keys one heartbeat (or one region report) names at most. */
+export const MAX_HEARTBEAT_CONVERSATIONS = 256;
+
+/** A kept conversation cache as nodes and regions report it. */
+const conversationHeldSchema = map("affinity entry", {
+  key: conversationKey("'affinity[].key' must be a conversation key"),
+  /** Prefill time a follow-up saves by reusing it, ms. */
+  savedMs: num().transform((ms) => Math.max(0, ms)),
+});
+export type ConversationHeld = z.infer<typeof conversationHeldSchema>;
+const conversations = list(conversationHeldSchema, MAX_HEARTBEAT_CONVERSATIONS, `'affinity' must be an array of at most ${MAX_HEARTBEAT_CONVERSATIONS}`);
+
+const processMemorySchema = map("mem", { rssMb: num(), heapUsedMb: num() });
+export type ProcessMemory = z.infer<typeof processMemorySchema>;
+
+/** A node's model cache on disk (gpu-node/model-cache.ts), bytes. */
+const diskUsageSchema = map("disk", {
+  /** What the cache may hold: MODEL_CACHE_BYTES, or from the disk's free space at start. */
+  cacheBudgetBytes: count(),
+  /** Cached versions plus the room reserved by downloads in progress. */
+  cacheUsedBytes: count(),
+  /** Of those, what cannot be evicted now: loaded versions, loads and downloads in progress. */
+  cachePinnedBytes: count(),
+  /** Free space on the cache's filesystem for the node's user (statfs). */
+  freeBytes: count(),
+});
+export type DiskUsage = z.infer<typeof diskUsageSchema>;
+
+const nodeToRouterSchema = frames([
+  frame("hello", {
+    accelerator: acceleratorSchema,
+    nodeId: str(128),
+    executionProvider: str(64),
+    memoryBudgetMb: num(),
+    /** Calls the node runs at once (batching gathers within this). */
+    slots: num(),
+    /** Models held at once; 1 when the runtime must own the GPU alone (0 = memory decides). */
+    maxModels: num(),
+    warm,
+    /** Generations the node runs at once (separate from call slots); absent: none. */
+    streams: opt(count(100_000)),
+  }),
+  frame("heartbeat", {
+    inflight: num(),
+    /** Calls waiting on the node (in a batch window). */
+    queued: num(),
+    /** Share of the last interval spent running models, 0..1. */
+    utilisation: num(),
+    warm,
+    /** Generations running, and tokens produced since the node started. */
+    gen: opt(map("gen", { active: count(), tokens: count() })),
+    /** The node process's memory, MiB. */
+    mem: opt(processMemorySchema),
+    /** Calls the node has started running since it started (absent from older nodes). */
+    runs: opt(count()),
+    /** The model cache's disk use and the disk's free space (absent from older nodes): placement checks a load fits. */
+    disk: opt(diskUsageSchema),
+    /** Conversation keys whose KV caches the node keeps, with the prefill ms each saves a follow-up (at most MAX_HEARTBEAT_CONVERSATIONS). */
+    affinity: opt(conversations),
+  }),
+  /** The node finishes what it has and takes nothing new. */
+  frame("draining", {}),
+  frame("load_progress", { key: str(), bytes: num(), total: num() }),
+  frame("loaded", { key: str(), loadMs: num(), downloadMs: num(), cached: bool(), memoryMb: num() }),
+  frame("load_failed", { key: str(), message: str() }),
+  /** computeMs: the session time the call spent (its share of a batch); what usage bills. */
+  frame("result", { id: requestId, outputs: tensors, inferMs: num(), computeMs: opt(num()), traceparent }),
+  /** Ends a call as `result` does: the node sends exactly one of the two per infer, a cancel included. */
+  frame("error", { id: requestId, code: errorCode, message: str(), computeMs: opt(num()) }),
+  /** One generated token; the node sends one only against credit the router granted. */
+  frame("token", { id: requestId, i: count(), text: str(), tokenId: count() }),
+  frame("done", { id: requestId, reason: finishReason, tokens: count(), promptTokens: count(), genMs: num(), cachedTokens: opt(count()) }),
+]);
+export type NodeToRouter = z.infer<typeof nodeToRouterSchema>;
+
+const routerToNodeSchema = frames([
+  frame("welcome", { region: str(128) }),
+  /** Answers the node's "draining": every frame the router sent before it has arrived. */
+  frame("drain_ack", {}),
+  frame("load", { key: str(), url: str(), sha256, size: num(), signature: modelSignatureSchema, tokenizer: opt(tokenizerRefSchema), files: opt(bundleFiles) }),
+  frame("unload", { key: str() }),
+  frame("cancel", { id: requestId }),
+  /**
+   * sha256: the bytes the router expects under `key` (the node refuses a call when it holds
+   * other bytes); deadline: the call's absolute deadline, ms since the epoch (the node stops
+   * the call there); requestId: for the node's logs only; traceparent: the router's span (the
+   * node's result echoes the node's own span within the same trace).
+   */
+  frame("infer", {
+    outputs: opt(names),
+    id: requestId,
+    key: str(),
+    inputs: tensors,
+    sha256,
+    deadline: num(),
+    requestId: opt(requestId),
+    traceparent,
+  }),
+  /**
+   * Starts a generation; `credit` tokens may be sent before the next `credit` frame. No
+   * `tokenizer`: use the loaded version's bundle files (tokenizer.json beside the graph). `chat`:
+   * render it with the bundle's chat template and ignore `prompt`.
+   */
+  frame("generate", {
+    id: requestId,
+    key: str(),
+    prompt: str(L.maxPromptChars),
+    chat: opt(chatSchema),
+    params: generateParamsSchema,
+    tokenizer: opt(tokenizerRefSchema),
+    credit: count(L.maxWindow),
+    sha256,
+    requestId: opt(requestId),
+    traceparent,
+    account: opt(str(128)),
+  }),
+  frame("credit", { id: requestId, n: count(L.maxWindow) }),
+]);
+export type RouterToNode = z.infer<typeof routerToNodeSchema>;
+
+// ---------------------------------------------------------------- validation
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
 }
 
-function signature(v: unknown): ModelSignature {
-  const sig = rec(v, "signature");
-  return { inputs: arr(sig, "inputs", 1024).map(tensorSpec), outputs: arr(sig, "outputs", 1024).map(tensorSpec) };
-}
+/**
+ * Where the runtime may generate code (Node: routers, nodes), schemas are compiled ahead of time
+ * (z.compile): valid input takes the generated fast path, which bench/wire-validation.ts measures
+ * faster than the hand validators these schemas replaced, and invalid input falls back to the
+ * interpreter, so refusals read the same. The Worker allows no `new Function`: it runs zod's
+ * interpreter (slower per message, same results).
+ */
+const COMPILE = z.core.util.allowsEval.value;
 
-export function parseModelRef(v: unknown): ModelRef {
-  const o = rec(v, "model");
-  return {
-    key: str(o, "key"),
-    account: str(o, "account", 128),
-    name: str(o, "name"),
-    version: num(o, "version"),
-    sha256: str(o, "sha256", 64),
-    size: num(o, "size"),
-    artifactUrl: str(o, "artifactUrl"),
-    signature: signature(o.signature),
-    ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
-    ...(o.files !== undefined && o.files !== null ? { files: parseBundleFiles(o.files) } : {}),
+/**
+ * The parse function of a schema: its typed value, or a MessageError with the first refusal.
+ * `label`: the value must be a map (zod's objects would take a typed array for one).
+ */
+function validator<S extends z.ZodType>(schema: S, label?: string): (v: unknown) => z.output<S> {
+  const run = COMPILE ? z.compile(schema) : schema;
+  return (v) => {
+    if (label !== undefined && !isMap(v)) throw new MessageError(`${label} must be a map`);
+    const r = run.safeParse(v);
+    if (r.success) return r.data;
+    throw new MessageError(r.error.issues[0]?.message ?? `${label ?? "value"} is not valid`);
   };
 }
 
-export function parseRegionInferRequest(v: unknown): RegionInferRequest {
-  const o = rec(v, "request");
-  const outputs = names(o, "outputs");
-  return {
-    requestId: str(o, "requestId", 128),
-    model: parseModelRef(o.model),
-    inputs: tensors(o, "inputs"),
-    ...(outputs ? { outputs } : {}),
-    deadline: num(o, "deadline"),
-  };
-}
+export const parseBundleFiles = validator(bundleFiles);
+export const parseTokenizerRef = validator(tokenizerRefSchema, "tokenizer");
+export const parseGenerateParams = validator(generateParamsSchema, "params");
+export const parseChat = validator(chatSchema);
+/** A list of kept conversations, bounded: from a heartbeat or a region report. */
+export const parseConversations = validator(conversations);
+export const parseModelRef = validator(modelRefSchema, "model");
+export const parseRegionInferRequest = validator(regionInferRequestSchema, "request");
+export const parseRegionInferResponse: (v: unknown) => RegionInferResponse = validator(regionInferResponseSchema, "response");
+export const parseRegionGenerateRequest = validator(regionGenerateRequestSchema, "request");
+export const parseEdgeToRegion = validator(edgeToRegionSchema, "frame");
+export const parseRegionToEdge = validator(regionToEdgeSchema, "frame");
+export const parseNodeMessage = validator(nodeToRouterSchema, "frame");
+export const parseRouterMessage = validator(routerToNodeSchema, "frame");
 
-export function parseRegionInferResponse(v: unknown): RegionInferResponse {
-  const o = rec(v, "response");
-  if (o.ok === true) {
-    const t = rec(o.timing, "timing");
-    return {
-      ok: true,
-      outputs: tensors(o, "outputs"),
-      node: str(o, "node"),
-      timing: {
-        queueMs: num(t, "queueMs"),
-        loadMs: num(t, "loadMs"),
-        inferMs: num(t, "inferMs"),
-        regionMs: num(t, "regionMs"),
-        ...(t.computeMs !== undefined && t.computeMs !== null ? { computeMs: num(t, "computeMs") } : {}),
-        ...(t.trace !== undefined && t.trace !== null ? { trace: spanIds(t.trace) } : {}),
-      },
-    };
-  }
-  return { ok: false, code: code(o), message: str(o, "message"), ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}), ...(o.notStarted === true ? { notStarted: true as const } : {}) };
-}
-
-export function parseNodeMessage(v: unknown): NodeToRouter {
-  const o = rec(v, "frame");
-  switch (o.t) {
-    case "hello": {
-      const a = rec(o.accelerator, "accelerator");
-      const kind = a.kind;
-      if (kind !== "cpu" && kind !== "gpu") throw new MessageError("'accelerator.kind' must be cpu or gpu");
-      return {
-        t: "hello",
-        nodeId: str(o, "nodeId", 128),
-        accelerator: { kind, name: str(a, "name"), memoryMb: num(a, "memoryMb") },
-        executionProvider: str(o, "executionProvider", 64),
-        memoryBudgetMb: num(o, "memoryBudgetMb"),
-        slots: num(o, "slots"),
-        maxModels: num(o, "maxModels"),
-        warm: warmList(o),
-        ...(o.streams !== undefined && o.streams !== null ? { streams: count(o, "streams", 100_000) } : {}),
-      };
-    }
-    case "heartbeat": {
-      const gen = o.gen === undefined || o.gen === null ? undefined : rec(o.gen, "gen");
-      return {
-        t: "heartbeat",
-        inflight: num(o, "inflight"),
-        queued: num(o, "queued"),
-        utilisation: num(o, "utilisation"),
-        warm: warmList(o),
-        ...(gen ? { gen: { active: count(gen, "active"), tokens: count(gen, "tokens") } } : {}),
-        ...(o.mem !== undefined && o.mem !== null ? { mem: memory(o.mem) } : {}),
-        ...(o.runs !== undefined && o.runs !== null ? { runs: count(o, "runs", Number.MAX_SAFE_INTEGER) } : {}),
-        ...(o.disk !== undefined && o.disk !== null ? { disk: diskUsage(o.disk) } : {}),
-        ...(o.affinity !== undefined && o.affinity !== null ? { affinity: parseConversations(o.affinity) } : {}),
-      };
-    }
-    case "draining":
-      return { t: "draining" };
-    case "load_progress":
-      return { t: "load_progress", key: str(o, "key"), bytes: num(o, "bytes"), total: num(o, "total") };
-    case "loaded":
-      return {
-        t: "loaded",
-        key: str(o, "key"),
-        loadMs: num(o, "loadMs"),
-        downloadMs: num(o, "downloadMs"),
-        cached: bool(o, "cached"),
-        memoryMb: num(o, "memoryMb"),
-      };
-    case "load_failed":
-      return { t: "load_failed", key: str(o, "key"), message: str(o, "message") };
-    case "result":
-      return {
-        t: "result",
-        id: str(o, "id", 128),
-        outputs: tensors(o, "outputs"),
-        inferMs: num(o, "inferMs"),
-        ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}),
-        ...traceparent(o),
-      };
-    case "error":
-      return {
-        t: "error",
-        id: str(o, "id", 128),
-        code: code(o),
-        message: str(o, "message"),
-        ...(o.computeMs !== undefined && o.computeMs !== null ? { computeMs: num(o, "computeMs") } : {}),
-      };
-    case "token":
-      return { t: "token", id: str(o, "id", 128), i: count(o, "i"), text: str(o, "text"), tokenId: count(o, "tokenId") };
-    case "done":
-      return {
-        t: "done",
-        id: str(o, "id", 128),
-        reason: finishReason(o),
-        tokens: count(o, "tokens"),
-        promptTokens: count(o, "promptTokens"),
-        genMs: num(o, "genMs"),
-        ...optCached(o),
-      };
-    default:
-      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
-  }
-}
-
-export function parseRouterMessage(v: unknown): RouterToNode {
-  const o = rec(v, "frame");
-  switch (o.t) {
-    case "welcome":
-      return { t: "welcome", region: str(o, "region", 128) };
-    case "drain_ack":
-      return { t: "drain_ack" };
-    case "load":
-      return {
-        t: "load",
-        key: str(o, "key"),
-        url: str(o, "url"),
-        sha256: str(o, "sha256", 64),
-        size: num(o, "size"),
-        signature: signature(o.signature),
-        ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
-    ...(o.files !== undefined && o.files !== null ? { files: parseBundleFiles(o.files) } : {}),
-      };
-    case "unload":
-      return { t: "unload", key: str(o, "key") };
-    case "cancel":
-      return { t: "cancel", id: str(o, "id", 128) };
-    case "infer": {
-      const outputs = names(o, "outputs");
-      return {
-        t: "infer",
-        id: str(o, "id", 128),
-        key: str(o, "key"),
-        inputs: tensors(o, "inputs"),
-        ...(outputs ? { outputs } : {}),
-        sha256: str(o, "sha256", 64),
-        deadline: num(o, "deadline"),
-        ...(o.requestId !== undefined && o.requestId !== null ? { requestId: str(o, "requestId", 128) } : {}),
-        ...traceparent(o),
-      };
-    }
-    case "generate":
-      return {
-        t: "generate",
-        id: str(o, "id", 128),
-        key: str(o, "key"),
-        prompt: str(o, "prompt", GENERATE_LIMITS.maxPromptChars),
-        ...optChat(o),
-        params: parseGenerateParams(o.params),
-        ...(o.tokenizer !== undefined && o.tokenizer !== null ? { tokenizer: parseTokenizerRef(o.tokenizer) } : {}),
-        credit: count(o, "credit", GENERATE_LIMITS.maxWindow),
-        sha256: str(o, "sha256", 64),
-        ...(o.requestId !== undefined && o.requestId !== null ? { requestId: str(o, "requestId", 128) } : {}),
-        ...traceparent(o),
-        ...(o.account !== undefined && o.account !== null ? { account: str(o, "account", 128) } : {}),
-      };
-    case "credit":
-      return { t: "credit", id: str(o, "id", 128), n: count(o, "n", GENERATE_LIMITS.maxWindow) };
-    default:
-      throw new MessageError(`unknown frame type ${frameType(o.t)}`);
-  }
-}
+/** The schemas themselves, uncompiled (tests compare them with the parse functions; benches). */
+export const wireSchemas = {
+  modelRef: modelRefSchema,
+  regionInferRequest: regionInferRequestSchema,
+  regionInferResponse: regionInferResponseSchema,
+  regionGenerateRequest: regionGenerateRequestSchema,
+  edgeToRegion: edgeToRegionSchema,
+  regionToEdge: regionToEdgeSchema,
+  nodeToRouter: nodeToRouterSchema,
+  routerToNode: routerToNodeSchema,
+} as const;
 
 /** Close codes the mesh sends on the node socket (RFC 6455); ws itself closes an oversize frame with 1009. */
 export const CLOSE = {

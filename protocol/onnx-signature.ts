@@ -77,7 +77,7 @@ const FIXED64 = 1;
 const LEN = 2;
 const FIXED32 = 5;
 
-/** ONNX TensorProto.DataType names, only for error messages. */
+/** ONNX TensorProto.DataType names, only for error messages (datatypes.ts ONNX_ELEM_TO_OIP maps the same numbers to OIP names; deliberately a separate table). */
 const ONNX_ELEM_NAMES: Readonly<Record<number, string>> = {
   0: "UNDEFINED",
   1: "FLOAT",

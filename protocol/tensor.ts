@@ -3,7 +3,7 @@
 // against the model's signature here, so a malformed call is refused before it leaves the edge.
 
 import type { OipDatatype, TensorSpec } from "./datatypes.js";
-import { isOipDatatype } from "./datatypes.js";
+import { isOipDatatype, TYPED_ARRAY } from "./datatypes.js";
 
 export type TensorData =
   | Float32Array
@@ -146,30 +146,17 @@ export function encodeTensorData(name: string, datatype: OipDatatype, flat: unkn
         if (v === 0 || v === 1) return v;
         throw new TensorError(`input '${name}' (BOOL): element ${i} is not a boolean`);
       });
-    case "FP32":
-      return Float32Array.from(numbers(name, datatype, flat));
-    case "FP64":
-      return Float64Array.from(numbers(name, datatype, flat));
     case "FP16":
       return Uint16Array.from(numbers(name, datatype, flat), toHalfBits);
     case "BF16":
       return Uint16Array.from(numbers(name, datatype, flat), toBf16Bits);
-    case "INT8":
-      return Int8Array.from(numbers(name, datatype, flat));
-    case "INT16":
-      return Int16Array.from(numbers(name, datatype, flat));
-    case "INT32":
-      return Int32Array.from(numbers(name, datatype, flat));
     case "INT64":
-      return BigInt64Array.from(numbers(name, datatype, flat), (v) => BigInt(v));
-    case "UINT8":
-      return Uint8Array.from(numbers(name, datatype, flat));
-    case "UINT16":
-      return Uint16Array.from(numbers(name, datatype, flat));
-    case "UINT32":
-      return Uint32Array.from(numbers(name, datatype, flat));
+      return BigInt64Array.from(numbers(name, datatype, flat), BigInt);
     case "UINT64":
-      return BigUint64Array.from(numbers(name, datatype, flat), (v) => BigInt(v));
+      return BigUint64Array.from(numbers(name, datatype, flat), BigInt);
+    default:
+      // The rest hold JS numbers as they are (numbers() checked each against its range).
+      return TYPED_ARRAY[datatype].from(numbers(name, datatype, flat));
   }
 }
 
