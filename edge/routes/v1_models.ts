@@ -31,16 +31,13 @@ import { completeModelUpload, deleteVersion, storeBundleFile, uploadVersion, typ
 import { TensorSpecSchema } from "../infer-request.js";
 import { meshRoute, type MeshApp } from "../openapi.js";
 import { bundleFiles, createUpload, describeUpload, discardUpload, listParts, listUploads, MAX_PART_BYTES, MIN_PART_BYTES, partLength, putPart, requireUpload } from "../uploads.js";
-import { publishWarmPolicy } from "../warm-policies.js";
+import { setWarmPolicy } from "../warm-policies.js";
 import { log } from "../log.js";
 
 export const MAX_MODEL_BYTES = 100 * 1024 * 1024;
 const MAX_REPLICAS = 16;
 
-// Where an artifact lives in the bucket is shared with the routers, which presign URLs for it.
-export { artifactKey };
-
-export function describe(model: ModelInfo) {
+function describe(model: ModelInfo) {
   return {
     id: model.id,
     name: model.name,
@@ -285,28 +282,11 @@ export function registerV1Models(app: MeshApp): void {
       middleware: [manage, limitBody(16 * 1024)],
     }),
     async (c) => {
-      const accountId = c.get("key").accountId;
-      const db = c.get("db");
       const s = services(c);
-      const model = await requireModel(s, accountId, c.req.param("m"));
-      const body = c.req.valid("json");
-      const update: { keepWarm?: number; replicas?: number | null; regions?: string[] | null } = {};
-      if (body.keepWarm !== undefined) update.keepWarm = body.keepWarm;
-      if (body.replicas !== undefined) update.replicas = body.replicas;
-      if (body.regions !== undefined) {
-        const known = c.get("config").regions.map((r) => r.name);
-        const r = body.regions;
-        if (r !== null && !r.every((x) => known.includes(x))) {
-          throw new MeshError("bad_request", `'regions' must be null or a non-empty list of: ${known.join(", ")}`);
-        }
-        update.regions = r === null ? null : [...new Set(r)];
-      }
-      await db.update(models).set(update).where(eq(models.id, model.id));
-      await evictModel(s, accountId, model.name);
-      const fresh = await requireModel(s, accountId, model.name);
-      const applied = await publishWarmPolicy(c.get("config"), fresh);
-      if (!applied) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
-      return c.json({ ...describe(fresh), policyPublished: applied });
+      const model = await requireModel(s, c.get("key").accountId, c.req.param("m"));
+      const { model: fresh, published } = await setWarmPolicy(s, model, c.req.valid("json"));
+      if (!published) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
+      return c.json({ ...describe(fresh), policyPublished: published });
     },
   );
 
