@@ -8,9 +8,11 @@
 // string (the handler looks it up), so routes with only those (the infer route) pay for no
 // parameter validator. A body that cannot go through a JSON validator (binary or compressed
 // bodies, OpenAI's error shape) says `checkedBy: "handler"`: documented with its schema, read
-// and checked with that same schema object inside the handler. A WebSocket upgrade declares its
-// params, query and headers like any route. A unit test checks that every route the app
-// registers is described here, so the document cannot drift from the code by omission.
+// and checked inside the handler (infer and generate with that same schema object; the OpenAI
+// routes' parsers, which name the field at fault in OpenAI's `param`, against what it documents).
+// A WebSocket upgrade declares its params, query and headers like any route. A unit test checks
+// that every route the app registers goes through meshRoute, so the document cannot drift from
+// the code by omission.
 
 import { createRoute } from "@hono/zod-openapi";
 import type { OpenAPIHono } from "@hono/zod-openapi";
@@ -79,7 +81,7 @@ export interface RouteDoc {
 
 const routes = new Map<string, RouteDoc>();
 
-export function describeRoute(doc: RouteDoc): RouteDoc {
+function describeRoute(doc: RouteDoc): RouteDoc {
   routes.set(`${doc.method} ${doc.path}`, doc);
   return doc;
 }

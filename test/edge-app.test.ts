@@ -53,7 +53,7 @@ describe("the OpenAPI document", () => {
     const described = new Set(describedRoutes().map((d) => `${d.method.toUpperCase()} ${honoPath(d.path)}`));
     const registered = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`));
     const missing = [...registered].filter((r) => !described.has(r));
-    expect(missing, "routes without a describeRoute(...) next to their handler").toEqual([]);
+    expect(missing, "routes not declared with meshRoute(...)").toEqual([]);
     const stale = [...described].filter((d) => !registered.has(d));
     expect(stale, "described routes the app does not have").toEqual([]);
   });
@@ -134,6 +134,20 @@ describe("routes validate with the schemas they document", () => {
     expect(schemaOf("post", "/v1/accounts").safeParse(valid).success).toBe(true);
     const through = await app.request("/v1/accounts", { method: "POST", headers: admin, body: JSON.stringify(valid) }, env);
     expect(((await through.json()) as any).code).toBe("internal_error");
+  });
+
+  it("a query the documented schema refuses is refused by the route before its handler (the stream route's framing)", async () => {
+    for (const path of ["/v2/models/m/stream?format=xml", "/v2/models/m/versions/2/stream?format=JSON"]) {
+      // No key and no Upgrade: the handler would refuse those; the query is refused first.
+      const res = await app.request(path, {}, env);
+      const body = (await res.json()) as any;
+      expect({ status: res.status, code: body.code }, path).toEqual({ status: 400, code: "bad_request" });
+      expect(Object.keys(body).sort()).toEqual(["code", "error", "requestId"]);
+      expect(body.error).toMatch(/^query\.format: /);
+    }
+    // One it takes gets through to the handler (which wants a WebSocket upgrade).
+    const through = await app.request("/v2/models/m/stream?format=msgpack", {}, env);
+    expect(((await through.json()) as any).error).toContain("WebSocket");
   });
 
   it("JSON bodies are read whatever their Content-Type says, and an empty one is {}", async () => {
