@@ -96,7 +96,6 @@ class CallerSocket {
   private readonly renewal: ReturnType<typeof setInterval>;
   private readonly pool: ChannelPool;
   private readonly codec = createCodec();
-  private readonly decoder = new TextDecoder();
   private seq = 0;
   private open = true;
 
