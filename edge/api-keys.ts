@@ -15,11 +15,11 @@ import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { sha256Hex } from "../protocol/signing.js";
 import { accounts, apiKeys } from "../schema/schema.js";
-import type { EdgeConfig } from "./env.js";
 import { plausibleKey } from "./key-format.js";
 import { LayeredCache, redisLayer, type LookupContext } from "./layered-cache.js";
 import type { RateLimit } from "./rate-limit.js";
 import { sharedStoreFor } from "./redis.js";
+import type { Services } from "./context.js";
 
 export { KEY_PREFIX, newApiKey, plausibleKey, randomId } from "./key-format.js";
 export type { RateLimit } from "./rate-limit.js";
@@ -57,14 +57,7 @@ const cache = new LayeredCache<KeyRecord>({
   maxEntries: 50_000,
 });
 
-
-export interface KeyServices {
-  db: DrizzleD1Database;
-  config: EdgeConfig;
-  waitUntil: (p: Promise<unknown>) => void;
-}
-
-function lookupContext(s: KeyServices): LookupContext<KeyRecord> {
+function lookupContext(s: Services): LookupContext<KeyRecord> {
   return { shared: redisLayer<KeyRecord>(sharedStoreFor(s.config), "mesh:key:"), waitUntil: s.waitUntil };
 }
 
@@ -102,7 +95,7 @@ async function loadKey(db: DrizzleD1Database, hash: string): Promise<KeyRecord |
 }
 
 /** The key's record, or null for anything that is not a live key of ours. */
-export async function verifyKey(s: KeyServices, key: string): Promise<KeyRecord | null> {
+export async function verifyKey(s: Services, key: string): Promise<KeyRecord | null> {
   // Keys that cannot be ours are refused without a lookup (and without caching junk).
   if (!(await plausibleKey(key))) return null;
   const hash = await sha256Hex(key);
@@ -114,6 +107,6 @@ export async function verifyKey(s: KeyServices, key: string): Promise<KeyRecord 
 }
 
 /** After a revocation (or a change to a key's limits): this isolate and Redis forget it now. */
-export function evictKey(s: KeyServices, hash: string): Promise<void> {
+export function evictKey(s: Services, hash: string): Promise<void> {
   return cache.evict(hash, lookupContext(s));
 }

@@ -1,6 +1,7 @@
 // The per-request context: typed services built once by the init middleware, so handlers read
 // `c.get("db")` and `c.get("config")` instead of rebuilding them, and `services(c)` hands the
 // lookup layers what they need (database, config, and waitUntil for background work).
+// `deadlineOf` is a call's deadline, the one rule for every route that runs on a model.
 
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { Context } from "hono";
@@ -40,4 +41,11 @@ export function waitUntilOf(c: AppContext): (p: Promise<unknown>) => void {
 
 export function services(c: AppContext): Services {
   return { db: c.get("db"), config: c.get("config"), waitUntil: waitUntilOf(c) };
+}
+
+/** A call's deadline: INFER_TIMEOUT_MS after `startedAt`, or sooner when `x-mesh-timeout-ms` asks. */
+export function deadlineOf(c: AppContext, startedAt: number): number {
+  const max = c.get("config").inferTimeoutMs;
+  const asked = Number(c.req.header("x-mesh-timeout-ms"));
+  return startedAt + (Number.isFinite(asked) && asked > 0 ? Math.min(asked, max) : max);
 }

@@ -11,10 +11,10 @@ import type { BundleFile } from "../protocol/messages.js";
 import type { ModelSignature } from "../protocol/datatypes.js";
 import { MeshError } from "../protocol/errors.js";
 import { aliases, modelVersions, models, trafficRules } from "../schema/schema.js";
-import type { EdgeConfig } from "./env.js";
 import { LayeredCache, redisLayer, type LookupContext } from "./layered-cache.js";
 import { sharedStoreFor } from "./redis.js";
 import { TrafficRuleSchema, bucketOf, pickSplit, type TrafficRule } from "./traffic.js";
+import type { Services } from "./context.js";
 
 export const MODEL_FRESH_MS = 750;
 export const MODEL_MAX_AGE_MS = 1_500;
@@ -53,21 +53,14 @@ const cache = new LayeredCache<ModelInfo>({
   maxEntries: 20_000,
 });
 
-
-export interface RegistryServices {
-  db: DrizzleD1Database;
-  config: EdgeConfig;
-  waitUntil: (p: Promise<unknown>) => void;
-}
-
 const cacheKey = (accountId: string, name: string) => `${accountId}/${name}`;
 
-function lookupContext(s: RegistryServices): LookupContext<ModelInfo> {
+function lookupContext(s: Services): LookupContext<ModelInfo> {
   return { shared: redisLayer<ModelInfo>(sharedStoreFor(s.config), "mesh:model:"), waitUntil: s.waitUntil };
 }
 
 /** After any change to a model: this isolate and Redis forget it now (others within the bound). */
-export function evictModel(s: RegistryServices, accountId: string, name: string): Promise<void> {
+export function evictModel(s: Services, accountId: string, name: string): Promise<void> {
   return cache.evict(cacheKey(accountId, name), lookupContext(s));
 }
 
@@ -111,12 +104,12 @@ async function loadModel(db: DrizzleD1Database, accountId: string, name: string)
   };
 }
 
-export async function findModel(s: RegistryServices, accountId: string, name: string): Promise<ModelInfo | null> {
+export async function findModel(s: Services, accountId: string, name: string): Promise<ModelInfo | null> {
   if (!MODEL_NAME_RE.test(name)) return null;
   return cache.get(cacheKey(accountId, name), () => loadModel(s.db, accountId, name), lookupContext(s));
 }
 
-export async function requireModel(s: RegistryServices, accountId: string, name: string): Promise<ModelInfo> {
+export async function requireModel(s: Services, accountId: string, name: string): Promise<ModelInfo> {
   const model = await findModel(s, accountId, name);
   if (!model) throw new MeshError("model_not_found", `model '${name}' not found`);
   return model;

@@ -3,11 +3,16 @@
 // body and query are both what @hono/zod-openapi's validators check (before the handler runs;
 // the handler reads the result with `c.req.valid("json" | "query")`) and what `openApiDocument`
 // writes into the OpenAPI 3.1 document (served at /openapi.json, rendered at /docs). A refusal
-// becomes the one error envelope through the app's defaultHook (`meshValidationHook`, below). Routes whose
-// body cannot go through a JSON validator (binary or compressed bodies, OpenAI's error shape,
-// WebSocket upgrades) are described with `describeRoute` and validate with the same schema
-// object inside the handler. A unit test checks that every route the app registers is
-// described here, so the document cannot drift from the code by omission.
+// becomes the one error envelope through the app's defaultHook (`meshValidationHook`, below). A
+// path parameter given as a schema is checked the same way; one given as a description is any
+// string (the handler looks it up), so routes with only those (the infer route) pay for no
+// parameter validator. A body that cannot go through a JSON validator (binary or compressed
+// bodies, OpenAI's error shape) says `checkedBy: "handler"`: documented with its schema, read
+// and checked inside the handler (infer and generate with that same schema object; the OpenAI
+// routes' parsers, which name the field at fault in OpenAI's `param`, against what it documents).
+// A WebSocket upgrade declares its params, query and headers like any route. A unit test checks
+// that every route the app registers goes through meshRoute, so the document cannot drift from
+// the code by omission.
 
 import { createRoute } from "@hono/zod-openapi";
 import type { OpenAPIHono } from "@hono/zod-openapi";
@@ -27,6 +32,11 @@ export type Auth = "infer" | "manage" | "admin" | "none" | "signed";
 
 export interface BodyDoc {
   schema?: z.ZodType;
+  /**
+   * "handler": the handler reads the body and checks it with `schema` itself (a body that may be
+   * binary or compressed, or whose errors take OpenAI's shape); the route's validator does not.
+   */
+  checkedBy?: "handler";
   /** Default application/json. */
   contentType?: string;
   description?: string;
@@ -43,6 +53,9 @@ export interface ResponseDoc {
   headers?: Record<string, string>;
 }
 
+/** A path parameter: what it is (any string), or a schema (with `.describe()`) that refuses what it must. */
+export type ParamDoc = string | z.ZodType<string>;
+
 export interface RouteDoc {
   method: Method;
   /** OpenAPI style: /v1/models/{m}. */
@@ -51,14 +64,15 @@ export interface RouteDoc {
   description?: string;
   tag: string;
   auth: Auth;
-  params?: Record<string, string>;
+  /** Path parameters: a description (any string), or a schema the route's validator checks it with. */
+  params?: Record<string, ParamDoc>;
   query?: z.ZodObject;
   /** Request headers the route reads, with what they do. */
   headers?: Record<string, string>;
   body?: BodyDoc;
   responses: Record<number, ResponseDoc>;
   /** Error codes this route can answer with besides the common ones of its auth. */
-  errors?: ErrorCode[];
+  errors?: readonly ErrorCode[];
   /** Left out of the document (internal routes); still counted as described. */
   internal?: boolean;
   /** The error body's shape: the mesh's envelope (default) or OpenAI's (the /openai/v1 surface). */
@@ -67,7 +81,7 @@ export interface RouteDoc {
 
 const routes = new Map<string, RouteDoc>();
 
-export function describeRoute(doc: RouteDoc): RouteDoc {
+function describeRoute(doc: RouteDoc): RouteDoc {
   routes.set(`${doc.method} ${doc.path}`, doc);
   return doc;
 }
@@ -112,11 +126,13 @@ export function meshValidationHook(result: { success: true } | { success: false;
 /** A described route that is also validated: what runs before its schemas check the request. */
 export interface RouteDef extends RouteDoc {
   /** In order, before validation (auth, then the body limit): no key is 401 and an oversize body 413 whatever the body says. */
-  middleware?: MiddlewareHandler<AppEnv>[];
+  middleware?: readonly MiddlewareHandler<AppEnv>[];
+  /** Registered on a sub-app mounted here (`app.route`): the sub-app's path is `path` without it. */
+  mountedAt?: string;
 }
 
 type JsonBodyOf<D> = D extends { body: { schema: infer S extends z.ZodType } }
-  ? D extends { body: { contentType: string } }
+  ? D extends { body: { contentType: string } } | { body: { checkedBy: "handler" } }
     ? {}
     : { body: { content: { "application/json": { schema: S } }; required: true } }
   : {};
@@ -137,21 +153,31 @@ export type MeshRouteConfig<D extends RouteDef> = {
  * query. Responses are given without schemas here: the document's responses come from `doc`.
  */
 export function meshRoute<const D extends RouteDef>(doc: D): MeshRouteConfig<D> {
-  const { middleware, ...described } = doc;
+  const { middleware, mountedAt, ...described } = doc;
   describeRoute(described);
-  const json = doc.body?.schema && (doc.body.contentType ?? "application/json") === "application/json" ? doc.body.schema : undefined;
+  const json =
+    doc.body?.schema && doc.body.checkedBy !== "handler" && (doc.body.contentType ?? "application/json") === "application/json" ? doc.body.schema : undefined;
+  const params = paramsSchema(doc.params);
   const config = createRoute({
     method: described.method,
-    path: described.path,
+    path: mountedAt ? described.path.slice(mountedAt.length) : described.path,
     // The body is normalised to JSON after the route's own middleware (auth, body limit).
     middleware: [...(middleware ?? []), ...(json ? [jsonBody()] : [])],
     request: {
       ...(json ? { body: { content: { "application/json": { schema: json } }, required: true } } : {}),
       ...(doc.query ? { query: doc.query } : {}),
+      ...(params ? { params } : {}),
     },
     responses: Object.fromEntries(Object.entries(doc.responses).map(([status, r]) => [status, { description: r.description }])),
   });
   return config as unknown as MeshRouteConfig<D>;
+}
+
+/** The params validator's schema: only when some parameter has a schema (the others: any string). */
+function paramsSchema(params: Record<string, ParamDoc> | undefined): z.ZodObject | undefined {
+  const entries = Object.entries(params ?? {});
+  if (!entries.some(([, p]) => typeof p !== "string")) return undefined;
+  return z.object(Object.fromEntries(entries.map(([name, p]) => [name, typeof p === "string" ? z.string() : p])));
 }
 
 /** /v1/models/{m} -> /v1/models/:m (how Hono writes it). */
@@ -192,6 +218,22 @@ const COMMON_ERRORS: Record<Auth, ErrorCode[]> = {
   signed: ["unauthorized", "internal_error"],
 };
 
+/**
+ * What a call that runs on a model may answer besides its route's own codes: no such model or
+ * version, the quota, and the regions' and nodes' failures (infer, generate, the OpenAI surface).
+ */
+export const RUN_ERRORS: readonly ErrorCode[] = [
+  "model_not_found",
+  "version_not_found",
+  "quota_exceeded",
+  "inference_failed",
+  "region_error",
+  "node_error",
+  "no_region_available",
+  "no_capacity",
+  "deadline_exceeded",
+];
+
 const RESPONSE_HEADERS: Record<string, string> = {
   "x-request-id": "The call's id (the caller's own `x-request-id` when it sent a valid one).",
   traceparent: "The edge's span (W3C Trace Context): in the caller's trace when the request carried a valid `traceparent`, else in a new one.",
@@ -217,7 +259,15 @@ function headerObjects(headers: Record<string, string>) {
 }
 
 function errorResponses(doc: RouteDoc) {
-  const all = [...new Set([...COMMON_ERRORS[doc.auth], ...(doc.errors ?? []), ...(doc.body ? (["bad_request", "payload_too_large"] as ErrorCode[]) : [])])];
+  const checksRequest = doc.query !== undefined || Object.values(doc.params ?? {}).some((p) => typeof p !== "string");
+  const all = [
+    ...new Set([
+      ...COMMON_ERRORS[doc.auth],
+      ...(doc.errors ?? []),
+      ...(doc.body ? (["bad_request", "payload_too_large"] as ErrorCode[]) : []),
+      ...(checksRequest ? (["bad_request"] as ErrorCode[]) : []),
+    ]),
+  ];
   if (doc.body && (doc.body.contentType ?? "application/json") === "application/json") all.push("invalid_json");
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of new Set(all)) {
@@ -255,8 +305,9 @@ export function openApiDocument(info: OpenApiInfo, serverUrl?: string): Record<s
     .sort((a, b) => a.path.localeCompare(b.path) || a.method.localeCompare(b.method));
   for (const doc of sorted) {
     const parameters: unknown[] = [];
-    for (const [name, description] of Object.entries(doc.params ?? {})) {
-      parameters.push({ name, in: "path", required: true, description, schema: { type: "string" } });
+    for (const [name, p] of Object.entries(doc.params ?? {})) {
+      const schema = typeof p === "string" ? { type: "string" } : jsonSchema(p, "input");
+      parameters.push({ name, in: "path", required: true, description: typeof p === "string" ? p : schema.description, schema });
     }
     if (doc.query) {
       const shape = doc.query.shape as Record<string, z.ZodType>;

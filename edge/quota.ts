@@ -9,6 +9,8 @@
 // unreachable, each isolate goes on from the last count it heard (never unlimited: its own
 // calls still count against it). The billing record is the usage table in D1, not this counter.
 
+import { scheduleSync, type SharedCountDeps, type SyncState } from "./rate-limit.js";
+
 /** The slice of the shared store (redis.ts) the quota uses; tests pass a fake. */
 export interface QuotaStore {
   available(): boolean;
@@ -67,15 +69,10 @@ export async function raiseMonthlyCount(store: SeedStore, account: string, recor
   await store.run((r) => r.eval(RAISE_SCRIPT, [COUNTER_KEY(account, monthOf(now))], [String(recorded), String(COUNTER_TTL_S)]));
 }
 
-interface Counter {
+interface Counter extends SyncState {
   month: string;
   /** The shared count as last heard (includes everything this isolate sent). */
   shared: number;
-  pending: number;
-  lastSync: number;
-  syncing: Promise<void> | null;
-  flushTimer: boolean;
-  synced: boolean;
 }
 
 export interface QuotaDecision {
@@ -85,11 +82,7 @@ export interface QuotaDecision {
   retryAfterMs: number;
 }
 
-export interface QuotaDeps {
-  store: QuotaStore | null;
-  waitUntil: (p: Promise<unknown>) => void;
-  now?: () => number;
-}
+export type QuotaDeps = SharedCountDeps<QuotaStore>;
 
 export class MonthlyQuota {
   private readonly counters = new Map<string, Counter>();
@@ -124,21 +117,7 @@ export class MonthlyQuota {
   }
 
   private scheduleSync(account: string, c: Counter, deps: QuotaDeps): void {
-    if (!deps.store || c.syncing || c.flushTimer) return;
-    const wait = c.lastSync + SYNC_MS - (deps.now ?? Date.now)();
-    if (wait <= 0) {
-      deps.waitUntil(this.sync(account, c, deps).catch(() => undefined));
-      return;
-    }
-    c.flushTimer = true;
-    deps.waitUntil(
-      new Promise((r) => setTimeout(r, wait))
-        .then(() => {
-          c.flushTimer = false;
-          if (c.pending > 0 && !c.syncing) return this.sync(account, c, deps);
-        })
-        .catch(() => undefined),
-    );
+    scheduleSync(c, deps, SYNC_MS, () => this.sync(account, c, deps));
   }
 
   private sync(account: string, c: Counter, deps: QuotaDeps): Promise<void> {

@@ -72,8 +72,11 @@ end
 return {tostring(tat), tostring(now)}
 `;
 
-interface Bucket {
-  tat: number;
+/**
+ * What an isolate keeps to stay in step with a shared count it mirrors (a rate bucket here, a
+ * monthly counter in quota.ts): both decide locally and sync the same way.
+ */
+export interface SyncState {
   /** Calls let through here and not yet sent to Redis. */
   pending: number;
   lastSync: number;
@@ -83,10 +86,39 @@ interface Bucket {
   synced: boolean;
 }
 
-export interface LimiterDeps {
-  store: LimiterStore | null;
+interface Bucket extends SyncState {
+  tat: number;
+}
+
+/** What a limiter (or the quota) needs besides its own state: the shared store (null: this isolate only), background work, and a clock for tests. */
+export interface SharedCountDeps<Store> {
+  store: Store | null;
   waitUntil: (p: Promise<unknown>) => void;
   now?: () => number;
+}
+
+export type LimiterDeps = SharedCountDeps<LimiterStore>;
+
+/**
+ * Sends a mirrored count's pending calls to Redis (`sync`): at once when the last sync is
+ * `syncMs` old, else once, on a timer, when it will be (a sync or timer already pending covers it).
+ */
+export function scheduleSync(state: SyncState, deps: SharedCountDeps<unknown>, syncMs: number, sync: () => Promise<void>): void {
+  if (!deps.store || state.syncing || state.flushTimer) return;
+  const wait = state.lastSync + syncMs - (deps.now ?? Date.now)();
+  if (wait <= 0) {
+    deps.waitUntil(sync().catch(() => undefined));
+    return;
+  }
+  state.flushTimer = true;
+  deps.waitUntil(
+    new Promise((r) => setTimeout(r, wait))
+      .then(() => {
+        state.flushTimer = false;
+        if (state.pending > 0 && !state.syncing) return sync();
+      })
+      .catch(() => undefined),
+  );
 }
 
 /** One bucket a call must pass: its id (`acct:...`, `key:...`) and its limit. */
@@ -143,21 +175,7 @@ export class RateLimiter {
   }
 
   private scheduleSync(id: string, b: Bucket, limit: RateLimit, deps: LimiterDeps): void {
-    if (!deps.store || b.syncing || b.flushTimer) return;
-    const wait = b.lastSync + SYNC_MS - (deps.now ?? Date.now)();
-    if (wait <= 0) {
-      deps.waitUntil(this.sync(id, b, limit, deps).catch(() => undefined));
-      return;
-    }
-    b.flushTimer = true;
-    deps.waitUntil(
-      new Promise((r) => setTimeout(r, wait))
-        .then(() => {
-          b.flushTimer = false;
-          if (b.pending > 0 && !b.syncing) return this.sync(id, b, limit, deps);
-        })
-        .catch(() => undefined),
-    );
+    scheduleSync(b, deps, SYNC_MS, () => this.sync(id, b, limit, deps));
   }
 
   private sync(id: string, b: Bucket, limit: RateLimit, deps: LimiterDeps): Promise<void> {

@@ -112,6 +112,9 @@ export class SocketRegistry {
   }
 }
 
+/** This isolate's open generation sockets and HTTP generations: the per-key and per-account caps count them. */
+export const sockets = new SocketRegistry();
+
 /**
  * A socket's record of bad messages: each refusal is a strike, one is forgiven per
  * `strikeForgiveMs`; past `strikes` the socket is to be closed (1008) instead of answered, so a

@@ -17,6 +17,8 @@ export interface GenerateInput {
   params: GenerateParams;
 }
 
+/** Most bytes of one generate request: an HTTP body, or a WebSocket `generate` message. */
+export const MAX_GENERATE_BODY = 256 * 1024;
 export const DEFAULT_MAX_TOKENS = 64;
 /** Tokens a WebSocket stream may have in flight before the caller acknowledges some. */
 export const DEFAULT_WS_WINDOW = 256;

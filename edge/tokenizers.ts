@@ -1,7 +1,8 @@
 // Tokenizers of model versions: a version of a generative model ships a tokenizer.json (stored
 // in R2 under its sha256, recorded on the version row once; versions are immutable, so is their
 // tokenizer). The data plane looks the record up here through an isolate cache: a present
-// tokenizer never changes, so it is kept; "none yet" is kept only briefly.
+// tokenizer never changes, so it is kept; "none yet" is kept only briefly. The upload itself is
+// model-versions.ts's attachTokenizer.
 
 import { and, eq } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";

@@ -539,6 +539,8 @@ describe("one security suite over every route in /openapi.json", () => {
         .replace("{m}", "demo-mlp")
         .replace("{v}", "1")
         .replace("{alias}", "prod")
+        // A well-formed part number (its schema refuses others with 400 before any lookup).
+        .replace("{n}", "1")
         .replace("/v1/keys/{id}", `/v1/keys/${canary.body.id}`)
         .replace("/v1/accounts/{id}", `/v1/accounts/${mesh.accountId}`);
     let routes = 0;
@@ -618,7 +620,7 @@ describe("one security suite over every route in /openapi.json", () => {
         const admin = "adminToken" in op.security[0];
         const content = Object.keys(op.requestBody.content)[0]!;
         const limit = op.requestBody["x-body-limit"] as number;
-        const url = `${A}${path.replace("{m}", "demo-mlp").replace("{v}", "1").replace("{alias}", "prod").replace("{id}", "x")}`;
+        const url = `${A}${path.replace("{m}", "demo-mlp").replace("{v}", "1").replace("{alias}", "prod").replace("{id}", "x").replace("{n}", "1")}`;
         const a = await chunkedPost(url, method.toUpperCase(), { authorization: `Bearer ${admin ? mesh.adminToken : mesh.apiKey}`, "content-type": content }, limit + 1);
         expect({ status: a.status, code: errorCodeOf(a) }, `${method.toUpperCase()} ${path}, ${limit + 1} bytes chunked: ${JSON.stringify(a.body)}`).toEqual({ status: 413, code: "payload_too_large" });
         routes++;
@@ -644,7 +646,32 @@ describe("one security suite over every route in /openapi.json", () => {
     for (const alias of ["1abc", "a".repeat(33), "-x", "a%20b"]) {
       const a = await call(`${A}/v1/models/demo-mlp/aliases/${alias}`, { key: mesh.apiKey, method: "PUT", json: { version: 1 } });
       expect({ alias, status: a.status, code: a.body?.code }).toEqual({ alias, status: 400, code: "bad_request" });
+      // Refused by the schema /openapi.json documents for {alias}, naming it.
+      expect(a.body.error, alias).toMatch(/^path\.alias: /);
     }
+  });
+
+  it("a path parameter or query the documented schema refuses is refused by the route (400, the one envelope, naming it)", async () => {
+    const spec = (await call(`${A}/openapi.json`)).body;
+    const param = (path: string, method: string, name: string) => spec.paths[path][method].parameters.find((p: any) => p.name === name);
+    expect(param("/v1/models/{m}/versions/{v}", "delete", "v").schema.pattern).toBeDefined();
+    expect(param("/v1/models/{m}/uploads/{id}/parts/{n}", "put", "n").schema.pattern).toBeDefined();
+    expect(param("/v2/models/{m}/stream", "get", "format").schema.enum).toEqual(["json", "msgpack"]);
+    const octet = { "content-type": "application/octet-stream" };
+    const refused: [string, string, RegExp, Parameters<typeof call>[1]][] = [
+      ["/v1/models/demo-mlp/versions/latest", "DELETE", /^path\.v: /, {}],
+      ["/v1/models/demo-mlp/versions/1.5", "DELETE", /^path\.v: /, {}],
+      ["/v1/models/demo-mlp/uploads/upl_x/parts/0x1", "PUT", /^path\.n: /, { body: "abc", headers: octet }],
+      ["/v1/models/demo-mlp/uploads/upl_x/parts/123456", "PUT", /^path\.n: /, { body: "abc", headers: octet }],
+      ["/v2/models/demo-mlp/stream?format=xml", "GET", /^query\.format: /, {}],
+    ];
+    for (const [path, method, message, init] of refused) {
+      const a = await call(`${A}${path}`, { key: mesh.apiKey, method, ...init });
+      expectError(a, 400, "bad_request");
+      expect(a.body.error, `${method} ${path}`).toMatch(message);
+    }
+    // What the schema takes gets through to the handler: a number that names no version is looked up.
+    expectError(await call(`${A}/v1/models/demo-mlp/versions/99`, { key: mesh.apiKey, method: "DELETE" }), 404, "version_not_found");
   });
 
   it("every response carries x-request-id, and a caller's own id is kept", async () => {

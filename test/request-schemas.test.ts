@@ -1,9 +1,11 @@
 // The infer and generate requests' schemas (what /openapi.json documents) against the checks
 // the routes run: every body the schema refuses is refused by the route's check, in a table of
 // known cases and in seeded random mutations of a valid body; a body the schema takes gets past
-// the schema (the infer route then checks it against the model's signature). Pure logic.
+// the schema (the infer route then checks it against the model's signature). The path and query
+// schemas the routes declare, read from the app's own route registry, refuse and take what the
+// route's rules say (the routes refusing them end to end: edge-e2e.test.ts). Pure logic.
 
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { checkInferRequest, InferRequestSchema } from "../edge/infer-request.js";
 import { GenerateRequestSchema, parseGenerateInput } from "../edge/stream-protocol.js";
 import { MeshError } from "../protocol/errors.js";
@@ -118,5 +120,47 @@ describe("GenerateRequestSchema is what parseGenerateInput checks", () => {
       expect(generateRefuses(body), JSON.stringify(body).slice(0, 300)).toBe(schemaRefuses);
     }
     expect(refusedBySchema).toBeGreaterThan(200);
+  });
+});
+
+describe("the path and query schemas the routes declare", () => {
+  type Schema = { safeParse(v: unknown): { success: boolean } };
+  type Route = { method: string; path: string; request?: { params?: { shape: Record<string, Schema> }; query?: { shape: Record<string, Schema> } } };
+  let routes: Route[];
+
+  beforeAll(async () => {
+    // By path at run time: the Worker's files are type-checked against workers-types (edge/tsconfig.json).
+    const edge = (await import(/* @vite-ignore */ "../edge/index.js" as string)) as { createApp(): { openAPIRegistry: { definitions: { type: string; route: Route }[] } } };
+    routes = edge.createApp().openAPIRegistry.definitions.filter((d) => d.type === "route").map((d) => d.route);
+  });
+
+  const schema = (method: string, path: string, where: "params" | "query", name: string): Schema => {
+    const r = routes.find((x) => x.method === method && x.path === path);
+    const s = r?.request?.[where]?.shape[name];
+    expect(s, `${method} ${path} ${where}.${name}`).toBeDefined();
+    return s!;
+  };
+
+  it("refuse what the routes' rules refuse, and take what they take", () => {
+    const cases: [Schema, unknown[], unknown[]][] = [
+      [schema("delete", "/v1/models/{m}/versions/{v}", "params", "v"), ["latest", "prod", "1.5", "-1", "", "12345678901"], ["1", "12", "1234567890"]],
+      [schema("put", "/v1/models/{m}/uploads/{id}/parts/{n}", "params", "n"), ["0x1", "123456", "", "1e3", " 1"], ["1", "42", "99999"]],
+      [schema("put", "/v1/models/{m}/aliases/{alias}", "params", "alias"), ["1abc", "-x", "a b", "a".repeat(33), ""], ["prod", "latest", "canary-2", "a".repeat(32)]],
+      [schema("delete", "/v1/models/{m}/aliases/{alias}", "params", "alias"), ["1abc"], ["prod"]],
+      [schema("get", "/v2/models/{m}/stream", "query", "format"), ["xml", "JSON", ""], ["json", "msgpack", undefined]],
+      [schema("get", "/v2/models/{m}/versions/{v}/stream", "query", "format"), ["xml"], ["msgpack"]],
+    ];
+    for (const [s, refused, taken] of cases) {
+      for (const v of refused) expect(s.safeParse(v).success, JSON.stringify(v)).toBe(false);
+      for (const v of taken) expect(s.safeParse(v).success, JSON.stringify(v)).toBe(true);
+    }
+  });
+
+  it("the data plane's model and version parameters are any string: the hot path runs no parameter validator", () => {
+    for (const path of ["/v2/models/{m}/infer", "/v2/models/{m}/versions/{v}/infer", "/v2/models/{m}/generate", "/v2/models/{m}/stream"]) {
+      const r = routes.find((x) => x.path === path);
+      expect(r, path).toBeDefined();
+      expect(r!.request?.params, path).toBeUndefined();
+    }
   });
 });

@@ -19,7 +19,7 @@ import { call } from "./helpers/mesh-client.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
 import { StreamClient, streamStats } from "./helpers/stream-client.js";
 
-// As edge/routes/v2_stream.ts has them (that module needs the Workers runtime's types).
+// As edge/stream-socket.ts (MAX_STREAMS_PER_SOCKET) and edge/stream-protocol.ts (MAX_GENERATE_BODY) have them, restated: the test is the spec.
 const MAX_STREAMS_PER_SOCKET = 64;
 const MAX_GENERATE_BODY = 256 * 1024;
 

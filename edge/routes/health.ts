@@ -1,7 +1,8 @@
 // Open Inference Protocol server endpoints that need no key: liveness, readiness, metadata.
 
-import type { Hono } from "hono";
-import { waitUntilOf, type AppEnv } from "../context.js";
+import { z } from "zod";
+import { waitUntilOf } from "../context.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
 import { readyRegions } from "../readiness.js";
 import { regionState } from "../region-state.js";
 
@@ -13,13 +14,33 @@ export const SERVER_VERSION = "0.1.0";
  */
 export const SERVER_EXTENSIONS = ["binary_tensor_data"] as const;
 
-export function registerHealth(app: Hono<AppEnv>): void {
-  app.get("/v2/health/live", (c) => c.json({ live: true }));
+export function registerHealth(app: MeshApp): void {
+  const server = { method: "get", tag: "Server", auth: "none" } as const;
+  app.openapi(
+    meshRoute({ ...server, path: "/v2/health/live", summary: "Liveness", responses: { 200: { description: "Live.", schema: z.object({ live: z.boolean() }) } } }),
+    (c) => c.json({ live: true }),
+  );
   // OIP: the status says it (200 ready, 503 not); the body says it too, for humans.
-  app.get("/v2/health/ready", async (c) => {
-    const config = c.get("config");
-    const ready = readyRegions(config, await regionState(config, waitUntilOf(c))).length > 0;
-    return c.json({ ready }, ready ? 200 : 503);
-  });
-  app.get("/v2", (c) => c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: SERVER_EXTENSIONS }));
+  app.openapi(
+    meshRoute({ ...server, path: "/v2/health/ready", summary: "Readiness", responses: { 200: { description: "Ready.", schema: z.object({ ready: z.boolean() }) } } }),
+    async (c) => {
+      const config = c.get("config");
+      const ready = readyRegions(config, await regionState(config, waitUntilOf(c))).length > 0;
+      return c.json({ ready }, ready ? 200 : 503);
+    },
+  );
+  app.openapi(
+    meshRoute({
+      ...server,
+      path: "/v2",
+      summary: "Server metadata",
+      responses: {
+        200: {
+          description: `name '${SERVER_NAME}', version, and the extensions the mesh speaks: ${SERVER_EXTENSIONS.map((e) => `\`${e}\``).join(", ")}.`,
+          schema: z.object({ name: z.string(), version: z.string(), extensions: z.array(z.string()) }),
+        },
+      },
+    }),
+    (c) => c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: SERVER_EXTENSIONS }),
+  );
 }

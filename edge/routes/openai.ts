@@ -7,22 +7,21 @@
 //
 // `model` is `<model>` or `<model>:<version or alias>`; without a version the traffic split
 // picks one, as everywhere. Everything but the request and answer shapes is the mesh's own:
-// the generation opens, streams and gathers through v2_stream.ts's functions (key, rate limit,
+// the generation opens, streams and gathers through generations.ts (key, rate limit,
 // running-stream cap, quota, usage in tokens, region choice, credit at the reader's pace, a
 // reader that goes away cancels the node's generation). Chats: a version whose bundle has a
 // chat template (tokenizer_config.json) gets the messages and renders them on the node; any
-// other generative model gets a plain "role: content" prompt written here (openai-format.ts).
+// other generative model gets a plain "role: content" prompt (generations.ts chatInput).
 // Errors on this surface are OpenAI's shape ({"error":{"message","type","param","code"}}),
-// with the mesh's request id in it and in x-request-id.
+// with the mesh's request id in it and in x-request-id: a sub-app with its own error handler,
+// so a route schema's refusal (meshValidationHook) comes out in that shape too.
 
-import { asc, eq } from "drizzle-orm";
-import { Hono } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { GENERATE_LIMITS } from "../../protocol/messages.js";
-import { models } from "../../schema/schema.js";
-import type { AppContext, AppEnv } from "../context.js";
-import { hasChatTemplate } from "../generative-bundle.js";
+import { services, type AppContext, type AppEnv } from "../context.js";
+import { chatInput, gatherGeneration, generativeTarget, generativeTargets, openHttpGeneration, sseGeneration, type OpenedGeneration, type Target } from "../generations.js";
 import { limitBody, onError, readJson, requireKey } from "../middleware.js";
 import {
   chatCompletionBody,
@@ -31,13 +30,11 @@ import {
   OpenAIParamError,
   parseChatRequest,
   parseCompletionRequest,
-  plainChatPrompt,
   sseChunkWriter,
   type ResponseHead,
 } from "../openai-format.js";
-import { describeRoute } from "../openapi.js";
-import { artifactKey } from "./v1_models.js";
-import { gatherGeneration, generationTarget, MAX_GENERATE_BODY, openHttpGeneration, sseGeneration, type OpenedGeneration } from "./v2_stream.js";
+import { meshRoute, meshValidationHook, RUN_ERRORS, type MeshApp } from "../openapi.js";
+import { MAX_GENERATE_BODY } from "../stream-protocol.js";
 
 export const OPENAI_BASE = "/openai/v1";
 /** Most models /models lists (an account with more names the rest by GET /v1/models). */
@@ -49,14 +46,7 @@ function head(prefix: string, opened: OpenedGeneration): ResponseHead {
 
 async function chatCompletions(c: AppContext) {
   const req = parseChatRequest(await readJson(c.req.raw));
-  const opened = await openHttpGeneration(c, req.name, req.ref, async (t) => {
-    if (t.tokenizer === null && (await hasChatTemplate(c.env.ARTIFACTS, t.version, artifactKey))) {
-      return { prompt: "", chat: req.messages, params: req.params };
-    }
-    const prompt = plainChatPrompt(req.messages);
-    if (prompt.length > GENERATE_LIMITS.maxPromptChars) throw new OpenAIParamError("messages", `the chat, written as one prompt, is longer than ${GENERATE_LIMITS.maxPromptChars} characters`);
-    return { prompt, params: req.params };
-  });
+  const opened = await openHttpGeneration(c, req.name, req.ref, (t) => chatInput(c.env.ARTIFACTS, t, req.messages, req.params));
   const h = head("chatcmpl", opened);
   if (req.stream) return sseGeneration(c, opened, sseChunkWriter("chat", h, req.includeUsage, opened.requestId));
   const { text, end } = await gatherGeneration(c, opened);
@@ -72,39 +62,23 @@ async function completions(c: AppContext) {
   return c.json(completionBody(h, text, end));
 }
 
-/** A model as /models lists it, or null when it cannot generate (no version, no tokenizer, not a decoder). */
-async function modelEntry(c: AppContext, name: string, ref?: string) {
-  try {
-    const t = await generationTarget(c, c.get("key"), name, ref);
-    return { id: ref === undefined ? t.model.name : `${t.model.name}:${ref}`, object: "model" as const, created: Math.floor(t.model.createdAt / 1000), owned_by: t.model.accountId };
-  } catch (err) {
-    if (err instanceof MeshError && err.status < 500) return null;
-    throw err;
-  }
+/** A model as /models lists it (`id` names the version when the caller did). */
+function modelEntry(t: Target, ref?: string) {
+  return { id: ref === undefined ? t.model.name : `${t.model.name}:${ref}`, object: "model" as const, created: Math.floor(t.model.createdAt / 1000), owned_by: t.model.accountId };
 }
 
 async function listModels(c: AppContext) {
-  const rows = await c
-    .get("db")
-    .select({ name: models.name })
-    .from(models)
-    .where(eq(models.accountId, c.get("key").accountId))
-    .orderBy(asc(models.name))
-    .limit(MAX_LISTED);
-  const data = [];
-  for (const r of rows) {
-    const entry = await modelEntry(c, r.name);
-    if (entry) data.push(entry);
-  }
-  return c.json({ object: "list", data });
+  const targets = await generativeTargets(services(c), c.get("key"), MAX_LISTED);
+  return c.json({ object: "list", data: targets.map((t) => modelEntry(t)) });
 }
 
 async function retrieveModel(c: AppContext) {
   const raw = c.req.param("model")!;
   const i = raw.indexOf(":");
-  const entry = await modelEntry(c, i < 0 ? raw : raw.slice(0, i), i < 0 ? undefined : raw.slice(i + 1));
-  if (!entry) throw new MeshError("model_not_found", `no generative model '${raw}' in this account`);
-  return c.json(entry);
+  const ref = i < 0 ? undefined : raw.slice(i + 1);
+  const t = await generativeTarget(services(c), c.get("key"), i < 0 ? raw : raw.slice(0, i), ref);
+  if (!t) throw new MeshError("model_not_found", `no generative model '${raw}' in this account`);
+  return c.json(modelEntry(t, ref));
 }
 
 /** Every error on this surface, in OpenAI's shape: the mesh's own handler decides code and status (and logs). */
@@ -170,77 +144,78 @@ const CompletionResponseSchema = z.object({
 });
 const ModelEntrySchema = z.object({ id: z.string(), object: z.literal("model"), created: z.number().int(), owned_by: z.string() });
 
-const ERRORS = ["bad_request", "model_not_found", "version_not_found", "quota_exceeded", "region_error", "node_error", "no_region_available", "no_capacity", "deadline_exceeded"] as const;
 const SHAPE =
   "Errors are OpenAI's shape: `{\"error\":{\"message\",\"type\",\"param\",\"code\",\"request_id\"}}` (401 `invalid_api_key`, 404 `model_not_found`, 400 `invalid_request_error`, 429 `rate_limit_exceeded` / `insufficient_quota`); the statuses below are the mesh's codes.";
 
-export function registerOpenAI(app: Hono<AppEnv>): void {
-  const oa = new Hono<AppEnv>();
+export function registerOpenAI(app: MeshApp): void {
+  const oa = new OpenAPIHono<AppEnv>({ defaultHook: meshValidationHook });
   oa.onError(openAIOnError);
   const auth = requireKey("infer");
-  oa.post("/chat/completions", auth, limitBody(MAX_GENERATE_BODY), chatCompletions);
-  oa.post("/completions", auth, limitBody(MAX_GENERATE_BODY), completions);
-  oa.get("/models", auth, listModels);
-  oa.get("/models/:model", auth, retrieveModel);
+  // What every route of this surface shares: its mount, its key, its error shape.
+  const surface = { tag: "OpenAI", errorShape: "openai", auth: "infer", mountedAt: OPENAI_BASE } as const;
+  // The two generation routes: a body checked by its parser (parseChatRequest, parseCompletionRequest),
+  // whose refusals name OpenAI's `param`; the schema documents it.
+  const generation = (schema: z.ZodType, example: unknown) =>
+    ({
+      ...surface,
+      method: "post",
+      headers: { "x-mesh-timeout-ms": "Deadline for the first token (default and maximum INFER_TIMEOUT_MS)." },
+      body: { schema, checkedBy: "handler", maxBytes: MAX_GENERATE_BODY, example },
+      errors: ["bad_request", ...RUN_ERRORS],
+      middleware: [auth, limitBody(MAX_GENERATE_BODY)],
+    }) as const;
+  const streamed = "The answer (JSON), or with `stream: true` an event stream of chunks ending with `data: [DONE]`.";
+  oa.openapi(
+    meshRoute({
+      ...generation(ChatRequestSchema, { model: "tiny-gpt", messages: [{ role: "user", content: "Tell me about the sea." }], max_tokens: 40, temperature: 0.8, seed: 1 }),
+      path: `${OPENAI_BASE}/chat/completions`,
+      summary: "Chat completion (OpenAI-compatible)",
+      description:
+        "The messages go to the node, which renders the version's chat template (tokenizer_config.json in its bundle); a model without one gets `role: content` lines and `assistant:`. " +
+        "Tools, logprobs, penalties, JSON modes and n > 1 are refused (400 naming the parameter); other unknown fields are ignored. " +
+        SHAPE,
+      responses: { 200: { description: streamed, schema: ChatResponseSchema } },
+    }),
+    chatCompletions,
+  );
+  oa.openapi(
+    meshRoute({
+      ...generation(CompletionRequestSchema, { model: "tiny-gpt", prompt: "The river", max_tokens: 40, temperature: 0 }),
+      path: `${OPENAI_BASE}/completions`,
+      summary: "Text completion (OpenAI-compatible, legacy)",
+      description: "One prompt (a list of one string is that string). " + SHAPE,
+      responses: { 200: { description: streamed, schema: CompletionResponseSchema } },
+    }),
+    completions,
+  );
+  oa.openapi(
+    meshRoute({
+      ...surface,
+      method: "get",
+      path: `${OPENAI_BASE}/models`,
+      summary: "The account's generative models (OpenAI-compatible)",
+      description: `Models whose version (latest, or the traffic split's) can generate: a decoder graph with a tokenizer. At most ${MAX_LISTED}, by name. ` + SHAPE,
+      responses: { 200: { description: "The list.", schema: z.object({ object: z.literal("list"), data: z.array(ModelEntrySchema) }) } },
+      middleware: [auth],
+    }),
+    listModels,
+  );
+  oa.openapi(
+    meshRoute({
+      ...surface,
+      method: "get",
+      path: `${OPENAI_BASE}/models/{model}`,
+      summary: "One generative model (OpenAI-compatible)",
+      params: { model: "`<model>` or `<model>:<version or alias>`." },
+      description: SHAPE,
+      responses: { 200: { description: "The model.", schema: ModelEntrySchema } },
+      errors: ["model_not_found"],
+      middleware: [auth],
+    }),
+    retrieveModel,
+  );
   oa.all("*", (c) => {
     throw new OpenAIParamError(null, `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, "not_found");
   });
   app.route(OPENAI_BASE, oa);
-
-  const streamed = { 200: { description: "The answer (JSON), or with `stream: true` an event stream of chunks ending with `data: [DONE]`." } };
-  describeRoute({
-    method: "post",
-    path: `${OPENAI_BASE}/chat/completions`,
-    tag: "OpenAI",
-    errorShape: "openai",
-    auth: "infer",
-    summary: "Chat completion (OpenAI-compatible)",
-    description:
-      "The messages go to the node, which renders the version's chat template (tokenizer_config.json in its bundle); a model without one gets `role: content` lines and `assistant:`. " +
-      "Tools, logprobs, penalties, JSON modes and n > 1 are refused (400 naming the parameter); other unknown fields are ignored. " +
-      SHAPE,
-    headers: { "x-mesh-timeout-ms": "Deadline for the first token (default and maximum INFER_TIMEOUT_MS)." },
-    body: {
-      schema: ChatRequestSchema,
-      maxBytes: MAX_GENERATE_BODY,
-      example: { model: "tiny-gpt", messages: [{ role: "user", content: "Tell me about the sea." }], max_tokens: 40, temperature: 0.8, seed: 1 },
-    },
-    responses: { 200: { ...streamed[200], schema: ChatResponseSchema } },
-    errors: [...ERRORS],
-  });
-  describeRoute({
-    method: "post",
-    path: `${OPENAI_BASE}/completions`,
-    tag: "OpenAI",
-    errorShape: "openai",
-    auth: "infer",
-    summary: "Text completion (OpenAI-compatible, legacy)",
-    description: "One prompt (a list of one string is that string). " + SHAPE,
-    headers: { "x-mesh-timeout-ms": "Deadline for the first token (default and maximum INFER_TIMEOUT_MS)." },
-    body: { schema: CompletionRequestSchema, maxBytes: MAX_GENERATE_BODY, example: { model: "tiny-gpt", prompt: "The river", max_tokens: 40, temperature: 0 } },
-    responses: { 200: { ...streamed[200], schema: CompletionResponseSchema } },
-    errors: [...ERRORS],
-  });
-  describeRoute({
-    method: "get",
-    path: `${OPENAI_BASE}/models`,
-    tag: "OpenAI",
-    errorShape: "openai",
-    auth: "infer",
-    summary: "The account's generative models (OpenAI-compatible)",
-    description: `Models whose version (latest, or the traffic split's) can generate: a decoder graph with a tokenizer. At most ${MAX_LISTED}, by name. ` + SHAPE,
-    responses: { 200: { description: "The list.", schema: z.object({ object: z.literal("list"), data: z.array(ModelEntrySchema) }) } },
-  });
-  describeRoute({
-    method: "get",
-    path: `${OPENAI_BASE}/models/{model}`,
-    tag: "OpenAI",
-    errorShape: "openai",
-    auth: "infer",
-    summary: "One generative model (OpenAI-compatible)",
-    params: { model: "`<model>` or `<model>:<version or alias>`." },
-    description: SHAPE,
-    responses: { 200: { description: "The model.", schema: ModelEntrySchema } },
-    errors: ["model_not_found"],
-  });
 }

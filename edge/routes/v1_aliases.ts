@@ -8,9 +8,9 @@ import { MeshError } from "../../protocol/errors.js";
 import { services } from "../context.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { ALIAS_NAME_RE, evictModel, requireModel, resolveVersion } from "../model-registry.js";
-import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
 import { REVOCATION_BOUND_MS } from "../api-keys.js";
-import { republishWarmPolicy } from "./v1_models.js";
+import { republishWarmPolicy } from "../model-versions.js";
 
 const SetAliasSchema = z.object({ version: z.number().int().min(1).max(2 ** 31 - 1).describe("A live version number.") }).strict();
 const AliasesSchema = z.object({
@@ -19,22 +19,33 @@ const AliasesSchema = z.object({
   latest: z.number().nullable().describe("What `latest` resolves to now."),
 });
 
-function aliasName(raw: string): string {
-  if (!ALIAS_NAME_RE.test(raw)) {
-    throw new MeshError("bad_request", "an alias is 1-32 characters of letters, digits, '.', '_' or '-', starting with a letter");
-  }
-  return raw;
-}
+/** An alias in the path: refused (400, by the route's validator) outside the naming rule, before anything is looked up. */
+const AliasNameSchema = z
+  .string()
+  .regex(ALIAS_NAME_RE, "an alias is 1-32 characters of letters, digits, '.', '_' or '-', starting with a letter")
+  .describe("Alias name, e.g. `prod` (`latest` pins what `latest` means).");
 
 export function registerV1Aliases(app: MeshApp): void {
   const manage = requireKey("manage");
-  const params = { m: "Model name.", alias: "Alias name, e.g. `prod` (`latest` pins what `latest` means)." };
+  const params = { m: "Model name.", alias: AliasNameSchema };
+  const aliases = { tag: "Versions and traffic", auth: "manage", middleware: [manage] } as const;
 
-  app.get("/v1/models/:m/aliases", manage, async (c) => {
-    const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m"));
-    const latest = model.versions.length ? resolveVersion(model, "latest").version : null;
-    return c.json({ model: model.name, aliases: model.aliases, latest });
-  });
+  app.openapi(
+    meshRoute({
+      ...aliases,
+      method: "get",
+      path: "/v1/models/{m}/aliases",
+      summary: "A model's aliases",
+      params: { m: params.m },
+      responses: { 200: { description: "Alias -> version.", schema: AliasesSchema } },
+      errors: ["model_not_found"],
+    }),
+    async (c) => {
+      const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m"));
+      const latest = model.versions.length ? resolveVersion(model, "latest").version : null;
+      return c.json({ model: model.name, aliases: model.aliases, latest });
+    },
+  );
 
   app.openapi(
     meshRoute({
@@ -59,7 +70,7 @@ export function registerV1Aliases(app: MeshApp): void {
       const s = services(c);
       const accountId = c.get("key").accountId;
       const model = await requireModel(s, accountId, c.req.param("m"));
-      const alias = aliasName(c.req.param("alias"));
+      const alias = c.req.param("alias");
       const { version } = c.req.valid("json");
       const row = await c.env.DB.prepare(
         `INSERT INTO aliases (model_id, name, version, updated_at)
@@ -71,43 +82,33 @@ export function registerV1Aliases(app: MeshApp): void {
         .first<{ version: number; updated_at: number }>();
       if (!row) throw new MeshError("version_not_found", `model '${model.name}' has no version '${version}'`);
       await evictModel(s, accountId, model.name);
-      if (alias === "latest") await republishWarmPolicy(c, accountId, model.name);
+      if (alias === "latest") await republishWarmPolicy(s, accountId, model.name);
       return c.json({ model: model.name, alias, version: row.version, updatedAt: row.updated_at, everywhereBy: row.updated_at + REVOCATION_BOUND_MS });
     },
   );
 
-  app.delete("/v1/models/:m/aliases/:alias", manage, async (c) => {
-    const s = services(c);
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(s, accountId, c.req.param("m"));
-    const alias = aliasName(c.req.param("alias"));
-    const row = await c.env.DB.prepare(`DELETE FROM aliases WHERE model_id = ?1 AND name = ?2 RETURNING version`)
-      .bind(model.id, alias)
-      .first<{ version: number }>();
-    if (!row) throw new MeshError("not_found", `model '${model.name}' has no alias '${alias}'`);
-    await evictModel(s, accountId, model.name);
-    if (alias === "latest") await republishWarmPolicy(c, accountId, model.name);
-    return c.json({ model: model.name, alias, deleted: true });
-  });
-
-  describeRoute({
-    method: "get",
-    path: "/v1/models/{m}/aliases",
-    tag: "Versions and traffic",
-    auth: "manage",
-    summary: "A model's aliases",
-    params: { m: "Model name." },
-    responses: { 200: { description: "Alias -> version.", schema: AliasesSchema } },
-    errors: ["model_not_found"],
-  });
-  describeRoute({
-    method: "delete",
-    path: "/v1/models/{m}/aliases/{alias}",
-    tag: "Versions and traffic",
-    auth: "manage",
-    summary: "Delete an alias",
-    params,
-    responses: { 200: { description: "Deleted.", schema: z.object({ model: z.string(), alias: z.string(), deleted: z.literal(true) }) } },
-    errors: ["model_not_found", "not_found"],
-  });
+  app.openapi(
+    meshRoute({
+      ...aliases,
+      method: "delete",
+      path: "/v1/models/{m}/aliases/{alias}",
+      summary: "Delete an alias",
+      params,
+      responses: { 200: { description: "Deleted.", schema: z.object({ model: z.string(), alias: z.string(), deleted: z.literal(true) }) } },
+      errors: ["model_not_found", "not_found"],
+    }),
+    async (c) => {
+      const s = services(c);
+      const accountId = c.get("key").accountId;
+      const model = await requireModel(s, accountId, c.req.param("m"));
+      const alias = c.req.param("alias");
+      const row = await c.env.DB.prepare(`DELETE FROM aliases WHERE model_id = ?1 AND name = ?2 RETURNING version`)
+        .bind(model.id, alias)
+        .first<{ version: number }>();
+      if (!row) throw new MeshError("not_found", `model '${model.name}' has no alias '${alias}'`);
+      await evictModel(s, accountId, model.name);
+      if (alias === "latest") await republishWarmPolicy(s, accountId, model.name);
+      return c.json({ model: model.name, alias, deleted: true });
+    },
+  );
 }

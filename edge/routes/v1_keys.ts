@@ -8,7 +8,7 @@ import { accounts, apiKeys } from "../../schema/schema.js";
 import { evictKey, newApiKey, randomId, REVOCATION_BOUND_MS, SCOPES } from "../api-keys.js";
 import { services } from "../context.js";
 import { limitBody, requireKey } from "../middleware.js";
-import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
 
 export const RateLimitSchema = z
   .object({
@@ -41,6 +41,7 @@ const CreatedKeySchema = KeySchema.omit({ createdAt: true, revokedAt: true }).ex
 
 export function registerV1Keys(app: MeshApp): void {
   const manage = requireKey("manage");
+  const keys = { tag: "Keys", auth: "manage", middleware: [manage] } as const;
 
   app.openapi(
     meshRoute({
@@ -81,65 +82,66 @@ export function registerV1Keys(app: MeshApp): void {
     },
   );
 
-  app.get("/v1/keys", manage, async (c) => {
-    const rows = await c
-      .get("db")
-      .select({
-        id: apiKeys.id,
-        name: apiKeys.name,
-        start: apiKeys.start,
-        scopes: apiKeys.scopes,
-        perSecond: apiKeys.ratePerSecond,
-        burst: apiKeys.rateBurst,
-        createdAt: apiKeys.createdAt,
-        revokedAt: apiKeys.revokedAt,
-      })
-      .from(apiKeys)
-      .where(eq(apiKeys.accountId, c.get("key").accountId))
-      .orderBy(desc(apiKeys.createdAt));
-    return c.json({
-      keys: rows.map(({ perSecond, burst, ...k }) => ({ ...k, rateLimit: perSecond !== null && burst !== null ? { perSecond, burst } : null })),
-    });
-  });
-
-  app.delete("/v1/keys/:id", manage, async (c) => {
-    const db = c.get("db");
-    const id = c.req.param("id");
-    const revokedAt = Date.now();
-    const row = await db
-      .update(apiKeys)
-      .set({ revokedAt })
-      .where(and(eq(apiKeys.id, id), eq(apiKeys.accountId, c.get("key").accountId), isNull(apiKeys.revokedAt)))
-      .returning({ hash: apiKeys.hash })
-      .get();
-    if (!row) throw new MeshError("not_found", `no active key '${id.slice(0, 64)}' in this account`);
-    // This isolate and Redis forget the key now; other isolates within the bound.
-    await evictKey(services(c), row.hash);
-    return c.json({ id, revokedAt, refusedEverywhereBy: revokedAt + REVOCATION_BOUND_MS });
-  });
-
-  describeRoute({
-    method: "get",
-    path: "/v1/keys",
-    tag: "Keys",
-    auth: "manage",
-    summary: "List the account's keys (never the keys themselves)",
-    responses: { 200: { description: "Newest first.", schema: z.object({ keys: z.array(KeySchema) }) } },
-  });
-  describeRoute({
-    method: "delete",
-    path: "/v1/keys/{id}",
-    tag: "Keys",
-    auth: "manage",
-    summary: "Revoke a key",
-    description: `Refused at once by the edge that took this call, and by every edge for calls that start more than ${REVOCATION_BOUND_MS} ms later.`,
-    params: { id: "The key's id (`key_...`)." },
-    responses: {
-      200: {
-        description: "Revoked.",
-        schema: z.object({ id: z.string(), revokedAt: z.number(), refusedEverywhereBy: z.number().describe("revokedAt + the revocation bound, ms since epoch") }),
-      },
+  app.openapi(
+    meshRoute({
+      ...keys,
+      method: "get",
+      path: "/v1/keys",
+      summary: "List the account's keys (never the keys themselves)",
+      responses: { 200: { description: "Newest first.", schema: z.object({ keys: z.array(KeySchema) }) } },
+    }),
+    async (c) => {
+      const rows = await c
+        .get("db")
+        .select({
+          id: apiKeys.id,
+          name: apiKeys.name,
+          start: apiKeys.start,
+          scopes: apiKeys.scopes,
+          perSecond: apiKeys.ratePerSecond,
+          burst: apiKeys.rateBurst,
+          createdAt: apiKeys.createdAt,
+          revokedAt: apiKeys.revokedAt,
+        })
+        .from(apiKeys)
+        .where(eq(apiKeys.accountId, c.get("key").accountId))
+        .orderBy(desc(apiKeys.createdAt));
+      return c.json({
+        keys: rows.map(({ perSecond, burst, ...k }) => ({ ...k, rateLimit: perSecond !== null && burst !== null ? { perSecond, burst } : null })),
+      });
     },
-    errors: ["not_found"],
-  });
+  );
+
+  app.openapi(
+    meshRoute({
+      ...keys,
+      method: "delete",
+      path: "/v1/keys/{id}",
+      summary: "Revoke a key",
+      description: `Refused at once by the edge that took this call, and by every edge for calls that start more than ${REVOCATION_BOUND_MS} ms later.`,
+      params: { id: "The key's id (`key_...`)." },
+      responses: {
+        200: {
+          description: "Revoked.",
+          schema: z.object({ id: z.string(), revokedAt: z.number(), refusedEverywhereBy: z.number().describe("revokedAt + the revocation bound, ms since epoch") }),
+        },
+      },
+      errors: ["not_found"],
+    }),
+    async (c) => {
+      const db = c.get("db");
+      const id = c.req.param("id");
+      const revokedAt = Date.now();
+      const row = await db
+        .update(apiKeys)
+        .set({ revokedAt })
+        .where(and(eq(apiKeys.id, id), eq(apiKeys.accountId, c.get("key").accountId), isNull(apiKeys.revokedAt)))
+        .returning({ hash: apiKeys.hash })
+        .get();
+      if (!row) throw new MeshError("not_found", `no active key '${id.slice(0, 64)}' in this account`);
+      // This isolate and Redis forget the key now; other isolates within the bound.
+      await evictKey(services(c), row.hash);
+      return c.json({ id, revokedAt, refusedEverywhereBy: revokedAt + REVOCATION_BOUND_MS });
+    },
+  );
 }

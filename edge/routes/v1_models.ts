@@ -12,14 +12,14 @@
 // (`POST .../files`), and a single-body version names its bundle files in `x-mesh-files`.
 // A bundle's Hugging Face files (edge/generative-bundle.ts) are checked before the version is
 // recorded: a version with a tokenizer.json generates text without an uploaded tokenizer.
+// What is checked and stored, in which order, is edge/model-versions.ts; this file parses,
+// authorises and answers.
 
 import { artifactKey } from "../../protocol/presign.js";
-import { and, desc, eq, isNull, sql } from "drizzle-orm";
+import { desc, eq, sql } from "drizzle-orm";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { BUNDLE_FILE_NAME_RE, MAX_BUNDLE_FILES, type BundleFile } from "../../protocol/messages.js";
-import { checkExternalData, OnnxParseError, readOnnxSignature, type OnnxModelInfo } from "../../protocol/onnx-signature.js";
-import { sha256Hex } from "../../protocol/signing.js";
+import { BUNDLE_FILE_NAME_RE, MAX_BUNDLE_FILES } from "../../protocol/messages.js";
 import { models, modelVersions } from "../../schema/schema.js";
 import { randomId } from "../api-keys.js";
 import { services, type AppContext } from "../context.js";
@@ -27,35 +27,17 @@ import { checkGenerativeFiles, GENERATIVE_FILES } from "../generative-bundle.js"
 import { MAX_TOKENIZER_BYTES } from "../tokenizers.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { evictModel, MODEL_NAME_RE, requireModel, type ModelInfo } from "../model-registry.js";
+import { completeModelUpload, deleteVersion, storeBundleFile, uploadVersion, type VersionStore } from "../model-versions.js";
 import { TensorSpecSchema } from "../infer-request.js";
-import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
-import { ruleVersions } from "../traffic.js";
-import {
-  bundleFiles,
-  completeUpload,
-  createUpload,
-  describeUpload,
-  discardUpload,
-  listParts,
-  listUploads,
-  MAX_PART_BYTES,
-  MIN_PART_BYTES,
-  NO_BUNDLE_FILES,
-  partLength,
-  putPart,
-  recordBundleFile,
-  requireUpload,
-} from "../uploads.js";
-import { publishWarmPolicy } from "../warm-policies.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
+import { bundleFiles, createUpload, describeUpload, discardUpload, listParts, listUploads, MAX_PART_BYTES, MIN_PART_BYTES, partLength, putPart, requireUpload } from "../uploads.js";
+import { setWarmPolicy } from "../warm-policies.js";
 import { log } from "../log.js";
 
 export const MAX_MODEL_BYTES = 100 * 1024 * 1024;
 const MAX_REPLICAS = 16;
 
-// Where an artifact lives in the bucket is shared with the routers, which presign URLs for it.
-export { artifactKey };
-
-export function describe(model: ModelInfo) {
+function describe(model: ModelInfo) {
   return {
     id: model.id,
     name: model.name,
@@ -77,12 +59,6 @@ export function describe(model: ModelInfo) {
       createdAt: v.createdAt,
     })),
   };
-}
-
-/** After a change that may move `latest`: the warm replicas follow it (in the background). */
-export async function republishWarmPolicy(c: AppContext, accountId: string, name: string): Promise<void> {
-  const fresh = await requireModel(services(c), accountId, name);
-  if (fresh.keepWarm > 0 || fresh.replicas !== null) c.executionCtx.waitUntil(publishWarmPolicy(c.get("config"), fresh));
 }
 
 const ModelNameSchema = z
@@ -149,45 +125,13 @@ function headerFiles(c: AppContext): Record<string, string> | null {
 /** At most this many bytes in one body of `POST .../files` (a tokenizer.json at its largest). */
 export const MAX_SMALL_FILE_BYTES = MAX_TOKENIZER_BYTES;
 
-function requireOctetStream(c: AppContext): void {
+/** A raw-bytes body: Content-Type application/octet-stream (or one of `also`), else 415. */
+function requireOctetStream(c: AppContext, also: string[] = []): void {
   const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-  if (type !== "application/octet-stream") {
-    throw new MeshError("unsupported_media_type", "send the file's bytes as the raw body with 'Content-Type: application/octet-stream'");
+  if (type !== "application/octet-stream" && !also.includes(type)) {
+    const others = also.map((t) => ` (or ${t})`).join("");
+    throw new MeshError("unsupported_media_type", `send the file's bytes as the raw body with 'Content-Type: application/octet-stream'${others}`);
   }
-}
-
-/**
- * Records a new version of `model` whose bytes are already at artifactKey(sha256), and answers
- * as the upload routes do. Both the single-body upload and a completed multipart upload end here.
- */
-async function recordVersion(c: AppContext, accountId: string, model: ModelInfo, file: { sha256: string; size: number; info: OnnxModelInfo }, files: BundleFile[] = []) {
-  const { sha256, size, info } = file;
-  const signature = { inputs: info.inputs, outputs: info.outputs };
-  // One statement picks the next number and inserts it, so concurrent uploads cannot collide.
-  const row = await c.env.DB.prepare(
-    `INSERT INTO model_versions (id, model_id, version, sha256, size, runtime, signature, files)
-     SELECT ?1, ?2, COALESCE(MAX(version), 0) + 1, ?3, ?4, 'onnx', ?5, ?6 FROM model_versions WHERE model_id = ?2
-     RETURNING version, created_at`,
-  )
-    .bind(randomId("ver_"), model.id, sha256, size, JSON.stringify(signature), files.length > 0 ? JSON.stringify(files) : null)
-    .first<{ version: number; created_at: number }>();
-  if (!row) throw new MeshError("internal_error", "the version was not recorded");
-  await evictModel(services(c), accountId, model.name);
-  // `latest` moved: the warm replicas follow it.
-  if (model.keepWarm > 0 || model.replicas !== null) await republishWarmPolicy(c, accountId, model.name);
-  return {
-    model: model.name,
-    version: row.version,
-    sha256,
-    size,
-    runtime: "onnx",
-    irVersion: info.irVersion,
-    opsetVersion: info.opsetVersion,
-    inputs: info.inputs,
-    outputs: info.outputs,
-    ...(files.length > 0 ? { files } : {}),
-    createdAt: row.created_at,
-  };
 }
 
 const VersionCreatedSchema = z.object({
@@ -228,9 +172,35 @@ const UploadSchema = z.object({
 });
 const PartSchema = z.object({ partNumber: z.number(), size: z.number(), etag: z.string() });
 
+/** What model-versions.ts changes versions with, from this request. */
+function versionStore(c: AppContext): VersionStore {
+  return { services: services(c), d1: c.env.DB, bucket: c.env.ARTIFACTS };
+}
+
+/** The upload the path names, of the model it names, of the caller's account (404 for any other). */
+async function uploadAndModel(c: AppContext) {
+  const accountId = c.get("key").accountId;
+  const model = await requireModel(services(c), accountId, c.req.param("m")!);
+  return { model, upload: await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id")!) };
+}
+
+async function uploadOf(c: AppContext) {
+  return (await uploadAndModel(c)).upload;
+}
+
+/** A part number in the path: refused (400) by the route's validator unless 1-5 digits; its range is the upload's. */
+const PartNumberSchema = z.string().regex(/^[0-9]{1,5}$/, "parts are numbered from 1").describe("The part number, 1 to `parts`.");
+/** A version to delete is named by its number (an alias could move under the delete). */
+const VersionNumberSchema = z.string().regex(/^[0-9]{1,10}$/, "name the version to delete by its number").describe("The version number.");
+
 export function registerV1Models(app: MeshApp): void {
   const manage = requireKey("manage");
   const M = { m: "Model name." };
+  const U = { ...M, id: "The upload id (upl_...), from POST /v1/models/{m}/uploads." };
+  // What every route here shares: its tag, who may call, and (for all but the list) its model.
+  const modelsRoute = { tag: "Models", auth: "manage", middleware: [manage] } as const;
+  const modelRoute = { ...modelsRoute, params: M, errors: ["model_not_found"] } as const;
+  const uploadRoute = { ...modelsRoute, params: U, errors: ["model_not_found", "not_found"] } as const;
 
   app.openapi(
     meshRoute({
@@ -261,25 +231,39 @@ export function registerV1Models(app: MeshApp): void {
     },
   );
 
-  app.get("/v1/models", manage, async (c) => {
-    const db = c.get("db");
-    const rows = await db
-      .select({
-        id: models.id,
-        name: models.name,
-        createdAt: models.createdAt,
-        latestVersion: sql<number | null>`(select max(${modelVersions.version}) from ${modelVersions} where ${modelVersions.modelId} = ${models.id})`,
-      })
-      .from(models)
-      .where(eq(models.accountId, c.get("key").accountId))
-      .orderBy(desc(models.createdAt));
-    return c.json({ models: rows });
-  });
+  app.openapi(
+    meshRoute({
+      ...modelsRoute,
+      method: "get",
+      path: "/v1/models",
+      summary: "List the account's models",
+      responses: {
+        200: {
+          description: "Newest first.",
+          schema: z.object({ models: z.array(z.object({ id: z.string(), name: z.string(), createdAt: z.number(), latestVersion: z.number().nullable() })) }),
+        },
+      },
+    }),
+    async (c) => {
+      const db = c.get("db");
+      const rows = await db
+        .select({
+          id: models.id,
+          name: models.name,
+          createdAt: models.createdAt,
+          latestVersion: sql<number | null>`(select max(${modelVersions.version}) from ${modelVersions} where ${modelVersions.modelId} = ${models.id})`,
+        })
+        .from(models)
+        .where(eq(models.accountId, c.get("key").accountId))
+        .orderBy(desc(models.createdAt));
+      return c.json({ models: rows });
+    },
+  );
 
-  app.get("/v1/models/:m", manage, async (c) => {
-    const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m"));
-    return c.json(describe(model));
-  });
+  app.openapi(
+    meshRoute({ ...modelRoute, method: "get", path: "/v1/models/{m}", summary: "A model: versions, aliases, traffic rule, warm policy", responses: { 200: { description: "The model.", schema: ModelSchema } } }),
+    async (c) => c.json(describe(await requireModel(services(c), c.get("key").accountId, c.req.param("m")))),
+  );
 
   // Warm policy: {"keepWarm": n} is a floor of replicas per region; {"replicas": n} pins the
   // count (null hands it back to traffic). Stored in D1, then published to the routers.
@@ -298,90 +282,76 @@ export function registerV1Models(app: MeshApp): void {
       middleware: [manage, limitBody(16 * 1024)],
     }),
     async (c) => {
-      const accountId = c.get("key").accountId;
-      const db = c.get("db");
       const s = services(c);
-      const model = await requireModel(s, accountId, c.req.param("m"));
-      const body = c.req.valid("json");
-      const update: { keepWarm?: number; replicas?: number | null; regions?: string[] | null } = {};
-      if (body.keepWarm !== undefined) update.keepWarm = body.keepWarm;
-      if (body.replicas !== undefined) update.replicas = body.replicas;
-      if (body.regions !== undefined) {
-        const known = c.get("config").regions.map((r) => r.name);
-        const r = body.regions;
-        if (r !== null && !r.every((x) => known.includes(x))) {
-          throw new MeshError("bad_request", `'regions' must be null or a non-empty list of: ${known.join(", ")}`);
-        }
-        update.regions = r === null ? null : [...new Set(r)];
-      }
-      await db.update(models).set(update).where(eq(models.id, model.id));
-      await evictModel(s, accountId, model.name);
-      const fresh = await requireModel(s, accountId, model.name);
-      const applied = await publishWarmPolicy(c.get("config"), fresh);
-      if (!applied) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
-      return c.json({ ...describe(fresh), policyPublished: applied });
+      const model = await requireModel(s, c.get("key").accountId, c.req.param("m"));
+      const { model: fresh, published } = await setWarmPolicy(s, model, c.req.valid("json"));
+      if (!published) log("warn", c.get("requestId"), "warm policy stored but not published", { model: model.name });
+      return c.json({ ...describe(fresh), policyPublished: published });
     },
   );
 
-  app.post("/v1/models/:m/versions", manage, limitBody(MAX_MODEL_BYTES), async (c) => {
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(services(c), accountId, c.req.param("m"));
-    requireOctetStream(c);
-    const named = headerFiles(c);
-    // Read whole before any refusal that needs storage: an answer sent while the caller is still
-    // sending its body resets the connection under it.
-    const bytes = new Uint8Array(await c.req.arrayBuffer());
-    if (bytes.length === 0) throw new MeshError("invalid_model_file", "the body is empty: send the .onnx file's bytes");
-    // Named files must have been uploaded by this account (POST .../files or a 'file' upload).
-    const files = named ? await bundleFiles(c.env.ARTIFACTS, accountId, named) : [];
-    let info;
-    try {
-      info = readOnnxSignature(bytes);
-      // A tenant's file must not read other files on the node (another version's, another
-      // account's): a version may read only the files it names, each within its size.
-      checkExternalData(info, files.length > 0 ? new Map(files.map((f) => [f.name, f.size])) : NO_BUNDLE_FILES);
-    } catch (err) {
-      if (err instanceof OnnxParseError) throw new MeshError("invalid_model_file", err.message);
-      throw err;
-    }
-    await checkGenerativeFiles(c.env.ARTIFACTS, files, artifactKey);
-    const sha256 = await sha256Hex(bytes);
-    // Content-addressed: the artifact is stored before the version row exists, so a version
-    // never points at missing bytes; a failed insert leaves at most an unreferenced object.
-    await c.env.ARTIFACTS.put(artifactKey(sha256), bytes, { sha256, httpMetadata: { contentType: "application/octet-stream" } });
-    return c.json(await recordVersion(c, accountId, model, { sha256, size: bytes.length, info }, files), 201);
-  });
+  app.openapi(
+    meshRoute({
+      ...modelRoute,
+      method: "post",
+      path: "/v1/models/{m}/versions",
+      summary: "Upload a new immutable version (the raw .onnx file)",
+      description:
+        "The next number (1, 2, 3 ...); `latest` follows it unless an alias `latest` pins another. " +
+        "A bundle names its files in `x-mesh-files` (each uploaded first with `POST .../files` or an upload of kind `file`); with a `tokenizer.json` among them the version generates text (see /openai/v1). " +
+        `Hugging Face files are checked by name: ${Object.keys(GENERATIVE_FILES).join(", ")} (JSON of their format, bounded).`,
+      headers: { "x-mesh-files": 'A bundle\'s files: a JSON object of file names to sha256, e.g. {"tokenizer.json":"<sha256>"}.' },
+      body: { contentType: "application/octet-stream", maxBytes: MAX_MODEL_BYTES, description: "The ONNX file's bytes." },
+      responses: { 201: { description: "The version and the signature read from the file.", schema: VersionCreatedSchema } },
+      errors: ["model_not_found", "invalid_model_file", "unsupported_media_type"],
+      middleware: [manage, limitBody(MAX_MODEL_BYTES)],
+    }),
+    async (c) => {
+      const accountId = c.get("key").accountId;
+      const found = await requireModel(services(c), accountId, c.req.param("m"));
+      requireOctetStream(c);
+      const named = headerFiles(c);
+      // Read whole before any refusal that needs storage: an answer sent while the caller is still
+      // sending its body resets the connection under it.
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      return c.json(await uploadVersion(versionStore(c), accountId, found, bytes, named), 201);
+    },
+  );
 
   // A small bundle file in one body (a tokenizer.json, a config): stored at its content address
   // and noted as the account's, as a completed upload of kind 'file' is. Checked for its shape
   // when a version names it (the name decides what it must be).
-  app.post("/v1/models/:m/files", manage, limitBody(MAX_SMALL_FILE_BYTES), async (c) => {
-    const accountId = c.get("key").accountId;
-    await requireModel(services(c), accountId, c.req.param("m"));
-    const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-    if (type !== "application/octet-stream" && type !== "application/json") {
-      throw new MeshError("unsupported_media_type", "send the file's bytes as the raw body with 'Content-Type: application/octet-stream' (or application/json)");
-    }
-    const bytes = new Uint8Array(await c.req.arrayBuffer());
-    if (bytes.length === 0) throw new MeshError("bad_request", "the body is empty: send the file's bytes");
-    const sha256 = await sha256Hex(bytes);
-    await c.env.ARTIFACTS.put(artifactKey(sha256), bytes, { sha256, httpMetadata: { contentType: "application/octet-stream" } });
-    await recordBundleFile(c.env.ARTIFACTS, accountId, { sha256, size: bytes.length });
-    return c.json({ kind: "file", sha256, size: bytes.length }, 201);
-  });
+  app.openapi(
+    meshRoute({
+      ...modelRoute,
+      method: "post",
+      path: "/v1/models/{m}/files",
+      summary: "Upload a small bundle file in one body (tokenizer.json, configs)",
+      description: "Stored by its sha256 for this account; a version names it in `x-mesh-files` (or an upload's `files`). Larger files: an upload of kind `file`.",
+      body: { contentType: "application/octet-stream", maxBytes: MAX_SMALL_FILE_BYTES, description: "The file's bytes (application/json is accepted too)." },
+      responses: { 201: { description: "The file's content address.", schema: z.object({ kind: z.literal("file"), sha256: z.string(), size: z.number() }) } },
+      errors: ["model_not_found", "payload_too_large", "unsupported_media_type"],
+      middleware: [manage, limitBody(MAX_SMALL_FILE_BYTES)],
+    }),
+    async (c) => {
+      const accountId = c.get("key").accountId;
+      await requireModel(services(c), accountId, c.req.param("m"));
+      requireOctetStream(c, ["application/json"]);
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      return c.json(await storeBundleFile(c.env.ARTIFACTS, accountId, bytes), 201);
+    },
+  );
 
   // Multipart uploads (edge/uploads.ts): create, send parts (again after a failure: a part sent
   // twice is replaced), look at what arrived, complete into a version, or abort.
   app.openapi(
     meshRoute({
+      ...modelRoute,
       method: "post",
       path: "/v1/models/{m}/uploads",
-      tag: "Models",
-      auth: "manage",
       summary: "Start a multipart upload (files of any size)",
       description:
         "For files too big for one body (`POST .../versions` takes at most 100 MB): send the size, then the file in parts (`PUT .../uploads/{id}/parts/{n}`), then `POST .../complete`. Every part but the last is `partSize` bytes (5-64 MiB). An upload expires 24 h after it starts; an account has at most `MAX_OPEN_UPLOADS` open (409 above), a file at most `MAX_UPLOAD_BYTES` (413). `npm run upload` does all of it, with resume.",
-      params: M,
       body: { schema: CreateUploadSchema, maxBytes: 16 * 1024, example: { size: 734003200, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" } },
       responses: { 201: { description: "The upload: how many parts of what size to send.", schema: UploadSchema } },
       errors: ["model_not_found", "payload_too_large", "conflict"],
@@ -399,242 +369,120 @@ export function registerV1Models(app: MeshApp): void {
     },
   );
 
-  app.get("/v1/models/:m/uploads", manage, async (c) => {
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(services(c), accountId, c.req.param("m"));
-    const uploads = await listUploads(c.env.ARTIFACTS, accountId, model.id);
-    return c.json({ uploads: uploads.map(describeUpload) });
-  });
 
-  app.get("/v1/models/:m/uploads/:id", manage, async (c) => {
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(services(c), accountId, c.req.param("m"));
-    const { record } = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
-    return c.json({ ...describeUpload(record), received: await listParts(c.env.ARTIFACTS, record) });
-  });
-
-  app.put("/v1/models/:m/uploads/:id/parts/:n", manage, limitBody(MAX_PART_BYTES), async (c) => {
-    requireOctetStream(c);
-    // No length announced (chunked): R2 needs one, so the part is read first; limitBody stops
-    // it at MAX_PART_BYTES (413) before anything else is looked at.
-    const declared = c.req.header("content-length");
-    const buffered = declared === undefined || !c.req.raw.body ? await c.req.arrayBuffer() : null;
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(services(c), accountId, c.req.param("m"));
-    const { record } = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
-    const ref = c.req.param("n");
-    const n = /^[0-9]{1,5}$/.test(ref) ? Number(ref) : 0;
-    if (n < 1 || n > record.parts) throw new MeshError("bad_request", `parts are numbered 1 to ${record.parts}`);
-    const want = partLength(record, n);
-    const got = buffered ? buffered.byteLength : Number(declared);
-    if (got !== want) throw new MeshError("bad_request", `part ${n} must be ${want} bytes, not ${got}`);
-    // With a Content-Length the body streams straight into R2: the part is never held in memory.
-    return c.json(await putPart(c.env.ARTIFACTS, record, n, buffered ?? c.req.raw.body!));
-  });
-
-  app.post("/v1/models/:m/uploads/:id/complete", manage, async (c) => {
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(services(c), accountId, c.req.param("m"));
-    const found = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
-    // The bytes are at their content address once completed; the upload's own objects go.
-    const discard = () =>
-      c.executionCtx.waitUntil(
-        discardUpload(c.env.ARTIFACTS, { ...found.record, assembled: true }).catch((err) =>
-          log("warn", c.get("requestId"), "a completed upload's parts were not all removed", { upload: found.record.id, error: String(err) }),
-        ),
-      );
-    if (found.record.kind === "file") {
-      // A bundle's data file: at its content address like an artifact, and noted as the account's.
-      const data = await completeUpload(c.env.ARTIFACTS, found, artifactKey);
-      await recordBundleFile(c.env.ARTIFACTS, accountId, data);
-      discard();
-      return c.json({ kind: "file", sha256: data.sha256, size: data.size }, 201);
-    }
-    const files = found.record.files ? await bundleFiles(c.env.ARTIFACTS, accountId, found.record.files) : [];
-    await checkGenerativeFiles(c.env.ARTIFACTS, files, artifactKey);
-    const file = await completeUpload(c.env.ARTIFACTS, found, artifactKey, new Map(files.map((f) => [f.name, f.size])));
-    if (!file.info) throw new MeshError("internal_error", "the graph was not read");
-    const version = await recordVersion(c, accountId, model, { ...file, info: file.info }, files);
-    // The bytes are at their content address now; the upload's own objects go.
-    discard();
-    return c.json(version, 201);
-  });
-
-  app.delete("/v1/models/:m/uploads/:id", manage, async (c) => {
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(services(c), accountId, c.req.param("m"));
-    const { record } = await requireUpload(c.env.ARTIFACTS, accountId, model.id, c.req.param("id"));
-    if (record.completingUntil > Date.now()) throw new MeshError("conflict", `upload '${record.id}' is being completed`);
-    await discardUpload(c.env.ARTIFACTS, record);
-    return c.json({ uploadId: record.id, aborted: true });
-  });
-
-  // Deleting a version: one statement that only deletes when no alias and no traffic rule names
-  // the version, so a concurrent alias switch or rule change cannot slip between check and delete.
-  app.delete("/v1/models/:m/versions/:v", manage, async (c) => {
-    const accountId = c.get("key").accountId;
-    const s = services(c);
-    const model = await requireModel(s, accountId, c.req.param("m"));
-    const ref = c.req.param("v");
-    if (!/^[0-9]{1,10}$/.test(ref)) throw new MeshError("bad_request", "name the version to delete by its number");
-    const version = Number(ref);
-    const deleted = await c.env.DB.prepare(
-      `UPDATE model_versions SET deleted_at = ?3
-       WHERE model_id = ?1 AND version = ?2 AND deleted_at IS NULL
-         AND NOT EXISTS (SELECT 1 FROM aliases WHERE model_id = ?1 AND version = ?2)
-         AND NOT EXISTS (
-           SELECT 1 FROM traffic_rules t WHERE t.model_id = ?1 AND (
-             EXISTS (SELECT 1 FROM json_each(t.rule, '$.split') j WHERE json_extract(j.value, '$.version') = ?2)
-             OR EXISTS (SELECT 1 FROM json_each(t.rule, '$.shadow') j WHERE json_extract(j.value, '$.version') = ?2)))
-       RETURNING version`,
-    )
-      .bind(model.id, version, Date.now())
-      .first<{ version: number }>();
-    if (!deleted) {
-      const live = await s.db
-        .select({ version: modelVersions.version })
-        .from(modelVersions)
-        .where(and(eq(modelVersions.modelId, model.id), eq(modelVersions.version, version), isNull(modelVersions.deletedAt)))
-        .get();
-      if (!live) throw new MeshError("version_not_found", `model '${model.name}' has no version '${version}'`);
-      // Name what holds it, from the freshest view.
-      await evictModel(s, accountId, model.name);
-      const fresh = await requireModel(s, accountId, model.name);
-      const holders = [
-        ...Object.entries(fresh.aliases)
-          .filter(([, v]) => v === version)
-          .map(([a]) => `alias '${a}'`),
-        ...(ruleVersions(fresh.traffic).includes(version) ? ["the traffic rule"] : []),
-      ];
-      throw new MeshError("version_in_use", `version ${version} of '${model.name}' is named by ${holders.join(" and ") || "an alias or the traffic rule"}; move those first`);
-    }
-    await evictModel(s, accountId, model.name);
-    await republishWarmPolicy(c, accountId, model.name);
-    return c.json({ model: model.name, version, deleted: true });
-  });
-
-  describeRoute({
-    method: "get",
-    path: "/v1/models",
-    tag: "Models",
-    auth: "manage",
-    summary: "List the account's models",
-    responses: {
-      200: {
-        description: "Newest first.",
-        schema: z.object({ models: z.array(z.object({ id: z.string(), name: z.string(), createdAt: z.number(), latestVersion: z.number().nullable() })) }),
-      },
+  app.openapi(
+    meshRoute({
+      ...modelRoute,
+      method: "get",
+      path: "/v1/models/{m}/uploads",
+      summary: "The model's open uploads",
+      description: "Oldest first; a client resuming finds its upload here by `size` and `sha256`.",
+      responses: { 200: { description: "Open uploads.", schema: z.object({ uploads: z.array(UploadSchema) }) } },
+    }),
+    async (c) => {
+      const accountId = c.get("key").accountId;
+      const found = await requireModel(services(c), accountId, c.req.param("m"));
+      const uploads = await listUploads(c.env.ARTIFACTS, accountId, found.id);
+      return c.json({ uploads: uploads.map(describeUpload) });
     },
-  });
-  describeRoute({
-    method: "get",
-    path: "/v1/models/{m}",
-    tag: "Models",
-    auth: "manage",
-    summary: "A model: versions, aliases, traffic rule, warm policy",
-    params: M,
-    responses: { 200: { description: "The model.", schema: ModelSchema } },
-    errors: ["model_not_found"],
-  });
-  describeRoute({
-    method: "post",
-    path: "/v1/models/{m}/versions",
-    tag: "Models",
-    auth: "manage",
-    summary: "Upload a new immutable version (the raw .onnx file)",
-    description:
-      "The next number (1, 2, 3 ...); `latest` follows it unless an alias `latest` pins another. " +
-      "A bundle names its files in `x-mesh-files` (each uploaded first with `POST .../files` or an upload of kind `file`); with a `tokenizer.json` among them the version generates text (see /openai/v1). " +
-      `Hugging Face files are checked by name: ${Object.keys(GENERATIVE_FILES).join(", ")} (JSON of their format, bounded).`,
-    params: M,
-    headers: { "x-mesh-files": 'A bundle\'s files: a JSON object of file names to sha256, e.g. {"tokenizer.json":"<sha256>"}.' },
-    body: { contentType: "application/octet-stream", maxBytes: MAX_MODEL_BYTES, description: "The ONNX file's bytes." },
-    responses: {
-      201: {
-        description: "The version and the signature read from the file.",
-        schema: VersionCreatedSchema,
-      },
+  );
+
+  app.openapi(
+    meshRoute({
+      ...uploadRoute,
+      method: "get",
+      path: "/v1/models/{m}/uploads/{id}",
+      summary: "An upload and the parts it has received (to resume)",
+      responses: { 200: { description: "The upload; `received` lists the parts stored so far.", schema: UploadSchema.extend({ received: z.array(PartSchema) }) } },
+    }),
+    async (c) => {
+      const { record } = await uploadOf(c);
+      return c.json({ ...describeUpload(record), received: await listParts(c.env.ARTIFACTS, record) });
     },
-    errors: ["model_not_found", "invalid_model_file", "unsupported_media_type"],
-  });
-  describeRoute({
-    method: "post",
-    path: "/v1/models/{m}/files",
-    tag: "Models",
-    auth: "manage",
-    summary: "Upload a small bundle file in one body (tokenizer.json, configs)",
-    description: "Stored by its sha256 for this account; a version names it in `x-mesh-files` (or an upload's `files`). Larger files: an upload of kind `file`.",
-    params: M,
-    body: { contentType: "application/octet-stream", maxBytes: MAX_SMALL_FILE_BYTES, description: "The file's bytes (application/json is accepted too)." },
-    responses: { 201: { description: "The file's content address.", schema: z.object({ kind: z.literal("file"), sha256: z.string(), size: z.number() }) } },
-    errors: ["model_not_found", "payload_too_large", "unsupported_media_type"],
-  });
-  const U = { ...M, id: "The upload id (upl_...), from POST /v1/models/{m}/uploads." };
-  describeRoute({
-    method: "get",
-    path: "/v1/models/{m}/uploads",
-    tag: "Models",
-    auth: "manage",
-    summary: "The model's open uploads",
-    description: "Oldest first; a client resuming finds its upload here by `size` and `sha256`.",
-    params: M,
-    responses: { 200: { description: "Open uploads.", schema: z.object({ uploads: z.array(UploadSchema) }) } },
-    errors: ["model_not_found"],
-  });
-  describeRoute({
-    method: "get",
-    path: "/v1/models/{m}/uploads/{id}",
-    tag: "Models",
-    auth: "manage",
-    summary: "An upload and the parts it has received (to resume)",
-    params: U,
-    responses: { 200: { description: "The upload; `received` lists the parts stored so far.", schema: UploadSchema.extend({ received: z.array(PartSchema) }) } },
-    errors: ["model_not_found", "not_found"],
-  });
-  describeRoute({
-    method: "put",
-    path: "/v1/models/{m}/uploads/{id}/parts/{n}",
-    tag: "Models",
-    auth: "manage",
-    summary: "Send one part of an upload",
-    description: "Part `n` (1-based) is bytes `(n-1)*partSize` onward of the file, exactly `partSize` long except the last. Sending a part again replaces it (retry a part whose request failed).",
-    params: { ...U, n: "The part number, 1 to `parts`." },
-    body: { contentType: "application/octet-stream", maxBytes: MAX_PART_BYTES, description: "The part's bytes." },
-    responses: { 200: { description: "Stored.", schema: PartSchema } },
-    errors: ["model_not_found", "not_found", "bad_request", "payload_too_large", "conflict"],
-  });
-  describeRoute({
-    method: "post",
-    path: "/v1/models/{m}/uploads/{id}/complete",
-    tag: "Models",
-    auth: "manage",
-    summary: "Complete an upload into a new version",
-    description:
-      "Assembles the parts, reads the file back as a stream (sha256 and signature; the same checks as `POST .../versions`) and records the version. A refused file (400 `invalid_model_file`) leaves nothing behind; any other failure leaves the upload to complete again.",
-    params: U,
-    responses: { 201: { description: "The version, as `POST /v1/models/{m}/versions` answers.", schema: VersionCreatedSchema } },
-    errors: ["model_not_found", "not_found", "bad_request", "invalid_model_file", "conflict"],
-  });
-  describeRoute({
-    method: "delete",
-    path: "/v1/models/{m}/uploads/{id}",
-    tag: "Models",
-    auth: "manage",
-    summary: "Abort an upload",
-    description: "Its parts and everything else it stored are removed.",
-    params: U,
-    responses: { 200: { description: "Aborted.", schema: z.object({ uploadId: z.string(), aborted: z.literal(true) }) } },
-    errors: ["model_not_found", "not_found", "conflict"],
-  });
-  describeRoute({
-    method: "delete",
-    path: "/v1/models/{m}/versions/{v}",
-    tag: "Models",
-    auth: "manage",
-    summary: "Delete a version",
-    description: "Refused with 409 `version_in_use` while an alias or the traffic rule names it. The number is never reused.",
-    params: { ...M, v: "The version number." },
-    responses: { 200: { description: "Deleted.", schema: z.object({ model: z.string(), version: z.number(), deleted: z.literal(true) }) } },
-    errors: ["model_not_found", "version_not_found", "version_in_use"],
-  });
+  );
+
+  app.openapi(
+    meshRoute({
+      ...uploadRoute,
+      method: "put",
+      path: "/v1/models/{m}/uploads/{id}/parts/{n}",
+      summary: "Send one part of an upload",
+      description: "Part `n` (1-based) is bytes `(n-1)*partSize` onward of the file, exactly `partSize` long except the last. Sending a part again replaces it (retry a part whose request failed).",
+      params: { ...U, n: PartNumberSchema },
+      body: { contentType: "application/octet-stream", maxBytes: MAX_PART_BYTES, description: "The part's bytes." },
+      responses: { 200: { description: "Stored.", schema: PartSchema } },
+      errors: ["model_not_found", "not_found", "bad_request", "payload_too_large", "conflict"],
+      middleware: [manage, limitBody(MAX_PART_BYTES)],
+    }),
+    async (c) => {
+      requireOctetStream(c);
+      // No length announced (chunked): R2 needs one, so the part is read first; limitBody stops
+      // it at MAX_PART_BYTES (413) before anything else is looked at.
+      const declared = c.req.header("content-length");
+      const buffered = declared === undefined || !c.req.raw.body ? await c.req.arrayBuffer() : null;
+      const { record } = await uploadOf(c);
+      const n = Number(c.req.param("n"));
+      if (n < 1 || n > record.parts) throw new MeshError("bad_request", `parts are numbered 1 to ${record.parts}`);
+      const want = partLength(record, n);
+      const got = buffered ? buffered.byteLength : Number(declared);
+      if (got !== want) throw new MeshError("bad_request", `part ${n} must be ${want} bytes, not ${got}`);
+      // With a Content-Length the body streams straight into R2: the part is never held in memory.
+      return c.json(await putPart(c.env.ARTIFACTS, record, n, buffered ?? c.req.raw.body!));
+    },
+  );
+
+  app.openapi(
+    meshRoute({
+      ...uploadRoute,
+      method: "post",
+      path: "/v1/models/{m}/uploads/{id}/complete",
+      summary: "Complete an upload into a new version",
+      description:
+        "Assembles the parts, reads the file back as a stream (sha256 and signature; the same checks as `POST .../versions`) and records the version. A refused file (400 `invalid_model_file`) leaves nothing behind; any other failure leaves the upload to complete again.",
+      responses: { 201: { description: "The version, as `POST /v1/models/{m}/versions` answers.", schema: VersionCreatedSchema } },
+      errors: ["model_not_found", "not_found", "bad_request", "invalid_model_file", "conflict"],
+    }),
+    async (c) => {
+      const { model, upload } = await uploadAndModel(c);
+      return c.json(await completeModelUpload(versionStore(c), model.accountId, model, upload, c.get("requestId")), 201);
+    },
+  );
+
+  app.openapi(
+    meshRoute({
+      ...uploadRoute,
+      method: "delete",
+      path: "/v1/models/{m}/uploads/{id}",
+      summary: "Abort an upload",
+      description: "Its parts and everything else it stored are removed.",
+      responses: { 200: { description: "Aborted.", schema: z.object({ uploadId: z.string(), aborted: z.literal(true) }) } },
+      errors: ["model_not_found", "not_found", "conflict"],
+    }),
+    async (c) => {
+      const { record } = await uploadOf(c);
+      if (record.completingUntil > Date.now()) throw new MeshError("conflict", `upload '${record.id}' is being completed`);
+      await discardUpload(c.env.ARTIFACTS, record);
+      return c.json({ uploadId: record.id, aborted: true });
+    },
+  );
+
+  app.openapi(
+    meshRoute({
+      ...modelRoute,
+      method: "delete",
+      path: "/v1/models/{m}/versions/{v}",
+      summary: "Delete a version",
+      description: "Refused with 409 `version_in_use` while an alias or the traffic rule names it. The number is never reused.",
+      params: { ...M, v: VersionNumberSchema },
+      responses: { 200: { description: "Deleted.", schema: z.object({ model: z.string(), version: z.number(), deleted: z.literal(true) }) } },
+      errors: ["model_not_found", "version_not_found", "version_in_use"],
+    }),
+    async (c) => {
+      const accountId = c.get("key").accountId;
+      const found = await requireModel(services(c), accountId, c.req.param("m"));
+      const version = Number(c.req.param("v"));
+      await deleteVersion(versionStore(c), accountId, found, version);
+      return c.json({ model: found.name, version, deleted: true });
+    },
+  );
 }

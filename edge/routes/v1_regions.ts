@@ -8,17 +8,18 @@
 // data at any traffic.
 
 import { eq } from "drizzle-orm";
-import type { Hono } from "hono";
+import { z } from "zod";
 import { REGION_REPORT_STALE_MS } from "../../protocol/region-report.js";
 import { models } from "../../schema/schema.js";
-import type { AppContext, AppEnv } from "../context.js";
+import type { AppContext } from "../context.js";
 import { authorize, bearer, isAdminToken } from "../middleware.js";
 import { redisFor } from "../redis.js";
 import { histogramsByColo, LatencyHistogram, latencyKey, TOTAL_FIELD, type SparseHistogram } from "../latency-histogram.js";
 import { allRtts, regionState, usableReport } from "../region-state.js";
 import type { LatencySummary, MinutePoint, RegionView, RegionsView } from "../regions-view.js";
 import { MeshError } from "../../protocol/errors.js";
-import { pageHandler } from "./pages.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
+import { registerPage } from "./pages.js";
 
 const HOUR_MINUTES = 60;
 /**
@@ -207,16 +208,38 @@ async function buildView(c: AppContext, account: string | null): Promise<Regions
   return { generatedAt: now, scope: account === null ? "operator" : "account", stale, redis: state.redis, regions };
 }
 
-export function registerV1Regions(app: Hono<AppEnv>): void {
-  app.get("/v1/regions", async (c) => {
-    const token = bearer(c.req.header("authorization"));
-    if (!token) throw new MeshError("unauthorized", "missing API key: send 'Authorization: Bearer <key>'");
-    if (await isAdminToken(c, token)) return c.json(await buildView(c, null));
-    const { key, limit, remaining } = await authorize(c, token, "infer");
-    c.header("x-ratelimit-limit", String(limit));
-    c.header("x-ratelimit-remaining", String(remaining));
-    return c.json(await buildView(c, key.accountId));
-  });
+const RegionsViewSchema = z.object({
+  generatedAt: z.number(),
+  scope: z.enum(["account", "operator"]),
+  stale: z.boolean(),
+  redis: z.enum(["ok", "unreachable", "not_configured"]),
+  regions: z.array(z.object({ name: z.string(), health: z.enum(["healthy", "unhealthy", "stale", "unknown"]) }).loose()),
+});
+
+export function registerV1Regions(app: MeshApp): void {
+  app.openapi(
+    meshRoute({
+      method: "get",
+      path: "/v1/regions",
+      tag: "Regions",
+      auth: "infer",
+      summary: "Per region: health, warm models and the latency callers got (a key: its own account's; the admin token: everyone's)",
+      description:
+        "With an API key, the account's own view (`scope: account`): its own warm models, the latency of its own calls per colo, its own queued calls; " +
+        "nothing counted over every account (`capacity` and `inflight` are null). With the operator's admin token, the global view (`scope: operator`).",
+      responses: { 200: { description: "See edge/regions-view.ts for every field.", schema: RegionsViewSchema } },
+    }),
+    // Its own authentication: the admin token or a key (requireKey takes only keys).
+    async (c) => {
+      const token = bearer(c.req.header("authorization"));
+      if (!token) throw new MeshError("unauthorized", "missing API key: send 'Authorization: Bearer <key>'");
+      if (await isAdminToken(c, token)) return c.json(await buildView(c, null));
+      const { key, limit, remaining } = await authorize(c, token, "infer");
+      c.header("x-ratelimit-limit", String(limit));
+      c.header("x-ratelimit-remaining", String(remaining));
+      return c.json(await buildView(c, key.accountId));
+    },
+  );
   // The page itself holds no data; it asks /v1/regions with the key the person gives it.
-  app.get("/status", pageHandler("status"));
+  registerPage(app, "status", { path: "/status", tag: "Regions", summary: "The status page (asks /v1/regions with a key the reader types in; never from the URL)" });
 }

@@ -12,7 +12,7 @@ import { REVOCATION_BOUND_MS } from "../api-keys.js";
 import { services } from "../context.js";
 import { limitBody, requireKey } from "../middleware.js";
 import { evictModel, requireModel } from "../model-registry.js";
-import { describeRoute, meshRoute, type MeshApp } from "../openapi.js";
+import { meshRoute, type MeshApp } from "../openapi.js";
 import { ruleVersions, TrafficRuleSchema } from "../traffic.js";
 
 const RuleResponseSchema = z.object({
@@ -25,12 +25,22 @@ const RuleResponseSchema = z.object({
 export function registerV1Traffic(app: MeshApp): void {
   const manage = requireKey("manage");
   const params = { m: "Model name." };
+  const ruleRoute = { path: "/v1/models/{m}/traffic", tag: "Versions and traffic", auth: "manage", params, middleware: [manage] } as const;
 
-  app.get("/v1/models/:m/traffic", manage, async (c) => {
-    const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m"));
-    const row = await c.get("db").select().from(trafficRules).where(eq(trafficRules.modelId, model.id)).get();
-    return c.json({ model: model.name, rule: model.traffic, updatedAt: row?.updatedAt ?? null, everywhereBy: row ? row.updatedAt + REVOCATION_BOUND_MS : null });
-  });
+  app.openapi(
+    meshRoute({
+      ...ruleRoute,
+      method: "get",
+      summary: "A model's traffic rule",
+      responses: { 200: { description: "The rule (null: none; calls that name no version go to `latest`).", schema: RuleResponseSchema } },
+      errors: ["model_not_found"],
+    }),
+    async (c) => {
+      const model = await requireModel(services(c), c.get("key").accountId, c.req.param("m"));
+      const row = await c.get("db").select().from(trafficRules).where(eq(trafficRules.modelId, model.id)).get();
+      return c.json({ model: model.name, rule: model.traffic, updatedAt: row?.updatedAt ?? null, everywhereBy: row ? row.updatedAt + REVOCATION_BOUND_MS : null });
+    },
+  );
 
   app.openapi(
     meshRoute({
@@ -80,34 +90,22 @@ export function registerV1Traffic(app: MeshApp): void {
     },
   );
 
-  app.delete("/v1/models/:m/traffic", manage, async (c) => {
-    const s = services(c);
-    const accountId = c.get("key").accountId;
-    const model = await requireModel(s, accountId, c.req.param("m"));
-    const row = await c.get("db").delete(trafficRules).where(eq(trafficRules.modelId, model.id)).returning().get();
-    if (!row) throw new MeshError("not_found", `model '${model.name}' has no traffic rule`);
-    await evictModel(s, accountId, model.name);
-    return c.json({ model: model.name, rule: null, updatedAt: Date.now(), everywhereBy: Date.now() + REVOCATION_BOUND_MS });
-  });
-
-  describeRoute({
-    method: "get",
-    path: "/v1/models/{m}/traffic",
-    tag: "Versions and traffic",
-    auth: "manage",
-    summary: "A model's traffic rule",
-    params,
-    responses: { 200: { description: "The rule (null: none; calls that name no version go to `latest`).", schema: RuleResponseSchema } },
-    errors: ["model_not_found"],
-  });
-  describeRoute({
-    method: "delete",
-    path: "/v1/models/{m}/traffic",
-    tag: "Versions and traffic",
-    auth: "manage",
-    summary: "Remove the traffic rule",
-    params,
-    responses: { 200: { description: "Removed: calls that name no version go to `latest` again.", schema: RuleResponseSchema } },
-    errors: ["model_not_found", "not_found"],
-  });
+  app.openapi(
+    meshRoute({
+      ...ruleRoute,
+      method: "delete",
+      summary: "Remove the traffic rule",
+      responses: { 200: { description: "Removed: calls that name no version go to `latest` again.", schema: RuleResponseSchema } },
+      errors: ["model_not_found", "not_found"],
+    }),
+    async (c) => {
+      const s = services(c);
+      const accountId = c.get("key").accountId;
+      const model = await requireModel(s, accountId, c.req.param("m"));
+      const row = await c.get("db").delete(trafficRules).where(eq(trafficRules.modelId, model.id)).returning().get();
+      if (!row) throw new MeshError("not_found", `model '${model.name}' has no traffic rule`);
+      await evictModel(s, accountId, model.name);
+      return c.json({ model: model.name, rule: null, updatedAt: Date.now(), everywhereBy: Date.now() + REVOCATION_BOUND_MS });
+    },
+  );
 }

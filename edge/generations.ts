@@ -1,0 +1,253 @@
+// What the generation routes (KServe generate and generate_stream, the WebSocket, the OpenAI
+// surface) share once a request is parsed and its key checked: the target it runs on (model,
+// version, tokenizer), the plan generation-runner.ts runs, and the two HTTP ways of carrying it:
+// Server-Sent Events at the reader's pace, or gathered whole. A route picks one and formats.
+//
+// Back-pressure over HTTP: for SSE the response body is a ReadableStream the runtime pulls as
+// the socket drains; each pull grants the region one more token, so the node runs at the
+// reader's pace (plus what the TCP buffers between the edge and the reader hold). Gathered, the
+// node runs at full speed.
+
+import { asc, eq } from "drizzle-orm";
+import { artifactKey } from "../protocol/presign.js";
+import { MeshError } from "../protocol/errors.js";
+import { GENERATE_LIMITS, type ChatMessage, type GenerateParams } from "../protocol/messages.js";
+import { models } from "../schema/schema.js";
+import { formatTraceparent } from "../protocol/trace-context.js";
+import type { KeyRecord } from "./api-keys.js";
+import { deadlineOf, services, type AppContext, type Services } from "./context.js";
+import { bundleTokenizer, hasChatTemplate } from "./generative-bundle.js";
+import { Generation, type GenerationPlan } from "./generation-runner.js";
+import { callerLocation } from "./geo.js";
+import { chargeQuota } from "./middleware.js";
+import { OpenAIParamError, plainChatPrompt } from "./openai-format.js";
+import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "./model-registry.js";
+import { HttpChannelSource, type ChannelSource } from "./stream-client.js";
+import { sockets } from "./stream-limits.js";
+import type { GenerateInput, StreamEvent } from "./stream-protocol.js";
+import { generativeSignature, versionTokenizer, type TokenizerInfo } from "./tokenizers.js";
+
+/** Tokens an SSE stream lets the region run ahead of the reader (beyond the socket's buffers). */
+export const SSE_WINDOW = 32;
+
+export interface Target {
+  model: ModelInfo;
+  version: VersionInfo;
+  /** An uploaded tokenizer; null when the version's bundle carries its own tokenizer.json. */
+  tokenizer: TokenizerInfo | null;
+}
+
+/**
+ * The model, version and tokenizer a generation runs on (no `ref`: the traffic split picks the
+ * version); 4xx when it cannot be one. A bundle's own tokenizer.json comes before an uploaded one.
+ */
+export async function generationTarget(s: Services, key: KeyRecord, name: string, ref: string | undefined): Promise<Target> {
+  const model = await requireModel(s, key.accountId, name);
+  const { version } = routeVersion(model, ref, null);
+  const { problem } = generativeSignature(version.signature);
+  if (problem) throw new MeshError("bad_request", `model '${model.name}' version ${version.version} cannot generate text: ${problem}`);
+  if (bundleTokenizer(version)) return { model, version, tokenizer: null };
+  const tokenizer = await versionTokenizer(s.db, model.id, version.version);
+  if (!tokenizer) {
+    throw new MeshError(
+      "bad_request",
+      `model '${model.name}' version ${version.version} has no tokenizer: upload its tokenizer.json with PUT /v1/models/${model.name}/versions/${version.version}/tokenizer, or put one in the version's bundle`,
+    );
+  }
+  return { model, version, tokenizer };
+}
+
+/** The target of a model (and version) when it can generate now; null when it cannot (no such model or version, no tokenizer, not a decoder). */
+export async function generativeTarget(s: Services, key: KeyRecord, name: string, ref: string | undefined): Promise<Target | null> {
+  try {
+    return await generationTarget(s, key, name, ref);
+  } catch (err) {
+    if (err instanceof MeshError && err.status < 500) return null;
+    throw err;
+  }
+}
+
+/** The account's models that can generate now (their latest, or the traffic split's version), by name; at most `max` looked at. */
+export async function generativeTargets(s: Services, key: KeyRecord, max: number): Promise<Target[]> {
+  const rows = await s.db.select({ name: models.name }).from(models).where(eq(models.accountId, key.accountId)).orderBy(asc(models.name)).limit(max);
+  const out: Target[] = [];
+  for (const r of rows) {
+    const t = await generativeTarget(s, key, r.name, undefined);
+    if (t) out.push(t);
+  }
+  return out;
+}
+
+/**
+ * A chat's input for its target: the messages themselves when the version's bundle has a chat
+ * template (the node renders them), else one plain "role: content" prompt written here.
+ */
+export async function chatInput(bucket: R2Bucket, t: Target, messages: ChatMessage[], params: GenerateParams): Promise<GenerateInput> {
+  if (t.tokenizer === null && (await hasChatTemplate(bucket, t.version, artifactKey))) return { prompt: "", chat: messages, params };
+  const prompt = plainChatPrompt(messages);
+  if (prompt.length > GENERATE_LIMITS.maxPromptChars) throw new OpenAIParamError("messages", `the chat, written as one prompt, is longer than ${GENERATE_LIMITS.maxPromptChars} characters`);
+  return { prompt, params };
+}
+
+/** The plan of one generation of this request (its own request id and window; a socket runs many). */
+export function generationPlan(c: AppContext, t: Target, input: GenerateInput, opts: { requestId: string; id: string; window: number; pool: ChannelSource }): GenerationPlan {
+  const startedAt = Date.now();
+  return {
+    services: services(c),
+    key: c.get("key"),
+    model: t.model,
+    version: t.version,
+    tokenizer: t.tokenizer,
+    requestId: opts.requestId,
+    id: opts.id,
+    prompt: input.prompt,
+    ...(input.chat ? { chat: input.chat } : {}),
+    params: input.params,
+    window: opts.window,
+    caller: callerLocation(c.req.raw, c.get("config").localMode),
+    startedAt,
+    deadline: deadlineOf(c, startedAt),
+    pool: opts.pool,
+    traceparent: formatTraceparent(c.get("trace")),
+  };
+}
+
+/** A generation opened over HTTP, before its first frame (see openHttpGeneration). */
+export interface OpenedGeneration {
+  input: GenerateInput;
+  t: Target;
+  release: () => void;
+  requestId: string;
+  pool: ChannelSource;
+}
+
+/**
+ * What the HTTP generation routes (SSE, plain generate, the OpenAI surface) share before their
+ * first frame: the model resolved, the request (`inputFor` may depend on the version: a chat
+ * template), a place among the account's running streams (released by the caller when the
+ * generation ends) and the quota charged.
+ */
+export async function openHttpGeneration(
+  c: AppContext,
+  name: string,
+  ref: string | undefined,
+  inputFor: (t: Target) => GenerateInput | Promise<GenerateInput>,
+): Promise<OpenedGeneration> {
+  const t = await generationTarget(services(c), c.get("key"), name, ref);
+  const input = await inputFor(t);
+  // Counted with the account's socket requests (its running cap) until it ends.
+  const release = sockets.holdStream(c.get("key").accountId);
+  try {
+    await chargeQuota(c);
+  } catch (err) {
+    release();
+    throw err;
+  }
+  const requestId = c.get("requestId");
+  // One streamed HTTP request to the region per generation: no socket upgrade before it (see HttpRegionChannel).
+  const pool = new HttpChannelSource(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
+  return { input, t, release, requestId, pool };
+}
+
+/**
+ * Streams an opened generation as Server-Sent Events, each event written by `write` (which may
+ * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled.
+ */
+export async function sseGeneration(c: AppContext, opened: OpenedGeneration, write: (ev: StreamEvent) => string): Promise<Response> {
+  const { input, t, release, requestId, pool } = opened;
+  const encoder = new TextEncoder();
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  // Credit granted to the region and not yet arrived: with the queue, never above the window.
+  let outstanding = SSE_WINDOW;
+  let closed = false;
+  const refill = () => {
+    const room = (controller.desiredSize ?? 0) - outstanding;
+    if (room > 0 && !closed) {
+      outstanding += room;
+      gen.credit(room);
+    }
+  };
+  const gen: Generation = new Generation(generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool }), (ev) => {
+    if (closed) return;
+    if (ev.type === "token") outstanding = Math.max(0, outstanding - 1);
+    const text = write(ev);
+    if (text) controller.enqueue(encoder.encode(text));
+    if (ev.type === "done" || ev.type === "error") {
+      closed = true;
+      controller.close();
+      pool.closeAll();
+      release();
+    } else {
+      refill();
+    }
+  });
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start: (ctrl) => {
+        controller = ctrl;
+      },
+      pull: () => refill(),
+      // The caller went away: stop the generation (closing the region socket cancels it too).
+      cancel: () => {
+        closed = true;
+        gen.cancel();
+        pool.closeAll();
+        release();
+      },
+    },
+    new CountQueuingStrategy({ highWaterMark: SSE_WINDOW }),
+  );
+  try {
+    await gen.start();
+  } catch (err) {
+    pool.closeAll();
+    release();
+    throw err;
+  }
+  return new Response(body, {
+    headers: {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache, no-transform",
+      "x-accel-buffering": "no",
+      "x-mesh-version": String(t.version.version),
+      ...(gen.region ? { "x-mesh-region": gen.region } : {}),
+    },
+  });
+}
+
+/**
+ * Runs an opened generation to its end at full speed and gives its whole text with its `done`
+ * event (an error ends as a thrown MeshError); sets the x-mesh-* and Server-Timing headers.
+ */
+export async function gatherGeneration(c: AppContext, opened: OpenedGeneration): Promise<{ text: string; end: Extract<StreamEvent, { type: "done" }> }> {
+  const { input, t, release, requestId, pool } = opened;
+  const parts: string[] = [];
+  let last: StreamEvent | null = null;
+  const gen: Generation = new Generation(generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: GENERATE_LIMITS.maxWindow, pool }), (ev) => {
+    if (ev.type === "token") {
+      parts.push(ev.text_output);
+      gen.credit(1);
+    } else if (ev.type === "done" || ev.type === "error") {
+      last = ev;
+    }
+  });
+  try {
+    await gen.start();
+    await gen.finished;
+  } finally {
+    pool.closeAll();
+    release();
+  }
+  const end = last as StreamEvent | null;
+  c.header("x-mesh-version", String(t.version.version));
+  if (gen.region) c.header("x-mesh-region", gen.region);
+  if (!end || end.type === "error") throw end ? new MeshError(end.code, end.error) : new MeshError("internal_error", "internal error");
+  if (end.type !== "done") throw new MeshError("internal_error", "internal error");
+  if (end.node) c.header("x-mesh-node", end.node);
+  const tm = end.timing;
+  c.header(
+    "Server-Timing",
+    [`queue;dur=${tm.queue_ms}`, `load;dur=${tm.load_ms}`, `ttft;dur=${tm.ttft_ms}`, `infer;dur=${tm.gen_ms}`, `total;dur=${tm.total_ms}`].join(", "),
+  );
+  return { text: parts.join(""), end };
+}
