@@ -286,7 +286,9 @@ try {
     COLOS.map((c) => {
       const shots = mixed[c]!.shots;
       const inBest = shots.filter((s) => s.ok && s.region === best[c]).length;
-      return [c, { best: best[c], share: inBest / shots.length, calls: shots.length, failed: shots.filter((s) => !s.ok).length, oracleP50: Object.fromEntries(REGIONS.map((r) => [r, round(oracle[c]![r]!.p50)])) }];
+      const failed = shots.filter((s) => !s.ok);
+      const codes = failed.reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {});
+      return [c, { best: best[c], share: inBest / shots.length, calls: shots.length, failed: failed.length, codes, oracleP50: Object.fromEntries(REGIONS.map((r) => [r, round(oracle[c]![r]!.p50)])) }];
     }),
   );
   say("");
@@ -304,7 +306,7 @@ try {
   say(
     formatTable(
       ["colo", ...REGIONS.map((r) => `forced ${r} p50`), "best", "share in best", "failed"],
-      COLOS.map((c) => [c, ...REGIONS.map((r) => fmt(oracle[c]![r]!.p50)), best[c]!, `${fmt(accuracy[c]!.share * 100, 1)}%`, String(accuracy[c]!.failed)]),
+      COLOS.map((c) => [c, ...REGIONS.map((r) => fmt(oracle[c]![r]!.p50)), best[c]!, `${fmt(accuracy[c]!.share * 100, 1)}%`, accuracy[c]!.failed ? `${accuracy[c]!.failed} ${JSON.stringify(accuracy[c]!.codes)}` : "0"]),
     ),
   );
   say("");
