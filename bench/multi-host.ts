@@ -24,7 +24,7 @@
 // The bench also runs as its own prober inside a namespace (`--probe <url> <n> [<auth>]`):
 // sequential keep-alive calls (after one uncounted), their latencies as one JSON line on stdout.
 
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -98,12 +98,21 @@ async function json(url: string, init: RequestInit & { key: string }): Promise<a
   return JSON.parse(text);
 }
 
-/** Runs this file's prober inside `ns`. */
-function probe(ns: string, url: string, n: number, auth?: string): { ms: number[]; regions: Record<string, number> } {
-  const out = execFileSync("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", SELF, "--probe", url, String(n), ...(auth ? [auth] : [])], {
-    encoding: "utf8",
+/**
+ * Runs this file's prober inside `ns`. Asynchronously: this process also serves the Upstash REST
+ * stand-in (local/mesh.ts), and a synchronous wait here left every Redis request the edges made
+ * meanwhile unanswered until it timed out (calls that waited on one took 370 ms to 2.4 s: the
+ * p99 of earlier runs), an artefact no deployment has.
+ */
+async function probe(ns: string, url: string, n: number, auth?: string): Promise<{ ms: number[]; regions: Record<string, number> }> {
+  const child = spawn("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", SELF, "--probe", url, String(n), ...(auth ? [auth] : [])], {
+    stdio: ["ignore", "pipe", "inherit"],
     timeout: 300_000,
   });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString("utf8")));
+  const code = await new Promise<number | null>((res) => child.once("close", res));
+  if (code !== 0) throw new Error(`probe in ${ns} exited with ${code}`);
   return JSON.parse(out.trim().split("\n").at(-1)!);
 }
 
@@ -172,8 +181,8 @@ try {
     const echo = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", `require("http").createServer((q,s)=>{q.resume();q.on("end",()=>s.end('{"ok":true}'))}).listen(${port},"0.0.0.0",()=>console.log("up"))`], { stdio: ["ignore", "pipe", "inherit"] });
     await new Promise<void>((res) => echo.stdout!.once("data", () => res()));
     try {
-      const base = probe(topology.colos[colo]!.ns, `http://${topology.regionAddressFrom(colo, region)}:${port}/`, N_OVERHEAD);
-      const m = probe(topology.colos[colo]!.ns, `http://127.0.0.1:${new URL(mesh.edge).port}/v2/models/mlp-${region}/infer`, N_OVERHEAD, `Bearer ${key}`);
+      const base = await probe(topology.colos[colo]!.ns, `http://${topology.regionAddressFrom(colo, region)}:${port}/`, N_OVERHEAD);
+      const m = await probe(topology.colos[colo]!.ns, `http://127.0.0.1:${new URL(mesh.edge).port}/v2/models/mlp-${region}/infer`, N_OVERHEAD, `Bearer ${key}`);
       overhead[colo] = { region, linkRttMs: topology.link(colo, region).rttMs, echo: summarize(base.ms), mesh: summarize(m.ms) };
     } finally {
       echo.kill("SIGTERM");
