@@ -207,7 +207,7 @@ export async function forwardInfer(
   // While this call is out, the regions that look slower than their distance are re-measured
   // (edge/rtt-probe.ts), so a link that recovered wins its traffic back without waiting for
   // exploration calls. Not awaited: the call never waits for a probe.
-  if (ranked[0]) probeSlowRegions(config, ranked[0].region.name, colo);
+  if (ranked[0]) probeSlowRegions(config, ranked[0].region.name, ranked[0].estimate.totalMs, colo);
   // Two tries at most: the best region, then the next best, and the second only when the
   // first said it did not start the call.
   for (const { region, estimate: expected } of ranked.slice(0, 2)) {

@@ -3,9 +3,9 @@
 // ranked behind another gets only the exploration share of calls (2%): after a slow link
 // recovered, its estimate came down only as fast as those few calls re-measured it (38-44 s in
 // the multi-host test, docs/multi-host.md). So while a call is out, the edge also sends a cheap
-// GET /healthz to each other region whose measured round trip is well above its prior (at most
-// one probe per colo and region every PROBE_INTERVAL_MS, per isolate), and the probe's round
-// trip refines the same average the calls do.
+// GET /healthz to each other region whose measured round trip is well above its prior, and
+// whose prior is below the call's expected time (at most one probe per colo and region every
+// PROBE_INTERVAL_MS, per isolate); the probe's round trip refines the same average calls do.
 //
 // A probe is two requests, one after the other, and the shorter counts: the first may open a
 // new TCP and TLS connection (workerd closes an idle outbound connection after about 5 s), two
@@ -30,25 +30,31 @@ export const SLOW_MARGIN_MS = 20;
 /** Colo|region -> when its last probe started. */
 const lastProbe = new Map<string, number>();
 
-/** Whether `region` looks slower from `colo` than its distance explains (and was measured at all). */
-export function looksSlow(colo: string, region: RegionConfig): boolean {
+/**
+ * Whether `region` is worth a probe from `colo` while a call expected to take `callMs` is out
+ * elsewhere: it was measured slower than its distance explains, yet by that distance it could
+ * answer within the call. A region farther than that (ICN's 130 ms link to us-west while calls
+ * to ap-seoul take 20 ms) could only be cancelled mid-handshake with every call, for nothing.
+ */
+export function worthProbing(colo: string, region: RegionConfig, callMs: number): boolean {
   const measured = measuredRtt(colo, region.name);
   if (measured === undefined) return false;
   const at = COLOS[colo];
   const prior = priorRttMs({ colo, lat: at?.[0] ?? null, lon: at?.[1] ?? null }, region);
-  return measured > SLOW_FACTOR * prior + SLOW_MARGIN_MS;
+  return prior < callMs && measured > SLOW_FACTOR * prior + SLOW_MARGIN_MS;
 }
 
 /**
- * Starts probes of the regions other than `chosen` that look slow from `colo` and are due; returns
- * them (tests await them; the edge does not). Never throws.
+ * Starts probes of the regions other than `chosen` (where a call expected to take `callMs` goes)
+ * that are worth one from `colo` and are due; returns them (tests await them; the edge does not).
+ * Never throws.
  */
-export function probeSlowRegions(config: EdgeConfig, chosen: string, colo: string, now = Date.now()): Promise<void>[] {
+export function probeSlowRegions(config: EdgeConfig, chosen: string, callMs: number, colo: string, now = Date.now()): Promise<void>[] {
   const started: Promise<void>[] = [];
   for (const region of config.regions) {
     if (region.name === chosen || (config.localMode && config.simulatedRtt[colo]?.[region.name])) continue;
     const key = `${colo}|${region.name}`;
-    if (now - (lastProbe.get(key) ?? 0) < PROBE_INTERVAL_MS || !looksSlow(colo, region)) continue;
+    if (now - (lastProbe.get(key) ?? 0) < PROBE_INTERVAL_MS || !worthProbing(colo, region, callMs)) continue;
     lastProbe.set(key, now);
     started.push(probe(region).then((ms) => (ms === null ? undefined : recordRtt(colo, region.name, ms))));
   }

@@ -317,7 +317,7 @@ describe("a silent region: overdue calls turn new calls away", () => {
 // re-measured with two GET /healthz (the shorter counts: the first may open a new connection).
 describe("a region that looks slower than its distance is probed while calls go elsewhere", () => {
   interface Probes {
-    probeSlowRegions(config: unknown, chosen: string, colo: string, now?: number): Promise<void>[];
+    probeSlowRegions(config: unknown, chosen: string, callMs: number, colo: string, now?: number): Promise<void>[];
     resetProbes(): void;
     PROBE_INTERVAL_MS: number;
   }
@@ -331,9 +331,10 @@ describe("a region that looks slower than its distance is probed while calls go 
     probes = (await import(/* @vite-ignore */ "../edge/rtt-probe.js" as string)) as Probes;
     state = (await import(/* @vite-ignore */ "../edge/region-state.js" as string)) as State;
   });
-  // Colos no other test here measures from; each test its own, since the averages are module state.
+  // A colo per test, in order (the averages are module state), none that another test here measures from;
+  // each near or far from a region as its test needs.
   let colo = "";
-  const colos = ["ICN", "NRT", "FRA", "LAX", "AMS"];
+  const colos = ["ICN", "NRT", "FRA", "AMS", "KIX", "HKG"];
   beforeEach(() => {
     colo = colos.shift()!;
     client.resetLostRegions();
@@ -361,7 +362,9 @@ describe("a region that looks slower than its distance is probed while calls go 
         return healthy();
       }),
     );
-    const r = await forwardInfer(config, ranked, request(), colo);
+    // us-west, 130 ms away, is where the call goes: ap-seoul could answer a probe well within it.
+    const toWest = ranked.map((r) => ({ ...r, estimate: { totalMs: 150 } }));
+    const r = await forwardInfer(config, toWest, request(), colo);
     expect(r.region).toBe("us-west");
     // The probe went out with the call, which did not wait for it.
     await vi.waitFor(() => expect(state.measuredRtt(colo, "ap-seoul")).toBeCloseTo(600 + 0.2 * (10 - 600), 5));
@@ -372,24 +375,32 @@ describe("a region that looks slower than its distance is probed while calls go 
     state.recordRtt(colo, "ap-seoul", 600);
     const calls = fakeFetch({ "seoul.test": healthy });
     const t0 = Date.now();
-    expect(probes.probeSlowRegions(config, "us-west", colo, t0)).toHaveLength(1);
-    expect(probes.probeSlowRegions(config, "us-west", colo, t0 + probes.PROBE_INTERVAL_MS - 1)).toHaveLength(0);
-    expect(probes.probeSlowRegions(config, "us-west", colo, t0 + probes.PROBE_INTERVAL_MS)).toHaveLength(1);
+    expect(probes.probeSlowRegions(config, "us-west", 150, colo, t0)).toHaveLength(1);
+    expect(probes.probeSlowRegions(config, "us-west", 150, colo, t0 + probes.PROBE_INTERVAL_MS - 1)).toHaveLength(0);
+    expect(probes.probeSlowRegions(config, "us-west", 150, colo, t0 + probes.PROBE_INTERVAL_MS)).toHaveLength(1);
     expect(calls.length).toBeGreaterThan(0);
   });
 
   it("a region at about its distance, the chosen region, and an unmeasured one are not probed", () => {
     state.recordRtt(colo, "us-west", 140);
     fakeFetch({});
-    expect(probes.probeSlowRegions(config, "ap-seoul", colo)).toHaveLength(0);
+    expect(probes.probeSlowRegions(config, "ap-seoul", 1_000, colo)).toHaveLength(0);
     state.recordRtt(colo, "ap-seoul", 900);
-    expect(probes.probeSlowRegions(config, "ap-seoul", colo)).toHaveLength(0);
+    expect(probes.probeSlowRegions(config, "ap-seoul", 1_000, colo)).toHaveLength(0);
+  });
+
+  it("a region farther than the chosen region's whole call is not probed (it would be cancelled mid-handshake with the call)", () => {
+    // us-west measured at 500 ms from this colo (new connections on rare calls), calls to ap-seoul taking 20 ms.
+    state.recordRtt(colo, "us-west", 500);
+    fakeFetch({});
+    expect(probes.probeSlowRegions(config, "ap-seoul", 20, colo)).toHaveLength(0);
+    expect(probes.probeSlowRegions(config, "ap-seoul", 400, colo)).toHaveLength(1);
   });
 
   it("a probe that fails records nothing", async () => {
     state.recordRtt(colo, "ap-seoul", 600);
     fakeFetch({ "seoul.test": () => Promise.reject(lost()) });
-    await Promise.all(probes.probeSlowRegions(config, "us-west", colo));
+    await Promise.all(probes.probeSlowRegions(config, "us-west", 150, colo));
     expect(state.measuredRtt(colo, "ap-seoul")).toBe(600);
   });
 
@@ -397,6 +408,6 @@ describe("a region that looks slower than its distance is probed while calls go 
     state.recordRtt(colo, "ap-seoul", 600);
     fakeFetch({});
     const local = { ...config, localMode: true, simulatedRtt: { [colo]: { "ap-seoul": 250 } } };
-    expect(probes.probeSlowRegions(local, "us-west", colo)).toHaveLength(0);
+    expect(probes.probeSlowRegions(local, "us-west", 150, colo)).toHaveLength(0);
   });
 });
