@@ -26,6 +26,7 @@ import { estimate, type Estimate } from "./latency-model.js";
 import { log } from "./log.js";
 import { regionMessage } from "./node-errors.js";
 import { measuredRtt, usableReport, type RegionState } from "./region-state.js";
+import { probeSlowRegions } from "./rtt-probe.js";
 
 const codec = createCodec();
 
@@ -203,6 +204,10 @@ export async function forwardInfer(
   const path = "/v1/infer";
   let lastError = "no region is available for this model";
   let attempts = 0;
+  // While this call is out, the regions that look slower than their distance are re-measured
+  // (edge/rtt-probe.ts), so a link that recovered wins its traffic back without waiting for
+  // exploration calls. Not awaited: the call never waits for a probe.
+  if (ranked[0]) probeSlowRegions(config, ranked[0].region.name, ranked[0].estimate.totalMs, colo);
   // Two tries at most: the best region, then the next best, and the second only when the
   // first said it did not start the call.
   for (const { region, estimate: expected } of ranked.slice(0, 2)) {

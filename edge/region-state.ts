@@ -147,22 +147,26 @@ function countLatency(key: string, field: string, n: number): void {
   pendingFields++;
 }
 
+/** One round trip measured from `colo` to `region` (a call's network time, or a probe's: edge/rtt-probe.ts). */
+export function recordRtt(colo: string, region: string, rttMs: number): void {
+  if (!(rttMs >= 0)) return;
+  const k = rttField(colo, region);
+  const cur = rtt.get(k);
+  if (!cur) rtt.set(k, { ms: rttMs, n: 1, dirty: true });
+  else {
+    cur.ms += RTT_ALPHA * (rttMs - cur.ms);
+    cur.n++;
+    cur.dirty = true;
+  }
+}
+
 /**
  * One finished call: its round trip refines the estimate; its latency is counted in the
  * minute's histograms, everyone's and its account's, so GET /v1/regions can show a key only
  * its own account's calls.
  */
 export function recordCall(region: string, colo: string, totalMs: number, rttMs: number | null, status: number, account = ""): void {
-  if (rttMs !== null && rttMs >= 0) {
-    const k = rttField(colo, region);
-    const cur = rtt.get(k);
-    if (!cur) rtt.set(k, { ms: rttMs, n: 1, dirty: true });
-    else {
-      cur.ms += RTT_ALPHA * (rttMs - cur.ms);
-      cur.n++;
-      cur.dirty = true;
-    }
-  }
+  if (rttMs !== null) recordRtt(colo, region, rttMs);
   const now = Date.now();
   const minute = now - (now % 60_000);
   const field = histogramField(colo, totalMs, status < 500);

@@ -147,7 +147,8 @@ suite("multi-host routing", () => {
     } finally {
       await h.topology.setLink("ICN", "ap-seoul", before);
     }
-    // Back: exploration calls (2%) re-measure ap-seoul, and traffic returns.
+    // Back: the edge probes ap-seoul while it looks slower than its distance (edge/rtt-probe.ts), and
+    // exploration calls (2%) re-measure it too; traffic returns.
     const t1 = Date.now();
     let inARow = 0;
     await waitUntil("ICN traffic to return to ap-seoul", 240_000, async () => {

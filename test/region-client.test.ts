@@ -4,7 +4,8 @@
 // region_error and sets the region aside for a moment (workerd reports a refused connection and
 // a reset after sending with the same error, so neither proves the call did not run). A call
 // outstanding far past its expected time makes its region suspect (ranked last) for new calls
-// until a call to it answers; time is the `now` the ranking is given, no sleeping.
+// until a call to it answers; time is the `now` the ranking is given, no sleeping. A region that
+// looks slower than its distance is probed (GET /healthz) while calls go elsewhere (edge/rtt-probe.ts).
 
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { createCodec } from "../protocol/codec.js";
@@ -309,5 +310,104 @@ describe("a silent region: overdue calls turn new calls away", () => {
     const t0 = Date.now();
     await forwardInfer(config, ranked, request(), "SJC");
     expect(names(t0 + 60_000)).toEqual(["us-west", "ap-seoul"]);
+  });
+});
+
+// edge/rtt-probe.ts: while a call is out, a region measured far slower than its distance is
+// re-measured with two GET /healthz (the shorter counts: the first may open a new connection).
+describe("a region that looks slower than its distance is probed while calls go elsewhere", () => {
+  interface Probes {
+    probeSlowRegions(config: unknown, chosen: string, callMs: number, colo: string, now?: number): Promise<void>[];
+    resetProbes(): void;
+    PROBE_INTERVAL_MS: number;
+  }
+  interface State {
+    recordRtt(colo: string, region: string, ms: number): void;
+    measuredRtt(colo: string, region: string): number | undefined;
+  }
+  let probes: Probes;
+  let state: State;
+  beforeAll(async () => {
+    probes = (await import(/* @vite-ignore */ "../edge/rtt-probe.js" as string)) as Probes;
+    state = (await import(/* @vite-ignore */ "../edge/region-state.js" as string)) as State;
+  });
+  // A colo per test, in order (the averages are module state), none that another test here measures from;
+  // each near or far from a region as its test needs.
+  let colo = "";
+  const colos = ["ICN", "NRT", "FRA", "AMS", "KIX", "HKG"];
+  beforeEach(() => {
+    colo = colos.shift()!;
+    client.resetLostRegions();
+    probes.resetProbes();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+    vi.unstubAllGlobals();
+  });
+  const healthy = () => Promise.resolve(new Response('{"status":"ok"}'));
+
+  it("ICN's link to ap-seoul measured at 600 ms: a call to us-west probes it, and the shorter of the two round trips counts", async () => {
+    state.recordRtt(colo, "ap-seoul", 600);
+    vi.useFakeTimers({ toFake: ["Date"] });
+    // The first probe request opens a connection (three round trips of 10 ms), the second reuses it.
+    const took = [30, 10];
+    const calls: string[] = [];
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async (url: string | URL | Request) => {
+        const u = new URL(String(url));
+        calls.push(`${u.hostname}${u.pathname}`);
+        if (u.hostname === "west.test") return answer(okAnswer);
+        vi.setSystemTime(Date.now() + took.shift()!);
+        return healthy();
+      }),
+    );
+    // us-west, 130 ms away, is where the call goes: ap-seoul could answer a probe well within it.
+    const toWest = ranked.map((r) => ({ ...r, estimate: { totalMs: 150 } }));
+    const r = await forwardInfer(config, toWest, request(), colo);
+    expect(r.region).toBe("us-west");
+    // The probe went out with the call, which did not wait for it.
+    await vi.waitFor(() => expect(state.measuredRtt(colo, "ap-seoul")).toBeCloseTo(600 + 0.2 * (10 - 600), 5));
+    expect(calls.filter((c) => c === "seoul.test/healthz")).toHaveLength(2);
+  });
+
+  it("at most one probe per region every PROBE_INTERVAL_MS", () => {
+    state.recordRtt(colo, "ap-seoul", 600);
+    const calls = fakeFetch({ "seoul.test": healthy });
+    const t0 = Date.now();
+    expect(probes.probeSlowRegions(config, "us-west", 150, colo, t0)).toHaveLength(1);
+    expect(probes.probeSlowRegions(config, "us-west", 150, colo, t0 + probes.PROBE_INTERVAL_MS - 1)).toHaveLength(0);
+    expect(probes.probeSlowRegions(config, "us-west", 150, colo, t0 + probes.PROBE_INTERVAL_MS)).toHaveLength(1);
+    expect(calls.length).toBeGreaterThan(0);
+  });
+
+  it("a region at about its distance, the chosen region, and an unmeasured one are not probed", () => {
+    state.recordRtt(colo, "us-west", 140);
+    fakeFetch({});
+    expect(probes.probeSlowRegions(config, "ap-seoul", 1_000, colo)).toHaveLength(0);
+    state.recordRtt(colo, "ap-seoul", 900);
+    expect(probes.probeSlowRegions(config, "ap-seoul", 1_000, colo)).toHaveLength(0);
+  });
+
+  it("a region farther than the chosen region's whole call is not probed (it would be cancelled mid-handshake with the call)", () => {
+    // us-west measured at 500 ms from this colo (new connections on rare calls), calls to ap-seoul taking 20 ms.
+    state.recordRtt(colo, "us-west", 500);
+    fakeFetch({});
+    expect(probes.probeSlowRegions(config, "ap-seoul", 20, colo)).toHaveLength(0);
+    expect(probes.probeSlowRegions(config, "ap-seoul", 400, colo)).toHaveLength(1);
+  });
+
+  it("a probe that fails records nothing", async () => {
+    state.recordRtt(colo, "ap-seoul", 600);
+    fakeFetch({ "seoul.test": () => Promise.reject(lost()) });
+    await Promise.all(probes.probeSlowRegions(config, "us-west", 150, colo));
+    expect(state.measuredRtt(colo, "ap-seoul")).toBe(600);
+  });
+
+  it("with a simulated distance (one machine), no probe: over loopback it would undo the distance", () => {
+    state.recordRtt(colo, "ap-seoul", 600);
+    fakeFetch({});
+    const local = { ...config, localMode: true, simulatedRtt: { [colo]: { "ap-seoul": 250 } } };
+    expect(probes.probeSlowRegions(local, "us-west", 150, colo)).toHaveLength(0);
   });
 });
