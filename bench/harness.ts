@@ -15,6 +15,12 @@ import { join } from "node:path";
 import { useLocalAgent } from "../local/keep-alive.js";
 import { ROOT, startMesh, type MeshHandle, type MeshOptions } from "../local/mesh.js";
 
+/**
+ * The smoke-run switch every bench reads: `--quick` or BENCH_QUICK=1 shortens the measured
+ * phases (small counts, short durations), for checking that a bench still runs.
+ */
+export const QUICK = process.argv.includes("--quick") || process.env.BENCH_QUICK === "1";
+
 /** Progress and diagnostics go to stderr, so stdout carries only the tables. */
 export const err = (line: string): void => void process.stderr.write(line + "\n");
 export const say = (line = ""): void => void process.stdout.write(line + "\n");

@@ -45,6 +45,11 @@ export function summarize(samples: readonly number[]): Summary {
   };
 }
 
+/** Chosen fields of a summary, rounded for JSON, in the order given: `rounded(s, ["p50", "p99"])`. */
+export function rounded<K extends keyof Summary>(s: Summary, keys: readonly K[], digits = 3): Record<K, number | null> {
+  return Object.fromEntries(keys.map((k) => [k, round(s[k], digits)])) as Record<K, number | null>;
+}
+
 /** a / b, or NaN when b is 0 or either is not finite. */
 export function ratio(a: number, b: number): number {
   return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? a / b : NaN;
