@@ -7,13 +7,13 @@
 //     const mesh = await b.startMesh({ regions: [...] });   // stopped by the harness
 //     ... measure, printTable(...), writeResults(...) ...
 //   });
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { useLocalAgent } from "../local/keep-alive.js";
-import { ROOT, startMesh, type MeshHandle, type MeshOptions } from "../local/mesh.js";
+import { ROOT, startMesh, type MeshHandle, type MeshOptions, type ProcessInfo } from "../local/mesh.js";
 
 /**
  * The smoke-run switch every bench reads: `--quick` or BENCH_QUICK=1 shortens the measured
@@ -25,12 +25,8 @@ export const QUICK = process.argv.includes("--quick") || process.env.BENCH_QUICK
 export const err = (line: string): void => void process.stderr.write(line + "\n");
 export const say = (line = ""): void => void process.stdout.write(line + "\n");
 
-export interface BenchChild {
-  name: string;
-  proc: ChildProcess;
-  /** Its stdout and stderr, under the run's logs/ folder. */
-  log: string;
-}
+/** A child the bench started: its stdout and stderr go to `log`, under the run's logs/ folder. */
+export type BenchChild = ProcessInfo;
 
 export interface Bench {
   /** The run's own temp folder (removed at the end unless the run failed or keep() was called). */
@@ -68,7 +64,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
 
   const stopChild = async (c: BenchChild, graceMs = 5_000): Promise<void> => {
     children.delete(c);
-    const p = c.proc;
+    const p = c.child;
     if (p.exitCode !== null || p.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => p.once("exit", () => resolve()));
     p.kill("SIGTERM");
@@ -125,7 +121,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
         stdio: ["ignore", fd, fd],
       });
       closeSync(fd);
-      const child = { name: childName, proc, log };
+      const child = { name: childName, child: proc, log };
       children.add(child);
       proc.once("exit", () => children.delete(child));
       return child;
@@ -135,7 +131,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
 
   // Last resort if the process exits without cleanup (an uncaught error): no child outlives it.
   process.once("exit", () => {
-    for (const c of children) c.proc.kill("SIGKILL");
+    for (const c of children) c.child.kill("SIGKILL");
   });
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) return;

@@ -236,3 +236,25 @@ export async function runPhase<T>(
     latency: summarize(latencies),
   };
 }
+
+/**
+ * A phase's result for JSON, its per-call summary under `summaryKey` (the benches' JSON names
+ * it differently, and docs/benchmarks.md quotes those names).
+ */
+export function phaseJson(p: PhaseResult, summaryKey = "latencyMs") {
+  return {
+    calls: p.calls,
+    errors: p.errors,
+    warmupErrors: p.warmupErrors,
+    errorSamples: p.errorSamples,
+    elapsedMs: round(p.elapsedMs, 1),
+    callsPerSec: round(p.callsPerSec, 1),
+    okPerSec: round(p.okPerSec, 1),
+    [summaryKey]: rounded(p.latency, Object.keys(p.latency) as (keyof Summary)[], 4),
+  };
+}
+
+/** The first `max` error samples of named phases, "name: message", for a report's last lines. */
+export function errorSampleLines(phases: readonly (readonly [string, readonly PhaseResult[]])[], max = 10): string[] {
+  return phases.flatMap(([name, ps]) => ps.flatMap((p) => p.errorSamples.map((e) => `${name}: ${e}`))).slice(0, max);
+}
