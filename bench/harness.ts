@@ -14,6 +14,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { useLocalAgent } from "../local/keep-alive.js";
 import { ROOT, startMesh, type MeshHandle, type MeshOptions, type ProcessInfo } from "../local/mesh.js";
+import { machineInfo, writeResults, type MachineInfo } from "./stats.js";
 
 /**
  * The smoke-run switch every bench reads: `--quick` or BENCH_QUICK=1 shortens the measured
@@ -29,6 +30,9 @@ export const say = (line = ""): void => void process.stdout.write(line + "\n");
 export type BenchChild = ProcessInfo;
 
 export interface Bench {
+  /** When the run started, and the machine then (printed at the start, and in the JSON). */
+  readonly startedAt: Date;
+  readonly machine: MachineInfo;
   /** The run's own temp folder (removed at the end unless the run failed or keep() was called). */
   readonly tmpDir: string;
   /** True once Ctrl-C (SIGINT/SIGTERM) or the watchdog stopped the run: long loops end early. */
@@ -43,6 +47,12 @@ export interface Bench {
   spawnTsx(name: string, script: string, args?: readonly string[], env?: Record<string, string | undefined>): BenchChild;
   /** Stops one child now (SIGTERM, SIGKILL after `graceMs`). */
   stopChild(child: BenchChild, graceMs?: number): Promise<void>;
+  /**
+   * Writes the run's JSON under bench/results/<file>-*.json (stats.ts writeResults; `file`
+   * defaults to the bench's name), led by the fields every bench's result starts with (bench,
+   * quick, startedAt, finishedAt, machine: `data` may override them), and prints where it went.
+   */
+  saveResults(data: Record<string, unknown>, file?: string): Promise<{ file: string; latest: string }>;
 }
 
 export interface RunOptions {
@@ -56,6 +66,9 @@ export interface RunOptions {
  */
 export async function runBench(name: string, main: (b: Bench) => Promise<void>, opts: RunOptions = {}): Promise<void> {
   useLocalAgent(); // the bench's own fetches: local/keep-alive.ts says why
+  const startedAt = new Date();
+  const machine = machineInfo();
+  err(`[bench] ${name}${QUICK ? " (quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
   const tmpDir = await mkdtemp(join(os.tmpdir(), `bench-${name}-`));
   const stops: (() => unknown)[] = [];
   const children = new Set<BenchChild>();
@@ -92,6 +105,8 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
   };
 
   const bench: Bench = {
+    startedAt,
+    machine,
     tmpDir,
     get interrupted() {
       return interrupted;
@@ -127,6 +142,14 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
       return child;
     },
     stopChild,
+    async saveResults(data, file = name) {
+      const head = { bench: name, quick: QUICK, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine };
+      const written = await writeResults(file, { ...head, ...data }, undefined, startedAt);
+      say();
+      say(`results: ${written.file}`);
+      say(`         ${written.latest}`);
+      return written;
+    },
   };
 
   // Last resort if the process exits without cleanup (an uncaught error): no child outlives it.

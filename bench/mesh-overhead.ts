@@ -221,9 +221,7 @@ async function startPlainServer(modelPath: string, model: string) {
 
 async function main(b: Bench): Promise<void> {
   bench = b;
-  const startedAt = new Date();
-  const machine = machineInfo();
-  err(`[bench] mesh-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
+  const { startedAt, machine } = b;
   const files = [...(await makeDemoModels(join(b.tmpDir, "models"))), await makeDemoMatmul(join(b.tmpDir, "models"))];
   const pathOf = (model: string) => {
     const f = files.find((x) => x.name === model && x.version === "1");

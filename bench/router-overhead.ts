@@ -615,9 +615,7 @@ async function main(b: Bench): Promise<void> {
     await directSession?.release().catch(() => undefined);
     directSession = null;
   });
-  const startedAt = new Date();
-  const machine = machineInfo();
-  err(`[bench] router-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
+  const { startedAt, machine } = b;
   const files = await makeDemoModels(join(b.tmpDir, "models"));
   const modelFile = files.find((f) => f.name === MODEL && f.version === "1");
   if (!modelFile) throw new Error(`makeDemoModels wrote no ${MODEL} v1`);
