@@ -258,16 +258,9 @@ class SimNode implements NodeState {
   }
 }
 
-interface PolicyResult {
+/** The same counts as the optimum's (coldStarts: loads begun inside the measured window), per policy. */
+interface PolicyResult extends BeladyResult {
   policy: Policy;
-  calls: number;
-  warmHits: number;
-  waitedForLoad: number;
-  /** Loads begun inside the measured window. */
-  coldStarts: number;
-  evictions: number;
-  /** Loads begun over the whole replay, warm-up included. */
-  coldStartsTotal: number;
   latency: Summary;
   /** Calls still unfinished when the replay ended (should be 0). */
   unfinished: number;
