@@ -22,10 +22,9 @@
 // The target is informational: warm key check + routing under 1 ms p50 inside the Worker.
 
 import http from "node:http";
-import { err, runBench, say, type Bench } from "./harness.js";
+import { err, QUICK, runBench, say, type Bench } from "./harness.js";
 import { fmt, printTable, round, rounded, runPhase, summarize, type Summary } from "./stats.js";
 
-const QUICK = process.argv.includes("--quick");
 const N = QUICK ? { warm: 300, cold: 60, full: 200, warmup: 30 } : { warm: 2000, cold: 400, full: 1000, warmup: 200 };
 const TARGET_WARM_P50_MS = 1;
 const MODEL = "demo-mlp";

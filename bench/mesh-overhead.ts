@@ -46,7 +46,6 @@ import {
   rounded,
   runPhase,
   summarize,
-  writeResults,
   type PhaseOptions,
   type PhaseResult,
   type Summary,
@@ -286,10 +285,7 @@ async function main(b: Bench): Promise<void> {
   const finishedAt = new Date();
   const facts: RunFacts = { startedAt, finishedAt, machine, direct, plain, meshRun, meshError };
   report(facts);
-  const written = await writeResults("mesh-overhead", resultJson(facts), undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+  await b.saveResults(resultJson(facts));
   if (meshError) throw new Error(`mesh variant failed: ${meshError}`);
 }
 
@@ -516,9 +512,7 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
       for (const t of h.top) say(`    ${fmt(t.ms, 4)}  ${fmt(t.share * 100, 1)}%  ${t.fn}`);
     }
   }
-  const written = await writeResults("mesh-profile", { bench: "mesh-overhead --profile", startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine, latency: LATENCY, throughput: THROUGHPUT, idleMs: IDLE_MS, idle, cases }, undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
+  await bench.saveResults({ bench: "mesh-overhead --profile", latency: LATENCY, throughput: THROUGHPUT, idleMs: IDLE_MS, idle, cases }, "mesh-profile");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import { DecodeEngine, DecodeLoop, type EngineEvent } from "../gpu-node/decoder/
 import { loadBundleTextSide, type TextSide } from "../gpu-node/text-side.js";
 import { IncrementalDetokenizer, StopWindow } from "../gpu-node/token-text.js";
 import { err, QUICK, runBench, say } from "./harness.js";
-import { fmt, fmtSigned, formatTable, machineInfo, ratio, round, rounded, writeResults } from "./stats.js";
+import { fmt, fmtSigned, formatTable, ratio, round, rounded } from "./stats.js";
 import { concurrent, noSamples, postStream, sequential, sseData, streamStats, Timeline, type ExpectedText, type Samples, type StreamRun, type StreamSample, type StreamStats } from "./stream-load.js";
 
 const MODEL_DIR = resolve("models/tiny-gpt");
@@ -257,9 +257,7 @@ await runBench("openai-surface", async (b) => {
     headersMs: rounded(m.headers, ["p50", "p99"]),
     burstShare: round(m.burstShare),
   });
-  const written = await writeResults("openai-surface", {
-    bench: "openai-surface",
-    machine: machineInfo(),
+  await b.saveResults({
     model: MODEL,
     params: { maxTokens: MAX_TOKENS, temperature: 0, prompts: PROMPTS, seqRunsPerBlock: SEQ_RUNS, concurrentRoundsPerBlock: ROUNDS, blocks: BLOCKS, quick: QUICK },
     levels: levels.map((lv) => {
@@ -284,5 +282,5 @@ await runBench("openai-surface", async (b) => {
     goal: { addedMsAtP50Max: 2, oneStreamOpenaiAddedP50Ms: { ttft: round(addedP50.ttft), itl: round(addedP50.itl, 4) } },
     elapsedSec: round((performance.now() - started) / 1000, 1),
   });
-  say(`\nwrote ${written.latest} (${fmt((performance.now() - started) / 1000, 0)} s)`);
+  err(`[bench] done in ${fmt((performance.now() - started) / 1000, 0)} s`);
 });

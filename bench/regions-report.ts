@@ -28,11 +28,10 @@ import { bucketOf, BUCKETS, latencyKey, TOTAL_FIELD } from "../edge/latency-hist
 import type { RegionsView } from "../edge/regions-view.js";
 import { DEFAULT_REGIONS } from "../local/mesh.js";
 import { Redis } from "ioredis";
-import { err, runBench, say, type Bench } from "./harness.js";
+import { err, QUICK, runBench, say, type Bench } from "./harness.js";
 import { fmt, printTable, ratio, round, summarize, type Summary } from "./stats.js";
 import { mulberry32 } from "../protocol/prng.js";
 
-const QUICK = process.argv.includes("--quick");
 const ROUNDS = QUICK ? 2 : 3;
 const REPORTS_PER_ROUND = QUICK ? 20 : 60;
 const WARMUP = 5;

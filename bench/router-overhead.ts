@@ -60,7 +60,6 @@ import {
   rounded,
   runPhase,
   summarize,
-  writeResults,
   type PhaseOptions,
   type PhaseResult,
   type Summary,
@@ -663,10 +662,7 @@ async function main(b: Bench): Promise<void> {
   const finishedAt = new Date();
   const facts: Facts = { startedAt, finishedAt, machine, loadAvgEnd: machineInfo().loadAvg, direct, routers, order };
   report(facts);
-  const written = await writeResults("router-overhead", resultJson(facts), undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+  await b.saveResults(resultJson(facts));
 }
 
 await runBench("router-overhead", main);

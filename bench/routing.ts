@@ -39,10 +39,9 @@
 
 import { readFile } from "node:fs/promises";
 import type { MeshHandle } from "../local/mesh.js";
-import { err, runBench, say, type Bench } from "./harness.js";
-import { fmt, formatTable, machineInfo, ratio, round, runPhase, summarize, writeResults, type PhaseResult, type Summary } from "./stats.js";
+import { err, QUICK, runBench, say, type Bench } from "./harness.js";
+import { fmt, formatTable, machineInfo, ratio, round, runPhase, summarize, type PhaseResult, type Summary } from "./stats.js";
 
-const QUICK = process.argv.includes("--quick");
 
 function numArg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -383,10 +382,7 @@ async function main(b: Bench): Promise<void> {
   const finishedAt = new Date();
   const facts = { startedAt, finishedAt, machine, oracle, mixed, failovers, warmupErrors };
   report(facts);
-  const written = await writeResults("routing", resultJson(facts), undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+  await b.saveResults(resultJson(facts));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { makeCharModel } from "../scripts/make-char-model.js";
 import { err, QUICK, runBench, say } from "./harness.js";
-import { fmt, formatTable, machineInfo, round, rounded, writeResults } from "./stats.js";
+import { fmt, formatTable, round, rounded } from "./stats.js";
 import { edgeApi, EdgeSocket, edgeSse, routerModelRef, RouterSocket, socketsFor, sweep, sweepVerdict, terminateStreamSockets, type Sweep } from "./stream-load.js";
 import { syntheticText } from "./synthetic-node.js";
 
@@ -160,10 +160,7 @@ await runBench("stream-capacity", async (b) => {
       itlMs: rounded(r.stats.itl, ["p50", "p90", "p99"]),
     })),
   });
-  const { file } = await writeResults("stream-capacity", {
-    bench: "stream-capacity",
-    quick: QUICK,
-    machine: machineInfo(),
+  await b.saveResults({
     stepMs: STEP_MS,
     tokensPerStream: TOKENS,
     syntheticNodes: NODES,
@@ -171,5 +168,4 @@ await runBench("stream-capacity", async (b) => {
     edgeWs: out(viaEdge),
     edgeSse: out(viaSse),
   });
-  say(`\nresults: ${file}`);
 });

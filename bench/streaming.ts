@@ -29,7 +29,7 @@ import { generate, generateText } from "../gpu-node/full-context-generator.js";
 import { loadTokenizer, type Tokenizer } from "../protocol/tokenizer.js";
 import { makeCharModel } from "../scripts/make-char-model.js";
 import { err, QUICK, runBench, say } from "./harness.js";
-import { fmt, formatTable, machineInfo, ratio, round, rounded, writeResults } from "./stats.js";
+import { fmt, formatTable, ratio, round, rounded } from "./stats.js";
 import {
   edgeApi,
   EdgeSocket,
@@ -191,10 +191,7 @@ await runBench("streaming", async (b) => {
     ttftMs: rounded(m.ttft, ["p50", "p90", "p99", "mean"]),
     itlMs: rounded(m.itl, ["p50", "p90", "p99", "mean"]),
   });
-  const { file } = await writeResults("streaming", {
-    bench: "streaming",
-    quick: QUICK,
-    machine: machineInfo(),
+  await b.saveResults({
     model: { name: "demo-chat", tokens: TOKENS, prompt: PROMPT },
     sequential: { floor: summary(floorRun), meshWs: summary(meshWs), meshSse: summary(meshSse) },
     ratios: {
@@ -210,5 +207,4 @@ await runBench("streaming", async (b) => {
       viaRouter: { carried: viaRouter.carried, levels: viaRouter.rows.map((r) => ({ ...summary(r.stats), p99Ratio: round(r.p99Ratio, 2) })) },
     },
   });
-  say(`\nresults: ${file}`);
 });

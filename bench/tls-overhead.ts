@@ -27,7 +27,7 @@ import { freePort } from "../local/free-port.js";
 import { waitFor } from "../local/mesh.js";
 import { signRequest } from "../protocol/signing.js";
 import { err, QUICK, runBench, type Bench, type BenchChild } from "./harness.js";
-import { fmt, machineInfo, printTable, ratio, round, runPhase, writeResults, type PhaseResult } from "./stats.js";
+import { fmt, printTable, ratio, round, runPhase, type PhaseResult } from "./stats.js";
 
 const ROUNDS = QUICK ? 1 : 3;
 const PHASE = { warmup: QUICK ? 20 : 100, maxCalls: QUICK ? 200 : 2_000, maxMs: QUICK ? 2_000 : 8_000 };
@@ -158,6 +158,5 @@ await runBench("tls-overhead", async (b) => {
     rows,
     ["left", "right", "right", "right", "right", "right", "right", "right", "right", "right"],
   );
-  const out = await writeResults("tls-overhead", { machine: machineInfo(), quick: QUICK, rounds: ROUNDS, phases: json });
-  err(`[bench] wrote ${out.file}`);
+  await b.saveResults({ rounds: ROUNDS, phases: json });
 });

@@ -17,10 +17,9 @@ import { join } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import type { MeshHandle } from "../local/mesh.js";
 import { encodeModel, OnnxType } from "../scripts/onnx-writer.js";
-import { err, runBench, say } from "./harness.js";
+import { err, QUICK, runBench, say } from "./harness.js";
 import { fmt, printTable, round } from "./stats.js";
 
-const QUICK = process.argv.includes("--quick");
 const mbArg = process.argv.indexOf("--mb");
 const MB = mbArg > 0 ? Number(process.argv[mbArg + 1]) : QUICK ? 24 : 96;
 const ROUNDS = QUICK ? 1 : 3;
