@@ -35,21 +35,7 @@ import { keepAliveAgent, post, type HttpAnswer } from "./http-client.js";
 import { cpuByPart, InspectorProfiler, monotonicMicros, pidsMatching, readNodeProfiles, redisCommandCounts, selfTimes, type CpuProfile, type SelfTime } from "./process-profile.js";
 import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../protocol/binary-tensors.js";
 import { makeDemoMatmul, makeDemoModels, DEMO_MATMUL_NAME } from "../scripts/make-demo-models.js";
-import {
-  errorSampleLines,
-  fmt,
-  formatTable,
-  machineInfo,
-  phaseJson,
-  ratio,
-  round,
-  rounded,
-  runPhase,
-  summarize,
-  type PhaseOptions,
-  type PhaseResult,
-  type Summary,
-} from "./stats.js";
+import { errorSampleLines, fmt, formatTable, machineInfo, phaseJson, ratio, round, rounded, runPhase, summarize, type PhaseOptions, type PhaseResult, type Summary } from "./stats.js";
 
 const PROFILE = process.argv.includes("--profile");
 const CONCURRENCY = 16;
@@ -670,11 +656,8 @@ function resultJson(f: RunFacts) {
     Object.fromEntries(Object.entries(s).map(([k, v]) => [k, rounded(v, ["count", "p50", "p99", "mean"])]));
   const roundAll = (o: object) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "number" && !Number.isInteger(v) ? round(v, 4) : v]));
   return {
-    bench: "mesh-overhead",
-    quick: QUICK,
-    startedAt: f.startedAt.toISOString(),
+    // bench, quick, startedAt, machine: b.saveResults; finishedAt: when measuring ended.
     finishedAt: f.finishedAt.toISOString(),
-    machine: f.machine,
     cases: CASES.map((c) => ({ id: c.id, model: c.model, binary: c.binary, inputs: c.inputs.map((t) => ({ name: t.name, datatype: "FP32", shape: t.shape })), tensorBytes: c.tensorBytes })),
     config: {
       latency: LATENCY,

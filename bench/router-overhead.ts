@@ -49,21 +49,7 @@ import { freePort } from "../local/free-port.js";
 import { keepAliveAgent, post } from "./http-client.js";
 import { waitFor } from "../local/mesh.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
-import {
-  errorSampleLines,
-  fmt,
-  formatTable,
-  machineInfo,
-  phaseJson,
-  ratio,
-  round,
-  rounded,
-  runPhase,
-  summarize,
-  type PhaseOptions,
-  type PhaseResult,
-  type Summary,
-} from "./stats.js";
+import { errorSampleLines, fmt, formatTable, machineInfo, phaseJson, ratio, round, rounded, runPhase, summarize, type PhaseOptions, type PhaseResult, type Summary } from "./stats.js";
 import { err, QUICK, runBench, say, type Bench, type BenchChild } from "./harness.js";
 
 const MODEL = "demo-mlp";
@@ -551,11 +537,8 @@ function resultJson(f: Facts) {
   const roundAll = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number.isInteger(v) ? v : round(v, 4)]));
   const fr = framingRatios(f);
   return {
-    bench: "router-overhead",
-    quick: QUICK,
-    startedAt: f.startedAt.toISOString(),
+    // bench, quick, startedAt, machine: b.saveResults; finishedAt: when measuring ended.
     finishedAt: f.finishedAt.toISOString(),
-    machine: f.machine,
     loadAvgEnd: f.loadAvgEnd,
     phaseOrder: f.order,
     model: { name: MODEL, key: MODEL_KEY, input: { name: "x", datatype: "FP32", shape: SHAPE, data: INPUT } },

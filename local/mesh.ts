@@ -172,8 +172,8 @@ async function portOr(preferred: number | undefined): Promise<number> {
   return freePort();
 }
 
-/** Polls `probe` until it returns something other than undefined; fails early if `child` exits (the benches use it too). */
-export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, child?: ProcessInfo): Promise<T> {
+/** Polls `probe` every `everyMs` until it returns something other than undefined; fails early if `child` exits (the benches use it too). */
+export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, child?: ProcessInfo, everyMs = 150): Promise<T> {
   const until = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < until) {
@@ -186,7 +186,7 @@ export async function waitFor<T>(what: string, timeoutMs: number, probe: () => P
     } catch (err) {
       last = err;
     }
-    await new Promise((r) => setTimeout(r, 150));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
   throw new Error(`${what} not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ""}${child ? `; see ${child.log}` : ""}`);
 }
