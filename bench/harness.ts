@@ -1,8 +1,8 @@
 // One bench run's lifecycle, shared by every bench/*.ts: a fresh temp folder, the mesh and any
 // child processes the bench starts, and their cleanup at the end, on error, on SIGINT/SIGTERM
 // and by a watchdog, with the temp folder (and the logs in it) kept when the run failed. The
-// numbers side (summaries, tables, the JSON under bench/results/) is bench/stats.ts; a quick
-// smoke-run switch (QUICK) all benches read.
+// numbers side (summaries, tables, the JSON under bench/results/) is bench/stats.ts. QUICK, the
+// smoke-run switch, is here so that every bench reads the same one.
 //
 //   await runBench("upload", async (b) => {
 //     const mesh = await b.startMesh({ regions: [...] });   // stopped by the harness
