@@ -14,10 +14,10 @@ import { ModelCache } from "../gpu-node/model-cache.js";
 import { artifactKey, presignObject, type R2PresignConfig } from "../protocol/presign.js";
 import { artifactUrl } from "../protocol/signing.js";
 import { encodeModel, OnnxType } from "../scripts/onnx-writer.js";
-import { runBench } from "./harness.js";
-import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults } from "./stats.js";
+import { QUICK, runBench } from "./harness.js";
+import { fmt, printTable, ratio, round, summarize } from "./stats.js";
 
-const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] || 4) || 4;
+const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] || 0) || (QUICK ? 2 : 4);
 const REGION = "us-west";
 const FLOATS = 8 * 1024 * 1024; // 32 MiB of weights
 
@@ -95,13 +95,11 @@ await runBench("artifact-urls", async (b) => {
       ["download, MiB/s at p50", fmt(mibps(p.p50), 0), fmt(mibps(e.p50), 0), fmt(ratio(mibps(p.p50), mibps(e.p50)))],
     ],
   );
-  const saved = await writeResults("artifact-urls", {
-    machine: machineInfo(),
+  await b.saveResults({
     rounds,
     artifactBytes: up.size,
     makeUrlUs: { presigned: round(presignMs * 1000), edgeSigned: round(hmacMs * 1000), ratio: round(ratio(presignMs, hmacMs)) },
     downloadMs: { presigned: p, edgeSigned: e, ratioP50: round(ratio(p.p50, e.p50)) },
     note: "Locally the edge (workerd) is also the R2 stand-in: the download ratio compares the stand-in's SigV4 check and serving with the edge route's, not R2 with a Worker.",
   });
-  console.log(`results: ${saved.file}`);
 });

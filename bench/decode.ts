@@ -10,7 +10,7 @@
 // Each figure is given twice: by wall-clock time and by the CPU time this process used
 // (process.cpuUsage, all threads), which moves far less on a machine shared with other work.
 //
-// Run: npx tsx bench/decode.ts [--model models/tiny-gpt] [--threads 1] [--tokens 24]
+// Run: npx tsx bench/decode.ts [--model models/tiny-gpt] [--threads 1] [--tokens 24] [--quick]
 // Prints tables, writes bench/results/decode-<ISO>.json and decode-latest.json.
 
 import { existsSync, readFileSync } from "node:fs";
@@ -18,7 +18,8 @@ import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { DecodeEngine, parseDecoderConfig } from "../gpu-node/decoder/index.js";
 import { mulberry32 } from "../gpu-node/full-context-generator.js";
-import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults } from "./stats.js";
+import { QUICK, runBench, say } from "./harness.js";
+import { fmt, printTable, ratio, round, summarize } from "./stats.js";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,8 +27,8 @@ const arg = (name: string, dflt: string) => {
 };
 const MODEL_DIR = path.resolve(arg("model", "models/tiny-gpt"));
 const THREADS = Number(arg("threads", "1"));
-const TOKENS = Number(arg("tokens", "24"));
-const REPEATS = 3;
+const TOKENS = Number(arg("tokens", QUICK ? "8" : "24"));
+const REPEATS = QUICK ? 1 : 3;
 
 if (!existsSync(path.join(MODEL_DIR, "model.onnx"))) {
   console.error(`no ${MODEL_DIR}/model.onnx: the tiny-gpt bundle is needed (pass --model DIR)`);
@@ -125,52 +126,51 @@ async function throughput(n: number): Promise<Pair> {
   return medianPair(runs);
 }
 
-// Warm-up: the first runs of a session pay for allocations.
-await cachedPerToken(16);
-await noCachePerToken(16);
+await runBench("decode", async (b) => {
+  b.defer(() => session.release());
+  // Warm-up: the first runs of a session pay for allocations.
+  await cachedPerToken(16);
+  await noCachePerToken(16);
 
-const SHORT = 16;
-const LONG = Math.min(480, config.maxPositions - TOKENS - 2);
-const cached = { short: await cachedPerToken(SHORT), long: await cachedPerToken(LONG) };
-const nocache = { short: await noCachePerToken(SHORT), long: await noCachePerToken(LONG) };
+  const SHORT = 16;
+  const LONG = Math.min(480, config.maxPositions - TOKENS - 2);
+  const cached = { short: await cachedPerToken(SHORT), long: await cachedPerToken(LONG) };
+  const nocache = { short: await noCachePerToken(SHORT), long: await noCachePerToken(LONG) };
 
-console.log(`\ntiny-gpt (${config.numLayers} layers, ${config.numKvHeads} heads x ${config.headDim}, vocab ${config.vocabSize}), ${THREADS} intra-op thread(s), ${TOKENS} tokens a run, median of ${REPEATS}; wall / CPU time\n`);
-const both = (p: Pair, digits = 3) => `${fmt(p.wall, digits)} / ${fmt(p.cpu, digits)}`;
-const ratios = (a: Pair, b: Pair) => `${fmt(ratio(a.wall, b.wall))} / ${fmt(ratio(a.cpu, b.cpu))}`;
-printTable(
-  ["context", "cached ms/token", "no-cache ms/token", "no-cache / cached", `cached / cached@${SHORT}`],
-  [
-    [String(SHORT), both(cached.short), both(nocache.short), ratios(nocache.short, cached.short), "1.00 / 1.00"],
-    [String(LONG), both(cached.long), both(nocache.long), ratios(nocache.long, cached.long), ratios(cached.long, cached.short)],
-  ],
-);
+  say(`\ntiny-gpt (${config.numLayers} layers, ${config.numKvHeads} heads x ${config.headDim}, vocab ${config.vocabSize}), ${THREADS} intra-op thread(s), ${TOKENS} tokens a run, median of ${REPEATS}; wall / CPU time\n`);
+  const both = (p: Pair, digits = 3) => `${fmt(p.wall, digits)} / ${fmt(p.cpu, digits)}`;
+  const ratios = (a: Pair, b: Pair) => `${fmt(ratio(a.wall, b.wall))} / ${fmt(ratio(a.cpu, b.cpu))}`;
+  printTable(
+    ["context", "cached ms/token", "no-cache ms/token", "no-cache / cached", `cached / cached@${SHORT}`],
+    [
+      [String(SHORT), both(cached.short), both(nocache.short), ratios(nocache.short, cached.short), "1.00 / 1.00"],
+      [String(LONG), both(cached.long), both(nocache.long), ratios(nocache.long, cached.long), ratios(cached.long, cached.short)],
+    ],
+  );
 
-const levels = [1, 4, 16, 64];
-const tput: Record<number, Pair> = {};
-for (const n of levels) tput[n] = await throughput(n);
-console.log("");
-printTable(
-  ["streams", "tokens/s", "vs 1 stream"],
-  levels.map((n) => [String(n), both(tput[n]!, 0), ratios(tput[n]!, tput[1]!)]),
-);
+  const levels = [1, 4, 16, 64];
+  const tput: Record<number, Pair> = {};
+  for (const n of levels) tput[n] = await throughput(n);
+  say("");
+  printTable(
+    ["streams", "tokens/s", "vs 1 stream"],
+    levels.map((n) => [String(n), both(tput[n]!, 0), ratios(tput[n]!, tput[1]!)]),
+  );
 
-const pair = (p: Pair, digits = 4) => ({ wall: round(p.wall, digits), cpu: round(p.cpu, digits) });
-const pairRatio = (a: Pair, b: Pair) => ({ wall: round(ratio(a.wall, b.wall)), cpu: round(ratio(a.cpu, b.cpu)) });
-const written = await writeResults("decode", {
-  bench: "decode",
-  machine: machineInfo(),
-  model: { dir: MODEL_DIR, ...config },
-  threads: THREADS,
-  tokensPerRun: TOKENS,
-  repeats: REPEATS,
-  perToken: {
-    contexts: [SHORT, LONG],
-    cachedMs: { short: pair(cached.short), long: pair(cached.long) },
-    noCacheMs: { short: pair(nocache.short), long: pair(nocache.long) },
-    cachedLongOverShort: pairRatio(cached.long, cached.short),
-    noCacheOverCached: { short: pairRatio(nocache.short, cached.short), long: pairRatio(nocache.long, cached.long) },
-  },
-  throughput: levels.map((n) => ({ streams: n, tokensPerSec: pair(tput[n]!, 1), vsOne: pairRatio(tput[n]!, tput[1]!) })),
+  const pair = (p: Pair, digits = 4) => ({ wall: round(p.wall, digits), cpu: round(p.cpu, digits) });
+  const pairRatio = (a: Pair, b: Pair) => ({ wall: round(ratio(a.wall, b.wall)), cpu: round(ratio(a.cpu, b.cpu)) });
+  await b.saveResults({
+    model: { dir: MODEL_DIR, ...config },
+    threads: THREADS,
+    tokensPerRun: TOKENS,
+    repeats: REPEATS,
+    perToken: {
+      contexts: [SHORT, LONG],
+      cachedMs: { short: pair(cached.short), long: pair(cached.long) },
+      noCacheMs: { short: pair(nocache.short), long: pair(nocache.long) },
+      cachedLongOverShort: pairRatio(cached.long, cached.short),
+      noCacheOverCached: { short: pairRatio(nocache.short, cached.short), long: pairRatio(nocache.long, cached.long) },
+    },
+    throughput: levels.map((n) => ({ streams: n, tokensPerSec: pair(tput[n]!, 1), vsOne: pairRatio(tput[n]!, tput[1]!) })),
+  });
 });
-console.log(`\nwrote ${written.latest}`);
-await session.release();

@@ -22,10 +22,9 @@
 // The target is informational: warm key check + routing under 1 ms p50 inside the Worker.
 
 import http from "node:http";
-import { err, runBench, say, type Bench } from "./harness.js";
-import { fmt, machineInfo, printTable, round, runPhase, summarize, writeResults, type Summary } from "./stats.js";
+import { err, QUICK, runBench, say, type Bench } from "./harness.js";
+import { fmt, printTable, round, rounded, runPhase, summarize, type Summary } from "./stats.js";
 
-const QUICK = process.argv.includes("--quick");
 const N = QUICK ? { warm: 300, cold: 60, full: 200, warmup: 30 } : { warm: 2000, cold: 400, full: 1000, warmup: 200 };
 const TARGET_WARM_P50_MS = 1;
 const MODEL = "demo-mlp";
@@ -96,9 +95,7 @@ async function pairs(edge: string, n: number, warmup: number, keyFor: (i: number
 }
 
 async function main(b: Bench): Promise<void> {
-  const startedAt = new Date();
-  const machine = machineInfo();
-  err(`[bench] edge-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
+  const { machine } = b;
   err("[bench] starting the mesh (not timed)");
   const mesh = await b.startMesh();
   b.defer(() => agent.destroy());
@@ -172,27 +169,13 @@ async function main(b: Bench): Promise<void> {
   const pass = s.overheadWarm.p50 < TARGET_WARM_P50_MS;
   say(`target (informational): ${pass ? "PASS" : "MISS"}  warm key check + routing p50 ${fmt(s.overheadWarm.p50, 3)} ms (target < ${TARGET_WARM_P50_MS} ms)`);
 
-  const json = (x: Summary) => ({ count: x.count, p50: round(x.p50, 4), p90: round(x.p90, 4), p99: round(x.p99, 4), mean: round(x.mean, 4), max: round(x.max, 4) });
-  const written = await writeResults(
-    "edge-overhead",
-    {
-      bench: "edge-overhead",
-      quick: QUICK,
-      startedAt: startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
-      machine,
-      method: "paired client-side timing: dry run (x-mesh-dry-run: 1) minus no-op route, same connection, sequential",
-      counts: N,
-      ms: Object.fromEntries(Object.entries(s).map(([k, v]) => [k, json(v)])),
-      shareOfWholeCallP50: { warm: round(share(s.overheadWarm.p50) / 100, 4), cold: round(share(s.overheadCold.p50) / 100, 4) },
-      target: { description: "warm key check + routing p50 inside the Worker", targetMs: TARGET_WARM_P50_MS, actualMs: round(s.overheadWarm.p50, 4), pass },
-    },
-    undefined,
-    startedAt,
-  );
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+  await b.saveResults({
+    method: "paired client-side timing: dry run (x-mesh-dry-run: 1) minus no-op route, same connection, sequential",
+    counts: N,
+    ms: Object.fromEntries(Object.entries(s).map(([k, v]) => [k, rounded(v, ["count", "p50", "p90", "p99", "mean", "max"], 4)])),
+    shareOfWholeCallP50: { warm: round(share(s.overheadWarm.p50) / 100, 4), cold: round(share(s.overheadCold.p50) / 100, 4) },
+    target: { description: "warm key check + routing p50 inside the Worker", targetMs: TARGET_WARM_P50_MS, actualMs: round(s.overheadWarm.p50, 4), pass },
+  });
 }
 
 await runBench("edge-overhead", main);

@@ -1,32 +1,39 @@
 // One bench run's lifecycle, shared by every bench/*.ts: a fresh temp folder, the mesh and any
 // child processes the bench starts, and their cleanup at the end, on error, on SIGINT/SIGTERM
 // and by a watchdog, with the temp folder (and the logs in it) kept when the run failed. The
-// numbers side (summaries, tables, the JSON under bench/results/) is bench/stats.ts.
+// numbers side (summaries, tables, the JSON under bench/results/) is bench/stats.ts. QUICK, the
+// smoke-run switch, is here so that every bench reads the same one.
 //
 //   await runBench("upload", async (b) => {
 //     const mesh = await b.startMesh({ regions: [...] });   // stopped by the harness
-//     ... measure, printTable(...), writeResults(...) ...
+//     ... measure, printTable(...), await b.saveResults({ ... }) ...
 //   });
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { useLocalAgent } from "../local/keep-alive.js";
-import { ROOT, startMesh, type MeshHandle, type MeshOptions } from "../local/mesh.js";
+import { ROOT, startMesh, type MeshHandle, type MeshOptions, type ProcessInfo } from "../local/mesh.js";
+import { machineInfo, writeResults, type MachineInfo } from "./stats.js";
+
+/**
+ * The smoke-run switch every bench reads: `--quick` or BENCH_QUICK=1 shortens the measured
+ * phases (small counts, short durations), for checking that a bench still runs.
+ */
+export const QUICK = process.argv.includes("--quick") || process.env.BENCH_QUICK === "1";
 
 /** Progress and diagnostics go to stderr, so stdout carries only the tables. */
 export const err = (line: string): void => void process.stderr.write(line + "\n");
 export const say = (line = ""): void => void process.stdout.write(line + "\n");
 
-export interface BenchChild {
-  name: string;
-  proc: ChildProcess;
-  /** Its stdout and stderr, under the run's logs/ folder. */
-  log: string;
-}
+/** A child the bench started: its stdout and stderr go to `log`, under the run's logs/ folder. */
+export type BenchChild = ProcessInfo;
 
 export interface Bench {
+  /** When the run started, and the machine then (printed at the start, and in the JSON). */
+  readonly startedAt: Date;
+  readonly machine: MachineInfo;
   /** The run's own temp folder (removed at the end unless the run failed or keep() was called). */
   readonly tmpDir: string;
   /** True once Ctrl-C (SIGINT/SIGTERM) or the watchdog stopped the run: long loops end early. */
@@ -41,6 +48,12 @@ export interface Bench {
   spawnTsx(name: string, script: string, args?: readonly string[], env?: Record<string, string | undefined>): BenchChild;
   /** Stops one child now (SIGTERM, SIGKILL after `graceMs`). */
   stopChild(child: BenchChild, graceMs?: number): Promise<void>;
+  /**
+   * Writes the run's JSON under bench/results/<file>-*.json (stats.ts writeResults; `file`
+   * defaults to the bench's name), led by the fields every bench's result starts with (bench,
+   * quick, startedAt, finishedAt, machine: `data` may override them), and prints where it went.
+   */
+  saveResults(data: Record<string, unknown>, file?: string): Promise<{ file: string; latest: string }>;
 }
 
 export interface RunOptions {
@@ -54,6 +67,9 @@ export interface RunOptions {
  */
 export async function runBench(name: string, main: (b: Bench) => Promise<void>, opts: RunOptions = {}): Promise<void> {
   useLocalAgent(); // the bench's own fetches: local/keep-alive.ts says why
+  const startedAt = new Date();
+  const machine = machineInfo();
+  err(`[bench] ${name}${QUICK ? " (quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
   const tmpDir = await mkdtemp(join(os.tmpdir(), `bench-${name}-`));
   const stops: (() => unknown)[] = [];
   const children = new Set<BenchChild>();
@@ -62,7 +78,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
 
   const stopChild = async (c: BenchChild, graceMs = 5_000): Promise<void> => {
     children.delete(c);
-    const p = c.proc;
+    const p = c.child;
     if (p.exitCode !== null || p.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => p.once("exit", () => resolve()));
     p.kill("SIGTERM");
@@ -90,6 +106,8 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
   };
 
   const bench: Bench = {
+    startedAt,
+    machine,
     tmpDir,
     get interrupted() {
       return interrupted;
@@ -119,17 +137,25 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
         stdio: ["ignore", fd, fd],
       });
       closeSync(fd);
-      const child = { name: childName, proc, log };
+      const child = { name: childName, child: proc, log };
       children.add(child);
       proc.once("exit", () => children.delete(child));
       return child;
     },
     stopChild,
+    async saveResults(data, file = name) {
+      const head = { bench: name, quick: QUICK, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine };
+      const written = await writeResults(file, { ...head, ...data }, undefined, startedAt);
+      say();
+      say(`results: ${written.file}`);
+      say(`         ${written.latest}`);
+      return written;
+    },
   };
 
   // Last resort if the process exits without cleanup (an uncaught error): no child outlives it.
   process.once("exit", () => {
-    for (const c of children) c.proc.kill("SIGKILL");
+    for (const c of children) c.child.kill("SIGKILL");
   });
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) return;

@@ -24,33 +24,19 @@
 // Prints a table and writes bench/results/mesh-overhead-<timestamp>.json and
 // bench/results/mesh-overhead-latest.json. Targets are informational: exit 0 unless it crashed.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import http from "node:http";
-import os from "node:os";
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { freePort } from "../local/free-port.js";
-import { ROOT, startMesh, type MeshHandle } from "../local/mesh.js";
+import { ROOT, waitFor, type MeshHandle } from "../local/mesh.js";
+import { err, QUICK, runBench, say, type Bench } from "./harness.js";
+import { keepAliveAgent, post, type HttpAnswer } from "./http-client.js";
 import { cpuByPart, InspectorProfiler, monotonicMicros, pidsMatching, readNodeProfiles, redisCommandCounts, selfTimes, type CpuProfile, type SelfTime } from "./process-profile.js";
 import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../protocol/binary-tensors.js";
 import { makeDemoMatmul, makeDemoModels, DEMO_MATMUL_NAME } from "../scripts/make-demo-models.js";
-import {
-  fmt,
-  fmtSigned,
-  formatTable,
-  machineInfo,
-  ratio,
-  round,
-  runPhase,
-  summarize,
-  writeResults,
-  type PhaseOptions,
-  type PhaseResult,
-  type Summary,
-} from "./stats.js";
+import { errorSampleLines, fmt, formatTable, machineInfo, phaseJson, ratio, round, rounded, runPhase, summarize, type PhaseOptions, type PhaseResult, type Summary } from "./stats.js";
 
-const QUICK = process.argv.includes("--quick");
 const PROFILE = process.argv.includes("--profile");
 const CONCURRENCY = 16;
 
@@ -76,49 +62,14 @@ const SERVER_TIMING_KEYS = ["edge", "network", "region", "queue", "load", "infer
 /** Per-call extras next to Server-Timing: what the client measured, and the part outside the edge's total. */
 const CLIENT_KEYS = ["client", "outside"] as const;
 
-const err = (line: string) => process.stderr.write(line + "\n");
-const say = (line = "") => process.stdout.write(line + "\n");
-
 // ---------------------------------------------------------------------------------------------
-// Cleanup: whatever was started is stopped at the end, on error, and on SIGINT/SIGTERM.
+// Cleanup (children, temp folder, Ctrl-C): bench/harness.ts. What only this bench holds (the
+// direct sessions, the HTTP agents) is handed to it as it is made.
 
-let tmpDir: string | null = null;
-let meshStarting: Promise<MeshHandle> | null = null;
-const plainChildren: ChildProcess[] = [];
-const directSessions: ort.InferenceSession[] = [];
-let keepTmp = false;
-const agents: http.Agent[] = [];
-
-let cleanupPromise: Promise<void> | null = null;
-function cleanup(): Promise<void> {
-  cleanupPromise ??= (async () => {
-    for (const a of agents) a.destroy();
-    await stopPlainServers();
-    if (meshStarting) {
-      // A mesh still starting is stopped once it is up (a failed start stops itself).
-      const mesh = await meshStarting.catch(() => null);
-      meshStarting = null;
-      if (mesh) {
-        err("[bench] stopping the mesh");
-        await mesh.stop().catch((e: unknown) => err(`[bench] mesh stop failed: ${String(e)}`));
-      }
-    }
-    for (const s of directSessions.splice(0)) await s.release().catch(() => undefined);
-    if (tmpDir && !keepTmp) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
-    else if (tmpDir) err(`[bench] kept ${tmpDir} (mesh logs under mesh/logs/)`);
-  })();
-  return cleanupPromise;
-}
-
-let signalled = false;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    if (signalled) return;
-    signalled = true;
-    err(`\n[bench] ${sig}: cleaning up...`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
+/** This run's harness. */
+let bench: Bench;
+/** The mesh, once started: --profile stops it itself before reading the profiles. */
+let meshStarted: Promise<MeshHandle> | null = null;
 
 // ---------------------------------------------------------------------------------------------
 // Cases
@@ -206,44 +157,7 @@ function checkAnswer(r: HttpAnswer, expected: Expected, binary: boolean): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP client: node:http with a keep-alive agent (lighter than fetch, so the client takes less
-// of the 2 CPUs from the servers it measures).
-
-interface HttpAnswer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-function keepAliveAgent(): http.Agent {
-  const a = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY, maxFreeSockets: CONCURRENCY, keepAliveMsecs: 30_000 });
-  agents.push(a);
-  return a;
-}
-
-function post(agent: http.Agent, url: URL, headers: Record<string, string>, body: Buffer): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        agent,
-        host: url.hostname,
-        port: url.port,
-        path: url.pathname,
-        method: "POST",
-        headers: { "content-type": "application/json", ...headers, "content-length": String(body.length) },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on("error", reject);
-      },
-    );
-    req.setTimeout(30_000, () => req.destroy(new Error("request timed out after 30 s")));
-    req.on("error", reject);
-    req.end(body);
-  });
-}
+// Server-Timing
 
 function parseServerTiming(header: string | string[] | undefined): Record<string, number> {
   const out: Record<string, number> = {};
@@ -281,49 +195,19 @@ async function measure(
   return { latency, throughput };
 }
 
-async function startPlainServer(modelPath: string, model: string): Promise<string> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bench/plain-http-server.ts"), modelPath, model], {
-    cwd: ROOT,
-    stdio: ["pipe", "pipe", "inherit"],
-  });
-  plainChildren.push(child);
-  return new Promise((resolve, reject) => {
-    let buf = "";
-    const timer = setTimeout(() => reject(new Error("plain-http server did not start within 30 s")), 30_000);
-    child.once("exit", (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`plain-http server exited (${code ?? sig}) before listening`));
-    });
-    child.stdout!.on("data", (c: Buffer) => {
-      buf += c.toString();
-      const m = /LISTENING (\d+)/.exec(buf);
-      if (m) {
-        clearTimeout(timer);
-        resolve(`http://127.0.0.1:${m[1]}`);
-      }
-    });
-  });
-}
-
-async function stopPlainServers(): Promise<void> {
-  for (const child of plainChildren.splice(0)) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    const exited = new Promise<void>((r) => child.once("exit", () => r()));
-    child.kill("SIGTERM");
-    const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
-    await exited;
-    clearTimeout(t);
-  }
+/** bench/plain-http-server.ts in its own process, stopped at the end (or by stopChild). */
+async function startPlainServer(modelPath: string, model: string) {
+  const child = bench.spawnTsx(`plain-http-${model}`, "bench/plain-http-server.ts", [modelPath, model]);
+  const port = await waitFor("plain-http server", 30_000, async () => /LISTENING (\d+)/.exec(readFileSync(child.log, "utf8"))?.[1], child);
+  return { child, base: `http://127.0.0.1:${port}` };
 }
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
-  const startedAt = new Date();
-  const machine = machineInfo();
-  err(`[bench] mesh-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
-  tmpDir = await mkdtemp(join(os.tmpdir(), "mesh-bench-"));
-  const files = [...(await makeDemoModels(join(tmpDir, "models"))), await makeDemoMatmul(join(tmpDir, "models"))];
+async function main(b: Bench): Promise<void> {
+  bench = b;
+  const { startedAt, machine } = b;
+  const files = [...(await makeDemoModels(join(b.tmpDir, "models"))), await makeDemoMatmul(join(b.tmpDir, "models"))];
   const pathOf = (model: string) => {
     const f = files.find((x) => x.name === model && x.version === "1");
     if (!f) throw new Error(`no ${model} v1 was written`);
@@ -337,7 +221,7 @@ async function main(): Promise<void> {
     const { model, inputs, outputNames } = MODELS[size];
     // Same session options as the node agent (gpu-node/onnx-runtime.ts) on a CPU machine.
     const session = await ort.InferenceSession.create(pathOf(model), { executionProviders: ["cpu"], graphOptimizationLevel: "all" });
-    directSessions.push(session);
+    b.defer(() => session.release());
     const run = () => session.run(Object.fromEntries(inputs.map((t) => [t.name, new ort.Tensor("float32", t.data, t.shape)])), outputNames);
     const first = await run();
     const want = Object.fromEntries(outputNames.map((n) => [n, first[n]!.data as Float32Array]));
@@ -352,14 +236,14 @@ async function main(): Promise<void> {
 
   // --- plain-http -----------------------------------------------------------------------------
   err("[bench] starting the plain-http servers (separate processes)");
-  const plainBase = {
+  const plainServers = {
     small: await startPlainServer(pathOf(MODELS.small.model), MODELS.small.model),
     large: await startPlainServer(pathOf(MODELS.large.model), MODELS.large.model),
   };
   const plain: Record<string, VariantResult> = {};
   for (const c of CASES) {
-    const url = new URL(`/v2/models/${c.model}/infer`, plainBase[c.size]);
-    const agent = keepAliveAgent();
+    const url = new URL(`/v2/models/${c.model}/infer`, plainServers[c.size].base);
+    const agent = keepAliveAgent(b, CONCURRENCY);
     const { body, headers } = requestOf(c);
     plain[c.id] = await measure(`plain-http ${c.id}`, async () => {
       const r = await post(agent, url, headers, body);
@@ -368,7 +252,7 @@ async function main(): Promise<void> {
     });
     agent.destroy();
   }
-  await stopPlainServers();
+  for (const p of Object.values(plainServers)) await b.stopChild(p.child);
 
   // --- mesh -----------------------------------------------------------------------------------
   // A mesh that fails to start or answer still leaves the other variants reported (exit 1).
@@ -377,20 +261,17 @@ async function main(): Promise<void> {
   try {
     meshRun = await measureMesh(expected, await readFile(pathOf(DEMO_MATMUL_NAME)));
   } catch (e) {
-    if (signalled) throw new Error("interrupted");
+    if (b.interrupted) throw new Error("interrupted");
     meshError = e instanceof Error ? e.message : String(e);
-    keepTmp = true;
+    b.keep();
     err(`[bench] mesh failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   }
   // An interrupted run reports nothing (and leaves mesh-overhead-latest.json alone).
-  if (signalled) throw new Error("interrupted");
+  if (b.interrupted) throw new Error("interrupted");
   const finishedAt = new Date();
   const facts: RunFacts = { startedAt, finishedAt, machine, direct, plain, meshRun, meshError };
   report(facts);
-  const written = await writeResults("mesh-overhead", resultJson(facts), undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+  await b.saveResults(resultJson(facts));
   if (meshError) throw new Error(`mesh variant failed: ${meshError}`);
 }
 
@@ -416,15 +297,15 @@ interface CaseProbe {
 }
 
 async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer, probe?: CaseProbe): Promise<MeshRun> {
-  if (signalled) throw new Error("interrupted");
+  if (bench.interrupted) throw new Error("interrupted");
   err("[bench] starting the mesh (not timed)");
   const meshStart = performance.now();
-  meshStarting = startMesh({ stateDir: join(tmpDir!, "mesh"), progress: err });
-  const mesh = await meshStarting;
+  meshStarted = bench.startMesh();
+  const mesh = await meshStarted;
   const startMs = performance.now() - meshStart;
   const meshHeaders = { authorization: `Bearer ${mesh.apiKey}` };
   // demo-matmul is not one of the models the mesh deploys: upload it as a user would.
-  const admin = keepAliveAgent();
+  const admin = keepAliveAgent(bench, CONCURRENCY);
   const created = await post(admin, new URL("/v1/models", mesh.edge), meshHeaders, Buffer.from(JSON.stringify({ name: DEMO_MATMUL_NAME })));
   if (created.status !== 201) throw new Error(`creating ${DEMO_MATMUL_NAME}: HTTP ${created.status} ${created.body.toString("utf8", 0, 200)}`);
   const uploaded = await post(admin, new URL(`/v1/models/${DEMO_MATMUL_NAME}/versions`, mesh.edge), { ...meshHeaders, "content-type": "application/octet-stream" }, matmulBytes);
@@ -435,7 +316,7 @@ async function measureMesh(expected: Record<Size, Expected>, matmulBytes: Buffer
   const cases: Record<string, MeshCaseRun> = {};
   for (const c of CASES) {
     const url = new URL(`/v2/models/${c.model}/infer`, mesh.edge);
-    const agent = keepAliveAgent();
+    const agent = keepAliveAgent(bench, CONCURRENCY);
     const { body, headers } = requestOf(c);
     const samples = { latency: [] as Record<string, number>[], throughput: [] as Record<string, number>[] };
     let calls = 0;
@@ -498,7 +379,7 @@ interface CaseProfile {
 }
 
 async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineInfo>, expected: Record<Size, Expected>, matmul: Buffer): Promise<void> {
-  const profDir = join(tmpDir!, "cpu-prof");
+  const profDir = join(bench.tmpDir, "cpu-prof");
   const inspectorPort = await freePort();
   // Inherited by every process the mesh starts (not by this one: Node reads it at start).
   process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --require ${join(ROOT, "bench/cpu-profile-preload.cjs")}`.trim();
@@ -562,9 +443,8 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
   const run = await measureMesh(expected, matmul, probe);
   const edgeProfile: CpuProfile | null = edgeProfiler ? await (edgeProfiler as InspectorProfiler).stop().catch(() => null) : null;
   // Node writes its profiles when a process exits: stop the mesh now, then read them.
-  const mesh = await meshStarting!;
-  meshStarting = null;
-  await mesh.stop();
+  // (stop() is idempotent: the harness's own stop at cleanup then does nothing.)
+  await (await meshStarted!).stop();
   const nodeProfiles = readNodeProfiles(profDir);
   const profilesOf = (part: string): CpuProfile[] =>
     part === "edge workerd" ? (edgeProfile ? [edgeProfile] : []) : [...nodeProfiles].filter(([pid]) => pidParts.get(pid) === part).map(([, p]) => p);
@@ -618,9 +498,7 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
       for (const t of h.top) say(`    ${fmt(t.ms, 4)}  ${fmt(t.share * 100, 1)}%  ${t.fn}`);
     }
   }
-  const written = await writeResults("mesh-profile", { bench: "mesh-overhead --profile", startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine, latency: LATENCY, throughput: THROUGHPUT, idleMs: IDLE_MS, idle, cases }, undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
+  await bench.saveResults({ bench: "mesh-overhead --profile", latency: LATENCY, throughput: THROUGHPUT, idleMs: IDLE_MS, idle, cases }, "mesh-profile");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,35 +642,22 @@ function report(f: RunFacts): void {
     ...Object.entries(f.plain).map(([k, v]) => [`plain-http ${k}`, v] as [string, VariantResult]),
     ...Object.entries(f.meshRun?.cases ?? {}).map(([k, v]) => [`mesh ${k}`, v.result] as [string, VariantResult]),
   ];
-  const errorSamples = all.flatMap(([name, v]) => [...v.latency.errorSamples, ...v.throughput.errorSamples].map((e) => `${name}: ${e}`));
+  const errorSamples = errorSampleLines(all.map(([name, v]) => [name, [v.latency, v.throughput]] as const));
   if (errorSamples.length) {
     say();
     say("error samples:");
-    for (const e of errorSamples.slice(0, 10)) say(`  ${e}`);
+    for (const e of errorSamples) say(`  ${e}`);
   }
 }
 
 function resultJson(f: RunFacts) {
-  const phaseJson = (p: PhaseResult) => ({
-    calls: p.calls,
-    errors: p.errors,
-    warmupErrors: p.warmupErrors,
-    errorSamples: p.errorSamples,
-    elapsedMs: round(p.elapsedMs, 1),
-    callsPerSec: round(p.callsPerSec, 1),
-    okPerSec: round(p.okPerSec, 1),
-    latencyMs: Object.fromEntries(Object.entries(p.latency).map(([k, v]) => [k, k === "count" ? v : round(v, 4)])),
-  });
   const variantJson = (v: VariantResult) => ({ latency: phaseJson(v.latency), throughput: phaseJson(v.throughput) });
   const summaryJson = (s: Record<string, Summary>) =>
-    Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { count: v.count, p50: round(v.p50, 3), p99: round(v.p99, 3), mean: round(v.mean, 3) }]));
+    Object.fromEntries(Object.entries(s).map(([k, v]) => [k, rounded(v, ["count", "p50", "p99", "mean"])]));
   const roundAll = (o: object) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "number" && !Number.isInteger(v) ? round(v, 4) : v]));
   return {
-    bench: "mesh-overhead",
-    quick: QUICK,
-    startedAt: f.startedAt.toISOString(),
+    // bench, quick, startedAt, machine: b.saveResults; finishedAt: when measuring ended.
     finishedAt: f.finishedAt.toISOString(),
-    machine: f.machine,
     cases: CASES.map((c) => ({ id: c.id, model: c.model, binary: c.binary, inputs: c.inputs.map((t) => ({ name: t.name, datatype: "FP32", shape: t.shape })), tensorBytes: c.tensorBytes })),
     config: {
       latency: LATENCY,
@@ -827,14 +692,4 @@ function resultJson(f: RunFacts) {
   };
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (e) {
-  exitCode = 1;
-  if (!signalled) keepTmp = true;
-  if (!signalled) err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-} finally {
-  await cleanup();
-}
-process.exit(signalled ? 130 : exitCode);
+await runBench("mesh-overhead", main);

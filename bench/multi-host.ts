@@ -25,13 +25,13 @@
 // sequential keep-alive calls (after one uncounted), their latencies as one JSON line on stdout.
 
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { nearestRegion } from "../local/link-table.js";
 import { multiHostUnavailable, startHostsMesh, type HostsMesh } from "../local/topology.js";
-import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { QUICK, runBench } from "./harness.js";
+import { fmt, formatTable, machineInfo, ratio, round, summarize, type Summary } from "./stats.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const BODY = JSON.stringify({ inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] });
@@ -56,7 +56,6 @@ if (process.argv[2] === "--probe") {
   process.exit(0);
 }
 
-const QUICK = process.argv.includes("--quick");
 const N_OVERHEAD = QUICK ? 60 : 300;
 const N_ORACLE = QUICK ? 20 : 60;
 const N_MIXED = QUICK ? 60 : 200;
@@ -79,17 +78,6 @@ if (why) {
   process.exit(0);
 }
 
-let h: HostsMesh | null = null;
-let dir = "";
-const cleanup = async () => {
-  await h?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-};
-process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
-const watchdog = setTimeout(() => {
-  say("[multi-host] watchdog: took too long, stopping");
-  void cleanup().then(() => process.exit(1));
-}, 20 * 60_000);
 
 async function json(url: string, init: RequestInit & { key: string }): Promise<any> {
   const res = await fetch(url, { ...init, headers: { authorization: `Bearer ${init.key}`, ...(init.headers as Record<string, string>) } });
@@ -98,6 +86,7 @@ async function json(url: string, init: RequestInit & { key: string }): Promise<a
   return JSON.parse(text);
 }
 
+/** Runs this file's prober inside `ns`. */
 /**
  * Runs this file's prober inside `ns`. Asynchronously: this process also serves the Upstash REST
  * stand-in (local/mesh.ts), and a synchronous wait here left every Redis request the edges made
@@ -140,215 +129,211 @@ async function shoot(mesh: HostsMesh["mesh"], colo: string, model: string): Prom
   }
 }
 
-try {
-  dir = await mkdtemp(join(tmpdir(), "mesh-bench-hosts-"));
-  say(`[multi-host] starting the mesh on a multi-host topology (${COLOS.join(", ")} x ${REGIONS.join(", ")})...`);
-  h = await startHostsMesh({ stateDir: dir, tinyGpt: false, demoChat: false, colos: COLOS });
-  const { mesh, topology } = h;
-  const key = mesh.apiKey;
-  say(`[multi-host] links: ${topology.mode}`);
+await runBench(
+  "multi-host",
+  async (b) => {
+    say(`[multi-host] starting the mesh on a multi-host topology (${COLOS.join(", ")} x ${REGIONS.join(", ")})...`);
+    // Stopped at cleanup even if still starting then (a failed start stops itself).
+    const starting = startHostsMesh({ stateDir: join(b.tmpDir, "mesh"), tinyGpt: false, demoChat: false, colos: COLOS });
+    b.defer(async () => (await starting.catch(() => null))?.stop());
+    const h: HostsMesh = await starting;
+    const { mesh, topology } = h;
+    const key = mesh.apiKey;
+    say(`[multi-host] links: ${topology.mode}`);
 
-  // Copies of demo-mlp restricted to one region each (forced calls), all held warm.
-  const file = mesh.models.find((m) => m.name === "demo-mlp")!.file;
-  const models = ["demo-mlp", ...REGIONS.map((r) => `mlp-${r}`)];
-  for (const r of REGIONS) {
-    const name = `mlp-${r}`;
-    await json(`${mesh.edge}/v1/models`, { key, method: "POST", body: JSON.stringify({ name }), headers: { "content-type": "application/json" } });
-    await json(`${mesh.edge}/v1/models/${name}/versions`, { key, method: "POST", body: await readFile(file), headers: { "content-type": "application/octet-stream" } });
-    await json(`${mesh.edge}/v1/models/${name}`, { key, method: "PUT", body: JSON.stringify({ regions: [r], keepWarm: 1 }), headers: { "content-type": "application/json" } });
-  }
-  await json(`${mesh.edge}/v1/models/demo-mlp`, { key, method: "PUT", body: JSON.stringify({ keepWarm: 1 }), headers: { "content-type": "application/json" } });
-  const until = Date.now() + 120_000;
-  for (const r of REGIONS) {
-    for (;;) {
-      const warm = (await mesh.regionStatus(r)).warm.length;
-      if (warm >= 2) break;
-      if (Date.now() > until) throw new Error(`models not warm in ${r}`);
-      await new Promise((res) => setTimeout(res, 250));
-    }
-  }
-  // Warm-up: every colo's edge measures both links (not counted).
-  for (const colo of COLOS) for (const m of models) for (let i = 0; i < 10; i++) await shoot(mesh, colo, m);
-
-  // 1. overhead --------------------------------------------------------------------------------
-  say("[multi-host] 1/3 overhead: mesh vs a plain HTTP echo across the same link");
-  const overhead: Record<string, { region: string; linkRttMs: number; echo: Summary; mesh: Summary }> = {};
-  for (const colo of COLOS) {
-    const region = nearestRegion(colo, REGIONS)!;
-    const ns = topology.regions[region]!.ns;
-    const port = 18000 + Math.floor(Math.random() * 1000);
-    // The echo: a plain Node HTTP server on the region's host, answering a small body.
-    const echo = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", `require("http").createServer((q,s)=>{q.resume();q.on("end",()=>s.end('{"ok":true}'))}).listen(${port},"0.0.0.0",()=>console.log("up"))`], { stdio: ["ignore", "pipe", "inherit"] });
-    await new Promise<void>((res) => echo.stdout!.once("data", () => res()));
-    try {
-      const base = await probe(topology.colos[colo]!.ns, `http://${topology.regionAddressFrom(colo, region)}:${port}/`, N_OVERHEAD);
-      const m = await probe(topology.colos[colo]!.ns, `http://127.0.0.1:${new URL(mesh.edge).port}/v2/models/mlp-${region}/infer`, N_OVERHEAD, `Bearer ${key}`);
-      overhead[colo] = { region, linkRttMs: topology.link(colo, region).rttMs, echo: summarize(base.ms), mesh: summarize(m.ms) };
-    } finally {
-      echo.kill("SIGTERM");
-    }
-  }
-
-  // 2. accuracy --------------------------------------------------------------------------------
-  say("[multi-host] 2/3 accuracy: best region in hindsight, then the edge choosing");
-  const oracle: Record<string, Record<string, Summary>> = {};
-  for (const colo of COLOS) {
-    oracle[colo] = {};
+    // Copies of demo-mlp restricted to one region each (forced calls), all held warm.
+    const file = mesh.models.find((m) => m.name === "demo-mlp")!.file;
+    const models = ["demo-mlp", ...REGIONS.map((r) => `mlp-${r}`)];
     for (const r of REGIONS) {
-      const ms: number[] = [];
-      for (let i = 0; i < N_ORACLE; i++) {
-        const s = await shoot(mesh, colo, `mlp-${r}`);
-        if (s.ok) ms.push(s.end - s.start);
-      }
-      oracle[colo]![r] = summarize(ms);
+      const name = `mlp-${r}`;
+      await json(`${mesh.edge}/v1/models`, { key, method: "POST", body: JSON.stringify({ name }), headers: { "content-type": "application/json" } });
+      await json(`${mesh.edge}/v1/models/${name}/versions`, { key, method: "POST", body: await readFile(file), headers: { "content-type": "application/octet-stream" } });
+      await json(`${mesh.edge}/v1/models/${name}`, { key, method: "PUT", body: JSON.stringify({ regions: [r], keepWarm: 1 }), headers: { "content-type": "application/json" } });
     }
-  }
-  const best = Object.fromEntries(COLOS.map((c) => [c, REGIONS.reduce((a, b) => (oracle[c]![b]!.p50 < oracle[c]![a]!.p50 ? b : a))]));
-  const mixed: Record<string, { shots: Shot[] }> = {};
-  await Promise.all(
-    COLOS.map(async (colo) => {
-      const shots: Shot[] = [];
-      for (let i = 0; i < N_MIXED; i++) shots.push(await shoot(mesh, colo, "demo-mlp"));
-      mixed[colo] = { shots };
-    }),
-  );
-
-  // 3. failover --------------------------------------------------------------------------------
-  // Twice: the link cut (both ends down: connections are lost, the edge hears it), then the link
-  // up but silent (every packet dropped: nothing is lost, calls just hear nothing).
-  type LinkChange = Parameters<typeof topology.setLink>[2];
-  const icnRtt = topology.link("ICN", "ap-seoul").rttMs;
-  const failoverRun = async (fault: LinkChange, heal: LinkChange) => {
-    const steady: Shot[] = [];
-    let stop = false;
-    const inFlight: Promise<void>[] = [];
-    const loop = (async () => {
-      while (!stop) {
-        inFlight.push(shoot(mesh, "ICN", "demo-mlp").then((s) => void steady.push(s)));
-        await new Promise((res) => setTimeout(res, FAILOVER_TICK_MS));
-      }
-      await Promise.all(inFlight);
-    })();
-    /**
-     * When traffic settled where `pred` says: the start of the first MOVED_WINDOW_MS window after
-     * `after` whose calls (all ended) `pred` accepts at MOVED_SHARE or more. A single answer from
-     * the other region proves nothing: the edge's exploration sends 2% of calls there anyway.
-     */
-    const settledAt = (pred: (s: Shot) => boolean, after: number): number | null => {
-      const sorted = steady.filter((s) => s.start >= after).sort((a, b) => a.start - b.start);
-      for (let i = 0; i < sorted.length; i++) {
-        const from = sorted[i]!.start;
-        const win = sorted.slice(i).filter((s) => s.start < from + MOVED_WINDOW_MS);
-        if (win.length < MOVED_WINDOW_MS / FAILOVER_TICK_MS / 2 || win[win.length - 1]!.start === sorted[sorted.length - 1]!.start) return null;
-        if (win.filter(pred).length >= MOVED_SHARE * win.length) return from;
-      }
-      return null;
-    };
-    const waitFor = async (pred: (s: Shot) => boolean, after: number, boundMs: number) => {
-      const t = Date.now() + boundMs;
+    await json(`${mesh.edge}/v1/models/demo-mlp`, { key, method: "PUT", body: JSON.stringify({ keepWarm: 1 }), headers: { "content-type": "application/json" } });
+    const until = Date.now() + 120_000;
+    for (const r of REGIONS) {
       for (;;) {
-        const at = settledAt(pred, after);
-        if (at !== null) return at;
-        if (Date.now() > t) return null;
-        await new Promise((res) => setTimeout(res, 50));
+        const warm = (await mesh.regionStatus(r)).warm.length;
+        if (warm >= 2) break;
+        if (Date.now() > until) throw new Error(`models not warm in ${r}`);
+        await new Promise((res) => setTimeout(res, 250));
       }
-    };
-    const inWest = (s: Shot) => s.ok && s.region === "us-west";
-    const inSeoul = (s: Shot) => s.ok && s.region === "ap-seoul";
-    await waitFor(inSeoul, Date.now(), 30_000);
-    const cutAt = Date.now();
-    await topology.setLink("ICN", "ap-seoul", fault);
-    await waitFor(inWest, cutAt, MOVE_BOUND_MS);
-    // Held past a deadline, so the calls stuck on the link end (and a silent region is probed) before it heals.
-    await new Promise((res) => setTimeout(res, FAULT_HOLD_MS));
-    const restoredAt = Date.now();
-    await topology.setLink("ICN", "ap-seoul", heal);
-    await waitFor(inSeoul, restoredAt, 120_000);
-    stop = true;
-    await loop;
-    const movedAt = settledAt(inWest, cutAt) ?? NaN;
-    const backAt = settledAt(inSeoul, restoredAt) ?? NaN;
-    const failed = steady.filter((s) => s.start >= cutAt && !(s.start >= movedAt) && s.start < restoredAt && !s.ok);
-    const whileCut = steady.filter((s) => s.start >= cutAt && s.start < restoredAt);
-    return {
-      linkRttMs: icnRtt,
-      moveMs: movedAt - cutAt,
-      moveOverLinkRtt: ratio(movedAt - cutAt, icnRtt),
-      callsFailedWhileMoving: failed.length,
-      callsWhileCut: whileCut.length,
-      callsFailedWhileCut: whileCut.filter((s) => !s.ok).length,
-      tickMs: FAILOVER_TICK_MS,
-      failureCodes: whileCut.filter((s) => !s.ok).reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {}),
-      returnMs: backAt - restoredAt,
-      returnOverLinkRtt: ratio(backAt - restoredAt, icnRtt),
-      deadlineMs: DEADLINE_MS,
-    };
-  };
-  const baseLoss = topology.link("ICN", "ap-seoul").loss;
-  say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link cut, then restored");
-  const failover = await failoverRun({ up: false }, { up: true });
-  say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link silent (every packet dropped), then healed");
-  const silent = await failoverRun({ loss: 1 }, { loss: baseLoss });
+    }
+    // Warm-up: every colo's edge measures both links (not counted).
+    for (const colo of COLOS) for (const m of models) for (let i = 0; i < 10; i++) await shoot(mesh, colo, m);
 
-  // Report --------------------------------------------------------------------------------------
-  const accuracy = Object.fromEntries(
-    COLOS.map((c) => {
-      const shots = mixed[c]!.shots;
-      const inBest = shots.filter((s) => s.ok && s.region === best[c]).length;
-      const failed = shots.filter((s) => !s.ok);
-      const codes = failed.reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {});
-      return [c, { best: best[c], share: inBest / shots.length, calls: shots.length, failed: failed.length, codes, oracleP50: Object.fromEntries(REGIONS.map((r) => [r, round(oracle[c]![r]!.p50)])) }];
-    }),
-  );
-  say("");
-  say(`Multi-host mesh (${topology.mode} links) — ${machineInfo().cpus} CPUs, node ${process.version}${QUICK ? ", --quick" : ""}`);
-  say("");
-  say("Overhead: the mesh's added latency on top of the link's own round trip (plain HTTP echo across the same link, same namespace)");
-  say(
-    formatTable(
-      ["colo", "region", "link RTT", "echo p50", "mesh p50", "added p50", "echo p99", "mesh p99", "added p99", "mesh/echo p50"],
-      Object.entries(overhead).map(([c, o]) => [c, o.region, fmt(o.linkRttMs, 0), fmt(o.echo.p50), fmt(o.mesh.p50), fmt(o.mesh.p50 - o.echo.p50), fmt(o.echo.p99), fmt(o.mesh.p99), fmt(o.mesh.p99 - o.echo.p99), fmt(ratio(o.mesh.p50, o.echo.p50))]),
-    ),
-  );
-  say("");
-  say("Routing accuracy against the best region in hindsight (p50 of calls forced to each region)");
-  say(
-    formatTable(
-      ["colo", ...REGIONS.map((r) => `forced ${r} p50`), "best", "share in best", "failed"],
-      COLOS.map((c) => [c, ...REGIONS.map((r) => fmt(oracle[c]![r]!.p50)), best[c]!, `${fmt(accuracy[c]!.share * 100, 1)}%`, accuracy[c]!.failed ? `${accuracy[c]!.failed} ${JSON.stringify(accuracy[c]!.codes)}` : "0"]),
-    ),
-  );
-  say("");
-  say(`Failover: the ICN <-> ap-seoul link cut (both ends down) or silent (loss 1), under steady calls from ICN (one started every ${FAILOVER_TICK_MS} ms, ${DEADLINE_MS} ms deadline, fault held ${FAULT_HOLD_MS} ms after traffic moved)`);
-  say(
-    formatTable(
-      ["fault", "link RTT", "moved after ms", "moved / RTT", "failed while moving", "failed / calls while faulty", "codes", "back after heal ms", "back / RTT"],
-      (
-        [
-          ["cut", failover],
-          ["silent", silent],
-        ] as const
-      ).map(([name, f]) => [name, fmt(icnRtt, 0), fmt(f.moveMs, 0), fmt(f.moveOverLinkRtt, 1), String(f.callsFailedWhileMoving), `${f.callsFailedWhileCut} / ${f.callsWhileCut}`, JSON.stringify(f.failureCodes), fmt(f.returnMs, 0), fmt(f.returnOverLinkRtt, 1)]),
-    ),
-  );
-  const out = await writeResults("multi-host", {
-    machine: machineInfo(),
-    quick: QUICK,
-    links: topology.mode,
-    linkTable: Object.fromEntries(COLOS.map((c) => [c, Object.fromEntries(REGIONS.map((r) => [r, topology.link(c, r)]))])),
-    overhead: Object.fromEntries(
-      Object.entries(overhead).map(([c, o]) => [c, { ...o, addedP50Ms: round(o.mesh.p50 - o.echo.p50), addedP99Ms: round(o.mesh.p99 - o.echo.p99), meshOverEchoP50: round(ratio(o.mesh.p50, o.echo.p50)) }]),
-    ),
-    accuracy,
-    failover,
-    silent,
-  });
-  say("");
-  say(`[multi-host] wrote ${out.file}`);
-} catch (err) {
-  say(`[multi-host] failed: ${(err as Error).stack ?? err}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
+    // 1. overhead --------------------------------------------------------------------------------
+    say("[multi-host] 1/3 overhead: mesh vs a plain HTTP echo across the same link");
+    const overhead: Record<string, { region: string; linkRttMs: number; echo: Summary; mesh: Summary }> = {};
+    for (const colo of COLOS) {
+      const region = nearestRegion(colo, REGIONS)!;
+      const ns = topology.regions[region]!.ns;
+      const port = 18000 + Math.floor(Math.random() * 1000);
+      // The echo: a plain Node HTTP server on the region's host, answering a small body.
+      const echo = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", `require("http").createServer((q,s)=>{q.resume();q.on("end",()=>s.end('{"ok":true}'))}).listen(${port},"0.0.0.0",()=>console.log("up"))`], { stdio: ["ignore", "pipe", "inherit"] });
+      await new Promise<void>((res) => echo.stdout!.once("data", () => res()));
+      try {
+        const base = await probe(topology.colos[colo]!.ns, `http://${topology.regionAddressFrom(colo, region)}:${port}/`, N_OVERHEAD);
+        const m = await probe(topology.colos[colo]!.ns, `http://127.0.0.1:${new URL(mesh.edge).port}/v2/models/mlp-${region}/infer`, N_OVERHEAD, `Bearer ${key}`);
+        overhead[colo] = { region, linkRttMs: topology.link(colo, region).rttMs, echo: summarize(base.ms), mesh: summarize(m.ms) };
+      } finally {
+        echo.kill("SIGTERM");
+      }
+    }
+
+    // 2. accuracy --------------------------------------------------------------------------------
+    say("[multi-host] 2/3 accuracy: best region in hindsight, then the edge choosing");
+    const oracle: Record<string, Record<string, Summary>> = {};
+    for (const colo of COLOS) {
+      oracle[colo] = {};
+      for (const r of REGIONS) {
+        const ms: number[] = [];
+        for (let i = 0; i < N_ORACLE; i++) {
+          const s = await shoot(mesh, colo, `mlp-${r}`);
+          if (s.ok) ms.push(s.end - s.start);
+        }
+        oracle[colo]![r] = summarize(ms);
+      }
+    }
+    const best = Object.fromEntries(COLOS.map((c) => [c, REGIONS.reduce((a, b) => (oracle[c]![b]!.p50 < oracle[c]![a]!.p50 ? b : a))]));
+    const mixed: Record<string, { shots: Shot[] }> = {};
+    await Promise.all(
+      COLOS.map(async (colo) => {
+        const shots: Shot[] = [];
+        for (let i = 0; i < N_MIXED; i++) shots.push(await shoot(mesh, colo, "demo-mlp"));
+        mixed[colo] = { shots };
+      }),
+    );
+
+    // 3. failover --------------------------------------------------------------------------------
+    // Twice: the link cut (both ends down: connections are lost, the edge hears it), then the link
+    // up but silent (every packet dropped: nothing is lost, calls just hear nothing).
+    type LinkChange = Parameters<typeof topology.setLink>[2];
+    const icnRtt = topology.link("ICN", "ap-seoul").rttMs;
+    const failoverRun = async (fault: LinkChange, heal: LinkChange) => {
+      const steady: Shot[] = [];
+      let stop = false;
+      const inFlight: Promise<void>[] = [];
+      const loop = (async () => {
+        while (!stop) {
+          inFlight.push(shoot(mesh, "ICN", "demo-mlp").then((s) => void steady.push(s)));
+          await new Promise((res) => setTimeout(res, FAILOVER_TICK_MS));
+        }
+        await Promise.all(inFlight);
+      })();
+      /**
+       * When traffic settled where `pred` says: the start of the first MOVED_WINDOW_MS window after
+       * `after` whose calls (all ended) `pred` accepts at MOVED_SHARE or more. A single answer from
+       * the other region proves nothing: the edge's exploration sends 2% of calls there anyway.
+       */
+      const settledAt = (pred: (s: Shot) => boolean, after: number): number | null => {
+        const sorted = steady.filter((s) => s.start >= after).sort((a, b) => a.start - b.start);
+        for (let i = 0; i < sorted.length; i++) {
+          const from = sorted[i]!.start;
+          const win = sorted.slice(i).filter((s) => s.start < from + MOVED_WINDOW_MS);
+          if (win.length < MOVED_WINDOW_MS / FAILOVER_TICK_MS / 2 || win[win.length - 1]!.start === sorted[sorted.length - 1]!.start) return null;
+          if (win.filter(pred).length >= MOVED_SHARE * win.length) return from;
+        }
+        return null;
+      };
+      const waitFor = async (pred: (s: Shot) => boolean, after: number, boundMs: number) => {
+        const t = Date.now() + boundMs;
+        for (;;) {
+          const at = settledAt(pred, after);
+          if (at !== null) return at;
+          if (Date.now() > t) return null;
+          await new Promise((res) => setTimeout(res, 50));
+        }
+      };
+      const inWest = (s: Shot) => s.ok && s.region === "us-west";
+      const inSeoul = (s: Shot) => s.ok && s.region === "ap-seoul";
+      await waitFor(inSeoul, Date.now(), 30_000);
+      const cutAt = Date.now();
+      await topology.setLink("ICN", "ap-seoul", fault);
+      await waitFor(inWest, cutAt, MOVE_BOUND_MS);
+      // Held past a deadline, so the calls stuck on the link end (and a silent region is probed) before it heals.
+      await new Promise((res) => setTimeout(res, FAULT_HOLD_MS));
+      const restoredAt = Date.now();
+      await topology.setLink("ICN", "ap-seoul", heal);
+      await waitFor(inSeoul, restoredAt, 120_000);
+      stop = true;
+      await loop;
+      const movedAt = settledAt(inWest, cutAt) ?? NaN;
+      const backAt = settledAt(inSeoul, restoredAt) ?? NaN;
+      const failed = steady.filter((s) => s.start >= cutAt && !(s.start >= movedAt) && s.start < restoredAt && !s.ok);
+      const whileCut = steady.filter((s) => s.start >= cutAt && s.start < restoredAt);
+      return {
+        linkRttMs: icnRtt,
+        moveMs: movedAt - cutAt,
+        moveOverLinkRtt: ratio(movedAt - cutAt, icnRtt),
+        callsFailedWhileMoving: failed.length,
+        callsWhileCut: whileCut.length,
+        callsFailedWhileCut: whileCut.filter((s) => !s.ok).length,
+        tickMs: FAILOVER_TICK_MS,
+        failureCodes: whileCut.filter((s) => !s.ok).reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {}),
+        returnMs: backAt - restoredAt,
+        returnOverLinkRtt: ratio(backAt - restoredAt, icnRtt),
+        deadlineMs: DEADLINE_MS,
+      };
+    };
+    const baseLoss = topology.link("ICN", "ap-seoul").loss;
+    say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link cut, then restored");
+    const failover = await failoverRun({ up: false }, { up: true });
+    say("[multi-host] 3/3 failover: the ICN <-> ap-seoul link silent (every packet dropped), then healed");
+    const silent = await failoverRun({ loss: 1 }, { loss: baseLoss });
+
+    // Report --------------------------------------------------------------------------------------
+    const accuracy = Object.fromEntries(
+      COLOS.map((c) => {
+        const shots = mixed[c]!.shots;
+        const inBest = shots.filter((s) => s.ok && s.region === best[c]).length;
+        const failed = shots.filter((s) => !s.ok);
+        const codes = failed.reduce<Record<string, number>>((a, s) => ((a[s.code!] = (a[s.code!] ?? 0) + 1), a), {});
+        return [c, { best: best[c], share: inBest / shots.length, calls: shots.length, failed: failed.length, codes, oracleP50: Object.fromEntries(REGIONS.map((r) => [r, round(oracle[c]![r]!.p50)])) }];
+      }),
+    );
+    say("");
+    say(`Multi-host mesh (${topology.mode} links) — ${machineInfo().cpus} CPUs, node ${process.version}${QUICK ? ", --quick" : ""}`);
+    say("");
+    say("Overhead: the mesh's added latency on top of the link's own round trip (plain HTTP echo across the same link, same namespace)");
+    say(
+      formatTable(
+        ["colo", "region", "link RTT", "echo p50", "mesh p50", "added p50", "echo p99", "mesh p99", "added p99", "mesh/echo p50"],
+        Object.entries(overhead).map(([c, o]) => [c, o.region, fmt(o.linkRttMs, 0), fmt(o.echo.p50), fmt(o.mesh.p50), fmt(o.mesh.p50 - o.echo.p50), fmt(o.echo.p99), fmt(o.mesh.p99), fmt(o.mesh.p99 - o.echo.p99), fmt(ratio(o.mesh.p50, o.echo.p50))]),
+      ),
+    );
+    say("");
+    say("Routing accuracy against the best region in hindsight (p50 of calls forced to each region)");
+    say(
+      formatTable(
+        ["colo", ...REGIONS.map((r) => `forced ${r} p50`), "best", "share in best", "failed"],
+        COLOS.map((c) => [c, ...REGIONS.map((r) => fmt(oracle[c]![r]!.p50)), best[c]!, `${fmt(accuracy[c]!.share * 100, 1)}%`, accuracy[c]!.failed ? `${accuracy[c]!.failed} ${JSON.stringify(accuracy[c]!.codes)}` : "0"]),
+      ),
+    );
+    say("");
+    say(`Failover: the ICN <-> ap-seoul link cut (both ends down) or silent (loss 1), under steady calls from ICN (one started every ${FAILOVER_TICK_MS} ms, ${DEADLINE_MS} ms deadline, fault held ${FAULT_HOLD_MS} ms after traffic moved)`);
+    say(
+      formatTable(
+        ["fault", "link RTT", "moved after ms", "moved / RTT", "failed while moving", "failed / calls while faulty", "codes", "back after heal ms", "back / RTT"],
+        (
+          [
+            ["cut", failover],
+            ["silent", silent],
+          ] as const
+        ).map(([name, f]) => [name, fmt(icnRtt, 0), fmt(f.moveMs, 0), fmt(f.moveOverLinkRtt, 1), String(f.callsFailedWhileMoving), `${f.callsFailedWhileCut} / ${f.callsWhileCut}`, JSON.stringify(f.failureCodes), fmt(f.returnMs, 0), fmt(f.returnOverLinkRtt, 1)]),
+      ),
+    );
+    await b.saveResults({
+      links: topology.mode,
+      linkTable: Object.fromEntries(COLOS.map((c) => [c, Object.fromEntries(REGIONS.map((r) => [r, topology.link(c, r)]))])),
+      overhead: Object.fromEntries(
+        Object.entries(overhead).map(([c, o]) => [c, { ...o, addedP50Ms: round(o.mesh.p50 - o.echo.p50), addedP99Ms: round(o.mesh.p99 - o.echo.p99), meshOverEchoP50: round(ratio(o.mesh.p50, o.echo.p50)) }]),
+      ),
+      accuracy,
+      failover,
+      silent,
+    });
+  },
+  { watchdogMs: 20 * 60_000 },
+);

@@ -22,14 +22,14 @@ import type { WireTensor } from "../protocol/tensor.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { fp32, RegionHarness } from "../test/helpers/region-harness.js";
 import { spinModel } from "../test/helpers/slow-models.js";
-import { runBench, type Bench } from "./harness.js";
-import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { QUICK, runBench, type Bench } from "./harness.js";
+import { fmt, printTable, ratio, round, summarize, type Summary } from "./stats.js";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 };
-const SECONDS = arg("seconds", 4);
+const SECONDS = arg("seconds", QUICK ? 1 : 4);
 const CORES = availableParallelism();
 const SIZE = 256;
 
@@ -200,8 +200,7 @@ async function main(b: Bench): Promise<void> {
     ],
     ["left", "right", "right", "right"],
   );
-  const written = await writeResults("node-workers", {
-    machine: machineInfo(),
+  await b.saveResults({
     seconds: SECONDS,
     slowCallMs: round(per * slowN, 1),
     fastBesideSlow: {
@@ -215,7 +214,6 @@ async function main(b: Bench): Promise<void> {
       childPerCore: { ...many, speedup: round(ratio(many.callsPerS, one.callsPerS)) },
     },
   });
-  console.log(`\nresults: ${written.file}`);
 }
 
 await runBench("node-workers", main);

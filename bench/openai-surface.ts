@@ -25,18 +25,17 @@
 //      npx tsx bench/openai-surface.ts --quick
 // Prints a table, writes bench/results/openai-surface-<timestamp>.json and openai-surface-latest.json.
 
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import os from "node:os";
+import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import OpenAI from "openai";
 import { DecodeEngine, DecodeLoop, type EngineEvent } from "../gpu-node/decoder/index.js";
 import { loadBundleTextSide, type TextSide } from "../gpu-node/text-side.js";
 import { IncrementalDetokenizer, StopWindow } from "../gpu-node/token-text.js";
-import { startMesh, type MeshHandle } from "../local/mesh.js";
-import { fmt, fmtSigned, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { err, QUICK, runBench, say } from "./harness.js";
+import { fmt, fmtSigned, formatTable, ratio, round, rounded } from "./stats.js";
+import { concurrent, noSamples, postStream, sequential, sseData, streamStats, Timeline, type ExpectedText, type Samples, type StreamRun, type StreamSample, type StreamStats } from "./stream-load.js";
 
-const QUICK = process.argv.includes("--quick");
 const MODEL_DIR = resolve("models/tiny-gpt");
 const MODEL = "tiny-gpt";
 const MAX_TOKENS = 32;
@@ -58,65 +57,8 @@ const PROMPTS = [
   "How did the story end?",
 ];
 const messagesFor = (i: number) => [{ role: "user" as const, content: PROMPTS[i % PROMPTS.length]! }];
-
-const say = (line = "") => process.stdout.write(line + "\n");
-const err = (line: string) => process.stderr.write(line + "\n");
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup
-
-let tmpDir: string | null = null;
-let meshStarting: Promise<MeshHandle> | null = null;
-let session: ort.InferenceSession | null = null;
-let cleanupPromise: Promise<void> | null = null;
-function cleanup(): Promise<void> {
-  cleanupPromise ??= (async () => {
-    const mesh = await meshStarting?.catch(() => null);
-    if (mesh) await mesh.stop().catch((e: unknown) => err(`[bench] mesh stop failed: ${String(e)}`));
-    await session?.release().catch(() => undefined);
-    if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
-  })();
-  return cleanupPromise;
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    err(`\n[bench] ${sig}: cleaning up...`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// One stream's timeline
-
-interface StreamSample {
-  ttftMs: number;
-  /** From the request to the last token. */
-  lastMs: number;
-  /** fetch+SSE only: from the request to the response's headers (the edge has picked a node and the stream is open). */
-  headersMs?: number;
-  gaps: number[];
-  text: string;
-}
-
-class Timeline {
-  private last = 0;
-  private first = 0;
-  private readonly gaps: number[] = [];
-  private text = "";
-  constructor(readonly sentAt = performance.now()) {}
-  token(text: string): void {
-    if (text === "") return;
-    const now = performance.now();
-    if (this.first === 0) this.first = now;
-    else this.gaps.push(now - this.last);
-    this.last = now;
-    this.text += text;
-  }
-  sample(): StreamSample {
-    if (this.first === 0) throw new Error("the stream produced no text");
-    return { ttftMs: this.first - this.sentAt, lastMs: this.last - this.sentAt, gaps: this.gaps, text: this.text };
-  }
-}
+/** A token is a chunk (in-process: a piece) with non-empty content. */
+const contentTimeline = () => new Timeline(performance.now(), true);
 
 // ---------------------------------------------------------------------------------------------
 // The floor: the decode engine in this process, driven as the session child drives it
@@ -139,7 +81,7 @@ class InProcess {
 
   generate(i: number): Promise<StreamSample> {
     return new Promise((done, fail) => {
-      const tl = new Timeline();
+      const tl = contentTimeline();
       const id = `s${this.next++}`;
       const ids = this.side.encodePrompt("", messagesFor(i));
       const detok = new IncrementalDetokenizer((x) => this.side.tokenizer.decode(x, { skipSpecialTokens: true }));
@@ -176,152 +118,82 @@ class InProcess {
 // Through the mesh: the official client, and fetch with a minimal SSE parser
 
 async function viaClient(client: OpenAI, i: number): Promise<StreamSample> {
-  const tl = new Timeline();
+  const tl = contentTimeline();
   const stream = await client.chat.completions.create({ model: MODEL, messages: messagesFor(i), max_tokens: MAX_TOKENS, temperature: 0, stream: true });
   for await (const chunk of stream) tl.token(chunk.choices[0]?.delta.content ?? "");
   return tl.sample();
 }
 
 async function viaFetch(edge: string, key: string, i: number): Promise<StreamSample> {
-  const tl = new Timeline();
-  const res = await fetch(`${edge}/openai/v1/chat/completions`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: MODEL, messages: messagesFor(i), max_tokens: MAX_TOKENS, temperature: 0, stream: true }),
-  });
-  if (!res.ok || !res.body) throw new Error(`chat/completions ${res.status}: ${await res.text()}`);
+  const tl = contentTimeline();
+  const res = await postStream(`${edge}/openai/v1/chat/completions`, key, { model: MODEL, messages: messagesFor(i), max_tokens: MAX_TOKENS, temperature: 0, stream: true });
   const headersMs = performance.now() - tl.sentAt;
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buf += decoder.decode(bytes, { stream: true });
-    let at: number;
-    while ((at = buf.indexOf("\n\n")) >= 0) {
-      const data = buf.slice(0, at).split("\n").find((l) => l.startsWith("data: "));
-      buf = buf.slice(at + 2);
-      if (!data || data === "data: [DONE]") continue;
-      const chunk = JSON.parse(data.slice(6)) as { choices?: { delta?: { content?: string } }[]; error?: { message: string } };
-      if (chunk.error) throw new Error(chunk.error.message);
-      tl.token(chunk.choices?.[0]?.delta?.content ?? "");
-    }
+  for await (const data of sseData(res.body)) {
+    if (data === "[DONE]") continue;
+    const chunk = JSON.parse(data) as { choices?: { delta?: { content?: string } }[]; error?: { message: string } };
+    if (chunk.error) throw new Error(chunk.error.message);
+    tl.token(chunk.choices?.[0]?.delta?.content ?? "");
   }
   return { ...tl.sample(), headersMs };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Phases
 
-type Run = (i: number) => Promise<StreamSample>;
-
-interface Samples {
-  streams: StreamSample[];
-  errors: string[];
-}
-
-const empty = (): Samples => ({ streams: [], errors: [] });
-
-/** Runs one stream (checked against the floor's text for its prompt) into `into`. */
-async function one(run: Run, i: number, expected: string[] | null, into: Samples): Promise<void> {
-  try {
-    const s = await run(i);
-    if (expected && s.text !== expected[i % PROMPTS.length]) throw new Error(`prompt ${i % PROMPTS.length}: text differs from the in-process run's`);
-    into.streams.push(s);
-  } catch (e) {
-    into.errors.push((e as Error).message);
-  }
-}
-
-async function sequential(run: Run, runs: number, expected: string[] | null, into: Samples): Promise<void> {
-  for (let i = 0; i < runs; i++) await one(run, i, expected, into);
-}
-
-async function concurrent(run: Run, rounds: number, expected: string[] | null, into: Samples): Promise<void> {
-  for (let r = 0; r < rounds; r++) await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => one(run, i, expected, into)));
-}
-
-interface Measured {
-  ttft: Summary;
-  itl: Summary;
-  last: Summary;
-  /** fetch+SSE only (NaN otherwise). */
-  headers: Summary;
-  /** Share of gaps under BURST_MS: tokens that came in the same read as the one before. */
-  burstShare: number;
-  streams: number;
-  tokens: number;
-  errors: number;
-  errorSamples: string[];
-}
-
-function measured(s: Samples): Measured {
-  return {
-    ttft: summarize(s.streams.map((x) => x.ttftMs)),
-    itl: summarize(s.streams.flatMap((x) => x.gaps)),
-    last: summarize(s.streams.map((x) => x.lastMs)),
-    headers: summarize(s.streams.flatMap((x) => (x.headersMs === undefined ? [] : [x.headersMs]))),
-    burstShare: ratio(s.streams.reduce((n, x) => n + x.gaps.filter((g) => g < BURST_MS).length, 0), s.streams.reduce((n, x) => n + x.gaps.length, 0)),
-    streams: s.streams.length,
-    tokens: s.streams.reduce((n, x) => n + x.gaps.length + 1, 0),
-    errors: s.errors.length,
-    errorSamples: s.errors.slice(0, 5),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-
-async function main(): Promise<void> {
+await runBench("openai-surface", async (b) => {
   const started = performance.now();
-  tmpDir = await mkdtemp(join(os.tmpdir(), "bench-openai-"));
   const side = await loadBundleTextSide(MODEL_DIR);
   if (!side) throw new Error(`no tokenizer.json in ${MODEL_DIR}`);
   const readJson = async (name: string) => JSON.parse(await readFile(join(MODEL_DIR, name), "utf8")) as unknown;
   // As the session child loads it (gpu-node/session-child.ts), with the thread count the mesh's node gets below.
-  session = await ort.InferenceSession.create(join(MODEL_DIR, "model.onnx"), { executionProviders: ["cpu"], graphOptimizationLevel: "all", intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const session = await ort.InferenceSession.create(join(MODEL_DIR, "model.onnx"), { executionProviders: ["cpu"], graphOptimizationLevel: "all", intraOpNumThreads: 1, interOpNumThreads: 1 });
+  b.defer(() => session.release());
   const local = new InProcess(session, await readJson("config.json"), await readJson("generation_config.json"), side);
 
   // The floor's text for each prompt (greedy: every run of a prompt gives it).
-  const expected: string[] = [];
-  for (let i = 0; i < PROMPTS.length; i++) expected.push((await local.generate(i)).text);
+  const texts: string[] = [];
+  for (let i = 0; i < PROMPTS.length; i++) texts.push((await local.generate(i)).text);
+  const expected: ExpectedText = (i) => texts[i % PROMPTS.length]!;
 
   err("[bench] starting the mesh (one region, one node, one intra-op thread)");
-  meshStarting = startMesh({
-    stateDir: join(tmpDir, "mesh"),
+  const mesh = await b.startMesh({
     regions: [{ name: "us-west", lat: 37.34, lon: -121.89, nodes: 1 }],
     demoChat: false,
     nodeEnv: { MESH_EXECUTION_PROVIDER: "cpu", NODE_THREADS_PER_WORKER: "1" },
     edgeVars: { EXPLORATION_SHARE: "0" },
-    progress: (l) => err(l),
   });
-  const mesh = await meshStarting;
   const client = new OpenAI({ apiKey: mesh.apiKey, baseURL: `${mesh.edge}/openai/v1`, maxRetries: 0 });
 
-  const paths: { name: string; run: Run; expected: string[] | null }[] = [
-    { name: "in-process", run: (i) => local.generate(i), expected },
-    { name: "openai client", run: (i) => viaClient(client, i), expected },
-    { name: "fetch+SSE", run: (i) => viaFetch(mesh.edge, mesh.apiKey, i), expected },
+  const paths: { name: string; run: StreamRun }[] = [
+    { name: "in-process", run: (i) => local.generate(i) },
+    { name: "openai client", run: (i) => viaClient(client, i) },
+    { name: "fetch+SSE", run: (i) => viaFetch(mesh.edge, mesh.apiKey, i) },
   ];
+  /** `rounds` rounds of CONCURRENT streams at once. */
+  const rounds = async (run: StreamRun, n: number, into: Samples) => {
+    for (let r = 0; r < n; r++) await concurrent(run, CONCURRENT, expected, into);
+  };
 
   err("[bench] warm-up (the node loads tiny-gpt on the first call)");
   for (const p of paths) {
-    const w = empty();
-    await sequential(p.run, PROMPTS.length, p.expected, w);
-    await concurrent(p.run, 1, p.expected, w);
+    const w = await sequential(p.run, PROMPTS.length, expected);
+    await rounds(p.run, 1, w);
     if (w.errors.length > 0) throw new Error(`${p.name} warm-up: ${w.errors[0]}`);
   }
 
-  const seq = new Map(paths.map((p) => [p.name, empty()]));
-  const conc = new Map(paths.map((p) => [p.name, empty()]));
-  for (let b = 0; b < BLOCKS; b++) {
+  const seq = new Map(paths.map((p) => [p.name, noSamples()]));
+  const conc = new Map(paths.map((p) => [p.name, noSamples()]));
+  for (let k = 0; k < BLOCKS; k++) {
     for (const p of paths) {
-      err(`[bench] block ${b + 1}/${BLOCKS}: ${p.name}, 1 stream x ${SEQ_RUNS}, then ${ROUNDS} rounds of ${CONCURRENT}`);
-      await sequential(p.run, SEQ_RUNS, p.expected, seq.get(p.name)!);
-      await concurrent(p.run, ROUNDS, p.expected, conc.get(p.name)!);
+      if (b.interrupted) throw new Error("interrupted");
+      err(`[bench] block ${k + 1}/${BLOCKS}: ${p.name}, 1 stream x ${SEQ_RUNS}, then ${ROUNDS} rounds of ${CONCURRENT}`);
+      await sequential(p.run, SEQ_RUNS, expected, seq.get(p.name)!);
+      await rounds(p.run, ROUNDS, conc.get(p.name)!);
     }
   }
 
   const levels = [
-    { streams: 1, by: new Map([...seq].map(([k, v]) => [k, measured(v)])) },
-    { streams: CONCURRENT, by: new Map([...conc].map(([k, v]) => [k, measured(v)])) },
+    { streams: 1, by: new Map([...seq].map(([k, v]) => [k, streamStats(v, BURST_MS)])) },
+    { streams: CONCURRENT, by: new Map([...conc].map(([k, v]) => [k, streamStats(v, BURST_MS)])) },
   ];
 
   say();
@@ -374,20 +246,18 @@ async function main(): Promise<void> {
   }
   say(`goal (at most 2 ms added at p50, 1 stream, openai client): TTFT ${fmtSigned(addedP50.ttft)} ms, ITL ${fmtSigned(addedP50.itl, 3)} ms, last token ${fmtSigned(oneOpenai.last.p50 - oneBase.last.p50)} ms`);
 
-  const json = (m: Measured) => ({
+  const json = (m: StreamStats) => ({
     streams: m.streams,
     tokens: m.tokens,
     errors: m.errors,
     errorSamples: m.errorSamples,
-    ttftMs: { p50: round(m.ttft.p50), p90: round(m.ttft.p90), p99: round(m.ttft.p99), mean: round(m.ttft.mean), max: round(m.ttft.max) },
-    itlMs: { p50: round(m.itl.p50, 4), p90: round(m.itl.p90, 4), p99: round(m.itl.p99, 4), mean: round(m.itl.mean, 4), max: round(m.itl.max, 4) },
-    lastTokenMs: { p50: round(m.last.p50), p99: round(m.last.p99) },
-    headersMs: { p50: round(m.headers.p50), p99: round(m.headers.p99) },
+    ttftMs: rounded(m.ttft, ["p50", "p90", "p99", "mean", "max"]),
+    itlMs: rounded(m.itl, ["p50", "p90", "p99", "mean", "max"], 4),
+    lastTokenMs: rounded(m.last, ["p50", "p99"]),
+    headersMs: rounded(m.headers, ["p50", "p99"]),
     burstShare: round(m.burstShare),
   });
-  const written = await writeResults("openai-surface", {
-    bench: "openai-surface",
-    machine: machineInfo(),
+  await b.saveResults({
     model: MODEL,
     params: { maxTokens: MAX_TOKENS, temperature: 0, prompts: PROMPTS, seqRunsPerBlock: SEQ_RUNS, concurrentRoundsPerBlock: ROUNDS, blocks: BLOCKS, quick: QUICK },
     levels: levels.map((lv) => {
@@ -412,12 +282,5 @@ async function main(): Promise<void> {
     goal: { addedMsAtP50Max: 2, oneStreamOpenaiAddedP50Ms: { ttft: round(addedP50.ttft), itl: round(addedP50.itl, 4) } },
     elapsedSec: round((performance.now() - started) / 1000, 1),
   });
-  say(`\nwrote ${written.latest} (${fmt((performance.now() - started) / 1000, 0)} s)`);
-}
-
-main()
-  .catch((e: unknown) => {
-    err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanup());
+  err(`[bench] done in ${fmt((performance.now() - started) / 1000, 0)} s`);
+});

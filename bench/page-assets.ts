@@ -18,22 +18,19 @@
 // Prints a table and writes bench/results/page-assets-<timestamp>.json and -latest.json.
 
 import { spawnSync } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import http from "node:http";
-import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { EDGE_ASSETS } from "../local/edge-assets.js";
 import { freePort } from "../local/free-port.js";
-import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { err, QUICK, runBench, say } from "./harness.js";
+import { fmt, printTable, ratio, round, rounded, summarize } from "./stats.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const QUICK = process.argv.includes("--quick");
 const N = QUICK ? { calls: 300, warmup: 30 } : { calls: 2000, warmup: 200 };
-const err = (line: string) => process.stderr.write(line + "\n");
-const say = (line = "") => process.stdout.write(line + "\n");
 
 const VARS = {
   ADMIN_TOKEN: "admin-token-for-the-page-bench-0123456789",
@@ -77,14 +74,9 @@ async function miniflare(bundle: string, withAssets: boolean): Promise<{ mf: Min
   return { mf, base: (await mf.ready).toString() };
 }
 
-const instances: Miniflare[] = [];
-let tmp: string | null = null;
-
-async function main(): Promise<void> {
-  const startedAt = new Date();
-  const machine = machineInfo();
-  err(`[bench] page-assets${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
-  tmp = await mkdtemp(join(os.tmpdir(), "mesh-page-bench-"));
+await runBench("page-assets", async (b) => {
+  const { machine } = b;
+  const tmp = b.tmpDir;
   err("[bench] bundling the edge (wrangler deploy --dry-run, which runs the page build first)");
   const w = spawnSync(process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--outdir", tmp], {
     cwd: ROOT,
@@ -94,9 +86,9 @@ async function main(): Promise<void> {
   if (w.status !== 0) throw new Error(`wrangler deploy --dry-run failed: ${w.stdout}${w.stderr}`);
   const bundle = join(tmp, "index.js");
   const plain = await miniflare(bundle, false);
-  instances.push(plain.mf);
+  b.defer(() => plain.mf.dispose());
   const assets = await miniflare(bundle, true);
-  instances.push(assets.mf);
+  b.defer(() => assets.mf.dispose());
 
   const html = (await readFile(join(EDGE_ASSETS.directory, "status.html"), "utf8"));
   const script = /src="(\/pages\/[^"]+\.js)"/.exec(html)?.[1];
@@ -104,6 +96,7 @@ async function main(): Promise<void> {
   if (!script || !style) throw new Error("status.html names no script or stylesheet");
 
   const agents = [new http.Agent({ keepAlive: true, maxSockets: 1 }), new http.Agent({ keepAlive: true, maxSockets: 1 })] as const;
+  b.defer(() => agents.forEach((a) => a.destroy()));
   const calls: [name: string, agent: http.Agent, base: string, path: string][] = [
     ["baseline: GET /v2/health/live, no [assets]", agents[0], plain.base, "/v2/health/live"],
     ["GET /v2/health/live, [assets] in front", agents[1], assets.base, "/v2/health/live"],
@@ -157,38 +150,11 @@ async function main(): Promise<void> {
     ["left", "right", "right"],
   );
 
-  const json = (x: Summary) => ({ count: x.count, p50: round(x.p50, 4), p90: round(x.p90, 4), p99: round(x.p99, 4), mean: round(x.mean, 4), max: round(x.max, 4) });
-  const written = await writeResults(
-    "page-assets",
-    {
-      bench: "page-assets",
-      quick: QUICK,
-      startedAt: startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
-      machine,
-      method: "client-side timing, sequential, interleaved per call across two Miniflare instances of the same bundle (without and with [assets])",
-      counts: N,
-      ms: Object.fromEntries(calls.map(([name], i) => [name, json(s[i]!)])),
-      p50OverBaseline: Object.fromEntries(calls.map(([name], i) => [name, round(ratio(s[i]!.p50, base.p50), 3)])),
-      statusPageGzipBytes: { ...bytes, firstOverInlined: round(ratio(bytes.firstVisit, bytes.inlined), 3), repeatOverInlined: round(ratio(bytes.repeatVisit, bytes.inlined), 3) },
-    },
-    undefined,
-    startedAt,
-  );
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
-  for (const a of agents) a.destroy();
-}
-
-let exitCode = 0;
-try {
-  await main();
-} catch (e) {
-  exitCode = 1;
-  err(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-} finally {
-  for (const mf of instances) await mf.dispose().catch(() => undefined);
-  if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-}
-process.exit(exitCode);
+  await b.saveResults({
+    method: "client-side timing, sequential, interleaved per call across two Miniflare instances of the same bundle (without and with [assets])",
+    counts: N,
+    ms: Object.fromEntries(calls.map(([name], i) => [name, rounded(s[i]!, ["count", "p50", "p90", "p99", "mean", "max"], 4)])),
+    p50OverBaseline: Object.fromEntries(calls.map(([name], i) => [name, round(ratio(s[i]!.p50, base.p50), 3)])),
+    statusPageGzipBytes: { ...bytes, firstOverInlined: round(ratio(bytes.firstVisit, bytes.inlined), 3), repeatOverInlined: round(ratio(bytes.repeatVisit, bytes.inlined), 3) },
+  });
+});

@@ -8,8 +8,8 @@
 // with the mesh's codec (protocol/binary-tensors.ts), so binary calls have a baseline too.
 //
 // Run: node --import tsx bench/plain-http-server.ts <model.onnx> [model-name] [port]
-// Prints `LISTENING <port>` on stdout once ready. Exits on SIGTERM/SIGINT, or when its stdin
-// closes (the bench that started it went away), so it never outlives the bench.
+// Prints `LISTENING <port>` on stdout once ready. Exits on SIGTERM/SIGINT, or when the process
+// named by MESH_PARENT_PID (the bench, bench/harness.ts sets it) is gone, so it never outlives it.
 
 import { readFile } from "node:fs/promises";
 import http from "node:http";
@@ -17,6 +17,7 @@ import { basename } from "node:path";
 import * as ort from "onnxruntime-node";
 import { fromOrt, toOrt } from "../gpu-node/ort-tensors.js";
 import { readOnnxSignature } from "../protocol/onnx-signature.js";
+import { exitWhenParentDies } from "../runtime/parent-watch.js";
 import { BinaryFramingError, BinaryInputs, binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER, splitBinaryBody } from "../protocol/binary-tensors.js";
 import { parseInferRequest, TensorError } from "../protocol/tensor.js";
 
@@ -111,10 +112,7 @@ function shutdown(code = 0): void {
 }
 process.on("SIGTERM", () => shutdown(0));
 process.on("SIGINT", () => shutdown(0));
-// The parent holds our stdin open; when it closes, the parent is gone.
-process.stdin.on("end", () => shutdown(0));
-process.stdin.on("error", () => shutdown(0));
-process.stdin.resume();
+exitWhenParentDies(() => shutdown(0));
 
 server.listen(port, "127.0.0.1", () => {
   const addr = server.address();

@@ -28,11 +28,10 @@ import { bucketOf, BUCKETS, latencyKey, TOTAL_FIELD } from "../edge/latency-hist
 import type { RegionsView } from "../edge/regions-view.js";
 import { DEFAULT_REGIONS } from "../local/mesh.js";
 import { Redis } from "ioredis";
-import { err, runBench, say, type Bench } from "./harness.js";
-import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { err, QUICK, runBench, say, type Bench } from "./harness.js";
+import { fmt, printTable, ratio, round, summarize, type Summary } from "./stats.js";
 import { mulberry32 } from "../protocol/prng.js";
 
-const QUICK = process.argv.includes("--quick");
 const ROUNDS = QUICK ? 2 : 3;
 const REPORTS_PER_ROUND = QUICK ? 20 : 60;
 const WARMUP = 5;
@@ -134,9 +133,6 @@ async function reports(url: URL, token: string, n: number, wantCalls: (v: Region
 }
 
 async function main(b: Bench): Promise<void> {
-  const startedAt = new Date();
-  const machine = machineInfo();
-  err(`[bench] regions-report${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
   err("[bench] starting the mesh (not timed)");
   const mesh = await b.startMesh();
   const redis = new Redis({ host: "127.0.0.1", port: mesh.redis.port, protocol: 2 });
@@ -227,16 +223,11 @@ async function main(b: Bench): Promise<void> {
   say(`report: steady state, as the status page polls (one HGET per region-minute; whole hashes only where they changed).`);
   say(`first report: the isolate's first read of a freshly written hour (every hash whole, median of ${ROUNDS}); it grows with the`);
   say(`latency buckets traffic touches (at most ${COLOS.length} colos x ${BUCKETS + 1} fields per hash), not with calls.`);
-  const written = await writeResults("regions-report", {
-    bench: "regions-report",
-    startedAt: startedAt.toISOString(),
-    finishedAt: new Date().toISOString(),
-    machine,
+  await b.saveResults({
     setup: { regions: regions.length, minutes: 60, colos: COLOS.length, basePerMinutePerRegion: BASE_PER_MINUTE, levels: LEVELS, rounds: ROUNDS, reportsPerRound: REPORTS_PER_ROUND, buckets: BUCKETS },
     target: { p50VsBaselineAtMost: TARGET_RATIO },
     results: json,
   });
-  say(`results: ${written.file}`);
 }
 
 await runBench("regions-report", main);

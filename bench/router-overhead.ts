@@ -46,23 +46,12 @@ import { readOnnxSignature } from "../protocol/onnx-signature.js";
 import type { RegionReport } from "../protocol/region-report.js";
 import { signRequest, signUrl, verifyUrl } from "../protocol/signing.js";
 import { freePort } from "../local/free-port.js";
+import { keepAliveAgent, post } from "./http-client.js";
+import { waitFor } from "../local/mesh.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
-import {
-  fmt,
-  formatTable,
-  machineInfo,
-  ratio,
-  round,
-  runPhase,
-  summarize,
-  writeResults,
-  type PhaseOptions,
-  type PhaseResult,
-  type Summary,
-} from "./stats.js";
-import { err, runBench, say, type Bench, type BenchChild } from "./harness.js";
+import { errorSampleLines, fmt, formatTable, machineInfo, phaseJson, ratio, round, rounded, runPhase, summarize, type PhaseOptions, type PhaseResult, type Summary } from "./stats.js";
+import { err, QUICK, runBench, say, type Bench, type BenchChild } from "./harness.js";
 
-const QUICK = process.argv.includes("--quick");
 const MODEL = "demo-mlp";
 const MODEL_KEY = "bench-demo-mlp@1";
 const INPUT = [1, 2, 3, 4];
@@ -99,30 +88,10 @@ type Child = BenchChild;
 let bench: Bench;
 let artifactServer: http.Server | null = null;
 let directSession: ort.InferenceSession | null = null;
-const agents: http.Agent[] = [];
 
 function spawnTsx(name: string, script: string, env: Record<string, string>): Child {
   // No Redis: the router runs without reports or policies.
   return bench.spawnTsx(name, script, [], { REDIS_URL: undefined, REDIS_TOKEN: undefined, ...env });
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, child?: Child): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < until) {
-    if (bench.interrupted) throw new Error("interrupted");
-    if (child && (child.proc.exitCode !== null || child.proc.signalCode !== null)) {
-      throw new Error(`${what}: ${child.name} exited (${child.proc.exitCode ?? child.proc.signalCode}); see ${child.log}`);
-    }
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what} not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ""}${child ? `; see ${child.log}` : ""}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,39 +123,6 @@ async function startArtifactServer(secret: string, artifact: Artifact): Promise<
   artifactServer = server;
   await new Promise<void>((r, j) => server.listen(0, "127.0.0.1", () => r()).once("error", j));
   return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, downloads: () => downloads };
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP client: node:http with a keep-alive agent (lighter than fetch).
-
-function keepAliveAgent(): http.Agent {
-  const a = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY, maxFreeSockets: CONCURRENCY, keepAliveMsecs: 30_000 });
-  agents.push(a);
-  return a;
-}
-
-function post(agent: http.Agent, url: URL, headers: Record<string, string>, body: Uint8Array): Promise<{ status: number; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        agent,
-        host: url.hostname,
-        port: url.port,
-        path: url.pathname,
-        method: "POST",
-        headers: { ...headers, "content-length": String(body.length) },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-        res.on("error", reject);
-      },
-    );
-    req.setTimeout(30_000, () => req.destroy(new Error("request timed out after 30 s")));
-    req.on("error", reject);
-    req.end(body);
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,17 +166,21 @@ interface VariantResult {
   big: PhaseResult;
 }
 
-interface RouterRun {
+/** How a router set-up came up (before anything was measured). */
+interface SetupFacts {
   framing: Framing;
-  result: VariantResult;
-  parts: { latency: Record<PartKey, Summary>; throughput: Record<PartKey, Summary>; big: Record<PartKey, Summary> };
-  nodesAnswered: { latency: Record<string, number>; throughput: Record<string, number> };
   replicasWarm: number;
   warmupBursts: number;
   coldFirstCallMs: number;
   startMs: number;
   nodeFramingConfirmed: boolean;
   downloads: number;
+}
+
+interface RouterRun extends SetupFacts {
+  result: VariantResult;
+  parts: { latency: Record<PartKey, Summary>; throughput: Record<PartKey, Summary>; big: Record<PartKey, Summary> };
+  nodesAnswered: { latency: Record<string, number>; throughput: Record<string, number> };
 }
 
 type Phase = "latency" | "throughput" | "big";
@@ -263,15 +203,8 @@ interface Secrets {
   nodeToken: string;
 }
 
-interface RouterSetup {
-  framing: Framing;
+interface RouterSetup extends SetupFacts {
   call: (size: Size) => Promise<Sample>;
-  replicasWarm: number;
-  warmupBursts: number;
-  coldFirstCallMs: number;
-  startMs: number;
-  nodeFramingConfirmed: boolean;
-  downloads: number;
   stop: () => Promise<void>;
 }
 
@@ -320,7 +253,7 @@ async function setupRouter(framing: Framing, secrets: Secrets, ref: ModelRef, ex
 
   const codec = createCodec();
   const url = new URL("/v1/infer", base);
-  const agent = keepAliveAgent();
+  const agent = keepAliveAgent(bench, CONCURRENCY);
   let seq = 0;
   const call = async (size: Size, via = agent): Promise<Sample> => {
     const request: RegionInferRequest = {
@@ -358,8 +291,7 @@ async function setupRouter(framing: Framing, secrets: Secrets, ref: ModelRef, ex
   // slower large-input call, on their own connections, bring the model up on the other node too.
   let bursts = 0;
   let replicas = 1;
-  const burstAgent = new http.Agent({ keepAlive: true, maxSockets: 4 * NODE_SLOTS });
-  agents.push(burstAgent);
+  const burstAgent = keepAliveAgent(bench, 4 * NODE_SLOTS);
   while (bursts < 5) {
     replicas = (await status()).nodes.filter((n) => n.warm.includes(MODEL_KEY)).length;
     if (replicas >= NODES) break;
@@ -591,37 +523,22 @@ function report(f: Facts): void {
         `warm on ${r.replicasWarm}/${NODES} nodes; answered c=1: ${nodes(r.nodesAnswered.latency)}; c=32: ${nodes(r.nodesAnswered.throughput)}`,
     );
   }
-  const errorSamples = [["direct", f.direct] as const, ...f.routers.map((r) => [`router/${r.framing}`, r.result] as const)].flatMap(([n, v]) =>
-    [...v.latency.errorSamples, ...v.throughput.errorSamples, ...v.big.errorSamples].map((e) => `${n}: ${e}`),
-  );
+  const errorSamples = errorSampleLines([["direct", f.direct] as const, ...f.routers.map((r) => [`router/${r.framing}`, r.result] as const)].map(([n, v]) => [n, [v.latency, v.throughput, v.big]] as const));
   if (errorSamples.length) {
     say();
     say("error samples:");
-    for (const e of errorSamples.slice(0, 10)) say(`  ${e}`);
+    for (const e of errorSamples) say(`  ${e}`);
   }
 }
 
 function resultJson(f: Facts) {
-  const phaseJson = (p: PhaseResult) => ({
-    calls: p.calls,
-    errors: p.errors,
-    warmupErrors: p.warmupErrors,
-    errorSamples: p.errorSamples,
-    elapsedMs: round(p.elapsedMs, 1),
-    callsPerSec: round(p.callsPerSec, 1),
-    okPerSec: round(p.okPerSec, 1),
-    perCallMs: Object.fromEntries(Object.entries(p.latency).map(([k, v]) => [k, k === "count" ? v : round(v, 4)])),
-  });
   const partsJson = (s: Record<PartKey, Summary>) =>
-    Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { count: v.count, p50: round(v.p50, 4), p90: round(v.p90, 4), p99: round(v.p99, 4), mean: round(v.mean, 4) }]));
+    Object.fromEntries(Object.entries(s).map(([k, v]) => [k, rounded(v, ["count", "p50", "p90", "p99", "mean"], 4)]));
   const roundAll = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number.isInteger(v) ? v : round(v, 4)]));
   const fr = framingRatios(f);
   return {
-    bench: "router-overhead",
-    quick: QUICK,
-    startedAt: f.startedAt.toISOString(),
+    // bench, quick, startedAt, machine: b.saveResults; finishedAt: when measuring ended.
     finishedAt: f.finishedAt.toISOString(),
-    machine: f.machine,
     loadAvgEnd: f.loadAvgEnd,
     phaseOrder: f.order,
     model: { name: MODEL, key: MODEL_KEY, input: { name: "x", datatype: "FP32", shape: SHAPE, data: INPUT } },
@@ -642,14 +559,14 @@ function resultJson(f: Facts) {
         perCallMs: "runPhase's per-call time, which also counts building/signing the request and decoding the answer",
       },
     },
-    direct: { latency: phaseJson(f.direct.latency), throughput: phaseJson(f.direct.throughput), bigInput: phaseJson(f.direct.big) },
+    direct: { latency: phaseJson(f.direct.latency, "perCallMs"), throughput: phaseJson(f.direct.throughput, "perCallMs"), bigInput: phaseJson(f.direct.big, "perCallMs") },
     routers: Object.fromEntries(
       f.routers.map((r) => [
         r.framing,
         {
-          latency: phaseJson(r.result.latency),
-          throughput: phaseJson(r.result.throughput),
-          bigInput: phaseJson(r.result.big),
+          latency: phaseJson(r.result.latency, "perCallMs"),
+          throughput: phaseJson(r.result.throughput, "perCallMs"),
+          bigInput: phaseJson(r.result.big, "perCallMs"),
           partsMs: { latency: partsJson(r.parts.latency), throughput: partsJson(r.parts.throughput), bigInput: partsJson(r.parts.big) },
           nodesAnswered: r.nodesAnswered,
           replicasWarm: r.replicasWarm,
@@ -671,7 +588,6 @@ function resultJson(f: Facts) {
 async function main(b: Bench): Promise<void> {
   bench = b;
   b.defer(async () => {
-    for (const a of agents) a.destroy();
     if (artifactServer) {
       const s = artifactServer;
       artifactServer = null;
@@ -681,9 +597,7 @@ async function main(b: Bench): Promise<void> {
     await directSession?.release().catch(() => undefined);
     directSession = null;
   });
-  const startedAt = new Date();
-  const machine = machineInfo();
-  err(`[bench] router-overhead${QUICK ? " (--quick)" : ""}: ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}`);
+  const { startedAt, machine } = b;
   const files = await makeDemoModels(join(b.tmpDir, "models"));
   const modelFile = files.find((f) => f.name === MODEL && f.version === "1");
   if (!modelFile) throw new Error(`makeDemoModels wrote no ${MODEL} v1`);
@@ -731,10 +645,7 @@ async function main(b: Bench): Promise<void> {
   const finishedAt = new Date();
   const facts: Facts = { startedAt, finishedAt, machine, loadAvgEnd: machineInfo().loadAvg, direct, routers, order };
   report(facts);
-  const written = await writeResults("router-overhead", resultJson(facts), undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+  await b.saveResults(resultJson(facts));
 }
 
 await runBench("router-overhead", main);

@@ -38,11 +38,10 @@
 // limit, the whole run a watchdog; the mesh is stopped at the end, on error and on SIGINT.
 
 import { readFile } from "node:fs/promises";
-import type { MeshHandle } from "../local/mesh.js";
-import { err, runBench, say, type Bench } from "./harness.js";
-import { fmt, formatTable, machineInfo, ratio, round, runPhase, summarize, writeResults, type PhaseResult, type Summary } from "./stats.js";
+import { waitFor, type MeshHandle } from "../local/mesh.js";
+import { err, QUICK, runBench, say, type Bench } from "./harness.js";
+import { fmt, formatTable, machineInfo, ratio, round, runPhase, summarize, type PhaseResult, type Summary } from "./stats.js";
 
-const QUICK = process.argv.includes("--quick");
 
 function numArg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -137,22 +136,6 @@ async function api(mesh: MeshHandle, method: string, path: string, body?: unknow
   const text = await res.text();
   if (!res.ok) throw new Error(`${method} ${path} -> ${res.status}: ${text.slice(0, 200)}`);
   return JSON.parse(text);
-}
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false>, intervalMs = 200): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    if (bench.interrupted) throw new Error("interrupted");
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(intervalMs);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${String(last)})` : ""}`);
 }
 
 async function warmIn(mesh: MeshHandle, region: string, key: string): Promise<boolean> {
@@ -294,16 +277,16 @@ async function failoverPhase(mesh: MeshHandle, call: ReturnType<typeof caller>, 
     await mesh.startRouter(stopped);
     routerDown = false;
     restartMs = Date.now() - restartAt;
-    await until(`${stopped}'s node reconnects`, FAILOVER.returnBoundMs, async () => (await mesh.regionStatus(stopped)).nodes.length > 0);
+    await waitFor(`${stopped}'s node reconnects`, FAILOVER.returnBoundMs, async () => ((await mesh.regionStatus(stopped)).nodes.length > 0 ? true : undefined), undefined, 200);
     nodeReconnectMs = Date.now() - restartAt;
-    await until("traffic returns", FAILOVER.returnBoundMs, async () => {
+    await waitFor("traffic returns", FAILOVER.returnBoundMs, async () => {
       for (const colo of affected) {
         if (returned[colo]) continue;
         const last = t.shots.filter((s) => s.colo === colo && s.start >= restartAt).slice(-10);
         if (last.length === 10 && last.filter((s) => s.region === stopped).length >= 8) returned[colo] = Date.now() - restartAt;
       }
-      return affected.every((c) => returned[c] !== undefined);
-    }, 100).catch((e: unknown) => err(`[bench] ${String(e)}`));
+      return affected.every((c) => returned[c] !== undefined) ? true : undefined;
+    }, undefined, 100).catch((e: unknown) => err(`[bench] ${String(e)}`));
   } finally {
     await t.stop();
     if (routerDown) await mesh.startRouter(stopped).catch((e: unknown) => err(`[bench] restart failed: ${String(e)}`));
@@ -359,7 +342,7 @@ async function main(b: Bench): Promise<void> {
     await api(mesh, "POST", `/v1/models/${name}/versions`, undefined, bytes);
     await api(mesh, "PUT", `/v1/models/${name}`, { regions: [region] });
   }
-  await until("demo-mlp warm in both regions", 60_000, async () => (await warmIn(mesh, WEST, keys[0]!)) && (await warmIn(mesh, SEOUL, keys[0]!)));
+  await waitFor("demo-mlp warm in both regions", 60_000, async () => ((await warmIn(mesh, WEST, keys[0]!)) && (await warmIn(mesh, SEOUL, keys[0]!)) ? true : undefined), undefined, 200);
   err(`[bench] warm-up: ${WARMUP_CALLS_PER_COLO} calls per colo, ${WARMUP_FORCED_PER_PAIR} forced per colo x region (not measured)`);
   let warmupErrors = 0;
   await Promise.all(
@@ -383,10 +366,7 @@ async function main(b: Bench): Promise<void> {
   const finishedAt = new Date();
   const facts = { startedAt, finishedAt, machine, oracle, mixed, failovers, warmupErrors };
   report(facts);
-  const written = await writeResults("routing", resultJson(facts), undefined, startedAt);
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+  await b.saveResults(resultJson(facts));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,11 +549,8 @@ function resultJson(f: Facts) {
   const sum = (s: Summary) => ({ count: s.count, p50: round(s.p50, 2), p99: round(s.p99, 2), mean: round(s.mean, 2), min: round(s.min, 2), max: round(s.max, 2) });
   const mix = mixedRows(f);
   return {
-    bench: "routing",
-    quick: QUICK,
-    startedAt: f.startedAt.toISOString(),
+    // bench, quick, startedAt, machine: b.saveResults; finishedAt: when measuring ended.
     finishedAt: f.finishedAt.toISOString(),
-    machine: f.machine,
     config: {
       model: MODEL,
       regions: REGIONS,

@@ -45,6 +45,11 @@ export function summarize(samples: readonly number[]): Summary {
   };
 }
 
+/** Chosen fields of a summary, rounded for JSON, in the order given: `rounded(s, ["p50", "p99"])`. */
+export function rounded<K extends keyof Summary>(s: Summary, keys: readonly K[], digits = 3): Record<K, number | null> {
+  return Object.fromEntries(keys.map((k) => [k, round(s[k], digits)])) as Record<K, number | null>;
+}
+
 /** a / b, or NaN when b is 0 or either is not finite. */
 export function ratio(a: number, b: number): number {
   return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? a / b : NaN;
@@ -230,4 +235,26 @@ export async function runPhase<T>(
     okPerSec: (latencies.length * 1000) / elapsedMs,
     latency: summarize(latencies),
   };
+}
+
+/**
+ * A phase's result for JSON, its per-call summary under `summaryKey` (the benches' JSON names
+ * it differently, and docs/benchmarks.md quotes those names).
+ */
+export function phaseJson(p: PhaseResult, summaryKey = "latencyMs") {
+  return {
+    calls: p.calls,
+    errors: p.errors,
+    warmupErrors: p.warmupErrors,
+    errorSamples: p.errorSamples,
+    elapsedMs: round(p.elapsedMs, 1),
+    callsPerSec: round(p.callsPerSec, 1),
+    okPerSec: round(p.okPerSec, 1),
+    [summaryKey]: rounded(p.latency, Object.keys(p.latency) as (keyof Summary)[], 4),
+  };
+}
+
+/** The first `max` error samples of named phases, "name: message", for a report's last lines. */
+export function errorSampleLines(phases: readonly (readonly [string, readonly PhaseResult[]])[], max = 10): string[] {
+  return phases.flatMap(([name, ps]) => ps.flatMap((p) => p.errorSamples.map((e) => `${name}: ${e}`))).slice(0, max);
 }

@@ -17,10 +17,9 @@ import { join } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import type { MeshHandle } from "../local/mesh.js";
 import { encodeModel, OnnxType } from "../scripts/onnx-writer.js";
-import { err, runBench, say } from "./harness.js";
-import { fmt, machineInfo, printTable, round, writeResults } from "./stats.js";
+import { err, QUICK, runBench, say } from "./harness.js";
+import { fmt, printTable, round } from "./stats.js";
 
-const QUICK = process.argv.includes("--quick");
 const mbArg = process.argv.indexOf("--mb");
 const MB = mbArg > 0 ? Number(process.argv[mbArg + 1]) : QUICK ? 24 : 96;
 const ROUNDS = QUICK ? 1 : 3;
@@ -96,7 +95,6 @@ async function singleBody(mesh: MeshHandle, name: string, bytes: Uint8Array<Arra
 }
 
 await runBench("upload", async (b) => {
-  const startedAt = new Date();
   err(`generating ${ROUNDS} models of ~${MB} MB`);
   const files = Array.from({ length: ROUNDS }, (_, i) => model(MB, 11 + i));
   const size = files[0]!.length;
@@ -167,26 +165,14 @@ await runBench("upload", async (b) => {
   );
   printTable(["path", "seconds", "MB/s", "x plain put", "what"], table, ["left", "right", "right", "right", "left"]);
 
-  const written = await writeResults(
-    "upload",
-    {
-      bench: "upload",
-      quick: QUICK,
-      startedAt: startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
-      machine: machineInfo(),
-      bytes: size,
-      rounds: ROUNDS,
-      partBytes: PART,
-      concurrency: CONCURRENCY,
-      seconds: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, v.map((x) => round(x, 3))])),
-      medianMBps: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(mbps(median(v)), 2)])),
-      singleBodyFailures,
-      ratioToPlainPut: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(median(v) / plainS, 3)])),
-    },
-    undefined,
-    startedAt,
-  );
-  say();
-  say(`results: ${written.file}`);
+  await b.saveResults({
+    bytes: size,
+    rounds: ROUNDS,
+    partBytes: PART,
+    concurrency: CONCURRENCY,
+    seconds: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, v.map((x) => round(x, 3))])),
+    medianMBps: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(mbps(median(v)), 2)])),
+    singleBodyFailures,
+    ratioToPlainPut: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, round(median(v) / plainS, 3)])),
+  });
 });

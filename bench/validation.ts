@@ -13,20 +13,21 @@
 // far less than wall time. Rounds alternate the variants so anything else slows them alike;
 // each figure is the median of the rounds' per-call times.
 //
-// Run: npx tsx bench/validation.ts [--rounds 15]
+// Run: npx tsx bench/validation.ts [--rounds 15] [--quick: 3 rounds]
 // Prints a table, writes bench/results/validation-<ISO>.json and validation-latest.json.
 
 import { z } from "zod";
 import { checkInferRequest, InferRequestSchema, JsonTensorSchema } from "../edge/infer-request.js";
 import type { TensorSpec } from "../protocol/datatypes.js";
 import { parseInferRequest } from "../protocol/tensor.js";
-import { fmt, machineInfo, printTable, ratio, round, summarize, writeResults } from "./stats.js";
+import { QUICK, runBench } from "./harness.js";
+import { fmt, printTable, ratio, round, summarize } from "./stats.js";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1]! : dflt;
 };
-const ROUNDS = Number(arg("rounds", "15"));
+const ROUNDS = Number(arg("rounds", QUICK ? "3" : "15"));
 
 const WalkingSchema = InferRequestSchema.extend({ inputs: z.array(JsonTensorSchema.extend({ data: z.array(z.unknown()).optional() })).min(1) });
 
@@ -64,44 +65,44 @@ function perCallUs(fn: (c: Case) => unknown, c: Case): number {
   return (t.user + t.system) / c.calls;
 }
 
-const cases = [tensorCase(1, 4, false), tensorCase(64, 1024, false), tensorCase(64, 1024, true)];
-for (const c of cases) {
-  // Calibrate: enough calls for ~50 ms of the baseline per round, after a warm-up.
-  for (let i = 0; i < 50; i++) for (const fn of Object.values(variants)) fn(c);
-  const one = perCallUs(variants.typed!, { ...c, calls: 50 });
-  c.calls = Math.max(5, Math.round(50_000 / Math.max(one, 0.01)));
-}
-
-const results = cases.map((c) => {
-  const samples: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
-  for (let r = 0; r < ROUNDS; r++) {
-    const order = r % 2 === 0 ? Object.keys(variants) : Object.keys(variants).reverse();
-    for (const k of order) samples[k]!.push(perCallUs(variants[k]!, c));
+await runBench("validation", async (b) => {
+  const cases = [tensorCase(1, 4, false), tensorCase(64, 1024, false), tensorCase(64, 1024, true)];
+  for (const c of cases) {
+    // Calibrate: enough calls for ~50 ms of the baseline per round, after a warm-up.
+    for (let i = 0; i < 50; i++) for (const fn of Object.values(variants)) fn(c);
+    const one = perCallUs(variants.typed!, { ...c, calls: 50 });
+    c.calls = Math.max(5, Math.round(50_000 / Math.max(one, 0.01)));
   }
-  const median = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v).p50]));
-  return { case: c.name, callsPerRound: c.calls, rounds: ROUNDS, medianUs: median };
-});
 
-printTable(
-  ["tensor", "typed µs (CPU)", "edge (zod) µs", "edge / typed", "zod walks data µs", "walks / typed"],
-  results.map((r) => [
-    r.case,
-    fmt(r.medianUs.typed, 2),
-    fmt(r.medianUs["edge (zod)"], 2),
-    fmt(ratio(r.medianUs["edge (zod)"]!, r.medianUs.typed!), 3),
-    fmt(r.medianUs["zod walks data"], 2),
-    fmt(ratio(r.medianUs["zod walks data"]!, r.medianUs.typed!), 3),
-  ]),
-);
+  const results = cases.map((c) => {
+    const samples: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+    for (let r = 0; r < ROUNDS; r++) {
+      const order = r % 2 === 0 ? Object.keys(variants) : Object.keys(variants).reverse();
+      for (const k of order) samples[k]!.push(perCallUs(variants[k]!, c));
+    }
+    const median = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v).p50]));
+    return { case: c.name, callsPerRound: c.calls, rounds: ROUNDS, medianUs: median };
+  });
 
-const saved = await writeResults("validation", {
-  machine: machineInfo(),
-  baseline: "typed (parseInferRequest)",
-  results: results.map((r) => ({
-    ...r,
-    medianUs: Object.fromEntries(Object.entries(r.medianUs).map(([k, v]) => [k, round(v!, 3)])),
-    edgeOverTyped: round(ratio(r.medianUs["edge (zod)"]!, r.medianUs.typed!), 4),
-    walkingOverTyped: round(ratio(r.medianUs["zod walks data"]!, r.medianUs.typed!), 4),
-  })),
+  printTable(
+    ["tensor", "typed µs (CPU)", "edge (zod) µs", "edge / typed", "zod walks data µs", "walks / typed"],
+    results.map((r) => [
+      r.case,
+      fmt(r.medianUs.typed, 2),
+      fmt(r.medianUs["edge (zod)"], 2),
+      fmt(ratio(r.medianUs["edge (zod)"]!, r.medianUs.typed!), 3),
+      fmt(r.medianUs["zod walks data"], 2),
+      fmt(ratio(r.medianUs["zod walks data"]!, r.medianUs.typed!), 3),
+    ]),
+  );
+
+  await b.saveResults({
+    baseline: "typed (parseInferRequest)",
+    results: results.map((r) => ({
+      ...r,
+      medianUs: Object.fromEntries(Object.entries(r.medianUs).map(([k, v]) => [k, round(v!, 3)])),
+      edgeOverTyped: round(ratio(r.medianUs["edge (zod)"]!, r.medianUs.typed!), 4),
+      walkingOverTyped: round(ratio(r.medianUs["zod walks data"]!, r.medianUs.typed!), 4),
+    })),
+  });
 });
-console.log(`results: ${saved.file}`);

@@ -34,6 +34,7 @@
 // more, no placement keeps up. The ceiling is the highest rate that is not load-bound.
 //
 // Run: npm run bench:placement              (4-15 min on the shared 2-core machine: 7 scenarios x 4 policies + the optimum, 10 virtual min each)
+//      BENCH_QUICK=1 npx tsx bench/zipf-placement.ts   (3 virtual min each)
 //      npx tsx bench/zipf-placement.ts --s 1.2 --rate 100 --minutes 5 --seed 7
 //      (also --models --nodes --per-node --slots --service-ms --cold-ms --warmup-minutes)
 //
@@ -44,7 +45,8 @@ import { pickWarm, planLoad, usedMb, waitForCheaperPlace, type LoadPlan, type No
 import { KEEP_HALF_LIFE_MS, keepValue, ModelStats } from "../regions/model-stats.js";
 import { beladyReplay, type BeladyResult } from "./belady.js";
 import { WARM_POLICY_DEFAULTS, warmAction } from "../regions/warm-policy.js";
-import { fmt, formatTable, machineInfo, ratio, round, summarize, writeResults, type Summary } from "./stats.js";
+import { QUICK, runBench, say, type Bench } from "./harness.js";
+import { fmt, formatTable, ratio, round, summarize, type Summary } from "./stats.js";
 import { mulberry32 } from "../protocol/prng.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -86,7 +88,8 @@ const SETUP: Setup = {
   modelMb: 500,
   slotsPerNode: numArg("slots", 8),
   ratePerS: numArg("rate", 200),
-  minutes: numArg("minutes", 10),
+  // Quick: fewer virtual minutes per replay (the same scenarios, so the same tables).
+  minutes: numArg("minutes", QUICK ? 3 : 10),
   warmupMinutes: numArg("warmup-minutes", 1),
   serviceMs: numArg("service-ms", 5),
   coldStartMs: numArg("cold-ms", 2_000),
@@ -107,7 +110,6 @@ const POLICIES = ["mesh", "mesh+warm", "round-robin", "least-loaded"] as const;
 type Policy = (typeof POLICIES)[number];
 const BASELINES: Policy[] = ["round-robin", "least-loaded"];
 
-const say = (line = "") => process.stdout.write(line + "\n");
 
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness
@@ -256,16 +258,9 @@ class SimNode implements NodeState {
   }
 }
 
-interface PolicyResult {
+/** The same counts as the optimum's (coldStarts: loads begun inside the measured window), per policy. */
+interface PolicyResult extends BeladyResult {
   policy: Policy;
-  calls: number;
-  warmHits: number;
-  waitedForLoad: number;
-  /** Loads begun inside the measured window. */
-  coldStarts: number;
-  evictions: number;
-  /** Loads begun over the whole replay, warm-up included. */
-  coldStartsTotal: number;
   latency: Summary;
   /** Calls still unfinished when the replay ended (should be 0). */
   unfinished: number;
@@ -902,8 +897,7 @@ function scenarioJson(sc: Scenario) {
   };
 }
 
-async function main(): Promise<void> {
-  const startedAt = new Date();
+async function main(b: Bench): Promise<void> {
   const setup = SETUP;
   if (setup.warmupMinutes >= setup.minutes) throw new Error("--warmup-minutes must be below --minutes");
   const t = performance.now();
@@ -960,45 +954,28 @@ async function main(): Promise<void> {
   for (const n of noteLines) say(`  - ${n}`);
   say(`  (replayed ${memo.size} scenarios x ${POLICIES.length} policies in ${fmt(simMs / 1000, 1)} s of real time)`);
 
-  const written = await writeResults(
-    "zipf-placement",
-    {
-      bench: "zipf-placement",
-      startedAt: startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
-      machine: machineInfo(),
-      setup: { ...setup, headlineS: HEADLINE_S, loadBandwidthCeilingPerS: ceiling, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true, meshKeepValueHalfLifeMs: KEEP_HALF_LIFE_MS, meshLoadPatienceMs: setup.coldStartMs },
-      policies: {
-        mesh: "regions/placement.ts pickWarm + planLoad via the scheduler's call path (queue per model, one load per model, valueOf = keepValue: 2-minute long-run rate + 10 x queue depth, stats ticked every second; a call's load waits up to one cold start for a cheaper place: waitForCheaperPlace); warm policy off",
-        "mesh+warm": "mesh plus Scheduler.warmTick's desiredReplicas pre-warm / scale-down every virtual second",
-        "round-robin": "next node in turn; cold-load there if not warm, evicting LRU idle models",
-        "least-loaded": "fewest assigned unfinished calls (seeded random tie-break), ignoring warmth; cold-load there if not warm, evicting LRU idle models",
-        optimum: "offline: Belady's rule (evict the warm model called farthest ahead) over the cluster's places as one pool, same load time; slots not modelled",
-      },
-      definitions: {
-        warmHit: "served by a replica that was already warm when the call arrived",
-        coldStart: "a model load begun on a node inside the measured window",
-        betterBaseline: "the baseline with fewer cold starts per minute",
-        loadCapacity:
-          "pin the top K models, load the others on demand (a load shared by the calls arriving during it): feasible when the tail's loads x cold start fit in the places left; load-bound when no K fits",
-      },
-      targets: TARGETS,
-      headline: scenarioJson(head),
-      sweepS: sSweep.map(scenarioJson),
-      sweepRate: rateSweep.map(scenarioJson),
-      notes: noteLines,
+  await b.saveResults({
+    setup: { ...setup, headlineS: HEADLINE_S, loadBandwidthCeilingPerS: ceiling, nodeMemoryMb: setup.modelsPerNode * setup.modelMb, clusterModelCapacity: cap, virtualTime: true, meshKeepValueHalfLifeMs: KEEP_HALF_LIFE_MS, meshLoadPatienceMs: setup.coldStartMs },
+    policies: {
+      mesh: "regions/placement.ts pickWarm + planLoad via the scheduler's call path (queue per model, one load per model, valueOf = keepValue: 2-minute long-run rate + 10 x queue depth, stats ticked every second; a call's load waits up to one cold start for a cheaper place: waitForCheaperPlace); warm policy off",
+      "mesh+warm": "mesh plus Scheduler.warmTick's desiredReplicas pre-warm / scale-down every virtual second",
+      "round-robin": "next node in turn; cold-load there if not warm, evicting LRU idle models",
+      "least-loaded": "fewest assigned unfinished calls (seeded random tie-break), ignoring warmth; cold-load there if not warm, evicting LRU idle models",
+      optimum: "offline: Belady's rule (evict the warm model called farthest ahead) over the cluster's places as one pool, same load time; slots not modelled",
     },
-    undefined,
-    startedAt,
-  );
-  say();
-  say(`results: ${written.file}`);
-  say(`         ${written.latest}`);
+    definitions: {
+      warmHit: "served by a replica that was already warm when the call arrived",
+      coldStart: "a model load begun on a node inside the measured window",
+      betterBaseline: "the baseline with fewer cold starts per minute",
+      loadCapacity:
+        "pin the top K models, load the others on demand (a load shared by the calls arriving during it): feasible when the tail's loads x cold start fit in the places left; load-bound when no K fits",
+    },
+    targets: TARGETS,
+    headline: scenarioJson(head),
+    sweepS: sSweep.map(scenarioJson),
+    sweepRate: rateSweep.map(scenarioJson),
+    notes: noteLines,
+  });
 }
 
-try {
-  await main();
-} catch (e) {
-  process.stderr.write(`[bench] failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-}
+await runBench("zipf-placement", main);

@@ -173,12 +173,13 @@ async function portOr(preferred: number | undefined): Promise<number> {
   return freePort();
 }
 
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, child?: ProcessInfo): Promise<T> {
+/** Polls `probe` every `everyMs` until it returns something other than undefined; fails early if `child` exits (the benches use it too). */
+export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, child?: ProcessInfo, everyMs = 150): Promise<T> {
   const until = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < until) {
-    if (child && child.child.exitCode !== null) {
-      throw new Error(`${what}: ${child.name} exited with code ${child.child.exitCode}; see ${child.log}`);
+    if (child && (child.child.exitCode !== null || child.child.signalCode !== null)) {
+      throw new Error(`${what}: ${child.name} exited (${child.child.exitCode ?? child.child.signalCode}); see ${child.log}`);
     }
     try {
       const v = await probe();
@@ -186,7 +187,7 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
     } catch (err) {
       last = err;
     }
-    await new Promise((r) => setTimeout(r, 150));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
   throw new Error(`${what} not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ""}${child ? `; see ${child.log}` : ""}`);
 }
