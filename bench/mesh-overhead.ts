@@ -33,7 +33,7 @@ import { ROOT, waitFor, type MeshHandle } from "../local/mesh.js";
 import { err, QUICK, runBench, say, type Bench } from "./harness.js";
 import { keepAliveAgent, post, type HttpAnswer } from "./http-client.js";
 import { cpuByPart, InspectorProfiler, monotonicMicros, pidsMatching, readNodeProfiles, redisCommandCounts, selfTimes, type CpuProfile, type SelfTime } from "./process-profile.js";
-import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../protocol/binary-tensors.js";
+import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../formats/binary-tensors.js";
 import { makeDemoMatmul, makeDemoModels, DEMO_MATMUL_NAME } from "../scripts/make-demo-models.js";
 import { errorSampleLines, fmt, formatTable, machineInfo, phaseJson, ratio, round, rounded, runPhase, summarize, type PhaseOptions, type PhaseResult, type Summary } from "./stats.js";
 

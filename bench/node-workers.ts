@@ -18,7 +18,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
 import { toOrt } from "../gpu-node/ort-tensors.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { fp32, RegionHarness } from "../test/helpers/region-harness.js";
 import { spinModel } from "../test/helpers/slow-models.js";

@@ -1,11 +1,11 @@
 // The "plain-http" baseline for bench/mesh-overhead.ts: one Node process serving one ONNX
 // model over the Open Inference Protocol's JSON API, with no auth, routing, queueing or
 // hops, i.e. what someone would write by hand around onnxruntime-node. It validates and
-// converts tensors with the same code the mesh uses (protocol/tensor.ts, gpu-node's
+// converts tensors with the same code the mesh uses (formats/tensor.ts, gpu-node's
 // ort-tensors.ts), and runs the session in-process on its event loop, as a hand-written server
 // would: the mesh runs it in a session child process (isolation, deadlines, memory bounds), and
 // that cost is part of what this baseline shows. It speaks the binary tensor data extension
-// with the mesh's codec (protocol/binary-tensors.ts), so binary calls have a baseline too.
+// with the mesh's codec (formats/binary-tensors.ts), so binary calls have a baseline too.
 //
 // Run: node --import tsx bench/plain-http-server.ts <model.onnx> [model-name] [port]
 // Prints `LISTENING <port>` on stdout once ready. Exits on SIGTERM/SIGINT, or when the process
@@ -16,10 +16,10 @@ import http from "node:http";
 import { basename } from "node:path";
 import * as ort from "onnxruntime-node";
 import { fromOrt, toOrt } from "../gpu-node/ort-tensors.js";
-import { readOnnxSignature } from "../protocol/onnx-signature.js";
+import { readOnnxSignature } from "../formats/onnx-signature.js";
 import { exitWhenParentDies } from "../runtime/parent-watch.js";
-import { BinaryFramingError, BinaryInputs, binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER, splitBinaryBody } from "../protocol/binary-tensors.js";
-import { parseInferRequest, TensorError } from "../protocol/tensor.js";
+import { BinaryFramingError, BinaryInputs, binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER, splitBinaryBody } from "../formats/binary-tensors.js";
+import { parseInferRequest, TensorError } from "../formats/tensor.js";
 
 const modelPath = process.argv[2];
 if (!modelPath) {

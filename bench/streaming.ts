@@ -26,7 +26,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { generate, generateText } from "../gpu-node/full-context-generator.js";
-import { loadTokenizer, type Tokenizer } from "../protocol/tokenizer.js";
+import { loadTokenizer, type Tokenizer } from "../formats/tokenizer.js";
 import { makeCharModel } from "../scripts/make-char-model.js";
 import { err, QUICK, runBench, say } from "./harness.js";
 import { fmt, formatTable, ratio, round, rounded } from "./stats.js";

@@ -1,6 +1,6 @@
 // What checking an inference request through zod costs against the typed check alone, on a
 // small ([1, 4]) and a large ([64, 1024], flat and nested) FP32 tensor. Every figure is a ratio
-// against the baseline measured in the same run: today's typed check (protocol/tensor.ts
+// against the baseline measured in the same run: today's typed check (formats/tensor.ts
 // parseInferRequest). The variants:
 //
 //   typed          parseInferRequest alone (the baseline; it checks every element)
@@ -18,8 +18,8 @@
 
 import { z } from "zod";
 import { checkInferRequest, InferRequestSchema, JsonTensorSchema } from "../edge/infer-request.js";
-import type { TensorSpec } from "../protocol/datatypes.js";
-import { parseInferRequest } from "../protocol/tensor.js";
+import type { TensorSpec } from "../formats/datatypes.js";
+import { parseInferRequest } from "../formats/tensor.js";
 import { QUICK, runBench } from "./harness.js";
 import { fmt, printTable, ratio, round, summarize } from "./stats.js";
 

@@ -5,9 +5,9 @@
 
 import type { ErrorCode } from "../protocol/errors.js";
 import { isErrorCode } from "../protocol/errors.js";
-import { isOipDatatype, type ModelSignature, type TensorSpec } from "../protocol/datatypes.js";
-import type { TensorData } from "../protocol/tensor.js";
-import { packedSizeError, type CarriedTensor, type PackedTensor } from "../protocol/binary-tensors.js";
+import { isOipDatatype, type ModelSignature, type TensorSpec } from "../formats/datatypes.js";
+import type { TensorData } from "../formats/tensor.js";
+import { packedSizeError, type CarriedTensor, type PackedTensor } from "../formats/binary-tensors.js";
 import { parseTraceparent } from "../protocol/trace-context.js";
 import { CONVERSATION_KEY_RE } from "../protocol/conversation-key.js";
 import {

@@ -23,7 +23,7 @@
 
 import { deepStrictEqual } from "node:assert";
 import type { z } from "zod";
-import { packTensor } from "../protocol/binary-tensors.js";
+import { packTensor } from "../formats/binary-tensors.js";
 import { createCodec } from "../protocol/codec.js";
 import * as zod from "../protocol/messages.js";
 import * as hand from "./wire-baseline.js";

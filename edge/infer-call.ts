@@ -6,8 +6,8 @@
 
 import { ERROR_STATUS, MeshError } from "../protocol/errors.js";
 import type { Timing } from "../protocol/messages.js";
-import { BinaryFramingError, BinaryInputs, INFERENCE_HEADER, splitBinaryBody } from "../protocol/binary-tensors.js";
-import type { ParsedInferRequest, WireTensor } from "../protocol/tensor.js";
+import { BinaryFramingError, BinaryInputs, INFERENCE_HEADER, splitBinaryBody } from "../formats/binary-tensors.js";
+import type { ParsedInferRequest, WireTensor } from "../formats/tensor.js";
 import type { KeyRecord } from "./api-keys.js";
 import { readBody } from "./content-encoding.js";
 import type { Services } from "./context.js";

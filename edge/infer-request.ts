@@ -1,13 +1,13 @@
 // The Open Inference Protocol's inference request as the edge takes it: one zod schema that
 // /openapi.json documents and the infer route checks every call against, then the typed fast
-// path (protocol/tensor.ts) for what depends on the model's signature. The schema checks the
+// path (formats/tensor.ts) for what depends on the model's signature. The schema checks the
 // request's shape (fields, types, shapes, binary sizes) but not each element of `data`: walking
 // a [64, 1024] tensor through zod costs about a third on top of today's check, while the fast
 // path checks every element against its datatype anyway (bench/validation.ts measures both).
 
 import { z } from "zod";
-import type { TensorSpec } from "../protocol/datatypes.js";
-import { parseInferRequest, TensorError, type BinaryTail, type ParsedInferRequest } from "../protocol/tensor.js";
+import type { TensorSpec } from "../formats/datatypes.js";
+import { parseInferRequest, TensorError, type BinaryTail, type ParsedInferRequest } from "../formats/tensor.js";
 import { zodProblems } from "./zod-problems.js";
 
 /** A model input or output as its signature declares it (-1: any size). */

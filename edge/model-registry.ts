@@ -8,7 +8,7 @@
 import { and, desc, eq, isNull } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { BundleFile } from "../protocol/messages.js";
-import type { ModelSignature } from "../protocol/datatypes.js";
+import type { ModelSignature } from "../formats/datatypes.js";
 import { MeshError } from "../protocol/errors.js";
 import { aliases, modelVersions, models, trafficRules } from "../schema/schema.js";
 import { LayeredCache, redisLayer, type LookupContext } from "./layered-cache.js";

@@ -9,10 +9,10 @@
 import { and, eq, isNull } from "drizzle-orm";
 import { MeshError } from "../protocol/errors.js";
 import type { BundleFile } from "../protocol/messages.js";
-import { checkExternalData, OnnxParseError, readOnnxSignature, type OnnxModelInfo } from "../protocol/onnx-signature.js";
+import { checkExternalData, OnnxParseError, readOnnxSignature, type OnnxModelInfo } from "../formats/onnx-signature.js";
 import { artifactKey } from "../protocol/presign.js";
 import { sha256Hex } from "../protocol/signing.js";
-import { loadTokenizer, TokenizerError, type Tokenizer } from "../protocol/tokenizer.js";
+import { loadTokenizer, TokenizerError, type Tokenizer } from "../formats/tokenizer.js";
 import { modelVersions } from "../schema/schema.js";
 import { randomId } from "./api-keys.js";
 import type { Services } from "./context.js";

@@ -13,12 +13,12 @@
 // one that times out keeps it suspect a moment longer. Each try is signed for its region alone:
 // the region's secret signs the call (body hash, nonce) and the artifact URL inside it.
 
-import { packTensor, unpackAnswer } from "../protocol/binary-tensors.js";
+import { packTensor, unpackAnswer } from "../formats/binary-tensors.js";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
 import { parseRegionInferResponse, type BundleFile, type ModelRef, type RegionInferRequest, type RegionInferResponse } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { bundleFileRefs, downloadUrl } from "./download-urls.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 import type { CallerLocation } from "./geo.js";

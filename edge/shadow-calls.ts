@@ -4,7 +4,7 @@
 // the comparison logged and recorded on the shadow's usage row (GET /v1/usage: mismatches).
 
 import { MeshError } from "../protocol/errors.js";
-import { TensorError, toJsonTensor, type ParsedInferRequest } from "../protocol/tensor.js";
+import { TensorError, toJsonTensor, type ParsedInferRequest } from "../formats/tensor.js";
 import { NO_TIME, parseWith, rankFor, runCall, usageRow, type CallPlan, type InferBody, type Outcome } from "./infer-call.js";
 import { log } from "./log.js";
 import type { RankedRegion } from "./region-client.js";

@@ -2,7 +2,7 @@
 // outputs (names, datatypes, shapes) and every value within a tolerance. The result is logged
 // and counted in usage (GET /v1/usage: shadow mismatches), never returned to the caller.
 
-import type { JsonTensor } from "../protocol/tensor.js";
+import type { JsonTensor } from "../formats/tensor.js";
 
 export interface ShadowComparison {
   matched: boolean;

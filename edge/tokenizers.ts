@@ -6,7 +6,7 @@
 
 import { and, eq } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import type { ModelSignature } from "../protocol/datatypes.js";
+import type { ModelSignature } from "../formats/datatypes.js";
 import { modelVersions } from "../schema/schema.js";
 
 export interface TokenizerInfo {

@@ -19,7 +19,7 @@
 // graph whose external references name anything else or read past a file's end.
 
 import { MeshError } from "../protocol/errors.js";
-import { checkExternalData, OnnxParseError, OnnxSignatureReader, type OnnxModelInfo } from "../protocol/onnx-signature.js";
+import { checkExternalData, OnnxParseError, OnnxSignatureReader, type OnnxModelInfo } from "../formats/onnx-signature.js";
 import { toHex } from "../protocol/signing.js";
 import { randomId } from "./key-format.js";
 

@@ -27,8 +27,8 @@ import { MAX_HEARTBEAT_CONVERSATIONS } from "../protocol/messages.js";
 import { publicMessage } from "../protocol/public-message.js";
 import { runErrorCode } from "./run-errors.js";
 import { SessionProcessError } from "./session-process.js";
-import { TensorError, type WireTensor } from "../protocol/tensor.js";
-import { packTensor, toWireTensor } from "../protocol/binary-tensors.js";
+import { TensorError, type WireTensor } from "../formats/tensor.js";
+import { packTensor, toWireTensor } from "../formats/binary-tensors.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 import { NodeMetrics } from "./metrics.js";
 

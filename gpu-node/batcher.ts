@@ -12,8 +12,8 @@
 // neighbours sharing its batch. A run's result that comes after its calls were settled is
 // dropped. Each call is told the compute its run spent, shared by rows for a batch.
 
-import type { ModelSignature } from "../protocol/datatypes.js";
-import { elementCount, type TensorData, type WireTensor } from "../protocol/tensor.js";
+import type { ModelSignature } from "../formats/datatypes.js";
+import { elementCount, type TensorData, type WireTensor } from "../formats/tensor.js";
 
 export interface BatchOptions {
   /** Extra wait to fill a batch while the model is busy anyway; 0 = none. */

@@ -10,7 +10,7 @@
 
 import * as ort from "onnxruntime-node";
 import { mulberry32 } from "../protocol/prng.js";
-import { fromHalfBits } from "../protocol/tensor.js";
+import { fromHalfBits } from "../formats/tensor.js";
 import { IncrementalDetokenizer, StopWindow } from "./token-text.js";
 import type { Tokenizer } from "./tokenizer.js";
 

@@ -11,7 +11,7 @@
 // batches them; its KV caches count in the model's memory (SessionProcess.memoryBytes).
 
 import { makeLogger } from "../protocol/log.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { gpuMemoryOfPid } from "./accelerator.js";
 import { SessionProcess, SessionProcessError, type RunOutcome, type SessionOptions } from "./session-process.js";
 

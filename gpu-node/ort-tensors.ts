@@ -3,8 +3,8 @@
 // (gpu-node/full-context-generator.ts) builds onnxruntime tensors for each step.
 
 import * as ort from "onnxruntime-node";
-import type { OipDatatype } from "../protocol/datatypes.js";
-import type { TensorData, WireTensor } from "../protocol/tensor.js";
+import type { OipDatatype } from "../formats/datatypes.js";
+import type { TensorData, WireTensor } from "../formats/tensor.js";
 
 const OIP_TO_ORT: Record<OipDatatype, ort.Tensor.Type | null> = {
   BOOL: "bool",

@@ -7,7 +7,7 @@
 
 import * as ort from "onnxruntime-node";
 import { MAX_FRAME_BYTES } from "../protocol/messages.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { ChildGenerations, type GenRequest } from "./child-generations.js";
 import { fromOrt, toOrt } from "./ort-tensors.js";
 import type { ChildReply, ChildRequest } from "./session-process.js";

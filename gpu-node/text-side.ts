@@ -1,5 +1,5 @@
 // A model's text side on the node: its tokenizer, chat template and stop ids. Tokenizers are of
-// two kinds behind one interface (protocol/tokenizer.ts's Tokenizer):
+// two kinds behind one interface (formats/tokenizer.ts's Tokenizer):
 //  - the exact, dependency-free one in protocol/ for the forms it implements (character-level
 //    vocabularies such as demo-chat's, plain BPE): the edge checks uploads with the same code;
 //  - Hugging Face's own JS port (@huggingface/tokenizers) for everything else a real LLM ships:
@@ -17,7 +17,7 @@ export interface ChatMessage {
   role: string;
   content: string;
 }
-import { loadTokenizer, TokenizerError, UnsupportedTokenizerError, type DecodeOptions, type Tokenizer } from "../protocol/tokenizer.js";
+import { loadTokenizer, TokenizerError, UnsupportedTokenizerError, type DecodeOptions, type Tokenizer } from "../formats/tokenizer.js";
 
 type Json = Record<string, unknown>;
 

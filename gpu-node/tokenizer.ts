@@ -1,3 +1,3 @@
 // The node's tokenizer is the shared one in protocol/ (the edge checks uploaded tokenizer.json
 // files with the same code); this module keeps the node's import path.
-export * from "../protocol/tokenizer.js";
+export * from "../formats/tokenizer.js";

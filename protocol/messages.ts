@@ -8,9 +8,9 @@
 
 import { z } from "zod";
 import { isErrorCode, type ErrorCode } from "./errors.js";
-import { isOipDatatype, OIP_DATATYPES } from "./datatypes.js";
-import type { TensorData } from "./tensor.js";
-import { packedSizeError, type CarriedTensor } from "./binary-tensors.js";
+import { isOipDatatype, OIP_DATATYPES } from "../formats/datatypes.js";
+import type { TensorData } from "../formats/tensor.js";
+import { packedSizeError, type CarriedTensor } from "../formats/binary-tensors.js";
 import { parseTraceparent } from "./trace-context.js";
 import { CONVERSATION_KEY_RE } from "./conversation-key.js";
 

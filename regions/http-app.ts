@@ -8,7 +8,7 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { carriedBytes } from "../protocol/binary-tensors.js";
+import { carriedBytes } from "../formats/binary-tensors.js";
 import { createCodec, MSGPACK_CONTENT_TYPE } from "../protocol/codec.js";
 import { ERROR_STATUS, MeshError, errorBody } from "../protocol/errors.js";
 import type { Logger } from "../protocol/log.js";

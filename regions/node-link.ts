@@ -17,7 +17,7 @@
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
 import type { ErrorCode } from "../protocol/errors.js";
-import type { ModelSignature } from "../protocol/datatypes.js";
+import type { ModelSignature } from "../formats/datatypes.js";
 import type {
   Accelerator,
   BundleFileRef,
@@ -31,7 +31,7 @@ import type {
   WarmModel,
 } from "../protocol/messages.js";
 import { diskRoom, type NodeState } from "./placement.js";
-import type { CarriedTensor } from "../protocol/binary-tensors.js";
+import type { CarriedTensor } from "../formats/binary-tensors.js";
 
 export class NodeCallError extends Error {
   constructor(

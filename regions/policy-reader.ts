@@ -5,7 +5,7 @@
 // (edge/download-urls.ts): presigned R2 URLs when this router has R2 credentials, else edge
 // URLs signed with this region's secret.
 
-import type { OipDatatype } from "../protocol/datatypes.js";
+import type { OipDatatype } from "../formats/datatypes.js";
 import type { Logger } from "../protocol/log.js";
 import { MODEL_POLICIES_KEY, type ModelPolicyRecord } from "../protocol/region-report.js";
 import { artifactKey, presignObject, type R2PresignConfig } from "../protocol/presign.js";

@@ -27,7 +27,7 @@
 import { MeshError } from "../protocol/errors.js";
 import { formatBytes } from "../protocol/region-report.js";
 import type { ModelRef, ProgressStage, RegionInferRequest, Timing } from "../protocol/messages.js";
-import { isPacked, type CarriedTensor } from "../protocol/binary-tensors.js";
+import { isPacked, type CarriedTensor } from "../formats/binary-tensors.js";
 import { keepValue, ModelStats } from "./model-stats.js";
 import { NodeCallError, type NodeLink } from "./node-link.js";
 import { FairShare, slotsOf, type SlotKind } from "./fairness.js";

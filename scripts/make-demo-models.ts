@@ -11,7 +11,7 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import type { OipDatatype } from "../protocol/datatypes.js";
+import type { OipDatatype } from "../formats/datatypes.js";
 import { encodeModel, float16Bits, float16Value, OnnxType, type ModelDesc, type NodeDesc, type ValueInfoDesc } from "./onnx-writer.js";
 
 export interface DemoModelFile {

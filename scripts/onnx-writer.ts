@@ -33,7 +33,7 @@ export const OnnxType = {
 // FP16 helpers (Node 20 has no Float16Array; onnxruntime-node carries FP16 as Uint16Array bits)
 
 // One conversion for the whole project: the protocol's, which the edge uses on FP16 inputs.
-import { fromHalfBits, toHalfBits } from "../protocol/tensor.js";
+import { fromHalfBits, toHalfBits } from "../formats/tensor.js";
 export const float16Bits = toHalfBits;
 export const float16Value = fromHalfBits;
 
@@ -353,7 +353,7 @@ export const valueInfoProto = (v: ValueInfoDesc): Uint8Array => plain(onnx.Value
 export const attributeProto = (a: AttributeDesc): Uint8Array => plain(onnx.AttributeProto.encode(attribute(a)).finish());
 export const graphProto = (g: GraphDesc): Uint8Array => plain(onnx.GraphProto.encode(graph(g)).finish());
 
-/** The library's decoder, for cross-checking our streaming reader (protocol/onnx-signature.ts). */
+/** The library's decoder, for cross-checking our streaming reader (formats/onnx-signature.ts). */
 export function decodeModel(bytes: Uint8Array): InstanceType<typeof onnx.ModelProto> {
   return onnx.ModelProto.decode(bytes);
 }

@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "../gpu-node/batcher.js";
 import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { DEMO_MLP_V1, makeDemoModels, referenceMlp } from "../scripts/make-demo-models.js";
-import { readOnnxSignature } from "../protocol/onnx-signature.js";
+import { readOnnxSignature } from "../formats/onnx-signature.js";
 import { readFile } from "node:fs/promises";
 
 let dir: string;

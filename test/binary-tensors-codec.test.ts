@@ -1,4 +1,4 @@
-// protocol/binary-tensors.ts and the edge's body reading, as pure functions: Triton's binary
+// formats/binary-tensors.ts and the edge's body reading, as pure functions: Triton's binary
 // tensor data extension (the spec's own examples byte for byte, every datatype, the refusals),
 // and gzip/deflate request bodies bounded after decompression.
 import { deflateSync, gzipSync } from "node:zlib";
@@ -15,12 +15,12 @@ import {
   splitBinaryBody,
   tensorBytes,
   unpackTensor,
-} from "../protocol/binary-tensors.js";
+} from "../formats/binary-tensors.js";
 import { createCodec } from "../protocol/codec.js";
 import { parseRegionInferRequest, parseRouterMessage, MessageError } from "../protocol/messages.js";
-import type { ModelSignature, OipDatatype } from "../protocol/datatypes.js";
+import type { ModelSignature, OipDatatype } from "../formats/datatypes.js";
 import { MeshError } from "../protocol/errors.js";
-import { parseInferRequest, TensorError, toHalfBits, type TensorData, type WireTensor } from "../protocol/tensor.js";
+import { parseInferRequest, TensorError, toHalfBits, type TensorData, type WireTensor } from "../formats/tensor.js";
 import { acceptsGzip, clientAcceptEncoding, readBody } from "../edge/content-encoding.js";
 
 const enc = new TextEncoder();

@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { deflateSync, gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
-import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../protocol/binary-tensors.js";
-import type { OipDatatype } from "../protocol/datatypes.js";
-import { encodeTensorData, toJsonTensor, type JsonTensor, type WireTensor } from "../protocol/tensor.js";
+import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER } from "../formats/binary-tensors.js";
+import type { OipDatatype } from "../formats/datatypes.js";
+import { encodeTensorData, toJsonTensor, type JsonTensor, type WireTensor } from "../formats/tensor.js";
 import { DEMO_MLP_V1, DEMO_TYPES_CASES, referenceMlp } from "../scripts/make-demo-models.js";
 import { DEMO_TYPES_VALUES, expectClose, expectError, type Answer } from "./helpers/mesh-client.js";
 

@@ -11,7 +11,7 @@ import { DecodeEngine, DecodeLoop, DecoderError, detectLayout, isKvDecoder, pars
 import { gather, KvBatch, paddedMask, type KvShape } from "../gpu-node/decoder/kv-cache.js";
 import { chooseFromScores, keepTopK, keepTopP, resolveSampling, Sampler } from "../gpu-node/decoder/sampler.js";
 import { mulberry32 } from "../gpu-node/full-context-generator.js";
-import { fromHalfBits } from "../protocol/tensor.js";
+import { fromHalfBits } from "../formats/tensor.js";
 
 const MODEL_DIR = path.resolve(import.meta.dirname, "../models/tiny-gpt");
 const haveModel = existsSync(path.join(MODEL_DIR, "model.onnx"));

@@ -9,7 +9,7 @@ import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chooseToken, generate, GenerateError, generateText, languageModelIo, mulberry32, type GeneratedToken, type GenerateOptions, type GenerateSession } from "../gpu-node/full-context-generator.js";
 import { loadTokenizer, TokenizerError, UnsupportedTokenizerError, type Tokenizer } from "../gpu-node/tokenizer.js";
-import { readOnnxSignature } from "../protocol/onnx-signature.js";
+import { readOnnxSignature } from "../formats/onnx-signature.js";
 import { buildCharModel, CHAR_MODEL_FILE, CHAR_TOKENIZER_FILE, makeCharModel, readCorpus, UNK_ID, type CharModel } from "../scripts/make-char-model.js";
 
 let dir: string;

@@ -10,7 +10,7 @@
 import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ModelRef } from "../protocol/messages.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { fp32, harnessPids, RegionHarness, rowsOf, waitUntil } from "./helpers/region-harness.js";
 import { externalDataModel, memoryBombModel, spinModel } from "./helpers/slow-models.js";
 

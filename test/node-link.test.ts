@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
 import type { RouterToNode } from "../protocol/messages.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { CONFIRM_RESERVE_MAX_MS, confirmReserveMs, NodeCallError, NodeLink } from "../regions/node-link.js";
 
 function fakeLink() {

@@ -1,4 +1,4 @@
-// The edge's streaming ONNX signature reader (protocol/onnx-signature.ts) against a full
+// The edge's streaming ONNX signature reader (formats/onnx-signature.ts) against a full
 // protobuf decode by onnx-proto (ONNX's own schema), on every model the repository makes and on
 // a few odd ones: both must name the same inputs, outputs, shapes, versions and external files.
 // The reader stays hand-written because it never holds a model's weights (it jumps over them as
@@ -8,8 +8,8 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ONNX_ELEM_TO_OIP } from "../protocol/datatypes.js";
-import { OnnxSignatureReader, type OnnxModelInfo } from "../protocol/onnx-signature.js";
+import { ONNX_ELEM_TO_OIP } from "../formats/datatypes.js";
+import { OnnxSignatureReader, type OnnxModelInfo } from "../formats/onnx-signature.js";
 import { buildCharModel, readCorpus } from "../scripts/make-char-model.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { decodeModel, encodeModel, externalDataModel, OnnxType, type ModelDesc } from "../scripts/onnx-writer.js";

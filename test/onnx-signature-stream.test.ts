@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MAX_STRING_BYTES, OnnxParseError, OnnxSignatureReader, readOnnxSignature } from "../protocol/onnx-signature.js";
+import { MAX_STRING_BYTES, OnnxParseError, OnnxSignatureReader, readOnnxSignature } from "../formats/onnx-signature.js";
 import { makeDemoModels } from "../scripts/make-demo-models.js";
 import { attributeProto, encodeModel, externalDataModel, OnnxType, valueInfoProto, type TensorDesc } from "../scripts/onnx-writer.js";
 import { ProtoWriter } from "./helpers/proto-writer.js";

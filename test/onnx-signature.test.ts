@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkExternalData, MAX_GRAPH_DEPTH, OnnxParseError, readOnnxSignature } from "../protocol/onnx-signature.js";
+import { checkExternalData, MAX_GRAPH_DEPTH, OnnxParseError, readOnnxSignature } from "../formats/onnx-signature.js";
 import {
   DEMO_MLP_V1,
   DEMO_MLP_V2,

@@ -15,8 +15,8 @@ import {
   type RegionInferRequest,
   type RouterToNode,
 } from "../protocol/messages.js";
-import type { WireTensor } from "../protocol/tensor.js";
-import { toWireTensor, type CarriedTensor } from "../protocol/binary-tensors.js";
+import type { WireTensor } from "../formats/tensor.js";
+import { toWireTensor, type CarriedTensor } from "../formats/binary-tensors.js";
 
 const model: ModelRef = {
   key: "m-1@3",

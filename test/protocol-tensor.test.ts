@@ -1,8 +1,8 @@
-// protocol/tensor.ts: an OIP JSON inference body validated against a model signature and turned
+// formats/tensor.ts: an OIP JSON inference body validated against a model signature and turned
 // into the typed arrays the mesh carries, plus the FP16 bit conversions and the way back to JSON.
 import { describe, expect, it } from "vitest";
-import type { ModelSignature, OipDatatype, TensorSpec } from "../protocol/datatypes.js";
-import { OIP_DATATYPES } from "../protocol/datatypes.js";
+import type { ModelSignature, OipDatatype, TensorSpec } from "../formats/datatypes.js";
+import { OIP_DATATYPES } from "../formats/datatypes.js";
 import {
   TensorError,
   decodeTensorData,
@@ -12,7 +12,7 @@ import {
   toHalfBits,
   toJsonTensor,
   type TensorData,
-} from "../protocol/tensor.js";
+} from "../formats/tensor.js";
 
 function sig(inputs: TensorSpec[], outputs: TensorSpec[] = [{ name: "y", datatype: "FP32", shape: [-1] }]): ModelSignature {
   return { inputs, outputs };

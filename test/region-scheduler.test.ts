@@ -9,7 +9,7 @@ import WebSocket from "ws";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
 import type { ModelRef, RegionInferResponse } from "../protocol/messages.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { DEMO_MLP_V1, DEMO_MLP_V2, referenceMlp, type MlpWeights } from "../scripts/make-demo-models.js";
 import {
   fp32,

@@ -10,7 +10,7 @@ import { checkInferRequest, InferRequestSchema } from "../edge/infer-request.js"
 import { GenerateRequestSchema, parseGenerateInput } from "../edge/stream-protocol.js";
 import { MeshError } from "../protocol/errors.js";
 import { mulberry32 } from "../protocol/prng.js";
-import { TensorError } from "../protocol/tensor.js";
+import { TensorError } from "../formats/tensor.js";
 
 const SIGNATURE = {
   inputs: [{ name: "x", datatype: "FP32" as const, shape: [-1, 4] }],

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { MeshError } from "../protocol/errors.js";
 import type { ModelRef, RegionInferRequest } from "../protocol/messages.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { NodeCallError, type NodeLink } from "../regions/node-link.js";
 import { ConfigError, routerConfigFromEnv } from "../regions/config.js";
 import { CallFailed, inputBytes, Scheduler, SCHEDULER_DEFAULTS, type SchedulerConfig, type StreamWaiter } from "../regions/scheduler.js";

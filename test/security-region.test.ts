@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
 import { FRAME_STREAM_CONTENT_TYPE, FrameSplitter } from "../protocol/frame-stream.js";
 import { GENERATE_GRANT_METHOD, parseRegionToEdge, type ModelRef, type RegionGenerateRequest, type RegionInferRequest, type RegionToEdge } from "../protocol/messages.js";
-import { readOnnxSignature } from "../protocol/onnx-signature.js";
+import { readOnnxSignature } from "../formats/onnx-signature.js";
 import { artifactUrl, signRequest, tokenizerUrl, urlRegion, verifyUrl } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
 import { rssOf, SessionProcess, SessionProcessError, type SessionOptions } from "../gpu-node/session-process.js";
-import type { WireTensor } from "../protocol/tensor.js";
+import type { WireTensor } from "../formats/tensor.js";
 import { waitUntil } from "./helpers/region-harness.js";
 import { memoryBombModel, spinModel } from "./helpers/slow-models.js";
 

@@ -20,8 +20,8 @@ import {
   type RouterToNode,
   type TokenizerRef,
 } from "../protocol/messages.js";
-import { readOnnxSignature } from "../protocol/onnx-signature.js";
-import { loadTokenizer, type Tokenizer } from "../protocol/tokenizer.js";
+import { readOnnxSignature } from "../formats/onnx-signature.js";
+import { loadTokenizer, type Tokenizer } from "../formats/tokenizer.js";
 import { generateText } from "../gpu-node/full-context-generator.js";
 import { Generations, TokenizerFiles } from "../gpu-node/generation-relay.js";
 import { ModelCache } from "../gpu-node/model-cache.js";

@@ -3,7 +3,7 @@
 // what the parse functions make of fields the protocol does not name and of nulls, and that the
 // compiled schemas Node runs and the interpreted ones the Worker runs answer alike.
 import { describe, expect, it } from "vitest";
-import { packTensor } from "../protocol/binary-tensors.js";
+import { packTensor } from "../formats/binary-tensors.js";
 import { createCodec } from "../protocol/codec.js";
 import {
   GENERATE_LIMITS,

@@ -1,5 +1,5 @@
 // A generative model version's tokenizer (key scope `manage`): PUT uploads its tokenizer.json
-// (the Hugging Face format; the forms protocol/tokenizer.ts implements), GET gives it back.
+// (the Hugging Face format; the forms formats/tokenizer.ts implements), GET gives it back.
 // The file is checked and recorded by model-versions.ts (attachTokenizer). Versions are immutable,
 // so a tokenizer is set once: the same file again is a no-op, a different one a 409.
 // Nodes download it through internal_artifacts.ts (GET /internal/tokenizers/{sha256}, signed).

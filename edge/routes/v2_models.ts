@@ -11,8 +11,8 @@
 
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER } from "../../protocol/binary-tensors.js";
-import { TensorError, type ParsedInferRequest } from "../../protocol/tensor.js";
+import { binaryOutputChoice, encodeInferResponse, INFERENCE_HEADER } from "../../formats/binary-tensors.js";
+import { TensorError, type ParsedInferRequest } from "../../formats/tensor.js";
 import { formatTraceparent } from "../../protocol/trace-context.js";
 import { deadlineOf, services, waitUntilOf, type AppContext } from "../context.js";
 import { clientAcceptEncoding, encodingHeaders } from "../content-encoding.js";

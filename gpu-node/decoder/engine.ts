@@ -8,7 +8,7 @@
 // ids only: the caller tokenizes, detokenizes and applies text stop sequences.
 
 import * as ort from "onnxruntime-node";
-import { fromHalfBits } from "../../protocol/tensor.js";
+import { fromHalfBits } from "../../formats/tensor.js";
 import { DecoderError, detectLayout, parseDecoderConfig, type DecoderConfig, type DecoderLayout, type DecoderSession } from "./config.js";
 import { bytesPerToken, gather, headOf, KvBatch, paddedMask, type KvArray, type KvRowRef, type KvShape } from "./kv-cache.js";
 import { resolveSampling, Sampler, type SamplingParams } from "./sampler.js";

@@ -8,7 +8,7 @@ import * as ort from "onnxruntime-node";
 import WebSocket from "ws";
 import { createCodec } from "../../protocol/codec.js";
 import { signRequest } from "../../protocol/signing.js";
-import { loadTokenizer, type Tokenizer } from "../../protocol/tokenizer.js";
+import { loadTokenizer, type Tokenizer } from "../../formats/tokenizer.js";
 import { generateText, type GenerateOptions } from "../../gpu-node/full-context-generator.js";
 
 export interface Received {

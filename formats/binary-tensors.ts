@@ -10,7 +10,7 @@
 // it received without building typed arrays. Pure TS: the Worker uses it.
 
 import { TYPED_ARRAY, type OipDatatype } from "./datatypes.js";
-import type { RegionInferResponse } from "./messages.js";
+import type { RegionInferResponse } from "../protocol/messages.js";
 import { elementCount, TensorError, toJsonTensor, type BinaryTail, type JsonTensor, type TensorData, type WireTensor } from "./tensor.js";
 
 /** The header that gives the JSON part's length, on requests and responses alike. */

@@ -179,7 +179,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /**
- * The binary part of a request (protocol/binary-tensors.ts): hands out each binary input's data
+ * The binary part of a request (formats/binary-tensors.ts): hands out each binary input's data
  * in the JSON's order, validated against its datatype and element count; `finish` refuses bytes
  * left over.
  */

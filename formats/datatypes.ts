@@ -70,4 +70,4 @@ export const ONNX_ELEM_TO_OIP: Readonly<Record<number, OipDatatype>> = {
 
 // A model's signature (TensorSpec, ModelSignature) is a wire message: its schema and types live
 // in messages.ts with the others. Re-exported as types only, so no module cycle at run time.
-export type { ModelSignature, TensorSpec } from "./messages.js";
+export type { ModelSignature, TensorSpec } from "../protocol/messages.js";
