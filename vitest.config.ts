@@ -8,6 +8,7 @@ import { defineConfig } from "vitest/config";
 const UNIT = [
   "batcher",
   "config-schema",
+  "d1-retry",
   "belady",
   "binary-tensors-codec",
   "decode-loop",

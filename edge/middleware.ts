@@ -6,6 +6,7 @@
 // `onError`/`notFound` turn everything into the one error envelope (a route schema's refusal
 // is turned into it by openapi.ts's hook).
 
+import { withBusyRetry } from "./d1-retry.js";
 import { drizzle } from "drizzle-orm/d1";
 import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -46,7 +47,7 @@ export function init(): MiddlewareHandler<AppEnv> {
     c.set("trace", trace);
     c.header("traceparent", formatTraceparent(trace));
     c.set("config", loadConfig(c.env));
-    c.set("db", drizzle(c.env.DB));
+    c.set("db", drizzle(withBusyRetry(c.env.DB)));
     await next();
     // An answer given before the body was read (a refused key, a wrong route): the rest of a
     // small body is read after the answer has gone (waitUntil), so a caller's kept-alive
