@@ -38,9 +38,8 @@ const MODEL_ERROR = "'model' must name a model: '<model>' or '<model>:<version o
 /** `<model>` or `<model>:<version or alias>` (both sides non-empty). */
 const ModelSchema = z
   .string({ error: MODEL_ERROR })
-  .min(1, { error: MODEL_ERROR })
   .max(200, { error: MODEL_ERROR })
-  .refine((v) => !v.includes(":") || (v.indexOf(":") > 0 && v.indexOf(":") < v.length - 1), { error: MODEL_ERROR })
+  .regex(/^[^:]+(:[\s\S]+)?$/, { error: MODEL_ERROR })
   .describe("`<model>` or `<model>:<version or alias>` (without one, the traffic split picks the version).");
 
 /** A number field, null or absent for its default. */
