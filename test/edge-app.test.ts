@@ -151,6 +151,8 @@ describe("routes validate with the schemas they document", () => {
         expect(body.error).toMatch(/^body/);
       }
     }
+    // The OpenAI routes check their bodies in the handler, after a key's lookup (D1), so their
+    // refusals are proven against a running mesh, in OpenAI's shape: openai-api.test.ts.
     // Without D1 a body the schema takes gets past validation to the handler (and fails there: 500).
     const valid = { name: "acme" };
     expect(schemaOf("post", "/v1/accounts").safeParse(valid).success).toBe(true);
