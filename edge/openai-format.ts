@@ -1,10 +1,12 @@
 // The OpenAI API's shapes on the mesh's generation (pure, no I/O): a chat or completion request
-// read into the mesh's prompt/chat and sampling parameters, the mesh's stream events written as
-// OpenAI's response bodies and SSE chunks, and the mesh's errors in OpenAI's error shape.
+// checked with the zod schema /openapi.json documents (ChatRequestSchema, CompletionRequestSchema)
+// and read into the mesh's prompt/chat and sampling parameters, the mesh's stream events written
+// as OpenAI's response bodies and SSE chunks, and the mesh's errors in OpenAI's error shape.
 // Unknown fields are ignored, as OpenAI-compatible servers do (clients send new fields before
 // servers know them); fields that would change what comes back and that the mesh cannot honour
 // (tools, logprobs, n > 1, penalties, JSON modes) are refused with a 400 naming the parameter.
 
+import { z } from "zod";
 import { MeshError, type ErrorCode } from "../protocol/errors.js";
 import { GENERATE_LIMITS, type ChatMessage, type FinishReason, type GenerateParams } from "../protocol/messages.js";
 import type { StreamEvent } from "./stream-protocol.js";
@@ -23,90 +25,175 @@ export class OpenAIParamError extends MeshError {
   }
 }
 
-const bad = (param: string, message: string) => new OpenAIParamError(param, message);
-
 type Rec = Record<string, unknown>;
-const isRec = (v: unknown): v is Rec => typeof v === "object" && v !== null && !Array.isArray(v);
-const given = (v: unknown) => v !== undefined && v !== null;
+
+// ---------------------------------------------------------------------------------------------
+// The request bodies: one zod schema per endpoint, which /openapi.json documents and the parsers
+// below check with. Every refusal carries its own message (what the caller should send); the
+// issue's path, cut to the field a client sets, is OpenAI's `param`.
+
+const L = GENERATE_LIMITS;
+const MODEL_ERROR = "'model' must name a model: '<model>' or '<model>:<version or alias>'";
+
+/** `<model>` or `<model>:<version or alias>` (both sides non-empty). */
+const ModelSchema = z
+  .string({ error: MODEL_ERROR })
+  .max(200, { error: MODEL_ERROR })
+  .regex(/^[^:]+(:[\s\S]+)?$/, { error: MODEL_ERROR })
+  .describe("`<model>` or `<model>:<version or alias>` (without one, the traffic split picks the version).");
+
+/** A number field, null or absent for its default. */
+const numberIn = (k: string, min: number, max: number, open = false) => {
+  const error = `'${k}' must be a number ${open ? "above" : "from"} ${min} ${open ? "and at most" : "to"} ${max}`;
+  const n = z.number({ error });
+  return (open ? n.gt(min, { error }) : n.min(min, { error })).max(max, { error }).nullish();
+};
+const intIn = (k: string, min: number, max: number) => {
+  const error = `'${k}' must be an integer from ${min} to ${max}`;
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error }).nullish();
+};
+/** A field that changes the answer and that the mesh does not do: taken only at its neutral value (or null). */
+const unsupported = (k: string, neutral: (error: string) => z.ZodType, only: string) =>
+  neutral(`'${k}' is not supported by this server`).nullish().describe(`Not supported: taken only as ${only}.`);
+
+const STOP_ERROR = `'stop' must be a string or a list of at most ${L.maxStop} non-empty strings of at most ${L.maxStopChars} characters`;
+const StopSchema = z.string({ error: STOP_ERROR }).min(1, { error: STOP_ERROR }).max(L.maxStopChars, { error: STOP_ERROR });
+
+/** What both endpoints take: the model, sampling, streaming, and OpenAI's fields the mesh refuses unless neutral. */
+const Common = {
+  model: ModelSchema,
+  max_tokens: intIn("max_tokens", 1, L.maxTokens).describe(`Most tokens to generate (default ${OPENAI_DEFAULT_MAX_TOKENS}).`),
+  max_completion_tokens: intIn("max_completion_tokens", 1, L.maxTokens).describe("The same, under its newer name (wins over max_tokens)."),
+  temperature: numberIn("temperature", 0, L.maxTemperature).describe("0 = greedy (default 1)."),
+  top_p: numberIn("top_p", 0, 1, true).describe("Nucleus sampling (default 1 = off)."),
+  // top_k and repetition_penalty are not OpenAI's; other compatible servers take them too.
+  top_k: intIn("top_k", 0, L.maxTopK).describe("Not OpenAI's: sample among the k most likely tokens (0 = all, the default)."),
+  repetition_penalty: numberIn("repetition_penalty", 0, L.maxRepetitionPenalty, true).describe("Not OpenAI's: above 1 makes repeats less likely (default 1 = off)."),
+  n: z.literal(1, { error: "'n' must be 1: this server returns one choice per request" }).nullish().describe("Only 1."),
+  stop: z
+    .union([StopSchema, z.array(StopSchema, { error: STOP_ERROR }).max(L.maxStop, { error: STOP_ERROR })], { error: STOP_ERROR })
+    .nullish()
+    .describe(`Up to ${L.maxStop} stop sequences (not included in the text).`),
+  seed: intIn("seed", 0, 0xffffffff).describe("Same seed, prompt and parameters: same text."),
+  stream: z.boolean({ error: "'stream' must be a boolean" }).nullish().describe("Server-Sent Events in OpenAI's chunk format, ending with `data: [DONE]`."),
+  stream_options: z
+    .object({ include_usage: z.boolean({ error: "'stream_options.include_usage' must be a boolean" }).nullish() }, { error: "'stream_options' must be an object" })
+    .nullish()
+    .describe("include_usage: a last chunk with empty choices and the usage."),
+  tools: unsupported("tools", (error) => z.array(z.unknown(), { error }).max(0, { error }), "an empty list"),
+  tool_choice: unsupported("tool_choice", (error) => z.enum(["none", "auto"], { error }), "'none' or 'auto'"),
+  functions: unsupported("functions", (error) => z.array(z.unknown(), { error }).max(0, { error }), "an empty list"),
+  function_call: unsupported("function_call", (error) => z.enum(["none", "auto"], { error }), "'none' or 'auto'"),
+  logprobs: unsupported("logprobs", (error) => z.literal([false, 0], { error }), "false or 0"),
+  top_logprobs: unsupported("top_logprobs", (error) => z.literal(0, { error }), "0"),
+  frequency_penalty: unsupported("frequency_penalty", (error) => z.literal(0, { error }), "0"),
+  presence_penalty: unsupported("presence_penalty", (error) => z.literal(0, { error }), "0"),
+  logit_bias: unsupported("logit_bias", (error) => z.strictObject({}, { error }), "{}"),
+  response_format: unsupported("response_format", (error) => z.object({ type: z.literal("text", { error }) }, { error }), '{"type": "text"}'),
+  audio: unsupported("audio", (error) => z.null({ error }), "null"),
+  modalities: unsupported("modalities", (error) => z.array(z.literal("text", { error }), { error }), '["text"]'),
+  prediction: unsupported("prediction", (error) => z.null({ error }), "null"),
+  suffix: unsupported("suffix", (error) => z.literal("", { error }), '""'),
+  echo: unsupported("echo", (error) => z.literal(false, { error }), "false"),
+  best_of: unsupported("best_of", (error) => z.literal(1, { error }), "1"),
+};
+const BODY_ERROR = "the body must be a JSON object";
+
+const CONTENT_ERROR = "a message's 'content' must be a string or a list of text parts (other content parts are not supported)";
+const ROLE_ERROR = `a message's 'role' must be a string of 1 to ${L.maxRoleChars} characters`;
+const TOOL_CALLS_ERROR = "tool calls are not supported";
+const MESSAGES_ERROR = `'messages' must be a list of 1 to ${L.maxChatMessages} messages`;
+const MessageSchema = z.object(
+  {
+    role: z.string({ error: ROLE_ERROR }).min(1, { error: ROLE_ERROR }).max(L.maxRoleChars, { error: ROLE_ERROR }),
+    content: z
+      .union([z.string({ error: CONTENT_ERROR }), z.array(z.object({ type: z.literal("text", { error: CONTENT_ERROR }), text: z.string({ error: CONTENT_ERROR }) }, { error: CONTENT_ERROR }), { error: CONTENT_ERROR })], {
+        error: CONTENT_ERROR,
+      })
+      .nullish()
+      .describe("A string, or a list of text parts (joined); null is empty."),
+    tool_calls: z.null({ error: TOOL_CALLS_ERROR }).optional().describe("Not supported."),
+    function_call: z.null({ error: TOOL_CALLS_ERROR }).optional().describe("Not supported."),
+  },
+  { error: "a message must be an object with 'role' and 'content'" },
+);
+type Message = z.infer<typeof MessageSchema>;
+
+function contentText(content: Message["content"]): string {
+  if (content === null || content === undefined) return "";
+  return typeof content === "string" ? content : content.map((p) => p.text).join("");
+}
+
+export const ChatRequestSchema = z.object(
+  {
+    ...Common,
+    messages: z
+      .array(MessageSchema, { error: MESSAGES_ERROR })
+      .min(1, { error: MESSAGES_ERROR })
+      .max(L.maxChatMessages, { error: MESSAGES_ERROR })
+      .refine((ms) => ms.reduce((n, m) => n + contentText(m.content).length, 0) <= L.maxPromptChars, {
+        error: `the messages' contents must total at most ${L.maxPromptChars} characters`,
+      })
+      .describe(`1 to ${L.maxChatMessages} messages; their contents total at most ${L.maxPromptChars} characters.`),
+  },
+  { error: BODY_ERROR },
+);
+
+const PROMPT_ERROR = "'prompt' must be a non-empty string (lists of prompts and token ids are not supported)";
+const PromptSchema = z
+  .string({ error: PROMPT_ERROR })
+  .min(1, { error: PROMPT_ERROR })
+  .max(L.maxPromptChars, { error: `'prompt' must be at most ${L.maxPromptChars} characters` });
+
+export const CompletionRequestSchema = z.object(
+  {
+    ...Common,
+    // One prompt per request (as with n): a list of one string is that string.
+    prompt: z.union([PromptSchema, z.tuple([PromptSchema], { error: PROMPT_ERROR })], { error: PROMPT_ERROR }).describe(`One prompt of at most ${L.maxPromptChars} characters (a list of one is that one).`),
+  },
+  { error: BODY_ERROR },
+);
+
+/** How deep a refusal's path names the field at fault: a message's own field, stream_options' field, else the top-level field. */
+const PARAM_DEPTH: Record<string, number> = { messages: 3, stream_options: 2 };
+
+/** A schema's refusal as OpenAI's 400: its first problem's message, and the field at fault as `param`. */
+function refusal(error: z.ZodError): OpenAIParamError {
+  const issue = error.issues[0]!;
+  const path = issue.path.slice(0, PARAM_DEPTH[String(issue.path[0])] ?? 1);
+  const param = path.length ? path.map((p, i) => (typeof p === "number" ? `[${p}]` : i ? `.${String(p)}` : String(p))).join("") : null;
+  return new OpenAIParamError(param, issue.message);
+}
+
+function checked<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  const r = schema.safeParse(body);
+  if (!r.success) throw refusal(r.error);
+  return r.data;
+}
+
+/** `<model>` or `<model>:<version or alias>`, split (the schema has checked both sides are there). */
+function splitModel(model: string): { name: string; ref: string | undefined } {
+  const i = model.indexOf(":");
+  return i < 0 ? { name: model, ref: undefined } : { name: model.slice(0, i), ref: model.slice(i + 1) };
+}
+
+const ModelFieldSchema = z.object({ model: ModelSchema });
 
 /** `model` as `<model>` or `<model>:<version or alias>`. */
 export function parseModelField(v: unknown): { name: string; ref: string | undefined } {
-  if (typeof v !== "string" || v.length === 0 || v.length > 200) throw bad("model", "'model' must name a model: '<model>' or '<model>:<version or alias>'");
-  const i = v.indexOf(":");
-  if (i < 0) return { name: v, ref: undefined };
-  const name = v.slice(0, i);
-  const ref = v.slice(i + 1);
-  if (!name || !ref) throw bad("model", "'model' must be '<model>' or '<model>:<version or alias>'");
-  return { name, ref };
-}
-
-/** Fields that change the answer and that the mesh does not do: refused unless left at their neutral value. */
-const REFUSED: Record<string, (v: unknown) => boolean> = {
-  tools: (v) => Array.isArray(v) && v.length > 0,
-  tool_choice: (v) => v !== "none" && v !== "auto",
-  functions: (v) => Array.isArray(v) && v.length > 0,
-  function_call: (v) => v !== "none" && v !== "auto",
-  logprobs: (v) => v !== false && v !== 0,
-  top_logprobs: (v) => v !== 0,
-  frequency_penalty: (v) => v !== 0,
-  presence_penalty: (v) => v !== 0,
-  logit_bias: (v) => !(isRec(v) && Object.keys(v).length === 0),
-  response_format: (v) => !(isRec(v) && v.type === "text"),
-  audio: () => true,
-  modalities: (v) => !(Array.isArray(v) && v.every((m) => m === "text")),
-  prediction: () => true,
-  suffix: (v) => v !== "",
-  echo: (v) => v !== false,
-  best_of: (v) => v !== 1,
-};
-
-function refuseUnsupported(body: Rec): void {
-  for (const [k, isSet] of Object.entries(REFUSED)) {
-    if (given(body[k]) && isSet(body[k])) throw bad(k, `'${k}' is not supported by this server`);
-  }
-}
-
-function numberIn(body: Rec, k: string, min: number, max: number, fallback: number, open = false): number {
-  const v = body[k];
-  if (!given(v)) return fallback;
-  if (typeof v !== "number" || !Number.isFinite(v) || (open ? v <= min : v < min) || v > max) {
-    throw bad(k, `'${k}' must be a number ${open ? "above" : "from"} ${min} ${open ? "and at most" : "to"} ${max}`);
-  }
-  return v;
-}
-
-function intIn(body: Rec, k: string, min: number, max: number): number | undefined {
-  const v = body[k];
-  if (!given(v)) return undefined;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) throw bad(k, `'${k}' must be an integer from ${min} to ${max}`);
-  return v;
+  return splitModel(checked(ModelFieldSchema, { model: v }).model);
 }
 
 /** The sampling parameters both endpoints share, resolved with their defaults. */
-function sampling(body: Rec): GenerateParams {
-  const L = GENERATE_LIMITS;
-  refuseUnsupported(body);
-  const n = body.n;
-  if (given(n) && n !== 1) throw bad("n", "'n' must be 1: this server returns one choice per request");
-  const maxTokens = intIn(body, "max_completion_tokens", 1, L.maxTokens) ?? intIn(body, "max_tokens", 1, L.maxTokens) ?? OPENAI_DEFAULT_MAX_TOKENS;
-  let stop: string[] = [];
-  if (given(body.stop)) {
-    const list = typeof body.stop === "string" ? [body.stop] : body.stop;
-    if (!Array.isArray(list) || list.length > L.maxStop || !list.every((s) => typeof s === "string" && s.length > 0 && s.length <= L.maxStopChars)) {
-      throw bad("stop", `'stop' must be a string or a list of at most ${L.maxStop} non-empty strings of at most ${L.maxStopChars} characters`);
-    }
-    stop = list as string[];
-  }
-  const seed = intIn(body, "seed", 0, 0xffffffff);
+function sampling(b: z.output<z.ZodObject<typeof Common>>): GenerateParams {
   return {
-    maxTokens,
-    temperature: numberIn(body, "temperature", 0, L.maxTemperature, 1),
-    // top_k and repetition_penalty are not OpenAI's; other compatible servers take them too.
-    topK: intIn(body, "top_k", 0, L.maxTopK) ?? 0,
-    topP: numberIn(body, "top_p", 0, 1, 1, true),
-    repetitionPenalty: numberIn(body, "repetition_penalty", 0, L.maxRepetitionPenalty, 1, true),
-    ...(seed !== undefined ? { seed } : {}),
-    stop,
+    maxTokens: b.max_completion_tokens ?? b.max_tokens ?? OPENAI_DEFAULT_MAX_TOKENS,
+    temperature: b.temperature ?? 1,
+    topK: b.top_k ?? 0,
+    topP: b.top_p ?? 1,
+    repetitionPenalty: b.repetition_penalty ?? 1,
+    ...(b.seed !== undefined && b.seed !== null ? { seed: b.seed } : {}),
+    stop: b.stop === undefined || b.stop === null ? [] : typeof b.stop === "string" ? [b.stop] : b.stop,
   };
 }
 
@@ -115,31 +202,8 @@ export interface StreamOptions {
   includeUsage: boolean;
 }
 
-function streamOptions(body: Rec): StreamOptions {
-  const stream = body.stream;
-  if (given(stream) && typeof stream !== "boolean") throw bad("stream", "'stream' must be a boolean");
-  const o = body.stream_options;
-  if (given(o) && !isRec(o)) throw bad("stream_options", "'stream_options' must be an object");
-  const include = isRec(o) ? o.include_usage : undefined;
-  if (given(include) && typeof include !== "boolean") throw bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
-  return { stream: stream === true, includeUsage: include === true };
-}
-
-/** A message's content: a string, or a list of text parts (other part types are refused). */
-function contentText(v: unknown, i: number): string {
-  if (v === null || v === undefined) return "";
-  if (typeof v === "string") return v;
-  if (Array.isArray(v)) {
-    return v
-      .map((part) => {
-        if (!isRec(part) || part.type !== "text" || typeof part.text !== "string") {
-          throw bad(`messages[${i}].content`, "content parts other than text are not supported");
-        }
-        return part.text;
-      })
-      .join("");
-  }
-  throw bad(`messages[${i}].content`, "a message's 'content' must be a string or a list of text parts");
+function streamOptions(b: z.output<z.ZodObject<typeof Common>>): StreamOptions {
+  return { stream: b.stream === true, includeUsage: b.stream_options?.include_usage === true };
 }
 
 export interface ChatRequest extends StreamOptions {
@@ -149,24 +213,11 @@ export interface ChatRequest extends StreamOptions {
   params: GenerateParams;
 }
 
+/** Checks a chat completion body with ChatRequestSchema and reads it into the mesh's chat. */
 export function parseChatRequest(body: unknown): ChatRequest {
-  if (!isRec(body)) throw new OpenAIParamError(null, "the body must be a JSON object");
-  const L = GENERATE_LIMITS;
-  const { name, ref } = parseModelField(body.model);
-  const raw = body.messages;
-  if (!Array.isArray(raw) || raw.length === 0 || raw.length > L.maxChatMessages) throw bad("messages", `'messages' must be a list of 1 to ${L.maxChatMessages} messages`);
-  let chars = 0;
-  const messages = raw.map((m, i): ChatMessage => {
-    if (!isRec(m)) throw bad(`messages[${i}]`, "a message must be an object with 'role' and 'content'");
-    const role = m.role;
-    if (typeof role !== "string" || role.length === 0 || role.length > L.maxRoleChars) throw bad(`messages[${i}].role`, `a message's 'role' must be a string of 1 to ${L.maxRoleChars} characters`);
-    if (given(m.tool_calls) || given(m.function_call)) throw bad(`messages[${i}].tool_calls`, "tool calls are not supported");
-    const content = contentText(m.content, i);
-    chars += content.length;
-    if (chars > L.maxPromptChars) throw bad("messages", `the messages' contents must total at most ${L.maxPromptChars} characters`);
-    return { role, content };
-  });
-  return { name, ref, messages, params: sampling(body), ...streamOptions(body) };
+  const b = checked(ChatRequestSchema, body);
+  const messages = b.messages.map((m): ChatMessage => ({ role: m.role, content: contentText(m.content) }));
+  return { ...splitModel(b.model), messages, params: sampling(b), ...streamOptions(b) };
 }
 
 export interface CompletionRequest extends StreamOptions {
@@ -176,15 +227,10 @@ export interface CompletionRequest extends StreamOptions {
   params: GenerateParams;
 }
 
+/** Checks a completion body with CompletionRequestSchema and reads it into the mesh's prompt. */
 export function parseCompletionRequest(body: unknown): CompletionRequest {
-  if (!isRec(body)) throw new OpenAIParamError(null, "the body must be a JSON object");
-  const { name, ref } = parseModelField(body.model);
-  let prompt = body.prompt;
-  // One prompt per request (as with n): a list of one string is that string.
-  if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") prompt = prompt[0];
-  if (typeof prompt !== "string" || prompt.length === 0) throw bad("prompt", "'prompt' must be a non-empty string (lists of prompts and token ids are not supported)");
-  if (prompt.length > GENERATE_LIMITS.maxPromptChars) throw bad("prompt", `'prompt' must be at most ${GENERATE_LIMITS.maxPromptChars} characters`);
-  return { name, ref, prompt, params: sampling(body), ...streamOptions(body) };
+  const b = checked(CompletionRequestSchema, body);
+  return { ...splitModel(b.model), prompt: typeof b.prompt === "string" ? b.prompt : b.prompt[0], params: sampling(b), ...streamOptions(b) };
 }
 
 /**

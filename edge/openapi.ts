@@ -8,8 +8,8 @@
 // string (the handler looks it up), so routes with only those (the infer route) pay for no
 // parameter validator. A body that cannot go through a JSON validator (binary or compressed
 // bodies, OpenAI's error shape) says `checkedBy: "handler"`: documented with its schema, read
-// and checked inside the handler (infer and generate with that same schema object; the OpenAI
-// routes' parsers, which name the field at fault in OpenAI's `param`, against what it documents).
+// and checked inside the handler with that same schema object (infer, generate, and the OpenAI
+// routes, whose refusals name the field at fault in OpenAI's `param`).
 // A WebSocket upgrade declares its params, query and headers like any route. A unit test checks
 // that every route the app registers goes through meshRoute, so the document cannot drift from
 // the code by omission.

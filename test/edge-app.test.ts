@@ -4,7 +4,11 @@
 // end-to-end tests; the reference page (/docs) drawing this document is in pages.test.ts.
 
 import { beforeAll, describe, expect, it } from "vitest";
+import { InferRequestSchema } from "../edge/infer-request.js";
+import { ChatRequestSchema, CompletionRequestSchema, parseChatRequest } from "../edge/openai-format.js";
+import { GenerateRequestSchema } from "../edge/stream-protocol.js";
 import { ERROR_STATUS } from "../protocol/errors.js";
+import { GENERATE_LIMITS } from "../protocol/messages.js";
 
 // Imported by path at run time: the Worker's files are type-checked against workers-types
 // (edge/tsconfig.json), which this Node project does not load.
@@ -111,6 +115,24 @@ describe("routes validate with the schemas they document", () => {
     }
   });
 
+  it("a body its handler checks is documented with the very schema object the handler checks it with, rules included", async () => {
+    // The handlers' checks: checkInferRequest, parseGenerateInput, parseChatRequest, parseCompletionRequest.
+    const checkedWith = (path: string) =>
+      path.startsWith("/openai/v1/chat/") ? ChatRequestSchema : path.startsWith("/openai/v1/") ? CompletionRequestSchema : path.endsWith("/infer") ? InferRequestSchema : GenerateRequestSchema;
+    const byHandler = describedRoutes().filter((d) => d.body?.checkedBy === "handler");
+    expect(byHandler.map((d) => d.path)).toEqual(expect.arrayContaining(["/openai/v1/chat/completions", "/openai/v1/completions", "/v2/models/{m}/infer", "/v2/models/{m}/generate"]));
+    for (const d of byHandler) expect(d.body!.schema, `${d.method} ${d.path}`).toBe(checkedWith(d.path));
+    // What /openapi.json says of the OpenAI bodies is those schemas' rules (the bounds and nulls the parsers take).
+    const spec = (await (await app.request("/openapi.json", {}, env)).json()) as any;
+    const chat = spec.paths["/openai/v1/chat/completions"].post.requestBody.content["application/json"].schema;
+    expect(chat.required).toEqual(["model", "messages"]);
+    expect(chat.properties.top_k.anyOf).toEqual([{ type: "integer", minimum: 0, maximum: GENERATE_LIMITS.maxTopK }, { type: "null" }]);
+    expect(chat.properties.tools.description).toMatch(/not supported/i);
+    expect(() => parseChatRequest({ model: "m", messages: [{ role: "user", content: "hi" }], top_k: null, top_p: null })).not.toThrow();
+    const completion = spec.paths["/openai/v1/completions"].post.requestBody.content["application/json"].schema;
+    expect(completion.properties.prompt.anyOf.map((s: any) => s.type)).toEqual(["string", "array"]);
+  });
+
   it("a body the documented schema refuses is refused by the route (400 bad_request, the one envelope); one it takes gets through", async () => {
     const routes = app.openAPIRegistry.definitions.filter((d) => d.type === "route").map((d) => d.route);
     const schemaOf = (method: string, path: string) => routes.find((r) => r.method === method && r.path === path)!.request!.body!.content["application/json"]!.schema as Schema;
@@ -129,6 +151,8 @@ describe("routes validate with the schemas they document", () => {
         expect(body.error).toMatch(/^body/);
       }
     }
+    // The OpenAI routes check their bodies in the handler, after a key's lookup (D1), so their
+    // refusals are proven against a running mesh, in OpenAI's shape: openai-api.test.ts.
     // Without D1 a body the schema takes gets past validation to the handler (and fails there: 500).
     const valid = { name: "acme" };
     expect(schemaOf("post", "/v1/accounts").safeParse(valid).success).toBe(true);

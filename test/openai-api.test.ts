@@ -18,7 +18,8 @@ import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { plainChatPrompt } from "../edge/openai-format.js";
+import { ChatRequestSchema, CompletionRequestSchema, OpenAIParamError, parseChatRequest, parseCompletionRequest, plainChatPrompt } from "../edge/openai-format.js";
+import { GENERATE_LIMITS } from "../protocol/messages.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { call } from "./helpers/mesh-client.js";
@@ -210,6 +211,104 @@ describe("the openai client against the mesh (demo-chat)", () => {
     const body = (await raw.json()) as { error: Record<string, unknown> };
     expect(body.error).toMatchObject({ type: "invalid_request_error", code: "invalid_json", param: null });
     expect(body.error.request_id).toBe(raw.headers.get("x-request-id"));
+  });
+
+  it("a body the documented schema refuses is refused by the route: 400 in OpenAI's shape naming the param; one it takes, with the fields clients send, gets through", async () => {
+    const post = async (path: string, body: unknown) => {
+      const res = await fetch(`${mesh.edge}/openai/v1/${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, requestId: res.headers.get("x-request-id"), body: (await res.json()) as { error: Record<string, unknown> } };
+    };
+    /** The param the route's parser names for a body (the parser is checked against the schema in request-schemas.test.ts). */
+    const paramOf = (parse: (b: unknown) => unknown, b: unknown) => {
+      try {
+        parse(b);
+      } catch (err) {
+        if (err instanceof OpenAIParamError) return err.param;
+        throw err;
+      }
+      throw new Error(`the parser takes ${JSON.stringify(b)}`);
+    };
+    const messages = [{ role: "user", content: "hi" }];
+    const chat = (extra: Record<string, unknown>) => ({ model: "demo-chat", messages, ...extra });
+    const completion = (extra: Record<string, unknown>) => ({ model: "demo-chat", prompt: "The river", ...extra });
+    const cases = [
+      [
+        "chat/completions",
+        ChatRequestSchema,
+        parseChatRequest,
+        [
+          [1, 2],
+          { messages },
+          chat({ model: "demo-chat:" }),
+          chat({ messages: [] }),
+          chat({ messages: [{ role: "", content: "x" }] }),
+          chat({ messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://x.test/a.png" } }] }] }),
+          chat({ messages: [{ role: "assistant", content: null, tool_calls: [{ id: "c1" }] }] }),
+          chat({ temperature: 9 }),
+          chat({ top_p: 0 }),
+          chat({ top_k: -1 }),
+          chat({ max_tokens: 0 }),
+          chat({ max_completion_tokens: 1.5 }),
+          chat({ stop: [""] }),
+          chat({ stop: Array(GENERATE_LIMITS.maxStop + 1).fill("x") }),
+          chat({ seed: -1 }),
+          chat({ n: 2 }),
+          chat({ stream: "yes" }),
+          chat({ stream_options: { include_usage: 1 } }),
+          chat({ logprobs: true }),
+          chat({ tools: [{ type: "function", function: { name: "f" } }] }),
+          chat({ response_format: { type: "json_object" } }),
+          chat({ logit_bias: { "50256": -100 } }),
+          chat({ presence_penalty: 0.5 }),
+        ],
+      ],
+      [
+        "completions",
+        CompletionRequestSchema,
+        parseCompletionRequest,
+        [
+          { prompt: "x" },
+          completion({ prompt: "" }),
+          completion({ prompt: ["a", "b"] }),
+          completion({ prompt: [1, 2] }),
+          completion({ prompt: "x".repeat(GENERATE_LIMITS.maxPromptChars + 1) }),
+          completion({ suffix: "z" }),
+          completion({ echo: true }),
+          completion({ best_of: 2 }),
+          completion({ logprobs: 2 }),
+          completion({ frequency_penalty: 1 }),
+        ],
+      ],
+    ] as const;
+    for (const [path, schema, parse, bodies] of cases) {
+      for (const b of bodies) {
+        const what = `${path} ${JSON.stringify(b).slice(0, 200)}`;
+        expect(schema.safeParse(b).success, `${what} is refused by the documented schema`).toBe(false);
+        const res = await post(path, b);
+        expect(res.status, what).toBe(400);
+        expect(Object.keys(res.body), what).toEqual(["error"]);
+        expect(Object.keys(res.body.error).sort(), what).toEqual(["code", "message", "param", "request_id", "type"]);
+        expect(res.body.error, what).toMatchObject({ type: "invalid_request_error", code: "bad_request", param: paramOf(parse, b), request_id: res.requestId });
+      }
+    }
+    // What OpenAI's clients send beside the fields the mesh reads: nulls, neutral values, fields it does not know.
+    const extras = { user: "u", metadata: { a: "b" }, store: false, n: 1, logprobs: false, stop: null, seed: null, stream: false, stream_options: null, parallel_tool_calls: true, service_tier: "auto" };
+    const taken = [
+      ["chat/completions", ChatRequestSchema, chat({ max_tokens: 2, ...extras, tools: [], tool_choice: "none", response_format: { type: "text" } })],
+      ["completions", CompletionRequestSchema, completion({ max_tokens: 2, ...extras, echo: false, suffix: "", best_of: 1 })],
+    ] as const;
+    for (const [path, schema, b] of taken) {
+      expect(schema.safeParse(b).success, path).toBe(true);
+      const res = await post(path, b);
+      expect(res.status, `${path} ${JSON.stringify(res.body)}`).toBe(200);
+      const answer = res.body as unknown as { choices: unknown[]; usage: { completion_tokens: number } };
+      expect(answer.choices).toHaveLength(1);
+      expect(answer.usage.completion_tokens).toBeLessThanOrEqual(2);
+    }
   });
 
   it("usage records each call with the prompt and completion tokens its answer reported", async () => {

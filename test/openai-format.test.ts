@@ -75,6 +75,20 @@ describe("parseChatRequest", () => {
   it("ignores unknown fields and neutral values of unsupported ones", () => {
     expect(() => parseChatRequest(chat({ user: "u", metadata: {}, store: false, frequency_penalty: 0, tools: [], tool_choice: "none", logprobs: false, response_format: { type: "text" }, something_new: 1 }))).not.toThrow();
   });
+
+  it("takes null for any optional field (clients send null for unset), as its default", () => {
+    const nulls = { max_tokens: null, max_completion_tokens: null, temperature: null, top_p: null, top_k: null, repetition_penalty: null, n: null, stop: null, seed: null, stream: null, stream_options: null, tools: null, logprobs: null, audio: null };
+    expect(parseChatRequest(chat(nulls))).toEqual(parseChatRequest(chat()));
+    expect(parseChatRequest(chat({ stream_options: { include_usage: null } })).includeUsage).toBe(false);
+  });
+
+  it("refuses a message's tool call, and tools or functions that are not a list", () => {
+    expect(paramOf(() => parseChatRequest(chat({ messages: [{ role: "assistant", content: null, tool_calls: [{ id: "c" }] }] })))).toBe("messages[0].tool_calls");
+    expect(paramOf(() => parseChatRequest(chat({ tools: "f" })))).toBe("tools");
+    expect(paramOf(() => parseChatRequest(chat({ functions: {} })))).toBe("functions");
+    expect(paramOf(() => parseChatRequest(chat({ stream_options: { include_usage: "yes" } })))).toBe("stream_options.include_usage");
+    expect(paramOf(() => parseChatRequest([chat()]))).toBe(null);
+  });
 });
 
 describe("parseCompletionRequest", () => {

@@ -1,12 +1,14 @@
-// The infer and generate requests' schemas (what /openapi.json documents) against the checks
-// the routes run: every body the schema refuses is refused by the route's check, in a table of
-// known cases and in seeded random mutations of a valid body; a body the schema takes gets past
-// the schema (the infer route then checks it against the model's signature). The path and query
+// The infer, generate and OpenAI requests' schemas (what /openapi.json documents) against the
+// checks the routes run: every body the schema refuses is refused by the route's check, in a
+// table of known cases and in seeded random mutations of a valid body; a body the schema takes
+// gets past the schema (the infer route then checks it against the model's signature). The
+// OpenAI routes' refusals name the field at fault (OpenAI's `param`). The path and query
 // schemas the routes declare, read from the app's own route registry, refuse and take what the
 // route's rules say (the routes refusing them end to end: edge-e2e.test.ts). Pure logic.
 
 import { beforeAll, describe, expect, it } from "vitest";
 import { checkInferRequest, InferRequestSchema } from "../edge/infer-request.js";
+import { ChatRequestSchema, CompletionRequestSchema, OpenAIParamError, parseChatRequest, parseCompletionRequest } from "../edge/openai-format.js";
 import { GenerateRequestSchema, parseGenerateInput } from "../edge/stream-protocol.js";
 import { MeshError } from "../protocol/errors.js";
 import { mulberry32 } from "../protocol/prng.js";
@@ -17,6 +19,29 @@ const SIGNATURE = {
   outputs: [{ name: "y", datatype: "FP32" as const, shape: [-1, 2] }],
 };
 const VALID_INFER = { id: "a1", inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }], outputs: [{ name: "y" }], parameters: { binary_data_output: false } };
+// As OpenAI's clients send them: nulls for unset fields, neutral values of refused ones, fields the mesh does not know.
+const VALID_CHAT = {
+  model: "m:prod",
+  messages: [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: [{ type: "text", text: "hi" }] },
+    { role: "assistant", content: null },
+  ],
+  max_tokens: 5,
+  temperature: 0.5,
+  top_p: 0.9,
+  stop: ["\n"],
+  seed: 7,
+  n: 1,
+  stream: true,
+  stream_options: { include_usage: true },
+  logprobs: false,
+  tools: [],
+  tool_choice: "none",
+  user: "u",
+  metadata: {},
+};
+const VALID_COMPLETION = { model: "m", prompt: ["The river"], max_completion_tokens: 5, top_k: 3, repetition_penalty: 1.1, echo: false, suffix: "", best_of: 1, stop: null, user: "u" };
 const VALID_GENERATE = { id: "g1", text_input: "The river", parameters: { max_tokens: 5, temperature: 0.5, top_k: 3, top_p: 0.9, repetition_penalty: 1.1, seed: 7, stop: ["\n"] } };
 
 /** Junk values a mutation puts in place of a field (each wrong somewhere in both schemas). */
@@ -120,6 +145,46 @@ describe("GenerateRequestSchema is what parseGenerateInput checks", () => {
       expect(generateRefuses(body), JSON.stringify(body).slice(0, 300)).toBe(schemaRefuses);
     }
     expect(refusedBySchema).toBeGreaterThan(200);
+  });
+});
+
+describe("ChatRequestSchema and CompletionRequestSchema are what the OpenAI routes' parsers check", () => {
+  /** The parser's refusal: the param it names, or undefined when it takes the body. */
+  const refusal = (parse: (b: unknown) => unknown, body: unknown): { param: string | null } | undefined => {
+    try {
+      parse(body);
+      return undefined;
+    } catch (err) {
+      if (err instanceof OpenAIParamError && err.code === "bad_request") return { param: err.param };
+      throw err;
+    }
+  };
+
+  it("take the valid bodies; seeded mutations: the parser refuses exactly what the schema refuses, naming the field the schema's first problem is in", () => {
+    expect(parseChatRequest(VALID_CHAT)).toMatchObject({ name: "m", ref: "prod", stream: true, includeUsage: true, messages: [{ content: "Be brief." }, { content: "hi" }, { content: "" }] });
+    expect(parseCompletionRequest(VALID_COMPLETION)).toMatchObject({ prompt: "The river", params: { maxTokens: 5, topK: 3, stop: [] } });
+    const cases = [
+      [ChatRequestSchema, parseChatRequest, VALID_CHAT, 56],
+      [CompletionRequestSchema, parseCompletionRequest, VALID_COMPLETION, 78],
+    ] as const;
+    for (const [schema, parse, valid, seed] of cases) {
+      expect(schema.safeParse(valid).success).toBe(true);
+      const rand = mulberry32(seed);
+      let refusedBySchema = 0;
+      for (let i = 0; i < 800; i++) {
+        const body = mutate(valid, rand);
+        const r = schema.safeParse(body);
+        const refused = refusal(parse, body);
+        const what = JSON.stringify(body).slice(0, 300);
+        expect(refused !== undefined, what).toBe(!r.success);
+        if (r.success) continue;
+        refusedBySchema++;
+        // The param is the path of the schema's first problem, down to the field a client sets.
+        const path = r.error.issues[0]!.path;
+        expect(refused!.param, what).toEqual(path.length === 0 ? null : expect.stringMatching(new RegExp(`^${String(path[0])}(\\[|\\.|$)`)));
+      }
+      expect(refusedBySchema).toBeGreaterThan(200);
+    }
   });
 });
 

@@ -19,12 +19,13 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
-import { GENERATE_LIMITS } from "../../protocol/messages.js";
 import { services, type AppContext, type AppEnv } from "../context.js";
 import { chatInput, gatherGeneration, generativeTarget, generativeTargets, openHttpGeneration, sseGeneration, type OpenedGeneration, type Target } from "../generations.js";
 import { limitBody, onError, readJson, requireKey } from "../middleware.js";
 import {
+  ChatRequestSchema,
   chatCompletionBody,
+  CompletionRequestSchema,
   completionBody,
   openAIErrorBody,
   OpenAIParamError,
@@ -97,28 +98,6 @@ async function meshErrorOf(res: Response): Promise<MeshError> {
 // ---------------------------------------------------------------------------------------------
 // Schemas and registration
 
-const Sampling = {
-  model: z.string().describe("`<model>` or `<model>:<version or alias>` (without one, the traffic split picks the version)."),
-  max_tokens: z.number().int().min(1).max(GENERATE_LIMITS.maxTokens).optional().describe("Most tokens to generate (default 256)."),
-  max_completion_tokens: z.number().int().min(1).max(GENERATE_LIMITS.maxTokens).optional().describe("The same, under its newer name (wins over max_tokens)."),
-  temperature: z.number().min(0).max(GENERATE_LIMITS.maxTemperature).optional().describe("0 = greedy (default 1)."),
-  top_p: z.number().gt(0).max(1).optional().describe("Nucleus sampling (default 1 = off)."),
-  top_k: z.number().int().min(0).optional().describe("Not OpenAI's: sample among the k most likely tokens (0 = all)."),
-  repetition_penalty: z.number().gt(0).max(GENERATE_LIMITS.maxRepetitionPenalty).optional().describe("Not OpenAI's: above 1 makes repeats less likely (default 1 = off)."),
-  n: z.literal(1).optional().describe("Only 1."),
-  stop: z.union([z.string(), z.array(z.string())]).optional().describe(`Up to ${GENERATE_LIMITS.maxStop} stop sequences (not included in the text).`),
-  seed: z.number().int().min(0).max(0xffffffff).optional().describe("Same seed, prompt and parameters: same text."),
-  stream: z.boolean().optional().describe("Server-Sent Events in OpenAI's chunk format, ending with `data: [DONE]`."),
-  stream_options: z.object({ include_usage: z.boolean().optional() }).optional().describe("include_usage: a last chunk with empty choices and the usage."),
-};
-const ChatRequestSchema = z.object({
-  ...Sampling,
-  messages: z
-    .array(z.object({ role: z.string(), content: z.union([z.string(), z.array(z.object({ type: z.literal("text"), text: z.string() }))]) }))
-    .min(1)
-    .max(GENERATE_LIMITS.maxChatMessages),
-});
-const CompletionRequestSchema = z.object({ ...Sampling, prompt: z.string().min(1).max(GENERATE_LIMITS.maxPromptChars) });
 const UsageSchema = z.object({
   prompt_tokens: z.number().int(),
   completion_tokens: z.number().int(),
@@ -153,8 +132,8 @@ export function registerOpenAI(app: MeshApp): void {
   const auth = requireKey("infer");
   // What every route of this surface shares: its mount, its key, its error shape.
   const surface = { tag: "OpenAI", errorShape: "openai", auth: "infer", mountedAt: OPENAI_BASE } as const;
-  // The two generation routes: a body checked by its parser (parseChatRequest, parseCompletionRequest),
-  // whose refusals name OpenAI's `param`; the schema documents it.
+  // The two generation routes: a body checked in the handler with the very schema documented here
+  // (parseChatRequest, parseCompletionRequest), so a refusal names OpenAI's `param`.
   const generation = (schema: z.ZodType, example: unknown) =>
     ({
       ...surface,
