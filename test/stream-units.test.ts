@@ -30,7 +30,6 @@ import { generateText } from "../gpu-node/full-context-generator.js";
 import { Generations, TokenizerFiles } from "../gpu-node/generation-relay.js";
 import { ModelCache } from "../gpu-node/model-cache.js";
 import { SessionProcess } from "../gpu-node/session-process.js";
-import { HttpRegionChannel } from "../edge/stream-client.js";
 import { parseGenerateInput } from "../edge/stream-protocol.js";
 import { generativeSignature } from "../edge/tokenizers.js";
 import { makeCharModel } from "../scripts/make-char-model.js";
@@ -273,8 +272,22 @@ describe("the edge's side", () => {
   });
 });
 
+/** What these tests use of edge/stream-client.ts's HttpRegionChannel. */
+interface HttpChannel {
+  register(sid: string, h: (f: RegionToEdge) => void): void;
+  onClose(l: (reason: string) => void): void;
+  send(frame: EdgeToRegion): void;
+  close(): void;
+}
+
 describe("the edge's streamed HTTP channel", () => {
   const codec = createCodec();
+  let HttpRegionChannel: new (region: string, secret: string, url: string, delayMs: number) => HttpChannel;
+  beforeAll(async () => {
+    // By path at run time: the root project does not type-check edge/ (workers types).
+    const mod = (await import(/* @vite-ignore */ "../edge/stream-client.js" as string)) as { HttpRegionChannel: typeof HttpRegionChannel };
+    HttpRegionChannel = mod.HttpRegionChannel;
+  });
   const done: RegionToEdge = { t: "done", sid: "s1", reason: "length", tokens: 1, promptTokens: 3, node: "n1", timing: { queueMs: 0, loadMs: 0, ttftMs: 1, genMs: 1, regionMs: 1 } };
   afterEach(() => vi.unstubAllGlobals());
 
