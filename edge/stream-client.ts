@@ -299,6 +299,9 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
   /** Tokens the reader may still be sent; reads stop at 0 until credit comes. */
   private credit = 0;
   private wake: (() => void) | null = null;
+  /** The region's last frame (done or error) came: all that is left of the response is its end. */
+  private final = false;
+  private drainTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     region: string,
@@ -372,14 +375,17 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
         // The caller's window: no credit, no reading (TCP tells the region to stop).
         while (this.credit <= 0 && this.open) await new Promise<void>((r) => (this.wake = r));
         this.wake = null;
-        if (!this.open) return;
+        // Closed after the last frame: the response's end is still read (see release).
+        if (!this.open && !this.final) return;
         const { value, done } = await reader.read();
         if (done) break;
+        if (!this.open) continue;
         for (const bytes of splitter.push(value)) {
           const f = parseRegionToEdge(this.codec.decode(bytes));
           this.missed = 0;
           if (f.t === "pong") continue;
           if (f.t === "token") this.credit--;
+          if (f.t === "done" || f.t === "error") this.final = true;
           this.later(() => this.deliver(f));
         }
       }
@@ -387,6 +393,8 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
       this.shutdown(`region ${this.region} ended the stream`);
     } catch (err) {
       this.shutdown(this.open ? `bad stream from region ${this.region}: ${(err as Error).message}` : "closed");
+    } finally {
+      if (this.drainTimer) clearTimeout(this.drainTimer);
     }
   }
 
@@ -395,10 +403,19 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
   }
 
   protected override release(): void {
-    this.abort.abort();
+    // Closed after the region's last frame (the generation ended, so its Generation lets go at
+    // once): only the response's end is left to come. Aborting threw the connection away, so
+    // every HTTP generation paid a new TCP connection to the router (and the router a new
+    // accept) before its request could go; reading the end lets the runtime keep the
+    // connection for the next one. A region that does not end the response soon is cut.
+    if (this.final) this.drainTimer = setTimeout(() => this.abort.abort(), FINAL_DRAIN_MS);
+    else this.abort.abort();
     this.wake?.();
   }
 }
+
+/** How long the end of a response may take after the region's last frame before it is cut. */
+const FINAL_DRAIN_MS = 1_000;
 
 /** A refusal's error envelope is small; more than this is not one, and is not read. */
 const REFUSAL_MAX_BYTES = 16 * 1024;

@@ -139,10 +139,10 @@ export async function verifyRequest(
   return { ok: true, stamp: t, nonce, bodyLength, bodySha256: sha256 };
 }
 
-/** True when `body` is exactly the body the signature covers. */
-export async function bodyMatches(signed: SignedRequest, body: Uint8Array): Promise<boolean> {
+/** True when `body` is exactly the body the signature covers (`digest`: its sha256Hex, when already started). */
+export async function bodyMatches(signed: SignedRequest, body: Uint8Array, digest?: Promise<string>): Promise<boolean> {
   if (body.length !== signed.bodyLength) return false;
-  return timingSafeEqual(body.length > 0 ? await sha256Hex(body) : EMPTY_SHA256, signed.bodySha256);
+  return timingSafeEqual(body.length > 0 ? await (digest ?? sha256Hex(body)) : EMPTY_SHA256, signed.bodySha256);
 }
 
 /**

@@ -1,14 +1,16 @@
 // The pieces of streaming without sockets: the node's generations under credit
 // (gpu-node/generation-relay.ts driving the real demo-chat model in a real session child), the stream
-// frames' validators (protocol/messages.ts), and the edge's request parsing and model checks.
+// frames' validators (protocol/messages.ts), the edge's request parsing and model checks, and the
+// edge's streamed HTTP channel against a scripted region response.
 
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { createCodec } from "../protocol/codec.js";
+import { frameBytes } from "../protocol/frame-stream.js";
 import {
   MessageError,
   parseEdgeToRegion,
@@ -16,7 +18,9 @@ import {
   parseRegionGenerateRequest,
   parseRegionToEdge,
   parseRouterMessage,
+  type EdgeToRegion,
   type NodeToRouter,
+  type RegionToEdge,
   type RouterToNode,
   type TokenizerRef,
 } from "../protocol/messages.js";
@@ -265,5 +269,74 @@ describe("the edge's side", () => {
       }).problem,
     ).toBeNull();
     expect(generativeSignature({ inputs: [{ name: "input_ids", datatype: "INT64", shape: [1, -1] }], outputs: [{ name: "logits", datatype: "INT64", shape: [1, -1, 10] }] }).problem).toMatch(/float logits/);
+  });
+});
+
+/** What these tests use of edge/stream-client.ts's HttpRegionChannel. */
+interface HttpChannel {
+  register(sid: string, h: (f: RegionToEdge) => void): void;
+  onClose(l: (reason: string) => void): void;
+  send(frame: EdgeToRegion): void;
+  close(): void;
+}
+
+describe("the edge's streamed HTTP channel", () => {
+  const codec = createCodec();
+  let HttpRegionChannel: new (region: string, secret: string, url: string, delayMs: number) => HttpChannel;
+  beforeAll(async () => {
+    // By path at run time: the root project does not type-check edge/ (workers types).
+    const mod = (await import(/* @vite-ignore */ "../edge/stream-client.js" as string)) as { HttpRegionChannel: typeof HttpRegionChannel };
+    HttpRegionChannel = mod.HttpRegionChannel;
+  });
+  const done: RegionToEdge = { t: "done", sid: "s1", reason: "length", tokens: 1, promptTokens: 3, node: "n1", timing: { queueMs: 0, loadMs: 0, ttftMs: 1, genMs: 1, regionMs: 1 } };
+  afterEach(() => vi.unstubAllGlobals());
+
+  /**
+   * A channel whose POST is answered with `frames`, one per read, then the response's end; the
+   * handler closes the channel (as the generation's pool does) once `closeOn` arrives. Says
+   * whether the request was aborted and whether the edge read the response to its end.
+   */
+  async function run(frames: RegionToEdge[], closeOn: RegionToEdge["t"]) {
+    let signal: AbortSignal | undefined;
+    let endRead = false;
+    const queue = frames.map((f) => frameBytes(codec.encode(f)));
+    const body = new ReadableStream<Uint8Array>(
+      {
+        pull: (c) => {
+          const next = queue.shift();
+          if (next) return c.enqueue(next);
+          endRead = true;
+          c.close();
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    vi.stubGlobal("fetch", async (_url: string, init: RequestInit) => {
+      signal = init.signal ?? undefined;
+      return new Response(body, { status: 200 });
+    });
+    const ch = new HttpRegionChannel("us-west", "secret", "http://region.test", 0);
+    const seen: string[] = [];
+    ch.register("s1", (f) => {
+      seen.push(f.t);
+      if (f.t === closeOn) ch.close();
+    });
+    const closed = new Promise<void>((r) => ch.onClose(() => r()));
+    ch.send({ t: "generate", sid: "s1", req: new Uint8Array([1]), grant: {}, window: 8 } as EdgeToRegion);
+    await closed;
+    return { seen, aborted: () => signal?.aborted ?? false, endRead: () => endRead };
+  }
+
+  it("reads the response's end after the region's last frame instead of aborting it (the connection stays usable)", async () => {
+    const r = await run([{ t: "token", sid: "s1", i: 0, text: "a", id: 1 }, done], "done");
+    expect(r.seen).toEqual(["token", "done"]);
+    await waitUntil("the response read to its end", 5_000, () => (r.endRead() ? true : undefined), 5);
+    expect(r.aborted()).toBe(false);
+  });
+
+  it("aborts the request when the channel closes before the region's last frame (a cancel)", async () => {
+    const r = await run([{ t: "token", sid: "s1", i: 0, text: "a", id: 1 }, { t: "token", sid: "s1", i: 1, text: "b", id: 2 }, done], "token");
+    expect(r.seen).toEqual(["token"]);
+    expect(r.aborted()).toBe(true);
   });
 });
