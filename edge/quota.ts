@@ -21,7 +21,7 @@ export interface QuotaRedis {
   pipeline(): { incrby(key: string, n: number): unknown; expire(key: string, s: number): unknown; exec(): Promise<unknown[]> };
 }
 
-const SYNC_MS = 250;
+export const SYNC_MS = 250;
 export const COUNTER_KEY = (account: string, month: string) => `mesh:quota:${account}:${month}`;
 /** Counters outlive their month by a week, for anyone reading them late. */
 const COUNTER_TTL_S = 38 * 24 * 3600;
