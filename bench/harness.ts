@@ -73,7 +73,7 @@ export async function runBench(name: string, main: (b: Bench) => Promise<void>, 
   const tmpDir = await mkdtemp(join(os.tmpdir(), `bench-${name}-`));
   const stops: (() => unknown)[] = [];
   const children = new Set<BenchChild>();
-  let keepTmp = false;
+  let keepTmp = !!process.env.BENCH_KEEP; // BENCH_KEEP=1: keep the run's folder (logs) even when it succeeds
   let interrupted = false;
 
   const stopChild = async (c: BenchChild, graceMs = 5_000): Promise<void> => {

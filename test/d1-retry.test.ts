@@ -3,7 +3,7 @@
 // D1 its own statement objects.
 import type { D1Database } from "@cloudflare/workers-types";
 import { describe, expect, it } from "vitest";
-import { isBusy, withBusyRetry } from "../edge/d1-retry.js";
+import { isBusy, isTransient, withBusyRetry } from "../edge/d1-retry.js";
 
 const busy = () => new Error("D1_ERROR: database is locked: SQLITE_BUSY");
 
@@ -65,6 +65,24 @@ describe("D1 busy retry", () => {
     const f = fakeD1([busy, busy, busy, busy, busy]);
     await expect(withBusyRetry(f.db, noSleep).prepare("x").all()).rejects.toThrow(/SQLITE_BUSY/);
     expect(f.calls).toHaveLength(4);
+  });
+
+  it("D1's 'internal error' is retried for a read (safe to run twice), never for a write", async () => {
+    const internal = () => new Error("D1_ERROR: internal error; reference = hlej7f41v725e87s725ca76n");
+    expect(isTransient(internal(), true)).toBe(true);
+    expect(isTransient(internal(), false)).toBe(false);
+    const reads = fakeD1([internal]);
+    await expect(withBusyRetry(reads.db, noSleep).prepare("SELECT 1").all()).resolves.toBeDefined();
+    expect(reads.calls).toEqual(["all", "all"]);
+    const writes = fakeD1([internal]);
+    await expect(withBusyRetry(writes.db, noSleep).prepare("INSERT INTO t VALUES (1)").run()).rejects.toThrow(/internal error/);
+    expect(writes.calls).toEqual(["run"]);
+    const mixed = fakeD1([internal]);
+    const db = withBusyRetry(mixed.db, noSleep);
+    await expect(db.batch([db.prepare("SELECT 1"), db.prepare("UPDATE t SET a = 1")])).rejects.toThrow(/internal error/);
+    const readBatch = fakeD1([internal]);
+    const db2 = withBusyRetry(readBatch.db, noSleep);
+    await expect(db2.batch([db2.prepare("select 1"), db2.prepare(" SELECT 2")])).resolves.toHaveLength(2);
   });
 
   it("any other error passes at once", async () => {
