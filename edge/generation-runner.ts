@@ -4,7 +4,8 @@
 // A region that cannot be reached, or that says it has no capacity before anything happened,
 // is skipped for the next best once; after the first event nothing is retried (the caller has
 // seen it). The caller's transport decides the credit: how many tokens it lets be in flight.
-// Usage (prompt and generated tokens) is recorded when the generation ends. The request is
+// Usage (prompt and generated tokens) is recorded when the generation ends (a shadow copy's by
+// its runner, shadow-calls.ts, once it has compared the texts). The request is
 // signed for the region that gets it: its download URLs (on PUBLIC_ORIGIN) and its grant.
 
 import { followUpKey } from "../protocol/conversation-key.js";
@@ -23,7 +24,7 @@ import { regionState } from "./region-state.js";
 import type { ChannelSource, StreamChannel } from "./stream-client.js";
 import type { StreamEvent } from "./stream-protocol.js";
 import type { TokenizerInfo } from "./tokenizers.js";
-import { recordUsage } from "./usage.js";
+import { recordUsage, type UsageEvent } from "./usage.js";
 
 /** A region that says nothing at all for this long past the deadline is given up on. */
 const SILENCE_GRACE_MS = 5_000;
@@ -53,6 +54,40 @@ export interface GenerationPlan {
   pool: ChannelSource;
   /** The edge's span (W3C traceparent), sent inside the signed request. */
   traceparent?: string;
+  /**
+   * Set for a shadow copy (shadow-calls.ts): the version whose generation it copies. Its usage
+   * row is then left in `usage` for the shadow's runner to record once it has compared texts.
+   */
+  shadowOf?: number;
+}
+
+/** How a generation ended, for its usage row. */
+export interface GenerationEnd {
+  region: string | null;
+  node: string | null;
+  status: number;
+  edgeMs: number;
+  queueMs: number;
+  inferMs: number;
+  tokensIn: number;
+  tokensOut: number;
+}
+
+/** The usage row of a generation (one that ran, or a shadow refused before it started). */
+export function generationUsageRow(
+  p: Pick<GenerationPlan, "requestId" | "key" | "model" | "startedAt" | "shadowOf"> & { version: Pick<VersionInfo, "version"> },
+  end: GenerationEnd,
+): UsageEvent {
+  return {
+    requestId: p.requestId,
+    accountId: p.key.accountId,
+    keyId: p.key.id,
+    modelId: p.model.id,
+    version: p.version.version,
+    ...end,
+    shadowOf: p.shadowOf ?? null,
+    createdAt: p.startedAt,
+  };
 }
 
 let sidCounter = 0;
@@ -77,6 +112,8 @@ export class Generation {
   private affinity: string | undefined;
   tokens = 0;
   firstTokenAt = 0;
+  /** Its usage row once ended (a shadow's is recorded by its runner, see GenerationPlan.shadowOf). */
+  usage: UsageEvent | null = null;
   /** Resolves when the generation has ended (done or error sent to the sink). */
   readonly finished: Promise<void>;
   private resolveFinished!: () => void;
@@ -313,27 +350,17 @@ export class Generation {
     if (this.silenceTimer) clearTimeout(this.silenceTimer);
     this.detach();
     const p = this.plan;
-    const s = p.services;
-    recordUsage(
-      s.db,
-      {
-        requestId: p.requestId,
-        accountId: p.key.accountId,
-        keyId: p.key.id,
-        modelId: p.model.id,
-        version: p.version.version,
-        region: this.region,
-        node: done?.node || null,
-        status,
-        edgeMs: Math.max(0, (this.sentAt || Date.now()) - p.startedAt),
-        queueMs: Math.round(done?.timing.queueMs ?? 0),
-        inferMs: Math.round(done?.timing.genMs ?? 0),
-        tokensIn,
-        tokensOut,
-        createdAt: p.startedAt,
-      },
-      s.waitUntil,
-    );
+    this.usage = generationUsageRow(p, {
+      region: this.region,
+      node: done?.node || null,
+      status,
+      edgeMs: Math.max(0, (this.sentAt || Date.now()) - p.startedAt),
+      queueMs: Math.round(done?.timing.queueMs ?? 0),
+      inferMs: Math.round(done?.timing.genMs ?? 0),
+      tokensIn,
+      tokensOut,
+    });
+    if (p.shadowOf === undefined) recordUsage(p.services.db, this.usage, p.services.waitUntil);
     this.emit(ev);
     this.resolveFinished();
   }

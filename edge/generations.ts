@@ -2,6 +2,8 @@
 // surface) share once a request is parsed and its key checked: the target it runs on (model,
 // version, tokenizer), the plan generation-runner.ts runs, and the two HTTP ways of carrying it:
 // Server-Sent Events at the reader's pace, or gathered whole. A route picks one and formats.
+// Every way (the WebSocket's too) passes its events to the model's shadow copies (shadowsOf),
+// which start once the served generation has ended.
 //
 // Back-pressure over HTTP: for SSE the response body is a ReadableStream the runtime pulls as
 // the socket drains; each pull grants the region one more token, so the node runs at the
@@ -23,6 +25,7 @@ import { chargeQuota } from "./middleware.js";
 import { OpenAIParamError, plainChatPrompt } from "./openai-format.js";
 import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "./model-registry.js";
 import { HttpChannelSource, type ChannelSource } from "./stream-client.js";
+import { generationShadows } from "./shadow-calls.js";
 import { sockets } from "./stream-limits.js";
 import type { GenerateInput, StreamEvent } from "./stream-protocol.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "./tokenizers.js";
@@ -44,6 +47,11 @@ export interface Target {
 export async function generationTarget(s: Services, key: KeyRecord, name: string, ref: string | undefined): Promise<Target> {
   const model = await requireModel(s, key.accountId, name);
   const { version } = routeVersion(model, ref, null);
+  return versionTarget(s, model, version);
+}
+
+/** A version's target; 4xx when it cannot generate (also a shadow version's check, shadow-calls.ts). */
+async function versionTarget(s: Services, model: ModelInfo, version: VersionInfo): Promise<Target> {
   const { problem } = generativeSignature(version.signature);
   if (problem) throw new MeshError("bad_request", `model '${model.name}' version ${version.version} cannot generate text: ${problem}`);
   if (bundleTokenizer(version)) return { model, version, tokenizer: null };
@@ -112,9 +120,26 @@ export function generationPlan(c: AppContext, t: Target, input: GenerateInput, o
   };
 }
 
+/**
+ * The observer that starts a served generation's shadow copies once it ends (shadow-calls.ts),
+ * or null when its model's rule copies it to none. `inputFor` makes the caller's request for a
+ * shadow's version, as for the served one (a chat template is the version's own).
+ */
+export function shadowsOf(plan: GenerationPlan, inputFor: InputFor): ((ev: StreamEvent) => void) | null {
+  return generationShadows(plan, async (version) => {
+    const t = await versionTarget(plan.services, plan.model, version);
+    return { tokenizer: t.tokenizer, input: await inputFor(t) };
+  });
+}
+
+/** The caller's request made for a target (a chat depends on the version's template). */
+export type InputFor = (t: Target) => GenerateInput | Promise<GenerateInput>;
+
 /** A generation opened over HTTP, before its first frame (see openHttpGeneration). */
 export interface OpenedGeneration {
   input: GenerateInput;
+  /** How `input` was made: a shadow copy makes its own for its version. */
+  inputFor: InputFor;
   t: Target;
   release: () => void;
   requestId: string;
@@ -131,7 +156,7 @@ export async function openHttpGeneration(
   c: AppContext,
   name: string,
   ref: string | undefined,
-  inputFor: (t: Target) => GenerateInput | Promise<GenerateInput>,
+  inputFor: InputFor,
 ): Promise<OpenedGeneration> {
   const t = await generationTarget(services(c), c.get("key"), name, ref);
   const input = await inputFor(t);
@@ -146,7 +171,7 @@ export async function openHttpGeneration(
   const requestId = c.get("requestId");
   // One streamed HTTP request to the region per generation: no socket upgrade before it (see HttpRegionChannel).
   const pool = new HttpChannelSource(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
-  return { input, t, release, requestId, pool };
+  return { input, inputFor, t, release, requestId, pool };
 }
 
 /**
@@ -154,7 +179,7 @@ export async function openHttpGeneration(
  * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled.
  */
 export async function sseGeneration(c: AppContext, opened: OpenedGeneration, write: (ev: StreamEvent) => string): Promise<Response> {
-  const { input, t, release, requestId, pool } = opened;
+  const { input, inputFor, t, release, requestId, pool } = opened;
   const encoder = new TextEncoder();
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   // Credit granted to the region and not yet arrived: with the queue, never above the window.
@@ -167,7 +192,11 @@ export async function sseGeneration(c: AppContext, opened: OpenedGeneration, wri
       gen.credit(room);
     }
   };
-  const gen: Generation = new Generation(generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool }), (ev) => {
+  const plan = generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool });
+  const shadows = shadowsOf(plan, inputFor);
+  const gen: Generation = new Generation(plan, (ev) => {
+    // Before `closed` is looked at: a reader gone away still ends the generation (cancelled).
+    shadows?.(ev);
     if (closed) return;
     if (ev.type === "token") outstanding = Math.max(0, outstanding - 1);
     const text = write(ev);
@@ -220,10 +249,13 @@ export async function sseGeneration(c: AppContext, opened: OpenedGeneration, wri
  * event (an error ends as a thrown MeshError); sets the x-mesh-* and Server-Timing headers.
  */
 export async function gatherGeneration(c: AppContext, opened: OpenedGeneration): Promise<{ text: string; end: Extract<StreamEvent, { type: "done" }> }> {
-  const { input, t, release, requestId, pool } = opened;
+  const { input, inputFor, t, release, requestId, pool } = opened;
   const parts: string[] = [];
   let last: StreamEvent | null = null;
-  const gen: Generation = new Generation(generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: GENERATE_LIMITS.maxWindow, pool }), (ev) => {
+  const plan = generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: GENERATE_LIMITS.maxWindow, pool });
+  const shadows = shadowsOf(plan, inputFor);
+  const gen: Generation = new Generation(plan, (ev) => {
+    shadows?.(ev);
     if (ev.type === "token") {
       parts.push(ev.text_output);
       gen.credit(1);

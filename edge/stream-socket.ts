@@ -23,7 +23,7 @@ import { GENERATE_LIMITS } from "../protocol/messages.js";
 import type { KeyRecord } from "./api-keys.js";
 import { services, type AppContext } from "./context.js";
 import { Generation } from "./generation-runner.js";
-import { generationPlan, generationTarget } from "./generations.js";
+import { generationPlan, generationTarget, shadowsOf } from "./generations.js";
 import { callerLocation } from "./geo.js";
 import { log } from "./log.js";
 import { authorize, chargeQuota } from "./middleware.js";
@@ -292,7 +292,11 @@ class CallerSocket {
     }
     await chargeQuota(this.c);
     const requestId = `${this.c.get("requestId")}.${++this.seq}`.slice(0, 64);
-    const gen = new Generation(generationPlan(this.c, t, input, { requestId, id, window, pool: this.pool }), (ev) => {
+    const plan = generationPlan(this.c, t, input, { requestId, id, window, pool: this.pool });
+    // A WebSocket request is plain text (no chat): a shadow sends the same.
+    const shadows = shadowsOf(plan, () => input);
+    const gen = new Generation(plan, (ev) => {
+      shadows?.(ev);
       if (ev.type === "token") slot.sent++;
       if (ev.type === "done" || ev.type === "error") this.ended(id, slot);
       this.send(ev);

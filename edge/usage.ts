@@ -92,8 +92,8 @@ export interface UsageRow {
   queueMs: number;
   /** Mean time the edge spent before forwarding, ms. */
   meanEdgeMs: number;
-  /** Shadow copies this version ran (not returned to callers). */
-  shadow: { calls: number; errors: number; computeMs: number; mismatches: number };
+  /** Shadow copies this version ran (not returned to callers); tokens: shadow generations'. */
+  shadow: { calls: number; errors: number; computeMs: number; mismatches: number; promptTokens: number; completionTokens: number };
   /** Generations: prompt tokens read and tokens generated (0 for tensor calls). */
   promptTokens: number;
   completionTokens: number;
@@ -140,11 +140,18 @@ export async function usageReport(
     const k = `${r.model}@${r.version}`;
     let row = out.get(k);
     if (!row) {
-      row = { model: r.model, version: r.version, calls: 0, errors: 0, serverErrors: 0, computeMs: 0, queueMs: 0, meanEdgeMs: 0, shadow: { calls: 0, errors: 0, computeMs: 0, mismatches: 0 }, promptTokens: 0, completionTokens: 0 };
+      row = { model: r.model, version: r.version, calls: 0, errors: 0, serverErrors: 0, computeMs: 0, queueMs: 0, meanEdgeMs: 0, shadow: { calls: 0, errors: 0, computeMs: 0, mismatches: 0, promptTokens: 0, completionTokens: 0 }, promptTokens: 0, completionTokens: 0 };
       out.set(k, row);
     }
     if (r.shadow) {
-      row.shadow = { calls: r.calls, errors: r.errors ?? 0, computeMs: r.compute_ms ?? 0, mismatches: r.mismatches ?? 0 };
+      row.shadow = {
+        calls: r.calls,
+        errors: r.errors ?? 0,
+        computeMs: r.compute_ms ?? 0,
+        mismatches: r.mismatches ?? 0,
+        promptTokens: r.tokens_in ?? 0,
+        completionTokens: r.tokens_out ?? 0,
+      };
     } else {
       row.calls = r.calls;
       row.errors = r.errors ?? 0;

@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { KEY_LENGTH, keyChecksum, newApiKey, plausibleKey } from "../edge/key-format.js";
 import { publicMessage } from "../edge/node-errors.js";
-import { compareOutputs } from "../edge/shadow.js";
+import { compareGenerations, compareOutputs, deterministicSampling, shadowRequestId } from "../edge/shadow.js";
 import { bucketOf, pickShadows, pickSplit, ruleVersions, stickyKey, TrafficRuleSchema } from "../edge/traffic.js";
 
 describe("traffic rule validation", () => {
@@ -88,6 +88,29 @@ describe("shadows", () => {
     expect(diff).toMatchObject({ matched: false, maxAbsDiff: 1 });
     expect(compareOutputs(a, [{ ...a[0]!, shape: [2, 1] }]).reason).toContain("shape");
     expect(compareOutputs(a, []).matched).toBe(false);
+  });
+
+  it("a shadow's request id is never the served one's, and stays within 64 characters", () => {
+    expect(shadowRequestId("req-1", 2)).toBe("req-1.shadow-v2");
+    const long = "r".repeat(64);
+    const id = shadowRequestId(long, 12);
+    expect(id).toHaveLength(64);
+    expect(id).not.toBe(long);
+    expect(id.endsWith(".shadow-v12")).toBe(true);
+  });
+
+  it("compares generations' texts only under greedy sampling or a seed, and only when both ran to their end", () => {
+    const params = { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, maxTokens: 8, stop: [] };
+    const done = (text: string) => ({ ended: "done" as const, text, tokens: text.length });
+    expect(deterministicSampling(params)).toBe(true);
+    expect(deterministicSampling({ ...params, temperature: 0.8, seed: 3 })).toBe(true);
+    expect(deterministicSampling({ ...params, temperature: 0.8 })).toBe(false);
+    expect(compareGenerations(done("abc"), done("abc"), params)).toMatchObject({ matched: true });
+    expect(compareGenerations(done("abc"), done("abd"), params)).toMatchObject({ matched: false, reason: expect.stringContaining("character 2") });
+    // Sampled without a seed: two draws differ by design, nothing to judge.
+    expect(compareGenerations(done("abc"), done("xyz"), { ...params, temperature: 0.8 })).toBeNull();
+    expect(compareGenerations({ ...done("ab"), ended: "cancelled" }, done("abc"), params)).toBeNull();
+    expect(compareGenerations(done("abc"), { ...done(""), ended: "error" }, params)).toBeNull();
   });
 });
 

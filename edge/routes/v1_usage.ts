@@ -41,7 +41,16 @@ const UsageRowSchema = z.object({
   computeMs: z.number().describe("Sum of the nodes' session time, ms, failed calls that ran included (a call stopped at its deadline is billed what it ran)."),
   queueMs: z.number().describe("Sum of time queued in regions, ms."),
   meanEdgeMs: z.number().describe("Mean time at the edge before forwarding, ms."),
-  shadow: z.object({ calls: z.number(), errors: z.number(), computeMs: z.number(), mismatches: z.number() }).describe("Shadow copies this version ran."),
+  shadow: z
+    .object({
+      calls: z.number(),
+      errors: z.number(),
+      computeMs: z.number(),
+      mismatches: z.number().describe("Copies whose answer differed from the served one (a generation: its text, judged only under greedy sampling or a seed)."),
+      promptTokens: z.number().describe("Shadow generations: prompt tokens read."),
+      completionTokens: z.number().describe("Shadow generations: tokens generated."),
+    })
+    .describe("Shadow copies this version ran (calls and generations), never returned to callers and never charged to the quota."),
   promptTokens: z.number().describe("Generations: prompt tokens read."),
   completionTokens: z.number().describe("Generations: tokens generated (streamed or not)."),
 });
