@@ -24,7 +24,7 @@ import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { call } from "./helpers/mesh-client.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
-import { ReferenceModel, streamStats, type StreamStats } from "./helpers/stream-client.js";
+import { readSse, ReferenceModel, streamStats, type StreamStats } from "./helpers/stream-client.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TINY_DIR = process.env.TINY_GPT_DIR ?? join(ROOT, "models", "tiny-gpt");
@@ -398,19 +398,25 @@ describe.skipIf(!HAS_TINY)("a generative bundle (tiny-gpt): Hugging Face files b
     expect(foreign.status).toBe(400);
   });
 
-  it("a version with its files generates without an uploaded tokenizer; the node renders the chat template", async () => {
+  /** Uploads the tiny-gpt bundle's files and a version of `model` naming them. */
+  async function uploadBundleVersion(model: string) {
     const files: Record<string, string> = {};
     for (const f of fileNames) {
       if (!existsSync(join(TINY_DIR, f))) continue;
-      const up = await api(`/v1/models/${name}/files`, { body: await readFile(join(TINY_DIR, f)), headers: { "content-type": "application/octet-stream" } });
+      const up = await api(`/v1/models/${model}/files`, { body: await readFile(join(TINY_DIR, f)), headers: { "content-type": "application/octet-stream" } });
       expect(up.status, JSON.stringify(up.body)).toBe(201);
       files[f] = up.body.sha256 as string;
     }
-    const version = await api(`/v1/models/${name}/versions`, {
+    const version = await api(`/v1/models/${model}/versions`, {
       body: await readFile(join(TINY_DIR, "model.onnx")),
       headers: { "content-type": "application/octet-stream", "x-mesh-files": JSON.stringify(files) },
     });
     expect(version.status, JSON.stringify(version.body)).toBe(201);
+    return { files, version };
+  }
+
+  it("a version with its files generates without an uploaded tokenizer; the node renders the chat template", async () => {
+    const { files, version } = await uploadBundleVersion(name);
     expect((version.body.files as { name: string }[]).map((f) => f.name).sort()).toEqual(Object.keys(files).sort());
     expect((await client.models.list()).data.map((m) => m.id)).toContain(name);
 
@@ -426,6 +432,71 @@ describe.skipIf(!HAS_TINY)("a generative bundle (tiny-gpt): Hugging Face files b
     expect(answer.model).toBe(`${name}:1`);
     const again = await client.chat.completions.create({ model: name, messages: messages as OpenAI.ChatCompletionMessageParam[], max_tokens: 8, temperature: 0 });
     expect(again.choices[0]!.message.content).toBe(answer.choices[0]!.message.content);
+  });
+
+  it("shadow copies of generations: chat (whole and streamed) and generate_stream each run again on the shadow version once served; the caller's text is unchanged", async () => {
+    // Two identical versions of a model of this test's own: v1 serves, v2 gets every copy.
+    const model = "tiny-gpt-shadowed";
+    expect((await api("/v1/models", { json: { name: model } })).status).toBe(201);
+    expect((await uploadBundleVersion(model)).version.body.version).toBe(1);
+    expect((await uploadBundleVersion(model)).version.body.version).toBe(2);
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: "user", content: "Once upon a time" }];
+    const greedy = { max_tokens: 10, temperature: 0 };
+    const whole = () => client.chat.completions.create({ model, messages, ...greedy });
+    const streamed = async () => {
+      const stream = await client.chat.completions.create({ model, messages, ...greedy, stream: true, stream_options: { include_usage: true } });
+      let text = "";
+      let usage: OpenAI.CompletionUsage | undefined;
+      for await (const ch of stream) {
+        text += ch.choices[0]?.delta.content ?? "";
+        if (ch.usage) usage = ch.usage;
+      }
+      return { text, usage: usage! };
+    };
+    const sse = async () => {
+      const res = await fetch(`${mesh.edge}/v2/models/${model}/generate_stream`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ text_input: "The old house", parameters: { max_tokens: 10, temperature: 0.9, seed: 7 } }),
+      });
+      expect(res.status).toBe(200);
+      const events = (await within(readSse(res), 60_000, "sse")).map((e) => e.ev);
+      const done = events.at(-1)!;
+      expect(done).toMatchObject({ type: "done", model_version: "1" });
+      return { text: events.filter((e) => e.type === "token").map((e) => e.text_output as string).join(""), promptTokens: done.prompt_tokens as number, tokens: done.tokens as number };
+    };
+    // Without a rule: the texts a caller gets.
+    const before = { whole: (await whole()).choices[0]!.message.content, streamed: (await streamed()).text, sse: (await sse()).text };
+
+    // The edge that takes the rule evicts its cached model at once (this mesh has one edge).
+    const put = await api(`/v1/models/${model}/traffic`, { method: "PUT", json: { split: [{ version: 1, weight: 100 }], shadow: [{ version: 2, percent: 100 }] } });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const t1 = Date.now();
+    const served = { whole: await whole(), streamed: await streamed(), sse: await sse() };
+    // The caller's answers are what they were without a shadow.
+    expect(served.whole.model).toBe(`${model}:1`);
+    expect(served.whole.choices[0]!.message.content).toBe(before.whole);
+    expect(served.streamed.text).toBe(before.streamed);
+    expect(served.sse.text).toBe(before.sse);
+    // Each of the three ran again on v2, after it, with the same prompt and settings: the same
+    // tokens, and (greedy, or seeded) the same text: no mismatch. Shadows are not the caller's calls.
+    const promptTokens = served.whole.usage!.prompt_tokens + served.streamed.usage.prompt_tokens + served.sse.promptTokens;
+    const completionTokens = served.whole.usage!.completion_tokens + served.streamed.usage.completion_tokens + served.sse.tokens;
+    type Row = { version: number; calls: number; shadow: { calls: number; errors: number; mismatches: number; promptTokens: number; completionTokens: number } };
+    const rows = await waitUntil(
+      "shadow rows",
+      60_000,
+      async () => {
+        const u = await api(`/v1/usage?model=${model}&from=${t1}`);
+        const r = (u.body.models ?? []) as Row[];
+        return (r.find((x) => x.version === 2)?.shadow.calls ?? 0) >= 3 ? r : undefined;
+      },
+      250,
+    );
+    const v2 = rows.find((r) => r.version === 2)!;
+    expect(v2.shadow).toEqual({ calls: 3, errors: 0, computeMs: expect.any(Number), mismatches: 0, promptTokens, completionTokens });
+    expect(v2.calls).toBe(0);
+    expect(rows.find((r) => r.version === 1)!.calls).toBe(3);
   });
 
   // startMesh deploys the bundle only from this checkout's models/tiny-gpt/ (TINY_GPT_DIR feeds the cases above).
