@@ -150,6 +150,7 @@ async function runShadowGeneration(served: GenerationPlan, servedText: Generatio
       const last = end as StreamEvent | null;
       outcome = { error: last?.type === "error" ? new MeshError(last.code, last.error) : null, usage: gen.usage! };
     } catch (err) {
+      if (!(err instanceof MeshError)) log("error", served.requestId, "shadow generation threw", { shadow: n, error: String(err) });
       outcome = refused(err instanceof MeshError ? err : new MeshError("internal_error", "internal error"));
     }
   }

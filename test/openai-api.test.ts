@@ -497,6 +497,27 @@ describe.skipIf(!HAS_TINY)("a generative bundle (tiny-gpt): Hugging Face files b
     expect(v2.shadow).toEqual({ calls: 3, errors: 0, computeMs: expect.any(Number), mismatches: 0, promptTokens, completionTokens });
     expect(v2.calls).toBe(0);
     expect(rows.find((r) => r.version === 1)!.calls).toBe(3);
+
+    // A shadow version that cannot generate (a tensor model): the copy fails, the caller never knows.
+    const mlp = mesh.models.find((m) => m.name === "demo-mlp")!;
+    const v3 = await api(`/v1/models/${model}/versions`, { body: await readFile(mlp.file), headers: { "content-type": "application/octet-stream" } });
+    expect(v3.status, JSON.stringify(v3.body)).toBe(201);
+    const put3 = await api(`/v1/models/${model}/traffic`, { method: "PUT", json: { split: [{ version: 1, weight: 100 }], shadow: [{ version: v3.body.version, percent: 100 }] } });
+    expect(put3.status, JSON.stringify(put3.body)).toBe(200);
+    const t2 = Date.now();
+    const again = await whole();
+    expect(again.choices[0]!.message.content).toBe(before.whole);
+    const failed = await waitUntil(
+      "failed shadow row",
+      30_000,
+      async () => {
+        const u = await api(`/v1/usage?model=${model}&from=${t2}`);
+        const r = ((u.body.models ?? []) as Row[]).find((x) => x.version === v3.body.version);
+        return (r?.shadow.calls ?? 0) >= 1 ? r : undefined;
+      },
+      250,
+    );
+    expect(failed.shadow).toMatchObject({ calls: 1, errors: 1, mismatches: 0, completionTokens: 0 });
   });
 
   // startMesh deploys the bundle only from this checkout's models/tiny-gpt/ (TINY_GPT_DIR feeds the cases above).
