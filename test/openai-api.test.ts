@@ -485,7 +485,7 @@ describe.skipIf(!HAS_TINY)("a generative bundle (tiny-gpt): Hugging Face files b
     type Row = { version: number; calls: number; shadow: { calls: number; errors: number; mismatches: number; promptTokens: number; completionTokens: number } };
     const rows = await waitUntil(
       "shadow rows",
-      60_000,
+      90_000,
       async () => {
         const u = await api(`/v1/usage?model=${model}&from=${t1}`);
         const r = (u.body.models ?? []) as Row[];
@@ -518,7 +518,7 @@ describe.skipIf(!HAS_TINY)("a generative bundle (tiny-gpt): Hugging Face files b
       250,
     );
     expect(failed.shadow).toMatchObject({ calls: 1, errors: 1, mismatches: 0, completionTokens: 0 });
-  });
+  }, 180_000); // two cold versions load on the node, each shadow after its served generation
 
   // startMesh deploys the bundle only from this checkout's models/tiny-gpt/ (TINY_GPT_DIR feeds the cases above).
   it.skipIf(!existsSync(join(ROOT, "models", "tiny-gpt", "model.onnx")))("the tiny-gpt startMesh deploys (as npm start does): a streamed greedy chat is the non-streamed text", async () => {

@@ -160,6 +160,43 @@ describe("tokens arrive one by one", () => {
   });
 });
 
+describe("shadow copies", () => {
+  it("a WebSocket generation is copied to the shadow version once it has ended, even when the socket closes at once", async () => {
+    const name = "ws-shadowed";
+    await deployCopy(name);
+    // The same graph and tokenizer again as v2: an identical shadow.
+    const up = await call(`${mesh.edge}/v1/models/${name}/versions`, { key: mesh.apiKey, body: await readFile(modelPath), headers: { "content-type": "application/octet-stream" } });
+    expect(up.body.version).toBe(2);
+    const tok = await call(`${mesh.edge}/v1/models/${name}/versions/2/tokenizer`, { key: mesh.apiKey, method: "PUT", body: await readFile(tokenizerPath), headers: { "content-type": "application/json" } });
+    expect(tok.status, JSON.stringify(tok.body)).toBe(200);
+    const rule = await call(`${mesh.edge}/v1/models/${name}/traffic`, { key: mesh.apiKey, method: "PUT", json: { split: [{ version: 1, weight: 100 }], shadow: [{ version: 2, percent: 100 }] } });
+    expect(rule.status, JSON.stringify(rule.body)).toBe(200);
+    const t0 = Date.now();
+    const params = { max_tokens: 20, temperature: 0 };
+    const ws = await StreamClient.open(wsUrl(name), { key: mesh.apiKey });
+    let r;
+    try {
+      r = await within(ws.generate("sh1", { text_input: "The river", parameters: params }), 30_000, "stream");
+    } finally {
+      ws.close();
+    }
+    // The caller's text is v1's, as without a shadow.
+    expect(r.end.ev).toMatchObject({ type: "done", model_version: "1" });
+    expect(r.text).toBe(await ref.text("The river", params));
+    const shadow = await waitUntil(
+      "the shadow's usage row",
+      60_000,
+      async () => {
+        const u = await call(`${mesh.edge}/v1/usage?model=${name}&from=${t0}`, { key: mesh.apiKey });
+        const row = (u.body.models as { version: number; shadow: { calls: number } }[] | undefined)?.find((x) => x.version === 2);
+        return (row?.shadow.calls ?? 0) >= 1 ? row!.shadow : undefined;
+      },
+      250,
+    );
+    expect(shadow).toMatchObject({ calls: 1, errors: 0, mismatches: 0, promptTokens: 9, completionTokens: 20 });
+  }, 120_000);
+});
+
 describe("long streams", () => {
   it("a stream lasts as long as it takes (longer than any connect bound), over a WebSocket and SSE at once", async () => {
     // 3000 tokens at 2 ms each: over 6 s.
