@@ -194,9 +194,10 @@ export class NodeLink implements NodeState {
   private readonly out: FrameBatcher<RouterToNode>;
 
   private send(msg: RouterToNode): void {
-    // A call's tensors go as their own message (never encoded twice by a batch over its bound).
-    if (msg.t === "infer") this.out.sendNow(msg);
-    else this.out.push(msg);
+    // The hot frames wait for the turn's end; the rest go at once, behind them: a call's tensors
+    // (never encoded twice by a batch over its bound), and cancels a deadline's timer sends.
+    if (msg.t === "credit" || msg.t === "generate") this.out.push(msg);
+    else this.out.sendNow(msg);
   }
 
   /** Loads a model once: concurrent callers share one load on this node. */
