@@ -163,7 +163,10 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
         return;
       }
       this.missed = 0;
-      for (const f of frames) if (f.t !== "pong") this.later(() => this.handlers.get(f.sid)?.(f));
+      // One delay (local mode) for the message, not a timer per frame.
+      this.later(() => {
+        for (const f of frames) if (f.t !== "pong") this.handlers.get(f.sid)?.(f);
+      });
     });
     ws.addEventListener("close", (e: CloseEvent) => this.shutdown(`region ${region} closed the stream socket (${e.code})`));
     ws.addEventListener("error", () => this.shutdown(`stream socket to region ${region} failed`));
@@ -385,14 +388,17 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
         const { value, done } = await reader.read();
         if (done) break;
         if (!this.open) continue;
+        const frames: RegionToEdge[] = [];
         for (const bytes of splitter.push(value)) {
           const f = parseRegionToEdge(this.codec.decode(bytes));
           this.missed = 0;
           if (f.t === "pong") continue;
           if (f.t === "token") this.credit--;
           if (f.t === "done" || f.t === "error") this.final = true;
-          this.later(() => this.deliver(f));
+          frames.push(f);
         }
+        // One delay (local mode) for what the chunk held, not a timer per frame.
+        if (frames.length > 0) this.later(() => frames.forEach((f) => this.deliver(f)));
       }
       if (splitter.pending > 0) throw new Error("the stream ended inside a frame");
       this.shutdown(`region ${this.region} ended the stream`);
