@@ -1,7 +1,9 @@
 // The router's stream relay: the edge's stream sockets (`GET /v1/streams`, signed at the
 // upgrade) carry many generations each, named by the edge (`sid`). A generation waits in the
 // scheduler like a call (with progress events while it waits), then runs on a node, and every
-// token is passed on as its own frame the moment it arrives: nothing is gathered here.
+// token is passed on as its own frame the moment it arrives: nothing is held past the turn of
+// the event loop it came in, whose frames for one socket leave as one message (a batch,
+// protocol/frame-batch.ts: a node's step brings a token for each of its streams at once).
 //
 // Flow control is end to end and the router holds no tokens: the edge grants credit as its
 // reader takes tokens, the router passes each grant on to the node, and the node sends a token
