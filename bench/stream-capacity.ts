@@ -21,19 +21,25 @@
 //      npx tsx bench/stream-capacity.ts --quick   (smoke run)
 // Prints a table and writes bench/results/stream-capacity-<timestamp>.json and -latest.json.
 
-import { readFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { makeCharModel } from "../scripts/make-char-model.js";
 import { err, QUICK, runBench, say } from "./harness.js";
 import { fmt, formatTable, round, rounded } from "./stats.js";
 import { edgeApi, EdgeSocket, edgeSse, routerModelRef, RouterSocket, socketsFor, sweep, sweepVerdict, terminateStreamSockets, type Sweep } from "./stream-load.js";
 import { syntheticText } from "./synthetic-node.js";
+import { InspectorProfiler, selfTimes, type CpuProfile } from "./process-profile.js";
+import { freePort } from "../local/free-port.js";
 
 /** --router-only: skip the edge sweeps (for profiling the router). */
 const ROUTER_ONLY = process.argv.includes("--router-only");
 /** --all-levels: go on past the level where p99 doubled (the whole curve, not just the knee). */
 const ALL_LEVELS = process.argv.includes("--all-levels");
-/** BENCH_CPU_PROF_DIR: the router writes a V8 CPU profile there at the end (bench/cpu-profile.mjs). */
+/**
+ * BENCH_CPU_PROF_DIR: the router writes a V8 CPU profile there at the end (bench/cpu-profile.mjs),
+ * and so does the edge's isolate (over its inspector, EDGE_INSPECTOR_PORT); both are summarised
+ * (self time per function) after the table.
+ */
 const PROFILE_DIR = process.env.BENCH_CPU_PROF_DIR;
 const STEP_MS = 20;
 const TOKENS = QUICK ? 20 : 40;
@@ -55,6 +61,8 @@ const message = (seed: number) => ({ text_input: "x", parameters: { max_tokens: 
 
 await runBench("stream-capacity", async (b) => {
   b.defer(terminateStreamSockets);
+  // Read by local/edge-server.ts, which the mesh starts with this process's environment.
+  if (PROFILE_DIR) process.env.EDGE_INSPECTOR_PORT = String(await freePort());
   const files = await makeCharModel(join(b.tmpDir, "models"));
   err("[bench] starting the mesh (one region; its real node takes no streams)");
   const mesh = await b.startMesh({
@@ -72,6 +80,15 @@ await runBench("stream-capacity", async (b) => {
     edgeVars: { EXPLORATION_SHARE: "0", KEY_RATE_PER_SECOND: "100000", KEY_RATE_BURST: "100000" },
   });
   const routerUrl = mesh.regions[REGION]!;
+  let edgeProfiler: InspectorProfiler | null = null;
+  if (PROFILE_DIR) {
+    try {
+      edgeProfiler = await InspectorProfiler.connect(`ws://127.0.0.1:${process.env.EDGE_INSPECTOR_PORT}/edge`);
+      await edgeProfiler.start();
+    } catch (e) {
+      err(`[bench] no CPU profile of the edge: ${String(e)}`);
+    }
+  }
   for (let k = 0; k < NODES; k++) {
     b.spawnTsx(`synth-${k + 1}`, "bench/synthetic-node.ts", [], {
       MESH_SYNTHETIC_NODE: "bench",
@@ -135,9 +152,15 @@ await runBench("stream-capacity", async (b) => {
   err("[bench] edge: SSE callers, one request per stream");
   const viaSse = await sweep("edge sse", ROUTER_ONLY ? [] : SSE_LEVELS, async () => ({ run: (i) => edgeSse(mesh.edge, keys[i % ACCOUNTS]!, "synth", message(i)), close: () => undefined }), opts);
 
+  const profiles: Record<string, CpuProfile> = {};
   if (PROFILE_DIR) {
     for (const p of mesh.processes) if (p.name === `router-${REGION}`) p.child.kill("SIGUSR2");
+    if (edgeProfiler) {
+      profiles.edge = await edgeProfiler.stop();
+      await writeFile(join(PROFILE_DIR, "edge.cpuprofile"), JSON.stringify(profiles.edge));
+    }
     await new Promise((r) => setTimeout(r, 2_000));
+    for (const f of await readdir(PROFILE_DIR)) if (/^router-\d+\.cpuprofile$/.test(f)) profiles.router = JSON.parse(await readFile(join(PROFILE_DIR, f), "utf8")) as CpuProfile;
   }
   say();
   say(`Stream capacity: synthetic nodes (${NODES}, ${STEP_MS} ms per token, no model), ${TOKENS} tokens per stream, every text checked`);
@@ -148,6 +171,12 @@ await runBench("stream-capacity", async (b) => {
   say();
   say(`Streams carried before p99 ITL doubles: router ${sweepVerdict(viaRouter)}; edge isolate (WebSocket) ${sweepVerdict(viaEdge)}; edge isolate (SSE) ${sweepVerdict(viaSse)}.`);
   say("Times in ms, at the client. Goals (issue 14): >= 1,000 per router, >= 256 per edge isolate.");
+  for (const [name, profile] of Object.entries(profiles)) {
+    const t = selfTimes([profile], profile.startTime, profile.endTime, 15);
+    say();
+    say(`${name} CPU profile, whole run: ${fmt(t.busyMs)} ms busy of ${fmt(t.sampledMs)} ms sampled; self time, biggest first:`);
+    say(formatTable(["function", "ms", "share of busy"], t.top.map((x) => [x.fn, fmt(x.ms), `${fmt(x.share * 100)}%`])));
+  }
   const out = (s: Sweep) => ({
     carried: s.carried,
     levels: s.rows.map((r) => ({

@@ -6,7 +6,7 @@
 
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
-import { GENERATE_GRANT_METHOD, type EdgeToRegion, type GenerateParams, type ModelRef, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
+import { GENERATE_GRANT_METHOD, type EdgeToRegion, type FrameBatch, type GenerateParams, type ModelRef, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { artifactUrl, signRequest, tokenizerUrl } from "../protocol/signing.js";
 import { err } from "./harness.js";
 import { fmt, ratio, summarize, type Summary } from "./stats.js";
@@ -159,11 +159,14 @@ export class RouterSocket {
   ) {
     this.lines = new Lines(ws);
     ws.on("message", (data) => {
-      const f = this.codec.decode(data as Buffer) as RegionToEdge;
-      if (f.t === "pong") return; // the answer to an edge's liveness ping: these clients send none
-      if (f.t === "token") this.lines.token(f.sid, f.text);
-      else if (f.t === "done") this.lines.end(f.sid);
-      else if (f.t === "error") this.lines.end(f.sid, `${f.code}: ${f.message}`);
+      // Unchecked, as before batches: this client measures the router, it does not guard against it.
+      const m = this.codec.decode(data as Buffer) as RegionToEdge | FrameBatch;
+      for (const f of (m.t === "batch" ? m.frames : [m]) as RegionToEdge[]) {
+        if (f.t === "pong") continue; // the answer to an edge's liveness ping: these clients send none
+        if (f.t === "token") this.lines.token(f.sid, f.text);
+        else if (f.t === "done") this.lines.end(f.sid);
+        else if (f.t === "error") this.lines.end(f.sid, `${f.code}: ${f.message}`);
+      }
     });
   }
 

@@ -17,7 +17,8 @@
 
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
-import { parseRouterMessage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
+import { FrameBatcher } from "../protocol/frame-batch.js";
+import { parseRouterMessage, unbatch, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 
 /** The text of token `i` of a stream with `seed`: what the bench expects to read back. */
 export function syntheticText(seed: number, i: number): string {
@@ -48,9 +49,11 @@ function main(): void {
   let tokens = 0;
 
   const ws = new WebSocket(routerUrl, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
-  const send = (m: NodeToRouter) => {
-    if (ws.readyState === WebSocket.OPEN) ws.send(codec.encode(m), { binary: true });
-  };
+  // A step's tokens leave as batches, as gpu-node/agent.ts sends a decode step's.
+  const out = new FrameBatcher<NodeToRouter>(codec.encode, (bytes) => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(bytes, { binary: true });
+  });
+  const send = (m: NodeToRouter) => out.push(m);
   const warmList = () => [...warm].map(([key, lastUsed]) => ({ key, memoryMb: 1, lastUsed }));
 
   ws.on("open", () => {
@@ -77,7 +80,9 @@ function main(): void {
   }, stepMs);
 
   ws.on("message", (data) => {
-    const m: RouterToNode = parseRouterMessage(codec.decode(data as Buffer));
+    for (const m of unbatch(codec.decode(data as Buffer), parseRouterMessage)) take(m);
+  });
+  const take = (m: RouterToNode) => {
     switch (m.t) {
       case "load":
         warm.set(m.key, Date.now());
@@ -108,7 +113,7 @@ function main(): void {
       default:
         return;
     }
-  });
+  };
   const stop = () => {
     clearInterval(step);
     clearInterval(heartbeat);

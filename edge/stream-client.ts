@@ -23,9 +23,10 @@
 // nothing yet), instead of waiting for tokens that never come.
 
 import { createCodec, type Codec } from "../protocol/codec.js";
+import { FrameBatcher } from "../protocol/frame-batch.js";
 import { FRAME_STREAM_CONTENT_TYPE, FrameSplitter } from "../protocol/frame-stream.js";
 import { ERROR_STATUS, MeshError, type ErrorCode } from "../protocol/errors.js";
-import { GENERATE_GRANT_METHOD, parseRegionToEdge, type EdgeToRegion, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
+import { GENERATE_GRANT_METHOD, parseRegionToEdge, unbatch, type EdgeToRegion, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 
@@ -151,19 +152,21 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
   ) {
     super(region, secret, delayMs);
     ws.addEventListener("message", (e: MessageEvent) => {
-      let frame: RegionToEdge;
+      let frames: RegionToEdge[];
       try {
         const data = e.data;
         if (typeof data === "string") throw new Error("text frame");
-        frame = parseRegionToEdge(this.codec.decode(new Uint8Array(data as ArrayBuffer)));
+        // One message may be a batch (every stream's token of a node step), checked whole first.
+        frames = unbatch(this.codec.decode(new Uint8Array(data as ArrayBuffer)), parseRegionToEdge);
       } catch (err) {
         this.shutdown(`bad frame from region ${region}: ${(err as Error).message}`);
         return;
       }
       this.missed = 0;
-      if (frame.t === "pong") return;
-      const f = frame;
-      this.later(() => this.handlers.get(f.sid)?.(f));
+      // One delay (local mode) for the message, not a timer per frame.
+      this.later(() => {
+        for (const f of frames) if (f.t !== "pong") this.handlers.get(f.sid)?.(f);
+      });
     });
     ws.addEventListener("close", (e: CloseEvent) => this.shutdown(`region ${region} closed the stream socket (${e.code})`));
     ws.addEventListener("error", () => this.shutdown(`stream socket to region ${region} failed`));
@@ -212,17 +215,22 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
     return this.handlers.size;
   }
 
-  send(frame: EdgeToRegion): void {
-    if (!this.open) return;
-    const bytes = this.codec.encode(frame);
-    const write = () => {
+  /**
+   * Frames to the region, coalesced per turn (protocol/frame-batch.ts): the credit grants of a
+   * batch of tokens taken in one turn leave as one message.
+   */
+  private readonly out = new FrameBatcher<EdgeToRegion>(this.codec.encode, (bytes) =>
+    this.later(() => {
       try {
         if (this.open) this.ws.send(bytes);
       } catch (err) {
         this.shutdown(`write to region ${this.region} failed: ${(err as Error).message}`);
       }
-    };
-    this.later(write);
+    }),
+  );
+
+  send(frame: EdgeToRegion): void {
+    if (this.open) this.out.push(frame);
   }
 
   protected override release(): void {
@@ -380,14 +388,17 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
         const { value, done } = await reader.read();
         if (done) break;
         if (!this.open) continue;
+        const frames: RegionToEdge[] = [];
         for (const bytes of splitter.push(value)) {
           const f = parseRegionToEdge(this.codec.decode(bytes));
           this.missed = 0;
           if (f.t === "pong") continue;
           if (f.t === "token") this.credit--;
           if (f.t === "done" || f.t === "error") this.final = true;
-          this.later(() => this.deliver(f));
+          frames.push(f);
         }
+        // One delay (local mode) for what the chunk held, not a timer per frame.
+        if (frames.length > 0) this.later(() => frames.forEach((f) => this.deliver(f)));
       }
       if (splitter.pending > 0) throw new Error("the stream ended inside a frame");
       this.shutdown(`region ${this.region} ended the stream`);

@@ -15,8 +15,9 @@
 import { rootCertificates } from "node:tls";
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
+import { FrameBatcher } from "../protocol/frame-batch.js";
 import { makeLogger } from "../protocol/log.js";
-import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, type DiskUsage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
+import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, unbatch, type DiskUsage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
@@ -202,9 +203,12 @@ export function startAgent(config: NodeConfig): AgentHandle {
     });
     ws = socket;
     let openedAt = 0;
-    const send = (msg: NodeToRouter) => {
-      if (socket.readyState === WebSocket.OPEN) socket.send(codec.encode(msg), { binary: config.framing === "msgpack" });
-    };
+    // Tokens of one decode step (every stream in the batch) leave as one socket message;
+    // anything else goes at once, behind them (a result's tensors are never re-encoded).
+    const out = new FrameBatcher<NodeToRouter>(codec.encode, (bytes) => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(bytes, { binary: config.framing === "msgpack" });
+    });
+    const send = (msg: NodeToRouter) => (msg.t === "token" || msg.t === "done" ? out.push(msg) : out.sendNow(msg));
     // The disk figures need a statfs: each heartbeat sends the last reading and starts the next.
     let disk: DiskUsage | undefined;
     let diskReading = false;
@@ -260,16 +264,16 @@ export function startAgent(config: NodeConfig): AgentHandle {
     });
 
     socket.on("message", (data, isBinary) => {
-      let msg: RouterToNode;
+      let msgs: RouterToNode[];
       try {
         if (isBinary !== (config.framing === "msgpack")) throw new Error("frame of the wrong kind");
-        msg = parseRouterMessage(codec.decode(data as Buffer));
+        msgs = unbatch(codec.decode(data as Buffer), parseRouterMessage);
       } catch (err) {
         log("warn", "bad frame from router", { error: (err as Error).message });
         socket.close(CLOSE.protocolError, "bad frame");
         return;
       }
-      void handle(msg, send);
+      for (const msg of msgs) void handle(msg, send);
     });
 
     socket.on("close", (code) => {
@@ -512,6 +516,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
       }
       const until = Date.now() + config.drainTimeoutMs;
       while ((inflight > 0 || generations.active > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      // Frames queued this turn (a last token, its done) leave before the close.
+      await new Promise((r) => setImmediate(r));
       const socket = ws;
       if (socket && socket.readyState === WebSocket.OPEN) {
         await new Promise<void>((resolve) => {

@@ -600,6 +600,35 @@ const routerToNodeSchema = frames([
 ]);
 export type RouterToNode = z.infer<typeof routerToNodeSchema>;
 
+// ---------------------------------------------------------------- batches (every socket, both ways)
+
+/**
+ * Frames one batch carries at most. A batched decoder's step (or a synthetic node's timer) makes
+ * a token for every stream at once; as one socket message each they cost a syscall and a wake-up
+ * apiece at every hop, so senders coalesce what one turn of the event loop produced for a
+ * socket (protocol/frame-batch.ts). The count is checked before any item is looked at.
+ */
+export const MAX_BATCH_FRAMES = 1024;
+/**
+ * Encoded bytes one batch is kept under by its sender (a larger one is split), far below every
+ * socket's payload bound (the edge's stream socket takes 1 MiB), which bounds what a receiver reads.
+ */
+export const MAX_BATCH_BYTES = 256 * 1024;
+
+/**
+ * Several frames of one direction in one socket message, in order. Not a frame type of any
+ * direction: each item is checked by its direction's own schema (so per-frame authority checks
+ * stay as they were), and a batch inside a batch is refused there as an unknown frame type.
+ */
+const batchSchema = frame("batch", {
+  frames: list(
+    z.custom<Record<string, unknown>>((v) => isMap(v), { error: "a batched frame must be a map" }),
+    MAX_BATCH_FRAMES,
+    `'frames' must be an array of at most ${MAX_BATCH_FRAMES}`,
+  ),
+});
+export type FrameBatch = z.infer<typeof batchSchema>;
+
 // ---------------------------------------------------------------- validation
 
 function isMap(v: unknown): v is Record<string, unknown> {
@@ -643,6 +672,16 @@ export const parseEdgeToRegion = validator(edgeToRegionSchema, "frame");
 export const parseRegionToEdge = validator(regionToEdgeSchema, "frame");
 export const parseNodeMessage = validator(nodeToRouterSchema, "frame");
 export const parseRouterMessage = validator(routerToNodeSchema, "frame");
+const parseBatch = validator(batchSchema, "frame");
+
+/**
+ * The frames one decoded socket message holds, each checked by `parse`: a batch's items in
+ * order, or the message itself. Throws MessageError for a malformed batch or any bad item.
+ */
+export function unbatch<F>(decoded: unknown, parse: (v: unknown) => F): F[] {
+  if (!isMap(decoded) || decoded.t !== "batch") return [parse(decoded)];
+  return parseBatch(decoded).frames.map(parse);
+}
 
 /** The schemas themselves, uncompiled (tests compare them with the parse functions; benches). */
 export const wireSchemas = {
@@ -654,6 +693,7 @@ export const wireSchemas = {
   regionToEdge: regionToEdgeSchema,
   nodeToRouter: nodeToRouterSchema,
   routerToNode: routerToNodeSchema,
+  batch: batchSchema,
 } as const;
 
 /** Close codes the mesh sends on the node socket (RFC 6455); ws itself closes an oversize frame with 1009. */

@@ -16,6 +16,7 @@
 
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
+import { FrameBatcher } from "../protocol/frame-batch.js";
 import type { ErrorCode } from "../protocol/errors.js";
 import type { ModelSignature } from "../formats/datatypes.js";
 import type {
@@ -163,6 +164,9 @@ export class NodeLink implements NodeState {
     private readonly onChange: () => void,
   ) {
     this.codec = createCodec(framing);
+    this.out = new FrameBatcher<RouterToNode>(this.codec.encode, (bytes) => {
+      if (this.open) this.ws.send(bytes, { binary: this.framing === "msgpack" });
+    });
     for (const w of warm) this.warm.set(w.key, w);
   }
 
@@ -183,8 +187,17 @@ export class NodeLink implements NodeState {
     return this.open && !this.unresponsive && !this.draining;
   }
 
+  /**
+   * Frames to the node, coalesced per turn of the event loop (protocol/frame-batch.ts): the
+   * credit grants for a node's streams come in bursts, one per token its reader took.
+   */
+  private readonly out: FrameBatcher<RouterToNode>;
+
   private send(msg: RouterToNode): void {
-    this.ws.send(this.codec.encode(msg), { binary: this.framing === "msgpack" });
+    // The hot frames wait for the turn's end; the rest go at once, behind them: a call's tensors
+    // (never encoded twice by a batch over its bound), and cancels a deadline's timer sends.
+    if (msg.t === "credit" || msg.t === "generate") this.out.push(msg);
+    else this.out.sendNow(msg);
   }
 
   /** Loads a model once: concurrent callers share one load on this node. */

@@ -8,7 +8,7 @@
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
 import type { Logger } from "../protocol/log.js";
-import { CLOSE, parseNodeMessage } from "../protocol/messages.js";
+import { CLOSE, parseNodeMessage, unbatch, type NodeToRouter } from "../protocol/messages.js";
 import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
 import type { Scheduler } from "./scheduler.js";
@@ -41,19 +41,27 @@ export function nodeSocketAcceptor(config: Pick<RouterConfig, "region" | "pingIn
     }, config.pingIntervalMs);
 
     ws.on("message", (data, isBinary) => {
-      let msg;
+      let msgs: NodeToRouter[];
       try {
         if (framing === null) {
           framing = isBinary ? "msgpack" : "json";
           nodeCodec = createCodec(framing);
         }
         if (isBinary !== (framing === "msgpack")) throw new Error("frame of the wrong kind for this socket");
-        msg = parseNodeMessage(nodeCodec.decode(data as Buffer));
+        // A batch (a decode step's tokens) is checked whole, every frame, before any is applied.
+        msgs = unbatch(nodeCodec.decode(data as Buffer), parseNodeMessage);
       } catch (err) {
         log("warn", "closing node socket after a bad frame", { node: link?.id, error: (err as Error).message });
         ws.close(CLOSE.protocolError, "bad frame");
         return;
       }
+      for (const msg of msgs) {
+        take(msg);
+        if (!link) return; // the first frame was not a hello: the socket is closing
+      }
+    });
+
+    function take(msg: NodeToRouter): void {
       if (!link) {
         if (msg.t !== "hello") {
           ws.close(CLOSE.protocolError, "hello expected");
@@ -84,7 +92,7 @@ export function nodeSocketAcceptor(config: Pick<RouterConfig, "region" | "pingIn
         return;
       }
       link.handle(msg);
-    });
+    }
 
     ws.on("close", (code, reason) => {
       clearTimeout(helloTimer);

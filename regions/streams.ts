@@ -1,7 +1,9 @@
 // The router's stream relay: the edge's stream sockets (`GET /v1/streams`, signed at the
 // upgrade) carry many generations each, named by the edge (`sid`). A generation waits in the
 // scheduler like a call (with progress events while it waits), then runs on a node, and every
-// token is passed on as its own frame the moment it arrives: nothing is gathered here.
+// token is passed on as its own frame the moment it arrives: nothing is held past the turn of
+// the event loop it came in, whose frames for one socket leave as one message (a batch,
+// protocol/frame-batch.ts: a node's step brings a token for each of its streams at once).
 //
 // Flow control is end to end and the router holds no tokens: the edge grants credit as its
 // reader takes tokens, the router passes each grant on to the node, and the node sends a token
@@ -37,6 +39,7 @@
 import type { ServerResponse } from "node:http";
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
+import { FrameBatcher } from "../protocol/frame-batch.js";
 import { FRAME_STREAM_CONTENT_TYPE, frameBytes } from "../protocol/frame-stream.js";
 import { MeshError, type ErrorCode } from "../protocol/errors.js";
 import type { Logger } from "../protocol/log.js";
@@ -44,6 +47,7 @@ import {
   CLOSE,
   GENERATE_LIMITS,
   parseEdgeToRegion,
+  unbatch,
   type EdgeToRegion,
   type RegionGenerateRequest,
   type RegionToEdge,
@@ -231,7 +235,7 @@ export class StreamHub {
   }
 
   closeAll(code: number, reason: string): void {
-    for (const s of this.sockets) s.link.close(code, reason);
+    for (const s of this.sockets) s.close(code, reason);
   }
 }
 
@@ -246,6 +250,12 @@ class EdgeSocket {
    * streams' tokens queued behind the checks' turns of the event loop).
    */
   private readonly checking = new Map<string, Promise<void>>();
+  /**
+   * A stream socket's frames, coalesced per turn of the event loop (protocol/frame-batch.ts):
+   * the tokens of every stream a node step served leave as one message. None for a streamed
+   * HTTP response: it carries one stream, one token per step.
+   */
+  private readonly out: FrameBatcher<RegionToEdge> | null;
 
   constructor(
     private readonly hub: StreamHub,
@@ -255,7 +265,26 @@ class EdgeSocket {
      * itself while the response drains; the response ends with its one stream.
      */
     private readonly selfCredit: boolean,
-  ) {}
+  ) {
+    this.out = selfCredit ? null : new FrameBatcher<RegionToEdge>(this.codec.encode, (bytes) => this.write(bytes));
+  }
+
+  /** Writes one message, unless the socket is gone or so far behind it cannot be honouring credit. */
+  private write(bytes: Uint8Array): void {
+    if (!this.link.open) return;
+    if (this.link.bufferedAmount > this.hub.config.maxBufferedBytes) {
+      this.hub.log("warn", "edge stream socket too far behind; closing", { buffered: this.link.bufferedAmount });
+      this.link.terminate();
+      return;
+    }
+    this.link.write(bytes);
+  }
+
+  /** Sends what is queued, then closes (frames sent before a close arrive before it). */
+  close(code: number, reason: string): void {
+    this.out?.flush();
+    this.link.close(code, reason);
+  }
 
   /** Takes frames from a stream socket, and pings it. */
   listen(ws: WebSocket): void {
@@ -275,36 +304,43 @@ class EdgeSocket {
     ws.on("close", () => clearInterval(pinger));
     ws.on("message", (data, isBinary) => {
       missed = 0;
-      let frame: EdgeToRegion;
+      let frames: EdgeToRegion[];
       try {
         if (!isBinary) throw new Error("stream frames are binary msgpack");
-        frame = parseEdgeToRegion(this.codec.decode(data as Buffer));
+        // A batch is checked whole (each frame by its own schema) before any frame is acted on.
+        frames = unbatch(this.codec.decode(data as Buffer), parseEdgeToRegion);
       } catch (err) {
         hub.log("warn", "closing edge stream socket after a bad frame", { error: (err as Error).message });
         ws.close(CLOSE.protocolError, "bad frame");
         return;
       }
-      if (frame.t === "ping") return this.send({ t: "pong" });
-      const failed = (err: unknown) => hub.log("error", "edge stream frame failed", { error: String(err) });
-      const before = this.checking.get(frame.sid);
-      if (frame.t === "generate") {
-        const done: Promise<void> = (before ?? Promise.resolve())
-          .then(() => this.authorize(frame))
-          .then((f) => {
-            if (f) this.handle(f);
-          })
-          .catch(failed)
-          .finally(() => {
-            if (this.checking.get(frame.sid) === done) this.checking.delete(frame.sid);
-          });
-        this.checking.set(frame.sid, done);
-      } else if (before) {
-        void before.then(() => this.handle(frame)).catch(failed);
-      } else {
-        this.handle(frame);
-      }
+      for (const frame of frames) this.take(frame);
     });
     ws.on("error", (err) => hub.log("warn", "edge stream socket error", { error: err.message }));
+  }
+
+  /** One checked frame from the stream socket, in arrival order per stream (see `checking`). */
+  private take(frame: EdgeToRegion): void {
+    const hub = this.hub;
+    if (frame.t === "ping") return this.send({ t: "pong" });
+    const failed = (err: unknown) => hub.log("error", "edge stream frame failed", { error: String(err) });
+    const before = this.checking.get(frame.sid);
+    if (frame.t === "generate") {
+      const done: Promise<void> = (before ?? Promise.resolve())
+        .then(() => this.authorize(frame))
+        .then((f) => {
+          if (f) this.handle(f);
+        })
+        .catch(failed)
+        .finally(() => {
+          if (this.checking.get(frame.sid) === done) this.checking.delete(frame.sid);
+        });
+      this.checking.set(frame.sid, done);
+    } else if (before) {
+      void before.then(() => this.handle(frame)).catch(failed);
+    } else {
+      this.handle(frame);
+    }
   }
 
   /** A streamed HTTP generation's one request, its grant checked. */
@@ -340,13 +376,8 @@ class EdgeSocket {
 
   private send(frame: RegionToEdge): void {
     if (!this.link.open) return;
-    // Credit bounds what streams send; a socket this far behind is not honouring it.
-    if (this.link.bufferedAmount > this.hub.config.maxBufferedBytes) {
-      this.hub.log("warn", "edge stream socket too far behind; closing", { buffered: this.link.bufferedAmount });
-      this.link.terminate();
-      return;
-    }
-    this.link.write(this.codec.encode(frame));
+    if (this.out) this.out.push(frame);
+    else this.write(this.codec.encode(frame));
   }
 
   private sendFor(st: RelayStream, frame: RegionToEdge): void {

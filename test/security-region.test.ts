@@ -18,14 +18,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCodec } from "../protocol/codec.js";
 import { FRAME_STREAM_CONTENT_TYPE, FrameSplitter } from "../protocol/frame-stream.js";
-import { GENERATE_GRANT_METHOD, parseRegionToEdge, type ModelRef, type RegionGenerateRequest, type RegionInferRequest, type RegionToEdge } from "../protocol/messages.js";
+import { GENERATE_GRANT_METHOD, MAX_BATCH_FRAMES, parseRegionToEdge, type ModelRef, type RegionGenerateRequest, type RegionInferRequest, type RegionToEdge } from "../protocol/messages.js";
 import { readOnnxSignature } from "../formats/onnx-signature.js";
 import { artifactUrl, signRequest, tokenizerUrl, urlRegion, verifyUrl } from "../protocol/signing.js";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { makeDemoMatmul } from "../scripts/make-demo-models.js";
 import { call, expectError, parseRawAnswer, type Answer } from "./helpers/mesh-client.js";
-import { fp32, RegionHarness } from "./helpers/region-harness.js";
+import { fp32, RegionHarness, waitUntil } from "./helpers/region-harness.js";
 import { RegionStream, rssMb, streamStats } from "./helpers/stream-client.js";
 
 const WEST = "us-west";
@@ -267,6 +267,42 @@ describe("item 3: every request on a stream socket carries its own grant", () =>
     const id = sid();
     s.generate(id, signedBytes, grant);
     expect(await s.end(id, 60_000)).toMatchObject({ t: "done" });
+  });
+
+  it("a batch of frames is no way around a grant: each generate in it is checked, and a hostile batch closes the socket unread", async () => {
+    const before = await relayed();
+    const victim = codec.encode({ ...base, model: { ...base.model, account: "acc_victim" }, deadline: Date.now() + 60_000 });
+    const good = codec.encode({ ...base, deadline: Date.now() + 60_000 });
+    const [bad, ok] = [sid(), sid()];
+    // One message: an unsigned generate, a signed one, and credit for both.
+    s.sendRaw({
+      t: "batch",
+      frames: [
+        { t: "generate", sid: bad, req: victim, grant: {}, window: 64 },
+        { t: "generate", sid: ok, req: good, grant: await sign(good), window: 64 },
+        { t: "credit", sid: bad, n: 8 },
+        { t: "credit", sid: ok, n: 8 },
+      ],
+    });
+    expect(await s.end(bad)).toMatchObject({ t: "error", code: "unauthorized" });
+    expect(await s.end(ok, 60_000)).toMatchObject({ t: "done" });
+    expect(s.of(bad).some((f) => f.t === "token" || f.t === "progress")).toBe(false);
+    expect(s.closed).toBeNull();
+    expect(await relayed()).toBe(before + 4);
+
+    // Over the frame bound, a batch inside a batch, a bad item: refused whole, the socket closed (1002).
+    const hostile = [
+      { t: "batch", frames: new Array(MAX_BATCH_FRAMES + 1).fill({ t: "ping" }) },
+      { t: "batch", frames: [{ t: "batch", frames: [{ t: "ping" }] }] },
+      { t: "batch", frames: [{ t: "ping" }, { t: "credit", sid: "x", n: -1 }] },
+    ];
+    for (const frame of hostile) {
+      const other = await RegionStream.open(mesh.regions[WEST]!, await signRequest(secretOf(WEST), "GET", "/v1/streams"));
+      other.sendRaw(frame);
+      await waitUntil("the hostile batch closes the socket", 10_000, () => other.closed ?? undefined);
+      expect(other.closed).toEqual({ code: 1002 });
+      expect(other.frames).toEqual([]); // not even the pings in it were answered
+    }
   });
 
   it("a replayed grant is refused, on the same socket or another", async () => {

@@ -8,6 +8,7 @@ import * as ort from "onnxruntime-node";
 import WebSocket from "ws";
 import { createCodec } from "../../protocol/codec.js";
 import { signRequest } from "../../protocol/signing.js";
+import { parseRegionToEdge, unbatch } from "../../protocol/messages.js";
 import { loadTokenizer, type Tokenizer } from "../../formats/tokenizer.js";
 import { generateText, type GenerateOptions } from "../../gpu-node/full-context-generator.js";
 
@@ -250,7 +251,8 @@ export class RegionStream {
   closed: { code: number } | null = null;
 
   private constructor(readonly ws: WebSocket) {
-    ws.on("message", (data) => this.frames.push(this.codec.decode(data as Buffer)));
+    // A message may be a batch of frames (protocol/frame-batch.ts): each is checked and kept.
+    ws.on("message", (data) => this.frames.push(...unbatch(this.codec.decode(data as Buffer), parseRegionToEdge)));
     ws.on("close", (code) => (this.closed = { code }));
   }
 
@@ -271,6 +273,11 @@ export class RegionStream {
   /** A generate frame: the request as msgpack bytes (encode a RegionGenerateRequest) and its grant. */
   generate(sid: string, req: Uint8Array, grant: Record<string, string>, window = 64): void {
     this.ws.send(this.codec.encode({ t: "generate", sid, req, grant, window }), { binary: true });
+  }
+
+  /** Any value, msgpack-encoded, as one message (a hostile batch, say). */
+  sendRaw(value: unknown): void {
+    this.ws.send(this.codec.encode(value), { binary: true });
   }
 
   /** Resolves with the frame that ends stream `sid` (done or error). */
