@@ -16,6 +16,7 @@ const UNIT = [
   "edge-layered-cache",
   "edge-limits",
   "edge-traffic",
+  "frame-batch",
   "generate",
   "generate-wire",
   "generative-bundle",
