@@ -17,6 +17,14 @@ const AWAIT_REFRESH_MS = 2 * REFRESH_MS;
 export const LAST_KNOWN_MAX_MS = 60_000;
 const RTT_KEY = "mesh:rtt";
 const RTT_ALPHA = 0.2;
+/**
+ * The first samples of a colo and region count by their minimum, not the average: a round trip's
+ * outliers are upward, and the first call from a cold isolate (its first connection, on a loaded
+ * machine) measured hundreds of ms over an 8 ms link, which as the whole average sent the next
+ * calls to a region 130 ms away until exploration happened to re-measure (CI: ICN 21/30 in
+ * ap-seoul). After these, the EWMA follows the link, up as well as down.
+ */
+const RTT_EARLY_SAMPLES = 3;
 /** Per-minute latency histograms live two hours (the report reads the last one). */
 const LATENCY_TTL_S = 2 * 3600;
 /**
@@ -153,7 +161,11 @@ export function recordRtt(colo: string, region: string, rttMs: number): void {
   const k = rttField(colo, region);
   const cur = rtt.get(k);
   if (!cur) rtt.set(k, { ms: rttMs, n: 1, dirty: true });
-  else {
+  else if (cur.n < RTT_EARLY_SAMPLES) {
+    cur.ms = Math.min(cur.ms, rttMs);
+    cur.n++;
+    cur.dirty = true;
+  } else {
     cur.ms += RTT_ALPHA * (rttMs - cur.ms);
     cur.n++;
     cur.dirty = true;
