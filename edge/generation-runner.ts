@@ -92,6 +92,31 @@ export function generationUsageRow(
 
 let sidCounter = 0;
 
+/**
+ * Runs `plan` to its end at full speed (a token's credit goes back as it arrives), gathering its
+ * text into `parts`: for whoever wants the whole answer rather than a stream (a non-streamed
+ * generate, a shadow copy). `observe` sees every event first. The caller closes the plan's pool.
+ */
+export async function runToEnd(
+  plan: GenerationPlan,
+  parts: string[],
+  observe?: (ev: StreamEvent) => void,
+): Promise<{ gen: Generation; end: Extract<StreamEvent, { type: "done" | "error" }> | null }> {
+  let end: Extract<StreamEvent, { type: "done" | "error" }> | null = null;
+  const gen: Generation = new Generation(plan, (ev) => {
+    observe?.(ev);
+    if (ev.type === "token") {
+      parts.push(ev.text_output);
+      gen.credit(1);
+    } else if (ev.type === "done" || ev.type === "error") {
+      end = ev;
+    }
+  });
+  await gen.start();
+  await gen.finished;
+  return { gen, end };
+}
+
 export class Generation {
   private channel: StreamChannel | null = null;
   private readonly sid = `g${(++sidCounter).toString(36)}`;

@@ -19,7 +19,7 @@ import { formatTraceparent } from "../protocol/trace-context.js";
 import type { KeyRecord } from "./api-keys.js";
 import { deadlineOf, services, type AppContext, type Services } from "./context.js";
 import { bundleTokenizer, hasChatTemplate } from "./generative-bundle.js";
-import { Generation, type GenerationPlan } from "./generation-runner.js";
+import { Generation, runToEnd, type GenerationPlan } from "./generation-runner.js";
 import { callerLocation } from "./geo.js";
 import { chargeQuota } from "./middleware.js";
 import { OpenAIParamError, plainChatPrompt } from "./openai-format.js";
@@ -251,26 +251,16 @@ export async function sseGeneration(c: AppContext, opened: OpenedGeneration, wri
 export async function gatherGeneration(c: AppContext, opened: OpenedGeneration): Promise<{ text: string; end: Extract<StreamEvent, { type: "done" }> }> {
   const { input, inputFor, t, release, requestId, pool } = opened;
   const parts: string[] = [];
-  let last: StreamEvent | null = null;
   const plan = generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: GENERATE_LIMITS.maxWindow, pool });
   const shadows = shadowsOf(plan, inputFor);
-  const gen: Generation = new Generation(plan, (ev) => {
-    shadows?.(ev);
-    if (ev.type === "token") {
-      parts.push(ev.text_output);
-      gen.credit(1);
-    } else if (ev.type === "done" || ev.type === "error") {
-      last = ev;
-    }
-  });
+  let ran: Awaited<ReturnType<typeof runToEnd>>;
   try {
-    await gen.start();
-    await gen.finished;
+    ran = await runToEnd(plan, parts, shadows ?? undefined);
   } finally {
     pool.closeAll();
     release();
   }
-  const end = last as StreamEvent | null;
+  const { gen, end } = ran;
   c.header("x-mesh-version", String(t.version.version));
   if (gen.region) c.header("x-mesh-region", gen.region);
   if (!end || end.type === "error") throw end ? new MeshError(end.code, end.error) : new MeshError("internal_error", "internal error");

@@ -10,7 +10,7 @@ import { MeshError } from "../protocol/errors.js";
 import { GENERATE_LIMITS } from "../protocol/messages.js";
 import { TensorError, toJsonTensor, type ParsedInferRequest } from "../formats/tensor.js";
 import { NO_TIME, parseWith, rankFor, runCall, usageRow, type CallPlan, type InferBody, type Outcome } from "./infer-call.js";
-import { Generation, generationUsageRow, type GenerationPlan } from "./generation-runner.js";
+import { generationUsageRow, runToEnd, type GenerationPlan } from "./generation-runner.js";
 import { log } from "./log.js";
 import type { VersionInfo } from "./model-registry.js";
 import type { RankedRegion } from "./region-client.js";
@@ -133,22 +133,14 @@ async function runShadowGeneration(served: GenerationPlan, servedText: Generatio
         deadline: startedAt + s.config.inferTimeoutMs,
         pool,
       };
-      const gen: Generation = new Generation(plan, (ev) => {
-        if (ev.type === "token") {
-          parts.push(ev.text_output);
-          gen.credit(1);
-        } else if (ev.type === "done" || ev.type === "error") {
-          end = ev;
-        }
-      });
+      let ran: Awaited<ReturnType<typeof runToEnd>>;
       try {
-        await gen.start();
-        await gen.finished;
+        ran = await runToEnd(plan, parts);
       } finally {
         pool.closeAll();
       }
-      const last = end as StreamEvent | null;
-      outcome = { error: last?.type === "error" ? new MeshError(last.code, last.error) : null, usage: gen.usage! };
+      end = ran.end;
+      outcome = { error: end?.type === "error" ? new MeshError(end.code, end.error) : null, usage: ran.gen.usage! };
     } catch (err) {
       if (!(err instanceof MeshError)) log("error", served.requestId, "shadow generation threw", { shadow: n, error: String(err) });
       outcome = refused(err instanceof MeshError ? err : new MeshError("internal_error", "internal error"));
