@@ -9,7 +9,7 @@
 import { z } from "zod";
 import { MeshError, type ErrorCode } from "../protocol/errors.js";
 import { GENERATE_LIMITS, type ChatMessage, type FinishReason, type GenerateParams } from "../protocol/messages.js";
-import type { StreamEvent } from "./stream-protocol.js";
+import { resolveParams, type StreamEvent } from "./stream-protocol.js";
 
 /** max_tokens when the request names none. */
 export const OPENAI_DEFAULT_MAX_TOKENS = 256;
@@ -186,15 +186,7 @@ export function parseModelField(v: unknown): { name: string; ref: string | undef
 
 /** The sampling parameters both endpoints share, resolved with their defaults. */
 function sampling(b: z.output<z.ZodObject<typeof Common>>): GenerateParams {
-  return {
-    maxTokens: b.max_completion_tokens ?? b.max_tokens ?? OPENAI_DEFAULT_MAX_TOKENS,
-    temperature: b.temperature ?? 1,
-    topK: b.top_k ?? 0,
-    topP: b.top_p ?? 1,
-    repetitionPenalty: b.repetition_penalty ?? 1,
-    ...(b.seed !== undefined && b.seed !== null ? { seed: b.seed } : {}),
-    stop: b.stop === undefined || b.stop === null ? [] : typeof b.stop === "string" ? [b.stop] : b.stop,
-  };
+  return resolveParams({ ...b, max_tokens: b.max_completion_tokens ?? b.max_tokens }, OPENAI_DEFAULT_MAX_TOKENS);
 }
 
 export interface StreamOptions {

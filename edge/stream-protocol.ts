@@ -94,15 +94,31 @@ export function parseGenerateInput(body: unknown): GenerateInput {
   return {
     ...(id !== undefined ? { id } : {}),
     prompt,
-    params: {
-      maxTokens: p.max_tokens ?? DEFAULT_MAX_TOKENS,
-      temperature: p.temperature ?? 1,
-      topK: p.top_k ?? 0,
-      topP: p.top_p ?? 1,
-      repetitionPenalty: p.repetition_penalty ?? 1,
-      ...(p.seed !== undefined && p.seed !== null ? { seed: p.seed } : {}),
-      stop: p.stop === undefined || p.stop === null ? [] : typeof p.stop === "string" ? [p.stop] : p.stop,
-    },
+    params: resolveParams(p, DEFAULT_MAX_TOKENS),
+  };
+}
+
+/** Sampling fields as both surfaces spell them (snake case, null as absent). */
+export interface SamplingFields {
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_k?: number | null;
+  top_p?: number | null;
+  repetition_penalty?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+}
+
+/** The generation's parameters, each unset field at its default (the OpenAI surface's too). */
+export function resolveParams(p: SamplingFields, defaultMaxTokens: number): GenerateParams {
+  return {
+    maxTokens: p.max_tokens ?? defaultMaxTokens,
+    temperature: p.temperature ?? 1,
+    topK: p.top_k ?? 0,
+    topP: p.top_p ?? 1,
+    repetitionPenalty: p.repetition_penalty ?? 1,
+    ...(p.seed !== undefined && p.seed !== null ? { seed: p.seed } : {}),
+    stop: p.stop === undefined || p.stop === null ? [] : typeof p.stop === "string" ? [p.stop] : p.stop,
   };
 }
 
