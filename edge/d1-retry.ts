@@ -45,8 +45,18 @@ type Wrapped = D1PreparedStatement & { [REAL]: D1PreparedStatement; read: boolea
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** `db` whose statements and batches retry on SQLITE_BUSY; everything else is `db`'s own. */
+/** One wrapper per binding for the isolate's life: the middleware asks on every request. */
+const wrapped = new WeakMap<D1Database, D1Database>();
+
 export function withBusyRetry(db: D1Database, sleep: (ms: number) => Promise<void> = defaultSleep): D1Database {
   if (!db) return db; // in-process app tests run without the binding
+  if (sleep !== defaultSleep) return wrapWithRetry(db, sleep);
+  let w = wrapped.get(db);
+  if (!w) wrapped.set(db, (w = wrapWithRetry(db, sleep)));
+  return w;
+}
+
+function wrapWithRetry(db: D1Database, sleep: (ms: number) => Promise<void>): D1Database {
   const wrap = (stmt: D1PreparedStatement, read: boolean): Wrapped =>
     ({
       [REAL]: stmt,
