@@ -33,6 +33,7 @@ const UNIT = [
   "placement",
   "plaintext",
   "prefix-cache",
+  "prefix-keys",
   "protocol-codec",
   "protocol-frame-stream",
   "protocol-signing",

@@ -8,7 +8,7 @@
 // its runner, shadow-calls.ts, once it has compared the texts). The request is
 // signed for the region that gets it: its download URLs (on PUBLIC_ORIGIN) and its grant.
 
-import { followUpKey } from "../protocol/conversation-key.js";
+import { followUpKey, promptPrefixKeys } from "../protocol/conversation-key.js";
 import { MeshError, ERROR_STATUS } from "../protocol/errors.js";
 import type { ChatMessage, GenerateParams, ModelRef, RegionGenerateRequest, RegionToEdge } from "../protocol/messages.js";
 import type { KeyRecord } from "./api-keys.js";
@@ -133,8 +133,13 @@ export class Generation {
   /** The request out to a region until its first frame: overdue, it turns new calls away from that region. */
   private watch: CallWatch | null = null;
   region: string | null = null;
-  /** A follow-up chat turn's conversation key: regions and nodes that keep its KV cache are preferred. */
+  /**
+   * The kept KV cache it may continue (protocol/conversation-key.ts): a follow-up chat turn's
+   * conversation key, or a plain prompt's prefix keys, longest first. Regions and nodes that
+   * keep one are preferred.
+   */
   private affinity: string | undefined;
+  private prefixKeys: string[] | undefined;
   tokens = 0;
   firstTokenAt = 0;
   /** Its usage row once ended (a shadow's is recorded by its runner, see GenerationPlan.shadowOf). */
@@ -159,8 +164,9 @@ export class Generation {
     const s = p.services;
     const state = await regionState(s.config, s.waitUntil);
     const key = modelKey(p.model, p.version);
-    this.affinity = await followUpKey(p.key.accountId, key, p.chat);
-    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions, undefined, undefined, this.affinity);
+    if (p.chat) this.affinity = await followUpKey(p.key.accountId, key, p.chat);
+    else this.prefixKeys = await promptPrefixKeys(p.key.accountId, key, p.prompt);
+    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions, undefined, undefined, this.affinity ? [this.affinity] : this.prefixKeys);
     if (ranked.length === 0) {
       throw new MeshError(
         "no_region_available",
@@ -203,6 +209,7 @@ export class Generation {
       deadline: p.deadline,
       ...(p.traceparent ? { traceparent: p.traceparent } : {}),
       ...(this.affinity ? { affinity: this.affinity } : {}),
+      ...(this.prefixKeys?.length ? { prefixKeys: this.prefixKeys } : {}),
     };
   }
 

@@ -2,9 +2,10 @@
 //   round trip + queue wait + (cold start if the model is not warm there) + inference.
 // The round trip starts from a prior (great-circle distance at fiber speed times a routing
 // factor) and is replaced by what the edge measured on real calls (an EWMA per colo and
-// region). Queue, warmth and inference come from the region's own report. A follow-up chat turn
-// whose conversation's KV cache a region keeps (its report's `affinity`) expects that region to
-// skip the prefill the cache covers: that saving is taken off its time. Pure functions.
+// region). Queue, warmth and inference come from the region's own report. A request that
+// continues a KV cache a region keeps (a follow-up chat turn's conversation key, or a plain
+// prompt's prefix keys, in its report's `affinity`) expects that region to skip the prefill the
+// cache covers: that saving is taken off its time. Pure functions.
 
 import type { ModelReport, RegionReport } from "../protocol/region-report.js";
 import type { RegionConfig } from "./env.js";
@@ -33,8 +34,8 @@ function indexOf(report: RegionReport) {
   return ix;
 }
 
-/** The prefill ms a follow-up of conversation `key` saves in the region; 0 when it keeps no cache of it. */
-function savedPrefillMs(report: RegionReport, key: string): number {
+/** The prefill ms the first of `keys` (best first) the region keeps saves; 0 when it keeps none. */
+function savedPrefillMs(report: RegionReport, keys: readonly string[]): number {
   const ix = indexOf(report);
   if (!ix.affinity) {
     // Built on first use only: most calls are not follow-ups. Reports come from Redis unchecked.
@@ -43,7 +44,11 @@ function savedPrefillMs(report: RegionReport, key: string): number {
       for (const c of report.affinity) if (c && typeof c.key === "string" && typeof c.savedMs === "number" && c.savedMs > 0) ix.affinity.set(c.key, c.savedMs);
     }
   }
-  return ix.affinity.get(key) ?? 0;
+  for (const k of keys) {
+    const ms = ix.affinity.get(k);
+    if (ms !== undefined) return ms;
+  }
+  return 0;
 }
 
 export function priorRttMs(caller: CallerLocation, region: RegionConfig): number {
@@ -60,7 +65,7 @@ export interface Estimate {
   coldMs: number;
   inferMs: number;
   warm: boolean;
-  /** Prefill time the region's kept conversation cache saves this follow-up (already taken off totalMs). */
+  /** Prefill time the region's kept cache saves this request (already taken off totalMs). */
   savedMs: number;
 }
 
@@ -70,8 +75,8 @@ export function estimate(
   report: RegionReport | undefined,
   modelKey: string,
   measuredRttMs: number | undefined,
-  /** A follow-up chat turn's conversation key (protocol/conversation-key.ts). */
-  affinity?: string,
+  /** The keys of a kept cache the request may continue, best first (protocol/conversation-key.ts). */
+  affinity?: readonly string[],
 ): Estimate {
   const rttMs = measuredRttMs ?? priorRttMs(caller, region);
   const ix = report ? indexOf(report) : undefined;
@@ -86,6 +91,6 @@ export function estimate(
   }
   const coldMs = warm ? 0 : (report?.coldStartMs ?? DEFAULT_COLD_START_MS);
   // Never more than the inference time it is part of: a saving cannot make a region look free.
-  const savedMs = affinity && report && warm ? Math.min(inferMs, savedPrefillMs(report, affinity)) : 0;
+  const savedMs = affinity?.length && report && warm ? Math.min(inferMs, savedPrefillMs(report, affinity)) : 0;
   return { region: region.name, totalMs: rttMs + queueMs + coldMs + inferMs - savedMs, rttMs, queueMs, coldMs, inferMs, warm, savedMs };
 }

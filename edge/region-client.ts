@@ -50,8 +50,8 @@ export function rankRegions(
   allowed: string[] | null,
   random = Math.random,
   now = Date.now(),
-  /** A follow-up chat turn's conversation key: regions that keep its cache gain the prefill it saves. */
-  affinity?: string,
+  /** The keys of a kept cache the request may continue, best first (latency-model.ts estimate): regions that keep one gain the prefill it saves. */
+  affinity?: readonly string[],
 ): RankedRegion[] {
   // A region whose connection was just lost is left out until its report can say more.
   const candidates = config.regions.filter((r) => (!allowed || allowed.includes(r.name)) && !((lostRegions.get(r.name) ?? 0) > now));

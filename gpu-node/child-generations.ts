@@ -22,8 +22,9 @@
 // that starts with those ids (the conversation's next turn) prefills only the rest. Kept caches
 // count against the same KV budget and are evicted (least recently used) before a stream is
 // refused for memory. A chat turn's entry is also named by its conversation key (the chat plus
-// the answer sent, protocol/conversation-key.ts), which the node reports so routers can send
-// the next turn here.
+// the answer sent), a plain prompt's by the prefix keys of its text (the prompt plus the
+// completion sent; protocol/conversation-key.ts), which the node reports so routers can send
+// the next turn, or a prompt that continues the text, here.
 //
 // Credit: a token frame goes out only against the router's credit. The engine is granted
 // credit so that it computes no more than the router allowed, plus the tokens held back (their
@@ -32,7 +33,7 @@
 import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import type * as ort from "onnxruntime-node";
-import { conversationKey } from "../protocol/conversation-key.js";
+import { conversationKey, heldTextKeys } from "../protocol/conversation-key.js";
 import type { ChatMessage, FinishReason, GenerateParams } from "../protocol/messages.js";
 import { DecodeEngine, DecodeLoop, DecoderError, isKvDecoder, PrefixCache, type EngineEvent } from "./decoder/index.js";
 import { generate, GenerateError, type GenerateFinish } from "./full-context-generator.js";
@@ -68,14 +69,14 @@ export type GenReply =
   | { t: "gen_failed"; id: string; message: string; known: boolean; busy?: boolean }
   /**
    * Tokens computed since the child started, and KV cache bytes held now (kept caches included).
-   * conversations: the conversation keys of kept caches, most recently used first, with the
+   * conversations: the affinity keys of kept caches, most recently used first, with the
    * prefill time each saves a follow-up (its tokens at the measured prefill ms/token).
    */
   | { t: "gen_stats"; tokens: number; kvBytes: number; conversations?: { key: string; savedMs: number }[] };
 
 const STATS_EVERY_MS = 50;
 const MAX_UPLOADED_TOKENIZERS = 16;
-/** Conversation keys a child reports at most (the heartbeat carries them to the router). */
+/** Affinity keys a child reports at most (the heartbeat carries them to the router); a kept text has up to HELD_TEXT_KEYS. */
 export const MAX_REPORTED_CONVERSATIONS = 64;
 /** Kept caches' bytes at most when the child has no KV budget (local runs, tests). */
 const UNBOUNDED_KEEP_BYTES = 256 * 2 ** 20;
@@ -97,10 +98,11 @@ interface Stream {
   engineCredit: number;
   /** KV path: the bytes its cache may reach, reserved at admission. */
   reservedKv: number;
-  /** KV path: who may reuse its cache, the chat it answers and the text sent, for its conversation key. */
+  /** KV path: who may reuse its cache, the chat it answers or the prompt it continues, and the text sent, for its affinity keys. */
   account?: string;
   key?: string;
   chat?: ChatMessage[];
+  prompt?: string;
   text: string;
   cachedTokens: number;
   /** Plain path. */
@@ -207,7 +209,7 @@ export class ChildGenerations {
       cachedTokens: 0,
       ...(m.account ? { account: m.account } : {}),
       ...(m.key ? { key: m.key } : {}),
-      ...(m.chat ? { chat: m.chat } : {}),
+      ...(m.chat ? { chat: m.chat } : { prompt: m.prompt }),
     };
     this.streams.set(m.id, s);
     try {
@@ -368,7 +370,8 @@ export class ChildGenerations {
   /**
    * Keeps a finished stream's cache for its account's later prompts, if the KV budget has room
    * beside the live streams' reservations (its own included until it ends: a little early is
-   * fine). A chat turn's entry gets its conversation key once hashed.
+   * fine). A chat turn's entry gets its conversation key once hashed, a plain prompt's the
+   * prefix keys of its text (prompt + completion).
    */
   private keep(s: Stream, kept: NonNullable<Extract<EngineEvent, { type: "done" }>["kept"]>): void {
     const cache = this.prefixes;
@@ -377,13 +380,18 @@ export class ChildGenerations {
     if (kept.kv.bytes > room) return;
     const entry = cache.put(s.account, kept);
     cache.shrinkTo(room);
-    if (s.chat && s.key) {
-      const answered = [...s.chat, { role: "assistant", content: s.text }];
-      void conversationKey(s.account, s.key, answered).then((k) => {
-        entry.conversation = k;
-        this.stats();
-      });
-    }
+    if (!s.key) return;
+    const tokens = kept.ids.length;
+    const keys = s.chat
+      ? conversationKey(s.account, s.key, [...s.chat, { role: "assistant", content: s.text }]).then((key) => [{ key, tokens }])
+      : heldTextKeys(s.account, s.key, (s.prompt ?? "") + s.text).then((held) => {
+          const chars = held[0]?.chars ?? 0;
+          return held.map((h) => ({ key: h.key, tokens: Math.round((tokens * h.chars) / chars) }));
+        });
+    void keys.then((k) => {
+      entry.keys = k;
+      this.stats();
+    });
   }
 
   /** Tokens, KV bytes and kept conversations to the agent, at most every STATS_EVERY_MS, and only when they changed. */

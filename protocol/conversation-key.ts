@@ -1,9 +1,18 @@
-// Conversation affinity keys: a hash of (account, model version, chat messages) that the edge,
-// the router and the node all compute the same way without a tokenizer. A node that finished a
-// chat turn keys the KV cache it kept by the conversation *including* its answer; a follow-up
-// turn's request names the key of its messages *before its last user turn*, which is that same
-// conversation when the client sent the answer back unchanged. The account and model key are
-// inside the hash, so one tenant's keys never match (or reveal) another's conversations.
+// Affinity keys: hashes that the edge, the router and the node all compute the same way without a
+// tokenizer, naming a KV cache a node kept so a later request that continues it can be sent there.
+// One scheme, two kinds of request:
+//  - a chat: a node that finished a turn keys its cache by the conversation *including* its
+//    answer; a follow-up turn names the key of its messages *before its last user turn*, which
+//    is that same conversation when the client sent the answer back unchanged;
+//  - a plain prompt (completions, generate): a node that finished one keys its cache by the text
+//    it covers (prompt + completion) at a few character lengths: the whole text and the last
+//    PREFIX_STEP boundaries below it. The edge keys the new prompt's prefixes at its own length
+//    and every boundary below it (the longest few); a continuation (the previous prompt and
+//    completion, then more) shares the boundary keys up to the old text's length, so the
+//    longest key some node holds names the node with the most of it. No client cooperation.
+// The account and model key are inside every hash, so one tenant's keys never match (or reveal)
+// another's texts. Collisions (128 bits) could only misroute: the node reuses a cache only for
+// the same account's token prefix (gpu-node/decoder/prefix-cache.ts).
 
 import type { ChatMessage } from "./messages.js";
 import { sha256Hex } from "./signing.js";
@@ -36,4 +45,63 @@ export async function followUpKey(account: string, modelKey: string, chat: reado
   const before = chat.slice(0, lastUser);
   if (!before.some((m) => m.role === "assistant")) return undefined;
   return conversationKey(account, modelKey, before);
+}
+
+// ---------------------------------------------------------------- plain prompts
+
+/** Prefix keys fall at multiples of this many characters (UTF-16 code units), besides a text's own length. */
+export const PREFIX_STEP = 256;
+/**
+ * Keys a node records per kept text: its whole length and the boundaries just below it. The
+ * boundaries below the whole still match a continuation whose client changed the completion's
+ * last characters (trimmed it, say); PREFIX_STEP * (this - 1) characters of slack.
+ */
+export const HELD_TEXT_KEYS = 3;
+/**
+ * Keys the edge asks for per prompt: its own length and the longest boundaries below it. A
+ * continuation that added more than PREFIX_STEP * (this - 1) characters to the text it continues
+ * misses (it is mostly new prefill then anyway).
+ */
+export const PROMPT_PREFIX_KEYS = 16;
+
+/** The prefix lengths keyed for a text of `length` characters, longest first, at most `max` (none for an empty text). */
+export function prefixLengths(length: number, max: number): number[] {
+  const out: number[] = [];
+  if (length <= 0 || max <= 0) return out;
+  out.push(length);
+  for (let b = Math.floor((length - 1) / PREFIX_STEP) * PREFIX_STEP; b > 0 && out.length < max; b -= PREFIX_STEP) out.push(b);
+  return out;
+}
+
+/**
+ * The keys of `text`'s prefixes of the given lengths (each at most text.length), in that order.
+ * The text is hashed as a chain of PREFIX_STEP-character blocks, so the work is one pass over
+ * the text however many keys are asked for: state_0 = H([account, model]), state_i =
+ * H(state_{i-1} + block_i); the key of length n = H("k" + state_⌊n/STEP⌋ + the rest up to n). A
+ * chain input starts with a hex digit and a key input with "k", and a chat key's input is a JSON
+ * array of three, a text's first state one of four: no input of one kind is one of another's.
+ */
+export async function textPrefixKeys(account: string, modelKey: string, text: string, lengths: readonly number[]): Promise<string[]> {
+  const maxLength = Math.max(0, ...lengths);
+  if (maxLength > text.length) throw new RangeError(`a prefix of ${maxLength} characters of a ${text.length}-character text`);
+  const states = [await sha256Hex(JSON.stringify(["text", account, modelKey, PREFIX_STEP]))];
+  for (let i = 1; i * PREFIX_STEP <= maxLength; i++) states.push(await sha256Hex(states[i - 1]! + text.slice((i - 1) * PREFIX_STEP, i * PREFIX_STEP)));
+  return Promise.all(
+    lengths.map(async (n) => {
+      const i = Math.floor(n / PREFIX_STEP);
+      return (await sha256Hex("k" + states[i]! + text.slice(i * PREFIX_STEP, n))).slice(0, KEY_HEX);
+    }),
+  );
+}
+
+/** What a node records for a finished plain generation: the keys of its text (prompt + completion), with the characters each covers. */
+export async function heldTextKeys(account: string, modelKey: string, text: string): Promise<{ key: string; chars: number }[]> {
+  const lengths = prefixLengths(text.length, HELD_TEXT_KEYS);
+  const keys = await textPrefixKeys(account, modelKey, text, lengths);
+  return keys.map((key, i) => ({ key, chars: lengths[i]! }));
+}
+
+/** What the edge asks for with a plain prompt: the keys of its prefixes, longest first (at most PROMPT_PREFIX_KEYS). */
+export function promptPrefixKeys(account: string, modelKey: string, prompt: string): Promise<string[]> {
+  return textPrefixKeys(account, modelKey, prompt, prefixLengths(prompt.length, PROMPT_PREFIX_KEYS));
 }

@@ -12,7 +12,7 @@ import { isOipDatatype, OIP_DATATYPES } from "../formats/datatypes.js";
 import type { TensorData } from "../formats/tensor.js";
 import { packedSizeError, type CarriedTensor } from "../formats/binary-tensors.js";
 import { parseTraceparent } from "./trace-context.js";
-import { CONVERSATION_KEY_RE } from "./conversation-key.js";
+import { CONVERSATION_KEY_RE, PROMPT_PREFIX_KEYS } from "./conversation-key.js";
 
 // ---------------------------------------------------------------- refusals and field helpers
 
@@ -374,6 +374,12 @@ const regionGenerateRequestSchema = map("request", {
    * KV cache.
    */
   affinity: opt(conversationKey("'affinity' must be a conversation key")),
+  /**
+   * A plain prompt: the keys of its prefixes (protocol/conversation-key.ts promptPrefixKeys),
+   * longest first. The router prefers the node that kept the longest of them (a text this
+   * prompt continues). A field of its own, not `affinity`: an older router drops it unread.
+   */
+  prefixKeys: opt(list(conversationKey("'prefixKeys' must hold conversation keys"), PROMPT_PREFIX_KEYS, `'prefixKeys' must be an array of at most ${PROMPT_PREFIX_KEYS} keys`)),
 });
 export type RegionGenerateRequest = z.infer<typeof regionGenerateRequestSchema>;
 

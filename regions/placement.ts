@@ -79,24 +79,39 @@ export function pickWarm(nodes: Iterable<NodeState>, key: string, exclude?: Read
 export const AFFINITY_SLACK = 0.25;
 
 /**
- * A node to run a generation of `key`: warm, with a free stream slot, the fewest streams first;
- * a follow-up chat turn (`affinity`, its conversation key) goes to a node that keeps that
- * conversation's KV cache unless that node is markedly busier than the least busy one.
+ * A node to run a generation of `key`: warm, with a free stream slot, the fewest streams first.
+ * A request that continues a kept KV cache (`affinity`: its keys, best first: a follow-up chat
+ * turn's conversation key, or a plain prompt's prefix keys longest first) goes to a node that
+ * holds the first of them any node holds (the fewest streams among those), unless that node is
+ * markedly busier than the least busy one.
  */
-export function pickWarmForStream(nodes: Iterable<NodeState>, key: string, exclude?: ReadonlySet<string>, affinity?: string): NodeState | undefined {
+export function pickWarmForStream(nodes: Iterable<NodeState>, key: string, exclude?: ReadonlySet<string>, affinity?: readonly string[]): NodeState | undefined {
   let best: NodeState | undefined;
   let holder: NodeState | undefined;
+  /** The index in `affinity` of the key `holder` holds. */
+  let held = Infinity;
   for (const n of nodes) {
     const streams = n.streams ?? 0;
     if (!n.available || !n.warm.has(key) || streams >= (n.streamSlots ?? 0) || exclude?.has(n.id)) continue;
     if (!best || streams < (best.streams ?? 0)) best = n;
-    if (affinity && n.conversations?.has(affinity) && (!holder || streams < (holder.streams ?? 0))) holder = n;
+    if (!affinity || !n.conversations || n.conversations.size === 0) continue;
+    const i = firstHeld(n.conversations, affinity, held);
+    if (i < held || (i === held && i < Infinity && streams < (holder!.streams ?? 0))) {
+      holder = n;
+      held = i;
+    }
   }
   if (holder && best) {
     const slack = Math.max(1, Math.floor((holder.streamSlots ?? 0) * AFFINITY_SLACK));
     if ((holder.streams ?? 0) - (best.streams ?? 0) <= slack) return holder;
   }
   return best;
+}
+
+/** The index of the first of `keys` (before `before`) that `held` has; Infinity for none. */
+function firstHeld(held: ReadonlyMap<string, number>, keys: readonly string[], before: number): number {
+  for (let i = 0; i < keys.length && i <= before; i++) if (held.has(keys[i]!)) return i;
+  return Infinity;
 }
 
 /**

@@ -120,8 +120,8 @@ interface Queued {
   /** ... with the router's span for it (W3C traceparent), passed to the node ... */
   traceparent?: string;
   resolve?: (r: ScheduledResult) => void;
-  /** ... or a stream, with whether it has been told it waits, and its conversation key (a follow-up turn). */
-  stream?: { waiter: StreamWaiter; announced: boolean; affinity?: string };
+  /** ... or a stream, with whether it has been told it waits, and the keys of a kept cache it continues, best first. */
+  stream?: { waiter: StreamWaiter; announced: boolean; affinity?: readonly string[] };
 }
 
 export class Scheduler {
@@ -267,7 +267,7 @@ export class Scheduler {
    * told of progress while it waits and gets start() once placed, or fail() at the deadline.
    * `exclude` names nodes not to use (a retry after one failed before its first token).
    */
-  submitStream(ref: ModelRef, deadline: number, arrivedAt: number, waiter: StreamWaiter, exclude?: Iterable<string>, affinity?: string): { cancel(): void } {
+  submitStream(ref: ModelRef, deadline: number, arrivedAt: number, waiter: StreamWaiter, exclude?: Iterable<string>, affinity?: readonly string[]): { cancel(): void } {
     const key = ref.key;
     const queue = this.admit(ref);
     const item: Queued = {
@@ -279,7 +279,7 @@ export class Scheduler {
       attempts: 0,
       bytes: 0,
       exclude: new Set(exclude),
-      stream: { waiter, announced: false, ...(affinity ? { affinity } : {}) },
+      stream: { waiter, announced: false, ...(affinity?.length ? { affinity } : {}) },
       reject: (e) => {
         this.failed++;
         waiter.fail(e);

@@ -466,7 +466,8 @@ class EdgeSocket {
           },
         },
         st.excluded,
-        st.req.affinity,
+        // A follow-up chat turn's conversation key, or a plain prompt's prefix keys: the kept cache it may continue.
+        st.req.affinity ? [st.req.affinity, ...(st.req.prefixKeys ?? [])] : st.req.prefixKeys,
       );
       // start() may have run already, inside submitStream.
       if (st.state === "queued") st.ticket = ticket;

@@ -22,25 +22,25 @@ describe("router: a follow-up goes to the node that keeps its conversation", () 
     const idle = node("idle", 0);
     const holder = node("holder", 2, [[K1, 30]]);
     expect(pickWarmForStream([idle, holder], "m")?.id).toBe("idle");
-    expect(pickWarmForStream([idle, holder], "m", undefined, K1)?.id).toBe("holder");
+    expect(pickWarmForStream([idle, holder], "m", undefined, [K1])?.id).toBe("holder");
     // Another conversation's key, or none: the usual least-streams choice.
-    expect(pickWarmForStream([idle, holder], "m", undefined, K2)?.id).toBe("idle");
+    expect(pickWarmForStream([idle, holder], "m", undefined, [K2])?.id).toBe("idle");
   });
 
   it("does not pile onto a holder that is markedly busier, full, excluded or unavailable", () => {
     const idle = node("idle", 0);
     const slack = Math.floor(16 * AFFINITY_SLACK);
-    expect(pickWarmForStream([idle, node("h", slack, [[K1, 30]])], "m", undefined, K1)?.id).toBe("h");
-    expect(pickWarmForStream([idle, node("h", slack + 1, [[K1, 30]])], "m", undefined, K1)?.id).toBe("idle");
-    expect(pickWarmForStream([idle, node("h", 16, [[K1, 30]], { streamSlots: 16 })], "m", undefined, K1)?.id).toBe("idle");
-    expect(pickWarmForStream([idle, node("h", 0, [[K1, 30]])], "m", new Set(["h"]), K1)?.id).toBe("idle");
-    expect(pickWarmForStream([idle, node("h", 0, [[K1, 30]], { available: false })], "m", undefined, K1)?.id).toBe("idle");
+    expect(pickWarmForStream([idle, node("h", slack, [[K1, 30]])], "m", undefined, [K1])?.id).toBe("h");
+    expect(pickWarmForStream([idle, node("h", slack + 1, [[K1, 30]])], "m", undefined, [K1])?.id).toBe("idle");
+    expect(pickWarmForStream([idle, node("h", 16, [[K1, 30]], { streamSlots: 16 })], "m", undefined, [K1])?.id).toBe("idle");
+    expect(pickWarmForStream([idle, node("h", 0, [[K1, 30]])], "m", new Set(["h"]), [K1])?.id).toBe("idle");
+    expect(pickWarmForStream([idle, node("h", 0, [[K1, 30]], { available: false })], "m", undefined, [K1])?.id).toBe("idle");
     // A holder where the model is not warm cannot take it at all.
-    expect(pickWarmForStream([idle, node("h", 0, [[K1, 30]], { warm: new Map() })], "m", undefined, K1)?.id).toBe("idle");
+    expect(pickWarmForStream([idle, node("h", 0, [[K1, 30]], { warm: new Map() })], "m", undefined, [K1])?.id).toBe("idle");
   });
 
   it("of two holders, the less busy", () => {
-    expect(pickWarmForStream([node("h1", 3, [[K1, 30]]), node("h2", 1, [[K1, 30]]), node("x", 0)], "m", undefined, K1)?.id).toBe("h2");
+    expect(pickWarmForStream([node("h1", 3, [[K1, 30]]), node("h2", 1, [[K1, 30]]), node("x", 0)], "m", undefined, [K1])?.id).toBe("h2");
   });
 });
 
@@ -84,8 +84,8 @@ type RegionConfig = { name: string; url: string; lat: number; lon: number };
 type Caller = { colo: string; lat: number | null; lon: number | null };
 type EdgeConfig = { regions: RegionConfig[]; explorationShare: number };
 type RegionState = { reports: Map<string, RegionReport>; lastRedisOk: number; redis: "ok" | "unreachable" | "not_configured" };
-let estimate: (c: Caller, r: RegionConfig, rep: RegionReport | undefined, key: string, rtt: number | undefined, affinity?: string) => { totalMs: number; savedMs: number };
-let rankRegions: (config: EdgeConfig, state: RegionState, caller: Caller, key: string, allowed: string[] | null, random?: () => number, now?: number, affinity?: string) => { region: RegionConfig }[];
+let estimate: (c: Caller, r: RegionConfig, rep: RegionReport | undefined, key: string, rtt: number | undefined, affinity?: readonly string[]) => { totalMs: number; savedMs: number };
+let rankRegions: (config: EdgeConfig, state: RegionState, caller: Caller, key: string, allowed: string[] | null, random?: () => number, now?: number, affinity?: readonly string[]) => { region: RegionConfig }[];
 
 beforeAll(async () => {
   const path = (p: string) => `../edge/${p}.js`;
@@ -105,20 +105,20 @@ describe("edge: the region that keeps the conversation gains the prefill it save
   it("takes the saving off the holder's expected time, never more than its inference time", () => {
     const holder = report("far", { affinity: [{ key: K1, savedMs: 50 }] });
     const base = estimate(caller, far, holder, "m", 20);
-    const withKey = estimate(caller, far, holder, "m", 20, K1);
+    const withKey = estimate(caller, far, holder, "m", 20, [K1]);
     expect(base.savedMs).toBe(0);
     expect(withKey.savedMs).toBe(50);
     expect(base.totalMs - withKey.totalMs).toBe(50);
-    expect(estimate(caller, far, report("far", { affinity: [{ key: K1, savedMs: 5_000 }] }), "m", 20, K1).savedMs).toBe(200);
+    expect(estimate(caller, far, report("far", { affinity: [{ key: K1, savedMs: 5_000 }] }), "m", 20, [K1]).savedMs).toBe(200);
     // A garbled report entry is ignored, not trusted.
-    expect(estimate(caller, far, report("far", { affinity: [{ key: K1, savedMs: "9" as unknown as number }] }), "m", 20, K1).savedMs).toBe(0);
+    expect(estimate(caller, far, report("far", { affinity: [{ key: K1, savedMs: "9" as unknown as number }] }), "m", 20, [K1]).savedMs).toBe(0);
   });
 
   it("between regions otherwise equal, a follow-up goes to the one that keeps its conversation; other keys change nothing", () => {
     const s = state(report("near"), report("far", { affinity: [{ key: K1, savedMs: 50 }] }));
     // Equal priors (unknown location): the first listed wins without a key; the holder with it.
     expect(rankRegions(config, s, caller, "m", null, () => 1)[0]!.region.name).toBe("near");
-    expect(rankRegions(config, s, caller, "m", null, () => 1, Date.now(), K1)[0]!.region.name).toBe("far");
-    expect(rankRegions(config, s, caller, "m", null, () => 1, Date.now(), K2)[0]!.region.name).toBe("near");
+    expect(rankRegions(config, s, caller, "m", null, () => 1, Date.now(), [K1])[0]!.region.name).toBe("far");
+    expect(rankRegions(config, s, caller, "m", null, () => 1, Date.now(), [K2])[0]!.region.name).toBe("near");
   });
 });

@@ -192,9 +192,9 @@ describe("prefix cache bookkeeping (fake caches)", () => {
   it("keeps at most maxEntries and lists conversation keys most recent first", () => {
     const c = new PrefixCache(shape, { maxEntries: 2, minReuse: 2 });
     const e1 = c.put("a", kept(seq(0, 4)));
-    e1.conversation = "k1";
+    e1.keys = [{ key: "k1", tokens: 4 }];
     const e2 = c.put("a", kept(seq(50, 4)));
-    e2.conversation = "k2";
+    e2.keys = [{ key: "k2", tokens: 4 }];
     c.match("a", seq(0, 6));
     expect(c.conversations(10).map((x) => x.key)).toEqual(["k1", "k2"]);
     c.put("a", kept(seq(80, 4)));

@@ -15,8 +15,12 @@ export interface PrefixEntry {
   tenant: string;
   ids: readonly number[];
   kv: KvBatch;
-  /** The conversation key (protocol/conversation-key.ts) routers steer follow-ups by; set once known. */
-  conversation?: string;
+  /**
+   * The affinity keys (protocol/conversation-key.ts) routers steer continuations by, set once
+   * hashed: a chat turn's conversation key, or a plain text's prefix keys, each with the tokens
+   * of the entry it covers (about, for a prefix of a text).
+   */
+  keys?: readonly { key: string; tokens: number }[];
   used: number;
 }
 
@@ -106,13 +110,16 @@ export class PrefixCache {
     return before - this.heldBytes;
   }
 
-  /** Conversation keys held, most recently used first, with their token counts. */
+  /** Affinity keys held, of the most recently used entries first, with their token counts; at most `limit`. */
   conversations(limit: number): { key: string; tokens: number }[] {
-    return this.entries
-      .filter((e) => e.conversation !== undefined)
-      .sort((a, b) => b.used - a.used)
-      .slice(0, limit)
-      .map((e) => ({ key: e.conversation!, tokens: e.ids.length }));
+    const out: { key: string; tokens: number }[] = [];
+    for (const e of this.entries.filter((x) => x.keys).sort((a, b) => b.used - a.used)) {
+      for (const k of e.keys!) {
+        if (out.length >= limit) return out;
+        out.push(k);
+      }
+    }
+    return out;
   }
 
   clear(): void {
