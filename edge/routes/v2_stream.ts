@@ -44,7 +44,7 @@ async function generateWhole(c: AppContext) {
     ...(opened.input.id !== undefined ? { id: opened.input.id } : {}),
     text_output: text,
     finish_reason: end.finish_reason,
-    usage: { prompt_tokens: end.prompt_tokens, completion_tokens: end.tokens },
+    usage: { prompt_tokens: end.prompt_tokens, completion_tokens: end.tokens, ...(end.cached_tokens ? { cached_tokens: end.cached_tokens } : {}) },
   });
 }
 
@@ -81,7 +81,11 @@ const GenerateResponseSchema = z.object({
   id: z.string().optional(),
   text_output: z.string(),
   finish_reason: z.enum(["length", "stop", "cancelled"]),
-  usage: z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int() }),
+  usage: z.object({
+    prompt_tokens: z.number().int(),
+    completion_tokens: z.number().int(),
+    cached_tokens: z.number().int().optional().describe("Prompt tokens the node reused from a kept KV cache (a text this prompt continues); absent when none."),
+  }),
 });
 
 /** The socket's framing by query, for clients that cannot offer subprotocols (default: JSON text frames). */
