@@ -59,8 +59,8 @@ export const PREFIX_STEP = 256;
 export const HELD_TEXT_KEYS = 3;
 /**
  * Keys the edge asks for per prompt: its own length and the longest boundaries below it. A
- * continuation that added more than PREFIX_STEP * (this - 1) characters to the text it continues
- * misses (it is mostly new prefill then anyway).
+ * continuation that added more than about PREFIX_STEP * (this - 2) characters to the text it
+ * continues misses (it is mostly new prefill then anyway).
  */
 export const PROMPT_PREFIX_KEYS = 16;
 

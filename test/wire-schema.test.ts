@@ -166,6 +166,8 @@ describe("wire schemas: compiled (Node) and interpreted (Worker) agree", () => {
     ["regionInferResponse", parseRegionInferResponse, { ok: false, code: "kaboom", message: "x" }],
     ["regionGenerateRequest", parseRegionGenerateRequest, { ...generateRequest, chat: [{ role: "user", content: "hi" }], affinity: KEY, traceparent: TRACEPARENT }],
     ["regionGenerateRequest", parseRegionGenerateRequest, { ...generateRequest, params: { ...params, topP: 0 } }],
+    ["regionGenerateRequest", parseRegionGenerateRequest, { ...generateRequest, prefixKeys: [KEY, KEY] }],
+    ["regionGenerateRequest", parseRegionGenerateRequest, { ...generateRequest, prefixKeys: [KEY, "x"] }],
     ["nodeToRouter", parseNodeMessage, { ...heartbeat, affinity: [{ key: KEY, savedMs: -5 }], mem: null }],
     ["nodeToRouter", parseNodeMessage, token],
     ["nodeToRouter", parseNodeMessage, { ...token, text: 5 }],

@@ -102,7 +102,7 @@ const UsageSchema = z.object({
   prompt_tokens: z.number().int(),
   completion_tokens: z.number().int(),
   total_tokens: z.number().int(),
-  prompt_tokens_details: z.object({ cached_tokens: z.number().int() }).optional().describe("A follow-up chat turn: prompt tokens the node reused from the conversation's kept KV cache."),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int() }).optional().describe("A follow-up chat turn or continued completion: prompt tokens the node reused from the kept KV cache."),
 });
 const Finish = z.enum(["stop", "length"]);
 const ChatResponseSchema = z.object({
