@@ -74,24 +74,18 @@ export function prefixLengths(length: number, max: number): number[] {
 }
 
 /**
- * The keys of `text`'s prefixes of the given lengths (each at most text.length), in that order.
- * The text is hashed as a chain of PREFIX_STEP-character blocks, so the work is one pass over
- * the text however many keys are asked for: state_0 = H([account, model]), state_i =
- * H(state_{i-1} + block_i); the key of length n = H("k" + state_⌊n/STEP⌋ + the rest up to n). A
- * chain input starts with a hex digit and a key input with "k", and a chat key's input is a JSON
- * array of three, a text's first state one of four: no input of one kind is one of another's.
+ * The keys of `text`'s prefixes of the given lengths (each at most text.length), in that order:
+ * each the SHA-256 of the JSON array ["text", account, model key] followed by the prefix. The
+ * array ends where its closing bracket does, so the three and the prefix are never ambiguous;
+ * a chat key's input is one JSON array (of three, the last not a string), never one of these.
+ * The digests run at once: a chain of block hashes would hash less but wait for each block in
+ * turn (about 10x slower for a 32k-character prompt in Node, measured).
  */
-export async function textPrefixKeys(account: string, modelKey: string, text: string, lengths: readonly number[]): Promise<string[]> {
+export function textPrefixKeys(account: string, modelKey: string, text: string, lengths: readonly number[]): Promise<string[]> {
   const maxLength = Math.max(0, ...lengths);
-  if (maxLength > text.length) throw new RangeError(`a prefix of ${maxLength} characters of a ${text.length}-character text`);
-  const states = [await sha256Hex(JSON.stringify(["text", account, modelKey, PREFIX_STEP]))];
-  for (let i = 1; i * PREFIX_STEP <= maxLength; i++) states.push(await sha256Hex(states[i - 1]! + text.slice((i - 1) * PREFIX_STEP, i * PREFIX_STEP)));
-  return Promise.all(
-    lengths.map(async (n) => {
-      const i = Math.floor(n / PREFIX_STEP);
-      return (await sha256Hex("k" + states[i]! + text.slice(i * PREFIX_STEP, n))).slice(0, KEY_HEX);
-    }),
-  );
+  if (maxLength > text.length) return Promise.reject(new RangeError(`a prefix of ${maxLength} characters of a ${text.length}-character text`));
+  const head = JSON.stringify(["text", account, modelKey]);
+  return Promise.all(lengths.map(async (n) => (await sha256Hex(head + text.slice(0, n))).slice(0, KEY_HEX)));
 }
 
 /** What a node records for a finished plain generation: the keys of its text (prompt + completion), with the characters each covers. */
