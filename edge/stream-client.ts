@@ -34,7 +34,7 @@ import { ERROR_STATUS, MeshError, type ErrorCode } from "../protocol/errors.js";
 import { CLOSE, GENERATE_GRANT_METHOD, parseRegionToEdge, unbatch, type EdgeToRegion, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
-import { formatWireHeader, localWire, negotiate, parseWireHeader, WIRE_HEADER, type WireAgreement } from "../protocol/wire-version.js";
+import { formatWireHeader, LEGACY_WIRE, localWire, negotiate, parseWireHeader, WIRE_HEADER, type Negotiation, type WireAgreement } from "../protocol/wire-version.js";
 
 /** The edge's announcement, as the header writes it. */
 export function edgeWireHeader(config: EdgeConfig): string {
@@ -217,11 +217,11 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
     }
     ws.accept();
     // The region's announcement (none: a router from before versions, which takes no batch).
-    let agreed;
+    let agreed: Negotiation;
     try {
       agreed = negotiate(localWire(config.wireFeatures), parseWireHeader(res.headers.get(WIRE_HEADER)), { local: "edge", peer: "region" });
     } catch (err) {
-      agreed = { ok: false as const, message: `region ${region.name} sent a malformed ${WIRE_HEADER}: ${(err as Error).message}` };
+      agreed = { ok: false, peer: LEGACY_WIRE, message: `region ${region.name} sent a malformed ${WIRE_HEADER}: ${(err as Error).message}` };
     }
     if (!agreed.ok) {
       ws.close(CLOSE.wireVersionUnsupported, agreed.message.slice(0, 123));

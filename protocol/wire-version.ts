@@ -4,8 +4,10 @@
 // it speaks and which features it takes when a socket or a call opens, and each sender uses a
 // feature only when its peer announced it. Where each announcement travels:
 //   node -> router: the `hello` frame's `wire`; router -> node: the `welcome` frame's `wire`
-//   edge -> router: the `x-mesh-wire` header on the stream socket's upgrade and on every call;
-//   router -> edge: the same header on the upgrade's answer (101) and on every response.
+//   edge -> router: the `x-mesh-wire` header on the stream socket's upgrade, on each streamed
+//     generation's request and on each call (a router refuses what shares no version with it);
+//   router -> edge: the same header on the upgrade's answer (101), where frames flow both ways
+//     (an HTTP answer carries no batch, so it needs none).
 // A part that announces nothing is from before versions: wire 1, no features (LEGACY_WIRE).
 // Two parts whose version ranges do not overlap refuse each other with the stable code
 // `wire_version_unsupported` (close code 4426 on a socket, HTTP 426 on a call), both ranges

@@ -4,8 +4,9 @@
 // the socket, decoded, validated and handed to the link. The hello's `wire` says which wire
 // versions and features the node speaks (protocol/wire-version.ts): a node with no version in
 // common is refused (close 4426, both ranges in the reason); otherwise the link batches frames
-// to it only if it announced `batch`, and the welcome tells the node what the router speaks. Pings every `pingIntervalMs`: a node
-// whose pong is late leaves rotation, one that stays silent another interval is terminated.
+// to it only if it announced `batch`, and the welcome tells the node what the router speaks.
+// Pings every `pingIntervalMs`: a node whose pong is late leaves rotation, one that stays
+// silent another interval is terminated.
 // Closing fails the link's pending calls at once (node-link.ts) and tells the scheduler.
 
 import type { WebSocket } from "ws";

@@ -12,7 +12,7 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { MeshError, errorBody } from "../protocol/errors.js";
-import { formatWireHeader, localWire, negotiate, parseWireHeader, WIRE_HEADER, WireHeaderError } from "../protocol/wire-version.js";
+import { formatWireHeader, localWire, negotiate, parseWireHeader, WIRE_HEADER, WireHeaderError, type Negotiation } from "../protocol/wire-version.js";
 import type { Logger } from "../protocol/log.js";
 import type { EdgeAuthority } from "./authority.js";
 import type { RouterConfig } from "./config.js";
@@ -68,7 +68,7 @@ export function socketUpgrades(parts: UpgradeParts): Upgrades {
       log("warn", "refused unsigned stream socket", { reason: err.message, remote: req.socket.remoteAddress });
       return refuseUpgrade(socket, 401, err.message);
     }
-    let agreed;
+    let agreed: Negotiation;
     try {
       agreed = negotiate(wire, parseWireHeader(header(WIRE_HEADER)), { local: "region", peer: "edge" });
     } catch (err) {
