@@ -47,6 +47,7 @@ const UNIT = [
   "trace-context",
   "uploads-state",
   "wire-schema",
+  "wire-version",
 ].map((n) => `test/${n}.test.ts`);
 
 export default defineConfig({

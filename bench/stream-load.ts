@@ -8,6 +8,7 @@ import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
 import { GENERATE_GRANT_METHOD, type EdgeToRegion, type FrameBatch, type GenerateParams, type ModelRef, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { artifactUrl, signRequest, tokenizerUrl } from "../protocol/signing.js";
+import { formatWireHeader, localWire, WIRE_HEADER } from "../protocol/wire-version.js";
 import { err } from "./harness.js";
 import { fmt, ratio, summarize, type Summary } from "./stats.js";
 
@@ -171,7 +172,8 @@ export class RouterSocket {
   }
 
   static async open(routerUrl: string, secret: string): Promise<RouterSocket> {
-    const headers = await signRequest(secret, "GET", "/v1/streams");
+    // Announced as the edge does, so the router batches to this client as it does to the edge.
+    const headers = { ...(await signRequest(secret, "GET", "/v1/streams")), [WIRE_HEADER]: formatWireHeader(localWire()) };
     return new RouterSocket(await openSocket(routerUrl.replace(/^http/, "ws") + "/v1/streams", headers), secret);
   }
 

@@ -18,6 +18,7 @@
 import WebSocket from "ws";
 import { createCodec } from "../protocol/codec.js";
 import { FrameBatcher } from "../protocol/frame-batch.js";
+import { localWire, negotiate } from "../protocol/wire-version.js";
 import { parseRouterMessage, unbatch, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 
 /** The text of token `i` of a stream with `seed`: what the bench expects to read back. */
@@ -49,15 +50,17 @@ function main(): void {
   let tokens = 0;
 
   const ws = new WebSocket(routerUrl, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
-  // A step's tokens leave as batches, as gpu-node/agent.ts sends a decode step's.
+  // A step's tokens leave as batches, as gpu-node/agent.ts sends a decode step's, once the
+  // router's welcome announced `batch` (protocol/wire-version.ts).
   const out = new FrameBatcher<NodeToRouter>(codec.encode, (bytes) => {
     if (ws.readyState === WebSocket.OPEN) ws.send(bytes, { binary: true });
   });
+  const wire = localWire();
   const send = (m: NodeToRouter) => out.push(m);
   const warmList = () => [...warm].map(([key, lastUsed]) => ({ key, memoryMb: 1, lastUsed }));
 
   ws.on("open", () => {
-    send({ t: "hello", nodeId, accelerator: { kind: "cpu", name: "synthetic", memoryMb: 65_536 }, executionProvider: "synthetic", memoryBudgetMb: 65_536, slots: 64, maxModels: 0, warm: [], streams: slots });
+    send({ t: "hello", nodeId, accelerator: { kind: "cpu", name: "synthetic", memoryMb: 65_536 }, executionProvider: "synthetic", memoryBudgetMb: 65_536, slots: 64, maxModels: 0, warm: [], streams: slots, wire });
   });
   const heartbeat = setInterval(() => {
     send({ t: "heartbeat", inflight: 0, queued: 0, utilisation: 0, warm: warmList(), gen: { active: running.size, tokens } });
@@ -84,6 +87,12 @@ function main(): void {
   });
   const take = (m: RouterToNode) => {
     switch (m.t) {
+      case "welcome": {
+        const agreed = negotiate(wire, m.wire);
+        if (!agreed.ok) throw new Error(agreed.message);
+        out.batching = agreed.features.has("batch");
+        return;
+      }
       case "load":
         warm.set(m.key, Date.now());
         send({ t: "loaded", key: m.key, loadMs: 0, downloadMs: 0, cached: true, memoryMb: 1 });

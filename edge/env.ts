@@ -20,6 +20,7 @@ import {
 } from "../protocol/config-schema.js";
 import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign } from "../protocol/presign.js";
+import { wireFeaturesSetting } from "../protocol/wire-version.js";
 import { DEFAULT_MAX_OPEN_UPLOADS, DEFAULT_MAX_UPLOAD_BYTES } from "./uploads.js";
 
 export { ConfigError };
@@ -125,6 +126,8 @@ const EDGE_FIELDS = {
     if (str(env, "SIMULATED_RTT") !== undefined && !localMode(env)) fail("SIMULATED_RTT is for the one-machine local mode only (MESH_LOCAL=1): across real hosts the network's own delay is what the edge measures");
     return value(json("SIMULATED_RTT", RttSchema, {}, 'SIMULATED_RTT must be JSON like {"ICN": {"ap-seoul": 8}}'), env);
   }),
+  /** MESH_WIRE_FEATURES: the wire features the edge announces to regions and takes (protocol/wire-version.ts; default all). */
+  wireFeatures: wireFeaturesSetting,
   /** Share of calls sent to the second-best region to keep its estimate fresh (0..0.5). */
   explorationShare: num("EXPLORATION_SHARE", 0.02, 0, 0.5, "EXPLORATION_SHARE must be between 0 and 0.5"),
   /** Default rate limit of an account (shared by all its keys): sustained requests per second, and the burst on top. */

@@ -299,8 +299,10 @@ export class Generation {
     const first = !this.heard;
     // Any frame, a refusal included, says the region is not silent.
     if (first) this.watch?.answered();
-    if (f.t === "error" && f.code === "no_capacity" && first && this.candidates.length > 0 && !this.cancelled) {
-      // The region did not take it: the next best may.
+    // The region did not take it (no capacity, or no wire version in common with this edge):
+    // the next best may. A wire refusal never reaches the caller: with no region left, the
+    // caller hears no_region_available, the refusal in its message.
+    if (f.t === "error" && first && !this.cancelled && ((f.code === "no_capacity" && this.candidates.length > 0) || f.code === "wire_version_unsupported")) {
       this.detach();
       void this.tryNext(`region ${this.region}: ${f.message}`).catch((err: unknown) => this.fail(err));
       return;

@@ -21,6 +21,8 @@ import { signRequest } from "../protocol/signing.js";
 import type { WireTensor } from "../formats/tensor.js";
 import { bundleFileRefs, downloadUrl } from "./download-urls.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
+import { edgeWireHeader } from "./stream-client.js";
+import { WIRE_HEADER } from "../protocol/wire-version.js";
 import type { CallerLocation } from "./geo.js";
 import { estimate, type Estimate } from "./latency-model.js";
 import { log } from "./log.js";
@@ -233,7 +235,7 @@ export async function forwardInfer(
       res = await fetch(region.url + path, {
         method: "POST",
         body,
-        headers: { ...headers, "content-type": MSGPACK_CONTENT_TYPE, "x-request-id": request.requestId, ...(traceparent ? { traceparent } : {}) },
+        headers: { ...headers, "content-type": MSGPACK_CONTENT_TYPE, "x-request-id": request.requestId, [WIRE_HEADER]: edgeWireHeader(config), ...(traceparent ? { traceparent } : {}) },
         signal: AbortSignal.timeout(Math.max(1, request.deadline - Date.now())),
       });
       bytes = new Uint8Array(await res.arrayBuffer());

@@ -21,14 +21,25 @@
 // 14.5 s from a router frozen mid-generation to the caller's error) the socket is shut, and its
 // streams fail with a region_error that says why (or move to the next region if they heard
 // nothing yet), instead of waiting for tokens that never come.
+//
+// Wire versions (protocol/wire-version.ts): the upgrade and every streamed request carry the
+// edge's announcement (`x-mesh-wire`), and the 101 the region's. The edge batches its frames
+// only to a region that announced `batch` (a router from before versions announces nothing and
+// reads none), and leaves a region it shares no version with (close 4426, then the next region).
 
 import { createCodec, type Codec } from "../protocol/codec.js";
 import { FrameBatcher } from "../protocol/frame-batch.js";
 import { FRAME_STREAM_CONTENT_TYPE, FrameSplitter } from "../protocol/frame-stream.js";
 import { ERROR_STATUS, MeshError, type ErrorCode } from "../protocol/errors.js";
-import { GENERATE_GRANT_METHOD, parseRegionToEdge, unbatch, type EdgeToRegion, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
+import { CLOSE, GENERATE_GRANT_METHOD, parseRegionToEdge, unbatch, type EdgeToRegion, type RegionGenerateRequest, type RegionToEdge } from "../protocol/messages.js";
 import { signRequest } from "../protocol/signing.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
+import { formatWireHeader, LEGACY_WIRE, localWire, negotiate, parseWireHeader, WIRE_HEADER, type Negotiation, type WireAgreement } from "../protocol/wire-version.js";
+
+/** The edge's announcement, as the header writes it. */
+export function edgeWireHeader(config: EdgeConfig): string {
+  return formatWireHeader(localWire(config.wireFeatures));
+}
 
 export const REGION_STREAM_PATH = "/v1/streams";
 const OPEN_TIMEOUT_MS = 5_000;
@@ -149,15 +160,20 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
     secret: string,
     private readonly ws: WebSocket,
     delayMs: number,
+    /** What the upgrade agreed on: batches go to the region only if it announced them. */
+    wire: WireAgreement,
+    /** The edge announced `batch`: a batch from the region is read, not refused. */
+    takesBatch: boolean,
   ) {
     super(region, secret, delayMs);
+    this.out.batching = wire.features.has("batch");
     ws.addEventListener("message", (e: MessageEvent) => {
       let frames: RegionToEdge[];
       try {
         const data = e.data;
         if (typeof data === "string") throw new Error("text frame");
         // One message may be a batch (every stream's token of a node step), checked whole first.
-        frames = unbatch(this.codec.decode(new Uint8Array(data as ArrayBuffer)), parseRegionToEdge);
+        frames = unbatch(this.codec.decode(new Uint8Array(data as ArrayBuffer)), parseRegionToEdge, takesBatch);
       } catch (err) {
         this.shutdown(`bad frame from region ${region}: ${(err as Error).message}`);
         return;
@@ -185,7 +201,7 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), Math.max(1, Math.min(OPEN_TIMEOUT_MS, deadline - Date.now())));
     try {
-      res = await fetch(region.url + REGION_STREAM_PATH, { headers: { ...headers, upgrade: "websocket" }, signal: abort.signal });
+      res = await fetch(region.url + REGION_STREAM_PATH, { headers: { ...headers, upgrade: "websocket", [WIRE_HEADER]: edgeWireHeader(config) }, signal: abort.signal });
     } catch (err) {
       throw new MeshError("region_error", `region ${region.name} unreachable (${(err as Error).name})`);
     } finally {
@@ -194,13 +210,26 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
     if (delayMs > 0) await sleep(delayMs);
     const ws = res.webSocket;
     if (!ws) {
-      // 503: draining; anything else: the region refused (misconfigured secret, no such route).
-      throw new MeshError(res.status === 503 ? "no_capacity" : "region_error", `region ${region.name} refused the stream socket (${res.status})`);
+      // 503: draining; 426: no wire version in common; anything else: the region refused
+      // (misconfigured secret, no such route).
+      const code = res.status === 503 ? "no_capacity" : res.status === 426 ? "wire_version_unsupported" : "region_error";
+      throw new MeshError(code, `region ${region.name} refused the stream socket (${res.status}${code === "wire_version_unsupported" ? `: ${await refusalMessage(res)}` : ""})`);
     }
     ws.accept();
+    // The region's announcement (none: a router from before versions, which takes no batch).
+    let agreed: Negotiation;
+    try {
+      agreed = negotiate(localWire(config.wireFeatures), parseWireHeader(res.headers.get(WIRE_HEADER)), { local: "edge", peer: "region" });
+    } catch (err) {
+      agreed = { ok: false, peer: LEGACY_WIRE, message: `region ${region.name} sent a malformed ${WIRE_HEADER}: ${(err as Error).message}` };
+    }
+    if (!agreed.ok) {
+      ws.close(CLOSE.wireVersionUnsupported, agreed.message.slice(0, 123));
+      throw new MeshError("wire_version_unsupported", `region ${region.name}: ${agreed.message}`);
+    }
     // Newer compatibility dates deliver binary messages as Blobs by default (the standard).
     ws.binaryType = "arraybuffer";
-    return new RegionChannel(region.name, secret, ws, delayMs);
+    return new RegionChannel(region.name, secret, ws, delayMs, agreed, config.wireFeatures.includes("batch"));
   }
 
   register(sid: string, handler: FrameHandler): void {
@@ -316,6 +345,8 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
     secret: string,
     private readonly url: string,
     delayMs: number,
+    /** The edge's announcement (edgeWireHeader): a region that shares no version refuses the request (426). */
+    private readonly wireHeader: string,
   ) {
     super(region, secret, delayMs);
   }
@@ -348,7 +379,7 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
     try {
       res = await fetch(this.url + REGION_STREAM_PATH, {
         method: "POST",
-        headers: { "content-type": FRAME_STREAM_CONTENT_TYPE },
+        headers: { "content-type": FRAME_STREAM_CONTENT_TYPE, [WIRE_HEADER]: this.wireHeader },
         body: this.codec.encode(frame),
         signal: this.abort.signal,
       });
@@ -431,6 +462,17 @@ const FINAL_DRAIN_MS = 1_000;
 /** A refusal's error envelope is small; more than this is not one, and is not read. */
 const REFUSAL_MAX_BYTES = 16 * 1024;
 
+/** A refusal's message (the error envelope's `error`), or its status when it is not the envelope. */
+async function refusalMessage(res: Response): Promise<string> {
+  try {
+    const body = JSON.parse(await boundedText(res, REFUSAL_MAX_BYTES)) as { error?: unknown };
+    if (typeof body.error === "string") return body.error.slice(0, 500);
+  } catch {
+    /* not the envelope */
+  }
+  return `status ${res.status}`;
+}
+
 /** A response body as text, reading no more than `max` bytes (throws past it). */
 async function boundedText(res: Response, max: number): Promise<string> {
   if (!res.body) return "";
@@ -464,7 +506,7 @@ export class HttpChannelSource implements ChannelSource {
   async get(region: RegionConfig): Promise<StreamChannel> {
     if (this.closed) throw new MeshError("cancelled", "the caller went away");
     const delayMs = this.config.localMode ? (this.config.simulatedRtt[this.colo]?.[region.name] ?? 0) / 2 : 0;
-    const ch = new HttpRegionChannel(region.name, signingSecret(this.config, region.name), region.url, delayMs);
+    const ch = new HttpRegionChannel(region.name, signingSecret(this.config, region.name), region.url, delayMs, edgeWireHeader(this.config));
     this.channels.add(ch);
     ch.onClose(() => this.channels.delete(ch));
     return ch;

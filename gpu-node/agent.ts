@@ -11,6 +11,10 @@
 // 'cancelled' included): the router frees the call's slot only on it. A call is stopped at its
 // deadline or on cancel, its session child killed when it is running. A model's memory is
 // measured after its load and bounded during it; answers over the frame limit fail alone.
+// Wire versions (protocol/wire-version.ts): the hello says what the node speaks, the welcome
+// what the router does; the node batches its tokens only to a router that announced `batch`,
+// and leaves a router it shares no version with (close 4426), retrying with back-off as for
+// any close (the router may be replaced by one that does, mid rolling upgrade).
 
 import { rootCertificates } from "node:tls";
 import WebSocket from "ws";
@@ -18,6 +22,7 @@ import { createCodec } from "../protocol/codec.js";
 import { FrameBatcher } from "../protocol/frame-batch.js";
 import { makeLogger } from "../protocol/log.js";
 import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, unbatch, type DiskUsage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
+import { localWire, negotiate } from "../protocol/wire-version.js";
 import { chooseProvider, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
@@ -190,6 +195,8 @@ export function startAgent(config: NodeConfig): AgentHandle {
     void runtime.releaseAll().finally(() => resolveDone({ reason }));
   };
 
+  const wire = localWire(config.wireFeatures);
+  const takesBatch = wire.features.includes("batch");
   const connect = () => {
     if (stopped) return;
     const codec = createCodec(config.framing);
@@ -260,6 +267,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
         maxModels: config.maxModels,
         warm: warm(),
         streams: config.streamSlots,
+        wire,
       });
     });
 
@@ -267,16 +275,30 @@ export function startAgent(config: NodeConfig): AgentHandle {
       let msgs: RouterToNode[];
       try {
         if (isBinary !== (config.framing === "msgpack")) throw new Error("frame of the wrong kind");
-        msgs = unbatch(codec.decode(data as Buffer), parseRouterMessage);
+        msgs = unbatch(codec.decode(data as Buffer), parseRouterMessage, takesBatch);
       } catch (err) {
         log("warn", "bad frame from router", { error: (err as Error).message });
         socket.close(CLOSE.protocolError, "bad frame");
         return;
       }
-      for (const msg of msgs) void handle(msg, send);
+      for (const msg of msgs) {
+        if (msg.t === "welcome") {
+          // The router's announcement (none: a router from before versions, which takes no batch).
+          const agreed = negotiate(wire, msg.wire, { local: "node", peer: "router" });
+          if (!agreed.ok) {
+            log("error", "the router shares no wire version with this node; leaving it (retrying with back-off)", { reason: agreed.message });
+            socket.close(CLOSE.wireVersionUnsupported, agreed.message);
+            return;
+          }
+          out.batching = agreed.features.has("batch");
+          log("info", "wire agreed", { version: agreed.version, features: [...agreed.features] });
+        }
+        void handle(msg, send);
+      }
     });
 
-    socket.on("close", (code) => {
+    socket.on("close", (code, reason) => {
+      if (code === CLOSE.wireVersionUnsupported) log("error", "router refused this node's wire version (retrying with back-off)", { reason: reason.toString().slice(0, 123) });
       clearInterval(heartbeat);
       // Nobody is left to take their tokens: the router has failed those streams already.
       generations.cancelAll("router connection closed");

@@ -7,6 +7,7 @@ import { availableParallelism, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { bytes, computed, ConfigError, configSchema, flag, int, oneOf, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
 import { plaintextAllowed } from "../protocol/plaintext.js";
+import { wireFeaturesSetting } from "../protocol/wire-version.js";
 
 export { ConfigError };
 
@@ -93,6 +94,8 @@ const NODE_FIELDS = {
   /** Dynamic batching window and cap (rows); maxBatch 1 turns batching off. */
   batchWindowMs: int("BATCH_WINDOW_MS", 0, 0),
   batchMax: int("BATCH_MAX", 32, 1),
+  /** MESH_WIRE_FEATURES: the wire features this node announces and takes (protocol/wire-version.ts; default all). */
+  wireFeatures: wireFeaturesSetting,
   /** Frame encoding on the router socket: msgpack (default) or json (benchmarks only). */
   framing: computed((env): "msgpack" | "json" => (env.MESH_FRAMING === "json" ? "json" : "msgpack")),
   /** Local mode only: extra time added to every model load, to simulate big models. */

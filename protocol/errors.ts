@@ -19,6 +19,8 @@ export const ERROR_STATUS = {
   version_in_use: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  /** Between the mesh's parts: no wire-protocol version in common (protocol/wire-version.ts). */
+  wire_version_unsupported: 426,
   rate_limited: 429,
   quota_exceeded: 429,
   internal_error: 500,
@@ -52,6 +54,8 @@ export const ERROR_DESCRIPTIONS: Record<ErrorCode, string> = {
   version_in_use: "The version is named by an alias or a traffic rule; move those first.",
   payload_too_large: "The body is over the route's limit.",
   unsupported_media_type: "The body's Content-Type is not one the route takes.",
+  wire_version_unsupported:
+    "Between the mesh's own parts only: a region refused the edge (or a node) because they share no wire-protocol version; the message names both. Callers get no_region_available instead.",
   rate_limited: "The key's rate limit is spent; retry after `Retry-After` seconds.",
   quota_exceeded: "The account's monthly request quota is spent; `Retry-After` says when the month turns.",
   internal_error: "A bug or a misconfiguration; details only in the logs.",

@@ -7,6 +7,9 @@
 // socket's lone frame leaves as soon as the code that made it returns, as a plain frame.
 // Order is kept: frames leave in the order they were pushed, and `flush()` sends what waits at
 // once (before a close, so the close does not overtake them).
+// Only to a peer that announced `batch` (protocol/wire-version.ts): until `batching` is set,
+// every frame leaves at once as its own message, which is all a part from before batches
+// reads (it closes the socket on a batch).
 
 import { MAX_BATCH_BYTES, MAX_BATCH_FRAMES } from "./messages.js";
 
@@ -19,6 +22,11 @@ const nextTurn: Schedule = immediate ? (f) => void immediate.call(globalThis, f)
 export class FrameBatcher<F> {
   private queue: F[] = [];
   private scheduled = false;
+  /**
+   * The peer announced `batch`: a turn's frames leave together. False (the default, and what a
+   * peer that announced nothing gets): each frame is written the moment it is pushed.
+   */
+  batching = false;
 
   constructor(
     private readonly encode: (value: unknown) => Uint8Array,
@@ -33,6 +41,7 @@ export class FrameBatcher<F> {
   }
 
   push(frame: F): void {
+    if (!this.batching) return this.sendNow(frame);
     this.queue.push(frame);
     if (this.scheduled) return;
     this.scheduled = true;
@@ -60,6 +69,8 @@ export class FrameBatcher<F> {
   }
 
   private send(frames: F[]): void {
+    // Not batching (any more): what was queued before leaves one by one, in order.
+    if (!this.batching) return frames.forEach((f) => this.write(this.encode(f)));
     if (frames.length === 1) return this.write(this.encode(frames[0]));
     const bytes = this.encode({ t: "batch", frames });
     // Rare (long token texts, error messages): halve until each part is under the byte bound.

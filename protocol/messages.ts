@@ -13,6 +13,7 @@ import type { TensorData } from "../formats/tensor.js";
 import { packedSizeError, type CarriedTensor } from "../formats/binary-tensors.js";
 import { parseTraceparent } from "./trace-context.js";
 import { CONVERSATION_KEY_RE, PROMPT_PREFIX_KEYS } from "./conversation-key.js";
+import { wireAnnouncementSchema } from "./wire-version.js";
 
 // ---------------------------------------------------------------- refusals and field helpers
 
@@ -527,6 +528,8 @@ const nodeToRouterSchema = frames([
     warm,
     /** Generations the node runs at once (separate from call slots); absent: none. */
     streams: opt(count(100_000)),
+    /** The wire versions and features the node speaks (protocol/wire-version.ts); absent: a node from before versions. */
+    wire: opt(wireAnnouncementSchema),
   }),
   frame("heartbeat", {
     inflight: num(),
@@ -562,7 +565,8 @@ const nodeToRouterSchema = frames([
 export type NodeToRouter = z.infer<typeof nodeToRouterSchema>;
 
 const routerToNodeSchema = frames([
-  frame("welcome", { region: str(128) }),
+  /** wire: what the router speaks (protocol/wire-version.ts); absent: a router from before versions. */
+  frame("welcome", { region: str(128), wire: opt(wireAnnouncementSchema) }),
   /** Answers the node's "draining": every frame the router sent before it has arrived. */
   frame("drain_ack", {}),
   frame("load", { key: str(), url: str(), sha256, size: num(), signature: modelSignatureSchema, tokenizer: opt(tokenizerRefSchema), files: opt(bundleFiles) }),
@@ -683,9 +687,11 @@ const parseBatch = validator(batchSchema, "frame");
 /**
  * The frames one decoded socket message holds, each checked by `parse`: a batch's items in
  * order, or the message itself. Throws MessageError for a malformed batch or any bad item.
+ * `acceptBatch` false (the receiver did not announce `batch`, protocol/wire-version.ts): a
+ * batch is refused as the unknown frame type it is to a part from before batches.
  */
-export function unbatch<F>(decoded: unknown, parse: (v: unknown) => F): F[] {
-  if (!isMap(decoded) || decoded.t !== "batch") return [parse(decoded)];
+export function unbatch<F>(decoded: unknown, parse: (v: unknown) => F, acceptBatch = true): F[] {
+  if (!acceptBatch || !isMap(decoded) || decoded.t !== "batch") return [parse(decoded)];
   return parseBatch(decoded).frames.map(parse);
 }
 
@@ -708,6 +714,12 @@ export const CLOSE = {
   goingAway: 1001,
   protocolError: 1002,
   restart: 1012,
+  /**
+   * The peer shares no wire version with this part (a private code, HTTP's 426 Upgrade
+   * Required in the 4000s); the reason starts with `wire_version_unsupported` and names both
+   * ranges (protocol/wire-version.ts).
+   */
+  wireVersionUnsupported: 4426,
 } as const;
 
 /** Bounds on what a socket or body may carry; msgpack decoding has no quotas of its own. */

@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { z } from "zod";
+import { wireFeaturesSetting } from "../protocol/wire-version.js";
 import { computed, ConfigError, configSchema, flag, int, json, matching, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
 import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
@@ -114,6 +115,8 @@ const ROUTER_FIELDS = {
   warmIntervalMs: int("WARM_INTERVAL_MS", ROUTER_DEFAULTS.warmIntervalMs, 50),
   /** How often keep-warm policies are read from Redis. */
   policyIntervalMs: int("POLICY_INTERVAL_MS", ROUTER_DEFAULTS.policyIntervalMs, 100),
+  /** MESH_WIRE_FEATURES: the wire features this router announces and takes (protocol/wire-version.ts; default all). */
+  wireFeatures: wireFeaturesSetting,
   /** Largest node frame accepted; larger ones close the socket with 1009. */
   maxFrameBytes: int("MAX_FRAME_BYTES", ROUTER_DEFAULTS.maxFrameBytes, 1024),
   /** A stream whose reader takes no token for this long is cancelled. */

@@ -2,7 +2,10 @@
 // (`POST /v1/infer`, msgpack bodies), its streamed HTTP generations (`POST /v1/streams`), the
 // signed reads (`/v1/status`, `/v1/streams/stats`), the open liveness probe and /metrics.
 // Unsigned, replayed and stale calls are refused from their headers, before any body is read
-// (authority.ts); every body is capped while it streams. Every refusal is the one JSON envelope.
+// (authority.ts); every body is capped while it streams. Every refusal is the one JSON envelope
+// (a call's refusals once its signature checked: the msgpack answer the edge reads). A call's
+// `x-mesh-wire` (protocol/wire-version.ts) that shares no version with the router is refused,
+// not started, as wire_version_unsupported (426), so the edge takes it to another region.
 
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
@@ -23,6 +26,7 @@ import {
 import { refuseMetrics } from "../protocol/metrics-endpoint.js";
 import type { RegionReport } from "../protocol/region-report.js";
 import { formatTraceparent, parseTraceparent, spanFrom } from "../protocol/trace-context.js";
+import { localWire, negotiate, parseWireHeader, WIRE_HEADER } from "../protocol/wire-version.js";
 import { type EdgeAuthority, readCapped } from "./authority.js";
 import type { RouterConfig } from "./config.js";
 import { IdempotentCalls, REPEAT_HEADER, type StoredAnswer } from "./idempotency.js";
@@ -90,7 +94,7 @@ function callFingerprint(req: RegionInferRequest): string {
  */
 function meshErrorOf(err: unknown): MeshError {
   if (err instanceof MeshError) return err;
-  if (err instanceof Error && (err.name === "CodecError" || err.name === "MessageError")) return new MeshError("bad_request", err.message);
+  if (err instanceof Error && (err.name === "CodecError" || err.name === "MessageError" || err.name === "WireHeaderError")) return new MeshError("bad_request", err.message);
   return new MeshError("internal_error", "internal error");
 }
 
@@ -110,6 +114,12 @@ export function createHttpApp(parts: HttpAppParts): Hono {
   const codec = createCodec();
   const idempotent = new IdempotentCalls();
   const app = new Hono();
+  const wire = localWire(config.wireFeatures);
+  /** Throws wire_version_unsupported when the edge's announcement shares no version with the router's (none: an edge from before versions). */
+  const checkWire = (req: Request) => {
+    const agreed = negotiate(wire, parseWireHeader(req.headers.get(WIRE_HEADER)), { local: "region", peer: "edge" });
+    if (!agreed.ok) throw new MeshError("wire_version_unsupported", agreed.message);
+  };
 
   // Open on purpose: a load balancer's liveness probe; it says nothing about the region.
   app.get("/healthz", (c) => c.json({ status: draining() ? "draining" : "ok" }));
@@ -154,10 +164,10 @@ export function createHttpApp(parts: HttpAppParts): Hono {
     const span = spanFrom(c.req.header("traceparent"));
     const traceparent = formatTraceparent(span);
     let body: Uint8Array;
+    const raw = c.req.raw;
+    let signed: Awaited<ReturnType<typeof authority.verify>>;
     try {
-      const req = c.req.raw;
-      const signed = await authority.verify("POST", "/v1/infer", (name) => req.headers.get(name));
-      body = await authority.readBody(req, signed, MAX_INFER_BODY_BYTES);
+      signed = await authority.verify("POST", "/v1/infer", (name) => raw.headers.get(name));
     } catch (err) {
       if (!(err instanceof MeshError)) throw err;
       log("warn", "refused call", { requestId, traceparent, code: err.code, reason: err.message });
@@ -177,13 +187,29 @@ export function createHttpApp(parts: HttpAppParts): Hono {
       if (e.code === "internal_error") log("error", "call failed", { requestId, traceparent, error: String(err) });
       metrics.failed("infer", e.code);
       // no_capacity is only ever a refusal before any node got the call (here, or the
-      // scheduler's admission, or a queue emptied when the last node left): the edge may take
-      // it elsewhere. Every other failure may follow a run, and must not be repeated.
-      const notStarted = e.code === "no_capacity";
+      // scheduler's admission, or a queue emptied when the last node left), and
+      // wire_version_unsupported one before its body was read: the edge may take it elsewhere.
+      // Every other failure may follow a run, and must not be repeated.
+      const notStarted = e.code === "no_capacity" || e.code === "wire_version_unsupported";
       // A call that ran before it failed (a deadline's stop included) says what it cost.
       const answer: RegionInferResponse = { ok: false, code: e.code, message: e.message, ...computeMsOf(err), ...(notStarted ? { notStarted: true as const } : {}) };
       return { status: ERROR_STATUS[e.code], body: codec.encode(answer), notStarted };
     };
+    try {
+      // Before the body: a call from an edge that shares no wire version is not read at all.
+      checkWire(raw);
+    } catch (err) {
+      log("warn", "refused call", { requestId, traceparent, reason: (err as Error).message });
+      return respond(failure(err));
+    }
+    try {
+      body = await authority.readBody(raw, signed, MAX_INFER_BODY_BYTES);
+    } catch (err) {
+      if (!(err instanceof MeshError)) throw err;
+      log("warn", "refused call", { requestId, traceparent, code: err.code, reason: err.message });
+      metrics.failed("infer", err.code);
+      return envelope(requestId, err);
+    }
     let req: RegionInferRequest;
     try {
       req = parseRegionInferRequest(codec.decode(body));
@@ -227,6 +253,7 @@ export function createHttpApp(parts: HttpAppParts): Hono {
     let frame: { sid: string; req: RegionGenerateRequest; window: number };
     try {
       if (!outgoing) throw new MeshError("internal_error", "no response to stream on");
+      checkWire(c.req.raw);
       const body = await readCapped(c.req.raw, STREAM_FRAME_BYTES);
       const parsed = parseEdgeToRegion(codec.decode(body));
       if (parsed.t !== "generate") throw new MeshError("bad_request", "a streamed generation's body is one generate frame");

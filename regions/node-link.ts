@@ -33,6 +33,7 @@ import type {
 } from "../protocol/messages.js";
 import { diskRoom, type NodeState } from "./placement.js";
 import type { CarriedTensor } from "../formats/binary-tensors.js";
+import { LEGACY_AGREEMENT, type WireAgreement } from "../protocol/wire-version.js";
 
 export class NodeCallError extends Error {
   constructor(
@@ -162,11 +163,15 @@ export class NodeLink implements NodeState {
     readonly framing: "msgpack" | "json",
     /** Called when capacity frees up (a call ended, a model loaded): the scheduler re-pumps. */
     private readonly onChange: () => void,
+    /** What the node's hello and the router agreed on (protocol/wire-version.ts); default: a node from before versions. */
+    readonly wire: WireAgreement = LEGACY_AGREEMENT,
   ) {
     this.codec = createCodec(framing);
     this.out = new FrameBatcher<RouterToNode>(this.codec.encode, (bytes) => {
       if (this.open) this.ws.send(bytes, { binary: this.framing === "msgpack" });
     });
+    // Only a node that announced `batch` reads one.
+    this.out.batching = wire.features.has("batch");
     for (const w of warm) this.warm.set(w.key, w);
   }
 

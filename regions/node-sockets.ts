@@ -1,14 +1,19 @@
 // The life of one node's socket, once upgrades.ts has let it in: the node's first frame
 // (`hello`, within HELLO_TIMEOUT_MS) sets the socket's framing and makes it a NodeLink in the
 // scheduler (replacing an older socket of the same node); every later frame is size-bounded by
-// the socket, decoded, validated and handed to the link. Pings every `pingIntervalMs`: a node
-// whose pong is late leaves rotation, one that stays silent another interval is terminated.
+// the socket, decoded, validated and handed to the link. The hello's `wire` says which wire
+// versions and features the node speaks (protocol/wire-version.ts): a node with no version in
+// common is refused (close 4426, both ranges in the reason); otherwise the link batches frames
+// to it only if it announced `batch`, and the welcome tells the node what the router speaks.
+// Pings every `pingIntervalMs`: a node whose pong is late leaves rotation, one that stays
+// silent another interval is terminated.
 // Closing fails the link's pending calls at once (node-link.ts) and tells the scheduler.
 
 import type { WebSocket } from "ws";
 import { createCodec } from "../protocol/codec.js";
 import type { Logger } from "../protocol/log.js";
 import { CLOSE, parseNodeMessage, unbatch, type NodeToRouter } from "../protocol/messages.js";
+import { localWire, negotiate } from "../protocol/wire-version.js";
 import type { RouterConfig } from "./config.js";
 import { NodeLink } from "./node-link.js";
 import type { Scheduler } from "./scheduler.js";
@@ -17,7 +22,10 @@ export const NODE_SOCKET_PATH = "/v1/nodes";
 const HELLO_TIMEOUT_MS = 5_000;
 
 /** Makes an accepted node socket a node of `scheduler`'s, for as long as it stays open. */
-export function nodeSocketAcceptor(config: Pick<RouterConfig, "region" | "pingIntervalMs">, scheduler: Scheduler, log: Logger): (ws: WebSocket) => void {
+export function nodeSocketAcceptor(config: Pick<RouterConfig, "region" | "pingIntervalMs" | "wireFeatures">, scheduler: Scheduler, log: Logger): (ws: WebSocket) => void {
+  const wire = localWire(config.wireFeatures);
+  // What the router announces it takes: a batch from a node is refused only when it did not.
+  const takesBatch = wire.features.includes("batch");
   return function acceptNode(ws: WebSocket): void {
     // The node's first frame sets the framing for the socket: binary = msgpack, text = JSON.
     let framing: "msgpack" | "json" | null = null;
@@ -49,7 +57,7 @@ export function nodeSocketAcceptor(config: Pick<RouterConfig, "region" | "pingIn
         }
         if (isBinary !== (framing === "msgpack")) throw new Error("frame of the wrong kind for this socket");
         // A batch (a decode step's tokens) is checked whole, every frame, before any is applied.
-        msgs = unbatch(nodeCodec.decode(data as Buffer), parseNodeMessage);
+        msgs = unbatch(nodeCodec.decode(data as Buffer), parseNodeMessage, takesBatch);
       } catch (err) {
         log("warn", "closing node socket after a bad frame", { node: link?.id, error: (err as Error).message });
         ws.close(CLOSE.protocolError, "bad frame");
@@ -68,6 +76,12 @@ export function nodeSocketAcceptor(config: Pick<RouterConfig, "region" | "pingIn
           return;
         }
         clearTimeout(helloTimer);
+        const agreed = negotiate(wire, msg.wire, { local: "router", peer: "node" });
+        if (!agreed.ok) {
+          log("warn", "refused a node that shares no wire version", { node: msg.nodeId, reason: agreed.message });
+          ws.close(CLOSE.wireVersionUnsupported, agreed.message);
+          return;
+        }
         const previous = scheduler.nodes.get(msg.nodeId);
         if (previous?.open) previous.ws.close(CLOSE.normal, "replaced by a new connection");
         link = new NodeLink(
@@ -81,14 +95,21 @@ export function nodeSocketAcceptor(config: Pick<RouterConfig, "region" | "pingIn
           msg.warm,
           framing ?? "msgpack",
           () => scheduler.pumpAll(),
+          agreed,
         );
         link.streamSlots = Math.max(0, Math.min(100_000, Math.floor(msg.streams ?? 0)));
         const nodeLink = link;
         link.onLoadProgress = (key, bytes, total) => scheduler.noteLoadProgress(key, bytes, total, nodeLink.id);
         scheduler.nodes.set(msg.nodeId, link);
-        ws.send(nodeCodec.encode({ t: "welcome", region: config.region }), { binary: framing === "msgpack" });
+        ws.send(nodeCodec.encode({ t: "welcome", region: config.region, wire }), { binary: framing === "msgpack" });
         scheduler.nodesChanged();
-        log("info", "node connected", { node: msg.nodeId, accelerator: msg.accelerator, executionProvider: msg.executionProvider, warm: msg.warm.length });
+        log("info", "node connected", {
+          node: msg.nodeId,
+          accelerator: msg.accelerator,
+          executionProvider: msg.executionProvider,
+          warm: msg.warm.length,
+          wire: { version: agreed.version, features: [...agreed.features], node: msg.wire ?? "none (before versions)" },
+        });
         return;
       }
       link.handle(msg);

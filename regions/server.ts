@@ -58,6 +58,7 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
       maxStreamsPerSocket: config.maxStreamsPerSocket,
       maxBufferedBytes: 16 * 2 ** 20,
       pingIntervalMs: config.pingIntervalMs,
+      wireFeatures: config.wireFeatures,
     },
     (level, msg, extra) => log(level, msg, extra),
     (frame) => authority.generate(frame, STREAM_SOCKET_PATH),

@@ -3,7 +3,9 @@
 // scheduler like a call (with progress events while it waits), then runs on a node, and every
 // token is passed on as its own frame the moment it arrives: nothing is held past the turn of
 // the event loop it came in, whose frames for one socket leave as one message (a batch,
-// protocol/frame-batch.ts: a node's step brings a token for each of its streams at once).
+// protocol/frame-batch.ts: a node's step brings a token for each of its streams at once), when
+// the edge announced `batch` at the upgrade (protocol/wire-version.ts); to an edge that did not,
+// every frame goes alone, as it did before batches.
 //
 // Flow control is end to end and the router holds no tokens: the edge grants credit as its
 // reader takes tokens, the router passes each grant on to the node, and the node sends a token
@@ -56,6 +58,7 @@ import type { NodeCallError, NodeLink, NodeStream } from "./node-link.js";
 import type { Scheduler, StreamProgress } from "./scheduler.js";
 import type { RouterMetrics } from "./metrics.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
+import { LEGACY_AGREEMENT, type WireAgreement, type WireFeature } from "../protocol/wire-version.js";
 
 export const STREAM_SOCKET_PATH = "/v1/streams";
 /** The edge's stream frames (a generate carries a prompt at most), on a socket or as a POST body. */
@@ -77,6 +80,8 @@ export interface StreamHubConfig {
   maxBufferedBytes: number;
   /** How often each edge socket is pinged; one silent for PING_MISSES intervals is terminated. */
   pingIntervalMs?: number;
+  /** The wire features this router announces and takes (MESH_WIRE_FEATURES); default all. */
+  wireFeatures?: readonly WireFeature[];
 }
 
 const DEFAULT_PING_INTERVAL_MS = 5_000;
@@ -180,17 +185,23 @@ export class StreamHub {
   tokensRelayed = 0;
   /** Where stream starts, outcomes and timings are counted (set by the server). */
   metrics: RouterMetrics | null = null;
+  /** The router announced `batch` (MESH_WIRE_FEATURES): a batch from the edge is read, not refused. */
+  readonly takesBatch: boolean;
 
   constructor(
     readonly scheduler: Scheduler,
     readonly config: StreamHubConfig,
     readonly log: Logger,
     readonly checkGrant: GrantChecker,
-  ) {}
+  ) {
+    this.takesBatch = (config.wireFeatures ?? ["batch"]).includes("batch");
+  }
 
-  accept(ws: WebSocket): void {
+  /** An edge stream socket, with what its upgrade agreed on (upgrades.ts). */
+  accept(ws: WebSocket, wire: WireAgreement = LEGACY_AGREEMENT): void {
     const s = new EdgeSocket(this, socketLink(ws), false);
     this.sockets.add(s);
+    if (s.out) s.out.batching = wire.features.has("batch");
     s.listen(ws);
     ws.on("close", () => {
       this.sockets.delete(s);
@@ -253,9 +264,10 @@ class EdgeSocket {
   /**
    * A stream socket's frames, coalesced per turn of the event loop (protocol/frame-batch.ts):
    * the tokens of every stream a node step served leave as one message. None for a streamed
-   * HTTP response: it carries one stream, one token per step.
+   * HTTP response: it carries one stream, one token per step. Batches only once the edge's
+   * announcement says it takes them (StreamHub.accept).
    */
-  private readonly out: FrameBatcher<RegionToEdge> | null;
+  readonly out: FrameBatcher<RegionToEdge> | null;
 
   constructor(
     private readonly hub: StreamHub,
@@ -308,7 +320,7 @@ class EdgeSocket {
       try {
         if (!isBinary) throw new Error("stream frames are binary msgpack");
         // A batch is checked whole (each frame by its own schema) before any frame is acted on.
-        frames = unbatch(this.codec.decode(data as Buffer), parseEdgeToRegion);
+        frames = unbatch(this.codec.decode(data as Buffer), parseEdgeToRegion, this.hub.takesBatch);
       } catch (err) {
         hub.log("warn", "closing edge stream socket after a bad frame", { error: (err as Error).message });
         ws.close(CLOSE.protocolError, "bad frame");

@@ -26,6 +26,7 @@ function manual() {
   const sent: unknown[] = [];
   const turns: (() => void)[] = [];
   const b = new FrameBatcher<RegionToEdge>(codec.encode, (bytes) => sent.push(codec.decode(bytes)), (f) => turns.push(f));
+  b.batching = true; // the peer announced `batch` (test/wire-version.test.ts covers a peer that did not)
   const run = () => {
     for (const f of turns.splice(0)) f();
   };
@@ -88,6 +89,7 @@ describe("FrameBatcher", () => {
   it("flushes by default at the end of the turn, not on a timer", async () => {
     const sent: Uint8Array[] = [];
     const b = new FrameBatcher<RegionToEdge>(codec.encode, (bytes) => sent.push(bytes));
+    b.batching = true;
     b.push(token("a", 0));
     b.push(token("a", 1));
     expect(sent).toHaveLength(0);

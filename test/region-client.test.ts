@@ -6,11 +6,13 @@
 // outstanding far past its expected time makes its region suspect (ranked last) for new calls
 // until a call to it answers; time is the `now` the ranking is given, no sleeping. A region that
 // looks slower than its distance is probed (GET /healthz) while calls go elsewhere (edge/rtt-probe.ts).
+// A region that shares no wire version with the edge refuses a call as not started (426).
 
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { createCodec } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
 import type { RegionInferRequest, RegionInferResponse } from "../protocol/messages.js";
+import { formatWireHeader, localWire } from "../protocol/wire-version.js";
 
 // Imported by path at run time: the Worker's files are type-checked against workers-types
 // (edge/tsconfig.json), which this Node project does not load; so its types are restated here.
@@ -153,6 +155,24 @@ describe("forwardInfer: re-sent only on proof the call did not start", () => {
     const err = await rejection(forwardInfer(config, ranked, request(), "SJC"));
     expect(err.code).toBe("no_region_available");
     expect(calls).toEqual(["west.test", "seoul.test"]);
+  });
+
+  it("a region that shares no wire version with the edge (426, not started): the next region; none left, no_region_available naming it", async () => {
+    const sent: (string | null)[] = [];
+    const refusal = () => answer({ ok: false, code: "wire_version_unsupported", message: "wire_version_unsupported: edge speaks wire 1-2, region 3", notStarted: true }, 426);
+    const calls = fakeFetch({ "west.test": async () => refusal(), "seoul.test": async () => answer(okAnswer) });
+    const seen = vi.mocked(fetch);
+    const r = await forwardInfer(config, ranked, request(), "SJC");
+    expect(calls).toEqual(["west.test", "seoul.test"]);
+    expect(r).toMatchObject({ region: "ap-seoul", attempts: 2, response: { ok: true } });
+    // Every call announces the edge's versions and features (protocol/wire-version.ts).
+    for (const [, init] of seen.mock.calls) sent.push(new Headers((init as RequestInit).headers).get("x-mesh-wire"));
+    expect(sent).toEqual([formatWireHeader(localWire()), formatWireHeader(localWire())]);
+    vi.unstubAllGlobals();
+    fakeFetch({ "west.test": async () => refusal(), "seoul.test": async () => refusal() });
+    const err = await rejection(forwardInfer(config, ranked, request(), "SJC"));
+    expect(err.code).toBe("no_region_available");
+    expect(err.message).toMatch(/wire_version_unsupported: edge speaks wire 1-2, region 3/);
   });
 
   it("a lost connection before any answer (a refused connection looks the same in workerd): region_error, no other region, and the region is set aside", async () => {

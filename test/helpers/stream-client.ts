@@ -249,18 +249,48 @@ export class RegionStream {
   readonly frames: any[] = [];
   private readonly codec = createCodec();
   closed: { code: number } | null = null;
+  /** Socket messages that were batches (`{t:"batch"}`), and all messages. */
+  batches = 0;
+  messages = 0;
+  /** The router's wire announcement on the 101 (`x-mesh-wire`), if it sent one. */
+  wire: string | undefined;
 
-  private constructor(readonly ws: WebSocket) {
-    // A message may be a batch of frames (protocol/frame-batch.ts): each is checked and kept.
-    ws.on("message", (data) => this.frames.push(...unbatch(this.codec.decode(data as Buffer), parseRegionToEdge)));
+  private constructor(
+    readonly ws: WebSocket,
+    /**
+     * False: this client stands in for an edge from before batches: a batch is refused as such
+     * an edge refused it (the socket closed with 1002), so its streams cannot end well.
+     */
+    takesBatch: boolean,
+  ) {
+    ws.on("message", (data) => {
+      const decoded = this.codec.decode(data as Buffer) as { t?: unknown };
+      this.messages++;
+      if (decoded?.t === "batch") {
+        this.batches++;
+        if (!takesBatch) return void ws.close(1002, "bad frame");
+      }
+      // A message may be a batch of frames (protocol/frame-batch.ts): each is checked and kept.
+      this.frames.push(...unbatch(decoded, parseRegionToEdge));
+    });
     ws.on("close", (code) => (this.closed = { code }));
   }
 
-  /** Opens with these upgrade headers (signRequest(secret, "GET", "/v1/streams") for a valid one). */
-  static open(routerUrl: string, headers: Record<string, string>): Promise<RegionStream> {
+  /**
+   * Opens with these upgrade headers (signRequest(secret, "GET", "/v1/streams") for a valid
+   * one; add `x-mesh-wire` to announce versions and features, protocol/wire-version.ts).
+   * `takesBatch` false: refuse batches, as an edge from before them did.
+   */
+  static open(routerUrl: string, headers: Record<string, string>, opts: { takesBatch?: boolean } = {}): Promise<RegionStream> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(routerUrl.replace(/^http/, "ws") + "/v1/streams", { headers, perMessageDeflate: false });
-      ws.once("open", () => resolve(new RegionStream(ws)));
+      let wire: string | undefined;
+      ws.once("upgrade", (res) => (wire = res.headers["x-mesh-wire"] as string | undefined));
+      ws.once("open", () => {
+        const s = new RegionStream(ws, opts.takesBatch ?? true);
+        s.wire = wire;
+        resolve(s);
+      });
       ws.once("unexpected-response", (_q, res) => {
         let body = "";
         res.on("data", (c: Buffer) => (body += c));
