@@ -37,6 +37,7 @@ import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { call } from "./helpers/mesh-client.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
 import { StreamClient } from "./helpers/stream-client.js";
+import { LEGACY_AGREEMENT, type WireAgreement } from "../protocol/wire-version.js";
 
 const quiet: Logger = () => undefined;
 const never = <T>() => new Promise<T>(() => undefined);
@@ -295,8 +296,9 @@ describe("the edge finds a region stream socket that stopped answering", () => {
 
   /** A RegionChannel over a ws client (it speaks the same WebSocket API as workerd's). */
   const channelOver = (ws: WebSocket): EdgeChannel => {
-    const C = mod.RegionChannel as new (region: string, secret: string, ws: unknown, delayMs: number) => EdgeChannel;
-    return new C("r1", "secret", ws, 0);
+    // A region from before wire versions: no batches either way.
+    const C = mod.RegionChannel as new (region: string, secret: string, ws: unknown, delayMs: number, wire: WireAgreement, takesBatch: boolean) => EdgeChannel;
+    return new C("r1", "secret", ws, 0, LEGACY_AGREEMENT, false);
   };
 
   it("stays open across many pings while the router answers them", async () => {
