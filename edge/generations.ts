@@ -19,8 +19,9 @@ import { formatTraceparent } from "../protocol/trace-context.js";
 import type { KeyRecord } from "./api-keys.js";
 import { deadlineOf, services, type AppContext, type Services } from "./context.js";
 import { bundleTokenizer, hasChatTemplate } from "./generative-bundle.js";
-import { Generation, runToEnd, type GenerationPlan } from "./generation-runner.js";
+import { cancelOnAbort, Generation, runToEnd, type GenerationPlan } from "./generation-runner.js";
 import { callerLocation } from "./geo.js";
+import { log } from "./log.js";
 import { chargeQuota } from "./middleware.js";
 import { OpenAIParamError, plainChatPrompt } from "./openai-format.js";
 import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "./model-registry.js";
@@ -177,58 +178,122 @@ export async function openHttpGeneration(
 /**
  * Streams an opened generation as Server-Sent Events, each event written by `write` (which may
  * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled.
+ *
+ * A reader that goes away (the body cancelled, or request.signal) cancels the generation on the
+ * node. So does one that stops reading but keeps its connection open: once the socket takes
+ * nothing for STREAM_STALL_TIMEOUT_MS while the edge holds events for it (the same bound a
+ * router puts on a stream whose reader gives no credit, which is what ends a stalled WebSocket
+ * reader), the generation is cancelled and the body errored, so the runtime drops the
+ * connection instead of holding it, and what it still queues, for as long as the reader sits.
+ * The same bound applies to the tail left once the generation has ended.
  */
 export async function sseGeneration(c: AppContext, opened: OpenedGeneration, write: (ev: StreamEvent) => string): Promise<Response> {
   const { input, inputFor, t, release, requestId, pool } = opened;
   const encoder = new TextEncoder();
+  const stallMs = c.get("config").streamStallTimeoutMs;
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   // Credit granted to the region and not yet arrived: with the queue, never above the window.
   let outstanding = SSE_WINDOW;
-  let closed = false;
+  // No more events go to the body: the generation ended, or the reader left or stalled.
+  let ended = false;
+  // The body is closed (its tail taken) or errored: nothing more to watch.
+  let over = false;
+  // When the socket last took an event (a pull follows every read), and the stall check.
+  let lastTake = Date.now();
+  let stallTimer: ReturnType<typeof setTimeout> | null = null;
+  let unlisten = () => {};
+  // Events the body holds that the socket has not taken (the queue counts them against SSE_WINDOW).
+  const queued = () => SSE_WINDOW - (controller.desiredSize ?? SSE_WINDOW);
   const refill = () => {
     const room = (controller.desiredSize ?? 0) - outstanding;
-    if (room > 0 && !closed) {
+    if (room > 0 && !ended) {
       outstanding += room;
       gen.credit(room);
     }
   };
+  const stopWatching = () => {
+    over = true;
+    if (stallTimer) clearTimeout(stallTimer);
+    stallTimer = null;
+    unlisten();
+  };
+  // The generation is over for the body: its region stream and its place among the account's running streams go.
+  const endGeneration = () => {
+    ended = true;
+    pool.closeAll();
+    release();
+  };
+  // Closed once the socket has taken the tail, so a stalled reader's tail is watched too.
+  const closeIfTaken = () => {
+    if (ended && !over && queued() === 0) {
+      stopWatching();
+      controller.close();
+    }
+  };
+  // The reader left, or stalled: the node stops (the cancel goes out before the region stream closes).
+  const giveUp = (reason: "gone" | "stalled") => {
+    if (over) return;
+    const running = !ended;
+    stopWatching();
+    if (running) {
+      gen.cancel();
+      endGeneration();
+    }
+    if (reason === "stalled") {
+      log("warn", requestId, "ending a server-sent event stream whose reader took nothing", { stalledMs: Date.now() - lastTake, queued: queued(), running });
+      // Nothing written now would reach a reader stuck behind what it has not read: the connection is dropped instead.
+      controller.error(new MeshError("deadline_exceeded", `the reader took nothing for ${stallMs} ms`));
+    }
+  };
+  const checkStall = () => {
+    stallTimer = null;
+    if (over || queued() === 0) return;
+    const idle = Date.now() - lastTake;
+    if (idle >= stallMs) giveUp("stalled");
+    else stallTimer = setTimeout(checkStall, stallMs - idle);
+  };
+  // Armed while the body holds events the socket has not taken.
+  const watch = () => {
+    if (!over && !stallTimer && queued() > 0) stallTimer = setTimeout(checkStall, stallMs);
+  };
   const plan = generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool });
   const shadows = shadowsOf(plan, inputFor);
   const gen: Generation = new Generation(plan, (ev) => {
-    // Before `closed` is looked at: a reader gone away still ends the generation (cancelled).
+    // Before `ended` is looked at: a reader gone away still ends the generation (cancelled).
     shadows?.(ev);
-    if (closed) return;
+    if (ended) return;
     if (ev.type === "token") outstanding = Math.max(0, outstanding - 1);
     const text = write(ev);
     if (text) controller.enqueue(encoder.encode(text));
     if (ev.type === "done" || ev.type === "error") {
-      closed = true;
-      controller.close();
-      pool.closeAll();
-      release();
+      endGeneration();
+      closeIfTaken();
     } else {
       refill();
     }
+    watch();
   });
   const body = new ReadableStream<Uint8Array>(
     {
       start: (ctrl) => {
         controller = ctrl;
       },
-      pull: () => refill(),
-      // The caller went away: stop the generation (closing the region socket cancels it too).
-      cancel: () => {
-        closed = true;
-        gen.cancel();
-        pool.closeAll();
-        release();
+      pull: () => {
+        lastTake = Date.now();
+        if (ended) closeIfTaken();
+        else refill();
       },
+      // The caller went away: stop the generation (closing the region stream cancels it too).
+      cancel: () => giveUp("gone"),
     },
     new CountQueuingStrategy({ highWaterMark: SSE_WINDOW }),
   );
+  // The caller's disconnect as the runtime reports it (compat flag enable_request_signal), besides the body's cancel.
+  unlisten = cancelOnAbort(c.req.raw.signal, { cancel: () => giveUp("gone"), finished: gen.finished }, plan.services.waitUntil);
   try {
     await gen.start();
   } catch (err) {
+    stopWatching();
     pool.closeAll();
     release();
     throw err;
@@ -255,7 +320,8 @@ export async function gatherGeneration(c: AppContext, opened: OpenedGeneration):
   const shadows = shadowsOf(plan, inputFor);
   let ran: Awaited<ReturnType<typeof runToEnd>>;
   try {
-    ran = await runToEnd(plan, parts, shadows ?? undefined);
+    // A caller that goes away while the text is gathered cancels the generation on the node.
+    ran = await runToEnd(plan, parts, shadows ?? undefined, c.req.raw.signal);
   } finally {
     pool.closeAll();
     release();

@@ -1,0 +1,183 @@
+// Callers that leave, or stop reading, stop their generation on the node: real parts end to end
+// (the edge in workerd, one region router, one node running demo-chat in onnxruntime-node, Redis
+// behind the Upstash REST stand-in). The node adds 5 ms per token (MESH_SIMULATED_TOKEN_MS), so
+// a generation of 4000 tokens would run for 20 s: one that ends with far fewer was stopped.
+//
+//  - A non-streamed answer (the OpenAI client's chat completion, the KServe generate route)
+//    whose caller aborts once the node runs it: the edge learns it from request.signal and
+//    cancels the generation on the node; its usage row has the tokens the node produced.
+//    Local workerd notices a closed connection only when it writes to it, and a gathered answer
+//    writes nothing until the end, so these callers go through the mesh's front-line stand-in
+//    (local/edge-server.ts FRONT_LINE), which cancels the edge's request when its caller
+//    disconnects, as Cloudflare's front line does.
+//  - An SSE caller that stops reading but keeps its connection: once the socket takes nothing
+//    for STREAM_STALL_TIMEOUT_MS (1 s here) the edge cancels the generation and drops the
+//    connection.
+
+import { mkdtemp, rm } from "node:fs/promises";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startMesh, type MeshHandle } from "../local/mesh.js";
+import { call } from "./helpers/mesh-client.js";
+import { waitUntil, within } from "./helpers/region-harness.js";
+import { streamStats, type StreamStats } from "./helpers/stream-client.js";
+
+const REGION = "us-west";
+const MAX_TOKENS = 4000;
+const STALL_MS = 1000;
+
+let mesh: MeshHandle;
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "generation-cancel-"));
+  mesh = await startMesh({
+    stateDir: dir,
+    regions: [{ name: REGION, lat: 37.34, lon: -121.89, nodes: 1 }],
+    nodeEnv: { HEARTBEAT_MS: "200", MESH_SIMULATED_TOKEN_MS: "5", MESH_EXECUTION_PROVIDER: "cpu" },
+    edgeVars: { STREAM_STALL_TIMEOUT_MS: String(STALL_MS) },
+    frontLine: true,
+    tinyGpt: false,
+    progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l),
+  });
+}, 240_000);
+
+afterAll(async () => {
+  await mesh?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const stats = (): Promise<StreamStats> => streamStats(mesh.regions[REGION]!, mesh.regionSecrets[REGION]!);
+
+/** Waits until the node runs no generation and its token counter has stopped moving; gives that count. */
+async function nodeIdle(timeoutMs = 30_000): Promise<number> {
+  let last = -1;
+  return waitUntil(
+    "node idle",
+    timeoutMs,
+    async () => {
+      const s = await stats();
+      const n = s.nodes[0]!;
+      const settled = n.active === 0 && s.router.running === 0 && n.tokens === last;
+      last = n.tokens;
+      return settled ? n.tokens : undefined;
+    },
+    250,
+  );
+}
+
+/** Waits until the node runs a generation that has produced tokens (the request reached it). */
+async function nodeRunning(before: number): Promise<void> {
+  await waitUntil("generation running on the node", 30_000, async () => {
+    const n = (await stats()).nodes[0]!;
+    return n.active > 0 && n.tokens > before ? true : undefined;
+  }, 100);
+}
+
+type UsageRow = { calls: number; errors: number; promptTokens: number; completionTokens: number };
+
+/** demo-chat's usage since `from`, once it has `calls` rows. */
+async function usageSince(from: number, calls: number): Promise<UsageRow> {
+  return waitUntil(
+    "usage row",
+    30_000,
+    async () => {
+      const u = await call(`${mesh.edge}/v1/usage?model=demo-chat&from=${from}`, { key: mesh.apiKey });
+      const r = (u.body.models as UsageRow[] | undefined)?.[0];
+      return r && r.calls >= calls ? r : undefined;
+    },
+    250,
+  );
+}
+
+describe("a non-streamed generation whose caller leaves stops on the node", () => {
+  it("the openai client aborts a chat completion (stream false) once the node runs it", async () => {
+    const before = await nodeIdle();
+    const from = Date.now();
+    const client = new OpenAI({ apiKey: mesh.apiKey, baseURL: `${mesh.front}/openai/v1`, maxRetries: 0 });
+    const abort = new AbortController();
+    const answer = client.chat.completions
+      .create({ model: "demo-chat", messages: [{ role: "user", content: "Go on and on." }], max_tokens: MAX_TOKENS, temperature: 0.8, seed: 2 }, { signal: abort.signal })
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    await nodeRunning(before);
+    abort.abort();
+    // The client's own abort (the front line answered 200 at once, so it comes while the body is read).
+    expect(await within(answer, 10_000, "the aborted call")).toMatchObject({ name: expect.stringMatching(/Abort/) });
+    const after = await nodeIdle();
+    // The node stopped once the edge saw its caller go: far short of max_tokens.
+    expect(after - before).toBeGreaterThan(0);
+    expect(after - before).toBeLessThan(MAX_TOKENS / 2);
+    // One whole usage row, with the tokens the node produced (not max_tokens, not nothing).
+    const row = await usageSince(from, 1);
+    expect(row.calls).toBe(1);
+    expect(row.promptTokens).toBeGreaterThan(0);
+    expect(row.completionTokens).toBeGreaterThan(0);
+    expect(row.completionTokens).toBeLessThanOrEqual(after - before);
+    // Its running-stream place and region stream were given back: the next call runs whole.
+    const next = await new OpenAI({ apiKey: mesh.apiKey, baseURL: `${mesh.edge}/openai/v1`, maxRetries: 0 }).chat.completions.create({ model: "demo-chat", messages: [{ role: "user", content: "hi" }], max_tokens: 3 });
+    expect(next.usage?.completion_tokens).toBe(3);
+  });
+
+  it("a KServe generate call (the whole text at once) aborted the same way", async () => {
+    const before = await nodeIdle();
+    const from = Date.now();
+    const abort = new AbortController();
+    const res = fetch(`${mesh.front}/v2/models/demo-chat/generate`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ text_input: "The river", parameters: { max_tokens: MAX_TOKENS, temperature: 0.8, seed: 4 } }),
+      signal: abort.signal,
+    }).then((r) => r.text());
+    await nodeRunning(before);
+    abort.abort();
+    await expect(res).rejects.toMatchObject({ name: "AbortError" });
+    const after = await nodeIdle();
+    expect(after - before).toBeGreaterThan(0);
+    expect(after - before).toBeLessThan(MAX_TOKENS / 2);
+    const row = await usageSince(from, 1);
+    expect(row.completionTokens).toBeGreaterThan(0);
+    expect(row.completionTokens).toBeLessThanOrEqual(after - before);
+  });
+});
+
+describe("an SSE reader that stops reading", () => {
+  it("ends at the stall bound: the node stops, the connection is dropped without the stream's end", async () => {
+    const before = await nodeIdle();
+    const from = Date.now();
+    const edge = new URL(mesh.edge);
+    const body = JSON.stringify({ model: "demo-chat", messages: [{ role: "user", content: "Go on and on." }], max_tokens: MAX_TOKENS, temperature: 0.8, seed: 3, stream: true });
+    const socket = connect(Number(edge.port), edge.hostname);
+    const received: Buffer[] = [];
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.on("data", (d: Buffer) => received.push(d));
+    socket.on("error", () => undefined);
+    await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+    socket.write(
+      `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: ${edge.host}\r\nAuthorization: Bearer ${mesh.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    // A reader that takes nothing more: the kernel's buffers fill, then the edge's queue.
+    socket.pause();
+    await nodeRunning(before);
+    const after = await nodeIdle();
+    // The edge cancelled it at the stall bound, long before max_tokens.
+    expect(after - before).toBeGreaterThan(0);
+    expect(after - before).toBeLessThan(MAX_TOKENS);
+    const row = await usageSince(from, 1);
+    expect(row.completionTokens).toBeGreaterThan(0);
+    expect(row.completionTokens).toBeLessThanOrEqual(after - before);
+    // Reading again: what was buffered, then the connection closes with no end of stream in it.
+    socket.resume();
+    await within(closed, 30_000, "the edge dropping the connection");
+    const text = Buffer.concat(received).toString("utf8");
+    expect(text.startsWith("HTTP/1.1 200")).toBe(true);
+    expect(text).toContain("chat.completion.chunk");
+    expect(text).not.toContain("[DONE]");
+    expect(text).not.toMatch(/\r\n0\r\n\r\n$/);
+  });
+});
