@@ -27,6 +27,7 @@ import { OpenAIParamError, plainChatPrompt } from "./openai-format.js";
 import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "./model-registry.js";
 import { HttpChannelSource, type ChannelSource } from "./stream-client.js";
 import { generationShadows } from "./shadow-calls.js";
+import { SseBody } from "./sse-body.js";
 import { sockets } from "./stream-limits.js";
 import type { GenerateInput, StreamEvent } from "./stream-protocol.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "./tokenizers.js";
@@ -177,128 +178,58 @@ export async function openHttpGeneration(
 
 /**
  * Streams an opened generation as Server-Sent Events, each event written by `write` (which may
- * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled.
- *
- * A reader that goes away (the body cancelled, or request.signal) cancels the generation on the
- * node. So does one that stops reading but keeps its connection open: once the socket takes
- * nothing for STREAM_STALL_TIMEOUT_MS while the edge holds events for it (the same bound a
- * router puts on a stream whose reader gives no credit, which is what ends a stalled WebSocket
- * reader), the generation is cancelled and the body errored, so the runtime drops the
- * connection instead of holding it, and what it still queues, for as long as the reader sits.
- * The same bound applies to the tail left once the generation has ended.
+ * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled
+ * (sse-body.ts). A reader that goes away (the body cancelled, or request.signal), or that stops
+ * reading for STREAM_STALL_TIMEOUT_MS once the buffers to it are full, cancels the generation on
+ * the node.
  */
 export async function sseGeneration(c: AppContext, opened: OpenedGeneration, write: (ev: StreamEvent) => string): Promise<Response> {
   const { input, inputFor, t, release, requestId, pool } = opened;
-  const encoder = new TextEncoder();
   const stallMs = c.get("config").streamStallTimeoutMs;
-  let controller!: ReadableStreamDefaultController<Uint8Array>;
-  // Credit granted to the region and not yet arrived: with the queue, never above the window.
-  let outstanding = SSE_WINDOW;
-  // No more events go to the body: the generation ended, or the reader left or stalled.
-  let ended = false;
-  // The body is closed (its tail taken) or errored: nothing more to watch.
-  let over = false;
-  // When the socket last took an event (a pull follows every read), and the stall check.
-  let lastTake = Date.now();
-  let stallTimer: ReturnType<typeof setTimeout> | null = null;
   let unlisten = () => {};
-  // Events the body holds that the socket has not taken (the queue counts them against SSE_WINDOW).
-  const queued = () => SSE_WINDOW - (controller.desiredSize ?? SSE_WINDOW);
-  const refill = () => {
-    const room = (controller.desiredSize ?? 0) - outstanding;
-    if (room > 0 && !ended) {
-      outstanding += room;
-      gen.credit(room);
-    }
-  };
-  const stopWatching = () => {
-    over = true;
-    if (stallTimer) clearTimeout(stallTimer);
-    stallTimer = null;
-    unlisten();
-  };
   // The generation is over for the body: its region stream and its place among the account's running streams go.
-  const endGeneration = () => {
-    ended = true;
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    unlisten();
     pool.closeAll();
     release();
   };
-  // Closed once the socket has taken the tail, so a stalled reader's tail is watched too.
-  const closeIfTaken = () => {
-    if (ended && !over && queued() === 0) {
-      stopWatching();
-      controller.close();
-    }
-  };
-  // The reader left, or stalled: the node stops (the cancel goes out before the region stream closes).
-  const giveUp = (reason: "gone" | "stalled") => {
-    if (over) return;
-    const running = !ended;
-    stopWatching();
-    if (running) {
-      gen.cancel();
-      endGeneration();
-    }
-    if (reason === "stalled") {
-      log("warn", requestId, "ending a server-sent event stream whose reader took nothing", { stalledMs: Date.now() - lastTake, queued: queued(), running });
-      // Nothing written now would reach a reader stuck behind what it has not read: the connection is dropped instead.
-      controller.error(new MeshError("deadline_exceeded", `the reader took nothing for ${stallMs} ms`));
-    }
-  };
-  const checkStall = () => {
-    stallTimer = null;
-    if (over || queued() === 0) return;
-    const idle = Date.now() - lastTake;
-    if (idle >= stallMs) giveUp("stalled");
-    else stallTimer = setTimeout(checkStall, stallMs - idle);
-  };
-  // Armed while the body holds events the socket has not taken.
-  const watch = () => {
-    if (!over && !stallTimer && queued() > 0) stallTimer = setTimeout(checkStall, stallMs);
-  };
+  const body = new SseBody(
+    {
+      credit: (n) => gen.credit(n),
+      // The cancel goes out on the region stream before it closes (closing it cancels too).
+      stop: () => {
+        gen.cancel();
+        finish();
+      },
+    },
+    SSE_WINDOW,
+    stallMs,
+    (info) => log("warn", requestId, "ending a server-sent event stream whose reader took nothing", { stallMs, ...info }),
+  );
   const plan = generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool });
   const shadows = shadowsOf(plan, inputFor);
   const gen: Generation = new Generation(plan, (ev) => {
-    // Before `ended` is looked at: a reader gone away still ends the generation (cancelled).
+    // Before the body is looked at: a reader gone away still ends the generation (cancelled).
     shadows?.(ev);
-    if (ended) return;
-    if (ev.type === "token") outstanding = Math.max(0, outstanding - 1);
-    const text = write(ev);
-    if (text) controller.enqueue(encoder.encode(text));
+    if (body.closed) return;
+    body.write(write(ev), ev.type === "token");
     if (ev.type === "done" || ev.type === "error") {
-      endGeneration();
-      closeIfTaken();
-    } else {
-      refill();
+      finish();
+      body.end();
     }
-    watch();
   });
-  const body = new ReadableStream<Uint8Array>(
-    {
-      start: (ctrl) => {
-        controller = ctrl;
-      },
-      pull: () => {
-        lastTake = Date.now();
-        if (ended) closeIfTaken();
-        else refill();
-      },
-      // The caller went away: stop the generation (closing the region stream cancels it too).
-      cancel: () => giveUp("gone"),
-    },
-    new CountQueuingStrategy({ highWaterMark: SSE_WINDOW }),
-  );
   // The caller's disconnect as the runtime reports it (compat flag enable_request_signal), besides the body's cancel.
-  unlisten = cancelOnAbort(c.req.raw.signal, { cancel: () => giveUp("gone"), finished: gen.finished }, plan.services.waitUntil);
+  unlisten = cancelOnAbort(c.req.raw.signal, { cancel: () => body.gone(), finished: gen.finished }, plan.services.waitUntil);
   try {
     await gen.start();
   } catch (err) {
-    stopWatching();
-    pool.closeAll();
-    release();
+    finish();
     throw err;
   }
-  return new Response(body, {
+  return new Response(body.stream, {
     headers: {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache, no-transform",

@@ -10,9 +10,9 @@
 //    writes nothing until the end, so these callers go through the mesh's front-line stand-in
 //    (local/edge-server.ts FRONT_LINE), which cancels the edge's request when its caller
 //    disconnects, as Cloudflare's front line does.
-//  - An SSE caller that stops reading but keeps its connection: once the socket takes nothing
-//    for STREAM_STALL_TIMEOUT_MS (1 s here) the edge cancels the generation and drops the
-//    connection.
+//  - An SSE caller that stops reading but keeps its connection: on one machine the buffers to
+//    it take a whole answer, so the node runs to its end at full speed and is free again (the
+//    stall bound for a reader whose buffers are full is test/sse-body.test.ts).
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
@@ -27,7 +27,6 @@ import { streamStats, type StreamStats } from "./helpers/stream-client.js";
 
 const REGION = "us-west";
 const MAX_TOKENS = 4000;
-const STALL_MS = 1000;
 
 let mesh: MeshHandle;
 let dir: string;
@@ -38,7 +37,6 @@ beforeAll(async () => {
     stateDir: dir,
     regions: [{ name: REGION, lat: 37.34, lon: -121.89, nodes: 1 }],
     nodeEnv: { HEARTBEAT_MS: "200", MESH_SIMULATED_TOKEN_MS: "5", MESH_EXECUTION_PROVIDER: "cpu" },
-    edgeVars: { STREAM_STALL_TIMEOUT_MS: String(STALL_MS) },
     frontLine: true,
     tinyGpt: false,
     progress: (l) => process.env.MESH_TEST_VERBOSE && console.log(l),
@@ -113,10 +111,11 @@ describe("a non-streamed generation whose caller leaves stops on the node", () =
     // The node stopped once the edge saw its caller go: far short of max_tokens.
     expect(after - before).toBeGreaterThan(0);
     expect(after - before).toBeLessThan(MAX_TOKENS / 2);
-    // One whole usage row, with the tokens the node produced (not max_tokens, not nothing).
+    // One whole usage row (answered 499: cancelled), with the tokens that reached the edge before
+    // it cancelled: not max_tokens, not nothing, never more than the node produced.
     const row = await usageSince(from, 1);
     expect(row.calls).toBe(1);
-    expect(row.promptTokens).toBeGreaterThan(0);
+    expect(row.errors).toBe(1);
     expect(row.completionTokens).toBeGreaterThan(0);
     expect(row.completionTokens).toBeLessThanOrEqual(after - before);
     // Its running-stream place and region stream were given back: the next call runs whole.
@@ -147,37 +146,33 @@ describe("a non-streamed generation whose caller leaves stops on the node", () =
 });
 
 describe("an SSE reader that stops reading", () => {
-  it("ends at the stall bound: the node stops, the connection is dropped without the stream's end", async () => {
+  // The stall bound itself (edge/sse-body.ts) is test/sse-body.test.ts: on one machine the kernel
+  // takes a few MB for a reader that reads nothing (2.7 MB measured, with a 4 KiB receive buffer)
+  // before workerd stops pulling, more than any answer here, so the edge never sees it stall.
+  it("on one machine the buffers take the whole answer: the node runs to max_tokens and is free, nothing is lost", async () => {
+    const maxTokens = 600;
     const before = await nodeIdle();
-    const from = Date.now();
     const edge = new URL(mesh.edge);
-    const body = JSON.stringify({ model: "demo-chat", messages: [{ role: "user", content: "Go on and on." }], max_tokens: MAX_TOKENS, temperature: 0.8, seed: 3, stream: true });
+    const body = JSON.stringify({ model: "demo-chat", messages: [{ role: "user", content: "Go on and on." }], max_tokens: maxTokens, temperature: 0.8, seed: 3, stream: true });
     const socket = connect(Number(edge.port), edge.hostname);
     const received: Buffer[] = [];
-    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
     socket.on("data", (d: Buffer) => received.push(d));
     socket.on("error", () => undefined);
     await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
     socket.write(
-      `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: ${edge.host}\r\nAuthorization: Bearer ${mesh.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: ${edge.host}\r\nAuthorization: Bearer ${mesh.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
-    // A reader that takes nothing more: the kernel's buffers fill, then the edge's queue.
+    // A reader that takes nothing more.
     socket.pause();
     await nodeRunning(before);
     const after = await nodeIdle();
-    // The edge cancelled it at the stall bound, long before max_tokens.
-    expect(after - before).toBeGreaterThan(0);
-    expect(after - before).toBeLessThan(MAX_TOKENS);
-    const row = await usageSince(from, 1);
-    expect(row.completionTokens).toBeGreaterThan(0);
-    expect(row.completionTokens).toBeLessThanOrEqual(after - before);
-    // Reading again: what was buffered, then the connection closes with no end of stream in it.
+    expect(after - before).toBe(maxTokens);
+    // Reading again: the whole stream was kept for it.
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
     socket.resume();
-    await within(closed, 30_000, "the edge dropping the connection");
+    await within(closed, 30_000, "the end of the stream");
     const text = Buffer.concat(received).toString("utf8");
-    expect(text.startsWith("HTTP/1.1 200")).toBe(true);
-    expect(text).toContain("chat.completion.chunk");
-    expect(text).not.toContain("[DONE]");
-    expect(text).not.toMatch(/\r\n0\r\n\r\n$/);
+    expect(text).toContain("data: [DONE]");
+    expect(text.match(/"delta":\{"content"/g)).toHaveLength(maxTokens);
   });
 });
