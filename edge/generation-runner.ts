@@ -97,7 +97,9 @@ let sidCounter = 0;
  * text into `parts`: for whoever wants the whole answer rather than a stream (a non-streamed
  * generate, a shadow copy). `observe` sees every event first. The caller closes the plan's pool.
  * `signal` (the caller's request.signal) cancels the generation, on the node too, when the caller
- * goes away: it then ends as `done` with finish_reason cancelled, its usage the tokens produced.
+ * goes away: it then ends as `done` with finish_reason cancelled, its usage row (499) the tokens
+ * that reached the edge (over an HTTP region stream the cancel is the request's abort, so the
+ * node's own count does not come back).
  */
 export async function runToEnd(
   plan: GenerationPlan,
@@ -127,8 +129,10 @@ export async function runToEnd(
 
 /**
  * Cancels `gen` when `signal` aborts (the caller disconnected: Workers' request.signal, compat flag
- * enable_request_signal). Once the caller is gone the runtime drops the request's own promise, so
- * the rest of the generation (the node's `done`, the usage row) is kept alive by waitUntil.
+ * enable_request_signal). Once the caller is gone the runtime tears the request down as soon as
+ * nothing holds it (its subrequests with it), so the rest of the generation (its end, the usage
+ * row, the route's cleanup: the region stream closed, the running-stream place given back) is
+ * held by waitUntil until it has ended.
  * Returns the listener's removal.
  */
 export function cancelOnAbort(signal: AbortSignal, gen: Pick<Generation, "cancel" | "finished">, waitUntil: (p: Promise<unknown>) => void): () => void {
