@@ -10,6 +10,7 @@
 //    writes nothing until the end, so these callers go through the mesh's front-line stand-in
 //    (local/edge-server.ts FRONT_LINE), which cancels the edge's request when its caller
 //    disconnects, as Cloudflare's front line does.
+//  - A streamed chat the client aborts mid-stream stops on the node too (the body's cancel).
 //  - An SSE caller that stops reading but keeps its connection: on one machine the buffers to
 //    it take a whole answer, so the node runs to its end at full speed and is free again (the
 //    stall bound for a reader whose buffers are full is test/sse-body.test.ts).
@@ -141,6 +142,28 @@ describe("a non-streamed generation whose caller leaves stops on the node", () =
     expect(after - before).toBeLessThan(MAX_TOKENS / 2);
     const row = await usageSince(from, 1);
     expect(row.completionTokens).toBeGreaterThan(0);
+    expect(row.completionTokens).toBeLessThanOrEqual(after - before);
+  });
+});
+
+describe("a streamed generation whose caller leaves stops on the node", () => {
+  it("the openai client aborts a streamed chat completion mid-stream (the edge directly)", async () => {
+    const before = await nodeIdle();
+    const from = Date.now();
+    const client = new OpenAI({ apiKey: mesh.apiKey, baseURL: `${mesh.edge}/openai/v1`, maxRetries: 0 });
+    const stream = await client.chat.completions.create({ model: "demo-chat", messages: [{ role: "user", content: "Go on and on." }], max_tokens: MAX_TOKENS, temperature: 0.8, seed: 5, stream: true });
+    let seen = 0;
+    for await (const ch of stream) {
+      if (ch.choices[0]?.delta.content && ++seen >= 10) {
+        stream.controller.abort();
+        break;
+      }
+    }
+    expect(seen).toBe(10);
+    const after = await nodeIdle();
+    expect(after - before).toBeLessThan(MAX_TOKENS / 2);
+    const row = await usageSince(from, 1);
+    expect(row.completionTokens).toBeGreaterThanOrEqual(10);
     expect(row.completionTokens).toBeLessThanOrEqual(after - before);
   });
 });
