@@ -5,7 +5,7 @@
 //
 //  - A non-streamed answer (the OpenAI client's chat completion, the KServe generate route)
 //    whose caller aborts once the node runs it: the edge learns it from request.signal and
-//    cancels the generation on the node; its usage row has the tokens the node produced.
+//    cancels the generation on the node; its usage row has the tokens that reached the edge.
 //    Local workerd notices a closed connection only when it writes to it, and a gathered answer
 //    writes nothing until the end, so these callers go through the mesh's front-line stand-in
 //    (local/edge-server.ts FRONT_LINE), which cancels the edge's request when its caller
