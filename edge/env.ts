@@ -119,6 +119,12 @@ const EDGE_FIELDS = {
   }),
   /** Default and maximum deadline for an inference call, ms. */
   inferTimeoutMs: num("INFER_TIMEOUT_MS", 30_000, 100, Number.MAX_SAFE_INTEGER, "INFER_TIMEOUT_MS must be a number of ms >= 100"),
+  /**
+   * An SSE reader that takes nothing for this long while the edge holds events for it ends, its
+   * generation cancelled on the node (generations.ts); the same bound, and the same name, as a
+   * router's for a stream whose reader gives no credit (what ends a stalled WebSocket reader).
+   */
+  streamStallTimeoutMs: int("STREAM_STALL_TIMEOUT_MS", 60_000, 100),
   /** MESH_LOCAL=1: callers may name their colo (x-mesh-colo) and SIMULATED_RTT applies. */
   localMode: computed(localMode),
   /** Local mode: JSON {"ICN": {"ap-seoul": 8, "us-west": 130}} round trips added as real delay. */

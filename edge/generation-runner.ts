@@ -96,11 +96,16 @@ let sidCounter = 0;
  * Runs `plan` to its end at full speed (a token's credit goes back as it arrives), gathering its
  * text into `parts`: for whoever wants the whole answer rather than a stream (a non-streamed
  * generate, a shadow copy). `observe` sees every event first. The caller closes the plan's pool.
+ * `signal` (the caller's request.signal) cancels the generation, on the node too, when the caller
+ * goes away: it then ends as `done` with finish_reason cancelled, its usage row (499) the tokens
+ * that reached the edge (over an HTTP region stream the cancel is the request's abort, so the
+ * node's own count does not come back).
  */
 export async function runToEnd(
   plan: GenerationPlan,
   parts: string[],
   observe?: (ev: StreamEvent) => void,
+  signal?: AbortSignal,
 ): Promise<{ gen: Generation; end: Extract<StreamEvent, { type: "done" | "error" }> | null }> {
   let end: Extract<StreamEvent, { type: "done" | "error" }> | null = null;
   const gen: Generation = new Generation(plan, (ev) => {
@@ -112,9 +117,35 @@ export async function runToEnd(
       end = ev;
     }
   });
-  await gen.start();
-  await gen.finished;
+  const stop = signal ? cancelOnAbort(signal, gen, plan.services.waitUntil) : null;
+  try {
+    await gen.start();
+    await gen.finished;
+  } finally {
+    stop?.();
+  }
   return { gen, end };
+}
+
+/**
+ * Cancels `gen` when `signal` aborts (the caller disconnected: Workers' request.signal, compat flag
+ * enable_request_signal). Once the caller is gone the runtime tears the request down as soon as
+ * nothing holds it (its subrequests with it), so the rest of the generation (its end, the usage
+ * row, the route's cleanup: the region stream closed, the running-stream place given back) is
+ * held by waitUntil until it has ended.
+ * Returns the listener's removal.
+ */
+export function cancelOnAbort(signal: AbortSignal, gen: Pick<Generation, "cancel" | "finished">, waitUntil: (p: Promise<unknown>) => void): () => void {
+  const onAbort = () => {
+    gen.cancel();
+    waitUntil(gen.finished);
+  };
+  if (signal.aborted) {
+    onAbort();
+    return () => undefined;
+  }
+  signal.addEventListener("abort", onAbort, { once: true });
+  return () => signal.removeEventListener("abort", onAbort);
 }
 
 export class Generation {

@@ -19,13 +19,15 @@ import { formatTraceparent } from "../protocol/trace-context.js";
 import type { KeyRecord } from "./api-keys.js";
 import { deadlineOf, services, type AppContext, type Services } from "./context.js";
 import { bundleTokenizer, hasChatTemplate } from "./generative-bundle.js";
-import { Generation, runToEnd, type GenerationPlan } from "./generation-runner.js";
+import { cancelOnAbort, Generation, runToEnd, type GenerationPlan } from "./generation-runner.js";
 import { callerLocation } from "./geo.js";
+import { log } from "./log.js";
 import { chargeQuota } from "./middleware.js";
 import { OpenAIParamError, plainChatPrompt } from "./openai-format.js";
 import { requireModel, routeVersion, type ModelInfo, type VersionInfo } from "./model-registry.js";
 import { HttpChannelSource, type ChannelSource } from "./stream-client.js";
 import { generationShadows } from "./shadow-calls.js";
+import { SseBody } from "./sse-body.js";
 import { sockets } from "./stream-limits.js";
 import type { GenerateInput, StreamEvent } from "./stream-protocol.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "./tokenizers.js";
@@ -176,64 +178,58 @@ export async function openHttpGeneration(
 
 /**
  * Streams an opened generation as Server-Sent Events, each event written by `write` (which may
- * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled.
+ * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled
+ * (sse-body.ts). A reader that goes away (the body cancelled, or request.signal), or that stops
+ * reading for STREAM_STALL_TIMEOUT_MS once the buffers to it are full, cancels the generation on
+ * the node.
  */
 export async function sseGeneration(c: AppContext, opened: OpenedGeneration, write: (ev: StreamEvent) => string): Promise<Response> {
   const { input, inputFor, t, release, requestId, pool } = opened;
-  const encoder = new TextEncoder();
-  let controller!: ReadableStreamDefaultController<Uint8Array>;
-  // Credit granted to the region and not yet arrived: with the queue, never above the window.
-  let outstanding = SSE_WINDOW;
-  let closed = false;
-  const refill = () => {
-    const room = (controller.desiredSize ?? 0) - outstanding;
-    if (room > 0 && !closed) {
-      outstanding += room;
-      gen.credit(room);
-    }
+  const stallMs = c.get("config").streamStallTimeoutMs;
+  let unlisten = () => {};
+  // The generation is over for the body: its region stream and its place among the account's running streams go.
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    unlisten();
+    pool.closeAll();
+    release();
   };
+  const body = new SseBody(
+    {
+      credit: (n) => gen.credit(n),
+      // The cancel goes out on the region stream before it closes (closing it cancels too).
+      stop: () => {
+        gen.cancel();
+        finish();
+      },
+    },
+    SSE_WINDOW,
+    stallMs,
+    (info) => log("warn", requestId, "ending a server-sent event stream whose reader took nothing", { stallMs, ...info }),
+  );
   const plan = generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool });
   const shadows = shadowsOf(plan, inputFor);
   const gen: Generation = new Generation(plan, (ev) => {
-    // Before `closed` is looked at: a reader gone away still ends the generation (cancelled).
+    // Before the body is looked at: a reader gone away still ends the generation (cancelled).
     shadows?.(ev);
-    if (closed) return;
-    if (ev.type === "token") outstanding = Math.max(0, outstanding - 1);
-    const text = write(ev);
-    if (text) controller.enqueue(encoder.encode(text));
+    if (body.closed) return;
+    body.write(write(ev), ev.type === "token");
     if (ev.type === "done" || ev.type === "error") {
-      closed = true;
-      controller.close();
-      pool.closeAll();
-      release();
-    } else {
-      refill();
+      finish();
+      body.end();
     }
   });
-  const body = new ReadableStream<Uint8Array>(
-    {
-      start: (ctrl) => {
-        controller = ctrl;
-      },
-      pull: () => refill(),
-      // The caller went away: stop the generation (closing the region socket cancels it too).
-      cancel: () => {
-        closed = true;
-        gen.cancel();
-        pool.closeAll();
-        release();
-      },
-    },
-    new CountQueuingStrategy({ highWaterMark: SSE_WINDOW }),
-  );
+  // The caller's disconnect as the runtime reports it (compat flag enable_request_signal), besides the body's cancel.
+  unlisten = cancelOnAbort(c.req.raw.signal, { cancel: () => body.gone(), finished: gen.finished }, plan.services.waitUntil);
   try {
     await gen.start();
   } catch (err) {
-    pool.closeAll();
-    release();
+    finish();
     throw err;
   }
-  return new Response(body, {
+  return new Response(body.stream, {
     headers: {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache, no-transform",
@@ -255,7 +251,8 @@ export async function gatherGeneration(c: AppContext, opened: OpenedGeneration):
   const shadows = shadowsOf(plan, inputFor);
   let ran: Awaited<ReturnType<typeof runToEnd>>;
   try {
-    ran = await runToEnd(plan, parts, shadows ?? undefined);
+    // A caller that goes away while the text is gathered cancels the generation on the node.
+    ran = await runToEnd(plan, parts, shadows ?? undefined, c.req.raw.signal);
   } finally {
     pool.closeAll();
     release();

@@ -15,6 +15,9 @@
 // The multi-host mode (local/topology.ts) runs one per colo, each on the colo's own network
 // namespace: EDGE_HOST (default 127.0.0.1) is the address to listen on there, and EDGE_CF (JSON)
 // the `request.cf` its callers get (their colo and coordinates).
+// EDGE_FRONT_PORT (optional, tests only): a stand-in for Cloudflare's front line on that port
+// (FRONT_LINE below), for what local workerd cannot show: a caller that disconnects while the
+// edge gathers a whole answer reaching the edge as request.signal.
 // EDGE_INSPECTOR_PORT (optional, benches only): the first isolate's V8 inspector on that port,
 // path /edge, so bench/mesh-overhead.ts --profile can take its CPU profile.
 
@@ -24,10 +27,11 @@ import { Log, LogLevel, Miniflare } from "miniflare";
 import { EDGE_ASSETS } from "./edge-assets.js";
 import { exitWhenParentDies } from "../runtime/parent-watch.js";
 
-// Must match wrangler.toml: wrangler keys local D1 state by database_id.
+// Must match wrangler.toml: wrangler keys local D1 state by database_id (and the date and flags are the Worker's).
 const D1_DATABASE_ID = "00000000-0000-0000-0000-000000000000";
 const R2_BUCKET = "inference-mesh-artifacts";
 const COMPATIBILITY_DATE = "2026-04-01";
+const COMPATIBILITY_FLAGS = ["enable_request_signal"];
 
 const need = (name: string): string => {
   const v = process.env[name];
@@ -63,6 +67,7 @@ const worker = {
   scriptPath: need("EDGE_BUNDLE"),
   modulesRoot: dirname(need("EDGE_BUNDLE")),
   compatibilityDate: COMPATIBILITY_DATE,
+  compatibilityFlags: COMPATIBILITY_FLAGS,
   d1Databases: { DB: D1_DATABASE_ID },
   r2Buckets: { ARTIFACTS: R2_BUCKET },
   bindings: vars,
@@ -70,6 +75,39 @@ const worker = {
   assets: EDGE_ASSETS,
   ...outbound,
 };
+// At Cloudflare the front line sees a caller's connection close and cancels the Worker's
+// request, which the Worker sees as request.signal (enable_request_signal). workerd's own HTTP
+// server notices a closed connection only when it next writes to it, and a gathered answer
+// writes nothing until it is whole, so locally a caller that leaves mid-generation goes unseen.
+// This Worker stands in for the front line: it relays each request to the edge over a service
+// binding, answers 200 at once and writes a space every 100 ms until the edge's body follows
+// (leading whitespace is still valid JSON), and when a write fails (its caller is gone) aborts
+// the relayed request, which reaches the edge as a cancelled request, as at Cloudflare. Its
+// status and headers are not the edge's: tests use it only to leave mid-answer.
+const FRONT_LINE = `export default {
+  async fetch(request, env, ctx) {
+    const relayed = new AbortController();
+    const { readable, writable } = new TransformStream();
+    const writer = writable.getWriter();
+    const gone = () => relayed.abort(new Error("the caller disconnected"));
+    request.signal.addEventListener("abort", gone);
+    const beat = setInterval(() => writer.write(new Uint8Array([32])).catch(gone), 100);
+    ctx.waitUntil((async () => {
+      try {
+        const res = await env.EDGE.fetch(request, { signal: relayed.signal });
+        clearInterval(beat);
+        if (res.body) for await (const chunk of res.body) await writer.write(chunk);
+        await writer.close();
+      } catch (err) {
+        clearInterval(beat);
+        gone();
+        await writer.abort(err).catch(() => {});
+      }
+    })());
+    return new Response(readable, { headers: { "content-type": "application/json" } });
+  },
+};`;
+const frontPort = process.env.EDGE_FRONT_PORT ? Number(process.env.EDGE_FRONT_PORT) : undefined;
 const inspectorPort = process.env.EDGE_INSPECTOR_PORT ? Number(process.env.EDGE_INSPECTOR_PORT) : undefined;
 const mf = new Miniflare({
   host: process.env.EDGE_HOST || "127.0.0.1",
@@ -85,6 +123,19 @@ const mf = new Miniflare({
     { name: "edge", ...worker, ...(inspectorPort ? { unsafeInspectorProxy: true } : {}) },
     // Extra copies answer on their own sockets, straight to their isolate.
     ...extraPorts.map((port, i) => ({ name: `edge-${i + 2}`, ...worker, unsafeDirectSockets: [{ host: "127.0.0.1", port }] })),
+    ...(frontPort
+      ? [
+          {
+            name: "front-line",
+            modules: true,
+            script: FRONT_LINE,
+            compatibilityDate: COMPATIBILITY_DATE,
+            compatibilityFlags: COMPATIBILITY_FLAGS,
+            serviceBindings: { EDGE: "edge" },
+            unsafeDirectSockets: [{ host: "127.0.0.1", port: frontPort }],
+          },
+        ]
+      : []),
   ],
 });
 const url = await mf.ready;

@@ -72,6 +72,11 @@ export interface MeshOptions {
    */
   extraEdges?: number;
   /**
+   * Tests: a stand-in for Cloudflare's front line in front of the edge (local/edge-server.ts
+   * FRONT_LINE), at `front`: a caller that disconnects there reaches the edge as request.signal.
+   */
+  frontLine?: boolean;
+  /**
    * Artifacts through presigned R2 URLs served by the edge's local stand-in (default true, what
    * `npm start` runs); false: the region-signed /internal/artifacts route, as without R2 credentials.
    */
@@ -117,6 +122,8 @@ export interface MeshHandle {
   edge: string;
   /** Every edge isolate's URL: `edge` first, then the extra copies (see MeshOptions.extraEdges). */
   edges: string[];
+  /** With MeshOptions.frontLine: the front line's URL (200 at once, then the edge's body); else null. */
+  front: string | null;
   /** Multi-host mode: each colo's edge, as this host reaches it (`edge` is the first colo's). */
   colos: Record<string, string>;
   regions: Record<string, string>;
@@ -376,7 +383,16 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     step("bundling the edge Worker");
     await runToEnd("edge-bundle", process.execPath, [wrangler, "deploy", "--dry-run", "--outdir", buildDir], wranglerEnv, logDir);
     const extraPorts = hosts ? [] : await Promise.all(Array.from({ length: opts.extraEdges ?? 0 }, () => freePort()));
-    const edgeEnv = { EDGE_BUNDLE: join(buildDir, "index.js"), EDGE_PORT: String(edgePort), EDGE_PERSIST: persist, EDGE_VARS: varsFile, EDGE_EXTRA_PORTS: extraPorts.join(","), ...caEnv };
+    const frontPort = opts.frontLine && !hosts ? await freePort() : null;
+    const edgeEnv = {
+      EDGE_BUNDLE: join(buildDir, "index.js"),
+      EDGE_PORT: String(edgePort),
+      EDGE_PERSIST: persist,
+      EDGE_VARS: varsFile,
+      EDGE_EXTRA_PORTS: extraPorts.join(","),
+      ...(frontPort ? { EDGE_FRONT_PORT: String(frontPort) } : {}),
+      ...caEnv,
+    };
     const edgeProcs: ProcessInfo[] = [];
     const colos: Record<string, string> = {};
     if (!hosts) edgeProcs.push(spawnLogged("edge", process.execPath, [...TSX, join(ROOT, "local/edge-server.ts")], edgeEnv, logDir));
@@ -447,6 +463,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     const handle: MeshHandle = {
       edge,
       edges,
+      front: frontPort ? `http://127.0.0.1:${frontPort}` : null,
       colos,
       regions: regionUrls,
       redis: redisInfo,

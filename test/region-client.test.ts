@@ -49,6 +49,7 @@ const config = {
   regions: [west, seoul],
   redis: null,
   inferTimeoutMs: 10_000,
+  streamStallTimeoutMs: 60_000,
   localMode: false,
   simulatedRtt: {},
   explorationShare: 0,
