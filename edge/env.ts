@@ -125,6 +125,17 @@ const EDGE_FIELDS = {
     if (str(env, "SIMULATED_RTT") !== undefined && !localMode(env)) fail("SIMULATED_RTT is for the one-machine local mode only (MESH_LOCAL=1): across real hosts the network's own delay is what the edge measures");
     return value(json("SIMULATED_RTT", RttSchema, {}, 'SIMULATED_RTT must be JSON like {"ICN": {"ap-seoul": 8}}'), env);
   }),
+  /**
+   * Local mode only, a bench's baseline (bench/usage-write.ts): USAGE_WRITE=drizzle writes usage
+   * rows through drizzle's query builder on every flush, as before issue 14; otherwise "prepared".
+   */
+  usageWrite: computed((env): "prepared" | "drizzle" => {
+    const v = str(env, "USAGE_WRITE");
+    if (v === undefined || v === "prepared") return "prepared";
+    if (v !== "drizzle") fail('USAGE_WRITE must be "prepared" or "drizzle"');
+    if (!localMode(env)) fail("USAGE_WRITE is a bench baseline for the one-machine local mode only (MESH_LOCAL=1)");
+    return "drizzle";
+  }),
   /** Share of calls sent to the second-best region to keep its estimate fresh (0..0.5). */
   explorationShare: num("EXPLORATION_SHARE", 0.02, 0, 0.5, "EXPLORATION_SHARE must be between 0 and 0.5"),
   /** Default rate limit of an account (shared by all its keys): sustained requests per second, and the burst on top. */
