@@ -91,9 +91,15 @@ export function redisCommandCounts(port: number): Record<string, number> {
 // ---------------------------------------------------------------------------------------------
 // V8 CPU profiles (the .cpuprofile format: a call tree, samples of node ids, time deltas in µs)
 
+export interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+}
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
+  children?: number[];
 }
 export interface CpuProfile {
   nodes: ProfileNode[];
@@ -143,6 +149,48 @@ export function selfTimes(profiles: readonly CpuProfile[], from: number, to: num
     .slice(0, top)
     .map(([fn, v]) => ({ fn, ms: v, share: busy > 0 ? v / busy : 0 }));
   return { sampledMs: sampled, busyMs: busy, top: list };
+}
+
+/**
+ * Inclusive time: per category, the ms of samples within any of `windows` ([from, to] µs,
+ * monotonic) whose stack holds a frame the category's test accepts (a sample counts once per
+ * category however many such frames it holds), and the busy ms they are a share of.
+ */
+export function inclusiveTimes(
+  profiles: readonly CpuProfile[],
+  windows: readonly (readonly [number, number])[],
+  categories: Record<string, (frame: CallFrame) => boolean>,
+): { busyMs: number; ms: Record<string, number> } {
+  const ms: Record<string, number> = Object.fromEntries(Object.keys(categories).map((k) => [k, 0]));
+  let busy = 0;
+  for (const profile of profiles) {
+    const parent = new Map<number, number>();
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    // Per node: the categories its stack (itself and its callers) falls in, worked out once.
+    const hits = new Map<number, string[]>();
+    const hitsOf = (id: number): string[] => {
+      let h = hits.get(id);
+      if (h) return h;
+      const frames: CallFrame[] = [];
+      for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) frames.push(byId.get(at)!.callFrame);
+      h = Object.keys(categories).filter((k) => frames.some(categories[k]!));
+      hits.set(id, h);
+      return h;
+    };
+    let t = profile.startTime;
+    for (let i = 0; i < profile.samples.length; i++) {
+      const dt = profile.timeDeltas[i] ?? 0;
+      t += dt;
+      if (!windows.some(([from, to]) => t >= from && t <= to)) continue;
+      const node = byId.get(profile.samples[i]!);
+      const name = node?.callFrame.functionName;
+      if (name === "(idle)" || name === "(program)") continue;
+      busy += dt / 1000;
+      for (const k of hitsOf(profile.samples[i]!)) ms[k]! += dt / 1000;
+    }
+  }
+  return { busyMs: busy, ms };
 }
 
 /** The .cpuprofile files bench/cpu-profile-preload.cjs wrote into `dir`, by the pid in their names. */

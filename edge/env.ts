@@ -21,6 +21,7 @@ import {
 import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign } from "../protocol/presign.js";
 import { DEFAULT_MAX_OPEN_UPLOADS, DEFAULT_MAX_UPLOAD_BYTES } from "./uploads.js";
+import type { UsageWriteMode } from "./usage.js";
 
 export { ConfigError };
 
@@ -129,7 +130,7 @@ const EDGE_FIELDS = {
    * Local mode only, a bench's baseline (bench/usage-write.ts): USAGE_WRITE=drizzle writes usage
    * rows through drizzle's query builder on every flush, as before issue 14; otherwise "prepared".
    */
-  usageWrite: computed((env): "prepared" | "drizzle" => {
+  usageWrite: computed((env): UsageWriteMode => {
     const v = str(env, "USAGE_WRITE");
     if (v === undefined || v === "prepared") return "prepared";
     if (v !== "drizzle") fail('USAGE_WRITE must be "prepared" or "drizzle"');

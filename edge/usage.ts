@@ -21,7 +21,6 @@ import { getTableColumns, sql } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { usageEvents } from "../schema/schema.js";
-import type { Services } from "./context.js";
 import { log } from "./log.js";
 
 export const FLUSH_MS = 500;
@@ -33,8 +32,15 @@ const ROWS_PER_STATEMENT = 5;
 /** A row as the edge writes it: D1 numbers it; its time is the call's start (the edge's clock). */
 export type UsageEvent = Omit<typeof usageEvents.$inferInsert, "id" | "createdAt"> & { createdAt: number };
 
-/** Where a row goes: the request's database and waitUntil, and the config (which writer). */
-export type UsageSink = Pick<Services, "db" | "config" | "waitUntil">;
+/** Which writer (USAGE_WRITE): "drizzle" only as a bench's baseline. */
+export type UsageWriteMode = "prepared" | "drizzle";
+
+/** Where a row goes: the request's database and waitUntil, and the config (a Services is one). */
+export interface UsageSink {
+  db: DrizzleD1Database;
+  config: { usageWrite: UsageWriteMode };
+  waitUntil: (p: Promise<unknown>) => void;
+}
 
 let buffer: UsageEvent[] = [];
 let timerArmed = false;

@@ -71,6 +71,8 @@ export interface MeshOptions {
    * colos of one deployment); their URLs are in `edges` after the first. Default 0.
    */
   extraEdges?: number;
+  /** Vars for each extra edge on top of the first's, in order (a bench's baseline setting in one isolate). */
+  extraEdgeVars?: Record<string, string>[];
   /**
    * Artifacts through presigned R2 URLs served by the edge's local stand-in (default true, what
    * `npm start` runs); false: the region-signed /internal/artifacts route, as without R2 credentials.
@@ -376,7 +378,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     step("bundling the edge Worker");
     await runToEnd("edge-bundle", process.execPath, [wrangler, "deploy", "--dry-run", "--outdir", buildDir], wranglerEnv, logDir);
     const extraPorts = hosts ? [] : await Promise.all(Array.from({ length: opts.extraEdges ?? 0 }, () => freePort()));
-    const edgeEnv = { EDGE_BUNDLE: join(buildDir, "index.js"), EDGE_PORT: String(edgePort), EDGE_PERSIST: persist, EDGE_VARS: varsFile, EDGE_EXTRA_PORTS: extraPorts.join(","), ...caEnv };
+    const edgeEnv = { EDGE_BUNDLE: join(buildDir, "index.js"), EDGE_PORT: String(edgePort), EDGE_PERSIST: persist, EDGE_VARS: varsFile, EDGE_EXTRA_PORTS: extraPorts.join(","), EDGE_EXTRA_VARS: JSON.stringify(opts.extraEdgeVars ?? []), ...caEnv };
     const edgeProcs: ProcessInfo[] = [];
     const colos: Record<string, string> = {};
     if (!hosts) edgeProcs.push(spawnLogged("edge", process.execPath, [...TSX, join(ROOT, "local/edge-server.ts")], edgeEnv, logDir));

@@ -11,8 +11,7 @@ import { drizzle } from "drizzle-orm/d1";
 import { Miniflare } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withBusyRetry } from "../edge/d1-retry.js";
-import type { EdgeConfig } from "../edge/env.js";
-import { flushUsage, recordUsage, writePrepared, writeWithDrizzle, type UsageEvent, type UsageWriter } from "../edge/usage.js";
+import { flushUsage, recordUsage, writePrepared, writeWithDrizzle, type UsageEvent, type UsageWriteMode, type UsageWriter } from "../edge/usage.js";
 import { ROOT } from "../local/mesh.js";
 
 let mf: Miniflare;
@@ -97,13 +96,13 @@ describe("usage rows: prepared inserts against drizzle's", () => {
 });
 
 describe("usage rows through the isolate's buffer", () => {
-  const sink = (usageWrite: EdgeConfig["usageWrite"], pending: Promise<unknown>[]) => ({
+  const sink = (usageWrite: UsageWriteMode, pending: Promise<unknown>[]) => ({
     db: edgeDb(),
-    config: { usageWrite } as EdgeConfig,
+    config: { usageWrite },
     waitUntil: (p: Promise<unknown>) => void pending.push(p),
   });
 
-  const record = async (tag: string, write: EdgeConfig["usageWrite"], n: number) => {
+  const record = async (tag: string, write: UsageWriteMode, n: number) => {
     const pending: Promise<unknown>[] = [];
     const s = sink(write, pending);
     for (const r of rows(tag, n)) recordUsage(s, r);
