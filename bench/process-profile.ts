@@ -152,16 +152,18 @@ export function selfTimes(profiles: readonly CpuProfile[], from: number, to: num
 }
 
 /**
- * Inclusive time: per category, the ms of samples within any of `windows` ([from, to] µs,
+ * Inclusive time: per category, the busy samples within any of `windows` ([from, to] µs,
  * monotonic) whose stack holds a frame the category's test accepts (a sample counts once per
- * category however many such frames it holds), and the busy ms they are a share of.
+ * category however many such frames it holds), and all busy samples. Counted, not weighted by
+ * their time deltas: on a loaded machine a sample taken after the thread waited for a CPU
+ * carries the whole wait, which would charge the wall time to whatever code was running then.
  */
 export function inclusiveTimes(
   profiles: readonly CpuProfile[],
   windows: readonly (readonly [number, number])[],
   categories: Record<string, (frame: CallFrame) => boolean>,
-): { busyMs: number; ms: Record<string, number> } {
-  const ms: Record<string, number> = Object.fromEntries(Object.keys(categories).map((k) => [k, 0]));
+): { busy: number; samples: Record<string, number> } {
+  const samples: Record<string, number> = Object.fromEntries(Object.keys(categories).map((k) => [k, 0]));
   let busy = 0;
   for (const profile of profiles) {
     const parent = new Map<number, number>();
@@ -186,11 +188,11 @@ export function inclusiveTimes(
       const node = byId.get(profile.samples[i]!);
       const name = node?.callFrame.functionName;
       if (name === "(idle)" || name === "(program)") continue;
-      busy += dt / 1000;
-      for (const k of hitsOf(profile.samples[i]!)) ms[k]! += dt / 1000;
+      busy++;
+      for (const k of hitsOf(profile.samples[i]!)) samples[k]!++;
     }
   }
-  return { busyMs: busy, ms };
+  return { busy, samples };
 }
 
 /** The .cpuprofile files bench/cpu-profile-preload.cjs wrote into `dir`, by the pid in their names. */
@@ -208,6 +210,9 @@ export function readNodeProfiles(dir: string): Map<number, CpuProfile> {
   }
   return out;
 }
+
+/** The sampling interval InspectorProfiler asks for, µs. */
+export const INSPECTOR_SAMPLING_US = 200;
 
 /** A V8 CPU profile of one workerd isolate, started and stopped over the inspector. */
 export class InspectorProfiler {
@@ -245,7 +250,7 @@ export class InspectorProfiler {
 
   async start(): Promise<void> {
     await this.send("Profiler.enable");
-    await this.send("Profiler.setSamplingInterval", { interval: 200 });
+    await this.send("Profiler.setSamplingInterval", { interval: INSPECTOR_SAMPLING_US });
     await this.send("Profiler.start");
   }
 

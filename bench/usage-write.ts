@@ -11,9 +11,9 @@
 //   workerd CPU ms per call    /proc: the workerd process over the round (both isolates, D1's
 //                              simulator, Miniflare's entry), less what it spends idle
 //   usage write share          each isolate's V8 CPU profile (its inspector, /edge-2 and
-//                              /edge-3): busy samples whose stack holds the usage writer
-//                              (recordUsage/flushUsage and what they call), and those under
-//                              D1's binding (any D1 call, usage or not)
+//                              /edge-3) over its rounds: the busy samples whose stack holds the
+//                              usage writer (recordUsage/flushUsage and what they call), and
+//                              those under D1's binding (any D1 call, usage or not)
 //
 // Run: npm run bench:usage      (3 rounds of 6 s per variant)
 //      npx tsx bench/usage-write.ts --quick
@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { freePort } from "../local/free-port.js";
 import { err, QUICK, runBench, say, type Bench } from "./harness.js";
 import { keepAliveAgent, post } from "./http-client.js";
-import { cpuByPart, inclusiveTimes, InspectorProfiler, monotonicMicros, selfTimes, type CallFrame, type CpuProfile } from "./process-profile.js";
+import { cpuByPart, inclusiveTimes, INSPECTOR_SAMPLING_US, InspectorProfiler, monotonicMicros, type CallFrame, type CpuProfile } from "./process-profile.js";
 import { fmt, formatTable, RESULTS_DIR, round, runPhase, type PhaseOptions } from "./stats.js";
 
 const CONCURRENCY = 16;
@@ -87,7 +87,7 @@ async function main(b: Bench): Promise<void> {
     };
   };
   /** Calls GET /v1/usage counts for the model (every version, shadows none). */
-  const usageUrl = new URL(`/v1/usage?model=${MODEL}&from=0&to=${Date.now() + 86_400_000}`, mesh.edge);
+  const usageUrl = new URL(`/v1/usage?model=${MODEL}&from=${Date.now() - 86_400_000}&to=${Date.now() + 86_400_000}`, mesh.edge);
   const rowsWritten = async () => {
     const r = await fetch(usageUrl, { headers: auth });
     if (r.status !== 200) throw new Error(`GET /v1/usage: HTTP ${r.status}`);
@@ -154,7 +154,7 @@ async function main(b: Bench): Promise<void> {
       const calls = rs.reduce((n, x) => n + x.calls, 0);
       const windows = rs.map((x) => x.window);
       const inc = inclusiveTimes([profiles.get(v.id)!], windows, CATEGORIES);
-      const self = selfTimes([profiles.get(v.id)!], windows[0]![0], windows.at(-1)![1], 12);
+      const sampleMs = INSPECTOR_SAMPLING_US / 1000;
       return [
         v.id,
         {
@@ -164,14 +164,14 @@ async function main(b: Bench): Promise<void> {
           p50: median(rs.map((x) => x.p50)),
           p99: median(rs.map((x) => x.p99)),
           workerdCpuMsPerCall: median(rs.map((x) => x.workerdCpuMsPerCall)),
-          isolateBusyMsPerCall: inc.busyMs / calls,
-          share: Object.fromEntries(Object.entries(inc.ms).map(([k, ms]) => [k, inc.busyMs ? ms / inc.busyMs : 0])),
-          msPerCall: Object.fromEntries(Object.entries(inc.ms).map(([k, ms]) => [k, ms / calls])),
-          hottest: self.top.map((t) => ({ fn: t.fn, share: round(t.share, 4) })),
+          busySamples: inc.busy,
+          isolateBusyMsPerCall: (inc.busy * sampleMs) / calls,
+          share: Object.fromEntries(Object.entries(inc.samples).map(([k, n]) => [k, inc.busy ? n / inc.busy : 0])),
+          msPerCall: Object.fromEntries(Object.entries(inc.samples).map(([k, n]) => [k, (n * sampleMs) / calls])),
         },
       ];
     }),
-  ) as Record<VariantId, { rounds: number; calls: number; callsPerSec: number; p50: number; p99: number; workerdCpuMsPerCall: number; isolateBusyMsPerCall: number; share: Record<string, number>; msPerCall: Record<string, number>; hottest: { fn: string; share: number | null }[] }>;
+  ) as Record<VariantId, { rounds: number; calls: number; callsPerSec: number; p50: number; p99: number; workerdCpuMsPerCall: number; busySamples: number; isolateBusyMsPerCall: number; share: Record<string, number>; msPerCall: Record<string, number> }>;
 
   const [a, z] = [summary.drizzle, summary.prepared];
   const cats = Object.keys(CATEGORIES);
@@ -186,7 +186,7 @@ async function main(b: Bench): Promise<void> {
         ["p50 ms", fmt(a.p50, 2), fmt(z.p50, 2), fmt(z.p50 / a.p50, 3)],
         ["p99 ms", fmt(a.p99, 2), fmt(z.p99, 2), fmt(z.p99 / a.p99, 3)],
         ["workerd CPU ms/call (/proc, net of idle)", fmt(a.workerdCpuMsPerCall, 3), fmt(z.workerdCpuMsPerCall, 3), fmt(z.workerdCpuMsPerCall / a.workerdCpuMsPerCall, 3)],
-        ["isolate busy ms/call (profile)", fmt(a.isolateBusyMsPerCall, 3), fmt(z.isolateBusyMsPerCall, 3), fmt(z.isolateBusyMsPerCall / a.isolateBusyMsPerCall, 3)],
+        ["isolate busy ms/call (profile samples)", fmt(a.isolateBusyMsPerCall, 3), fmt(z.isolateBusyMsPerCall, 3), fmt(z.isolateBusyMsPerCall / a.isolateBusyMsPerCall, 3)],
         ...cats.flatMap((k) => [
           [`${k}: share of isolate busy`, `${fmt(a.share[k]! * 100, 1)}%`, `${fmt(z.share[k]! * 100, 1)}%`, fmt(z.share[k]! / a.share[k]!, 3)],
           [`${k}: ms/call`, fmt(a.msPerCall[k], 4), fmt(z.msPerCall[k], 4), fmt(z.msPerCall[k]! / a.msPerCall[k]!, 3)],
@@ -194,11 +194,8 @@ async function main(b: Bench): Promise<void> {
       ],
     ),
   );
-  for (const v of VARIANTS) {
-    say();
-    say(`hottest functions (self time, share of the isolate's busy time), ${v.id}:`);
-    for (const t of summary[v.id].hottest) say(`  ${fmt((t.share ?? 0) * 100, 1)}%  ${t.fn}`);
-  }
+  say();
+  say(`profile figures count busy samples (${INSPECTOR_SAMPLING_US} µs apart): ${a.busySamples} before, ${z.busySamples} after`);
   await b.saveResults({ concurrency: CONCURRENCY, phase: PHASE, idleWorkerdCpuMsPerS: round(idleMsPerMs * 1000, 2), rounds, summary });
 }
 
