@@ -153,15 +153,15 @@ export function selfTimes(profiles: readonly CpuProfile[], from: number, to: num
 
 /**
  * Inclusive time: per category, the busy samples within any of `windows` ([from, to] µs,
- * monotonic) whose stack holds a frame the category's test accepts (a sample counts once per
- * category however many such frames it holds), and all busy samples. Counted, not weighted by
+ * monotonic) whose stack (the sampled frame first, then its callers) the category's test
+ * accepts, and all busy samples. Counted, not weighted by
  * their time deltas: on a loaded machine a sample taken after the thread waited for a CPU
  * carries the whole wait, which would charge the wall time to whatever code was running then.
  */
 export function inclusiveTimes(
   profiles: readonly CpuProfile[],
   windows: readonly (readonly [number, number])[],
-  categories: Record<string, (frame: CallFrame) => boolean>,
+  categories: Record<string, (stack: readonly CallFrame[]) => boolean>,
 ): { busy: number; samples: Record<string, number> } {
   const samples: Record<string, number> = Object.fromEntries(Object.keys(categories).map((k) => [k, 0]));
   let busy = 0;
@@ -176,7 +176,7 @@ export function inclusiveTimes(
       if (h) return h;
       const frames: CallFrame[] = [];
       for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) frames.push(byId.get(at)!.callFrame);
-      h = Object.keys(categories).filter((k) => frames.some(categories[k]!));
+      h = Object.keys(categories).filter((k) => categories[k]!(frames));
       hits.set(id, h);
       return h;
     };

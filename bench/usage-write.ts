@@ -59,9 +59,22 @@ type VariantId = (typeof VARIANTS)[number]["id"];
 
 /** The usage writer's own functions (edge/usage.ts): a sample under one of them is the write's. */
 const USAGE_FNS = new Set(["recordUsage", "flushUsage", "writePrepared", "preparedInserts", "insertOf", "writeWithDrizzle"]);
-const CATEGORIES: Record<string, (f: CallFrame) => boolean> = {
-  "usage write": (f) => USAGE_FNS.has(f.functionName),
-  "D1 binding (any D1 call)": (f) => /d1/i.test(f.url) && !/index\.js$/.test(f.url),
+/** drizzle's query building (bundled, so known by name only). */
+const DRIZZLE_FNS = new Set(["values", "toSQL", "getSQL", "_prepare", "prepareQuery", "buildInsertQuery", "sqlToQuery", "buildQueryFromSourceParams", "mergeQueries"]);
+const usage = (s: readonly CallFrame[]) => s.some((f) => USAGE_FNS.has(f.functionName));
+/** workerd's D1 binding (its own module, cloudflare-internal:d1-api): statements, their JSON, the fetch to D1. */
+const d1 = (s: readonly CallFrame[]) => s.some((f) => f.url.includes("d1-api"));
+/** The D1 retry wrapper's statement wrapper (edge/d1-retry.ts). */
+const retry = (s: readonly CallFrame[]) => s.some((f) => f.functionName === "wrap");
+const drizzleBuild = (s: readonly CallFrame[]) => s.some((f) => DRIZZLE_FNS.has(f.functionName));
+/** The usage write, and its parts (disjoint, in this order of precedence: D1, retry, drizzle, the rest). */
+const CATEGORIES: Record<string, (stack: readonly CallFrame[]) => boolean> = {
+  "usage write": usage,
+  "  of it, D1's binding (statements, JSON, fetch)": (s) => usage(s) && d1(s),
+  "  of it, the retry wrapper": (s) => usage(s) && !d1(s) && retry(s),
+  "  of it, drizzle building the query": (s) => usage(s) && !d1(s) && !retry(s) && drizzleBuild(s),
+  "  of it, usage.ts itself (buffer, values, timer)": (s) => usage(s) && !d1(s) && !retry(s) && !drizzleBuild(s),
+  "D1's binding, any D1 call": d1,
 };
 
 interface Round {
