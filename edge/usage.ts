@@ -7,9 +7,9 @@
 //
 // The rows go through D1 statements prepared once per isolate (one per rows-per-statement
 // count), their SQL written by drizzle from the schema: a flush only binds values. Building the
-// insert with drizzle's query builder on every flush cost 10-15% of the edge's CPU under load
-// (docs/benchmarks.md, issue 14); USAGE_WRITE=drizzle (local mode only) keeps that path as the
-// bench's baseline.
+// insert with drizzle's query builder on every flush was 7-13% of the edge isolate's CPU under
+// load, now about 1% (docs/benchmarks.md, issue 14); USAGE_WRITE=drizzle (local mode only) keeps
+// that path as bench/usage-write.ts's baseline.
 //
 // `usageReport` answers GET /v1/usage from those rows: counts, errors and compute-milliseconds
 // per model and version, for billing. Compute is the node's session time (compute_ms), failed
@@ -143,6 +143,7 @@ export function preparedInserts(db: DrizzleD1Database, rows: readonly UsageEvent
   return out;
 }
 
+/** The writer: the bound statements as one D1 batch, through the request's (retrying) binding. */
 export const writePrepared: UsageWriter = (db, rows) => clientOf(db).batch(preparedInserts(db, rows));
 
 /** The former writer, drizzle's query builder on every flush: USAGE_WRITE=drizzle, the bench's baseline. */
