@@ -91,9 +91,15 @@ export function redisCommandCounts(port: number): Record<string, number> {
 // ---------------------------------------------------------------------------------------------
 // V8 CPU profiles (the .cpuprofile format: a call tree, samples of node ids, time deltas in µs)
 
+export interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+}
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
+  children?: number[];
 }
 export interface CpuProfile {
   nodes: ProfileNode[];
@@ -145,6 +151,50 @@ export function selfTimes(profiles: readonly CpuProfile[], from: number, to: num
   return { sampledMs: sampled, busyMs: busy, top: list };
 }
 
+/**
+ * Inclusive time: per category, the busy samples within any of `windows` ([from, to] µs,
+ * monotonic) whose stack (the sampled frame first, then its callers) the category's test
+ * accepts, and all busy samples. Counted, not weighted by
+ * their time deltas: on a loaded machine a sample taken after the thread waited for a CPU
+ * carries the whole wait, which would charge the wall time to whatever code was running then.
+ */
+export function inclusiveTimes(
+  profiles: readonly CpuProfile[],
+  windows: readonly (readonly [number, number])[],
+  categories: Record<string, (stack: readonly CallFrame[]) => boolean>,
+): { busy: number; samples: Record<string, number> } {
+  const samples: Record<string, number> = Object.fromEntries(Object.keys(categories).map((k) => [k, 0]));
+  let busy = 0;
+  for (const profile of profiles) {
+    const parent = new Map<number, number>();
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    // Per node: the categories its stack (itself and its callers) falls in, worked out once.
+    const hits = new Map<number, string[]>();
+    const hitsOf = (id: number): string[] => {
+      let h = hits.get(id);
+      if (h) return h;
+      const frames: CallFrame[] = [];
+      for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) frames.push(byId.get(at)!.callFrame);
+      h = Object.keys(categories).filter((k) => categories[k]!(frames));
+      hits.set(id, h);
+      return h;
+    };
+    let t = profile.startTime;
+    for (let i = 0; i < profile.samples.length; i++) {
+      const dt = profile.timeDeltas[i] ?? 0;
+      t += dt;
+      if (!windows.some(([from, to]) => t >= from && t <= to)) continue;
+      const node = byId.get(profile.samples[i]!);
+      const name = node?.callFrame.functionName;
+      if (name === "(idle)" || name === "(program)") continue;
+      busy++;
+      for (const k of hitsOf(profile.samples[i]!)) samples[k]!++;
+    }
+  }
+  return { busy, samples };
+}
+
 /** The .cpuprofile files bench/cpu-profile-preload.cjs wrote into `dir`, by the pid in their names. */
 export function readNodeProfiles(dir: string): Map<number, CpuProfile> {
   const out = new Map<number, CpuProfile>();
@@ -160,6 +210,9 @@ export function readNodeProfiles(dir: string): Map<number, CpuProfile> {
   }
   return out;
 }
+
+/** The sampling interval InspectorProfiler asks for, µs. */
+export const INSPECTOR_SAMPLING_US = 200;
 
 /** A V8 CPU profile of one workerd isolate, started and stopped over the inspector. */
 export class InspectorProfiler {
@@ -197,7 +250,7 @@ export class InspectorProfiler {
 
   async start(): Promise<void> {
     await this.send("Profiler.enable");
-    await this.send("Profiler.setSamplingInterval", { interval: 200 });
+    await this.send("Profiler.setSamplingInterval", { interval: INSPECTOR_SAMPLING_US });
     await this.send("Profiler.start");
   }
 

@@ -22,6 +22,7 @@ import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign } from "../protocol/presign.js";
 import { wireFeaturesSetting } from "../protocol/wire-version.js";
 import { DEFAULT_MAX_OPEN_UPLOADS, DEFAULT_MAX_UPLOAD_BYTES } from "./uploads.js";
+import type { UsageWriteMode } from "./usage.js";
 
 export { ConfigError };
 
@@ -134,6 +135,17 @@ const EDGE_FIELDS = {
   }),
   /** MESH_WIRE_FEATURES: the wire features the edge announces to regions and takes (protocol/wire-version.ts; default all). */
   wireFeatures: wireFeaturesSetting,
+  /**
+   * Local mode only, a bench's baseline (bench/usage-write.ts): USAGE_WRITE=drizzle writes usage
+   * rows through drizzle's query builder on every flush, as before issue 14; otherwise "prepared".
+   */
+  usageWrite: computed((env): UsageWriteMode => {
+    const v = str(env, "USAGE_WRITE");
+    if (v === undefined || v === "prepared") return "prepared";
+    if (v !== "drizzle") fail('USAGE_WRITE must be "prepared" or "drizzle"');
+    if (!localMode(env)) fail("USAGE_WRITE is a bench baseline for the one-machine local mode only (MESH_LOCAL=1)");
+    return "drizzle";
+  }),
   /** Share of calls sent to the second-best region to keep its estimate fresh (0..0.5). */
   explorationShare: num("EXPLORATION_SHARE", 0.02, 0, 0.5, "EXPLORATION_SHARE must be between 0 and 0.5"),
   /** Default rate limit of an account (shared by all its keys): sustained requests per second, and the burst on top. */

@@ -425,7 +425,7 @@ export class Generation {
       tokensIn,
       tokensOut,
     });
-    if (p.shadowOf === undefined) recordUsage(p.services.db, this.usage, p.services.waitUntil);
+    if (p.shadowOf === undefined) recordUsage(p.services, this.usage);
     this.emit(ev);
     this.resolveFinished();
   }

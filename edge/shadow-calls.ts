@@ -69,7 +69,7 @@ export async function runShadows(body: InferBody, served: CallPlan, servedOutcom
         ...(outcome.ok ? {} : { shadowError: outcome.error.code }),
         ...(comparison ? { matched: comparison.matched, maxAbsDiff: comparison.maxAbsDiff, reason: comparison.reason } : {}),
       });
-      recordUsage(s.db, { ...outcome.usage, matched: comparison ? (comparison.matched ? 1 : 0) : null }, s.waitUntil);
+      recordUsage(s, { ...outcome.usage, matched: comparison ? (comparison.matched ? 1 : 0) : null });
     }),
   );
 }
@@ -167,5 +167,5 @@ async function runShadowGeneration(served: GenerationPlan, servedText: Generatio
     shadowChars: shadowText.text.length,
     ...(comparison ? { matched: comparison.matched, reason: comparison.reason } : {}),
   });
-  recordUsage(s.db, { ...outcome.usage, matched: comparison ? (comparison.matched ? 1 : 0) : null }, s.waitUntil);
+  recordUsage(s, { ...outcome.usage, matched: comparison ? (comparison.matched ? 1 : 0) : null });
 }

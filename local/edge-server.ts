@@ -8,6 +8,8 @@
 // EDGE_EXTRA_PORTS (comma-separated): one more copy of the Worker per port, each in its own
 // isolate (its own memory, caches and limiters) over the same D1, R2 and Redis, the way two
 // Cloudflare colos see one deployment. Tests use it to prove bounds across isolates.
+// EDGE_EXTRA_VARS (optional, JSON array): vars that override EDGE_VARS in the extra copies, one
+// object per copy in order (a bench runs a baseline setting in one isolate beside the default).
 // MESH_CA_FILE (optional, PEM): a CA the Worker's outbound fetches and WebSockets trust besides
 // the public ones (workerd's network service `trustedCertificates`), so https/wss region URLs
 // signed by a local CA (local/ca.ts) work here the way public certificates work at Cloudflare;
@@ -19,7 +21,8 @@
 // (FRONT_LINE below), for what local workerd cannot show: a caller that disconnects while the
 // edge gathers a whole answer reaching the edge as request.signal.
 // EDGE_INSPECTOR_PORT (optional, benches only): the first isolate's V8 inspector on that port,
-// path /edge, so bench/mesh-overhead.ts --profile can take its CPU profile.
+// path /edge, so bench/mesh-overhead.ts --profile can take its CPU profile (the extra copies'
+// at /edge-2, /edge-3, ...).
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -48,6 +51,7 @@ const extraPorts = (process.env.EDGE_EXTRA_PORTS ?? "")
   .split(",")
   .filter(Boolean)
   .map((p) => Number(p));
+const extraVars = JSON.parse(process.env.EDGE_EXTRA_VARS || "[]") as Record<string, string>[];
 const caFile = process.env.MESH_CA_FILE;
 // Miniflare's own default outbound, with the local CA added: public and private addresses
 // (routers listen on loopback or a namespace's address), browser CAs still trusted.
@@ -122,7 +126,13 @@ const mf = new Miniflare({
   workers: [
     { name: "edge", ...worker, ...(inspectorPort ? { unsafeInspectorProxy: true } : {}) },
     // Extra copies answer on their own sockets, straight to their isolate.
-    ...extraPorts.map((port, i) => ({ name: `edge-${i + 2}`, ...worker, unsafeDirectSockets: [{ host: "127.0.0.1", port }] })),
+    ...extraPorts.map((port, i) => ({
+      name: `edge-${i + 2}`,
+      ...worker,
+      bindings: { ...vars, ...extraVars[i] },
+      unsafeDirectSockets: [{ host: "127.0.0.1", port }],
+      ...(inspectorPort ? { unsafeInspectorProxy: true } : {}),
+    })),
     ...(frontPort
       ? [
           {

@@ -71,6 +71,8 @@ export interface MeshOptions {
    * colos of one deployment); their URLs are in `edges` after the first. Default 0.
    */
   extraEdges?: number;
+  /** Vars for each extra edge on top of the first's, in order (a bench's baseline setting in one isolate). */
+  extraEdgeVars?: Record<string, string>[];
   /**
    * Tests: a stand-in for Cloudflare's front line in front of the edge (local/edge-server.ts
    * FRONT_LINE), at `front`: a caller that disconnects there reaches the edge as request.signal.
@@ -390,6 +392,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
       EDGE_PERSIST: persist,
       EDGE_VARS: varsFile,
       EDGE_EXTRA_PORTS: extraPorts.join(","),
+      EDGE_EXTRA_VARS: JSON.stringify(opts.extraEdgeVars ?? []),
       ...(frontPort ? { EDGE_FRONT_PORT: String(frontPort) } : {}),
       ...caEnv,
     };

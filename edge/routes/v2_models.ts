@@ -82,7 +82,7 @@ async function infer(c: AppContext) {
   } catch (err) {
     if (!(err instanceof TensorError)) throw err;
     const end = { version: version.version, status: 400, region: null, node: null, times: NO_TIME, edgeMs: Date.now() - startedAt };
-    recordUsage(scope.services.db, usageRow(call, end), scope.services.waitUntil);
+    recordUsage(scope.services, usageRow(call, end));
     throw new MeshError("invalid_tensor", err.message, versionHeaders);
   }
   let plan: CallPlan;
@@ -96,7 +96,7 @@ async function infer(c: AppContext) {
     return c.json({ dryRun: true, model_name: model.name, model_version: String(version.version), route: via, region: plan.ranked[0]?.region.name ?? null });
   }
   const outcome = runCall(plan).then((o) => {
-    recordUsage(scope.services.db, o.usage, scope.services.waitUntil);
+    recordUsage(scope.services, o.usage);
     return o;
   });
   const shadows = pickShadows(model.traffic, version.version);
