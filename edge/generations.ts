@@ -6,9 +6,9 @@
 // which start once the served generation has ended.
 //
 // Back-pressure over HTTP: for SSE the response body is a ReadableStream the runtime pulls as
-// the socket drains; each pull grants the region one more token, so the node runs at the
-// reader's pace (plus what the TCP buffers between the edge and the reader hold). Gathered, the
-// node runs at full speed.
+// the socket drains; each pull grants the region as many tokens as the reader took, so the node
+// runs at the reader's pace (plus what the TCP buffers between the edge and the reader hold).
+// A turn's events leave as one chunk. Gathered, the node runs at full speed.
 
 import { asc, eq } from "drizzle-orm";
 import { artifactKey } from "../protocol/presign.js";
@@ -29,6 +29,7 @@ import { generationShadows } from "./shadow-calls.js";
 import { sockets } from "./stream-limits.js";
 import type { GenerateInput, StreamEvent } from "./stream-protocol.js";
 import { generativeSignature, versionTokenizer, type TokenizerInfo } from "./tokenizers.js";
+import { TurnCoalescer } from "./turn-coalescer.js";
 
 /** Tokens an SSE stream lets the region run ahead of the reader (beyond the socket's buffers). */
 export const SSE_WINDOW = 32;
@@ -175,39 +176,67 @@ export async function openHttpGeneration(
 }
 
 /**
+ * Most characters of events one SSE write gathers (TurnCoalescer's bound; at most 3 bytes each in
+ * UTF-8, so a chunk stays under 48 KiB unless one event alone is longer).
+ */
+export const SSE_COALESCE_CHARS = 16 * 1024;
+
+/**
  * Streams an opened generation as Server-Sent Events, each event written by `write` (which may
  * return "" to skip one). Credit follows the reader: the node runs at the pace the body is pulled.
+ * The events that arrive in one turn (a read of the region's response can hold several tokens)
+ * leave as one chunk at the turn's end (turn-coalescer.ts); the body's queue counts a chunk by
+ * the tokens in it (one at least), so the window is still SSE_WINDOW tokens however they were gathered.
  */
 export async function sseGeneration(c: AppContext, opened: OpenedGeneration, write: (ev: StreamEvent) => string): Promise<Response> {
   const { input, inputFor, t, release, requestId, pool } = opened;
   const encoder = new TextEncoder();
   let controller!: ReadableStreamDefaultController<Uint8Array>;
-  // Credit granted to the region and not yet arrived: with the queue, never above the window.
+  // Credit granted to the region and not yet arrived: with the tokens waiting for the turn's
+  // write and those in the body's queue, never above the window.
   let outstanding = SSE_WINDOW;
+  let waiting = 0;
+  // No more events taken (ended, or the reader went away); `gone`: nothing more written either.
   let closed = false;
+  let gone = false;
   const refill = () => {
-    const room = (controller.desiredSize ?? 0) - outstanding;
+    const room = (controller.desiredSize ?? 0) - outstanding - waiting;
     if (room > 0 && !closed) {
       outstanding += room;
       gen.credit(room);
     }
   };
+  /** Tokens in each chunk written: the body's queue counts those, not chunks. */
+  const tokensIn = new WeakMap<Uint8Array, number>();
+  const out = new TurnCoalescer<{ text: string; token: boolean }>((events) => {
+    if (gone) return;
+    const chunk = encoder.encode(events.length === 1 ? events[0]!.text : events.map((e) => e.text).join(""));
+    const tokens = events.reduce((n, e) => (e.token ? n + 1 : n), 0);
+    tokensIn.set(chunk, tokens);
+    waiting -= tokens;
+    controller.enqueue(chunk);
+    refill();
+  }, SSE_COALESCE_CHARS);
   const plan = generationPlan(c, t, input, { requestId, id: input.id ?? requestId, window: SSE_WINDOW, pool });
   const shadows = shadowsOf(plan, inputFor);
   const gen: Generation = new Generation(plan, (ev) => {
     // Before `closed` is looked at: a reader gone away still ends the generation (cancelled).
     shadows?.(ev);
     if (closed) return;
-    if (ev.type === "token") outstanding = Math.max(0, outstanding - 1);
+    const token = ev.type === "token";
+    if (token) outstanding = Math.max(0, outstanding - 1);
     const text = write(ev);
-    if (text) controller.enqueue(encoder.encode(text));
+    if (text) {
+      if (token) waiting++;
+      out.push({ text, token }, text.length);
+    }
     if (ev.type === "done" || ev.type === "error") {
       closed = true;
+      // The last events leave now, before the end.
+      out.flush();
       controller.close();
       pool.closeAll();
       release();
-    } else {
-      refill();
     }
   });
   const body = new ReadableStream<Uint8Array>(
@@ -219,12 +248,16 @@ export async function sseGeneration(c: AppContext, opened: OpenedGeneration, wri
       // The caller went away: stop the generation (closing the region socket cancels it too).
       cancel: () => {
         closed = true;
+        gone = true;
+        out.drop();
         gen.cancel();
         pool.closeAll();
         release();
       },
     },
-    new CountQueuingStrategy({ highWaterMark: SSE_WINDOW }),
+    // A chunk without tokens (progress, the end) counts one, as every event did: workerd's
+    // stream loses a chunk of size 0 (a done event alone never reached the reader).
+    { highWaterMark: SSE_WINDOW, size: (chunk) => Math.max(1, tokensIn.get(chunk) ?? 0) },
   );
   try {
     await gen.start();
