@@ -10,7 +10,8 @@
 // Auth: `Authorization: Bearer <key>`, or for browsers (which cannot set headers on a
 // WebSocket) the subprotocol `mesh.key.<key>` offered next to `mesh.v1` (JSON text frames) or
 // `mesh.v1.msgpack` (msgpack binary frames; also `?format=msgpack`). The server answers with
-// the framing protocol, never the key.
+// the framing protocol, never the key. `?batch=true`: each server message is an array of the
+// events ready at once (opt-in; one event per message by default).
 
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
@@ -18,7 +19,7 @@ import type { AppContext } from "../context.js";
 import { gatherGeneration, openHttpGeneration, sseGeneration, type OpenedGeneration } from "../generations.js";
 import { authorize, bearer, limitBody, readJson, requireKey } from "../middleware.js";
 import { meshRoute, RUN_ERRORS, type MeshApp } from "../openapi.js";
-import { openStreamSocket } from "../stream-socket.js";
+import { MAX_EVENTS_PER_MESSAGE, openStreamSocket } from "../stream-socket.js";
 import { GenerateRequestSchema, MAX_GENERATE_BODY, parseGenerateInput, sseEvent } from "../stream-protocol.js";
 
 export const KEY_PROTOCOL_PREFIX = "mesh.key.";
@@ -69,7 +70,8 @@ async function streamSocket(c: AppContext) {
   }
   // Opening a socket counts against the key's rate limit like any call.
   const { key } = await authorize(c, token, "infer");
-  return openStreamSocket(c, { key, token, model: c.req.param("m")!, ref: c.req.param("v"), framing: msgpack ? "msgpack" : "json", protocol });
+  const batch = c.req.query("batch") === "true";
+  return openStreamSocket(c, { key, token, model: c.req.param("m")!, ref: c.req.param("v"), framing: msgpack ? "msgpack" : "json", batch, protocol });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -84,9 +86,13 @@ const GenerateResponseSchema = z.object({
   usage: z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int() }),
 });
 
-/** The socket's framing by query, for clients that cannot offer subprotocols (default: JSON text frames). */
+/** The socket's framing by query, for clients that cannot offer subprotocols (default: JSON text frames, one event each). */
 const StreamQuerySchema = z.object({
   format: z.enum(["json", "msgpack"]).optional().describe("`msgpack`: msgpack binary frames (as the subprotocol `mesh.v1.msgpack` asks); default JSON text frames."),
+  batch: z
+    .enum(["true", "false"])
+    .optional()
+    .describe(`\`true\`: every message from the server is an array of events (those ready at the same moment, in order, at most ${MAX_EVENTS_PER_MESSAGE}) instead of one event; default one event per message.`),
 });
 
 function registerStream(app: MeshApp, base: string, versioned: boolean): void {
