@@ -10,6 +10,7 @@
 //   router   straight to the router's stream socket (signed generate frames, as the edge sends
 //            them), 256 streams per socket
 //   edge     WebSocket callers to the edge (workerd, one isolate) -> router, 32 streams per socket
+//   edge wsb the same callers with `?batch=true` (each message an array of a turn's events)
 //   edge sse Server-Sent Events callers, one HTTP request per stream (edge -> router as one
 //            streamed POST each)
 //
@@ -23,7 +24,7 @@
 //
 // Run: npx tsx bench/stream-capacity.ts           (a few minutes)
 //      npx tsx bench/stream-capacity.ts --quick   (smoke run)
-//      --paths=router,ramp,ws,sse   only those sweeps (default all; --router-only = router,ramp)
+//      --paths=router,ramp,ws,wsb,sse   only those sweeps (default all; --router-only = router,ramp)
 //      --levels=1,128               only those levels (1, the yardstick, is always run)
 // Prints a table and writes bench/results/stream-capacity-<timestamp>.json and -latest.json.
 
@@ -39,8 +40,8 @@ import { freePort } from "../local/free-port.js";
 
 /** The value of `--name=value`, if given. */
 const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-/** --paths=...: the sweeps to run (router, ramp, ws, sse); --router-only: the router's two. */
-const PATHS = new Set((arg("paths") ?? (process.argv.includes("--router-only") ? "router,ramp" : "router,ramp,ws,sse")).split(","));
+/** --paths=...: the sweeps to run (router, ramp, ws, wsb, sse); --router-only: the router's two. */
+const PATHS = new Set((arg("paths") ?? (process.argv.includes("--router-only") ? "router,ramp" : "router,ramp,ws,wsb,sse")).split(","));
 /** --levels=...: only these levels, in every sweep run (for a profile of one level). */
 const ONLY_LEVELS = arg("levels")?.split(",").map(Number);
 const levelsOf = (path: string, defaults: number[]) => (!PATHS.has(path) ? [] : ONLY_LEVELS ? [...new Set([1, ...ONLY_LEVELS])].sort((a, b) => a - b) : defaults);
@@ -62,6 +63,7 @@ const NODES = 2;
 const ROUTER_LEVELS = levelsOf("router", QUICK ? [1, 64, 256] : [1, 128, 256, 512, 1024, 1536]);
 const RAMP_LEVELS = levelsOf("ramp", QUICK ? [1, 256] : [1, 512, 1024, 1536]);
 const EDGE_LEVELS = levelsOf("ws", QUICK ? [1, 32, 128] : [1, 32, 64, 128, 256, 512]);
+const BATCHED_LEVELS = levelsOf("wsb", QUICK ? [1, 32, 128] : [1, 32, 64, 128, 256, 512]);
 const SSE_LEVELS = levelsOf("sse", QUICK ? [1, 32] : [1, 32, 64, 128, 256]);
 const BASE_RUNS = QUICK ? 3 : 6;
 const REGION = "us-west";
@@ -174,6 +176,14 @@ await runBench("stream-capacity", async (b) => {
     (n) => socketsFor(n, Math.min(32, Math.ceil(n / ACCOUNTS)), (k) => EdgeSocket.open(mesh.edge, "synth", keys[k % ACCOUNTS]!), (s, i) => s.generate(`e${sid++}`, { ...message(i), window: 256 })),
     opts,
   );
+  err("[bench] edge: WebSocket callers with ?batch=true, 32 streams per socket");
+  const viaEdgeBatched = await sweep(
+    "edge wsb",
+    BATCHED_LEVELS,
+    (n) =>
+      socketsFor(n, Math.min(32, Math.ceil(n / ACCOUNTS)), (k) => EdgeSocket.open(mesh.edge, "synth", keys[k % ACCOUNTS]!, true), (s, i) => s.generate(`b${sid++}`, { ...message(i), window: 256 })),
+    opts,
+  );
   err("[bench] edge: SSE callers, one request per stream");
   const viaSse = await sweep("edge sse", SSE_LEVELS, async () => ({ run: (i) => edgeSse(mesh.edge, keys[i % ACCOUNTS]!, "synth", message(i)), close: () => undefined }), opts);
 
@@ -192,9 +202,9 @@ await runBench("stream-capacity", async (b) => {
   say();
   const rows = (name: string, s: Sweep) =>
     s.rows.map((r) => [name, String(r.streams), fmt(r.stats.ttft.p50), fmt(r.stats.ttft.p99), fmt(r.stats.itl.p50), fmt(r.stats.itl.p99), fmt(r.p99Ratio) + "x", String(r.stats.errors)]);
-  say(formatTable(["path", "streams", "ttft p50", "ttft p99", "itl p50", "itl p99", "itl p99 / 1 stream", "errors"], [...rows("router", viaRouter), ...rows("router ramp", viaRouterRamp), ...rows("edge ws", viaEdge), ...rows("edge sse", viaSse)]));
+  say(formatTable(["path", "streams", "ttft p50", "ttft p99", "itl p50", "itl p99", "itl p99 / 1 stream", "errors"], [...rows("router", viaRouter), ...rows("router ramp", viaRouterRamp), ...rows("edge ws", viaEdge), ...rows("edge wsb", viaEdgeBatched), ...rows("edge sse", viaSse)]));
   say();
-  say(`Streams carried before p99 ITL doubles: router ${sweepVerdict(viaRouter)} (starts ramped over ${RAMP_MS} ms: ${sweepVerdict(viaRouterRamp)}); edge isolate (WebSocket) ${sweepVerdict(viaEdge)}; edge isolate (SSE) ${sweepVerdict(viaSse)}.`);
+  say(`Streams carried before p99 ITL doubles: router ${sweepVerdict(viaRouter)} (starts ramped over ${RAMP_MS} ms: ${sweepVerdict(viaRouterRamp)}); edge isolate (WebSocket) ${sweepVerdict(viaEdge)} (?batch=true: ${sweepVerdict(viaEdgeBatched)}); edge isolate (SSE) ${sweepVerdict(viaSse)}.`);
   say("Times in ms, at the client. Goals (issue 14): >= 1,000 per router, >= 256 per edge isolate.");
   for (const [name, profile] of Object.entries(profiles)) {
     const t = selfTimes([profile], profile.startTime, profile.endTime, 15);
@@ -221,6 +231,7 @@ await runBench("stream-capacity", async (b) => {
     router: out(viaRouter),
     routerRamp: { rampMs: RAMP_MS, tokensPerStream: RAMP_TOKENS, ...out(viaRouterRamp) },
     edgeWs: out(viaEdge),
+    edgeWsBatched: out(viaEdgeBatched),
     edgeSse: out(viaSse),
   });
 });
