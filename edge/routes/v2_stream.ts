@@ -109,7 +109,8 @@ function registerStream(app: MeshApp, base: string, versioned: boolean): void {
       description:
         "Send `{\"type\":\"generate\",\"id\",\"text_input\",\"parameters\",\"window\"}`; receive `progress`, `token` (one per token), then `done` or `error`, each naming its `id`. " +
         "Acknowledge tokens with `{\"type\":\"ack\",\"id\",\"tokens\":n}` (cumulative) to let more than `window` (default 256) be produced; `{\"type\":\"cancel\",\"id\"}` stops one. " +
-        "Browsers authenticate with the subprotocol `mesh.key.<key>` next to `mesh.v1`; `mesh.v1.msgpack` (or `?format=msgpack`) switches to msgpack binary frames.",
+        "Browsers authenticate with the subprotocol `mesh.key.<key>` next to `mesh.v1`; `mesh.v1.msgpack` (or `?format=msgpack`) switches to msgpack binary frames. " +
+        "`?batch=true` (opt-in): every server message is an array of the events ready at the same moment instead of one event.",
       query: StreamQuerySchema,
       headers: {
         upgrade: "`websocket` (anything else is 400).",
