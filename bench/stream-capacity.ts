@@ -10,15 +10,22 @@
 //   router   straight to the router's stream socket (signed generate frames, as the edge sends
 //            them), 256 streams per socket
 //   edge     WebSocket callers to the edge (workerd, one isolate) -> router, 32 streams per socket
+//   edge wsb the same callers with `?batch=true` (each message an array of a turn's events)
 //   edge sse Server-Sent Events callers, one HTTP request per stream (edge -> router as one
 //            streamed POST each)
 //
-// At each level N, N streams of TOKENS tokens start spread over one step; the 1-stream level
-// runs several streams one after another. A level "carries" when every stream's text is the
-// synthetic text for its seed and p99 ITL is under twice the 1-stream p99.
+// At each level N, N streams of TOKENS tokens start spread over one step (a burst: every start,
+// with its signature and hash checks, lands inside the first step); the 1-stream level runs
+// several streams one after another. A level "carries" when every stream's text is the
+// synthetic text for its seed and p99 ITL is under twice the 1-stream p99. Real traffic does
+// not arrive in one instant, so the router is also swept with its starts ramped over RAMP_MS
+// ("router ramp"): each of those streams is RAMP_MS longer, so every stream still overlaps
+// every other one for TOKENS steps (N at once at the peak). Both sweeps are reported.
 //
 // Run: npx tsx bench/stream-capacity.ts           (a few minutes)
 //      npx tsx bench/stream-capacity.ts --quick   (smoke run)
+//      --paths=router,ramp,ws,wsb,sse   only those sweeps (default all; --router-only = router,ramp)
+//      --levels=1,128               only those levels (1, the yardstick, is always run)
 // Prints a table and writes bench/results/stream-capacity-<timestamp>.json and -latest.json.
 
 import { readdir, readFile, writeFile } from "node:fs/promises";
@@ -31,8 +38,13 @@ import { syntheticText } from "./synthetic-node.js";
 import { InspectorProfiler, selfTimes, type CpuProfile } from "./process-profile.js";
 import { freePort } from "../local/free-port.js";
 
-/** --router-only: skip the edge sweeps (for profiling the router). */
-const ROUTER_ONLY = process.argv.includes("--router-only");
+/** The value of `--name=value`, if given. */
+const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+/** --paths=...: the sweeps to run (router, ramp, ws, wsb, sse); --router-only: the router's two. */
+const PATHS = new Set((arg("paths") ?? (process.argv.includes("--router-only") ? "router,ramp" : "router,ramp,ws,wsb,sse")).split(","));
+/** --levels=...: only these levels, in every sweep run (for a profile of one level). */
+const ONLY_LEVELS = arg("levels")?.split(",").map(Number);
+const levelsOf = (path: string, defaults: number[]) => (!PATHS.has(path) ? [] : ONLY_LEVELS ? [...new Set([1, ...ONLY_LEVELS])].sort((a, b) => a - b) : defaults);
 /** --all-levels: go on past the level where p99 doubled (the whole curve, not just the knee). */
 const ALL_LEVELS = process.argv.includes("--all-levels");
 /**
@@ -43,10 +55,16 @@ const ALL_LEVELS = process.argv.includes("--all-levels");
 const PROFILE_DIR = process.env.BENCH_CPU_PROF_DIR;
 const STEP_MS = 20;
 const TOKENS = QUICK ? 20 : 40;
+/** The ramped router sweep: starts spread over this long instead of one step. */
+const RAMP_MS = 1_000;
+/** Its streams' length: every stream overlaps every other for TOKENS steps however the ramp placed them. */
+const RAMP_TOKENS = TOKENS + RAMP_MS / STEP_MS;
 const NODES = 2;
-const ROUTER_LEVELS = QUICK ? [1, 64, 256] : [1, 128, 256, 512, 1024, 1536];
-const EDGE_LEVELS = QUICK ? [1, 32, 128] : [1, 32, 64, 128, 256, 512];
-const SSE_LEVELS = QUICK ? [1, 32] : [1, 32, 64, 128, 256];
+const ROUTER_LEVELS = levelsOf("router", QUICK ? [1, 64, 256] : [1, 128, 256, 512, 1024, 1536]);
+const RAMP_LEVELS = levelsOf("ramp", QUICK ? [1, 256] : [1, 512, 1024, 1536]);
+const EDGE_LEVELS = levelsOf("ws", QUICK ? [1, 32, 128] : [1, 32, 64, 128, 256, 512]);
+const BATCHED_LEVELS = levelsOf("wsb", QUICK ? [1, 32, 128] : [1, 32, 64, 128, 256, 512]);
+const SSE_LEVELS = levelsOf("sse", QUICK ? [1, 32] : [1, 32, 64, 128, 256]);
 const BASE_RUNS = QUICK ? 3 : 6;
 const REGION = "us-west";
 /**
@@ -55,7 +73,7 @@ const REGION = "us-west";
  */
 const ACCOUNTS = 8;
 
-const expectedText = (seed: number) => Array.from({ length: TOKENS }, (_, i) => syntheticText(seed, i)).join("");
+const expectedText = (seed: number, tokens = TOKENS) => Array.from({ length: tokens }, (_, i) => syntheticText(seed, i)).join("");
 /** Stream i is seeded with i (its text is then expectedText(i)). */
 const message = (seed: number) => ({ text_input: "x", parameters: { max_tokens: TOKENS, seed } });
 
@@ -80,15 +98,6 @@ await runBench("stream-capacity", async (b) => {
     edgeVars: { EXPLORATION_SHARE: "0", KEY_RATE_PER_SECOND: "100000", KEY_RATE_BURST: "100000" },
   });
   const routerUrl = mesh.regions[REGION]!;
-  let edgeProfiler: InspectorProfiler | null = null;
-  if (PROFILE_DIR) {
-    try {
-      edgeProfiler = await InspectorProfiler.connect(`ws://127.0.0.1:${process.env.EDGE_INSPECTOR_PORT}/edge`);
-      await edgeProfiler.start();
-    } catch (e) {
-      err(`[bench] no CPU profile of the edge: ${String(e)}`);
-    }
-  }
   for (let k = 0; k < NODES; k++) {
     b.spawnTsx(`synth-${k + 1}`, "bench/synthetic-node.ts", [], {
       MESH_SYNTHETIC_NODE: "bench",
@@ -132,8 +141,18 @@ await runBench("stream-capacity", async (b) => {
     }
   }
 
+  // The edge's profile covers the sweeps only, not the set-up (uploads, model loads).
+  let edgeProfiler: InspectorProfiler | null = null;
+  if (PROFILE_DIR) {
+    try {
+      edgeProfiler = await InspectorProfiler.connect(`ws://127.0.0.1:${process.env.EDGE_INSPECTOR_PORT}/edge`);
+      await edgeProfiler.start();
+    } catch (e) {
+      err(`[bench] no CPU profile of the edge: ${String(e)}`);
+    }
+  }
   let sid = 0;
-  const opts = { baseRuns: BASE_RUNS, spreadMs: STEP_MS, expected: expectedText, allLevels: ALL_LEVELS };
+  const opts = { baseRuns: BASE_RUNS, spreadMs: STEP_MS, expected: (i: number) => expectedText(i), allLevels: ALL_LEVELS };
   err(`[bench] router: straight to its stream socket (${STEP_MS} ms per token at the nodes, ${TOKENS} tokens per stream)`);
   const viaRouter = await sweep(
     "router",
@@ -141,16 +160,32 @@ await runBench("stream-capacity", async (b) => {
     (n) => socketsFor(n, 256, () => RouterSocket.open(routerUrl, secret), (s, i) => s.generate(`r${sid++}`, ref, "x", { maxTokens: TOKENS, temperature: 1, topK: 0, seed: i }, 120_000)),
     opts,
   );
+  err(`[bench] router, starts ramped over ${RAMP_MS} ms (${RAMP_TOKENS} tokens per stream: all N overlap for ${TOKENS} steps)`);
+  const viaRouterRamp = await sweep(
+    "router ramp",
+    RAMP_LEVELS,
+    (n) =>
+      socketsFor(n, 256, () => RouterSocket.open(routerUrl, secret), (s, i) => s.generate(`r${sid++}`, ref, "x", { maxTokens: RAMP_TOKENS, temperature: 1, topK: 0, seed: i }, 120_000)),
+    { ...opts, spreadMs: RAMP_MS, expected: (i) => expectedText(i, RAMP_TOKENS) },
+  );
   err("[bench] edge: WebSocket callers, 32 streams per socket");
   const viaEdge = await sweep(
     "edge ws",
-    ROUTER_ONLY ? [] : EDGE_LEVELS,
+    EDGE_LEVELS,
     // Socket k belongs to account k % ACCOUNTS: the streams spread evenly over the accounts.
     (n) => socketsFor(n, Math.min(32, Math.ceil(n / ACCOUNTS)), (k) => EdgeSocket.open(mesh.edge, "synth", keys[k % ACCOUNTS]!), (s, i) => s.generate(`e${sid++}`, { ...message(i), window: 256 })),
     opts,
   );
+  err("[bench] edge: WebSocket callers with ?batch=true, 32 streams per socket");
+  const viaEdgeBatched = await sweep(
+    "edge wsb",
+    BATCHED_LEVELS,
+    (n) =>
+      socketsFor(n, Math.min(32, Math.ceil(n / ACCOUNTS)), (k) => EdgeSocket.open(mesh.edge, "synth", keys[k % ACCOUNTS]!, true), (s, i) => s.generate(`b${sid++}`, { ...message(i), window: 256 })),
+    opts,
+  );
   err("[bench] edge: SSE callers, one request per stream");
-  const viaSse = await sweep("edge sse", ROUTER_ONLY ? [] : SSE_LEVELS, async () => ({ run: (i) => edgeSse(mesh.edge, keys[i % ACCOUNTS]!, "synth", message(i)), close: () => undefined }), opts);
+  const viaSse = await sweep("edge sse", SSE_LEVELS, async () => ({ run: (i) => edgeSse(mesh.edge, keys[i % ACCOUNTS]!, "synth", message(i)), close: () => undefined }), opts);
 
   const profiles: Record<string, CpuProfile> = {};
   if (PROFILE_DIR) {
@@ -166,10 +201,12 @@ await runBench("stream-capacity", async (b) => {
   say(`Stream capacity: synthetic nodes (${NODES}, ${STEP_MS} ms per token, no model), ${TOKENS} tokens per stream, every text checked`);
   say();
   const rows = (name: string, s: Sweep) =>
-    s.rows.map((r) => [name, String(r.streams), fmt(r.stats.ttft.p50), fmt(r.stats.ttft.p99), fmt(r.stats.itl.p50), fmt(r.stats.itl.p99), fmt(r.p99Ratio) + "x", String(r.stats.errors)]);
-  say(formatTable(["path", "streams", "ttft p50", "ttft p99", "itl p50", "itl p99", "itl p99 / 1 stream", "errors"], [...rows("router", viaRouter), ...rows("edge ws", viaEdge), ...rows("edge sse", viaSse)]));
+    s.rows.map((r) => [name, String(r.streams), fmt(r.stats.ttft.p50), fmt(r.stats.ttft.p99), fmt(r.stats.itl.p50), fmt(r.stats.itl.p99), fmt(r.p99Ratio) + "x", fmt(r.stats.last.p99), String(r.stats.errors)]);
+  // last p99: request sent -> last token. A saturated hop bunches tokens (ITL p50 near 0, so a
+  // modest ITL p99) while the whole stream comes late: this column and TTFT show it.
+  say(formatTable(["path", "streams", "ttft p50", "ttft p99", "itl p50", "itl p99", "itl p99 / 1 stream", "last p99", "errors"], [...rows("router", viaRouter), ...rows("router ramp", viaRouterRamp), ...rows("edge ws", viaEdge), ...rows("edge wsb", viaEdgeBatched), ...rows("edge sse", viaSse)]));
   say();
-  say(`Streams carried before p99 ITL doubles: router ${sweepVerdict(viaRouter)}; edge isolate (WebSocket) ${sweepVerdict(viaEdge)}; edge isolate (SSE) ${sweepVerdict(viaSse)}.`);
+  say(`Streams carried before p99 ITL doubles: router ${sweepVerdict(viaRouter)} (starts ramped over ${RAMP_MS} ms: ${sweepVerdict(viaRouterRamp)}); edge isolate (WebSocket) ${sweepVerdict(viaEdge)} (?batch=true: ${sweepVerdict(viaEdgeBatched)}); edge isolate (SSE) ${sweepVerdict(viaSse)}.`);
   say("Times in ms, at the client. Goals (issue 14): >= 1,000 per router, >= 256 per edge isolate.");
   for (const [name, profile] of Object.entries(profiles)) {
     const t = selfTimes([profile], profile.startTime, profile.endTime, 15);
@@ -187,6 +224,7 @@ await runBench("stream-capacity", async (b) => {
       p99Ratio: round(r.p99Ratio, 2),
       ttftMs: rounded(r.stats.ttft, ["p50", "p99"]),
       itlMs: rounded(r.stats.itl, ["p50", "p90", "p99"]),
+      lastMs: rounded(r.stats.last, ["p50", "p99"]),
     })),
   });
   await b.saveResults({
@@ -194,7 +232,9 @@ await runBench("stream-capacity", async (b) => {
     tokensPerStream: TOKENS,
     syntheticNodes: NODES,
     router: out(viaRouter),
+    routerRamp: { rampMs: RAMP_MS, tokensPerStream: RAMP_TOKENS, ...out(viaRouterRamp) },
     edgeWs: out(viaEdge),
+    edgeWsBatched: out(viaEdgeBatched),
     edgeSse: out(viaSse),
   });
 });

@@ -120,21 +120,28 @@ export interface GenerateMessage {
   window?: number;
 }
 
-/** Many streams on one WebSocket to the edge's /v2/models/<model>/stream (JSON text frames). */
+type EdgeEvent = { type: string; id: string; text_output?: string; error?: string; code?: string };
+
+/**
+ * Many streams on one WebSocket to the edge's /v2/models/<model>/stream (JSON text frames): one
+ * event per message, or with `batch` (`?batch=true`) an array of events per message.
+ */
 export class EdgeSocket {
   private readonly lines: Lines;
   private constructor(private readonly ws: WebSocket) {
     this.lines = new Lines(ws);
     ws.on("message", (data) => {
-      const ev = JSON.parse(String(data)) as { type: string; id: string; text_output?: string; error?: string; code?: string };
-      if (ev.type === "token") this.lines.token(ev.id, ev.text_output!);
-      else if (ev.type === "done") this.lines.end(ev.id);
-      else if (ev.type === "error") this.lines.end(ev.id, `${ev.code}: ${ev.error}`);
+      const m = JSON.parse(String(data)) as EdgeEvent | EdgeEvent[];
+      for (const ev of Array.isArray(m) ? m : [m]) {
+        if (ev.type === "token") this.lines.token(ev.id, ev.text_output!);
+        else if (ev.type === "done") this.lines.end(ev.id);
+        else if (ev.type === "error") this.lines.end(ev.id, `${ev.code}: ${ev.error}`);
+      }
     });
   }
 
-  static async open(edge: string, model: string, key: string): Promise<EdgeSocket> {
-    return new EdgeSocket(await openSocket(`${edge.replace(/^http/, "ws")}/v2/models/${model}/stream`, { authorization: `Bearer ${key}` }));
+  static async open(edge: string, model: string, key: string, batch = false): Promise<EdgeSocket> {
+    return new EdgeSocket(await openSocket(`${edge.replace(/^http/, "ws")}/v2/models/${model}/stream${batch ? "?batch=true" : ""}`, { authorization: `Bearer ${key}` }));
   }
 
   generate(id: string, message: GenerateMessage): Promise<StreamSample> {

@@ -16,6 +16,11 @@
 // credit for tokens delivered and a cancel of a running request (both bounded by what a charged
 // generate produced, and refusing them would only stall a stream the caller paid for). Refusals
 // are strikes, and a socket that keeps sending bad messages after being told is closed with 1008.
+//
+// Framing: one event per message, as the public protocol says (docs/streaming.md). A caller that
+// opens the socket with `?batch=true` gets every message as an array of events instead: what
+// became ready in one turn (a region message holds a decode step's token for each of the
+// socket's streams), in order, at most MAX_EVENTS_PER_MESSAGE (turn-coalescer.ts).
 
 import { createCodec } from "../protocol/codec.js";
 import { MeshError } from "../protocol/errors.js";
@@ -31,9 +36,12 @@ import { sharedStoreFor } from "./redis.js";
 import { ChannelPool } from "./stream-client.js";
 import { messageSize, SOCKET_LEASE_MS, SocketLease, sockets, STREAM_LIMITS, Strikes } from "./stream-limits.js";
 import { DEFAULT_WS_WINDOW, ID_RE, MAX_GENERATE_BODY, parseGenerateInput, type GenerateInput, type StreamEvent } from "./stream-protocol.js";
+import { TurnCoalescer } from "./turn-coalescer.js";
 
 /** Requests one WebSocket may have running at once. */
 export const MAX_STREAMS_PER_SOCKET = 64;
+/** A batched socket's most events per message (a token event is ~100 bytes of JSON). */
+export const MAX_EVENTS_PER_MESSAGE = 256;
 
 /** What the route accepted: the caller's key (checked, and its token to check again per request), the model and the framing. */
 export interface SocketHandshake {
@@ -42,6 +50,8 @@ export interface SocketHandshake {
   model: string;
   ref: string | undefined;
   framing: "json" | "msgpack";
+  /** `?batch=true`: every message an array of the events ready in one turn. */
+  batch: boolean;
   /** The subprotocol the server answers with (never the key's), when the caller offered any. */
   protocol: string | null;
 }
@@ -69,7 +79,7 @@ export async function openStreamSocket(c: AppContext, h: SocketHandshake): Promi
   server.accept();
   // Binary (msgpack) messages as ArrayBuffers, not the standard's default Blobs.
   server.binaryType = "arraybuffer";
-  new CallerSocket(c, server, h.framing, h.token, h.model, h.ref, h.key, lease);
+  new CallerSocket(c, server, h.framing, h.batch, h.token, h.model, h.ref, h.key, lease);
   return new Response(null, { status: 101, webSocket: client, headers: h.protocol ? { "sec-websocket-protocol": h.protocol } : {} });
 }
 
@@ -98,11 +108,14 @@ class CallerSocket {
   private readonly codec = createCodec();
   private seq = 0;
   private open = true;
+  /** Set when the caller asked for batches: the turn's events, sent as one array. */
+  private readonly batched: TurnCoalescer<StreamEvent> | null;
 
   constructor(
     private readonly c: AppContext,
     private readonly ws: WebSocket,
     private readonly framing: "json" | "msgpack",
+    batch: boolean,
     private readonly token: string,
     private readonly model: string,
     private readonly ref: string | undefined,
@@ -111,6 +124,7 @@ class CallerSocket {
   ) {
     this.keyId = key.id;
     this.accountId = key.accountId;
+    this.batched = batch ? new TurnCoalescer((events) => this.write(events), MAX_EVENTS_PER_MESSAGE) : null;
     sockets.opened(this);
     this.renewal = setInterval(() => void lease.renew(), SOCKET_LEASE_MS / 2);
     this.pool = new ChannelPool(c.get("config"), callerLocation(c.req.raw, c.get("config").localMode).colo);
@@ -121,9 +135,15 @@ class CallerSocket {
 
   private send(ev: StreamEvent): void {
     if (!this.open) return;
+    if (this.batched) this.batched.push(ev, 1);
+    else this.write(ev);
+  }
+
+  /** One message: an event, or (batched) the events of a turn. */
+  private write(message: StreamEvent | StreamEvent[]): void {
     try {
-      if (this.framing === "msgpack") this.ws.send(this.codec.encode(ev));
-      else this.ws.send(JSON.stringify(ev));
+      if (this.framing === "msgpack") this.ws.send(this.codec.encode(message));
+      else this.ws.send(JSON.stringify(message));
     } catch {
       this.onClose();
     }
@@ -312,6 +332,8 @@ class CallerSocket {
   private closeWith(code: number, reason: string): void {
     if (!this.open) return;
     this.open = false;
+    // What the turn gathered (an error before a 1008, say) goes before the close.
+    this.batched?.flush();
     sockets.closed(this);
     clearInterval(this.renewal);
     void this.lease.release();

@@ -13,11 +13,13 @@
 
 import { MAX_BATCH_BYTES, MAX_BATCH_FRAMES } from "./messages.js";
 
-type Schedule = (f: () => void) => void;
+/** Runs a function once the current turn of the event loop is done (never on a timer). */
+export type Schedule = (f: () => void) => void;
 
 /** Node's setImmediate runs right after this turn's I/O (so frames read in one turn go together); a Worker's microtask queue otherwise. */
 const immediate = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
-const nextTurn: Schedule = immediate ? (f) => void immediate.call(globalThis, f) : (f) => queueMicrotask(f);
+/** The end of this turn: what the edge's caller-facing coalescers (edge/turn-coalescer.ts) flush on too. */
+export const nextTurn: Schedule = immediate ? (f) => void immediate.call(globalThis, f) : (f) => queueMicrotask(f);
 
 export class FrameBatcher<F> {
   private queue: F[] = [];

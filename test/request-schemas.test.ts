@@ -214,6 +214,7 @@ describe("the path and query schemas the routes declare", () => {
       [schema("delete", "/v1/models/{m}/aliases/{alias}", "params", "alias"), ["1abc"], ["prod"]],
       [schema("get", "/v2/models/{m}/stream", "query", "format"), ["xml", "JSON", ""], ["json", "msgpack", undefined]],
       [schema("get", "/v2/models/{m}/versions/{v}/stream", "query", "format"), ["xml"], ["msgpack"]],
+      [schema("get", "/v2/models/{m}/stream", "query", "batch"), ["yes", "1", "TRUE", ""], ["true", "false", undefined]],
     ];
     for (const [s, refused, taken] of cases) {
       for (const v of refused) expect(s.safeParse(v).success, JSON.stringify(v)).toBe(false);

@@ -160,6 +160,67 @@ describe("tokens arrive one by one", () => {
   });
 });
 
+describe("batched socket (opt-in ?batch=true)", () => {
+  it("every message is an array of events; many streams at once arrive complete and in order, and events ready together share a message", async () => {
+    const ws = await StreamClient.open(wsUrl("demo-chat"), { key: mesh.apiKey, batch: true });
+    try {
+      const prompts = ["The river", "In the morning", "She said", "The"];
+      // Rounds of concurrent streams until the node's steps put two events in one message (the
+      // first round nearly always does; the bound only keeps a bug from looping).
+      for (let round = 0; round < 5 && !ws.shapes.some((n) => n > 1); round++) {
+        const reqs = Array.from({ length: 16 }, (_, i) => ({
+          id: `b${round}-${i}`,
+          text_input: prompts[i % prompts.length]!,
+          parameters: { max_tokens: 20 + (i % 4) * 5, temperature: 0.7, seed: 50 + i },
+        }));
+        const results = await within(
+          Promise.all(reqs.map((r) => ws.generate(r.id, { text_input: r.text_input, parameters: r.parameters, window: 8 }, { autoAck: true }))),
+          60_000,
+          "batched streams",
+        );
+        for (const [i, r] of results.entries()) {
+          const q = reqs[i]!;
+          expect(r.end.ev, q.id).toMatchObject({ type: "done", id: q.id, finish_reason: "length", tokens: q.parameters.max_tokens });
+          expect(r.tokens.map((t) => t.ev.index), q.id).toEqual([...Array(q.parameters.max_tokens).keys()]);
+          expect(r.text, q.id).toBe(await ref.text(q.text_input, q.parameters));
+        }
+      }
+      expect(ws.shapes.length).toBeGreaterThan(0);
+      expect(ws.shapes.every((n) => n >= 1)).toBe(true);
+      expect(ws.shapes.some((n) => n > 1)).toBe(true);
+      // A refusal on a batched socket is an array too.
+      ws.send({ type: "nonsense", id: "x1" });
+      await waitUntil("refusal", 10_000, () => (ws.events.get("x1")?.some((r) => r.ev.type === "error") ? true : undefined));
+      expect(ws.events.get("x1")![0]!.ev).toMatchObject({ type: "error", code: "bad_request" });
+      expect(ws.shapes.at(-1)).toBeGreaterThanOrEqual(1);
+    } finally {
+      ws.close();
+    }
+  });
+
+  it("in msgpack frames too, and a socket that did not ask still gets one event per message", async () => {
+    const params = { max_tokens: 20, temperature: 0, seed: 1 };
+    const batched = await StreamClient.open(wsUrl("demo-chat"), { key: mesh.apiKey, msgpack: true, batch: true });
+    const plain = await StreamClient.open(wsUrl("demo-chat"), { key: mesh.apiKey });
+    try {
+      const [b, p] = await within(
+        Promise.all([batched.generate("m1", { text_input: "The", parameters: params }), plain.generate("p1", { text_input: "The", parameters: params })]),
+        30_000,
+        "two sockets",
+      );
+      const expected = await ref.text("The", params);
+      expect(b.text).toBe(expected);
+      expect(p.text).toBe(expected);
+      expect(batched.shapes.every((n) => n >= 1)).toBe(true);
+      expect(plain.shapes.every((n) => n === 0)).toBe(true);
+      expect(plain.shapes.length).toBe(plain.all.length);
+    } finally {
+      batched.close();
+      plain.close();
+    }
+  });
+});
+
 describe("shadow copies", () => {
   it("a WebSocket generation is copied to the shadow version once it has ended, even when the socket closes at once", async () => {
     const name = "ws-shadowed";

@@ -10,7 +10,8 @@
 // Auth: `Authorization: Bearer <key>`, or for browsers (which cannot set headers on a
 // WebSocket) the subprotocol `mesh.key.<key>` offered next to `mesh.v1` (JSON text frames) or
 // `mesh.v1.msgpack` (msgpack binary frames; also `?format=msgpack`). The server answers with
-// the framing protocol, never the key.
+// the framing protocol, never the key. `?batch=true`: each server message is an array of the
+// events ready at once (opt-in; one event per message by default).
 
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
@@ -18,7 +19,7 @@ import type { AppContext } from "../context.js";
 import { gatherGeneration, openHttpGeneration, sseGeneration, type OpenedGeneration } from "../generations.js";
 import { authorize, bearer, limitBody, readJson, requireKey } from "../middleware.js";
 import { meshRoute, RUN_ERRORS, type MeshApp } from "../openapi.js";
-import { openStreamSocket } from "../stream-socket.js";
+import { MAX_EVENTS_PER_MESSAGE, openStreamSocket } from "../stream-socket.js";
 import { GenerateRequestSchema, MAX_GENERATE_BODY, parseGenerateInput, sseEvent } from "../stream-protocol.js";
 
 export const KEY_PROTOCOL_PREFIX = "mesh.key.";
@@ -69,7 +70,8 @@ async function streamSocket(c: AppContext) {
   }
   // Opening a socket counts against the key's rate limit like any call.
   const { key } = await authorize(c, token, "infer");
-  return openStreamSocket(c, { key, token, model: c.req.param("m")!, ref: c.req.param("v"), framing: msgpack ? "msgpack" : "json", protocol });
+  const batch = c.req.query("batch") === "true";
+  return openStreamSocket(c, { key, token, model: c.req.param("m")!, ref: c.req.param("v"), framing: msgpack ? "msgpack" : "json", batch, protocol });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -88,9 +90,13 @@ const GenerateResponseSchema = z.object({
   }),
 });
 
-/** The socket's framing by query, for clients that cannot offer subprotocols (default: JSON text frames). */
+/** The socket's framing by query, for clients that cannot offer subprotocols (default: JSON text frames, one event each). */
 const StreamQuerySchema = z.object({
   format: z.enum(["json", "msgpack"]).optional().describe("`msgpack`: msgpack binary frames (as the subprotocol `mesh.v1.msgpack` asks); default JSON text frames."),
+  batch: z
+    .enum(["true", "false"])
+    .optional()
+    .describe(`\`true\`: every message from the server is an array of events (those ready at the same moment, in order, at most ${MAX_EVENTS_PER_MESSAGE}) instead of one event; default one event per message.`),
 });
 
 function registerStream(app: MeshApp, base: string, versioned: boolean): void {
@@ -107,7 +113,8 @@ function registerStream(app: MeshApp, base: string, versioned: boolean): void {
       description:
         "Send `{\"type\":\"generate\",\"id\",\"text_input\",\"parameters\",\"window\"}`; receive `progress`, `token` (one per token), then `done` or `error`, each naming its `id`. " +
         "Acknowledge tokens with `{\"type\":\"ack\",\"id\",\"tokens\":n}` (cumulative) to let more than `window` (default 256) be produced; `{\"type\":\"cancel\",\"id\"}` stops one. " +
-        "Browsers authenticate with the subprotocol `mesh.key.<key>` next to `mesh.v1`; `mesh.v1.msgpack` (or `?format=msgpack`) switches to msgpack binary frames.",
+        "Browsers authenticate with the subprotocol `mesh.key.<key>` next to `mesh.v1`; `mesh.v1.msgpack` (or `?format=msgpack`) switches to msgpack binary frames. " +
+        "`?batch=true` (opt-in): every server message is an array of the events ready at the same moment instead of one event.",
       query: StreamQuerySchema,
       headers: {
         upgrade: "`websocket` (anything else is 400).",

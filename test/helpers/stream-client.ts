@@ -38,6 +38,8 @@ export class StreamClient {
   private readonly codec = createCodec();
   /** Ids whose tokens are acknowledged as they come. */
   private readonly autoAck = new Set<string>();
+  /** Every message's shape in arrival order: 0 for a lone event, n for an array of n events (`?batch=true`). */
+  readonly shapes: number[] = [];
   closed: { code: number; reason: string } | null = null;
 
   private constructor(
@@ -45,29 +47,36 @@ export class StreamClient {
     readonly msgpack: boolean,
   ) {
     ws.on("message", (data, isBinary) => {
-      const ev = isBinary ? (this.codec.decode(data as Buffer) as any) : JSON.parse(String(data));
-      const r = { ev, at: performance.now() };
-      this.all.push(r);
-      const id = ev.id ?? "";
-      const list = this.events.get(id) ?? [];
-      list.push(r);
-      this.events.set(id, list);
-      if (ev.type === "token" && this.autoAck.has(id)) this.send({ type: "ack", id, tokens: ev.index + 1 });
-      if (ev.type === "done" || ev.type === "error") {
-        const w = this.waiters.get(id);
-        this.waiters.delete(id);
-        w?.(this.summary(id));
-      }
+      const m = isBinary ? (this.codec.decode(data as Buffer) as any) : JSON.parse(String(data));
+      this.shapes.push(Array.isArray(m) ? m.length : 0);
+      const at = performance.now();
+      for (const ev of Array.isArray(m) ? m : [m]) this.received({ ev, at });
     });
     ws.on("close", (code, reason) => (this.closed = { code, reason: String(reason) }));
   }
 
-  /** Opens a socket; `protocols` (e.g. the browser-style key protocol) instead of the header. */
-  static open(url: string, opts: { key?: string; protocols?: string[]; msgpack?: boolean; headers?: Record<string, string> } = {}): Promise<StreamClient> {
+  private received(r: Received): void {
+    const ev = r.ev;
+    this.all.push(r);
+    const id = ev.id ?? "";
+    const list = this.events.get(id) ?? [];
+    list.push(r);
+    this.events.set(id, list);
+    if (ev.type === "token" && this.autoAck.has(id)) this.send({ type: "ack", id, tokens: ev.index + 1 });
+    if (ev.type === "done" || ev.type === "error") {
+      const w = this.waiters.get(id);
+      this.waiters.delete(id);
+      w?.(this.summary(id));
+    }
+  }
+
+  /** Opens a socket; `protocols` (e.g. the browser-style key protocol) instead of the header; `batch`: `?batch=true` (arrays of events). */
+  static open(url: string, opts: { key?: string; protocols?: string[]; msgpack?: boolean; batch?: boolean; headers?: Record<string, string> } = {}): Promise<StreamClient> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = { ...opts.headers };
       if (opts.key) headers.authorization = `Bearer ${opts.key}`;
-      const ws = new WebSocket(url + (opts.msgpack ? "?format=msgpack" : ""), opts.protocols ?? [], { headers, perMessageDeflate: false });
+      const query = [opts.msgpack ? "format=msgpack" : "", opts.batch ? "batch=true" : ""].filter(Boolean).join("&");
+      const ws = new WebSocket(url + (query ? `?${query}` : ""), opts.protocols ?? [], { headers, perMessageDeflate: false });
       const client = new StreamClient(ws, !!opts.msgpack);
       ws.once("open", () => resolve(client));
       ws.once("unexpected-response", (_req, res) => {
