@@ -2,12 +2,11 @@
 // schema (ROUTER_FIELDS, through protocol/config-schema.ts), with the defaults in one place;
 // main.ts prints it (secrets masked) at start-up. A new setting is one line in ROUTER_FIELDS.
 
-import { readFileSync } from "node:fs";
-import { createSecureContext } from "node:tls";
 import { z } from "zod";
 import { computed, ConfigError, configSchema, flag, int, json, matching, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
 import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
+import { readTlsFiles, type TlsFiles } from "../runtime/tls-files.js";
 
 export { ConfigError };
 
@@ -31,51 +30,22 @@ export const ROUTER_DEFAULTS = {
   keepAliveTimeoutMs: 120_000,
 } as const;
 
-export interface RouterTls {
-  certFile: string;
-  keyFile: string;
-  /** PEM: the certificate chain (leaf first) and its private key. */
-  cert: string;
-  key: string;
-}
+export type RouterTls = TlsFiles;
 
 const HOST = text("HOST", ROUTER_DEFAULTS.host);
 const LOCAL_MODE = flag("MESH_LOCAL", false);
 
-function readPem(name: string, path: string, what: RegExp): string {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(`${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  if (!what.test(text)) throw new ConfigError(`${name}: ${path} is not a PEM file of the expected kind`);
-  return text;
-}
-
-/** Both files or neither; the key must match the certificate (checked now, not at the first client). */
+/** Both files or neither (runtime/tls-files.ts); neither is refused unless plain HTTP is allowed here. */
 function routerTls(env: EnvVars): RouterTls | null {
   const host = value(HOST, env);
-  const certFile = typeof env.ROUTER_TLS_CERT === "string" ? env.ROUTER_TLS_CERT : "";
-  const keyFile = typeof env.ROUTER_TLS_KEY === "string" ? env.ROUTER_TLS_KEY : "";
-  if (!certFile && !keyFile) {
-    if (!plaintextAllowed(host, value(LOCAL_MODE, env))) {
-      throw new ConfigError(
-        `ROUTER_TLS_CERT and ROUTER_TLS_KEY must be set: a router listening on ${host} serves HTTPS/WSS only ` +
-          "(plain HTTP is for a router bound to loopback, or a one-machine mesh with MESH_LOCAL=1; docs/deploy.md, TLS)",
-      );
-    }
-    return null;
+  const tls = readTlsFiles(env, "ROUTER_TLS_CERT", "ROUTER_TLS_KEY");
+  if (!tls && !plaintextAllowed(host, value(LOCAL_MODE, env))) {
+    throw new ConfigError(
+      `ROUTER_TLS_CERT and ROUTER_TLS_KEY must be set: a router listening on ${host} serves HTTPS/WSS only ` +
+        "(plain HTTP is for a router bound to loopback, or a one-machine mesh with MESH_LOCAL=1; docs/deploy.md, TLS)",
+    );
   }
-  if (!certFile || !keyFile) throw new ConfigError("ROUTER_TLS_CERT and ROUTER_TLS_KEY go together: set both PEM file paths, or neither");
-  const cert = readPem("ROUTER_TLS_CERT", certFile, /-----BEGIN CERTIFICATE-----/);
-  const key = readPem("ROUTER_TLS_KEY", keyFile, /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
-  try {
-    createSecureContext({ cert, key });
-  } catch (err) {
-    throw new ConfigError(`ROUTER_TLS_CERT/ROUTER_TLS_KEY: ${(err as Error).message} (does the key belong to the certificate?)`);
-  }
-  return { certFile, keyFile, cert, key };
+  return tls;
 }
 
 const ROUTER_FIELDS = {
