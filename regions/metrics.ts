@@ -1,7 +1,8 @@
 // The router's Prometheus metrics (prom-client), in a registry of its own (tests run several
 // routers in one process): calls and errors by code, latency histograms per model and phase,
-// queue depth, loads, evictions, warm replicas, node memory, streams and tokens, and the default
-// process metrics. Counts the scheduler and the stream relay already keep are read at scrape
+// queue depth, loads, evictions, warm replicas, node memory, streams and tokens, TCP connections
+// accepted (idle ones closed between calls show as one per call), and the default process
+// metrics. Counts the scheduler and the stream relay already keep are read at scrape
 // time; what only the answer knows (a call's outcome and timing) is recorded as it happens.
 // Per-model series exist only for models the region holds (warm, loading or queued on some
 // node); node series only for connected nodes. Account ids are never labels.
