@@ -8,22 +8,42 @@ import { join } from "node:path";
 import { bytes, computed, ConfigError, configSchema, flag, int, oneOf, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
 import { plaintextAllowed } from "../protocol/plaintext.js";
 import { wireFeaturesSetting } from "../protocol/wire-version.js";
+import { readTlsFiles, type TlsFiles } from "../runtime/tls-files.js";
 
 export { ConfigError };
 
 export type ProviderChoice = "auto" | "cpu" | "cuda";
 
-function metricsListener(env: EnvVars): { host: string; port: number; token: string } | null {
+const LOCAL_MODE = flag("MESH_LOCAL", false);
+
+/** Where and how GET /metrics is served (gpu-node/metrics.ts); null: no listener. */
+export interface MetricsListener {
+  host: string;
+  port: number;
+  token: string;
+  /** HTTPS with these; null: plain HTTP (loopback, or MESH_LOCAL=1, only). */
+  tls: TlsFiles | null;
+}
+
+function metricsListener(env: EnvVars): MetricsListener | null {
   const port = value(int("NODE_METRICS_PORT", null, 0), env);
   if (port === null) return null;
   if (port > 65_535) throw new ConfigError("NODE_METRICS_PORT must be a port number (0: any free port)");
   const token = typeof env.METRICS_TOKEN === "string" ? env.METRICS_TOKEN : "";
   if (token.length < 16) throw new ConfigError("NODE_METRICS_PORT needs METRICS_TOKEN (16+ characters): /metrics is never served without credentials");
-  return { host: (typeof env.NODE_METRICS_HOST === "string" && env.NODE_METRICS_HOST) || "127.0.0.1", port, token };
+  const host = (typeof env.NODE_METRICS_HOST === "string" && env.NODE_METRICS_HOST) || "127.0.0.1";
+  const tls = readTlsFiles(env, "NODE_METRICS_TLS_CERT", "NODE_METRICS_TLS_KEY");
+  // A scrape from another host carries the token over the network: not in clear.
+  if (!tls && !plaintextAllowed(host, value(LOCAL_MODE, env))) {
+    throw new ConfigError(
+      `NODE_METRICS_TLS_CERT and NODE_METRICS_TLS_KEY must be set for metrics on ${host}: a scrape from another host carries METRICS_TOKEN, ` +
+        "so /metrics off loopback is served over HTTPS only (or MESH_LOCAL=1 on a one-machine mesh; docs/observability.md)",
+    );
+  }
+  return { host, port, token, tls };
 }
 
 const WORKERS_PER_MODEL = int("NODE_WORKERS_PER_MODEL", 1, 1);
-const LOCAL_MODE = flag("MESH_LOCAL", false);
 
 /** ROUTER_URL: ws(s)://router/v1/nodes; ws:// only to a loopback router or with MESH_LOCAL=1. */
 function routerUrl(env: EnvVars): string {
@@ -108,8 +128,9 @@ const NODE_FIELDS = {
   drainTimeoutMs: int("DRAIN_TIMEOUT_MS", 30_000, 0),
   /**
    * The metrics listener (GET /metrics): NODE_METRICS_PORT unset or empty = off, 0 = a free
-   * port (logged), else that port; on NODE_METRICS_HOST (default 127.0.0.1). It needs
-   * METRICS_TOKEN, the bearer token a scrape must present.
+   * port (logged), else that port; on NODE_METRICS_HOST (default 127.0.0.1; 0.0.0.0 or the
+   * host's address for a scraper on another host). It needs METRICS_TOKEN, the bearer token a
+   * scrape must present, and off loopback NODE_METRICS_TLS_CERT/KEY (HTTPS), unless MESH_LOCAL=1.
    */
   metrics: computed(metricsListener),
 };
@@ -124,5 +145,5 @@ export function nodeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): NodeCon
 }
 
 export function printableConfig(c: NodeConfig): Record<string, unknown> {
-  return { ...c, ca: c.ca?.file ?? null, nodeToken: "***", metrics: c.metrics ? { ...c.metrics, token: "***" } : null };
+  return { ...c, ca: c.ca?.file ?? null, nodeToken: "***", metrics: c.metrics ? { ...c.metrics, token: "***", tls: c.metrics.tls ? { certFile: c.metrics.tls.certFile, keyFile: c.metrics.tls.keyFile } : null } : null };
 }

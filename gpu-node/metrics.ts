@@ -1,17 +1,20 @@
 // The node agent's Prometheus metrics (prom-client), in a registry of its own, and the small
-// HTTP listener that serves them (GET /metrics, bearer METRICS_TOKEN; NODE_METRICS_PORT turns it
-// on). Calls, errors by code, per-model latency (queue, compute, total), loads and their
-// durations, load failures, unloads, warm models and their measured memory, streams, tokens,
-// and the default process metrics (process_resident_memory_bytes is the node's RSS). What the
-// agent already counts is read at scrape time; outcomes are recorded as they happen. Per-model
-// series exist only for the models the node holds; they leave with the model.
+// HTTP(S) listener that serves them (GET /metrics, bearer METRICS_TOKEN; NODE_METRICS_PORT turns
+// it on, NODE_METRICS_HOST and NODE_METRICS_TLS_CERT/KEY say where and how: config.ts). Calls,
+// errors by code, per-model latency (queue, compute, total), loads and their durations, load
+// failures, unloads, warm models and their measured memory, streams, tokens, and the default
+// process metrics (process_resident_memory_bytes is the node's RSS). What the agent already
+// counts is read at scrape time; outcomes are recorded as they happen. Per-model series exist
+// only for the models the node holds; they leave with the model.
 
-import { createServer, type Server } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import type { WarmModel } from "../protocol/messages.js";
 import { ModelLabels, refuseMetrics } from "../protocol/metrics-endpoint.js";
+import type { MetricsListener } from "./config.js";
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 const MIB = 2 ** 20;
@@ -121,8 +124,8 @@ export class NodeMetrics {
 }
 
 /** Serves GET /metrics on its own port (token-checked); everything else is a 404 envelope. */
-export async function serveMetrics(metrics: NodeMetrics, listen: { host: string; port: number; token: string }): Promise<{ url: string; close(): Promise<void> }> {
-  const server: Server = createServer((req, res) => {
+export async function serveMetrics(metrics: NodeMetrics, listen: MetricsListener): Promise<{ url: string; close(): Promise<void> }> {
+  const handler: RequestListener = (req, res) => {
     const answer = (status: number, body: string, headers: Record<string, string>) => {
       // Nothing is read from a request: its body (if any) is dropped with the connection.
       res.writeHead(status, { ...headers, "content-length": String(Buffer.byteLength(body)), ...(req.readableEnded ? {} : { connection: "close" }) });
@@ -142,7 +145,8 @@ export async function serveMetrics(metrics: NodeMetrics, listen: { host: string;
         answer(200, await metrics.expose(), { "content-type": metrics.registry.contentType });
       })
       .catch((err: Error) => answer(500, JSON.stringify(errorBody("internal_error", `metrics failed: ${err.message}`, "-")), { "content-type": "application/json" }));
-  });
+  };
+  const server: Server = listen.tls ? createHttpsServer({ cert: listen.tls.cert, key: listen.tls.key }, handler) : createServer(handler);
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
@@ -151,7 +155,7 @@ export async function serveMetrics(metrics: NodeMetrics, listen: { host: string;
   });
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `http://${listen.host}:${port}/metrics`,
+    url: `${listen.tls ? "https" : "http"}://${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${port}/metrics`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

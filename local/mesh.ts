@@ -427,9 +427,14 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
 
     const startNode = async (region: string, id: string, env: Record<string, string> = {}): Promise<ProcessInfo> => {
       // Every node serves /metrics on a port of its own (the same token as the routers').
+      // Multi-host with TLS: on its host's management address, where a scraper on another host
+      // (this launcher's, in the root namespace) reaches it, over HTTPS with its router's
+      // certificate (which names that address). Otherwise on loopback (plain HTTP stays there).
       const metricsPort = env.NODE_METRICS_PORT ?? String(await freePort());
-      // (Multi-host: on the region's host, where only its loopback reaches it.)
-      metricsTargets[`node-${id}`] = `http://127.0.0.1:${metricsPort}/metrics`;
+      const across = hosts && ca ? { address: hosts.regions[region]!.address, cert: ca.certs[`router-${region}`]! } : null;
+      const metricsHost = across?.address ?? "127.0.0.1";
+      const metricsTls: Record<string, string> = across ? { NODE_METRICS_TLS_CERT: across.cert.certFile, NODE_METRICS_TLS_KEY: across.cert.keyFile } : {};
+      metricsTargets[`node-${id}`] = `${across ? "https" : "http"}://${metricsHost}:${metricsPort}/metrics`;
       const p = spawnLogged(
         `node-${id}`,
         process.execPath,
@@ -443,6 +448,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           ...caEnv,
           METRICS_TOKEN: metricsToken,
           NODE_METRICS_PORT: metricsPort,
+          NODE_METRICS_HOST: metricsHost,
+          ...metricsTls,
           ...opts.nodeEnv,
           ...opts.regionNodeEnv?.[region],
           ...env,

@@ -2,13 +2,12 @@
 // schema (ROUTER_FIELDS, through protocol/config-schema.ts), with the defaults in one place;
 // main.ts prints it (secrets masked) at start-up. A new setting is one line in ROUTER_FIELDS.
 
-import { readFileSync } from "node:fs";
-import { createSecureContext } from "node:tls";
 import { z } from "zod";
 import { wireFeaturesSetting } from "../protocol/wire-version.js";
 import { computed, ConfigError, configSchema, flag, int, json, matching, readConfig, secret, text, value, type ConfigOf, type EnvVars } from "../protocol/config-schema.js";
 import { plaintextAllowed } from "../protocol/plaintext.js";
 import { readR2Presign, type R2PresignConfig } from "../protocol/presign.js";
+import { readTlsFiles, type TlsFiles } from "../runtime/tls-files.js";
 
 export { ConfigError };
 
@@ -29,53 +28,25 @@ export const ROUTER_DEFAULTS = {
   maxStreamsPerSocket: 256,
   streamStallWhenContendedMs: 5_000,
   fairShare: true,
+  keepAliveTimeoutMs: 120_000,
 } as const;
 
-export interface RouterTls {
-  certFile: string;
-  keyFile: string;
-  /** PEM: the certificate chain (leaf first) and its private key. */
-  cert: string;
-  key: string;
-}
+export type RouterTls = TlsFiles;
 
 const HOST = text("HOST", ROUTER_DEFAULTS.host);
 const LOCAL_MODE = flag("MESH_LOCAL", false);
 
-function readPem(name: string, path: string, what: RegExp): string {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(`${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  if (!what.test(text)) throw new ConfigError(`${name}: ${path} is not a PEM file of the expected kind`);
-  return text;
-}
-
-/** Both files or neither; the key must match the certificate (checked now, not at the first client). */
+/** Both files or neither (runtime/tls-files.ts); neither is refused unless plain HTTP is allowed here. */
 function routerTls(env: EnvVars): RouterTls | null {
   const host = value(HOST, env);
-  const certFile = typeof env.ROUTER_TLS_CERT === "string" ? env.ROUTER_TLS_CERT : "";
-  const keyFile = typeof env.ROUTER_TLS_KEY === "string" ? env.ROUTER_TLS_KEY : "";
-  if (!certFile && !keyFile) {
-    if (!plaintextAllowed(host, value(LOCAL_MODE, env))) {
-      throw new ConfigError(
-        `ROUTER_TLS_CERT and ROUTER_TLS_KEY must be set: a router listening on ${host} serves HTTPS/WSS only ` +
-          "(plain HTTP is for a router bound to loopback, or a one-machine mesh with MESH_LOCAL=1; docs/deploy.md, TLS)",
-      );
-    }
-    return null;
+  const tls = readTlsFiles(env, "ROUTER_TLS_CERT", "ROUTER_TLS_KEY");
+  if (!tls && !plaintextAllowed(host, value(LOCAL_MODE, env))) {
+    throw new ConfigError(
+      `ROUTER_TLS_CERT and ROUTER_TLS_KEY must be set: a router listening on ${host} serves HTTPS/WSS only ` +
+        "(plain HTTP is for a router bound to loopback, or a one-machine mesh with MESH_LOCAL=1; docs/deploy.md, TLS)",
+    );
   }
-  if (!certFile || !keyFile) throw new ConfigError("ROUTER_TLS_CERT and ROUTER_TLS_KEY go together: set both PEM file paths, or neither");
-  const cert = readPem("ROUTER_TLS_CERT", certFile, /-----BEGIN CERTIFICATE-----/);
-  const key = readPem("ROUTER_TLS_KEY", keyFile, /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
-  try {
-    createSecureContext({ cert, key });
-  } catch (err) {
-    throw new ConfigError(`ROUTER_TLS_CERT/ROUTER_TLS_KEY: ${(err as Error).message} (does the key belong to the certificate?)`);
-  }
-  return { certFile, keyFile, cert, key };
+  return tls;
 }
 
 const ROUTER_FIELDS = {
@@ -134,6 +105,16 @@ const ROUTER_FIELDS = {
     {},
     "ACCOUNT_WEIGHTS must be a JSON object of account id -> weight (a number above 0, at most 1000)",
   ),
+  /**
+   * How long an idle HTTP connection (the edge's calls, probes, scrapes) stays open for its next
+   * request. Node's own default is 5 s, after which a region called less often than that (a far
+   * one, explored 2% of the time) paid a new TCP and TLS handshake, three round trips, on its
+   * next call. Cloudflare keeps idle connections to an origin up to 900 s; 120 s covers the
+   * rare caller without holding sockets for long. (headersTimeout stays Node's 60 s: since
+   * Node 18 it runs only while a request's headers arrive, not on an idle connection; checked
+   * on Node 20, where a connection idle 6 s under a 2 s headersTimeout answered its next call.)
+   */
+  keepAliveTimeoutMs: int("KEEP_ALIVE_TIMEOUT_MS", ROUTER_DEFAULTS.keepAliveTimeoutMs, 1_000),
   /** Bearer token GET /metrics requires (METRICS_TOKEN); null: /metrics is off (404). */
   metricsToken: secret("METRICS_TOKEN", true),
   /**

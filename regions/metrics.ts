@@ -1,7 +1,8 @@
 // The router's Prometheus metrics (prom-client), in a registry of its own (tests run several
 // routers in one process): calls and errors by code, latency histograms per model and phase,
-// queue depth, loads, evictions, warm replicas, node memory, streams and tokens, and the default
-// process metrics. Counts the scheduler and the stream relay already keep are read at scrape
+// queue depth, loads, evictions, warm replicas, node memory, streams and tokens, TCP connections
+// accepted (idle ones closed between calls show as one per call), and the default process
+// metrics. Counts the scheduler and the stream relay already keep are read at scrape
 // time; what only the answer knows (a call's outcome and timing) is recorded as it happens.
 // Per-model series exist only for models the region holds (warm, loading or queued on some
 // node); node series only for connected nodes. Account ids are never labels.
@@ -40,6 +41,8 @@ export class RouterMetrics {
   private readonly latency: Histogram<"model" | "phase">;
   private readonly streamsStarted: Counter;
   private readonly tlsFailures: Counter;
+  private readonly connections: Counter;
+  private readonly connectionsOpen: Gauge;
   private readonly queueDepth: Gauge<"model">;
   private readonly warmReplicas: Gauge<"model">;
 
@@ -61,6 +64,12 @@ export class RouterMetrics {
       help: "TLS handshakes that failed (with ROUTER_TLS_CERT): most often a node or edge that does not trust this router's certificate.",
       registers: [registry],
     });
+    this.connections = new Counter({
+      name: "mesh_router_http_connections_total",
+      help: "TCP connections the router's port accepted (edge calls and probes, node and stream sockets, scrapes): one per call means idle connections are being closed between calls.",
+      registers: [registry],
+    });
+    this.connectionsOpen = new Gauge({ name: "mesh_router_http_connections_open", help: "TCP connections open on the router's port now.", registers: [registry] });
     this.streamsStarted = new Counter({ name: "mesh_router_streams_started_total", help: "Streams the edge opened here (accepted requests).", registers: [registry] });
     this.queueDepth = new Gauge({ name: "mesh_router_queue_depth", help: "Calls and streams waiting for a node, per model.", labelNames: ["model"], registers: [registry] });
     this.warmReplicas = new Gauge({ name: "mesh_router_warm_replicas", help: "Nodes holding the model warm.", labelNames: ["model"], registers: [registry] });
@@ -108,11 +117,18 @@ export class RouterMetrics {
     });
   }
 
-  /** A call or stream was accepted into the region (streams only: calls are counted at their answer). */
+  /** The port accepted a TCP connection (before any TLS handshake); counted open until it closes. */
+  connectionAccepted(socket: { once(event: "close", listener: () => void): unknown }): void {
+    this.connections.inc();
+    this.connectionsOpen.inc();
+    socket.once("close", () => this.connectionsOpen.dec());
+  }
+
   tlsHandshakeFailed(): void {
     this.tlsFailures.inc();
   }
 
+  /** A stream was accepted into the region (calls are counted at their answer). */
   streamStarted(): void {
     this.streamsStarted.inc();
   }

@@ -5,7 +5,8 @@
 
 import { serve } from "@hono/node-server";
 import { createServer as createHttpsServer } from "node:https";
-import type { AddressInfo } from "node:net";
+import type { Server as HttpServer } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import { makeLogger } from "../protocol/log.js";
 import { CLOSE } from "../protocol/messages.js";
 import type { RegionReport } from "../protocol/region-report.js";
@@ -75,6 +76,10 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const server = config.tls
     ? serve({ fetch: app.fetch, port: config.port, hostname: config.host, createServer: createHttpsServer, serverOptions: { cert: config.tls.cert, key: config.tls.key } })
     : serve({ fetch: app.fetch, port: config.port, hostname: config.host });
+  // Idle connections stay open for the edge's next call (config.ts says why not Node's 5 s).
+  // Upgraded sockets (nodes, stream sockets) leave the server's timers and keep their pings.
+  (server as HttpServer).keepAliveTimeout = config.keepAliveTimeoutMs;
+  server.on("connection", (socket: Socket) => metrics.connectionAccepted(socket));
   server.on("upgrade", upgrades.onUpgrade);
   // A client that does not trust this certificate aborts the handshake (alert: unknown CA, bad
   // certificate): counted and logged here, since that client never gets far enough to say so.

@@ -45,6 +45,8 @@ function envNames(path: string): string[] {
   for (const re of [/env\.([A-Z][A-Z0-9_]+)/g, /env\["([A-Z][A-Z0-9_]+)"\]/g, /\b(?:int|num|flag|text|oneOf|matching|secret|bytes|json)\("([A-Z][A-Z0-9_]+)"/g, /\bstr\(env, "([A-Z][A-Z0-9_]+)"\)/g, /"(R2_[A-Z0-9_]+)"/g]) {
     for (const m of src.matchAll(re)) names.add(m[1]!);
   }
+  // A certificate pair (runtime/tls-files.ts): readTlsFiles(env, "CERT_NAME", "KEY_NAME").
+  for (const m of src.matchAll(/readTlsFiles\(env, "([A-Z][A-Z0-9_]+)", "([A-Z][A-Z0-9_]+)"\)/g)) names.add(m[1]!).add(m[2]!);
   return [...names].sort();
 }
 

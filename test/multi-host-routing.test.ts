@@ -2,8 +2,8 @@
 // namespace of its own, joined by links with the link table's delay. A caller's colo is the
 // host it calls from (the edge there); which region it lands in follows what the edge measured
 // over the links, not a table: a link made slow at run time moves that colo's traffic away,
-// and restoring it brings the traffic back. Every router's and node's /metrics, read where a
-// scraper would, holds the calls those hosts served.
+// and restoring it brings the traffic back. Every router's and node's /metrics, read from
+// another host (the root namespace) as Prometheus would, holds the calls those hosts served.
 //
 // Needs root, iproute2 and /dev/net/tun (or netem): skipped with the reason otherwise.
 
@@ -91,7 +91,7 @@ suite("multi-host routing", () => {
     });
   }
 
-  it("/metrics on every router (over its TLS link) and node (on its host) holds the calls those hosts served", async () => {
+  it("/metrics on every router and node, scraped over TLS from another host, holds the calls those hosts served", async () => {
     const { token, targets } = h.mesh.metrics;
     const ca = h.mesh.caFile ? { dispatcher: localAgent({ ca: await readFile(h.mesh.caFile, "utf8") }) } : {};
     const sum = (text: string, name: string, labels = "") =>
@@ -112,11 +112,20 @@ suite("multi-host routing", () => {
         expect(refused.status, `${name} without the token`).toBe(401);
         text = await res.text();
         routerCalls += sum(text, "mesh_router_calls_total", 'kind="infer"');
+        expect(sum(text, "mesh_router_http_connections_total"), name).toBeGreaterThan(0);
       } else {
-        // A node serves /metrics on its region host's loopback: read there, as a scraper on that host would.
+        // A node serves /metrics on its region host's address, over HTTPS: read from this
+        // (root) namespace, another host, as Prometheus would.
         const id = name.slice("node-".length);
         const region = REGIONS.find((r) => id.startsWith(r))!;
-        text = execFileSync("ip", ["netns", "exec", h.topology.regions[region]!.ns, "curl", "-s", "-f", "-H", `authorization: Bearer ${token}`, url], { encoding: "utf8", timeout: 30_000 });
+        expect(new URL(url).hostname, name).toBe(h.topology.regions[region]!.address);
+        expect(url.startsWith(h.mesh.caFile ? "https://" : "http://"), url).toBe(true);
+        const res = await fetch(url, { headers: { authorization: `Bearer ${token}` }, ...ca } as RequestInit);
+        expect(res.status, name).toBe(200);
+        const refused = await fetch(url, ca as RequestInit);
+        expect(refused.status, `${name} without the token`).toBe(401);
+        expect(((await refused.json()) as { code: string }).code).toBe("unauthorized");
+        text = await res.text();
         nodeCalls += sum(text, "mesh_node_calls_total");
       }
     }

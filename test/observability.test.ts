@@ -145,7 +145,7 @@ describe("metrics configuration", () => {
     expect(() => nodeConfigFromEnv({ ...base, NODE_METRICS_PORT: "9464" })).toThrow(/METRICS_TOKEN/);
     expect(() => nodeConfigFromEnv({ ...base, NODE_METRICS_PORT: "x", METRICS_TOKEN: TOKEN })).toThrow(/NODE_METRICS_PORT/);
     expect(nodeConfigFromEnv({ ...base, METRICS_TOKEN: TOKEN }).metrics).toBeNull();
-    expect(nodeConfigFromEnv({ ...base, NODE_METRICS_PORT: "0", METRICS_TOKEN: TOKEN }).metrics).toEqual({ host: "127.0.0.1", port: 0, token: TOKEN });
+    expect(nodeConfigFromEnv({ ...base, NODE_METRICS_PORT: "0", METRICS_TOKEN: TOKEN }).metrics).toEqual({ host: "127.0.0.1", port: 0, token: TOKEN, tls: null });
     expect(() => routerConfigFromEnv({ MESH_REGION: "r", MESH_SECRET: TOKEN, NODE_TOKEN: TOKEN, METRICS_TOKEN: "short" })).toThrow(/METRICS_TOKEN/);
   });
 });
