@@ -229,14 +229,14 @@ export async function sseGeneration(c: AppContext, opened: OpenedGeneration, wri
     finish();
     throw err;
   }
-  return new Response(body.stream, {
-    headers: {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache, no-transform",
-      "x-accel-buffering": "no",
-      "x-mesh-version": String(t.version.version),
-      ...(gen.region ? { "x-mesh-region": gen.region } : {}),
-    },
+  // Through c.body, not a bare Response: that would drop what init set on the context
+  // (x-request-id, traceparent), which every answer carries, streams included.
+  return c.body(body.stream, 200, {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache, no-transform",
+    "x-accel-buffering": "no",
+    "x-mesh-version": String(t.version.version),
+    ...(gen.region ? { "x-mesh-region": gen.region } : {}),
   });
 }
 

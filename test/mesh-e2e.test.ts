@@ -148,6 +148,14 @@ describe("control plane", () => {
     expectError(await call(`${mesh.edge}/v1/models`, { key: mesh.apiKey, json: { name: "../bad name" } }), 400, "bad_request");
     const list = await call(`${mesh.edge}/v1/models`, { key: mesh.apiKey });
     expect(list.body.models.map((m: { name: string }) => m.name).sort()).toEqual(["demo-chat", "demo-mlp", "demo-types", "fresh-model", "tiny-gpt"]);
+    // The list says what `latest` is, as the model's own page does: the newest version, or the
+    // version an alias named `latest` pins; null for a model without versions.
+    const latestIn = (l: typeof list) => Object.fromEntries(l.body.models.map((m: { name: string; latestVersion: number | null }) => [m.name, m.latestVersion]));
+    expect(latestIn(list)).toMatchObject({ "demo-mlp": 2, "demo-types": 1, "fresh-model": null });
+    expect((await call(`${mesh.edge}/v1/models/demo-mlp/aliases/latest`, { key: mesh.apiKey, method: "PUT", json: { version: 1 } })).status).toBe(200);
+    expect(latestIn(await call(`${mesh.edge}/v1/models`, { key: mesh.apiKey }))["demo-mlp"]).toBe(1);
+    expect((await call(`${mesh.edge}/v1/models/demo-mlp`, { key: mesh.apiKey })).body.latestVersion).toBe(1);
+    expect((await call(`${mesh.edge}/v1/models/demo-mlp/aliases/latest`, { key: mesh.apiKey, method: "DELETE" })).status).toBe(200);
     // A model without versions answers clearly instead of hanging or crashing.
     expectError(await infer("fresh-model", mlpBody(X)), 404, "version_not_found");
   });

@@ -147,6 +147,8 @@ describe("the openai client against the mesh (demo-chat)", () => {
     const parsed = events.slice(0, -1).map((e) => JSON.parse(e) as OpenAI.Completion);
     expect(parsed.map((p) => p.choices[0]!.text).join("")).toBe(await ref.text("The river", { max_tokens: 5, temperature: 0 }));
     expect(parsed.every((p) => p.object === "text_completion" && p.usage === undefined)).toBe(true);
+    // The stream's headers name its request, the id its chunks carry.
+    expect(parsed[0]!.id).toBe(`cmpl-${res.headers.get("x-request-id")}`);
   });
 
   it("a stream the client aborts: the generation stops on the node", async () => {

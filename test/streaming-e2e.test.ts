@@ -123,11 +123,14 @@ describe("tokens arrive one by one", () => {
     const expected = await ref.text("In the morning", params);
     const res = await fetch(`${mesh.edge}/v2/models/demo-chat/generate_stream`, {
       method: "POST",
-      headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json" },
+      headers: { authorization: `Bearer ${mesh.apiKey}`, "content-type": "application/json", "x-request-id": "sse-request-1" },
       body: JSON.stringify({ id: "sse-1", text_input: "In the morning", parameters: params }),
     });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    // A stream's answer carries the request id and the edge's span like every other answer.
+    expect(res.headers.get("x-request-id")).toBe("sse-request-1");
+    expect(res.headers.get("traceparent")).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
     const events = await within(readSse(res), 30_000, "sse");
     const tokens = events.filter((e) => e.ev.type === "token");
     expect(tokens.map((t) => t.ev.index)).toEqual([...Array(50).keys()]);

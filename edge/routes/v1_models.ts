@@ -20,7 +20,7 @@ import { desc, eq, sql } from "drizzle-orm";
 import { z } from "zod";
 import { MeshError } from "../../protocol/errors.js";
 import { BUNDLE_FILE_NAME_RE, MAX_BUNDLE_FILES } from "../../protocol/messages.js";
-import { models, modelVersions } from "../../schema/schema.js";
+import { models } from "../../schema/schema.js";
 import { randomId } from "../api-keys.js";
 import { services, type AppContext } from "../context.js";
 import { checkGenerativeFiles, GENERATIVE_FILES } from "../generative-bundle.js";
@@ -45,7 +45,7 @@ function describe(model: ModelInfo) {
     keepWarm: model.keepWarm,
     replicas: model.replicas,
     regions: model.regions,
-    latestVersion: model.versions[0]?.version ?? null,
+    latestVersion: model.aliases.latest ?? model.versions[0]?.version ?? null,
     aliases: model.aliases,
     traffic: model.traffic,
     versions: model.versions.map((v) => ({
@@ -251,7 +251,13 @@ export function registerV1Models(app: MeshApp): void {
           id: models.id,
           name: models.name,
           createdAt: models.createdAt,
-          latestVersion: sql<number | null>`(select max(${modelVersions.version}) from ${modelVersions} where ${modelVersions.modelId} = ${models.id})`,
+          // Written out with table names: drizzle renders a column of a one-table select
+          // unqualified, so `${models.id}` inside this subquery bound to model_versions.id and
+          // the list said null for every model. Same answer as describe(): the `latest` alias
+          // when one pins it, else the newest version not deleted.
+          latestVersion: sql<number | null>`coalesce(
+            (select a.version from aliases a where a.model_id = models.id and a.name = 'latest'),
+            (select max(v.version) from model_versions v where v.model_id = models.id and v.deleted_at is null))`,
         })
         .from(models)
         .where(eq(models.accountId, c.get("key").accountId))
