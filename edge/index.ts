@@ -5,7 +5,7 @@
 
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "./context.js";
-import { init, notFound, onError } from "./middleware.js";
+import { init, notFoundFor, onError } from "./middleware.js";
 import { meshValidationHook, type MeshApp } from "./openapi.js";
 import { registerDocs } from "./routes/docs.js";
 import { registerHealth } from "./routes/health.js";
@@ -28,7 +28,6 @@ export function createApp(): MeshApp {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: meshValidationHook });
   app.use("*", init());
   app.onError(onError);
-  app.notFound(notFound);
   registerHealth(app);
   registerV2Models(app);
   registerV2Stream(app);
@@ -45,6 +44,8 @@ export function createApp(): MeshApp {
   registerInternalArtifacts(app);
   registerDocs(app);
   registerPageFiles(app);
+  // Last: it reads the routes registered above, to tell a wrong method (405) from no route (404).
+  app.notFound(notFoundFor(app.routes));
   return app;
 }
 

@@ -231,8 +231,42 @@ export const onError: ErrorHandler<AppEnv> = (err, c) => {
   return errorResponse(requestId, "internal_error", "internal error", traceHeader(c));
 };
 
-export const notFound: NotFoundHandler<AppEnv> = (c) =>
-  errorResponse(c.get("requestId") ?? newRequestId(), "not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, traceHeader(c));
+/**
+ * The answer for a request no route took: 405 `method_not_allowed` (with `Allow`) when a route
+ * has the path under another method, else 404 `not_found`. `routes`: the app's own (Hono's
+ * `app.routes`, read once the routes are registered); catch-alls (`ALL`) are middleware, not routes.
+ */
+export function notFoundFor(routes: readonly { method: string; path: string }[]): NotFoundHandler<AppEnv> {
+  const byPattern = new Map<string, Set<string>>();
+  for (const r of routes) {
+    if (r.method === "ALL") continue;
+    const methods = byPattern.get(r.path) ?? new Set<string>();
+    methods.add(r.method);
+    // Hono answers HEAD with a GET route.
+    if (r.method === "GET") methods.add("HEAD");
+    byPattern.set(r.path, methods);
+  }
+  const patterns = [...byPattern].map(([path, methods]) => ({ re: pathPattern(path), methods }));
+  return (c) => {
+    const requestId = c.get("requestId") ?? newRequestId();
+    const path = new URL(c.req.url).pathname;
+    const allowed = new Set<string>();
+    for (const p of patterns) if (p.re.test(path)) for (const m of p.methods) allowed.add(m);
+    if (allowed.size > 0 && !allowed.has(c.req.method)) {
+      return errorResponse(requestId, "method_not_allowed", `${path} does not take ${c.req.method}; it takes ${[...allowed].join(", ")}`, { allow: [...allowed].join(", "), ...traceHeader(c) });
+    }
+    return errorResponse(requestId, "not_found", `no route for ${c.req.method} ${path}`, traceHeader(c));
+  };
+}
+
+/** A Hono route path (`/v2/models/:m/infer`, `/r2/*`) as an anchored regular expression. */
+function pathPattern(path: string): RegExp {
+  const body = path
+    .split("/")
+    .map((seg) => (seg === "*" ? ".*" : seg.startsWith(":") ? "[^/]+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+    .join("/");
+  return new RegExp(`^${body}/?$`);
+}
 
 function httpExceptionError(status: number): { code: ErrorCode; message: string } {
   if (status === 415) return { code: "unsupported_media_type", message: "this route takes a JSON body: send 'content-type: application/json'" };

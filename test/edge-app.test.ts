@@ -201,6 +201,24 @@ describe("errors in-process", () => {
     }
   });
 
+  it("a route's path under a method it does not take is 405 with Allow, not 404", async () => {
+    for (const [path, method, allow] of [
+      ["/v2/models/m1/infer", "DELETE", ["POST"]],
+      ["/v2/models/m1/versions/2/infer", "GET", ["POST"]],
+      ["/v1/keys", "PUT", ["GET", "HEAD", "POST"]],
+      ["/v1/keys/key_1", "GET", ["DELETE"]],
+    ] as const) {
+      const res = await app.request(path, { method }, env);
+      expect(res.status, `${method} ${path}`).toBe(405);
+      const body = (await res.json()) as any;
+      expect(body.code).toBe("method_not_allowed");
+      expect(Object.keys(body).sort()).toEqual(["code", "error", "requestId"]);
+      expect(res.headers.get("allow")!.split(", ").sort()).toEqual([...allow]);
+    }
+    // A path no route has stays 404 under any method.
+    expect((await app.request("/v2/models/m1/nope", { method: "DELETE" }, env)).status).toBe(404);
+  });
+
   it("a misconfigured edge says so without detail", async () => {
     const res = await app.request("/v2/health/live", {}, { ...env, ADMIN_TOKEN: "short" });
     expect(res.status).toBe(500);
