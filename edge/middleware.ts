@@ -3,7 +3,7 @@
 // Bearer <key>` and applies the rate limits (the account's, shared by all its keys, and the
 // key's own when it has one); failed authentications are limited per client address;
 // `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds bodies;
-// `onError`/`notFound` turn everything into the one error envelope (a route schema's refusal
+// `onError`/`notFoundFor` turn everything into the one error envelope, 405 for a known path under another method (a route schema's refusal
 // is turned into it by openapi.ts's hook).
 
 import { withBusyRetry } from "./d1-retry.js";
