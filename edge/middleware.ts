@@ -3,8 +3,8 @@
 // Bearer <key>` and applies the rate limits (the account's, shared by all its keys, and the
 // key's own when it has one); failed authentications are limited per client address;
 // `chargeQuota` counts a call against its account's monthly quota; `limitBody` bounds bodies;
-// `onError`/`notFoundFor` turn everything into the one error envelope, 405 for a known path under another method (a route schema's refusal
-// is turned into it by openapi.ts's hook).
+// `onError`/`notFoundFor` turn everything into the one error envelope (405 for a known path
+// under another method; a route schema's refusal is turned into it by openapi.ts's hook).
 
 import { withBusyRetry } from "./d1-retry.js";
 import { drizzle } from "drizzle-orm/d1";
