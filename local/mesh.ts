@@ -336,6 +336,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
           PORT: new URL(regionUrls[name]!).port,
           // On a host of its own it serves its links and its nodes (loopback) alike.
           ...(hosts ? { HOST: "0.0.0.0" } : {}),
+          // Across namespaces without TLS (MESH_TLS=0): plain HTTP off loopback is the one-machine mode's only.
+          ...(hosts && !ca ? { MESH_LOCAL: "1" } : {}),
           MESH_SECRET: regionSecrets[name]!,
           NODE_TOKEN: nodeToken,
           ...(ca ? { ROUTER_TLS_CERT: ca.certs[`router-${name}`]!.certFile, ROUTER_TLS_KEY: ca.certs[`router-${name}`]!.keyFile } : {}),
