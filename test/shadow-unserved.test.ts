@@ -37,15 +37,15 @@ afterAll(async () => {
 const api = (path: string, init: Parameters<typeof call>[1] = {}) => call(`${mesh.edge}${path}`, { key: mesh.apiKey, ...init });
 
 /** A model of this test's own: two versions of a demo graph, v1 serving every call and v2 shadowing all of them. */
-async function shadowedModel(name: string, demo: string, tokenizer?: Buffer): Promise<void> {
+async function shadowedModel(name: string, demo: string, tokenizerPath?: string): Promise<void> {
   expect((await api("/v1/models", { json: { name } })).status).toBe(201);
   const graph = await readFile(mesh.models.find((m) => m.name === demo)!.file);
   for (const n of [1, 2]) {
     const up = await api(`/v1/models/${name}/versions`, { body: graph, headers: { "content-type": "application/octet-stream" } });
     expect(up.status, JSON.stringify(up.body)).toBe(201);
     expect(up.body.version).toBe(n);
-    if (tokenizer) {
-      const tok = await api(`/v1/models/${name}/versions/${n}/tokenizer`, { method: "PUT", body: tokenizer, headers: { "content-type": "application/octet-stream" } });
+    if (tokenizerPath) {
+      const tok = await api(`/v1/models/${name}/versions/${n}/tokenizer`, { method: "PUT", body: await readFile(tokenizerPath), headers: { "content-type": "application/octet-stream" } });
       expect(tok.status, JSON.stringify(tok.body)).toBeLessThan(300);
     }
   }
@@ -73,7 +73,7 @@ function shadowRows(model: string, from: number, calls: number): Promise<ShadowU
 describe("shadow copies when no region serves", () => {
   it("a failed call and a generation no region took are each copied to the shadow version; nothing served, no mismatch counted", async () => {
     await shadowedModel("mlp-shadowed", "demo-mlp");
-    await shadowedModel("chat-shadowed", "demo-chat", await readFile(join(dir, "models", CHAR_TOKENIZER_FILE)));
+    await shadowedModel("chat-shadowed", "demo-chat", join(dir, "models", CHAR_TOKENIZER_FILE));
     const from = Date.now();
 
     // The region's router stops (drains): once the edge sees it gone, no region takes anything.
