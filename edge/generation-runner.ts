@@ -119,7 +119,7 @@ export async function runToEnd(
   });
   const stop = signal ? cancelOnAbort(signal, gen, plan.services.waitUntil) : null;
   try {
-    await gen.start();
+    await gen.start(observe);
     await gen.finished;
   } finally {
     stop?.();
@@ -188,9 +188,21 @@ export class Generation {
 
   /**
    * Sends the request to the best region that takes it. Resolves once it is on a region's
-   * socket; throws MeshError (and emits nothing) when no region could be reached at all.
+   * socket; throws MeshError (and emits nothing: the caller answers it as an HTTP error) when no
+   * region took it. `unserved` (a served generation's shadow copies, shadowsOf) hears that end
+   * first, as the error event the generation would have ended with: a call's copies run when the
+   * served call fails (shadow-calls.ts runShadows), and a generation's the same.
    */
-  async start(): Promise<void> {
+  async start(unserved?: (ev: StreamEvent) => void): Promise<void> {
+    try {
+      await this.reachRegion();
+    } catch (err) {
+      unserved?.(this.errorEvent(err));
+      throw err;
+    }
+  }
+
+  private async reachRegion(): Promise<void> {
     const p = this.plan;
     const s = p.services;
     const state = await regionState(s.config, s.waitUntil);
@@ -404,9 +416,15 @@ export class Generation {
 
   private fail(err: unknown): void {
     if (this.ended) return;
+    const ev = this.errorEvent(err);
+    this.finish(ev, ERROR_STATUS[ev.code], 0, this.tokens);
+  }
+
+  /** The error event a generation ends with on `err` (anything not a MeshError is logged, and internal). */
+  private errorEvent(err: unknown): Extract<StreamEvent, { type: "error" }> {
     const e = err instanceof MeshError ? err : new MeshError("internal_error", "internal error");
     if (!(err instanceof MeshError)) log("error", this.plan.requestId, "generation failed", { error: String(err) });
-    this.finish({ type: "error", id: this.plan.id, error: e.message, code: e.code, requestId: this.plan.requestId }, e.status, 0, this.tokens);
+    return { type: "error", id: this.plan.id, error: e.message, code: e.code, requestId: this.plan.requestId };
   }
 
   private finish(ev: StreamEvent, status: number, tokensIn: number, tokensOut: number, done?: Extract<RegionToEdge, { t: "done" }>): void {

@@ -224,7 +224,8 @@ export async function sseGeneration(c: AppContext, opened: OpenedGeneration, wri
   // The caller's disconnect as the runtime reports it (compat flag enable_request_signal), besides the body's cancel.
   unlisten = cancelOnAbort(c.req.raw.signal, { cancel: () => body.gone(), finished: gen.finished }, plan.services.waitUntil);
   try {
-    await gen.start();
+    // No region took it: the shadow copies still run (they hear its error), the caller gets an HTTP error.
+    await gen.start(shadows ?? undefined);
   } catch (err) {
     finish();
     throw err;

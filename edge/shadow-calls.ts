@@ -1,6 +1,7 @@
 // Shadow copies of a call or a generation (a traffic rule's `shadow` versions): each runs the
-// caller's request on its version after the caller's own answer is in (a generation: once it
-// has ended, done, stopped or failed), so a shadow never competes with it, and is never waited
+// caller's request on its version after the caller's own answer is in, a failure included (a
+// generation: once it has ended, done, stopped or failed, or no region took it: Generation.start
+// tells its shadows), so a shadow never competes with it, and is never waited
 // for by the response. Its answer is compared with the served one (shadow.ts), the comparison
 // logged and recorded on the shadow's usage row (GET /v1/usage: shadow calls, tokens,
 // mismatches). Shadows are the mesh's own: no rate limit, quota or running-stream cap counts

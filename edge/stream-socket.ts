@@ -322,7 +322,8 @@ class CallerSocket {
       this.send(ev);
     });
     slot.gen = gen;
-    await gen.start();
+    // No region took it: the shadow copies still run (they hear its error), the caller is refused.
+    await gen.start(shadows ?? undefined);
   }
 
   private onClose(): void {

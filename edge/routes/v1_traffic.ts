@@ -51,7 +51,7 @@ export function registerV1Traffic(app: MeshApp): void {
       summary: "Set the traffic rule: weighted split and shadow copies",
       description:
         "`split` applies to calls that name no version (`POST /v2/models/{m}/infer`); a call that names a version or alias gets exactly that. " +
-        "`shadow` copies a share of all the model's calls and generations to another version after the caller's answer is ready (a generation: once it has ended): compared and logged, never returned, never waited for. " +
+        "`shadow` copies a share of all the model's calls and generations to another version after the caller's answer is ready, a failed one included (a generation: once it has ended, or no region took it): compared and logged, never returned, never waited for. " +
         "Versions in a rule cannot be deleted (409).",
       params,
       body: {
