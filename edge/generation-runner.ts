@@ -197,7 +197,11 @@ export class Generation {
     try {
       await this.reachRegion();
     } catch (err) {
-      unserved?.(this.errorEvent(err));
+      const ev = this.errorEvent(err);
+      // The caller gets the error as the route's HTTP answer (thrown below), not as an event; the
+      // generation still leaves its usage row, as a unary call no region took does (503).
+      this.end(ERROR_STATUS[ev.code], 0, 0);
+      unserved?.(ev);
       throw err;
     }
   }
@@ -428,7 +432,12 @@ export class Generation {
   }
 
   private finish(ev: StreamEvent, status: number, tokensIn: number, tokensOut: number, done?: Extract<RegionToEdge, { t: "done" }>): void {
-    if (this.ended) return;
+    if (this.end(status, tokensIn, tokensOut, done)) this.emit(ev);
+  }
+
+  /** Ends the generation once: its usage row recorded, `finished` resolved. False when it had already ended. */
+  private end(status: number, tokensIn: number, tokensOut: number, done?: Extract<RegionToEdge, { t: "done" }>): boolean {
+    if (this.ended) return false;
     this.ended = true;
     if (this.silenceTimer) clearTimeout(this.silenceTimer);
     this.detach();
@@ -444,7 +453,7 @@ export class Generation {
       tokensOut,
     });
     if (p.shadowOf === undefined) recordUsage(p.services, this.usage);
-    this.emit(ev);
     this.resolveFinished();
+    return true;
   }
 }

@@ -54,7 +54,7 @@ async function shadowedModel(name: string, demo: string, tokenizerPath?: string)
 }
 
 type ShadowUsage = { calls: number; errors: number; mismatches: number; promptTokens: number; completionTokens: number };
-type Row = { version: number; calls: number; shadow: ShadowUsage };
+type Row = { version: number; calls: number; errors: number; shadow: ShadowUsage };
 
 /** The shadow version's (v2's) `shadow` usage since `from`, once it counts `calls` copies. */
 function shadowRows(model: string, from: number, calls: number): Promise<ShadowUsage> {
@@ -116,5 +116,17 @@ describe("shadow copies when no region serves", () => {
     // Four copies on v2, each failing as its region is down; no served text, so none judged a mismatch.
     const gens = await shadowRows("chat-shadowed", from, 4);
     expect(gens).toMatchObject({ calls: 4, errors: 4, mismatches: 0, completionTokens: 0 });
+    // And the served version has its own row for each refused generation, as a refused call does.
+    const served = await waitUntil(
+      "4 served rows of chat-shadowed",
+      30_000,
+      async () => {
+        const u = await api(`/v1/usage?model=chat-shadowed&from=${from}`);
+        const v1 = ((u.body.models ?? []) as Row[]).find((r) => r.version === 1);
+        return (v1?.calls ?? 0) >= 4 ? v1 : undefined;
+      },
+      250,
+    );
+    expect(served).toMatchObject({ calls: 4, errors: 4 });
   }, 120_000);
 });
