@@ -11,18 +11,40 @@
 // hashing: two WebCrypto calls per compare were measurable per call at the edge).
 
 const encoder = new TextEncoder();
+
+/**
+ * The two primitives everything here is built on. WebCrypto by default, the same in the Worker
+ * and in Node. A Node process may install node:crypto's synchronous ones instead
+ * (runtime/node-crypto.ts, from the router's and the node's mains): in Node every WebCrypto call
+ * is a job on libuv's thread pool, a round trip through another thread per hash or MAC, which on
+ * a busy 2-core host cost the router about a millisecond before a generation's first token.
+ */
+export interface CryptoPrimitives {
+  sha256(data: Uint8Array<ArrayBuffer>): Uint8Array | Promise<Uint8Array>;
+  hmacSha256(secret: string, data: Uint8Array<ArrayBuffer>): Uint8Array | Promise<Uint8Array>;
+}
+
 const keyCache = new Map<string, Promise<CryptoKey>>();
 
 function hmacKey(secret: string): Promise<CryptoKey> {
   let key = keyCache.get(secret);
   if (!key) {
-    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-      "sign",
-      "verify",
-    ]);
+    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
     keyCache.set(secret, key);
   }
   return key;
+}
+
+export const webCryptoPrimitives: CryptoPrimitives = {
+  sha256: async (data) => new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
+  hmacSha256: async (secret, data) => new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), data)),
+};
+
+let primitives: CryptoPrimitives = webCryptoPrimitives;
+
+/** Installs the hash and MAC this process signs and verifies with (same results, other costs). */
+export function useCryptoPrimitives(p: CryptoPrimitives): void {
+  primitives = p;
 }
 
 export function toHex(bytes: ArrayBuffer | Uint8Array): string {
@@ -52,14 +74,22 @@ export function equalDigests(a: string, b: string): boolean {
 }
 
 export async function sha256Hex(data: Uint8Array | ArrayBuffer | string): Promise<string> {
-  const bytes = typeof data === "string" ? encoder.encode(data) : data;
-  return toHex(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  const bytes = typeof data === "string" ? encoder.encode(data) : data instanceof Uint8Array ? data : new Uint8Array(data);
+  return toHex(await primitives.sha256(bytes as Uint8Array<ArrayBuffer>));
 }
 
-/** True when any of `secrets` made `mac` over `input` (crypto.subtle.verify compares in constant time). */
+/** Constant-time equality of two MACs (their length is public: always 32 bytes here). */
+function equalMacs(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+/** True when any of `secrets` made `mac` over `input` (the MAC recomputed, compared in constant time). */
 async function verifyAny(secrets: string | readonly string[], mac: Uint8Array<ArrayBuffer>, input: Uint8Array<ArrayBuffer>): Promise<boolean> {
   for (const secret of typeof secrets === "string" ? [secrets] : secrets) {
-    if (await crypto.subtle.verify("HMAC", await hmacKey(secret), mac, input)) return true;
+    if (equalMacs(await primitives.hmacSha256(secret, input), mac)) return true;
   }
   return false;
 }
@@ -99,7 +129,7 @@ export async function signRequest(
   const nonce = newNonce();
   const length = body?.length ?? 0;
   const sha256 = length > 0 ? await sha256Hex(body!) : EMPTY_SHA256;
-  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), signingInput(stamp, nonce, method, path, length, sha256));
+  const mac = await primitives.hmacSha256(secret, signingInput(stamp, nonce, method, path, length, sha256));
   return {
     [STAMP_HEADER]: stamp,
     [NONCE_HEADER]: nonce,
@@ -199,7 +229,7 @@ export async function signUrl(secret: string, url: URL, region: string, expires:
   u.searchParams.set("region", region);
   u.searchParams.set("exp", String(expires));
   u.searchParams.delete("sig");
-  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), urlSigningInput(u, region, String(expires)));
+  const mac = await primitives.hmacSha256(secret, urlSigningInput(u, region, String(expires)));
   u.searchParams.set("sig", toHex(mac));
   return u.toString();
 }

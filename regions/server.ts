@@ -21,6 +21,7 @@ import { regionReport } from "./reports.js";
 import { Scheduler, SCHEDULER_DEFAULTS } from "./scheduler.js";
 import { STREAM_SOCKET_PATH, StreamHub } from "./streams.js";
 import { socketUpgrades } from "./upgrades.js";
+import { useNodeCrypto } from "../runtime/node-crypto.js";
 
 /** How long a draining router keeps answering "draining" before it closes its port. */
 const DRAIN_NOTICE_MS = 2_500;
@@ -36,6 +37,8 @@ export interface RouterHandle {
 
 export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const log = makeLogger("router", { region: config.region });
+  // Grants and bodies are checked with node:crypto, not WebCrypto's thread-pool jobs.
+  useNodeCrypto();
   const scheduler = new Scheduler(
     {
       maxInflight: config.maxInflight,

@@ -24,7 +24,10 @@ import {
   verifyRequest,
   verifyUrl,
   type SignedRequest,
+  useCryptoPrimitives,
+  webCryptoPrimitives,
 } from "../protocol/signing.js";
+import { INLINE_HASH_BYTES, nodeCryptoPrimitives } from "../runtime/node-crypto.js";
 import { createCodec } from "../protocol/codec.js";
 import { GENERATE_GRANT_METHOD } from "../protocol/messages.js";
 import { EdgeAuthority } from "../regions/authority.js";
@@ -367,5 +370,52 @@ describe("helpers", () => {
     expect(toHex(new Uint8Array([0, 1, 15, 16, 255]))).toBe("00010f10ff");
     expect(toHex(new Uint8Array([0xab, 0xcd]).buffer)).toBe("abcd");
     expect(toHex(new Uint8Array(0))).toBe("");
+  });
+});
+
+describe("node:crypto primitives (the router's) and WebCrypto's (the edge's)", () => {
+  const sizes = [0, 1, 63, 64, 1000, INLINE_HASH_BYTES, INLINE_HASH_BYTES + 1, 300_000];
+  const bytes = (n: number) => {
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i++) b[i] = (i * 131 + 7) & 0xff;
+    return b;
+  };
+
+  it("give the same hash and MAC for every size, inline and off-loop", async () => {
+    for (const n of sizes) {
+      const data = bytes(n);
+      expect(toHex(await nodeCryptoPrimitives.sha256(data)), `sha256 ${n}`).toBe(toHex(await webCryptoPrimitives.sha256(data)));
+      for (const secret of ["s", "a-region-secret-of-some-length", "é".repeat(70)]) {
+        expect(toHex(await nodeCryptoPrimitives.hmacSha256(secret, data)), `hmac ${n}`).toBe(toHex(await webCryptoPrimitives.hmacSha256(secret, data)));
+      }
+    }
+  });
+
+  it("what one signs the other verifies, and a changed byte or secret is refused by both", async () => {
+    const body = bytes(5000);
+    const path = "/v1/infer";
+    try {
+      for (const [signer, verifier] of [
+        [webCryptoPrimitives, nodeCryptoPrimitives],
+        [nodeCryptoPrimitives, webCryptoPrimitives],
+      ] as const) {
+        useCryptoPrimitives(signer);
+        const headers = await signRequest("secret-1", "POST", path, body);
+        useCryptoPrimitives(verifier);
+        const signed = await verifyRequest(["secret-0", "secret-1"], "POST", path, (n) => headers[n]);
+        expect(signed.ok).toBe(true);
+        expect(await bodyMatches(signed as SignedRequest, body)).toBe(true);
+        const changed = body.slice();
+        changed[4999] = changed[4999]! ^ 1;
+        expect(await bodyMatches(signed as SignedRequest, changed)).toBe(false);
+        const other = await verifyRequest("secret-2", "POST", path, (n) => headers[n]);
+        expect(other).toEqual({ ok: false, reason: "bad signature" });
+        const mac = headers[SIGNATURE_HEADER]!;
+        const flipped: Record<string, string> = { ...headers, [SIGNATURE_HEADER]: (mac[0] === "0" ? "1" : "0") + mac.slice(1) };
+        expect(await verifyRequest("secret-1", "POST", path, (n) => flipped[n])).toEqual({ ok: false, reason: "bad signature" });
+      }
+    } finally {
+      useCryptoPrimitives(webCryptoPrimitives);
+    }
   });
 });
