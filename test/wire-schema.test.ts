@@ -218,6 +218,7 @@ describe("wire schemas: fast paths = schema", () => {
     "packed tensor": [x, { ...x, shape: [4, 1] }],
     "infer answer": [{ ok: true, outputs: [x], node: "n", timing }, { ok: true, outputs: [], node: "n", timing: { ...timing, computeMs: undefined, trace: undefined } }],
     "token region -> edge": [tok(0), tok(41)],
+    "region -> edge": [tok(0), { t: "error", sid: "s", code: "no_capacity", message: "full" }, { t: "pong" }],
     batch: [{ t: "batch", frames: [tok(0), tok(1)] }, { t: "batch", frames: Array.from({ length: 64 }, (_, i) => tok(i)) }, { t: "batch", frames: [] }],
   };
   const WRONG: unknown[] = [undefined, null, -1, 1.5, NaN, Infinity, 2 ** 53, "", "s".repeat(129), "x".repeat(4097), true, [], {}, [1], new Uint8Array(3), "token", "batch", "FP32", SPAN.toUpperCase()];
