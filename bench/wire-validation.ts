@@ -2,7 +2,7 @@
 // against the hand-written validators they replaced (issue 12), on the messages every call or
 // token pays for: a small RegionInferRequest ([1, 4] FP32), a large one ([64, 1024] FP32), both
 // with packed tensors as the edge sends them; a node's heartbeat; a node's generation token
-// frame and the region's token frame to the edge. Every message is encoded and decoded through
+// frame and the region's token frame to the edge, alone and 64 in a batch. Every message is encoded and decoded through
 // the mesh's codec (msgpackr) first, so both validators see what a router or node sees.
 //
 //   hand (baseline)  bench/wire-baseline.ts: the old validators, copied unchanged
@@ -109,6 +109,36 @@ const heartbeat: zod.NodeToRouter = {
 const nodeToken: zod.NodeToRouter = { t: "token", id: "req-0123456789abcdef", i: 41, text: " the", tokenId: 262 };
 const edgeToken: zod.RegionToEdge = { t: "token", sid: "s-17", i: 41, text: " the", id: 262 };
 
+/**
+ * A batch of 64 token frames region -> edge (`{t:"batch"}`, what a batching region sends when a
+ * decoder step makes a token for 64 streams), read as the edge reads it: messages.ts unbatch.
+ * The hand baseline checks the batch by hand (the old validators had none) and each item with
+ * the old token check. "before" is the same batch with the batch frame's and the direction's
+ * schemas as they were, without their fast paths (fastPathSchemas' plain: the token frame's own
+ * fast path inside the union stays, as it was), so before and after are measured in one run.
+ */
+const edgeBatch = { t: "batch", frames: Array.from({ length: 64 }, (_, i) => ({ ...edgeToken, sid: `s-${i}`, i })) };
+const handBatch = (v: unknown) => {
+  const b = v as { t?: unknown; frames?: unknown };
+  if (typeof v !== "object" || v === null || b.t !== "batch" || !Array.isArray(b.frames) || b.frames.length > zod.MAX_BATCH_FRAMES) throw new Error("bad batch");
+  return b.frames.map(hand.parseRegionToEdge);
+};
+const plainSchema = (name: string) => zod.fastPathSchemas.find((f) => f.name === name)!.plain;
+const interpretedBatch = (batchSchema: z.ZodType, itemSchema: z.ZodType) => {
+  const batch = interpret(batchSchema);
+  const item = interpret(itemSchema);
+  return (v: unknown) => (batch(v) as { frames: unknown[] }).frames.map(item);
+};
+const batchCase = (name: string, batchSchema: z.ZodType, itemSchema: z.ZodType): Case => ({
+  name,
+  reader: "Worker",
+  decoded: codec.decode(codec.encode(edgeBatch)),
+  hand: handBatch,
+  zod: (v) => zod.unbatch(v, zod.parseRegionToEdge),
+  interpreted: interpretedBatch(batchSchema, itemSchema),
+  calls: 1,
+});
+
 const cases: Case[] = [
   inferRequest(1, 4),
   inferRequest(64, 1024),
@@ -116,6 +146,9 @@ const cases: Case[] = [
   { name: "heartbeat (4 warm, 8 affinity)", reader: "Node", decoded: codec.decode(codec.encode(heartbeat)), hand: hand.parseNodeMessage, zod: zod.parseNodeMessage, interpreted: interpret(zod.wireSchemas.nodeToRouter), calls: 1 },
   { name: "token node -> router", reader: "Node", decoded: codec.decode(codec.encode(nodeToken)), hand: hand.parseNodeMessage, zod: zod.parseNodeMessage, interpreted: interpret(zod.wireSchemas.nodeToRouter), calls: 1 },
   { name: "token region -> edge", reader: "Worker", decoded: codec.decode(codec.encode(edgeToken)), hand: hand.parseRegionToEdge, zod: zod.parseRegionToEdge, interpreted: interpret(zod.wireSchemas.regionToEdge), calls: 1 },
+  { name: "token region -> edge, before (token fast path in the union only)", reader: "Worker", decoded: codec.decode(codec.encode(edgeToken)), hand: hand.parseRegionToEdge, zod: zod.parseRegionToEdge, interpreted: interpret(plainSchema("region -> edge")), calls: 1 },
+  batchCase("batch of 64 tokens region -> edge, before (no batch or union fast path)", plainSchema("batch"), plainSchema("region -> edge")),
+  batchCase("batch of 64 tokens region -> edge", zod.wireSchemas.batch, zod.wireSchemas.regionToEdge),
 ];
 
 const VARIANTS = ["hand", "zod", "interpreted"] as const;

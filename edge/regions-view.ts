@@ -17,6 +17,18 @@ export interface MinutePoint extends LatencySummary {
   t: number;
 }
 
+/** A node's wire as its router reported it (protocol/wire-version.ts ReportedWire). */
+export interface NodeWireView {
+  id: string;
+  /** The range and features the node announced (1-1 and none: a node from before versions). */
+  min: number;
+  max: number;
+  features: string[];
+  /** The version and features it uses with its router. */
+  version: number;
+  agreed: string[];
+}
+
 export interface RegionView {
   name: string;
   lat: number;
@@ -26,6 +38,12 @@ export interface RegionView {
   /** When the region last reported, ms since epoch (null: never). */
   measuredAt: number | null;
   nodes: number;
+  /**
+   * Which wire its nodes speak, for a rolling upgrade (operator view; null in an account's view or
+   * with no report): nodes counted by the version they use, nodes whose router reported none (a
+   * router from before this field), and each node's wire (the first MAX_WIRE_NODES).
+   */
+  wire: { byVersion: Record<string, number>; unreported: number; nodes: NodeWireView[] } | null;
   /** The region's slots and memory (operator view; null in an account's view or with no report). */
   capacity: { slots: number; freeSlots: number; memoryMb: number; memoryUsedMb: number } | null;
   /** Calls queued: the account's own (account view), or all (operator). */
@@ -43,6 +61,9 @@ export interface RegionView {
   /** Per-minute latency over the last hour, oldest first. */
   history: MinutePoint[];
 }
+
+/** Nodes a region's `wire.nodes` lists at most (the counts cover all of them). */
+export const MAX_WIRE_NODES = 256;
 
 export interface RegionsView {
   generatedAt: number;

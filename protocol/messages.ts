@@ -86,8 +86,13 @@ const binary = (error: string, max = Infinity) => z.custom<Uint8Array>((v) => v 
  * fast path may accept only what its schema accepts and must build what the schema builds:
  * test/wire-schema.test.ts compares the two.
  */
-const fastPath = <S extends z.ZodType>(schema: S, parse: (v: Record<string, unknown>) => z.output<S> | typeof z.INVALID): S =>
-  z.withParser(schema, (v) => (isMap(v) ? parse(v) : z.INVALID));
+function fastPath<S extends z.ZodType>(name: string, schema: S, parse: (v: Record<string, unknown>) => z.output<S> | typeof z.INVALID): S {
+  const fast = z.withParser(schema, (v) => (isMap(v) ? parse(v) : z.INVALID));
+  FAST_PATHS.push({ name, fast, plain: schema });
+  return fast;
+}
+/** Each fast path beside its schema without it (test/wire-schema.test.ts proves the two answer alike). */
+const FAST_PATHS: { name: string; fast: z.ZodType; plain: z.ZodType }[] = [];
 const isStr = (v: unknown, max = 4096): v is string => typeof v === "string" && v.length <= max;
 const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
 const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= max;
@@ -153,7 +158,7 @@ function packedFast(v: unknown): CarriedTensor | typeof z.INVALID {
   const t = { name, datatype, shape: shape.slice() as number[], bytes };
   return packedSizeError(t) === null ? t : z.INVALID;
 }
-const carriedTensor = fastPath(carriedTensorSchema, packedFast);
+const carriedTensor = fastPath("packed tensor", carriedTensorSchema, packedFast);
 const tensors = list(carriedTensor, 1024);
 /** Requested output names. */
 const names = list(z.string({ error: says("must be strings") }), 1024);
@@ -266,7 +271,7 @@ function answerFast(v: Record<string, unknown>) {
 const regionInferResponseSchema = z.discriminatedUnion(
   "ok",
   [
-    fastPath(object({ ok: z.literal(true), outputs: tensors, node: str(), timing: timingSchema }), answerFast),
+    fastPath("infer answer", object({ ok: z.literal(true), outputs: tensors, node: str(), timing: timingSchema }), answerFast),
     object({
       ok: z.literal(false),
       code: errorCode,
@@ -461,17 +466,26 @@ const edgeToRegionSchema = frames([
 ]);
 export type EdgeToRegion = z.infer<typeof edgeToRegionSchema>;
 
-const regionToEdgeSchema = frames([
+/** The token frame's check: the union's fast path and the frame's own. */
+const tokenToEdgeFast = ({ t, sid, i, text, id }: Record<string, unknown>) =>
+  t === "token" && isStr(sid, 128) && isCount(i) && isStr(text) && isCount(id) ? { t: "token" as const, sid, i, text, id } : z.INVALID;
+
+const regionToEdgeUnion = frames([
   frame("progress", { position: opt(count()), bytes: opt(count()), total: opt(count()), sid, stage: progressStage, node: opt(str(128)) }),
   /** Fast path: one per token, read by the edge. */
-  fastPath(frame("token", { sid, i: count(), text: str(), id: count() }), ({ sid, i, text, id }) =>
-    isStr(sid, 128) && isCount(i) && isStr(text) && isCount(id) ? { t: "token" as const, sid, i, text, id } : z.INVALID,
-  ),
+  // `t` is checked here too, though the union dispatched on it: a fast path accepts only what its
+  // schema accepts, wherever it is used (test/wire-schema.test.ts "fast paths = schema").
+  fastPath("token region -> edge", frame("token", { sid, i: count(), text: str(), id: count() }), tokenToEdgeFast),
   /** cachedTokens: prompt tokens the node reused from a kept KV cache instead of computing them. */
   frame("done", { sid, reason: finishReason, tokens: count(), promptTokens: count(), node: str(128), timing: streamTimingSchema, cachedTokens: opt(count()) }),
   frame("error", { sid, code: errorCode, message: str() }),
   frame("pong", {}),
 ]);
+/**
+ * Fast path of the whole direction for its token frames (nearly every frame the edge reads):
+ * the union's own dispatch on `t`, interpreted, cost as much as the token's check itself.
+ */
+const regionToEdgeSchema = fastPath("region -> edge", regionToEdgeUnion, (v) => (v.t === "token" ? tokenToEdgeFast(v) : z.INVALID));
 export type RegionToEdge = z.infer<typeof regionToEdgeSchema>;
 
 // ---------------------------------------------------------------- node <-> router (WebSocket)
@@ -630,13 +644,20 @@ export const MAX_BATCH_BYTES = 256 * 1024;
  * direction: each item is checked by its direction's own schema (so per-frame authority checks
  * stay as they were), and a batch inside a batch is refused there as an unknown frame type.
  */
-const batchSchema = frame("batch", {
-  frames: list(
-    z.custom<Record<string, unknown>>((v) => isMap(v), { error: "a batched frame must be a map" }),
-    MAX_BATCH_FRAMES,
-    `'frames' must be an array of at most ${MAX_BATCH_FRAMES}`,
-  ),
-});
+const batchSchema = fastPath(
+  "batch",
+  frame("batch", {
+    frames: list(
+      z.custom<Record<string, unknown>>((v) => isMap(v), { error: "a batched frame must be a map" }),
+      MAX_BATCH_FRAMES,
+      `'frames' must be an array of at most ${MAX_BATCH_FRAMES}`,
+    ),
+  }),
+  // Fast path: the edge reads one per socket message of a batching region, and the interpreter
+  // checks the items one by one through z.custom's dispatch (about 40% of a 64-token batch's
+  // check, bench/wire-validation.ts); each item is still checked by its frame's own schema.
+  ({ t, frames }) => (t === "batch" && Array.isArray(frames) && frames.length <= MAX_BATCH_FRAMES && frames.every(isMap) ? { t: "batch" as const, frames: frames.slice() } : z.INVALID),
+);
 export type FrameBatch = z.infer<typeof batchSchema>;
 
 // ---------------------------------------------------------------- validation
@@ -659,7 +680,8 @@ const COMPILE = z.core.util.allowsEval.value;
  * `label`: the value must be a map (zod's objects would take a typed array for one).
  */
 function validator<S extends z.ZodType>(schema: S, label?: string): (v: unknown) => z.output<S> {
-  const run = COMPILE ? z.compile(schema) : schema;
+  // Compiled, a whole message's fast path only adds a step to generated code as fast (bench:wire).
+  const run = COMPILE ? z.compile((FAST_PATHS.find((f) => f.fast === schema)?.plain as S | undefined) ?? schema) : schema;
   return (v) => {
     if (label !== undefined && !isMap(v)) throw new MessageError(`${label} must be a map`);
     const r = run.safeParse(v);
@@ -694,6 +716,9 @@ export function unbatch<F>(decoded: unknown, parse: (v: unknown) => F, acceptBat
   if (!acceptBatch || !isMap(decoded) || decoded.t !== "batch") return [parse(decoded)];
   return parseBatch(decoded).frames.map(parse);
 }
+
+/** Each fast path (as the schemas hold it) and the same schema without it: tests and benches. */
+export const fastPathSchemas: readonly { name: string; fast: z.ZodType; plain: z.ZodType }[] = FAST_PATHS;
 
 /** The schemas themselves, uncompiled (tests compare them with the parse functions; benches). */
 export const wireSchemas = {

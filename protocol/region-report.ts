@@ -2,6 +2,7 @@
 // The key expires, so a region that dies disappears from the edge's view on its own.
 
 import type { ConversationHeld, DiskUsage } from "./messages.js";
+import type { ReportedWire } from "./wire-version.js";
 
 export const REGION_REPORT_PREFIX = "mesh:region:";
 export const REGION_REPORT_TTL_S = 5;
@@ -21,6 +22,8 @@ export interface NodeReport {
   warm: string[];
   /** The node's model cache and disk, from its last heartbeat (null: not reported yet). */
   disk?: DiskUsage | null;
+  /** The wire the node announced and the version and features it uses with the router (absent from older routers). */
+  wire?: ReportedWire;
 }
 
 export interface Percentiles {

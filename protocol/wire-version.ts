@@ -149,3 +149,35 @@ export const wireFeaturesSetting: Field<readonly WireFeature[]> = {
     return [...new Set(names)] as WireFeature[];
   },
 };
+
+/**
+ * What a router reports of a connected node (its region report, GET /v1/regions, the status
+ * page): the range and features the node announced (LEGACY_WIRE for a node from before
+ * versions), and the version and features the two agreed on. Operators rolling an upgrade read
+ * which node speaks what here instead of in the router's log.
+ */
+export interface ReportedWire extends WireAnnouncement {
+  /** The version the router and the node use. */
+  version: number;
+  /** The features both take. */
+  agreed: WireFeature[];
+}
+
+export function reportedWire(a: WireAgreement): ReportedWire {
+  return { min: a.peer.min, max: a.peer.max, features: [...a.peer.features], version: a.version, agreed: [...a.features] };
+}
+
+/**
+ * A node's reported wire as read back from a region report (Redis: a router of any release
+ * wrote it), checked like an announcement from a peer: null when absent (a router from before
+ * this report) or malformed. Unknown agreed features (a newer router's) are kept, bounded.
+ */
+export function parseReportedWire(v: unknown): ReportedWire | null {
+  if (typeof v !== "object" || v === null) return null;
+  const { version, agreed } = v as { version?: unknown; agreed?: unknown };
+  const announced = wireAnnouncementSchema.safeParse(v);
+  if (!announced.success || !Number.isInteger(version) || (version as number) < announced.data.min || (version as number) > announced.data.max) return null;
+  const features = wireAnnouncementSchema.safeParse({ min: 1, max: 1, features: agreed });
+  if (!features.success) return null;
+  return { ...announced.data, version: version as number, agreed: features.data.features as WireFeature[] };
+}

@@ -1,8 +1,8 @@
 // The router's Prometheus metrics (prom-client), in a registry of its own (tests run several
 // routers in one process): calls and errors by code, latency histograms per model and phase,
-// queue depth, loads, evictions, warm replicas, node memory, streams and tokens, TCP connections
-// accepted (idle ones closed between calls show as one per call), and the default process
-// metrics. Counts the scheduler and the stream relay already keep are read at scrape
+// queue depth, loads, evictions, warm replicas, node memory, nodes by wire version, streams and
+// tokens, TCP connections accepted (idle ones closed between calls show as one per call), and
+// the default process metrics. Counts the scheduler and the stream relay already keep are read at scrape
 // time; what only the answer knows (a call's outcome and timing) is recorded as it happens.
 // Per-model series exist only for models the region holds (warm, loading or queued on some
 // node); node series only for connected nodes. Account ids are never labels.
@@ -99,6 +99,19 @@ export class RouterMetrics {
         const open = [...scheduler.nodes.values()].filter((n) => n.open);
         this.set({ state: "connected" }, open.length);
         this.set({ state: "available" }, open.filter((n) => n.available).length);
+      },
+    });
+    new Gauge({
+      name: "mesh_router_nodes_by_wire",
+      help: "Connected nodes by the wire version and features each uses with this router (a rolling upgrade's progress; GET /v1/status names each node's announced range).",
+      labelNames: ["version", "features"],
+      registers: [registry],
+      collect() {
+        // Labels are what this router agreed to, so within its own range and feature names: bounded.
+        this.reset();
+        for (const n of scheduler.nodes.values()) {
+          if (n.open) this.inc({ version: String(n.wire.version), features: [...n.wire.features].sort().join(",") || "none" });
+        }
       },
     });
     new Gauge({

@@ -4,6 +4,7 @@
 // changes the scheduler.
 
 import type { RegionReport } from "../protocol/region-report.js";
+import { reportedWire } from "../protocol/wire-version.js";
 import { regionConversations, usedMb } from "./placement.js";
 import type { Scheduler } from "./scheduler.js";
 import type { StreamHub } from "./streams.js";
@@ -29,6 +30,7 @@ export function regionReport(region: string, scheduler: Scheduler, draining: boo
       draining: n.draining,
       warm: [...n.warm.keys()],
       disk: n.disk,
+      wire: reportedWire(n.wire),
     })),
     warm: [...new Set(usable.flatMap((n) => [...n.warm.keys()]))],
     inflight: scheduler.inflight,

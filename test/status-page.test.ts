@@ -51,6 +51,15 @@ function cannedView(): RegionsView {
         measuredAt: now - 800,
         nodes: 2,
         capacity: { slots: 16, freeSlots: 12, memoryMb: 81_920, memoryUsedMb: 12_288 },
+        // Mid-upgrade: one node on wire 2 with batch, one from before versions.
+        wire: {
+          byVersion: { "1": 1, "2": 1 },
+          unreported: 0,
+          nodes: [
+            { id: "west-a", min: 1, max: 2, features: ["batch"], version: 2, agreed: ["batch"] },
+            { id: "west-b", min: 1, max: 1, features: [], version: 1, agreed: [] },
+          ],
+        },
         queue: 0,
         inflight: 4,
         warmModels: [
@@ -80,6 +89,7 @@ function cannedView(): RegionsView {
         measuredAt: now - 42_000,
         nodes: 1,
         capacity: { slots: 8, freeSlots: 8, memoryMb: 16_384, memoryUsedMb: 2_100 },
+        wire: { byVersion: { "2": 1 }, unreported: 0, nodes: [{ id: "seoul-a", min: 1, max: 2, features: ["batch"], version: 2, agreed: ["batch"] }] },
         queue: 2,
         inflight: 0,
         warmModels: [{ model: "demo-mlp", version: 1, replicas: 1 }],
@@ -159,6 +169,10 @@ describe("status page", () => {
     expect(await west.textContent()).toContain("12 / 16");
     expect(await west.textContent()).toContain("demo-types v1");
     expect(await west.textContent()).toContain("demo-mlp v1 ×2");
+    // Which wire the nodes use, newest first, each node's announcement in the title.
+    expect(await page.getByTestId("wire-us-west").textContent()).toBe("wire 2 ×1 · 1 ×1");
+    expect(await page.getByTestId("wire-us-west").getAttribute("title")).toContain("west-b: announces 1, uses 1");
+    expect(await page.getByTestId("wire-ap-seoul").textContent()).toBe("wire 2");
     expect(await page.getByTestId("stale-banner").isVisible()).toBe(true);
     expect(await page.getByTestId("stale-banner").textContent()).toContain("ap-seoul: last report 42 s ago");
 

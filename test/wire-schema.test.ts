@@ -3,11 +3,13 @@
 // what the parse functions make of fields the protocol does not name and of nulls, and that the
 // compiled schemas Node runs and the interpreted ones the Worker runs answer alike.
 import { describe, expect, it } from "vitest";
+import type { z } from "zod";
 import { packTensor } from "../formats/binary-tensors.js";
 import { createCodec } from "../protocol/codec.js";
 import {
   GENERATE_LIMITS,
   MAX_GENERATE_REQUEST_BYTES,
+  fastPathSchemas,
   MessageError,
   parseEdgeToRegion,
   parseNodeMessage,
@@ -16,6 +18,7 @@ import {
   parseRegionInferResponse,
   parseRegionToEdge,
   parseRouterMessage,
+  unbatch,
   wireSchemas,
   type ModelRef,
   type RegionGenerateRequest,
@@ -200,3 +203,100 @@ describe("wire schemas: compiled (Node) and interpreted (Worker) agree", () => {
     expect(got).toMatchObject({ affinity: [{ key: KEY, savedMs: 0 }] });
   });
 });
+
+describe("wire schemas: fast paths = schema", () => {
+  // Each typed fast path (messages.ts fastPath: what the Worker, which cannot compile, runs on
+  // the hot frames) against the same schema without it, on valid values and on mutations of
+  // them: one field removed, or set to a value of each wrong kind, or two such at once, nested
+  // fields and batched items included. The fast path may only accept what the schema accepts,
+  // and must build what it builds; what it declines goes to the schema, so refusals read alike.
+  const codec = createCodec();
+  const SPAN = "0123456789abcdef";
+  const timing = { queueMs: 0.2, loadMs: 0, inferMs: 1.4, regionMs: 2.1, computeMs: 1.3, trace: { router: SPAN, node: SPAN } };
+  const tok = (i: number) => ({ t: "token", sid: `s-${i}`, i, text: " the", id: 262 });
+  const valid: Record<string, unknown[]> = {
+    "packed tensor": [x, { ...x, shape: [4, 1] }],
+    "infer answer": [{ ok: true, outputs: [x], node: "n", timing }, { ok: true, outputs: [], node: "n", timing: { ...timing, computeMs: undefined, trace: undefined } }],
+    "token region -> edge": [tok(0), tok(41)],
+    "region -> edge": [tok(0), { t: "error", sid: "s", code: "no_capacity", message: "full" }, { t: "pong" }],
+    batch: [{ t: "batch", frames: [tok(0), tok(1)] }, { t: "batch", frames: Array.from({ length: 64 }, (_, i) => tok(i)) }, { t: "batch", frames: [] }],
+  };
+  const WRONG: unknown[] = [undefined, null, -1, 1.5, NaN, Infinity, 2 ** 53, "", "s".repeat(129), "x".repeat(4097), true, [], {}, [1], new Uint8Array(3), "token", "batch", "FP32", SPAN.toUpperCase()];
+
+  /** Mutations of v: each field (one level into maps and arrays) removed or set to each WRONG value. */
+  function mutations(v: unknown, depth = 2): unknown[] {
+    if (depth === 0 || typeof v !== "object" || v === null || ArrayBuffer.isView(v)) return [];
+    const out: unknown[] = [];
+    if (Array.isArray(v)) {
+      if (v.length === 0) return WRONG.map((w) => [w]);
+      for (const i of [0, v.length - 1]) {
+        for (const w of WRONG) out.push(v.map((e, j) => (j === i ? w : e)));
+        for (const m of mutations(v[i], depth - 1)) out.push(v.map((e, j) => (j === i ? m : e)));
+      }
+      out.push(Array.from({ length: 1025 }, () => v[0]));
+      return out;
+    }
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      const { [k]: _, ...without } = o;
+      out.push(without);
+      for (const w of WRONG) out.push({ ...o, [k]: w });
+      for (const m of mutations(o[k], depth - 1)) out.push({ ...o, [k]: m });
+    }
+    out.push({ ...o, extra: 1 });
+    return out;
+  }
+
+  const answer = (schema: z.ZodType, v: unknown) => {
+    const r = schema.safeParse(v);
+    return r.success ? { ok: true, value: r.data } : { ok: false, message: r.error.issues[0]?.message };
+  };
+
+  it("names every fast path the messages have", () => {
+    expect(fastPathSchemas.map((f) => f.name).sort()).toEqual(Object.keys(valid).sort());
+  });
+
+  it("accepts exactly what the schema accepts and builds the same value, through the codec too", () => {
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31), seed % n);
+    let accepted = 0;
+    let refused = 0;
+    for (const { name, fast, plain } of fastPathSchemas) {
+      for (const v of valid[name]!) {
+        expect(answer(fast, v), `${name}: valid`).toEqual(answer(plain, v));
+        expect(answer(fast, v).ok, `${name}: valid`).toBe(true);
+        const once = mutations(v);
+        // Two mutations at once: a field wrong inside a value whose other field is wrong too.
+        const twice = Array.from({ length: 200 }, () => mutations(once[rand(once.length)])).flatMap((ms) => (ms.length ? [ms[rand(ms.length)]] : []));
+        for (const m of [...once, ...twice]) {
+          for (const input of [m, decodable(m) ? codec.decode(codec.encode(m)) : m]) {
+            const want = answer(plain, input);
+            expect(answer(fast, input), `${name}: ${JSON.stringify(input)?.slice(0, 200)}`).toEqual(want);
+            if (want.ok) accepted++;
+            else refused++;
+          }
+        }
+      }
+    }
+    // The mutations reach both sides of every check.
+    expect(accepted).toBeGreaterThan(50);
+    expect(refused).toBeGreaterThan(1000);
+  });
+
+  it("a batch of token frames, as the edge reads it (interpreted), gives what the schemas without fast paths give", () => {
+    const plainOf = (name: string) => fastPathSchemas.find((f) => f.name === name)!.plain;
+    const batch = codec.decode(codec.encode(valid.batch![1]));
+    const viaFast = unbatch(batch, (v) => wireSchemas.regionToEdge.parse(v), true);
+    const plainBatch = plainOf("batch").parse(batch) as { frames: unknown[] };
+    expect(viaFast).toEqual(plainBatch.frames.map((f) => plainOf("token region -> edge").parse(f)));
+    expect(viaFast).toEqual(unbatch(batch, parseRegionToEdge));
+  });
+});
+
+/** msgpack carries no undefined or NaN distinctly enough to compare: those stay un-encoded. */
+function decodable(v: unknown): boolean {
+  if (v === undefined || (typeof v === "number" && !Number.isFinite(v))) return false;
+  if (Array.isArray(v)) return v.every(decodable);
+  if (typeof v === "object" && v !== null && !ArrayBuffer.isView(v)) return Object.values(v).every(decodable);
+  return true;
+}

@@ -6,6 +6,8 @@
 // An "old" edge is the test's raw stream socket to the router (RegionStream) without the
 // announcement, refusing batches the same way. Then what shares no version is refused with the
 // stable code wire_version_unsupported (HTTP 426, close 4426), both ranges in the message.
+// Mid-upgrade, the operator sees which node speaks what: in the router's report and metrics,
+// and in the edge's GET /v1/regions.
 //
 // Every text is checked against the same model run in this process (ReferenceModel), every
 // router stream by its token indices and count. No assertion is about time.
@@ -24,6 +26,8 @@ import { readOnnxSignature } from "../formats/onnx-signature.js";
 import { artifactUrl, signRequest, tokenizerUrl } from "../protocol/signing.js";
 import { formatWireHeader, localWire, MIN_WIRE_VERSION, WIRE_HEADER, WIRE_VERSION } from "../protocol/wire-version.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
+import type { RegionsView } from "../edge/regions-view.js";
+import { sample, scrape } from "./helpers/metrics-text.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
 import { ReferenceModel, RegionStream, StreamClient } from "./helpers/stream-client.js";
 
@@ -138,6 +142,41 @@ async function routerGenerations(s: RegionStream): Promise<void> {
 const openStream = async (announce: string | null, opts: { takesBatch?: boolean } = {}) =>
   RegionStream.open(routerUrl(), { ...(await signRequest(secret(), "GET", "/v1/streams")), ...(announce !== null ? { [WIRE_HEADER]: announce } : {}) }, opts);
 
+/**
+ * Mid-upgrade, what an operator reads of which node speaks what (the router knows this build's
+ * node `current`, announcing batch, and "old-node", announcing none): the router's report, its
+ * gauge of nodes by wire, and the edge's GET /v1/regions (the operator's view only).
+ */
+async function operatorSeesWire(current: string): Promise<void> {
+  const range = { min: MIN_WIRE_VERSION, max: WIRE_VERSION };
+  const wireOf = async () => Object.fromEntries((await mesh.regionStatus(REGION)).nodes.map((n) => [n.id, n.wire]));
+  expect(await wireOf()).toEqual({
+    [current]: { ...range, features: ["batch"], version: WIRE_VERSION, agreed: ["batch"] },
+    "old-node": { ...range, features: [], version: WIRE_VERSION, agreed: [] },
+  });
+
+  const metrics = await (await scrape(mesh.metrics.targets[`router-${REGION}`]!, mesh.metrics.token)).text();
+  expect(sample(metrics, "mesh_router_nodes_by_wire", { version: String(WIRE_VERSION), features: "batch" })).toBe(1);
+  expect(sample(metrics, "mesh_router_nodes_by_wire", { version: String(WIRE_VERSION), features: "none" })).toBe(1);
+  expect(sample(metrics, "mesh_router_nodes_by_wire")).toBe(2);
+
+  const regions = async (key: string) => {
+    const res = await fetch(`${mesh.edge}/v1/regions`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(30_000) });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as RegionsView).regions.find((r) => r.name === REGION)!;
+  };
+  // The edge reads the router's report from Redis (published every second): poll for both nodes.
+  const view = await waitUntil("the edge's view names both nodes' wire", 30_000, async () => {
+    const r = await regions(mesh.adminToken);
+    return r.wire?.nodes.length === 2 ? r : undefined;
+  });
+  expect(view.wire!.byVersion).toEqual({ [String(WIRE_VERSION)]: 2 });
+  expect(view.wire!.unreported).toBe(0);
+  expect(Object.fromEntries(view.wire!.nodes.map(({ id, ...w }) => [id, w]))).toEqual(await wireOf());
+  // A tenant's key sees nothing of the region's nodes.
+  expect((await regions(mesh.apiKey)).wire).toBeNull();
+}
+
 describe("a rolling upgrade: every hop works whatever the other side's version", () => {
   it("an old router (no batch): the new edge and the new node send it frames one by one, and streams arrive whole", async () => {
     await edgeGenerations("old-router");
@@ -185,6 +224,8 @@ describe("a rolling upgrade: every hop works whatever the other side's version",
   it("an old node joins and the new one leaves: the router sends it frames one by one (a cold load's generates start together)", async () => {
     const [current] = await nodesListed();
     await mesh.startNode(REGION, "old-node", { MESH_WIRE_FEATURES: "none" });
+    await waitUntil("both nodes connected", 30_000, async () => ((await nodesListed()).includes("old-node") ? true : undefined));
+    await operatorSeesWire(current!);
     const p = mesh.processes.find((x) => x.name === `node-${current}`)!;
     const exited = new Promise((r) => p.child.once("exit", r));
     signalGroup(p.child, "SIGTERM");

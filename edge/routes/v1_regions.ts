@@ -9,14 +9,15 @@
 
 import { eq } from "drizzle-orm";
 import { z } from "zod";
-import { REGION_REPORT_STALE_MS } from "../../protocol/region-report.js";
+import { REGION_REPORT_STALE_MS, type RegionReport } from "../../protocol/region-report.js";
 import { models } from "../../schema/schema.js";
 import type { AppContext } from "../context.js";
 import { authorize, bearer, isAdminToken } from "../middleware.js";
 import { redisFor } from "../redis.js";
 import { histogramsByColo, LatencyHistogram, latencyKey, TOTAL_FIELD, type SparseHistogram } from "../latency-histogram.js";
 import { allRtts, regionState, usableReport } from "../region-state.js";
-import type { LatencySummary, MinutePoint, RegionView, RegionsView } from "../regions-view.js";
+import { MAX_WIRE_NODES, type LatencySummary, type MinutePoint, type NodeWireView, type RegionView, type RegionsView } from "../regions-view.js";
+import { parseReportedWire } from "../../protocol/wire-version.js";
 import { MeshError } from "../../protocol/errors.js";
 import { meshRoute, type MeshApp } from "../openapi.js";
 import { registerPage } from "./pages.js";
@@ -119,6 +120,27 @@ async function latencyHistory(c: AppContext, regions: string[], now: number, acc
   }
 }
 
+/**
+ * Which wire a region's nodes speak (operator view). The report comes from a router of any
+ * release through Redis, so each node's wire is checked as a peer's announcement is, and the
+ * list is bounded; a node without a valid one counts as unreported.
+ */
+function wireView(report: RegionReport): NonNullable<RegionView["wire"]> {
+  const byVersion: Record<string, number> = {};
+  const nodes: NodeWireView[] = [];
+  let unreported = 0;
+  for (const n of report.nodes) {
+    const w = parseReportedWire(n.wire);
+    if (!w) {
+      unreported++;
+      continue;
+    }
+    byVersion[w.version] = (byVersion[w.version] ?? 0) + 1;
+    if (nodes.length < MAX_WIRE_NODES) nodes.push({ id: typeof n.id === "string" ? n.id.slice(0, 128) : "?", ...w });
+  }
+  return { byVersion, unreported, nodes };
+}
+
 /** The view for one account (`account` set) or the operator's global one (null). */
 async function buildView(c: AppContext, account: string | null): Promise<RegionsView> {
   const config = c.get("config");
@@ -188,6 +210,7 @@ async function buildView(c: AppContext, account: string | null): Promise<Regions
       return {
         ...common,
         capacity: report?.capacity ?? null,
+        wire: report && Array.isArray(report.nodes) ? wireView(report) : null,
         queue: report?.queued ?? 0,
         inflight: report?.inflight ?? 0,
         warmModels: [],
@@ -198,6 +221,7 @@ async function buildView(c: AppContext, account: string | null): Promise<Regions
     return {
       ...common,
       capacity: null,
+      wire: null,
       queue: own.reduce((n, m) => n + m.queued, 0),
       inflight: null,
       warmModels,

@@ -268,7 +268,7 @@ function renderTable(): void {
           el("span", { class: `badge ${h}`, "data-testid": `health-${r.name}` }, [el("span", { class: `dot ${h}`, "aria-hidden": "true" }), HEALTH[h]]),
           el("span", { class: `sub-line age ${h}`, "data-testid": `age-${r.name}`, text: ageText }),
         ]),
-        el("td", { class: `num${r.nodes === 0 ? " nonzero" : ""}`, text: fmtInt(r.nodes) }),
+        el("td", { class: `num${r.nodes === 0 ? " nonzero" : ""}` }, [fmtInt(r.nodes), wireLine(r)]),
         slots,
         el("td", { class: `num${r.queue > 0 ? " nonzero" : ""}`, text: fmtInt(r.queue) }),
         el("td", { class: "num", text: fmtInt(r.inflight) }),
@@ -279,6 +279,23 @@ function renderTable(): void {
       ]),
     );
   }
+}
+
+/**
+ * Under a region's node count (operator view): the wire versions its nodes use, newest first
+ * ("wire 2 ×3 · 1 ×1", the progress of a rolling upgrade), each node's announcement in the title.
+ */
+function wireLine(r: RegionView): HTMLElement | null {
+  const w = r.wire;
+  if (!w || typeof w.byVersion !== "object") return null;
+  const versions = Object.entries(w.byVersion).sort(([a], [b]) => Number(b) - Number(a));
+  if (versions.length === 0 && !w.unreported) return null;
+  const parts = versions.map(([v, n]) => (versions.length === 1 && !w.unreported ? v : `${v} ×${fmtInt(n)}`));
+  if (w.unreported) parts.push(`? ×${fmtInt(w.unreported)}`);
+  const title = (Array.isArray(w.nodes) ? w.nodes : [])
+    .map((n) => `${n.id}: announces ${n.min === n.max ? n.min : `${n.min}-${n.max}`}${n.features.length ? ` ${n.features.join(",")}` : ""}, uses ${n.version}${n.agreed.length ? ` ${n.agreed.join(",")}` : ""}`)
+    .join("\n");
+  return el("span", { class: "sub-line", "data-testid": `wire-${r.name}`, title, text: `wire ${parts.join(" · ")}` });
 }
 
 // ---- latency chart ----
