@@ -70,7 +70,18 @@ const secret = () => mesh.regionSecrets[REGION]!;
 const nodesListed = async () => (await mesh.regionStatus(REGION)).nodes.map((n) => n.id);
 
 /** STREAMS generations at once through the edge's WebSocket route, each checked against the reference. */
+/** The edge sees the region healthy with a node (the new router's report fresh, through Redis). */
+async function edgeSeesRegion(): Promise<void> {
+  await waitUntil("the edge sees the region healthy", 30_000, async () => {
+    const res = await fetch(`${mesh.edge}/v1/regions`, { headers: { authorization: `Bearer ${mesh.adminToken}` }, signal: AbortSignal.timeout(30_000) });
+    const r = ((await res.json()) as RegionsView).regions.find((x) => x.name === REGION);
+    return r?.health === "healthy" && r.nodes > 0 ? true : undefined;
+  });
+}
+
 async function edgeGenerations(tag: string): Promise<void> {
+  // After a router or node change the edge routes by the region's report: wait for a fresh one.
+  await edgeSeesRegion();
   const ws = await StreamClient.open(`${mesh.edge.replace(/^http/, "ws")}/v2/models/demo-chat/stream`, { key: mesh.apiKey });
   try {
     const params = (i: number) => ({ max_tokens: MAX_TOKENS, temperature: 0.8, seed: i });
