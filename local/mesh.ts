@@ -573,6 +573,14 @@ export async function startMesh(opts: MeshOptions = {}): Promise<MeshHandle> {
     if (opts.demo !== false && opts.demoWarm) {
       await jsonFetch(edge + "/v1/models/demo-mlp", { method: "PUT", token: handle.apiKey, body: JSON.stringify({ keepWarm: 1 }), headers: { "content-type": "application/json" } });
       for (const r of regions) await waitFor(`demo-mlp warm in ${r.name}`, 60_000, async () => ((await statusOf(r.name)).warm.length > 0 ? true : undefined));
+      // The edge routes by the regions' reports (through Redis, about once a second): until it
+      // has read one saying demo-mlp is warm in a region it counts a cold start there, and a
+      // caller's first calls could go to the far region. Ready means the edge sees it too.
+      await waitFor("the edge sees demo-mlp warm in every region", 60_000, async () => {
+        const view = (await jsonFetch(edge + "/v1/regions", { token: handle.apiKey })) as { regions: { name: string; health: string; warmModels: { model: string }[] }[] };
+        const warm = (name: string) => view.regions.some((v) => v.name === name && v.health === "healthy" && v.warmModels.some((m) => m.model === "demo-mlp"));
+        return regions.every((r) => warm(r.name)) ? true : undefined;
+      });
       step(`demo-mlp warm in ${regions.map((r) => r.name).join(", ")}`);
     }
     if (opts.demo !== false && opts.demoChat !== false) {

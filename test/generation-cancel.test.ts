@@ -24,7 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { call } from "./helpers/mesh-client.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
-import { streamStats, type StreamStats } from "./helpers/stream-client.js";
+import { streamStats, nodeIdle as waitForNodeIdle, type StreamStats } from "./helpers/stream-client.js";
 
 const REGION = "us-west";
 const MAX_TOKENS = 4000;
@@ -51,22 +51,7 @@ afterAll(async () => {
 
 const stats = (): Promise<StreamStats> => streamStats(mesh.regions[REGION]!, mesh.regionSecrets[REGION]!);
 
-/** Waits until the node runs no generation and its token counter has stopped moving; gives that count. */
-async function nodeIdle(timeoutMs = 30_000): Promise<number> {
-  let last = -1;
-  return waitUntil(
-    "node idle",
-    timeoutMs,
-    async () => {
-      const s = await stats();
-      const n = s.nodes[0]!;
-      const settled = n.active === 0 && s.router.running === 0 && n.tokens === last;
-      last = n.tokens;
-      return settled ? n.tokens : undefined;
-    },
-    250,
-  );
-}
+const nodeIdle = (timeoutMs = 30_000) => waitForNodeIdle(stats, timeoutMs);
 
 /** Waits until the node runs a generation that has produced tokens (the request reached it). */
 async function nodeRunning(before: number): Promise<void> {

@@ -24,7 +24,7 @@ import { startMesh, type MeshHandle } from "../local/mesh.js";
 import { CHAR_TOKENIZER_FILE } from "../scripts/make-char-model.js";
 import { call } from "./helpers/mesh-client.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
-import { readSse, ReferenceModel, streamStats, type StreamStats } from "./helpers/stream-client.js";
+import { readSse, ReferenceModel, streamStats, nodeIdle as waitForNodeIdle, type StreamStats } from "./helpers/stream-client.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TINY_DIR = process.env.TINY_GPT_DIR ?? join(ROOT, "models", "tiny-gpt");
@@ -57,22 +57,7 @@ afterAll(async () => {
 
 const stats = (): Promise<StreamStats> => streamStats(mesh.regions[REGION]!, mesh.regionSecrets[REGION]!);
 
-/** Waits until the node runs no generation and its token counter has stopped moving. */
-async function nodeIdle(timeoutMs = 15_000): Promise<number> {
-  let last = -1;
-  return waitUntil(
-    "node idle",
-    timeoutMs,
-    async () => {
-      const s = await stats();
-      const n = s.nodes[0]!;
-      const settled = n.active === 0 && s.router.running === 0 && n.tokens === last;
-      last = n.tokens;
-      return settled ? n.tokens : undefined;
-    },
-    250,
-  );
-}
+const nodeIdle = (timeoutMs = 15_000) => waitForNodeIdle(stats, timeoutMs);
 
 describe("the openai client against the mesh (demo-chat)", () => {
   it("lists the account's generative models, and only those", async () => {

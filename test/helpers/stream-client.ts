@@ -11,6 +11,7 @@ import { signRequest } from "../../protocol/signing.js";
 import { parseRegionToEdge, unbatch } from "../../protocol/messages.js";
 import { loadTokenizer, type Tokenizer } from "../../formats/tokenizer.js";
 import { generateText, type GenerateOptions } from "../../gpu-node/full-context-generator.js";
+import { waitUntil } from "./region-harness.js";
 
 export interface Received {
   ev: any;
@@ -182,6 +183,26 @@ export async function streamStats(routerUrl: string, secret: string): Promise<St
   const res = await fetch(routerUrl + "/v1/streams/stats", { headers, signal: AbortSignal.timeout(5_000) });
   if (!res.ok) throw new Error(`stream stats: ${res.status} ${await res.text()}`);
   return (await res.json()) as StreamStats;
+}
+
+/**
+ * Waits until a one-node region runs no generation and the node's token counter has stopped
+ * moving (two reads alike); gives that count. What a test compares before and after a cancel.
+ */
+export async function nodeIdle(stats: () => Promise<StreamStats>, timeoutMs = 30_000): Promise<number> {
+  let last = -1;
+  return waitUntil(
+    "node idle",
+    timeoutMs,
+    async () => {
+      const s = await stats();
+      const n = s.nodes[0]!;
+      const settled = n.active === 0 && s.router.running === 0 && n.tokens === last;
+      last = n.tokens;
+      return settled ? n.tokens : undefined;
+    },
+    250,
+  );
 }
 
 /** Resident memory of a process, MiB, from /proc (Linux). */
