@@ -23,6 +23,7 @@ import { WebSocket } from "ws";
 import { call, expectError, mlpBody } from "./helpers/mesh-client.js";
 import { cutFirstDownload } from "./helpers/cut-download.js";
 import { waitUntil } from "./helpers/region-harness.js";
+import { nodeHello } from "./helpers/fakes.js";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const SHA = "ab".repeat(32);
@@ -165,16 +166,7 @@ describe("through the real mesh, with the edge as the local R2 stand-in", () => 
     });
     await new Promise<void>((resolve, reject) => probe.once("open", resolve).once("error", reject));
     probe.send(
-      JSON.stringify({
-        t: "hello",
-        nodeId: "url-probe",
-        accelerator: { kind: "cpu", name: "probe", memoryMb: 10_000_000 },
-        executionProvider: "cpu",
-        memoryBudgetMb: 10_000_000,
-        slots: 1,
-        maxModels: 0,
-        warm: [],
-      }),
+      JSON.stringify(nodeHello("url-probe", { accelerator: { kind: "cpu", name: "probe", memoryMb: 10_000_000 }, memoryBudgetMb: 10_000_000 })),
     );
     try {
       await waitUntil("probe in the region", 10_000, async () => ((await mesh.regionStatus("us-west")).nodes.some((n) => n.id === "url-probe") ? true : undefined));

@@ -21,6 +21,7 @@ import {
   within,
   type InferAnswer,
 } from "./helpers/region-harness.js";
+import { nodeHello } from "./helpers/fakes.js";
 
 const TOL = 1e-5;
 
@@ -297,16 +298,7 @@ describe("region router with real node agents", () => {
     expectMlp(await h.infer(ref, [fp32("x", rows)]), DEMO_MLP_V1, rows);
     const codec = createCodec();
 
-    const hello = {
-      t: "hello",
-      nodeId: "fake-node",
-      accelerator: { kind: "cpu", name: "cpu", memoryMb: 1024 },
-      executionProvider: "cpu",
-      memoryBudgetMb: 1024,
-      slots: 1,
-      maxModels: 0,
-      warm: [],
-    };
+    const hello = nodeHello("fake-node");
     const cases: { what: string; frames: Uint8Array[]; code: number }[] = [
       { what: "truncated msgpack", frames: [Uint8Array.from([0x92, 0x01])], code: 1002 },
       { what: "unknown frame type", frames: [codec.encode({ t: "takeover", nodeId: "x" })], code: 1002 },

@@ -30,6 +30,7 @@ import type { RegionsView } from "../edge/regions-view.js";
 import { sample, scrape } from "./helpers/metrics-text.js";
 import { waitUntil, within } from "./helpers/region-harness.js";
 import { ReferenceModel, RegionStream, StreamClient } from "./helpers/stream-client.js";
+import { nodeHello } from "./helpers/fakes.js";
 
 const REGION = "us-west";
 const STREAMS = 8;
@@ -302,17 +303,7 @@ describe("no version in common: refused with wire_version_unsupported, both rang
       ws.once("error", j);
     });
     ws.send(
-      codec.encode({
-        t: "hello",
-        nodeId: "from-the-future",
-        accelerator: { kind: "cpu", name: "cpu", memoryMb: 1024 },
-        executionProvider: "cpu",
-        memoryBudgetMb: 1024,
-        slots: 1,
-        maxModels: 0,
-        warm: [],
-        wire: { min: 99, max: 99, features: ["batch"] },
-      }),
+      codec.encode(nodeHello("from-the-future", { wire: { min: 99, max: 99, features: ["batch"] } })),
     );
     expect(await within(closed, 10_000, "the router's close")).toEqual({
       code: CLOSE.wireVersionUnsupported,

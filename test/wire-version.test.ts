@@ -23,6 +23,7 @@ import {
   WireHeaderError,
   wireFeaturesSetting,
 } from "../protocol/wire-version.js";
+import { nodeHello } from "./helpers/fakes.js";
 
 const codec = createCodec();
 const token = (sid: string, i: number): RegionToEdge => ({ t: "token", sid, i, text: "x", id: i });
@@ -95,16 +96,7 @@ describe("the x-mesh-wire header", () => {
 });
 
 describe("announcements in hello and welcome are checked like every field", () => {
-  const hello = {
-    t: "hello",
-    nodeId: "n1",
-    accelerator: { kind: "cpu", name: "cpu", memoryMb: 1 },
-    executionProvider: "cpu",
-    memoryBudgetMb: 1,
-    slots: 1,
-    maxModels: 0,
-    warm: [],
-  };
+  const hello = nodeHello("n1");
 
   it("present, absent (a node from before versions), or null", () => {
     expect(parseNodeMessage({ ...hello, wire: localWire() })).toMatchObject({ wire: localWire() });
