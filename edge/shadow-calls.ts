@@ -83,13 +83,13 @@ export async function runShadows(body: InferBody, served: CallPlan, servedOutcom
 export type ShadowRetarget = (version: VersionInfo) => Promise<{ tokenizer: TokenizerInfo | null; input: GenerateInput }>;
 
 /**
- * The shadow copies of a served generation: null when the model's rule copies it to none;
+ * The shadow copies of a served generation: undefined when the model's rule copies it to none;
  * else an observer for the served generation's events, which gathers its text and, at its
  * `done` or `error`, starts the copies (after the caller's end, never waited for).
  */
-export function generationShadows(served: GenerationPlan, retarget: ShadowRetarget): ((ev: StreamEvent) => void) | null {
+export function generationShadows(served: GenerationPlan, retarget: ShadowRetarget): ((ev: StreamEvent) => void) | undefined {
   const versions = pickShadows(served.model.traffic, served.version.version);
-  if (versions.length === 0) return null;
+  if (versions.length === 0) return undefined;
   const parts: string[] = [];
   return (ev) => {
     if (ev.type === "token") parts.push(ev.text_output);
