@@ -124,10 +124,10 @@ export function generationPlan(c: AppContext, t: Target, input: GenerateInput, o
 
 /**
  * The observer that starts a served generation's shadow copies once it ends (shadow-calls.ts),
- * or null when its model's rule copies it to none. `inputFor` makes the caller's request for a
+ * or undefined when its model's rule copies it to none. `inputFor` makes the caller's request for a
  * shadow's version, as for the served one (a chat template is the version's own).
  */
-export function shadowsOf(plan: GenerationPlan, inputFor: InputFor): ((ev: StreamEvent) => void) | null {
+export function shadowsOf(plan: GenerationPlan, inputFor: InputFor): ((ev: StreamEvent) => void) | undefined {
   return generationShadows(plan, async (version) => {
     const t = await versionTarget(plan.services, plan.model, version);
     return { tokenizer: t.tokenizer, input: await inputFor(t) };
@@ -225,7 +225,7 @@ export async function sseGeneration(c: AppContext, opened: OpenedGeneration, wri
   unlisten = cancelOnAbort(c.req.raw.signal, { cancel: () => body.gone(), finished: gen.finished }, plan.services.waitUntil);
   try {
     // No region took it: the shadow copies still run (they hear its error), the caller gets an HTTP error.
-    await gen.start(shadows ?? undefined);
+    await gen.start(shadows);
   } catch (err) {
     finish();
     throw err;
@@ -253,7 +253,7 @@ export async function gatherGeneration(c: AppContext, opened: OpenedGeneration):
   let ran: Awaited<ReturnType<typeof runToEnd>>;
   try {
     // A caller that goes away while the text is gathered cancels the generation on the node.
-    ran = await runToEnd(plan, parts, shadows ?? undefined, c.req.raw.signal);
+    ran = await runToEnd(plan, parts, shadows, c.req.raw.signal);
   } finally {
     pool.closeAll();
     release();

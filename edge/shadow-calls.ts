@@ -83,24 +83,32 @@ export async function runShadows(body: InferBody, served: CallPlan, servedOutcom
 export type ShadowRetarget = (version: VersionInfo) => Promise<{ tokenizer: TokenizerInfo | null; input: GenerateInput }>;
 
 /**
- * The shadow copies of a served generation: null when the model's rule copies it to none;
+ * The shadow copies of a served generation: undefined when the model's rule copies it to none;
  * else an observer for the served generation's events, which gathers its text and, at its
  * `done` or `error`, starts the copies (after the caller's end, never waited for).
  */
-export function generationShadows(served: GenerationPlan, retarget: ShadowRetarget): ((ev: StreamEvent) => void) | null {
+export function generationShadows(served: GenerationPlan, retarget: ShadowRetarget): ((ev: StreamEvent) => void) | undefined {
   const versions = pickShadows(served.model.traffic, served.version.version);
-  if (versions.length === 0) return null;
+  if (versions.length === 0) return undefined;
   const parts: string[] = [];
   return (ev) => {
     if (ev.type === "token") parts.push(ev.text_output);
     if (ev.type !== "done" && ev.type !== "error") return;
-    const text: GenerationText = { ended: ev.type === "error" ? "error" : ev.finish_reason === "cancelled" ? "cancelled" : "done", text: parts.join(""), tokens: parts.length };
+    const text: GenerationText = { ended: endedAs(ev), text: parts.join(""), tokens: parts.length };
     served.services.waitUntil(
       Promise.all(versions.map((n) => runShadowGeneration(served, text, n, retarget))).catch((err: unknown) =>
         log("warn", served.requestId, "shadow generation failed", { error: String(err) }),
       ),
     );
   };
+}
+
+type GenerationEndEvent = Extract<StreamEvent, { type: "done" | "error" }>;
+
+/** How a generation's last event (none: it never ran) ended it, for the comparison. */
+function endedAs(ev: GenerationEndEvent | null): GenerationText["ended"] {
+  if (ev?.type !== "done") return "error";
+  return ev.finish_reason === "cancelled" ? "cancelled" : "done";
 }
 
 /** One shadow generation on version `n`, run to its end at full speed; logged and recorded. */
@@ -114,7 +122,7 @@ async function runShadowGeneration(served: GenerationPlan, servedText: Generatio
   const refused = (error: MeshError) => ({ error, usage: generationUsageRow({ ...base, version: { version: n } }, { region: null, node: null, status: error.status, edgeMs: 0, queueMs: 0, inferMs: 0, tokensIn: 0, tokensOut: 0 }) });
   let outcome: { error: MeshError | null; usage: ReturnType<typeof generationUsageRow> };
   const parts: string[] = [];
-  let end: StreamEvent | null = null;
+  let end: GenerationEndEvent | null = null;
   if (!version) {
     outcome = refused(new MeshError("version_not_found", `version ${n} is gone`));
   } else {
@@ -147,9 +155,8 @@ async function runShadowGeneration(served: GenerationPlan, servedText: Generatio
       outcome = refused(err instanceof MeshError ? err : new MeshError("internal_error", "internal error"));
     }
   }
-  const last = end as StreamEvent | null;
   const shadowText: GenerationText = {
-    ended: last?.type === "done" ? (last.finish_reason === "cancelled" ? "cancelled" : "done") : "error",
+    ended: endedAs(end),
     text: parts.join(""),
     tokens: parts.length,
   };

@@ -323,7 +323,7 @@ class CallerSocket {
     });
     slot.gen = gen;
     // No region took it: the shadow copies still run (they hear its error), the caller is refused.
-    await gen.start(shadows ?? undefined);
+    await gen.start(shadows);
   }
 
   private onClose(): void {
