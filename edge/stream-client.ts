@@ -213,7 +213,7 @@ export class RegionChannel extends ChannelLifecycle implements StreamChannel {
       // 503: draining; 426: no wire version in common; anything else: the region refused
       // (misconfigured secret, no such route).
       const code = res.status === 503 ? "no_capacity" : res.status === 426 ? "wire_version_unsupported" : "region_error";
-      throw new MeshError(code, `region ${region.name} refused the stream socket (${res.status}${code === "wire_version_unsupported" ? `: ${await refusalMessage(res)}` : ""})`);
+      throw new MeshError(code, `region ${region.name} refused the stream socket (${res.status}${code === "wire_version_unsupported" ? `: ${(await refusalEnvelope(res))?.message ?? `status ${res.status}`}` : ""})`);
     }
     ws.accept();
     // The region's announcement (none: a router from before versions, which takes no batch).
@@ -390,17 +390,9 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
     if (!this.open) return void res.body?.cancel().catch(() => undefined);
     if (res.status !== 200 || !res.body) {
       // The router answers a refusal with the error envelope: its code is what the edge tells.
-      let code: ErrorCode = res.status === 503 ? "no_capacity" : "region_error";
-      let message = `region ${this.region} refused the streamed generation (${res.status})`;
-      try {
-        const body = JSON.parse(await boundedText(res, REFUSAL_MAX_BYTES)) as { code?: string; error?: string };
-        if (body && typeof body.error === "string" && typeof body.code === "string" && body.code in ERROR_STATUS) {
-          code = body.code as ErrorCode;
-          message = body.error.slice(0, 500);
-        }
-      } catch {
-        /* not the envelope */
-      }
+      const refusal = await refusalEnvelope(res);
+      const code: ErrorCode = refusal?.code ?? (res.status === 503 ? "no_capacity" : "region_error");
+      const message = refusal?.message ?? `region ${this.region} refused the streamed generation (${res.status})`;
       if (this.delayMs > 0) await sleep(this.delayMs);
       this.deliver({ t: "error", sid: frame.sid, code, message });
       this.shutdown(message);
@@ -462,15 +454,15 @@ const FINAL_DRAIN_MS = 1_000;
 /** A refusal's error envelope is small; more than this is not one, and is not read. */
 const REFUSAL_MAX_BYTES = 16 * 1024;
 
-/** A refusal's message (the error envelope's `error`), or its status when it is not the envelope. */
-async function refusalMessage(res: Response): Promise<string> {
+/** A refusal's error envelope (the router's code and message), or null when the body is not one. */
+async function refusalEnvelope(res: Response): Promise<{ code: ErrorCode; message: string } | null> {
   try {
-    const body = JSON.parse(await boundedText(res, REFUSAL_MAX_BYTES)) as { error?: unknown };
-    if (typeof body.error === "string") return body.error.slice(0, 500);
+    const body = JSON.parse(await boundedText(res, REFUSAL_MAX_BYTES)) as { code?: unknown; error?: unknown };
+    if (body && typeof body.error === "string" && typeof body.code === "string" && body.code in ERROR_STATUS) return { code: body.code as ErrorCode, message: body.error.slice(0, 500) };
   } catch {
     /* not the envelope */
   }
-  return `status ${res.status}`;
+  return null;
 }
 
 /** A response body as text, reading no more than `max` bytes (throws past it). */

@@ -67,6 +67,8 @@ export class FrameBatcher<F> {
     const queue = this.queue;
     if (queue.length === 0) return;
     this.queue = [];
+    // Nearly always one batch's worth: sent as it is, not copied.
+    if (queue.length <= MAX_BATCH_FRAMES) return this.send(queue);
     for (let at = 0; at < queue.length; at += MAX_BATCH_FRAMES) this.send(queue.slice(at, at + MAX_BATCH_FRAMES));
   }
 

@@ -115,10 +115,15 @@ export function createHttpApp(parts: HttpAppParts): Hono {
   const idempotent = new IdempotentCalls();
   const app = new Hono();
   const wire = localWire(config.wireFeatures);
+  /** The last header that shared a version: an edge sends the same one on every call, so it is parsed and negotiated once, not per call. */
+  let agreedHeader: string | null | undefined;
   /** Throws wire_version_unsupported when the edge's announcement shares no version with the router's (none: an edge from before versions). */
   const checkWire = (req: Request) => {
-    const agreed = negotiate(wire, parseWireHeader(req.headers.get(WIRE_HEADER)), { local: "region", peer: "edge" });
+    const value = req.headers.get(WIRE_HEADER);
+    if (value === agreedHeader) return;
+    const agreed = negotiate(wire, parseWireHeader(value), { local: "region", peer: "edge" });
     if (!agreed.ok) throw new MeshError("wire_version_unsupported", agreed.message);
+    agreedHeader = value;
   };
 
   // Open on purpose: a load balancer's liveness probe; it says nothing about the region.

@@ -58,7 +58,7 @@ import type { NodeCallError, NodeLink, NodeStream } from "./node-link.js";
 import type { Scheduler, StreamProgress } from "./scheduler.js";
 import type { RouterMetrics } from "./metrics.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
-import { LEGACY_AGREEMENT, type WireAgreement, type WireFeature } from "../protocol/wire-version.js";
+import { LEGACY_AGREEMENT, WIRE_FEATURES, type WireAgreement, type WireFeature } from "../protocol/wire-version.js";
 
 export const STREAM_SOCKET_PATH = "/v1/streams";
 /** The edge's stream frames (a generate carries a prompt at most), on a socket or as a POST body. */
@@ -194,7 +194,7 @@ export class StreamHub {
     readonly log: Logger,
     readonly checkGrant: GrantChecker,
   ) {
-    this.takesBatch = (config.wireFeatures ?? ["batch"]).includes("batch");
+    this.takesBatch = (config.wireFeatures ?? WIRE_FEATURES).includes("batch");
   }
 
   /** An edge stream socket, with what its upgrade agreed on (upgrades.ts). */

@@ -8,7 +8,7 @@
 // answers with the router's own announcement, so each side knows whether the other takes batches.
 
 import { timingSafeEqual } from "hono/utils/buffer";
-import type { IncomingMessage } from "node:http";
+import { STATUS_CODES, type IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { MeshError, errorBody } from "../protocol/errors.js";
@@ -36,13 +36,12 @@ export interface Upgrades {
   close(): void;
 }
 
-const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 426: "Upgrade Required", 503: "Service Unavailable" };
 const CODE_OF = { 401: "unauthorized", 404: "not_found", 503: "no_capacity" } as const;
 
 function refuseUpgrade(socket: Duplex, refusal: 401 | 404 | 503 | MeshError, message = ""): void {
   const err = refusal instanceof MeshError ? refusal : new MeshError(CODE_OF[refusal], message);
   const body = JSON.stringify(errorBody(err.code, err.message, "-"));
-  socket.end(`HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status] ?? "Refused"}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Refused"}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
 export function socketUpgrades(parts: UpgradeParts): Upgrades {
