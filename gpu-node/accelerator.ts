@@ -14,6 +14,18 @@ export interface ProviderDecision {
   /** Short name for reports: "cuda" or "cpu". */
   name: string;
   reason: string;
+  /**
+   * Memory the models will live in, MiB: the GPU's on CUDA, the machine's RAM on CPU (also on a
+   * GPU machine whose onnxruntime build has no CUDA provider: the GPU's size is no budget there).
+   */
+  modelMemoryMb: number;
+}
+
+/** What chooseProvider looks at; tests pass their own. */
+export interface ProviderProbe {
+  gpu(): Accelerator | null;
+  cudaProvider(): boolean;
+  ramMb(): number;
 }
 
 export function detectGpu(): Accelerator | null {
@@ -60,24 +72,29 @@ function cudaAvailable(): boolean {
   return ort.listSupportedBackends().some((b) => b.name === "cuda" && b.bundled);
 }
 
-export function chooseProvider(choice: ProviderChoice): ProviderDecision {
-  const gpu = choice === "cpu" ? null : detectGpu();
-  const cpu: Accelerator = { kind: "cpu", name: "cpu", memoryMb: Math.round(totalmem() / 2 ** 20) };
-  if (choice === "cpu") return { accelerator: cpu, executionProviders: ["cpu"], name: "cpu", reason: "configured" };
+const MACHINE: ProviderProbe = { gpu: detectGpu, cudaProvider: cudaAvailable, ramMb: () => Math.round(totalmem() / 2 ** 20) };
+
+export function chooseProvider(choice: ProviderChoice, probe: ProviderProbe = MACHINE): ProviderDecision {
+  const ramMb = probe.ramMb();
+  const cpu: Accelerator = { kind: "cpu", name: "cpu", memoryMb: ramMb };
+  if (choice === "cpu") return { accelerator: cpu, executionProviders: ["cpu"], name: "cpu", reason: "configured", modelMemoryMb: ramMb };
+  const gpu = probe.gpu();
   if (!gpu) {
     if (choice === "cuda") throw new Error("MESH_EXECUTION_PROVIDER=cuda but no NVIDIA GPU was found (nvidia-smi)");
-    return { accelerator: cpu, executionProviders: ["cpu"], name: "cpu", reason: "no NVIDIA GPU found" };
+    return { accelerator: cpu, executionProviders: ["cpu"], name: "cpu", reason: "no NVIDIA GPU found", modelMemoryMb: ramMb };
   }
-  if (!cudaAvailable()) {
+  if (!probe.cudaProvider()) {
     if (choice === "cuda") {
       throw new Error("MESH_EXECUTION_PROVIDER=cuda but this onnxruntime-node build has no CUDA provider (install it without onnxruntime-node-install=skip)");
     }
+    // The GPU is what the machine has (reports say so), but the models run on CPU, in RAM.
     return {
       accelerator: gpu,
       executionProviders: ["cpu"],
       name: "cpu",
       reason: `${gpu.name} found, but this onnxruntime-node build has no CUDA provider`,
+      modelMemoryMb: ramMb,
     };
   }
-  return { accelerator: gpu, executionProviders: ["cuda", "cpu"], name: "cuda", reason: `${gpu.name}` };
+  return { accelerator: gpu, executionProviders: ["cuda", "cpu"], name: "cuda", reason: `${gpu.name}`, modelMemoryMb: gpu.memoryMb };
 }

@@ -98,7 +98,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     (s) => log("info", "model cache", { dir: config.cacheDir, budget: formatBytes(s.budgetBytes), budgetBytes: s.budgetBytes, budgetFrom: s.budgetSource, used: formatBytes(s.usedBytes), versions: s.versions }),
     (err: Error) => log("error", "model cache unusable", { dir: config.cacheDir, error: err.message }),
   );
-  const memoryBudgetMb = config.memoryBudgetMb ?? provider.accelerator.memoryMb;
+  const memoryBudgetMb = config.memoryBudgetMb ?? provider.modelMemoryMb;
   const modelLimitMb = Math.min(memoryBudgetMb, config.modelMemoryLimitMb ?? memoryBudgetMb);
   /** The sha256 each model key was loaded with; sessions and batchers are held by sha256. */
   const keyToSha = new Map<string, string>();
