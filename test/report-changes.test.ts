@@ -44,7 +44,7 @@ class FakeNodeSocket extends EventEmitter {
 /** A router's scheduler, node sockets and publisher, wired as regions/server.ts wires them, over a fake store whose sets take `setMs`. */
 function router(setMs: number) {
   const scheduler = new Scheduler(SCHEDULER_DEFAULTS);
-  const accept = nodeSocketAcceptor({ region: "r", pingIntervalMs: HOUR, wireFeatures: undefined }, scheduler, quiet);
+  const accept = nodeSocketAcceptor({ region: "r", pingIntervalMs: HOUR, wireFeatures: ["batch"] }, scheduler, quiet);
   const published: { at: number; nodes: string[] }[] = [];
   let inflight = 0;
   let mostInflight = 0;
