@@ -133,12 +133,14 @@ export function mayRecheck(now: number, viewAt: number, lastRecheck: number): bo
 }
 
 /**
- * Ranks on the current view (`rank`); when that ranks no region, ranks again on the reports read
- * now: the read already under way if there is one, else a new one when mayRecheck allows it.
+ * Ranks on the current view (`rank`); when that ranks no region and Redis answered the last
+ * read, ranks again on the reports read now: the read already under way if there is one, else a
+ * new one when mayRecheck allows it.
  */
 export async function rankOnFreshView<T>(config: EdgeConfig, waitUntil: (p: Promise<unknown>) => void, rank: (s: RegionState) => T[]): Promise<T[]> {
   const ranked = rank(await regionState(config, waitUntil));
-  if (ranked.length > 0 || state.redis === "not_configured") return ranked;
+  // Not while Redis is down: the refusal would wait on a read that is likely to time out.
+  if (ranked.length > 0 || state.redis !== "ok") return ranked;
   if (!refreshing) {
     const now = Date.now();
     if (!mayRecheck(now, fetchedAt, recheckedAt)) return ranked;
