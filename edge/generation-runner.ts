@@ -20,7 +20,7 @@ import { log } from "./log.js";
 import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js";
 import { regionMessage } from "./node-errors.js";
 import { rankRegions, watchCall, type CallWatch, type RankedRegion } from "./region-client.js";
-import { regionState } from "./region-state.js";
+import { rankOnFreshView } from "./region-state.js";
 import type { ChannelSource, StreamChannel } from "./stream-client.js";
 import type { StreamEvent } from "./stream-protocol.js";
 import type { TokenizerInfo } from "./tokenizers.js";
@@ -209,11 +209,11 @@ export class Generation {
   private async reachRegion(): Promise<void> {
     const p = this.plan;
     const s = p.services;
-    const state = await regionState(s.config, s.waitUntil);
     const key = modelKey(p.model, p.version);
     if (p.chat) this.affinity = await followUpKey(p.key.accountId, key, p.chat);
     else this.prefixKeys = await promptPrefixKeys(p.key.accountId, key, p.prompt);
-    const ranked = rankRegions(s.config, state, p.caller, key, p.model.regions, undefined, undefined, this.affinity ? [this.affinity] : this.prefixKeys);
+    const affinity = this.affinity ? [this.affinity] : this.prefixKeys;
+    const ranked = await rankOnFreshView(s.config, s.waitUntil, (state) => rankRegions(s.config, state, p.caller, key, p.model.regions, undefined, undefined, affinity));
     if (ranked.length === 0) {
       throw new MeshError(
         "no_region_available",

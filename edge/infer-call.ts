@@ -17,7 +17,7 @@ import { log } from "./log.js";
 import { modelKey, type ModelInfo, type VersionInfo } from "./model-registry.js";
 import { publicMessage } from "./node-errors.js";
 import { forwardInfer, rankRegions, type RankedRegion, type UnsignedInferRequest } from "./region-client.js";
-import { recordCall, regionState } from "./region-state.js";
+import { rankOnFreshView, recordCall } from "./region-state.js";
 import type { UsageEvent } from "./usage.js";
 
 export const MAX_INFER_BODY = 8 * 1024 * 1024;
@@ -75,8 +75,8 @@ export interface CallScope {
 /** The regions that may run `version`, best first; 503 when the model's residency leaves none. */
 export async function rankFor(scope: CallScope, model: ModelInfo, version: VersionInfo): Promise<RankedRegion[]> {
   const { config, waitUntil } = scope.services;
-  const state = await regionState(config, waitUntil);
-  const ranked = rankRegions(config, state, scope.caller, modelKey(model, version), model.regions);
+  const key = modelKey(model, version);
+  const ranked = await rankOnFreshView(config, waitUntil, (state) => rankRegions(config, state, scope.caller, key, model.regions));
   if (ranked.length === 0 && model.regions) {
     throw new MeshError(
       "no_region_available",

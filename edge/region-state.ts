@@ -4,6 +4,12 @@
 // latencies counted into per-minute histograms (edge/latency-histogram.ts), added to Redis with
 // HINCRBY at each refresh for the latency reports. When Redis is unreachable the edge keeps
 // routing on its last known reports for LAST_KNOWN_MAX_MS and says so.
+//
+// A call the view would refuse (no region may take it) re-reads the reports first when the view
+// is older than RECHECK_MS (rankOnFreshView): a router publishes at once when a node joins
+// (regions/report-publisher.ts), so after a router restart the view that says "no nodes" may be
+// out of date by up to a second. At most one such re-read per RECHECK_MS per isolate, so a real
+// outage does not make every refused call a Redis read.
 
 import { REGION_REPORT_STALE_MS, regionReportKey, type RegionReport } from "../protocol/region-report.js";
 import type { EdgeConfig } from "./env.js";
@@ -12,6 +18,8 @@ import { log } from "./log.js";
 import { redisFor } from "./redis.js";
 
 const REFRESH_MS = 1_000;
+/** How old a view that refuses a call may be before the call re-reads the reports (and how often one may). */
+export const RECHECK_MS = 250;
 const AWAIT_REFRESH_MS = 2 * REFRESH_MS;
 /** How long last-known reports keep steering calls after Redis stopped answering. */
 export const LAST_KNOWN_MAX_MS = 60_000;
@@ -47,6 +55,7 @@ let pendingLatency = new Map<string, Map<string, number>>();
 let pendingFields = 0;
 let fetchedAt = 0;
 let refreshing: Promise<void> | null = null;
+let recheckedAt = 0;
 
 const rttField = (colo: string, region: string) => `${colo}|${region}`;
 
@@ -113,6 +122,35 @@ export async function regionState(config: EdgeConfig, waitUntil: (p: Promise<unk
     else waitUntil(refreshing);
   }
   return state;
+}
+
+/**
+ * Whether a call its view refuses may re-read the reports: the view (read at `viewAt`) is older
+ * than RECHECK_MS, and this isolate's last such re-read (at `lastRecheck`) is too.
+ */
+export function mayRecheck(now: number, viewAt: number, lastRecheck: number): boolean {
+  return now - viewAt >= RECHECK_MS && now - lastRecheck >= RECHECK_MS;
+}
+
+/**
+ * Ranks on the current view (`rank`); when that ranks no region and Redis answered the last
+ * read, ranks again on the reports read now: the read already under way if there is one, else a
+ * new one when mayRecheck allows it.
+ */
+export async function rankOnFreshView<T>(config: EdgeConfig, waitUntil: (p: Promise<unknown>) => void, rank: (s: RegionState) => T[]): Promise<T[]> {
+  const ranked = rank(await regionState(config, waitUntil));
+  // Not while Redis is down: the refusal would wait on a read that is likely to time out.
+  if (ranked.length > 0 || state.redis !== "ok") return ranked;
+  if (!refreshing) {
+    const now = Date.now();
+    if (!mayRecheck(now, fetchedAt, recheckedAt)) return ranked;
+    recheckedAt = fetchedAt = now;
+    refreshing = refresh(config).finally(() => {
+      refreshing = null;
+    });
+  }
+  await refreshing;
+  return rank(state);
 }
 
 /**

@@ -9,6 +9,11 @@
 //
 // Why ticks are skipped, not queued: a tick still in flight means Redis is slow; starting another
 // would pile requests onto it, and the next tick's data is newer anyway.
+//
+// Why runSoon coalesces: a change worth telling Redis about at once (a node joining the router)
+// comes in bursts (every node reconnecting after a restart); one run that starts after the
+// burst's last request reads all of it, so requests made before a run starts share it, and such
+// runs start at most one per `soonGapMs`.
 
 import { Redis } from "@upstash/redis";
 
@@ -37,6 +42,11 @@ export function routerRedis(config: RedisConfig, timeoutMs = ROUTER_REDIS_TIMEOU
 export interface Periodic {
   /** Runs the task now, after the one in flight (if any) has ended; resolves when it has run. */
   runNow(): Promise<void>;
+  /**
+   * Asks for a run soon: after the one in flight (if any), and at least `soonGapMs` after the
+   * last such run started. Requests made before that run starts share it.
+   */
+  runSoon(): void;
   /** Stops the timer and waits for a run in flight, so nothing it writes lands after stop. */
   stop(): Promise<void>;
   /** Ticks skipped because the previous run had not ended (for tests and logs). */
@@ -47,12 +57,21 @@ export interface Periodic {
  * Runs `task` every `intervalMs`, never two at once: a tick that finds a run in flight is
  * skipped. `task` should not throw (its errors are swallowed here: a loop has nobody to tell).
  */
-export function startPeriodic(task: () => Promise<void>, intervalMs: number): Periodic {
+export function startPeriodic(task: () => Promise<void>, intervalMs: number, soonGapMs = 100): Periodic {
   let inflight: Promise<void> | null = null;
   let skipped = 0;
+  let stopped = false;
+  /** A runSoon run asked for and not started yet (its timer, or its turn behind the run in flight). */
+  let soonPending = false;
+  let soonStartedAt = -Infinity;
+  let soonTimer: ReturnType<typeof setTimeout> | null = null;
   const safe = () => task().catch(() => undefined);
-  const start = (after: Promise<void> | null): Promise<void> => {
-    const p: Promise<void> = (after ? after.then(safe) : safe()).finally(() => {
+  const start = (after: Promise<void> | null, onStart?: () => void): Promise<void> => {
+    const run = () => {
+      onStart?.();
+      return safe();
+    };
+    const p: Promise<void> = (after ? after.then(run) : run()).finally(() => {
       if (inflight === p) inflight = null;
     });
     inflight = p;
@@ -65,8 +84,23 @@ export function startPeriodic(task: () => Promise<void>, intervalMs: number): Pe
   timer.unref();
   return {
     runNow: () => start(inflight),
+    runSoon() {
+      if (stopped || soonPending) return;
+      soonPending = true;
+      soonTimer = setTimeout(() => {
+        soonTimer = null;
+        // Pending until the task starts: a request made while this waits its turn is read by it.
+        void start(inflight, () => {
+          soonPending = false;
+          soonStartedAt = Date.now();
+        });
+      }, Math.max(0, soonStartedAt + soonGapMs - Date.now()));
+      soonTimer.unref();
+    },
     async stop() {
+      stopped = true;
       clearInterval(timer);
+      if (soonTimer) clearTimeout(soonTimer);
       await inflight;
     },
     get skipped() {

@@ -3,10 +3,20 @@
 // region that stops publishing vanishes from the edge's view by itself. Each request is bounded
 // (routerRedis) and a tick is skipped while the last is still in flight (startPeriodic), so a
 // Redis that stops answering costs one stuck request at a time, and publishing resumes by itself.
+//
+// Between ticks, `changed()` publishes soon after what the edges route by changed (a node joined
+// or left, a model became warm or was unloaded: Scheduler.onReportChange): without it a restarted
+// router's first report (no nodes yet) stood for up to an interval after its nodes rejoined, and
+// calls for models allowed only in that region were refused meanwhile. Coalesced (startPeriodic's
+// runSoon): a burst of joins costs one publish, at most one such publish per REPORT_COALESCE_MS,
+// never two in flight.
 
 import type { Logger } from "../protocol/log.js";
 import { REGION_REPORT_TTL_S, regionReportKey, type RegionReport } from "../protocol/region-report.js";
 import { routerRedis, startPeriodic, type RedisConfig } from "./redis-client.js";
+
+/** At most one publish for changes per this many ms (besides the interval's). */
+export const REPORT_COALESCE_MS = 100;
 
 /** What the publisher needs of a Redis client (tests pass a fake). */
 export interface ReportStore {
@@ -20,7 +30,7 @@ export function startReportPublisher(
   intervalMs: number,
   build: () => RegionReport,
   log: Logger,
-): { stop(): Promise<void>; publishNow(): Promise<void>; readonly skipped: number } {
+): { stop(): Promise<void>; publishNow(): Promise<void>; changed(): void; readonly skipped: number } {
   const client: ReportStore = "set" in redis ? redis : routerRedis(redis);
   let failing = false;
   const publish = async () => {
@@ -33,9 +43,10 @@ export function startReportPublisher(
       failing = true;
     }
   };
-  const loop = startPeriodic(publish, intervalMs);
+  const loop = startPeriodic(publish, intervalMs, REPORT_COALESCE_MS);
   return {
     publishNow: () => loop.runNow(),
+    changed: () => loop.runSoon(),
     get skipped() {
       return loop.skipped;
     },

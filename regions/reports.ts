@@ -1,7 +1,7 @@
 // What the router says about itself, built from the scheduler's live state: the region report
-// (published to Redis every second for the edges' routing, and served on GET /v1/status) and
-// the stream stats (GET /v1/streams/stats: what streams cost where). Reads only; nothing here
-// changes the scheduler.
+// (published to Redis every second and soon after a node or model change, for the edges'
+// routing, and served on GET /v1/status) and the stream stats (GET /v1/streams/stats: what
+// streams cost where). Reads only; nothing here changes the scheduler.
 
 import type { RegionReport } from "../protocol/region-report.js";
 import { reportedWire } from "../protocol/wire-version.js";

@@ -152,6 +152,12 @@ export class Scheduler {
   /** EWMA of load durations: what the edge expects a cold start here to cost. */
   coldStartMs: number | null = null;
   private warmTimer: ReturnType<typeof setInterval> | null = null;
+  /**
+   * Called when what the region report tells the edges to route by may have changed: a node
+   * joined or left, a model became warm on a node or was unloaded from one. The router publishes
+   * its report soon after (report-publisher.ts), instead of at the next interval.
+   */
+  onReportChange: () => void = () => undefined;
 
   constructor(
     private readonly config: SchedulerConfig,
@@ -504,6 +510,7 @@ export class Scheduler {
       this.evictions++;
       this.log("info", "evicted model to make room", { node: node.id, evicted: victim, for: key });
     }
+    if (plan.evict.length > 0) this.onReportChange();
     this.loads++;
     const started = performance.now();
     this.loadProgress.set(key, { bytes: 0, total: bytes, node: node.id });
@@ -514,6 +521,7 @@ export class Scheduler {
         const loadMs = performance.now() - started;
         this.coldStartMs = this.coldStartMs === null ? loadMs : this.coldStartMs + 0.3 * (loadMs - this.coldStartMs);
         this.log("info", "model warm", { node: node.id, key, loadMs: Math.round(loadMs) });
+        this.onReportChange();
         // Calls that waited for this load carry its time in their Server-Timing.
         for (const item of this.queues.get(key) ?? []) item.loadMs = Math.max(item.loadMs, loadMs);
         this.pumpAll();
@@ -627,6 +635,7 @@ export class Scheduler {
    * to another region) instead of sitting out their deadline.
    */
   nodesChanged(): void {
+    this.onReportChange();
     if (![...this.nodes.values()].some((n) => n.available)) {
       for (const [key, q] of [...this.queues]) {
         for (const item of [...q]) {
@@ -664,6 +673,7 @@ export class Scheduler {
         if (node) {
           node.unload(key);
           this.idleUnloads++;
+          this.onReportChange();
           this.log("info", "unloaded idle replica", { key, node: node.id });
         }
       }

@@ -100,6 +100,9 @@ export async function startRouter(config: RouterConfig): Promise<RouterHandle> {
   const publisher = config.redis
     ? startReportPublisher(config.redis, config.region, config.reportIntervalMs, report, log)
     : null;
+  // Joins, leaves, loads and unloads reach the edges at once, not at the next interval: a node
+  // that rejoins a restarted router takes calls as soon as it is listed (docs/operating.md).
+  if (publisher) scheduler.onReportChange = () => publisher.changed();
   // Keep-warm URLs are signed with the previous secret while a rotation runs: the edge learns
   // the new one only after the routers do (README, Security).
   const policies = config.redis ? startPolicyReader(config.region, config.redis, config.meshSecretPrevious ?? config.meshSecret, config.policyIntervalMs, scheduler, log, config.r2) : null;
