@@ -56,6 +56,11 @@ export function gpuMemoryOfPid(pid: number): Promise<number | null> {
   });
 }
 
+/** Memory the node may fill with models: MEMORY_BUDGET_MB when set, else the accelerator's (the GPU's memory on a GPU machine, the host's RAM otherwise). */
+export function memoryBudgetOf(configuredMb: number | null, decision: ProviderDecision): number {
+  return configuredMb ?? decision.accelerator.memoryMb;
+}
+
 function cudaAvailable(): boolean {
   return ort.listSupportedBackends().some((b) => b.name === "cuda" && b.bundled);
 }
