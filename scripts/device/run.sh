@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 QUICK=()
 [ "${1:-}" = --quick ] && QUICK=(--quick)
 # Everything below ends inside this many seconds (the device call's own limit is set above it).
-BUDGET_S=${RUN_BUDGET_S:-400}
+BUDGET_S=${RUN_BUDGET_S:-420}
 T0=$(date +%s)
 marker=$(mktemp)
 : >"$OUT/run.log"
@@ -53,16 +53,17 @@ machine() {
   echo "node $(node --version); $(redis-server --version); $(node_modules/@cloudflare/workerd-linux-64/bin/workerd --version)"
 }
 
-step machine 30 machine
+export -f machine
+step machine 30 bash -c machine
 step detect 60 node --import tsx scripts/device/detect.ts
-step mesh-overhead 220 node --import tsx bench/mesh-overhead.ts "${QUICK[@]}"
+step mesh-overhead 240 node --import tsx bench/mesh-overhead.ts "${QUICK[@]}"
 if [ ${#QUICK[@]} -gt 0 ]; then levels=32,128; else levels=32,128,256,512; fi
 step stream-capacity 150 node --import tsx bench/stream-capacity.ts "${QUICK[@]}" --paths=ws,sse --levels=$levels
 step zipf-placement 120 node --import tsx bench/zipf-placement.ts "${QUICK[@]}"
 
 # The JSON this run wrote, and the temp folders (their logs) the harness kept for failed runs.
 results=$(mktemp -d)
-find bench/results -name '*.json' -newer "$marker" -exec cp {} "$results/" \;
+find bench/results -name '*-latest.json' -newer "$marker" -exec cp {} "$results/" \;
 for kept in $(grep -ho '\[bench\] kept /[^ ]*' "$OUT"/*.log 2>/dev/null | cut -d' ' -f3); do
   dest="$results/kept-$(basename "$kept")"
   mkdir -p "$dest"
