@@ -4,7 +4,7 @@
 # (scripts/device/detect.ts), then bench/mesh-overhead.ts, bench/stream-capacity.ts (WebSocket
 # and SSE sweeps) and bench/zipf-placement.ts (its smoke run), each under its own time limit.
 # Each step's output goes to $OUT/<step>.log; the benches' JSON (and the logs of any bench that
-# failed) to $OUT/results.tar.gz; one line per step to $OUT/run.log. Six files in all.
+# failed) to $OUT/results.tar.gz; one line per step to $OUT/run.log. Seven files in all.
 # Usage: scripts/device/run.sh [--quick]   (--quick: the benches' smoke runs, for a local try)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
