@@ -68,6 +68,11 @@ export function gpuMemoryOfPid(pid: number): Promise<number | null> {
   });
 }
 
+/** Memory the node may fill with models: MEMORY_BUDGET_MB when set, else where the models live (the GPU's memory on CUDA, the host's RAM otherwise). */
+export function memoryBudgetOf(configuredMb: number | null, decision: ProviderDecision): number {
+  return configuredMb ?? decision.modelMemoryMb;
+}
+
 function cudaAvailable(): boolean {
   return ort.listSupportedBackends().some((b) => b.name === "cuda" && b.bundled);
 }

@@ -23,7 +23,7 @@ import { FrameBatcher } from "../protocol/frame-batch.js";
 import { makeLogger } from "../protocol/log.js";
 import { CLOSE, MAX_FRAME_BYTES, parseRouterMessage, unbatch, type DiskUsage, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 import { localWire, negotiate } from "../protocol/wire-version.js";
-import { chooseProvider, type ProviderDecision } from "./accelerator.js";
+import { chooseProvider, memoryBudgetOf, type ProviderDecision } from "./accelerator.js";
 import type { NodeConfig } from "./config.js";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "./batcher.js";
 import { Generations, TokenizerFiles } from "./generation-relay.js";
@@ -98,7 +98,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     (s) => log("info", "model cache", { dir: config.cacheDir, budget: formatBytes(s.budgetBytes), budgetBytes: s.budgetBytes, budgetFrom: s.budgetSource, used: formatBytes(s.usedBytes), versions: s.versions }),
     (err: Error) => log("error", "model cache unusable", { dir: config.cacheDir, error: err.message }),
   );
-  const memoryBudgetMb = config.memoryBudgetMb ?? provider.modelMemoryMb;
+  const memoryBudgetMb = memoryBudgetOf(config.memoryBudgetMb, provider);
   const modelLimitMb = Math.min(memoryBudgetMb, config.modelMemoryLimitMb ?? memoryBudgetMb);
   /** The sha256 each model key was loaded with; sessions and batchers are held by sha256. */
   const keyToSha = new Map<string, string>();

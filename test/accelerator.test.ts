@@ -1,10 +1,14 @@
 // The node's choice of onnxruntime execution provider, and the memory budget it implies, on
 // machines described by fake probes (a CPU box, a GPU box with and without the CUDA provider).
-// Where the machine running the test has an NVIDIA GPU, the real probe is checked as well.
+// A stand-in nvidia-smi on PATH exercises the real probe's GPU path where there is no GPU; where
+// the machine running the test has an NVIDIA GPU, the real probe is checked as well.
 
-import { totalmem } from "node:os";
-import { describe, expect, it } from "vitest";
-import { chooseProvider, detectGpu, type ProviderProbe } from "../gpu-node/accelerator.js";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import * as ort from "onnxruntime-node";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { chooseProvider, detectGpu, memoryBudgetOf, type ProviderProbe } from "../gpu-node/accelerator.js";
 
 const H200 = { kind: "gpu" as const, name: "NVIDIA H200", memoryMb: 143_771 };
 const probe = (gpu: typeof H200 | null, cuda: boolean, ramMb = 65_536): ProviderProbe => ({ gpu: () => gpu, cudaProvider: () => cuda, ramMb: () => ramMb });
@@ -47,5 +51,42 @@ describe("chooseProvider", () => {
     const d = chooseProvider("auto");
     expect(d.accelerator).toEqual(gpu);
     expect(d.modelMemoryMb).toBe(d.name === "cuda" ? gpu.memoryMb : Math.round(totalmem() / 2 ** 20));
+  });
+});
+
+describe("the real probe, with a stand-in nvidia-smi answering like one H200", () => {
+  const cudaBundled = ort.listSupportedBackends().some((b) => b.name === "cuda" && b.bundled);
+  let dir: string;
+  let savedPath: string | undefined;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "accelerator-"));
+    savedPath = process.env.PATH;
+    const script = join(dir, "nvidia-smi");
+    writeFileSync(script, '#!/bin/sh\ncase "$*" in *--query-gpu=*) echo "NVIDIA H200, 143771" ;; esac\n');
+    chmodSync(script, 0o755);
+    process.env.PATH = dir;
+  });
+  afterEach(() => {
+    process.env.PATH = savedPath;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("finds the GPU and its memory", () => {
+    expect(detectGpu()).toEqual({ kind: "gpu", name: "NVIDIA H200", memoryMb: 143771 });
+  });
+
+  it("uses CUDA only when this onnxruntime build carries it, and budgets where the models live", () => {
+    const decision = chooseProvider("auto");
+    expect(decision.accelerator).toEqual({ kind: "gpu", name: "NVIDIA H200", memoryMb: 143771 });
+    if (cudaBundled) {
+      expect(decision.executionProviders).toEqual(["cuda", "cpu"]);
+      expect(memoryBudgetOf(null, decision)).toBe(143771);
+    } else {
+      expect(decision.executionProviders).toEqual(["cpu"]);
+      expect(decision.reason).toContain("no CUDA provider");
+      expect(() => chooseProvider("cuda")).toThrow(/no CUDA provider/);
+      expect(memoryBudgetOf(null, decision)).toBe(Math.round(totalmem() / 2 ** 20));
+    }
+    expect(memoryBudgetOf(2048, decision)).toBe(2048);
   });
 });

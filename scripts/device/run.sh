@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs the GPU-machine checks from the device kit (scripts/device/pack.sh, unpack.sh A and B
+# first): the machine (nvidia-smi, nproc), the node agent's accelerator decision
+# (scripts/device/detect.ts), then bench/mesh-overhead.ts, bench/stream-capacity.ts (WebSocket
+# and SSE sweeps) and bench/zipf-placement.ts (its smoke run), each under its own time limit.
+# Each step's output goes to $OUT/<step>.log; the benches' JSON (and the logs of any bench that
+# failed) to $OUT/results.tar.gz; one line per step to $OUT/run.log. Seven files in all.
+# Usage: scripts/device/run.sh [--quick]   (--quick: the benches' smoke runs, for a local try)
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+KIT=$ROOT/.devbin
+[ -x "$KIT/bin/node" ] && [ -d "$KIT/node_modules/tsx" ] || { echo "run.sh: unpack the kit first (scripts/device/unpack.sh A, then B)" >&2; exit 1; }
+[ -e node_modules ] || ln -s .devbin/node_modules node_modules
+export PATH="$KIT/bin:$PATH"
+# onnxruntime-node's telemetry looks up and posts to mobile.events.data.microsoft.com from every
+# process that loads it; with no network there, a lookup or upload that hangs instead of failing
+# must not hold up a bench (or its exit). Inherited by every process the benches start.
+export ORT_DISABLE_TELEMETRY=1
+OUT=${OUT:-$KIT/out}
+mkdir -p "$OUT"
+QUICK=()
+[ "${1:-}" = --quick ] && QUICK=(--quick)
+# Everything below ends inside this many seconds (the device call's own limit is set above it).
+BUDGET_S=${RUN_BUDGET_S:-420}
+T0=$(date +%s)
+marker=$(mktemp)
+: >"$OUT/run.log"
+
+# step NAME LIMIT_S COMMAND...: runs it under `timeout` (SIGTERM, which the bench harness turns
+# into a clean stop of its mesh; SIGKILL 15 s later), capped by what is left of BUDGET_S.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((BUDGET_S - ($(date +%s) - T0)))
+  [ "$limit" -gt "$left" ] && limit=$left
+  if [ "$limit" -lt 10 ]; then
+    echo "$name: skipped (run budget spent)" | tee -a "$OUT/run.log"
+    return
+  fi
+  local start=$(date +%s)
+  echo "=== $name (limit ${limit}s): $*"
+  timeout -k 15 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  local verdict=ok
+  [ "$rc" -ne 0 ] && verdict="FAILED rc=$rc"
+  [ "$rc" -eq 124 ] && verdict="TIMED OUT after ${limit}s"
+  echo "$name: $verdict in $(($(date +%s) - start)) s" | tee -a "$OUT/run.log"
+}
+
+machine() {
+  if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "nvidia-smi: not on PATH"; fi
+  echo "nproc: $(nproc)"
+  grep -m1 'model name' /proc/cpuinfo
+  free -m 2>/dev/null || head -2 /proc/meminfo
+  cat /proc/loadavg
+  echo "node $(node --version); $(redis-server --version); $(node_modules/@cloudflare/workerd-linux-64/bin/workerd --version)"
+}
+
+export -f machine
+step machine 30 bash -c machine
+step detect 60 node --import tsx scripts/device/detect.ts
+step mesh-overhead 240 node --import tsx bench/mesh-overhead.ts "${QUICK[@]}"
+if [ ${#QUICK[@]} -gt 0 ]; then levels=32,128; else levels=32,128,256,512; fi
+step stream-capacity 150 node --import tsx bench/stream-capacity.ts "${QUICK[@]}" --paths=ws,sse --levels=$levels
+# Virtual time and a seeded PRNG: its figures are the same on any machine, so its smoke run
+# (a minute less) shows all this machine can show, that it runs.
+step zipf-placement 60 node --import tsx bench/zipf-placement.ts --quick
+
+# The JSON this run wrote (the timestamped copy: a bench stopped at its limit may leave its
+# -latest.json empty), and the temp folders (their logs) the harness kept for failed runs.
+results=$(mktemp -d)
+find bench/results -name '*.json' ! -name '*-latest.json' -size +0 -newer "$marker" -exec cp {} "$results/" \;
+for kept in $(grep -ho '\[bench\] kept /[^ ]*' "$OUT"/*.log 2>/dev/null | cut -d' ' -f3); do
+  dest="$results/kept-$(basename "$kept")"
+  mkdir -p "$dest"
+  (cd "$kept" && find . -name '*.log' -size -4M -exec cp --parents {} "$dest/" \;)
+done
+tar -C "$results" -czf "$OUT/results.tar.gz" .
+rm -rf "$results" "$marker"
+echo "total: $(($(date +%s) - T0)) s" | tee -a "$OUT/run.log"
+echo "--- $OUT:"
+ls -la "$OUT"
+cat "$OUT/run.log"
