@@ -2,7 +2,7 @@
 # Runs the GPU-machine checks from the device kit (scripts/device/pack.sh, unpack.sh A and B
 # first): the machine (nvidia-smi, nproc), the node agent's accelerator decision
 # (scripts/device/detect.ts), then bench/mesh-overhead.ts, bench/stream-capacity.ts (WebSocket
-# and SSE sweeps) and bench/zipf-placement.ts (its smoke run), each under its own time limit.
+# and SSE sweeps) and bench/openai-surface.ts, each under its own time limit.
 # Each step's output goes to $OUT/<step>.log; the benches' JSON (and the logs of any bench that
 # failed) to $OUT/results.tar.gz; one line per step to $OUT/run.log. Seven files in all.
 # Usage: scripts/device/run.sh [--quick]   (--quick: the benches' smoke runs, for a local try)
@@ -61,11 +61,11 @@ export -f machine
 step machine 30 bash -c machine
 step detect 60 node --import tsx scripts/device/detect.ts
 step mesh-overhead 240 node --import tsx bench/mesh-overhead.ts "${QUICK[@]}"
-if [ ${#QUICK[@]} -gt 0 ]; then levels=32,128; else levels=32,128,256,512; fi
-step stream-capacity 150 node --import tsx bench/stream-capacity.ts "${QUICK[@]}" --paths=ws,sse --levels=$levels
-# Virtual time and a seeded PRNG: its figures are the same on any machine, so its smoke run
-# (a minute less) shows all this machine can show, that it runs.
-step zipf-placement 60 node --import tsx bench/zipf-placement.ts --quick
+if [ ${#QUICK[@]} -gt 0 ]; then levels=32,128; else levels=32,128,256,512,1024; fi
+step stream-capacity 150 node --import tsx bench/stream-capacity.ts "${QUICK[@]}" --paths=router,ws,sse --levels=$levels
+# Added TTFT of the OpenAI surface over in-process decoding (the 2 ms goal of issues 13 and 15).
+step openai-surface 90 node --import tsx bench/openai-surface.ts "${QUICK[@]}"
+# (bench/zipf-placement.ts runs in virtual time from a seed: the same figures on any machine.)
 
 # The JSON this run wrote (the timestamped copy: a bench stopped at its limit may leave its
 # -latest.json empty), and the temp folders (their logs) the harness kept for failed runs.
