@@ -184,6 +184,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
     await loaded;
     const childPids = childrenOf(proc.pid!);
     if (childPids.length !== 1) throw new Error(`expected one session child of agent ${label}, found ${childPids.length}`);
+    err(`[bench] agent ${label}: pid ${proc.pid}, session child pid ${childPids[0]}`); // for perf record -p
     return { label, proc, socket, send, calls, loaded, childPids };
   };
 

@@ -77,6 +77,17 @@ export interface SessionOptions {
   env?: Record<string, string>;
 }
 
+/**
+ * What stops a run: the part of AbortSignal the runtime reads, so a caller's AbortSignal serves
+ * as one; the node's batcher passes a plainer one (gpu-node/batcher.ts RunStop says why).
+ */
+export interface StopSignal {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
 export interface RunOutcome {
   outputs: WireTensor[];
   computeMs: number;
@@ -340,7 +351,7 @@ export class SessionProcess {
    * Runs one call. An abort of `signal` kills the child (onnxruntime cannot be interrupted)
    * and rejects with kind "aborted"; the owner replaces the child.
    */
-  run(inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
+  run(inputs: WireTensor[], outputs: string[] | undefined, signal?: StopSignal): Promise<RunOutcome> {
     if (this.exited) return Promise.reject(new SessionProcessError("unavailable", "the session process is gone"));
     if (this.current) return Promise.reject(new Error("SessionProcess.run: busy (one call at a time)"));
     if (signal?.aborted) return Promise.reject(new SessionProcessError("aborted", String(signal.reason ?? "aborted")));
