@@ -1,11 +1,13 @@
 // What one small call costs the GPU node side in CPU: a real node agent (gpu-node/main.ts) with
 // demo-mlp loaded in its session child, driven by a minimal router stand-in over the real node
 // socket (hello, welcome, load, infer frames in msgpack, as regions/node-link.ts sends them), and
-// the agent's and the child's CPU read from /proc/<pid>/stat around each phase (no profiler in
-// the measured processes). Baseline in the same run: onnxruntime's run of the same model in this
-// process with the same intra-op threads, so each figure is also a ratio against the model's own
-// cost. What the idle node spends meanwhile (heartbeats, its memory watch) is measured over an
-// idle window and taken off.
+// the agent's and the child's CPU read from /proc around each phase (every thread's schedstat;
+// stat's ticks for the kernel's share), with no profiler in the measured processes. Baseline in
+// the same rounds: onnxruntime's run of the same model in this process with the same intra-op
+// threads, so each figure is also a ratio against the model's own cost. What the idle node spends
+// meanwhile (heartbeats, its memory watch) is measured in an idle window each round and taken off.
+// CPU per call grows several-fold when the machine is loaded (caches, wake-ups): compare only
+// figures of one run.
 //
 //   npx tsx bench/node-call-cost.ts [--calls 3000] [--rounds 3] [--compare DIR] [--profile]
 //
@@ -61,16 +63,29 @@ const INPUT: WireTensor = { name: "x", datatype: "FP32", shape: [1, 4], data: Fl
 // A router's span, as regions/node-link.ts forwards one (the node opens its own under it).
 const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-/** CPU ms a process (all its threads) has used, from /proc/<pid>/stat: user, system. */
+/** CPU ms a process (all its threads) has used, from /proc/<pid>/stat (1/100 s ticks): user, system. */
 function cpuOf(pid: number): { user: number; sys: number } {
   const s = readFileSync(`/proc/${pid}/stat`, "utf8");
   const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
   return { user: Number(f[11]) * TICK_MS, sys: Number(f[12]) * TICK_MS };
 }
-const cpuMs = (pid: number): number => {
-  const c = cpuOf(pid);
-  return c.user + c.sys;
-};
+
+/**
+ * CPU ms a process (all its threads) has used, from each thread's /proc/<pid>/task/<tid>/schedstat
+ * (nanoseconds on a CPU): the same time as /proc/<pid>/stat's user + system, without its 10 ms
+ * ticks, which the short idle windows and the per-call figures need.
+ */
+function cpuMs(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      /* a thread that ended meanwhile */
+    }
+  }
+  return ns / 1e6;
+}
 
 /** A process's direct children (the agent's session children). */
 function childrenOf(pid: number): number[] {
@@ -95,8 +110,8 @@ interface Agent {
 interface Phase {
   calls: number;
   agentMs: number;
-  /** Of agentMs, the kernel's (syscalls: the sockets, the IPC pipe, /proc reads). */
-  agentSysMs: number;
+  /** Of agentMs, the kernel's share (syscalls: the sockets, the IPC pipe, /proc reads), from the ticks. */
+  agentSysShare: number;
   childMs: number;
   wallMs: number;
   latency: number[];
@@ -203,7 +218,8 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
   const measure = async (a: Agent, n: number, concurrency: number): Promise<Phase> => {
     const latency: number[] = [];
     let left = n;
-    const a0 = cpuOf(a.proc.pid!);
+    const a0 = cpuMs(a.proc.pid!);
+    const k0 = cpuOf(a.proc.pid!);
     const c0 = a.childPids.reduce((s, p) => s + cpuMs(p), 0);
     const t0 = performance.now();
     await Promise.all(
@@ -217,16 +233,20 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
       }),
     );
     const wallMs = performance.now() - t0;
-    const a1 = cpuOf(a.proc.pid!);
-    return { calls: n, agentMs: a1.user + a1.sys - a0.user - a0.sys, agentSysMs: a1.sys - a0.sys, childMs: a.childPids.reduce((s, p) => s + cpuMs(p), 0) - c0, wallMs, latency };
+    const k1 = cpuOf(a.proc.pid!);
+    const ticks = k1.user + k1.sys - k0.user - k0.sys;
+    return { calls: n, agentMs: cpuMs(a.proc.pid!) - a0, agentSysShare: ticks > 0 ? (k1.sys - k0.sys) / ticks : NaN, childMs: a.childPids.reduce((s, p) => s + cpuMs(p), 0) - c0, wallMs, latency };
   };
 
-  /** CPU ms per second the idle agent and child spend (heartbeats, the memory watch). */
-  const idleRate = async (a: Agent, ms: number) => {
+  /** CPU ms the idle agent and child spend in `ms` (heartbeats, the memory watch), added to `into`. */
+  const idleFor = async (a: Agent, ms: number, into: { agent: number; child: number; ms: number }) => {
     const a0 = cpuMs(a.proc.pid!);
     const c0 = a.childPids.reduce((s, p) => s + cpuMs(p), 0);
+    const t0 = performance.now();
     await new Promise((r) => setTimeout(r, ms));
-    return { agent: (cpuMs(a.proc.pid!) - a0) / ms, child: (a.childPids.reduce((s, p) => s + cpuMs(p), 0) - c0) / ms };
+    into.agent += cpuMs(a.proc.pid!) - a0;
+    into.child += a.childPids.reduce((s, p) => s + cpuMs(p), 0) - c0;
+    into.ms += performance.now() - t0;
   };
 
   const agents: Agent[] = [await startAgent("this", ROOT)];
@@ -241,10 +261,17 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
     await measure(a, Math.min(500, CALLS), 1);
     await measure(a, Math.min(500, CALLS), CONCURRENCY);
   }
-  const idle = new Map<string, { agent: number; child: number }>();
-  for (const a of agents) idle.set(a.label, await idleRate(a, QUICK ? 1000 : 3000));
+  // Idle windows in every round too: their rate (CPU ms per ms) is what is taken off.
+  const idleSum = new Map(agents.map((a) => [a.label, { agent: 0, child: 0, ms: 0 }]));
 
-  // Rounds interleave the agents, so both see the machine's same moments.
+  // The baseline: the same model run in this process, same threads, in the same rounds.
+  const session = await ort.InferenceSession.create(mlp.path, { intraOpNumThreads: THREADS, interOpNumThreads: 1, graphOptimizationLevel: "all" });
+  b.defer(() => session.release());
+  const feeds = () => ({ x: toOrt(INPUT) });
+  for (let i = 0; i < 500; i++) await session.run(feeds());
+  const ortRuns: number[] = [];
+
+  // Rounds interleave the agents and the baseline, so all see the machine's same moments.
   const results = new Map<string, { seq: Phase[]; conc: Phase[] }>(agents.map((a) => [a.label, { seq: [], conc: [] }]));
   const profWindows: [number, number][] = [];
   for (let r = 0; r < ROUNDS && !b.interrupted; r++) {
@@ -253,23 +280,16 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
       results.get(a.label)!.seq.push(await measure(a, CALLS, 1));
       results.get(a.label)!.conc.push(await measure(a, CALLS, CONCURRENCY));
       if (r === 0 && a === agents[0]) profWindows.push([from, monotonicMicros()]);
+      await idleFor(a, QUICK ? 500 : 1000, idleSum.get(a.label)!);
     }
-    err(`[bench] round ${r + 1}/${ROUNDS} done`);
-  }
-
-  // The baseline: the same model run in this process, as many calls, same threads.
-  const session = await ort.InferenceSession.create(mlp.path, { intraOpNumThreads: THREADS, interOpNumThreads: 1, graphOptimizationLevel: "all" });
-  const feeds = () => ({ x: toOrt(INPUT) });
-  for (let i = 0; i < 500; i++) await session.run(feeds());
-  const ortRuns: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
     const u0 = process.cpuUsage();
     for (let i = 0; i < CALLS; i++) await session.run(feeds());
     const u = process.cpuUsage(u0);
     ortRuns.push((u.user + u.system) / 1000 / CALLS);
+    err(`[bench] round ${r + 1}/${ROUNDS} done`);
   }
-  await session.release();
   const ortMs = summarize(ortRuns).p50;
+  const idle = new Map([...idleSum].map(([k, v]) => [k, { agent: v.agent / v.ms, child: v.child / v.ms }]));
 
   // ---------------------------------------------------------------- report
   type Row = { agent: string; mode: string; agentMsPerCall: number; agentSysShare: number; childMsPerCall: number; nodeMsPerCall: number; wallP50: number; callsPerS: number };
@@ -283,7 +303,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
       const agentMs = per((p) => (p.agentMs - rate.agent * p.wallMs) / p.calls);
       const childMs = per((p) => (p.childMs - rate.child * p.wallMs) / p.calls);
       const lat: Summary = summarize(phases.flatMap((p) => p.latency));
-      rows.push({ agent: a.label, mode, agentMsPerCall: agentMs, agentSysShare: per((p) => p.agentSysMs / p.agentMs), childMsPerCall: childMs, nodeMsPerCall: agentMs + childMs, wallP50: lat.p50, callsPerS: per((p) => (p.calls / p.wallMs) * 1000) });
+      rows.push({ agent: a.label, mode, agentMsPerCall: agentMs, agentSysShare: per((p) => p.agentSysShare), childMsPerCall: childMs, nodeMsPerCall: agentMs + childMs, wallP50: lat.p50, callsPerS: per((p) => (p.calls / p.wallMs) * 1000) });
     }
   }
   const base = (r: Row) => rows.find((x) => x.agent === "this" && x.mode === r.mode)!;
