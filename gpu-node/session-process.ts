@@ -314,7 +314,8 @@ export class SessionProcess {
    * Schedules the next reading: POLL_MS away while the child loads (no outputs known yet), runs
    * or generates, when its memory can grow; IDLE_POLL_MS away otherwise. A timer per state, not
    * a 20 ms interval that skips readings when idle: each tick of that woke the agent fifty times
-   * a second per child, loaded or not (about 4 ms of CPU a second each on this 2-core machine).
+   * a second per child, loaded or not (a bare Node process with a 20 ms interval: 1.8 ms of CPU a
+   * second, against 0.1 with a 1 s one).
    */
   private armPoll(): void {
     if (this.exited || !this.rssReader) return;
