@@ -103,7 +103,6 @@ interface Agent {
   socket: WebSocket;
   send(m: RouterToNode): void;
   calls: Map<string, () => void>;
-  loaded: Promise<void>;
   childPids: number[];
 }
 
@@ -200,7 +199,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
     const childPids = childrenOf(proc.pid!);
     if (childPids.length !== 1) throw new Error(`expected one session child of agent ${label}, found ${childPids.length}`);
     err(`[bench] agent ${label}: pid ${proc.pid}, session child pid ${childPids[0]}`); // for perf record -p
-    return { label, proc, socket, send, calls, loaded, childPids };
+    return { label, proc, socket, send, calls, childPids };
   };
 
   let nextId = 0;
