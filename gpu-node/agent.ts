@@ -32,7 +32,7 @@ import { OnnxRuntime } from "./onnx-runtime.js";
 import { MAX_HEARTBEAT_CONVERSATIONS } from "../protocol/messages.js";
 import { publicMessage } from "../protocol/public-message.js";
 import { runErrorCode } from "./run-errors.js";
-import { SessionProcessError } from "./session-process.js";
+import { SessionProcessError, type StopSignal } from "./session-process.js";
 import { TensorError, type WireTensor } from "../formats/tensor.js";
 import { packTensor, toWireTensor } from "../formats/binary-tensors.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
@@ -375,7 +375,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
           keyToSha.set(msg.key, sha);
           keyGraph.set(msg.key, msg.sha256);
           if (!batchers.has(sha)) {
-            const run = async (inputs: WireTensor[], outputs: string[] | undefined, signal: AbortSignal): Promise<RunResult> => {
+            const run = async (inputs: WireTensor[], outputs: string[] | undefined, signal: StopSignal): Promise<RunResult> => {
               runStarted();
               try {
                 return await runtime.run(sha, inputs, outputs, signal);

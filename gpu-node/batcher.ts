@@ -14,6 +14,7 @@
 
 import type { ModelSignature } from "../formats/datatypes.js";
 import { elementCount, type TensorData, type WireTensor } from "../formats/tensor.js";
+import type { StopSignal } from "./session-process.js";
 
 export interface BatchOptions {
   /** Extra wait to fill a batch while the model is busy anyway; 0 = none. */
@@ -30,7 +31,35 @@ export interface RunResult {
   computeMs: number;
 }
 
-type Run = (inputs: WireTensor[], outputs: string[] | undefined, signal: AbortSignal) => Promise<RunResult>;
+type Run = (inputs: WireTensor[], outputs: string[] | undefined, signal: StopSignal) => Promise<RunResult>;
+
+/**
+ * The stop of one flight. Not an AbortController: its construction and an EventTarget listener
+ * added and removed per run cost about 4 µs of the node's CPU per call, more than the span, the
+ * timer and the metrics of the call together (bench/node-call-cost.ts); this does the same for
+ * the one or two listeners a run has. Listeners hear the abort once.
+ */
+class RunStop implements StopSignal {
+  aborted = false;
+  reason: unknown = undefined;
+  private listeners: (() => void)[] = [];
+
+  addEventListener(_type: "abort", listener: () => void): void {
+    if (!this.aborted) this.listeners.push(listener);
+  }
+
+  removeEventListener(_type: "abort", listener: () => void): void {
+    const i = this.listeners.indexOf(listener);
+    if (i >= 0) this.listeners.splice(i, 1);
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    for (const listener of this.listeners.splice(0)) listener();
+  }
+}
 
 interface Pending {
   id: string;
@@ -46,7 +75,7 @@ interface Pending {
 /** The calls riding on one run, and the abort of that run. */
 interface Flight {
   calls: Pending[];
-  controller: AbortController;
+  stop: RunStop;
 }
 
 export class CancelledError extends Error {
@@ -146,7 +175,7 @@ export class Batcher {
     const call = flight?.calls.find((c) => c.id === id);
     if (!flight || !call || call.settled) return false;
     call.reject(err);
-    if (flight.calls.every((c) => c.settled)) flight.controller.abort(err);
+    if (flight.calls.every((c) => c.settled)) flight.stop.abort(err);
     return true;
   }
 
@@ -193,16 +222,16 @@ export class Batcher {
 
   /** Runs calls as one flight, registered so cancel() can find them while they run. */
   private async fly(calls: Pending[]): Promise<void> {
-    const flight: Flight = { calls, controller: new AbortController() };
+    const flight: Flight = { calls, stop: new RunStop() };
     for (const c of calls) this.flying.set(c.id, flight);
     try {
-      await this.runCalls(calls, flight.controller.signal);
+      await this.runCalls(calls, flight.stop);
     } finally {
       for (const c of calls) if (this.flying.get(c.id) === flight) this.flying.delete(c.id);
     }
   }
 
-  private async runCalls(calls: Pending[], signal: AbortSignal): Promise<void> {
+  private async runCalls(calls: Pending[], signal: StopSignal): Promise<void> {
     if (calls.length === 1) {
       const c = calls[0]!;
       await this.run(c.inputs, c.outputs, signal).then(c.resolve, c.reject);

@@ -13,7 +13,7 @@
 import { makeLogger } from "../protocol/log.js";
 import type { WireTensor } from "../formats/tensor.js";
 import { gpuMemoryOfPid } from "./accelerator.js";
-import { SessionProcess, SessionProcessError, type RunOutcome, type SessionOptions } from "./session-process.js";
+import { SessionProcess, SessionProcessError, type RunOutcome, type SessionOptions, type StopSignal } from "./session-process.js";
 
 export { InferenceError } from "./ort-tensors.js";
 
@@ -93,7 +93,7 @@ class ModelPool {
     else this.idle.push(w);
   }
 
-  private acquire(signal?: AbortSignal): Promise<SessionProcess> {
+  private acquire(signal?: StopSignal): Promise<SessionProcess> {
     const w = this.idle.shift();
     if (w) return Promise.resolve(w);
     return new Promise<SessionProcess>((resolve, reject) => {
@@ -115,7 +115,7 @@ class ModelPool {
     });
   }
 
-  async run(inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
+  async run(inputs: WireTensor[], outputs: string[] | undefined, signal?: StopSignal): Promise<RunOutcome> {
     this.lastUsed = Date.now();
     const w = await this.acquire(signal);
     try {
@@ -245,7 +245,7 @@ export class OnnxRuntime {
     return { memoryMb: this.memoryMb(sha256) };
   }
 
-  run(sha256: string, inputs: WireTensor[], outputs: string[] | undefined, signal?: AbortSignal): Promise<RunOutcome> {
+  run(sha256: string, inputs: WireTensor[], outputs: string[] | undefined, signal?: StopSignal): Promise<RunOutcome> {
     const m = this.models.get(sha256);
     if (!m) return Promise.reject(new SessionProcessError("unavailable", "the model is not loaded on this node"));
     return m.run(inputs, outputs, signal);

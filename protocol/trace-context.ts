@@ -41,10 +41,24 @@ export function formatTraceparent(t: TraceContext): string {
   return `00-${t.traceId}-${t.spanId}-${t.flags}`;
 }
 
+/** Two hex digits per byte value. */
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+/**
+ * Random bytes are drawn 512 at a time and each used once: a getRandomValues call per span (a
+ * node opens one per call) cost more than the rest of the span (bench/node-call-cost.ts). Filled
+ * on first use, never at module load: the Worker allows no random values in its global scope.
+ */
+const POOL = new Uint8Array(512);
+let poolAt = POOL.length;
+
 function randomHex(bytes: number): string {
-  const b = crypto.getRandomValues(new Uint8Array(bytes));
+  if (poolAt + bytes > POOL.length) {
+    crypto.getRandomValues(POOL);
+    poolAt = 0;
+  }
   let s = "";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
+  for (let i = poolAt; i < poolAt + bytes; i++) s += HEX[POOL[i]!]!;
+  poolAt += bytes;
   return s;
 }
 

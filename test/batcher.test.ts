@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Batcher, CancelledError, isBatchable, type RunResult } from "../gpu-node/batcher.js";
 import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
+import type { StopSignal } from "../gpu-node/session-process.js";
 import type { WireTensor } from "../formats/tensor.js";
 import { DEMO_MLP_V1, makeDemoModels, referenceMlp } from "../scripts/make-demo-models.js";
 import { readOnnxSignature } from "../formats/onnx-signature.js";
@@ -17,7 +18,7 @@ import { readFile } from "node:fs/promises";
 let dir: string;
 const runtime = new OnnxRuntime({ executionProviders: ["cpu"], workersPerModel: 1, threadsPerWorker: 1, loadTimeoutMs: 60_000 });
 let runs = 0;
-const run = async (inputs: WireTensor[], outputs: string[] | undefined, signal: AbortSignal) => {
+const run = async (inputs: WireTensor[], outputs: string[] | undefined, signal: StopSignal) => {
   runs++;
   return runtime.run("mlp", inputs, outputs, signal);
 };
@@ -98,8 +99,8 @@ describe("dynamic batching", () => {
 
 /** A run the test finishes by hand; records each run's signal. */
 function manualRuns() {
-  const flights: { inputs: WireTensor[]; signal: AbortSignal; finish: (r: RunResult) => void; fail: (e: Error) => void }[] = [];
-  const run = (inputs: WireTensor[], _outputs: string[] | undefined, signal: AbortSignal) =>
+  const flights: { inputs: WireTensor[]; signal: StopSignal; finish: (r: RunResult) => void; fail: (e: Error) => void }[] = [];
+  const run = (inputs: WireTensor[], _outputs: string[] | undefined, signal: StopSignal) =>
     new Promise<RunResult>((resolve, reject) => flights.push({ inputs, signal, finish: resolve, fail: reject }));
   return { flights, run };
 }

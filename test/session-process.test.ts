@@ -1,5 +1,5 @@
 // One session child (gpu-node/session-process.ts) on its own, real processes: a load past its
-// timeout or its memory bound is killed and refused, an abort mid-run kills the child at once
+// timeout or its memory bound is killed and refused, as is a run past its memory bound, an abort mid-run kills the child at once
 // (the run does not go on), a child that dies while idle is reported, and the pool behind
 // OnnxRuntime replaces a killed child and keeps serving.
 
@@ -11,11 +11,12 @@ import { OnnxRuntime } from "../gpu-node/onnx-runtime.js";
 import { rssOf, SessionProcess, SessionProcessError, type SessionOptions } from "../gpu-node/session-process.js";
 import type { WireTensor } from "../formats/tensor.js";
 import { waitUntil } from "./helpers/region-harness.js";
-import { memoryBombModel, spinModel } from "./helpers/slow-models.js";
+import { memoryBombModel, runMemoryBombModel, spinModel } from "./helpers/slow-models.js";
 
 let dir: string;
 let spinPath: string;
 let bombPath: string;
+let runBombPath: string;
 const SIZE = 128;
 
 const spin = (n: number): WireTensor[] => [
@@ -38,6 +39,8 @@ beforeAll(async () => {
   bombPath = join(dir, "bomb.onnx");
   await writeFile(spinPath, spinModel(SIZE));
   await writeFile(bombPath, memoryBombModel(600));
+  runBombPath = join(dir, "run-bomb.onnx");
+  await writeFile(runBombPath, runMemoryBombModel());
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -65,6 +68,21 @@ describe("session child", () => {
     expect(err).toBeInstanceOf(SessionProcessError);
     expect((err as SessionProcessError).kind).toBe("too_big");
     expect((err as Error).message).toMatch(/more than 100 MiB/);
+  }, 60_000);
+
+  it("kills a run whose memory passes the bound (1 GiB in a run, bound 128 MiB), one that starts after the child sat idle too", async () => {
+    const p = await SessionProcess.start(opts({ path: runBombPath, memoryLimitBytes: 128 * 2 ** 20 }));
+    // Idle past the watch's idle period first, so the run starts with the watch at its slow pace.
+    await new Promise((r) => setTimeout(r, 1_500));
+    const mib512 = [512, (512 * 2 ** 20) / 4 / 512]; // Expand's and Tanh's outputs: 512 MiB each
+    const inputs: WireTensor[] = [
+      { name: "x", datatype: "FP32", shape: [1, 1], data: Float32Array.from([0.5]) },
+      { name: "shape", datatype: "INT64", shape: [2], data: BigInt64Array.from(mib512.map(BigInt)) },
+    ];
+    const err = await p.run(inputs, undefined).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SessionProcessError);
+    expect((err as SessionProcessError).kind).toBe("too_big");
+    expect(p.alive).toBe(false);
   }, 60_000);
 
   it("an abort mid-run kills the child at once: the run stops, it does not finish in the background", async () => {

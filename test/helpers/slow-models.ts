@@ -1,6 +1,7 @@
 // Models built for the node-isolation tests and bench (test/node-isolation.test.ts,
 // bench/node-workers.ts): a model whose run time the caller sets (a Loop of MatMuls), a load-time
-// memory bomb (a tiny file whose constant folding makes a huge constant) and a model whose
+// memory bomb (a tiny file whose constant folding makes a huge constant), a run-time one (its
+// run allocates what its inputs say) and a model whose
 // initializer names external data in a sibling file (the cross-model read of issue 10 item 1).
 
 import { encodeModel, OnnxType, type GraphDesc } from "../../scripts/onnx-writer.js";
@@ -72,6 +73,30 @@ export function memoryBombModel(mib = 1024): Uint8Array {
         { name: "c", elemType: OnnxType.FLOAT, dims: [1, 1], values: [1] },
         { name: "shape", elemType: OnnxType.INT64, dims: [2], values: [BigInt(rows), BigInt(cols)] },
       ],
+    },
+  });
+}
+
+/**
+ * A model whose *run* takes memory its file does not show: y = ReduceSum(Tanh(Expand(x, shape)))
+ * with `shape` an input (INT64 [2]), so nothing folds at load and a run allocates two FP32
+ * tensors of shape[0] × shape[1] (runBombInputs). Inputs: x FP32 [1, 1], shape INT64 [2]; output y FP32 (scalar).
+ */
+export function runMemoryBombModel(): Uint8Array {
+  return encodeModel({
+    producerVersion: "1",
+    graph: {
+      name: "run_bomb",
+      nodes: [
+        { opType: "Expand", inputs: ["x", "shape"], outputs: ["big"] },
+        { opType: "Tanh", inputs: ["big"], outputs: ["t"] },
+        { opType: "ReduceSum", inputs: ["t"], outputs: ["y"], attributes: [{ name: "keepdims", i: 0 }] },
+      ],
+      inputs: [
+        { name: "x", elemType: OnnxType.FLOAT, shape: [1, 1] },
+        { name: "shape", elemType: OnnxType.INT64, shape: [2] },
+      ],
+      outputs: [{ name: "y", elemType: OnnxType.FLOAT, shape: [] }],
     },
   });
 }
