@@ -4,6 +4,8 @@
 // trace id) and sends that span on, so the next hop's parent is the hop before it. Only Web
 // APIs (crypto.getRandomValues), so the Worker and Node share it.
 
+import { toHex } from "./signing.js";
+
 export interface TraceContext {
   /** 32 lowercase hex, never all zeros. */
   traceId: string;
@@ -42,10 +44,7 @@ export function formatTraceparent(t: TraceContext): string {
 }
 
 function randomHex(bytes: number): string {
-  const b = crypto.getRandomValues(new Uint8Array(bytes));
-  let s = "";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
-  return s;
+  return toHex(crypto.getRandomValues(new Uint8Array(bytes)));
 }
 
 function nonZero(bytes: number): string {
