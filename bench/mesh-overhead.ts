@@ -19,13 +19,15 @@
 //      npx tsx bench/mesh-overhead.ts --profile (mesh only: CPU ms per call in each process,
 //          Redis commands per call, and each process's hottest functions per case, from V8 CPU
 //          profiles: bench/cpu-profile-preload.cjs in the Node processes, the inspector for
-//          workerd; see bench/process-profile.ts; writes bench/results/mesh-profile-*.json)
+//          workerd; see bench/process-profile.ts; writes bench/results/mesh-profile-*.json;
+//          MESH_EDGE_PROFILE_OUT=<file> also writes the edge isolate's whole CPU profile and each
+//          case's window in it, for reading call stacks beyond the top self times)
 //
 // Prints a table and writes bench/results/mesh-overhead-<timestamp>.json and
 // bench/results/mesh-overhead-latest.json. Targets are informational: exit 0 unless it crashed.
 
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { freePort } from "../local/free-port.js";
@@ -499,6 +501,13 @@ async function profileMesh(startedAt: Date, machine: ReturnType<typeof machineIn
     }
   }
   await bench.saveResults({ bench: "mesh-overhead --profile", latency: LATENCY, throughput: THROUGHPUT, idleMs: IDLE_MS, idle, cases }, "mesh-profile");
+  // The isolate's whole profile and each case's window (µs, the profile's clock), for reading
+  // call stacks beyond the top self times (MESH_EDGE_PROFILE_OUT=<file>).
+  const out = process.env.MESH_EDGE_PROFILE_OUT;
+  if (out && edgeProfile) {
+    await writeFile(out, JSON.stringify({ windows: Object.fromEntries(CASES.map((c) => [c.id, [done.get(c.id)!.from, done.get(c.id)!.to, done.get(c.id)!.calls]])), profile: edgeProfile }));
+    err(`[bench] the edge isolate's CPU profile: ${out}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

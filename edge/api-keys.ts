@@ -10,7 +10,7 @@
 //
 // The key format (prefix, random body, checksum) is in key-format.ts.
 
-import { eq } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { equalDigests, sha256Hex } from "../protocol/signing.js";
 import { accounts, apiKeys } from "../schema/schema.js";
@@ -60,8 +60,9 @@ function lookupContext(s: Services): LookupContext<KeyRecord> {
   return { shared: redisLayer<KeyRecord>(sharedStoreFor(s.config), "mesh:key:"), waitUntil: s.waitUntil };
 }
 
-async function loadKey(db: DrizzleD1Database, hash: string): Promise<KeyRecord | null> {
-  const row = await db
+/** The key's row query, built and prepared once per database (a reload binds the hash only). */
+function keyQuery(db: DrizzleD1Database) {
+  return db
     .select({
       id: apiKeys.id,
       accountId: apiKeys.accountId,
@@ -76,8 +77,16 @@ async function loadKey(db: DrizzleD1Database, hash: string): Promise<KeyRecord |
     })
     .from(apiKeys)
     .innerJoin(accounts, eq(accounts.id, apiKeys.accountId))
-    .where(eq(apiKeys.hash, hash))
-    .get();
+    .where(eq(apiKeys.hash, sql.placeholder("hash")))
+    .prepare();
+}
+
+const keyQueries = new WeakMap<DrizzleD1Database, ReturnType<typeof keyQuery>>();
+
+async function loadKey(db: DrizzleD1Database, hash: string): Promise<KeyRecord | null> {
+  let query = keyQueries.get(db);
+  if (!query) keyQueries.set(db, (query = keyQuery(db)));
+  const row = await query.get({ hash });
   // A revoked key is cached as "no", like an unknown one: revocation is final.
   if (!row || row.revokedAt !== null) return null;
   const limit = (perSecond: number | null, burst: number | null): RateLimit | null =>

@@ -22,6 +22,8 @@ import type { UsageEvent } from "./usage.js";
 
 export const MAX_INFER_BODY = 8 * 1024 * 1024;
 
+const utf8 = new TextDecoder();
+
 /** A call's body: the JSON object, and the binary part after it when the caller sent one. */
 export interface InferBody {
   json: unknown;
@@ -40,7 +42,7 @@ export async function readInferBody(req: Request): Promise<InferBody> {
   let text: string;
   let binary: Uint8Array | undefined;
   if (headerLength === undefined) {
-    text = new TextDecoder().decode(bytes);
+    text = utf8.decode(bytes);
   } else {
     try {
       ({ json: text, binary } = splitBinaryBody(bytes, headerLength));

@@ -51,8 +51,42 @@ export type InferRequestBody = z.infer<typeof InferRequestSchema>;
  * TensorError (400 invalid_tensor) with a message the caller can act on.
  */
 export function checkInferRequest(json: unknown, signature: { inputs: TensorSpec[]; outputs: TensorSpec[] }, binary?: BinaryTail): ParsedInferRequest {
-  const r = InferRequestSchema.safeParse(json);
-  if (!r.success) throw new TensorError(zodProblems(r.error, "body"));
+  if (!plainInferRequest(json)) {
+    const r = InferRequestSchema.safeParse(json);
+    if (!r.success) throw new TensorError(zodProblems(r.error, "body"));
+  }
   // The fast path reads the original object: zod's output is a copy the call does not need.
   return parseInferRequest(json, signature, binary);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/**
+ * True for a body InferRequestSchema takes, in the shapes callers send, checked by hand: the
+ * Worker cannot compile zod schemas, and its interpreter walking this one was about 6% of the
+ * edge isolate's CPU per small call (docs/benchmarks.md, issue 14). It may only say yes where the
+ * schema does (test/request-schemas.test.ts); anything else goes to the schema, whose refusal
+ * names the field.
+ */
+export function plainInferRequest(json: unknown): boolean {
+  if (!isObject(json)) return false;
+  const { id, inputs, outputs, parameters } = json;
+  if (id !== undefined && typeof id !== "string") return false;
+  if (!Array.isArray(inputs) || inputs.length === 0) return false;
+  for (const t of inputs) {
+    if (!isObject(t) || typeof t.name !== "string" || typeof t.datatype !== "string" || !Array.isArray(t.shape) || !t.shape.every(isCount)) return false;
+    if (t.data !== undefined && !Array.isArray(t.data)) return false;
+    const p = t.parameters;
+    if (p !== undefined && !(isObject(p) && (p.binary_data_size === undefined || isCount(p.binary_data_size)))) return false;
+  }
+  if (outputs !== undefined) {
+    if (!Array.isArray(outputs)) return false;
+    for (const o of outputs) {
+      if (!isObject(o) || typeof o.name !== "string") return false;
+      const p = o.parameters;
+      if (p !== undefined && !(isObject(p) && (p.binary_data === undefined || typeof p.binary_data === "boolean"))) return false;
+    }
+  }
+  return parameters === undefined || (isObject(parameters) && (parameters.binary_data_output === undefined || typeof parameters.binary_data_output === "boolean"));
 }

@@ -7,12 +7,14 @@
 // under another method; a route schema's refusal is turned into it by openapi.ts's hook).
 
 import { withBusyRetry } from "./d1-retry.js";
-import { drizzle } from "drizzle-orm/d1";
+import type { D1Database } from "@cloudflare/workers-types";
+import { drizzle, type DrizzleD1Database } from "drizzle-orm/d1";
 import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { ERROR_STATUS, MeshError, errorBody, type ErrorCode } from "../protocol/errors.js";
 import { timingSafeEqual } from "hono/utils/buffer";
+import { toHex } from "../protocol/signing.js";
 import { formatTraceparent, spanFrom } from "../protocol/trace-context.js";
 import { verifyKey, type KeyRecord, type Scope } from "./api-keys.js";
 import { services, type AppContext, type AppEnv } from "./context.js";
@@ -25,10 +27,21 @@ import { sharedStoreFor } from "./redis.js";
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 function newRequestId(): string {
-  const b = crypto.getRandomValues(new Uint8Array(10));
-  let s = "req_";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
-  return s;
+  return "req_" + toHex(crypto.getRandomValues(new Uint8Array(10)));
+}
+
+/**
+ * One drizzle instance per D1 binding for the isolate's life: it holds no per-request state,
+ * and building it (dialect, session, the retry wrapper's lookups) on every request was about
+ * 1% of the isolate's CPU per small call (docs/benchmarks.md, issue 14).
+ */
+const databases = new WeakMap<D1Database, DrizzleD1Database>();
+
+function databaseOf(binding: D1Database): DrizzleD1Database {
+  if (!binding) return drizzle(withBusyRetry(binding)); // in-process app tests run without the binding
+  let db = databases.get(binding);
+  if (!db) databases.set(binding, (db = drizzle(withBusyRetry(binding))));
+  return db;
 }
 
 /** Largest unread request body the edge reads to its end after answering (see init). */
@@ -47,7 +60,7 @@ export function init(): MiddlewareHandler<AppEnv> {
     c.set("trace", trace);
     c.header("traceparent", formatTraceparent(trace));
     c.set("config", loadConfig(c.env));
-    c.set("db", drizzle(withBusyRetry(c.env.DB)));
+    c.set("db", databaseOf(c.env.DB));
     await next();
     // An answer given before the body was read (a refused key, a wrong route): the rest of a
     // small body is read after the answer has gone (waitUntil), so a caller's kept-alive

@@ -143,8 +143,11 @@ export class RateLimiter {
   async checkAll(checks: BucketCheck[], deps: LimiterDeps): Promise<RateDecision> {
     const now = deps.now ?? Date.now;
     const held = checks.map(({ id, limit }) => ({ id, limit, b: this.bucket(id, now()) }));
-    // First sight in this isolate: learn what each bucket already spent elsewhere.
-    await Promise.all(held.map(({ id, limit, b }) => (!b.synced && deps.store?.available() ? this.sync(id, b, limit, deps).catch(() => undefined) : undefined)));
+    // First sight in this isolate: learn what each bucket already spent elsewhere. (Only then
+    // awaited: a bucket already in step decides with no I/O and no extra turn of the queue.)
+    if (held.some(({ b }) => !b.synced) && deps.store?.available()) {
+      await Promise.all(held.map(({ id, limit, b }) => (!b.synced ? this.sync(id, b, limit, deps).catch(() => undefined) : undefined)));
+    }
     const t = now();
     const decisions = held.map(({ limit, b }) => gcra(b.tat, t, limit));
     const refused = decisions.filter((d) => !d.allowed);

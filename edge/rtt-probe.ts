@@ -39,9 +39,22 @@ const lastProbe = new Map<string, number>();
 export function worthProbing(colo: string, region: RegionConfig, callMs: number): boolean {
   const measured = measuredRtt(colo, region.name);
   if (measured === undefined) return false;
-  const at = COLOS[colo];
-  const prior = priorRttMs({ colo, lat: at?.[0] ?? null, lon: at?.[1] ?? null }, region);
+  const prior = priorOf(colo, region);
   return prior < callMs && measured > SLOW_FACTOR * prior + SLOW_MARGIN_MS;
+}
+
+/** Region -> colo -> its prior round trip: fixed by their coordinates, so not recomputed on every call. */
+const priors = new WeakMap<RegionConfig, Map<string, number>>();
+
+function priorOf(colo: string, region: RegionConfig): number {
+  let byColo = priors.get(region);
+  if (!byColo) priors.set(region, (byColo = new Map()));
+  let prior = byColo.get(colo);
+  if (prior === undefined) {
+    const at = COLOS[colo];
+    byColo.set(colo, (prior = priorRttMs({ colo, lat: at?.[0] ?? null, lon: at?.[1] ?? null }, region)));
+  }
+  return prior;
 }
 
 /**

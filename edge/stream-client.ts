@@ -36,9 +36,14 @@ import { signRequest } from "../protocol/signing.js";
 import { signingSecret, type EdgeConfig, type RegionConfig } from "./env.js";
 import { formatWireHeader, LEGACY_WIRE, localWire, negotiate, parseWireHeader, WIRE_HEADER, type Negotiation, type WireAgreement } from "../protocol/wire-version.js";
 
+/** Per config (one per isolate): the header, written once rather than on every call. */
+const wireHeaders = new WeakMap<EdgeConfig, string>();
+
 /** The edge's announcement, as the header writes it. */
 export function edgeWireHeader(config: EdgeConfig): string {
-  return formatWireHeader(localWire(config.wireFeatures));
+  let header = wireHeaders.get(config);
+  if (header === undefined) wireHeaders.set(config, (header = formatWireHeader(localWire(config.wireFeatures))));
+  return header;
 }
 
 export const REGION_STREAM_PATH = "/v1/streams";

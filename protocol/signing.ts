@@ -24,20 +24,25 @@ export interface CryptoPrimitives {
   hmacSha256(secret: string, data: Uint8Array<ArrayBuffer>): Uint8Array | Promise<Uint8Array>;
 }
 
-const keyCache = new Map<string, Promise<CryptoKey>>();
+/** Per secret: its key once imported (signing then waits on nothing but the MAC), the import while it runs. */
+const keyCache = new Map<string, CryptoKey | Promise<CryptoKey>>();
 
-function hmacKey(secret: string): Promise<CryptoKey> {
+function hmacKey(secret: string): CryptoKey | Promise<CryptoKey> {
   let key = keyCache.get(secret);
   if (!key) {
-    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-    keyCache.set(secret, key);
+    const importing = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    keyCache.set(secret, (key = importing));
+    importing.then((k) => keyCache.get(secret) === importing && keyCache.set(secret, k), () => keyCache.delete(secret));
   }
   return key;
 }
 
 export const webCryptoPrimitives: CryptoPrimitives = {
   sha256: async (data) => new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
-  hmacSha256: async (secret, data) => new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), data)),
+  hmacSha256: async (secret, data) => {
+    const key = hmacKey(secret);
+    return new Uint8Array(await crypto.subtle.sign("HMAC", "then" in key ? await key : key, data));
+  },
 };
 
 let primitives: CryptoPrimitives = webCryptoPrimitives;
@@ -47,10 +52,13 @@ export function useCryptoPrimitives(p: CryptoPrimitives): void {
   primitives = p;
 }
 
+/** Each byte's two hex digits: a lookup, not a toString and padStart per byte (the edge hexes several digests and ids per call). */
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 export function toHex(bytes: ArrayBuffer | Uint8Array): string {
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   let s = "";
-  for (const b of u8) s += b.toString(16).padStart(2, "0");
+  for (let i = 0; i < u8.length; i++) s += HEX[u8[i]!];
   return s;
 }
 

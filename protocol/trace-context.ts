@@ -4,6 +4,8 @@
 // trace id) and sends that span on, so the next hop's parent is the hop before it. Only Web
 // APIs (crypto.getRandomValues), so the Worker and Node share it.
 
+import { toHex } from "./signing.js";
+
 export interface TraceContext {
   /** 32 lowercase hex, never all zeros. */
   traceId: string;
@@ -41,8 +43,6 @@ export function formatTraceparent(t: TraceContext): string {
   return `00-${t.traceId}-${t.spanId}-${t.flags}`;
 }
 
-/** Two hex digits per byte value. */
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 /**
  * Random bytes are drawn 512 at a time and each used once: a getRandomValues call per span (a
  * node opens one per call) cost more than the rest of the span (bench/node-call-cost.ts). Filled
@@ -56,8 +56,7 @@ function randomHex(bytes: number): string {
     crypto.getRandomValues(POOL);
     poolAt = 0;
   }
-  let s = "";
-  for (let i = poolAt; i < poolAt + bytes; i++) s += HEX[POOL[i]!]!;
+  const s = toHex(POOL.subarray(poolAt, poolAt + bytes));
   poolAt += bytes;
   return s;
 }

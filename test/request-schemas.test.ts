@@ -7,7 +7,7 @@
 // route's rules say (the routes refusing them end to end: edge-e2e.test.ts). Pure logic.
 
 import { beforeAll, describe, expect, it } from "vitest";
-import { checkInferRequest, InferRequestSchema } from "../edge/infer-request.js";
+import { checkInferRequest, InferRequestSchema, plainInferRequest } from "../edge/infer-request.js";
 import { ChatRequestSchema, CompletionRequestSchema, OpenAIParamError, parseChatRequest, parseCompletionRequest } from "../edge/openai-format.js";
 import { GenerateRequestSchema, parseGenerateInput } from "../edge/stream-protocol.js";
 import { MeshError } from "../protocol/errors.js";
@@ -128,6 +128,24 @@ describe("InferRequestSchema is what the infer route checks", () => {
       }
     }
     expect(refusedBySchema).toBeGreaterThan(200);
+  });
+
+  it("the hand check in front of it takes only what it takes, and the usual bodies", () => {
+    const binary = { inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], parameters: { binary_data_size: 16 } }], outputs: [{ name: "y", parameters: { binary_data: true } }], parameters: { binary_data_output: true, extra: [1] } };
+    for (const body of [VALID_INFER, binary, { inputs: [{ name: "x", datatype: "FP32", shape: [], data: [] }] }]) {
+      expect(plainInferRequest(body), JSON.stringify(body)).toBe(true);
+      expect(InferRequestSchema.safeParse(body).success).toBe(true);
+    }
+    const rand = mulberry32(34);
+    let taken = 0;
+    for (let i = 0; i < 2000; i++) {
+      const body = mutate(i % 2 ? VALID_INFER : binary, rand);
+      if (plainInferRequest(body)) {
+        taken++;
+        expect(InferRequestSchema.safeParse(body).success, JSON.stringify(body).slice(0, 300)).toBe(true);
+      }
+    }
+    expect(taken).toBeGreaterThan(200);
   });
 });
 
