@@ -16,8 +16,8 @@ const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 // Every runtime dependency, and the dev dependencies a bench or the local mesh runs:
 // tsx (every TypeScript entry point), wrangler + miniflare (the edge: bundle, D1, workerd),
 // ioredis (local/redis-server.ts), esbuild (scripts/build-pages.ts), onnx-proto and protobufjs
-// (scripts/onnx-writer.ts writes the demo models).
-const roots = [...Object.keys(pkg.dependencies ?? {}), "tsx", "wrangler", "miniflare", "ioredis", "esbuild", "onnx-proto", "protobufjs"];
+// (scripts/onnx-writer.ts writes the demo models), openai (bench/openai-surface.ts: the official client).
+const roots = [...Object.keys(pkg.dependencies ?? {}), "tsx", "wrangler", "miniflare", "ioredis", "esbuild", "onnx-proto", "protobufjs", "openai"];
 
 /** The folder `name` resolves to from a package at `from` (a folder), as Node looks it up. */
 function resolvePkg(name, from) {
