@@ -20,16 +20,12 @@
 //
 // Writes bench/results/node-call-cost-<ISO>.json and node-call-cost-latest.json.
 
-import { once } from "node:events";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
-import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as ort from "onnxruntime-node";
-import WebSocket, { WebSocketServer } from "ws";
-import { createCodec } from "../protocol/codec.js";
+import type WebSocket from "ws";
 import { parseNodeMessage, unbatch, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 import { localWire } from "../protocol/wire-version.js";
 import { sha256Hex } from "../protocol/signing.js";
@@ -39,6 +35,7 @@ import type { WireTensor } from "../formats/tensor.js";
 import { packTensor } from "../formats/binary-tensors.js";
 import { ROOT } from "../local/mesh.js";
 import { err, QUICK, runBench, say } from "./harness.js";
+import { serveArtifacts, standInRouter } from "./stand-in-router.js";
 import { selfTimes, monotonicMicros, type CpuProfile } from "./process-profile.js";
 import { fmt, printTable, ratio, round, summarize, type Summary } from "./stats.js";
 
@@ -122,38 +119,19 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
   const bytes = await readFile(mlp.path);
   const sha = await sha256Hex(bytes);
 
-  // The artifact, as an edge's signed URL would serve it.
-  const http = createServer((_req, res) => {
-    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes.length });
-    res.end(bytes);
-  });
-  http.listen(0, "127.0.0.1");
-  await once(http, "listening");
-  b.defer(() => new Promise((r) => http.close(r)));
-  const artifactUrl = `http://127.0.0.1:${(http.address() as AddressInfo).port}/demo-mlp.onnx`;
-
-  // The router stand-in: welcomes each node, loads demo-mlp on it, sends calls and reads answers.
-  const codec = createCodec();
-  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/v1/nodes", perMessageDeflate: false });
-  await once(wss, "listening");
-  b.defer(() => new Promise((r) => wss.close(r)));
-  const routerUrl = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/v1/nodes`;
-  const waiting = new Map<string, (a: { socket: WebSocket }) => void>();
-  wss.on("connection", (socket, req) => {
-    if (req.headers.authorization !== `Bearer ${TOKEN}`) return socket.close(4401);
-    socket.once("message", (data) => {
-      const hello = parseNodeMessage(codec.decode(data as Buffer));
-      if (hello.t !== "hello") return socket.close();
-      waiting.get(hello.nodeId)?.({ socket });
-    });
-  });
+  // The artifact, as an edge's signed URL would serve it; the router stand-in welcomes each
+  // node, loads demo-mlp on it, sends calls and reads answers.
+  const artifactUrl = (await serveArtifacts(b, { "demo-mlp.onnx": bytes }))("demo-mlp.onnx");
+  const router = await standInRouter(b, TOKEN);
+  const { codec } = router;
+  const routerUrl = router.url;
 
   const profDir = join(b.tmpDir, "profiles");
   if (PROFILE) mkdirSync(profDir, { recursive: true });
 
   const startAgent = async (label: string, root: string): Promise<Agent> => {
     const nodeId = `bench-${label}`;
-    const connected = new Promise<{ socket: WebSocket }>((r) => waiting.set(nodeId, r));
+    const connected = router.node(nodeId);
     const env: Record<string, string> = {
       ROUTER_URL: routerUrl,
       NODE_TOKEN: TOKEN,

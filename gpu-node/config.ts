@@ -12,7 +12,8 @@ import { readTlsFiles, type TlsFiles } from "../runtime/tls-files.js";
 
 export { ConfigError };
 
-export type ProviderChoice = "auto" | "cpu" | "cuda";
+/** auto: CUDA when bundled and a GPU is found, else CPU; webgpu only when asked for (gpu-node/accelerator.ts). */
+export type ProviderChoice = "auto" | "cpu" | "cuda" | "webgpu";
 
 const LOCAL_MODE = flag("MESH_LOCAL", false);
 
@@ -103,7 +104,7 @@ const NODE_FIELDS = {
   threadsPerWorker: computed((env) =>
     value(int("NODE_THREADS_PER_WORKER", Math.max(1, Math.floor(availableParallelism() / value(WORKERS_PER_MODEL, env))), 1), env),
   ),
-  executionProvider: oneOf("MESH_EXECUTION_PROVIDER", ["auto", "cpu", "cuda"], "auto"),
+  executionProvider: oneOf("MESH_EXECUTION_PROVIDER", ["auto", "cpu", "cuda", "webgpu"], "auto"),
   heartbeatMs: int("HEARTBEAT_MS", 1_000, 50),
   /** Calls run at once; the router never sends more. */
   slots: int("NODE_SLOTS", 8, 1),

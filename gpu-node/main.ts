@@ -4,8 +4,8 @@ import { rootCertificates } from "node:tls";
 import { Agent, setGlobalDispatcher } from "undici";
 import { makeLogger } from "../protocol/log.js";
 import { configOrExit, drainOnStop } from "../runtime/process-lifecycle.js";
-import { startAgent } from "./agent.js";
-import { nodeConfigFromEnv, printableConfig } from "./config.js";
+import { startAgent, type AgentHandle } from "./agent.js";
+import { ConfigError, nodeConfigFromEnv, printableConfig } from "./config.js";
 import { serveMetrics } from "./metrics.js";
 
 const log = makeLogger("node");
@@ -13,7 +13,15 @@ const config = configOrExit(log, nodeConfigFromEnv, printableConfig);
 // MESH_CA_FILE also covers this process's fetches (artifact and tokenizer downloads from an
 // https edge or stand-in signed by the same CA); the router socket gets it in agent.ts.
 if (config.ca) setGlobalDispatcher(new Agent({ connect: { ca: [...rootCertificates, config.ca.pem] } }));
-const agent = startAgent(config);
+let agent: AgentHandle;
+try {
+  agent = startAgent(config);
+} catch (err) {
+  // A provider the machine cannot give (MESH_EXECUTION_PROVIDER=cuda or webgpu without one): said once, like a bad setting.
+  if (!(err instanceof ConfigError)) throw err;
+  log("error", err.message);
+  process.exit(2);
+}
 if (config.metrics) {
   try {
     const { url } = await serveMetrics(agent.metrics, config.metrics);

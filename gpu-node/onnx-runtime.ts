@@ -236,8 +236,9 @@ export class OnnxRuntime {
     }, (n) => this.onGenTokens(n));
     pool.add(first);
     for (const r of rest) if (r.status === "fulfilled") pool.add(r.value);
-    if (this.opts.executionProviders.includes("cuda")) {
-      // The weights live on the GPU: count what each child holds there as well.
+    if (this.opts.executionProviders.includes("cuda") || this.opts.executionProviders.includes("webgpu")) {
+      // The weights live on the GPU: count what each child holds there as well (nvidia-smi lists
+      // CUDA processes; a Vulkan one it may not, and then counts nothing).
       const gpu = await Promise.all(pool.workers.map((w) => gpuMemoryOfPid(w.pid)));
       pool.gpuMb = gpu.reduce<number>((n, m) => n + (m ?? 0), 0);
     }

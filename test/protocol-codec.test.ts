@@ -307,6 +307,17 @@ describe("parseNodeMessage", () => {
     { t: "result", id: "r1", outputs: [{ name: "y", datatype: "FP32", shape: [1], data: new Float32Array([1]) }], inferMs: 0.4 },
     { t: "result", id: "r2", outputs: [], inferMs: 0 },
     { t: "error", id: "r1", code: "inference_failed", message: "bad input" },
+    // Appended (the tests below take the frames above by position): a node on the WebGPU provider.
+    {
+      t: "hello",
+      nodeId: "node-webgpu",
+      accelerator: { kind: "gpu", name: "NVIDIA H200", memoryMb: 143_771 },
+      executionProvider: "webgpu",
+      memoryBudgetMb: 143_771,
+      slots: 8,
+      maxModels: 0,
+      warm: [],
+    },
   ];
 
   it("accepts every valid frame type, through the codec", () => {

@@ -1,6 +1,6 @@
 // What a node agent would decide about its accelerator on this machine, printed as one JSON
 // object: the GPU nvidia-smi reports, the execution provider chosen for the default setting
-// (MESH_EXECUTION_PROVIDER unset, i.e. "auto") and why, whether "cuda" would be refused, and the
+// (MESH_EXECUTION_PROVIDER unset, i.e. "auto") and why, whether "cuda" and "webgpu" would be refused, and the
 // memory budget the agent would take with MEMORY_BUDGET_MB unset. It calls the agent's own code
 // (gpu-node/accelerator.ts, gpu-node/config.ts) so a GPU machine checks what the agent runs,
 // not a copy. Run by scripts/device/run.sh; exits 0 whatever it finds (the JSON says).
@@ -24,6 +24,12 @@ try {
 } catch (err) {
   cuda = { refused: (err as Error).message };
 }
+let webgpu: unknown;
+try {
+  webgpu = chooseProvider("webgpu");
+} catch (err) {
+  webgpu = { refused: (err as Error).message };
+}
 const budgetMb = memoryBudgetOf(config.memoryBudgetMb, auto);
 
 console.log(
@@ -35,6 +41,7 @@ console.log(
       detectGpu: gpu,
       chooseProvider: auto,
       chooseProviderCuda: cuda,
+      chooseProviderWebgpu: webgpu,
       memoryBudgetMb: budgetMb,
       checks: {
         gpuFound: gpu !== null,

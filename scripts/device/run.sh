@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the GPU-machine checks from the device kit (scripts/device/pack.sh, unpack.sh A and B
 # first): the machine (nvidia-smi, nproc), the node agent's accelerator decision
-# (scripts/device/detect.ts), then bench/mesh-overhead.ts, bench/stream-capacity.ts (WebSocket
-# and SSE sweeps) and bench/openai-surface.ts, each under its own time limit.
+# (scripts/device/detect.ts), real agents on the WebGPU and CPU providers against each other
+# (scripts/device/webgpu-node.ts), then bench/mesh-overhead.ts, bench/stream-capacity.ts
+# (WebSocket and SSE sweeps) and bench/openai-surface.ts, each under its own time limit.
 # Each step's output goes to $OUT/<step>.log; the benches' JSON (and the logs of any bench that
-# failed) to $OUT/results.tar.gz; one line per step to $OUT/run.log. Seven files in all.
+# failed) to $OUT/results.tar.gz; one line per step to $OUT/run.log. Eight files in all.
+# .gl/*.deb, when carried (libvulkan1 and libglvnd's packages, which the WebGPU provider needs
+# beside the driver and a stock image lacks), are unpacked into / first: the machine has no network.
 # Usage: scripts/device/run.sh [--quick]   (--quick: the benches' smoke runs, for a local try)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,6 +20,10 @@ export PATH="$KIT/bin:$PATH"
 # process that loads it; with no network there, a lookup or upload that hangs instead of failing
 # must not hold up a bench (or its exit). Inherited by every process the benches start.
 export ORT_DISABLE_TELEMETRY=1
+if compgen -G ".gl/*.deb" >/dev/null && command -v dpkg >/dev/null; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
 OUT=${OUT:-$KIT/out}
 mkdir -p "$OUT"
 QUICK=()
@@ -60,6 +67,8 @@ machine() {
 export -f machine
 step machine 30 bash -c machine
 step detect 60 node --import tsx scripts/device/detect.ts
+# Fails (non-zero) where no WebGPU adapter works; the cpu half and the refusal are in its log.
+step webgpu-node 90 node --import tsx scripts/device/webgpu-node.ts "${QUICK[@]}"
 step mesh-overhead 240 node --import tsx bench/mesh-overhead.ts "${QUICK[@]}"
 if [ ${#QUICK[@]} -gt 0 ]; then levels=32,128; else levels=32,128,256,512,1024; fi
 step stream-capacity 150 node --import tsx bench/stream-capacity.ts "${QUICK[@]}" --paths=router,ws,sse --levels=$levels
