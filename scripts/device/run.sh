@@ -71,7 +71,8 @@ step detect 60 node --import tsx scripts/device/detect.ts
 step webgpu-node 90 node --import tsx scripts/device/webgpu-node.ts "${QUICK[@]}"
 step mesh-overhead 240 node --import tsx bench/mesh-overhead.ts "${QUICK[@]}"
 if [ ${#QUICK[@]} -gt 0 ]; then levels=32,128; else levels=32,128,256,512,1024; fi
-step stream-capacity 150 node --import tsx bench/stream-capacity.ts "${QUICK[@]}" --paths=router,ws,sse --levels=$levels
+# STREAM_PATHS / STREAM_LEVELS narrow the sweep (a rerun that only needs one path's figures).
+step stream-capacity 150 node --import tsx bench/stream-capacity.ts "${QUICK[@]}" --paths=${STREAM_PATHS:-router,ws,sse} --levels=${STREAM_LEVELS:-$levels}
 # Added TTFT of the OpenAI surface over in-process decoding (the 2 ms goal of issues 13 and 15).
 step openai-surface 90 node --import tsx bench/openai-surface.ts "${QUICK[@]}"
 # (bench/zipf-placement.ts runs in virtual time from a seed: the same figures on any machine.)
