@@ -16,10 +16,6 @@ KIT=$ROOT/.devbin
 [ -x "$KIT/bin/node" ] && [ -d "$KIT/node_modules/tsx" ] || { echo "run.sh: unpack the kit first (scripts/device/unpack.sh A, then B)" >&2; exit 1; }
 [ -e node_modules ] || ln -s .devbin/node_modules node_modules
 export PATH="$KIT/bin:$PATH"
-# onnxruntime-node's telemetry looks up and posts to mobile.events.data.microsoft.com from every
-# process that loads it; with no network there, a lookup or upload that hangs instead of failing
-# must not hold up a bench (or its exit). Inherited by every process the benches start.
-export ORT_DISABLE_TELEMETRY=1
 if compgen -G ".gl/*.deb" >/dev/null && command -v dpkg >/dev/null; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
