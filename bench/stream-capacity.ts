@@ -26,6 +26,8 @@
 //      npx tsx bench/stream-capacity.ts --quick   (smoke run)
 //      --paths=router,ramp,ws,wsb,sse   only those sweeps (default all; --router-only = router,ramp)
 //      --levels=1,128               only those levels (1, the yardstick, is always run)
+// Each level also gives the CPU ms per stream of the edge's workerd and of the router (/proc,
+// the level's whole use over its streams; no profiler in the way).
 // Prints a table and writes bench/results/stream-capacity-<timestamp>.json and -latest.json.
 
 import { readdir, readFile, writeFile } from "node:fs/promises";
