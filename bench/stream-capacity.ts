@@ -26,16 +26,18 @@
 //      npx tsx bench/stream-capacity.ts --quick   (smoke run)
 //      --paths=router,ramp,ws,wsb,sse   only those sweeps (default all; --router-only = router,ramp)
 //      --levels=1,128               only those levels (1, the yardstick, is always run)
+// Each level also gives the CPU ms per stream of the edge's workerd and of the router (/proc,
+// the level's whole use over its streams; no profiler in the way).
 // Prints a table and writes bench/results/stream-capacity-<timestamp>.json and -latest.json.
 
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { makeCharModel } from "../scripts/make-char-model.js";
 import { err, QUICK, runBench, say } from "./harness.js";
-import { fmt, formatTable, round, rounded } from "./stats.js";
+import { fmt, formatTable, ratio, round, rounded } from "./stats.js";
 import { edgeApi, EdgeSocket, edgeSse, routerModelRef, RouterSocket, socketsFor, sweep, sweepVerdict, terminateStreamSockets, type Sweep } from "./stream-load.js";
 import { syntheticText } from "./synthetic-node.js";
-import { InspectorProfiler, selfTimes, type CpuProfile } from "./process-profile.js";
+import { cpuByPart, InspectorProfiler, selfTimes, type CpuProfile } from "./process-profile.js";
 import { freePort } from "../local/free-port.js";
 
 /** The value of `--name=value`, if given. */
@@ -152,7 +154,15 @@ await runBench("stream-capacity", async (b) => {
     }
   }
   let sid = 0;
-  const opts = { baseRuns: BASE_RUNS, spreadMs: STEP_MS, expected: (i: number) => expectedText(i), allLevels: ALL_LEVELS };
+  // CPU per stream at each level: the edge's workerd (the isolate, and what workerd does for it)
+  // and the router, from /proc (no profiler, so BENCH_CPU_PROF_DIR runs read high).
+  const roots: Record<string, number> = {};
+  for (const p of mesh.processes) if ((p.name === "edge" || p.name === `router-${REGION}`) && p.child.pid !== undefined) roots[p.name] = p.child.pid;
+  const cpu = () => {
+    const { cpuMs } = cpuByPart(roots, (root, row) => (root !== "edge" ? "router" : row.comm === "workerd" ? "edge" : "edge node"));
+    return { edge: cpuMs.edge ?? 0, router: cpuMs.router ?? 0 };
+  };
+  const opts = { baseRuns: BASE_RUNS, spreadMs: STEP_MS, expected: (i: number) => expectedText(i), allLevels: ALL_LEVELS, cpu };
   err(`[bench] router: straight to its stream socket (${STEP_MS} ms per token at the nodes, ${TOKENS} tokens per stream)`);
   const viaRouter = await sweep(
     "router",
@@ -200,14 +210,27 @@ await runBench("stream-capacity", async (b) => {
   say();
   say(`Stream capacity: synthetic nodes (${NODES}, ${STEP_MS} ms per token, no model), ${TOKENS} tokens per stream, every text checked`);
   say();
+  const cpuRatio = (s: Sweep, r: Sweep["rows"][number], part: string) => ratio(r.cpuMsPerStream?.[part] ?? NaN, s.rows[0]?.cpuMsPerStream?.[part] ?? NaN);
   const rows = (name: string, s: Sweep) =>
-    s.rows.map((r) => [name, String(r.streams), fmt(r.stats.ttft.p50), fmt(r.stats.ttft.p99), fmt(r.stats.itl.p50), fmt(r.stats.itl.p99), fmt(r.p99Ratio) + "x", fmt(r.stats.last.p99), String(r.stats.errors)]);
+    s.rows.map((r) => [
+      name,
+      String(r.streams),
+      fmt(r.stats.ttft.p50),
+      fmt(r.stats.ttft.p99),
+      fmt(r.stats.itl.p50),
+      fmt(r.stats.itl.p99),
+      fmt(r.p99Ratio) + "x",
+      fmt(r.stats.last.p99),
+      String(r.stats.errors),
+      `${fmt(r.cpuMsPerStream?.edge ?? NaN)} (${fmt(cpuRatio(s, r, "edge"))}x)`,
+      `${fmt(r.cpuMsPerStream?.router ?? NaN)} (${fmt(cpuRatio(s, r, "router"))}x)`,
+    ]);
   // last p99: request sent -> last token. A saturated hop bunches tokens (ITL p50 near 0, so a
   // modest ITL p99) while the whole stream comes late: this column and TTFT show it.
-  say(formatTable(["path", "streams", "ttft p50", "ttft p99", "itl p50", "itl p99", "itl p99 / 1 stream", "last p99", "errors"], [...rows("router", viaRouter), ...rows("router ramp", viaRouterRamp), ...rows("edge ws", viaEdge), ...rows("edge wsb", viaEdgeBatched), ...rows("edge sse", viaSse)]));
+  say(formatTable(["path", "streams", "ttft p50", "ttft p99", "itl p50", "itl p99", "itl p99 / 1 stream", "last p99", "errors", "edge cpu ms/stream (/ 1 stream)", "router cpu ms/stream"], [...rows("router", viaRouter), ...rows("router ramp", viaRouterRamp), ...rows("edge ws", viaEdge), ...rows("edge wsb", viaEdgeBatched), ...rows("edge sse", viaSse)]));
   say();
   say(`Streams carried before p99 ITL doubles: router ${sweepVerdict(viaRouter)} (starts ramped over ${RAMP_MS} ms: ${sweepVerdict(viaRouterRamp)}); edge isolate (WebSocket) ${sweepVerdict(viaEdge)} (?batch=true: ${sweepVerdict(viaEdgeBatched)}); edge isolate (SSE) ${sweepVerdict(viaSse)}.`);
-  say("Times in ms, at the client. Goals (issue 14): >= 1,000 per router, >= 256 per edge isolate.");
+  say("Times in ms, at the client; CPU ms per stream from /proc (workerd; the router), a level's whole use over its streams. Goals (issue 14): >= 1,000 per router, >= 256 per edge isolate.");
   for (const [name, profile] of Object.entries(profiles)) {
     const t = selfTimes([profile], profile.startTime, profile.endTime, 15);
     say();
@@ -225,6 +248,7 @@ await runBench("stream-capacity", async (b) => {
       ttftMs: rounded(r.stats.ttft, ["p50", "p99"]),
       itlMs: rounded(r.stats.itl, ["p50", "p90", "p99"]),
       lastMs: rounded(r.stats.last, ["p50", "p99"]),
+      ...(r.cpuMsPerStream ? { cpuMsPerStream: Object.fromEntries(Object.entries(r.cpuMsPerStream).map(([k, v]) => [k, round(v, 2)])), cpuPerStreamRatio: { edge: round(cpuRatio(s, r, "edge"), 2), router: round(cpuRatio(s, r, "router"), 2) } } : {}),
     })),
   });
   await b.saveResults({

@@ -371,6 +371,8 @@ export interface SweepLevel {
   stats: StreamStats;
   /** p99 ITL at this level over p99 ITL at one stream. */
   p99Ratio: number;
+  /** CPU ms per stream at this level, by part (SweepOptions.cpu): the whole level's over its streams. */
+  cpuMsPerStream?: Record<string, number>;
 }
 
 export interface Sweep {
@@ -387,6 +389,8 @@ export interface SweepOptions {
   expected: ExpectedText;
   /** Go on past the first level that doubled or failed (the whole curve, not just the knee). */
   allLevels?: boolean;
+  /** CPU ms used so far by each part of the mesh (read before and after each level's streams). */
+  cpu?: () => Record<string, number>;
 }
 
 /**
@@ -400,12 +404,16 @@ export async function sweep(name: string, levels: readonly number[], prepare: (n
   let carried = 0;
   for (const n of levels) {
     const { run, close } = await prepare(n);
+    const cpu0 = opts.cpu?.();
     const samples = n === 1 ? await sequential(run, opts.baseRuns, opts.expected) : await concurrent(run, n, opts.expected, noSamples(), opts.spreadMs);
+    const cpu1 = opts.cpu?.();
     close();
     const m = streamStats(samples);
     if (n === 1) base = m.itl.p99;
     const r = ratio(m.itl.p99, base);
-    rows.push({ streams: n, stats: m, p99Ratio: r });
+    const streams = n === 1 ? opts.baseRuns : n;
+    const cpuMsPerStream = cpu0 && cpu1 ? Object.fromEntries(Object.keys(cpu1).map((k) => [k, (cpu1[k]! - (cpu0[k] ?? 0)) / streams])) : undefined;
+    rows.push({ streams: n, stats: m, p99Ratio: r, ...(cpuMsPerStream ? { cpuMsPerStream } : {}) });
     err(`[bench] ${name} ${n} streams: itl p50 ${fmt(m.itl.p50)} p99 ${fmt(m.itl.p99)} ms (x${fmt(r)}), ttft p99 ${fmt(m.ttft.p99)} ms, errors ${m.errors}${m.errors ? ` (${m.errorSamples[0]})` : ""}`);
     const ok = m.errors === 0 && r < 2;
     if (ok && carried === (rows.at(-2)?.streams ?? 0)) carried = n;

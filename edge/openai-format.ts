@@ -307,6 +307,14 @@ export function sseChunkWriter(kind: "chat" | "completion", head: ResponseHead, 
       choices: [{ index: 0, ...choice, logprobs: null }],
       ...usageField,
     });
+  // A token's chunk is the same JSON but for its text: written once around a marker, then each
+  // token's chunk is the text's JSON between the two halves (the bytes `chunk` would give it,
+  // without building and walking the chunk object per token).
+  const marker = "\u0000token\u0000";
+  const template = chunk(kind === "chat" ? { delta: { content: marker }, finish_reason: null } : { text: marker, finish_reason: null });
+  const at = template.lastIndexOf(JSON.stringify(marker));
+  const before = template.slice(0, at);
+  const after = template.slice(at + JSON.stringify(marker).length);
   const opening = () => {
     if (started || kind !== "chat") return "";
     started = true;
@@ -317,7 +325,7 @@ export function sseChunkWriter(kind: "chat" | "completion", head: ResponseHead, 
       case "progress":
         return `: ${ev.stage}${ev.percent !== undefined ? ` ${ev.percent}%` : ""}\n\n`;
       case "token":
-        return opening() + chunk(kind === "chat" ? { delta: { content: ev.text_output }, finish_reason: null } : { text: ev.text_output, finish_reason: null });
+        return opening() + before + JSON.stringify(ev.text_output) + after;
       case "done": {
         const finish = finishReason(ev.finish_reason);
         let out = opening() + chunk(kind === "chat" ? { delta: {}, finish_reason: finish } : { text: "", finish_reason: finish });

@@ -88,7 +88,6 @@ async function signGenerate(codec: Codec, secret: string, req: RegionGenerateReq
  * arrives the simulated one-way delay late, so frames sent before a close land before it.
  */
 abstract class ChannelLifecycle {
-  protected readonly codec = createCodec();
   private closeListeners: ((reason: string) => void)[] = [];
   open = true;
   /** Ping intervals since the region last sent anything. */
@@ -101,6 +100,7 @@ abstract class ChannelLifecycle {
     private readonly secret: string,
     /** Simulated one-way delay, ms (local mode). */
     protected readonly delayMs: number,
+    protected readonly codec: Codec = createCodec(),
   ) {}
 
   /** A generate request as bytes with its own grant, signed now (fresh, single-use), for a generate frame. */
@@ -353,7 +353,7 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
     /** The edge's announcement (edgeWireHeader): a region that shares no version refuses the request (426). */
     private readonly wireHeader: string,
   ) {
-    super(region, secret, delayMs);
+    super(region, secret, delayMs, httpCodec());
   }
 
   register(sid: string, handler: FrameHandler): void {
@@ -416,17 +416,21 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
         const { value, done } = await reader.read();
         if (done) break;
         if (!this.open) continue;
-        const frames: RegionToEdge[] = [];
+        // With no simulated delay each frame goes straight to the generation: a chunk is
+        // usually one token, and a closure and an array per chunk were a share of the isolate's
+        // time per token (docs/benchmarks.md, SSE streams).
+        const frames: RegionToEdge[] | null = this.delayMs > 0 ? [] : null;
         for (const bytes of splitter.push(value)) {
           const f = parseRegionToEdge(this.codec.decode(bytes));
           this.missed = 0;
           if (f.t === "pong") continue;
           if (f.t === "token") this.credit--;
           if (f.t === "done" || f.t === "error") this.final = true;
-          frames.push(f);
+          if (frames) frames.push(f);
+          else this.deliver(f);
         }
         // One delay (local mode) for what the chunk held, not a timer per frame.
-        if (frames.length > 0) this.later(() => frames.forEach((f) => this.deliver(f)));
+        if (frames && frames.length > 0) this.later(() => frames.forEach((f) => this.deliver(f)));
       }
       if (splitter.pending > 0) throw new Error("the stream ended inside a frame");
       this.shutdown(`region ${this.region} ended the stream`);
@@ -452,6 +456,14 @@ export class HttpRegionChannel extends ChannelLifecycle implements StreamChannel
     this.wake?.();
   }
 }
+
+/**
+ * The isolate's one codec for HTTP generations: a Packr and an Unpackr made per generation were a
+ * measurable part of each stream's start, and neither keeps anything between calls that one
+ * generation could see of another's (no records; each encode and decode is synchronous).
+ */
+let sharedHttpCodec: Codec | null = null;
+const httpCodec = (): Codec => (sharedHttpCodec ??= createCodec());
 
 /** How long the end of a response may take after the region's last frame before it is cut. */
 const FINAL_DRAIN_MS = 1_000;

@@ -27,8 +27,11 @@ export function frameBytes(payload: Uint8Array): Uint8Array {
  * Splits a byte stream into frames as chunks arrive (a chunk may hold many frames, or part of
  * one). Keeps at most one partial frame, itself bounded by maxFrame.
  */
+/** The splitter's "nothing kept": one shared empty array, not a new one per chunk (an allocation per token otherwise). */
+const NOTHING = new Uint8Array(0);
+
 export class FrameSplitter {
-  private buf = new Uint8Array(0);
+  private buf = NOTHING;
 
   constructor(private readonly maxFrame = MAX_STREAM_FRAME_BYTES) {}
 
@@ -52,7 +55,7 @@ export class FrameSplitter {
       at += 4 + len;
     }
     // Copied so a kept partial frame does not pin the whole chunk it came in.
-    this.buf = at === data.length ? new Uint8Array(0) : data.slice(at);
+    this.buf = at === data.length ? NOTHING : data.slice(at);
     return frames;
   }
 

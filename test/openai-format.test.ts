@@ -14,7 +14,7 @@ import {
   plainChatPrompt,
   sseChunkWriter,
 } from "../edge/openai-format.js";
-import type { StreamEvent } from "../edge/stream-protocol.js";
+import { sseEvent, type StreamEvent } from "../edge/stream-protocol.js";
 
 const chat = (extra: Record<string, unknown> = {}) => ({ model: "m", messages: [{ role: "user", content: "hi" }], ...extra });
 const paramOf = (f: () => unknown): string | null | undefined => {
@@ -150,6 +150,32 @@ describe("sseChunkWriter", () => {
     ]);
     const err = JSON.parse(w({ type: "error", id: "r1", error: "node failed", code: "node_error", requestId: "r1" }).slice(6));
     expect(err).toEqual({ error: { message: "node failed", type: "server_error", param: null, code: "node_error", request_id: "r1" } });
+  });
+
+  it("a token's chunk is exactly the JSON of the chunk object, whatever the text and the names hold", () => {
+    const texts = ['say "hi"\n', "\\", "\u0000token\u0000", "é漢😀", "\ud800", "</script>", ""];
+    const odd = { id: 'chatcmpl-"\u0000token\u0000', created: 7, model: 'm"\\:1' };
+    for (const [kind, h, usage] of [["chat", head, true], ["completion", head, false], ["chat", odd, false], ["completion", odd, true]] as const) {
+      const w = sseChunkWriter(kind, h, usage, "r1");
+      if (kind === "chat") w(tok(0, "x"));
+      for (const text of texts) {
+        const choice = kind === "chat" ? { index: 0, delta: { content: text }, finish_reason: null, logprobs: null } : { index: 0, text, finish_reason: null, logprobs: null };
+        const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
+        const expected = `data: ${JSON.stringify({ id: h.id, object, created: h.created, model: h.model, choices: [choice], ...(usage ? { usage: null } : {}) })}\n\n`;
+        expect(w(tok(1, text))).toBe(expected);
+      }
+    }
+  });
+});
+
+describe("sseEvent", () => {
+  it("writes a token event as the JSON of the event, whatever its text holds", () => {
+    for (const text of ['say "hi"\n', "\\", "é漢😀", "\ud800", "", "\u2028"]) {
+      for (const id of ["r1", 'a"b', "\u0000"]) {
+        const ev: StreamEvent = { type: "token", id, index: 41, text_output: text, token_id: 1234 };
+        expect(sseEvent(ev)).toBe(`event: token\ndata: ${JSON.stringify(ev)}\n\n`);
+      }
+    }
   });
 });
 
