@@ -16,6 +16,7 @@
 //
 // Run: npm run bench            (full: ~2000 sequential calls / ~6 s at c=16 per variant)
 //      npx tsx bench/mesh-overhead.ts --quick   (smoke run, small counts)
+//      npx tsx bench/mesh-overhead.ts --cases large-binary   (only the named cases, comma-separated)
 //      npx tsx bench/mesh-overhead.ts --profile (mesh only: CPU ms per call in each process,
 //          Redis commands per call, and each process's hottest functions per case, from V8 CPU
 //          profiles: bench/cpu-profile-preload.cjs in the Node processes, the inspector for
@@ -102,15 +103,22 @@ const MODELS: Record<Size, { model: string; inputs: BenchCase["inputs"]; outputN
   small: { model: "demo-mlp", inputs: SMALL_INPUTS, outputNames: ["logits", "probs"] },
   large: { model: DEMO_MATMUL_NAME, inputs: LARGE_INPUTS, outputNames: ["y"] },
 };
-const CASES: BenchCase[] = (["small", "large"] as const).flatMap((size) =>
-  [false, true].map((binary) => ({
-    id: `${size}-${binary ? "binary" : "json"}`,
-    size,
-    binary,
-    ...MODELS[size],
-    tensorBytes: MODELS[size].inputs.reduce((n, t) => n + t.data.byteLength, 0),
-  })),
-);
+/** `--cases large-binary,small-json` runs only those cases (quicker A/B runs of one case). */
+const ONLY = (() => {
+  const i = process.argv.indexOf("--cases");
+  return i < 0 ? null : new Set(process.argv[i + 1]!.split(","));
+})();
+const CASES: BenchCase[] = (["small", "large"] as const)
+  .flatMap((size) =>
+    [false, true].map((binary) => ({
+      id: `${size}-${binary ? "binary" : "json"}`,
+      size,
+      binary,
+      ...MODELS[size],
+      tensorBytes: MODELS[size].inputs.reduce((n, t) => n + t.data.byteLength, 0),
+    })),
+  )
+  .filter((c) => ONLY === null || ONLY.has(c.id));
 
 /** The request body and headers of a case: OIP JSON, or binary inputs asking for binary outputs. */
 function requestOf(c: BenchCase): { body: Buffer; headers: Record<string, string> } {

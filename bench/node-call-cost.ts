@@ -1,5 +1,5 @@
 // What one small call costs the GPU node side in CPU: a real node agent (gpu-node/main.ts) with
-// demo-mlp loaded in its session child, driven by a minimal router stand-in over the real node
+// demo-mlp (or, --large, demo-matmul) loaded in its session child, driven by a minimal router stand-in over the real node
 // socket (hello, welcome, load, infer frames in msgpack, as regions/node-link.ts sends them), and
 // the agent's and the child's CPU read from /proc around each phase (every thread's schedstat;
 // stat's ticks for the kernel's share), with no profiler in the measured processes. Baseline in
@@ -9,7 +9,10 @@
 // CPU per call grows several-fold when the machine is loaded (caches, wake-ups): compare only
 // figures of one run.
 //
-//   npx tsx bench/node-call-cost.ts [--calls 3000] [--rounds 3] [--compare DIR] [--profile]
+//   npx tsx bench/node-call-cost.ts [--calls 3000] [--rounds 3] [--compare DIR] [--profile] [--large]
+//
+// --large: demo-matmul with a [64,1024] and b [1024,1] FP32 inputs (260 KiB a call, the large
+//   tensor of bench/mesh-overhead.ts) instead of demo-mlp's [1,4]: the node's per-byte costs.
 //
 // --compare DIR: a second agent from another checkout (e.g. `git archive <base> | tar -x -C DIR`
 //   with node_modules linked), measured in the same run, rounds interleaved (A, B, A, B...), so
@@ -29,7 +32,7 @@ import type WebSocket from "ws";
 import { parseNodeMessage, unbatch, type NodeToRouter, type RouterToNode } from "../protocol/messages.js";
 import { localWire } from "../protocol/wire-version.js";
 import { sha256Hex } from "../protocol/signing.js";
-import { makeDemoModels } from "../scripts/make-demo-models.js";
+import { DEMO_MATMUL_NAME, makeDemoMatmul, makeDemoModels } from "../scripts/make-demo-models.js";
 import { toOrt } from "../gpu-node/ort-tensors.js";
 import type { WireTensor } from "../formats/tensor.js";
 import { packTensor } from "../formats/binary-tensors.js";
@@ -56,7 +59,25 @@ const COMPARE = strArg("compare");
 const PROFILE = process.argv.includes("--profile");
 const TICK_MS = 1000 / 100; // USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
 const TOKEN = "bench-node-call-cost-token";
-const INPUT: WireTensor = { name: "x", datatype: "FP32", shape: [1, 4], data: Float32Array.from([1, 2, 3, 4]) };
+const LARGE = process.argv.includes("--large");
+const pseudo = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => (((i * 7919 + seed) % 17) - 8) / 8);
+/** The model called, its inputs, and its signature as a router's load frame gives it. */
+const MODEL = LARGE
+  ? {
+      key: `${DEMO_MATMUL_NAME}@1`,
+      label: "demo-matmul a [64,1024] x b [1024,1] FP32",
+      inputs: [
+        { name: "a", datatype: "FP32" as const, shape: [64, 1024], data: pseudo(64 * 1024, 1) },
+        { name: "b", datatype: "FP32" as const, shape: [1024, 1], data: pseudo(1024, 2) },
+      ] satisfies WireTensor[],
+      signature: { inputs: [{ name: "a", datatype: "FP32" as const, shape: [-1, -1] }, { name: "b", datatype: "FP32" as const, shape: [-1, -1] }], outputs: [{ name: "y", datatype: "FP32" as const, shape: [-1, -1] }] },
+    }
+  : {
+      key: "demo-mlp@1",
+      label: "demo-mlp [1,4] FP32",
+      inputs: [{ name: "x", datatype: "FP32" as const, shape: [1, 4], data: Float32Array.from([1, 2, 3, 4]) }] satisfies WireTensor[],
+      signature: { inputs: [{ name: "x", datatype: "FP32" as const, shape: [-1, 4] }], outputs: [{ name: "logits", datatype: "FP32" as const, shape: [-1, 3] }, { name: "probs", datatype: "FP32" as const, shape: [-1, 3] }] },
+    };
 // A router's span, as regions/node-link.ts forwards one (the node opens its own under it).
 const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -114,14 +135,13 @@ interface Phase {
 }
 
 async function main(b: import("./harness.js").Bench): Promise<void> {
-  const models = await makeDemoModels(join(b.tmpDir, "models"));
-  const mlp = models.find((f) => f.name === "demo-mlp" && f.version === "1")!;
+  const mlp = LARGE ? await makeDemoMatmul(join(b.tmpDir, "models")) : (await makeDemoModels(join(b.tmpDir, "models"))).find((f) => f.name === "demo-mlp" && f.version === "1")!;
   const bytes = await readFile(mlp.path);
   const sha = await sha256Hex(bytes);
 
   // The artifact, as an edge's signed URL would serve it; the router stand-in welcomes each
-  // node, loads demo-mlp on it, sends calls and reads answers.
-  const artifactUrl = (await serveArtifacts(b, { "demo-mlp.onnx": bytes }))("demo-mlp.onnx");
+  // node, loads the model on it, sends calls and reads answers.
+  const artifactUrl = (await serveArtifacts(b, { "model.onnx": bytes }))("model.onnx");
   const router = await standInRouter(b, TOKEN);
   const { codec } = router;
   const routerUrl = router.url;
@@ -167,11 +187,11 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
     send({ t: "welcome", region: "bench", wire: localWire() });
     send({
       t: "load",
-      key: "demo-mlp@1",
+      key: MODEL.key,
       url: artifactUrl,
       sha256: sha,
       size: bytes.length,
-      signature: { inputs: [{ name: "x", datatype: "FP32", shape: [-1, 4] }], outputs: [{ name: "logits", datatype: "FP32", shape: [-1, 3] }, { name: "probs", datatype: "FP32", shape: [-1, 3] }] },
+      signature: MODEL.signature,
     });
     await loaded;
     const childPids = childrenOf(proc.pid!);
@@ -181,7 +201,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
   };
 
   let nextId = 0;
-  const packed = packTensor(INPUT);
+  const packed = MODEL.inputs.map(packTensor);
   const call = (a: Agent): Promise<void> =>
     new Promise<void>((resolve) => {
       const id = String(++nextId);
@@ -189,7 +209,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
         a.calls.delete(id);
         resolve();
       });
-      a.send({ t: "infer", id, key: "demo-mlp@1", sha256: sha, inputs: [packed], deadline: Date.now() + 30_000, requestId: `req-${id}`, traceparent: TRACEPARENT });
+      a.send({ t: "infer", id, key: MODEL.key, sha256: sha, inputs: packed, deadline: Date.now() + 30_000, requestId: `req-${id}`, traceparent: TRACEPARENT });
     });
 
   const measure = async (a: Agent, n: number, concurrency: number): Promise<Phase> => {
@@ -244,7 +264,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
   // The baseline: the same model run in this process, same threads, in the same rounds.
   const session = await ort.InferenceSession.create(mlp.path, { intraOpNumThreads: THREADS, interOpNumThreads: 1, graphOptimizationLevel: "all" });
   b.defer(() => session.release());
-  const feeds = () => ({ x: toOrt(INPUT) });
+  const feeds = () => Object.fromEntries(MODEL.inputs.map((t) => [t.name, toOrt(t)]));
   for (let i = 0; i < 500; i++) await session.run(feeds());
   const ortRuns: number[] = [];
 
@@ -284,7 +304,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
     }
   }
   const base = (r: Row) => rows.find((x) => x.agent === "this" && x.mode === r.mode)!;
-  say(`\nnode-call-cost: demo-mlp [1,4] FP32, ${CALLS} calls x ${ROUNDS} rounds per mode, ${THREADS} intra-op thread(s), ${b.machine.cpus} CPUs${PROFILE ? " (PROFILED: figures include the sampler)" : ""}`);
+  say(`\nnode-call-cost: ${MODEL.label}, ${CALLS} calls x ${ROUNDS} rounds per mode, ${THREADS} intra-op thread(s), ${b.machine.cpus} CPUs${PROFILE ? " (PROFILED: figures include the sampler)" : ""}`);
   say(`baseline: onnxruntime in-process run ${fmt(ortMs, 4)} CPU ms/call; idle node ${agents.map((a) => `${a.label} agent ${fmt(idle.get(a.label)!.agent * 1000, 1)} + child ${fmt(idle.get(a.label)!.child * 1000, 1)} CPU ms/s`).join(", ")} (taken off)\n`);
   printTable(
     ["agent", "mode", "agent CPU ms/call", "of it kernel", "child CPU ms/call", "node total", "x ort run", "wall p50 ms", "calls/s", ...(COMPARE ? ["total vs this"] : [])],
@@ -325,7 +345,7 @@ async function main(b: import("./harness.js").Bench): Promise<void> {
   }
 
   await b.saveResults({
-    model: "demo-mlp@1 [1,4] FP32",
+    model: `${MODEL.key} ${MODEL.label}`,
     calls: CALLS,
     rounds: ROUNDS,
     concurrency: CONCURRENCY,

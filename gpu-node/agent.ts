@@ -90,6 +90,7 @@ export function startAgent(config: NodeConfig): AgentHandle {
     executionProviders: provider.executionProviders,
     workersPerModel: config.workersPerModel,
     threadsPerWorker: config.threadsPerWorker,
+    spinning: config.ortSpinning,
     loadTimeoutMs: config.loadTimeoutMs,
   });
   // A version whose session is loaded is never evicted from the disk cache (its children reload from the file).

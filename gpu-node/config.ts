@@ -104,6 +104,15 @@ const NODE_FIELDS = {
   threadsPerWorker: computed((env) =>
     value(int("NODE_THREADS_PER_WORKER", Math.max(1, Math.floor(availableParallelism() / value(WORKERS_PER_MODEL, env))), 1), env),
   ),
+  /**
+   * onnxruntime's intra-op threads busy-wait for the next piece of work after each run (its
+   * default) instead of sleeping. Between calls that spinning burns whole cores: a [64,1024]
+   * matmul with 2 threads cost its child ~6 ms of CPU per call at one call every 5 ms, against
+   * 0.4 ms without (docs/benchmarks.md), CPU that the agent, other models' children and, on a
+   * shared host, the router then lack. Off by default; on trades that for a few tens of µs less
+   * wake-up per run of a model that keeps its threads busy.
+   */
+  ortSpinning: flag("NODE_ORT_SPINNING", false),
   executionProvider: oneOf("MESH_EXECUTION_PROVIDER", ["auto", "cpu", "cuda", "webgpu"], "auto"),
   heartbeatMs: int("HEARTBEAT_MS", 1_000, 50),
   /** Calls run at once; the router never sends more. */

@@ -21,6 +21,8 @@ export interface RuntimeOptions {
   executionProviders: string[];
   workersPerModel: number;
   threadsPerWorker: number;
+  /** Whether onnxruntime's thread pools busy-wait between runs (NODE_ORT_SPINNING; default no). */
+  spinning?: boolean;
   loadTimeoutMs: number;
 }
 
@@ -220,6 +222,7 @@ export class OnnxRuntime {
     const opts: SessionOptions = {
       path,
       threads: this.opts.threadsPerWorker,
+      spinning: this.opts.spinning,
       executionProviders: this.opts.executionProviders,
       memoryLimitBytes: memoryLimitMb * 2 ** 20,
       loadTimeoutMs: this.opts.loadTimeoutMs,

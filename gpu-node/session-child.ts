@@ -60,6 +60,8 @@ process.on("message", (m: ChildRequest) => {
           graphOptimizationLevel: "all",
           intraOpNumThreads: m.threads,
           interOpNumThreads: 1,
+          // onnxruntime reads these session config entries as strings (gpu-node/config.ts, ortSpinning).
+          extra: { session: { intra_op: { allow_spinning: m.spinning ? "1" : "0" }, inter_op: { allow_spinning: m.spinning ? "1" : "0" } } },
         });
         // The KV caches get what the model's memory bound leaves after the load.
         const loaded = process.memoryUsage().rss - startRss;

@@ -22,7 +22,7 @@ import type { GenReply, GenRequest } from "./child-generations.js";
 
 export type ChildRequest =
   /** memoryLimitBytes: the model's bound, of which the child's generations keep their KV caches within what the load leaves. */
-  | { t: "load"; path: string; threads: number; executionProviders: string[]; memoryLimitBytes?: number }
+  | { t: "load"; path: string; threads: number; spinning: boolean; executionProviders: string[]; memoryLimitBytes?: number }
   | { t: "run"; id: number; inputs: WireTensor[]; outputs?: string[] }
   | GenRequest;
 
@@ -69,6 +69,8 @@ export class SessionProcessError extends Error {
 export interface SessionOptions {
   path: string;
   threads: number;
+  /** Whether onnxruntime's thread pools busy-wait between runs (NODE_ORT_SPINNING; default no). */
+  spinning?: boolean;
   executionProviders: string[];
   /** Session memory (RSS above the child's before the load) past which the child is killed. */
   memoryLimitBytes: number;
@@ -261,6 +263,7 @@ export class SessionProcess {
             t: "load",
             path: opts.path,
             threads: opts.threads,
+            spinning: opts.spinning ?? false,
             executionProviders: opts.executionProviders,
             ...(Number.isFinite(opts.memoryLimitBytes) ? { memoryLimitBytes: opts.memoryLimitBytes } : {}),
           } satisfies ChildRequest);

@@ -1,4 +1,5 @@
-// One session child (gpu-node/session-process.ts) on its own, real processes: a load past its
+// One session child (gpu-node/session-process.ts) on its own, real processes: it runs with
+// onnxruntime's threads spinning between runs or not (NODE_ORT_SPINNING), a load past its
 // timeout or its memory bound is killed and refused, as is a run past its memory bound, an abort mid-run kills the child at once
 // (the run does not go on), a child that dies while idle is reported, and the pool behind
 // OnnxRuntime replaces a killed child and keeps serving.
@@ -55,6 +56,17 @@ describe("session child", () => {
     expect(p.memoryBytes).toBeGreaterThan(0);
     p.kill();
     await waitUntil("child gone", 5_000, async () => ((await gone(p.pid)) ? true : undefined));
+  }, 30_000);
+
+  it("runs with several threads whether onnxruntime's threads spin between runs or sleep, with the same answer", async () => {
+    const answers: unknown[] = [];
+    for (const spinning of [false, true]) {
+      const p = await SessionProcess.start(opts({ threads: 2, spinning }));
+      answers.push((await p.run(spin(2), undefined)).outputs);
+      p.kill();
+      await waitUntil("child gone", 5_000, async () => ((await gone(p.pid)) ? true : undefined));
+    }
+    expect(answers[0]).toEqual(answers[1]);
   }, 30_000);
 
   it("kills a load past its timeout", async () => {
