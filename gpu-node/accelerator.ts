@@ -114,7 +114,7 @@ const ort = require(${JSON.stringify(ortPath)});
   }
   process.exit(0);
 })();`;
-  const r = spawnSync(process.execPath, ["-e", script], { encoding: "utf8", timeout: timeoutMs, env: { ...process.env, ORT_DISABLE_TELEMETRY: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+  const r = spawnSync(process.execPath, ["-e", script], { encoding: "utf8", timeout: timeoutMs, stdio: ["ignore", "pipe", "pipe"] });
   // Dawn says on stderr what it could not load (e.g. "Couldn't load Vulkan: libvulkan.so.1"): the useful half of a refusal.
   const stderr = (r.stderr ?? "").split("\n").map((l) => l.trim()).filter(Boolean).slice(-3).join(" | ");
   let answer: WebgpuCheck | null = null;

@@ -159,7 +159,7 @@ describe("the real WebGPU check", () => {
     if (works) return ctx.skip();
     // Nothing listens on port 1: an agent that got past the provider would keep retrying, not exit.
     const r = spawnSync(process.execPath, ["--import", "tsx", resolve("gpu-node/main.ts")], {
-      env: { ...process.env, ROUTER_URL: "ws://127.0.0.1:1/v1/nodes", NODE_TOKEN: "accelerator-test-token-0123456789", MESH_EXECUTION_PROVIDER: "webgpu", ORT_DISABLE_TELEMETRY: "1" },
+      env: { ...process.env, ROUTER_URL: "ws://127.0.0.1:1/v1/nodes", NODE_TOKEN: "accelerator-test-token-0123456789", MESH_EXECUTION_PROVIDER: "webgpu" },
       timeout: 60_000,
       encoding: "utf8",
     });

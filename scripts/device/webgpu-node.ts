@@ -179,7 +179,6 @@ async function startAgent(b: Bench, router: StandInRouter, provider: "webgpu" | 
     NODE_ID: nodeId,
     MODEL_CACHE_DIR: join(b.tmpDir, `cache-${provider}`),
     MESH_EXECUTION_PROVIDER: provider,
-    ORT_DISABLE_TELEMETRY: "1",
   });
   const exited = new Promise<number | null>((r) => proc.child.once("exit", (code) => r(code)));
   const first = await Promise.race([connected, exited.then((code) => ({ code }))]);
