@@ -23,13 +23,13 @@ export function frameBytes(payload: Uint8Array): Uint8Array {
   return out;
 }
 
+/** The splitter's "nothing kept": one shared empty array, not a new one per chunk (an allocation per token otherwise). */
+const NOTHING = new Uint8Array(0);
+
 /**
  * Splits a byte stream into frames as chunks arrive (a chunk may hold many frames, or part of
  * one). Keeps at most one partial frame, itself bounded by maxFrame.
  */
-/** The splitter's "nothing kept": one shared empty array, not a new one per chunk (an allocation per token otherwise). */
-const NOTHING = new Uint8Array(0);
-
 export class FrameSplitter {
   private buf = NOTHING;
 
